@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package that webtrap needs to build, run and test.
+# Run as root on a fresh machine; running it again is cheap.
+set -euo pipefail
+
+build_packages=(
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  libmodsecurity-dev modsecurity-crs
+  libboost1.81-dev libssl-dev libcurl4-openssl-dev libsimdjson-dev
+  libsqlite3-dev libmaxminddb-dev libyaml-cpp-dev libcli11-dev
+  libspdlog-dev libfmt-dev zlib1g-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev
+)
+
+# Real tools that the integration tests and benchmarks drive on loopback.
+test_packages=(
+  curl openssl python3 python3-yaml python3-jsonschema
+  sqlmap nmap hydra gobuster whatweb wapiti wrk
+  nginx libnginx-mod-http-modsecurity apache2
+)
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps.sh: run as root (apt-get needs it)" >&2
+  exit 1
+fi
+
+want=("${build_packages[@]}")
+if [[ "${1:-}" == "--with-tests" ]]; then
+  want+=("${test_packages[@]}")
+fi
+
+missing=()
+for package in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" ||
+    missing+=("$package")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps.sh: all ${#want[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps.sh: installing ${#missing[@]} packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# Installing nginx or apache2 starts their services on port 80 through the
+# package scripts; policy-rc.d keeps them stopped so that tests own the ports.
+printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+chmod 755 /usr/sbin/policy-rc.d
+trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+apt-get install -y -q --no-install-recommends "${missing[@]}"

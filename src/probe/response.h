@@ -1,0 +1,37 @@
+// The response a persona sends, and what the persona learnt about the request.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "probe/capture.h"
+
+namespace webtrap::probe {
+
+struct PersonaResponse {
+  int status = 200;
+  std::string reason;                // status text on the status line
+  std::vector<HeaderField> headers;  // sent in this order, exactly as given
+  std::string body;
+  bool omit_body = false;         // HEAD: headers announce the body, none is sent
+  bool close_connection = false;  // the persona closes after this response
+};
+
+// One bait the request touched. `kind` is one of the names in baits.h.
+struct BaitHit {
+  std::string kind;
+  std::string detail;
+};
+
+// What the persona found while answering: the route, bait hits, and the TX
+// variables that the honeytrap rules read.
+struct RouteOutcome {
+  std::string route;  // route name from the persona, "not_found" when none matched
+  std::string route_kind;  // page, login, form, admin, trap, canary, static, error
+  std::vector<BaitHit> baits;
+  std::map<std::string, std::string> tx;  // injected into TX before phase 1
+  std::vector<std::string> issued_tokens;  // honeytokens planted in this response
+};
+
+}  // namespace webtrap::probe
