@@ -1,7 +1,11 @@
 // webtrap: one executable with a subcommand per role.
+#include <cstdio>
+
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "common/error.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"webtrap: a web honeypot with ModSecurity and a threat-intelligence pipeline"};
@@ -13,5 +17,18 @@ int main(int argc, char** argv) {
   webtrap::cli::addReplayCommand(app, runner);
 
   CLI11_PARSE(app, argc, argv);
-  return runner ? runner() : 0;
+  if (!runner) {
+    return 0;
+  }
+  try {
+    return runner();
+  } catch (const webtrap::ConfigError& error) {
+    fmt::print(stderr, "webtrap: configuration error: {}\n", error.what());
+    return 2;
+  } catch (const CLI::Error& error) {
+    return app.exit(error);
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "webtrap: failed: {}\n", error.what());
+    return 1;
+  }
 }

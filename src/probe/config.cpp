@@ -1,0 +1,485 @@
+#include "probe/config.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <functional>
+#include <set>
+
+#include <boost/asio/ip/address.hpp>
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include "common/error.h"
+
+namespace webtrap::probe {
+namespace {
+
+std::string scalarText(const YAML::Node& node, const std::string& key) {
+  if (!node.IsScalar()) {
+    throw ConfigError(fmt::format("{}: expected a single value, found a list or map; write it as "
+                                  "`{}: VALUE`",
+                                  key, key));
+  }
+  return node.Scalar();
+}
+
+std::uint64_t parseUnsigned(const std::string& text, const std::string& key) {
+  std::uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) {
+    throw ConfigError(fmt::format("{}: invalid number \"{}\"; use a whole number such as 100", key,
+                                  text));
+  }
+  return value;
+}
+
+// Accepts a byte count with an optional unit: 512, 64KiB, 16MiB, 1GiB (also K, M, G).
+std::uint64_t parseBytes(const std::string& text, const std::string& key) {
+  std::size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
+    ++digits;
+  }
+  std::string unit = text.substr(digits);
+  static const std::pair<const char*, std::uint64_t> kUnits[] = {
+      {"", 1},          {"B", 1},          {"K", 1ull << 10},  {"KiB", 1ull << 10},
+      {"M", 1ull << 20}, {"MiB", 1ull << 20}, {"G", 1ull << 30}, {"GiB", 1ull << 30}};
+  for (const auto& [name, factor] : kUnits) {
+    if (unit == name && digits > 0) {
+      return parseUnsigned(text.substr(0, digits), key) * factor;
+    }
+  }
+  throw ConfigError(fmt::format("{}: invalid size \"{}\"; use bytes with an optional unit, such as "
+                                "1048576 or 1MiB (units: KiB, MiB, GiB)",
+                                key, text));
+}
+
+// Accepts a duration: 250ms, 20s, 5m, or a bare number of milliseconds.
+std::uint64_t parseMilliseconds(const std::string& text, const std::string& key) {
+  std::size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
+    ++digits;
+  }
+  std::string unit = text.substr(digits);
+  std::uint64_t factor = 0;
+  if (unit.empty() || unit == "ms") {
+    factor = 1;
+  } else if (unit == "s") {
+    factor = 1000;
+  } else if (unit == "m") {
+    factor = 60'000;
+  }
+  if (digits == 0 || factor == 0) {
+    throw ConfigError(fmt::format("{}: invalid duration \"{}\"; use a number with ms, s or m, such "
+                                  "as 20s",
+                                  key, text));
+  }
+  return parseUnsigned(text.substr(0, digits), key) * factor;
+}
+
+bool parseBool(const std::string& text, const std::string& key) {
+  if (text == "true" || text == "yes" || text == "on") {
+    return true;
+  }
+  if (text == "false" || text == "no" || text == "off") {
+    return false;
+  }
+  throw ConfigError(fmt::format("{}: invalid boolean \"{}\"; use true or false", key, text));
+}
+
+template <typename T>
+T narrow(std::uint64_t value, const std::string& key) {
+  if (value > std::numeric_limits<T>::max()) {
+    throw ConfigError(fmt::format("{}: value {} is too large; the maximum is {}", key, value,
+                                  std::numeric_limits<T>::max()));
+  }
+  return static_cast<T>(value);
+}
+
+// One configuration key: declared once, used for parsing, for rejecting
+// unknown keys and for the reference documentation.
+struct Option {
+  const char* key;
+  const char* type;
+  const char* default_text;
+  const char* description;
+  std::function<void(ProbeConfig&, const std::string&)> apply;
+};
+
+using Apply = std::function<void(ProbeConfig&, const std::string&)>;
+
+Apply setString(std::string ProbeConfig::*member) {
+  return [member](ProbeConfig& c, const std::string& v) { c.*member = v; };
+}
+
+const std::vector<Option>& options() {
+  static const std::vector<Option> kOptions = {
+      {"sensor.id", "string", "host name", "Sensor id written into every record.",
+       setString(&ProbeConfig::sensor_id)},
+      {"sensor.group", "string", "default",
+       "Sensor group, used to aggregate events from several probes.",
+       setString(&ProbeConfig::sensor_group)},
+      {"persona", "string", "apache-debian-php",
+       "Default persona: a folder name under personas_dir.", setString(&ProbeConfig::persona)},
+      {"personas_dir", "path", "<data>/personas", "Folder that holds the persona folders.",
+       [](ProbeConfig& c, const std::string& v) { c.personas_dir = v; }},
+      {"state_dir", "path", "var/state",
+       "Folder for the bait secret and the generated TLS certificate.",
+       [](ProbeConfig& c, const std::string& v) { c.state_dir = v; }},
+      {"run_as", "string", "nobody when started as root",
+       "User to switch to after binding the ports. Ignored when not started as root.",
+       setString(&ProbeConfig::run_as)},
+      {"admin.listen", "address", "127.0.0.1:9101",
+       "Address of the admin listener serving /metrics and /healthz. Empty turns it off.",
+       setString(&ProbeConfig::admin_listen)},
+      {"io_threads", "count", "1", "Threads that accept connections and answer requests.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.io_threads = narrow<std::uint32_t>(parseUnsigned(v, "io_threads"), "io_threads");
+       }},
+      {"capture.body_bytes", "size", "1MiB",
+       "Body bytes kept in each record; longer bodies are truncated and flagged, but hashed "
+       "whole.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.body_capture_bytes = parseBytes(v, "capture.body_bytes");
+       }},
+      {"tls.certificate", "path", "self-signed",
+       "PEM certificate chain for TLS listeners. When empty, a self-signed certificate is "
+       "made in state_dir at first start.",
+       [](ProbeConfig& c, const std::string& v) { c.tls.certificate = v; }},
+      {"tls.private_key", "path", "self-signed", "PEM private key for tls.certificate.",
+       [](ProbeConfig& c, const std::string& v) { c.tls.private_key = v; }},
+      {"limits.max_header_bytes", "size", "16KiB",
+       "Request line plus header block; larger heads get the persona's 400 answer.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.limits.max_header_bytes = narrow<std::uint32_t>(
+             parseBytes(v, "limits.max_header_bytes"), "limits.max_header_bytes");
+       }},
+      {"limits.max_header_count", "count", "100", "Header fields per request.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.limits.max_header_count = narrow<std::uint32_t>(
+             parseUnsigned(v, "limits.max_header_count"), "limits.max_header_count");
+       }},
+      {"limits.max_body_bytes", "size", "64MiB",
+       "Body bytes read per request; past this the request is recorded and the connection "
+       "closed.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.limits.max_body_bytes = parseBytes(v, "limits.max_body_bytes");
+       }},
+      {"limits.read_timeout", "duration", "20s",
+       "Time allowed to receive one whole request, against slow senders.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.limits.read_timeout_ms = narrow<std::uint32_t>(
+             parseMilliseconds(v, "limits.read_timeout"), "limits.read_timeout");
+       }},
+      {"limits.idle_timeout", "duration", "5s",
+       "Time an idle keep-alive connection stays open.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.limits.idle_timeout_ms = narrow<std::uint32_t>(
+             parseMilliseconds(v, "limits.idle_timeout"), "limits.idle_timeout");
+       }},
+      {"limits.max_requests_per_connection", "count", "100", "Requests per keep-alive connection.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.limits.max_requests_per_connection =
+             narrow<std::uint32_t>(parseUnsigned(v, "limits.max_requests_per_connection"),
+                                   "limits.max_requests_per_connection");
+       }},
+      {"limits.max_connections", "count", "1024", "Open connections over all listeners.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.limits.max_connections = narrow<std::uint32_t>(
+             parseUnsigned(v, "limits.max_connections"), "limits.max_connections");
+       }},
+      {"limits.max_connections_per_source", "count", "32", "Open connections from one address.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.limits.max_connections_per_source =
+             narrow<std::uint32_t>(parseUnsigned(v, "limits.max_connections_per_source"),
+                                   "limits.max_connections_per_source");
+       }},
+      {"modsecurity.paranoia_level", "1-4", "1", "CRS paranoia level.",
+       [](ProbeConfig& c, const std::string& v) {
+         auto level = parseUnsigned(v, "modsecurity.paranoia_level");
+         if (level < 1 || level > 4) {
+           throw ConfigError(fmt::format("modsecurity.paranoia_level: invalid value {}; use 1, 2, "
+                                         "3 or 4",
+                                         level));
+         }
+         c.inspector.paranoia_level = static_cast<int>(level);
+       }},
+      {"modsecurity.crs_setup", "path", "/etc/modsecurity/crs/crs-setup.conf",
+       "CRS setup file, loaded before the rules.",
+       [](ProbeConfig& c, const std::string& v) { c.inspector.crs_setup = v; }},
+      {"modsecurity.crs_rules", "path", "/usr/share/modsecurity-crs/rules",
+       "Folder with the CRS rule files.",
+       [](ProbeConfig& c, const std::string& v) { c.inspector.crs_rules = v; }},
+      {"modsecurity.webtrap_rules", "path", "<data>/rules",
+       "Folder with webtrap's honeytrap and gap rules.",
+       [](ProbeConfig& c, const std::string& v) { c.inspector.webtrap_rules = v; }},
+      {"modsecurity.extra_rules", "list of paths", "none",
+       "Further rule files, loaded after the CRS setup and before the CRS rules.", nullptr},
+      {"modsecurity.cache_entries", "count", "8192",
+       "Inspection results kept for requests with identical bytes; 0 turns the cache off.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.inspector.cache_entries = parseUnsigned(v, "modsecurity.cache_entries");
+       }},
+      {"pipeline.workers", "count", "2", "Inspection threads.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.pipeline.workers =
+             narrow<std::uint32_t>(parseUnsigned(v, "pipeline.workers"), "pipeline.workers");
+         if (c.pipeline.workers == 0) {
+           throw ConfigError("pipeline.workers: invalid value 0; use at least 1");
+         }
+       }},
+      {"pipeline.queue_limit", "count", "4096",
+       "Requests waiting for inspection. When full, requests are recorded uninspected (shed).",
+       [](ProbeConfig& c, const std::string& v) {
+         c.pipeline.queue_limit = narrow<std::uint32_t>(parseUnsigned(v, "pipeline.queue_limit"),
+                                                        "pipeline.queue_limit");
+       }},
+      {"pipeline.queue_max_bytes", "size", "256MiB", "Captured bytes waiting for inspection.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.pipeline.queue_max_bytes = parseBytes(v, "pipeline.queue_max_bytes");
+       }},
+      {"pipeline.worker_nice", "0-19", "10",
+       "Nice value of the inspection threads, so that answering requests comes first.",
+       [](ProbeConfig& c, const std::string& v) {
+         auto nice = parseUnsigned(v, "pipeline.worker_nice");
+         if (nice > 19) {
+           throw ConfigError(fmt::format("pipeline.worker_nice: invalid value {}; use 0 to 19",
+                                         nice));
+         }
+         c.pipeline.worker_nice = static_cast<int>(nice);
+       }},
+      {"spool.dir", "path", "var/spool", "Folder of the NDJSON record segments.",
+       [](ProbeConfig& c, const std::string& v) { c.spool.dir = v; }},
+      {"spool.segment_bytes", "size", "64MiB", "Segment size before rotation.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.spool.segment_bytes = parseBytes(v, "spool.segment_bytes");
+       }},
+      {"spool.max_bytes", "size", "1GiB", "Disk cap over all segments.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.spool.max_bytes = parseBytes(v, "spool.max_bytes");
+       }},
+      {"spool.fsync", "always|interval|never", "interval",
+       "When records reach the disk: after each record, every fsync_interval, or when the "
+       "kernel decides.",
+       [](ProbeConfig& c, const std::string& v) {
+         if (v == "always") {
+           c.spool.fsync = FsyncPolicy::kAlways;
+         } else if (v == "interval") {
+           c.spool.fsync = FsyncPolicy::kInterval;
+         } else if (v == "never") {
+           c.spool.fsync = FsyncPolicy::kNever;
+         } else {
+           throw ConfigError(fmt::format("spool.fsync: invalid value \"{}\"; use always, interval "
+                                         "or never",
+                                         v));
+         }
+       }},
+      {"spool.fsync_interval", "duration", "1s", "Time between fsyncs with spool.fsync: interval.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.spool.fsync_interval_ms = narrow<std::uint32_t>(
+             parseMilliseconds(v, "spool.fsync_interval"), "spool.fsync_interval");
+       }},
+      {"spool.on_full", "drop_new|delete_oldest", "drop_new",
+       "What happens at the disk cap: drop new records, or delete the oldest segments. Both "
+       "count every record lost.",
+       [](ProbeConfig& c, const std::string& v) {
+         if (v == "drop_new") {
+           c.spool.on_full = FullPolicy::kDropNew;
+         } else if (v == "delete_oldest") {
+           c.spool.on_full = FullPolicy::kDeleteOldest;
+         } else {
+           throw ConfigError(fmt::format("spool.on_full: invalid value \"{}\"; use drop_new or "
+                                         "delete_oldest",
+                                         v));
+         }
+       }},
+  };
+  return kOptions;
+}
+
+const std::set<std::string> kListenerKeys = {"name", "address", "tls", "bait", "persona"};
+
+void applyListeners(ProbeConfig& config, const YAML::Node& node) {
+  if (!node.IsSequence()) {
+    throw ConfigError("listeners: expected a list of listeners, each with at least `address: "
+                      "127.0.0.1:8080`");
+  }
+  for (std::size_t i = 0; i < node.size(); ++i) {
+    const YAML::Node& item = node[i];
+    std::string where = fmt::format("listeners[{}]", i);
+    if (!item.IsMap()) {
+      throw ConfigError(where + ": expected a map with `address:` and optional name, tls, bait, "
+                                "persona");
+    }
+    for (const auto& entry : item) {
+      std::string key = entry.first.as<std::string>();
+      if (!kListenerKeys.contains(key)) {
+        throw ConfigError(fmt::format("{}.{}: unknown key; known keys are name, address, tls, "
+                                      "bait, persona",
+                                      where, key));
+      }
+    }
+    if (!item["address"]) {
+      throw ConfigError(where + ".address: missing; add `address: 127.0.0.1:8080`");
+    }
+    ListenerConfig listener =
+        parseListenAddress(scalarText(item["address"], where + ".address"), where + ".address");
+    if (item["name"]) {
+      listener.name = scalarText(item["name"], where + ".name");
+    }
+    if (item["tls"]) {
+      listener.tls = parseBool(scalarText(item["tls"], where + ".tls"), where + ".tls");
+    }
+    if (item["bait"]) {
+      listener.bait = parseBool(scalarText(item["bait"], where + ".bait"), where + ".bait");
+    }
+    if (item["persona"]) {
+      listener.persona = scalarText(item["persona"], where + ".persona");
+    }
+    if (listener.name.empty()) {
+      listener.name = fmt::format("{}-{}", listener.tls ? "tls" : "http", listener.port);
+    }
+    config.listeners.push_back(std::move(listener));
+  }
+}
+
+void applyNode(ProbeConfig& config, const YAML::Node& node, const std::string& prefix) {
+  for (const auto& entry : node) {
+    std::string key = prefix + entry.first.as<std::string>();
+    const YAML::Node& value = entry.second;
+
+    if (key == "listeners") {
+      applyListeners(config, value);
+      continue;
+    }
+    if (key == "modsecurity.extra_rules") {
+      if (!value.IsSequence()) {
+        throw ConfigError("modsecurity.extra_rules: expected a list of rule file paths");
+      }
+      for (const auto& path : value) {
+        config.inspector.extra_rules.emplace_back(scalarText(path, key));
+      }
+      continue;
+    }
+
+    const auto& all = options();
+    auto found = std::find_if(all.begin(), all.end(),
+                              [&](const Option& option) { return key == option.key; });
+    if (found != all.end()) {
+      found->apply(config, value.IsNull() ? std::string() : scalarText(value, key));
+      continue;
+    }
+    bool is_section = std::any_of(all.begin(), all.end(), [&](const Option& option) {
+      return std::string_view(option.key).starts_with(key + ".");
+    });
+    if (is_section && value.IsMap()) {
+      applyNode(config, value, key + ".");
+      continue;
+    }
+    throw ConfigError(fmt::format("{}: unknown configuration key; run `webtrap probe "
+                                  "--config-reference` for the list of keys",
+                                  key));
+  }
+}
+
+std::string hostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') {
+    return "probe";
+  }
+  return name;
+}
+
+}  // namespace
+
+std::filesystem::path dataDirectory() {
+  if (const char* env = std::getenv("WEBTRAP_DATA_DIR"); env != nullptr && *env != '\0') {
+    return env;
+  }
+  std::filesystem::path source = WEBTRAP_SOURCE_DIR;
+  if (std::filesystem::exists(source / "personas")) {
+    return source;
+  }
+  return "/usr/share/webtrap";
+}
+
+ListenerConfig parseListenAddress(const std::string& text, const std::string& what) {
+  ListenerConfig listener;
+  std::string host = "127.0.0.1";
+  std::string port_text = text;
+
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      throw ConfigError(fmt::format("{}: invalid address \"{}\"; write IPv6 as [::1]:8080", what,
+                                    text));
+    }
+    host = text.substr(1, close - 1);
+    port_text = text.substr(close + 2);
+  } else if (auto colon = text.rfind(':'); colon != std::string::npos) {
+    host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+  }
+
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(host, ec);
+  if (ec) {
+    throw ConfigError(fmt::format("{}: invalid address \"{}\"; use a numeric address such as "
+                                  "127.0.0.1:8080, 0.0.0.0:80 or [::1]:8080",
+                                  what, text));
+  }
+  std::uint64_t port = 0;
+  auto [end, parse_ec] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (parse_ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535) {
+    throw ConfigError(fmt::format("{}: invalid port in \"{}\"; use 0 to 65535", what, text));
+  }
+  listener.address = address.to_string();
+  listener.port = static_cast<std::uint16_t>(port);
+  listener.name = fmt::format("http-{}", port);
+  return listener;
+}
+
+ProbeConfig loadProbeConfig(const std::filesystem::path& path) {
+  ProbeConfig config;
+  config.sensor_id = hostName();
+  config.personas_dir = dataDirectory() / "personas";
+  config.inspector.webtrap_rules = dataDirectory() / "rules";
+  config.spool.dir = "var/spool";
+
+  if (!path.empty()) {
+    YAML::Node root;
+    try {
+      root = YAML::LoadFile(path.string());
+    } catch (const YAML::BadFile&) {
+      throw ConfigError(fmt::format("{}: cannot read the configuration file; check the path",
+                                    path.string()));
+    } catch (const YAML::Exception& error) {
+      throw ConfigError(fmt::format("{}: invalid YAML at line {}: {}", path.string(),
+                                    error.mark.line + 1, error.msg));
+    }
+    if (root.IsMap()) {
+      applyNode(config, root, "");
+    } else if (!root.IsNull()) {
+      throw ConfigError(fmt::format("{}: expected a map of keys at the top level", path.string()));
+    }
+  }
+
+  config.inspector.body_limit = config.body_capture_bytes;
+  return config;
+}
+
+std::string configurationReference() {
+  std::string out =
+      "| key | type | default | meaning |\n|---|---|---|---|\n"
+      "| listeners | list | see below | Each item: `address` (ADDR:PORT, [V6]:PORT), `name`, "
+      "`tls` (true/false), `bait` (true for an extra port no real user visits), `persona`. |\n";
+  for (const auto& option : options()) {
+    out += fmt::format("| {} | {} | {} | {} |\n", option.key, option.type, option.default_text,
+                       option.description);
+  }
+  return out;
+}
+
+}  // namespace webtrap::probe

@@ -1,0 +1,122 @@
+#include "probe/pipeline.h"
+
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+
+namespace webtrap::probe {
+
+Pipeline::Pipeline(const PipelineConfig& config, Inspector& inspector, Spool& spool,
+                   RecordMeta meta, MetricsRegistry& metrics)
+    : config_(config),
+      inspector_(inspector),
+      spool_(spool),
+      meta_(std::move(meta)),
+      submitted_(metrics.counter("webtrap_pipeline_jobs_total",
+                                 "Answered requests handed to the record pipeline.")),
+      shed_(metrics.counter("webtrap_inspections_shed_total",
+                            "Requests recorded without inspection because the queue was full.")),
+      records_written_(
+          metrics.counter("webtrap_records_written_total", "Audit records appended to the spool.")),
+      records_dropped_(metrics.counter(
+          "webtrap_records_dropped_total",
+          "Audit records the spool did not store (disk cap or write error).")),
+      queue_depth_(
+          metrics.gauge("webtrap_inspection_queue_depth", "Requests waiting for inspection.")) {
+  for (std::uint32_t i = 0; i < config_.workers; ++i) {
+    workers_.emplace_back([this] { runWorker(); });
+  }
+}
+
+Pipeline::~Pipeline() { drain(); }
+
+std::uint64_t Pipeline::jobBytes(const PipelineJob& job) {
+  return job.request.body.size() + job.request.raw_head.size() + job.response.body.size() + 512;
+}
+
+void Pipeline::submit(PipelineJob job) {
+  submitted_.inc();
+  {
+    std::lock_guard lock(mutex_);
+    std::uint64_t bytes = jobBytes(job);
+    bool room = queue_.size() < config_.queue_limit &&
+                queued_bytes_ + bytes <= config_.queue_max_bytes && !stopping_;
+    if (room) {
+      queued_bytes_ += bytes;
+      queue_.push_back(std::move(job));
+      queue_depth_.set(static_cast<std::int64_t>(queue_.size()));
+      ready_.notify_one();
+      return;
+    }
+  }
+
+  // Shedding inspection keeps the record: it is written now, marked as shed.
+  shed_.inc();
+  InspectionResult shed;
+  shed.status = InspectionStatus::kShed;
+  writeRecord(job, shed);
+}
+
+void Pipeline::runWorker() {
+  // Inspection threads run at a lower priority so that under load the
+  // threads answering requests keep the CPU; Linux applies nice per thread.
+  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), config_.worker_nice);
+
+  while (true) {
+    PipelineJob job;
+    {
+      std::unique_lock lock(mutex_);
+      ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) {
+        return;
+      }
+      job = std::move(queue_.front());
+      queue_.pop_front();
+      queued_bytes_ -= jobBytes(job);
+      queue_depth_.set(static_cast<std::int64_t>(queue_.size()));
+    }
+
+    InspectionResult result = inspector_.inspect(job.request, job.response, job.outcome,
+                                                 job.event_id);
+    job.request.timings.inspection_us = result.duration_us;
+    writeRecord(job, result);
+  }
+}
+
+void Pipeline::writeRecord(const PipelineJob& job, const InspectionResult& inspection) {
+  RecordMeta meta = meta_;
+  meta.event_id = job.event_id;
+  std::string record = serializeRecord(job.request, job.response, job.outcome, inspection, meta);
+  if (spool_.append(record) == AppendResult::kWritten) {
+    records_written_.inc();
+  } else {
+    records_dropped_.inc();
+  }
+}
+
+void Pipeline::drain() {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_ && workers_.empty()) {
+      return;
+    }
+    stopping_ = true;
+  }
+  ready_.notify_all();
+  for (auto& worker : workers_) {
+    worker.join();
+  }
+  workers_.clear();
+  spool_.flush();
+}
+
+std::size_t Pipeline::queueDepth() const {
+  std::lock_guard lock(mutex_);
+  return queue_.size();
+}
+
+}  // namespace webtrap::probe

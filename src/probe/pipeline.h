@@ -1,0 +1,72 @@
+// The record pipeline: answered requests wait in a bounded queue for
+// inspection on worker threads, then go to the spool as audit records.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/metrics.h"
+#include "probe/capture.h"
+#include "probe/config.h"
+#include "probe/inspector.h"
+#include "probe/record.h"
+#include "probe/response.h"
+#include "probe/spool.h"
+
+namespace webtrap::probe {
+
+struct PipelineJob {
+  CapturedRequest request;
+  PersonaResponse response;
+  RouteOutcome outcome;
+  std::string event_id;
+};
+
+class Pipeline {
+ public:
+  // `meta` carries the fields shared by every record (sensor, persona,
+  // engine); the event id is set per job.
+  Pipeline(const PipelineConfig& config, Inspector& inspector, Spool& spool, RecordMeta meta,
+           MetricsRegistry& metrics);
+  ~Pipeline();
+
+  // Queues a job for inspection. When the queue is full the job is recorded
+  // at once, uninspected and marked as shed, so no record is lost to load.
+  // Never blocks on inspection.
+  void submit(PipelineJob job);
+
+  // Stops taking work, inspects what is queued, writes it, and joins the
+  // workers.
+  void drain();
+
+  std::size_t queueDepth() const;
+
+ private:
+  void runWorker();
+  void writeRecord(const PipelineJob& job, const InspectionResult& inspection);
+  static std::uint64_t jobBytes(const PipelineJob& job);
+
+  PipelineConfig config_;
+  Inspector& inspector_;
+  Spool& spool_;
+  RecordMeta meta_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<PipelineJob> queue_;
+  std::uint64_t queued_bytes_ = 0;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+
+  Counter& submitted_;
+  Counter& shed_;
+  Counter& records_written_;
+  Counter& records_dropped_;
+  Gauge& queue_depth_;
+};
+
+}  // namespace webtrap::probe

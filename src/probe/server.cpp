@@ -1,0 +1,827 @@
+#include "probe/server.h"
+
+#include <atomic>
+#include <chrono>
+
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/core/detect_ssl.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/error.h"
+#include "common/ids.h"
+#include "probe/baits.h"
+#include "probe/capture_body.h"
+
+namespace webtrap::probe {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+// Bytes asked of the socket per read. Larger reads gain little for HTTP
+// heads and bounded bodies.
+constexpr std::size_t kReadChunk = 16 * 1024;
+// Time allowed for a TLS handshake and for a TLS close_notify exchange.
+constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(10);
+constexpr auto kTlsShutdownTimeout = std::chrono::seconds(2);
+
+std::atomic<std::uint64_t> next_connection_number{1};
+
+Endpoint toEndpoint(const tcp::endpoint& endpoint) {
+  auto address = endpoint.address();
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  }
+  return {address.to_string(), endpoint.port()};
+}
+
+std::int64_t microsecondsSince(Clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
+}
+
+std::string serializeResponse(const PersonaResponse& response) {
+  std::string out;
+  out.reserve(256 + response.body.size());
+  out += fmt::format("HTTP/1.1 {} {}\r\n", response.status, response.reason);
+  for (const auto& field : response.headers) {
+    out += field.name;
+    out += ": ";
+    out += field.value;
+    out += "\r\n";
+  }
+  out += "\r\n";
+  if (!response.omit_body) {
+    out += response.body;
+  }
+  return out;
+}
+
+bool expectsContinue(const http::request_parser<CaptureBody>& parser) {
+  const auto& header = parser.get();
+  auto expect = header[http::field::expect];
+  return beast::iequals(expect, "100-continue") && header.version() >= 11 &&
+         (parser.content_length().value_or(0) > 0 || parser.chunked());
+}
+
+// Connection facts shared by every request on one connection.
+struct ConnectionInfo {
+  std::string id;
+  Endpoint client;
+  Endpoint server;
+  const ListenerConfig* listener = nullptr;
+  TlsInfo tls;
+  // A plain HTTP request arrived on a TLS listener.
+  bool plain_on_tls_port = false;
+};
+
+// An HTTP/1.1 session, shared by the plain and TLS variants through CRTP:
+// `Derived` provides stream() and close(). Steps come in do_x / on_x pairs;
+// each request moves through read, parse, answer, write, then hand-off to the
+// pipeline.
+template <class Derived>
+class HttpSession {
+ public:
+  HttpSession(std::shared_ptr<const ProbeServices> services, ConnectionInfo info,
+              beast::flat_buffer buffer)
+      : services_(std::move(services)), info_(std::move(info)), buffer_(std::move(buffer)) {}
+
+  ~HttpSession() {
+    services_->limiter->release(info_.client.address);
+    services_->metrics->connections_open.add(-1);
+  }
+
+ protected:
+  ConnectionInfo& connectionInfo() { return info_; }
+  const ProbeServices& services() const { return *services_; }
+
+  void startHttp() {
+    beginRequest();
+    parseBuffered();
+  }
+
+ private:
+  Derived& derived() { return static_cast<Derived&>(*this); }
+  const LimitsConfig& limits() const { return services_->config->limits; }
+
+  void beginRequest() {
+    parser_.emplace();
+    parser_->header_limit(limits().max_header_bytes);
+    parser_->body_limit(limits().max_body_bytes);
+    parser_->get().body().keep_limit = services_->config->body_capture_bytes;
+
+    request_ = CapturedRequest{};
+    request_.connection_id = info_.id;
+    request_.request_index = request_index_;
+    request_.client = info_.client;
+    request_.server = info_.server;
+    request_.listener = info_.listener->name;
+    request_.bait_listener = info_.listener->bait;
+    request_.tls = info_.tls;
+    outcome_ = RouteOutcome{};
+    started_ = false;
+    head_captured_ = false;
+
+    // An idle keep-alive connection gets the short idle timeout; the read
+    // timeout starts with the first byte of a request.
+    auto timeout = request_index_ == 0 ? limits().read_timeout_ms : limits().idle_timeout_ms;
+    beast::get_lowest_layer(derived().stream()).expires_after(std::chrono::milliseconds(timeout));
+    if (buffer_.size() > 0) {
+      markStarted();
+    }
+  }
+
+  void markStarted() {
+    if (started_) {
+      return;
+    }
+    started_ = true;
+    started_at_ = Clock::now();
+    request_.received_at = std::chrono::system_clock::now();
+    beast::get_lowest_layer(derived().stream())
+        .expires_after(std::chrono::milliseconds(limits().read_timeout_ms));
+  }
+
+  void doRead() {
+    derived().stream().async_read_some(
+        buffer_.prepare(kReadChunk),
+        [self = derived().shared_from_this()](beast::error_code ec, std::size_t bytes) {
+          self->onRead(ec, bytes);
+        });
+  }
+
+  void onRead(beast::error_code ec, std::size_t bytes) {
+    if (ec) {
+      onReadError(ec);
+      return;
+    }
+    buffer_.commit(bytes);
+    services_->metrics->request_bytes.inc(bytes);
+    markStarted();
+    parseBuffered();
+  }
+
+  void onReadError(beast::error_code ec) {
+    // Bytes that never became a whole request are still an event.
+    bool partial = started_ && (buffer_.size() > 0 || parser_->got_some());
+    if (ec == beast::error::timeout) {
+      services_->metrics->timeouts.inc();
+      if (partial) {
+        failRequest("timeout: the request was not complete within limits.read_timeout", false);
+      }
+    } else if (partial) {
+      failRequest("connection closed before the request was complete: " + ec.message(), false);
+    }
+    derived().close();
+  }
+
+  void parseBuffered() {
+    while (true) {
+      if (buffer_.size() == 0) {
+        doRead();
+        return;
+      }
+
+      beast::error_code ec;
+      bool header_was_done = parser_->is_header_done();
+      std::size_t used = parser_->put(buffer_.data(), ec);
+      if (!header_was_done && parser_->is_header_done()) {
+        // The parser stops after the header while eager is off, so `used`
+        // is exactly the request line and header block.
+        captureHead(used);
+      }
+      buffer_.consume(used);
+
+      if (ec == http::error::need_more) {
+        doRead();
+        return;
+      }
+      if (ec) {
+        failRequest(ec.message(), true);
+        return;
+      }
+      if (parser_->is_done()) {
+        completeRequest();
+        return;
+      }
+      if (!header_was_done && parser_->is_header_done()) {
+        parser_->eager(true);
+        if (expectsContinue(*parser_) && buffer_.size() == 0) {
+          doWriteContinue();
+          return;
+        }
+      }
+      if (used == 0) {
+        doRead();
+        return;
+      }
+    }
+  }
+
+  void captureHead(std::size_t used) {
+    std::string_view bytes(static_cast<const char*>(buffer_.data().data()), used);
+    request_.raw_head.assign(bytes);
+    head_captured_ = true;
+    request_.timings.headers_us = microsecondsSince(started_at_);
+  }
+
+  // Apache answers "100 Continue" when it starts to read the body; clients
+  // such as curl otherwise wait a second before they send it.
+  void doWriteContinue() {
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    asio::async_write(derived().stream(), asio::buffer(kContinue.data(), kContinue.size()),
+                      [self = derived().shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (ec) {
+                          self->derived().close();
+                          return;
+                        }
+                        self->parseBuffered();
+                      });
+  }
+
+  void fillFromParser() {
+    const auto& message = parser_->get();
+    if (!head_captured_) {
+      return;
+    }
+    auto line_end = request_.raw_head.find('\n');
+    std::string_view line(request_.raw_head.data(),
+                          line_end == std::string::npos ? request_.raw_head.size() : line_end);
+    if (!line.empty() && line.back() == '\r') {
+      line.remove_suffix(1);
+    }
+    request_.request_line.assign(line);
+    request_.method.assign(message.method_string());
+    request_.target.assign(message.target());
+    request_.http_version = fmt::format("{}.{}", message.version() / 10, message.version() % 10);
+    for (const auto& field : message) {
+      request_.headers.push_back({std::string(field.name_string()), std::string(field.value())});
+    }
+    request_.chunked = parser_->chunked();
+
+    auto& body = parser_->get().body();
+    request_.body = std::move(body.kept);
+    request_.body_size = body.size;
+    request_.body_truncated = body.truncated;
+    request_.body_sha256 = body.hash.finalHex();
+  }
+
+  void completeRequest() {
+    fillFromParser();
+    request_.timings.body_us = microsecondsSince(started_at_);
+    request_.parsed = true;
+    services_->metrics->requests.inc();
+
+    if (request_.headers.size() > limits().max_header_count) {
+      failRequest("too many header fields: more than limits.max_header_count", false);
+      return;
+    }
+
+    const Persona& persona = personaForListener();
+    PersonaResponse response;
+    if (info_.plain_on_tls_port) {
+      request_.parse_error = "plain HTTP request on a TLS port";
+      response = persona.respondToParseError(request_, outcome_);
+    } else {
+      try {
+        response = persona.respond(request_, *services_->baits, outcome_);
+      } catch (const std::exception& error) {
+        // A persona bug must not cost the record or the connection.
+        services_->metrics->persona_failures.inc();
+        spdlog::error("persona: respond failed connection={} error={}", info_.id, error.what());
+        response = persona.respondToParseError(request_, outcome_);
+      }
+    }
+
+    bool keep_alive = parser_->get().keep_alive() && !response.close_connection &&
+                      !info_.plain_on_tls_port &&
+                      request_index_ + 1 < limits().max_requests_per_connection;
+    doWrite(std::move(response), keep_alive);
+  }
+
+  void failRequest(const std::string& reason, bool respond) {
+    services_->metrics->parse_errors.inc();
+    if (!head_captured_) {
+      auto data = buffer_.data();
+      std::size_t keep = std::min<std::size_t>(data.size(), limits().max_header_bytes);
+      request_.raw_head.assign(static_cast<const char*>(data.data()), keep);
+      request_.raw_head_truncated = data.size() > keep;
+      auto line_end = request_.raw_head.find('\n');
+      std::string_view line(request_.raw_head.data(), line_end == std::string::npos
+                                                          ? request_.raw_head.size()
+                                                          : line_end);
+      if (!line.empty() && line.back() == '\r') {
+        line.remove_suffix(1);
+      }
+      request_.request_line.assign(line);
+    } else {
+      fillFromParser();
+    }
+    request_.parsed = false;
+    request_.parse_error = reason;
+    if (request_.body_sha256.empty()) {
+      request_.body_sha256 = sha256Hex({});
+    }
+
+    const Persona& persona = personaForListener();
+    PersonaResponse response = persona.respondToParseError(request_, outcome_);
+    if (respond) {
+      doWrite(std::move(response), false);
+    } else {
+      // The client is gone or too slow: record what arrived without answering.
+      handOff(std::move(response));
+    }
+  }
+
+  const Persona& personaForListener() const {
+    return *services_->personas.at(info_.listener->name);
+  }
+
+  void doWrite(PersonaResponse response, bool keep_alive) {
+    keep_alive_ = keep_alive;
+    wire_ = serializeResponse(response);
+    response_ = std::move(response);
+    asio::async_write(derived().stream(), asio::buffer(wire_),
+                      [self = derived().shared_from_this()](beast::error_code ec,
+                                                            std::size_t bytes) {
+                        self->onWrite(ec, bytes);
+                      });
+  }
+
+  void onWrite(beast::error_code ec, std::size_t bytes) {
+    services_->metrics->response_bytes.inc(bytes);
+    request_.timings.response_us = microsecondsSince(started_at_);
+    handOff(std::move(response_));
+
+    if (ec || !keep_alive_) {
+      derived().close();
+      return;
+    }
+    ++request_index_;
+    beginRequest();
+    parseBuffered();
+  }
+
+  void handOff(PersonaResponse response) {
+    for (const auto& bait : outcome_.baits) {
+      services_->metrics->countBait(bait.kind);
+    }
+    PipelineJob job;
+    job.request = std::move(request_);
+    job.response = std::move(response);
+    job.outcome = std::move(outcome_);
+    job.event_id = newUuidV7();
+    services_->pipeline->submit(std::move(job));
+  }
+
+  std::shared_ptr<const ProbeServices> services_;
+  ConnectionInfo info_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<CaptureBody>> parser_;
+  CapturedRequest request_;
+  RouteOutcome outcome_;
+  PersonaResponse response_;
+  std::string wire_;
+  std::uint64_t request_index_ = 0;
+  bool keep_alive_ = false;
+  bool started_ = false;
+  bool head_captured_ = false;
+  Clock::time_point started_at_;
+};
+
+class PlainSession : public HttpSession<PlainSession>,
+                     public std::enable_shared_from_this<PlainSession> {
+ public:
+  PlainSession(beast::tcp_stream stream, std::shared_ptr<const ProbeServices> services,
+               ConnectionInfo info, beast::flat_buffer buffer)
+      : HttpSession(std::move(services), std::move(info), std::move(buffer)),
+        stream_(std::move(stream)) {}
+
+  void run() { startHttp(); }
+  beast::tcp_stream& stream() { return stream_; }
+
+  void close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.socket().close(ec);
+  }
+
+ private:
+  beast::tcp_stream stream_;
+};
+
+class TlsSession : public HttpSession<TlsSession>,
+                   public std::enable_shared_from_this<TlsSession> {
+ public:
+  TlsSession(beast::tcp_stream stream, ssl::context& context,
+             std::shared_ptr<const ProbeServices> services, ConnectionInfo info,
+             beast::flat_buffer buffer)
+      : HttpSession(std::move(services), std::move(info), {}),
+        stream_(std::move(stream), context),
+        handshake_buffer_(std::move(buffer)) {}
+
+  void run() {
+    beast::get_lowest_layer(stream_).expires_after(kTlsHandshakeTimeout);
+    stream_.async_handshake(
+        ssl::stream_base::server, handshake_buffer_.data(),
+        [self = shared_from_this()](beast::error_code ec, std::size_t used) {
+          self->onHandshake(ec, used);
+        });
+  }
+
+  ssl::stream<beast::tcp_stream>& stream() { return stream_; }
+
+  void close() {
+    beast::get_lowest_layer(stream_).expires_after(kTlsShutdownTimeout);
+    stream_.async_shutdown([self = shared_from_this()](beast::error_code) {
+      beast::error_code ignored;
+      beast::get_lowest_layer(self->stream_).socket().close(ignored);
+    });
+  }
+
+ private:
+  void onHandshake(beast::error_code ec, std::size_t) {
+    if (ec) {
+      services().metrics->tls_handshake_failures.inc();
+      spdlog::debug("tls: handshake failed error={}", ec.message());
+      beast::error_code ignored;
+      beast::get_lowest_layer(stream_).socket().close(ignored);
+      return;
+    }
+    services().metrics->tls_handshakes.inc();
+    SSL* handle = stream_.native_handle();
+    TlsInfo& tls = connectionInfo().tls;
+    tls.enabled = true;
+    if (const char* name = SSL_get_servername(handle, TLSEXT_NAMETYPE_host_name)) {
+      tls.sni = name;
+    }
+    tls.version = SSL_get_version(handle);
+    tls.cipher = SSL_get_cipher_name(handle);
+    startHttp();
+  }
+
+  ssl::stream<beast::tcp_stream> stream_;
+  beast::flat_buffer handshake_buffer_;
+};
+
+
+// Reads the first bytes of a connection on a TLS listener and hands it to a
+// TLS session, or to a plain session when the client speaks plain HTTP.
+class TlsDetector : public std::enable_shared_from_this<TlsDetector> {
+ public:
+  TlsDetector(beast::tcp_stream stream, std::shared_ptr<const ProbeServices> services,
+              ConnectionInfo info)
+      : stream_(std::move(stream)), services_(std::move(services)), info_(std::move(info)) {}
+
+  void run() {
+    stream_.expires_after(std::chrono::milliseconds(services_->config->limits.read_timeout_ms));
+    beast::async_detect_ssl(stream_, buffer_,
+                            [self = shared_from_this()](beast::error_code ec, bool is_tls) {
+                              self->onDetect(ec, is_tls);
+                            });
+  }
+
+ private:
+  void onDetect(beast::error_code ec, bool is_tls) {
+    if (ec) {
+      // The client sent nothing, or closed, before its first bytes.
+      services_->limiter->release(info_.client.address);
+      services_->metrics->connections_open.add(-1);
+      return;
+    }
+    if (is_tls) {
+      std::make_shared<TlsSession>(std::move(stream_), *services_->tls, services_,
+                                   std::move(info_), std::move(buffer_))
+          ->run();
+      return;
+    }
+    info_.plain_on_tls_port = true;
+    std::make_shared<PlainSession>(std::move(stream_), services_, std::move(info_),
+                                   std::move(buffer_))
+        ->run();
+  }
+
+  beast::tcp_stream stream_;
+  std::shared_ptr<const ProbeServices> services_;
+  ConnectionInfo info_;
+  beast::flat_buffer buffer_;
+};
+
+// Serves /metrics (Prometheus text format) and /healthz on the admin
+// listener, one request per connection.
+class AdminSession : public std::enable_shared_from_this<AdminSession> {
+ public:
+  AdminSession(tcp::socket socket, MetricsRegistry& registry)
+      : stream_(std::move(socket)), registry_(registry) {}
+
+  void run() {
+    stream_.expires_after(std::chrono::seconds(10));
+    parser_.header_limit(8192);
+    parser_.body_limit(0);
+    http::async_read(stream_, buffer_, parser_,
+                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                       self->onRead(ec);
+                     });
+  }
+
+ private:
+  void onRead(beast::error_code ec) {
+    if (ec) {
+      return;
+    }
+    const auto& request = parser_.get();
+    response_.version(11);
+    response_.set(http::field::server, "webtrap-admin");
+    response_.keep_alive(false);
+    if (request.target() == "/metrics") {
+      response_.result(http::status::ok);
+      response_.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+      response_.body() = registry_.render();
+    } else if (request.target() == "/healthz") {
+      response_.result(http::status::ok);
+      response_.set(http::field::content_type, "text/plain");
+      response_.body() = "ok\n";
+    } else {
+      response_.result(http::status::not_found);
+      response_.set(http::field::content_type, "text/plain");
+      response_.body() = "not found: use /metrics or /healthz\n";
+    }
+    response_.prepare_payload();
+    http::async_write(stream_, response_,
+                      [self = shared_from_this()](beast::error_code, std::size_t) {
+                        beast::error_code ignored;
+                        self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+                      });
+  }
+
+  beast::tcp_stream stream_;
+  MetricsRegistry& registry_;
+  beast::flat_buffer buffer_;
+  http::request_parser<http::empty_body> parser_;
+  http::response<http::string_body> response_;
+};
+
+void acceptConnection(const ListenerConfig& listener,
+                      const std::shared_ptr<const ProbeServices>& services, tcp::socket socket) {
+  beast::error_code ec;
+  auto remote = socket.remote_endpoint(ec);
+  if (ec) {
+    return;  // the client left before we looked
+  }
+  auto local = socket.local_endpoint(ec);
+  if (ec) {
+    return;
+  }
+
+  ConnectionInfo info;
+  info.client = toEndpoint(remote);
+  info.server = toEndpoint(local);
+  info.listener = &listener;
+
+  ServerMetrics& metrics = *services->metrics;
+  switch (services->limiter->tryAcquire(info.client.address)) {
+    case ConnectionLimiter::Verdict::kTotalCap:
+      metrics.connections_rejected_total_cap.inc();
+      socket.close(ec);
+      return;
+    case ConnectionLimiter::Verdict::kSourceCap:
+      metrics.connections_rejected_source_cap.inc();
+      socket.close(ec);
+      return;
+    case ConnectionLimiter::Verdict::kAccepted:
+      break;
+  }
+  metrics.connections_accepted.inc();
+  metrics.connections_open.add(1);
+
+  info.id = fmt::format("{}-{}", listener.name, next_connection_number.fetch_add(1));
+  socket.set_option(tcp::no_delay(true), ec);
+  beast::tcp_stream stream(std::move(socket));
+  if (listener.tls) {
+    std::make_shared<TlsDetector>(std::move(stream), services, std::move(info))->run();
+  } else {
+    std::make_shared<PlainSession>(std::move(stream), services, std::move(info),
+                                   beast::flat_buffer())
+        ->run();
+  }
+}
+
+tcp::acceptor openAcceptor(asio::io_context& io, const std::string& address, std::uint16_t port,
+                           const std::string& what) {
+  boost::system::error_code ec;
+  tcp::endpoint endpoint(asio::ip::make_address(address), port);
+  tcp::acceptor acceptor(io);
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec && endpoint.address().is_v6()) {
+    // An IPv6 listener serves IPv6 only, so that [::]:80 and 0.0.0.0:80 can
+    // both be configured.
+    acceptor.set_option(asio::ip::v6_only(true), ec);
+  }
+  if (!ec) {
+    acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  }
+  if (!ec) {
+    acceptor.bind(endpoint, ec);
+  }
+  if (!ec) {
+    acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  }
+  if (ec) {
+    throw ConfigError(fmt::format("{}: cannot listen on {}:{}: {}; choose a free port or an "
+                                  "address of this host",
+                                  what, address, port, ec.message()));
+  }
+  return acceptor;
+}
+
+}  // namespace
+
+ConnectionLimiter::Verdict ConnectionLimiter::tryAcquire(const std::string& source) {
+  std::lock_guard lock(mutex_);
+  if (open_ >= max_total_) {
+    return Verdict::kTotalCap;
+  }
+  auto& count = per_source_[source];
+  if (count >= max_per_source_) {
+    if (count == 0) {
+      per_source_.erase(source);
+    }
+    return Verdict::kSourceCap;
+  }
+  ++count;
+  ++open_;
+  return Verdict::kAccepted;
+}
+
+void ConnectionLimiter::release(const std::string& source) {
+  std::lock_guard lock(mutex_);
+  auto found = per_source_.find(source);
+  if (found == per_source_.end()) {
+    return;
+  }
+  if (--found->second == 0) {
+    per_source_.erase(found);
+  }
+  --open_;
+}
+
+std::uint32_t ConnectionLimiter::open() const {
+  std::lock_guard lock(mutex_);
+  return open_;
+}
+
+ServerMetrics::ServerMetrics(MetricsRegistry& registry)
+    : registry(registry),
+      connections_accepted(registry.counter("webtrap_connections_accepted_total",
+                                            "Connections accepted on all listeners.")),
+      connections_rejected_total_cap(
+          registry.counter("webtrap_connections_rejected_total",
+                           "Connections closed at once because a connection cap was reached.",
+                           "reason=\"total_cap\"")),
+      connections_rejected_source_cap(
+          registry.counter("webtrap_connections_rejected_total",
+                           "Connections closed at once because a connection cap was reached.",
+                           "reason=\"source_cap\"")),
+      connections_open(registry.gauge("webtrap_connections_open", "Connections open now.")),
+      requests(registry.counter("webtrap_requests_total", "Requests parsed whole.")),
+      parse_errors(registry.counter(
+          "webtrap_parse_errors_total",
+          "Requests the HTTP parser rejected, or that stopped before they were complete.")),
+      timeouts(registry.counter("webtrap_timeouts_total",
+                                "Connections closed by the read or idle timeout.")),
+      request_bytes(registry.counter("webtrap_request_bytes_total", "Bytes received.")),
+      response_bytes(registry.counter("webtrap_response_bytes_total", "Bytes sent.")),
+      tls_handshakes(registry.counter("webtrap_tls_handshakes_total", "TLS handshakes completed.")),
+      tls_handshake_failures(registry.counter("webtrap_tls_handshake_failures_total",
+                                              "TLS handshakes that failed or timed out.")),
+      persona_failures(registry.counter("webtrap_persona_failures_total",
+                                        "Requests where the persona failed to build an answer.")) {}
+
+void ServerMetrics::countBait(const std::string& kind) {
+  registry
+      .counter("webtrap_bait_hits_total", "Requests that touched a bait, by bait kind.",
+               fmt::format("kind=\"{}\"", kind))
+      .inc();
+}
+
+struct Server::Listener {
+  const ListenerConfig* config = nullptr;
+  tcp::acceptor acceptor;
+};
+
+class Server::AdminListener : public std::enable_shared_from_this<Server::AdminListener> {
+ public:
+  AdminListener(tcp::acceptor acceptor, MetricsRegistry& registry)
+      : acceptor_(std::move(acceptor)), registry_(registry) {}
+
+  void doAccept() {
+    acceptor_.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+      if (ec == asio::error::operation_aborted) {
+        return;
+      }
+      if (!ec) {
+        std::make_shared<AdminSession>(std::move(socket), self->registry_)->run();
+      }
+      self->doAccept();
+    });
+  }
+
+  void close() {
+    beast::error_code ignored;
+    acceptor_.close(ignored);
+  }
+
+  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+
+ private:
+  tcp::acceptor acceptor_;
+  MetricsRegistry& registry_;
+};
+
+Server::Server(asio::io_context& io, ProbeServices services)
+    : io_(io), services_(std::make_shared<const ProbeServices>(std::move(services))) {}
+
+Server::~Server() = default;
+
+void Server::bind() {
+  for (const auto& listener : services_->config->listeners) {
+    auto entry = std::make_unique<Listener>(
+        Listener{&listener, openAcceptor(io_, listener.address, listener.port,
+                                         "listener " + listener.name)});
+    spdlog::info("probe: listening name={} address={} port={} tls={} bait={}", listener.name,
+                 listener.address, entry->acceptor.local_endpoint().port(), listener.tls,
+                 listener.bait);
+    listeners_.push_back(std::move(entry));
+  }
+
+  const std::string& admin = services_->config->admin_listen;
+  if (!admin.empty()) {
+    ListenerConfig parsed = parseListenAddress(admin, "admin.listen");
+    if (!asio::ip::make_address(parsed.address).is_loopback()) {
+      spdlog::warn("admin: listening on non-loopback address={}; metrics are readable from the "
+                   "network",
+                   parsed.address);
+    }
+    admin_ = std::make_shared<AdminListener>(
+        openAcceptor(io_, parsed.address, parsed.port, "admin.listen"), services_->metrics->registry);
+  }
+}
+
+void Server::start() {
+  for (auto& listener : listeners_) {
+    doAccept(*listener);
+  }
+  if (admin_) {
+    admin_->doAccept();
+  }
+}
+
+void Server::doAccept(Listener& listener) {
+  listener.acceptor.async_accept(
+      asio::make_strand(io_), [this, &listener](beast::error_code ec, tcp::socket socket) {
+        if (ec == asio::error::operation_aborted) {
+          return;
+        }
+        if (ec) {
+          // Out of file descriptors, for example: try again shortly.
+          spdlog::warn("probe: accept failed listener={} error={}", listener.config->name,
+                       ec.message());
+        } else {
+          acceptConnection(*listener.config, services_, std::move(socket));
+        }
+        doAccept(listener);
+      });
+}
+
+std::map<std::string, std::uint16_t> Server::boundPorts() const {
+  std::map<std::string, std::uint16_t> ports;
+  for (const auto& listener : listeners_) {
+    ports[listener->config->name] = listener->acceptor.local_endpoint().port();
+  }
+  if (admin_) {
+    ports["admin"] = admin_->port();
+  }
+  return ports;
+}
+
+void Server::stopAccepting() {
+  for (auto& listener : listeners_) {
+    beast::error_code ignored;
+    listener->acceptor.close(ignored);
+  }
+  if (admin_) {
+    admin_->close();
+  }
+}
+
+}  // namespace webtrap::probe
