@@ -1,0 +1,124 @@
+"""Starts a webtrap probe on loopback for an integration test and reads its records."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+BIN = os.environ.get("WEBTRAP_BIN", "build/webtrap")
+SOURCE_DIR = pathlib.Path(os.environ.get("WEBTRAP_SOURCE_DIR", pathlib.Path(__file__).parents[2]))
+SHARED_DIR = pathlib.Path(os.environ.get("WEBTRAP_SHARED_DIR", SOURCE_DIR.parent / "shared"))
+
+
+def wait_for(condition, timeout, what):
+    """Polls `condition` until it returns a true value or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Probe:
+    """A probe process with one plain, one TLS, one IPv6 and one bait listener, all on port 0."""
+
+    def __init__(self, config_text="", extra_args=()):
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-test-"))
+        os.chmod(self.dir, 0o755)
+        self.spool = self.dir / "spool"
+        self.ports_file = self.dir / "ports.json"
+        config = self.dir / "probe.yaml"
+        config.write_text(config_text or "sensor:\n  id: test-probe\n")
+        args = [
+            BIN, "probe", "--config", str(config),
+            "--listen", "127.0.0.1:0", "--listen", "[::1]:0",
+            "--listen-tls", "127.0.0.1:0", "--listen-bait", "127.0.0.1:0",
+            "--spool", str(self.spool), "--state-dir", str(self.dir / "state"),
+            "--admin-listen", "127.0.0.1:0", "--ports-file", str(self.ports_file),
+            *extra_args,
+        ]
+        self.log = open(self.dir / "probe.log", "wb")
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: self.ports_file.exists() or self.process.poll() is not None, 60,
+                     "the probe's ports file")
+        except TimeoutError:
+            self.stop()
+            raise
+        if self.process.poll() is not None:
+            raise RuntimeError("probe exited at start:\n" + self.log_text())
+        ports = json.loads(self.ports_file.read_text())
+        self.http_port = ports["http-0"]
+        self.http6_port = ports["http-1"]
+        self.tls_port = ports["https-2"]
+        self.bait_port = ports["bait-3"]
+        self.admin_port = ports["admin"]
+
+    def log_text(self):
+        self.log.flush()
+        return (self.dir / "probe.log").read_text(errors="replace")
+
+    def records(self):
+        """Every record written so far, in spool order, parsed with json.loads."""
+        records = []
+        if not self.spool.exists():
+            return records
+        for segment in sorted(self.spool.glob("*.ndjson")):
+            for line in segment.read_bytes().splitlines():
+                records.append(json.loads(line.decode("utf-8")))
+        return records
+
+    def wait_records(self, count, timeout=30):
+        return wait_for(lambda: (r := self.records()) if len(r) >= count else None, timeout,
+                        f"{count} records")
+
+    def metrics(self):
+        """The admin listener's counters as a dict of 'name{labels}' to float."""
+        url = f"http://127.0.0.1:{self.admin_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode
+
+
+def send_raw(port, data, host="127.0.0.1", read=True, timeout=10):
+    """Sends bytes on a new connection and returns what the server sent until it closed."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        sock.sendall(data)
+        if not read:
+            return b""
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
