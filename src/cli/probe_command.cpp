@@ -19,6 +19,7 @@
 #include "common/error.h"
 #include "probe/baits.h"
 #include "probe/config.h"
+#include "probe/hardening.h"
 #include "probe/inspector.h"
 #include "probe/persona.h"
 #include "probe/pipeline.h"
@@ -199,6 +200,9 @@ int runProbe(const ProbeOptions& options) {
   probe::Server server(io, services);
   server.bind();
   dropPrivileges(config);
+  if (config.seccomp) {
+    probe::denyOutboundAndExec();
+  }
   server.start();
 
   auto ports = server.boundPorts();

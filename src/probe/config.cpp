@@ -143,6 +143,12 @@ const std::vector<Option>& options() {
        [](ProbeConfig& c, const std::string& v) {
          c.body_capture_bytes = parseBytes(v, "capture.body_bytes");
        }},
+      {"hardening.seccomp", "bool", "true",
+       "After binding, deny connect() and execve() to every thread, so no request or rule can "
+       "open an outbound connection or run a program.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.seccomp = parseBool(v, "hardening.seccomp");
+       }},
       {"tls.certificate", "path", "self-signed",
        "PEM certificate chain for TLS listeners. When empty, a self-signed certificate is "
        "made in state_dir at first start.",

@@ -57,6 +57,7 @@ struct ProbeConfig {
   std::string admin_listen = "127.0.0.1:9101";  // empty: no admin listener
   std::uint32_t io_threads = 1;
   std::uint64_t body_capture_bytes = 1 << 20;  // body bytes kept in the record
+  bool seccomp = true;  // deny connect() and execve() once the ports are bound
 
   std::vector<ListenerConfig> listeners;
   TlsConfig tls;
