@@ -1,0 +1,125 @@
+#include "probe/config.h"
+
+#include <fstream>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+
+namespace webtrap::probe {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::filesystem::path writeConfig(const std::string& text) {
+  static int counter = 0;
+  auto path = std::filesystem::temp_directory_path() /
+              ("webtrap-config-test-" + std::to_string(getpid()) + "-" +
+               std::to_string(counter++) + ".yaml");
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::string loadError(const std::string& text) {
+  try {
+    loadProbeConfig(writeConfig(text));
+  } catch (const ConfigError& error) {
+    return error.what();
+  }
+  return "";
+}
+
+TEST(ProbeConfig, DefaultsWithoutFile) {
+  ProbeConfig config = loadProbeConfig({});
+  EXPECT_EQ(config.inspector.paranoia_level, 1);
+  EXPECT_EQ(config.body_capture_bytes, 1u << 20);
+  EXPECT_EQ(config.spool.fsync, FsyncPolicy::kInterval);
+  EXPECT_TRUE(config.seccomp);
+  EXPECT_TRUE(config.listeners.empty());
+}
+
+TEST(ProbeConfig, ParsesEveryKind) {
+  ProbeConfig config = loadProbeConfig(writeConfig(R"(
+sensor: {id: edge-1, group: eu}
+capture: {body_bytes: 2MiB}
+limits: {read_timeout: 3s, idle_timeout: 250ms, max_header_count: 50}
+modsecurity: {paranoia_level: 3, extra_rules: [/tmp/a.conf, /tmp/b.conf]}
+spool: {fsync: always, on_full: delete_oldest, max_bytes: 10GiB}
+listeners:
+  - {address: "[::1]:8443", tls: true, name: web-tls}
+  - {address: 0.0.0.0:2375, bait: true}
+)"));
+  EXPECT_EQ(config.sensor_id, "edge-1");
+  EXPECT_EQ(config.sensor_group, "eu");
+  EXPECT_EQ(config.body_capture_bytes, 2u << 20);
+  EXPECT_EQ(config.inspector.body_limit, 2u << 20);
+  EXPECT_EQ(config.limits.read_timeout_ms, 3000u);
+  EXPECT_EQ(config.limits.idle_timeout_ms, 250u);
+  EXPECT_EQ(config.limits.max_header_count, 50u);
+  EXPECT_EQ(config.inspector.paranoia_level, 3);
+  ASSERT_EQ(config.inspector.extra_rules.size(), 2u);
+  EXPECT_EQ(config.spool.fsync, FsyncPolicy::kAlways);
+  EXPECT_EQ(config.spool.on_full, FullPolicy::kDeleteOldest);
+  EXPECT_EQ(config.spool.max_bytes, 10ull << 30);
+  ASSERT_EQ(config.listeners.size(), 2u);
+  EXPECT_EQ(config.listeners[0].address, "::1");
+  EXPECT_EQ(config.listeners[0].port, 8443);
+  EXPECT_TRUE(config.listeners[0].tls);
+  EXPECT_EQ(config.listeners[0].name, "web-tls");
+  EXPECT_TRUE(config.listeners[1].bait);
+  EXPECT_EQ(config.listeners[1].name, "http-2375");
+}
+
+TEST(ProbeConfig, UnknownKeyIsNamed) {
+  EXPECT_THAT(loadError("limits:\n  read_timout: 3s\n"), HasSubstr("limits.read_timout"));
+  EXPECT_THAT(loadError("colour: blue\n"), HasSubstr("colour: unknown configuration key"));
+  EXPECT_THAT(loadError("listeners:\n  - {address: 127.0.0.1:80, colour: red}\n"),
+              HasSubstr("listeners[0].colour"));
+}
+
+TEST(ProbeConfig, InvalidValuesNameValueAndFix) {
+  EXPECT_THAT(loadError("capture: {body_bytes: 1XB}\n"), HasSubstr("invalid size \"1XB\""));
+  EXPECT_THAT(loadError("modsecurity: {paranoia_level: 5}\n"), HasSubstr("use 1, 2, 3 or 4"));
+  EXPECT_THAT(loadError("spool: {fsync: sometimes}\n"), HasSubstr("use always, interval"));
+  EXPECT_THAT(loadError("limits: {read_timeout: soon}\n"), HasSubstr("invalid duration"));
+  EXPECT_THAT(loadError("listeners:\n  - {address: 127.0.0.1:99999}\n"),
+              HasSubstr("invalid port"));
+  EXPECT_THAT(loadError("listeners:\n  - {address: example.com:80}\n"),
+              HasSubstr("numeric address"));
+  EXPECT_THAT(loadError("listeners:\n  - {tls: true}\n"), HasSubstr("address: missing"));
+  EXPECT_THAT(loadError("sensor: [a, b]\n"), HasSubstr("sensor"));
+  EXPECT_THAT(loadError("spool: {dir: [a]}\n"), HasSubstr("spool.dir: expected a single value"));
+}
+
+TEST(ProbeConfig, BrokenYamlNamesLine) {
+  EXPECT_THAT(loadError("sensor:\n  id: [unclosed\n"), HasSubstr("invalid YAML at line"));
+}
+
+TEST(ProbeConfig, MissingFileIsNamed) {
+  try {
+    loadProbeConfig("/nonexistent/probe.yaml");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& error) {
+    EXPECT_THAT(error.what(), HasSubstr("/nonexistent/probe.yaml"));
+  }
+}
+
+TEST(ListenAddress, ParsesForms) {
+  EXPECT_EQ(parseListenAddress("8080", "x").port, 8080);
+  EXPECT_EQ(parseListenAddress("8080", "x").address, "127.0.0.1");
+  EXPECT_EQ(parseListenAddress("[::]:80", "x").address, "::");
+  EXPECT_EQ(parseListenAddress("0.0.0.0:0", "x").port, 0);
+  EXPECT_THROW(parseListenAddress("[::1]8080", "x"), ConfigError);
+}
+
+TEST(ProbeConfig, ReferenceListsEveryKey) {
+  std::string reference = configurationReference();
+  for (const char* key : {"spool.fsync", "limits.read_timeout", "hardening.seccomp",
+                          "modsecurity.paranoia_level", "listeners"}) {
+    EXPECT_THAT(reference, HasSubstr(key));
+  }
+}
+
+}  // namespace
+}  // namespace webtrap::probe
