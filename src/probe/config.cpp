@@ -379,7 +379,12 @@ void applyNode(ProbeConfig& config, const YAML::Node& node, const std::string& p
     bool is_section = std::any_of(all.begin(), all.end(), [&](const Option& option) {
       return std::string_view(option.key).starts_with(key + ".");
     });
-    if (is_section && value.IsMap()) {
+    if (is_section) {
+      if (!value.IsMap()) {
+        throw ConfigError(fmt::format("{}: expected a map of keys, such as `{}:` followed by "
+                                      "indented `key: value` lines",
+                                      key, key));
+      }
       applyNode(config, value, key + ".");
       continue;
     }

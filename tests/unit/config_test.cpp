@@ -88,7 +88,7 @@ TEST(ProbeConfig, InvalidValuesNameValueAndFix) {
   EXPECT_THAT(loadError("listeners:\n  - {address: example.com:80}\n"),
               HasSubstr("numeric address"));
   EXPECT_THAT(loadError("listeners:\n  - {tls: true}\n"), HasSubstr("address: missing"));
-  EXPECT_THAT(loadError("sensor: [a, b]\n"), HasSubstr("sensor"));
+  EXPECT_THAT(loadError("sensor: [a, b]\n"), HasSubstr("sensor: expected a map"));
   EXPECT_THAT(loadError("spool: {dir: [a]}\n"), HasSubstr("spool.dir: expected a single value"));
 }
 
