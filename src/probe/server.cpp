@@ -17,7 +17,7 @@
 #include "common/error.h"
 #include "common/ids.h"
 #include "probe/baits.h"
-#include "probe/capture_body.h"
+#include "probe/request_reader.h"
 
 namespace webtrap::probe {
 namespace {
@@ -67,13 +67,6 @@ std::string serializeResponse(const PersonaResponse& response) {
   return out;
 }
 
-bool expectsContinue(const http::request_parser<CaptureBody>& parser) {
-  const auto& header = parser.get();
-  auto expect = header[http::field::expect];
-  return beast::iequals(expect, "100-continue") && header.version() >= 11 &&
-         (parser.content_length().value_or(0) > 0 || parser.chunked());
-}
-
 // Connection facts shared by every request on one connection.
 struct ConnectionInfo {
   std::string id;
@@ -94,7 +87,10 @@ class HttpSession {
  public:
   HttpSession(std::shared_ptr<const ProbeServices> services, ConnectionInfo info,
               beast::flat_buffer buffer)
-      : services_(std::move(services)), info_(std::move(info)), buffer_(std::move(buffer)) {}
+      : services_(std::move(services)),
+        info_(std::move(info)),
+        buffer_(std::move(buffer)),
+        reader_(services_->config->limits, services_->config->body_capture_bytes) {}
 
   ~HttpSession() {
     services_->limiter->release(info_.client.address);
@@ -115,22 +111,17 @@ class HttpSession {
   const LimitsConfig& limits() const { return services_->config->limits; }
 
   void beginRequest() {
-    parser_.emplace();
-    parser_->header_limit(limits().max_header_bytes);
-    parser_->body_limit(limits().max_body_bytes);
-    parser_->get().body().keep_limit = services_->config->body_capture_bytes;
-
-    request_ = CapturedRequest{};
-    request_.connection_id = info_.id;
-    request_.request_index = request_index_;
-    request_.client = info_.client;
-    request_.server = info_.server;
-    request_.listener = info_.listener->name;
-    request_.bait_listener = info_.listener->bait;
-    request_.tls = info_.tls;
+    CapturedRequest request;
+    request.connection_id = info_.id;
+    request.request_index = request_index_;
+    request.client = info_.client;
+    request.server = info_.server;
+    request.listener = info_.listener->name;
+    request.bait_listener = info_.listener->bait;
+    request.tls = info_.tls;
+    reader_.begin(std::move(request));
     outcome_ = RouteOutcome{};
     started_ = false;
-    head_captured_ = false;
 
     // An idle keep-alive connection gets the short idle timeout; the read
     // timeout starts with the first byte of a request.
@@ -147,7 +138,7 @@ class HttpSession {
     }
     started_ = true;
     started_at_ = Clock::now();
-    request_.received_at = std::chrono::system_clock::now();
+    reader_.request().received_at = std::chrono::system_clock::now();
     beast::get_lowest_layer(derived().stream())
         .expires_after(std::chrono::milliseconds(limits().read_timeout_ms));
   }
@@ -173,66 +164,41 @@ class HttpSession {
 
   void onReadError(beast::error_code ec) {
     // Bytes that never became a whole request are still an event.
-    bool partial = started_ && (buffer_.size() > 0 || parser_->got_some());
     if (ec == beast::error::timeout) {
       services_->metrics->timeouts.inc();
-      if (partial) {
+      if (started_) {
         failRequest("timeout: the request was not complete within limits.read_timeout", false);
       }
-    } else if (partial) {
+    } else if (started_) {
       failRequest("connection closed before the request was complete: " + ec.message(), false);
     }
     derived().close();
   }
 
   void parseBuffered() {
-    while (true) {
-      if (buffer_.size() == 0) {
+    std::string_view pending(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    std::size_t used = 0;
+    RequestReader::Step step = reader_.parse(pending, used);
+    buffer_.consume(used);
+    if (reader_.request().timings.headers_us < 0 && !reader_.request().raw_head.empty()) {
+      reader_.request().timings.headers_us = microsecondsSince(started_at_);
+    }
+
+    switch (step) {
+      case RequestReader::Step::kNeedMore:
         doRead();
         return;
-      }
-
-      beast::error_code ec;
-      bool header_was_done = parser_->is_header_done();
-      std::size_t used = parser_->put(buffer_.data(), ec);
-      if (!header_was_done && parser_->is_header_done()) {
-        // The parser stops after the header while eager is off, so `used`
-        // is exactly the request line and header block.
-        captureHead(used);
-      }
-      buffer_.consume(used);
-
-      if (ec == http::error::need_more) {
-        doRead();
+      case RequestReader::Step::kSendContinue:
+        doWriteContinue();
         return;
-      }
-      if (ec) {
-        failRequest(ec.message(), true);
-        return;
-      }
-      if (parser_->is_done()) {
+      case RequestReader::Step::kComplete:
         completeRequest();
         return;
-      }
-      if (!header_was_done && parser_->is_header_done()) {
-        parser_->eager(true);
-        if (expectsContinue(*parser_) && buffer_.size() == 0) {
-          doWriteContinue();
-          return;
-        }
-      }
-      if (used == 0) {
-        doRead();
+      case RequestReader::Step::kFailed:
+        services_->metrics->parse_errors.inc();
+        respondToFailure(true);
         return;
-      }
     }
-  }
-
-  void captureHead(std::size_t used) {
-    std::string_view bytes(static_cast<const char*>(buffer_.data().data()), used);
-    request_.raw_head.assign(bytes);
-    head_captured_ = true;
-    request_.timings.headers_us = microsecondsSince(started_at_);
   }
 
   // Apache answers "100 Continue" when it starts to read the body; clients
@@ -249,96 +215,48 @@ class HttpSession {
                       });
   }
 
-  void fillFromParser() {
-    const auto& message = parser_->get();
-    if (!head_captured_) {
-      return;
-    }
-    auto line_end = request_.raw_head.find('\n');
-    std::string_view line(request_.raw_head.data(),
-                          line_end == std::string::npos ? request_.raw_head.size() : line_end);
-    if (!line.empty() && line.back() == '\r') {
-      line.remove_suffix(1);
-    }
-    request_.request_line.assign(line);
-    request_.method.assign(message.method_string());
-    request_.target.assign(message.target());
-    request_.http_version = fmt::format("{}.{}", message.version() / 10, message.version() % 10);
-    for (const auto& field : message) {
-      request_.headers.push_back({std::string(field.name_string()), std::string(field.value())});
-    }
-    request_.chunked = parser_->chunked();
-
-    auto& body = parser_->get().body();
-    request_.body = std::move(body.kept);
-    request_.body_size = body.size;
-    request_.body_truncated = body.truncated;
-    request_.body_sha256 = body.hash.finalHex();
-  }
-
   void completeRequest() {
-    fillFromParser();
-    request_.timings.body_us = microsecondsSince(started_at_);
-    request_.parsed = true;
+    CapturedRequest& request = reader_.request();
+    request.timings.body_us = microsecondsSince(started_at_);
     services_->metrics->requests.inc();
-
-    if (request_.headers.size() > limits().max_header_count) {
-      failRequest("too many header fields: more than limits.max_header_count", false);
-      return;
-    }
 
     const Persona& persona = personaForListener();
     PersonaResponse response;
     if (info_.plain_on_tls_port) {
-      request_.parse_error = "plain HTTP request on a TLS port";
-      response = persona.respondToParseError(request_, outcome_);
+      request.parse_error = "plain HTTP request on a TLS port";
+      response = persona.respondToParseError(request, outcome_);
     } else {
       try {
-        response = persona.respond(request_, *services_->baits, outcome_);
+        response = persona.respond(request, *services_->baits, outcome_);
       } catch (const std::exception& error) {
         // A persona bug must not cost the record or the connection.
         services_->metrics->persona_failures.inc();
         spdlog::error("persona: respond failed connection={} error={}", info_.id, error.what());
-        response = persona.respondToParseError(request_, outcome_);
+        response = persona.respondToParseError(request, outcome_);
       }
     }
 
-    bool keep_alive = parser_->get().keep_alive() && !response.close_connection &&
+    bool keep_alive = reader_.keepAlive() && !response.close_connection &&
                       !info_.plain_on_tls_port &&
                       request_index_ + 1 < limits().max_requests_per_connection;
     doWrite(std::move(response), keep_alive);
   }
 
+  // Records a request that ended early. Only a parse error gets an answer:
+  // a client that left or stalled is not written to.
   void failRequest(const std::string& reason, bool respond) {
     services_->metrics->parse_errors.inc();
-    if (!head_captured_) {
-      auto data = buffer_.data();
-      std::size_t keep = std::min<std::size_t>(data.size(), limits().max_header_bytes);
-      request_.raw_head.assign(static_cast<const char*>(data.data()), keep);
-      request_.raw_head_truncated = data.size() > keep;
-      auto line_end = request_.raw_head.find('\n');
-      std::string_view line(request_.raw_head.data(), line_end == std::string::npos
-                                                          ? request_.raw_head.size()
-                                                          : line_end);
-      if (!line.empty() && line.back() == '\r') {
-        line.remove_suffix(1);
-      }
-      request_.request_line.assign(line);
-    } else {
-      fillFromParser();
-    }
-    request_.parsed = false;
-    request_.parse_error = reason;
-    if (request_.body_sha256.empty()) {
-      request_.body_sha256 = sha256Hex({});
-    }
+    std::string_view pending(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    reader_.fail(reason, pending);
+    respondToFailure(respond);
+  }
 
-    const Persona& persona = personaForListener();
-    PersonaResponse response = persona.respondToParseError(request_, outcome_);
+  void respondToFailure(bool respond) {
+    PersonaResponse response = personaForListener().respondToParseError(reader_.request(),
+                                                                        outcome_);
     if (respond) {
       doWrite(std::move(response), false);
     } else {
-      // The client is gone or too slow: record what arrived without answering.
       handOff(std::move(response));
     }
   }
@@ -360,7 +278,7 @@ class HttpSession {
 
   void onWrite(beast::error_code ec, std::size_t bytes) {
     services_->metrics->response_bytes.inc(bytes);
-    request_.timings.response_us = microsecondsSince(started_at_);
+    reader_.request().timings.response_us = microsecondsSince(started_at_);
     handOff(std::move(response_));
 
     if (ec || !keep_alive_) {
@@ -377,7 +295,7 @@ class HttpSession {
       services_->metrics->countBait(bait.kind);
     }
     PipelineJob job;
-    job.request = std::move(request_);
+    job.request = std::move(reader_.request());
     job.response = std::move(response);
     job.outcome = std::move(outcome_);
     job.event_id = newUuidV7();
@@ -387,15 +305,13 @@ class HttpSession {
   std::shared_ptr<const ProbeServices> services_;
   ConnectionInfo info_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<CaptureBody>> parser_;
-  CapturedRequest request_;
+  RequestReader reader_;
   RouteOutcome outcome_;
   PersonaResponse response_;
   std::string wire_;
   std::uint64_t request_index_ = 0;
   bool keep_alive_ = false;
   bool started_ = false;
-  bool head_captured_ = false;
   Clock::time_point started_at_;
 };
 
