@@ -1,0 +1,159 @@
+#include "common/encoding.h"
+
+#include <random>
+#include <string>
+
+#include <gtest/gtest.h>
+
+namespace webtrap {
+namespace {
+
+// A byte-by-byte reading of RFC 3629, built on utf8SequenceLength, that the
+// simdjson validator behind isValidUtf8 is compared against.
+bool referenceValidUtf8(std::string_view bytes) {
+  std::size_t pos = 0;
+  while (pos < bytes.size()) {
+    std::size_t length = utf8SequenceLength(bytes, pos);
+    if (length == 0) {
+      return false;
+    }
+    pos += length;
+  }
+  return true;
+}
+
+TEST(Utf8, AcceptsWellFormedText) {
+  EXPECT_TRUE(isValidUtf8(""));
+  EXPECT_TRUE(isValidUtf8("plain ascii"));
+  EXPECT_TRUE(isValidUtf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"));
+  EXPECT_TRUE(isValidUtf8("\xF4\x8F\xBF\xBF"));
+  EXPECT_TRUE(isValidUtf8(std::string_view("\0", 1)));
+}
+
+TEST(Utf8, RejectsMalformedText) {
+  for (std::string_view bad :
+       {"\x80", "\xC0\x80", "\xC1\xBF", "\xE0\x80\x80", "\xED\xA0\x80", "\xF0\x80\x80\x80",
+        "\xF4\x90\x80\x80", "\xF5\x80\x80\x80", "\xFF", "\xE2\x82", "\xC3"}) {
+    EXPECT_FALSE(isValidUtf8(bad)) << testing::PrintToString(std::string(bad));
+    EXPECT_FALSE(referenceValidUtf8(bad)) << testing::PrintToString(std::string(bad));
+  }
+}
+
+TEST(Utf8, SequenceLengthAgreesWithValidator) {
+  std::mt19937 random(7);
+  // Mostly bytes near the UTF-8 boundaries, where validators go wrong.
+  const unsigned char interesting[] = {0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF,
+                                       0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xE1, 0xEC, 0xED, 0xEE,
+                                       0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xFF};
+  std::uniform_int_distribution<int> pick(0, sizeof interesting - 1);
+  std::uniform_int_distribution<int> length(0, 6);
+  for (int i = 0; i < 200000; ++i) {
+    std::string text;
+    int size = length(random);
+    for (int j = 0; j < size; ++j) {
+      text.push_back(static_cast<char>(interesting[pick(random)]));
+    }
+    ASSERT_EQ(isValidUtf8(text), referenceValidUtf8(text)) << testing::PrintToString(text);
+  }
+}
+
+TEST(Utf8, SanitizeReplacesEachInvalidByte) {
+  std::string out;
+  EXPECT_FALSE(appendSanitizedUtf8(out, "a\xE2\x82z\xC3\xA9"));
+  EXPECT_EQ(out, "a\xEF\xBF\xBD\xEF\xBF\xBDz\xC3\xA9");
+  out.clear();
+  EXPECT_TRUE(appendSanitizedUtf8(out, "\xC3\xA9"));
+}
+
+TEST(Base64, EncodesRfc4648Vectors) {
+  EXPECT_EQ(base64Encode(""), "");
+  EXPECT_EQ(base64Encode("f"), "Zg==");
+  EXPECT_EQ(base64Encode("fo"), "Zm8=");
+  EXPECT_EQ(base64Encode("foo"), "Zm9v");
+  EXPECT_EQ(base64Encode("foob"), "Zm9vYg==");
+  EXPECT_EQ(base64Encode("fooba"), "Zm9vYmE=");
+  EXPECT_EQ(base64Encode("foobar"), "Zm9vYmFy");
+  EXPECT_EQ(base64Encode("\xFF\xFE\x00"), "//4=");
+  EXPECT_EQ(base64Encode(std::string_view("\xFB\xFF\x00", 3)), "+/8A");
+}
+
+TEST(Base64, DecodesRfc4648Vectors) {
+  EXPECT_EQ(base64Decode("Zm9vYmFy"), "foobar");
+  EXPECT_EQ(base64Decode("Zm9vYg=="), "foob");
+  EXPECT_EQ(base64Decode("Zm9vYmE="), "fooba");
+  EXPECT_EQ(base64Decode(""), "");
+}
+
+TEST(Base64, RejectsMalformedInput) {
+  EXPECT_FALSE(base64Decode("Zm9"));       // length not a multiple of 4
+  EXPECT_FALSE(base64Decode("Zm9v!mFy"));  // outside the alphabet
+  EXPECT_FALSE(base64Decode("Zg==Zg=="));  // padding in the middle
+  EXPECT_FALSE(base64Decode("Zh=="));      // non-zero bits under padding
+  EXPECT_FALSE(base64Decode("Z==="));
+  EXPECT_FALSE(base64Decode("Zm9v\n"));
+}
+
+TEST(Base64, RoundTripsRandomBytes) {
+  std::mt19937 random(11);
+  for (int size = 0; size < 300; ++size) {
+    std::string bytes;
+    for (int i = 0; i < size; ++i) {
+      bytes.push_back(static_cast<char>(random()));
+    }
+    auto decoded = base64Decode(base64Encode(bytes));
+    ASSERT_TRUE(decoded.has_value());
+    EXPECT_EQ(*decoded, bytes);
+  }
+}
+
+TEST(Hex, EncodesLowercase) {
+  EXPECT_EQ(hexEncode(std::string_view("\x00\x0f\xab\xff", 4)), "000fabff");
+  EXPECT_EQ(hexEncode(""), "");
+}
+
+TEST(Sha256, MatchesKnownDigests) {
+  EXPECT_EQ(sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(Sha256, IncrementalEqualsOneShot) {
+  Sha256 hasher;
+  hasher.update("a");
+  hasher.update("");
+  hasher.update("bc");
+  EXPECT_EQ(hasher.finalHex(), sha256Hex("abc"));
+  // finalHex resets, so the hasher starts over.
+  hasher.update("abc");
+  EXPECT_EQ(hasher.finalHex(), sha256Hex("abc"));
+}
+
+TEST(Sha256, CopyForksState) {
+  Sha256 original;
+  original.update("ab");
+  Sha256 copy = original;
+  copy.update("c");
+  original.update("d");
+  EXPECT_EQ(copy.finalHex(), sha256Hex("abc"));
+  EXPECT_EQ(original.finalHex(), sha256Hex("abd"));
+}
+
+TEST(Sha256, MovedFromStartsOver) {
+  Sha256 original;
+  original.update("ab");
+  Sha256 moved = std::move(original);
+  moved.update("c");
+  EXPECT_EQ(moved.finalHex(), sha256Hex("abc"));
+  original.update("x");  // NOLINT(bugprone-use-after-move): a valid, empty state
+  EXPECT_EQ(original.finalHex(), sha256Hex("x"));
+}
+
+TEST(CaseInsensitive, ComparesAsciiOnly) {
+  EXPECT_TRUE(equalsIgnoreCase("Content-Type", "content-TYPE"));
+  EXPECT_FALSE(equalsIgnoreCase("Host", "Hosts"));
+  EXPECT_FALSE(equalsIgnoreCase("\xC3\xA9", "\xC3\x89"));  // é and É differ
+  EXPECT_FALSE(equalsIgnoreCase("[", "{"));
+  EXPECT_TRUE(equalsIgnoreCase("", ""));
+}
+
+}  // namespace
+}  // namespace webtrap

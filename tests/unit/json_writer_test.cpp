@@ -1,0 +1,192 @@
+#include "common/json_writer.h"
+
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <simdjson.h>
+
+namespace webtrap {
+namespace {
+
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+
+// Writes `bytes` as one JSON string and returns it parsed back by simdjson.
+// Fails the test when the output is not valid JSON.
+std::string roundTrip(std::string_view bytes, bool* valid = nullptr) {
+  std::string out;
+  JsonWriter writer(out);
+  bool was_valid = writer.string(bytes);
+  if (valid != nullptr) {
+    *valid = was_valid;
+  }
+  simdjson::dom::parser parser;
+  std::string_view parsed;
+  auto error = parser.parse(out).get_string().get(parsed);
+  EXPECT_EQ(error, simdjson::SUCCESS) << "output: " << out;
+  return std::string(parsed);
+}
+
+std::string repeat(std::string_view text, int count) {
+  std::string out;
+  for (int i = 0; i < count; ++i) {
+    out.append(text);
+  }
+  return out;
+}
+
+TEST(JsonWriter, EscapesQuoteBackslashAndControls) {
+  std::string out;
+  JsonWriter writer(out);
+  writer.string(std::string_view("a\"b\\c\n\t\x01\x1f\x7f", 10));
+  EXPECT_EQ(out, "\"a\\\"b\\\\c\\u000a\\u0009\\u0001\\u001f\x7f\"");
+}
+
+TEST(JsonWriter, EscapesNulInsideString) {
+  std::string out;
+  JsonWriter writer(out);
+  writer.string(std::string_view("a\0b", 3));
+  EXPECT_EQ(out, "\"a\\u0000b\"");
+  EXPECT_EQ(roundTrip(std::string_view("a\0b", 3)), std::string("a\0b", 3));
+}
+
+TEST(JsonWriter, EverySingleByteGivesValidJson) {
+  for (int byte = 0; byte < 256; ++byte) {
+    std::string input(1, static_cast<char>(byte));
+    bool valid = true;
+    std::string parsed = roundTrip(input, &valid);
+    if (byte < 0x80) {
+      EXPECT_TRUE(valid) << "byte " << byte;
+      EXPECT_EQ(parsed, input) << "byte " << byte;
+    } else {
+      EXPECT_FALSE(valid) << "byte " << byte;
+      EXPECT_EQ(parsed, kReplacement) << "byte " << byte;
+    }
+  }
+}
+
+TEST(JsonWriter, EveryBytePairGivesValidJson) {
+  simdjson::dom::parser parser;
+  std::string out;
+  for (int first = 0; first < 256; ++first) {
+    for (int second = 0; second < 256; ++second) {
+      out.clear();
+      JsonWriter writer(out);
+      const char pair[2] = {static_cast<char>(first), static_cast<char>(second)};
+      writer.string(std::string_view(pair, 2));
+      std::string_view parsed;
+      ASSERT_EQ(parser.parse(out).get_string().get(parsed), simdjson::SUCCESS)
+          << first << " " << second;
+    }
+  }
+}
+
+TEST(JsonWriter, KeepsWellFormedMultibyte) {
+  for (std::string_view text : {"\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80", "\xF4\x8F\xBF\xBF",
+                                "\xEF\xBF\xBD", "\xE2\x80\xA8"}) {
+    bool valid = false;
+    EXPECT_EQ(roundTrip(text, &valid), text);
+    EXPECT_TRUE(valid);
+  }
+}
+
+TEST(JsonWriter, ReplacesEachByteOfTruncatedSequence) {
+  bool valid = true;
+  EXPECT_EQ(roundTrip("\xE2\x82", &valid), repeat(kReplacement, 2));
+  EXPECT_FALSE(valid);
+  EXPECT_EQ(roundTrip("\xF0\x9F\x98"), repeat(kReplacement, 3));
+  EXPECT_EQ(roundTrip("ab\xC3"), "ab" + std::string(kReplacement));
+  EXPECT_EQ(roundTrip("\xE2\x82x"), repeat(kReplacement, 2) + "x");
+}
+
+TEST(JsonWriter, ReplacesOverlongForms) {
+  EXPECT_EQ(roundTrip("\xC0\xAF"), repeat(kReplacement, 2));
+  EXPECT_EQ(roundTrip("\xC1\xBF"), repeat(kReplacement, 2));
+  EXPECT_EQ(roundTrip("\xE0\x80\xAF"), repeat(kReplacement, 3));
+  EXPECT_EQ(roundTrip("\xE0\x9F\xBF"), repeat(kReplacement, 3));
+  EXPECT_EQ(roundTrip("\xF0\x80\x80\xAF"), repeat(kReplacement, 4));
+  EXPECT_EQ(roundTrip("\xF0\x8F\xBF\xBF"), repeat(kReplacement, 4));
+}
+
+TEST(JsonWriter, ReplacesSurrogates) {
+  EXPECT_EQ(roundTrip("\xED\xA0\x80"), repeat(kReplacement, 3));
+  EXPECT_EQ(roundTrip("\xED\xBF\xBF"), repeat(kReplacement, 3));
+  EXPECT_EQ(roundTrip("\xED\x9F\xBF"), "\xED\x9F\xBF");  // U+D7FF is fine
+}
+
+TEST(JsonWriter, ReplacesCodePointsAboveMax) {
+  EXPECT_EQ(roundTrip("\xF4\x90\x80\x80"), repeat(kReplacement, 4));
+  EXPECT_EQ(roundTrip("\xF5\x80\x80\x80"), repeat(kReplacement, 4));
+  EXPECT_EQ(roundTrip("\xFF\xFE"), repeat(kReplacement, 2));
+}
+
+TEST(JsonWriter, KeysAreEscapedAndReportInvalid) {
+  std::string out;
+  JsonWriter writer(out);
+  writer.beginObject();
+  EXPECT_FALSE(writer.key("bad\xFF"));
+  writer.null();
+  EXPECT_TRUE(writer.key("q\"k"));
+  writer.integer(1);
+  writer.endObject();
+  EXPECT_EQ(out, "{\"bad\xEF\xBF\xBD\":null,\"q\\\"k\":1}");
+}
+
+TEST(JsonWriter, PlacesCommasInNestedContainers) {
+  std::string out;
+  JsonWriter writer(out);
+  writer.beginObject();
+  writer.key("a");
+  writer.beginArray();
+  writer.integer(1);
+  writer.beginObject();
+  writer.endObject();
+  writer.beginArray();
+  writer.endArray();
+  writer.string("x");
+  writer.endArray();
+  writer.member("b", true);
+  writer.member("c", std::int64_t{-2});
+  writer.key("d");
+  writer.raw("[1,2]");
+  writer.key("e");
+  writer.null();
+  writer.endObject();
+  EXPECT_EQ(out, R"({"a":[1,{},[],"x"],"b":true,"c":-2,"d":[1,2],"e":null})");
+}
+
+TEST(JsonWriter, WritesIntegerLimits) {
+  std::string out;
+  JsonWriter writer(out);
+  writer.beginArray();
+  writer.integer(std::numeric_limits<std::int64_t>::min());
+  writer.unsignedInteger(std::numeric_limits<std::uint64_t>::max());
+  writer.boolean(false);
+  writer.endArray();
+  EXPECT_EQ(out, "[-9223372036854775808,18446744073709551615,false]");
+}
+
+TEST(JsonWriter, JoinsStringParts) {
+  std::string out;
+  JsonWriter writer(out);
+  writer.beginArray();
+  writer.beginString();
+  EXPECT_TRUE(writer.stringPart("a"));
+  EXPECT_TRUE(writer.stringPart(", "));
+  EXPECT_FALSE(writer.stringPart("\x80"));
+  writer.endString();
+  writer.integer(3);
+  writer.endArray();
+  EXPECT_EQ(out, "[\"a, \xEF\xBF\xBD\",3]");
+}
+
+TEST(JsonWriter, AppendsToExistingOutput) {
+  std::string out = "prefix ";
+  JsonWriter writer(out);
+  writer.string("x");
+  EXPECT_EQ(out, "prefix \"x\"");
+}
+
+}  // namespace
+}  // namespace webtrap
