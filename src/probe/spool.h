@@ -1,4 +1,32 @@
 // The spool: records appended to size-rotated NDJSON segment files.
+//
+// Layout of the spool folder:
+//   segment-000000000001.ndjson, segment-000000000002.ndjson, ...
+//     One record per line. Names sort in write order. A segment is never
+//     reopened: after a restart the spool starts the next number, so a
+//     reader may treat every segment but the newest as closed.
+//   shipped.offset
+//     Written by the shipper, never by the spool: one line
+//     "<segment file name> <byte offset>", meaning every byte before that
+//     offset of that segment, and every segment with a lower number, has been
+//     delivered. The shipper should replace the file atomically (write a
+//     temporary file, then rename). Segments wholly before the offset are
+//     "shipped": when the disk cap is reached, the spool deletes them first,
+//     silently, under both full policies. Without the file nothing counts as
+//     shipped.
+//
+// Disk cap: before an append would take the segments past max_bytes, the
+// spool deletes shipped segments. If that is not enough, kDropNew drops the
+// new record and kDeleteOldest deletes the oldest segments, counting their
+// unshipped records as dropped. A record larger than max_bytes is always
+// dropped.
+//
+// Metrics: webtrap_spool_records_written_total, webtrap_spool_bytes_written_total,
+// webtrap_spool_records_dropped_total{reason="disk_full"|"write_error"},
+// webtrap_spool_segments_deleted_total, webtrap_spool_write_errors_total,
+// webtrap_spool_fsyncs_total, webtrap_spool_bytes (gauge: bytes in all
+// segments) and webtrap_spool_full (gauge: 1 while appends lose records to
+// the cap).
 #pragma once
 
 #include <cstdint>
@@ -10,7 +38,11 @@
 
 namespace webtrap::probe {
 
-enum class FsyncPolicy { kAlways, kInterval, kNever };
+enum class FsyncPolicy {
+  kAlways,    // fdatasync after every append
+  kInterval,  // a background thread fdatasyncs at most every fsync_interval_ms
+  kNever,     // leave write-back to the kernel
+};
 enum class FullPolicy { kDropNew, kDeleteOldest };
 
 struct SpoolConfig {
@@ -26,15 +58,23 @@ enum class AppendResult { kWritten, kDropped };
 
 class Spool {
  public:
-  // Creates the folder if needed and resumes after the last segment. Throws
-  // ConfigError when the folder cannot be created or written.
+  // Creates the folder if needed and opens a new segment numbered after the
+  // last one found. Throws ConfigError when the folder cannot be created or
+  // written, or when segment_bytes, max_bytes or fsync_interval_ms is 0.
   Spool(const SpoolConfig& config, MetricsRegistry& metrics);
   ~Spool();
 
-  // Appends one record and a newline. Thread-safe.
+  Spool(const Spool&) = delete;
+  Spool& operator=(const Spool&) = delete;
+
+  // Appends one record and a newline with a single write, so a process crash
+  // loses no acknowledged record (an OS crash may, unless fsync is kAlways).
+  // Thread-safe. Write errors (ENOSPC, EIO) are counted and logged, never
+  // thrown; a failed append is cut back off the segment so it keeps whole
+  // lines.
   AppendResult append(std::string_view record);
 
-  // Writes buffered data and fsyncs the open segment.
+  // Fsyncs the open segment, whatever the fsync policy.
   void flush();
 
  private:
