@@ -68,8 +68,8 @@ void loadRuleFile(modsecurity::RulesSet& rules, const fs::path& path) {
         fmt::format("{}: rule file not found; check the modsecurity path settings", path.string()));
   }
   if (rules.loadFromUri(path.c_str()) < 0) {
-    throw ConfigError(fmt::format("{}: invalid rule file: {}", path.string(),
-                                  rules.getParserError()));
+    throw ConfigError(
+        fmt::format("{}: invalid rule file: {}", path.string(), rules.getParserError()));
   }
 }
 
@@ -173,11 +173,21 @@ bool isCrsLoopback(const std::string& address) {
 // extra rules) no line contains them.
 bool mentionsClientState(const fs::path& path) {
   static constexpr std::array<std::string_view, 16> kMarkers{
-      "remote_addr",           "remote_port",       "remote_host",
-      "ip:",                   "ip.",               "geo",
-      "initcol",               "real_ip",           "high_risk_country_codes",
-      "dos_burst_time_slice",  "dos_counter_threshold", "httpbl_api_key",
-      "block_search_ip",       "do_reput_block",    "sampling_percentage",
+      "remote_addr",
+      "remote_port",
+      "remote_host",
+      "ip:",
+      "ip.",
+      "geo",
+      "initcol",
+      "real_ip",
+      "high_risk_country_codes",
+      "dos_burst_time_slice",
+      "dos_counter_threshold",
+      "httpbl_api_key",
+      "block_search_ip",
+      "do_reput_block",
+      "sampling_percentage",
       "unique_id",
   };
   std::ifstream in(path);
@@ -337,8 +347,9 @@ struct Inspector::Impl {
                                R"(status="failed")")),
         cache_hits(metrics.counter("webtrap_inspection_cache_hits_total",
                                    "Inspections answered from the result cache.")),
-        rule_matches(metrics.counter("webtrap_rule_matches_total",
-                                     "Rule messages reported by ModSecurity, cached ones included.")) {
+        rule_matches(
+            metrics.counter("webtrap_rule_matches_total",
+                            "Rule messages reported by ModSecurity, cached ones included.")) {
     engine->setConnectorInformation("webtrap " WEBTRAP_VERSION);
     engine->setServerLogCb(discardServerLog, modsecurity::RuleMessageLogProperty);
     loadRules(config);
@@ -353,8 +364,8 @@ struct Inspector::Impl {
 
   void loadRules(const InspectorConfig& config) {
     if (rules->load(buildPreamble(config).c_str(), "webtrap-preamble") < 0) {
-      throw ConfigError(fmt::format("generated ModSecurity preamble: invalid: {}",
-                                    rules->getParserError()));
+      throw ConfigError(
+          fmt::format("generated ModSecurity preamble: invalid: {}", rules->getParserError()));
     }
 
     std::vector<fs::path> setup_files{config.crs_setup};
@@ -457,15 +468,14 @@ struct Inspector::Impl {
     check(transaction.processConnection(request.client.address.c_str(), request.client.port,
                                         request.server.address.c_str(), request.server.port),
           "processConnection");
-    const std::string& version = request.http_version.empty() ? kDefaultVersion
-                                                              : request.http_version;
+    const std::string& version =
+        request.http_version.empty() ? kDefaultVersion : request.http_version;
     check(transaction.processURI(request.target.c_str(), request.method.c_str(), version.c_str()),
           "processURI");
     for (const auto& header : request.headers) {
-      transaction.addRequestHeader(reinterpret_cast<const unsigned char*>(header.name.data()),
-                                   header.name.size(),
-                                   reinterpret_cast<const unsigned char*>(header.value.data()),
-                                   header.value.size());
+      transaction.addRequestHeader(
+          reinterpret_cast<const unsigned char*>(header.name.data()), header.name.size(),
+          reinterpret_cast<const unsigned char*>(header.value.data()), header.value.size());
     }
     for (const auto& [name, value] : outcome.tx) {
       transaction.m_collections.m_tx_collection->storeOrUpdateFirst(name, value);
@@ -480,10 +490,9 @@ struct Inspector::Impl {
     out.anomaly_score = readAnomalyScore(transaction);
 
     for (const auto& header : response.headers) {
-      transaction.addResponseHeader(reinterpret_cast<const unsigned char*>(header.name.data()),
-                                    header.name.size(),
-                                    reinterpret_cast<const unsigned char*>(header.value.data()),
-                                    header.value.size());
+      transaction.addResponseHeader(
+          reinterpret_cast<const unsigned char*>(header.name.data()), header.name.size(),
+          reinterpret_cast<const unsigned char*>(header.value.data()), header.value.size());
     }
     check(transaction.processResponseHeaders(response.status, "HTTP/1.1"),
           "processResponseHeaders");
@@ -523,10 +532,11 @@ struct Inspector::Impl {
 
 Inspector::Inspector(const InspectorConfig& config, MetricsRegistry& metrics)
     : impl_(std::make_unique<Impl>(config, metrics)) {
-  spdlog::info("ModSecurity loaded: engine=\"{}\" components=\"{}\" paranoia_level={} "
-               "cache_entries={}",
-               impl_->engine_version, fmt::join(impl_->components, ","), config.paranoia_level,
-               config.cache_entries);
+  spdlog::info(
+      "ModSecurity loaded: engine=\"{}\" components=\"{}\" paranoia_level={} "
+      "cache_entries={}",
+      impl_->engine_version, fmt::join(impl_->components, ","), config.paranoia_level,
+      config.cache_entries);
 }
 
 Inspector::~Inspector() = default;
@@ -557,8 +567,7 @@ InspectionResult Inspector::inspect(const CapturedRequest& request, const Person
     }
 
     CachedResult fresh;
-    result.error =
-        impl_->run(request, response, outcome, response_body, transaction_id, fresh);
+    result.error = impl_->run(request, response, outcome, response_body, transaction_id, fresh);
     result.status = result.error.empty() ? InspectionStatus::kComplete : InspectionStatus::kFailed;
     result.anomaly_score = fresh.anomaly_score;
     if (impl_->cache && result.status == InspectionStatus::kComplete) {
@@ -582,8 +591,12 @@ InspectionResult Inspector::inspect(const CapturedRequest& request, const Person
   return result;
 }
 
-const std::string& Inspector::engineVersion() const { return impl_->engine_version; }
+const std::string& Inspector::engineVersion() const {
+  return impl_->engine_version;
+}
 
-const std::vector<std::string>& Inspector::components() const { return impl_->components; }
+const std::vector<std::string>& Inspector::components() const {
+  return impl_->components;
+}
 
 }  // namespace webtrap::probe
