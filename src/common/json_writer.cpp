@@ -3,6 +3,7 @@
 #include <array>
 #include <cassert>
 #include <charconv>
+#include <cstring>
 
 #include "common/encoding.h"
 
@@ -22,6 +23,29 @@ constexpr std::array<bool, 256> makePlainTable() {
 
 constexpr auto kPlain = makePlainTable();
 
+// Returns the length of the run of plain bytes at the start of `bytes`,
+// testing eight bytes per step: a word passes when no byte is below 0x20,
+// at or above 0x80, a quote or a backslash.
+std::size_t plainRunLength(const char* bytes, std::size_t size) {
+  constexpr std::uint64_t kOnes = 0x0101010101010101ull;
+  constexpr std::uint64_t kHighBits = 0x8080808080808080ull;
+  std::size_t pos = 0;
+  for (; pos + 8 <= size; pos += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, bytes + pos, 8);
+    std::uint64_t below_space = word - kOnes * 0x20;
+    std::uint64_t quote = (word ^ (kOnes * '"')) - kOnes;
+    std::uint64_t backslash = (word ^ (kOnes * '\\')) - kOnes;
+    if (((below_space | quote | backslash) & ~word & kHighBits) != 0 || (word & kHighBits) != 0) {
+      break;
+    }
+  }
+  while (pos < size && kPlain[static_cast<unsigned char>(bytes[pos])]) {
+    ++pos;
+  }
+  return pos;
+}
+
 }  // namespace
 
 bool appendJsonEscaped(std::string& out, std::string_view bytes) {
@@ -32,10 +56,7 @@ bool appendJsonEscaped(std::string& out, std::string_view bytes) {
   const std::size_t size = bytes.size();
 
   while (pos < size) {
-    std::size_t run = pos;
-    while (run < size && kPlain[static_cast<unsigned char>(bytes[run])]) {
-      ++run;
-    }
+    std::size_t run = pos + plainRunLength(bytes.data() + pos, size - pos);
     out.append(bytes.data() + pos, run - pos);
     pos = run;
     if (pos == size) {

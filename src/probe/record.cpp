@@ -141,12 +141,14 @@ class RecordWriter {
   void writeEncoded() {
     json_.key("encoded");
     json_.beginObject();
+    // Base64 text never needs JSON escaping, so it is written quoted as is.
     std::string base64;
     for (const EncodedString& entry : encoded_) {
       json_.key(entry.pointer);
-      base64.clear();
+      base64.assign(1, '"');
       appendBase64(base64, entry.bytes());
-      json_.string(base64);
+      base64.push_back('"');
+      json_.raw(base64);
     }
     json_.endObject();
   }
