@@ -410,10 +410,10 @@ struct Inspector::Impl {
   //   and 912 read them.
   // - 901410 reads UNIQUE_ID and DURATION for sampling, which is skipped at
   //   the default tx.sampling_percentage of 100.
-  // - 905100, 905110 (and 903.9005 when cPanel exclusions are on) turn the
-  //   engine off for loopback clients sending Apache's internal dummy
-  //   connection, so whether the client is 127.0.0.1 or ::1 does change the
-  //   result. That one bit is part of the key.
+  // - 905100 (request line "GET /", Apache's SSL pinger), 905110 (Apache's
+  //   internal dummy connection) and 903.9005 (when cPanel exclusions are
+  //   on) change the result for loopback clients: 905100 and 905110 turn the
+  //   engine off. So whether the client is 127.0.0.1 or ::1 is part of the key.
   // When the setup or an extra rule file mentions the client address or
   // per-client state, the full address and ports join the key (see
   // mentionsClientState).

