@@ -81,6 +81,28 @@ std::uint64_t countLines(const std::filesystem::path& path, std::uint64_t offset
 
 // Owns a file descriptor. The open segment is shared with the fsync thread,
 // so rotation never closes a descriptor that thread is syncing.
+// Returns 0 when files can be created in `dir`, or the errno of the failure.
+// O_TMPFILE tests this without a visible name; a named file is the fallback
+// on file systems without it.
+int checkWritable(const std::filesystem::path& dir) {
+  int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    ::close(fd);
+    return 0;
+  }
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+    return errno;
+  }
+  std::filesystem::path probe = dir / fmt::format(".write-test-{}", ::getpid());
+  fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return errno;
+  }
+  ::close(fd);
+  ::unlink(probe.c_str());
+  return 0;
+}
+
 struct FileHandle {
   int fd = -1;
   explicit FileHandle(int descriptor) : fd(descriptor) {}
@@ -121,7 +143,7 @@ struct Spool::Impl {
   void stop();
 
   bool openSegment();
-  void rotate();
+  void closeSegment();
   bool makeRoom(std::uint64_t size);
   bool deleteOldest(bool count_unshipped);
   bool isShipped(const Segment& segment) const;
@@ -230,13 +252,13 @@ Spool::Impl::Impl(const SpoolConfig& spool_config, MetricsRegistry& metrics)
     next_number = segments.back().number + 1;
   }
 
-  if (!openSegment()) {
+  if (int error = checkWritable(config.dir); error != 0) {
     throw ConfigError(fmt::format("spool.dir '{}' is not writable: {}; choose a writable folder",
-                                  config.dir.string(), std::strerror(errno)));
+                                  config.dir.string(), std::strerror(error)));
   }
   spool_bytes.set(static_cast<std::int64_t>(total_bytes));
-  spdlog::info("spool: opened dir={} segment={} segments={} bytes={}", config.dir.string(),
-               segmentName(segments.back().number), segments.size(), total_bytes);
+  spdlog::info("spool: opened dir={} segments={} bytes={} next_segment={}", config.dir.string(),
+               segments.size(), total_bytes, segmentName(next_number));
 
   if (config.fsync == FsyncPolicy::kInterval) {
     sync_thread = std::thread([this] { runSyncThread(); });
@@ -246,7 +268,6 @@ Spool::Impl::Impl(const SpoolConfig& spool_config, MetricsRegistry& metrics)
 // Creates the next segment and makes it the open one. On failure `file` is
 // null, errno is set, and appends are dropped until a later call succeeds.
 bool Spool::Impl::openSegment() {
-  file.reset();
   for (int attempt = 0; attempt < kMaxCreateAttempts; ++attempt) {
     std::uint64_t number = next_number++;
     int fd = ::open(path(number).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
@@ -276,18 +297,14 @@ bool Spool::Impl::openSegment() {
   return false;
 }
 
-// Closes the open segment, durable unless fsync is kNever, and opens the next.
-void Spool::Impl::rotate() {
+// Closes the open segment, synced unless fsync is kNever. The next append
+// creates the next segment.
+void Spool::Impl::closeSegment() {
   if (file && config.fsync != FsyncPolicy::kNever) {
     syncFile(file);
   }
   dirty = false;
-  if (!openSegment()) {
-    int error = errno;
-    write_errors.inc();
-    spdlog::error("spool: segment creation failed dir={} error={}", config.dir.string(),
-                  std::strerror(error));
-  }
+  file.reset();
 }
 
 bool Spool::Impl::isShipped(const Segment& segment) const {
@@ -364,28 +381,30 @@ void Spool::Impl::refreshShippedOffset() {
 }
 
 void Spool::Impl::forgetMissingSegments() {
-  for (auto it = segments.begin(); it + 1 < segments.end();) {
-    if (::access(path(it->number).c_str(), F_OK) != 0 && errno == ENOENT) {
-      total_bytes -= std::min(total_bytes, it->bytes);
-      it = segments.erase(it);
+  std::size_t closed = file ? segments.size() - 1 : segments.size();
+  for (std::size_t i = 0; i < closed;) {
+    if (::access(path(segments[i].number).c_str(), F_OK) != 0 && errno == ENOENT) {
+      total_bytes -= std::min(total_bytes, segments[i].bytes);
+      segments.erase(segments.begin() + static_cast<std::ptrdiff_t>(i));
+      --closed;
     } else {
-      ++it;
+      ++i;
     }
   }
   spool_bytes.set(static_cast<std::int64_t>(total_bytes));
 }
 
-// Deletes the oldest segment, rotating first when it is the open one.
+// Deletes the oldest segment, closing it first when it is the open one.
 // Returns false when nothing could be deleted.
 bool Spool::Impl::deleteOldest(bool count_unshipped) {
-  if (segments.size() == 1) {
+  if (segments.empty()) {
+    return false;
+  }
+  if (file && segments.size() == 1) {
     if (segments.front().bytes == 0) {
       return false;
     }
-    rotate();
-    if (segments.size() == 1) {
-      return false;
-    }
+    closeSegment();
   }
   Segment oldest = segments.front();
   std::filesystem::path oldest_path = path(oldest.number);
@@ -421,7 +440,7 @@ bool Spool::Impl::makeRoom(std::uint64_t size) {
   }
 
   refreshShippedOffset();
-  while (!fits() && isShipped(segments.front())) {
+  while (!fits() && !segments.empty() && isShipped(segments.front())) {
     if (!deleteOldest(false)) {
       break;
     }
@@ -466,10 +485,12 @@ bool Spool::Impl::writeRecord(std::string_view record) {
     if (got <= 0) {
       int error = got < 0 ? errno : EIO;
       // Cut a torn line back off, so the segment keeps whole records. When
-      // that fails too, move to a new segment; readers then see one torn
-      // line at the end of the old one.
+      // that fails too, the segment is closed and readers see one torn line
+      // at its end.
       if (written > 0 && ::ftruncate(file->fd, static_cast<off_t>(current.bytes)) != 0) {
-        rotate();
+        current.bytes += written;
+        total_bytes += written;
+        closeSegment();
       }
       errno = error;
       return false;
@@ -541,7 +562,7 @@ AppendResult Spool::Impl::append(std::string_view record) {
     return dropFull();
   }
   if (file && segments.back().bytes > 0 && segments.back().bytes + size > config.segment_bytes) {
-    rotate();
+    closeSegment();
   }
   if (!file && !openSegment()) {
     return dropWriteError(errno, "segment creation");
@@ -601,7 +622,7 @@ void Spool::Impl::stop() {
   if (sync_thread.joinable()) {
     sync_thread.join();
   }
-  if (config.fsync != FsyncPolicy::kNever && dirty) {
+  if (config.fsync != FsyncPolicy::kNever && dirty && file) {
     flush();
   }
 }

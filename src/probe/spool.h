@@ -58,9 +58,10 @@ enum class AppendResult { kWritten, kDropped };
 
 class Spool {
  public:
-  // Creates the folder if needed and opens a new segment numbered after the
-  // last one found. Throws ConfigError when the folder cannot be created or
-  // written, or when segment_bytes, max_bytes or fsync_interval_ms is 0.
+  // Creates the folder if needed and counts the segments already there. The
+  // first append creates a segment numbered after the last one found. Throws
+  // ConfigError when the folder cannot be created or written, or when
+  // segment_bytes, max_bytes or fsync_interval_ms is 0.
   Spool(const SpoolConfig& config, MetricsRegistry& metrics);
   ~Spool();
 

@@ -111,6 +111,12 @@ TEST_F(SpoolTest, AppendsLinesAndCounts) {
   EXPECT_EQ(gauge("webtrap_spool_full"), 0);
 }
 
+TEST_F(SpoolTest, NoSegmentBeforeFirstAppend) {
+  { Spool spool(config(1 << 20, 1 << 30), metrics_); }
+  EXPECT_TRUE(segments().empty());
+  EXPECT_TRUE(fs::is_empty(dir_));
+}
+
 TEST_F(SpoolTest, RotatesPastSegmentBytes) {
   Spool spool(config(25, 1 << 30), metrics_);
   for (int i = 0; i < 5; ++i) {
@@ -258,7 +264,7 @@ TEST_F(SpoolTest, DeleteOldestCountsSegmentsFromBeforeRestart) {
       fresh.counter("webtrap_spool_records_dropped_total", "", "reason=\"disk_full\"").value(), 2u);
 }
 
-TEST_F(SpoolTest, DeleteOldestRotatesSingleSegment) {
+TEST_F(SpoolTest, DeleteOldestClosesSingleSegment) {
   // One segment contains everything, so it must be closed before it can go.
   Spool spool(config(1 << 20, 30, FullPolicy::kDeleteOldest), metrics_);
   for (int i = 0; i < 3; ++i) {
