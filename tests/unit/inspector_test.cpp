@@ -671,6 +671,44 @@ TEST(InspectorRobustness, UnparsedRequestDoesNotThrow) {
               result.status == InspectionStatus::kFailed);
 }
 
+TEST(InspectorRobustness, UnusualRequestsComplete) {
+  MetricsRegistry metrics;
+  InspectorConfig config = baseConfig();
+  config.body_limit = 1024;
+  Inspector inspector(config, metrics);
+  std::vector<std::pair<std::string, CapturedRequest>> cases;
+  cases.emplace_back("body over the limit",
+                     makeRequest("POST", "/upload", withHeaders({{"Content-Type", "text/plain"}}),
+                                 std::string(4096, 'a')));
+  cases.emplace_back("absolute form",
+                     makeRequest("GET", "http://www.example.com/x?y=1", browserHeaders()));
+  cases.emplace_back("authority form",
+                     makeRequest("CONNECT", "www.example.com:443", browserHeaders()));
+  cases.emplace_back("asterisk form", makeRequest("OPTIONS", "*", browserHeaders()));
+  cases.emplace_back("nul in header",
+                     makeRequest("GET", "/", withHeaders({{"X-Odd", std::string("a\0b", 3)}})));
+  cases.emplace_back(
+      "invalid json body",
+      makeRequest("POST", "/api", withHeaders({{"Content-Type", "application/json"}}),
+                  "{\"a\": [1, 2"));
+  cases.emplace_back("invalid multipart body",
+                     makeRequest("POST", "/api",
+                                 withHeaders({{"Content-Type", "multipart/form-data; boundary=x"}}),
+                                 "--y\r\nbroken"));
+  PersonaResponse large_response = pageResponse();
+  large_response.body = std::string(4096, 'b');
+  PersonaResponse head_response = pageResponse();
+  head_response.omit_body = true;
+
+  for (const auto& [name, request] : cases) {
+    SCOPED_TRACE(name);
+    auto result = inspector.inspect(request, large_response, {}, "unusual");
+    EXPECT_EQ(result.status, InspectionStatus::kComplete) << result.error;
+    auto head = inspector.inspect(request, head_response, {}, "unusual-head");
+    EXPECT_EQ(head.status, InspectionStatus::kComplete) << head.error;
+  }
+}
+
 TEST(InspectorConfigErrors, InvalidRuleFileNamesFile) {
   auto folder = fs::temp_directory_path() / "webtrap-inspector-test-rules";
   fs::create_directories(folder);
