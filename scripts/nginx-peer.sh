@@ -145,10 +145,10 @@ http {
     modsecurity on;
     modsecurity_rules_file $dir/modsec.conf;
 
-    # Every path maps to one static page. A `return` directive would answer
-    # before the connector's phase handlers run, and an error_page redirect
-    # would start a second transaction, so the static module answers: 200 to
-    # GET and HEAD, 405 to other methods.
+    # Every path maps to one static page, served with 200 to GET and HEAD and
+    # 405 to other methods. A `return` directive would respond before the
+    # connector's phase handlers run, and an error_page redirect would start a
+    # second ModSecurity transaction.
     location / {
       try_files /index.html =404;
     }

@@ -19,8 +19,8 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using boost::system::error_code;
 
-// A response whose header block is larger than this is an error, not a
-// reason to keep reading: test targets answer with small headers.
+// A larger response header block is an error, because test targets send
+// small headers.
 constexpr std::uint32_t kHeaderLimit = 64 * 1024;
 // 100 Continue and other interim responses before the final one.
 constexpr int kMaxInterimResponses = 5;
@@ -39,8 +39,8 @@ asio::awaitable<void> writeAndRead(Stream& stream, std::string_view request,
   beast::get_lowest_layer(stream).expires_after(timeout);
   co_await asio::async_write(stream, asio::buffer(request.data(), request.size()),
                              asio::redirect_error(asio::use_awaitable, ec));
-  // A server may answer and close before it has read a long body, so a
-  // failed write still gets a chance to read the response.
+  // A server may respond and close before it has read a long body, so the
+  // response is read even after a failed write.
   const error_code write_error = ec;
 
   beast::flat_buffer buffer;

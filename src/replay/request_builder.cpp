@@ -37,8 +37,8 @@ int hexValue(char c) {
   return -1;
 }
 
-// True when `data` holds a %XX sequence, which is when Python's unquote()
-// would change it and ftw leaves the body alone.
+// True when `data` contains a %XX sequence. Python's unquote() changes such
+// data, and ftw then sends the body unchanged.
 bool hasPercentEscape(std::string_view data) {
   for (std::size_t i = 0; i + 2 < data.size(); ++i) {
     if (data[i] == '%' && hexValue(data[i + 1]) >= 0 && hexValue(data[i + 2]) >= 0) {

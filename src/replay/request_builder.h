@@ -20,8 +20,8 @@ struct BuiltRequest {
 // - `encoded_request`: base64-decoded, then backslash escapes decoded as
 //   Python's string_escape codec does (ftw does both).
 // - `raw_request`: sent as written, in UTF-8. A YAML `\xNN` escape is the code
-//   point U+00NN, so `\xac` goes out as C2 AC, as it did with ftw; the CRS
-//   test 944200-0FP depends on that.
+//   point U+00NN, so `\xac` goes out as the bytes C2 AC. The CRS test
+//   944200-0FP expects that encoding.
 // - otherwise `METHOD SP URI SP VERSION CRLF`, each header as `Name: value
 //   CRLF` in file order, CRLF, then `data`. Unless stop_magic is true or
 //   autocomplete_headers is false, a non-empty `data` gets a Content-Type of

@@ -3,9 +3,10 @@
 # with libnginx-mod-http-modsecurity, and checks that `webtrap replay` ran
 # every case and that nginx passes at least a measured floor of them.
 #
-# Floors: 90% of what nginx 1.22.1 + libmodsecurity 3.0.9 + CRS 3.3.4 passed
-# on Debian 12 when this test was written (1467 of 1499 enabled CRS cases at
-# paranoia level 4 in crs-test mode; 8 of 9 corpus cases at paranoia level 1).
+# The floors are 90% of what nginx 1.22.1 with libmodsecurity 3.0.9 and CRS
+# 3.3.4 passed on Debian 12 when this test was written. It passed 1467 of
+# 1499 enabled CRS cases at paranoia level 4 in crs-test mode, and 8 of 9
+# corpus cases at paranoia level 1.
 set -euo pipefail
 
 : "${WEBTRAP_BIN:?set WEBTRAP_BIN to the webtrap executable}"

@@ -225,7 +225,7 @@ TEST(RequestBuilder, BuildsRequestLineHeadersAndBody) {
   input.uri = "/a?b=c";
   input.version = "HTTP/1.0";
   input.headers = {{"Host", "localhost"}, {"X-B", "2"}, {"X-A", "1"}};
-  input.data = "x=%41";  // holds an escape, so it is not re-encoded
+  input.data = "x=%41";  // contains an escape, so it is not re-encoded
   const BuiltRequest built = buildRequest(input);
   ASSERT_TRUE(built.error.empty());
   EXPECT_EQ(built.bytes,
@@ -637,7 +637,7 @@ TEST(RecordIndex, DifferentClientAddressDoesNotMatch) {
 // ---------------------------------------------------------------------------
 // End to end against a loopback test server
 
-// Answers each connection with 200 and writes a record for its client port:
+// Replies 200 to each connection and writes a record for its client port:
 // rule 942100 when the request contains "union", none otherwise. Stops after
 // `connections` connections.
 class RecordingServer {
