@@ -211,7 +211,8 @@ Spool::Impl::Impl(const SpoolConfig& spool_config, MetricsRegistry& metrics)
       fsyncs(metrics.counter("webtrap_spool_fsyncs_total", "fdatasync calls on segments.")),
       spool_bytes(metrics.gauge("webtrap_spool_bytes", "Bytes in all spool segments.")),
       full_gauge(
-          metrics.gauge("webtrap_spool_full", "1 while appends lose records to the disk cap.")) {
+          metrics.gauge("webtrap_spool_full",
+                        "1 from a record dropped at the disk cap until the next is written.")) {
   if (config.segment_bytes == 0 || config.max_bytes == 0) {
     throw ConfigError(
         fmt::format("spool.segment_bytes ({}) and spool.max_bytes ({}) must be greater than 0",

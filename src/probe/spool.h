@@ -25,8 +25,9 @@
 // webtrap_spool_records_dropped_total{reason="disk_full"|"write_error"},
 // webtrap_spool_segments_deleted_total, webtrap_spool_write_errors_total,
 // webtrap_spool_fsyncs_total, webtrap_spool_bytes (gauge: bytes in all
-// segments) and webtrap_spool_full (gauge: 1 while appends lose records to
-// the cap).
+// segments) and webtrap_spool_full (gauge: 1 from a new record dropped at
+// the cap until the next record is written). Under kDeleteOldest the losses
+// show in records_dropped_total only, because each append makes its room.
 #pragma once
 
 #include <cstdint>
