@@ -1,5 +1,8 @@
 #include "common/ids.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <regex>
 #include <set>
 #include <string>
@@ -89,6 +92,30 @@ TEST(UuidV7, UniqueAcrossThreads) {
     all.insert(ids.begin(), ids.end());
   }
   EXPECT_EQ(all.size(), static_cast<std::size_t>(kThreads * kPerThread));
+}
+
+TEST(UuidV7, ForkedChildDoesNotRepeatParent) {
+  newUuidV7();  // fills this thread's random buffer before the fork
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::string id = newUuidV7();
+    ssize_t written = ::write(fds[1], id.data(), id.size());
+    ::_exit(written == static_cast<ssize_t>(id.size()) ? 0 : 1);
+  }
+  ::close(fds[1]);
+  std::string parent_id = newUuidV7();
+  char buffer[36];
+  ssize_t got = ::read(fds[0], buffer, sizeof buffer);
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_EQ(got, 36);
+  std::string child_id(buffer, 36);
+  // Same millisecond is likely, so only the random bits tell them apart.
+  EXPECT_NE(child_id.substr(14), parent_id.substr(14));
 }
 
 TEST(Timestamps, IsoHasMicroseconds) {
