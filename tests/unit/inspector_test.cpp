@@ -593,9 +593,14 @@ TEST(InspectorParanoia, Level2FindsWhatLevel1Misses) {
   EXPECT_TRUE(hasTag(*match, "paranoia-level/2"));
 }
 
-TEST(InspectorThreads, ConcurrentResultsMatchSerial) {
+// Runs with the cache off and with a cache small enough that the threads
+// evict each other's entries all the time.
+class InspectorThreads : public ::testing::TestWithParam<std::size_t> {};
+
+TEST_P(InspectorThreads, ConcurrentResultsMatchSerial) {
   MetricsRegistry metrics;
-  Inspector inspector(baseConfig(), metrics);
+  Inspector reference(baseConfig(), metrics);
+  Inspector inspector(baseConfig(1, GetParam()), metrics);
   std::vector<CapturedRequest> requests;
   for (auto& entry : loadCorpus(kExtraCorpus)) {
     requests.push_back(std::move(entry.request));
@@ -616,7 +621,7 @@ TEST(InspectorThreads, ConcurrentResultsMatchSerial) {
   };
   std::vector<std::vector<std::string>> serial;
   for (const auto& request : requests) {
-    serial.push_back(idsOf(inspector.inspect(request, pageResponse(), {}, "serial")));
+    serial.push_back(idsOf(reference.inspect(request, pageResponse(), {}, "serial")));
   }
 
   constexpr int kThreads = 8;
@@ -654,6 +659,8 @@ TEST(InspectorThreads, ConcurrentResultsMatchSerial) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(CacheSizes, InspectorThreads, ::testing::Values(0, 4));
 
 TEST(InspectorRobustness, UnparsedRequestDoesNotThrow) {
   MetricsRegistry metrics;
