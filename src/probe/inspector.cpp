@@ -172,7 +172,7 @@ bool isCrsLoopback(const std::string& address) {
 // include the address. At the shipped settings (Debian's crs-setup.conf, no
 // extra rules) no line contains them.
 bool mentionsClientState(const fs::path& path) {
-  static constexpr std::array<std::string_view, 16> kMarkers{
+  static constexpr std::array<std::string_view, 17> kMarkers{
       "remote_addr",
       "remote_port",
       "remote_host",
@@ -184,6 +184,7 @@ bool mentionsClientState(const fs::path& path) {
       "high_risk_country_codes",
       "dos_burst_time_slice",
       "dos_counter_threshold",
+      "dos_block_timeout",
       "httpbl_api_key",
       "block_search_ip",
       "do_reput_block",
@@ -404,8 +405,8 @@ struct Inspector::Impl {
   //   tx.do_reput_block, tx.high_risk_country_codes or an RBL key is
   //   configured. Unset, every 910 rule is skipped or never matches, and no
   //   rule writes to the IP collection.
-  // - 912xxx (DoS) skips itself unless tx.dos_burst_time_slice,
-  //   tx.dos_counter_threshold and tx.dos_block_timeout are set.
+  // - 912xxx (DoS) skips itself while tx.dos_burst_time_slice,
+  //   tx.dos_counter_threshold and tx.dos_block_timeout are all unset.
   // - 901321 sets tx.real_ip and initcol:ip from REMOTE_ADDR, but only 910
   //   and 912 read them.
   // - 901410 reads UNIQUE_ID and DURATION for sampling, which is skipped at

@@ -561,6 +561,29 @@ TEST(InspectorCache, LoopbackClientKeyedApart) {
   EXPECT_NE(findMatch(remote, "77100"), nullptr);
 }
 
+TEST(InspectorCache, AddressRuleKeysByClient) {
+  auto path = fs::temp_directory_path() / "webtrap-inspector-test-address.conf";
+  {
+    std::ofstream out(path);
+    out << "SecRule REMOTE_ADDR \"@ipMatch 192.0.2.99\" "
+           "\"id:77998,phase:1,pass,log,msg:'Listed client'\"\n";
+  }
+  MetricsRegistry metrics;
+  InspectorConfig config = baseConfig(1, 16);
+  config.extra_rules = {path};
+  Inspector inspector(config, metrics);
+  auto request = makeRequest("GET", "/", browserHeaders());
+
+  auto unlisted = inspector.inspect(request, pageResponse(), {}, "a");
+  request.client = {"192.0.2.99", 40000};
+  auto listed = inspector.inspect(request, pageResponse(), {}, "b");
+  fs::remove(path);
+
+  EXPECT_EQ(findMatch(unlisted, "77998"), nullptr);
+  EXPECT_EQ(listed.status, InspectionStatus::kComplete);
+  EXPECT_NE(findMatch(listed, "77998"), nullptr);
+}
+
 TEST(InspectorCache, EvictsLeastRecentlyUsed) {
   MetricsRegistry metrics;
   Inspector inspector(baseConfig(1, 2), metrics);
