@@ -124,7 +124,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
 
   checkRestores(root, encoded, "/transaction/request/uri", request.target);
-  checkRestores(root, encoded, "/transaction/request/method", request.method);
+  checkRestores(root, encoded, "/transaction/request/method",
+                request.method.empty() ? std::string_view("-") : std::string_view(request.method));
   checkRestores(root, encoded, "/transaction/request/body", request.body);
   checkRestores(root, encoded, "/transaction/client_ip", request.client.address);
   checkRestores(root, encoded, "/transaction/messages/0/details/data", request.target);

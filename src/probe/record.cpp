@@ -317,8 +317,11 @@ void writeTransaction(RecordWriter& writer, const CapturedRequest& request,
   json.member("host_port", static_cast<std::int64_t>(request.server.port));
   writer.member("unique_id", meta.event_id);
 
+  // libmodsecurity 3.0.9 writes "-" for an empty method; webtrap.request.line
+  // keeps what was actually sent.
   writer.beginObject("request");
-  writer.member("method", request.method);
+  writer.member("method",
+                request.method.empty() ? std::string_view("-") : std::string_view(request.method));
   json.key("http_version");
   if (isPlainVersionNumber(request.http_version)) {
     json.raw(request.http_version);
