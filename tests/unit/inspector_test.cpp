@@ -477,6 +477,23 @@ TEST_F(InspectorTest, BagsTrueInBodyHits) {
   EXPECT_EQ(match->phase, 2);
 }
 
+TEST_F(InspectorTest, BagsInJsonBody) {
+  auto changed = inspect(makeRequest("POST", "/api/contact",
+                                     withHeaders({{"Content-Type", "application/json"}}),
+                                     R"({"name":"Bob","bags":"true"})"));
+  auto unchanged = inspect(makeRequest("POST", "/api/contact",
+                                       withHeaders({{"Content-Type", "application/json"}}),
+                                       R"({"name":"Bob","bags":"false"})"));
+
+  auto boolean = inspect(makeRequest("POST", "/api/contact",
+                                     withHeaders({{"Content-Type", "application/json"}}),
+                                     R"({"name":"Bob","bags":false})"));
+
+  EXPECT_NE(findMatch(changed, "77050"), nullptr);
+  EXPECT_EQ(findMatch(unchanged, "77050"), nullptr);
+  EXPECT_EQ(findMatch(boolean, "77050"), nullptr);
+}
+
 TEST_F(InspectorTest, BagsEmptyInQueryHits) {
   auto result = inspect(makeRequest("GET", "/contact?bags=", browserHeaders()));
 
