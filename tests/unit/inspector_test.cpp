@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 #include <simdjson.h>
+#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -22,6 +23,7 @@ namespace fs = std::filesystem;
 const fs::path kSourceDir = WEBTRAP_SOURCE_DIR;
 const fs::path kRulesDir = kSourceDir / "rules";
 const fs::path kSharedCorpus = kSourceDir / ".." / "shared" / "corpus" / "crs-gaps.jsonl";
+const fs::path kSharedCorpusDir = kSourceDir / ".." / "shared" / "corpus";
 const fs::path kExtraCorpus = kSourceDir / "tests" / "corpus" / "crs-gaps-extra.jsonl";
 
 struct CorpusCase {
@@ -252,6 +254,42 @@ TEST_F(InspectorTest, ExtraCorpusMatchesGapRules) {
       EXPECT_LE(number, 77299);
     }
   }
+}
+
+// The shared corpus's ftw YAML cases name the most specific rule that
+// libmodsecurity 3.0.9 with CRS 3.3.4 at paranoia level 1 reports.
+TEST_F(InspectorTest, SharedYamlCorpusMatchesExpectedRule) {
+  int checked = 0;
+  for (const auto& entry : fs::directory_iterator(kSharedCorpusDir)) {
+    if (entry.path().extension() != ".yaml") {
+      continue;
+    }
+    SCOPED_TRACE(entry.path().filename().string());
+    YAML::Node root = YAML::LoadFile(entry.path().string());
+    for (const auto& test : root["tests"]) {
+      for (const auto& stage : test["stages"]) {
+        const YAML::Node& input = stage["stage"]["input"];
+        std::vector<HeaderField> headers;
+        for (const auto& header : input["headers"]) {
+          headers.push_back({header.first.as<std::string>(), header.second.as<std::string>()});
+        }
+        std::string body = input["data"] ? input["data"].as<std::string>() : "";
+        auto request = makeRequest(input["method"].as<std::string>(),
+                                   input["uri"].as<std::string>(), headers, body);
+        std::string expected = stage["stage"]["output"]["log_contains"].as<std::string>();
+        auto first_quote = expected.find('"');
+        auto last_quote = expected.rfind('"');
+        ASSERT_NE(first_quote, last_quote) << expected;
+        std::string id = expected.substr(first_quote + 1, last_quote - first_quote - 1);
+
+        auto result = inspect(request);
+        EXPECT_NE(findMatch(result, id), nullptr)
+            << "expected " << id << ", got " << joined(attackIds(result));
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GE(checked, 9);
 }
 
 // Keeps the gap corpus honest: if a CRS update starts detecting a shape, this
