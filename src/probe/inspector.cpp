@@ -9,7 +9,6 @@
 #include <list>
 #include <mutex>
 #include <optional>
-#include <sstream>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -75,11 +74,11 @@ void loadRuleFile(modsecurity::RulesSet& rules, const fs::path& path) {
 
 // Returns the .conf files of `folder` sorted by name, which is the load order
 // that CRS file names are designed for.
-std::vector<fs::path> listRuleFiles(const fs::path& folder, std::string_view what) {
+std::vector<fs::path> listRuleFiles(const fs::path& folder, std::string_view label) {
   std::error_code error;
   if (!fs::is_directory(folder, error)) {
     throw ConfigError(fmt::format("{}: {} folder not found; check the modsecurity path settings",
-                                  folder.string(), what));
+                                  folder.string(), label));
   }
   std::vector<fs::path> files;
   for (const auto& entry : fs::directory_iterator(folder)) {
