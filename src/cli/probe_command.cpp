@@ -199,16 +199,16 @@ int runProbe(const ProbeOptions& options) {
   boost::asio::io_context io;
   probe::Server server(io, services);
   server.bind();
+  // The ports file is written while still privileged, because it may sit in
+  // a folder that the run_as user cannot write.
+  if (!options.ports_file.empty()) {
+    writePortsFile(options.ports_file, server.boundPorts());
+  }
   dropPrivileges(config);
   if (config.seccomp) {
     probe::denyOutboundAndExec();
   }
   server.start();
-
-  auto ports = server.boundPorts();
-  if (!options.ports_file.empty()) {
-    writePortsFile(options.ports_file, ports);
-  }
   spdlog::info("probe: ready spool={} admin={}", config.spool.dir.string(),
                config.admin_listen.empty() ? "off" : config.admin_listen);
 

@@ -7,10 +7,8 @@
 #include <string>
 #include <string_view>
 
-#include <boost/beast/http/parser.hpp>
-
 #include "probe/capture.h"
-#include "probe/capture_body.h"
+#include "probe/capture_parser.h"
 #include "probe/config.h"
 
 namespace webtrap::probe {
@@ -44,17 +42,16 @@ class RequestReader {
   CapturedRequest& request() { return request_; }
 
  private:
-  void captureHead(std::string_view head);
-  void captureUnparsedHead(std::string_view pending);
-  void fillFromParser();
+  void keepHeadBytes(std::string_view bytes);
+  void setRequestLine();
   void setFailure(const std::string& reason);
 
-  const LimitsConfig& limits_;
+  LimitsConfig limits_;
   std::uint64_t body_capture_bytes_;
-  std::optional<boost::beast::http::request_parser<CaptureBody>> parser_;
   CapturedRequest request_;
-  bool head_captured_ = false;
+  std::optional<CaptureParser> parser_;
   bool continue_checked_ = false;
+  bool finished_ = false;
 };
 
 }  // namespace webtrap::probe
