@@ -484,7 +484,7 @@ ProbeConfig loadProbeConfig(const std::filesystem::path& path) {
 std::string configurationReference() {
   std::string out =
       "| key | type | default | meaning |\n|---|---|---|---|\n"
-      "| listeners | list | see below | Each item: `address` (ADDR:PORT, [V6]:PORT), `name`, "
+      "| listeners | list | loopback: 127.0.0.1:8080, [::1]:8080, TLS 127.0.0.1:8443, bait 127.0.0.1:8888 | Each item: `address` (ADDR:PORT, [V6]:PORT), `name`, "
       "`tls` (true/false), `bait` (true for an extra port no real user visits), `persona`. |\n";
   for (const auto& option : options()) {
     out += fmt::format("| {} | {} | {} | {} |\n", option.key, option.type, option.default_text,
