@@ -125,6 +125,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_busy_seconds(cpu: str) -> float:
+    """Return the busy (not idle, not iowait) time of one CPU from /proc/stat."""
+    with open("/proc/stat") as stat:
+        for line in stat:
+            fields = line.split()
+            if fields[0] == f"cpu{cpu}":
+                ticks = [int(v) for v in fields[1:]]
+                return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def children(pid: int) -> list[int]:
     found = []
     for path in glob.glob(f"/proc/{pid}/task/*/children"):
@@ -285,7 +296,8 @@ class NginxServer(Server):
 
 
 class ProbeServer(Server):
-    def __init__(self, webtrap: str, work_dir: str, cache_entries: int, workers: int):
+    def __init__(self, webtrap: str, work_dir: str, cache_entries: int, workers: int,
+                 extra_env: dict[str, str] | None = None):
         cache = "on" if cache_entries else "off"
         super().__init__("probe", f"cache {cache}, {workers} workers", free_port(), work_dir)
         self.webtrap = webtrap
@@ -293,6 +305,7 @@ class ProbeServer(Server):
         self.workers = workers
         self.admin_port = free_port()
         self.spool_dir = os.path.join(work_dir, "spool")
+        self.extra_env = extra_env or {}
 
     def write_config(self) -> str:
         os.makedirs(self.work_dir, exist_ok=True)
@@ -339,7 +352,8 @@ spool:
         log_file = open(self.log_path, "wb")
         self.handle = subprocess.Popen(
             ["taskset", "-c", SERVER_CPU, self.webtrap, "probe", "--config", config],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=dict(os.environ, **self.extra_env))
         log_file.close()
 
         def ready() -> bool:
@@ -492,6 +506,13 @@ class RunResult:
     inspections_per_s_load: float = 0.0
     inspections_per_s_drain: float | None = None
     drain_s: float = 0.0
+    load_s: float = 0.0
+    # CPU 0 time used by processes other than the server during the load,
+    # as a share of the load's wall time: other work on the machine.
+    foreign_cpu0_share: float = 0.0
+    cpu_total_s: float = 0.0
+    load_requests: int = 0
+    loadavg: str = ""
     pinned: list = field(default_factory=list)
 
     def records_per_request(self) -> float:
@@ -558,14 +579,21 @@ def measure(tools: Tools, spec: RunSpec, request_file: str, work_dir: str, durat
         result.pinned = sorted({cpus for pid in server.pids() for cpus in thread_cpus(pid)})
 
         before = server.metrics() if isinstance(server, ProbeServer) else {}
+        with open("/proc/loadavg") as handle:
+            result.loadavg = " ".join(handle.read().split()[:3])
         cpu_before = server.cpu_seconds()
+        cpu0_before = cpu_busy_seconds(SERVER_CPU)
         load_start = time.monotonic()
         if spec.load == "closed":
             summary = run_wrk(tools, server.port, request_file, duration_s, connections)
         else:
             summary = run_open_loop(tools, server.port, request_file, spec.rate, duration_s)
         load_s = time.monotonic() - load_start
+        result.load_s = load_s
         result.cpu_s = server.cpu_seconds() - cpu_before
+        result.foreign_cpu0_share = max(
+            0.0, (cpu_busy_seconds(SERVER_CPU) - cpu0_before - result.cpu_s) / load_s)
+        result.load_requests = int(summary.get("requests", summary.get("completed", 0)))
         result.load_summary = summary
         result.rate = summary["rate"]
         result.p50_ms = latency_ms(summary, "p50_us")
@@ -586,13 +614,15 @@ def measure(tools: Tools, spec: RunSpec, request_file: str, work_dir: str, durat
             expected = int(metric(after, "webtrap_records_written_total"))
             wait_for(lambda: server.record_count() >= expected, 10, 0.2)
             result.records = server.record_count()
+            result.cpu_total_s = server.cpu_seconds() - cpu_before
         else:
-            # nginx inspects inline: every answered request was inspected.
+            # nginx inspects inline, so every request in access.log was inspected.
             # Requests in flight when wrk stops still finish, so wait until
             # both logs stop growing.
             wait_stable(lambda: (server.request_count(), server.record_count()), 1.0, 30)
             result.requests = server.request_count()
             result.records = server.record_count()
+            result.cpu_total_s = server.cpu_seconds() - cpu_before
         result.peak_rss_kib = server.peak_rss_kib()
     finally:
         server.stop()
@@ -600,6 +630,11 @@ def measure(tools: Tools, spec: RunSpec, request_file: str, work_dir: str, durat
 
 
 # --- report -----------------------------------------------------------------
+
+
+def cpu_per_request_us(r: RunResult) -> float:
+    """Return the server's CPU time per request of the load, drain included."""
+    return r.cpu_total_s * 1e6 / r.load_requests if r.load_requests else 0.0
 
 
 def fmt_ms(value: float) -> str:
@@ -632,14 +667,16 @@ def result_rows(results: list[RunResult]) -> list[list[str]]:
         rows.append([
             r.spec.server, r.mode, r.spec.workload, load, f"{r.rate:.0f}", fmt_ms(r.p50_ms),
             fmt_ms(r.p99_ms), str(errors), f"{r.peak_rss_kib / 1024:.1f}",
-            f"{r.cpu_s * 1e3:.0f}", f"{r.records_per_request():.3f}", inspected, shed, during,
-            drained, " ".join(r.rule_ids) or "none",
+            f"{100 * r.cpu_s / r.load_s:.0f}" if r.load_s else "n/a",
+            f"{100 * r.foreign_cpu0_share:.0f}", f"{cpu_per_request_us(r):.0f}",
+            f"{r.records_per_request():.3f}", inspected, shed, during, drained,
+            " ".join(r.rule_ids) or "none",
         ])
     return rows
 
 
 HEADERS = ["server", "mode", "workload", "load", "req/s", "p50 ms", "p99 ms", "errors",
-           "peak RSS MiB", "CPU ms", "records/req", "inspected", "shed", "insp/s load",
+           "peak RSS MiB", "CPU %", "other CPU0 %", "CPU us/req", "records/req", "inspected", "shed", "insp/s load",
            "insp/s drain", "rule ids (sample)"]
 
 
@@ -692,6 +729,8 @@ def summary_rows(results: list[RunResult], workloads: list[str]) -> tuple[list, 
             f"{inspect_rate:.0f} ({ratio(inspect_rate, ng.rate)})",
             f"{on.inspections_per_s_load:.0f}" if on else "n/a",
             f"{open_off.shed:.0f} of {open_off.requests}",
+            f"{cpu_per_request_us(open_off):.0f} / {cpu_per_request_us(ng):.0f} "
+            f"({ratio(cpu_per_request_us(open_off), cpu_per_request_us(ng))})",
             f"{off.peak_rss_kib / 1024:.0f} / {ng.peak_rss_kib / 1024:.0f} "
             f"({ratio(off.peak_rss_kib, ng.peak_rss_kib)})",
         ]
@@ -717,7 +756,9 @@ SUMMARY_HEADERS = [
     "workload", "nginx req/s (audit On)", "nginx req/s (RelevantOnly)",
     "probe req/s, cache off (vs nginx)", "probe p99 ms at nginx's rate, cache off / on",
     "probe inspections/s, cache off (vs nginx req/s)", "probe inspections/s, cache on",
-    "shed at nginx's rate, cache off", "peak RSS MiB probe / nginx",
+    "shed at nginx's rate, cache off",
+    "CPU us/request probe at nginx's rate, cache off / nginx",
+    "peak RSS MiB probe / nginx",
 ]
 
 
@@ -754,6 +795,9 @@ def render_markdown(results: list[RunResult], workloads: list[str], args, facts:
                     command: str, notes_path: str) -> str:
     summary, misses = summary_rows(results, workloads)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    shares = [100 * r.foreign_cpu0_share for r in results]
+    foreign_mean = sum(shares) / len(shares) if shares else 0.0
+    foreign_max = max(shares) if shares else 0.0
     parts = [
         "# Benchmarks: webtrap probe against nginx with ModSecurity",
         "",
@@ -772,6 +816,11 @@ def render_markdown(results: list[RunResult], workloads: list[str], args, facts:
         f"are pinned to CPU {CLIENT_CPU}. Loopback only. Runs last {args.duration} s each; "
         f"wrk uses 1 thread and {args.connections} connections; the probe runs "
         f"{args.workers} inspection workers.",
+        f"- Other work on the machine: other processes used {foreign_mean:.0f}% of CPU 0 on "
+        f"average during the measured runs (max {foreign_max:.0f}%); the 1, 5, 15 minute "
+        f"load averages were {results[0].loadavg if results else 'n/a'} at the first run and "
+        f"{results[-1].loadavg if results else 'n/a'} at the last. Absolute figures fall when "
+        "other work shares CPU 0; `CPU us/req` is less sensitive to it than req/s.",
         "",
         "## Against the targets",
         "",
@@ -795,9 +844,13 @@ def render_markdown(results: list[RunResult], workloads: list[str], args, facts:
         "`inspected` is complete + cached (`c`) + failed (`f`) inspections during the run and "
         "the drain after it; `insp/s load` counts inspections finished while the load ran, "
         "`insp/s drain` those finished after it stopped, with the CPU to the workers alone. "
-        "For nginx both are its request rate, because it inspects inline. `CPU ms` is the "
-        "server's user + system CPU time during the load. `errors` adds up connection errors, "
-        "timeouts and requests still unanswered at the end of a constant-rate run.",
+        "For nginx both are its request rate, because it inspects inline. `CPU %` is the "
+        "server's user + system CPU time during the load over the load's wall time; "
+        "`other CPU0 %` is CPU 0 time used by other processes on the machine in the same "
+        "window, which slows the server. `CPU us/req` is the server's CPU time over the load "
+        "and the inspection drain after it, per request of the load. `errors` adds up "
+        "connection errors, timeouts and requests still unanswered at the end of a "
+        "constant-rate run.",
         "",
         markdown_table(HEADERS, result_rows(results)),
         "",
