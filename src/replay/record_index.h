@@ -87,6 +87,8 @@ class RecordIndex {
 
   mutable std::mutex mutex_;  // guards everything below
   std::condition_variable changed_;
+  // NOTE: entries stay until the index is destroyed, so a target that writes
+  // many unrelated records during a run grows this map with them.
   std::unordered_map<std::uint16_t, std::vector<Entry>> by_port_;
   std::uint64_t sequence_ = 0;
   std::uint64_t skipped_lines_ = 0;

@@ -20,13 +20,19 @@ using Clock = std::chrono::steady_clock;
 
 // ftw patterns are Python regular expressions. The CRS files use only the
 // subset that ECMAScript shares with Python (`id "942100"`), so std::regex is
-// enough for them.
-// NOTE: Python-only syntax such as (?P<name>...) or inline flags fails to
-// compile here and makes the stage fail with "invalid ... pattern".
-std::optional<bool> searchPattern(const std::string& pattern, const std::string& text,
+// enough for them. A leading `(?i)`, common in go-ftw files, becomes icase.
+// NOTE: other Python-only syntax, such as (?P<name>...), fails to compile here
+// and makes the stage fail with "invalid ... pattern".
+std::optional<bool> searchPattern(std::string_view pattern, const std::string& text,
                                   std::string& error) {
+  auto flags = std::regex::ECMAScript;
+  constexpr std::string_view kIgnoreCase = "(?i)";
+  if (pattern.substr(0, kIgnoreCase.size()) == kIgnoreCase) {
+    pattern.remove_prefix(kIgnoreCase.size());
+    flags |= std::regex::icase;
+  }
   try {
-    const std::regex re(pattern, std::regex::ECMAScript);
+    const std::regex re(pattern.begin(), pattern.end(), flags);
     return std::regex_search(text, re);
   } catch (const std::regex_error& e) {
     error = e.what();

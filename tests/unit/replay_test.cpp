@@ -482,6 +482,16 @@ TEST(StageEvaluation, ExpectErrorPassesOnlyOnError) {
   EXPECT_EQ(evaluateStage(output, okExchange(), std::nullopt, true, 1s).outcome, Outcome::kFail);
 }
 
+TEST(StageEvaluation, LeadingCaseFlagIgnoresCase) {
+  FtwOutput output;
+  output.log_contains = R"((?i)SQL INJECTION ATTACK)";
+  const auto result = evaluateStage(output, okExchange(), parseAuditRecord(kNginxRecord), true, 1s);
+  EXPECT_EQ(result.outcome, Outcome::kPass);
+  output.log_contains = R"(SQL INJECTION ATTACK)";
+  EXPECT_EQ(evaluateStage(output, okExchange(), parseAuditRecord(kNginxRecord), true, 1s).outcome,
+            Outcome::kFail);
+}
+
 TEST(StageEvaluation, InvalidPatternFails) {
   FtwOutput output;
   output.log_contains = "(unclosed";
