@@ -293,7 +293,7 @@ std::uint64_t RecordIndex::mark() {
 std::optional<AuditRecord> RecordIndex::waitFor(const std::string& client_ip,
                                                 std::uint16_t client_port, std::uint64_t mark,
                                                 std::chrono::steady_clock::time_point deadline) {
-  const std::string wanted_ip = normalizeAddress(client_ip);
+  const std::string expected_ip = normalizeAddress(client_ip);
   auto find = [&]() -> const AuditRecord* {
     const auto it = by_port_.find(client_port);
     if (it == by_port_.end()) {
@@ -303,7 +303,7 @@ std::optional<AuditRecord> RecordIndex::waitFor(const std::string& client_ip,
       // A record without a client address still counts: the port alone is
       // unique among open connections.
       if (entry.sequence > mark &&
-          (entry.record.client_ip.empty() || entry.record.client_ip == wanted_ip)) {
+          (entry.record.client_ip.empty() || entry.record.client_ip == expected_ip)) {
         return &entry.record;
       }
     }

@@ -75,17 +75,17 @@ void checkStatus(const FtwOutput& output, const ExchangeResult& exchange, StageR
   if (output.status.empty()) {
     return;
   }
-  const std::string wanted = output.status.size() == 1
-                                 ? std::to_string(output.status.front())
-                                 : fmt::format("one of {}", fmt::join(output.status, ", "));
+  const std::string expected = output.status.size() == 1
+                                   ? std::to_string(output.status.front())
+                                   : fmt::format("one of {}", fmt::join(output.status, ", "));
   if (!exchange.status) {
     result.reasons.push_back(
-        fmt::format("expected status {}, got no response ({})", wanted, exchange.error));
+        fmt::format("expected status {}, got no response ({})", expected, exchange.error));
     return;
   }
   if (std::find(output.status.begin(), output.status.end(), *exchange.status) ==
       output.status.end()) {
-    result.reasons.push_back(fmt::format("expected status {}, got {}", wanted, *exchange.status));
+    result.reasons.push_back(fmt::format("expected status {}, got {}", expected, *exchange.status));
   }
 }
 
