@@ -1,0 +1,71 @@
+// The in-memory form of a persona folder, built once by loadPersonaData()
+// and read-only afterwards, so that many threads can answer from it.
+#pragma once
+
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "probe/baits.h"
+#include "probe/capture.h"
+
+namespace webtrap::probe {
+
+// A body split into literal text and {{variable}} references.
+struct PersonaTemplate {
+  struct Segment {
+    bool is_variable = false;
+    std::string text;  // literal bytes, or the variable name
+  };
+  std::vector<Segment> segments;
+};
+
+enum class RouteMatch { kExact, kPrefix, kDirectory };
+enum class HeaderProfile { kStatic, kPhp, kError, kOptions };
+
+struct PersonaRoute {
+  std::string name;
+  std::vector<std::string> paths;  // `path` first, then `aliases`
+  RouteMatch match = RouteMatch::kExact;
+  std::string kind;  // page, login, form, admin, trap, canary, static
+  HeaderProfile profile = HeaderProfile::kError;
+  int status = 200;
+  PersonaTemplate body;
+  bool has_post_body = false;
+  PersonaTemplate post_body;  // answer to POST, when set
+  std::string content_type;
+  std::vector<HeaderField> headers;  // the route's own headers, at "*" in the profile
+  bool session = false;              // PHP session_start(): PHPSESSID and cache headers
+  bool set_bait_cookie = false;
+  std::string trap;  // "", "robots" or "comment"
+  bool canary = false;
+  std::string realm;  // non-empty: answers 401 Basic with this realm
+  std::time_t last_modified = 0;
+};
+
+struct PersonaData {
+  std::filesystem::path dir;
+  std::string name;
+  std::string product;
+  std::string server_header;
+  std::string server_name;
+  int keep_alive_timeout = 5;
+  int keep_alive_max = 100;
+  std::time_t last_modified = 0;
+  std::string x_powered_by;
+  std::string session_cookie;
+  BaitValue bait_field;
+  BaitValue bait_cookie;
+  std::map<HeaderProfile, std::vector<std::string>> header_order;
+  std::map<int, PersonaTemplate> error_pages;
+  std::vector<PersonaRoute> routes;
+};
+
+// Reads and validates `dir`/persona.yaml and every file it names. Throws
+// ConfigError naming the file, the key and the fix. Files are read only from
+// inside `dir`: absolute paths, `..` and symbolic links are rejected.
+PersonaData loadPersonaData(const std::filesystem::path& dir);
+
+}  // namespace webtrap::probe
