@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs every libFuzzer target (request capture, record serialization) for a
+# bounded time with AddressSanitizer and UBSan. A crash or sanitizer report
+# makes libFuzzer exit non-zero, which fails this test.
+set -euo pipefail
+seconds="${WEBTRAP_FUZZ_SECONDS:-20}"
+export WEBTRAP_FUZZ_BUILD="${WEBTRAP_FUZZ_BUILD:-$(dirname "$WEBTRAP_BIN")/fuzz-build}"
+"$WEBTRAP_SOURCE_DIR/fuzz/run.sh" "$seconds"
+echo "fuzz smoke: every target ran ${seconds}s without a crash"
