@@ -299,7 +299,10 @@ class ProbeServer(Server):
     def __init__(self, webtrap: str, work_dir: str, cache_entries: int, workers: int,
                  extra_env: dict[str, str] | None = None):
         cache = "on" if cache_entries else "off"
-        super().__init__("probe", f"cache {cache}, {workers} workers", free_port(), work_dir)
+        mode = f"cache {cache}, {workers} workers"
+        if extra_env and extra_env.get("LD_PRELOAD"):
+            mode += f", {os.path.basename(extra_env['LD_PRELOAD'])}"
+        super().__init__("probe", mode, free_port(), work_dir)
         self.webtrap = webtrap
         self.cache_entries = cache_entries
         self.workers = workers
@@ -558,14 +561,15 @@ def wait_probe_drained(server: ProbeServer) -> tuple[float, float | None]:
 
 
 def measure(tools: Tools, spec: RunSpec, request_file: str, work_dir: str, duration_s: int,
-            connections: int, workers: int) -> RunResult:
+            connections: int, workers: int, probe_preload: str = "") -> RunResult:
     name = f"{spec.server}-{spec.workload}-{spec.load}-{spec.audit_engine}-c{spec.cache_entries}"
     run_dir = os.path.join(work_dir, name)
     os.makedirs(run_dir, exist_ok=True)
     if spec.server == "nginx":
         server = NginxServer(tools.peer_script, run_dir, spec.audit_engine)
     else:
-        server = ProbeServer(tools.webtrap, run_dir, spec.cache_entries, workers)
+        extra_env = {"LD_PRELOAD": probe_preload} if probe_preload else {}
+        server = ProbeServer(tools.webtrap, run_dir, spec.cache_entries, workers, extra_env)
     result = RunResult(spec=spec, mode=server.mode)
     server.start()
     try:
@@ -786,15 +790,20 @@ def machine_facts() -> dict:
         facts["commit"] = subprocess.run(
             ["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse", "--short",
              "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", os.path.dirname(os.path.abspath(__file__)), "status", "--porcelain",
+             "--", "../src", "../personas", "../rules"], capture_output=True, text=True,
+            timeout=10).stdout.splitlines()
+        if dirty:
+            facts["commit"] += f" plus {len(dirty)} uncommitted paths in src/, personas/, rules/"
     except OSError:
         facts["commit"] = "unknown"
     return facts
 
 
 def render_markdown(results: list[RunResult], workloads: list[str], args, facts: dict,
-                    command: str, notes_path: str) -> str:
+                    command: str, date: str, notes_path: str) -> str:
     summary, misses = summary_rows(results, workloads)
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     shares = [100 * r.foreign_cpu0_share for r in results]
     foreign_mean = sum(shares) / len(shares) if shares else 0.0
     foreign_max = max(shares) if shares else 0.0
@@ -804,7 +813,7 @@ def render_markdown(results: list[RunResult], workloads: list[str], args, facts:
         "This page is written by `bench/run.sh`; rerun it to refresh the figures. "
         "`bench/README.md` explains how each figure is measured.",
         "",
-        f"- Date: {now}",
+        f"- Date: {date}",
         f"- Machine: {facts['nproc']} CPUs, {facts['cpu_model']}, Linux {facts['kernel']}",
         f"- Command: `{command}`",
         f"- webtrap commit {facts['commit']}; nginx {facts['nginx']} with "
@@ -815,7 +824,8 @@ def render_markdown(results: list[RunResult], workloads: list[str], args, facts:
         f"thread of the probe, the nginx master and its one worker); the load generators "
         f"are pinned to CPU {CLIENT_CPU}. Loopback only. Runs last {args.duration} s each; "
         f"wrk uses 1 thread and {args.connections} connections; the probe runs "
-        f"{args.workers} inspection workers.",
+        f"{args.workers} inspection workers"
+        + (f", with `LD_PRELOAD={args.probe_preload}`" if args.probe_preload else "") + ".",
         f"- Other work on the machine: other processes used {foreign_mean:.0f}% of CPU 0 on "
         f"average during the measured runs (max {foreign_max:.0f}%); the 1, 5, 15 minute "
         f"load averages were {results[0].loadavg if results else 'n/a'} at the first run and "
@@ -864,43 +874,32 @@ def render_markdown(results: list[RunResult], workloads: list[str], args, facts:
 # --- main ---------------------------------------------------------------------
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--webtrap", required=True, help="webtrap binary")
-    parser.add_argument("--loadgen", required=True, help="constant_rate_load binary")
-    parser.add_argument("--peer-script", required=True, help="scripts/nginx-peer.sh")
-    parser.add_argument("--work-dir", required=True, help="folder for servers and logs")
-    parser.add_argument("--output", help="markdown file to rewrite with the results")
-    parser.add_argument("--notes", default="", help="markdown appended to --output")
-    parser.add_argument("--duration", type=int, default=15, help="seconds per measured run")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
-    parser.add_argument("--workers", type=int, default=2, help="probe pipeline.workers")
-    parser.add_argument("--cache-entries", type=int, default=8192,
-                        help="modsecurity.cache_entries for the cache-on runs")
-    parser.add_argument("--workloads", default="benign,attack,post")
-    parser.add_argument("--command", default="bench/run.sh", help="command shown in the report")
-    args = parser.parse_args()
-    if not 1 <= args.duration <= 120:
-        parser.error("--duration must be 1 to 120 seconds")
+def load_results(path: str) -> tuple[list[RunResult], dict]:
+    """Read a results.json written by an earlier run."""
+    with open(path) as handle:
+        saved = json.load(handle)
+    results = []
+    for item in saved["results"]:
+        item = dict(item)
+        spec = RunSpec(**item.pop("spec"))
+        results.append(RunResult(spec=spec, **item))
+    return results, saved
 
+
+def run_all(args, parser) -> list[RunResult]:
     os.makedirs(args.work_dir, exist_ok=True)
     here = os.path.dirname(os.path.abspath(__file__))
     tools = Tools(webtrap=args.webtrap, loadgen=args.loadgen,
                   wrk_script=os.path.join(here, "wrk_report.lua"), peer_script=args.peer_script)
     requests = build_requests()
-    workloads = [w for w in args.workloads.split(",") if w]
-    for w in workloads:
-        if w not in requests:
-            parser.error(f"unknown workload {w}; use benign, attack or post")
-
     results: list[RunResult] = []
-    for w in workloads:
+    for w in args.workload_list:
         request_file = os.path.join(args.work_dir, f"{w}.http")
         with open(request_file, "wb") as handle:
             handle.write(requests[w])
         common = dict(tools=tools, request_file=request_file, work_dir=args.work_dir,
                       duration_s=args.duration, connections=args.connections,
-                      workers=args.workers)
+                      workers=args.workers, probe_preload=args.probe_preload)
         specs = [RunSpec("nginx", w, "closed", audit_engine="On"),
                  RunSpec("nginx", w, "closed", audit_engine="RelevantOnly")]
         for spec in specs:
@@ -916,20 +915,69 @@ def main() -> int:
             log(f"{spec.server} {w} {spec.load} cache {spec.cache_entries} rate {spec.rate:.0f}")
             results.append(measure(spec=spec, **common))
             log(f"  -> {results[-1].rate:.0f} req/s, p99 {fmt_ms(results[-1].p99_ms)} ms")
+    return results
 
-    with open(os.path.join(args.work_dir, "results.json"), "w") as handle:
-        json.dump([{**r.__dict__, "spec": r.spec.__dict__} for r in results], handle, indent=1)
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--webtrap", help="webtrap binary")
+    parser.add_argument("--loadgen", help="constant_rate_load binary")
+    parser.add_argument("--peer-script", help="scripts/nginx-peer.sh")
+    parser.add_argument("--work-dir", help="folder for servers, logs and results.json")
+    parser.add_argument("--output", help="markdown file to rewrite with the results")
+    parser.add_argument("--notes", default="", help="markdown appended to --output")
+    parser.add_argument("--from-results", default="",
+                        help="render --output from this results.json instead of measuring")
+    parser.add_argument("--duration", type=int, default=15, help="seconds per measured run")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--workers", type=int, default=2, help="probe pipeline.workers")
+    parser.add_argument("--cache-entries", type=int, default=8192,
+                        help="modsecurity.cache_entries for the cache-on runs")
+    parser.add_argument("--workloads", default="benign,attack,post")
+    parser.add_argument("--probe-preload", default="",
+                        help="shared library preloaded into the probe (LD_PRELOAD), for "
+                             "example an allocator such as libtcmalloc_minimal.so.4")
+    parser.add_argument("--command", default="bench/run.sh", help="command shown in the report")
+    args = parser.parse_args()
+
+    if args.from_results:
+        results, saved = load_results(args.from_results)
+        run_args = argparse.Namespace(**saved["args"])
+        facts, date, command = saved["facts"], saved["date"], saved["command"]
+    else:
+        for name in ("webtrap", "loadgen", "peer_script", "work_dir"):
+            if not getattr(args, name):
+                parser.error(f"--{name.replace('_', '-')} is required unless --from-results "
+                             "is given")
+        if not 1 <= args.duration <= 120:
+            parser.error("--duration must be 1 to 120 seconds")
+        args.workload_list = [w for w in args.workloads.split(",") if w]
+        for w in args.workload_list:
+            if w not in build_requests():
+                parser.error(f"unknown workload {w}; use benign, attack or post")
+        results = run_all(args, parser)
+        run_args = args
+        facts = machine_facts()
+        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        command = args.command
+        saved_args = {k: v for k, v in vars(args).items()
+                      if k in ("duration", "connections", "workers", "cache_entries",
+                               "workload_list", "probe_preload")}
+        with open(os.path.join(args.work_dir, "results.json"), "w") as handle:
+            json.dump({"date": date, "command": command, "facts": facts, "args": saved_args,
+                       "results": [{**r.__dict__, "spec": r.spec.__dict__} for r in results]},
+                      handle, indent=1)
+
     print(text_table(result_rows(results)))
-    summary, misses = summary_rows(results, workloads)
+    summary, misses = summary_rows(results, run_args.workload_list)
     print()
     print(text_table_summary(summary))
     for m in misses:
         print("MISS:", m)
     if args.output:
-        facts = machine_facts()
         with open(args.output, "w") as handle:
-            handle.write(render_markdown(results, workloads, args, facts, args.command,
-                                         args.notes))
+            handle.write(render_markdown(results, run_args.workload_list, run_args, facts,
+                                         command, date, args.notes))
         log(f"wrote {args.output}")
     return 0
 

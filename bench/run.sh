@@ -6,7 +6,9 @@
 # modsecurity-crs and wrk; run as root so that nginx can switch users.
 #
 # Usage: bench/run.sh [--duration S] [--workloads benign,attack,post]
-#                     [--connections N] [--workers N] [--no-docs]
+#                     [--connections N] [--workers N] [--cache-entries N]
+#                     [--probe-preload LIBRARY] [--no-docs]
+#        bench/run.sh --render WORK_DIR/results.json
 # WEBTRAP_BIN selects a prebuilt webtrap; otherwise it is built in
 # build-bench/ as RelWithDebInfo.
 set -euo pipefail
@@ -15,6 +17,34 @@ readonly SOURCE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly BUILD_DIR=${WEBTRAP_BENCH_BUILD_DIR:-$SOURCE_DIR/build-bench}
 readonly ORIGINAL_ARGS="$*"
 readonly WORK_DIR=${WEBTRAP_BENCH_WORK_DIR:-$(mktemp -d /tmp/webtrap-bench.XXXXXX)}
+
+output=$SOURCE_DIR/docs/benchmarks.md
+args=()
+from_results=""
+while (($#)); do
+  case $1 in
+    --no-docs) output="" ;;
+    --render)
+      (($# >= 2)) || { echo "error: $1 needs a results.json" >&2; exit 2; }
+      from_results=$2
+      shift
+      ;;
+    --duration | --workloads | --connections | --workers | --cache-entries | --probe-preload)
+      (($# >= 2)) || { echo "error: $1 needs a value" >&2; exit 2; }
+      args+=("$1" "$2")
+      shift
+      ;;
+    *) echo "error: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [[ -n $from_results ]]; then
+  # Rewrites docs/benchmarks.md from an earlier run, with the current
+  # bench/analysis.md, without measuring again.
+  exec python3 "$SOURCE_DIR/bench/bench.py" --from-results "$from_results" \
+    --output "$output" --notes "$SOURCE_DIR/bench/analysis.md"
+fi
 
 if (($(nproc) < 2)); then
   echo "error: the benchmark pins servers to CPU 0 and load to CPU 1; this machine has $(nproc) CPU" >&2
@@ -25,21 +55,6 @@ for tool in wrk nginx taskset cmake ninja python3; do
     echo "error: $tool not found; install it (scripts/install-deps.sh)" >&2
     exit 1
   fi
-done
-
-output=$SOURCE_DIR/docs/benchmarks.md
-args=()
-while (($#)); do
-  case $1 in
-    --no-docs) output="" ;;
-    --duration | --workloads | --connections | --workers | --cache-entries)
-      (($# >= 2)) || { echo "error: $1 needs a value" >&2; exit 2; }
-      args+=("$1" "$2")
-      shift
-      ;;
-    *) echo "error: unknown option $1" >&2; exit 2 ;;
-  esac
-  shift
 done
 
 webtrap=${WEBTRAP_BIN:-}
