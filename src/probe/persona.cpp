@@ -51,7 +51,15 @@ constexpr std::array<std::string_view, 27> kKnownMethods = {"GET",
                                                             "MERGE",
                                                             "HEAD"};
 
+// Allow values as Apache sends them: for a file, and for a path with no file.
+// Apache's order comes from a hash table and changes between server starts.
 constexpr std::string_view kAllow = "GET,POST,OPTIONS,HEAD";
+constexpr std::string_view kAllowNoFile = "OPTIONS,HEAD,GET,POST";
+// Apache's LimitRequestLine and LimitRequestFieldSize defaults. The probe's
+// own limits may be larger, so the persona applies Apache's.
+constexpr std::size_t kLimitRequestLine = 8190;
+constexpr std::size_t kLimitRequestFieldSize = 8190;
+
 constexpr std::string_view kErrorContentType = "text/html; charset=iso-8859-1";
 
 std::string_view reasonPhrase(int status) {
@@ -361,7 +369,9 @@ class DataPersona : public Persona {
                                 std::vector<HeaderField> extra = {}) const;
   PersonaResponse routeResponse(const PersonaRoute& route, const RequestView& view, Baits& baits,
                                 RouteOutcome& outcome) const;
-  PersonaResponse optionsResponse(const RequestView& view, bool star) const;
+  // `allow` empty: the answer to OPTIONS *, which has no Allow header.
+  PersonaResponse optionsResponse(const RequestView& view, std::string_view allow,
+                                  std::string_view content_type) const;
   void finish(PersonaResponse& response, HeaderProfile profile, const RequestView& view,
               const std::map<std::string, std::string>& values,
               const std::vector<HeaderField>& route_headers) const;
@@ -505,13 +515,16 @@ PersonaResponse DataPersona::errorResponse(int status, const RequestView& view,
   return response;
 }
 
-PersonaResponse DataPersona::optionsResponse(const RequestView& view, bool star) const {
+PersonaResponse DataPersona::optionsResponse(const RequestView& view, std::string_view allow,
+                                             std::string_view content_type) const {
   PersonaResponse response;
   response.status = 200;
   std::map<std::string, std::string> values = {{"Content-Length", "0"}};
-  if (!star) {
-    values["Allow"] = std::string(kAllow);
-    values["Content-Type"] = "text/html";
+  if (!allow.empty()) {
+    values["Allow"] = std::string(allow);
+  }
+  if (!content_type.empty()) {
+    values["Content-Type"] = std::string(content_type);
   }
   finish(response, HeaderProfile::kOptions, view, values, {});
   return response;
@@ -615,6 +628,15 @@ PersonaResponse DataPersona::respond(const CapturedRequest& request, Baits& bait
   baits.scanHoneytokens(request, outcome);
 
   RequestView view = viewOf(request);
+  if (request.request_line.size() > kLimitRequestLine) {
+    return errorResponse(414, view, outcome);
+  }
+  for (const auto& field : request.headers) {
+    if (field.name.size() + 2 + field.value.size() > kLimitRequestFieldSize) {
+      view.detail = "Size of a request header field exceeds server limit.";
+      return errorResponse(400, view, outcome);
+    }
+  }
 
   // Apache checks, in this order: the method, the Host, then the target.
   bool known = false;
@@ -649,7 +671,7 @@ PersonaResponse DataPersona::respond(const CapturedRequest& request, Baits& bait
   }
 
   if (request.method == "OPTIONS" && request.target == "*") {
-    return optionsResponse(view, true);
+    return optionsResponse(view, "", "");
   }
   if (target.error_status != 0) {
     return errorResponse(target.error_status, view, outcome);
@@ -662,6 +684,12 @@ PersonaResponse DataPersona::respond(const CapturedRequest& request, Baits& bait
   bool directory_redirect = false;
   const PersonaRoute* route = findRoute(target.path, directory_redirect);
   if (route == nullptr) {
+    if (request.method == "OPTIONS") {
+      return optionsResponse(view, kAllowNoFile, "");
+    }
+    if (request.method != "GET" && request.method != "HEAD" && request.method != "POST") {
+      return errorResponse(405, view, outcome, {{"Allow", std::string(kAllowNoFile)}});
+    }
     return errorResponse(404, view, outcome);
   }
   outcome.route = route->name;
@@ -673,8 +701,9 @@ PersonaResponse DataPersona::respond(const CapturedRequest& request, Baits& bait
   if (route->canary) {
     baits.recordCredentials(request, outcome);
   }
-  if (request.method == "OPTIONS") {
-    return optionsResponse(view, false);
+  if (request.method == "OPTIONS" && route->profile != HeaderProfile::kError &&
+      route->realm.empty()) {
+    return optionsResponse(view, kAllow, route->content_type);
   }
   if (directory_redirect && route->realm.empty()) {
     // mod_dir adds the slash; authentication on the folder comes first.
