@@ -214,7 +214,12 @@ std::optional<std::pair<std::string, std::string>> decodeBasicCredentials(std::s
   if (value.size() < 6 || !equalsIgnoreCase(value.substr(0, 6), "Basic ")) {
     return std::nullopt;
   }
-  auto decoded = base64Decode(trim(value.substr(6)));
+  // Some clients leave out the base64 padding.
+  std::string encoded(trim(value.substr(6)));
+  while (encoded.size() % 4 != 0) {
+    encoded += '=';
+  }
+  auto decoded = base64Decode(encoded);
   if (!decoded) {
     return std::nullopt;
   }
