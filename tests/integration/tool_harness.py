@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 import uuid
 
 import jsonschema
@@ -42,10 +41,6 @@ def schema_errors(records, schema=None):
 
 def rule_ids(record):
     return [m["details"]["ruleId"] for m in record["transaction"].get("messages", [])]
-
-
-def has_rule(record, prefix):
-    return any(rule.startswith(prefix) for rule in rule_ids(record))
 
 
 def bait_kinds(record):
@@ -100,17 +95,36 @@ def tshark_missing():
     return ""
 
 
-class RequestCapture:
-    """Counts the HTTP requests that reach one TCP port on lo, from a live tshark capture.
+class Stream:
+    """What a packet capture shows of one TCP connection to the probe."""
 
-    Every TCP stream to the port counts the requests that tshark's HTTP dissector
-    parsed in it. A stream that carried data but no request tshark could parse
-    (a bad method, binary data, a request cut short) counts as one request,
-    because the probe, like Apache, responds to such bytes with one error and closes
-    the connection, so they give one record. Streams that carried no data count
-    as none. The result is a count per client port, to compare with the
-    records' `transaction.client_port`.
+    def __init__(self, client_port):
+        self.client_port = client_port
+        self.requests = 0         # requests that tshark's HTTP dissector parsed
+        self.client_data = False  # the client sent any payload
+        self.marker = False       # carries a marker request of RequestCapture
+
+    def sent(self):
+        """Requests the client sent: data that tshark could not parse counts as one."""
+        return max(self.requests, 1 if self.client_data else 0)
+
+
+class RequestCapture:
+    """Counts the HTTP requests sent to one TCP port of lo, from a live tshark capture.
+
+    The count comes from the wire, not from the probe, so a test can compare it
+    with the records. Data that tshark's HTTP dissector cannot parse as a
+    request (a bad method, binary data, a request cut short) counts as one
+    request, because the probe, like Apache, responds to such bytes with one
+    error and closes the connection.
+
+    NOTE: a client that pipelines may send requests after a response that
+    closes the connection. Neither Apache 2.4 nor the probe reads those, so
+    they are counted here but give no record. Run pipelining tools with
+    pipelining off.
     """
+
+    FIELDS = ["tcp.stream", "tcp.srcport", "http.request", "http.request.uri"]
 
     def __init__(self, port, interface="lo"):
         self.port = port
@@ -124,14 +138,16 @@ class RequestCapture:
             "-d", f"tcp.port=={port},http",
             "-Y", "tcp.len > 0",
             "-T", "fields", "-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=|",
-            "-e", "tcp.stream", "-e", "tcp.srcport", "-e", "http.request",
-            "-e", "http.request.method", "-e", "http.request.uri",
         ]
+        for field in self.FIELDS:
+            args += ["-e", field]
 
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         start_new_session=True)
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self._readers = [threading.Thread(target=self._read_stdout, daemon=True),
+                         threading.Thread(target=self._read_stderr, daemon=True)]
+        for reader in self._readers:
+            reader.start()
 
         if not self._ready.wait(30):
             self.stop_process()
@@ -194,39 +210,39 @@ class RequestCapture:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        for reader in self._readers:
+            reader.join(timeout=10)
+        self.process.stdout.close()
+        self.process.stderr.close()
 
-    def requests_by_port(self):
-        """Counter of expected records per client port, without marker requests."""
+    def streams(self):
+        """Every TCP connection that carried data, without those of marker requests."""
         streams = {}
         with self._lock:
             lines = list(self.lines)
         for line in lines:
             fields = line.split("\t")
-            fields += [""] * (5 - len(fields))
-            stream, source_port, flags, _methods, uris = fields[:5]
-            entry = streams.setdefault(stream, {"port": int(source_port), "requests": 0,
-                                                "marker": False})
-            if flags:
-                entry["requests"] += len(flags.split("|"))
-            if MARKER_PREFIX in uris:
-                entry["marker"] = True
-        counts = collections.Counter()
-        for entry in streams.values():
-            if entry["marker"]:
-                continue
-            counts[entry["port"]] += max(entry["requests"], 1)
-        return counts
+            fields += [""] * (len(self.FIELDS) - len(fields))
+            stream_id, client_port, requests, uris = fields
+            stream = streams.setdefault(stream_id, Stream(int(client_port)))
+            stream.client_data = True
+            stream.requests += len(requests.split("|")) if requests else 0
+            stream.marker = stream.marker or MARKER_PREFIX in uris
+        return [stream for stream in streams.values() if not stream.marker]
 
-    def http_request_count(self):
-        """Requests that tshark parsed as HTTP, without marker requests."""
-        total = 0
-        with self._lock:
-            lines = list(self.lines)
-        for line in lines:
-            fields = line.split("\t") + [""] * 5
-            if fields[2] and MARKER_PREFIX not in fields[4]:
-                total += len(fields[2].split("|"))
-        return total
+    def summary(self):
+        streams = self.streams()
+        return {
+            "connections": len(streams),
+            "requests_sent": sum(s.sent() for s in streams),
+            "requests_parsed_by_tshark": sum(s.requests for s in streams),
+        }
+
+    def sent_by_port(self):
+        counts = collections.Counter()
+        for stream in self.streams():
+            counts[stream.client_port] += stream.sent()
+        return counts
 
 
 def records_by_port(records):
@@ -239,20 +255,23 @@ def port_count_differences(expected, actual, limit=20):
     lines = []
     for port in sorted(set(expected) | set(actual)):
         if expected[port] != actual[port]:
-            lines.append(f"client port {port}: {expected[port]} requests captured, "
+            lines.append(f"client port {port}: {expected[port]} requests sent, "
                          f"{actual[port]} records")
     return lines[:limit] + ([f"... {len(lines) - limit} more"] if len(lines) > limit else [])
 
 
-def wait_records_settled(probe, minimum, timeout=60, quiet=1.0):
-    """Waits until the probe has at least `minimum` records and no new one for `quiet` s."""
-    deadline = time.monotonic() + timeout
-    last_count, last_change = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        count = len(probe.records())
-        if count != last_count:
-            last_count, last_change = count, time.monotonic()
-        elif count >= minimum and time.monotonic() - last_change >= quiet:
-            return probe.records()
-        time.sleep(0.1)
-    raise TimeoutError(f"probe has {last_count} records after {timeout}s, expected {minimum}")
+def complete_records(probe):
+    """Every record whose line is complete, in spool order.
+
+    Unlike Probe.records(), skips a last line that the probe is still writing,
+    so it can poll a spool while a tool floods the probe.
+    """
+    records = []
+    if not probe.spool.exists():
+        return records
+    for segment in sorted(probe.spool.glob("*.ndjson")):
+        data = segment.read_bytes()
+        complete = data[:data.rfind(b"\n") + 1]
+        for line in complete.splitlines():
+            records.append(json.loads(line.decode("utf-8")))
+    return records
