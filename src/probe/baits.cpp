@@ -112,7 +112,7 @@ std::string readOrCreateSecret(const std::filesystem::path& path) {
   }
   if (secret.size() < kSecretBytes) {
     throw ConfigError(fmt::format(
-        "bait secret {}: holds {} bytes, expected at least {}; delete it to have a new one made "
+        "bait secret {}: contains {} bytes, expected at least {}; delete it to have a new one made "
         "(tokens issued under the old secret then stop verifying)",
         path.string(), secret.size(), kSecretBytes));
   }

@@ -1,4 +1,4 @@
-// Baits (honeytraps) that the probe plants in its answers, and the checks
+// Baits (honeytraps) that the probe plants in its responses, and the checks
 // that find their use in later requests.
 //
 // Bait hit kinds, as written to RouteOutcome::baits and the records:
@@ -55,7 +55,7 @@ struct BaitValue {
 class Baits {
  public:
   // Reads or creates the secret file. Throws ConfigError when the file cannot
-  // be read or created, or holds fewer than 32 bytes.
+  // be read or created, or contains fewer than 32 bytes.
   Baits(const BaitsConfig& config, MetricsRegistry& metrics);
 
   // Returns the honeytoken of `kind` for `address`: the same for the same

@@ -1,5 +1,6 @@
 // Decoding of the request parts that baits and personas read: form fields,
-// cookies, Basic credentials. Each function accepts any bytes and never throws.
+// cookies, Basic credentials. Each function accepts any bytes: malformed input
+// gives empty or partial results, not an exception.
 #pragma once
 
 #include <optional>

@@ -1,4 +1,4 @@
-// A persona answers from the table that loadPersonaData() built. Apache 2.4
+// A persona builds each response from the table that loadPersonaData() built. Apache 2.4
 // behaviour imitated here was checked against Debian 12's apache2 package
 // (tests/fixtures/apache holds the captured responses).
 #include "probe/persona.h"
@@ -356,11 +356,6 @@ class DataPersona : public Persona {
                                       RouteOutcome& outcome) const override;
 
  private:
-  struct Body {
-    std::string bytes;
-    bool set = false;
-  };
-
   const PersonaRoute* findRoute(const std::string& path, bool& directory_redirect) const;
   RequestView viewOf(const CapturedRequest& request) const;
   std::string render(const PersonaTemplate& page, const RequestView& view, Baits* baits,
@@ -369,7 +364,7 @@ class DataPersona : public Persona {
                                 std::vector<HeaderField> extra = {}) const;
   PersonaResponse routeResponse(const PersonaRoute& route, const RequestView& view, Baits& baits,
                                 RouteOutcome& outcome) const;
-  // `allow` empty: the answer to OPTIONS *, which has no Allow header.
+  // `allow` empty: the response to OPTIONS *, which has no Allow header.
   PersonaResponse optionsResponse(const RequestView& view, std::string_view allow,
                                   std::string_view content_type) const;
   void finish(PersonaResponse& response, HeaderProfile profile, const RequestView& view,
@@ -621,7 +616,7 @@ PersonaResponse DataPersona::respond(const CapturedRequest& request, Baits& bait
   outcome.route = "not_found";
   outcome.route_kind = "error";
 
-  // Baits that any request can touch, whatever it asks for.
+  // Baits that any request can touch, whatever its target.
   baits.checkListener(request, outcome);
   baits.checkCookie(request, data_.bait_cookie, outcome);
   baits.checkFormField(request, data_.bait_field, outcome);

@@ -1,5 +1,5 @@
 // The in-memory form of a persona folder, built once by loadPersonaData()
-// and read-only afterwards, so that many threads can answer from it.
+// and read-only afterwards, so that many threads can respond from it.
 #pragma once
 
 #include <ctime>
@@ -34,14 +34,14 @@ struct PersonaRoute {
   int status = 200;
   PersonaTemplate body;
   bool has_post_body = false;
-  PersonaTemplate post_body;  // answer to POST, when set
+  PersonaTemplate post_body;  // body sent for POST, when set
   std::string content_type;
   std::vector<HeaderField> headers;  // the route's own headers, at "*" in the profile
   bool session = false;              // PHP session_start(): PHPSESSID and cache headers
   bool set_bait_cookie = false;
   std::string trap;  // "", "robots" or "comment"
   bool canary = false;
-  std::string realm;  // non-empty: answers 401 Basic with this realm
+  std::string realm;  // non-empty: responds 401 Basic with this realm
   std::time_t last_modified = 0;
 };
 

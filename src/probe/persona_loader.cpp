@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -153,6 +154,7 @@ class Loader {
       throw fail(key,
                  fmt::format("\"{}\" must be a path relative to the persona folder", relative));
     }
+
     fs::path current = root_;
     for (const auto& part : path) {
       if (part == ".." || part == ".") {
@@ -166,15 +168,17 @@ class Loader {
                                     relative, current.string()));
       }
     }
+
     std::error_code ec;
     fs::path resolved = fs::canonical(current, ec);
     if (ec || !fs::is_regular_file(resolved)) {
       throw fail(key, fmt::format("file \"{}\" not found in {}", relative, root_.string()));
     }
-    auto [end, _] = std::mismatch(root_.begin(), root_.end(), resolved.begin());
+    auto [end, _] = std::mismatch(root_.begin(), root_.end(), resolved.begin(), resolved.end());
     if (end != root_.end()) {
       throw fail(key, fmt::format("\"{}\" resolves outside the persona folder", relative));
     }
+
     if (fs::file_size(resolved) > kMaxFileBytes) {
       throw fail(key, fmt::format("file \"{}\" is larger than {} bytes", relative, kMaxFileBytes));
     }

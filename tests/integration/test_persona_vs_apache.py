@@ -3,10 +3,11 @@
 
 Both run on 127.0.0.1 in this test: Debian's apache2 with the configuration
 that tests/fixtures/apache/capture.py writes (Debian 12 defaults), and
-`webtrap probe`. Each request goes to both; the test compares the status
-line, the header names in order, and the bytes of each header value and of
-the body, after replacing the Date value, each server's port and the order of
-the Allow methods (Apache takes that order from a hash table).
+`webtrap probe`. Each request goes to both servers. The test compares the
+status line, the header names in order, and the bytes of each header value
+and of the body. Before comparing, it replaces the Date value and each
+server's port, and sorts the Allow methods, whose order Apache takes from a
+hash table.
 
 Exits 77 (skipped) when apache2 is not installed.
 """

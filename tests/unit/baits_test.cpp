@@ -243,7 +243,13 @@ TEST_F(BaitsTest, TokenDetectedInUriAndBody) {
   // '+' and '/' in the secret arrive percent-encoded in a form body.
   std::string encoded;
   for (char c : secret) {
-    encoded += c == '+' ? "%2B" : c == '/' ? "%2F" : std::string(1, c);
+    if (c == '+') {
+      encoded += "%2B";
+    } else if (c == '/') {
+      encoded += "%2F";
+    } else {
+      encoded += c;
+    }
   }
   RouteOutcome in_body;
   baits_.scanHoneytokens(makeRequest("/", {}, "key=" + encoded), in_body);
