@@ -230,6 +230,40 @@ class CorpusReplayTest(unittest.TestCase):
                          "GET http://www.example.com/about.php HTTP/1.1")
         self.assertEqual(record["webtrap"]["route"]["name"], "about")
 
+    def test_cookie_tampering_detected(self):
+        response, _ = self.send(b"GET /login.php HTTP/1.1\r\nHost: www.example.com\r\n"
+                                b"Connection: close\r\n\r\n")
+        cookie = re.search(rb"Set-Cookie: (user_role)=([^;\r]+)", response)
+        self.assertIsNotNone(cookie, response[:600])
+        self.assertEqual(cookie.group(2), b"guest")
+        code, port = self.curl("-A", "Mozilla/5.0", "-b", "user_role=admin",
+                               self.url + "/login.php")
+        self.assertEqual(code, 200)
+        record = self.records_for_ports([port])[0]
+        self.assertIn("cookie", bait_kinds(record))
+        self.assertIn("77020", rule_ids(record))
+
+    def test_honeytoken_reused_from_other_address(self):
+        response, port = self.send(b"GET /.env HTTP/1.1\r\nHost: www.example.com\r\n"
+                                   b"Connection: close\r\n\r\n")
+        key = re.search(rb"AWS_ACCESS_KEY_ID=(\S+)", response)
+        self.assertIsNotNone(key, response[:600])
+        issued = self.records_for_ports([port])[0]["webtrap"]["issued_tokens"]
+        self.assertIn(key.group(1).decode(), issued)
+        # The attacker tries the key later from another address (::1 here).
+        type(self).sent += 1
+        code_port = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{local_port}", "--max-time", "10", "-H",
+             f"X-Amz-Security-Token: {key.group(1).decode()}",
+             f"http://[::1]:{self.probe.http6_port}/api/upload"],
+            capture_output=True, text=True, timeout=30)
+        record = self.records_for_ports([int(code_port.stdout)])[0]
+        self.assertEqual(record["transaction"]["client_ip"], "::1")
+        self.assertIn("honeytoken", bait_kinds(record))
+        self.assertIn("77040", rule_ids(record))
+        detail = next(b["detail"] for b in record["webtrap"]["baits"] if b["kind"] == "honeytoken")
+        self.assertIn("127.0.0.1", detail)  # the address the token was issued to
+
     def check_rejected(self, data, expected_line):
         response, port = self.send(data)
         self.assertTrue(response.startswith(b"HTTP/1.1 400 "), response[:80])
