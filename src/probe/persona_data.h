@@ -23,7 +23,9 @@ struct PersonaTemplate {
 };
 
 enum class RouteMatch { kExact, kPrefix, kDirectory };
-enum class HeaderProfile { kStatic, kPhp, kError, kOptions };
+// kStaticGzip and kPhpGzip: the same responses compressed by mod_deflate,
+// which moves Content-Length after Vary and Content-Encoding.
+enum class HeaderProfile { kStatic, kPhp, kError, kOptions, kStaticGzip, kPhpGzip };
 
 struct PersonaRoute {
   std::string name;
@@ -54,6 +56,8 @@ struct PersonaData {
   int keep_alive_timeout = 5;
   int keep_alive_max = 100;
   std::time_t last_modified = 0;
+  // Media types mod_deflate compresses (AddOutputFilterByType DEFLATE).
+  std::vector<std::string> deflate_types;
   std::string x_powered_by;
   std::string session_cookie;
   BaitValue bait_field;

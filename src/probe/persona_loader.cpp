@@ -18,28 +18,18 @@ namespace fs = std::filesystem;
 constexpr std::uintmax_t kMaxFileBytes = 1024 * 1024;
 
 const std::set<std::string> kTopKeys = {
-    "name", "product",    "server_header", "server_name",     "keep_alive",  "last_modified",
-    "php",  "bait_field", "bait_cookie",   "header_profiles", "error_pages", "routes"};
+    "name",          "product", "server_header", "server_name", "keep_alive",
+    "last_modified", "php",     "bait_field",    "bait_cookie", "header_profiles",
+    "error_pages",   "routes",  "deflate_types"};
 const std::set<std::string> kRouteKeys = {
     "name", "path",      "aliases",  "match",        "kind",         "profile", "status",
     "body", "post_body", "template", "headers",      "content_type", "session", "set_bait_cookie",
     "trap", "canary",    "realm",    "last_modified"};
 const std::set<std::string> kKinds = {"page", "login", "form", "admin", "trap", "canary", "static"};
-const std::set<std::string> kProfileHeaders = {"Date",
-                                               "Server",
-                                               "Last-Modified",
-                                               "ETag",
-                                               "Accept-Ranges",
-                                               "Content-Length",
-                                               "X-Powered-By",
-                                               "Vary",
-                                               "Keep-Alive",
-                                               "Connection",
-                                               "Content-Type",
-                                               "Allow",
-                                               "Location",
-                                               "WWW-Authenticate",
-                                               "*"};
+const std::set<std::string> kProfileHeaders = {
+    "Date",         "Server",   "Last-Modified",    "ETag",       "Accept-Ranges", "Content-Length",
+    "X-Powered-By", "Vary",     "Content-Encoding", "Keep-Alive", "Connection",    "Content-Type",
+    "Allow",        "Location", "WWW-Authenticate", "*"};
 const std::set<std::string> kVariables = {
     "host",   "port", "path",     "method", "client_ip",       "user_agent",
     "server", "date", "location", "detail", "bait_field_name", "bait_field_value"};
@@ -256,7 +246,15 @@ class Loader {
     if (name == "options") {
       return HeaderProfile::kOptions;
     }
-    throw fail(key, fmt::format("invalid profile \"{}\"; use static, php, error or options", name));
+    if (name == "static_gzip") {
+      return HeaderProfile::kStaticGzip;
+    }
+    if (name == "php_gzip") {
+      return HeaderProfile::kPhpGzip;
+    }
+    throw fail(key, fmt::format("invalid profile \"{}\"; use static, php, error, options, "
+                                "static_gzip or php_gzip",
+                                name));
   }
 
   PersonaData build(const YAML::Node& node) {
@@ -282,6 +280,14 @@ class Loader {
       checkKeys(node["php"], {"x_powered_by", "session_cookie"}, "php");
       data.x_powered_by = text(node["php"]["x_powered_by"], "php.x_powered_by", false);
       data.session_cookie = text(node["php"]["session_cookie"], "php.session_cookie", false);
+    }
+    if (node["deflate_types"]) {
+      if (!node["deflate_types"].IsSequence()) {
+        throw fail("deflate_types", "expected a list of media types such as text/html");
+      }
+      for (const auto& item : node["deflate_types"]) {
+        data.deflate_types.push_back(text(item, "deflate_types", true));
+      }
     }
     data.bait_field = baitValue(node["bait_field"], "bait_field");
     data.bait_cookie = baitValue(node["bait_cookie"], "bait_cookie");
@@ -312,10 +318,12 @@ class Loader {
         data.header_order[profile].push_back(header);
       }
     }
-    for (auto profile : {HeaderProfile::kStatic, HeaderProfile::kPhp, HeaderProfile::kError,
-                         HeaderProfile::kOptions}) {
+    for (auto profile :
+         {HeaderProfile::kStatic, HeaderProfile::kPhp, HeaderProfile::kError,
+          HeaderProfile::kOptions, HeaderProfile::kStaticGzip, HeaderProfile::kPhpGzip}) {
       if (!data.header_order.contains(profile)) {
-        throw fail("header_profiles", "missing one of static, php, error, options; add it");
+        throw fail("header_profiles",
+                   "missing one of static, php, error, options, static_gzip, php_gzip; add it");
       }
     }
   }

@@ -57,6 +57,10 @@ def requests(port):
         "server_status": b"GET /server-status HTTP/1.1\r\n" + host + b"\r\n",
         "admin_without_auth": b"GET /admin/ HTTP/1.1\r\n" + host + b"\r\n",
         "directory_no_slash": b"GET /backup-2019 HTTP/1.1\r\n" + host + b"\r\n",
+        "style_gzip": b"GET /style.css HTTP/1.1\r\n" + host
+        + b"Accept-Encoding: gzip, deflate, br\r\n\r\n",
+        "if_modified_since": b"GET /robots.txt HTTP/1.1\r\n" + host
+        + b"If-Modified-Since: Tue, 12 Mar 2024 00:00:00 GMT\r\n\r\n",
         "head": b"HEAD /robots.txt HTTP/1.1\r\n" + host + b"\r\n",
         "options": b"OPTIONS /robots.txt HTTP/1.1\r\n" + host + b"\r\n",
         "bad_method": b"FOO /robots.txt HTTP/1.1\r\n" + host + b"\r\n",

@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include "common/error.h"
 #include "common/metrics.h"
@@ -244,6 +245,58 @@ TEST_F(PersonaTest, HeadKeepsHeadersAndOmitsBody) {
     EXPECT_EQ(head.headers[i].name, get.headers[i].name);
   }
   EXPECT_EQ(*header(head, "Content-Length"), *header(get, "Content-Length"));
+}
+
+std::string gunzip(const std::string& compressed) {
+  z_stream stream{};
+  EXPECT_EQ(inflateInit2(&stream, 16 + MAX_WBITS), Z_OK);
+  std::string out(1 << 20, '\0');
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
+  stream.avail_in = static_cast<uInt>(compressed.size());
+  stream.next_out = reinterpret_cast<Bytef*>(out.data());
+  stream.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(inflate(&stream, Z_FINISH), Z_STREAM_END);
+  out.resize(stream.total_out);
+  inflateEnd(&stream);
+  return out;
+}
+
+TEST_F(PersonaTest, GzipForClientsThatAcceptIt) {
+  PersonaResponse plain = respond(request("GET", "/about.php"));
+  PersonaResponse gzip = respond(request(
+      "GET", "/about.php", {{"Host", "www.example.com"}, {"Accept-Encoding", "gzip;q=1.0"}}));
+  ASSERT_NE(header(gzip, "Content-Encoding"), nullptr);
+  EXPECT_EQ(*header(gzip, "Content-Encoding"), "gzip");
+  EXPECT_EQ(*header(gzip, "Vary"), "Accept-Encoding");
+  EXPECT_EQ(*header(plain, "Vary"), "Accept-Encoding");
+  EXPECT_EQ(header(plain, "Content-Encoding"), nullptr);
+  EXPECT_EQ(*header(gzip, "Content-Length"), std::to_string(gzip.body.size()));
+  EXPECT_LT(gzip.body.size(), plain.body.size());
+  EXPECT_EQ(gunzip(gzip.body), plain.body);
+
+  PersonaResponse icon = respond(
+      request("GET", "/favicon.ico", {{"Host", "www.example.com"}, {"Accept-Encoding", "gzip"}}));
+  EXPECT_EQ(header(icon, "Content-Encoding"), nullptr);
+  EXPECT_EQ(header(icon, "Vary"), nullptr);
+}
+
+TEST_F(PersonaTest, NotModifiedForMatchingEtag) {
+  PersonaResponse full = respond(request("GET", "/robots.txt"));
+  std::string etag = *header(full, "ETag");
+  PersonaResponse cached = respond(
+      request("GET", "/robots.txt", {{"Host", "www.example.com"}, {"If-None-Match", etag}}));
+  EXPECT_EQ(cached.status, 304);
+  EXPECT_EQ(cached.reason, "Not Modified");
+  EXPECT_TRUE(cached.body.empty());
+  EXPECT_EQ(header(cached, "Content-Length"), nullptr);
+
+  PersonaResponse stale = respond(
+      request("GET", "/robots.txt", {{"Host", "www.example.com"}, {"If-None-Match", "\"1-2\""}}));
+  EXPECT_EQ(stale.status, 200);
+  PersonaResponse older = respond(request(
+      "GET", "/robots.txt",
+      {{"Host", "www.example.com"}, {"If-Modified-Since", "Sun, 10 Mar 2024 00:00:00 GMT"}}));
+  EXPECT_EQ(older.status, 200);
 }
 
 TEST_F(PersonaTest, PhpPagesSendPhpHeaders) {
