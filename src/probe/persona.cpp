@@ -813,6 +813,11 @@ PersonaResponse DataPersona::respond(const CapturedRequest& request, Baits& bait
     }
   }
 
+  if (request.method == "CONNECT") {
+    // Without mod_proxy, Apache treats the authority-form target as a path
+    // with no file behind it.
+    return errorResponse(405, view, outcome, {{"Allow", std::string(kAllowNoFile)}});
+  }
   if (request.method == "OPTIONS" && request.target == "*") {
     return optionsResponse(view, "", "");
   }

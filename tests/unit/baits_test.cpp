@@ -382,5 +382,36 @@ TEST(PersonaBaitsTest, TrapAndCanaryRoutes) {
   EXPECT_EQ(canary.tx.at("webtrap_canary_password"), "admin");
 }
 
+TEST(PersonaBaitsTest, ConcurrentRespondIsConsistent) {
+  TempDir dir;
+  MetricsRegistry metrics;
+  Baits baits(BaitsConfig{dir.path() / "secret"}, metrics);
+  auto persona = Persona::load(fs::path(WEBTRAP_SOURCE_DIR) / "personas" / "apache-debian-php");
+
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 100; ++i) {
+        CapturedRequest request = makeRequest("/.env", {{"Host", "www.example.com"}});
+        request.client.address = "10.1." + std::to_string(t) + "." + std::to_string(i);
+        RouteOutcome outcome;
+        PersonaResponse response = persona->respond(request, baits, outcome);
+        bool ok = response.status == 200 && outcome.issued_tokens.size() == 4;
+        for (const auto& token : outcome.issued_tokens) {
+          ok = ok && response.body.find(token) != std::string::npos;
+        }
+        if (!ok) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) {
+    thread.join();
+  }
+  EXPECT_EQ(failures.load(), 0);
+}
+
 }  // namespace
 }  // namespace webtrap::probe
