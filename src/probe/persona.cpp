@@ -1,6 +1,6 @@
 // A persona builds each response from the table that loadPersonaData() built. Apache 2.4
 // behaviour imitated here was checked against Debian 12's apache2 package
-// (tests/fixtures/apache holds the captured responses).
+// (tests/fixtures/apache contains the captured responses).
 #include "probe/persona.h"
 
 #include <openssl/rand.h>
@@ -629,8 +629,8 @@ std::optional<PersonaResponse> DataPersona::notModified(const PersonaRoute& rout
     return std::nullopt;
   }
   const CapturedRequest& request = *view.request;
-  // Static bodies are not templates with per-request values, so their size
-  // is known without rendering when the route has no variables.
+  // Only a body without template variables has a size, and so an ETag, known
+  // before rendering. Templated routes such as /.env always get 200.
   if (route.body.segments.size() != 1 || route.body.segments[0].is_variable) {
     return std::nullopt;
   }
