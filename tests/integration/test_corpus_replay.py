@@ -252,12 +252,12 @@ class CorpusReplayTest(unittest.TestCase):
         self.assertIn(key.group(1).decode(), issued)
         # The attacker tries the key later from another address (::1 here).
         type(self).sent += 1
-        code_port = subprocess.run(
+        result = subprocess.run(
             ["curl", "-s", "-o", "/dev/null", "-w", "%{local_port}", "--max-time", "10", "-H",
              f"X-Amz-Security-Token: {key.group(1).decode()}",
              f"http://[::1]:{self.probe.http6_port}/api/upload"],
             capture_output=True, text=True, timeout=30)
-        record = self.records_for_ports([int(code_port.stdout)])[0]
+        record = self.records_for_ports([int(result.stdout)])[0]
         self.assertEqual(record["transaction"]["client_ip"], "::1")
         self.assertIn("honeytoken", bait_kinds(record))
         self.assertIn("77040", rule_ids(record))
