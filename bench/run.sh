@@ -59,6 +59,8 @@ done
 
 webtrap=${WEBTRAP_BIN:-}
 if [[ -z $webtrap ]]; then
+  # The build and the personas/ and rules/ copy that bench.py takes at its
+  # start come from the same tree, so edit neither during a run.
   cmake -S "$SOURCE_DIR" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   ninja -C "$BUILD_DIR" webtrap >/dev/null
   webtrap=$BUILD_DIR/webtrap
@@ -72,6 +74,7 @@ python3 "$SOURCE_DIR/bench/bench.py" \
   --webtrap "$webtrap" \
   --loadgen "$BUILD_DIR/bench-tools/constant_rate_load" \
   --peer-script "$SOURCE_DIR/scripts/nginx-peer.sh" \
+  --data-dir "$SOURCE_DIR" \
   --work-dir "$WORK_DIR" \
   ${output:+--output "$output"} \
   --notes "$SOURCE_DIR/bench/analysis.md" \
