@@ -4,7 +4,7 @@
 # the probe passes fewer tests than nginx, or when replay did not run every
 # test. Writes both pass rates, a table per rule file and every test that
 # fails on the probe with its reason to crs-regression-results.md in the
-# current folder (the build folder under ctest).
+# current folder (build/tests under ctest).
 #
 # Engine settings the suite expects: DetectionOnly, paranoia level 4,
 # tx.crs_validate_utf8_encoding=1, tx.arg_name_length=100, tx.arg_length=400,
