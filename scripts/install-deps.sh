@@ -17,7 +17,7 @@ build_packages=(
 test_packages=(
   curl openssl python3 python3-yaml python3-jsonschema
   sqlmap nmap hydra gobuster whatweb wapiti wrk
-  nginx libnginx-mod-http-modsecurity apache2
+  nginx libnginx-mod-http-modsecurity apache2 tshark
 )
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -46,7 +46,9 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 # Installing nginx or apache2 starts their services on port 80 through the
 # package scripts; policy-rc.d keeps them stopped so that tests own the ports.
-printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-chmod 755 /usr/sbin/policy-rc.d
-trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -155,8 +155,9 @@ const std::vector<Option>& options() {
        [](ProbeConfig& c, const std::string& v) { c.tls.certificate = v; }},
       {"tls.private_key", "path", "self-signed", "PEM private key for tls.certificate.",
        [](ProbeConfig& c, const std::string& v) { c.tls.private_key = v; }},
-      {"limits.max_header_bytes", "size", "16KiB",
-       "Request line plus header block; larger heads get the persona's 400 answer.",
+      {"limits.max_header_bytes", "size", "64KiB",
+       "Request line plus header block read and inspected; larger heads are recorded and get "
+       "the persona's 400 answer.",
        [](ProbeConfig& c, const std::string& v) {
          c.limits.max_header_bytes = narrow<std::uint32_t>(
              parseBytes(v, "limits.max_header_bytes"), "limits.max_header_bytes");
@@ -184,7 +185,8 @@ const std::vector<Option>& options() {
          c.limits.idle_timeout_ms = narrow<std::uint32_t>(
              parseMilliseconds(v, "limits.idle_timeout"), "limits.idle_timeout");
        }},
-      {"limits.max_requests_per_connection", "count", "100", "Requests per keep-alive connection.",
+      {"limits.max_requests_per_connection", "count", "101",
+       "Requests per connection; Apache's MaxKeepAliveRequests 100 allows 101 with the first.",
        [](ProbeConfig& c, const std::string& v) {
          c.limits.max_requests_per_connection =
              narrow<std::uint32_t>(parseUnsigned(v, "limits.max_requests_per_connection"),

@@ -30,12 +30,16 @@ struct TlsConfig {
 // where Apache has one, so that the persona behaves like the server it
 // imitates.
 struct LimitsConfig {
-  std::uint32_t max_header_bytes = 16384;   // request line plus header block
+  // Request line plus header block read per request. Larger than Apache's
+  // LimitRequestFieldSize (8190) on purpose: the persona answers oversized
+  // fields like Apache, but the probe still reads and inspects them, since
+  // exploits such as Citrix Bleed send 20 KiB headers.
+  std::uint32_t max_header_bytes = 65536;
   std::uint32_t max_header_count = 100;     // Apache LimitRequestFields
   std::uint64_t max_body_bytes = 64ull << 20;  // read and hashed; past this the connection closes
   std::uint32_t read_timeout_ms = 20000;    // Apache RequestReadTimeout header=20
   std::uint32_t idle_timeout_ms = 5000;     // Apache KeepAliveTimeout 5
-  std::uint32_t max_requests_per_connection = 100;  // Apache MaxKeepAliveRequests
+  std::uint32_t max_requests_per_connection = 101;  // Apache's MaxKeepAliveRequests 100, plus the first
   std::uint32_t max_connections = 1024;
   std::uint32_t max_connections_per_source = 32;
 };
