@@ -172,16 +172,13 @@ class CorpusReplayTest(unittest.TestCase):
         self.assertEqual(record["transaction"]["request"]["body"], XMLRPC_MULTICALL)
         self.assertEqual(record["webtrap"]["request"]["body_size"], len(XMLRPC_MULTICALL))
 
-    # NOTE: CRS 3.3.4 at paranoia level 1 has no rule for a system.multicall
-    # brute force (the WordPress exclusion plugin only removes false positives),
-    # and webtrap's gap rules have none yet. Remove the decorator when one lands.
-    @unittest.expectedFailure
+    # CRS 3.3.4 at paranoia level 1 has no rule for a system.multicall brute
+    # force; webtrap's gap rule 77290 covers it.
     def test_xmlrpc_multicall_is_detected(self):
         _, port = self.curl("-A", "Mozilla/5.0", "-H", "Content-Type: text/xml",
                             "--data-binary", XMLRPC_MULTICALL, self.url + "/xmlrpc.php?detect")
         record = self.records_for_ports([port])[0]
-        attack_ids = [i for i in rule_ids(record) if i not in ("920350", "949110")]
-        self.assertTrue(attack_ids, f"no rule for xmlrpc system.multicall: {rule_ids(record)}")
+        self.assertIn("77290", rule_ids(record))
 
     def test_wp_login_credential_post(self):
         body = "log=admin&pwd=qwerty123&wp-submit=Log+In&redirect_to=%2Fwp-admin%2F&testcookie=1"
