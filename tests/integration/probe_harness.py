@@ -1,8 +1,10 @@
 """Starts a webtrap probe on loopback for an integration test and reads its records."""
 
+import atexit
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +34,8 @@ class Probe:
     def __init__(self, config_text="", extra_args=()):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-test-"))
         os.chmod(self.dir, 0o755)
+        if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
+            atexit.register(shutil.rmtree, self.dir, True)
         self.spool = self.dir / "spool"
         self.ports_file = self.dir / "ports.json"
         config = self.dir / "probe.yaml"
@@ -62,22 +66,30 @@ class Probe:
         self.admin_port = ports["admin"]
 
     def log_text(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return (self.dir / "probe.log").read_text(errors="replace")
 
     def records(self):
-        """Every record written so far, in spool order, parsed with json.loads."""
+        """Every whole record written so far, in spool order, parsed with json.loads.
+
+        A last line without its newline is still being written and is skipped.
+        """
         records = []
         if not self.spool.exists():
             return records
         for segment in sorted(self.spool.glob("*.ndjson")):
-            for line in segment.read_bytes().splitlines():
+            data = segment.read_bytes()
+            for line in data[:data.rfind(b"\n") + 1].splitlines():
                 records.append(json.loads(line.decode("utf-8")))
         return records
 
     def wait_records(self, count, timeout=30):
-        return wait_for(lambda: (r := self.records()) if len(r) >= count else None, timeout,
-                        f"{count} records")
+        def enough():
+            records = self.records()
+            return records if len(records) >= count else None
+
+        return wait_for(enough, timeout, f"{count} records")
 
     def metrics(self):
         """The admin listener's counters as a dict of 'name{labels}' to float."""
