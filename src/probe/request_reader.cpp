@@ -28,8 +28,8 @@ RequestReader::Step RequestReader::parse(std::string_view input, std::size_t& co
     bool header_was_done = parser_->is_header_done();
     std::size_t used = parser_->put(boost::asio::buffer(rest.data(), rest.size()), ec);
     if (!header_was_done) {
-      // The parser takes the start line and the fields as they complete;
-      // with eager off it stops right after the header, so these bytes are
+      // The parser consumes the start line and each field as it completes.
+      // With eager off it stops right after the header, so these bytes are
       // exactly the request head.
       keepHeadBytes(rest.substr(0, used));
       if (parser_->is_header_done()) {

@@ -80,7 +80,7 @@ struct ConnectionInfo {
 
 // An HTTP/1.1 session, shared by the plain and TLS variants through CRTP:
 // `Derived` provides stream() and close(). Steps come in do_x / on_x pairs;
-// each request moves through read, parse, answer, write, then hand-off to the
+// each request moves through read, parse, respond, write, then hand-off to the
 // pipeline.
 template <class Derived>
 class HttpSession {
@@ -201,7 +201,7 @@ class HttpSession {
     }
   }
 
-  // Apache answers "100 Continue" when it starts to read the body; clients
+  // Apache sends "100 Continue" when it starts to read the body; clients
   // such as curl otherwise wait a second before they send it.
   void doWriteContinue() {
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -242,7 +242,7 @@ class HttpSession {
     doWrite(std::move(response), keep_alive);
   }
 
-  // Records a request that ended early. Only a parse error gets an answer:
+  // Records a request that ended early. Only a parse error gets a response:
   // a client that left or stalled is not written to.
   void failRequest(const std::string& reason, bool respond) {
     services_->metrics->parse_errors.inc();
