@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the probe benchmark against nginx with ModSecurity and CRS, prints the
 # table and rewrites docs/benchmarks.md. Bounded: 21 runs of --duration
-# seconds (15 by default) plus start, warm-up and drain time, about 10
+# seconds (15 by default) plus start, warm-up and drain time, about 12
 # minutes in all. Needs 2 CPUs, nginx, libnginx-mod-http-modsecurity,
 # modsecurity-crs and wrk; run as root so that nginx can switch users.
 #
