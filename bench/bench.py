@@ -859,7 +859,7 @@ def render_markdown(results: list[RunResult], workloads: list[str], args, facts:
         f"{args.workers} inspection workers"
         + (f", with `LD_PRELOAD={args.probe_preload}`" if args.probe_preload else "") + ".",
         f"- Other work on the machine: other processes used {foreign_mean:.0f}% of CPU 0 on "
-        f"average during the measured runs (max {foreign_max:.0f}%); the 1, 5, 15 minute "
+        f"average during the measured runs (max {foreign_max:.0f}%). The 1, 5, 15 minute "
         f"load averages were {results[0].loadavg if results else 'n/a'} at the first run and "
         f"{results[-1].loadavg if results else 'n/a'} at the last. Absolute figures fall when "
         "other work shares CPU 0; `CPU us/req` is less sensitive to it than req/s.",
@@ -887,9 +887,9 @@ def render_markdown(results: list[RunResult], workloads: list[str], args, facts:
         "the drain after it; `insp/s load` counts inspections finished while the load ran, "
         "`insp/s drain` those finished after it stopped, with the CPU to the workers alone. "
         "For nginx both are its request rate, because it inspects inline. `CPU %` is the "
-        "server's user + system CPU time during the load over the load's wall time; "
+        "server's user + system CPU time during the load over the load's wall time. "
         "`other CPU0 %` is CPU 0 time used by other processes on the machine in the same "
-        "window, which slows the server; `CPU1 busy %` is CPU 1's busy time, the load generator's and any other process's, which can delay the generator. `CPU us/req` is the server's CPU time over the load "
+        "window, which slows the server. `CPU1 busy %` is CPU 1's busy time, the load generator's and any other process's, which can delay the generator. `CPU us/req` is the server's CPU time over the load "
         "and the inspection drain after it, per request of the load. `errors` adds up "
         "connection errors, timeouts and requests still unanswered at the end of a "
         "constant-rate run.",
