@@ -11,6 +11,7 @@ build_packages=(
   libspdlog-dev libfmt-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
+  jq  # reads the records in the README's examples
 )
 
 # Real tools that the integration tests and benchmarks drive on loopback.

@@ -13,6 +13,6 @@ webtrap: starting a probe on loopback (Ctrl-C stops it)
   tls:     https://127.0.0.1:8443/  (self-signed certificate)
   bait:    http://127.0.0.1:8888/   (a port no real user visits)
   metrics: http://127.0.0.1:9101/metrics
-  records: tail -f var/spool/*.ndjson
+  records: var/spool/segment-*.ndjson (one new segment per start; see README)
 TEXT
 exec ./build/webtrap probe --config etc/probe.yaml "$@"

@@ -88,6 +88,9 @@ void applyOverrides(const ProbeOptions& options, probe::ProbeConfig& config) {
   if (!options.sensor_id.empty()) config.sensor_id = options.sensor_id;
   if (!options.admin_listen.empty()) {
     config.admin_listen = options.admin_listen == "off" ? "" : options.admin_listen;
+    if (!config.admin_listen.empty()) {
+      probe::parseListenAddress(config.admin_listen, "--admin-listen");
+    }
   }
   if (options.paranoia_level != 0) config.inspector.paranoia_level = options.paranoia_level;
 }

@@ -55,7 +55,8 @@ std::uint64_t parseBytes(const std::string& text, const std::string& key) {
                                 key, text));
 }
 
-// Accepts a duration: 250ms, 20s, 5m, or a bare number of milliseconds.
+// Accepts a duration with its unit: 250ms, 20s, 5m. A bare number is
+// rejected, because "read_timeout: 20" could mean seconds or milliseconds.
 std::uint64_t parseMilliseconds(const std::string& text, const std::string& key) {
   std::size_t digits = 0;
   while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
@@ -63,7 +64,7 @@ std::uint64_t parseMilliseconds(const std::string& text, const std::string& key)
   }
   std::string unit = text.substr(digits);
   std::uint64_t factor = 0;
-  if (unit.empty() || unit == "ms") {
+  if (unit == "ms") {
     factor = 1;
   } else if (unit == "s") {
     factor = 1000;
@@ -71,8 +72,8 @@ std::uint64_t parseMilliseconds(const std::string& text, const std::string& key)
     factor = 60'000;
   }
   if (digits == 0 || factor == 0) {
-    throw ConfigError(fmt::format("{}: invalid duration \"{}\"; use a number with ms, s or m, such "
-                                  "as 20s",
+    throw ConfigError(fmt::format("{}: invalid duration \"{}\"; write a number with its unit, ms, "
+                                  "s or m, such as 20s or 500ms",
                                   key, text));
   }
   return parseUnsigned(text.substr(0, digits), key) * factor;
@@ -353,9 +354,15 @@ void applyListeners(ProbeConfig& config, const YAML::Node& node) {
 }
 
 void applyNode(ProbeConfig& config, const YAML::Node& node, const std::string& prefix) {
+  // yaml-cpp keeps a repeated key and the last one would silently win.
+  std::set<std::string> seen;
   for (const auto& entry : node) {
     std::string key = prefix + entry.first.as<std::string>();
     const YAML::Node& value = entry.second;
+    if (!seen.insert(key).second) {
+      throw ConfigError(fmt::format("{}: the key appears twice at line {}; keep one of them", key,
+                                    entry.first.Mark().line + 1));
+    }
 
     if (key == "listeners") {
       applyListeners(config, value);
@@ -433,6 +440,9 @@ ListenerConfig parseListenAddress(const std::string& text, const std::string& wh
   } else if (auto colon = text.rfind(':'); colon != std::string::npos) {
     host = text.substr(0, colon);
     port_text = text.substr(colon + 1);
+  } else if (text.find('.') != std::string::npos) {
+    throw ConfigError(fmt::format("{}: missing port in \"{}\"; write ADDRESS:PORT, such as {}:8080",
+                                  what, text, text));
   }
 
   boost::system::error_code ec;
@@ -480,6 +490,9 @@ ProbeConfig loadProbeConfig(const std::filesystem::path& path) {
   }
 
   config.inspector.body_limit = config.body_capture_bytes;
+  if (!config.admin_listen.empty()) {
+    parseListenAddress(config.admin_listen, "admin.listen");
+  }
   return config;
 }
 

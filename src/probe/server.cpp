@@ -252,13 +252,15 @@ class HttpSession {
   }
 
   void respondToFailure(bool respond) {
-    PersonaResponse response = personaForListener().respondToParseError(reader_.request(),
-                                                                        outcome_);
-    if (respond) {
-      doWrite(std::move(response), false);
-    } else {
-      handOff(std::move(response));
+    if (!respond) {
+      // The record shows status 0: nothing was sent.
+      PersonaResponse none;
+      none.status = 0;
+      outcome_.route = "parse_error";
+      handOff(std::move(none));
+      return;
     }
+    doWrite(personaForListener().respondToParseError(reader_.request(), outcome_), false);
   }
 
   const Persona& personaForListener() const {

@@ -209,6 +209,8 @@ class ProbeCaptureTest(unittest.TestCase):
             self.assertLess(time.monotonic() - started, 8, "read timeout did not cut the sender")
         record = self.record_for("/slowloris")[0]
         self.assertIn("timeout", record["webtrap"]["parse"]["error"])
+        self.assertEqual(record["transaction"]["response"]["http_code"], 0)
+        self.assertEqual(record["transaction"]["response"]["headers"], {})
 
     def test_per_source_connection_cap(self):
         before = self.probe.metrics().get('webtrap_connections_rejected_total{reason="source_cap"}', 0)

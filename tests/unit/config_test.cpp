@@ -92,6 +92,20 @@ TEST(ProbeConfig, InvalidValuesNameValueAndFix) {
   EXPECT_THAT(loadError("spool: {dir: [a]}\n"), HasSubstr("spool.dir: expected a single value"));
 }
 
+TEST(ProbeConfig, DurationNeedsUnit) {
+  EXPECT_THAT(loadError("limits: {read_timeout: 20}\n"), HasSubstr("write a number with its unit"));
+}
+
+TEST(ProbeConfig, RepeatedKeyIsRejected) {
+  EXPECT_THAT(loadError("spool:\n  dir: a\nspool:\n  dir: b\n"),
+              HasSubstr("spool: the key appears twice"));
+  EXPECT_THAT(loadError("spool:\n  dir: a\n  dir: b\n"), HasSubstr("spool.dir: the key appears"));
+}
+
+TEST(ProbeConfig, BadAdminAddressFailsAtLoad) {
+  EXPECT_THAT(loadError("admin: {listen: localhost:9}\n"), HasSubstr("admin.listen"));
+}
+
 TEST(ProbeConfig, BrokenYamlNamesLine) {
   EXPECT_THAT(loadError("sensor:\n  id: [unclosed\n"), HasSubstr("invalid YAML at line"));
 }
@@ -111,6 +125,12 @@ TEST(ListenAddress, ParsesForms) {
   EXPECT_EQ(parseListenAddress("[::]:80", "x").address, "::");
   EXPECT_EQ(parseListenAddress("0.0.0.0:0", "x").port, 0);
   EXPECT_THROW(parseListenAddress("[::1]8080", "x"), ConfigError);
+  try {
+    parseListenAddress("127.0.0.1", "--listen");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& error) {
+    EXPECT_THAT(error.what(), HasSubstr("missing port"));
+  }
 }
 
 TEST(ProbeConfig, ReferenceListsEveryKey) {
