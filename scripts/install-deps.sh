@@ -8,7 +8,7 @@ build_packages=(
   libmodsecurity-dev modsecurity-crs
   libboost1.81-dev libssl-dev libcurl4-openssl-dev libsimdjson-dev
   libsqlite3-dev libmaxminddb-dev libyaml-cpp-dev libcli11-dev
-  libspdlog-dev libfmt-dev zlib1g-dev
+  libspdlog-dev libfmt-dev zlib1g-dev libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   jq  # reads the records in the README's examples
