@@ -22,6 +22,7 @@
 #include <modsecurity/transaction.h>
 #include <spdlog/spdlog.h>
 
+#include "common/encoding.h"
 #include "common/error.h"
 
 namespace webtrap::probe {
@@ -208,6 +209,23 @@ bool mentionsClientState(const fs::path& path) {
   return false;
 }
 
+// Whether a rule file reads response headers. No rule of CRS 3.3.4 or of
+// webtrap does, so by default they stay out of the cache key: the persona's
+// Date header and fresh session cookies would otherwise make every response
+// unique.
+bool mentionsResponseHeaders(const fs::path& path) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::transform(line.begin(), line.end(), line.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (line.find("response_headers") != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
 // Incremental SHA-256 with a length prefix before every field, so that no two
 // different field sequences produce the same byte stream.
 class KeyHasher {
@@ -373,6 +391,7 @@ struct Inspector::Impl {
     for (const auto& path : setup_files) {
       loadRuleFile(*rules, path);
       key_includes_client |= mentionsClientState(path);
+      key_includes_response_headers |= mentionsResponseHeaders(path);
     }
 
     // CRS evaluates the anomaly score in REQUEST-949, and in blocking mode
@@ -387,10 +406,12 @@ struct Inspector::Impl {
       } else if (request_file || response_file) {
         crs_late.push_back(path);
       }
+      key_includes_response_headers |= mentionsResponseHeaders(path);
     }
     if (!config.webtrap_rules.empty()) {
       for (const auto& path : listRuleFiles(config.webtrap_rules, "webtrap rules")) {
         loadRuleFile(*rules, path);
+        key_includes_response_headers |= mentionsResponseHeaders(path);
       }
     }
     for (const auto& path : crs_late) {
@@ -442,10 +463,14 @@ struct Inspector::Impl {
       hasher.add(value);
     }
     hasher.add(std::to_string(response.status));
-    hasher.add(std::to_string(response.headers.size()));
     for (const auto& header : response.headers) {
-      hasher.add(header.name);
-      hasher.add(header.value);
+      // Content-Type decides whether libmodsecurity reads the response body
+      // (SecResponseBodyMimeType), so it is always part of the key.
+      if (key_includes_response_headers || equalsIgnoreCase(header.name, "Content-Type") ||
+          equalsIgnoreCase(header.name, "Content-Encoding")) {
+        hasher.add(header.name);
+        hasher.add(header.value);
+      }
     }
     hasher.add(response_body);
     return hasher.finish();
@@ -521,6 +546,7 @@ struct Inspector::Impl {
   std::string engine_version;
   std::vector<std::string> components;
   bool key_includes_client = false;
+  bool key_includes_response_headers = false;
   std::unique_ptr<ResultCache> cache;
 
   Counter& complete;

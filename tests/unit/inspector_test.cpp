@@ -567,6 +567,29 @@ TEST(InspectorCache, SameBytesReturnCached) {
   EXPECT_NE(text.find(R"(webtrap_inspections_total{status="complete"} 1)"), std::string::npos);
 }
 
+TEST(InspectorCache, VolatileResponseHeadersStillHit) {
+  MetricsRegistry metrics;
+  Inspector inspector(baseConfig(1, 16), metrics);
+  auto request = makeRequest("GET", "/index.php?q=%3Cscript%3E", browserHeaders());
+  PersonaResponse first_response = pageResponse();
+  first_response.headers.push_back({"Date", "Fri, 04 Dec 2026 13:56:11 GMT"});
+  first_response.headers.push_back({"Set-Cookie", "PHPSESSID=aaaa; path=/"});
+  PersonaResponse second_response = pageResponse();
+  second_response.headers.push_back({"Date", "Fri, 04 Dec 2026 13:56:12 GMT"});
+  second_response.headers.push_back({"Set-Cookie", "PHPSESSID=bbbb; path=/"});
+  PersonaResponse other_type = second_response;
+  other_type.headers.push_back({"Content-Type", "application/octet-stream"});
+
+  auto first = inspector.inspect(request, first_response, {}, "v1");
+  auto second = inspector.inspect(request, second_response, {}, "v2");
+  auto third = inspector.inspect(request, other_type, {}, "v3");
+
+  EXPECT_EQ(first.status, InspectionStatus::kComplete);
+  EXPECT_EQ(second.status, InspectionStatus::kCached);
+  // Content-Type decides whether the response body is read, so it counts.
+  EXPECT_EQ(third.status, InspectionStatus::kComplete);
+}
+
 TEST(InspectorCache, DifferentBytesRunAgain) {
   MetricsRegistry metrics;
   Inspector inspector(baseConfig(1, 16), metrics);
