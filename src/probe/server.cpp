@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/encoding.h"
 #include "common/error.h"
 #include "common/ids.h"
 #include "probe/baits.h"
@@ -237,9 +238,29 @@ class HttpSession {
     }
 
     bool keep_alive = reader_.keepAlive() && !response.close_connection &&
-                      !info_.plain_on_tls_port &&
-                      request_index_ + 1 < limits().max_requests_per_connection;
+                      !info_.plain_on_tls_port;
+    if (keep_alive && request_index_ + 1 >= limits().max_requests_per_connection) {
+      // The configured cap ends the connection before the persona's own
+      // countdown does, so tell the client, as Apache does on its last
+      // request.
+      keep_alive = false;
+      announceClose(response);
+    }
     doWrite(std::move(response), keep_alive);
+  }
+
+  static void announceClose(PersonaResponse& response) {
+    auto& headers = response.headers;
+    std::erase_if(headers, [](const HeaderField& field) {
+      return equalsIgnoreCase(field.name, "Keep-Alive");
+    });
+    for (auto& field : headers) {
+      if (equalsIgnoreCase(field.name, "Connection")) {
+        field.value = "close";
+        return;
+      }
+    }
+    headers.push_back({"Connection", "close"});
   }
 
   // Records a request that ended early. Only a parse error gets a response:

@@ -23,6 +23,7 @@ limits:
   read_timeout: 2s
   idle_timeout: 2s
   max_connections_per_source: 8
+  max_requests_per_connection: 5
 """
 
 
@@ -138,6 +139,19 @@ class ProbeCaptureTest(unittest.TestCase):
             self.record_for(f"/pipelined-{i} ")
         record = self.record_for("/pipelined-end")[0]
         self.assertEqual(record["webtrap"]["request"]["line"], "GET /pipelined-end HTTP/1.1")
+
+    def test_connection_cap_announces_close(self):
+        data = b"".join(b"GET /cap-%d HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n" % i
+                        for i in range(7))
+        type(self).sent += 4  # request() counts one; the probe reads five
+        response = self.request(data)
+        self.assertEqual(response.count(b"HTTP/1.1 "), 5)
+        last = response[response.rfind(b"HTTP/1.1 "):]
+        head = last[:last.find(b"\r\n\r\n")]
+        self.assertIn(b"\r\nConnection: close", head)
+        self.assertNotIn(b"Keep-Alive:", head)
+        for i in range(5):
+            self.record_for(f"/cap-{i} ")
 
     def test_chunked_body_is_decoded(self):
         self.request(b"POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
