@@ -158,6 +158,23 @@ TEST(RequestReader, TooManyHeaderFieldsFails) {
   EXPECT_NE(fed.requests[0].parse_error.find("too many header fields"), std::string::npos);
 }
 
+// Beast keeps a chunk-size line whole until its CRLF arrives, with no limit
+// of its own, so an endless chunk extension would grow the buffer without end.
+TEST(RequestReader, EndlessChunkExtensionFails) {
+  LimitsConfig limits;
+  limits.max_header_bytes = 256;
+  std::string wire = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;" +
+                     std::string(4096, 'x');
+  std::vector<std::size_t> splits;
+  for (std::size_t cut = 64; cut < wire.size(); cut += 64) {
+    splits.push_back(cut);
+  }
+  Fed fed = feed(wire, splits, limits);
+  ASSERT_EQ(fed.requests.size(), 1u);
+  EXPECT_FALSE(fed.requests[0].parsed);
+  EXPECT_NE(fed.requests[0].parse_error.find("limits.max_header_bytes"), std::string::npos);
+}
+
 TEST(RequestReader, BodyPastMaxBodyFails) {
   LimitsConfig limits;
   limits.max_body_bytes = 10;
