@@ -40,8 +40,8 @@ RequestReader::Step RequestReader::parse(std::string_view input, std::size_t& co
     consumed += used;
 
     if (ec == http::error::need_more) {
-      // Past the head Beast takes body bytes as they come but keeps a chunk
-      // line whole until its end arrives, however long; bound what it holds.
+      // Beast consumes body bytes as they arrive but buffers a chunk line until
+      // its CRLF, however long, so the unconsumed bytes need a limit here.
       if (parser_->is_header_done() && input.size() - consumed > limits_.max_header_bytes) {
         setFailure("chunk line longer than limits.max_header_bytes");
         return Step::kFailed;
