@@ -17,6 +17,9 @@ readonly SOURCE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly BUILD_DIR=${WEBTRAP_BENCH_BUILD_DIR:-$SOURCE_DIR/build-bench}
 readonly ORIGINAL_ARGS="$*"
 readonly WORK_DIR=${WEBTRAP_BENCH_WORK_DIR:-$(mktemp -d /tmp/webtrap-bench.XXXXXX)}
+# The probe switches to `nobody` after binding, so the folders above its spool
+# must be traversable by that user; mktemp makes them 0700.
+chmod 755 "$WORK_DIR"
 
 output=$SOURCE_DIR/docs/benchmarks.md
 args=()

@@ -1,4 +1,5 @@
 // `webtrap probe`: runs a probe until SIGINT or SIGTERM.
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <sys/prctl.h>
@@ -123,6 +124,16 @@ void dropPrivileges(const probe::ProbeConfig& config) {
     throw ConfigError(fmt::format("run_as: switching to user \"{}\" failed: {}", user,
                                   std::strerror(errno)));
   }
+  // The spool was checked as root; check it again as the new user, because
+  // a parent folder such as one made by mktemp (mode 0700) can hide it.
+  int probe_fd = ::open(config.spool.dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+  if (probe_fd < 0) {
+    throw ConfigError(fmt::format("spool.dir: user \"{}\" cannot write \"{}\" ({}); make the "
+                                  "folder and every folder above it accessible to that user, or "
+                                  "set run_as",
+                                  user, config.spool.dir.string(), std::strerror(errno)));
+  }
+  ::close(probe_fd);
   if (setuid(0) == 0) {
     throw ConfigError("run_as: the process could regain root after dropping it; refusing to run");
   }
