@@ -34,6 +34,9 @@ std::optional<std::string> base64Decode(std::string_view text);
 // Lowercase hexadecimal, two digits per byte.
 std::string hexEncode(std::string_view bytes);
 
+// Returns the value of one hex digit (either case), or -1 for any other byte.
+int hexDigitValue(char c);
+
 // ASCII case-insensitive equality; bytes >= 0x80 compare exactly.
 bool equalsIgnoreCase(std::string_view a, std::string_view b);
 

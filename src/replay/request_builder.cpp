@@ -24,24 +24,11 @@ const std::string* findHeader(const std::vector<std::pair<std::string, std::stri
   return nullptr;
 }
 
-int hexValue(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
-
 // True when `data` contains a %XX sequence. Python's unquote() changes such
 // data, and ftw then sends the body unchanged.
 bool hasPercentEscape(std::string_view data) {
   for (std::size_t i = 0; i + 2 < data.size(); ++i) {
-    if (data[i] == '%' && hexValue(data[i + 1]) >= 0 && hexValue(data[i + 2]) >= 0) {
+    if (data[i] == '%' && hexDigitValue(data[i + 1]) >= 0 && hexDigitValue(data[i + 2]) >= 0) {
       return true;
     }
   }
@@ -149,8 +136,8 @@ std::optional<std::string> decodePythonEscapes(std::string_view text) {
         ++i;
         continue;
       case 'x': {
-        const int high = i + 2 < text.size() ? hexValue(text[i + 2]) : -1;
-        const int low = i + 3 < text.size() ? hexValue(text[i + 3]) : -1;
+        const int high = i + 2 < text.size() ? hexDigitValue(text[i + 2]) : -1;
+        const int low = i + 3 < text.size() ? hexDigitValue(text[i + 3]) : -1;
         if (high < 0 || low < 0) {
           return std::nullopt;
         }

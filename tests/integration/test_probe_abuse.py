@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Sends broken and hostile traffic to a loopback probe and checks that it stays up and bounded."""
 
 import socket
