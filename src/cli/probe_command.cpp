@@ -120,12 +120,13 @@ void dropPrivileges(const probe::ProbeConfig& config) {
     }
     (void)::chown(dir.c_str(), entry->pw_uid, entry->pw_gid);
   }
+
   if (setgroups(0, nullptr) != 0 || setgid(entry->pw_gid) != 0 || setuid(entry->pw_uid) != 0) {
     throw ConfigError(fmt::format("run_as: switching to user \"{}\" failed: {}", user,
                                   std::strerror(errno)));
   }
-  // The spool was checked as root; check it again as the new user, because
-  // a parent folder such as one made by mktemp (mode 0700) can hide it.
+  // The spool was checked as root. A parent folder such as one made by
+  // mktemp (mode 0700) can hide it from the new user, so check again.
   int probe_fd = ::open(config.spool.dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
   if (probe_fd < 0) {
     throw ConfigError(fmt::format("spool.dir: user \"{}\" cannot write \"{}\" ({}); make the "
@@ -134,6 +135,7 @@ void dropPrivileges(const probe::ProbeConfig& config) {
                                   user, config.spool.dir.string(), std::strerror(errno)));
   }
   ::close(probe_fd);
+
   if (setuid(0) == 0) {
     throw ConfigError("run_as: the process could regain root after dropping it; refusing to run");
   }
