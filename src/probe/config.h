@@ -30,10 +30,10 @@ struct TlsConfig {
 // where Apache has one, so that the persona behaves like the server it
 // imitates.
 struct LimitsConfig {
-  // Request line plus header block read per request. Larger than Apache's
-  // LimitRequestFieldSize (8190) on purpose: the persona answers oversized
-  // fields like Apache, but the probe still reads and inspects them, since
-  // exploits such as Citrix Bleed send 20 KiB headers.
+  // Request line plus header block read per request. It is larger than
+  // Apache's LimitRequestFieldSize (8190) on purpose. The persona responds to
+  // oversized fields as Apache does, but the probe still reads and inspects
+  // them, because exploits such as Citrix Bleed send 20 KiB headers.
   std::uint32_t max_header_bytes = 65536;
   std::uint32_t max_header_count = 100;     // Apache LimitRequestFields
   std::uint64_t max_body_bytes = 64ull << 20;  // read and hashed; past this the connection closes
@@ -48,7 +48,7 @@ struct PipelineConfig {
   std::uint32_t workers = 2;           // inspection threads
   std::uint32_t queue_limit = 4096;    // requests waiting for inspection
   std::uint64_t queue_max_bytes = 256ull << 20;  // their captured bytes
-  int worker_nice = 10;  // inspection threads yield the CPU to the threads that answer
+  int worker_nice = 10;  // inspection threads yield the CPU to the threads that respond
 };
 
 struct ProbeConfig {

@@ -17,7 +17,7 @@ namespace {
 constexpr int kSchemaVersion = 1;
 
 // Past this many header fields, duplicates are found with a hash map instead
-// of comparing every pair; the header size limit lets a client send
+// of comparing every pair, because the header size limit lets a client send
 // thousands of tiny fields.
 constexpr std::size_t kQuadraticHeaderLimit = 64;
 
@@ -43,7 +43,7 @@ void appendPointerToken(std::string& pointer, std::string_view token) {
 
 // A string that was not valid UTF-8: where it sits in the record and its
 // exact bytes. `view` points into the serialized inputs, unless the string
-// was built here (a joined header), in which case `owned` holds it.
+// was built here (a joined header), in which case `owned` contains it.
 struct EncodedString {
   std::string pointer;
   std::string_view view;
