@@ -45,7 +45,7 @@ struct CapturedRequest {
   TlsInfo tls;
 
   // Parse outcome. When `parsed` is false, `parse_error` names the error and
-  // `raw_head` holds the bytes read; the other fields hold what was parsed.
+  // `raw_head` contains the bytes read. The other fields contain what was parsed.
   bool parsed = false;
   std::string parse_error;
   std::string raw_head;  // bytes of the request line and header block, capped

@@ -1,7 +1,7 @@
-// A Beast parser that writes what it parses straight into a CapturedRequest:
-// header fields in wire order with duplicates where they stood, and a body
-// kept up to a cap but hashed and counted whole, so memory stays bounded
-// whatever the client sends.
+// A Beast parser that writes what it parses straight into a CapturedRequest.
+// Header fields keep their wire order, with duplicates where they stood. The
+// body is kept up to a cap but hashed and counted whole, so memory stays
+// bounded whatever the client sends.
 #pragma once
 
 #include <cstdint>

@@ -29,7 +29,7 @@ enum class InspectionStatus {
   kComplete,  // every phase ran
   kCached,    // the same inspected bytes were seen before; matches copied
   kShed,      // the queue was full, so the request was recorded uninspected
-  kFailed,    // libmodsecurity returned an error; `error` says which
+  kFailed,    // libmodsecurity returned an error, named in `error`
 };
 
 const char* toString(InspectionStatus status);

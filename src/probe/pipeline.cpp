@@ -63,7 +63,7 @@ void Pipeline::submit(PipelineJob job) {
 
 void Pipeline::runWorker() {
   // Inspection threads run at a lower priority so that under load the
-  // threads answering requests keep the CPU; Linux applies nice per thread.
+  // threads that send responses keep the CPU. Linux applies nice per thread.
   setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), config_.worker_nice);
 
   while (true) {

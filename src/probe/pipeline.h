@@ -1,4 +1,4 @@
-// The record pipeline: answered requests wait in a bounded queue for
+// The record pipeline: requests that got their response wait in a bounded queue for
 // inspection on worker threads, then go to the spool as audit records.
 #pragma once
 

@@ -54,7 +54,7 @@ struct EncodedString {
 };
 
 // Wraps JsonWriter with the JSON pointer of the current position, so that
-// every string that needs an entry in webtrap.encoded knows its address.
+// every string that needs an entry in webtrap.encoded has its address at hand.
 // The pointer is one string grown and shrunk in place, so walking the record
 // costs no allocation.
 class RecordWriter {

@@ -24,8 +24,8 @@ class RequestReader {
   enum class Step {
     kNeedMore,      // every byte was consumed; read more
     kSendContinue,  // the client waits for "100 Continue" before its body
-    kComplete,      // request() holds a whole request
-    kFailed,        // request() holds what arrived and the parse error
+    kComplete,      // request() contains a whole request
+    kFailed,        // request() contains what arrived and the parse error
   };
 
   // Parses from `input` and sets `consumed` to the bytes used. Bytes after a

@@ -24,7 +24,7 @@ struct BaitHit {
   std::string detail;
 };
 
-// What the persona found while answering: the route, bait hits, and the TX
+// What the persona found while building the response: the route, bait hits, and the TX
 // variables that the honeytrap rules read.
 struct RouteOutcome {
   std::string route;  // route name from the persona, "not_found" when none matched
