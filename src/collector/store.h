@@ -1,0 +1,117 @@
+// The collector's durable queue and embedded store, in one SQLite database
+// in WAL mode. An insert returns only after its transaction is committed, so
+// a sender is acknowledged only for records that survive a crash. Outputs read
+// the queue through their own cursors, each at its own pace.
+//
+// Thread safety: one Store may be shared by every thread; it keeps one write
+// connection behind a mutex and opens a read connection per reader thread.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "collector/stored_event.h"
+
+namespace webtrap::collector {
+
+struct StoreOptions {
+  std::filesystem::path path = "var/collector/store.sqlite";
+  // "full": fsync on every commit (survives power loss); "normal": WAL
+  // default, survives a process crash, may lose the last commits on power loss.
+  std::string synchronous = "full";
+  std::int64_t retention_max_age_ms = 30LL * 24 * 3600 * 1000;  // 0: no limit
+  std::uint64_t retention_max_bytes = 10ULL << 30;               // 0: no limit
+};
+
+struct InsertSummary {
+  std::size_t stored = 0;      // new events
+  std::size_t duplicates = 0;  // event ids already in the store
+};
+
+struct DeadLetter {
+  std::int64_t id = 0;
+  std::string output;    // output name, or "ingest" for records never stored
+  std::string event_id;  // may be empty for undecodable input
+  std::string reason;
+  std::string payload;   // the document or the raw input
+  std::int64_t at_ms = 0;
+};
+
+struct SensorInfo {
+  std::string sensor_id;
+  std::string group;
+  std::string token_sha256;  // hex; the token itself is never stored
+  std::int64_t enrolled_ms = 0;
+  std::int64_t last_seen_ms = 0;   // 0: never
+  std::uint64_t records = 0;
+};
+
+struct RetentionSummary {
+  std::uint64_t removed = 0;
+  // Per output, events removed before that output delivered them.
+  std::vector<std::pair<std::string, std::uint64_t>> removed_undelivered;
+};
+
+class Store {
+ public:
+  explicit Store(StoreOptions options);  // creates the file and schema; throws on failure
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Stores new events in one transaction and returns after the commit.
+  // Events whose id is already stored are counted as duplicates, not stored.
+  InsertSummary insert(std::span<const NewEvent> events);
+
+  // Events after `after_seq`, in order, at most `max_count` events and
+  // about `max_bytes` of documents (always at least one event if any).
+  std::vector<StoredEvent> readAfter(std::int64_t after_seq, std::size_t max_count,
+                                     std::size_t max_bytes) const;
+
+  std::int64_t lastSeq() const;
+
+  // Output cursors: the seq of the last event the output finished with.
+  void registerOutput(std::string_view output);  // starts at 0 if new
+  std::int64_t cursor(std::string_view output) const;
+  void setCursor(std::string_view output, std::int64_t seq);
+
+  void addDeadLetter(const DeadLetter& letter);
+  std::vector<DeadLetter> deadLetters(std::size_t limit) const;
+  std::uint64_t deadLetterCount() const;
+
+  // Removes events older than the age limit and, oldest first, events past
+  // the size limit. Events an output has not delivered are removed only when
+  // the limits require it, and counted per output.
+  RetentionSummary enforceRetention(std::int64_t now_ms);
+
+  // Sensors and their ingest tokens.
+  void enrolSensor(const SensorInfo& sensor);  // replaces an existing id
+  std::optional<SensorInfo> findSensorByTokenHash(std::string_view token_sha256) const;
+  std::vector<SensorInfo> sensors() const;
+  void noteSensorSeen(std::string_view sensor_id, std::int64_t at_ms, std::uint64_t records);
+
+  // File input offsets, keyed by path, with the inode to notice rotation.
+  struct FileOffset {
+    std::uint64_t inode = 0;
+    std::uint64_t offset = 0;
+  };
+  std::optional<FileOffset> fileOffset(std::string_view path) const;
+  void setFileOffset(std::string_view path, FileOffset offset);
+
+  std::uint64_t eventCount() const;
+  std::uint64_t sizeBytes() const;
+  // Event time of the first event after `seq`, or nullopt when none.
+  std::optional<std::int64_t> timestampAfter(std::int64_t seq) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace webtrap::collector

@@ -1,0 +1,66 @@
+// What the durable store hands to an output, and what an output answers for
+// each event. Every output (Elasticsearch, NDJSON file, and later MISP) reads
+// the same store through its own cursor.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace webtrap::collector {
+
+// One event as stored: the ECS document built at ingest (one JSON object,
+// no trailing newline) with the fields the store indexes.
+struct StoredEvent {
+  std::int64_t seq = 0;  // position in the queue, increasing
+  std::string event_id;
+  std::int64_t timestamp_ms = 0;  // event time
+  std::string sensor_id;
+  std::string document;
+};
+
+// A new event on its way into the store.
+struct NewEvent {
+  std::string event_id;
+  std::int64_t timestamp_ms = 0;
+  std::string sensor_id;
+  std::string source_ip;
+  std::string document;
+};
+
+enum class Delivery {
+  kDelivered,  // accepted, or already there (a 409 on create)
+  kRetry,      // transient: send again later
+  kRejected,   // permanent: goes to the dead-letter store with the reason
+};
+
+struct ItemResult {
+  Delivery delivery = Delivery::kDelivered;
+  std::string reason;  // for kRetry and kRejected
+};
+
+// Thrown by Output::send when the whole batch failed and should be sent again
+// (connection refused, timeout, HTTP 429 or 5xx). `retry_after_ms` is the
+// server's hint, 0 when it gave none.
+struct TransientError : std::runtime_error {
+  TransientError(const std::string& what, std::int64_t retry_after = 0)
+      : std::runtime_error(what), retry_after_ms(retry_after) {}
+  std::int64_t retry_after_ms;
+};
+
+class Output {
+ public:
+  virtual ~Output() = default;
+  // Stable name: the cursor key in the store and the `output` metric label.
+  virtual std::string_view name() const = 0;
+  // Sends `batch` and returns one result per event, in order. Throws
+  // TransientError when nothing in the batch can be judged.
+  virtual std::vector<ItemResult> send(std::span<const StoredEvent> batch) = 0;
+  // Called when the runner stops, so buffered data reaches its target.
+  virtual void flush() {}
+};
+
+}  // namespace webtrap::collector
