@@ -11,92 +11,19 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include "common/config_values.h"
 #include "common/error.h"
 
 namespace webtrap::probe {
 namespace {
 
-std::string scalarText(const YAML::Node& node, const std::string& key) {
-  if (!node.IsScalar()) {
-    throw ConfigError(fmt::format("{}: expected a single value, found a list or map; write it as "
-                                  "`{}: VALUE`",
-                                  key, key));
-  }
-  return node.Scalar();
-}
+using config_values::narrow;
+using config_values::parseBool;
+using config_values::parseBytes;
+using config_values::parseMilliseconds;
+using config_values::parseUnsigned;
+using config_values::scalarText;
 
-std::uint64_t parseUnsigned(const std::string& text, const std::string& key) {
-  std::uint64_t value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size()) {
-    throw ConfigError(fmt::format("{}: invalid number \"{}\"; use a whole number such as 100", key,
-                                  text));
-  }
-  return value;
-}
-
-// Accepts a byte count with an optional unit: 512, 64KiB, 16MiB, 1GiB (also K, M, G).
-std::uint64_t parseBytes(const std::string& text, const std::string& key) {
-  std::size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
-    ++digits;
-  }
-  std::string unit = text.substr(digits);
-  static const std::pair<const char*, std::uint64_t> kUnits[] = {
-      {"", 1},          {"B", 1},          {"K", 1ull << 10},  {"KiB", 1ull << 10},
-      {"M", 1ull << 20}, {"MiB", 1ull << 20}, {"G", 1ull << 30}, {"GiB", 1ull << 30}};
-  for (const auto& [name, factor] : kUnits) {
-    if (unit == name && digits > 0) {
-      return parseUnsigned(text.substr(0, digits), key) * factor;
-    }
-  }
-  throw ConfigError(fmt::format("{}: invalid size \"{}\"; use bytes with an optional unit, such as "
-                                "1048576 or 1MiB (units: KiB, MiB, GiB)",
-                                key, text));
-}
-
-// Accepts a duration with its unit: 250ms, 20s, 5m. A bare number is
-// rejected, because "read_timeout: 20" could mean seconds or milliseconds.
-std::uint64_t parseMilliseconds(const std::string& text, const std::string& key) {
-  std::size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
-    ++digits;
-  }
-  std::string unit = text.substr(digits);
-  std::uint64_t factor = 0;
-  if (unit == "ms") {
-    factor = 1;
-  } else if (unit == "s") {
-    factor = 1000;
-  } else if (unit == "m") {
-    factor = 60'000;
-  }
-  if (digits == 0 || factor == 0) {
-    throw ConfigError(fmt::format("{}: invalid duration \"{}\"; write a number with its unit, ms, "
-                                  "s or m, such as 20s or 500ms",
-                                  key, text));
-  }
-  return parseUnsigned(text.substr(0, digits), key) * factor;
-}
-
-bool parseBool(const std::string& text, const std::string& key) {
-  if (text == "true" || text == "yes" || text == "on") {
-    return true;
-  }
-  if (text == "false" || text == "no" || text == "off") {
-    return false;
-  }
-  throw ConfigError(fmt::format("{}: invalid boolean \"{}\"; use true or false", key, text));
-}
-
-template <typename T>
-T narrow(std::uint64_t value, const std::string& key) {
-  if (value > std::numeric_limits<T>::max()) {
-    throw ConfigError(fmt::format("{}: value {} is too large; the maximum is {}", key, value,
-                                  std::numeric_limits<T>::max()));
-  }
-  return static_cast<T>(value);
-}
 
 // One configuration key: declared once, used for parsing, for rejecting
 // unknown keys and for the reference documentation.

@@ -1,0 +1,43 @@
+// Parsers for the scalar values of YAML configuration files, shared by the
+// probe and the collector. Each throws ConfigError naming the key, the value
+// and the fix.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include "common/error.h"
+
+namespace webtrap::config_values {
+
+// The text of a scalar node; a list or map is an error.
+std::string scalarText(const YAML::Node& node, const std::string& key);
+
+// A whole number.
+std::uint64_t parseUnsigned(const std::string& text, const std::string& key);
+
+// A byte count with an optional unit: 512, 64KiB, 16MiB, 1GiB (also K, M, G).
+std::uint64_t parseBytes(const std::string& text, const std::string& key);
+
+// A duration with its unit: 250ms, 20s, 5m, 12h, 30d. A bare number is
+// rejected, because "timeout: 20" could mean seconds or milliseconds.
+std::uint64_t parseMilliseconds(const std::string& text, const std::string& key);
+
+// true/yes/on or false/no/off.
+bool parseBool(const std::string& text, const std::string& key);
+
+template <typename T>
+T narrow(std::uint64_t value, const std::string& key) {
+  if (value > std::numeric_limits<T>::max()) {
+    throw ConfigError(fmt::format("{}: value {} is too large; the maximum is {}", key, value,
+                                  std::numeric_limits<T>::max()));
+  }
+  return static_cast<T>(value);
+}
+
+
+}  // namespace webtrap::config_values
