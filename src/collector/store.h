@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,13 +21,35 @@
 
 namespace webtrap::collector {
 
+// A failure of the store: the file cannot be opened or is not a SQLite
+// database, or a write failed (disk full, I/O error). The message names the
+// path and, where one exists, the fix. `retryable` is true for conditions
+// that may clear on their own (disk full, database busy), so the ingest path
+// can answer 503 and let the sender retry.
+class StoreError : public std::runtime_error {
+ public:
+  StoreError(const std::string& what, int sqlite_code, bool retryable)
+      : std::runtime_error(what), sqlite_code_(sqlite_code), retryable_(retryable) {}
+  int sqliteCode() const { return sqlite_code_; }
+  bool retryable() const { return retryable_; }
+
+ private:
+  int sqlite_code_;
+  bool retryable_;
+};
+
 struct StoreOptions {
   std::filesystem::path path = "var/collector/store.sqlite";
   // "full": fsync on every commit (survives power loss); "normal": WAL
   // default, survives a process crash, may lose the last commits on power loss.
   std::string synchronous = "full";
+  // The age limit applies to the time an event was stored, not its event
+  // time, so an old log read by the file input is kept as long as new ones.
   std::int64_t retention_max_age_ms = 30LL * 24 * 3600 * 1000;  // 0: no limit
-  std::uint64_t retention_max_bytes = 10ULL << 30;               // 0: no limit
+  // The size limit counts document bytes. The file is larger by the indexes
+  // and SQLite's page overhead, and it does not shrink: SQLite reuses freed
+  // pages for new events.
+  std::uint64_t retention_max_bytes = 10ULL << 30;  // 0: no limit
 };
 
 struct InsertSummary {
@@ -67,6 +90,9 @@ class Store {
 
   // Stores new events in one transaction and returns after the commit.
   // Events whose id is already stored are counted as duplicates, not stored.
+  // Calls from several threads at once are grouped into one transaction
+  // (group commit), so concurrent senders share one fsync. Throws StoreError
+  // when the commit fails; then none of the events is stored.
   InsertSummary insert(std::span<const NewEvent> events);
 
   // Events after `after_seq`, in order, at most `max_count` events and
@@ -78,8 +104,9 @@ class Store {
 
   // Output cursors: the seq of the last event the output finished with.
   void registerOutput(std::string_view output);  // starts at 0 if new
-  std::int64_t cursor(std::string_view output) const;
+  std::int64_t cursor(std::string_view output) const;  // 0 for an unknown output
   void setCursor(std::string_view output, std::int64_t seq);
+  std::vector<std::string> outputs() const;  // registered output names
 
   void addDeadLetter(const DeadLetter& letter);
   std::vector<DeadLetter> deadLetters(std::size_t limit) const;
@@ -88,12 +115,20 @@ class Store {
   // Removes events older than the age limit and, oldest first, events past
   // the size limit. Events an output has not delivered are removed only when
   // the limits require it, and counted per output.
+  // Dead letters older than the age limit are removed too. A removal moves
+  // the cursors it passes to the last removed seq.
   RetentionSummary enforceRetention(std::int64_t now_ms);
+  // Totals of every enforceRetention() since the store was created; they are
+  // kept in the file, so they survive restarts.
+  RetentionSummary retentionTotals() const;
 
   // Sensors and their ingest tokens.
   void enrolSensor(const SensorInfo& sensor);  // replaces an existing id
   std::optional<SensorInfo> findSensorByTokenHash(std::string_view token_sha256) const;
   std::vector<SensorInfo> sensors() const;
+  // Notes records from a sensor. The update is kept in memory and written
+  // with the next insert (or at close), so it costs no transaction of its
+  // own. sensors() and findSensorByTokenHash() include pending updates.
   void noteSensorSeen(std::string_view sensor_id, std::int64_t at_ms, std::uint64_t records);
 
   // File input offsets, keyed by path, with the inode to notice rotation.
@@ -105,7 +140,9 @@ class Store {
   void setFileOffset(std::string_view path, FileOffset offset);
 
   std::uint64_t eventCount() const;
-  std::uint64_t sizeBytes() const;
+  std::uint64_t sizeBytes() const;  // document bytes of the stored events
+  std::uint64_t duplicateCount() const;  // duplicates seen since the store was created
+  const std::filesystem::path& path() const;
   // Event time of the first event after `seq`, or nullopt when none.
   std::optional<std::int64_t> timestampAfter(std::int64_t seq) const;
 

@@ -1,0 +1,978 @@
+#include "collector/store.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <system_error>
+#include <unordered_map>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace webtrap::collector {
+namespace {
+
+// Bump when the schema changes, and teach openSchema() to migrate.
+constexpr int kSchemaVersion = 1;
+
+// Retention deletes at most this many events per transaction, so inserts
+// wait for the write lock at most one chunk's time.
+constexpr int kRetentionChunk = 5000;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY,
+  event_id TEXT NOT NULL UNIQUE,
+  timestamp_ms INTEGER NOT NULL,
+  received_ms INTEGER NOT NULL,
+  sensor_id TEXT NOT NULL,
+  source_ip TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  document TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+  output TEXT PRIMARY KEY,
+  seq INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  output TEXT NOT NULL,
+  event_id TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_at ON dead_letters(at_ms);
+CREATE TABLE IF NOT EXISTS sensors (
+  sensor_id TEXT PRIMARY KEY,
+  group_name TEXT NOT NULL,
+  token_sha256 TEXT NOT NULL UNIQUE,
+  enrolled_ms INTEGER NOT NULL,
+  last_seen_ms INTEGER NOT NULL,
+  records INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS file_offsets (
+  path TEXT PRIMARY KEY,
+  inode INTEGER NOT NULL,
+  offset INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+  name TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+);
+)sql";
+
+// Names in the counters table. Per-output retention counts use the prefix
+// followed by the output name.
+constexpr std::string_view kLastSeq = "last_seq";
+constexpr std::string_view kEventCount = "event_count";
+constexpr std::string_view kEventBytes = "event_bytes";
+constexpr std::string_view kDuplicates = "duplicates";
+constexpr std::string_view kRetentionRemoved = "retention_removed";
+constexpr std::string_view kUndeliveredPrefix = "retention_removed_undelivered:";
+
+std::int64_t nowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool isRetryableCode(int code) {
+  int primary = code & 0xff;
+  return primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_FULL ||
+         primary == SQLITE_IOERR;
+}
+
+bool isCorruptionCode(int code) {
+  int primary = code & 0xff;
+  return primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT;
+}
+
+[[noreturn]] void throwCorrupt(const std::filesystem::path& path, sqlite3* db, int code) {
+  std::string p = path.string();
+  throw StoreError(
+      fmt::format("store {}: the file is not a SQLite database or is corrupt ({}). Move it aside "
+                  "(mv {} {}.corrupt) and restart to begin with an empty store, or restore it "
+                  "from a backup; `sqlite3 {}.corrupt .recover` may save the rows it still has",
+                  p, db ? sqlite3_errmsg(db) : sqlite3_errstr(code), p, p, p),
+      code, false);
+}
+
+[[noreturn]] void throwSqlite(const std::filesystem::path& path, sqlite3* db, int code,
+                              std::string_view action) {
+  if (isCorruptionCode(code)) {
+    throwCorrupt(path, db, code);
+  }
+  std::string detail = db ? sqlite3_errmsg(db) : sqlite3_errstr(code);
+  std::string hint;
+  switch (code & 0xff) {
+    case SQLITE_FULL:
+      hint = "; free disk space or lower store.retention.max_size";
+      break;
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM:
+      hint = "; check that the collector's user can write the file and its folder";
+      break;
+    case SQLITE_BUSY:
+      hint = "; another process holds the database, stop it or use another store.path";
+      break;
+    default:
+      break;
+  }
+  throw StoreError(fmt::format("store {}: {} failed: {}{}", path.string(), action, detail, hint),
+                   code, isRetryableCode(code));
+}
+
+// One SQLite connection with its prepared statements, which are compiled on
+// first use and kept for the life of the connection.
+class Connection {
+ public:
+  Connection(const std::filesystem::path& path, bool create) : path_(path) {
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+    if (create) {
+      flags |= SQLITE_OPEN_CREATE;
+    }
+    int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+    if (rc != SQLITE_OK) {
+      sqlite3* db = db_;
+      std::string detail = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+      sqlite3_close_v2(db_);
+      db_ = nullptr;
+      throw StoreError(fmt::format("store {}: cannot open the database: {}; check that the path "
+                                   "exists and the collector's user can write it",
+                                   path.string(), detail),
+                       rc, false);
+    }
+    sqlite3_extended_result_codes(db_, 1);
+    // Writers wait up to 5 s for a lock held by another connection (a reader
+    // checkpointing, or the sqlite3 shell) before failing with SQLITE_BUSY.
+    sqlite3_busy_timeout(db_, 5000);
+  }
+
+  ~Connection() {
+    for (auto& [sql, stmt] : statements_) {
+      sqlite3_finalize(stmt);
+    }
+    sqlite3_close_v2(db_);
+  }
+
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  sqlite3* db() const { return db_; }
+  const std::filesystem::path& path() const { return path_; }
+
+  void exec(const char* sql, std::string_view action) {
+    char* error = nullptr;
+    int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &error);
+    sqlite3_free(error);
+    if (rc != SQLITE_OK) {
+      throwSqlite(path_, db_, rc, action);
+    }
+  }
+
+  // Returns the cached statement for `sql`, reset and with bindings cleared.
+  sqlite3_stmt* prepare(const char* sql) {
+    auto it = statements_.find(sql);
+    if (it != statements_.end()) {
+      sqlite3_reset(it->second);
+      sqlite3_clear_bindings(it->second);
+      return it->second;
+    }
+    sqlite3_stmt* stmt = nullptr;
+    int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+    if (rc != SQLITE_OK) {
+      throwSqlite(path_, db_, rc, fmt::format("preparing \"{}\"", sql));
+    }
+    statements_.emplace(sql, stmt);
+    return stmt;
+  }
+
+  // Steps a statement and throws on anything but a row or the end.
+  bool step(sqlite3_stmt* stmt, std::string_view action) {
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+      return true;
+    }
+    if (rc == SQLITE_DONE) {
+      return false;
+    }
+    throwSqlite(path_, db_, rc, action);
+  }
+
+ private:
+  std::filesystem::path path_;
+  sqlite3* db_ = nullptr;
+  // Keyed by the address of the SQL text: every statement is a literal.
+  std::unordered_map<const char*, sqlite3_stmt*> statements_;
+};
+
+// Resets a statement when a scope ends, so it holds no read snapshot and
+// no lock between calls.
+class ResetGuard {
+ public:
+  explicit ResetGuard(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  ~ResetGuard() { sqlite3_reset(stmt_); }
+  ResetGuard(const ResetGuard&) = delete;
+  ResetGuard& operator=(const ResetGuard&) = delete;
+
+ private:
+  sqlite3_stmt* stmt_;
+};
+
+void bindText(sqlite3_stmt* stmt, int index, std::string_view text) {
+  sqlite3_bind_text64(stmt, index, text.data(), text.size(), SQLITE_STATIC, SQLITE_UTF8);
+}
+
+void bindBlob(sqlite3_stmt* stmt, int index, std::string_view bytes) {
+  sqlite3_bind_blob64(stmt, index, bytes.data(), bytes.size(), SQLITE_STATIC);
+}
+
+std::string columnText(sqlite3_stmt* stmt, int index) {
+  const auto* text = static_cast<const char*>(sqlite3_column_blob(stmt, index));
+  int size = sqlite3_column_bytes(stmt, index);
+  return text ? std::string(text, static_cast<std::size_t>(size)) : std::string();
+}
+
+SensorInfo readSensor(sqlite3_stmt* stmt) {
+  SensorInfo info;
+  info.sensor_id = columnText(stmt, 0);
+  info.group = columnText(stmt, 1);
+  info.token_sha256 = columnText(stmt, 2);
+  info.enrolled_ms = sqlite3_column_int64(stmt, 3);
+  info.last_seen_ms = sqlite3_column_int64(stmt, 4);
+  info.records = static_cast<std::uint64_t>(sqlite3_column_int64(stmt, 5));
+  return info;
+}
+
+constexpr const char* kSensorColumns =
+    "SELECT sensor_id, group_name, token_sha256, enrolled_ms, last_seen_ms, records FROM sensors";
+
+}  // namespace
+
+struct Store::Impl {
+  struct InsertRequest {
+    std::span<const NewEvent> events;
+    InsertSummary summary;
+    std::exception_ptr error;
+    bool done = false;
+  };
+
+  struct SensorSeen {
+    std::int64_t last_seen_ms = 0;
+    std::uint64_t records = 0;
+  };
+
+  StoreOptions options;
+  std::unique_ptr<Connection> writer;
+  std::mutex write_mutex;  // guards `writer`
+
+  mutable std::mutex pool_mutex;
+  mutable std::vector<std::unique_ptr<Connection>> idle_readers;
+
+  std::atomic<std::int64_t> last_seq{0};
+  std::atomic<std::uint64_t> event_count{0};
+  std::atomic<std::uint64_t> event_bytes{0};
+  std::atomic<std::uint64_t> duplicates{0};
+
+  // Group commit: callers queue their request, and whichever finds no leader
+  // commits everything queued so far in one transaction.
+  std::mutex group_mutex;
+  std::condition_variable group_cv;
+  std::vector<InsertRequest*> group_pending;
+  bool group_leader = false;
+
+  mutable std::mutex seen_mutex;
+  std::map<std::string, SensorSeen, std::less<>> pending_seen;
+
+  // A read connection borrowed from the pool for the length of one call.
+  class Reader {
+   public:
+    explicit Reader(const Impl& impl) : impl_(impl) {
+      {
+        std::lock_guard lock(impl.pool_mutex);
+        if (!impl.idle_readers.empty()) {
+          connection_ = std::move(impl.idle_readers.back());
+          impl.idle_readers.pop_back();
+        }
+      }
+      if (!connection_) {
+        connection_ = std::make_unique<Connection>(impl.options.path, false);
+      }
+    }
+    ~Reader() {
+      std::lock_guard lock(impl_.pool_mutex);
+      impl_.idle_readers.push_back(std::move(connection_));
+    }
+    Reader(const Reader&) = delete;
+    Reader& operator=(const Reader&) = delete;
+    Connection* operator->() const { return connection_.get(); }
+
+   private:
+    const Impl& impl_;
+    std::unique_ptr<Connection> connection_;
+  };
+
+  void open();
+  void commitGroup(std::vector<InsertRequest*>& group);
+  void writeCounter(std::string_view name, std::int64_t value);
+  void addToCounter(std::string_view name, std::int64_t delta);
+  std::int64_t readCounter(Connection& connection, std::string_view name) const;
+  void writePendingSeen(std::map<std::string, SensorSeen, std::less<>>& seen);
+  void flushPendingSeen();
+  void applyPendingSeen(SensorInfo& info) const;
+  bool removeChunk(std::int64_t now_ms, RetentionSummary& summary);
+};
+
+void Store::Impl::open() {
+  const auto& path = options.path;
+  if (options.synchronous != "full" && options.synchronous != "normal") {
+    throw StoreError(fmt::format("store {}: synchronous \"{}\" is invalid; use full or normal",
+                                 path.string(), options.synchronous),
+                     SQLITE_MISUSE, false);
+  }
+  if (path.has_parent_path()) {
+    std::error_code ec;
+    std::filesystem::create_directories(path.parent_path(), ec);
+    if (ec) {
+      throw StoreError(fmt::format("store {}: cannot create the folder {}: {}; create it or "
+                                   "choose another store.path",
+                                   path.string(), path.parent_path().string(), ec.message()),
+                       SQLITE_CANTOPEN, false);
+    }
+  }
+
+  writer = std::make_unique<Connection>(path, true);
+  // The first statement that reads the file header: a file that is not a
+  // SQLite database fails here with SQLITE_NOTADB. No integrity check runs,
+  // so opening a large store costs the same as opening an empty one.
+  sqlite3_stmt* mode = writer->prepare("PRAGMA journal_mode=WAL");
+  {
+    ResetGuard reset(mode);
+    if (!writer->step(mode, "switching to WAL mode")) {
+      throw StoreError(fmt::format("store {}: switching to WAL mode returned nothing", path.string()),
+                       SQLITE_ERROR, false);
+    }
+    std::string journal = columnText(mode, 0);
+    if (journal != "wal") {
+      throw StoreError(fmt::format("store {}: SQLite kept journal mode \"{}\" instead of WAL; the "
+                                   "file system may not support shared memory, so put the store "
+                                   "on a local disk",
+                                   path.string(), journal),
+                       SQLITE_ERROR, false);
+    }
+  }
+  writer->exec(options.synchronous == "full" ? "PRAGMA synchronous=FULL"
+                                             : "PRAGMA synchronous=NORMAL",
+               "setting synchronous");
+  // Truncate the WAL file back to 64 MiB after checkpoints, and give the
+  // writer a 32 MiB page cache.
+  writer->exec("PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-32768",
+               "setting the cache");
+
+  sqlite3_stmt* version = writer->prepare("PRAGMA user_version");
+  int schema_version = 0;
+  {
+    ResetGuard reset(version);
+    if (writer->step(version, "reading the schema version")) {
+      schema_version = sqlite3_column_int(version, 0);
+    }
+  }
+  if (schema_version > kSchemaVersion) {
+    throw StoreError(fmt::format("store {}: schema version {} was written by a newer webtrap "
+                                 "(this one knows {}); upgrade webtrap or use another store.path",
+                                 path.string(), schema_version, kSchemaVersion),
+                     SQLITE_ERROR, false);
+  }
+  if (schema_version < kSchemaVersion) {
+    writer->exec("BEGIN IMMEDIATE", "creating the schema");
+    try {
+      writer->exec(kSchema, "creating the schema");
+      writer->exec(fmt::format("PRAGMA user_version={}", kSchemaVersion).c_str(),
+                   "creating the schema");
+      writer->exec("COMMIT", "creating the schema");
+    } catch (...) {
+      sqlite3_exec(writer->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+      throw;
+    }
+  }
+
+  // Seqs are assigned here, never reused: the counter keeps the last one
+  // even when retention has removed every event.
+  std::int64_t max_seq = 0;
+  sqlite3_stmt* max_stmt = writer->prepare("SELECT max(seq) FROM events");
+  {
+    ResetGuard reset(max_stmt);
+    if (writer->step(max_stmt, "reading the last seq")) {
+      max_seq = sqlite3_column_int64(max_stmt, 0);
+    }
+  }
+  last_seq = std::max(max_seq, readCounter(*writer, kLastSeq));
+  event_count = static_cast<std::uint64_t>(readCounter(*writer, kEventCount));
+  event_bytes = static_cast<std::uint64_t>(readCounter(*writer, kEventBytes));
+  duplicates = static_cast<std::uint64_t>(readCounter(*writer, kDuplicates));
+}
+
+std::int64_t Store::Impl::readCounter(Connection& connection, std::string_view name) const {
+  sqlite3_stmt* stmt = connection.prepare("SELECT value FROM counters WHERE name = ?1");
+  ResetGuard reset(stmt);
+  bindText(stmt, 1, name);
+  if (connection.step(stmt, "reading a counter")) {
+    return sqlite3_column_int64(stmt, 0);
+  }
+  return 0;
+}
+
+void Store::Impl::writeCounter(std::string_view name, std::int64_t value) {
+  sqlite3_stmt* stmt = writer->prepare(
+      "INSERT INTO counters(name, value) VALUES(?1, ?2) "
+      "ON CONFLICT(name) DO UPDATE SET value = excluded.value");
+  ResetGuard reset(stmt);
+  bindText(stmt, 1, name);
+  sqlite3_bind_int64(stmt, 2, value);
+  writer->step(stmt, "writing a counter");
+}
+
+void Store::Impl::addToCounter(std::string_view name, std::int64_t delta) {
+  sqlite3_stmt* stmt = writer->prepare(
+      "INSERT INTO counters(name, value) VALUES(?1, ?2) "
+      "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value");
+  ResetGuard reset(stmt);
+  bindText(stmt, 1, name);
+  sqlite3_bind_int64(stmt, 2, delta);
+  writer->step(stmt, "writing a counter");
+}
+
+void Store::Impl::writePendingSeen(std::map<std::string, SensorSeen, std::less<>>& seen) {
+  sqlite3_stmt* stmt = writer->prepare(
+      "UPDATE sensors SET last_seen_ms = max(last_seen_ms, ?1), records = records + ?2 "
+      "WHERE sensor_id = ?3");
+  for (const auto& [sensor_id, update] : seen) {
+    ResetGuard reset(stmt);
+    sqlite3_bind_int64(stmt, 1, update.last_seen_ms);
+    sqlite3_bind_int64(stmt, 2, static_cast<std::int64_t>(update.records));
+    bindText(stmt, 3, sensor_id);
+    writer->step(stmt, "updating a sensor");
+  }
+}
+
+void Store::Impl::flushPendingSeen() {
+  std::map<std::string, SensorSeen, std::less<>> seen;
+  {
+    std::lock_guard lock(seen_mutex);
+    seen.swap(pending_seen);
+  }
+  if (seen.empty()) {
+    return;
+  }
+  std::lock_guard lock(write_mutex);
+  writer->exec("BEGIN IMMEDIATE", "updating sensors");
+  try {
+    writePendingSeen(seen);
+    writer->exec("COMMIT", "updating sensors");
+  } catch (...) {
+    sqlite3_exec(writer->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+void Store::Impl::applyPendingSeen(SensorInfo& info) const {
+  std::lock_guard lock(seen_mutex);
+  auto it = pending_seen.find(info.sensor_id);
+  if (it != pending_seen.end()) {
+    info.last_seen_ms = std::max(info.last_seen_ms, it->second.last_seen_ms);
+    info.records += it->second.records;
+  }
+}
+
+void Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
+  std::map<std::string, SensorSeen, std::less<>> seen;
+  {
+    std::lock_guard lock(seen_mutex);
+    seen.swap(pending_seen);
+  }
+
+  std::lock_guard lock(write_mutex);
+  std::int64_t seq = last_seq.load();
+  std::uint64_t stored = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t duplicate_count = 0;
+  std::int64_t received_ms = nowMs();
+  try {
+    writer->exec("BEGIN IMMEDIATE", "starting an insert");
+    sqlite3_stmt* insert = writer->prepare(
+        "INSERT OR IGNORE INTO events(seq, event_id, timestamp_ms, received_ms, sensor_id, "
+        "source_ip, size, document) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    for (InsertRequest* request : group) {
+      request->summary = {};
+      for (const NewEvent& event : request->events) {
+        ResetGuard reset(insert);
+        sqlite3_bind_int64(insert, 1, seq + 1);
+        bindText(insert, 2, event.event_id);
+        sqlite3_bind_int64(insert, 3, event.timestamp_ms);
+        sqlite3_bind_int64(insert, 4, received_ms);
+        bindText(insert, 5, event.sensor_id);
+        bindText(insert, 6, event.source_ip);
+        sqlite3_bind_int64(insert, 7, static_cast<std::int64_t>(event.document.size()));
+        bindText(insert, 8, event.document);
+        writer->step(insert, "inserting an event");
+        if (sqlite3_changes(writer->db()) == 1) {
+          ++seq;
+          ++stored;
+          bytes += event.document.size();
+          ++request->summary.stored;
+        } else {
+          ++duplicate_count;
+          ++request->summary.duplicates;
+        }
+      }
+    }
+    if (stored > 0) {
+      writeCounter(kLastSeq, seq);
+      addToCounter(kEventCount, static_cast<std::int64_t>(stored));
+      addToCounter(kEventBytes, static_cast<std::int64_t>(bytes));
+    }
+    if (duplicate_count > 0) {
+      addToCounter(kDuplicates, static_cast<std::int64_t>(duplicate_count));
+    }
+    writePendingSeen(seen);
+    writer->exec("COMMIT", "committing an insert");
+  } catch (...) {
+    sqlite3_exec(writer->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+    // The sensor updates were not written: keep them for the next commit.
+    std::lock_guard seen_lock(seen_mutex);
+    for (const auto& [sensor_id, update] : seen) {
+      auto& pending = pending_seen[sensor_id];
+      pending.last_seen_ms = std::max(pending.last_seen_ms, update.last_seen_ms);
+      pending.records += update.records;
+    }
+    std::exception_ptr error = std::current_exception();
+    for (InsertRequest* request : group) {
+      request->summary = {};
+      request->error = error;
+    }
+    return;
+  }
+  last_seq = seq;
+  event_count += stored;
+  event_bytes += bytes;
+  duplicates += duplicate_count;
+}
+
+Store::Store(StoreOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->options = std::move(options);
+  impl_->open();
+  spdlog::info("store {}: opened, {} events ({} document bytes), last seq {}, synchronous={}",
+               impl_->options.path.string(), impl_->event_count.load(),
+               impl_->event_bytes.load(), impl_->last_seq.load(), impl_->options.synchronous);
+}
+
+Store::~Store() {
+  try {
+    impl_->flushPendingSeen();
+  } catch (const std::exception& e) {
+    spdlog::error("store {}: cannot write the last sensor updates at close: {}",
+                  impl_->options.path.string(), e.what());
+  }
+  impl_->idle_readers.clear();
+  impl_->writer.reset();
+  spdlog::info("store {}: closed", impl_->options.path.string());
+}
+
+InsertSummary Store::insert(std::span<const NewEvent> events) {
+  if (events.empty()) {
+    return {};
+  }
+  Impl& impl = *impl_;
+  Impl::InsertRequest request;
+  request.events = events;
+  std::unique_lock lock(impl.group_mutex);
+  impl.group_pending.push_back(&request);
+  while (!request.done) {
+    if (impl.group_leader) {
+      impl.group_cv.wait(lock);
+      continue;
+    }
+    impl.group_leader = true;
+    std::vector<Impl::InsertRequest*> group;
+    group.swap(impl.group_pending);
+    lock.unlock();
+    impl.commitGroup(group);
+    lock.lock();
+    for (Impl::InsertRequest* member : group) {
+      member->done = true;
+    }
+    impl.group_leader = false;
+    impl.group_cv.notify_all();
+  }
+  if (request.error) {
+    std::rethrow_exception(request.error);
+  }
+  return request.summary;
+}
+
+std::vector<StoredEvent> Store::readAfter(std::int64_t after_seq, std::size_t max_count,
+                                          std::size_t max_bytes) const {
+  std::vector<StoredEvent> events;
+  if (max_count == 0) {
+    return events;
+  }
+  Impl::Reader reader(*impl_);
+  sqlite3_stmt* stmt = reader->prepare(
+      "SELECT seq, event_id, timestamp_ms, sensor_id, size, document FROM events "
+      "WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+  ResetGuard reset(stmt);
+  sqlite3_bind_int64(stmt, 1, after_seq);
+  sqlite3_bind_int64(stmt, 2, static_cast<std::int64_t>(std::min<std::size_t>(max_count, INT32_MAX)));
+  std::size_t bytes = 0;
+  while (reader->step(stmt, "reading events")) {
+    // The size column is read before the document, so the event that
+    // would overflow the byte budget is never copied.
+    auto size = static_cast<std::size_t>(sqlite3_column_int64(stmt, 4));
+    if (!events.empty() && bytes + size > max_bytes) {
+      break;
+    }
+    StoredEvent& event = events.emplace_back();
+    event.seq = sqlite3_column_int64(stmt, 0);
+    event.event_id = columnText(stmt, 1);
+    event.timestamp_ms = sqlite3_column_int64(stmt, 2);
+    event.sensor_id = columnText(stmt, 3);
+    event.document = columnText(stmt, 5);
+    bytes += event.document.size();
+  }
+  return events;
+}
+
+std::int64_t Store::lastSeq() const { return impl_->last_seq.load(); }
+
+void Store::registerOutput(std::string_view output) {
+  std::lock_guard lock(impl_->write_mutex);
+  Connection& writer = *impl_->writer;
+  sqlite3_stmt* stmt = writer.prepare(
+      "INSERT OR IGNORE INTO cursors(output, seq, updated_ms) VALUES(?1, 0, ?2)");
+  ResetGuard reset(stmt);
+  bindText(stmt, 1, output);
+  sqlite3_bind_int64(stmt, 2, nowMs());
+  writer.step(stmt, "registering an output");
+}
+
+std::int64_t Store::cursor(std::string_view output) const {
+  Impl::Reader reader(*impl_);
+  sqlite3_stmt* stmt = reader->prepare("SELECT seq FROM cursors WHERE output = ?1");
+  ResetGuard reset(stmt);
+  bindText(stmt, 1, output);
+  if (reader->step(stmt, "reading a cursor")) {
+    return sqlite3_column_int64(stmt, 0);
+  }
+  return 0;
+}
+
+void Store::setCursor(std::string_view output, std::int64_t seq) {
+  std::lock_guard lock(impl_->write_mutex);
+  Connection& writer = *impl_->writer;
+  sqlite3_stmt* stmt = writer.prepare(
+      "INSERT INTO cursors(output, seq, updated_ms) VALUES(?1, ?2, ?3) "
+      "ON CONFLICT(output) DO UPDATE SET seq = excluded.seq, updated_ms = excluded.updated_ms");
+  ResetGuard reset(stmt);
+  bindText(stmt, 1, output);
+  sqlite3_bind_int64(stmt, 2, seq);
+  sqlite3_bind_int64(stmt, 3, nowMs());
+  writer.step(stmt, "writing a cursor");
+}
+
+std::vector<std::string> Store::outputs() const {
+  Impl::Reader reader(*impl_);
+  sqlite3_stmt* stmt = reader->prepare("SELECT output FROM cursors ORDER BY output");
+  ResetGuard reset(stmt);
+  std::vector<std::string> names;
+  while (reader->step(stmt, "listing outputs")) {
+    names.push_back(columnText(stmt, 0));
+  }
+  return names;
+}
+
+void Store::addDeadLetter(const DeadLetter& letter) {
+  std::lock_guard lock(impl_->write_mutex);
+  Connection& writer = *impl_->writer;
+  sqlite3_stmt* stmt = writer.prepare(
+      "INSERT INTO dead_letters(output, event_id, reason, payload, at_ms) "
+      "VALUES(?1, ?2, ?3, ?4, ?5)");
+  ResetGuard reset(stmt);
+  bindText(stmt, 1, letter.output);
+  bindText(stmt, 2, letter.event_id);
+  bindText(stmt, 3, letter.reason);
+  // A blob, because raw input that failed to decode may not be UTF-8.
+  bindBlob(stmt, 4, letter.payload);
+  sqlite3_bind_int64(stmt, 5, letter.at_ms != 0 ? letter.at_ms : nowMs());
+  writer.step(stmt, "adding a dead letter");
+}
+
+std::vector<DeadLetter> Store::deadLetters(std::size_t limit) const {
+  Impl::Reader reader(*impl_);
+  sqlite3_stmt* stmt = reader->prepare(
+      "SELECT id, output, event_id, reason, payload, at_ms FROM dead_letters "
+      "ORDER BY id DESC LIMIT ?1");
+  ResetGuard reset(stmt);
+  sqlite3_bind_int64(stmt, 1, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT32_MAX)));
+  std::vector<DeadLetter> letters;
+  while (reader->step(stmt, "reading dead letters")) {
+    DeadLetter& letter = letters.emplace_back();
+    letter.id = sqlite3_column_int64(stmt, 0);
+    letter.output = columnText(stmt, 1);
+    letter.event_id = columnText(stmt, 2);
+    letter.reason = columnText(stmt, 3);
+    letter.payload = columnText(stmt, 4);
+    letter.at_ms = sqlite3_column_int64(stmt, 5);
+  }
+  return letters;
+}
+
+std::uint64_t Store::deadLetterCount() const {
+  Impl::Reader reader(*impl_);
+  sqlite3_stmt* stmt = reader->prepare("SELECT count(*) FROM dead_letters");
+  ResetGuard reset(stmt);
+  reader->step(stmt, "counting dead letters");
+  return static_cast<std::uint64_t>(sqlite3_column_int64(stmt, 0));
+}
+
+// Removes one chunk of events past the limits in one transaction. Returns
+// false when nothing was past them.
+bool Store::Impl::removeChunk(std::int64_t now_ms, RetentionSummary& summary) {
+  std::lock_guard lock(write_mutex);
+  const std::int64_t age_cutoff =
+      options.retention_max_age_ms > 0 ? now_ms - options.retention_max_age_ms : INT64_MIN;
+  std::uint64_t over_bytes = 0;
+  if (options.retention_max_bytes > 0 && event_bytes.load() > options.retention_max_bytes) {
+    over_bytes = event_bytes.load() - options.retention_max_bytes;
+  }
+  if (age_cutoff == INT64_MIN && over_bytes == 0) {
+    return false;
+  }
+
+  writer->exec("BEGIN IMMEDIATE", "starting retention");
+  try {
+    // Oldest first: walk from the lowest seq and stop at the first event
+    // that is within both limits.
+    std::vector<std::int64_t> removed;
+    std::uint64_t removed_bytes = 0;
+    {
+      sqlite3_stmt* scan =
+          writer->prepare("SELECT seq, received_ms, size FROM events ORDER BY seq LIMIT ?1");
+      ResetGuard reset(scan);
+      sqlite3_bind_int64(scan, 1, kRetentionChunk);
+      while (writer->step(scan, "scanning for retention")) {
+        std::int64_t received = sqlite3_column_int64(scan, 1);
+        auto size = static_cast<std::uint64_t>(sqlite3_column_int64(scan, 2));
+        bool too_old = received < age_cutoff;
+        bool too_big = removed_bytes < over_bytes;
+        if (!too_old && !too_big) {
+          break;
+        }
+        removed.push_back(sqlite3_column_int64(scan, 0));
+        removed_bytes += size;
+      }
+    }
+    if (removed.empty()) {
+      writer->exec("COMMIT", "ending retention");
+      return false;
+    }
+    const std::int64_t last_removed = removed.back();
+    {
+      sqlite3_stmt* remove = writer->prepare("DELETE FROM events WHERE seq <= ?1");
+      ResetGuard reset(remove);
+      sqlite3_bind_int64(remove, 1, last_removed);
+      writer->step(remove, "removing events");
+    }
+
+    // Count, per output, the removed events after its cursor, then move the
+    // cursors past the gap so the queue depth stays true.
+    std::vector<std::pair<std::string, std::uint64_t>> undelivered;
+    {
+      sqlite3_stmt* cursors = writer->prepare("SELECT output, seq FROM cursors");
+      ResetGuard reset(cursors);
+      while (writer->step(cursors, "reading cursors")) {
+        std::int64_t cursor = sqlite3_column_int64(cursors, 1);
+        auto first_after = std::upper_bound(removed.begin(), removed.end(), cursor);
+        auto count = static_cast<std::uint64_t>(removed.end() - first_after);
+        if (count > 0) {
+          undelivered.emplace_back(columnText(cursors, 0), count);
+        }
+      }
+    }
+    {
+      sqlite3_stmt* advance =
+          writer->prepare("UPDATE cursors SET seq = ?1, updated_ms = ?2 WHERE seq < ?1");
+      ResetGuard reset(advance);
+      sqlite3_bind_int64(advance, 1, last_removed);
+      sqlite3_bind_int64(advance, 2, nowMs());
+      writer->step(advance, "advancing cursors");
+    }
+    for (const auto& [output, count] : undelivered) {
+      addToCounter(std::string(kUndeliveredPrefix) + output, static_cast<std::int64_t>(count));
+    }
+    addToCounter(kRetentionRemoved, static_cast<std::int64_t>(removed.size()));
+    addToCounter(kEventCount, -static_cast<std::int64_t>(removed.size()));
+    addToCounter(kEventBytes, -static_cast<std::int64_t>(removed_bytes));
+    writer->exec("COMMIT", "committing retention");
+
+    event_count -= removed.size();
+    event_bytes -= removed_bytes;
+    summary.removed += removed.size();
+    for (const auto& [output, count] : undelivered) {
+      auto it = std::find_if(summary.removed_undelivered.begin(), summary.removed_undelivered.end(),
+                             [&](const auto& entry) { return entry.first == output; });
+      if (it == summary.removed_undelivered.end()) {
+        summary.removed_undelivered.emplace_back(output, count);
+      } else {
+        it->second += count;
+      }
+    }
+    return removed.size() == static_cast<std::size_t>(kRetentionChunk) ||
+           removed_bytes < over_bytes;
+  } catch (...) {
+    sqlite3_exec(writer->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+RetentionSummary Store::enforceRetention(std::int64_t now_ms) {
+  RetentionSummary summary;
+  while (impl_->removeChunk(now_ms, summary)) {
+  }
+  if (impl_->options.retention_max_age_ms > 0) {
+    std::lock_guard lock(impl_->write_mutex);
+    Connection& writer = *impl_->writer;
+    sqlite3_stmt* stmt = writer.prepare("DELETE FROM dead_letters WHERE at_ms < ?1");
+    ResetGuard reset(stmt);
+    sqlite3_bind_int64(stmt, 1, now_ms - impl_->options.retention_max_age_ms);
+    writer.step(stmt, "removing old dead letters");
+  }
+  return summary;
+}
+
+RetentionSummary Store::retentionTotals() const {
+  Impl::Reader reader(*impl_);
+  RetentionSummary totals;
+  totals.removed = static_cast<std::uint64_t>(impl_->readCounter(*reader.operator->(),
+                                                                 kRetentionRemoved));
+  sqlite3_stmt* stmt = reader->prepare(
+      "SELECT name, value FROM counters WHERE substr(name, 1, ?2) = ?1 ORDER BY name");
+  ResetGuard reset(stmt);
+  bindText(stmt, 1, kUndeliveredPrefix);
+  sqlite3_bind_int(stmt, 2, static_cast<int>(kUndeliveredPrefix.size()));
+  while (reader->step(stmt, "reading retention counters")) {
+    std::string name = columnText(stmt, 0);
+    totals.removed_undelivered.emplace_back(name.substr(kUndeliveredPrefix.size()),
+                                            static_cast<std::uint64_t>(sqlite3_column_int64(stmt, 1)));
+  }
+  return totals;
+}
+
+void Store::enrolSensor(const SensorInfo& sensor) {
+  std::lock_guard lock(impl_->write_mutex);
+  Connection& writer = *impl_->writer;
+  sqlite3_stmt* stmt = writer.prepare(
+      "INSERT OR REPLACE INTO sensors(sensor_id, group_name, token_sha256, enrolled_ms, "
+      "last_seen_ms, records) VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
+  ResetGuard reset(stmt);
+  bindText(stmt, 1, sensor.sensor_id);
+  bindText(stmt, 2, sensor.group);
+  bindText(stmt, 3, sensor.token_sha256);
+  sqlite3_bind_int64(stmt, 4, sensor.enrolled_ms != 0 ? sensor.enrolled_ms : nowMs());
+  sqlite3_bind_int64(stmt, 5, sensor.last_seen_ms);
+  sqlite3_bind_int64(stmt, 6, static_cast<std::int64_t>(sensor.records));
+  writer.step(stmt, "enrolling a sensor");
+}
+
+std::optional<SensorInfo> Store::findSensorByTokenHash(std::string_view token_sha256) const {
+  Impl::Reader reader(*impl_);
+  static const std::string sql = std::string(kSensorColumns) + " WHERE token_sha256 = ?1";
+  sqlite3_stmt* stmt = reader->prepare(sql.c_str());
+  ResetGuard reset(stmt);
+  bindText(stmt, 1, token_sha256);
+  if (!reader->step(stmt, "looking up a sensor token")) {
+    return std::nullopt;
+  }
+  SensorInfo info = readSensor(stmt);
+  impl_->applyPendingSeen(info);
+  return info;
+}
+
+std::vector<SensorInfo> Store::sensors() const {
+  Impl::Reader reader(*impl_);
+  static const std::string sql = std::string(kSensorColumns) + " ORDER BY sensor_id";
+  sqlite3_stmt* stmt = reader->prepare(sql.c_str());
+  ResetGuard reset(stmt);
+  std::vector<SensorInfo> list;
+  while (reader->step(stmt, "listing sensors")) {
+    list.push_back(readSensor(stmt));
+    impl_->applyPendingSeen(list.back());
+  }
+  return list;
+}
+
+void Store::noteSensorSeen(std::string_view sensor_id, std::int64_t at_ms, std::uint64_t records) {
+  std::lock_guard lock(impl_->seen_mutex);
+  auto it = impl_->pending_seen.find(sensor_id);
+  if (it == impl_->pending_seen.end()) {
+    it = impl_->pending_seen.emplace(std::string(sensor_id), Impl::SensorSeen{}).first;
+  }
+  it->second.last_seen_ms = std::max(it->second.last_seen_ms, at_ms);
+  it->second.records += records;
+}
+
+std::optional<Store::FileOffset> Store::fileOffset(std::string_view path) const {
+  Impl::Reader reader(*impl_);
+  sqlite3_stmt* stmt = reader->prepare("SELECT inode, offset FROM file_offsets WHERE path = ?1");
+  ResetGuard reset(stmt);
+  bindText(stmt, 1, path);
+  if (!reader->step(stmt, "reading a file offset")) {
+    return std::nullopt;
+  }
+  FileOffset offset;
+  offset.inode = static_cast<std::uint64_t>(sqlite3_column_int64(stmt, 0));
+  offset.offset = static_cast<std::uint64_t>(sqlite3_column_int64(stmt, 1));
+  return offset;
+}
+
+void Store::setFileOffset(std::string_view path, FileOffset offset) {
+  std::lock_guard lock(impl_->write_mutex);
+  Connection& writer = *impl_->writer;
+  sqlite3_stmt* stmt = writer.prepare(
+      "INSERT INTO file_offsets(path, inode, offset) VALUES(?1, ?2, ?3) "
+      "ON CONFLICT(path) DO UPDATE SET inode = excluded.inode, offset = excluded.offset");
+  ResetGuard reset(stmt);
+  bindText(stmt, 1, path);
+  sqlite3_bind_int64(stmt, 2, static_cast<std::int64_t>(offset.inode));
+  sqlite3_bind_int64(stmt, 3, static_cast<std::int64_t>(offset.offset));
+  writer.step(stmt, "writing a file offset");
+}
+
+std::uint64_t Store::eventCount() const { return impl_->event_count.load(); }
+
+std::uint64_t Store::sizeBytes() const { return impl_->event_bytes.load(); }
+
+std::uint64_t Store::duplicateCount() const { return impl_->duplicates.load(); }
+
+const std::filesystem::path& Store::path() const { return impl_->options.path; }
+
+std::optional<std::int64_t> Store::timestampAfter(std::int64_t seq) const {
+  Impl::Reader reader(*impl_);
+  sqlite3_stmt* stmt =
+      reader->prepare("SELECT timestamp_ms FROM events WHERE seq > ?1 ORDER BY seq LIMIT 1");
+  ResetGuard reset(stmt);
+  sqlite3_bind_int64(stmt, 1, seq);
+  if (!reader->step(stmt, "reading an event time")) {
+    return std::nullopt;
+  }
+  return sqlite3_column_int64(stmt, 0);
+}
+
+}  // namespace webtrap::collector
