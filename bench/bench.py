@@ -24,6 +24,11 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
+# bench/collector/run.sh owns the part of docs/benchmarks.md between these
+# markers, and the part of bench/analysis.md from this heading on.
+COLLECTOR_BEGIN_MARKER = "<!-- collector-benchmark:begin -->"
+COLLECTOR_END_MARKER = "<!-- collector-benchmark:end -->"
+COLLECTOR_NOTES_HEADING = "## What limits the collector"
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 P99_TARGET_MS = 10.0
@@ -899,8 +904,27 @@ def render_markdown(results: list[RunResult], workloads: list[str], args, facts:
     ]
     if os.path.exists(notes_path):
         with open(notes_path) as notes:
-            parts += [notes.read().rstrip(), ""]
+            # The collector part of the notes belongs to the collector section,
+            # which bench/collector/run.sh writes.
+            probe_notes = notes.read().split(COLLECTOR_NOTES_HEADING)[0]
+            parts += [probe_notes.rstrip(), ""]
     return "\n".join(parts)
+
+
+def write_page(path: str, text: str) -> None:
+    """Write the probe page to path, keeping the collector section already in it."""
+    collector_section = ""
+    if os.path.exists(path):
+        with open(path) as handle:
+            old = handle.read()
+        begin = old.find(COLLECTOR_BEGIN_MARKER)
+        end = old.find(COLLECTOR_END_MARKER)
+        if begin >= 0 and end > begin:
+            collector_section = old[begin:end + len(COLLECTOR_END_MARKER)] + "\n"
+    with open(path, "w") as handle:
+        handle.write(text.rstrip("\n") + "\n")
+        if collector_section:
+            handle.write("\n" + collector_section)
 
 
 # --- main ---------------------------------------------------------------------
@@ -1028,9 +1052,8 @@ def main() -> int:
     for m in misses:
         print("MISS:", m)
     if args.output:
-        with open(args.output, "w") as handle:
-            handle.write(render_markdown(results, run_args.workload_list, run_args, facts,
-                                         command, date, args.notes))
+        write_page(args.output, render_markdown(results, run_args.workload_list, run_args, facts,
+                                                command, date, args.notes))
         log(f"wrote {args.output}")
     return 0
 

@@ -9,6 +9,7 @@ build_packages=(
   libboost1.81-dev libssl-dev libcurl4-openssl-dev libsimdjson-dev
   libsqlite3-dev libmaxminddb-dev libyaml-cpp-dev libcli11-dev
   libspdlog-dev libfmt-dev zlib1g-dev libjemalloc-dev
+  libhowardhinnant-date-dev  # IANA time zones for audit log time stamps
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   jq  # reads the records in the README's examples
@@ -23,15 +24,49 @@ test_packages=(
   libmaxmind-db-writer-perl  # builds the small GeoIP databases the tests use
 )
 
+# Peers of the collector benchmark (bench/collector/run.sh). syslog-ng-core
+# conflicts with rsyslog as a Debian package, so its package and the
+# libraries it needs beyond rsyslog's are unpacked into bench/.peers/syslog-ng
+# instead of being installed.
+bench_packages=(rsyslog)
+syslog_ng_debs=(syslog-ng-core libivykis0 libnet1 libwrap0)
+
+with_tests=false
+with_bench=false
+for option in "$@"; do
+  case $option in
+    --with-tests) with_tests=true ;;
+    --with-bench) with_bench=true ;;
+    *) echo "install-deps.sh: unknown option $option; use --with-tests and/or --with-bench" >&2; exit 2 ;;
+  esac
+done
+
 if [[ $(id -u) -ne 0 ]]; then
   echo "install-deps.sh: run as root (apt-get needs it)" >&2
   exit 1
 fi
 
 want=("${build_packages[@]}")
-if [[ "${1:-}" == "--with-tests" ]]; then
+if $with_tests; then
   want+=("${test_packages[@]}")
 fi
+if $with_bench; then
+  want+=("${bench_packages[@]}")
+fi
+
+unpack_syslog_ng() {
+  local root
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/bench/.peers
+  if [[ -x $root/syslog-ng/usr/sbin/syslog-ng ]]; then
+    return
+  fi
+  echo "install-deps.sh: unpacking ${syslog_ng_debs[*]} into $root/syslog-ng"
+  mkdir -p "$root/debs" "$root/syslog-ng"
+  (cd "$root/debs" && apt-get download "${syslog_ng_debs[@]}")
+  for deb in "$root"/debs/*.deb; do
+    dpkg -x "$deb" "$root/syslog-ng"
+  done
+}
 
 missing=()
 for package in "${want[@]}"; do
@@ -41,6 +76,9 @@ done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-deps.sh: all ${#want[@]} packages present"
+  if $with_bench; then
+    unpack_syslog_ng
+  fi
   exit 0
 fi
 
@@ -55,3 +93,6 @@ if [[ ! -e /usr/sbin/policy-rc.d ]]; then
   trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 apt-get install -y -q --no-install-recommends "${missing[@]}"
+if $with_bench; then
+  unpack_syslog_ng
+fi

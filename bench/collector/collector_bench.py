@@ -1,0 +1,599 @@
+#!/usr/bin/env python3
+"""Collector benchmark: webtrap collector against rsyslog and syslog-ng.
+
+Feeds the same generated audit records to each system over loopback and
+measures records/s from the first byte sent until the last record is out:
+
+- rsyslog: imtcp input, mmjsonparse, omfile writing the parsed tree as JSON;
+- syslog-ng: network() input, json-parser, file() writing the parsed fields
+  with format-json, with flow control so that it drops nothing;
+- webtrap: `webtrap collector` with probe batches (gzip NDJSON over
+  POST /v1/records), the SQLite store with synchronous=full, and the
+  Elasticsearch output pointed at tests/tools/es_double.py --fast. The run
+  ends when the double has stored every event id.
+
+bench/collector/run.sh is the entry point. Each run is bounded by --timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.path.dirname(os.path.dirname(HERE))
+BEGIN_MARKER = "<!-- collector-benchmark:begin -->"
+END_MARKER = "<!-- collector-benchmark:end -->"
+ANALYSIS_HEADING = "## What limits the collector"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Every record goes to the syslog peers inside an RFC 5424 frame with this
+# header, so that both parse the JSON text as the MSG part.
+SYSLOG_PREFIX = b"<134>1 2026-12-04T12:00:00.000000Z bench modsec - - - "
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process {process.args[0]} exited with status {process.returncode} at start")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on 127.0.0.1:{port} within {timeout} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return user + system CPU time of every thread of pid, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stop(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        log(f"{process.args[0]} ignored SIGTERM for 20 s, sending SIGKILL to pid {process.pid}")
+        process.kill()
+        process.wait()
+
+
+# ---- records ---------------------------------------------------------------
+
+
+class Records:
+    """The generated records and the inputs derived from them, cached in the work folder."""
+
+    def __init__(self, work_dir: str, count: int, seed: int, batch_records: int, gzip_level: int):
+        self.count = count
+        stem = os.path.join(work_dir, f"records-{count}-seed{seed}")
+        self.ndjson = stem + ".ndjson"
+        self.syslog = stem + ".syslog"
+        self.batches_path = stem + f"-batch{batch_records}-gzip{gzip_level}.bin"
+        if not os.path.exists(self.ndjson):
+            log(f"generating {count} records into {self.ndjson}")
+            subprocess.run([sys.executable, os.path.join(HERE, "make_records.py"), "--count", str(count),
+                            "--seed", str(seed), "--probe-output", self.ndjson + ".tmp"], check=True)
+            os.replace(self.ndjson + ".tmp", self.ndjson)
+        self.bytes = os.path.getsize(self.ndjson)
+        if not os.path.exists(self.syslog):
+            with open(self.ndjson, "rb") as source, open(self.syslog + ".tmp", "wb") as target:
+                for line in source:
+                    target.write(SYSLOG_PREFIX + line)
+            os.replace(self.syslog + ".tmp", self.syslog)
+        if not os.path.exists(self.batches_path):
+            log(f"compressing batches of {batch_records} records (gzip level {gzip_level})")
+            self.write_batches(batch_records, gzip_level)
+        self.batches = self.read_batches()
+
+    def write_batches(self, batch_records: int, gzip_level: int) -> None:
+        with open(self.ndjson, "rb") as source, open(self.batches_path + ".tmp", "wb") as target:
+            lines: list[bytes] = []
+            for line in source:
+                lines.append(line)
+                if len(lines) == batch_records:
+                    body = gzip.compress(b"".join(lines), compresslevel=gzip_level, mtime=0)
+                    target.write(len(body).to_bytes(8, "little") + len(lines).to_bytes(8, "little") + body)
+                    lines = []
+            if lines:
+                body = gzip.compress(b"".join(lines), compresslevel=gzip_level, mtime=0)
+                target.write(len(body).to_bytes(8, "little") + len(lines).to_bytes(8, "little") + body)
+        os.replace(self.batches_path + ".tmp", self.batches_path)
+
+    def read_batches(self) -> list[tuple[int, bytes]]:
+        batches = []
+        with open(self.batches_path, "rb") as handle:
+            while header := handle.read(16):
+                size = int.from_bytes(header[:8], "little")
+                records = int.from_bytes(header[8:], "little")
+                batches.append((records, handle.read(size)))
+        return batches
+
+    def syslog_ranges(self, parts: int) -> list[tuple[int, int]]:
+        """Split the syslog file into byte ranges that end at line ends."""
+        size = os.path.getsize(self.syslog)
+        cuts = [0]
+        with open(self.syslog, "rb") as handle:
+            for part in range(1, parts):
+                handle.seek(size * part // parts)
+                handle.readline()
+                cuts.append(handle.tell())
+        cuts.append(size)
+        return [(cuts[i], cuts[i + 1] - cuts[i]) for i in range(parts)]
+
+    def event_ids(self) -> set[str]:
+        pattern = re.compile(rb'"event_id":"([0-9a-f-]{36})"')
+        ids = set()
+        with open(self.ndjson, "rb") as handle:
+            for line in handle:
+                ids.add(pattern.search(line).group(1).decode())
+        return ids
+
+
+# ---- measurement -----------------------------------------------------------
+
+
+class LineCounter:
+    """Counts newline bytes in a growing file, reading only what was appended."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.offset = 0
+        self.lines = 0
+
+    def update(self) -> int:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                while chunk := handle.read(8 << 20):
+                    self.lines += chunk.count(b"\n")
+                    self.offset += len(chunk)
+        except FileNotFoundError:
+            pass
+        return self.lines
+
+
+def send_syslog(records: Records, port: int, senders: int) -> None:
+    """Send the syslog file over `senders` TCP connections with sendfile(2)."""
+    errors: list[BaseException] = []
+
+    def send(offset: int, length: int) -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", port)) as sock, open(records.syslog, "rb") as handle:
+                sock.sendfile(handle, offset, length)
+                sock.shutdown(socket.SHUT_WR)
+        except OSError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=send, args=part) for part in records.syslog_ranges(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"sending to 127.0.0.1:{port} failed: {errors[0]}")
+
+
+def run_file_peer(name: str, command: list[str], env: dict | None, port: int, output: str,
+                  records: Records, args) -> dict:
+    log(f"{name}: starting {' '.join(command)}")
+    stderr = open(output + ".stderr", "w")
+    process = subprocess.Popen(command, env=env, stdout=stderr, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, process, 20)
+        cpu_before = cpu_seconds(process.pid)
+        counter = LineCounter(output)
+        start = time.monotonic()
+        sender = threading.Thread(target=send_syslog, args=(records, port, args.senders))
+        sender.start()
+        deadline = start + args.timeout
+        while counter.update() < records.count and time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with status {process.returncode}; see {output}.stderr")
+            time.sleep(0.05)
+        elapsed = time.monotonic() - start
+        sender.join(timeout=5)
+        cpu = cpu_seconds(process.pid) - cpu_before
+        rss = peak_rss_mib(process.pid)
+    finally:
+        stop(process)
+        stderr.close()
+    written = counter.update()
+    complete = written == records.count
+    if not complete:
+        log(f"{name}: {written} of {records.count} records written when the run ended")
+    return result(name, records, elapsed, cpu, rss, complete=complete, written=written)
+
+
+def result(name: str, records: Records, elapsed: float, cpu: float, rss: float, **extra) -> dict:
+    return {"system": name, "records": records.count, "seconds": round(elapsed, 3),
+            "records_per_s": round(records.count / elapsed), "mib_per_s": round(records.bytes / elapsed / 2**20, 1),
+            "cpu_s": round(cpu, 2), "cpu_us_per_record": round(cpu / records.count * 1e6, 1),
+            "peak_rss_mib": round(rss, 1), **extra}
+
+
+def run_rsyslog(records: Records, args) -> dict:
+    folder = os.path.join(args.work_dir, "rsyslog")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    port = free_port()
+    output = os.path.join(folder, "parsed.ndjson")
+    config = os.path.join(folder, "rsyslog.conf")
+    with open(config, "w") as handle:
+        handle.write(f"""global(workDirectory="{folder}" maxMessageSize="64k")
+module(load="imtcp" MaxSessions="{max(args.senders, 8)}")
+module(load="mmjsonparse")
+template(name="parsed" type="list") {{ property(name="$!all-json") constant(value="\\n") }}
+ruleset(name="bench") {{
+  action(type="mmjsonparse" cookie="")
+  action(type="omfile" file="{output}" template="parsed")
+}}
+input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="bench")
+""")
+    command = [args.rsyslogd, "-n", "-f", config, "-i", os.path.join(folder, "rsyslogd.pid")]
+    return run_file_peer("rsyslog", command, None, port, output, records, args)
+
+
+def run_syslog_ng(records: Records, args) -> dict:
+    folder = os.path.join(args.work_dir, "syslog-ng")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    port = free_port()
+    output = os.path.join(folder, "parsed.ndjson")
+    config = os.path.join(folder, "syslog-ng.conf")
+    with open(config, "w") as handle:
+        handle.write(f"""@version: 3.38
+options {{ log-msg-size(65536); stats-freq(0); }};
+source s_bench {{ network(ip("127.0.0.1") port({port}) transport("tcp") flags(syslog-protocol)
+                  log-msg-size(65536) max-connections({max(args.senders, 8)}) log-iw-size(100000)); }};
+parser p_json {{ json-parser(prefix(".json.")); }};
+destination d_parsed {{ file("{output}" template("$(format-json --scope none --key .json.* --shift-levels 2)\\n")); }};
+log {{ source(s_bench); parser(p_json); destination(d_parsed); flags(flow-control); }};
+""")
+    root = args.syslog_ng_root
+    env = dict(os.environ, LD_LIBRARY_PATH=f"{root}/usr/lib/syslog-ng:{root}/usr/lib/x86_64-linux-gnu")
+    command = [f"{root}/usr/sbin/syslog-ng", "-F", f"--module-path={root}/usr/lib/syslog-ng/3.38",
+               "-f", config, "-p", os.path.join(folder, "syslog-ng.pid"),
+               "-R", os.path.join(folder, "syslog-ng.persist"), "-c", os.path.join(folder, "syslog-ng.ctl")]
+    return run_file_peer("syslog-ng", command, env, port, output, records, args)
+
+
+# ---- webtrap ---------------------------------------------------------------
+
+
+def http_json(url: str, timeout: float = 10) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+class BatchSender:
+    """Posts the gzip batches over several keep-alive connections."""
+
+    def __init__(self, batches: list[tuple[int, bytes]], port: int, token: str, senders: int):
+        self.batches = batches
+        self.port = port
+        self.token = token
+        self.senders = senders
+        self.next_index = 0
+        self.lock = threading.Lock()
+        self.totals = {"received": 0, "stored": 0, "duplicates": 0, "rejected": 0, "retries": 0}
+        self.errors: list[str] = []
+        self.finished_at = 0.0
+
+    def take(self) -> int | None:
+        with self.lock:
+            if self.next_index >= len(self.batches):
+                return None
+            self.next_index += 1
+            return self.next_index - 1
+
+    def post(self, connection: http.client.HTTPConnection, body: bytes) -> dict:
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/x-ndjson",
+                   "Content-Encoding": "gzip"}
+        for _ in range(100):
+            connection.request("POST", "/v1/records", body=body, headers=headers)
+            response = connection.getresponse()
+            text = response.read()
+            if response.status == 200:
+                return json.loads(text)
+            if response.status != 503:
+                raise RuntimeError(f"POST /v1/records returned {response.status}: {text[:200]!r}")
+            with self.lock:
+                self.totals["retries"] += 1
+            time.sleep(float(response.getheader("Retry-After", "1")))
+        raise RuntimeError("POST /v1/records returned 503 100 times in a row")
+
+    def worker(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            while (index := self.take()) is not None:
+                reply = self.post(connection, self.batches[index][1])
+                with self.lock:
+                    for key in ("received", "stored", "duplicates", "rejected"):
+                        self.totals[key] += int(reply.get(key, 0))
+        except (OSError, RuntimeError, ValueError) as error:
+            self.errors.append(str(error))
+        finally:
+            connection.close()
+
+    def run(self) -> None:
+        threads = [threading.Thread(target=self.worker) for _ in range(self.senders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.finished_at = time.monotonic()
+
+
+def start_es_double(folder: str, args) -> tuple[subprocess.Popen, int]:
+    port_file = os.path.join(folder, "es_double.port")
+    log_file = open(os.path.join(folder, "es_double.log"), "w")
+    process = subprocess.Popen([sys.executable, args.es_double, "--fast", "--port", "0", "--port-file", port_file],
+                               stdout=log_file, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(port_file) or not open(port_file).read().strip():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"es_double did not start; see {log_file.name}")
+        time.sleep(0.05)
+    return process, int(open(port_file).read().strip())
+
+
+def write_collector_config(folder: str, port: int, admin_port: int, es_port: int, args) -> str:
+    config = os.path.join(folder, "collector.yaml")
+    with open(config, "w") as handle:
+        handle.write(f"""listen: 127.0.0.1:{port}
+admin: {{listen: "127.0.0.1:{admin_port}"}}
+state_dir: {folder}/state
+store: {{synchronous: full}}
+outputs:
+  elasticsearch:
+    hosts: ["http://127.0.0.1:{es_port}"]
+""")
+        for line in args.es_option:
+            handle.write(f"    {line}\n")
+    return config
+
+
+def enrol_sensor(webtrap: str, config: str) -> str:
+    output = subprocess.run([webtrap, "collector", "enrol", "--config", config, "--sensor-id", "bench-sensor"],
+                            capture_output=True, text=True, timeout=60)
+    if output.returncode != 0:
+        raise RuntimeError(f"webtrap collector enrol failed ({output.returncode}): {output.stderr.strip()}")
+    match = re.search(r"token:\s*\"?([A-Za-z0-9_\-.~+/=]{16,})", output.stdout)
+    if not match:
+        raise RuntimeError(f"no token found in the output of webtrap collector enrol: {output.stdout!r}")
+    return match.group(1)
+
+
+def run_webtrap(records: Records, args) -> dict:
+    folder = os.path.join(args.work_dir, "webtrap")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    es_process, es_port = start_es_double(folder, args)
+    collector = None
+    try:
+        port, admin_port = free_port(), free_port()
+        config = write_collector_config(folder, port, admin_port, es_port, args)
+        token = enrol_sensor(args.webtrap, config)
+        log_file = open(os.path.join(folder, "collector.log"), "w")
+        collector = subprocess.Popen([args.webtrap, "collector", "--config", config],
+                                     stdout=log_file, stderr=subprocess.STDOUT)
+        wait_for_port(port, collector, 30)
+        stats_url = f"http://127.0.0.1:{es_port}/_double/stats"
+        cpu_before = cpu_seconds(collector.pid)
+        es_cpu_before = cpu_seconds(es_process.pid)
+        sender = BatchSender(records.batches, port, token, args.senders)
+        start = time.monotonic()
+        thread = threading.Thread(target=sender.run)
+        thread.start()
+        deadline = start + args.timeout
+        delivered = 0
+        while time.monotonic() < deadline:
+            if collector.poll() is not None:
+                raise RuntimeError(f"the collector exited with status {collector.returncode}; see {log_file.name}")
+            delivered = http_json(stats_url)["distinct_ids"]
+            if delivered >= records.count and not thread.is_alive():
+                break
+            time.sleep(0.1)
+        elapsed = time.monotonic() - start
+        thread.join(timeout=10)
+        cpu = cpu_seconds(collector.pid) - cpu_before
+        es_cpu = cpu_seconds(es_process.pid) - es_cpu_before
+        rss = peak_rss_mib(collector.pid)
+        stats = http_json(stats_url)
+        ids = set(http_json(f"http://127.0.0.1:{es_port}/_double/ids", timeout=60)["ids"])
+        expected = records.event_ids()
+        stored_seconds = (sender.finished_at or time.monotonic()) - start
+    finally:
+        stop(collector)
+        stop(es_process)
+    if sender.errors:
+        log(f"webtrap: sender errors: {sender.errors[:3]}")
+    complete = ids == expected
+    if not complete:
+        log(f"webtrap: the double holds {len(ids)} ids, {len(expected - ids)} missing, {len(ids - expected)} unexpected")
+    return result("webtrap", records, elapsed, cpu, rss, complete=complete, written=len(ids & expected),
+                  stored_seconds=round(stored_seconds, 3), stored_per_s=round(records.count / stored_seconds),
+                  acknowledged=sender.totals, double_created=stats.get("created"),
+                  double_conflicts=stats.get("conflicts"), double_bulk_requests=stats.get("bulk_requests"),
+                  es_double_cpu_s=round(es_cpu, 2), sender_errors=sender.errors[:3])
+
+
+# ---- report ----------------------------------------------------------------
+
+
+def machine_facts(args) -> dict:
+    cpu_model = "unknown"
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as handle:
+        memory_gib = int(handle.readline().split()[1]) / 2**20
+
+    def version(command: list[str], env=None) -> str:
+        try:
+            text = subprocess.run(command, capture_output=True, text=True, timeout=10, env=env).stdout
+            return text.splitlines()[0].strip() if text else "unknown"
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+
+    root = args.syslog_ng_root
+    env = dict(os.environ, LD_LIBRARY_PATH=f"{root}/usr/lib/syslog-ng:{root}/usr/lib/x86_64-linux-gnu")
+    commit = subprocess.run(["git", "-C", SOURCE_DIR, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    return {"cpus": os.cpu_count(), "cpu_model": cpu_model, "memory_gib": round(memory_gib, 1),
+            "kernel": platform.release(), "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "rsyslog": version([args.rsyslogd, "-v"]),
+            "syslog_ng": version([f"{root}/usr/sbin/syslog-ng", "--version"], env),
+            "webtrap_commit": commit}
+
+
+def ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.2f}x" if denominator else "n/a"
+
+
+def render(results: list[dict], facts: dict, args, date: str, records: Records) -> str:
+    by_name = {r["system"]: r for r in results}
+    webtrap = by_name.get("webtrap")
+    lines = [BEGIN_MARKER, "# Benchmarks: webtrap collector against rsyslog and syslog-ng", "",
+             "This section is written by `bench/collector/run.sh`; `bench/README.md` explains the set-up.", "",
+             f"- Date: {date} UTC",
+             f"- Machine: {facts['cpus']} CPUs, {facts['cpu_model']}, {facts['memory_gib']} GiB, "
+             f"Linux {facts['kernel']}; load average {facts['load_average']} at the end",
+             f"- Command: `{args.command}`",
+             f"- webtrap commit {facts['webtrap_commit']}; {facts['rsyslog']}; {facts['syslog_ng']}",
+             f"- Records: {records.count} webtrap probe records from `bench/collector/make_records.py --seed "
+             f"{args.seed}`, {records.bytes / records.count:.0f} bytes on average ({records.bytes / 2**20:.0f} MiB), "
+             f"sent over {args.senders} loopback connections per system. Nothing is pinned to a CPU.",
+             "",
+             "| system | path measured | records/s | MiB/s | CPU us/record | peak RSS MiB | webtrap vs this | complete |",
+             "|---|---|---|---|---|---|---|---|"]
+    paths = {"rsyslog": "imtcp, mmjsonparse, omfile (no fsync)",
+             "syslog-ng": "network(), json-parser, file() with flow control (no fsync)",
+             "webtrap": "POST /v1/records (gzip NDJSON), SQLite synchronous=full, Elasticsearch output to the test double"}
+    for r in results:
+        versus = ratio(webtrap["records_per_s"], r["records_per_s"]) if webtrap and r is not webtrap else ""
+        lines.append(f"| {r['system']} | {paths[r['system']]} | {r['records_per_s']} | {r['mib_per_s']} | "
+                     f"{r['cpu_us_per_record']} | {r['peak_rss_mib']} | {versus} | "
+                     f"{'yes' if r['complete'] else 'NO: %d of %d' % (r['written'], r['records'])} |")
+    if webtrap:
+        lines += ["", f"webtrap, ingest to store alone (every batch acknowledged, so committed to SQLite): "
+                  f"{webtrap['stored_per_s']} records/s in {webtrap['stored_seconds']} s. "
+                  f"The test double used {webtrap['es_double_cpu_s']} s of CPU on the same machine. "
+                  f"Acknowledged: {json.dumps(webtrap['acknowledged'])}; the double created "
+                  f"{webtrap['double_created']} documents with {webtrap['double_conflicts']} conflicts "
+                  f"in {webtrap['double_bulk_requests']} bulk requests."]
+    if args.notes and os.path.exists(args.notes):
+        with open(args.notes) as handle:
+            text = handle.read()
+        if ANALYSIS_HEADING in text:
+            lines += ["", text[text.index(ANALYSIS_HEADING):].rstrip()]
+    lines.append(END_MARKER)
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: str, section: str) -> None:
+    text = open(path).read() if os.path.exists(path) else ""
+    if BEGIN_MARKER in text and END_MARKER in text:
+        head = text[:text.index(BEGIN_MARKER)]
+        tail = text[text.index(END_MARKER) + len(END_MARKER):].lstrip("\n")
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=200000, help="records per system")
+    parser.add_argument("--seed", type=int, default=1, help="seed of make_records.py")
+    parser.add_argument("--senders", type=int, default=4, help="concurrent loopback connections per system")
+    parser.add_argument("--batch-records", type=int, default=500, help="records per webtrap batch")
+    parser.add_argument("--gzip-level", type=int, default=6, help="gzip level of the webtrap batches")
+    parser.add_argument("--timeout", type=float, default=300, help="maximum seconds per system run")
+    parser.add_argument("--systems", default="rsyslog,syslog-ng,webtrap", help="comma-separated systems to run")
+    parser.add_argument("--work-dir", required=True, help="folder for records, configurations and outputs")
+    parser.add_argument("--webtrap", help="webtrap executable")
+    parser.add_argument("--es-double", default=os.path.join(SOURCE_DIR, "tests/tools/es_double.py"))
+    parser.add_argument("--es-option", action="append", default=[],
+                        help="extra line under outputs.elasticsearch, e.g. 'batch_max_events: 2000'")
+    parser.add_argument("--rsyslogd", default="/usr/sbin/rsyslogd")
+    parser.add_argument("--syslog-ng-root", default=os.path.join(SOURCE_DIR, "bench/.peers/syslog-ng"),
+                        help="folder where syslog-ng-core was unpacked with dpkg -x")
+    parser.add_argument("--output", help="markdown file whose collector section is rewritten")
+    parser.add_argument("--notes", default=os.path.join(SOURCE_DIR, "bench/analysis.md"))
+    parser.add_argument("--command", default="bench/collector/run.sh", help="command line shown in the report")
+    args = parser.parse_args()
+
+    systems = [s for s in args.systems.split(",") if s]
+    unknown = set(systems) - {"rsyslog", "syslog-ng", "webtrap"}
+    if unknown:
+        parser.error(f"unknown system {sorted(unknown)[0]}: use rsyslog, syslog-ng or webtrap")
+    if "webtrap" in systems and not args.webtrap:
+        parser.error("--webtrap is required when the systems include webtrap")
+    os.makedirs(args.work_dir, exist_ok=True)
+    records = Records(args.work_dir, args.count, args.seed, args.batch_records, args.gzip_level)
+    runners = {"rsyslog": run_rsyslog, "syslog-ng": run_syslog_ng, "webtrap": run_webtrap}
+    results = []
+    for system in systems:
+        outcome = runners[system](records, args)
+        log(f"{system}: {json.dumps(outcome)}")
+        results.append(outcome)
+        # Each peer wrote about as many bytes as it read; drop them before the next run.
+        for name in ("parsed.ndjson",):
+            path = os.path.join(args.work_dir, system, name)
+            if os.path.exists(path):
+                os.remove(path)
+    date = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    facts = machine_facts(args)
+    with open(os.path.join(args.work_dir, "results.json"), "w") as handle:
+        json.dump({"date": date, "facts": facts, "args": vars(args), "results": results}, handle, indent=1)
+    section = render(results, facts, args, date, records)
+    print(section)
+    if args.output:
+        write_section(args.output, section)
+        log(f"wrote the collector section of {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
