@@ -1,0 +1,138 @@
+// The Elasticsearch (and OpenSearch) output: sends stored events with the
+// _bulk API, one `create` action per event with the event id as `_id`, so a
+// resent batch cannot index a document twice.
+//
+// Per-item results map to deliveries: 2xx and 409 (the document already
+// exists) are delivered, 429 and 5xx are retried, other 4xx are rejected
+// with "STATUS TYPE: REASON". A whole request that fails (connection error,
+// timeout, HTTP 429 or 5xx, 401/403) throws TransientError, so nothing is
+// dropped because the cluster is down or a password is wrong.
+//
+// Metrics, each with the label output="elasticsearch":
+//   webtrap_collector_es_requests_total, webtrap_collector_es_request_errors_total,
+//   webtrap_collector_es_bytes_sent_total (request bodies as sent, after gzip),
+//   webtrap_collector_es_items_total{status="..."} for 201, 409, 400, 429 and
+//   "other", webtrap_collector_es_request_seconds_sum/_count and
+//   webtrap_collector_es_last_request_ms (gauge).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+#include "collector/stored_event.h"
+#include "common/metrics.h"
+
+namespace webtrap::collector {
+
+struct ElasticsearchOptions {
+  // Base URLs such as https://es1:9200. Requests go round robin; a URL that
+  // fails to connect is skipped for that request (failover).
+  std::vector<std::string> urls{"http://127.0.0.1:9200"};
+  // Exactly one of data_stream and index is used: index, when set, is a
+  // strftime pattern (UTC, from the event time) such as "webtrap-%Y.%m.%d".
+  std::string data_stream = "logs-webtrap-default";
+  std::string index;
+  std::string username;
+  std::string password;
+  // The "encoded" API key (base64 of id:key) as Kibana shows it, or "id:key".
+  std::string api_key;
+  std::string ca_file;
+  bool tls_verify = true;
+  std::string client_certificate;
+  std::string client_key;
+  std::string proxy;  // such as http://proxy:3128; empty: libcurl's default (env vars)
+  std::chrono::milliseconds timeout{30000};
+  std::chrono::milliseconds connect_timeout{10000};
+  bool compression = false;  // gzip request bodies
+  // Upper bound of one _bulk body before gzip; a larger batch is split into
+  // several requests.
+  std::uint64_t request_max_bytes = 5ULL << 20;
+};
+
+// Parses `outputs.elasticsearch`: url (a string or a list), data_stream,
+// index, username, password, api_key, ca_file, tls_verify,
+// client_certificate, client_key, proxy, timeout, connect_timeout,
+// compression, request_max_bytes. The runner keys (batch_max_events,
+// batch_max_bytes, flush_interval, retry_initial, retry_max) are skipped for
+// parseRunnerOptions(). Throws ConfigError naming the key and the fix.
+ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node);
+
+// One HTTP exchange with the cluster.
+struct ElasticsearchResponse {
+  long status = 0;
+  std::string body;
+  std::int64_t retry_after_ms = 0;  // from Retry-After, 0 when absent
+  std::string url;                  // the base URL that answered
+};
+
+// A libcurl client for one cluster: authentication, TLS, proxy, timeouts and
+// URL failover. Keeps one easy handle so connections are reused. Not thread
+// safe: each output or command owns its own client.
+class ElasticsearchClient {
+ public:
+  explicit ElasticsearchClient(ElasticsearchOptions options);
+  ~ElasticsearchClient();
+  ElasticsearchClient(const ElasticsearchClient&) = delete;
+  ElasticsearchClient& operator=(const ElasticsearchClient&) = delete;
+
+  // Sends `method` `path` (starting with '/') to the next URL in turn and
+  // tries the others on connection failure. `gzip` compresses `body` and
+  // sets Content-Encoding. Throws TransientError when no URL could be
+  // reached or the request timed out; any HTTP status is returned.
+  ElasticsearchResponse request(std::string_view method, std::string_view path,
+                                std::string_view body = {},
+                                std::string_view content_type = "application/json",
+                                bool gzip = false);
+
+  const ElasticsearchOptions& options() const { return options_; }
+
+ private:
+  struct Impl;
+  ElasticsearchOptions options_;
+  std::unique_ptr<Impl> impl_;
+};
+
+class ElasticsearchOutput : public Output {
+ public:
+  ElasticsearchOutput(ElasticsearchOptions options, MetricsRegistry& metrics);
+  ~ElasticsearchOutput() override;
+
+  std::string_view name() const override { return "elasticsearch"; }
+
+  std::vector<ItemResult> send(std::span<const StoredEvent> batch) override;
+
+  // The index or data stream an event goes to.
+  std::string targetFor(const StoredEvent& event) const;
+
+  // Appends the two NDJSON lines of `event` (action and document, each
+  // ending with '\n') to `body`.
+  void appendBulkItem(std::string& body, const StoredEvent& event) const;
+
+ private:
+  struct Metrics;
+
+  std::vector<ItemResult> sendRequest(std::span<const StoredEvent> events);
+
+  ElasticsearchOptions options_;
+  ElasticsearchClient client_;
+  std::unique_ptr<Metrics> metrics_;
+};
+
+struct BulkResponseItems {
+  std::vector<ItemResult> results;  // one per item, in request order
+  std::vector<int> statuses;        // each item's HTTP status
+};
+
+// Maps the body of a _bulk response to one result per item. Throws
+// TransientError when the body is not a bulk response or holds a different
+// number of items than `expected_items`.
+BulkResponseItems parseBulkResponse(std::string_view body, std::size_t expected_items);
+
+}  // namespace webtrap::collector
