@@ -1,0 +1,479 @@
+#include "collector/store.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+namespace webtrap::collector {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::int64_t nowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+NewEvent makeEvent(const std::string& id, std::size_t size = 100, std::int64_t timestamp = 1000) {
+  NewEvent event;
+  event.event_id = id;
+  event.timestamp_ms = timestamp;
+  event.sensor_id = "sensor-a";
+  event.source_ip = "192.0.2.7";
+  event.document = "{\"id\":\"" + id + "\",\"pad\":\"";
+  if (event.document.size() + 2 < size) {
+    event.document.append(size - event.document.size() - 2, 'x');
+  }
+  event.document += "\"}";
+  return event;
+}
+
+std::vector<NewEvent> makeEvents(const std::string& prefix, int count, std::size_t size = 100) {
+  std::vector<NewEvent> events;
+  for (int i = 0; i < count; ++i) {
+    events.push_back(makeEvent(prefix + std::to_string(i), size));
+  }
+  return events;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("webtrap-store-test-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    options_.path = dir_ / "store.sqlite";
+    options_.synchronous = "normal";
+    options_.retention_max_age_ms = 0;
+    options_.retention_max_bytes = 0;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  fs::path dir_;
+  StoreOptions options_;
+};
+
+TEST_F(StoreTest, InsertCountsDuplicates) {
+  Store store(options_);
+  auto first = makeEvents("e", 3);
+  InsertSummary summary = store.insert(first);
+  EXPECT_EQ(summary.stored, 3u);
+  EXPECT_EQ(summary.duplicates, 0u);
+
+  std::vector<NewEvent> second = {makeEvent("e1"), makeEvent("e9")};
+  summary = store.insert(second);
+  EXPECT_EQ(summary.stored, 1u);
+  EXPECT_EQ(summary.duplicates, 1u);
+
+  EXPECT_EQ(store.eventCount(), 4u);
+  EXPECT_EQ(store.lastSeq(), 4);
+  EXPECT_EQ(store.duplicateCount(), 1u);
+  EXPECT_EQ(store.sizeBytes(), 400u);
+}
+
+TEST_F(StoreTest, DuplicateInsideOneBatch) {
+  Store store(options_);
+  std::vector<NewEvent> events = {makeEvent("a"), makeEvent("a"), makeEvent("b")};
+  InsertSummary summary = store.insert(events);
+  EXPECT_EQ(summary.stored, 2u);
+  EXPECT_EQ(summary.duplicates, 1u);
+  auto stored = store.readAfter(0, 10, 1 << 20);
+  ASSERT_EQ(stored.size(), 2u);
+  EXPECT_EQ(stored[0].seq, 1);
+  EXPECT_EQ(stored[1].seq, 2);
+}
+
+TEST_F(StoreTest, ReopenShowsCommittedData) {
+  auto events = makeEvents("r", 5, 300);
+  {
+    Store store(options_);
+    store.insert(events);
+  }
+  Store store(options_);
+  EXPECT_EQ(store.eventCount(), 5u);
+  EXPECT_EQ(store.sizeBytes(), 1500u);
+  EXPECT_EQ(store.lastSeq(), 5);
+  auto stored = store.readAfter(0, 100, 1 << 20);
+  ASSERT_EQ(stored.size(), 5u);
+  for (std::size_t i = 0; i < stored.size(); ++i) {
+    EXPECT_EQ(stored[i].seq, static_cast<std::int64_t>(i + 1));
+    EXPECT_EQ(stored[i].event_id, events[i].event_id);
+    EXPECT_EQ(stored[i].document, events[i].document);
+    EXPECT_EQ(stored[i].sensor_id, "sensor-a");
+    EXPECT_EQ(stored[i].timestamp_ms, 1000);
+  }
+  // A duplicate of an event stored before the restart is still caught.
+  std::vector<NewEvent> again = {events[2]};
+  EXPECT_EQ(store.insert(again).duplicates, 1u);
+}
+
+TEST_F(StoreTest, FullSynchronousInsertWorks) {
+  options_.synchronous = "full";
+  Store store(options_);
+  auto events = makeEvents("f", 3);
+  EXPECT_EQ(store.insert(events).stored, 3u);
+}
+
+TEST_F(StoreTest, InvalidSynchronousRejected) {
+  options_.synchronous = "sometimes";
+  try {
+    Store store(options_);
+    FAIL() << "expected a StoreError";
+  } catch (const StoreError& e) {
+    EXPECT_NE(std::string(e.what()).find("sometimes"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(StoreTest, CursorsPersist) {
+  {
+    Store store(options_);
+    store.insert(makeEvents("c", 10));
+    store.registerOutput("elasticsearch");
+    store.registerOutput("ndjson");
+    EXPECT_EQ(store.cursor("elasticsearch"), 0);
+    store.setCursor("elasticsearch", 7);
+    store.setCursor("ndjson", 3);
+  }
+  Store store(options_);
+  EXPECT_EQ(store.cursor("elasticsearch"), 7);
+  EXPECT_EQ(store.cursor("ndjson"), 3);
+  EXPECT_EQ(store.cursor("unknown"), 0);
+  // Registering again keeps the cursor.
+  store.registerOutput("elasticsearch");
+  EXPECT_EQ(store.cursor("elasticsearch"), 7);
+  std::vector<std::string> expected = {"elasticsearch", "ndjson"};
+  EXPECT_EQ(store.outputs(), expected);
+}
+
+TEST_F(StoreTest, ReadAfterRespectsBounds) {
+  Store store(options_);
+  store.insert(makeEvents("b", 20, 1000));
+
+  auto by_count = store.readAfter(0, 5, 1 << 20);
+  ASSERT_EQ(by_count.size(), 5u);
+  EXPECT_EQ(by_count.front().seq, 1);
+  EXPECT_EQ(by_count.back().seq, 5);
+
+  auto after = store.readAfter(15, 100, 1 << 20);
+  ASSERT_EQ(after.size(), 5u);
+  EXPECT_EQ(after.front().seq, 16);
+  EXPECT_EQ(after.back().seq, 20);
+
+  auto by_bytes = store.readAfter(0, 100, 3500);
+  EXPECT_EQ(by_bytes.size(), 3u);
+
+  // One event is returned even when it alone exceeds the byte budget.
+  auto oversized = store.readAfter(0, 100, 10);
+  ASSERT_EQ(oversized.size(), 1u);
+  EXPECT_EQ(oversized[0].seq, 1);
+
+  EXPECT_TRUE(store.readAfter(20, 100, 1 << 20).empty());
+  EXPECT_TRUE(store.readAfter(0, 0, 1 << 20).empty());
+}
+
+TEST_F(StoreTest, TimestampAfterFindsNextEvent) {
+  Store store(options_);
+  std::vector<NewEvent> events = {makeEvent("t1", 100, 5000), makeEvent("t2", 100, 7000)};
+  store.insert(events);
+  EXPECT_EQ(store.timestampAfter(0), 5000);
+  EXPECT_EQ(store.timestampAfter(1), 7000);
+  EXPECT_EQ(store.timestampAfter(2), std::nullopt);
+}
+
+TEST_F(StoreTest, DeadLettersKeepPayloadBytes) {
+  Store store(options_);
+  EXPECT_EQ(store.deadLetterCount(), 0u);
+  const std::string raw("not json \xff\xfe\x00 end", 17);
+  store.addDeadLetter({0, "ingest", "", "line 3 is not JSON", raw, 1234});
+  store.addDeadLetter({0, "elasticsearch", "id-9", "mapper_parsing_exception", "{}", 0});
+  EXPECT_EQ(store.deadLetterCount(), 2u);
+
+  auto letters = store.deadLetters(10);
+  ASSERT_EQ(letters.size(), 2u);
+  // Newest first.
+  EXPECT_EQ(letters[0].output, "elasticsearch");
+  EXPECT_EQ(letters[0].event_id, "id-9");
+  EXPECT_EQ(letters[0].reason, "mapper_parsing_exception");
+  EXPECT_GT(letters[0].at_ms, 0);
+  EXPECT_EQ(letters[1].output, "ingest");
+  EXPECT_EQ(letters[1].payload, raw);
+  EXPECT_EQ(letters[1].at_ms, 1234);
+  EXPECT_GT(letters[0].id, letters[1].id);
+
+  EXPECT_EQ(store.deadLetters(1).size(), 1u);
+}
+
+TEST_F(StoreTest, SensorsFoundByTokenHash) {
+  const std::string hash_a(64, 'a');
+  const std::string hash_b(64, 'b');
+  {
+    Store store(options_);
+    store.enrolSensor({"web1", "dmz", hash_a, 100, 0, 0});
+    store.enrolSensor({"web2", "lan", hash_b, 200, 0, 0});
+
+    auto found = store.findSensorByTokenHash(hash_a);
+    ASSERT_TRUE(found.has_value());
+    EXPECT_EQ(found->sensor_id, "web1");
+    EXPECT_EQ(found->group, "dmz");
+    EXPECT_EQ(found->enrolled_ms, 100);
+    EXPECT_EQ(found->last_seen_ms, 0);
+    EXPECT_FALSE(store.findSensorByTokenHash(std::string(64, 'c')).has_value());
+
+    // Pending updates show at once, before any write.
+    store.noteSensorSeen("web1", 5000, 10);
+    store.noteSensorSeen("web1", 4000, 5);
+    found = store.findSensorByTokenHash(hash_a);
+    ASSERT_TRUE(found.has_value());
+    EXPECT_EQ(found->last_seen_ms, 5000);
+    EXPECT_EQ(found->records, 15u);
+
+    // An insert writes them with its transaction.
+    store.insert(makeEvents("s", 1));
+    store.noteSensorSeen("web1", 6000, 1);
+  }
+  Store store(options_);
+  auto list = store.sensors();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].sensor_id, "web1");
+  EXPECT_EQ(list[0].last_seen_ms, 6000);
+  EXPECT_EQ(list[0].records, 16u);
+  EXPECT_EQ(list[0].token_sha256, hash_a);
+  EXPECT_EQ(list[1].sensor_id, "web2");
+  EXPECT_EQ(list[1].records, 0u);
+
+  // Enrolling the same id again replaces its token.
+  store.enrolSensor({"web1", "dmz", std::string(64, 'd'), 300, 0, 0});
+  EXPECT_FALSE(store.findSensorByTokenHash(hash_a).has_value());
+  EXPECT_TRUE(store.findSensorByTokenHash(std::string(64, 'd')).has_value());
+  EXPECT_EQ(store.sensors().size(), 2u);
+}
+
+TEST_F(StoreTest, FileOffsetsPersist) {
+  {
+    Store store(options_);
+    EXPECT_FALSE(store.fileOffset("/var/log/audit.json").has_value());
+    store.setFileOffset("/var/log/audit.json", {42, 1000});
+    store.setFileOffset("/var/log/audit.json", {42, 2500});
+    store.setFileOffset("/var/log/other.json", {7, 10});
+  }
+  Store store(options_);
+  auto offset = store.fileOffset("/var/log/audit.json");
+  ASSERT_TRUE(offset.has_value());
+  EXPECT_EQ(offset->inode, 42u);
+  EXPECT_EQ(offset->offset, 2500u);
+  offset = store.fileOffset("/var/log/other.json");
+  ASSERT_TRUE(offset.has_value());
+  EXPECT_EQ(offset->offset, 10u);
+}
+
+TEST_F(StoreTest, RetentionByAgeCountsUndelivered) {
+  options_.retention_max_age_ms = 1000;
+  {
+    Store store(options_);
+    store.registerOutput("fast");
+    store.registerOutput("slow");
+    store.insert(makeEvents("old", 4));
+    const std::int64_t old_stored = nowMs();
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    store.insert(makeEvents("new", 3));
+    store.setCursor("fast", 5);
+    store.setCursor("slow", 1);
+
+    // Only the first batch is older than the limit at this time.
+    RetentionSummary summary = store.enforceRetention(old_stored + 1000 + 30);
+    EXPECT_EQ(summary.removed, 4u);
+    ASSERT_EQ(summary.removed_undelivered.size(), 1u);
+    EXPECT_EQ(summary.removed_undelivered[0].first, "slow");
+    EXPECT_EQ(summary.removed_undelivered[0].second, 3u);
+    EXPECT_EQ(store.eventCount(), 3u);
+    EXPECT_EQ(store.sizeBytes(), 300u);
+
+    // The cursor behind the gap moved to the last removed seq.
+    EXPECT_EQ(store.cursor("slow"), 4);
+    EXPECT_EQ(store.cursor("fast"), 5);
+    auto left = store.readAfter(0, 100, 1 << 20);
+    ASSERT_EQ(left.size(), 3u);
+    EXPECT_EQ(left[0].event_id, "new0");
+
+    // Nothing more is old enough.
+    EXPECT_EQ(store.enforceRetention(old_stored + 1000 + 30).removed, 0u);
+  }
+  Store store(options_);
+  RetentionSummary totals = store.retentionTotals();
+  EXPECT_EQ(totals.removed, 4u);
+  ASSERT_EQ(totals.removed_undelivered.size(), 1u);
+  EXPECT_EQ(totals.removed_undelivered[0].first, "slow");
+  EXPECT_EQ(totals.removed_undelivered[0].second, 3u);
+  EXPECT_EQ(store.eventCount(), 3u);
+}
+
+TEST_F(StoreTest, RetentionBySizeRemovesOldestFirst) {
+  options_.retention_max_bytes = 4500;
+  Store store(options_);
+  store.registerOutput("es");
+  store.insert(makeEvents("z", 10, 1000));
+  store.setCursor("es", 2);
+
+  RetentionSummary summary = store.enforceRetention(nowMs());
+  EXPECT_EQ(summary.removed, 6u);
+  ASSERT_EQ(summary.removed_undelivered.size(), 1u);
+  EXPECT_EQ(summary.removed_undelivered[0].second, 4u);
+  EXPECT_EQ(store.eventCount(), 4u);
+  EXPECT_EQ(store.sizeBytes(), 4000u);
+  auto left = store.readAfter(0, 100, 1 << 20);
+  ASSERT_EQ(left.size(), 4u);
+  EXPECT_EQ(left.front().seq, 7);
+  EXPECT_EQ(store.cursor("es"), 6);
+}
+
+TEST_F(StoreTest, RetentionSpansSeveralChunks) {
+  options_.retention_max_bytes = 1000 * 100;
+  Store store(options_);
+  store.registerOutput("idle");
+  for (int batch = 0; batch < 12; ++batch) {
+    store.insert(makeEvents("k" + std::to_string(batch) + "-", 1000, 100));
+  }
+  RetentionSummary summary = store.enforceRetention(nowMs());
+  EXPECT_EQ(summary.removed, 11000u);
+  ASSERT_EQ(summary.removed_undelivered.size(), 1u);
+  EXPECT_EQ(summary.removed_undelivered[0].second, 11000u);
+  EXPECT_EQ(store.eventCount(), 1000u);
+  EXPECT_EQ(store.cursor("idle"), 11000);
+}
+
+TEST_F(StoreTest, SeqNotReusedAfterRemovingAll) {
+  options_.retention_max_age_ms = 1;
+  {
+    Store store(options_);
+    store.insert(makeEvents("a", 5));
+    EXPECT_EQ(store.enforceRetention(nowMs() + 10000).removed, 5u);
+    EXPECT_EQ(store.eventCount(), 0u);
+  }
+  Store store(options_);
+  EXPECT_EQ(store.lastSeq(), 5);
+  store.insert(makeEvents("b", 1));
+  auto events = store.readAfter(0, 10, 1 << 20);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].seq, 6);
+}
+
+TEST_F(StoreTest, RetentionRemovesOldDeadLetters) {
+  options_.retention_max_age_ms = 1000;
+  Store store(options_);
+  const std::int64_t now = nowMs();
+  store.addDeadLetter({0, "ingest", "", "old", "x", now - 5000});
+  store.addDeadLetter({0, "ingest", "", "recent", "y", now});
+  store.enforceRetention(now);
+  auto letters = store.deadLetters(10);
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(letters[0].reason, "recent");
+}
+
+TEST_F(StoreTest, ReaderFollowsConcurrentWriter) {
+  Store store(options_);
+  constexpr int kBatches = 50;
+  constexpr int kPerBatch = 100;
+  std::thread writer([&] {
+    for (int batch = 0; batch < kBatches; ++batch) {
+      store.insert(makeEvents("w" + std::to_string(batch) + "-", kPerBatch, 500));
+    }
+  });
+
+  std::int64_t cursor = 0;
+  std::size_t seen = 0;
+  bool in_order = true;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (seen < kBatches * kPerBatch && std::chrono::steady_clock::now() < deadline) {
+    auto events = store.readAfter(cursor, 64, 1 << 20);
+    for (const auto& event : events) {
+      if (event.seq != cursor + 1) {
+        in_order = false;
+      }
+      cursor = event.seq;
+      ++seen;
+    }
+  }
+  writer.join();
+  EXPECT_TRUE(in_order);
+  EXPECT_EQ(seen, static_cast<std::size_t>(kBatches * kPerBatch));
+  EXPECT_EQ(store.lastSeq(), kBatches * kPerBatch);
+}
+
+TEST_F(StoreTest, ConcurrentInsertsGetDistinctSeqs) {
+  Store store(options_);
+  constexpr int kThreads = 4;
+  constexpr int kBatches = 25;
+  std::atomic<std::size_t> stored{0};
+  std::atomic<std::size_t> duplicates{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int batch = 0; batch < kBatches; ++batch) {
+        // Every thread also sends one id that all threads share.
+        auto events = makeEvents("t" + std::to_string(t) + "-" + std::to_string(batch) + "-", 20);
+        events.push_back(makeEvent("shared-" + std::to_string(batch)));
+        InsertSummary summary = store.insert(events);
+        stored += summary.stored;
+        duplicates += summary.duplicates;
+      }
+    });
+  }
+  for (auto& thread : threads) {
+    thread.join();
+  }
+  const std::size_t expected = kThreads * kBatches * 20 + kBatches;
+  EXPECT_EQ(stored.load(), expected);
+  EXPECT_EQ(duplicates.load(), static_cast<std::size_t>((kThreads - 1) * kBatches));
+  EXPECT_EQ(store.eventCount(), expected);
+  auto events = store.readAfter(0, expected + 10, 1ULL << 30);
+  ASSERT_EQ(events.size(), expected);
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    ASSERT_EQ(events[i].seq, static_cast<std::int64_t>(i + 1));
+  }
+}
+
+TEST_F(StoreTest, CorruptFileNamesPathAndFix) {
+  fs::create_directories(dir_);
+  {
+    std::ofstream file(options_.path, std::ios::binary);
+    for (int i = 0; i < 512; ++i) {
+      file << "this is not a database ";
+    }
+  }
+  try {
+    Store store(options_);
+    FAIL() << "expected a StoreError";
+  } catch (const StoreError& e) {
+    std::string message = e.what();
+    EXPECT_NE(message.find(options_.path.string()), std::string::npos) << message;
+    EXPECT_NE(message.find("not a SQLite database"), std::string::npos) << message;
+    EXPECT_NE(message.find("mv "), std::string::npos) << message;
+    EXPECT_FALSE(e.retryable());
+  }
+}
+
+TEST_F(StoreTest, UnwritableFolderNamesPath) {
+  if (::geteuid() == 0) {
+    GTEST_SKIP() << "root can write anywhere";
+  }
+  fs::create_directories(dir_);
+  fs::permissions(dir_, fs::perms::owner_read | fs::perms::owner_exec);
+  options_.path = dir_ / "sub" / "store.sqlite";
+  try {
+    Store store(options_);
+    ADD_FAILURE() << "expected a StoreError";
+  } catch (const StoreError& e) {
+    EXPECT_NE(std::string(e.what()).find((dir_ / "sub").string()), std::string::npos) << e.what();
+  }
+  fs::permissions(dir_, fs::perms::owner_all);
+}
+
+}  // namespace
+}  // namespace webtrap::collector
