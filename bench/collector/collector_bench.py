@@ -391,7 +391,7 @@ outputs:
 
 
 def enrol_sensor(webtrap: str, config: str) -> str:
-    output = subprocess.run([webtrap, "collector", "enrol", "--config", config, "--sensor-id", "bench-sensor"],
+    output = subprocess.run([webtrap, "collector", "--config", config, "enrol", "--sensor-id", "bench-sensor"],
                             capture_output=True, text=True, timeout=60)
     if output.returncode != 0:
         raise RuntimeError(f"webtrap collector enrol failed ({output.returncode}): {output.stderr.strip()}")

@@ -9,8 +9,10 @@ Writes N records, one JSON object per line, in one of two layouts:
   libnginx-mod-http-modsecurity writes them with ``SecAuditLogFormat JSON``,
   including repeated header names as repeated JSON keys.
 
-Each record is 1536 to 5120 bytes long (one line, without the newline) and
-carries 1 to 10 rule messages. Rule ids, messages, tags, severities, file
+Each record is 1536 to 5120 bytes long (one line, without the newline). The
+generator draws 1 to 10 rule messages per record, but a CRS message takes 400
+to 750 bytes here, so it drops the last messages that do not fit within 5120
+bytes: probe records end up with 1 to 6. Rule ids, messages, tags, severities, file
 names, line numbers and operators come from the OWASP CRS rule files
 (``--crs-dir``), so the messages are the ones CRS 3.3.4 writes. Sources,
 methods, URIs, headers, bodies and user agents vary per record. Event ids are
