@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   webtrap::cli::CommandRunner runner;
   webtrap::cli::addProbeCommand(app, runner);
   webtrap::cli::addReplayCommand(app, runner);
+  webtrap::cli::addShipCommand(app, runner);
 
   CLI11_PARSE(app, argc, argv);
   if (!runner) {

@@ -27,6 +27,7 @@
 #include "probe/server.h"
 #include "probe/spool.h"
 #include "probe/tls.h"
+#include "shipper/shipper_process.h"
 
 namespace webtrap::cli {
 namespace {
@@ -164,7 +165,19 @@ int runProbe(const ProbeOptions& options) {
   probe::ProbeConfig config = probe::loadProbeConfig(options.config_path);
   applyOverrides(options, config);
 
+  // The shipper is forked first, while this process has one thread and no
+  // seccomp filter yet, because the filter below denies connect().
+  std::unique_ptr<shipper::ShipperProcess> shipper_process;
+  if (config.shipper.isEnabled()) {
+    shipper::resolveShipperConfig(config.shipper);
+    shipper_process = shipper::ShipperProcess::start(config);
+  }
+
   MetricsRegistry metrics;
+  std::optional<shipper::ShipperMetrics> shipper_metrics;
+  if (shipper_process) {
+    shipper_metrics.emplace(metrics);
+  }
   spdlog::info("probe: starting version={} sensor={} persona={} paranoia_level={} listeners={}",
                WEBTRAP_VERSION, config.sensor_id, config.persona,
                config.inspector.paranoia_level, config.listeners.size());
@@ -228,6 +241,22 @@ int runProbe(const ProbeOptions& options) {
   spdlog::info("probe: ready spool={} admin={}", config.spool.dir.string(),
                config.admin_listen.empty() ? "off" : config.admin_listen);
 
+  // Copies the shipper's shared counters into the metrics once per second.
+  boost::asio::steady_timer shipper_timer(io);
+  std::function<void()> refresh_shipper = [&] {
+    shipper_metrics->update(shipper_process->counters());
+    shipper_process->checkRunning();
+    shipper_timer.expires_after(std::chrono::seconds(1));
+    shipper_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (!ec) {
+        refresh_shipper();
+      }
+    });
+  };
+  if (shipper_process) {
+    refresh_shipper();
+  }
+
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   boost::asio::steady_timer grace(io);
   signals.async_wait([&](const boost::system::error_code& ec, int signal) {
@@ -236,6 +265,7 @@ int runProbe(const ProbeOptions& options) {
     }
     spdlog::info("probe: stopping signal={}", signal);
     server.stopAccepting();
+    shipper_timer.cancel();
     // Connections in flight get a moment to finish their requests.
     grace.expires_after(std::chrono::seconds(1));
     grace.async_wait([&](const boost::system::error_code&) { io.stop(); });

@@ -230,6 +230,71 @@ const std::vector<Option>& options() {
                                          v));
          }
        }},
+      {"shipper.enabled", "bool", "true when shipper.url is set",
+       "Fork a shipper process that sends the spool to the collector. Set false to run "
+       "`webtrap ship` separately instead.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.shipper.enabled = parseBool(v, "shipper.enabled");
+       }},
+      {"shipper.url", "URL", "none",
+       "Collector address, such as https://collector.example:7380; batches go to its "
+       "/v1/records path. Plain http:// is accepted only to a loopback host.",
+       [](ProbeConfig& c, const std::string& v) { c.shipper.url = v; }},
+      {"shipper.token", "string", "none",
+       "Sensor token sent as `Authorization: Bearer`. Prefer token_file.",
+       [](ProbeConfig& c, const std::string& v) { c.shipper.token = v; }},
+      {"shipper.token_file", "path", "none",
+       "File that contains the sensor token, read at start (before dropping privileges).",
+       [](ProbeConfig& c, const std::string& v) { c.shipper.token_file = v; }},
+      {"shipper.ca_file", "path", "system CA bundle",
+       "PEM CA bundle that verifies the collector's certificate.",
+       [](ProbeConfig& c, const std::string& v) { c.shipper.ca_file = v; }},
+      {"shipper.client_certificate", "path", "none",
+       "PEM client certificate for collectors that require mutual TLS.",
+       [](ProbeConfig& c, const std::string& v) { c.shipper.client_certificate = v; }},
+      {"shipper.client_key", "path", "none",
+       "PEM private key of shipper.client_certificate, when not in the same file.",
+       [](ProbeConfig& c, const std::string& v) { c.shipper.client_key = v; }},
+      {"shipper.batch_max_records", "count", "1000", "Records per batch.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.shipper.batch_max_records = narrow<std::uint32_t>(
+             parseUnsigned(v, "shipper.batch_max_records"), "shipper.batch_max_records");
+       }},
+      {"shipper.batch_max_bytes", "size", "4MiB",
+       "Uncompressed bytes per batch; a single longer record is sent alone.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.shipper.batch_max_bytes = parseBytes(v, "shipper.batch_max_bytes");
+       }},
+      {"shipper.interval", "duration", "1s",
+       "Time between looks at the spool when every record has been shipped.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.shipper.interval_ms = narrow<std::uint32_t>(parseMilliseconds(v, "shipper.interval"),
+                                                       "shipper.interval");
+       }},
+      {"shipper.retry_initial", "duration", "500ms",
+       "First retry bound after a failure; it doubles per failure, and each wait is a random "
+       "time below the bound (full jitter).",
+       [](ProbeConfig& c, const std::string& v) {
+         c.shipper.retry_initial_ms = narrow<std::uint32_t>(
+             parseMilliseconds(v, "shipper.retry_initial"), "shipper.retry_initial");
+       }},
+      {"shipper.retry_max", "duration", "60s",
+       "Largest retry bound; also the wait between attempts while the collector rejects the "
+       "token. A Retry-After from the collector takes precedence.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.shipper.retry_max_ms = narrow<std::uint32_t>(
+             parseMilliseconds(v, "shipper.retry_max"), "shipper.retry_max");
+       }},
+      {"shipper.timeout", "duration", "60s",
+       "Time allowed for one POST, connecting included.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.shipper.timeout_ms = narrow<std::uint32_t>(parseMilliseconds(v, "shipper.timeout"),
+                                                      "shipper.timeout");
+       }},
+      {"shipper.gzip", "bool", "true", "Compress batches with gzip (Content-Encoding: gzip).",
+       [](ProbeConfig& c, const std::string& v) {
+         c.shipper.gzip = parseBool(v, "shipper.gzip");
+       }},
   };
   return kOptions;
 }

@@ -9,6 +9,7 @@
 
 #include "probe/inspector.h"
 #include "probe/spool.h"
+#include "shipper/shipper_config.h"
 
 namespace webtrap::probe {
 
@@ -69,6 +70,7 @@ struct ProbeConfig {
   InspectorConfig inspector;
   PipelineConfig pipeline;
   SpoolConfig spool;
+  shipper::ShipperConfig shipper;
 };
 
 // Loads `path`, or the built-in defaults when `path` is empty. Throws

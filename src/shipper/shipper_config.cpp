@@ -1,0 +1,162 @@
+#include "shipper/shipper_config.h"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include <boost/asio/ip/address.hpp>
+#include <fmt/format.h>
+
+#include "common/error.h"
+
+namespace webtrap::shipper {
+namespace {
+
+constexpr std::string_view kRecordsPath = "/v1/records";
+
+struct UrlParts {
+  std::string scheme;
+  std::string host;
+};
+
+// Splits `url` with libcurl's URL parser, so that the shipper checks the
+// same host that libcurl later connects to.
+UrlParts parseUrl(const std::string& url) {
+  std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> handle(curl_url(), curl_url_cleanup);
+  if (!handle || curl_url_set(handle.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) {
+    throw ConfigError(fmt::format("shipper.url: invalid URL \"{}\"; write it as "
+                                  "https://collector.example:7380",
+                                  url));
+  }
+  UrlParts parts;
+  for (auto [part, target] : {std::pair{CURLUPART_SCHEME, &parts.scheme},
+                              std::pair{CURLUPART_HOST, &parts.host}}) {
+    char* text = nullptr;
+    if (curl_url_get(handle.get(), part, &text, 0) == CURLUE_OK && text != nullptr) {
+      *target = text;
+      curl_free(text);
+    }
+  }
+  std::transform(parts.scheme.begin(), parts.scheme.end(), parts.scheme.begin(), ::tolower);
+  return parts;
+}
+
+bool isLoopbackHost(std::string host) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host == "localhost") {
+    return true;
+  }
+  boost::system::error_code error;
+  auto address = boost::asio::ip::make_address(host, error);
+  return !error && address.is_loopback();
+}
+
+void requireReadable(const std::filesystem::path& path, const char* key) {
+  if (path.empty()) {
+    return;
+  }
+  std::ifstream file(path);
+  if (!file) {
+    throw ConfigError(fmt::format("{}: cannot read \"{}\"; check the path and its permissions",
+                                  key, path.string()));
+  }
+}
+
+std::string readToken(const std::filesystem::path& path) {
+  std::ifstream file(path);
+  if (!file) {
+    throw ConfigError(fmt::format("shipper.token_file: cannot read \"{}\"; check the path and "
+                                  "its permissions",
+                                  path.string()));
+  }
+  std::stringstream content;
+  content << file.rdbuf();
+  std::string token = content.str();
+  auto not_space = [](unsigned char c) { return !std::isspace(c); };
+  token.erase(token.begin(), std::find_if(token.begin(), token.end(), not_space));
+  token.erase(std::find_if(token.rbegin(), token.rend(), not_space).base(), token.end());
+  if (token.empty()) {
+    throw ConfigError(fmt::format("shipper.token_file: \"{}\" is empty; write the sensor's "
+                                  "token into it",
+                                  path.string()));
+  }
+  return token;
+}
+
+}  // namespace
+
+std::string recordsUrl(const std::string& url) {
+  std::string base = url;
+  if (std::string_view(base).ends_with(kRecordsPath)) {
+    return base;
+  }
+  while (!base.empty() && base.back() == '/') {
+    base.pop_back();
+  }
+  return base + std::string(kRecordsPath);
+}
+
+void resolveShipperConfig(ShipperConfig& config) {
+  if (config.url.empty()) {
+    throw ConfigError("shipper.url: missing; set it to the collector's address, such as "
+                      "https://collector.example:7380, or set shipper.enabled: false");
+  }
+  UrlParts parts = parseUrl(config.url);
+  if (parts.scheme == "http") {
+    if (!isLoopbackHost(parts.host)) {
+      throw ConfigError(fmt::format(
+          "shipper.url: \"{}\" uses plain http to the non-loopback host \"{}\", which would send "
+          "the token and the records unencrypted; use https:// (with shipper.ca_file for a "
+          "private CA), or http:// only to 127.0.0.1, ::1 or localhost",
+          config.url, parts.host));
+    }
+  } else if (parts.scheme != "https") {
+    throw ConfigError(fmt::format("shipper.url: unsupported scheme \"{}\" in \"{}\"; use https:// "
+                                  "(or http:// to a loopback host)",
+                                  parts.scheme, config.url));
+  }
+
+  if (!config.token.empty() && !config.token_file.empty()) {
+    throw ConfigError("shipper.token and shipper.token_file are both set; keep one of them");
+  }
+  if (!config.token_file.empty()) {
+    config.token = readToken(config.token_file);
+  }
+  if (config.token.empty() && config.client_certificate.empty()) {
+    throw ConfigError("shipper.token: missing; set shipper.token or shipper.token_file to the "
+                      "token that the collector's enrollment printed, or authenticate with "
+                      "shipper.client_certificate");
+  }
+  if (config.token.find_first_of("\r\n") != std::string::npos) {
+    throw ConfigError("shipper.token: contains a line break; write the token on one line");
+  }
+  if (!config.client_key.empty() && config.client_certificate.empty()) {
+    throw ConfigError("shipper.client_key is set without shipper.client_certificate; set both "
+                      "for a client certificate, or neither");
+  }
+  requireReadable(config.ca_file, "shipper.ca_file");
+  requireReadable(config.client_certificate, "shipper.client_certificate");
+  requireReadable(config.client_key, "shipper.client_key");
+
+  if (config.batch_max_records == 0 || config.batch_max_bytes == 0) {
+    throw ConfigError(fmt::format("shipper.batch_max_records ({}) and shipper.batch_max_bytes "
+                                  "({}) must be greater than 0",
+                                  config.batch_max_records, config.batch_max_bytes));
+  }
+  if (config.interval_ms == 0 || config.retry_initial_ms == 0 || config.timeout_ms == 0) {
+    throw ConfigError("shipper.interval, shipper.retry_initial and shipper.timeout must be "
+                      "greater than 0; use a duration such as 500ms or 1s");
+  }
+  if (config.retry_initial_ms > config.retry_max_ms) {
+    throw ConfigError(fmt::format("shipper.retry_initial ({}ms) is greater than shipper.retry_max "
+                                  "({}ms); raise retry_max or lower retry_initial",
+                                  config.retry_initial_ms, config.retry_max_ms));
+  }
+}
+
+}  // namespace webtrap::shipper

@@ -1,0 +1,71 @@
+// Runs the shipper in its own processes next to `webtrap probe`.
+//
+// Why a separate process: once its ports are bound, the probe installs a
+// seccomp filter with TSYNC that denies connect() and execve() to every
+// thread of its process, and every process forked from it later inherits
+// that filter. The shipper needs connect(), so it is forked before the
+// filter goes in:
+//
+//   probe (seccomp: no connect, no execve)
+//     └─ shipper supervisor (run_as user, seccomp: no execve)
+//          └─ shipper worker: reads the spool, POSTs to the collector
+//
+// The supervisor only restarts the worker, with a backoff from 1s to 60s,
+// when it exits or crashes. It exists because the probe itself cannot fork a
+// new worker once its own filter is in place. Both children set
+// PR_SET_PDEATHSIG, so they end when their parent ends, SIGKILL included.
+//
+// Metrics: the worker writes its counters (ShipperCounters, all lock-free
+// std::atomic) into an anonymous MAP_SHARED mapping made before the fork, so
+// the probe sees the same memory and survives worker restarts with the
+// counts intact. The probe copies them into its MetricsRegistry once per
+// second (ShipperMetrics::update), so its admin /metrics lags by up to 1s.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+
+#include "shipper/shipper.h"
+
+namespace webtrap::probe {
+struct ProbeConfig;
+}
+
+namespace webtrap::shipper {
+
+class ShipperProcess {
+ public:
+  // Forks the supervisor, which drops privileges to config.run_as when
+  // started as root. Call it while the process has a single thread and
+  // before the probe's seccomp filter; config.shipper must have passed
+  // resolveShipperConfig(). Returns in the probe only.
+  static std::unique_ptr<ShipperProcess> start(const probe::ProbeConfig& config);
+
+  // Stops the supervisor and its worker (SIGTERM, then SIGKILL after 5s).
+  ~ShipperProcess();
+
+  ShipperProcess(const ShipperProcess&) = delete;
+  ShipperProcess& operator=(const ShipperProcess&) = delete;
+
+  const ShipperCounters& counters() const { return *counters_; }
+
+  // Returns false, and logs once, when the supervisor has exited.
+  bool checkRunning();
+
+  void stop();
+
+ private:
+  ShipperProcess(pid_t supervisor, ShipperCounters* counters);
+
+  pid_t supervisor_;
+  ShipperCounters* counters_;  // in the shared mapping
+  bool exited_ = false;
+};
+
+// Installs a seccomp filter that makes execve() and execveat() fail with
+// EPERM in the calling process (every thread), and leaves connect() allowed.
+// Throws ConfigError when the kernel rejects it.
+void denyExec();
+
+}  // namespace webtrap::shipper

@@ -1,0 +1,110 @@
+// Reads the probe's spool for the shipper: whole NDJSON lines from the
+// persisted offset onwards, across segment rotation and segments deleted by
+// the spool's disk cap.
+//
+// The offset file DIR/shipped.offset holds one line "<segment file name>
+// <byte offset>": every byte before that offset of that segment, and every
+// segment with a lower number, has been delivered. Only the shipper writes
+// it, always through a temporary file, fsync, rename and an fsync of the
+// folder, so a crash leaves either the old or the new offset. The spool reads
+// it to delete shipped segments first when its disk cap is reached.
+//
+// A segment is closed once a segment with a higher number exists, because
+// the spool never reopens a segment. The reader relies on that: a last line
+// without a newline is waited for in the newest segment, and shipped as it is
+// (with a newline added) at the end of a closed segment.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+
+namespace webtrap::shipper {
+
+// A place in the spool: a segment number (as in segment-000000000042.ndjson)
+// and a byte offset in that segment. Segment 0 does not exist and means
+// "before the first segment".
+struct SpoolPosition {
+  std::uint64_t segment = 0;
+  std::uint64_t offset = 0;
+
+  bool operator==(const SpoolPosition&) const = default;
+};
+
+// Whole lines read from the spool, each ending in '\n', and the position
+// right after the last one.
+struct SpoolBatch {
+  std::string body;
+  std::uint64_t records = 0;
+  SpoolPosition end;
+};
+
+// Returns "segment-000000000042.ndjson" for 42.
+std::string segmentFileName(std::uint64_t number);
+
+// Returns the number in a segment file name, or 0 when the name is not one.
+std::uint64_t parseSegmentFileName(std::string_view name);
+
+class SpoolReader {
+ public:
+  // `count_ahead`: count the lines of closed segments not yet shipped, so
+  // that a segment deleted by the spool's disk cap before it was read still
+  // adds its exact record count to droppedRecords(). It costs one extra read
+  // of those segments and only matters with spool.on_full: delete_oldest.
+  explicit SpoolReader(std::filesystem::path dir, bool count_ahead = false);
+  ~SpoolReader();
+
+  SpoolReader(const SpoolReader&) = delete;
+  SpoolReader& operator=(const SpoolReader&) = delete;
+
+  // Reads DIR/shipped.offset. A missing file means nothing was shipped; a
+  // malformed one is logged and ignored, so everything is sent again (the
+  // collector removes duplicates by event id).
+  void loadOffset();
+
+  // Reads the next whole lines from the committed position: at most
+  // `max_records` lines and `max_bytes` bytes, except that a single line
+  // longer than `max_bytes` is returned alone. Empty lines are skipped. An
+  // empty batch means that no whole line is waiting.
+  SpoolBatch next(std::uint64_t max_records, std::uint64_t max_bytes);
+
+  // Makes `batch.end` the committed position and persists it. Returns false
+  // (and logs) when the offset file could not be written; the position still
+  // advances in memory and the next commit tries again.
+  bool commit(const SpoolBatch& batch);
+
+  SpoolPosition position() const { return position_; }
+
+  // Unshipped bytes in the spool, as of the last next().
+  std::uint64_t backlogBytes() const { return backlog_bytes_; }
+
+  // Records lost because the spool deleted their segment before they were
+  // shipped, since this reader was made.
+  std::uint64_t droppedRecords() const { return dropped_records_; }
+
+  std::filesystem::path offsetPath() const { return dir_ / "shipped.offset"; }
+
+ private:
+  void listSegments();
+  void countAhead();
+  void normalizePosition();
+  void skipTo(std::uint64_t next_segment, bool current_lost, std::uint64_t lost, bool exact);
+  bool openSegment(std::uint64_t number);
+  void closeSegment();
+  bool writeOffsetFile();
+  void updateBacklog();
+
+  std::filesystem::path dir_;
+  bool count_ahead_;
+  SpoolPosition position_;
+  std::map<std::uint64_t, std::uint64_t> sizes_;        // segment number -> bytes, from the listing
+  std::map<std::uint64_t, std::uint64_t> line_counts_;  // closed segments ahead -> lines
+  int fd_ = -1;
+  std::uint64_t fd_segment_ = 0;
+  std::uint64_t backlog_bytes_ = 0;
+  std::uint64_t dropped_records_ = 0;
+  std::string chunk_;
+};
+
+}  // namespace webtrap::shipper
