@@ -13,5 +13,6 @@ using CommandRunner = std::function<int()>;
 void addProbeCommand(CLI::App& app, CommandRunner& runner);
 void addReplayCommand(CLI::App& app, CommandRunner& runner);
 void addShipCommand(CLI::App& app, CommandRunner& runner);
+void addCollectorCommand(CLI::App& app, CommandRunner& runner);
 
 }  // namespace webtrap::cli

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   webtrap::cli::addProbeCommand(app, runner);
   webtrap::cli::addReplayCommand(app, runner);
   webtrap::cli::addShipCommand(app, runner);
+  webtrap::cli::addCollectorCommand(app, runner);
 
   CLI11_PARSE(app, argc, argv);
   if (!runner) {

@@ -1,0 +1,432 @@
+// `webtrap collector`: runs the collector until SIGINT or SIGTERM, and its
+// maintenance subcommands (enrol, setup-elasticsearch, dead-letters, count).
+#include <unistd.h>
+
+#include <openssl/rand.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.h"
+#include "cli/logging.h"
+#include "collector/collector_config.h"
+#include "collector/collector_sections.h"
+#include "collector/ingest.h"
+#include "collector/retention.h"
+#include "collector/server.h"
+#include "collector/store.h"
+#include "common/encoding.h"
+#include "common/error.h"
+#include "common/ids.h"
+#include "common/json_writer.h"
+
+namespace webtrap::cli {
+namespace {
+
+using namespace webtrap::collector;
+
+struct CollectorOptions {
+  std::string config_path;
+  std::string log_level = "info";
+  std::string ports_file;
+  bool print_reference = false;
+
+  std::string sensor_id;
+  std::string group = "default";
+  std::string collector_url;
+  std::size_t limit = 20;
+};
+
+std::int64_t nowMilliseconds() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string isoFromMilliseconds(std::int64_t ms) {
+  return isoTimestamp(std::chrono::system_clock::time_point(std::chrono::milliseconds(ms)));
+}
+
+CollectorConfig loadConfig(const CollectorOptions& options) {
+  return loadCollectorConfig(options.config_path);
+}
+
+// Opens the store, making its folder first.
+std::unique_ptr<Store> openStore(const CollectorConfig& config) {
+  auto parent = config.store.path.parent_path();
+  if (!parent.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(parent, ec);
+    if (ec) {
+      throw ConfigError(fmt::format("store.path: cannot create the folder \"{}\": {}; create it "
+                                    "or set state_dir",
+                                    parent.string(), ec.message()));
+    }
+  }
+  return std::make_unique<Store>(config.store);
+}
+
+// Builds the /healthz answer: the store, each output's depth and lag, each
+// sensor's last record.
+HealthReport healthReport(const CollectorConfig& config, Store& store) {
+  HealthReport report;
+  std::int64_t now_ms = nowMilliseconds();
+  std::string json;
+  JsonWriter writer(json);
+  writer.beginObject();
+
+  bool store_ok = true;
+  std::string store_error;
+  std::int64_t last_seq = 0;
+  std::vector<std::pair<std::string, std::int64_t>> cursors;
+  std::vector<SensorInfo> sensors;
+  try {
+    last_seq = store.lastSeq();
+    for (const auto& name : store.outputs()) {
+      cursors.emplace_back(name, store.cursor(name));
+    }
+    sensors = store.sensors();
+  } catch (const std::exception& error) {
+    store_ok = false;
+    store_error = error.what();
+  }
+  // The store must be able to take new records: its folder writable.
+  auto folder = config.store.path.parent_path();
+  if (store_ok && ::access(folder.empty() ? "." : folder.c_str(), W_OK) != 0) {
+    store_ok = false;
+    store_error = fmt::format("the folder {} is not writable", folder.string());
+  }
+  report.healthy = store_ok;
+
+  writer.member("status", store_ok ? "ok" : "failing");
+  writer.key("store");
+  writer.beginObject();
+  writer.member("ok", store_ok);
+  writer.member("path", config.store.path.string());
+  writer.member("last_seq", last_seq);
+  if (!store_ok) {
+    writer.member("error", store_error);
+  }
+  writer.endObject();
+
+  writer.key("outputs");
+  writer.beginArray();
+  for (const auto& [name, cursor] : cursors) {
+    writer.beginObject();
+    writer.member("name", name);
+    writer.member("cursor", cursor);
+    writer.member("depth", std::max<std::int64_t>(0, last_seq - cursor));
+    std::optional<std::int64_t> oldest;
+    try {
+      oldest = store.timestampAfter(cursor);
+    } catch (const std::exception&) {
+    }
+    writer.key("lag_seconds");
+    if (oldest) {
+      writer.integer(std::max<std::int64_t>(0, (now_ms - *oldest) / 1000));
+    } else {
+      writer.integer(0);
+    }
+    writer.endObject();
+  }
+  writer.endArray();
+
+  writer.key("sensors");
+  writer.beginArray();
+  for (const auto& sensor : sensors) {
+    writer.beginObject();
+    writer.member("sensor_id", sensor.sensor_id);
+    writer.member("group", sensor.group);
+    writer.key("last_seen");
+    if (sensor.last_seen_ms > 0) {
+      writer.string(isoFromMilliseconds(sensor.last_seen_ms));
+      writer.member("silent_seconds", (now_ms - sensor.last_seen_ms) / 1000);
+    } else {
+      writer.null();
+    }
+    writer.member("records", static_cast<std::int64_t>(sensor.records));
+    writer.endObject();
+  }
+  writer.endArray();
+  writer.endObject();
+  report.json = std::move(json);
+  return report;
+}
+
+void writePortsFile(const std::string& path, std::uint16_t ingest, std::uint16_t admin) {
+  std::string temporary = path + ".tmp";
+  std::ofstream(temporary) << fmt::format("{{\"ingest\": {}, \"admin\": {}}}\n", ingest, admin);
+  std::filesystem::rename(temporary, path);
+}
+
+int runCollector(const CollectorOptions& options) {
+  setupLogging(options.log_level);
+  if (options.print_reference) {
+    fmt::print("{}", collectorConfigurationReference());
+    return 0;
+  }
+  CollectorConfig config = loadConfig(options);
+  ListenAddress ingest_address = parseListenAddress(config.listen, "listen");
+
+  MetricsRegistry metrics;
+  auto store = openStore(config);
+  Enricher enricher(enrichOptions(config));
+  OutputSet outputs(config, *store, metrics);
+  Ingest ingest(*store, enricher, metrics, [&outputs] { outputs.notify(); });
+  ingest.loadSensors();
+  FileInputSet files(config, *store, ingest, metrics);
+
+  std::optional<boost::asio::ssl::context> tls;
+  if (!config.tls.certificate.empty()) {
+    tls.emplace(makeIngestTlsContext(config.tls));
+  }
+
+  ServerOptions server_options;
+  server_options.ingest = ingest_address;
+  if (!config.admin_listen.empty()) {
+    server_options.admin = parseListenAddress(config.admin_listen, "admin.listen");
+  }
+  server_options.admin_token = config.admin_token;
+  server_options.limits = config.limits;
+  server_options.probe_input = config.probe_input;
+  server_options.modsecurity_http_input = config.modsecurity_http_input;
+  server_options.tls = tls ? &*tls : nullptr;
+
+  boost::asio::io_context io;
+  CollectorServer server(io, server_options, *store, ingest, metrics,
+                         [&] { return healthReport(config, *store); });
+  server.start();
+  if (!options.ports_file.empty()) {
+    writePortsFile(options.ports_file, server.ingestPort(), server.adminPort());
+  }
+
+  outputs.start();
+  files.start();
+  RetentionTask retention(*store, metrics,
+                          std::chrono::milliseconds(config.retention_interval_ms));
+  retention.start();
+
+  auto output_names = outputs.names();
+  spdlog::info("collector: started version={} listen={}:{} tls={} mtls={} admin={} store={} "
+               "outputs=[{}] file_inputs={}",
+               WEBTRAP_VERSION, ingest_address.host, server.ingestPort(), tls.has_value(),
+               !config.tls.client_ca.empty(),
+               server_options.admin
+                   ? fmt::format("{}:{}", server_options.admin->host, server.adminPort())
+                   : std::string("off"),
+               config.store.path.string(), fmt::join(output_names, ","), files.size());
+
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  std::thread stopper;
+  signals.async_wait([&](const boost::system::error_code& ec, int signal) {
+    if (ec) {
+      return;
+    }
+    spdlog::info("collector: stopping signal={}", signal);
+    server.stopAccepting();
+    // Requests already read are committed and answered before the I/O
+    // threads stop; drain() blocks, so it runs off the I/O threads.
+    stopper = std::thread([&] {
+      server.drain();
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      io.stop();
+    });
+  });
+
+  std::vector<std::thread> threads;
+  for (std::uint32_t i = 1; i < config.io_threads; ++i) {
+    threads.emplace_back([&io] { io.run(); });
+  }
+  io.run();
+  for (auto& thread : threads) {
+    thread.join();
+  }
+  if (stopper.joinable()) {
+    stopper.join();
+  }
+
+  files.stop();
+  retention.stop();
+  outputs.stop();
+  spdlog::info("collector: stopped received={} stored={} duplicates={} rejected={}",
+               metrics.counter("webtrap_collector_input_received_total", "", "input=\"probe\"")
+                       .value() +
+                   metrics
+                       .counter("webtrap_collector_input_received_total", "",
+                                "input=\"modsecurity_http\"")
+                       .value() +
+                   metrics.counter("webtrap_collector_input_received_total", "", "input=\"file\"")
+                       .value(),
+               metrics.counter("webtrap_collector_input_stored_total", "", "input=\"probe\"")
+                       .value() +
+                   metrics
+                       .counter("webtrap_collector_input_stored_total", "",
+                                "input=\"modsecurity_http\"")
+                       .value() +
+                   metrics.counter("webtrap_collector_input_stored_total", "", "input=\"file\"")
+                       .value(),
+               store->duplicateCount(), store->deadLetterCount());
+  return 0;
+}
+
+// Makes a random 32-byte token, printed as 64 hex digits.
+std::string newToken() {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
+    throw std::runtime_error("OpenSSL RAND_bytes failed; cannot make a token");
+  }
+  return hexEncode(std::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+}
+
+int runEnrol(const CollectorOptions& options) {
+  setupLogging(options.log_level);
+  if (options.sensor_id.empty()) {
+    throw ConfigError("--sensor-id: missing; name the sensor, such as --sensor-id web1");
+  }
+  CollectorConfig config = loadConfig(options);
+  auto store = openStore(config);
+
+  std::string token = newToken();
+  SensorInfo sensor;
+  sensor.sensor_id = options.sensor_id;
+  sensor.group = options.group;
+  sensor.token_sha256 = sha256Hex(token);
+  sensor.enrolled_ms = nowMilliseconds();
+  bool replaced = false;
+  for (const auto& existing : store->sensors()) {
+    replaced = replaced || existing.sensor_id == options.sensor_id;
+  }
+  store->enrolSensor(sensor);
+
+  std::string url = options.collector_url;
+  if (url.empty()) {
+    ListenAddress address = parseListenAddress(config.listen, "listen");
+    std::string host = address.host;
+    if (host == "0.0.0.0" || host == "::") {
+      host = "COLLECTOR-HOST";
+    } else if (host.find(':') != std::string::npos) {
+      host = "[" + host + "]";
+    }
+    url = fmt::format("{}://{}:{}", config.tls.certificate.empty() ? "http" : "https", host,
+                      address.port);
+  }
+
+  fmt::print("Enrolled sensor \"{}\" (group \"{}\"){}.\n", sensor.sensor_id, sensor.group,
+             replaced ? ", replacing its previous token" : "");
+  fmt::print("Token (shown once; the collector keeps only its SHA-256):\n  {}\n\n", token);
+  fmt::print("Paste into the probe's configuration file:\n\n");
+  fmt::print("shipper:\n  url: {}\n  token: \"{}\"\n", url, token);
+  if (!config.tls.certificate.empty()) {
+    fmt::print("  ca_file: /path/to/collector-ca.pem   # the CA that signed {}\n",
+               config.tls.certificate.string());
+  }
+  fmt::print("\nFor nginx or Apache with ModSecurity v3 reporting directly:\n\n");
+  std::string scheme = url.substr(0, url.find("://"));
+  std::string rest = url.substr(url.find("://") + 3);
+  fmt::print("SecAuditLogType HTTPS\nSecAuditLogFormat JSON\nSecAuditLog {}://{}:{}@{}/v1/modsecurity\n",
+             scheme, sensor.sensor_id, token, rest);
+  return 0;
+}
+
+int runSetupElasticsearch(const CollectorOptions& options) {
+  setupLogging(options.log_level);
+  CollectorConfig config = loadConfig(options);
+  setupElasticsearchFromConfig(config);
+  return 0;
+}
+
+int runDeadLetters(const CollectorOptions& options) {
+  setupLogging(options.log_level);
+  CollectorConfig config = loadConfig(options);
+  auto store = openStore(config);
+  auto letters = store->deadLetters(options.limit);
+  fmt::print(stderr, "dead letters: {} in the store, showing {}\n", store->deadLetterCount(),
+             letters.size());
+  for (const auto& letter : letters) {
+    std::string line;
+    JsonWriter writer(line);
+    writer.beginObject();
+    writer.member("id", letter.id);
+    writer.member("at", isoFromMilliseconds(letter.at_ms));
+    writer.member("output", letter.output);
+    writer.member("event_id", letter.event_id);
+    writer.member("reason", letter.reason);
+    writer.member("payload", letter.payload);
+    writer.endObject();
+    fmt::print("{}\n", line);
+  }
+  return 0;
+}
+
+int runCount(const CollectorOptions& options) {
+  setupLogging(options.log_level);
+  CollectorConfig config = loadConfig(options);
+  auto store = openStore(config);
+  std::string line;
+  JsonWriter writer(line);
+  writer.beginObject();
+  writer.member("events", static_cast<std::int64_t>(store->eventCount()));
+  writer.member("last_seq", store->lastSeq());
+  writer.member("duplicates", static_cast<std::int64_t>(store->duplicateCount()));
+  writer.member("dead_letters", static_cast<std::int64_t>(store->deadLetterCount()));
+  writer.member("document_bytes", static_cast<std::int64_t>(store->sizeBytes()));
+  writer.endObject();
+  fmt::print("{}\n", line);
+  return 0;
+}
+
+}  // namespace
+
+void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
+  auto options = std::make_shared<CollectorOptions>();
+  CLI::App* command =
+      app.add_subcommand("collector", "Run the collector: ingest, store and deliver records");
+  command->fallthrough();
+  command->require_subcommand(0, 1);
+  command->add_option("--config", options->config_path, "YAML configuration file")
+      ->check(CLI::ExistingFile);
+  command->add_option("--log-level", options->log_level, "trace, debug, info, warn or error");
+  command->add_option("--ports-file", options->ports_file,
+                      "Write the bound ingest and admin ports to this JSON file once ready");
+  command->add_flag("--config-reference", options->print_reference,
+                    "Print every configuration key as a Markdown table and exit");
+
+  CLI::App* enrol =
+      command->add_subcommand("enrol", "Enrol a sensor: make its token and print the probe "
+                                       "configuration lines");
+  enrol->add_option("--sensor-id", options->sensor_id, "Sensor id, such as web1")->required();
+  enrol->add_option("--group", options->group, "Sensor group");
+  enrol->add_option("--url", options->collector_url,
+                    "Collector URL the sensor reaches, such as https://collector.example:7380 "
+                    "(default: from `listen`)");
+  enrol->callback([options, &runner] { runner = [options] { return runEnrol(*options); }; });
+
+  CLI::App* setup = command->add_subcommand(
+      "setup-elasticsearch", "Install the index template and ILM policy in Elasticsearch");
+  setup->callback([options, &runner] { runner = [options] { return runSetupElasticsearch(*options); }; });
+
+  CLI::App* letters =
+      command->add_subcommand("dead-letters", "Print dead letters, newest first, as NDJSON");
+  letters->add_option("--limit", options->limit, "Number of dead letters to print");
+  letters->callback(
+      [options, &runner] { runner = [options] { return runDeadLetters(*options); }; });
+
+  CLI::App* count = command->add_subcommand(
+      "count", "Print the number of stored events, duplicates and dead letters as JSON");
+  count->callback([options, &runner] { runner = [options] { return runCount(*options); }; });
+
+  command->callback([command, options, &runner] {
+    if (command->get_subcommands().empty()) {
+      runner = [options] { return runCollector(*options); };
+    }
+  });
+}
+
+}  // namespace webtrap::cli

@@ -1,0 +1,355 @@
+#include "collector/collector_config.h"
+
+#include <algorithm>
+#include <charconv>
+#include <functional>
+#include <set>
+
+#include <boost/asio/ip/address.hpp>
+#include <fmt/format.h>
+
+#include "collector/collector_sections.h"
+#include "common/config_values.h"
+#include "common/error.h"
+
+namespace webtrap::collector {
+namespace {
+
+using config_values::narrow;
+using config_values::parseBool;
+using config_values::parseBytes;
+using config_values::parseMilliseconds;
+using config_values::parseUnsigned;
+using config_values::scalarText;
+
+using Apply = std::function<void(CollectorConfig&, const std::string&)>;
+
+// One scalar configuration key: declared once, used for parsing, for
+// rejecting unknown keys and for the reference documentation.
+struct Option {
+  const char* key;
+  const char* type;
+  const char* default_text;
+  const char* description;
+  Apply apply;
+};
+
+// A section handed whole to the component that owns it.
+struct Section {
+  const char* key;
+  const char* type;
+  const char* description;
+  YAML::Node CollectorConfig::*member;
+};
+
+Apply setBool(bool CollectorConfig::*member, const char* key) {
+  return [member, key](CollectorConfig& c, const std::string& v) { c.*member = parseBool(v, key); };
+}
+
+const std::vector<Option>& options() {
+  static const std::vector<Option> kOptions = {
+      {"listen", "address", "127.0.0.1:7380",
+       "Ingest listener (ADDR:PORT or [V6]:PORT) for POST /v1/records and POST /v1/modsecurity. "
+       "HTTPS when tls.certificate is set.",
+       [](CollectorConfig& c, const std::string& v) {
+         parseListenAddress(v, "listen");
+         c.listen = v;
+       }},
+      {"tls.certificate", "path", "none (plain HTTP)",
+       "PEM certificate chain of the ingest listener. Plain HTTP is meant for loopback only.",
+       [](CollectorConfig& c, const std::string& v) { c.tls.certificate = v; }},
+      {"tls.private_key", "path", "none", "PEM private key for tls.certificate.",
+       [](CollectorConfig& c, const std::string& v) { c.tls.private_key = v; }},
+      {"tls.client_ca", "path", "none",
+       "PEM bundle of the CA that signs sensor client certificates (mutual TLS).",
+       [](CollectorConfig& c, const std::string& v) { c.tls.client_ca = v; }},
+      {"tls.require_client_certificate", "bool", "false",
+       "Reject TLS connections without a client certificate signed by tls.client_ca. The "
+       "sensor token is still required.",
+       [](CollectorConfig& c, const std::string& v) {
+         c.tls.require_client_certificate = parseBool(v, "tls.require_client_certificate");
+       }},
+      {"admin.listen", "address", "127.0.0.1:9102",
+       "Admin listener serving GET /metrics and GET /healthz. Empty turns it off.",
+       [](CollectorConfig& c, const std::string& v) {
+         if (!v.empty()) {
+           parseListenAddress(v, "admin.listen");
+         }
+         c.admin_listen = v;
+       }},
+      {"admin.token", "string", "none",
+       "When set, the admin listener requires `Authorization: Bearer TOKEN`.",
+       [](CollectorConfig& c, const std::string& v) { c.admin_token = v; }},
+      {"state_dir", "path", "var/collector", "Folder of the store when store.path is not set.",
+       [](CollectorConfig& c, const std::string& v) { c.state_dir = v; }},
+      {"io_threads", "count", "2", "Threads that accept connections and answer requests.",
+       [](CollectorConfig& c, const std::string& v) {
+         c.io_threads = narrow<std::uint32_t>(parseUnsigned(v, "io_threads"), "io_threads");
+         if (c.io_threads == 0) {
+           throw ConfigError("io_threads: invalid value 0; use at least 1");
+         }
+       }},
+      {"store.path", "path", "<state_dir>/store.sqlite",
+       "SQLite file of the durable queue and embedded store (WAL mode).",
+       [](CollectorConfig& c, const std::string& v) { c.store.path = v; }},
+      {"store.synchronous", "full|normal", "full",
+       "full: every commit is on disk before the sender gets its acknowledgement (survives "
+       "power loss). normal: survives a crash of the collector, may lose the last commits on "
+       "power loss.",
+       [](CollectorConfig& c, const std::string& v) {
+         if (v != "full" && v != "normal") {
+           throw ConfigError(fmt::format("store.synchronous: invalid value \"{}\"; use full or "
+                                         "normal",
+                                         v));
+         }
+         c.store.synchronous = v;
+       }},
+      {"store.retention.max_age", "duration", "30d",
+       "Events older than this are removed; 0s keeps them without an age limit.",
+       [](CollectorConfig& c, const std::string& v) {
+         c.store.retention_max_age_ms = static_cast<std::int64_t>(
+             parseMilliseconds(v, "store.retention.max_age"));
+       }},
+      {"store.retention.max_size", "size", "10GiB",
+       "Oldest events are removed while the store is larger than this; 0 turns the limit off. "
+       "Events an output has not delivered yet are removed only past this limit, and counted.",
+       [](CollectorConfig& c, const std::string& v) {
+         c.store.retention_max_bytes = parseBytes(v, "store.retention.max_size");
+       }},
+      {"store.retention.interval", "duration", "1m", "Time between two retention passes.",
+       [](CollectorConfig& c, const std::string& v) {
+         c.retention_interval_ms = narrow<std::uint32_t>(
+             parseMilliseconds(v, "store.retention.interval"), "store.retention.interval");
+         if (c.retention_interval_ms == 0) {
+           throw ConfigError("store.retention.interval: invalid value 0s; use at least 1s");
+         }
+       }},
+      {"limits.max_body_bytes", "size", "32MiB",
+       "Request body as received (gzip or not); larger requests get 413.",
+       [](CollectorConfig& c, const std::string& v) {
+         c.limits.max_body_bytes = parseBytes(v, "limits.max_body_bytes");
+       }},
+      {"limits.max_decompressed_bytes", "size", "256MiB",
+       "Body size after gzip decompression; a batch that inflates past this gets 413.",
+       [](CollectorConfig& c, const std::string& v) {
+         c.limits.max_decompressed_bytes = parseBytes(v, "limits.max_decompressed_bytes");
+       }},
+      {"limits.read_timeout", "duration", "30s", "Time allowed to receive one whole request.",
+       [](CollectorConfig& c, const std::string& v) {
+         c.limits.read_timeout_ms = narrow<std::uint32_t>(
+             parseMilliseconds(v, "limits.read_timeout"), "limits.read_timeout");
+       }},
+      {"limits.idle_timeout", "duration", "60s",
+       "Time an idle keep-alive connection stays open.",
+       [](CollectorConfig& c, const std::string& v) {
+         c.limits.idle_timeout_ms = narrow<std::uint32_t>(
+             parseMilliseconds(v, "limits.idle_timeout"), "limits.idle_timeout");
+       }},
+      {"limits.max_connections", "count", "1024",
+       "Open connections on the ingest listener; further connections are closed at once.",
+       [](CollectorConfig& c, const std::string& v) {
+         c.limits.max_connections = narrow<std::uint32_t>(
+             parseUnsigned(v, "limits.max_connections"), "limits.max_connections");
+       }},
+      {"inputs.probe.enabled", "bool", "true",
+       "Accept probe batches on POST /v1/records.",
+       setBool(&CollectorConfig::probe_input, "inputs.probe.enabled")},
+      {"inputs.modsecurity_http.enabled", "bool", "true",
+       "Accept libmodsecurity `SecAuditLogType HTTPS` records on POST /v1/modsecurity.",
+       setBool(&CollectorConfig::modsecurity_http_input, "inputs.modsecurity_http.enabled")},
+  };
+  return kOptions;
+}
+
+const std::vector<Section>& sections() {
+  static const std::vector<Section> kSections = {
+      {"inputs.files", "list",
+       "Audit log files to tail, each `{path, format, sensor_id, group}`; see docs/collector.md.",
+       &CollectorConfig::file_inputs},
+      {"enrich", "map",
+       "GeoIP databases: `geoip_city`, `geoip_asn` (MaxMind DB files); see docs/collector.md.",
+       &CollectorConfig::enrich},
+      {"outputs.elasticsearch", "map",
+       "Elasticsearch or OpenSearch output, with the runner keys; see docs/collector.md.",
+       &CollectorConfig::elasticsearch},
+      {"outputs.ndjson", "map",
+       "NDJSON file output (`path`, `rotate_size`), with the runner keys; see docs/collector.md.",
+       &CollectorConfig::ndjson},
+  };
+  return kSections;
+}
+
+bool isSectionPrefix(const std::string& key) {
+  auto starts = [&](std::string_view declared) { return declared.starts_with(key + "."); };
+  return std::any_of(options().begin(), options().end(),
+                     [&](const Option& option) { return starts(option.key); }) ||
+         std::any_of(sections().begin(), sections().end(),
+                     [&](const Section& section) { return starts(section.key); });
+}
+
+void applyNode(CollectorConfig& config, const YAML::Node& node, const std::string& prefix) {
+  // yaml-cpp keeps a repeated key and the last one would silently win.
+  std::set<std::string> seen;
+  for (const auto& entry : node) {
+    std::string key = prefix + entry.first.as<std::string>();
+    const YAML::Node& value = entry.second;
+    if (!seen.insert(key).second) {
+      throw ConfigError(fmt::format("{}: the key appears twice at line {}; keep one of them", key,
+                                    entry.first.Mark().line + 1));
+    }
+
+    const auto& all_sections = sections();
+    auto section = std::find_if(all_sections.begin(), all_sections.end(),
+                                [&](const Section& s) { return key == s.key; });
+    if (section != all_sections.end()) {
+      config.*(section->member) = YAML::Clone(value);
+      continue;
+    }
+
+    const auto& all = options();
+    auto found = std::find_if(all.begin(), all.end(),
+                              [&](const Option& option) { return key == option.key; });
+    if (found != all.end()) {
+      found->apply(config, value.IsNull() ? std::string() : scalarText(value, key));
+      continue;
+    }
+    if (isSectionPrefix(key)) {
+      if (value.IsNull()) {
+        continue;  // an empty section such as `outputs:` alone
+      }
+      if (!value.IsMap()) {
+        throw ConfigError(fmt::format("{}: expected a map of keys, such as `{}:` followed by "
+                                      "indented `key: value` lines",
+                                      key, key));
+      }
+      applyNode(config, value, key + ".");
+      continue;
+    }
+    throw ConfigError(fmt::format("{}: unknown configuration key; run `webtrap collector "
+                                  "--config-reference` for the list of keys",
+                                  key));
+  }
+}
+
+void finish(CollectorConfig& config, bool store_path_set) {
+  if (!store_path_set) {
+    config.store.path = config.state_dir / "store.sqlite";
+  }
+  bool has_certificate = !config.tls.certificate.empty();
+  bool has_key = !config.tls.private_key.empty();
+  if (has_certificate != has_key) {
+    throw ConfigError("tls: set both tls.certificate and tls.private_key, or neither");
+  }
+  if (!has_certificate &&
+      (!config.tls.client_ca.empty() || config.tls.require_client_certificate)) {
+    throw ConfigError("tls.client_ca: client certificates need TLS; set tls.certificate and "
+                      "tls.private_key too");
+  }
+  if (config.tls.require_client_certificate && config.tls.client_ca.empty()) {
+    throw ConfigError("tls.require_client_certificate: true needs tls.client_ca, the CA that "
+                      "signs the sensors' certificates");
+  }
+  if (config.limits.max_decompressed_bytes < config.limits.max_body_bytes) {
+    throw ConfigError(fmt::format("limits.max_decompressed_bytes: {} is smaller than "
+                                  "limits.max_body_bytes ({}); raise it",
+                                  config.limits.max_decompressed_bytes,
+                                  config.limits.max_body_bytes));
+  }
+  // The sections are parsed once here, so a bad key fails at start.
+  validateSections(config);
+}
+
+CollectorConfig parseRoot(const YAML::Node& root, const std::string& name) {
+  CollectorConfig config;
+  if (root.IsMap()) {
+    applyNode(config, root, "");
+  } else if (!root.IsNull()) {
+    throw ConfigError(fmt::format("{}: expected a map of keys at the top level", name));
+  }
+  bool store_path_set = root.IsMap() && root["store"] && root["store"].IsMap() &&
+                        root["store"]["path"];
+  finish(config, store_path_set);
+  return config;
+}
+
+}  // namespace
+
+ListenAddress parseListenAddress(const std::string& text, const std::string& key) {
+  std::string host;
+  std::string port_text;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      throw ConfigError(fmt::format("{}: invalid address \"{}\"; write IPv6 as [::1]:7380", key,
+                                    text));
+    }
+    host = text.substr(1, close - 1);
+    port_text = text.substr(close + 2);
+  } else if (auto colon = text.rfind(':'); colon != std::string::npos) {
+    host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+  } else {
+    throw ConfigError(fmt::format("{}: missing port in \"{}\"; write ADDRESS:PORT, such as "
+                                  "127.0.0.1:7380",
+                                  key, text));
+  }
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(host, ec);
+  if (ec) {
+    throw ConfigError(fmt::format("{}: invalid address \"{}\"; use a numeric address such as "
+                                  "127.0.0.1:7380, 0.0.0.0:7380 or [::1]:7380",
+                                  key, text));
+  }
+  std::uint64_t port = 0;
+  auto [end, parse_ec] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (parse_ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535) {
+    throw ConfigError(fmt::format("{}: invalid port in \"{}\"; use 0 to 65535", key, text));
+  }
+  return {address.to_string(), static_cast<std::uint16_t>(port)};
+}
+
+CollectorConfig loadCollectorConfig(const std::filesystem::path& path) {
+  if (path.empty()) {
+    return parseRoot(YAML::Node(), "built-in default");
+  }
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path.string());
+  } catch (const YAML::BadFile&) {
+    throw ConfigError(fmt::format("{}: cannot read the configuration file; check the path",
+                                  path.string()));
+  } catch (const YAML::Exception& error) {
+    throw ConfigError(fmt::format("{}: invalid YAML at line {}: {}", path.string(),
+                                  error.mark.line + 1, error.msg));
+  }
+  CollectorConfig config = parseRoot(root, path.string());
+  config.source = path;
+  return config;
+}
+
+CollectorConfig parseCollectorConfig(const std::string& yaml_text, const std::string& name) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& error) {
+    throw ConfigError(fmt::format("{}: invalid YAML at line {}: {}", name, error.mark.line + 1,
+                                  error.msg));
+  }
+  return parseRoot(root, name);
+}
+
+std::string collectorConfigurationReference() {
+  std::string out = "| key | type | default | meaning |\n|---|---|---|---|\n";
+  for (const auto& option : options()) {
+    out += fmt::format("| {} | {} | {} | {} |\n", option.key, option.type, option.default_text,
+                       option.description);
+  }
+  for (const auto& section : sections()) {
+    out += fmt::format("| {} | {} | none | {} |\n", section.key, section.type,
+                       section.description);
+  }
+  return out;
+}
+
+}  // namespace webtrap::collector

@@ -1,0 +1,77 @@
+// The collector's configuration: loaded from one YAML file at start,
+// validated, then shared read-only by every thread. The collector's own keys
+// are declared in one option table; the sections that belong to inputs,
+// enrichment and outputs are handed to those components' parse functions.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+#include "collector/store.h"
+
+namespace webtrap::collector {
+
+struct ListenAddress {
+  std::string host;  // numeric IPv4 or IPv6 address, without brackets
+  std::uint16_t port = 0;
+};
+
+// Parses "127.0.0.1:7380" or "[::1]:7380"; throws ConfigError naming `key`.
+ListenAddress parseListenAddress(const std::string& text, const std::string& key);
+
+struct IngestTlsOptions {
+  std::filesystem::path certificate;  // PEM chain; empty: plain HTTP
+  std::filesystem::path private_key;
+  std::filesystem::path client_ca;    // PEM bundle used to verify client certificates
+  bool require_client_certificate = false;
+};
+
+struct IngestLimits {
+  std::uint64_t max_body_bytes = 32ULL << 20;           // as received (compressed)
+  std::uint64_t max_decompressed_bytes = 256ULL << 20;  // after gzip
+  std::uint32_t read_timeout_ms = 30000;  // one whole request
+  std::uint32_t idle_timeout_ms = 60000;  // keep-alive connection between requests
+  std::uint32_t max_connections = 1024;
+};
+
+struct CollectorConfig {
+  std::string listen = "127.0.0.1:7380";
+  IngestTlsOptions tls;
+  std::string admin_listen = "127.0.0.1:9102";  // empty: no admin listener
+  std::string admin_token;                      // empty: /metrics and /healthz are open
+  std::filesystem::path state_dir = "var/collector";
+  StoreOptions store;  // store.path defaults to <state_dir>/store.sqlite
+  IngestLimits limits;
+  std::uint32_t io_threads = 2;
+  std::uint32_t retention_interval_ms = 60000;
+
+  bool probe_input = true;
+  bool modsecurity_http_input = true;
+
+  // Sections parsed by the components that own them. Each node is validated
+  // at load by that component's parse function and kept for it; a missing
+  // section is an undefined node.
+  YAML::Node file_inputs;    // inputs.files
+  YAML::Node enrich;         // enrich
+  YAML::Node elasticsearch;  // outputs.elasticsearch
+  YAML::Node ndjson;         // outputs.ndjson
+
+  std::filesystem::path source;  // the file loaded; empty for the built-in default
+};
+
+// Loads `path`, or the built-in default when `path` is empty. Throws
+// ConfigError naming the key, the value and the fix.
+CollectorConfig loadCollectorConfig(const std::filesystem::path& path);
+
+// Parses YAML text, for tests; `name` stands for the file name in errors.
+CollectorConfig parseCollectorConfig(const std::string& yaml_text, const std::string& name);
+
+// Every key as a Markdown table, the body of docs/collector-configuration.md.
+std::string collectorConfigurationReference();
+
+}  // namespace webtrap::collector

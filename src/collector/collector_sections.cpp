@@ -1,0 +1,112 @@
+#include "collector/collector_sections.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "collector/elasticsearch_output.h"
+#include "collector/elasticsearch_setup.h"
+#include "collector/ndjson_output.h"
+#include "collector/output_runner.h"
+#include "common/error.h"
+#include "probe/config.h"
+
+namespace webtrap::collector {
+namespace {
+
+bool present(const YAML::Node& node) { return node.IsDefined() && !node.IsNull(); }
+
+}  // namespace
+
+void validateSections(const CollectorConfig& config) {
+  enrichOptions(config);
+  if (present(config.elasticsearch)) {
+    parseElasticsearchOptions(config.elasticsearch);
+    parseRunnerOptions(config.elasticsearch, "outputs.elasticsearch");
+  }
+  if (present(config.ndjson)) {
+    parseNdjsonOutputOptions(config.ndjson);
+    parseRunnerOptions(config.ndjson, "outputs.ndjson");
+  }
+  // TODO: hand inputs.files to parseFileInputs once the file input lands.
+  if (present(config.file_inputs) && !config.file_inputs.IsSequence()) {
+    throw ConfigError("inputs.files: expected a list of files, each with at least `path:`");
+  }
+}
+
+EnrichOptions enrichOptions(const CollectorConfig& config) {
+  if (!present(config.enrich)) {
+    return {};
+  }
+  return parseEnrichOptions(config.enrich);
+}
+
+void setupElasticsearchFromConfig(const CollectorConfig& config) {
+  if (!present(config.elasticsearch)) {
+    throw ConfigError("outputs.elasticsearch: missing; add the section to the configuration "
+                      "file before running setup-elasticsearch");
+  }
+  // The template and policy files ship with the data files (personas, rules).
+  setupElasticsearch(parseElasticsearchOptions(config.elasticsearch),
+                     probe::dataDirectory() / "etc" / "elasticsearch");
+}
+
+struct OutputSet::Impl {
+  std::vector<std::unique_ptr<OutputRunner>> runners;
+  std::vector<std::string> names;
+};
+
+OutputSet::OutputSet(const CollectorConfig& config, Store& store, MetricsRegistry& metrics)
+    : impl_(std::make_unique<Impl>()) {
+  if (present(config.elasticsearch)) {
+    auto output = std::make_unique<ElasticsearchOutput>(
+        parseElasticsearchOptions(config.elasticsearch), metrics);
+    impl_->names.emplace_back(output->name());
+    impl_->runners.push_back(std::make_unique<OutputRunner>(
+        store, std::move(output), parseRunnerOptions(config.elasticsearch, "outputs.elasticsearch"),
+        metrics));
+  }
+  if (present(config.ndjson)) {
+    auto output = std::make_unique<NdjsonOutput>(parseNdjsonOutputOptions(config.ndjson));
+    impl_->names.emplace_back(output->name());
+    impl_->runners.push_back(std::make_unique<OutputRunner>(
+        store, std::move(output), parseRunnerOptions(config.ndjson, "outputs.ndjson"), metrics));
+  }
+}
+
+OutputSet::~OutputSet() { stop(); }
+
+void OutputSet::start() {
+  for (auto& runner : impl_->runners) {
+    runner->start();
+  }
+}
+
+void OutputSet::notify() {
+  for (auto& runner : impl_->runners) {
+    runner->notify();
+  }
+}
+
+void OutputSet::stop() {
+  for (auto& runner : impl_->runners) {
+    runner->stop();
+  }
+}
+
+std::vector<std::string> OutputSet::names() const { return impl_->names; }
+
+struct FileInputSet::Impl {};
+
+FileInputSet::FileInputSet(const CollectorConfig& config, Store& store, Ingest& ingest,
+                           MetricsRegistry& metrics)
+    : impl_(std::make_unique<Impl>()) {
+  if (present(config.file_inputs) && config.file_inputs.size() > 0) {
+    throw ConfigError("inputs.files: not available in this build yet");
+  }
+}
+FileInputSet::~FileInputSet() = default;
+void FileInputSet::start() {}
+void FileInputSet::stop() {}
+std::size_t FileInputSet::size() const { return 0; }
+
+}  // namespace webtrap::collector

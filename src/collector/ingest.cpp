@@ -1,0 +1,245 @@
+#include "collector/ingest.h"
+
+#include <chrono>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "collector/ecs.h"
+
+namespace webtrap::collector {
+namespace {
+
+std::int64_t nowMilliseconds() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Dead letters keep at most this much of an undecodable record, so one huge
+// broken line cannot fill the store twice.
+constexpr std::size_t kDeadLetterPayloadBytes = 1 << 20;
+
+// The ECS document names inputs with a dash, the metrics with an underscore.
+std::string documentInputName(InputKind input) {
+  switch (input) {
+    case InputKind::kProbe:
+      return "probe";
+    case InputKind::kModsecurityHttp:
+      return "modsecurity-http";
+    case InputKind::kFile:
+      return "file";
+  }
+  return "probe";
+}
+
+}  // namespace
+
+std::string_view inputLabel(InputKind input) {
+  switch (input) {
+    case InputKind::kProbe:
+      return "probe";
+    case InputKind::kModsecurityHttp:
+      return "modsecurity_http";
+    case InputKind::kFile:
+      return "file";
+  }
+  return "probe";
+}
+
+struct Ingest::Prepared {
+  std::vector<NewEvent> events;
+  std::vector<DeadLetter> rejected;
+  std::size_t received = 0;
+};
+
+Ingest::Ingest(Store& store, const Enricher& enricher, MetricsRegistry& metrics,
+               std::function<void()> on_commit)
+    : store_(store),
+      enricher_(enricher),
+      metrics_(metrics),
+      on_commit_(std::move(on_commit)),
+      dead_letters_(metrics.counter("webtrap_collector_dead_letters_total",
+                                    "Records put in the dead-letter store, by stage",
+                                    "stage=\"ingest\"")),
+      commit_failures_(metrics.counter("webtrap_collector_store_commit_failures_total",
+                                       "Ingest batches the store could not commit (the sender "
+                                       "got 503 and retries)")) {
+  for (InputKind input : {InputKind::kProbe, InputKind::kModsecurityHttp, InputKind::kFile}) {
+    std::string labels = fmt::format("input=\"{}\"", inputLabel(input));
+    InputCounters& c = inputs_[static_cast<int>(input)];
+    c.received = &metrics.counter("webtrap_collector_input_received_total",
+                                  "Records received, by input", labels);
+    c.stored = &metrics.counter("webtrap_collector_input_stored_total",
+                                "New records committed to the store, by input", labels);
+    c.duplicates = &metrics.counter("webtrap_collector_input_duplicates_total",
+                                    "Records whose event id was already stored, by input",
+                                    labels);
+    c.rejected = &metrics.counter("webtrap_collector_input_rejected_total",
+                                  "Records that could not be decoded (dead-lettered), by input",
+                                  labels);
+    c.bytes = &metrics.counter("webtrap_collector_input_bytes_total",
+                               "Request body bytes received as sent (before gzip "
+                               "decompression), by input",
+                               labels);
+  }
+}
+
+Ingest::InputCounters& Ingest::counters(InputKind input) {
+  return inputs_[static_cast<int>(input)];
+}
+
+Ingest::SensorMetrics& Ingest::sensorMetrics(const std::string& sensor_id) {
+  std::lock_guard lock(sensors_mutex_);
+  auto found = sensors_.find(sensor_id);
+  if (found != sensors_.end()) {
+    return found->second;
+  }
+  // Sensor ids come from enrolment or configuration, but they end up inside
+  // a label value, so quote what the text format requires.
+  std::string escaped;
+  for (char c : sensor_id) {
+    if (c == '\\' || c == '"') {
+      escaped += '\\';
+      escaped += c;
+    } else if (c == '\n') {
+      escaped += "\\n";
+    } else {
+      escaped += c;
+    }
+  }
+  std::string labels = fmt::format("sensor=\"{}\"", escaped);
+  SensorMetrics& m = sensors_[sensor_id];
+  m.last_seen_seconds = &metrics_.gauge("webtrap_collector_sensor_last_seen_timestamp_seconds",
+                                        "Unix time of the last record received from the sensor",
+                                        labels);
+  m.records = &metrics_.counter("webtrap_collector_sensor_records_total",
+                                "Records received from the sensor (this process only)", labels);
+  return m;
+}
+
+void Ingest::loadSensors() {
+  for (const SensorInfo& sensor : store_.sensors()) {
+    SensorMetrics& m = sensorMetrics(sensor.sensor_id);
+    if (sensor.last_seen_ms > 0) {
+      m.last_seen_seconds->set(sensor.last_seen_ms / 1000);
+    }
+  }
+}
+
+void Ingest::countBytes(InputKind input, std::uint64_t bytes) {
+  counters(input).bytes->inc(bytes);
+}
+
+void Ingest::prepareOne(std::string_view json, const IngestSource& source, std::int64_t now_ms,
+                        Prepared& prepared) {
+  ++prepared.received;
+  const std::string& origin = source.origin.empty() ? source.sensor_id : source.origin;
+  DecodeResult decoded = decodeAuditRecord(json, source.format, origin);
+  if (!decoded.ok) {
+    DeadLetter letter;
+    letter.output = "ingest";
+    letter.reason = fmt::format("input={} sensor={}: {}", inputLabel(source.input),
+                                source.sensor_id, decoded.error);
+    letter.payload = std::string(json.substr(0, kDeadLetterPayloadBytes));
+    letter.at_ms = now_ms;
+    prepared.rejected.push_back(std::move(letter));
+    return;
+  }
+
+  const AuditRecord& record = decoded.record;
+  GeoFacts geo = enricher_.lookup(record.client_ip);
+  SensorFacts facts;
+  facts.sensor_id = source.sensor_id.empty() ? record.sensor_id : source.sensor_id;
+  facts.group = source.group.empty() ? record.sensor_group : source.group;
+  facts.input = documentInputName(source.input);
+
+  NewEvent event;
+  event.event_id = record.event_id;
+  event.timestamp_ms = record.timestamp_us / 1000;
+  event.sensor_id = facts.sensor_id;
+  event.source_ip = record.client_ip;
+  event.document = buildEcsDocument(record, geo, facts, now_ms);
+  prepared.events.push_back(std::move(event));
+}
+
+IngestResult Ingest::commit(Prepared& prepared, const IngestSource& source,
+                            std::int64_t now_ms) {
+  InputCounters& c = counters(source.input);
+  c.received->inc(prepared.received);
+
+  IngestResult result;
+  result.received = prepared.received;
+  result.rejected = prepared.rejected.size();
+  try {
+    // Dead letters first: a batch acknowledged as "rejected" must have its
+    // lines kept somewhere.
+    for (const DeadLetter& letter : prepared.rejected) {
+      store_.addDeadLetter(letter);
+    }
+    if (!prepared.events.empty()) {
+      InsertSummary summary = store_.insert(prepared.events);
+      result.stored = summary.stored;
+      result.duplicates = summary.duplicates;
+    }
+    if (!source.sensor_id.empty() && prepared.received > 0) {
+      store_.noteSensorSeen(source.sensor_id, now_ms, prepared.received);
+    }
+  } catch (const std::exception& error) {
+    commit_failures_.inc();
+    spdlog::error("collector: store commit failed input={} sensor={} records={}: {}",
+                  inputLabel(source.input), source.sensor_id, prepared.received, error.what());
+    throw StoreUnavailable(error.what());
+  }
+
+  if (!prepared.rejected.empty()) {
+    spdlog::warn("collector: dead-lettered undecodable records input={} sensor={} count={} "
+                 "first_reason=\"{}\"",
+                 inputLabel(source.input), source.sensor_id, prepared.rejected.size(),
+                 prepared.rejected.front().reason);
+  }
+  c.stored->inc(result.stored);
+  c.duplicates->inc(result.duplicates);
+  c.rejected->inc(result.rejected);
+  dead_letters_.inc(result.rejected);
+  if (!source.sensor_id.empty() && prepared.received > 0) {
+    SensorMetrics& m = sensorMetrics(source.sensor_id);
+    m.last_seen_seconds->set(now_ms / 1000);
+    m.records->inc(prepared.received);
+  }
+  if (result.stored > 0 && on_commit_) {
+    on_commit_();
+  }
+  return result;
+}
+
+IngestResult Ingest::ingestLines(std::string_view ndjson, const IngestSource& source) {
+  std::int64_t now_ms = nowMilliseconds();
+  Prepared prepared;
+  std::size_t start = 0;
+  while (start < ndjson.size()) {
+    std::size_t end = ndjson.find('\n', start);
+    if (end == std::string_view::npos) {
+      end = ndjson.size();
+    }
+    std::string_view line = ndjson.substr(start, end - start);
+    if (!line.empty() && line.back() == '\r') {
+      line.remove_suffix(1);
+    }
+    if (line.find_first_not_of(" \t") != std::string_view::npos) {
+      prepareOne(line, source, now_ms, prepared);
+    }
+    start = end + 1;
+  }
+  return commit(prepared, source, now_ms);
+}
+
+IngestResult Ingest::ingestRecord(std::string_view json, const IngestSource& source) {
+  std::int64_t now_ms = nowMilliseconds();
+  Prepared prepared;
+  prepareOne(json, source, now_ms, prepared);
+  return commit(prepared, source, now_ms);
+}
+
+}  // namespace webtrap::collector

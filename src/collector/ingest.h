@@ -1,0 +1,105 @@
+// The ingest path shared by every input: decode each record, enrich it,
+// build its ECS document, commit the batch to the store, wake the output
+// runners, and count all of it. A caller gets its result only after the
+// commit, so an acknowledgement never covers a record that a crash could lose.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "collector/audit_record.h"
+#include "collector/enrich.h"
+#include "collector/store.h"
+#include "common/metrics.h"
+
+namespace webtrap::collector {
+
+enum class InputKind { kProbe, kModsecurityHttp, kFile };
+
+// The `input` metric label: "probe", "modsecurity_http" or "file".
+std::string_view inputLabel(InputKind input);
+
+// Who sent a batch: from the sensor's enrolment (token) or the input's
+// configuration.
+struct IngestSource {
+  InputKind input = InputKind::kProbe;
+  RecordFormat format = RecordFormat::kAuto;
+  std::string sensor_id;
+  std::string group;
+  // Where the records came from, for derived event ids (see
+  // decodeAuditRecord): the file path for file inputs; empty means sensor_id.
+  std::string origin;
+};
+
+struct IngestResult {
+  std::size_t received = 0;
+  std::size_t stored = 0;
+  std::size_t duplicates = 0;
+  std::size_t rejected = 0;  // undecodable; in the dead-letter store
+};
+
+// Thrown when the store cannot take the batch (disk full, I/O error, locked
+// database). Nothing of the batch was committed; the sender should retry.
+struct StoreUnavailable : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class Ingest {
+ public:
+  // `on_commit` runs after every commit that stored new events, to wake the
+  // output runners. It must not block.
+  Ingest(Store& store, const Enricher& enricher, MetricsRegistry& metrics,
+         std::function<void()> on_commit);
+
+  // Ingests NDJSON text: one record per line, empty lines skipped. Thread
+  // safe; concurrent calls decode in parallel and commit one by one.
+  IngestResult ingestLines(std::string_view ndjson, const IngestSource& source);
+
+  // Ingests one JSON record (the whole text, newlines allowed).
+  IngestResult ingestRecord(std::string_view json, const IngestSource& source);
+
+  // Counts `bytes` received by `input` (called by the server with body sizes
+  // as received, before decompression).
+  void countBytes(InputKind input, std::uint64_t bytes);
+
+  // Loads the per-sensor gauges from the store, so sensors seen before a
+  // restart stay visible.
+  void loadSensors();
+
+ private:
+  struct InputCounters {
+    Counter* received = nullptr;
+    Counter* stored = nullptr;
+    Counter* duplicates = nullptr;
+    Counter* rejected = nullptr;
+    Counter* bytes = nullptr;
+  };
+  struct SensorMetrics {
+    Gauge* last_seen_seconds = nullptr;
+    Counter* records = nullptr;
+  };
+
+  struct Prepared;
+  void prepareOne(std::string_view json, const IngestSource& source, std::int64_t now_ms,
+                  Prepared& prepared);
+  IngestResult commit(Prepared& prepared, const IngestSource& source, std::int64_t now_ms);
+  InputCounters& counters(InputKind input);
+  SensorMetrics& sensorMetrics(const std::string& sensor_id);
+
+  Store& store_;
+  const Enricher& enricher_;
+  MetricsRegistry& metrics_;
+  std::function<void()> on_commit_;
+  InputCounters inputs_[3];
+  Counter& dead_letters_;
+  Counter& commit_failures_;
+  std::mutex sensors_mutex_;
+  std::map<std::string, SensorMetrics> sensors_;
+};
+
+}  // namespace webtrap::collector

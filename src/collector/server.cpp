@@ -1,0 +1,690 @@
+#include "collector/server.h"
+
+#include <zlib.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <stdexcept>
+#include <unordered_map>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/encoding.h"
+#include "common/error.h"
+#include "common/json_writer.h"
+
+namespace webtrap::collector {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+constexpr std::uint32_t kMaxHeaderBytes = 64 * 1024;
+constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(10);
+// Seconds a sender should wait before retrying when the store fails.
+constexpr int kRetryAfterSeconds = 5;
+
+Response makeResponse(unsigned version, bool keep_alive, http::status status,
+                      std::string content_type, std::string body) {
+  Response response{status, version};
+  response.set(http::field::server, "webtrap-collector");
+  response.set(http::field::content_type, content_type);
+  response.body() = std::move(body);
+  response.keep_alive(keep_alive);
+  response.prepare_payload();
+  return response;
+}
+
+Response jsonError(const Request& request, http::status status, std::string_view message) {
+  std::string body;
+  JsonWriter json(body);
+  json.beginObject();
+  json.member("error", message);
+  json.endObject();
+  body += '\n';
+  return makeResponse(request.version(), request.keep_alive(), status, "application/json",
+                      std::move(body));
+}
+
+// Returns the credential of an `Authorization` header: the Bearer token, or
+// the password of Basic credentials when `allow_basic` is set.
+std::optional<std::string> credentialOf(std::string_view header, bool allow_basic) {
+  auto space = header.find(' ');
+  if (space == std::string_view::npos) {
+    return std::nullopt;
+  }
+  std::string_view scheme = header.substr(0, space);
+  std::string_view value = header.substr(space + 1);
+  while (!value.empty() && value.front() == ' ') {
+    value.remove_prefix(1);
+  }
+  if (equalsIgnoreCase(scheme, "Bearer") && !value.empty()) {
+    return std::string(value);
+  }
+  if (allow_basic && equalsIgnoreCase(scheme, "Basic")) {
+    auto decoded = base64Decode(value);
+    if (!decoded) {
+      return std::nullopt;
+    }
+    auto colon = decoded->find(':');
+    if (colon == std::string::npos || colon + 1 == decoded->size()) {
+      return std::nullopt;
+    }
+    return decoded->substr(colon + 1);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::string> gunzip(std::string_view compressed, std::uint64_t max_bytes) {
+  z_stream zs{};
+  // 16 + MAX_WBITS: gzip framing only, so a raw zlib stream is rejected.
+  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) {
+    throw std::runtime_error("zlib inflateInit2 failed");
+  }
+  std::string out;
+  char chunk[64 * 1024];
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
+  zs.avail_in = static_cast<uInt>(compressed.size());
+  int rc = Z_OK;
+  while (true) {
+    zs.next_out = reinterpret_cast<Bytef*>(chunk);
+    zs.avail_out = sizeof(chunk);
+    rc = inflate(&zs, Z_NO_FLUSH);
+    if (rc != Z_OK && rc != Z_STREAM_END) {
+      inflateEnd(&zs);
+      throw std::invalid_argument(fmt::format("invalid gzip data ({})",
+                                              zs.msg != nullptr ? zs.msg : "zlib error"));
+    }
+    std::size_t produced = sizeof(chunk) - zs.avail_out;
+    if (out.size() + produced > max_bytes) {
+      inflateEnd(&zs);
+      return std::nullopt;
+    }
+    out.append(chunk, produced);
+    if (rc == Z_STREAM_END) {
+      if (zs.avail_in == 0) {
+        break;
+      }
+      // Another gzip member follows (concatenated gzip files are valid).
+      inflateReset(&zs);
+      continue;
+    }
+    if (zs.avail_in == 0 && produced == 0) {
+      inflateEnd(&zs);
+      throw std::invalid_argument("truncated gzip data");
+    }
+  }
+  inflateEnd(&zs);
+  return out;
+}
+
+ssl::context makeIngestTlsContext(const IngestTlsOptions& options) {
+  ssl::context context(ssl::context::tls_server);
+  context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                      ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+  boost::system::error_code ec;
+  context.use_certificate_chain_file(options.certificate.string(), ec);
+  if (ec) {
+    throw ConfigError(fmt::format("tls.certificate: cannot load \"{}\": {}; give a PEM "
+                                  "certificate chain",
+                                  options.certificate.string(), ec.message()));
+  }
+  context.use_private_key_file(options.private_key.string(), ssl::context::pem, ec);
+  if (ec) {
+    throw ConfigError(fmt::format("tls.private_key: cannot load \"{}\": {}; give the PEM key "
+                                  "of tls.certificate",
+                                  options.private_key.string(), ec.message()));
+  }
+  if (!options.client_ca.empty()) {
+    context.load_verify_file(options.client_ca.string(), ec);
+    if (ec) {
+      throw ConfigError(fmt::format("tls.client_ca: cannot load \"{}\": {}; give a PEM CA "
+                                    "bundle",
+                                    options.client_ca.string(), ec.message()));
+    }
+    auto mode = ssl::verify_peer;
+    if (options.require_client_certificate) {
+      mode |= ssl::verify_fail_if_no_peer_cert;
+    }
+    context.set_verify_mode(mode);
+  }
+  return context;
+}
+
+// Metrics of the network side.
+struct ServerCounters {
+  explicit ServerCounters(MetricsRegistry& registry)
+      : registry(registry),
+        connections_accepted(registry.counter("webtrap_collector_connections_accepted_total",
+                                              "Connections accepted on the ingest listener")),
+        connections_rejected(registry.counter(
+            "webtrap_collector_connections_rejected_total",
+            "Ingest connections closed at once because limits.max_connections was reached")),
+        connections_open(registry.gauge("webtrap_collector_connections_open",
+                                        "Open connections on the ingest listener")),
+        tls_handshake_failures(registry.counter("webtrap_collector_tls_handshake_failures_total",
+                                                "TLS handshakes on the ingest listener that "
+                                                "failed (including rejected client "
+                                                "certificates)")),
+        timeouts(registry.counter("webtrap_collector_request_timeouts_total",
+                                  "Connections closed by limits.read_timeout or "
+                                  "limits.idle_timeout")),
+        in_flight(registry.gauge("webtrap_collector_requests_in_flight",
+                                 "Ingest requests being decoded or committed")) {}
+
+  Counter& response(std::string_view endpoint, unsigned status) {
+    return registry.counter("webtrap_collector_http_responses_total",
+                            "HTTP responses of the ingest listener, by endpoint and status",
+                            fmt::format("endpoint=\"{}\",status=\"{}\"", endpoint, status));
+  }
+
+  MetricsRegistry& registry;
+  Counter& connections_accepted;
+  Counter& connections_rejected;
+  Gauge& connections_open;
+  Counter& tls_handshake_failures;
+  Counter& timeouts;
+  Gauge& in_flight;
+};
+
+struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Impl> {
+  Impl(asio::io_context& io_context, ServerOptions server_options, Store& store_ref,
+       Ingest& ingest_ref, MetricsRegistry& registry, std::function<HealthReport()> health_fn)
+      : io(io_context),
+        options(std::move(server_options)),
+        store(store_ref),
+        ingest(ingest_ref),
+        metrics(registry),
+        health(std::move(health_fn)),
+        counters(registry),
+        workers(options.ingest_workers),
+        ingest_acceptor(io_context),
+        admin_acceptor(io_context) {}
+
+  asio::io_context& io;
+  ServerOptions options;
+  Store& store;
+  Ingest& ingest;
+  MetricsRegistry& metrics;
+  std::function<HealthReport()> health;
+  ServerCounters counters;
+  asio::thread_pool workers;
+  tcp::acceptor ingest_acceptor;
+  tcp::acceptor admin_acceptor;
+  std::atomic<std::uint32_t> open_connections{0};
+
+  std::mutex in_flight_mutex;
+  std::condition_variable in_flight_done;
+  std::uint32_t in_flight = 0;
+
+  std::mutex tokens_mutex;
+  std::unordered_map<std::string, SensorInfo> tokens;  // by SHA-256 hex of the token
+
+  void beginWork() {
+    std::lock_guard lock(in_flight_mutex);
+    ++in_flight;
+    counters.in_flight.set(in_flight);
+  }
+  void endWork() {
+    std::lock_guard lock(in_flight_mutex);
+    --in_flight;
+    counters.in_flight.set(in_flight);
+    in_flight_done.notify_all();
+  }
+
+  // Looks up a sensor by token; enrolments made while running are found on
+  // the first request that uses them.
+  std::optional<SensorInfo> sensorForToken(const std::string& token) {
+    std::string hash = sha256Hex(token);
+    {
+      std::lock_guard lock(tokens_mutex);
+      auto found = tokens.find(hash);
+      if (found != tokens.end()) {
+        return found->second;
+      }
+    }
+    auto sensor = store.findSensorByTokenHash(hash);
+    if (sensor) {
+      std::lock_guard lock(tokens_mutex);
+      tokens[hash] = *sensor;
+    }
+    return sensor;
+  }
+
+  // Handles an admin request at once (no store writes).
+  Response handleAdmin(const Request& request) {
+    if (!options.admin_token.empty()) {
+      auto credential = credentialOf(request[http::field::authorization], false);
+      if (!credential || *credential != options.admin_token) {
+        auto response = jsonError(request, http::status::unauthorized,
+                                  "missing or wrong admin token; send Authorization: Bearer "
+                                  "<admin.token>");
+        response.set(http::field::www_authenticate, "Bearer");
+        return response;
+      }
+    }
+    if (request.method() != http::verb::get && request.method() != http::verb::head) {
+      return jsonError(request, http::status::method_not_allowed, "use GET");
+    }
+    std::string_view target = request.target();
+    if (target == "/metrics") {
+      return makeResponse(request.version(), request.keep_alive(), http::status::ok,
+                          "text/plain; version=0.0.4; charset=utf-8", metrics.render());
+    }
+    if (target == "/healthz") {
+      HealthReport report = health();
+      return makeResponse(request.version(), request.keep_alive(),
+                          report.healthy ? http::status::ok : http::status::service_unavailable,
+                          "application/json", report.json + "\n");
+    }
+    return jsonError(request, http::status::not_found, "not found; use /metrics or /healthz");
+  }
+
+  // Checks an ingest request before its body is decoded. Returns a response
+  // when the request is rejected, or fills `source` and `body`.
+  std::optional<Response> admitIngest(Request& request, IngestSource& source, std::string& body,
+                                      std::string_view& endpoint) {
+    std::string_view target = request.target();
+    bool is_records = target == "/v1/records";
+    bool is_modsecurity = target == "/v1/modsecurity";
+    endpoint = is_records ? "records" : (is_modsecurity ? "modsecurity" : "other");
+    if (!is_records && !is_modsecurity) {
+      return jsonError(request, http::status::not_found,
+                       "not found; POST probe batches to /v1/records and ModSecurity audit "
+                       "records to /v1/modsecurity");
+    }
+    if ((is_records && !options.probe_input) ||
+        (is_modsecurity && !options.modsecurity_http_input)) {
+      return jsonError(request, http::status::not_found,
+                       "this input is turned off in the collector configuration (inputs.*)");
+    }
+    if (request.method() != http::verb::post) {
+      auto response = jsonError(request, http::status::method_not_allowed, "use POST");
+      response.set(http::field::allow, "POST");
+      return response;
+    }
+
+    auto credential = credentialOf(request[http::field::authorization], is_modsecurity);
+    std::optional<SensorInfo> sensor;
+    if (credential) {
+      sensor = sensorForToken(*credential);
+    }
+    if (!sensor) {
+      auto response = jsonError(request, http::status::unauthorized,
+                                credential ? "unknown token; enrol the sensor with `webtrap "
+                                             "collector enrol`"
+                                           : "missing token; send Authorization: Bearer <token>");
+      response.set(http::field::www_authenticate,
+                   is_modsecurity ? "Basic realm=\"webtrap\", Bearer" : "Bearer");
+      return response;
+    }
+
+    source.input = is_records ? InputKind::kProbe : InputKind::kModsecurityHttp;
+    source.format = is_records ? RecordFormat::kWebtrap : RecordFormat::kAuto;
+    source.sensor_id = sensor->sensor_id;
+    source.group = sensor->group;
+    ingest.countBytes(source.input, request.body().size());
+
+    std::string_view encoding = request[http::field::content_encoding];
+    if (encoding.empty() || equalsIgnoreCase(encoding, "identity")) {
+      body = std::move(request.body());
+    } else if (equalsIgnoreCase(encoding, "gzip")) {
+      std::optional<std::string> inflated;
+      try {
+        inflated = gunzip(request.body(), options.limits.max_decompressed_bytes);
+      } catch (const std::invalid_argument& error) {
+        return jsonError(request, http::status::bad_request,
+                         fmt::format("body is not valid gzip: {}", error.what()));
+      }
+      if (!inflated) {
+        return jsonError(request, http::status::payload_too_large,
+                         fmt::format("body inflates past limits.max_decompressed_bytes ({} "
+                                     "bytes); send smaller batches",
+                                     options.limits.max_decompressed_bytes));
+      }
+      body = std::move(*inflated);
+    } else {
+      return jsonError(request, http::status::bad_request,
+                       fmt::format("unsupported Content-Encoding \"{}\"; use gzip or none",
+                                   encoding));
+    }
+
+    // A body that does not start like a JSON object is not NDJSON at all
+    // (wrong endpoint, binary data): reject it whole, so it is not
+    // dead-lettered line by line.
+    auto first = body.find_first_not_of(" \t\r\n");
+    if (first == std::string::npos && is_modsecurity) {
+      return jsonError(request, http::status::bad_request, "empty body; expected one JSON record");
+    }
+    if (first != std::string::npos && body[first] != '{') {
+      return jsonError(request, http::status::bad_request,
+                       is_records ? "body is not NDJSON: expected one JSON object per line"
+                                  : "body is not a JSON audit record");
+    }
+    return std::nullopt;
+  }
+
+  // Decodes and commits on a worker thread; returns the response.
+  Response runIngest(const Request& request, const std::string& body, const IngestSource& source) {
+    IngestResult result;
+    try {
+      if (source.input == InputKind::kProbe) {
+        result = ingest.ingestLines(body, source);
+      } else {
+        result = ingest.ingestRecord(body, source);
+      }
+    } catch (const StoreUnavailable&) {
+      auto response = jsonError(request, http::status::service_unavailable,
+                                "the store cannot take records now; retry later");
+      response.set(http::field::retry_after, std::to_string(kRetryAfterSeconds));
+      return response;
+    }
+    std::string ack;
+    JsonWriter json(ack);
+    json.beginObject();
+    json.member("received", static_cast<std::int64_t>(result.received));
+    json.member("stored", static_cast<std::int64_t>(result.stored));
+    json.member("duplicates", static_cast<std::int64_t>(result.duplicates));
+    json.member("rejected", static_cast<std::int64_t>(result.rejected));
+    json.endObject();
+    ack += '\n';
+    return makeResponse(request.version(), request.keep_alive(), http::status::ok,
+                        "application/json", std::move(ack));
+  }
+};
+
+namespace {
+
+using ImplPtr = std::shared_ptr<CollectorServer::Impl>;
+
+// One HTTP/1.1 connection on either listener, over plain TCP or TLS.
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
+ public:
+  Session(ImplPtr impl, Stream stream, bool admin)
+      : impl_(std::move(impl)), stream_(std::move(stream)), admin_(admin) {}
+
+  ~Session() {
+    if (!admin_) {
+      impl_->open_connections.fetch_sub(1);
+      impl_->counters.connections_open.add(-1);
+    }
+  }
+
+  void start() {
+    if constexpr (std::is_same_v<Stream, beast::ssl_stream<beast::tcp_stream>>) {
+      beast::get_lowest_layer(stream_).expires_after(kTlsHandshakeTimeout);
+      stream_.async_handshake(ssl::stream_base::server,
+                              [self = this->shared_from_this()](beast::error_code ec) {
+                                if (ec) {
+                                  self->impl_->counters.tls_handshake_failures.inc();
+                                  spdlog::debug("collector: TLS handshake failed: {}",
+                                                ec.message());
+                                  return;
+                                }
+                                self->doRead();
+                              });
+    } else {
+      doRead();
+    }
+  }
+
+ private:
+  const IngestLimits& limits() const { return impl_->options.limits; }
+
+  void doRead() {
+    parser_.emplace();
+    parser_->header_limit(kMaxHeaderBytes);
+    parser_->body_limit(admin_ ? 64 * 1024 : limits().max_body_bytes);
+    auto timeout = requests_ == 0 ? limits().read_timeout_ms
+                                  : limits().idle_timeout_ms + limits().read_timeout_ms;
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::milliseconds(timeout));
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                       self->onRead(ec);
+                     });
+  }
+
+  void onRead(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+        ec == asio::error::connection_reset) {
+      close();
+      return;
+    }
+    if (ec == beast::error::timeout) {
+      impl_->counters.timeouts.inc();
+      close();
+      return;
+    }
+    if (ec == http::error::body_limit) {
+      Request head;
+      head.version(11);
+      auto response = jsonError(head, http::status::payload_too_large,
+                                fmt::format("body larger than limits.max_body_bytes ({} bytes); "
+                                            "send smaller batches",
+                                            limits().max_body_bytes));
+      response.keep_alive(false);
+      impl_->counters.response("records", 413).inc();
+      send(std::move(response), true);
+      return;
+    }
+    if (ec) {
+      spdlog::debug("collector: read failed: {}", ec.message());
+      close();
+      return;
+    }
+    ++requests_;
+    Request request = parser_->release();
+
+    if (admin_) {
+      send(impl_->handleAdmin(request), false);
+      return;
+    }
+
+    IngestSource source;
+    std::string body;
+    std::string_view endpoint;
+    if (auto rejection = impl_->admitIngest(request, source, body, endpoint)) {
+      impl_->counters.response(endpoint, rejection->result_int()).inc();
+      send(std::move(*rejection), false);
+      return;
+    }
+
+    // Decode and commit on a worker, so a commit waiting for fsync never
+    // holds up the I/O threads; the response goes back to this connection's
+    // executor.
+    beast::get_lowest_layer(stream_).expires_never();
+    impl_->beginWork();
+    auto shared_request = std::make_shared<Request>(std::move(request));
+    shared_request->body().clear();
+    auto shared_body = std::make_shared<std::string>(std::move(body));
+    std::string endpoint_name(endpoint);
+    asio::post(impl_->workers, [self = this->shared_from_this(), shared_request, shared_body,
+                                source, endpoint_name] {
+      Response response = self->impl_->runIngest(*shared_request, *shared_body, source);
+      self->impl_->counters.response(endpoint_name, response.result_int()).inc();
+      self->impl_->endWork();
+      asio::post(self->stream_.get_executor(),
+                 [self, response = std::move(response)]() mutable {
+                   self->send(std::move(response), false);
+                 });
+    });
+  }
+
+  void send(Response response, bool close_after) {
+    response_ = std::make_shared<Response>(std::move(response));
+    close_after_ = close_after || !response_->keep_alive();
+    beast::get_lowest_layer(stream_).expires_after(
+        std::chrono::milliseconds(limits().read_timeout_ms));
+    http::async_write(stream_, *response_,
+                      [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (ec || self->close_after_) {
+                          self->close();
+                          return;
+                        }
+                        self->doRead();
+                      });
+  }
+
+  void close() {
+    beast::error_code ignored;
+    if constexpr (std::is_same_v<Stream, beast::ssl_stream<beast::tcp_stream>>) {
+      beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(2));
+      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {
+        beast::error_code ignored_inner;
+        beast::get_lowest_layer(self->stream_).socket().shutdown(tcp::socket::shutdown_both,
+                                                                 ignored_inner);
+      });
+    } else {
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    }
+  }
+
+  ImplPtr impl_;
+  Stream stream_;
+  bool admin_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::shared_ptr<Response> response_;
+  bool close_after_ = false;
+  std::uint32_t requests_ = 0;
+};
+
+void openAcceptor(tcp::acceptor& acceptor, const ListenAddress& address, const char* key) {
+  boost::system::error_code ec;
+  tcp::endpoint endpoint(asio::ip::make_address(address.host), address.port);
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    throw ConfigError(fmt::format("{}: cannot listen on {}:{}: {}; pick a free port or address",
+                                  key, address.host, address.port, ec.message()));
+  }
+}
+
+void acceptIngest(ImplPtr impl) {
+  impl->ingest_acceptor.async_accept(
+      asio::make_strand(impl->io), [impl](beast::error_code ec, tcp::socket socket) {
+        if (ec == asio::error::operation_aborted || !impl->ingest_acceptor.is_open()) {
+          return;
+        }
+        if (!ec) {
+          if (impl->open_connections.load() >= impl->options.limits.max_connections) {
+            impl->counters.connections_rejected.inc();
+            beast::error_code ignored;
+            socket.close(ignored);
+          } else {
+            impl->open_connections.fetch_add(1);
+            impl->counters.connections_open.add(1);
+            impl->counters.connections_accepted.inc();
+            socket.set_option(tcp::no_delay(true), ec);
+            if (impl->options.tls != nullptr) {
+              using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+              std::make_shared<Session<TlsStream>>(
+                  impl, TlsStream(beast::tcp_stream(std::move(socket)), *impl->options.tls),
+                  false)
+                  ->start();
+            } else {
+              std::make_shared<Session<beast::tcp_stream>>(
+                  impl, beast::tcp_stream(std::move(socket)), false)
+                  ->start();
+            }
+          }
+        } else {
+          spdlog::warn("collector: accept failed: {}", ec.message());
+        }
+        acceptIngest(impl);
+      });
+}
+
+void acceptAdmin(ImplPtr impl) {
+  impl->admin_acceptor.async_accept(
+      asio::make_strand(impl->io), [impl](beast::error_code ec, tcp::socket socket) {
+        if (ec == asio::error::operation_aborted || !impl->admin_acceptor.is_open()) {
+          return;
+        }
+        if (!ec) {
+          std::make_shared<Session<beast::tcp_stream>>(impl, beast::tcp_stream(std::move(socket)),
+                                                       true)
+              ->start();
+        }
+        acceptAdmin(impl);
+      });
+}
+
+}  // namespace
+
+CollectorServer::CollectorServer(asio::io_context& io, ServerOptions options, Store& store,
+                                 Ingest& ingest, MetricsRegistry& metrics,
+                                 std::function<HealthReport()> health)
+    : impl_(std::make_shared<Impl>(io, std::move(options), store, ingest, metrics,
+                                   std::move(health))) {}
+
+CollectorServer::~CollectorServer() {
+  stopAccepting();
+  drain();
+}
+
+void CollectorServer::start() {
+  openAcceptor(impl_->ingest_acceptor, impl_->options.ingest, "listen");
+  if (impl_->options.admin) {
+    openAcceptor(impl_->admin_acceptor, *impl_->options.admin, "admin.listen");
+    acceptAdmin(impl_);
+  }
+  acceptIngest(impl_);
+}
+
+void CollectorServer::stopAccepting() {
+  beast::error_code ignored;
+  // Closing from the I/O threads avoids racing a pending async_accept.
+  asio::post(impl_->io, [impl = impl_] {
+    beast::error_code ec;
+    impl->ingest_acceptor.close(ec);
+    impl->admin_acceptor.close(ec);
+  });
+}
+
+void CollectorServer::drain() {
+  {
+    std::unique_lock lock(impl_->in_flight_mutex);
+    impl_->in_flight_done.wait_for(lock, std::chrono::seconds(60),
+                                   [&] { return impl_->in_flight == 0; });
+  }
+  impl_->workers.join();
+}
+
+std::uint16_t CollectorServer::ingestPort() const {
+  beast::error_code ec;
+  return impl_->ingest_acceptor.local_endpoint(ec).port();
+}
+
+std::uint16_t CollectorServer::adminPort() const {
+  if (!impl_->admin_acceptor.is_open()) {
+    return 0;
+  }
+  beast::error_code ec;
+  return impl_->admin_acceptor.local_endpoint(ec).port();
+}
+
+}  // namespace webtrap::collector

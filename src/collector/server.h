@@ -1,0 +1,78 @@
+// The collector's network side: the ingest listener (POST /v1/records for
+// probe batches, POST /v1/modsecurity for libmodsecurity's HTTPS audit log)
+// over HTTP or HTTPS, and the admin listener (GET /metrics, GET /healthz).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+#include "collector/collector_config.h"
+#include "collector/ingest.h"
+#include "collector/store.h"
+#include "common/metrics.h"
+
+namespace webtrap::collector {
+
+// The answer of GET /healthz: `healthy` false gives status 503.
+struct HealthReport {
+  bool healthy = true;
+  std::string json;
+};
+
+struct ServerOptions {
+  ListenAddress ingest;
+  std::optional<ListenAddress> admin;  // nullopt: no admin listener
+  std::string admin_token;             // empty: admin endpoints are open
+  IngestLimits limits;
+  bool probe_input = true;
+  bool modsecurity_http_input = true;
+  boost::asio::ssl::context* tls = nullptr;  // null: plain HTTP on the ingest listener
+  std::uint32_t ingest_workers = 4;          // threads that decode and commit request bodies
+};
+
+// Makes the TLS context of the ingest listener: certificate, key and, when
+// client_ca is set, verification of client certificates. Throws ConfigError
+// naming the file that cannot be loaded.
+boost::asio::ssl::context makeIngestTlsContext(const IngestTlsOptions& options);
+
+// Decompresses a gzip body (one or more members). Returns nullopt when the
+// output would pass `max_bytes`; throws std::invalid_argument when the body
+// is not valid gzip.
+std::optional<std::string> gunzip(std::string_view compressed, std::uint64_t max_bytes);
+
+class CollectorServer {
+ public:
+  CollectorServer(boost::asio::io_context& io, ServerOptions options, Store& store,
+                  Ingest& ingest, MetricsRegistry& metrics,
+                  std::function<HealthReport()> health);
+  ~CollectorServer();
+  CollectorServer(const CollectorServer&) = delete;
+  CollectorServer& operator=(const CollectorServer&) = delete;
+
+  // Binds both listeners and starts accepting. Throws ConfigError when an
+  // address cannot be bound.
+  void start();
+  // Closes the listeners; connections in flight finish their request.
+  void stopAccepting();
+  // Waits until every request handed to the ingest workers has been
+  // committed and answered, then stops the workers.
+  void drain();
+
+  std::uint16_t ingestPort() const;
+  std::uint16_t adminPort() const;  // 0 when there is no admin listener
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace webtrap::collector

@@ -1,0 +1,147 @@
+#include "collector/collector_config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "collector/server.h"
+#include "common/error.h"
+
+namespace webtrap::collector {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string parseError(const std::string& text) {
+  try {
+    parseCollectorConfig(text, "test.yaml");
+  } catch (const ConfigError& error) {
+    return error.what();
+  }
+  return "";
+}
+
+TEST(CollectorConfig, DefaultsWithoutFile) {
+  CollectorConfig config = loadCollectorConfig({});
+  EXPECT_EQ(config.listen, "127.0.0.1:7380");
+  EXPECT_EQ(config.admin_listen, "127.0.0.1:9102");
+  EXPECT_EQ(config.state_dir, "var/collector");
+  EXPECT_EQ(config.store.path, std::filesystem::path("var/collector/store.sqlite"));
+  EXPECT_EQ(config.store.synchronous, "full");
+  EXPECT_EQ(config.limits.max_body_bytes, 32ULL << 20);
+  EXPECT_EQ(config.limits.max_decompressed_bytes, 256ULL << 20);
+  EXPECT_TRUE(config.probe_input);
+  EXPECT_TRUE(config.modsecurity_http_input);
+  EXPECT_FALSE(config.elasticsearch.IsDefined());
+  EXPECT_FALSE(config.ndjson.IsDefined());
+  EXPECT_TRUE(config.tls.certificate.empty());
+}
+
+TEST(CollectorConfig, ParsesCoreKeys) {
+  CollectorConfig config = parseCollectorConfig(R"(
+listen: "[::1]:7443"
+admin: {listen: 127.0.0.1:0, token: s3cret}
+state_dir: /tmp/wt-state
+store:
+  synchronous: normal
+  retention: {max_age: 7d, max_size: 2GiB, interval: 10s}
+limits: {max_body_bytes: 1MiB, max_decompressed_bytes: 8MiB, read_timeout: 5s}
+inputs:
+  probe: {enabled: false}
+  modsecurity_http: {enabled: yes}
+io_threads: 3
+)",
+                                                "test.yaml");
+  EXPECT_EQ(config.listen, "[::1]:7443");
+  EXPECT_EQ(config.admin_listen, "127.0.0.1:0");
+  EXPECT_EQ(config.admin_token, "s3cret");
+  EXPECT_EQ(config.store.path, std::filesystem::path("/tmp/wt-state/store.sqlite"));
+  EXPECT_EQ(config.store.synchronous, "normal");
+  EXPECT_EQ(config.store.retention_max_age_ms, 7LL * 24 * 3600 * 1000);
+  EXPECT_EQ(config.store.retention_max_bytes, 2ULL << 30);
+  EXPECT_EQ(config.retention_interval_ms, 10000u);
+  EXPECT_EQ(config.limits.max_body_bytes, 1ULL << 20);
+  EXPECT_EQ(config.limits.max_decompressed_bytes, 8ULL << 20);
+  EXPECT_EQ(config.limits.read_timeout_ms, 5000u);
+  EXPECT_FALSE(config.probe_input);
+  EXPECT_TRUE(config.modsecurity_http_input);
+  EXPECT_EQ(config.io_threads, 3u);
+}
+
+TEST(CollectorConfig, StorePathOverridesStateDir) {
+  CollectorConfig config =
+      parseCollectorConfig("state_dir: /a\nstore: {path: /b/c.sqlite}\n", "test.yaml");
+  EXPECT_EQ(config.store.path, std::filesystem::path("/b/c.sqlite"));
+}
+
+TEST(CollectorConfig, KeepsDelegatedSections) {
+  CollectorConfig config = parseCollectorConfig(R"(
+outputs:
+  ndjson: {path: /tmp/out.ndjson}
+)",
+                                                "test.yaml");
+  ASSERT_TRUE(config.ndjson.IsMap());
+  EXPECT_EQ(config.ndjson["path"].as<std::string>(), "/tmp/out.ndjson");
+  EXPECT_FALSE(config.elasticsearch.IsDefined());
+}
+
+TEST(CollectorConfig, RejectsUnknownKeys) {
+  EXPECT_THAT(parseError("listne: 127.0.0.1:1\n"), HasSubstr("listne: unknown configuration key"));
+  EXPECT_THAT(parseError("store: {retention: {max_agee: 1d}}\n"),
+              HasSubstr("store.retention.max_agee: unknown"));
+  EXPECT_THAT(parseError("outputs: {kafka: {}}\n"), HasSubstr("outputs.kafka: unknown"));
+  EXPECT_THAT(parseError("inputs: {probe: {enabled: true, extra: 1}}\n"),
+              HasSubstr("inputs.probe.extra: unknown"));
+}
+
+TEST(CollectorConfig, RejectsBadValues) {
+  EXPECT_THAT(parseError("listen: 127.0.0.1\n"), HasSubstr("missing port"));
+  EXPECT_THAT(parseError("listen: localhost:80\n"), HasSubstr("invalid address"));
+  EXPECT_THAT(parseError("listen: 127.0.0.1:70000\n"), HasSubstr("invalid port"));
+  EXPECT_THAT(parseError("store: {synchronous: off}\n"), HasSubstr("use full or normal"));
+  EXPECT_THAT(parseError("store: {retention: {max_age: 30}}\n"),
+              HasSubstr("store.retention.max_age"));
+  EXPECT_THAT(parseError("limits: {max_body_bytes: lots}\n"), HasSubstr("limits.max_body_bytes"));
+  EXPECT_THAT(parseError("io_threads: 0\n"), HasSubstr("io_threads: invalid value 0"));
+  EXPECT_THAT(parseError("inputs: {probe: {enabled: maybe}}\n"),
+              HasSubstr("inputs.probe.enabled"));
+  EXPECT_THAT(parseError("listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n"),
+              HasSubstr("appears twice"));
+  EXPECT_THAT(parseError("limits: 5\n"), HasSubstr("limits: expected a map"));
+}
+
+TEST(CollectorConfig, ChecksTlsCombinations) {
+  EXPECT_THAT(parseError("tls: {certificate: /a.pem}\n"), HasSubstr("set both"));
+  EXPECT_THAT(parseError("tls: {client_ca: /ca.pem}\n"), HasSubstr("client certificates need TLS"));
+  EXPECT_THAT(parseError("tls: {certificate: /a, private_key: /b, "
+                         "require_client_certificate: true}\n"),
+              HasSubstr("needs tls.client_ca"));
+  EXPECT_THAT(parseError("limits: {max_body_bytes: 10MiB, max_decompressed_bytes: 1MiB}\n"),
+              HasSubstr("limits.max_decompressed_bytes"));
+}
+
+TEST(CollectorConfig, ReferenceListsEveryKey) {
+  std::string reference = collectorConfigurationReference();
+  for (const char* key : {"| listen |", "| tls.client_ca |", "| admin.token |",
+                          "| store.retention.max_size |", "| limits.max_decompressed_bytes |",
+                          "| inputs.files |", "| outputs.elasticsearch |", "| outputs.ndjson |",
+                          "| enrich |"}) {
+    EXPECT_THAT(reference, HasSubstr(key));
+  }
+}
+
+TEST(Gunzip, InflatesAndCaps) {
+  // "hello\n" compressed by gzip(1), twice concatenated: two members.
+  const unsigned char member[] = {0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                  0x03, 0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0xe7, 0x02, 0x00,
+                                  0x20, 0x30, 0x3a, 0x36, 0x06, 0x00, 0x00, 0x00};
+  std::string one(reinterpret_cast<const char*>(member), sizeof(member));
+  auto inflated = gunzip(one + one, 1024);
+  ASSERT_TRUE(inflated.has_value());
+  EXPECT_EQ(*inflated, "hello\nhello\n");
+  EXPECT_FALSE(gunzip(one + one, 8).has_value());
+  EXPECT_THROW(gunzip("not gzip at all", 1024), std::invalid_argument);
+  EXPECT_THROW(gunzip(one.substr(0, 12), 1024), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace webtrap::collector
