@@ -1,5 +1,7 @@
 #include "collector/store.h"
 
+#include "collector/retention.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -473,6 +475,48 @@ TEST_F(StoreTest, UnwritableFolderNamesPath) {
     EXPECT_NE(std::string(e.what()).find((dir_ / "sub").string()), std::string::npos) << e.what();
   }
   fs::permissions(dir_, fs::perms::owner_all);
+}
+
+TEST_F(StoreTest, RetentionTaskCountsAcrossRestarts) {
+  options_.retention_max_bytes = 300;
+  {
+    Store store(options_);
+    MetricsRegistry metrics;
+    RetentionTask task(store, metrics);
+    store.registerOutput("es");
+    store.insert(makeEvents("a", 5));
+    store.setCursor("es", 1);
+    RetentionSummary summary = task.runOnce(nowMs());
+    EXPECT_EQ(summary.removed, 2u);
+    EXPECT_EQ(metrics.counter("webtrap_collector_retention_removed_total", "").value(), 2u);
+    EXPECT_EQ(metrics
+                  .counter("webtrap_collector_retention_removed_undelivered_total", "",
+                           "output=\"es\"")
+                  .value(),
+              1u);
+  }
+  // A new process starts its counters from the totals in the store.
+  Store store(options_);
+  MetricsRegistry metrics;
+  RetentionTask task(store, metrics, std::chrono::milliseconds(20));
+  EXPECT_EQ(metrics.counter("webtrap_collector_retention_removed_total", "").value(), 2u);
+  EXPECT_EQ(metrics
+                .counter("webtrap_collector_retention_removed_undelivered_total", "",
+                         "output=\"es\"")
+                .value(),
+            1u);
+
+  // The timer thread enforces the limit on its own.
+  store.insert(makeEvents("b", 2));
+  task.start();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (store.eventCount() > 3 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  task.stop();
+  EXPECT_EQ(store.eventCount(), 3u);
+  EXPECT_EQ(metrics.counter("webtrap_collector_retention_removed_total", "").value(), 4u);
+  EXPECT_EQ(metrics.counter("webtrap_collector_retention_errors_total", "").value(), 0u);
 }
 
 }  // namespace
