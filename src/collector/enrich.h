@@ -8,6 +8,10 @@
 #include <string>
 #include <string_view>
 
+namespace YAML {
+class Node;
+}
+
 namespace webtrap::collector {
 
 struct GeoFacts {
@@ -26,6 +30,12 @@ struct EnrichOptions {
   std::filesystem::path geoip_asn;   // GeoLite2-ASN format; empty: none
 };
 
+// Parses the `enrich:` section ({geoip_city: PATH, geoip_asn: PATH}); both keys
+// are optional. Throws ConfigError on an unknown key or a value that is not a
+// string. Paths are kept as written, so relative ones resolve against the
+// working directory when the Enricher opens them.
+EnrichOptions parseEnrichOptions(const YAML::Node& node);
+
 // Thread-safe after construction (libmaxminddb lookups only read).
 class Enricher {
  public:
@@ -35,19 +45,37 @@ class Enricher {
   Enricher& operator=(const Enricher&) = delete;
 
   // Empty facts for addresses the databases do not hold, private addresses
-  // and text that is not an IP address.
+  // and text that is not an IP address. Addresses that no public database
+  // can place are never looked up: loopback, RFC 1918 and RFC 4193 private,
+  // link-local, carrier-grade NAT (100.64.0.0/10), unspecified and multicast.
+  // The documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24,
+  // 2001:db8::/32) are looked up, so test databases can hold them.
   GeoFacts lookup(std::string_view ip) const;
+
+  bool hasCityDatabase() const;
+  bool hasAsnDatabase() const;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
-// The CRS attack category of a rule id: "sqli", "xss", "rce", "lfi", "rfi",
-// "php", "java", "nodejs", "session-fixation", "protocol-violation",
-// "protocol-enforcement", "scanner-detection", "method-enforcement",
-// "multipart", "generic", "anomaly-evaluation", "honeytrap" for webtrap's own
-// rules, or "" when unknown.
+// True for the addresses Enricher::lookup() skips (see there). False for text
+// that is not an IP address.
+bool isNonPublicAddress(std::string_view ip);
+
+// The attack category of a rule id, from the OWASP CRS 3.3.4 file that contains
+// the id (the first three digits): "ip-reputation" (910), "method-enforcement"
+// (911), "dos" (912), "scanner-detection" (913), "protocol-enforcement" (920),
+// "protocol-attack" (921), "multipart" (922), "lfi" (930), "rfi" (931), "rce"
+// (932), "php" (933), "nodejs" (934), "xss" (941), "sqli" (942),
+// "session-fixation" (943), "java" (944), "anomaly-evaluation" (949, 959),
+// "data-leakage" (950-954), "correlation" (980). webtrap's own rules:
+// "honeytrap" for 77000-77099, and for the gap rules 77100-77299 the category
+// of the rule's attack tag ("java", "php", "rce", "ssrf", "disclosure",
+// "bruteforce"), or "webtrap-gap" for an id in that range that the table does
+// not list. "" for any other id, including CRS's initialization (901) and
+// exclusion (903.x, 905) rules, which do not report attacks.
 std::string_view ruleCategory(std::string_view rule_id);
 
 }  // namespace webtrap::collector
