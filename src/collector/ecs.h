@@ -3,22 +3,38 @@
 // record kept whole in event.original.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "collector/audit_record.h"
 #include "collector/enrich.h"
 
 namespace webtrap::collector {
 
+// The ECS release whose field definitions the document follows (ecs.version).
+inline constexpr std::string_view kEcsVersion = "9.4.0";
+
+// http.request.body.content contains at most this many bytes of the body, cut
+// at a UTF-8 character boundary; webtrap.request.body_content_truncated marks
+// a cut. The whole body stays in event.original.
+inline constexpr std::size_t kEcsBodyContentMaxBytes = 8192;
+
 struct SensorFacts {
-  std::string sensor_id;  // observer.name; from the record or the sender's enrolment
-  std::string group;      // observer.group? see docs/ecs.md
-  std::string input;      // "probe", "modsecurity-http", "file"
+  // observer.name. When empty, the record's own sensor id is used.
+  std::string sensor_id;
+  // webtrap.sensor.group (ECS has no observer group field). When empty, the
+  // record's own sensor group is used.
+  std::string group;
+  std::string input;  // webtrap.input: "probe", "modsecurity-http", "file"
 };
 
 // Returns one JSON object (no trailing newline). Always valid JSON and valid
-// UTF-8, whatever bytes the record holds.
+// UTF-8, whatever bytes the record holds. docs/ecs.md lists the fields, and
+// docs/ecs-document-schema.json is the document's JSON Schema.
+// `ingest_ms` (milliseconds since the epoch) becomes event.ingested, and
+// @timestamp too when the record has no timestamp.
 std::string buildEcsDocument(const AuditRecord& record, const GeoFacts& geo,
                              const SensorFacts& sensor, std::int64_t ingest_ms);
 
