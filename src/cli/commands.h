@@ -12,6 +12,7 @@ using CommandRunner = std::function<int()>;
 
 void addProbeCommand(CLI::App& app, CommandRunner& runner);
 void addReplayCommand(CLI::App& app, CommandRunner& runner);
+void addDecodeCommand(CLI::App& app, CommandRunner& runner);
 void addShipCommand(CLI::App& app, CommandRunner& runner);
 void addCollectorCommand(CLI::App& app, CommandRunner& runner);
 

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   webtrap::cli::CommandRunner runner;
   webtrap::cli::addProbeCommand(app, runner);
   webtrap::cli::addReplayCommand(app, runner);
+  webtrap::cli::addDecodeCommand(app, runner);
   webtrap::cli::addShipCommand(app, runner);
   webtrap::cli::addCollectorCommand(app, runner);
 

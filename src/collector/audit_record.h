@@ -29,6 +29,9 @@ struct HeaderField {
 struct RuleMessage {
   std::string rule_id;   // "942100"; empty when the producer gave none
   std::string message;   // "SQL Injection Attack Detected via libinjection"
+  // What the operator matched: details.match (libmodsecurity v3), or the text
+  // before the first [key "value"] field (mod_security2).
+  std::string match;
   std::string data;      // matched data
   std::string severity;  // as the producer wrote it: "2" or "CRITICAL"
   std::string file;
@@ -46,6 +49,7 @@ struct AuditRecord {
   // origin, so reading the same record twice gives the same id.
   std::string event_id;
   std::string transaction_id;  // the producer's own id
+  std::string server_id;       // transaction.server_id (libmodsecurity v3 and webtrap)
 
   std::int64_t timestamp_us = 0;  // UTC, microseconds since the epoch
 
@@ -54,6 +58,7 @@ struct AuditRecord {
   std::string server_ip;
   std::uint16_t server_port = 0;
 
+  std::string request_line;  // as received, when the producer wrote it (webtrap, mod_security2)
   std::string method;
   std::string uri;           // as requested: path and query
   std::string http_version;  // "1.1"
@@ -68,7 +73,9 @@ struct AuditRecord {
   std::vector<RuleMessage> messages;
 
   std::string producer_version;  // "ModSecurity v3.0.9 (Linux)"
-  std::string connector;         // "ModSecurity-nginx v1.0.3"
+  // "ModSecurity-nginx v1.0.3"; for mod_security2, which names no connector,
+  // the server banner from audit_data.server ("Apache/2.4.62 (Debian)").
+  std::string connector;
   std::string secrules_engine;   // "DetectionOnly"
   std::vector<std::string> components;  // rule sets, such as "OWASP_CRS/3.3.4"
 
@@ -76,12 +83,28 @@ struct AuditRecord {
   std::string sensor_id;
   std::string sensor_group;
   std::string persona;
-  std::vector<std::string> bait_hits;
+  std::vector<std::string> bait_hits;     // webtrap.baits[].kind, in order
+  std::vector<std::string> bait_details;  // webtrap.baits[].detail, same order
   std::vector<std::string> tags;
+  std::string persona_product;  // webtrap.persona.product
+  std::string listener;         // webtrap.listener.name
+  bool bait_listener = false;   // webtrap.listener.bait
+  std::vector<std::string> issued_tokens;  // webtrap.issued_tokens
+  std::string inspection_status;           // webtrap.inspection.status
+  std::optional<std::int64_t> anomaly_score;  // webtrap.inspection.anomaly_score
+  std::string request_body_sha256;            // webtrap.request.body_sha256
+  bool request_body_truncated = false;        // webtrap.request.body_truncated
 
   // The record as received, as valid UTF-8 JSON text: kept whole in the
   // stored document (event.original), so nothing the producer wrote is lost.
   std::string original;
+
+  // True when the input held bytes that were not well-formed UTF-8. The
+  // decoder replaced each such byte with U+FFFD before parsing (JSON text must
+  // be Unicode), so `original` and the string fields hold the replaced text,
+  // and `original_base64` holds the exact input bytes.
+  bool invalid_utf8 = false;
+  std::string original_base64;  // standard base64 of the input; empty when invalid_utf8 is false
 };
 
 struct DecodeResult {
@@ -93,7 +116,37 @@ struct DecodeResult {
 // Decodes one JSON audit record. `origin` names where it came from (a file
 // path, a sensor id) and takes part in derived event ids. Never throws on bad
 // input: a record that cannot be decoded gives ok = false and an error.
+// libmodsecurity v3 time stamps, which carry no zone, are read in the
+// collector's local time zone (TZ, else /etc/localtime, else UTC).
 DecodeResult decodeAuditRecord(std::string_view json, RecordFormat format,
                                std::string_view origin);
+
+// A time zone from the IANA database (/usr/share/zoneinfo), opaque here so
+// that users of this header need not include the date library.
+class TimeZone;
+
+// Returns the zone named `name` ("Europe/Berlin", "UTC"), or nullptr when the
+// system time zone database has no such zone.
+const TimeZone* findTimeZone(std::string_view name);
+
+// Returns the collector's local time zone: the TZ variable when it names a
+// zone, else /etc/localtime, else UTC.
+const TimeZone* localTimeZone();
+
+struct DecodeOptions {
+  RecordFormat format = RecordFormat::kAuto;
+  std::string_view origin;
+  // Zone of libmodsecurity v3 time stamps; nullptr means localTimeZone().
+  const TimeZone* time_zone = nullptr;
+};
+
+DecodeResult decodeAuditRecord(std::string_view json, const DecodeOptions& options);
+
+// Parses "auto", "webtrap", "modsec3" or "modsec2"; nullopt for anything else.
+std::optional<RecordFormat> parseRecordFormat(std::string_view name);
+
+// Returns the record as one JSON object (no trailing newline), every field of
+// the struct under its own name: what `webtrap decode` prints.
+std::string auditRecordToJson(const AuditRecord& record);
 
 }  // namespace webtrap::collector

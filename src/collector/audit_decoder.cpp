@@ -1,0 +1,328 @@
+// decodeAuditRecord: input repair (invalid UTF-8, the stray quote of
+// libmodsecurity 3.0.x), layout detection, derived event ids, and dispatch
+// to the decoder of each producer layout.
+#include <fmt/format.h>
+
+#include "collector/audit_decoder_internal.h"
+#include "common/encoding.h"
+
+namespace webtrap::collector {
+
+namespace {
+
+using decoder::DecodeFailure;
+using decoder::check;
+using decoder::fail;
+using decoder::ondemand::document;
+using decoder::ondemand::field;
+using decoder::ondemand::object;
+
+std::string_view trimRecord(std::string_view text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ' ||
+                           text.back() == '\t')) {
+    text.remove_suffix(1);
+  }
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t' ||
+                           text.front() == '\n' || text.front() == '\r')) {
+    text.remove_prefix(1);
+  }
+  // A UTF-8 byte order mark, which some editors put at the start of a file.
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") {
+    text.remove_prefix(3);
+  }
+  return text;
+}
+
+// The parser and its input buffer are reused by each thread, so decoding a
+// record allocates only what the record itself keeps.
+struct ThreadState {
+  decoder::ondemand::parser parser;
+  std::string buffer;  // the record plus simdjson's padding
+};
+
+ThreadState& threadState() {
+  thread_local ThreadState state;
+  return state;
+}
+
+// Copies `text` into the padded buffer and returns a view simdjson can read.
+simdjson::padded_string_view padText(std::string& buffer, std::string_view text) {
+  buffer.reserve(text.size() + simdjson::SIMDJSON_PADDING);
+  buffer.assign(text);
+  return simdjson::padded_string_view(buffer.data(), buffer.size(), buffer.capacity());
+}
+
+// libmodsecurity 3.0.x writes each component with a trailing quote. Most
+// builds escape it ("OWASP_CRS/3.3.4\""), which is valid JSON and is dealt
+// with by the v3 decoder; a build that does not escape it writes
+// "OWASP_CRS/3.3.4"" and so invalid JSON. This removes that unescaped extra
+// quote from the elements of "components" and returns whether it did.
+bool removeStrayComponentQuotes(std::string& text) {
+  std::size_t key = text.find("\"components\"");
+  if (key == std::string::npos) {
+    return false;
+  }
+  std::size_t pos = key + 12;
+  auto skipSpace = [&]() {
+    while (pos < text.size() && (text[pos] == ' ' || text[pos] == '\t')) {
+      ++pos;
+    }
+  };
+  skipSpace();
+  if (pos >= text.size() || text[pos] != ':') {
+    return false;
+  }
+  ++pos;
+  skipSpace();
+  if (pos >= text.size() || text[pos] != '[') {
+    return false;
+  }
+  ++pos;
+  bool changed = false;
+  while (true) {
+    skipSpace();
+    if (pos >= text.size() || text[pos] != '"') {
+      return changed;
+    }
+    // Find the closing quote of this element, stepping over escapes.
+    ++pos;
+    while (pos < text.size() && text[pos] != '"') {
+      pos += text[pos] == '\\' ? 2 : 1;
+    }
+    if (pos >= text.size()) {
+      return changed;
+    }
+    ++pos;
+    if (pos + 1 < text.size() && text[pos] == '"' && (text[pos + 1] == ']' || text[pos + 1] == ',')) {
+      text.erase(pos, 1);
+      changed = true;
+    }
+    skipSpace();
+    if (pos >= text.size() || text[pos] != ',') {
+      return changed;
+    }
+    ++pos;
+  }
+}
+
+// Looks at the record's keys to tell the layouts apart: webtrap records have
+// a `webtrap` object, mod_security2 records `audit_data` and a transaction
+// with `time`, libmodsecurity v3 records a transaction with `time_stamp`.
+RecordFormat detectFormat(document& doc) {
+  object root;
+  check(doc.get_object().get(root), "record");
+  RecordFormat transaction_shape = RecordFormat::kAuto;
+  for (auto entry : root) {
+    field member;
+    check(std::move(entry).get(member), "record");
+    std::string_view key;
+    check(member.unescaped_key().get(key), "record");
+    if (key == "webtrap") {
+      return RecordFormat::kWebtrap;
+    }
+    if (key == "audit_data") {
+      return RecordFormat::kModsec2;
+    }
+    if (key != "transaction" || transaction_shape != RecordFormat::kAuto) {
+      continue;
+    }
+    object transaction;
+    if (member.value().get_object().get(transaction) != simdjson::SUCCESS) {
+      continue;  // the decoder reports the wrong type
+    }
+    for (auto inner : transaction) {
+      field inner_member;
+      check(std::move(inner).get(inner_member), "transaction");
+      std::string_view name;
+      check(inner_member.unescaped_key().get(name), "transaction");
+      if (name == "time_stamp" || name == "client_ip" || name == "unique_id") {
+        transaction_shape = RecordFormat::kModsec3;
+        break;
+      }
+      if (name == "time" || name == "transaction_id" || name == "remote_address") {
+        transaction_shape = RecordFormat::kModsec2;
+        break;
+      }
+    }
+  }
+  if (transaction_shape == RecordFormat::kAuto) {
+    fail("transaction",
+         "cannot tell the record's layout: expected transaction.time_stamp (libmodsecurity v3), "
+         "transaction.time (mod_security2) or a webtrap object");
+  }
+  return transaction_shape;
+}
+
+const TimeZone& utcZone() {
+  static const TimeZone* zone = findTimeZone("Etc/UTC");
+  if (zone == nullptr) {
+    throw std::runtime_error("the time zone database has no Etc/UTC zone; install tzdata");
+  }
+  return *zone;
+}
+
+void decodeV3Layout(document& doc, RecordFormat format, const TimeZone& zone,
+                    AuditRecord& record) {
+  object root;
+  check(doc.get_object().get(root), "record");
+  decoder::WebtrapExtras extras;
+  bool has_transaction = false;
+  for (auto entry : root) {
+    field member;
+    check(std::move(entry).get(member), "record");
+    std::string_view key;
+    check(member.unescaped_key().get(key), "record");
+    if (key == "transaction") {
+      // A probe writes time_stamp in UTC, and webtrap.@timestamp wins anyway.
+      decoder::decodeModsec3Transaction(member.value(),
+                                        format == RecordFormat::kWebtrap ? utcZone() : zone,
+                                        record);
+      has_transaction = true;
+    } else if (key == "webtrap" && format == RecordFormat::kWebtrap) {
+      decoder::decodeWebtrapObject(member.value(), record, extras);
+    }
+  }
+  if (!has_transaction) {
+    fail("transaction", "missing; every audit record has a transaction object");
+  }
+  if (format == RecordFormat::kWebtrap) {
+    if (!extras.present) {
+      fail("webtrap",
+           "missing; the record is not a webtrap probe record (read it as modsec3 or auto)");
+    }
+    decoder::applyWebtrapExtras(extras, record);
+  }
+}
+
+// Returns a UUID-shaped id from SHA-256 over the origin and the record's
+// bytes: version 8 (RFC 9562 custom), variant 10, so it cannot collide with
+// the UUIDv7 event ids of probe records.
+std::string derivedEventId(std::string_view origin, std::string_view bytes) {
+  thread_local Sha256 hasher;
+  hasher.update(origin);
+  hasher.update(std::string_view("\n", 1));
+  hasher.update(bytes);
+  std::string hex = hasher.finalHex();
+  hex[12] = '8';
+  hex[16] = "89ab"[hexDigitValue(hex[16]) & 0x3];
+  std::string id;
+  id.reserve(36);
+  id.append(hex, 0, 8).push_back('-');
+  id.append(hex, 8, 4).push_back('-');
+  id.append(hex, 12, 4).push_back('-');
+  id.append(hex, 16, 4).push_back('-');
+  id.append(hex, 20, 12);
+  return id;
+}
+
+void decodeText(std::string_view text, const DecodeOptions& options, ThreadState& state,
+                AuditRecord& record) {
+  document doc;
+  check(state.parser.iterate(padText(state.buffer, text)).get(doc), "record");
+  RecordFormat format = options.format;
+  if (format == RecordFormat::kAuto) {
+    format = detectFormat(doc);
+    doc.rewind();
+  }
+  record.format = format;
+  if (format == RecordFormat::kModsec2) {
+    object root;
+    check(doc.get_object().get(root), "record");
+    decoder::decodeModsec2Record(root, record);
+  } else {
+    const TimeZone* zone = options.time_zone != nullptr ? options.time_zone : localTimeZone();
+    decodeV3Layout(doc, format, *zone, record);
+  }
+  // current_location() fails with OUT_OF_BOUNDS once the whole text is read.
+  const char* rest = nullptr;
+  if (doc.current_location().get(rest) == simdjson::SUCCESS) {
+    fail("record", "unexpected text after the JSON object; give one record per line");
+  }
+}
+
+}  // namespace
+
+std::string_view formatName(RecordFormat format) {
+  switch (format) {
+    case RecordFormat::kAuto:
+      return "auto";
+    case RecordFormat::kWebtrap:
+      return "webtrap";
+    case RecordFormat::kModsec3:
+      return "modsec3";
+    case RecordFormat::kModsec2:
+      return "modsec2";
+  }
+  return "unknown";
+}
+
+std::optional<RecordFormat> parseRecordFormat(std::string_view name) {
+  for (RecordFormat format : {RecordFormat::kAuto, RecordFormat::kWebtrap, RecordFormat::kModsec3,
+                              RecordFormat::kModsec2}) {
+    if (formatName(format) == name) {
+      return format;
+    }
+  }
+  return std::nullopt;
+}
+
+DecodeResult decodeAuditRecord(std::string_view json, RecordFormat format,
+                               std::string_view origin) {
+  DecodeOptions options;
+  options.format = format;
+  options.origin = origin;
+  return decodeAuditRecord(json, options);
+}
+
+DecodeResult decodeAuditRecord(std::string_view json, const DecodeOptions& options) {
+  DecodeResult result;
+  std::string_view raw = trimRecord(json);
+  if (raw.empty()) {
+    result.error = "record: empty; expected one JSON object";
+    return result;
+  }
+  ThreadState& state = threadState();
+  AuditRecord& record = result.record;
+
+  // simdjson accepts only valid UTF-8, but real audit logs copy request bytes
+  // as they came; each invalid byte becomes U+FFFD, and the exact input is
+  // kept in original_base64.
+  std::string repaired;
+  std::string_view text = raw;
+  if (!simdjson::validate_utf8(raw.data(), raw.size())) {
+    appendSanitizedUtf8(repaired, raw);
+    text = repaired;
+    record.invalid_utf8 = true;
+  }
+
+  try {
+    try {
+      decodeText(text, options, state, record);
+    } catch (const DecodeFailure&) {
+      std::string fixed(text);
+      if (!removeStrayComponentQuotes(fixed)) {
+        throw;
+      }
+      record = AuditRecord();
+      record.invalid_utf8 = !repaired.empty();
+      repaired = std::move(fixed);
+      text = repaired;
+      decodeText(text, options, state, record);
+    }
+  } catch (const DecodeFailure& failure) {
+    result.error = failure.message;
+    return result;
+  }
+
+  if (record.format != RecordFormat::kWebtrap) {
+    record.event_id = derivedEventId(options.origin, raw);
+  }
+  record.original.assign(text);
+  if (record.invalid_utf8) {
+    record.original_base64 = base64Encode(raw);
+  }
+  result.ok = true;
+  return result;
+}
+
+}  // namespace webtrap::collector
