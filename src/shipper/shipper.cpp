@@ -32,6 +32,8 @@ constexpr std::int64_t kMaxRetryAfterMs = 3600 * 1000;
 // Repeated retry warnings are logged at most this often.
 constexpr auto kRetryLogPeriod = std::chrono::seconds(30);
 constexpr std::size_t kMaxResponseBytes = 64 * 1024;
+// After a 413, the batch limits stay halved this long before they double.
+constexpr auto kKeepHalvedBatch = std::chrono::seconds(30);
 
 std::string gzipCompress(const std::string& input) {
   z_stream stream{};
@@ -321,6 +323,7 @@ struct Shipper::Impl {
 
   std::uint64_t limit_records;
   std::uint64_t limit_bytes;
+  Clock::time_point keep_limits_until{};
   std::uint32_t attempt = 0;  // consecutive failed attempts
   RepeatLog failure_log;
   std::uint64_t dropped_published = 0;
@@ -427,9 +430,13 @@ void Shipper::Impl::onSuccess(const SpoolBatch& batch, std::size_t payload_bytes
     failure_log.reset();
   }
   attempt = 0;
-  // Grow back after a 413 halved the batch.
-  limit_records = std::min<std::uint64_t>(config.batch_max_records, limit_records * 2);
-  limit_bytes = std::min<std::uint64_t>(config.batch_max_bytes, limit_bytes * 2);
+  // Grow back slowly after a 413 halved the batch, so that the size does not
+  // swing between accepted and rejected on every batch.
+  if (Clock::now() >= keep_limits_until) {
+    limit_records = std::min<std::uint64_t>(config.batch_max_records, limit_records * 2);
+    limit_bytes = std::min<std::uint64_t>(config.batch_max_bytes, limit_bytes * 2);
+    keep_limits_until = Clock::now() + kKeepHalvedBatch;
+  }
 }
 
 // Writes a record that the collector rejects as too large even alone to
@@ -469,6 +476,7 @@ void Shipper::Impl::onFailure(const SpoolBatch& batch, const HttpResult& result)
     if (batch.records > 1) {
       limit_records = std::max<std::uint64_t>(1, batch.records / 2);
       limit_bytes = std::max<std::uint64_t>(1, batch.body.size() / 2);
+      keep_limits_until = Clock::now() + kKeepHalvedBatch;
       spdlog::warn("shipper: the collector rejects a batch of records={} bytes={} as too large "
                    "(413); sending at most records={} bytes={} per batch",
                    batch.records, batch.body.size(), limit_records, limit_bytes);

@@ -135,6 +135,7 @@ void SpoolReader::loadOffset() {
 }
 
 void SpoolReader::listSegments() {
+  previous_sizes_ = std::move(sizes_);
   sizes_.clear();
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(dir_, error)) {
@@ -190,8 +191,11 @@ void SpoolReader::normalizePosition() {
       // The current segment is gone: the spool's disk cap deleted it.
       std::uint64_t lost = 0;
       bool exact = true;
+      auto previous = previous_sizes_.find(position_.segment);
       if (fd_ >= 0 && fd_segment_ == position_.segment) {
         lost += countLines(fd_, position_.offset);
+      } else if (previous != previous_sizes_.end() && previous->second <= position_.offset) {
+        // It was shipped to its end before the spool deleted it.
       } else if (position_.offset == 0 && line_counts_.contains(position_.segment)) {
         lost += line_counts_[position_.segment];
       } else {
@@ -239,7 +243,7 @@ void SpoolReader::skipTo(std::uint64_t next_segment, bool current_lost, std::uin
       exact = false;
     }
   }
-  if (from < next_segment) {
+  if (lost > 0 || !exact) {
     if (exact) {
       spdlog::warn("shipper: the spool deleted unshipped segments at its disk cap from={} "
                    "up_to={} records_lost={}",

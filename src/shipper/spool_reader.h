@@ -99,6 +99,7 @@ class SpoolReader {
   bool count_ahead_;
   SpoolPosition position_;
   std::map<std::uint64_t, std::uint64_t> sizes_;        // segment number -> bytes, from the listing
+  std::map<std::uint64_t, std::uint64_t> previous_sizes_;  // the listing before
   std::map<std::uint64_t, std::uint64_t> line_counts_;  // closed segments ahead -> lines
   int fd_ = -1;
   std::uint64_t fd_segment_ = 0;

@@ -15,6 +15,7 @@ import argparse
 import gzip
 import http.server
 import json
+import socket
 import threading
 import time
 import zlib
@@ -50,6 +51,7 @@ class CollectorStandIn:
         self.max_body_bytes = None  # respond 413 above this many decompressed bytes
         self.server = None
         self.thread = None
+        self.connections = set()  # open client sockets, closed by stop()
 
     def start(self):
         handler = self._make_handler()
@@ -61,10 +63,19 @@ class CollectorStandIn:
         return self
 
     def stop(self):
+        """Stop listening and cut every open connection, as a crashed collector would."""
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        with self.lock:
+            connections = list(self.connections)
+            self.connections.clear()
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     @property
     def url(self):
@@ -93,6 +104,19 @@ class CollectorStandIn:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with stand_in.lock:
+                    stand_in.connections.add(self.connection)
+
+            def finish(self):
+                with stand_in.lock:
+                    stand_in.connections.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass
 
             def log_message(self, *args):
                 pass
@@ -166,8 +190,11 @@ class CollectorStandIn:
                         else:
                             stored += 1
                     stand_in._count(200)
-                self._send(200, {"received": received, "stored": stored,
-                                 "duplicates": duplicates, "rejected": rejected})
+                try:
+                    self._send(200, {"received": received, "stored": stored,
+                                     "duplicates": duplicates, "rejected": rejected})
+                except OSError:
+                    pass  # the shipper left, for example killed with the probe
 
         return Handler
 

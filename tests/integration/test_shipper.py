@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""The probe's shipper against a collector stand-in on loopback.
+
+A real probe with a `shipper:` section records requests; its forked shipper
+must deliver every record at least once through outages, error answers,
+oversized batches and restarts of the probe (SIGTERM and SIGKILL) and of
+the worker process. The stand-in (tests/tools/collector_stand_in.py) only
+implements POST /v1/records, so this tests the shipper, not the collector.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+from probe_harness import BIN, SOURCE_DIR, wait_for
+
+sys.path.insert(0, str(SOURCE_DIR / "tests" / "tools"))
+from collector_stand_in import CollectorStandIn  # noqa: E402
+
+TOKEN = "test-token-0123456789"
+
+CONFIG = """
+sensor:
+  id: shipper-test
+spool:
+  segment_bytes: 32KiB
+shipper:
+  url: {url}
+  token: {token}
+  batch_max_records: 20
+  interval: 100ms
+  retry_initial: 100ms
+  retry_max: 1s
+  timeout: 10s
+"""
+
+
+def children_of(pid):
+    """Return the pids whose parent is `pid`, read from /proc."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name in brackets may contain spaces; the fields after it do not.
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid):
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] != "Z"
+
+
+class ProbeProcess:
+    """A probe on one plain loopback port that keeps its spool across restarts."""
+
+    def __init__(self, workdir, config_text):
+        self.dir = workdir
+        self.spool = workdir / "spool"
+        self.config = workdir / "probe.yaml"
+        self.config.write_text(config_text)
+        self.process = None
+        self.log = None
+
+    def start(self):
+        ports_file = self.dir / "ports.json"
+        ports_file.unlink(missing_ok=True)
+        self.log = open(self.dir / "probe.log", "ab")
+        args = [BIN, "probe", "--config", str(self.config), "--listen", "127.0.0.1:0",
+                "--spool", str(self.spool), "--state-dir", str(self.dir / "state"),
+                "--admin-listen", "127.0.0.1:0", "--ports-file", str(ports_file)]
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: ports_file.exists() or self.process.poll() is not None, 60,
+                 "the probe's ports file")
+        if self.process.poll() is not None:
+            raise RuntimeError("probe exited at start:\n" + self.log_text())
+        ports = json.loads(ports_file.read_text())
+        self.http_port = ports["http-0"]
+        self.admin_port = ports["admin"]
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+        if self.log:
+            self.log.close()
+        return self.process.returncode
+
+    def log_text(self):
+        if self.log and not self.log.closed:
+            self.log.flush()
+        return (self.dir / "probe.log").read_text(errors="replace")
+
+    def request(self, path):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10).read()
+        except urllib.error.HTTPError:
+            pass  # the persona's 404 is fine: every request is recorded
+
+    def metrics(self):
+        url = f"http://127.0.0.1:{self.admin_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
+    def event_ids(self):
+        """Event ids of every whole record in the spool."""
+        ids = []
+        for segment in sorted(self.spool.glob("segment-*.ndjson")):
+            data = segment.read_bytes()
+            for line in data[:data.rfind(b"\n") + 1].splitlines():
+                ids.append(json.loads(line)["webtrap"]["event_id"])
+        return ids
+
+
+class ShipperTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-shipper-"))
+        os.chmod(cls.workdir, 0o755)  # the shipper runs as nobody when the test runs as root
+        cls.stand_in = CollectorStandIn(TOKEN).start()
+        cls.probe = ProbeProcess(cls.workdir, CONFIG.format(url=cls.stand_in.url, token=TOKEN))
+        cls.probe.start()
+        cls.sent = 0
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.probe.stop()
+        cls.stand_in.stop()
+        if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
+            shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    def send(self, count):
+        for _ in range(count):
+            type(self).sent += 1
+            self.probe.request(f"/shipper-test/{self.sent}?q={'x' * 200}")
+
+    def wait_delivered(self, timeout=30):
+        """Wait until the stand-in has received the event id of every record in the spool."""
+        def delivered():
+            ids = self.probe.event_ids()
+            counts = self.stand_in.snapshot()["event_counts"]
+            missing = [i for i in ids if i not in counts]
+            return ids if len(ids) >= self.sent and not missing else None
+
+        try:
+            return wait_for(delivered, timeout, "every spooled record at the stand-in")
+        except TimeoutError:
+            raise AssertionError("records missing at the stand-in; probe log:\n" +
+                                 self.probe.log_text()[-4000:])
+
+    def test_1_delivers_every_record(self):
+        self.send(60)
+        ids = self.wait_delivered()
+        self.assertEqual(len(ids), 60)
+        self.assertEqual(len(set(ids)), 60)
+        self.assertIn("gzip", self.stand_in.content_encodings)
+
+        # The offset reaches the end of the newest segment.
+        segments = sorted(self.probe.spool.glob("segment-*.ndjson"))
+        self.assertGreater(len(segments), 1, "32KiB segments should have rotated")
+        newest = segments[-1]
+        expected = f"{newest.name} {newest.stat().st_size}\n"
+        wait_for(lambda: (self.probe.spool / "shipped.offset").read_text() == expected, 10,
+                 "the offset at the end of the spool")
+
+        def metrics_caught_up():
+            values = self.probe.metrics()
+            return values if values.get("webtrap_shipper_records_sent_total", 0) >= 60 else None
+
+        values = wait_for(metrics_caught_up, 10, "the shipper's counters in /metrics")
+        self.assertGreaterEqual(values["webtrap_shipper_batches_sent_total"], 3)
+        self.assertGreater(values["webtrap_shipper_bytes_sent_total"], 0)
+        self.assertGreater(values["webtrap_shipper_last_success_timestamp_seconds"],
+                           time.time() - 120)
+        self.assertEqual(values["webtrap_shipper_dropped_total"], 0)
+
+    def test_2_collector_outage_loses_nothing(self):
+        before = self.probe.metrics()["webtrap_shipper_retries_total"]
+        self.stand_in.stop()
+        self.send(30)
+        wait_for(lambda: self.probe.metrics()["webtrap_shipper_retries_total"] >= before + 2, 20,
+                 "retries counted during the outage")
+        backlog = self.probe.metrics()["webtrap_shipper_backlog_bytes"]
+        self.assertGreater(backlog, 0)
+        self.stand_in.start()  # the same port again
+        self.wait_delivered()
+        wait_for(lambda: self.probe.metrics()["webtrap_shipper_backlog_bytes"] == 0, 10,
+                 "an empty backlog")
+        self.assertIn("connection error", self.probe.log_text())
+
+    def test_3_honours_503_and_429(self):
+        for status in ("503", "429"):
+            with self.subTest(status=status):
+                before = self.stand_in.snapshot()["statuses"].get(int(status), 0)
+                self.stand_in.set_mode(status, retry_after=1)
+                self.send(5)
+                wait_for(lambda: self.stand_in.snapshot()["statuses"].get(int(status), 0) >
+                         before, 10, f"a {status} response")
+                started = time.monotonic()
+                requests = self.stand_in.snapshot()["requests"]
+                time.sleep(0.5)
+                # Retry-After: 1 delays the next attempt despite retry_initial 100ms.
+                self.assertLessEqual(self.stand_in.snapshot()["requests"], requests + 1)
+                self.stand_in.set_mode("ok")
+                self.wait_delivered()
+                self.assertGreater(time.monotonic() - started, 0.4)
+
+    def test_4_wrong_token_is_logged_and_kept(self):
+        self.stand_in.set_mode("401")
+        self.send(5)
+        wait_for(lambda: "rejects the credentials (HTTP 401)" in self.probe.log_text(), 10,
+                 "the log line about the token")
+        self.assertNotIn(TOKEN, self.probe.log_text())
+        self.stand_in.set_mode("ok")
+        self.wait_delivered(timeout=20)
+
+    def test_5_halves_batches_on_413(self):
+        ids = self.probe.event_ids()
+        largest = max(len(line) for segment in self.probe.spool.glob("segment-*.ndjson")
+                      for line in segment.read_bytes().splitlines())
+        self.stand_in.max_body_bytes = largest * 3 + 10
+        try:
+            before = self.stand_in.snapshot()["statuses"].get(413, 0)
+            self.send(20)
+            self.wait_delivered()
+            self.assertGreater(self.stand_in.snapshot()["statuses"].get(413, 0), before)
+        finally:
+            self.stand_in.max_body_bytes = None
+        self.assertIn("as too large (413)", self.probe.log_text())
+        self.assertGreater(len(self.probe.event_ids()), len(ids))
+
+    def test_6_worker_crash_is_restarted(self):
+        supervisors = children_of(self.probe.process.pid)
+        self.assertEqual(len(supervisors), 1, "one shipper supervisor per probe")
+        workers = children_of(supervisors[0])
+        self.assertEqual(len(workers), 1)
+        os.kill(workers[0], signal.SIGKILL)
+        wait_for(lambda: "restarting in" in self.probe.log_text(), 10, "the restart log line")
+        self.send(5)
+        self.wait_delivered(timeout=20)
+        new_workers = wait_for(lambda: children_of(supervisors[0]), 10, "a new worker")
+        self.assertNotEqual(new_workers, workers)
+
+    def test_7_probe_sigterm_restart_loses_nothing(self):
+        self.stand_in.stop()
+        self.send(20)
+        supervisor = children_of(self.probe.process.pid)[0]
+        self.assertEqual(self.probe.stop(signal.SIGTERM), 0)
+        self.assertFalse(alive(supervisor), "the shipper must stop with the probe")
+        self.stand_in.start()
+        self.probe.start()
+        self.wait_delivered()
+
+    def test_8_probe_sigkill_restart_loses_nothing(self):
+        # A slow collector keeps batches in flight when the probe is killed.
+        self.stand_in.set_mode("slow", slow_seconds=1.5)
+        self.send(20)
+        time.sleep(0.5)
+        supervisor = children_of(self.probe.process.pid)[0]
+        workers = children_of(supervisor)
+        self.probe.stop(signal.SIGKILL)
+        wait_for(lambda: not alive(supervisor) and not any(alive(w) for w in workers), 10,
+                 "the shipper processes to end after the probe's SIGKILL")
+        self.stand_in.set_mode("ok")
+        self.probe.start()
+        self.wait_delivered()
+        counts = self.stand_in.snapshot()["event_counts"]
+        self.assertTrue(all(counts[i] >= 1 for i in self.probe.event_ids()))
+
+    def test_9_plain_http_to_remote_host_is_rejected(self):
+        bad = self.workdir / "bad.yaml"
+        bad.write_text(CONFIG.format(url="http://192.0.2.10:7380", token=TOKEN))
+        for command in (["probe", "--listen", "127.0.0.1:0"], ["ship"]):
+            with self.subTest(command=command[0]):
+                result = subprocess.run([BIN, *command, "--config", str(bad), "--spool",
+                                         str(self.workdir / "bad-spool")],
+                                        capture_output=True, text=True, timeout=30)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertIn("shipper.url", result.stderr)
+                self.assertIn("http://192.0.2.10:7380", result.stderr)
+                self.assertIn("https://", result.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
