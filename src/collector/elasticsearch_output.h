@@ -11,9 +11,10 @@
 // Metrics, each with the label output="elasticsearch":
 //   webtrap_collector_es_requests_total, webtrap_collector_es_request_errors_total,
 //   webtrap_collector_es_bytes_sent_total (request bodies as sent, after gzip),
-//   webtrap_collector_es_items_total{status="..."} for 201, 409, 400, 429 and
-//   "other", webtrap_collector_es_request_seconds_sum/_count and
-//   webtrap_collector_es_last_request_ms (gauge).
+//   webtrap_collector_es_items_total{status="..."} with status 2xx, 409, 429,
+//   4xx (other client errors) and 5xx,
+//   webtrap_collector_es_request_milliseconds_total (time in _bulk requests)
+//   and webtrap_collector_es_last_request_milliseconds (gauge).
 #pragma once
 
 #include <chrono>
@@ -70,6 +71,7 @@ struct ElasticsearchResponse {
   std::string body;
   std::int64_t retry_after_ms = 0;  // from Retry-After, 0 when absent
   std::string url;                  // the base URL that answered
+  std::size_t bytes_sent = 0;       // request body size on the wire (after gzip)
 };
 
 // A libcurl client for one cluster: authentication, TLS, proxy, timeouts and
@@ -118,7 +120,8 @@ class ElasticsearchOutput : public Output {
  private:
   struct Metrics;
 
-  std::vector<ItemResult> sendRequest(std::span<const StoredEvent> events);
+  // Sends one _bulk request. Splits it on a whole-request 400 or 413.
+  std::vector<ItemResult> sendRequest(std::span<const StoredEvent* const> events);
 
   ElasticsearchOptions options_;
   ElasticsearchClient client_;

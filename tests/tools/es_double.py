@@ -300,9 +300,10 @@ def created_item(op: str, index: Index, doc_id: str, result: str = "created",
 
 def error_item(op: str, index_name: str, doc_id: str, status: int, error_type: str,
                reason: str, index: Index | None = None) -> dict:
-    error = {"type": error_type, "reason": reason}
-    if index is not None:
-        error.update({"index_uuid": index.uuid, "shard": "0", "index": index.name})
+    # Elasticsearch writes "_na_" as the uuid when the index does not exist.
+    error = {"type": error_type, "reason": reason,
+             "index_uuid": index.uuid if index else "_na_", "shard": "0",
+             "index": index.name if index else index_name}
     return {op: {"_index": index.name if index else index_name, "_id": doc_id,
                  "status": status, "error": error}}
 

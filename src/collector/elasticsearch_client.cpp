@@ -1,0 +1,248 @@
+// libcurl client of the Elasticsearch output and setup command.
+#include <curl/curl.h>
+#include <zlib.h>
+
+#include <charconv>
+#include <ctime>
+#include <mutex>
+#include <string>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "collector/elasticsearch_output.h"
+#include "common/encoding.h"
+
+namespace webtrap::collector {
+namespace {
+
+void initCurlOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+std::size_t appendBody(char* data, std::size_t size, std::size_t count, void* user) {
+  static_cast<std::string*>(user)->append(data, size * count);
+  return size * count;
+}
+
+struct HeaderCapture {
+  std::int64_t retry_after_ms = 0;
+};
+
+// Reads Retry-After, as delay-seconds or an HTTP-date (RFC 9110, 10.2.3).
+std::size_t captureHeader(char* data, std::size_t size, std::size_t count, void* user) {
+  std::string_view line(data, size * count);
+  constexpr std::string_view kName = "retry-after:";
+  if (line.size() > kName.size() && equalsIgnoreCase(line.substr(0, kName.size()), kName)) {
+    std::string value(line.substr(kName.size()));
+    auto first = value.find_first_not_of(" \t");
+    auto last = value.find_last_not_of(" \t\r\n");
+    value = first == std::string::npos ? "" : value.substr(first, last - first + 1);
+    std::int64_t seconds = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
+    auto* capture = static_cast<HeaderCapture*>(user);
+    if (ec == std::errc() && end == value.data() + value.size() && seconds >= 0) {
+      capture->retry_after_ms = seconds * 1000;
+    } else {
+      std::time_t when = curl_getdate(value.c_str(), nullptr);
+      std::time_t now = std::time(nullptr);
+      if (when > now) {
+        capture->retry_after_ms = static_cast<std::int64_t>(when - now) * 1000;
+      }
+    }
+  }
+  return size * count;
+}
+
+std::string gzipCompress(std::string_view input) {
+  z_stream stream{};
+  // windowBits 15 + 16 selects the gzip wrapper.
+  if (deflateInit2(&stream, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+    throw std::runtime_error("elasticsearch output: zlib deflateInit2 failed");
+  }
+  std::string output;
+  output.resize(deflateBound(&stream, input.size()) + 32);
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(input.data()));
+  stream.avail_in = static_cast<uInt>(input.size());
+  stream.next_out = reinterpret_cast<Bytef*>(output.data());
+  stream.avail_out = static_cast<uInt>(output.size());
+  int result = deflate(&stream, Z_FINISH);
+  deflateEnd(&stream);
+  if (result != Z_STREAM_END) {
+    throw std::runtime_error("elasticsearch output: zlib deflate did not finish");
+  }
+  output.resize(stream.total_out);
+  return output;
+}
+
+// Errors after which another URL may work: the request did not reach a server.
+bool isConnectError(CURLcode code) {
+  return code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST ||
+         code == CURLE_COULDNT_RESOLVE_PROXY || code == CURLE_GOT_NOTHING ||
+         code == CURLE_SEND_ERROR || code == CURLE_RECV_ERROR;
+}
+
+bool isTlsError(CURLcode code) {
+  return code == CURLE_PEER_FAILED_VERIFICATION || code == CURLE_SSL_CONNECT_ERROR ||
+         code == CURLE_SSL_CACERT_BADFILE || code == CURLE_SSL_CERTPROBLEM;
+}
+
+}  // namespace
+
+struct ElasticsearchClient::Impl {
+  CURL* curl = nullptr;
+  std::size_t next_url = 0;
+  std::string authorization;  // "Authorization: ApiKey ..." or empty
+
+  ~Impl() {
+    if (curl != nullptr) {
+      curl_easy_cleanup(curl);
+    }
+  }
+};
+
+ElasticsearchClient::ElasticsearchClient(ElasticsearchOptions options)
+    : options_(std::move(options)), impl_(std::make_unique<Impl>()) {
+  initCurlOnce();
+  if (options_.urls.empty()) {
+    throw std::invalid_argument("elasticsearch client: no URL configured");
+  }
+  impl_->curl = curl_easy_init();
+  if (impl_->curl == nullptr) {
+    throw std::runtime_error("elasticsearch client: curl_easy_init failed");
+  }
+  CURL* curl = impl_->curl;
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.timeout.count()));
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+                   static_cast<long>(options_.connect_timeout.count()));
+  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(curl, CURLOPT_USERAGENT, "webtrap-collector/" WEBTRAP_VERSION);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, appendBody);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, captureHeader);
+  // Accept compressed responses; a 1000-item bulk response shrinks tenfold.
+  curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, options_.tls_verify ? 1L : 0L);
+  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, options_.tls_verify ? 2L : 0L);
+  if (!options_.ca_file.empty()) {
+    curl_easy_setopt(curl, CURLOPT_CAINFO, options_.ca_file.c_str());
+  }
+  if (!options_.client_certificate.empty()) {
+    curl_easy_setopt(curl, CURLOPT_SSLCERT, options_.client_certificate.c_str());
+    curl_easy_setopt(curl, CURLOPT_SSLKEY, options_.client_key.c_str());
+  }
+  if (!options_.proxy.empty()) {
+    curl_easy_setopt(curl, CURLOPT_PROXY, options_.proxy.c_str());
+  }
+  if (!options_.username.empty()) {
+    curl_easy_setopt(curl, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+    curl_easy_setopt(curl, CURLOPT_USERNAME, options_.username.c_str());
+    curl_easy_setopt(curl, CURLOPT_PASSWORD, options_.password.c_str());
+  }
+  if (!options_.api_key.empty()) {
+    // Elasticsearch expects base64(id:key); a raw "id:key" is encoded here.
+    std::string encoded = options_.api_key.find(':') != std::string::npos
+                              ? base64Encode(options_.api_key)
+                              : options_.api_key;
+    impl_->authorization = "Authorization: ApiKey " + encoded;
+  }
+  if (!options_.tls_verify) {
+    spdlog::warn("elasticsearch: tls_verify is off, so the server certificate is not checked");
+  }
+}
+
+ElasticsearchClient::~ElasticsearchClient() = default;
+
+ElasticsearchResponse ElasticsearchClient::request(std::string_view method, std::string_view path,
+                                                   std::string_view body,
+                                                   std::string_view content_type, bool gzip) {
+  CURL* curl = impl_->curl;
+  std::string compressed;
+  if (gzip && !body.empty()) {
+    compressed = gzipCompress(body);
+    body = compressed;
+  }
+
+  curl_slist* headers = nullptr;
+  headers = curl_slist_append(headers, fmt::format("Content-Type: {}", content_type).c_str());
+  headers = curl_slist_append(headers, "Accept: application/json");
+  // Without this libcurl waits for "100 Continue" before sending large bodies.
+  headers = curl_slist_append(headers, "Expect:");
+  if (gzip && !body.empty()) {
+    headers = curl_slist_append(headers, "Content-Encoding: gzip");
+  }
+  if (!impl_->authorization.empty()) {
+    headers = curl_slist_append(headers, impl_->authorization.c_str());
+  }
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+
+  std::string method_text(method);
+  if (method == "GET") {
+    curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, nullptr);
+  } else if (method == "HEAD") {
+    curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, nullptr);
+  } else {
+    curl_easy_setopt(curl, CURLOPT_POST, 1L);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method == "POST" ? nullptr : method_text.c_str());
+  }
+
+  const std::size_t url_count = options_.urls.size();
+  std::string last_error;
+  ElasticsearchResponse response;
+  for (std::size_t attempt = 0; attempt < url_count; ++attempt) {
+    const std::string& base = options_.urls[impl_->next_url % url_count];
+    impl_->next_url = (impl_->next_url + 1) % url_count;
+    std::string url = base + std::string(path);
+    char error_buffer[CURL_ERROR_SIZE] = {};
+    HeaderCapture capture;
+    response = ElasticsearchResponse{};
+    curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response.body);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &capture);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error_buffer);
+    CURLcode code = curl_easy_perform(curl);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, nullptr);
+    std::string detail = error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(code);
+    if (code == CURLE_OK) {
+      curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
+      response.retry_after_ms = capture.retry_after_ms;
+      response.url = base;
+      response.bytes_sent = body.size();
+      curl_easy_setopt(curl, CURLOPT_NOBODY, 0L);
+      curl_slist_free_all(headers);
+      return response;
+    }
+    if (code == CURLE_OPERATION_TIMEDOUT) {
+      last_error = fmt::format("{} {} timed out after {} ms ({}); raise outputs.elasticsearch.timeout "
+                               "if the cluster is slow",
+                               method, url, options_.timeout.count(), detail);
+      break;
+    }
+    if (isTlsError(code)) {
+      last_error = fmt::format("{} {} failed the TLS handshake: {}; check "
+                               "outputs.elasticsearch.ca_file (the CA bundle that signed the "
+                               "server certificate) and the host name in url",
+                               method, url, detail);
+      continue;
+    }
+    last_error = fmt::format("{} {} failed: {}", method, url, detail);
+    if (!isConnectError(code)) {
+      break;
+    }
+    if (url_count > 1) {
+      spdlog::warn("elasticsearch: {}; trying the next URL", last_error);
+    }
+  }
+  curl_easy_setopt(curl, CURLOPT_NOBODY, 0L);
+  curl_slist_free_all(headers);
+  throw TransientError("elasticsearch: " + last_error);
+}
+
+}  // namespace webtrap::collector

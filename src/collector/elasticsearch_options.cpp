@@ -1,0 +1,210 @@
+// Parser of the outputs.elasticsearch configuration section.
+#include <ctime>
+#include <filesystem>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "collector/elasticsearch_output.h"
+#include "common/config_values.h"
+#include "common/error.h"
+
+namespace webtrap::collector {
+namespace {
+
+constexpr const char* kSection = "outputs.elasticsearch";
+
+std::string keyPath(const std::string& key) { return std::string(kSection) + "." + key; }
+
+std::string checkedUrl(const std::string& text, const std::string& key) {
+  if (text.rfind("http://", 0) != 0 && text.rfind("https://", 0) != 0) {
+    throw ConfigError(fmt::format("{}: invalid URL \"{}\"; write it with its scheme, such as "
+                                  "https://elasticsearch.example:9200",
+                                  key, text));
+  }
+  std::string url = text;
+  while (!url.empty() && url.back() == '/') {
+    url.pop_back();
+  }
+  if (url.find('?') != std::string::npos || url.find('#') != std::string::npos) {
+    throw ConfigError(fmt::format("{}: URL \"{}\" must not contain a query or fragment; give only "
+                                  "scheme, host, port and an optional path prefix",
+                                  key, text));
+  }
+  return url;
+}
+
+// Returns why `name` cannot be an Elasticsearch index or data stream name,
+// or an empty string. The rules are those of Elasticsearch 8's create index
+// API: lowercase, no \ / * ? " < > | space , # :, not starting with - _ +.
+std::string indexNameProblem(const std::string& name) {
+  if (name.empty()) {
+    return "it is empty";
+  }
+  for (char c : name) {
+    if (c >= 'A' && c <= 'Z') {
+      return "it contains upper-case letters";
+    }
+    if (std::string_view("\\/*?\"<>| ,#:").find(c) != std::string_view::npos) {
+      return fmt::format("it contains the character '{}'", c);
+    }
+  }
+  if (name[0] == '-' || name[0] == '_' || name[0] == '+') {
+    return "it starts with '-', '_' or '+'";
+  }
+  if (name.size() > 255) {
+    return "it is longer than 255 bytes";
+  }
+  return {};
+}
+
+std::string checkedIndexPattern(const std::string& pattern, const std::string& key) {
+  // Format a fixed date to see what the pattern produces.
+  std::tm sample{};
+  sample.tm_year = 2026 - 1900;
+  sample.tm_mon = 11;
+  sample.tm_mday = 4;
+  char buffer[512];
+  std::size_t length = std::strftime(buffer, sizeof buffer, pattern.c_str(), &sample);
+  std::string name(buffer, length);
+  std::string problem = indexNameProblem(name);
+  if (!problem.empty()) {
+    throw ConfigError(fmt::format("{}: pattern \"{}\" gives the index name \"{}\", which is invalid "
+                                  "because {}; use lowercase letters, digits, '-', '.' and "
+                                  "strftime fields, such as webtrap-%Y.%m.%d",
+                                  key, pattern, name, problem));
+  }
+  return pattern;
+}
+
+std::string checkedFile(const std::string& path, const std::string& key) {
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) {
+    throw ConfigError(fmt::format("{}: file \"{}\" not found or not a regular file; give the path "
+                                  "of a PEM file",
+                                  key, path));
+  }
+  return path;
+}
+
+}  // namespace
+
+ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node) {
+  using namespace config_values;
+  if (!node || !node.IsMap()) {
+    throw ConfigError(fmt::format(
+        "{}: expected a map such as `elasticsearch: {{url: https://127.0.0.1:9200}}`", kSection));
+  }
+  ElasticsearchOptions options;
+  bool has_data_stream = false;
+  for (const auto& entry : node) {
+    const std::string key = entry.first.as<std::string>();
+    const std::string path = keyPath(key);
+    const YAML::Node& value = entry.second;
+    if (key == "url" || key == "urls") {
+      options.urls.clear();
+      if (value.IsSequence()) {
+        for (std::size_t i = 0; i < value.size(); ++i) {
+          std::string item_key = fmt::format("{}[{}]", path, i);
+          options.urls.push_back(checkedUrl(scalarText(value[i], item_key), item_key));
+        }
+      } else {
+        options.urls.push_back(checkedUrl(scalarText(value, path), path));
+      }
+      if (options.urls.empty()) {
+        throw ConfigError(fmt::format("{}: the list is empty; give at least one URL", path));
+      }
+    } else if (key == "data_stream") {
+      options.data_stream = scalarText(value, path);
+      std::string problem = indexNameProblem(options.data_stream);
+      if (!problem.empty()) {
+        throw ConfigError(fmt::format("{}: \"{}\" is not a valid data stream name because {}; use "
+                                      "the type-dataset-namespace form, such as "
+                                      "logs-webtrap-default",
+                                      path, options.data_stream, problem));
+      }
+      has_data_stream = true;
+    } else if (key == "index") {
+      options.index = checkedIndexPattern(scalarText(value, path), path);
+    } else if (key == "username") {
+      options.username = scalarText(value, path);
+    } else if (key == "password") {
+      options.password = scalarText(value, path);
+    } else if (key == "api_key") {
+      options.api_key = scalarText(value, path);
+    } else if (key == "ca_file") {
+      options.ca_file = checkedFile(scalarText(value, path), path);
+    } else if (key == "tls_verify") {
+      options.tls_verify = parseBool(scalarText(value, path), path);
+    } else if (key == "client_certificate") {
+      options.client_certificate = checkedFile(scalarText(value, path), path);
+    } else if (key == "client_key") {
+      options.client_key = checkedFile(scalarText(value, path), path);
+    } else if (key == "proxy") {
+      options.proxy = scalarText(value, path);
+    } else if (key == "timeout") {
+      options.timeout = std::chrono::milliseconds(parseMilliseconds(scalarText(value, path), path));
+    } else if (key == "connect_timeout") {
+      options.connect_timeout =
+          std::chrono::milliseconds(parseMilliseconds(scalarText(value, path), path));
+    } else if (key == "compression") {
+      std::string text = scalarText(value, path);
+      if (text == "gzip") {
+        options.compression = true;
+      } else if (text == "none") {
+        options.compression = false;
+      } else {
+        options.compression = parseBool(text, path);
+      }
+    } else if (key == "request_max_bytes") {
+      options.request_max_bytes = parseBytes(scalarText(value, path), path);
+      if (options.request_max_bytes < 1024) {
+        throw ConfigError(fmt::format("{}: {} bytes is too small; use at least 1KiB (5MiB to "
+                                      "15MiB is the usual _bulk size)",
+                                      path, options.request_max_bytes));
+      }
+    } else if (key == "batch_max_events" || key == "batch_max_bytes" || key == "flush_interval" ||
+               key == "retry_initial" || key == "retry_max") {
+      // Runner keys, checked by parseRunnerOptions().
+    } else {
+      throw ConfigError(fmt::format(
+          "{}: unknown key; the keys are url, data_stream, index, username, password, api_key, "
+          "ca_file, tls_verify, client_certificate, client_key, proxy, timeout, connect_timeout, "
+          "compression, request_max_bytes, batch_max_events, batch_max_bytes, flush_interval, "
+          "retry_initial, retry_max",
+          path));
+    }
+  }
+
+  if (has_data_stream && !options.index.empty()) {
+    throw ConfigError(fmt::format("{}: both data_stream and index are set; keep one (data_stream "
+                                  "for a data stream, index for dated indices)",
+                                  kSection));
+  }
+  if (!options.index.empty()) {
+    options.data_stream.clear();
+  }
+  if (!options.username.empty() && options.password.empty()) {
+    throw ConfigError(fmt::format("{}.password: missing; username \"{}\" needs a password",
+                                  kSection, options.username));
+  }
+  if (options.username.empty() && !options.password.empty()) {
+    throw ConfigError(fmt::format("{}.username: missing; the password needs a username", kSection));
+  }
+  if (!options.username.empty() && !options.api_key.empty()) {
+    throw ConfigError(fmt::format("{}: both username and api_key are set; keep one of them",
+                                  kSection));
+  }
+  if (options.client_certificate.empty() != options.client_key.empty()) {
+    throw ConfigError(fmt::format("{}: client_certificate and client_key go together; set both or "
+                                  "neither",
+                                  kSection));
+  }
+  if (options.timeout.count() == 0) {
+    throw ConfigError(fmt::format("{}.timeout: 0 would wait forever; use a duration such as 30s",
+                                  kSection));
+  }
+  return options;
+}
+
+}  // namespace webtrap::collector
