@@ -2,7 +2,7 @@
 """The probe's shipper against a collector stand-in on loopback.
 
 A real probe with a `shipper:` section records requests; its forked shipper
-must deliver every record at least once through outages, error answers,
+must deliver every record at least once through outages, error responses,
 oversized batches and restarts of the probe (SIGTERM and SIGKILL) and of
 the worker process. The stand-in (tests/tools/collector_stand_in.py) only
 implements POST /v1/records, so this tests the shipper, not the collector.
