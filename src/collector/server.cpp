@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -38,6 +39,10 @@ using Response = http::response<http::string_body>;
 
 constexpr std::uint32_t kMaxHeaderBytes = 64 * 1024;
 constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(10);
+// How long and how much of a rejected body is read and discarded before the
+// connection closes.
+constexpr auto kLingerTimeout = std::chrono::seconds(5);
+constexpr std::uint64_t kLingerMaxBytes = 64ULL << 20;
 // Seconds a sender should wait before retrying when the store fails.
 constexpr int kRetryAfterSeconds = 5;
 
@@ -92,6 +97,22 @@ std::optional<std::string> credentialOf(std::string_view header, bool allow_basi
   return std::nullopt;
 }
 
+bool anyLineStartsWithObject(std::string_view body) {
+  std::size_t start = 0;
+  while (start < body.size()) {
+    std::size_t first = body.find_first_not_of(" \t\r", start);
+    if (first != std::string_view::npos && body[first] == '{') {
+      return true;
+    }
+    std::size_t end = body.find('\n', start);
+    if (end == std::string_view::npos) {
+      break;
+    }
+    start = end + 1;
+  }
+  return false;
+}
+
 }  // namespace
 
 std::optional<std::string> gunzip(std::string_view compressed, std::uint64_t max_bytes) {
@@ -101,6 +122,14 @@ std::optional<std::string> gunzip(std::string_view compressed, std::uint64_t max
     throw std::runtime_error("zlib inflateInit2 failed");
   }
   std::string out;
+  // The last four bytes of a gzip member are its size modulo 2^32; taken
+  // as a hint only, because a sender controls them.
+  if (compressed.size() >= 18) {
+    const auto* tail = reinterpret_cast<const unsigned char*>(compressed.data() + compressed.size() - 4);
+    std::uint64_t hint = tail[0] | (tail[1] << 8) | (tail[2] << 16) |
+                         (static_cast<std::uint64_t>(tail[3]) << 24);
+    out.reserve(std::min<std::uint64_t>(hint, max_bytes));
+  }
   char chunk[64 * 1024];
   zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
   zs.avail_in = static_cast<uInt>(compressed.size());
@@ -369,14 +398,15 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
                                    encoding));
     }
 
-    // A body that does not start like a JSON object is not NDJSON at all
-    // (wrong endpoint, binary data): reject it whole, so it is not
-    // dead-lettered line by line.
-    auto first = body.find_first_not_of(" \t\r\n");
-    if (first == std::string::npos && is_modsecurity) {
-      return jsonError(request, http::status::bad_request, "empty body; expected one JSON record");
-    }
-    if (first != std::string::npos && body[first] != '{') {
+    // A body in which no line starts like a JSON object is not NDJSON at all
+    // (wrong endpoint, binary data): it is rejected whole, not dead-lettered
+    // line by line. A batch with some good lines goes through.
+    if (body.find_first_not_of(" \t\r\n") == std::string::npos) {
+      if (is_modsecurity) {
+        return jsonError(request, http::status::bad_request,
+                         "empty body; expected one JSON audit record");
+      }
+    } else if (!anyLineStartsWithObject(body)) {
       return jsonError(request, http::status::bad_request,
                        is_records ? "body is not NDJSON: expected one JSON object per line"
                                   : "body is not a JSON audit record");
@@ -485,6 +515,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                                             limits().max_body_bytes));
       response.keep_alive(false);
       impl_->counters.response("records", 413).inc();
+      linger_ = true;
       send(std::move(response), true);
       return;
     }
@@ -538,12 +569,44 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         std::chrono::milliseconds(limits().read_timeout_ms));
     http::async_write(stream_, *response_,
                       [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (!ec && self->linger_) {
+                          self->lingerAndClose();
+                          return;
+                        }
                         if (ec || self->close_after_) {
                           self->close();
                           return;
                         }
                         self->doRead();
                       });
+  }
+
+  // After rejecting a body that is still arriving, reads and discards the
+  // rest for a while before closing. Closing at once would make the kernel
+  // reset the connection, and most clients would then report a broken pipe
+  // instead of the 413.
+  void lingerAndClose() {
+    linger_ = false;
+    if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+      beast::error_code ignored;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    }
+    beast::get_lowest_layer(stream_).expires_after(kLingerTimeout);
+    discard_.resize(64 * 1024);
+    readAndDiscard();
+  }
+
+  void readAndDiscard() {
+    stream_.async_read_some(asio::buffer(discard_),
+                            [self = this->shared_from_this()](beast::error_code ec,
+                                                              std::size_t bytes) {
+                              self->discarded_ += bytes;
+                              if (ec || self->discarded_ > kLingerMaxBytes) {
+                                self->close();
+                                return;
+                              }
+                              self->readAndDiscard();
+                            });
   }
 
   void close() {
@@ -567,6 +630,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<Response> response_;
   bool close_after_ = false;
+  bool linger_ = false;
+  std::vector<char> discard_;
+  std::uint64_t discarded_ = 0;
   std::uint32_t requests_ = 0;
 };
 

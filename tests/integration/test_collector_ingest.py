@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""Sends probe records to `webtrap collector` and checks what it stores and answers.
+
+Real records come from a probe started for the test; bulk records come from
+bench/collector/make_records.py. The collector runs on loopback with a
+temporary state folder and an NDJSON file output. The test checks the ack
+counts, deduplication by event id, 401 on bad tokens, 413 on a gzip bomb,
+400 on a body that is not NDJSON, dead-lettering of malformed lines,
+/metrics and /healthz, the NDJSON output, and that acknowledged records
+survive a SIGKILL of the collector.
+"""
+
+import gzip
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+import zlib
+
+from probe_harness import BIN, SOURCE_DIR, Probe, wait_for
+
+MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
+BULK_RECORDS = 2000
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+class Collector:
+    """A collector process on port 0, restartable on the same store."""
+
+    def __init__(self, workdir):
+        self.dir = workdir
+        self.state = workdir / "state"
+        self.output_path = workdir / "out" / "events.ndjson"
+        self.config = workdir / "collector.yaml"
+        self.config.write_text(f"""listen: 127.0.0.1:0
+admin: {{listen: 127.0.0.1:0}}
+state_dir: {self.state}
+limits: {{max_body_bytes: 4MiB, max_decompressed_bytes: 16MiB}}
+outputs:
+  ndjson: {{path: {self.output_path}, flush_interval: 100ms}}
+""")
+        self.ports_file = workdir / "ports.json"
+        self.log_path = workdir / "collector.log"
+        self.process = None
+
+    def command(self, *args):
+        result = subprocess.run([BIN, "collector", "--config", str(self.config), *args],
+                                capture_output=True, text=True, timeout=60)
+        check(result.returncode == 0,
+              f"webtrap collector {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        return result.stdout
+
+    def enrol(self, sensor_id):
+        output = self.command("enrol", "--sensor-id", sensor_id, "--group", "lab")
+        lines = output.splitlines()
+        token = next(line.split('"')[1] for line in lines if line.strip().startswith("token:"))
+        check(len(token) == 64, f"token is not 64 hex digits: {token!r}")
+        check(any(line.strip().startswith("url: http://127.0.0.1:") for line in lines),
+              "enrol prints no shipper url:\n" + output)
+        return token
+
+    def start(self):
+        if self.ports_file.exists():
+            self.ports_file.unlink()
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [BIN, "collector", "--config", str(self.config), "--ports-file", str(self.ports_file)],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_for(lambda: self.ports_file.exists() or self.process.poll() is not None, 30,
+                 "the collector's ports file")
+        check(self.process.poll() is None, "collector exited at start:\n" + self.log())
+        ports = json.loads(self.ports_file.read_text())
+        self.ingest_port = ports["ingest"]
+        self.admin_port = ports["admin"]
+
+    def stop(self, sig=signal.SIGTERM):
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=60)
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def post(self, path, body, token=None, headers=None, basic=None):
+        request = urllib.request.Request(f"http://127.0.0.1:{self.ingest_port}{path}",
+                                         data=body, method="POST")
+        request.add_header("Content-Type", "application/x-ndjson")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    def post_batch(self, lines, token):
+        body = gzip.compress(b"".join(line + b"\n" for line in lines))
+        return self.post("/v1/records", body, token, {"Content-Encoding": "gzip"})
+
+    def admin(self, path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}",
+                                        timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def metrics(self):
+        values = {}
+        for line in self.admin("/metrics")[1].splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
+    def output_ids(self):
+        if not self.output_path.exists():
+            return []
+        data = self.output_path.read_bytes()
+        return [json.loads(line)["event"]["id"] for line in data[:data.rfind(b"\n") + 1].splitlines()]
+
+
+def real_probe_records(workdir):
+    """Records written by a real probe for a few benign and hostile requests."""
+    probe = Probe()
+    try:
+        paths = ["/", "/robots.txt", "/index.php?id=1%27%20OR%201=1--", "/.env",
+                 "/wp-login.php", "/?q=%3Cscript%3Ealert(1)%3C/script%3E", "/cgi-bin/../../etc/passwd"]
+        for path in paths:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{probe.http_port}{path}", timeout=10).read()
+            except urllib.error.HTTPError:
+                pass
+        probe.wait_records(len(paths))
+    finally:
+        probe.stop()
+    lines = []
+    for segment in sorted(probe.spool.glob("*.ndjson")):
+        lines.extend(line for line in segment.read_bytes().splitlines() if line)
+    check(len(lines) >= len(paths), f"probe wrote {len(lines)} records, expected {len(paths)}")
+    return lines
+
+
+def generated_records(workdir, count, seed):
+    path = workdir / f"records-{seed}.ndjson"
+    subprocess.run([sys.executable, str(MAKE_RECORDS), "--count", str(count), "--seed", str(seed),
+                    "--probe-output", str(path)], check=True, capture_output=True, timeout=120)
+    return path.read_bytes().splitlines()
+
+
+def gzip_bomb(size):
+    """A gzip body of `size` zero bytes, a few hundred KiB on the wire."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = bytes(1 << 20)
+    parts = [compressor.compress(chunk) for _ in range(size >> 20)]
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+def main():
+    if not MAKE_RECORDS.exists():
+        print("bench/collector/make_records.py is missing", file=sys.stderr)
+        return 77
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-collector-test-"))
+    collector = Collector(workdir)
+    try:
+        run(workdir, collector)
+    except Exception:
+        if collector.process is not None:
+            print("collector log:\n" + collector.log()[-6000:], file=sys.stderr)
+        raise
+    finally:
+        if collector.process is not None and collector.process.poll() is None:
+            collector.stop(signal.SIGKILL)
+        if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
+            shutil.rmtree(workdir, ignore_errors=True)
+    print("collector ingest: all checks passed")
+    return 0
+
+
+def run(workdir, collector):
+    real = real_probe_records(workdir)
+    bulk = generated_records(workdir, BULK_RECORDS, seed=11)
+    extra = generated_records(workdir, 300, seed=12)
+
+    token = collector.enrol("sensor-a")
+    collector.start()
+    totals = {"received": 0, "stored": 0, "duplicates": 0, "rejected": 0}
+
+    def add(ack):
+        for key in totals:
+            totals[key] += ack[key]
+
+    # Real probe records: all stored, then all duplicates on a resend.
+    status, ack = collector.post_batch(real, token)
+    check(status == 200, f"real batch: status {status} {ack}")
+    check(ack == {"received": len(real), "stored": len(real), "duplicates": 0, "rejected": 0},
+          f"real batch ack: {ack}")
+    add(ack)
+    status, ack = collector.post_batch(real, token)
+    check(ack["duplicates"] == len(real) and ack["stored"] == 0, f"resend ack: {ack}")
+    add(ack)
+
+    # Tokens.
+    status, body = collector.post_batch(real[:1], "0" * 64)
+    check(status == 401, f"unknown token: status {status}")
+    status, body = collector.post("/v1/records", b"{}\n")
+    check(status == 401, f"missing token: status {status}")
+
+    # Limits and bodies that are not NDJSON.
+    status, body = collector.post("/v1/records", gzip_bomb(64 << 20), token,
+                                  {"Content-Encoding": "gzip"})
+    check(status == 413, f"gzip bomb: status {status} {body}")
+    status, body = collector.post("/v1/records", b"x" * (5 << 20), token)
+    check(status == 413, f"oversized body: status {status}")
+    status, body = collector.post("/v1/records", b"\x1f\x8bnot really gzip", token,
+                                  {"Content-Encoding": "gzip"})
+    check(status == 400, f"broken gzip: status {status}")
+    status, body = collector.post("/v1/records", b"GIF89a binary stuff\nmore\n", token)
+    check(status == 400, f"not NDJSON: status {status}")
+
+    # Malformed lines among good ones: good ones stored, bad ones dead-lettered.
+    malformed = [b'{"transaction": {"client_ip": "192.0.2.1", ', b"not json",
+                 b'{"hello": "an object that is no audit record"}']
+    mixed = [extra[0], malformed[0], extra[1], malformed[1], malformed[2], extra[2]]
+    status, ack = collector.post_batch(mixed, token)
+    check(status == 200, f"mixed batch: status {status}")
+    check(ack == {"received": 6, "stored": 3, "duplicates": 0, "rejected": 3}, f"mixed ack: {ack}")
+    add(ack)
+    letters = [json.loads(line) for line in collector.command("dead-letters", "--limit", "10").splitlines()]
+    check(len(letters) == 3, f"dead letters: {len(letters)}")
+    check({letter["payload"].encode() for letter in letters} == set(malformed),
+          f"dead-letter payloads: {[letter['payload'] for letter in letters]}")
+    check(all(letter["output"] == "ingest" and letter["reason"] for letter in letters),
+          f"dead-letter reasons: {letters}")
+
+    # Bulk: four concurrent senders, 500 records per batch.
+    batches = [bulk[i:i + 500] for i in range(0, len(bulk), 500)]
+    acks = []
+
+    def send(batch):
+        acks.append(collector.post_batch(batch, token))
+
+    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    check(all(status == 200 for status, _ in acks), f"bulk statuses: {[s for s, _ in acks]}")
+    for _, ack in acks:
+        add(ack)
+    check(sum(ack["stored"] for _, ack in acks) == len(bulk), f"bulk acks: {acks}")
+
+    # Metrics agree with the acknowledgements.
+    metrics = collector.metrics()
+    for key in totals:
+        name = f'webtrap_collector_input_{key}_total{{input="probe"}}'
+        check(metrics.get(name) == totals[key], f"{name} = {metrics.get(name)}, acks say {totals[key]}")
+    check(metrics.get('webtrap_collector_sensor_records_total{sensor="sensor-a"}') == totals["received"],
+          "sensor records counter")
+    check(metrics.get('webtrap_collector_sensor_last_seen_timestamp_seconds{sensor="sensor-a"}', 0) > 0,
+          "sensor last seen gauge")
+    check(metrics.get('webtrap_collector_input_bytes_total{input="probe"}', 0) > 0, "bytes counter")
+
+    status, text = collector.admin("/healthz")
+    health = json.loads(text)
+    check(status == 200 and health["store"]["ok"], f"healthz: {status} {text}")
+    check([output["name"] for output in health["outputs"]] == ["ndjson"], f"healthz outputs: {text}")
+    check(health["sensors"][0]["sensor_id"] == "sensor-a" and health["sensors"][0]["last_seen"],
+          f"healthz sensors: {text}")
+
+    # The NDJSON output receives every stored record once.
+    wait_for(lambda: len(collector.output_ids()) >= totals["stored"], 30, "the NDJSON output")
+    ids = collector.output_ids()
+    check(len(ids) == totals["stored"] and len(set(ids)) == len(ids),
+          f"NDJSON output: {len(ids)} lines, {len(set(ids))} distinct, {totals['stored']} stored")
+
+    # Acknowledged records survive a SIGKILL right after the ack.
+    status, ack = collector.post_batch(extra[3:], token)
+    check(ack["stored"] == len(extra) - 3, f"last batch ack: {ack}")
+    totals["stored"] += ack["stored"]
+    collector.stop(signal.SIGKILL)
+    counts = json.loads(collector.command("count"))
+    check(counts["events"] == totals["stored"],
+          f"after SIGKILL the store holds {counts['events']} events, {totals['stored']} were acknowledged")
+    check(counts["dead_letters"] == 3, f"dead letters after restart: {counts}")
+
+    # After a restart the sensor stays known and the output catches up.
+    collector.start()
+    status, text = collector.admin("/healthz")
+    check(json.loads(text)["sensors"][0]["records"] >= totals["received"], f"sensor after restart: {text}")
+    metrics = collector.metrics()
+    check(metrics.get('webtrap_collector_sensor_last_seen_timestamp_seconds{sensor="sensor-a"}', 0) > 0,
+          "sensor last seen gauge after restart")
+    wait_for(lambda: len(set(collector.output_ids())) >= totals["stored"], 30,
+             "the NDJSON output after restart")
+    check(collector.stop() == 0, "collector exit status after SIGTERM")
+    check("collector: stopped" in collector.log(), "no stop line in the log")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
