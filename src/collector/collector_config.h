@@ -55,7 +55,7 @@ struct CollectorConfig {
 
   // Sections parsed by the components that own them. Each node is validated
   // at load by that component's parse function and kept for it; a missing
-  // section is an undefined node.
+  // section is a null node.
   YAML::Node file_inputs;    // inputs.files
   YAML::Node enrich;         // enrich
   YAML::Node elasticsearch;  // outputs.elasticsearch

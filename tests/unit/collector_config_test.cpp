@@ -1,5 +1,10 @@
 #include "collector/collector_config.h"
 
+#include <unistd.h>
+
+#include <fstream>
+#include <iterator>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -31,8 +36,8 @@ TEST(CollectorConfig, DefaultsWithoutFile) {
   EXPECT_EQ(config.limits.max_decompressed_bytes, 256ULL << 20);
   EXPECT_TRUE(config.probe_input);
   EXPECT_TRUE(config.modsecurity_http_input);
-  EXPECT_FALSE(config.elasticsearch.IsDefined());
-  EXPECT_FALSE(config.ndjson.IsDefined());
+  EXPECT_TRUE(config.elasticsearch.IsNull());
+  EXPECT_TRUE(config.ndjson.IsNull());
   EXPECT_TRUE(config.tls.certificate.empty());
 }
 
@@ -81,7 +86,7 @@ outputs:
                                                 "test.yaml");
   ASSERT_TRUE(config.ndjson.IsMap());
   EXPECT_EQ(config.ndjson["path"].as<std::string>(), "/tmp/out.ndjson");
-  EXPECT_FALSE(config.elasticsearch.IsDefined());
+  EXPECT_TRUE(config.elasticsearch.IsNull());
 }
 
 TEST(CollectorConfig, RejectsUnknownKeys) {
@@ -127,6 +132,52 @@ TEST(CollectorConfig, ReferenceListsEveryKey) {
                           "| enrich |"}) {
     EXPECT_THAT(reference, HasSubstr(key));
   }
+}
+
+TEST(CollectorConfig, LoadsShippedExamples) {
+  std::filesystem::path etc = std::filesystem::path(WEBTRAP_SOURCE_DIR) / "etc";
+  CollectorConfig plain = loadCollectorConfig(etc / "collector.yaml");
+  EXPECT_EQ(plain.listen, "127.0.0.1:7380");
+  EXPECT_TRUE(plain.elasticsearch.IsNull());
+
+  // The Elasticsearch parser checks that its CA file exists, so the
+  // example's /etc/webtrap files are made in a temporary folder.
+  std::ifstream example_file(etc / "collector-elasticsearch.example.yaml");
+  std::string example((std::istreambuf_iterator<char>(example_file)),
+                      std::istreambuf_iterator<char>());
+  auto folder = std::filesystem::temp_directory_path() /
+                ("webtrap-collector-config-" + std::to_string(getpid()));
+  std::filesystem::create_directories(folder);
+  for (const char* name : {"elasticsearch-ca.pem", "sensors-ca.pem", "collector.crt",
+                           "collector.key"}) {
+    std::ofstream(folder / name) << "placeholder\n";
+  }
+  std::string replaced;
+  std::string_view rest = example;
+  for (auto at = rest.find("/etc/webtrap/"); at != std::string_view::npos;
+       at = rest.find("/etc/webtrap/")) {
+    replaced += rest.substr(0, at);
+    replaced += folder.string() + "/";
+    rest.remove_prefix(at + std::string_view("/etc/webtrap/").size());
+  }
+  replaced += rest;
+  CollectorConfig full = parseCollectorConfig(replaced, "collector-elasticsearch.example.yaml");
+  std::filesystem::remove_all(folder);
+  EXPECT_EQ(full.listen, "0.0.0.0:7380");
+  EXPECT_EQ(full.tls.client_ca, folder / "sensors-ca.pem");
+  EXPECT_TRUE(full.elasticsearch.IsMap());
+  EXPECT_TRUE(full.ndjson.IsMap());
+  EXPECT_TRUE(full.enrich.IsMap());
+}
+
+TEST(CollectorConfig, DelegatesSectionErrors) {
+  EXPECT_THAT(parseError("outputs: {ndjson: {path: /tmp/x, colour: red}}\n"),
+              HasSubstr("colour"));
+  EXPECT_THAT(parseError("outputs: {ndjson: {path: /tmp/x, flush_interval: 5}}\n"),
+              HasSubstr("flush_interval"));
+  EXPECT_THAT(parseError("outputs: {elasticsearch: {url: http://127.0.0.1:9200, bogus: 1}}\n"),
+              HasSubstr("bogus"));
+  EXPECT_THAT(parseError("enrich: {geoip_town: /x.mmdb}\n"), HasSubstr("geoip_town"));
 }
 
 TEST(Gunzip, InflatesAndCaps) {
