@@ -595,6 +595,7 @@ void writeWebtrap(JsonWriter& writer, const AuditRecord& record, const SensorFac
 
   writer.key("request");
   writer.beginObject();
+  writeStringIfPresent(writer, "line", record.request_line);
   writer.member("body_content_truncated", body_content_truncated);
   if (!record.request_headers.empty()) {
     writer.key("headers");
@@ -616,6 +617,7 @@ void writeWebtrap(JsonWriter& writer, const AuditRecord& record, const SensorFac
       writer.beginObject();
       writeStringIfPresent(writer, "id", message.rule_id);
       writeStringIfPresent(writer, "message", message.message);
+      writeStringIfPresent(writer, "match", message.match);
       writeStringIfPresent(writer, "data", message.data);
       writeStringIfPresent(writer, "severity", message.severity);
       writeStringIfPresent(writer, "category", ruleCategory(message.rule_id));

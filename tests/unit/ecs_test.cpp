@@ -42,6 +42,7 @@ RuleMessage ruleMessage(std::string id, std::string message, std::string severit
   RuleMessage rule;
   rule.rule_id = std::move(id);
   rule.message = std::move(message);
+  rule.match = "detected SQLi using libinjection.";
   rule.data = "Matched Data: ' or 1=1-- found within ARGS:pass";
   rule.severity = std::move(severity);
   rule.version = std::move(version);
@@ -150,6 +151,7 @@ AuditRecord probeRecord() {
   record.client_port = 51515;
   record.server_ip = "127.0.0.1";
   record.server_port = 8080;
+  record.request_line = "POST /login.php?next=%2F&x=1 HTTP/1.1";
   record.method = "POST";
   record.uri = "/login.php?next=%2F&x=1";
   record.http_version = "1.1";
@@ -347,6 +349,8 @@ TEST(EcsDocument, ProbeAlertFields) {
   EXPECT_EQ(stringAt(document, "/webtrap/rules/1/id"), "77050");
   EXPECT_EQ(stringAt(document, "/webtrap/rules/1/severity"), "CRITICAL");
   EXPECT_EQ(stringAt(document, "/webtrap/rules/1/category"), "honeytrap");
+  EXPECT_EQ(stringAt(document, "/webtrap/request/line"), "POST /login.php?next=%2F&x=1 HTTP/1.1");
+  EXPECT_EQ(stringAt(document, "/webtrap/rules/0/match"), "detected SQLi using libinjection.");
   EXPECT_EQ(stringAt(document, "/webtrap/rules/0/data"),
             "Matched Data: ' or 1=1-- found within ARGS:pass");
   EXPECT_EQ(stringAt(document, "/webtrap/producer/secrules_engine"), "DetectionOnly");
@@ -639,6 +643,24 @@ TEST(EcsTemplate, WebtrapObjectIsNotDynamic) {
   EXPECT_GT(integerAt(root, "/priority"), 100);
   EXPECT_EQ(stringAt(root, "/template/settings/index.lifecycle.name"), "webtrap-events");
   EXPECT_TRUE(has(root, "/data_stream"));
+}
+
+TEST(EcsTemplate, IlmPolicyRollsOverAndDeletes) {
+  simdjson::dom::parser parser;
+  auto policy = parseDocument(parser, readFile(kSourceDir / "etc/elasticsearch/ilm-policy.json"));
+  EXPECT_EQ(stringAt(policy, "/policy/phases/hot/actions/rollover/max_age"), "1d");
+  EXPECT_EQ(stringAt(policy, "/policy/phases/hot/actions/rollover/max_primary_shard_size"), "50gb");
+  EXPECT_EQ(stringAt(policy, "/policy/phases/delete/min_age"), "90d");
+  EXPECT_TRUE(has(policy, "/policy/phases/delete/actions/delete"));
+}
+
+TEST(EcsTemplate, DatedIlmPolicyHasNoRollover) {
+  simdjson::dom::parser parser;
+  auto policy =
+      parseDocument(parser, readFile(kSourceDir / "etc/elasticsearch/ilm-policy-dated.json"));
+  EXPECT_FALSE(has(policy, "/policy/phases/hot/actions/rollover"));
+  EXPECT_EQ(stringAt(policy, "/policy/phases/delete/min_age"), "90d");
+  EXPECT_TRUE(has(policy, "/policy/phases/delete/actions/delete"));
 }
 
 // Checks each ECS field's mapping type against the ECS 9.4.0 field
