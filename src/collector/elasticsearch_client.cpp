@@ -123,7 +123,7 @@ ElasticsearchClient::ElasticsearchClient(ElasticsearchOptions options)
   curl_easy_setopt(curl, CURLOPT_USERAGENT, "webtrap-collector/" WEBTRAP_VERSION);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, appendBody);
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, captureHeader);
-  // Accept compressed responses; a 1000-item bulk response shrinks tenfold.
+  // Accept gzip and deflate responses, because bulk responses repeat the same keys.
   curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
   curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, options_.tls_verify ? 1L : 0L);
   curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, options_.tls_verify ? 2L : 0L);

@@ -253,8 +253,8 @@ void ElasticsearchOutput::appendBulkItem(std::string& body, const StoredEvent& e
 
 std::vector<ItemResult> ElasticsearchOutput::send(std::span<const StoredEvent> batch) {
   std::vector<ItemResult> results(batch.size());
-  // Positions in `batch` of the events of the next request, which holds at
-  // most request_max_bytes (a single larger event goes alone).
+  // Positions in `batch` of the events of the next request. A request
+  // contains at most request_max_bytes, unless a single event is larger.
   std::vector<std::size_t> chunk;
   std::size_t chunk_bytes = 0;
 

@@ -33,8 +33,8 @@
 namespace webtrap::collector {
 
 struct ElasticsearchOptions {
-  // Base URLs such as https://es1:9200. Requests go round robin; a URL that
-  // fails to connect is skipped for that request (failover).
+  // Base URLs such as https://es1:9200. Requests go round robin, and a URL
+  // that fails to connect is skipped for that request (failover).
   std::vector<std::string> urls{"http://127.0.0.1:9200"};
   // Exactly one of data_stream and index is used: index, when set, is a
   // strftime pattern (UTC, from the event time) such as "webtrap-%Y.%m.%d".
@@ -48,7 +48,9 @@ struct ElasticsearchOptions {
   bool tls_verify = true;
   std::string client_certificate;
   std::string client_key;
-  std::string proxy;  // such as http://proxy:3128; empty: libcurl's default (env vars)
+  // Such as http://proxy:3128. When empty, libcurl reads the http_proxy,
+  // https_proxy and no_proxy environment variables.
+  std::string proxy;
   std::chrono::milliseconds timeout{30000};
   std::chrono::milliseconds connect_timeout{10000};
   bool compression = false;  // gzip request bodies
@@ -70,7 +72,7 @@ struct ElasticsearchResponse {
   long status = 0;
   std::string body;
   std::int64_t retry_after_ms = 0;  // from Retry-After, 0 when absent
-  std::string url;                  // the base URL that answered
+  std::string url;                  // the base URL that sent this response
   std::size_t bytes_sent = 0;       // request body size on the wire (after gzip)
 };
 

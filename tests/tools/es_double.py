@@ -272,6 +272,12 @@ def split_bulk_lines(body: bytes) -> list[bytes]:
     return lines
 
 
+# {"create":{"_index":"NAME","_id":"ID"}} where ID is printable ASCII other
+# than quote and backslash, so it needs no JSON escaping.
+SIMPLE_ACTION = re.compile(
+    rb'\{"(create|index)":\{"_index":"([a-z0-9._+-]*)","_id":"([\x20\x21\x23-\x5b\x5d-\x7e]*)"\}\}\Z')
+
+
 def parse_action(line: bytes, line_number: int) -> tuple[str, dict]:
     try:
         action = json.loads(line)
@@ -605,27 +611,43 @@ class Handler(BaseHTTPRequestHandler):
     def bulk_fast(self, lines: list[bytes], default_index: str | None) -> tuple[list, bool]:
         """Minimum work per item: parse action lines, keep ids in a set."""
         state = self.state
+        faults = state.faults
         items: list[str] = []
         errors = False
+        created = 0
         position = 0
         count = len(lines)
         with state.lock:
+            item_faults = (faults.item_429_next > 0 or faults.item_5xx_next > 0
+                           or faults.item_429_fraction > 0)
             while position < count:
                 line = lines[position]
                 position += 1
-                if not line.strip():
-                    continue
-                op, meta = parse_action(line, position)
+                # The usual action line, as webtrap writes it, is matched
+                # without a JSON parse. The id contains no quote or backslash,
+                # so its bytes are valid JSON string content as they are.
+                simple = SIMPLE_ACTION.match(line)
+                if simple:
+                    op = simple.group(1).decode()
+                    index_name = simple.group(2).decode()
+                    doc_id = simple.group(3).decode()
+                    id_json = '"' + doc_id + '"'
+                else:
+                    if not line.strip():
+                        continue
+                    op, meta = parse_action(line, position)
+                    index_name = meta.get("_index", default_index) or ""
+                    doc_id = meta.get("_id")
+                    if doc_id is None:
+                        doc_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:20]
+                    doc_id = str(doc_id)
+                    id_json = json.dumps(doc_id)
                 if op != "delete":
                     position += 1  # skip the source line unparsed
                     if position > count:
                         raise BulkError(400, "illegal_argument_exception",
-                                        f"The bulk request must be terminated by a newline [\\n]; "
-                                        f"action at line [{position - 1}] has no source line")
-                index_name = meta.get("_index", default_index) or ""
-                doc_id = meta.get("_id")
-                if doc_id is None:
-                    doc_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:20]
+                                        f"action at line [{position - 1}] has no source line; every "
+                                        "create, index and update needs one")
                 index = state.indices.get(state.data_streams.get(index_name, index_name))
                 if index is None:
                     index, problem = state.resolve_write_target(index_name)
@@ -635,29 +657,33 @@ class Handler(BaseHTTPRequestHandler):
                         self.count_item(problem["status"])
                         errors = True
                         continue
-                fault = self.next_item_fault()
+                fault = self.next_item_fault() if item_faults else None
                 if fault:
                     items.append(json.dumps(error_item(op, index_name, doc_id, *fault, index=index)))
                     self.count_item(fault[0])
                     errors = True
                     continue
-                if op == "create" and doc_id in index.docs:
+                docs = index.docs
+                if op == "create" and doc_id in docs:
+                    reason = json.dumps(f"[{doc_id}]: version conflict, document already exists "
+                                        "(current version [1])")
                     items.append(
-                        f'{{"{op}":{{"_index":"{index.name}","_id":{json.dumps(doc_id)},"status":409,'
-                        f'"error":{{"type":"version_conflict_engine_exception","reason":'
-                        f'{json.dumps(f"[{doc_id}]: version conflict, document already exists (current version [1])")},'
+                        f'{{"{op}":{{"_index":"{index.name}","_id":{id_json},"status":409,'
+                        f'"error":{{"type":"version_conflict_engine_exception","reason":{reason},'
                         f'"index_uuid":"{index.uuid}","shard":"0","index":"{index.name}"}}}}}}')
                     self.count_item(409)
                     errors = True
                     continue
-                index.docs[doc_id] = None
-                index.seq_no += 1
+                docs[doc_id] = None
                 items.append(
-                    f'{{"{op}":{{"_index":"{index.name}","_id":{json.dumps(doc_id)},"_version":1,'
+                    f'{{"{op}":{{"_index":"{index.name}","_id":{id_json},"_version":1,'
                     f'"result":"created","_shards":{{"total":2,"successful":1,"failed":0}},'
-                    f'"_seq_no":{index.seq_no - 1},"_primary_term":1,"status":201}}}}')
-                self.count_item(201)
+                    f'"_seq_no":{index.seq_no},"_primary_term":1,"status":201}}}}')
+                index.seq_no += 1
+                created += 1
             state.stats["bulk_requests"] += 1
+            state.stats["items"] += created
+            state.stats["created"] += created
         return items, errors
 
     def bulk_full(self, lines: list[bytes], default_index: str | None) -> tuple[list, bool]:

@@ -4,7 +4,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -63,7 +65,11 @@ class DoubleProcess {
     port_file_ = dir_ / "port";
     std::vector<std::string> args = {"python3",
                                      (sourceDir() / "tests/tools/es_double.py").string(),
-                                     "--port-file", port_file_.string(), "--record", "200"};
+                                     "--port-file", port_file_.string()};
+    // Recording requests for fixtures costs time, so the fast mode skips it.
+    if (std::find(extra_args.begin(), extra_args.end(), "--fast") == extra_args.end()) {
+      args.insert(args.end(), {"--record", "200"});
+    }
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     pid_ = fork();
     if (pid_ == 0) {
@@ -591,6 +597,40 @@ TEST(ElasticsearchOutput, ThroughHttpProxy) {
   EXPECT_EQ(proxy_control.stat("/proxied_requests"), 1);
   EXPECT_EQ(proxy_control.stat("/items"), 0);
   EXPECT_EQ(target_control.stat("/distinct_ids"), 4);
+}
+
+// Prints the output's throughput against the double's fast mode. The
+// number depends on the machine and its load, so only correctness is asserted.
+TEST(ElasticsearchOutput, ThroughputAgainstFastDouble) {
+  DoubleProcess double_process({"--fast"});
+  DoubleControl control(double_process);
+  MetricsRegistry metrics;
+  ElasticsearchOutput output(optionsFor(double_process), metrics);
+  constexpr int kBatches = 20;
+  constexpr int kBatchSize = 1000;
+  std::vector<std::vector<StoredEvent>> batches;
+  const std::string padding(1300, 'x');
+  for (int b = 0; b < kBatches; ++b) {
+    auto events = makeEvents(kBatchSize, b * kBatchSize);
+    for (auto& event : events) {
+      event.document.pop_back();
+      event.document += R"(,"message":")" + padding + "\"}";
+    }
+    batches.push_back(std::move(events));
+  }
+
+  auto started = std::chrono::steady_clock::now();
+  std::size_t delivered = 0;
+  for (const auto& batch : batches) {
+    delivered += countDelivery(output.send(batch), Delivery::kDelivered);
+  }
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+
+  EXPECT_EQ(delivered, static_cast<std::size_t>(kBatches * kBatchSize));
+  EXPECT_EQ(control.stat("/distinct_ids"), kBatches * kBatchSize);
+  std::printf("elasticsearch output -> es_double --fast: %d docs of ~1.5 KB in %.2f s = %.0f docs/s\n",
+              kBatches * kBatchSize, seconds, kBatches * kBatchSize / seconds);
 }
 
 TEST(ElasticsearchBulkResponse, OfficialFailedActionsExample) {
