@@ -374,19 +374,29 @@ def start_es_double(folder: str, args) -> tuple[subprocess.Popen, int]:
     return process, int(open(port_file).read().strip())
 
 
+def start_profiler(pid: int, folder: str, timeout: float) -> subprocess.Popen:
+    """Start perf record on pid with DWARF call graphs, stopped with SIGINT at the end of the run."""
+    output = os.path.join(folder, "perf.data")
+    process = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(pid),
+                                "-o", output, "--", "sleep", str(int(timeout))],
+                               stdout=subprocess.DEVNULL, stderr=open(output + ".log", "w"))
+    time.sleep(1)
+    log(f"perf record is writing {output}; read it with perf report -i {output} --no-children")
+    return process
+
+
 def write_collector_config(folder: str, port: int, admin_port: int, es_port: int, args) -> str:
     config = os.path.join(folder, "collector.yaml")
     with open(config, "w") as handle:
         handle.write(f"""listen: 127.0.0.1:{port}
 admin: {{listen: "127.0.0.1:{admin_port}"}}
 state_dir: {folder}/state
-store: {{synchronous: full}}
-outputs:
-  elasticsearch:
-    hosts: ["http://127.0.0.1:{es_port}"]
+store: {{synchronous: {args.store_synchronous}}}
 """)
-        for line in args.es_option:
-            handle.write(f"    {line}\n")
+        if args.elasticsearch:
+            handle.write(f"outputs:\n  elasticsearch:\n    url: \"http://127.0.0.1:{es_port}\"\n")
+            for line in args.es_option:
+                handle.write(f"    {line}\n")
     return config
 
 
@@ -419,6 +429,7 @@ def run_webtrap(records: Records, args) -> dict:
         cpu_before = cpu_seconds(collector.pid)
         es_cpu_before = cpu_seconds(es_process.pid)
         sender = BatchSender(records.batches, port, token, args.senders)
+        profiler = start_profiler(collector.pid, folder, args.timeout) if args.profile else None
         start = time.monotonic()
         thread = threading.Thread(target=sender.run)
         thread.start()
@@ -427,12 +438,17 @@ def run_webtrap(records: Records, args) -> dict:
         while time.monotonic() < deadline:
             if collector.poll() is not None:
                 raise RuntimeError(f"the collector exited with status {collector.returncode}; see {log_file.name}")
+            if not thread.is_alive() and not args.elasticsearch:
+                break
             delivered = http_json(stats_url)["distinct_ids"]
             if delivered >= records.count and not thread.is_alive():
                 break
             time.sleep(0.1)
         elapsed = time.monotonic() - start
         thread.join(timeout=10)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=120)
         cpu = cpu_seconds(collector.pid) - cpu_before
         es_cpu = cpu_seconds(es_process.pid) - es_cpu_before
         rss = peak_rss_mib(collector.pid)
@@ -445,7 +461,8 @@ def run_webtrap(records: Records, args) -> dict:
         stop(es_process)
     if sender.errors:
         log(f"webtrap: sender errors: {sender.errors[:3]}")
-    complete = ids == expected
+    # Without the Elasticsearch output, the run ends at the last acknowledgement.
+    complete = ids == expected if args.elasticsearch else sender.totals["stored"] == records.count
     if not complete:
         log(f"webtrap: the double holds {len(ids)} ids, {len(expected - ids)} missing, {len(ids - expected)} unexpected")
     return result("webtrap", records, elapsed, cpu, rss, complete=complete, written=len(ids & expected),
@@ -508,13 +525,15 @@ def render(results: list[dict], facts: dict, args, date: str, records: Records) 
              "|---|---|---|---|---|---|---|---|"]
     paths = {"rsyslog": "imtcp, mmjsonparse, omfile (no fsync)",
              "syslog-ng": "network(), json-parser, file() with flow control (no fsync)",
-             "webtrap": "POST /v1/records (gzip NDJSON), SQLite synchronous=full, Elasticsearch output to the test double"}
+             "webtrap": f"POST /v1/records (gzip NDJSON, {args.batch_records} records per batch), SQLite "
+                        f"synchronous={args.store_synchronous}, "
+                        + ("Elasticsearch output to the test double" if args.elasticsearch else "no output")}
     for r in results:
         versus = ratio(webtrap["records_per_s"], r["records_per_s"]) if webtrap and r is not webtrap else ""
         lines.append(f"| {r['system']} | {paths[r['system']]} | {r['records_per_s']} | {r['mib_per_s']} | "
                      f"{r['cpu_us_per_record']} | {r['peak_rss_mib']} | {versus} | "
                      f"{'yes' if r['complete'] else 'NO: %d of %d' % (r['written'], r['records'])} |")
-    if webtrap:
+    if webtrap and args.elasticsearch:
         lines += ["", f"webtrap, ingest to store alone (every batch acknowledged, so committed to SQLite): "
                   f"{webtrap['stored_per_s']} records/s in {webtrap['stored_seconds']} s. "
                   f"The test double used {webtrap['es_double_cpu_s']} s of CPU on the same machine. "
@@ -556,6 +575,12 @@ def main() -> int:
     parser.add_argument("--es-double", default=os.path.join(SOURCE_DIR, "tests/tools/es_double.py"))
     parser.add_argument("--es-option", action="append", default=[],
                         help="extra line under outputs.elasticsearch, e.g. 'batch_max_events: 2000'")
+    parser.add_argument("--store-synchronous", default="full", choices=["full", "normal", "off"],
+                        help="SQLite synchronous mode of the collector's store")
+    parser.add_argument("--no-elasticsearch", dest="elasticsearch", action="store_false",
+                        help="run the collector with no output, so the run measures ingest to store alone")
+    parser.add_argument("--profile", action="store_true",
+                        help="record the collector with perf record into WORK_DIR/webtrap/perf.data")
     parser.add_argument("--rsyslogd", default="/usr/sbin/rsyslogd")
     parser.add_argument("--syslog-ng-root", default=os.path.join(SOURCE_DIR, "bench/.peers/syslog-ng"),
                         help="folder where syslog-ng-core was unpacked with dpkg -x")

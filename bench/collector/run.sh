@@ -9,7 +9,9 @@
 #
 # Usage: bench/collector/run.sh [--count N] [--senders N] [--batch-records N]
 #                               [--systems rsyslog,syslog-ng,webtrap]
-#                               [--timeout S] [--es-option 'KEY: VALUE'] [--no-docs]
+#                               [--timeout S] [--es-option 'KEY: VALUE'] [--profile]
+#                               [--store-synchronous full|normal|off] [--no-elasticsearch]
+#                               [--no-docs]
 # WEBTRAP_BIN selects a prebuilt webtrap; otherwise it is built in
 # build-bench/ as RelWithDebInfo. WEBTRAP_BENCH_WORK_DIR chooses the work
 # folder, which keeps the generated records for the next run.
@@ -26,12 +28,14 @@ args=()
 while (($#)); do
   case $1 in
     --no-docs) output="" ;;
+    --profile | --no-elasticsearch) args+=("$1") ;;
     --systems)
       (($# >= 2)) || { echo "error: $1 needs a value" >&2; exit 2; }
       systems=$2
       shift
       ;;
-    --count | --senders | --batch-records | --timeout | --es-option | --seed | --gzip-level)
+    --count | --senders | --batch-records | --timeout | --es-option | --seed | --gzip-level | \
+      --store-synchronous)
       (($# >= 2)) || { echo "error: $1 needs a value" >&2; exit 2; }
       args+=("$1" "$2")
       shift
