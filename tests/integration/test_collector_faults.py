@@ -400,6 +400,8 @@ class FaultPlan:
         self.injected = []
         self.malformed_response = None
         self.item_429_until = None
+        self.outage = None  # (end on the monotonic clock, documents created before it)
+        self.created_during_outage = None
         self.steps = [
             (0.05, f"double: 429 on the next {BULK_429_COUNT} bulk requests", self.bulk_429),
             (0.15, "collector: SIGKILL and restart (1)", self.kill_collector),
@@ -422,7 +424,9 @@ class FaultPlan:
         self.item_429_until = time.monotonic() + 4
 
     def double_down(self):
+        created = self.double.stats()["created"]
         self.double.set_faults(down_seconds=OUTAGE_SECONDS)
+        self.outage = (time.monotonic() + OUTAGE_SECONDS, created)
 
     def kill_collector(self):
         self.collector.kill()
@@ -442,8 +446,13 @@ class FaultPlan:
         if self.item_429_until and time.monotonic() >= self.item_429_until:
             self.double.set_faults(item_429_fraction=0.0)
             self.item_429_until = None
+        if self.outage and time.monotonic() >= self.outage[0]:
+            # Measured up to the first control request after the outage, so
+            # a delivery right after its end may count too.
+            self.created_during_outage = self.double.stats()["created"] - self.outage[1]
+            self.outage = None
         if not self.steps:
-            return self.item_429_until is None
+            return self.item_429_until is None and self.outage is None
         fraction = self.collector.stored_events() / TOTAL_RECORDS
         while self.steps and fraction >= self.steps[0][0]:
             threshold, description, action = self.steps[0]
@@ -453,7 +462,7 @@ class FaultPlan:
             log(f"at {fraction:.0%} stored: {description}")
             action()
             self.injected.append(description)
-        return not self.steps and self.item_429_until is None
+        return not self.steps and self.item_429_until is None and self.outage is None
 
 
 class Checks:
@@ -705,7 +714,8 @@ def main():
               f"{double_stats['conflicts']} conflicts (resends absorbed by _id), "
               f"item errors {double_stats['item_errors']}, request errors "
               f"{double_stats['request_errors']}, refused connections "
-              f"{double_stats.get('refused_connections', 0)}")
+              f"{double_stats.get('refused_connections', 0)}, documents created during the "
+              f"{OUTAGE_SECONDS} s outage {plan.created_during_outage}")
         print(f"  elapsed:             {elapsed:.1f} s (delivery complete "
               f"{delivered_at - load_started:.1f} s after the load started)")
         print(f"  result:              {'PASS' if not checks.failures else 'FAIL'}")
