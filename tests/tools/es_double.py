@@ -338,9 +338,11 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
+        # Recorded before the write, so a client that reads the response and
+        # then asks for /_double/requests finds this exchange.
+        self.record_exchange(status, payload)
         if self.command != "HEAD":
             self.wfile.write(payload)
-        self.record_exchange(status, payload)
 
     def record_exchange(self, status: int, payload: bytes) -> None:
         state = self.state
@@ -437,7 +439,10 @@ class Handler(BaseHTTPRequestHandler):
             faults.fail_next -= 1
             status = faults.fail_status
             retry_after = faults.retry_after
-        self.drain_body()
+        try:
+            self.read_body()  # consumed (and recorded) but not processed
+        except BulkError:
+            pass
         headers = {"Retry-After": str(retry_after)} if retry_after > 0 else {}
         if status == 429:
             body = error_body(429, "es_rejected_execution_exception",
