@@ -13,6 +13,7 @@ import os
 import pathlib
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -302,6 +303,172 @@ class ShipperTest(unittest.TestCase):
                 self.assertIn("shipper.url", result.stderr)
                 self.assertIn("http://192.0.2.10:7380", result.stderr)
                 self.assertIn("https://", result.stderr)
+
+
+class ShipperDiskCapTest(unittest.TestCase):
+    """Segments that the spool deletes at its disk cap during an outage are counted, not hung on."""
+
+    def test_deleted_segments_are_counted(self):
+        workdir = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-shipper-cap-"))
+        os.chmod(workdir, 0o755)
+        if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
+            self.addCleanup(shutil.rmtree, workdir, True)
+        stand_in = CollectorStandIn(TOKEN).start()
+        self.addCleanup(stand_in.stop)
+        config = CONFIG.format(url=stand_in.url, token=TOKEN).replace(
+            "  segment_bytes: 32KiB\n",
+            "  segment_bytes: 8KiB\n  max_bytes: 32KiB\n  on_full: delete_oldest\n")
+        probe = ProbeProcess(workdir, config)
+        probe.start()
+        self.addCleanup(probe.stop)
+
+        sent = 0
+        for i in range(5):
+            sent += 1
+            probe.request(f"/cap-test/{i}")
+        wait_for(lambda: len(stand_in.snapshot()["event_counts"]) == 5, 20, "the first records")
+
+        stand_in.stop()
+        for i in range(5, 80):
+            sent += 1
+            probe.request(f"/cap-test/{i}?q={'y' * 300}")
+        # Requests are inspected and recorded after the response, so wait for
+        # the spool to have seen every record.
+        wait_for(lambda: probe.metrics()["webtrap_spool_records_written_total"] >= sent, 20,
+                 "every record written to the spool")
+        wait_for(lambda: "connection error" in probe.log_text(), 10, "a failed attempt")
+        stand_in.start()
+
+        def settled():
+            ids = probe.event_ids()
+            counts = stand_in.snapshot()["event_counts"]
+            values = probe.metrics()
+            if ids and all(i in counts for i in ids) and values["webtrap_shipper_backlog_bytes"] == 0:
+                return values
+            return None
+
+        values = wait_for(settled, 30, "every record left in the spool at the stand-in")
+        delivered = len(stand_in.snapshot()["event_counts"])
+        spool_dropped = values['webtrap_spool_records_dropped_total{reason="disk_full"}']
+        shipper_dropped = values["webtrap_shipper_dropped_total"]
+        self.assertLess(delivered, sent, "the cap should have deleted unshipped records")
+        # The spool counts every record it deleted before the offset passed it,
+        # some of which a batch in flight still delivered. The shipper counts
+        # only records it knows were never delivered, so it never overcounts.
+        self.assertGreaterEqual(delivered + spool_dropped, sent)
+        self.assertGreater(shipper_dropped, 0)
+        self.assertLessEqual(shipper_dropped, sent - delivered)
+        self.assertIn("the spool deleted unshipped segments", probe.log_text())
+
+
+def make_certificates(folder):
+    """Create a CA, a server certificate for 127.0.0.1 and a client certificate with openssl."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1"),
+                            ("client", "extendedKeyUsage=clientAuth")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        (folder / f"{name}.ext").write_text(extension + "\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+
+
+class ShipperTlsTest(unittest.TestCase):
+    """`webtrap ship` over HTTPS, with a private CA and with client certificates."""
+
+    @classmethod
+    def setUpClass(cls):
+        if shutil.which("openssl") is None:
+            raise unittest.SkipTest("openssl is not installed")
+        cls.workdir = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-shipper-tls-"))
+        make_certificates(cls.workdir)
+
+    @classmethod
+    def tearDownClass(cls):
+        if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
+            shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    def stand_in(self, require_client_certificate):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.workdir / "server.pem", self.workdir / "server.key")
+        if require_client_certificate:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.workdir / "ca.pem")
+        stand_in = CollectorStandIn(TOKEN, tls_context=context).start()
+        self.addCleanup(stand_in.stop)
+        return stand_in
+
+    def spool(self, name, count):
+        """Write `count` records into a new spool folder and return it."""
+        folder = self.workdir / name
+        folder.mkdir()
+        with open(folder / "segment-000000000001.ndjson", "w") as segment:
+            for i in range(count):
+                segment.write(json.dumps({"webtrap": {"event_id": f"{name}-{i}"}}) + "\n")
+        return folder
+
+    def config(self, url, **keys):
+        lines = [f"shipper:\n  url: {url}\n  token: {TOKEN}\n  retry_max: 1s\n"]
+        lines += [f"  {key}: {value}\n" for key, value in keys.items()]
+        path = self.workdir / f"ship-{len(list(self.workdir.glob('ship-*')))}.yaml"
+        path.write_text("".join(lines))
+        return path
+
+    def ship_until_idle(self, config, spool):
+        return subprocess.run([BIN, "ship", "--config", str(config), "--spool", str(spool),
+                               "--until-idle"], capture_output=True, text=True, timeout=60)
+
+    def ship_expecting_failure(self, config, spool, message):
+        """Run `webtrap ship` until its log shows `message`, then stop it with SIGTERM."""
+        log_path = spool / "ship.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen([BIN, "ship", "--config", str(config), "--spool",
+                                        str(spool)], stdout=log, stderr=subprocess.STDOUT)
+            try:
+                wait_for(lambda: message in log_path.read_text(errors="replace"), 20,
+                         f"'{message}' in the shipper's log")
+            finally:
+                process.send_signal(signal.SIGTERM)
+                code = process.wait(timeout=30)
+        self.assertEqual(code, 0, log_path.read_text(errors="replace"))
+        return log_path.read_text(errors="replace")
+
+    def test_https_with_ca_file(self):
+        stand_in = self.stand_in(require_client_certificate=False)
+        spool = self.spool("https", 50)
+        result = self.ship_until_idle(self.config(stand_in.url, ca_file=self.workdir / "ca.pem"),
+                                      spool)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(len(stand_in.snapshot()["event_counts"]), 50)
+        self.assertEqual((spool / "shipped.offset").read_text(),
+                         f"segment-000000000001.ndjson {(spool / 'segment-000000000001.ndjson').stat().st_size}\n")
+
+    def test_https_rejects_unknown_ca(self):
+        stand_in = self.stand_in(require_client_certificate=False)
+        spool = self.spool("unknown-ca", 5)
+        log = self.ship_expecting_failure(self.config(stand_in.url), spool, "connection error")
+        self.assertIn("certificate", log)
+        self.assertEqual(stand_in.snapshot()["event_counts"], {})
+        self.assertFalse((spool / "shipped.offset").exists())
+
+    def test_mutual_tls(self):
+        stand_in = self.stand_in(require_client_certificate=True)
+        without = self.spool("no-client-cert", 5)
+        self.ship_expecting_failure(self.config(stand_in.url, ca_file=self.workdir / "ca.pem"),
+                                    without, "connection error")
+        self.assertEqual(stand_in.snapshot()["event_counts"], {})
+
+        with_certificate = self.spool("client-cert", 20)
+        config = self.config(stand_in.url, ca_file=self.workdir / "ca.pem",
+                             client_certificate=self.workdir / "client.pem",
+                             client_key=self.workdir / "client.key")
+        result = self.ship_until_idle(config, with_certificate)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(len(stand_in.snapshot()["event_counts"]), 20)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ def event_id_of(record):
 class CollectorStandIn:
     """The stand-in server, run on a thread of the test process."""
 
-    def __init__(self, token, port=0, host="127.0.0.1"):
+    def __init__(self, token, port=0, host="127.0.0.1", tls_context=None):
         self.token = token
+        self.tls_context = tls_context  # an ssl.SSLContext for HTTPS, None for plain HTTP
         self.host = host
         self.port = port
         self.lock = threading.Lock()
@@ -57,6 +58,9 @@ class CollectorStandIn:
         handler = self._make_handler()
         self.server = http.server.ThreadingHTTPServer((self.host, self.port), handler)
         self.server.daemon_threads = True
+        if self.tls_context is not None:
+            self.server.socket = self.tls_context.wrap_socket(self.server.socket,
+                                                              server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -79,7 +83,8 @@ class CollectorStandIn:
 
     @property
     def url(self):
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def set_mode(self, mode, retry_after=None, slow_seconds=0.0):
         with self.lock:
