@@ -188,10 +188,10 @@ std::optional<int> severityNumber(string_view text) {
   return std::nullopt;
 }
 
-// The parts of the request target that url.* holds. Origin-form
-// ("/a?b") fills path and query; absolute-form ("http://host/a?b", sent to
-// proxies and by proxy scanners) also fills scheme and authority;
-// authority-form ("host:443", for CONNECT) fills only the authority.
+// The parts of the request target that go into url.*. Origin-form ("/a?b")
+// fills path and query. Absolute-form ("http://host/a?b", which clients send
+// to proxies and proxy scanners send to anything) also fills scheme and
+// authority. Authority-form ("host:443", for CONNECT) fills only the authority.
 struct UrlParts {
   string_view scheme;
   string_view authority;

@@ -7,6 +7,7 @@
 #include <simdjson.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <cstdio>
@@ -539,6 +540,29 @@ std::vector<std::string> sampleDocuments() {
   proxy.client_ip = "garbage";
   proxy.request_body = std::string(kEcsBodyContentMaxBytes + 100, 'b');
   documents.push_back(buildEcsDocument(proxy, berlin(), probeSensor(), kIngestMs));
+
+  // Records that nginx and Apache with ModSecurity wrote, through the real
+  // decoder.
+  std::vector<fs::path> fixtures;
+  for (const auto& entry : fs::directory_iterator(kSourceDir / "tests/fixtures/modsecurity")) {
+    fixtures.push_back(entry.path());
+  }
+  std::sort(fixtures.begin(), fixtures.end());
+  EXPECT_GE(fixtures.size(), 4u);
+  for (const auto& path : fixtures) {
+    std::string line = readFile(path);
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) {
+      line.pop_back();
+    }
+    DecodeOptions options;
+    options.origin = path.filename().string();
+    DecodeResult decoded = decodeAuditRecord(line, options);
+    EXPECT_TRUE(decoded.ok) << path << ": " << decoded.error;
+    if (decoded.ok) {
+      documents.push_back(
+          buildEcsDocument(decoded.record, GeoFacts{}, {"web1", "dmz", "file"}, kIngestMs));
+    }
+  }
   return documents;
 }
 
