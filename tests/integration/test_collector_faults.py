@@ -578,6 +578,9 @@ def check_counters(probes, collector, double_stats, malformed_response, checks):
       it depends on timing: it counts the records of batches that a kill
       cut off after the commit and before the acknowledgement, which the
       shipper then sent again;
+    - the sensors' record counts in /healthz (received lines, persisted):
+      each >= that sensor's events in the store, and their sum == events
+      + duplicates + dead letters;
     - collector /metrics of the last run (counters restart at zero after a
       kill): received == stored + duplicates + rejected on the probe input,
       and the dead letters of the malformed batch are counted;
@@ -605,6 +608,19 @@ def check_counters(probes, collector, double_stats, malformed_response, checks):
     checks.equal("collector store: events == records written", counts["events"], expected)
     checks.equal("collector store: dead letters", counts["dead_letters"], len(MALFORMED_LINES))
     checks.equal("double: created == collector store events", double_stats["created"], counts["events"])
+
+    # Per-sensor record counts in /healthz count every received line,
+    # duplicates and rejected lines included, over all runs.
+    status, body = http_request("GET", collector.admin_url + "/healthz")
+    sensors = {sensor["sensor_id"]: sensor["records"] for sensor in json.loads(body)["sensors"]}
+    stored_per_sensor = dict(collector.query("SELECT sensor_id, count(*) FROM events GROUP BY 1"))
+    for probe in probes:
+        checks.true(f"/healthz: sensor {probe.sensor_id} records >= its events in the store",
+                    sensors.get(probe.sensor_id, 0) >= stored_per_sensor.get(probe.sensor_id, 0),
+                    f"{sensors.get(probe.sensor_id)} < {stored_per_sensor.get(probe.sensor_id)}")
+    checks.equal("/healthz: sum of sensor records == events + duplicates + dead letters",
+                 sum(sensors.values()),
+                 counts["events"] + counts["duplicates"] + counts["dead_letters"])
 
     samples = collector.metrics()
     received = metric_sum(samples, "webtrap_collector_input_received_total", input="probe")
