@@ -1,0 +1,579 @@
+#include "collector/file_input.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <set>
+#include <system_error>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/config_values.h"
+#include "common/error.h"
+
+namespace webtrap::collector {
+
+namespace {
+
+constexpr std::size_t kReadChunkBytes = 256 * 1024;
+// Bytes of an over-long line kept in its dead letter.
+constexpr std::size_t kRejectedLineKeepBytes = 64 * 1024;
+// Polls that must find the old file unchanged at its end, after the path
+// was seen to name a new file, before the input moves to the new file: the
+// writer may still append to the old one until it reopens its log.
+constexpr int kRotationQuietPolls = 2;
+
+std::string escapeLabelValue(std::string_view value) {
+  std::string escaped;
+  for (char c : value) {
+    if (c == '\\' || c == '"') {
+      escaped += '\\';
+      escaped += c;
+    } else if (c == '\n') {
+      escaped += "\\n";
+    } else {
+      escaped += c;
+    }
+  }
+  return escaped;
+}
+
+[[noreturn]] void throwErrno(const std::string& what) {
+  throw std::system_error(errno, std::generic_category(), what);
+}
+
+RecordFormat parseFormatKey(const YAML::Node& node, const std::string& key) {
+  std::string text = config_values::scalarText(node, key);
+  auto format = parseRecordFormat(text);
+  if (!format) {
+    throw ConfigError(fmt::format("{}: invalid format \"{}\"; use auto, webtrap, modsec3 or modsec2",
+                                  key, text));
+  }
+  return *format;
+}
+
+FileInputOptions parseOneFileInput(const YAML::Node& node, const std::string& prefix) {
+  if (!node.IsMap()) {
+    throw ConfigError(fmt::format("{}: expected a map such as {{path: /var/log/modsec_audit.json}}",
+                                  prefix));
+  }
+  FileInputOptions options;
+  bool has_path = false;
+  for (const auto& entry : node) {
+    std::string name = entry.first.as<std::string>();
+    std::string key = prefix + "." + name;
+    const YAML::Node& value = entry.second;
+    if (name == "path") {
+      std::string path = config_values::scalarText(value, key);
+      if (path.empty()) {
+        throw ConfigError(key + ": empty; give the audit log file to read");
+      }
+      options.path = path;
+      has_path = true;
+    } else if (name == "format") {
+      options.format = parseFormatKey(value, key);
+    } else if (name == "sensor_id") {
+      options.sensor_id = config_values::scalarText(value, key);
+    } else if (name == "group") {
+      options.group = config_values::scalarText(value, key);
+    } else if (name == "timezone") {
+      options.timezone = config_values::scalarText(value, key);
+      options.time_zone = findTimeZone(options.timezone);
+      if (options.time_zone == nullptr) {
+        throw ConfigError(fmt::format(
+            "{}: unknown time zone \"{}\"; give a name from /usr/share/zoneinfo such as "
+            "Europe/Berlin or UTC",
+            key, options.timezone));
+      }
+    } else if (name == "poll_interval") {
+      options.poll_interval_ms =
+          config_values::parseMilliseconds(config_values::scalarText(value, key), key);
+      if (options.poll_interval_ms == 0) {
+        throw ConfigError(key + ": must be more than 0, such as 1s or 250ms");
+      }
+    } else if (name == "start_at") {
+      std::string text = config_values::scalarText(value, key);
+      if (text != "beginning" && text != "end") {
+        throw ConfigError(fmt::format("{}: invalid value \"{}\"; use beginning or end", key, text));
+      }
+      options.start_at_end = text == "end";
+    } else if (name == "max_record_size") {
+      options.max_record_bytes =
+          config_values::parseBytes(config_values::scalarText(value, key), key);
+      if (options.max_record_bytes < 1024) {
+        throw ConfigError(key + ": must be at least 1KiB; audit records are often 2 to 10 KiB");
+      }
+    } else {
+      throw ConfigError(fmt::format(
+          "{}: unknown key; the keys of a file input are path, format, sensor_id, group, "
+          "timezone, poll_interval, start_at and max_record_size",
+          key));
+    }
+  }
+  if (!has_path) {
+    throw ConfigError(prefix + ".path: missing; give the audit log file to read");
+  }
+  return options;
+}
+
+}  // namespace
+
+std::vector<FileInputOptions> parseFileInputs(const YAML::Node& node) {
+  std::vector<FileInputOptions> inputs;
+  if (!node || node.IsNull()) {
+    return inputs;
+  }
+  if (!node.IsSequence()) {
+    throw ConfigError("inputs.files: expected a list of files, each with at least `path:`");
+  }
+  std::set<std::string> paths;
+  for (std::size_t i = 0; i < node.size(); ++i) {
+    std::string prefix = fmt::format("inputs.files[{}]", i);
+    FileInputOptions options = parseOneFileInput(node[i], prefix);
+    if (!paths.insert(options.path.string()).second) {
+      throw ConfigError(fmt::format("{}.path: \"{}\" is listed twice; list each file once",
+                                    prefix, options.path.string()));
+    }
+    inputs.push_back(std::move(options));
+  }
+  return inputs;
+}
+
+struct FileInput::Counters {
+  Counter* lines = nullptr;
+  Counter* rejected = nullptr;
+  Counter* bytes = nullptr;
+  Counter* rotations = nullptr;
+  Counter* truncations = nullptr;
+  Counter* errors = nullptr;
+  Gauge* offset = nullptr;
+};
+
+// The file being read. Offsets are byte positions in that file.
+struct FileInput::OpenFile {
+  int fd = -1;
+  std::uint64_t inode = 0;
+  std::string path;               // the configured path, or a rotated file's own path
+  std::uint64_t committed = 0;    // handed over and saved in the store
+  std::uint64_t batch_end = 0;    // end of the last line in the current batch
+  std::uint64_t read_offset = 0;  // next byte read() returns
+  std::string pending;            // bytes from pending_offset not yet split into lines
+  std::uint64_t pending_offset = 0;
+  std::size_t scanned = 0;        // leading bytes of `pending` known to hold no newline
+  bool skipping = false;          // dropping the rest of an over-long line
+  bool rotated = false;           // the path names another file now
+  int quiet_polls = 0;            // polls at the end of a rotated file
+  std::vector<char> buffer;
+
+  ~OpenFile() {
+    if (fd >= 0) {
+      ::close(fd);
+    }
+  }
+};
+
+FileInput::FileInput(FileInputOptions options, Store& store, FileBatchHandler handler,
+                     MetricsRegistry& metrics)
+    : options_(std::move(options)),
+      key_(options_.path.string()),
+      store_(store),
+      handler_(std::move(handler)),
+      counters_(std::make_unique<Counters>()) {
+  std::string labels = fmt::format("path=\"{}\"", escapeLabelValue(key_));
+  counters_->lines = &metrics.counter("webtrap_collector_file_lines_total",
+                                      "Lines read from the audit log file", labels);
+  counters_->rejected = &metrics.counter("webtrap_collector_file_rejected_total",
+                                         "Lines that could not be decoded", labels);
+  counters_->bytes = &metrics.counter("webtrap_collector_file_bytes_total",
+                                      "Bytes read from the audit log file", labels);
+  counters_->rotations = &metrics.counter("webtrap_collector_file_rotations_total",
+                                          "Times the path was found to name a new file", labels);
+  counters_->truncations = &metrics.counter(
+      "webtrap_collector_file_truncations_total",
+      "Times the file was found shorter than the offset read so far", labels);
+  counters_->errors = &metrics.counter("webtrap_collector_file_errors_total",
+                                       "Read errors and batches the collector failed to commit",
+                                       labels);
+  counters_->offset = &metrics.gauge("webtrap_collector_file_offset_bytes",
+                                     "Byte offset committed in the file being read", labels);
+}
+
+FileInput::~FileInput() { stop(); }
+
+void FileInput::start() {
+  stopping_ = false;
+  thread_ = std::thread([this] { run(); });
+}
+
+void FileInput::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
+
+void FileInput::run() {
+  spdlog::info("file input {}: started, format {}, polling every {} ms", key_,
+               formatName(options_.format), options_.poll_interval_ms);
+  std::uint64_t failures = 0;
+  while (!stopping_) {
+    try {
+      pollOnce();
+      if (failures > 0) {
+        spdlog::info("file input {}: reading again after {} failed attempts", key_, failures);
+      }
+      failures = 0;
+    } catch (const std::exception& error) {
+      ++failures;
+      counters_->errors->inc();
+      spdlog::error("file input {}: {} (attempt {}); retrying from offset {} in {} ms", key_,
+                    error.what(), failures, file_ ? file_->committed : 0,
+                    options_.poll_interval_ms);
+    }
+    std::unique_lock lock(mutex_);
+    wake_.wait_for(lock, std::chrono::milliseconds(options_.poll_interval_ms),
+                   [this] { return stopping_.load(); });
+  }
+  spdlog::info("file input {}: stopped at offset {}", key_, file_ ? file_->committed : 0);
+}
+
+std::size_t FileInput::pollOnce() {
+  try {
+    if (!file_ && !openPath()) {
+      return 0;
+    }
+    std::size_t handled = 0;
+    while (true) {
+      handled += readAvailable();
+      flushBatch();
+      if (stopping_ || !checkRotation()) {
+        break;
+      }
+    }
+    return handled;
+  } catch (...) {
+    // Nothing after `committed` was handed over: read it again next time.
+    records_.clear();
+    rejected_.clear();
+    if (file_) {
+      OpenFile& file = *file_;
+      file.pending.clear();
+      file.scanned = 0;
+      file.skipping = false;
+      file.pending_offset = file.read_offset = file.batch_end = file.committed;
+      if (::lseek(file.fd, static_cast<off_t>(file.committed), SEEK_SET) < 0) {
+        closeFile();
+      }
+    }
+    throw;
+  }
+}
+
+bool FileInput::openPath() {
+  int fd = ::open(options_.path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (!missing_logged_) {
+      spdlog::warn("file input {}: cannot open: {}; trying again every {} ms", key_,
+                   std::strerror(errno), options_.poll_interval_ms);
+      missing_logged_ = true;
+    }
+    return false;
+  }
+  missing_logged_ = false;
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) {
+    int saved_errno = errno;
+    ::close(fd);
+    errno = saved_errno;
+    throwErrno("fstat " + key_);
+  }
+  auto inode = static_cast<std::uint64_t>(info.st_ino);
+  auto size = static_cast<std::uint64_t>(info.st_size);
+
+  std::uint64_t offset = 0;
+  std::optional<Store::FileOffset> saved = store_.fileOffset(key_);
+  if (saved && saved->inode == inode) {
+    offset = saved->offset;
+    if (offset > size) {
+      spdlog::warn("file input {}: the file is shorter ({} bytes) than the saved offset {}, so "
+                   "it was truncated; reading from its beginning",
+                   key_, size, offset);
+      counters_->truncations->inc();
+      offset = 0;
+    }
+  } else if (saved) {
+    // The path names another file than the saved offset: it was rotated
+    // while the collector was stopped. Finish the old file first.
+    ::close(fd);
+    if (openRotatedRemainder(saved->inode, saved->offset)) {
+      return true;
+    }
+    spdlog::warn("file input {}: the file of the saved offset (inode {}) is gone; reading the "
+                 "current file from its beginning",
+                 key_, saved->inode);
+    return openFresh();
+  } else if (options_.start_at_end) {
+    offset = size;
+  }
+  return adoptFile(fd, inode, key_, offset, false);
+}
+
+bool FileInput::openFresh() {
+  int fd = ::open(options_.path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return false;  // not created yet; openPath tries again on the next poll
+  }
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) {
+    int saved_errno = errno;
+    ::close(fd);
+    errno = saved_errno;
+    throwErrno("fstat " + key_);
+  }
+  return adoptFile(fd, static_cast<std::uint64_t>(info.st_ino), key_, 0, false);
+}
+
+bool FileInput::openRotatedRemainder(std::uint64_t inode, std::uint64_t offset) {
+  std::filesystem::path folder = options_.path.parent_path();
+  if (folder.empty()) {
+    folder = ".";
+  }
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(folder, error)) {
+    struct stat info {};
+    if (::stat(entry.path().c_str(), &info) != 0 || !S_ISREG(info.st_mode) ||
+        static_cast<std::uint64_t>(info.st_ino) != inode) {
+      continue;
+    }
+    if (static_cast<std::uint64_t>(info.st_size) < offset) {
+      return false;  // the same inode number, reused by an unrelated file
+    }
+    int fd = ::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      return false;
+    }
+    spdlog::info("file input {}: rotated while stopped; reading the rest of {} first", key_,
+                 entry.path().string());
+    return adoptFile(fd, inode, entry.path().string(), offset, true);
+  }
+  return false;
+}
+
+bool FileInput::adoptFile(int fd, std::uint64_t inode, const std::string& path,
+                          std::uint64_t offset, bool rotated) {
+  if (::lseek(fd, static_cast<off_t>(offset), SEEK_SET) < 0) {
+    int saved_errno = errno;
+    ::close(fd);
+    errno = saved_errno;
+    throwErrno("lseek " + path);
+  }
+  file_ = std::make_unique<OpenFile>();
+  OpenFile& file = *file_;
+  file.fd = fd;
+  file.inode = inode;
+  file.path = path;
+  file.committed = file.batch_end = file.read_offset = file.pending_offset = offset;
+  file.rotated = rotated;
+  // A file found rotated at start is complete: no writer has it open.
+  file.quiet_polls = rotated ? kRotationQuietPolls - 1 : 0;
+  file.buffer.resize(kReadChunkBytes);
+  // Saved at once, so a restart resumes in this file (and, for start_at
+  // end, does not skip what was written meanwhile).
+  store_.setFileOffset(key_, {inode, offset});
+  counters_->offset->set(static_cast<std::int64_t>(offset));
+  spdlog::info("file input {}: reading {} (inode {}) from offset {}", key_, path, inode, offset);
+  return true;
+}
+
+void FileInput::closeFile() { file_.reset(); }
+
+std::size_t FileInput::readAvailable() {
+  OpenFile& file = *file_;
+  std::size_t handled = 0;
+  while (!stopping_) {
+    ssize_t count = ::read(file.fd, file.buffer.data(), file.buffer.size());
+    if (count < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      throwErrno("read " + file.path);
+    }
+    if (count == 0) {
+      break;
+    }
+    counters_->bytes->inc(static_cast<std::uint64_t>(count));
+    file.read_offset += static_cast<std::uint64_t>(count);
+    file.quiet_polls = 0;
+    file.pending.append(file.buffer.data(), static_cast<std::size_t>(count));
+    takeLines(handled);
+  }
+  return handled;
+}
+
+void FileInput::takeLines(std::size_t& handled) {
+  OpenFile& file = *file_;
+  std::size_t start = 0;
+  while (true) {
+    std::size_t newline = file.pending.find('\n', std::max(start, file.scanned));
+    if (newline == std::string::npos) {
+      break;
+    }
+    std::string_view line(file.pending.data() + start, newline - start);
+    if (file.skipping) {
+      file.skipping = false;  // the end of an over-long line, already rejected
+    } else {
+      decodeLine(line, file.pending_offset + start);
+      ++handled;
+    }
+    start = newline + 1;
+    file.batch_end = file.pending_offset + start;
+    if (records_.size() + rejected_.size() >= options_.batch_max_records) {
+      flushBatch();
+    }
+  }
+  file.pending.erase(0, start);
+  file.pending_offset += start;
+  file.scanned = file.pending.size();
+  if (!file.skipping && file.pending.size() > options_.max_record_bytes) {
+    rejectLongLine();
+    ++handled;
+  } else if (file.skipping) {
+    file.pending_offset += file.pending.size();
+    file.pending.clear();
+    file.scanned = 0;
+  }
+}
+
+void FileInput::rejectLongLine() {
+  OpenFile& file = *file_;
+  RejectedLine& rejected = rejected_.emplace_back();
+  rejected.path = file.path;
+  rejected.offset = file.pending_offset;
+  rejected.error = fmt::format(
+      "record: the line is longer than max_record_size ({} bytes); only its first {} bytes are "
+      "kept here. Raise max_record_size if such records are expected",
+      options_.max_record_bytes, kRejectedLineKeepBytes);
+  rejected.line = file.pending.substr(0, kRejectedLineKeepBytes);
+  counters_->lines->inc();
+  counters_->rejected->inc();
+  // NOTE: the saved offset stays before this line until its newline arrives,
+  // so a restart in between rejects it a second time.
+  file.skipping = true;
+  file.pending_offset += file.pending.size();
+  file.pending.clear();
+  file.scanned = 0;
+}
+
+void FileInput::decodeLine(std::string_view line, std::uint64_t offset) {
+  if (!line.empty() && line.back() == '\r') {
+    line.remove_suffix(1);
+  }
+  if (line.find_first_not_of(" \t") == std::string_view::npos) {
+    return;
+  }
+  counters_->lines->inc();
+  DecodeOptions decode;
+  decode.format = options_.format;
+  // The configured path, not a rotated file's name, so that a record read
+  // through either name gets the same event id.
+  decode.origin = key_;
+  decode.time_zone = options_.time_zone;
+  DecodeResult result = decodeAuditRecord(line, decode);
+  if (!result.ok) {
+    counters_->rejected->inc();
+    RejectedLine& rejected = rejected_.emplace_back();
+    rejected.path = file_->path;
+    rejected.offset = offset;
+    rejected.error = std::move(result.error);
+    rejected.line.assign(line);
+    return;
+  }
+  AuditRecord& record = result.record;
+  if (record.sensor_id.empty()) {
+    record.sensor_id = options_.sensor_id;
+  }
+  if (record.sensor_group.empty()) {
+    record.sensor_group = options_.group;
+  }
+  records_.push_back(std::move(record));
+}
+
+void FileInput::flushBatch() {
+  OpenFile& file = *file_;
+  if (file.batch_end == file.committed) {
+    return;
+  }
+  if (!records_.empty() || !rejected_.empty()) {
+    handler_(std::move(records_), std::move(rejected_), options_);
+    records_.clear();
+    rejected_.clear();
+  }
+  file.committed = file.batch_end;
+  store_.setFileOffset(key_, {file.inode, file.committed});
+  counters_->offset->set(static_cast<std::int64_t>(file.committed));
+}
+
+bool FileInput::checkRotation() {
+  OpenFile& file = *file_;
+  struct stat opened {};
+  if (::fstat(file.fd, &opened) != 0) {
+    throwErrno("fstat " + file.path);
+  }
+  if (!file.rotated && static_cast<std::uint64_t>(opened.st_size) < file.read_offset) {
+    // copytruncate: the writer starts over at offset 0 of the same file.
+    // NOTE: a file truncated and refilled past the old offset between two
+    // polls looks unchanged, so its first records are missed.
+    spdlog::warn("file input {}: truncated from {} to {} bytes; reading from the beginning", key_,
+                 file.read_offset, opened.st_size);
+    counters_->truncations->inc();
+    if (::lseek(file.fd, 0, SEEK_SET) < 0) {
+      throwErrno("lseek " + file.path);
+    }
+    file.pending.clear();
+    file.scanned = 0;
+    file.skipping = false;
+    file.committed = file.batch_end = file.read_offset = file.pending_offset = 0;
+    store_.setFileOffset(key_, {file.inode, 0});
+    counters_->offset->set(0);
+    return true;
+  }
+
+  struct stat current {};
+  bool same_file = ::stat(options_.path.c_str(), &current) == 0 &&
+                   static_cast<std::uint64_t>(current.st_ino) == file.inode &&
+                   current.st_dev == opened.st_dev;
+  if (same_file) {
+    file.rotated = false;
+    return false;
+  }
+  if (!file.rotated) {
+    file.rotated = true;
+    file.quiet_polls = 0;
+    spdlog::info("file input {}: the path names a new file; finishing {} first", key_,
+                 file.path);
+  }
+  if (++file.quiet_polls < kRotationQuietPolls) {
+    return false;
+  }
+  // The old file is complete. A last line without a newline will never get
+  // one, so it is decoded as it is.
+  if (!file.pending.empty() && !file.skipping) {
+    decodeLine(file.pending, file.pending_offset);
+    file.batch_end = file.read_offset;
+    flushBatch();
+  }
+  counters_->rotations->inc();
+  spdlog::info("file input {}: finished {} at offset {}", key_, file.path, file.read_offset);
+  closeFile();
+  return openFresh();
+}
+
+}  // namespace webtrap::collector

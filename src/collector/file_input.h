@@ -1,0 +1,132 @@
+// The file input: tails a ModSecurity audit log (one JSON record per line:
+// libmodsecurity v3 SecAuditLogType Serial, mod_security2 JSON, or probe
+// spool records), decodes each line and hands the records to the collector
+// core. The byte offset is persisted in the store only after the core has
+// committed the records, so delivery is at least once: a crash between the
+// commit and the offset update reads those lines again, and their event ids
+// make them duplicates.
+//
+// It notices rotation (the path names a new inode: the old file is read to
+// its end first, also across a restart, as long as it stays in the same
+// folder) and truncation (the file became shorter than the offset), and
+// keeps an incomplete last line until its newline arrives.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+#include "collector/audit_record.h"
+#include "collector/store.h"
+#include "common/metrics.h"
+
+namespace webtrap::collector {
+
+struct FileInputOptions {
+  std::filesystem::path path;
+  RecordFormat format = RecordFormat::kAuto;
+  // Set on records that do not name their own sensor (ModSecurity records).
+  std::string sensor_id;
+  std::string group;
+  // Zone of libmodsecurity v3 time stamps, which carry none: the `timezone`
+  // key, resolved at parse time; nullptr means the collector's local zone.
+  std::string timezone;
+  const TimeZone* time_zone = nullptr;
+  std::uint64_t poll_interval_ms = 1000;
+  // Where to start in a file with no saved offset: at its beginning (every
+  // record already there is read) or at its end (only new records).
+  bool start_at_end = false;
+  // A line longer than this is rejected without being buffered whole.
+  std::uint64_t max_record_bytes = 16ULL << 20;
+  // Records handed to the core per call, at most.
+  std::size_t batch_max_records = 1000;
+};
+
+// Parses `inputs.files`: a list of maps with the keys path (required),
+// format (auto|webtrap|modsec3|modsec2), sensor_id, group, timezone,
+// poll_interval, start_at (beginning|end) and max_record_size. Throws
+// ConfigError naming the key, the value and the fix.
+std::vector<FileInputOptions> parseFileInputs(const YAML::Node& node);
+
+// A line that could not be decoded, for the dead-letter store.
+struct RejectedLine {
+  std::string path;          // the file it was read from (a rotated file's own path)
+  std::uint64_t offset = 0;  // byte offset of the line's first byte in that file
+  std::string error;         // names the field, as DecodeResult::error
+  std::string line;          // the line as read, without its newline
+};
+
+// Receives the records of one batch, with the lines that were rejected.
+// It must return only after both are committed; it throws to signal that
+// nothing was committed, and the file input then reads the batch again
+// after the poll interval.
+using FileBatchHandler = std::function<void(
+    std::vector<AuditRecord>&& records, std::vector<RejectedLine>&& rejected,
+    const FileInputOptions& input)>;
+
+class FileInput {
+ public:
+  FileInput(FileInputOptions options, Store& store, FileBatchHandler handler,
+            MetricsRegistry& metrics);
+  ~FileInput();  // stops the thread
+  FileInput(const FileInput&) = delete;
+  FileInput& operator=(const FileInput&) = delete;
+
+  // Starts a thread that polls the file every poll interval.
+  void start();
+  // Stops the thread after its current batch.
+  void stop();
+
+  // Reads everything new once and hands it over; returns the number of
+  // lines handled (records and rejected). The thread calls this; tests may
+  // call it directly instead of starting the thread. Throws what the
+  // handler throws.
+  std::size_t pollOnce();
+
+  const FileInputOptions& options() const { return options_; }
+
+ private:
+  struct Counters;
+  struct OpenFile;
+
+  bool openPath();
+  bool openFresh();
+  bool openRotatedRemainder(std::uint64_t inode, std::uint64_t offset);
+  bool adoptFile(int fd, std::uint64_t inode, const std::string& path, std::uint64_t offset,
+                 bool rotated);
+  void closeFile();
+  std::size_t readAvailable();
+  void takeLines(std::size_t& handled);
+  void rejectLongLine();
+  void decodeLine(std::string_view line, std::uint64_t offset);
+  void flushBatch();
+  bool checkRotation();
+  void run();
+
+  FileInputOptions options_;
+  std::string key_;  // the path as the store key and metric label
+  Store& store_;
+  FileBatchHandler handler_;
+  std::unique_ptr<Counters> counters_;
+  std::unique_ptr<OpenFile> file_;
+
+  std::vector<AuditRecord> records_;
+  std::vector<RejectedLine> rejected_;
+
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::atomic<bool> stopping_{false};
+  bool missing_logged_ = false;
+};
+
+}  // namespace webtrap::collector

@@ -1,0 +1,323 @@
+#include "collector/file_input.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+
+namespace webtrap::collector {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A libmodsecurity v3 record whose unique_id is `id`.
+std::string recordLine(const std::string& id) {
+  return R"({"transaction":{"client_ip":"203.0.113.9","time_stamp":"Fri Dec  4 15:41:52 2026",)"
+         R"("client_port":51000,"unique_id":")" +
+         id + R"(","request":{"method":"GET","uri":"/)" + id + R"(","headers":{}}}})";
+}
+
+void append(const fs::path& path, const std::string& text) {
+  std::ofstream stream(path, std::ios::binary | std::ios::app);
+  stream << text;
+}
+
+class FileInputTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/webtrap-file-input-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+    log_ = dir_ / "audit.log";
+    StoreOptions store_options;
+    store_options.path = dir_ / "store.sqlite";
+    store_options.synchronous = "normal";
+    store_ = std::make_unique<Store>(store_options);
+  }
+
+  void TearDown() override {
+    input_.reset();
+    store_.reset();
+    fs::remove_all(dir_);
+  }
+
+  FileInputOptions options() {
+    FileInputOptions options;
+    options.path = log_;
+    options.sensor_id = "web1";
+    options.group = "dmz";
+    options.time_zone = findTimeZone("UTC");
+    options.poll_interval_ms = 20;
+    return options;
+  }
+
+  FileInput& makeInput(FileInputOptions input_options) {
+    input_.reset();
+    input_ = std::make_unique<FileInput>(
+        std::move(input_options), *store_,
+        [this](std::vector<AuditRecord>&& records, std::vector<RejectedLine>&& rejected,
+               const FileInputOptions&) {
+          ++batches_;
+          if (fail_next_) {
+            fail_next_ = false;
+            throw std::runtime_error("store unavailable");
+          }
+          for (AuditRecord& record : records) {
+            ids_.push_back(record.transaction_id);
+            last_record_ = record;
+          }
+          for (RejectedLine& line : rejected) {
+            rejected_.push_back(std::move(line));
+          }
+        },
+        metrics_);
+    return *input_;
+  }
+
+  FileInput& makeInput() { return makeInput(options()); }
+
+  fs::path dir_;
+  fs::path log_;
+  std::unique_ptr<Store> store_;
+  MetricsRegistry metrics_;
+  std::unique_ptr<FileInput> input_;
+  std::vector<std::string> ids_;
+  std::vector<RejectedLine> rejected_;
+  AuditRecord last_record_;
+  int batches_ = 0;
+  bool fail_next_ = false;
+};
+
+using Ids = std::vector<std::string>;
+
+TEST_F(FileInputTest, ReadsLinesAndSavesOffset) {
+  append(log_, recordLine("a") + "\n" + recordLine("b") + "\n");
+  FileInput& input = makeInput();
+  EXPECT_EQ(input.pollOnce(), 2u);
+  EXPECT_EQ(ids_, (Ids{"a", "b"}));
+  auto saved = store_->fileOffset(log_.string());
+  ASSERT_TRUE(saved.has_value());
+  EXPECT_EQ(saved->offset, fs::file_size(log_));
+  EXPECT_EQ(last_record_.sensor_id, "web1");
+  EXPECT_EQ(last_record_.sensor_group, "dmz");
+}
+
+TEST_F(FileInputTest, ResumesFromSavedOffset) {
+  append(log_, recordLine("a") + "\n");
+  makeInput().pollOnce();
+  append(log_, recordLine("b") + "\n");
+  // A new input, as after a restart, starts where the first one stopped.
+  makeInput().pollOnce();
+  EXPECT_EQ(ids_, (Ids{"a", "b"}));
+}
+
+TEST_F(FileInputTest, KeepsPartialLine) {
+  std::string line = recordLine("a");
+  append(log_, line.substr(0, 40));
+  FileInput& input = makeInput();
+  EXPECT_EQ(input.pollOnce(), 0u);
+  EXPECT_TRUE(ids_.empty());
+  EXPECT_EQ(store_->fileOffset(log_.string())->offset, 0u);
+  append(log_, line.substr(40) + "\n");
+  EXPECT_EQ(input.pollOnce(), 1u);
+  EXPECT_EQ(ids_, Ids{"a"});
+  EXPECT_TRUE(rejected_.empty());
+}
+
+TEST_F(FileInputTest, RejectedLinesReported) {
+  append(log_, recordLine("a") + "\n{\"transaction\":{\"client_ip\":5}}\r\n\n" + recordLine("b") +
+                   "\n");
+  makeInput().pollOnce();
+  EXPECT_EQ(ids_, (Ids{"a", "b"}));
+  ASSERT_EQ(rejected_.size(), 1u);
+  EXPECT_EQ(rejected_[0].offset, recordLine("a").size() + 1);
+  EXPECT_EQ(rejected_[0].path, log_.string());
+  EXPECT_EQ(rejected_[0].line, "{\"transaction\":{\"client_ip\":5}}");
+  EXPECT_TRUE(rejected_[0].error.starts_with("transaction.client_ip")) << rejected_[0].error;
+}
+
+TEST_F(FileInputTest, FailedBatchReadAgain) {
+  append(log_, recordLine("a") + "\n");
+  FileInput& input = makeInput();
+  fail_next_ = true;
+  EXPECT_THROW(input.pollOnce(), std::runtime_error);
+  EXPECT_TRUE(ids_.empty());
+  EXPECT_EQ(store_->fileOffset(log_.string())->offset, 0u);
+  input.pollOnce();
+  EXPECT_EQ(ids_, Ids{"a"});
+}
+
+TEST_F(FileInputTest, FollowsRotation) {
+  append(log_, recordLine("a") + "\n");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  fs::rename(log_, dir_ / "audit.log.1");
+  // The writer still appends to the old file until it reopens its log.
+  append(dir_ / "audit.log.1", recordLine("b") + "\n" + recordLine("c"));
+  append(log_, recordLine("d") + "\n");
+  for (int i = 0; i < 4; ++i) {
+    input.pollOnce();
+  }
+  // The old file's last line had no newline: it is complete all the same.
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c", "d"}));
+  // The saved offset now belongs to the new file.
+  struct stat info {};
+  ASSERT_EQ(::stat(log_.c_str(), &info), 0);
+  EXPECT_EQ(store_->fileOffset(log_.string())->inode, static_cast<std::uint64_t>(info.st_ino));
+}
+
+TEST_F(FileInputTest, RotationWhileStopped) {
+  append(log_, recordLine("a") + "\n");
+  makeInput().pollOnce();
+  input_.reset();
+  append(log_, recordLine("b") + "\n");
+  fs::rename(log_, dir_ / "audit.log.1");
+  append(log_, recordLine("c") + "\n");
+  FileInput& input = makeInput();
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c"}));
+}
+
+TEST_F(FileInputTest, FollowsTruncation) {
+  append(log_, recordLine("a") + "\n" + recordLine("b") + "\n");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  fs::resize_file(log_, 0);
+  append(log_, recordLine("c") + "\n");
+  input.pollOnce();
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c"}));
+}
+
+TEST_F(FileInputTest, TruncatedWhileStopped) {
+  append(log_, recordLine("a") + "\n" + recordLine("b") + "\n");
+  makeInput().pollOnce();
+  input_.reset();
+  fs::resize_file(log_, 0);
+  append(log_, recordLine("c") + "\n");
+  makeInput().pollOnce();
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c"}));
+}
+
+TEST_F(FileInputTest, StartAtEnd) {
+  append(log_, recordLine("old") + "\n");
+  FileInputOptions input_options = options();
+  input_options.start_at_end = true;
+  FileInput& input = makeInput(input_options);
+  input.pollOnce();
+  append(log_, recordLine("new") + "\n");
+  input.pollOnce();
+  EXPECT_EQ(ids_, Ids{"new"});
+}
+
+TEST_F(FileInputTest, OverlongLineRejected) {
+  FileInputOptions input_options = options();
+  input_options.max_record_bytes = 1024;
+  append(log_, std::string(3000, 'x'));
+  FileInput& input = makeInput(input_options);
+  input.pollOnce();
+  ASSERT_EQ(rejected_.size(), 0u);  // handed over with the next batch
+  append(log_, std::string(3000, 'y') + "\n" + recordLine("a") + "\n");
+  input.pollOnce();
+  EXPECT_EQ(ids_, Ids{"a"});
+  ASSERT_EQ(rejected_.size(), 1u);
+  EXPECT_EQ(rejected_[0].offset, 0u);
+  EXPECT_TRUE(rejected_[0].error.find("max_record_size") != std::string::npos);
+  EXPECT_EQ(store_->fileOffset(log_.string())->offset, fs::file_size(log_));
+}
+
+TEST_F(FileInputTest, BatchesBounded) {
+  FileInputOptions input_options = options();
+  input_options.batch_max_records = 3;
+  std::string text;
+  for (int i = 0; i < 10; ++i) {
+    text += recordLine(std::to_string(i)) + "\n";
+  }
+  append(log_, text);
+  makeInput(input_options).pollOnce();
+  EXPECT_EQ(ids_.size(), 10u);
+  EXPECT_EQ(batches_, 4);
+}
+
+TEST_F(FileInputTest, MissingFileWaits) {
+  FileInput& input = makeInput();
+  EXPECT_EQ(input.pollOnce(), 0u);
+  append(log_, recordLine("a") + "\n");
+  EXPECT_EQ(input.pollOnce(), 1u);
+}
+
+TEST_F(FileInputTest, ThreadPicksUpAppends) {
+  FileInput& input = makeInput();
+  input.start();
+  append(log_, recordLine("a") + "\n");
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (store_->fileOffset(log_.string()).value_or(Store::FileOffset{}).offset == 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  input.stop();
+  EXPECT_EQ(ids_, Ids{"a"});
+}
+
+TEST(FileInputConfig, ParsesEveryKey) {
+  YAML::Node node = YAML::Load(R"(
+- {path: /var/log/a.json, format: modsec2, sensor_id: web1, group: dmz,
+   timezone: Europe/Berlin, poll_interval: 250ms, start_at: end, max_record_size: 1MiB}
+- {path: /var/log/b.json}
+)");
+  std::vector<FileInputOptions> inputs = parseFileInputs(node);
+  ASSERT_EQ(inputs.size(), 2u);
+  EXPECT_EQ(inputs[0].path, "/var/log/a.json");
+  EXPECT_EQ(inputs[0].format, RecordFormat::kModsec2);
+  EXPECT_EQ(inputs[0].sensor_id, "web1");
+  EXPECT_EQ(inputs[0].group, "dmz");
+  EXPECT_EQ(inputs[0].timezone, "Europe/Berlin");
+  EXPECT_EQ(inputs[0].time_zone, findTimeZone("Europe/Berlin"));
+  EXPECT_EQ(inputs[0].poll_interval_ms, 250u);
+  EXPECT_TRUE(inputs[0].start_at_end);
+  EXPECT_EQ(inputs[0].max_record_bytes, 1u << 20);
+  EXPECT_EQ(inputs[1].format, RecordFormat::kAuto);
+  EXPECT_EQ(inputs[1].time_zone, nullptr);
+  EXPECT_FALSE(inputs[1].start_at_end);
+  EXPECT_TRUE(parseFileInputs(YAML::Node()).empty());
+}
+
+TEST(FileInputConfig, ErrorsNameTheKey) {
+  struct Case {
+    const char* yaml;
+    const char* message;
+  };
+  const Case cases[] = {
+      {"- {path: /a, colour: red}", "inputs.files[0].colour: unknown key"},
+      {"- {format: auto}", "inputs.files[0].path: missing"},
+      {"- {path: /a, timezone: Mars/Base}", "inputs.files[0].timezone: unknown time zone"},
+      {"- {path: /a, format: modsec4}", "inputs.files[0].format: invalid format \"modsec4\""},
+      {"- {path: /a}\n- {path: /a}", "inputs.files[1].path: \"/a\" is listed twice"},
+      {"- {path: /a, poll_interval: 5}", "inputs.files[0].poll_interval"},
+      {"- {path: /a, start_at: middle}", "inputs.files[0].start_at: invalid value"},
+      {"- {path: /a, max_record_size: 10}", "inputs.files[0].max_record_size: must be"},
+      {"{path: /a}", "inputs.files: expected a list"},
+      {"- /a", "inputs.files[0]: expected a map"},
+  };
+  for (const Case& c : cases) {
+    try {
+      parseFileInputs(YAML::Load(c.yaml));
+      ADD_FAILURE() << "no error for " << c.yaml;
+    } catch (const ConfigError& error) {
+      EXPECT_TRUE(std::string(error.what()).starts_with(c.message))
+          << "expected '" << c.message << "', got '" << error.what() << "'";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace webtrap::collector
