@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """The probe's shipper against a collector stand-in on loopback.
 
-A real probe with a `shipper:` section records requests; its forked shipper
-must deliver every record at least once through outages, error responses,
-oversized batches and restarts of the probe (SIGTERM and SIGKILL) and of
-the worker process. The stand-in (tests/tools/collector_stand_in.py) only
+A real probe with a `shipper:` section records requests. Its forked shipper
+must deliver every record at least once through outages, error responses
+and oversized batches. It must also survive restarts of the probe (SIGTERM
+and SIGKILL) and of its worker process. The stand-in (tests/tools/collector_stand_in.py) only
 implements POST /v1/records, so this tests the shipper, not the collector.
 """
 
@@ -354,7 +354,7 @@ class ShipperDiskCapTest(unittest.TestCase):
         self.assertLess(delivered, sent, "the cap should have deleted unshipped records")
         # The spool counts every record it deleted before the offset passed it,
         # some of which a batch in flight still delivered. The shipper counts
-        # only records it knows were never delivered, so it never overcounts.
+        # only records that it read and never delivered, so it never overcounts.
         self.assertGreaterEqual(delivered + spool_dropped, sent)
         self.assertGreater(shipper_dropped, 0)
         self.assertLessEqual(shipper_dropped, sent - delivered)

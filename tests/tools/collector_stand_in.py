@@ -5,7 +5,7 @@ It implements just enough of `POST /v1/records` to test the shipper: it
 checks the bearer token, gunzips the body, counts the event id of every
 line and returns {"received","stored","duplicates","rejected"}. It stores
 nothing durably and is not the collector. Tests switch it into failure
-modes (503, 429, 401, 413 over a size, slow answers) and stop and restart
+modes (503, 429, 401, 413 over a size, slow responses) and stop and restart
 it on the same port.
 
 Run alone: collector_stand_in.py --port 7380 --token secret
