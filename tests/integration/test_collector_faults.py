@@ -307,6 +307,9 @@ def probe_config(sensor_id, enrolled):
     config = dict(enrolled)
     config.setdefault("sensor", {})["id"] = sensor_id
     config["pipeline"] = {"workers": 1, "queue_limit": 256}
+    # The checks read every record back from the spool, so no segment may be
+    # deleted at the disk cap (about 2.6 KB per record here).
+    config["spool"] = {"max_bytes": "8GiB"}
     config["shipper"] = dict(config["shipper"])
     config["shipper"].update({"retry_initial": "100ms", "retry_max": "1s", "interval": "200ms",
                               "timeout": "20s"})
