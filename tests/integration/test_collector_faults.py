@@ -37,7 +37,11 @@ import time
 import urllib.error
 import urllib.request
 
-import yaml
+try:
+    import yaml
+except ImportError:
+    print("SKIP: python3-yaml is not installed (scripts/install-deps.sh --with-tests)")
+    sys.exit(77)
 
 from probe_harness import BIN, SOURCE_DIR, Probe, wait_for
 
