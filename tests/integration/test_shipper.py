@@ -258,6 +258,13 @@ class ShipperTest(unittest.TestCase):
         self.assertEqual(len(supervisors), 1, "one shipper supervisor per probe")
         workers = children_of(supervisors[0])
         self.assertEqual(len(workers), 1)
+        for pid in (supervisors[0], workers[0]):
+            status = pathlib.Path(f"/proc/{pid}/status").read_text()
+            self.assertIn("Seccomp:\t2", status, "the shipper must run under a seccomp filter")
+            self.assertIn("NoNewPrivs:\t1", status)
+            if os.geteuid() == 0:
+                uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+                self.assertNotIn("\t0", uid_line, "the shipper must drop root")
         os.kill(workers[0], signal.SIGKILL)
         wait_for(lambda: "restarting in" in self.probe.log_text(), 10, "the restart log line")
         self.send(5)
