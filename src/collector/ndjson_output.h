@@ -13,9 +13,9 @@
 // goes into one file. rotate_size 0 turns rotation off.
 //
 // External rotation (logrotate without copytruncate, or a user moving the
-// file): before each batch the output compares the inode of PATH with that
-// of the open file and reopens PATH when they differ or PATH is gone, so no
-// signal is needed.
+// file) needs no signal. Before each batch the output compares the inode of
+// PATH with that of the open file, and reopens PATH when they differ or PATH
+// is gone.
 #pragma once
 
 #include <cstdint>

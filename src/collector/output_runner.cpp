@@ -22,7 +22,7 @@ constexpr auto kRetryLogInterval = std::chrono::seconds(10);
 // while nothing is delivered.
 constexpr auto kIdleRefresh = std::chrono::seconds(1);
 
-// The longest wait a server's Retry-After hint may impose.
+// The maximum wait that a server's Retry-After hint may impose.
 constexpr std::int64_t kMaxRetryAfterMs = 3600 * 1000;
 
 std::int64_t nowMs() {
@@ -308,7 +308,7 @@ void OutputRunner::sendBatch(std::vector<StoredEvent> batch) {
   }
 }
 
-bool OutputRunner::waitForEvents(Clock::time_point deadline, std::size_t wanted) {
+bool OutputRunner::waitForEvents(Clock::time_point deadline, std::size_t min_events) {
   std::unique_lock lock(mutex_);
   return wake_.wait_until(lock, deadline, [&] {
     if (stopping_) {
@@ -318,7 +318,7 @@ bool OutputRunner::waitForEvents(Clock::time_point deadline, std::size_t wanted)
       return false;
     }
     notified_ = false;
-    return store_.lastSeq() - cursor_ >= static_cast<std::int64_t>(wanted);
+    return store_.lastSeq() - cursor_ >= static_cast<std::int64_t>(min_events);
   });
 }
 

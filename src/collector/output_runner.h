@@ -82,7 +82,9 @@ class OutputRunner {
 
   void run();
   void sendBatch(std::vector<StoredEvent> batch);
-  bool waitForEvents(std::chrono::steady_clock::time_point deadline, std::size_t wanted);
+  // Waits until a notify() finds at least `min_events` events after the
+  // cursor, or until the deadline or stop().
+  bool waitForEvents(std::chrono::steady_clock::time_point deadline, std::size_t min_events);
   bool sleepFor(std::chrono::milliseconds delay);  // false when stopped
   std::chrono::milliseconds backoffDelay(int attempt, std::int64_t retry_after_ms);
   void advanceCursor(std::int64_t seq);

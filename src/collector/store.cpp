@@ -350,12 +350,11 @@ void Store::Impl::open() {
   }
 
   writer = std::make_unique<Connection>(path, true);
-  // 16 KiB pages, applied only when the file is new. Documents of 1.5 to
-  // 5 KB mostly spill into overflow pages at the 4 KiB default. In
-  // bench/collector/store_bench.cpp (200,000 documents of 3.25 KB on
-  // average) the file was 28% larger than the documents with 4 KiB pages
-  // and 17% larger with 16 KiB pages, and an insert took 7.6 instead of
-  // 10.7 us of CPU per event.
+  // 16 KiB pages, applied only when the file is new. At the 4 KiB default,
+  // documents of 1.5 to 5 KB often spill into overflow pages. Measured with
+  // bench/collector/store_bench.cpp (200,000 documents, 3.25 KB on average):
+  // the file was 28% larger than the documents with 4 KiB pages and 17%
+  // larger with 16 KiB pages. An insert took 7.6 instead of 10.7 us of CPU.
   writer->exec("PRAGMA page_size=16384", "setting the page size");
   // The first statement that reads the file header: a file that is not a
   // SQLite database fails here with SQLITE_NOTADB. No integrity check runs,

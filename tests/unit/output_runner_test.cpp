@@ -24,8 +24,8 @@ std::int64_t nowMs() {
       .count();
 }
 
-// An output whose answers come from a test-provided handler, recording each
-// call's seqs and time.
+// An output whose results come from a test-provided handler. It records the
+// seqs and the time of each call.
 class FakeOutput : public Output {
  public:
   using Handler = std::function<std::vector<ItemResult>(std::span<const StoredEvent>, int call)>;

@@ -430,6 +430,7 @@ TEST_F(StoreTest, ConcurrentInsertsGetDistinctSeqs) {
   for (auto& thread : threads) {
     thread.join();
   }
+
   const std::size_t expected = kThreads * kBatches * 20 + kBatches;
   EXPECT_EQ(stored.load(), expected);
   EXPECT_EQ(duplicates.load(), static_cast<std::size_t>((kThreads - 1) * kBatches));
