@@ -327,11 +327,13 @@ int runEnrol(const CollectorOptions& options) {
     fmt::print("  ca_file: /path/to/collector-ca.pem   # the CA that signed {}\n",
                config.tls.certificate.string());
   }
-  fmt::print("\nFor nginx or Apache with ModSecurity v3 reporting directly:\n\n");
-  std::string scheme = url.substr(0, url.find("://"));
-  std::string rest = url.substr(url.find("://") + 3);
-  fmt::print("SecAuditLogType HTTPS\nSecAuditLogFormat JSON\nSecAuditLog {}://{}:{}@{}/v1/modsecurity\n",
-             scheme, sensor.sensor_id, token, rest);
+  // libmodsecurity 3.0.9 sends no credentials and its SecAuditLog URL
+  // cannot hold `user:token@`, so the token is the last path segment.
+  fmt::print("\nFor nginx or Apache with ModSecurity v3 reporting directly (the token is part "
+             "of the URL, so keep this file readable by the web server only):\n\n");
+  fmt::print("SecAuditEngine RelevantOnly\nSecAuditLogFormat JSON\nSecAuditLogType HTTPS\n"
+             "SecAuditLog {}/v1/modsecurity/{}\n",
+             url, token);
   return 0;
 }
 

@@ -335,7 +335,17 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
                                       std::string_view& endpoint) {
     std::string_view target = request.target();
     bool is_records = target == "/v1/records";
-    bool is_modsecurity = target == "/v1/modsecurity";
+    // libmodsecurity 3.0.9 sends no credentials, and its SecAuditLog URL
+    // accepts only [0-9A-Za-z_/.*:-], so `user:token@` cannot be written
+    // there. The token may therefore be the last path segment instead.
+    constexpr std::string_view kModsecurityPath = "/v1/modsecurity";
+    std::string_view path_token;
+    bool is_modsecurity = target == kModsecurityPath;
+    if (target.starts_with(kModsecurityPath) && target.size() > kModsecurityPath.size() + 1 &&
+        target[kModsecurityPath.size()] == '/') {
+      is_modsecurity = true;
+      path_token = target.substr(kModsecurityPath.size() + 1);
+    }
     endpoint = is_records ? "records" : (is_modsecurity ? "modsecurity" : "other");
     if (!is_records && !is_modsecurity) {
       return jsonError(request, http::status::not_found,
@@ -354,6 +364,9 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     }
 
     auto credential = credentialOf(request[http::field::authorization], is_modsecurity);
+    if (!credential && !path_token.empty()) {
+      credential = std::string(path_token);
+    }
     std::optional<SensorInfo> sensor;
     if (credential) {
       sensor = sensorForToken(*credential);
