@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <chrono>
@@ -345,8 +346,9 @@ void writeEvent(JsonWriter& writer, const AuditRecord& record, const RuleSummary
 }
 
 void writeGeo(JsonWriter& writer, const GeoFacts& geo) {
-  bool has_location = geo.latitude && geo.longitude && std::isfinite(*geo.latitude) &&
-                      std::isfinite(*geo.longitude);
+  // A geo_point outside these ranges makes Elasticsearch reject the document.
+  bool has_location = geo.latitude && geo.longitude && std::abs(*geo.latitude) <= 90.0 &&
+                      std::abs(*geo.longitude) <= 180.0;
   if (geo.country_iso.empty() && geo.country_name.empty() && geo.region_name.empty() &&
       geo.city_name.empty() && !has_location) {
     return;
@@ -418,7 +420,9 @@ void writeHttp(JsonWriter& writer, const AuditRecord& record, string_view body_c
   writer.key("request");
   writer.beginObject();
   writeStringIfPresent(writer, "method", record.method);
-  std::uint64_t body_bytes = record.request_body_bytes.value_or(record.request_body.size());
+  // Elasticsearch's long is signed.
+  std::uint64_t body_bytes = std::min<std::uint64_t>(
+      record.request_body_bytes.value_or(record.request_body.size()), INT64_MAX);
   writer.key("body");
   writer.beginObject();
   writer.key("bytes");
@@ -655,7 +659,10 @@ std::string buildEcsDocument(const AuditRecord& record, const GeoFacts& geo,
   const string_view sensor_id =
       sensor.sensor_id.empty() ? string_view(record.sensor_id) : string_view(sensor.sensor_id);
   const string_view body_content = capBody(record.request_body, kEcsBodyContentMaxBytes);
-  const bool timestamp_missing = record.timestamp_us <= 0;
+  // A time outside years 1970-9999 would not fit the four-digit year of a
+  // date field, so Elasticsearch would reject the document.
+  constexpr std::int64_t kLastMicros = 253402300799999999;  // 9999-12-31T23:59:59.999999Z
+  const bool timestamp_missing = record.timestamp_us <= 0 || record.timestamp_us > kLastMicros;
 
   writer.beginObject();
   writeTimestamp(writer, "@timestamp", timestamp_missing ? ingest_ms * 1000 : record.timestamp_us,

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -508,6 +509,24 @@ TEST(EcsDocument, MissingTimestampUsesIngestTime) {
   auto document = parseDocument(parser, buildEcsDocument(record, GeoFacts{}, {}, kIngestMs));
   EXPECT_EQ(stringAt(document, "/@timestamp"), "2026-12-04T12:00:00.123000Z");
   EXPECT_TRUE(document.at_pointer("/webtrap/timestamp_missing").get_bool().value());
+
+  record.timestamp_us = 253402300800000000;  // 10000-01-01T00:00:00Z
+  document = parseDocument(parser, buildEcsDocument(record, GeoFacts{}, {}, kIngestMs));
+  EXPECT_EQ(stringAt(document, "/@timestamp"), "2026-12-04T12:00:00.123000Z");
+  EXPECT_TRUE(document.at_pointer("/webtrap/timestamp_missing").get_bool().value());
+}
+
+TEST(EcsDocument, OutOfRangeLocationDropped) {
+  simdjson::dom::parser parser;
+  GeoFacts geo = berlin();
+  geo.latitude = 91.0;
+  auto document = parseDocument(parser, buildEcsDocument(probeRecord(), geo, {}, kIngestMs));
+  EXPECT_FALSE(has(document, "/source/geo/location"));
+  EXPECT_EQ(stringAt(document, "/source/geo/country_iso_code"), "DE");
+
+  geo.latitude = std::numeric_limits<double>::quiet_NaN();
+  document = parseDocument(parser, buildEcsDocument(probeRecord(), geo, {}, kIngestMs));
+  EXPECT_FALSE(has(document, "/source/geo/location"));
 }
 
 TEST(EcsDocument, SensorFactsOverrideRecord) {
