@@ -365,8 +365,8 @@ void Shipper::Impl::lockSpool() {
                                   lock_path.string(), std::strerror(errno)));
   }
   if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    throw ConfigError(fmt::format("shipper: another shipper already ships {} (it holds {}); stop "
-                                  "it first, or disable the probe's shipper section",
+    throw ConfigError(fmt::format("shipper: another shipper is already running on {} (it has "
+                                  "locked {}); stop it first, or disable the probe's shipper section",
                                   spool_dir.string(), lock_path.string()));
   }
 }
@@ -440,8 +440,8 @@ void Shipper::Impl::onSuccess(const SpoolBatch& batch, std::size_t payload_bytes
 }
 
 // Writes a record that the collector rejects as too large even alone to
-// DIR/shipper-rejected.ndjson and moves past it, so it cannot block the
-// spool.
+// DIR/shipper-rejected.ndjson and moves past it, so it does not block the
+// spool. When that write fails, the record stays and is sent again.
 void Shipper::Impl::rejectOversizedRecord(const SpoolBatch& batch) {
   std::filesystem::path path = spool_dir / "shipper-rejected.ndjson";
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);

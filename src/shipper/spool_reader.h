@@ -2,7 +2,7 @@
 // persisted offset onwards, across segment rotation and segments deleted by
 // the spool's disk cap.
 //
-// The offset file DIR/shipped.offset holds one line "<segment file name>
+// The offset file DIR/shipped.offset contains one line "<segment file name>
 // <byte offset>": every byte before that offset of that segment, and every
 // segment with a lower number, has been delivered. Only the shipper writes
 // it, always through a temporary file, fsync, rename and an fsync of the
@@ -58,9 +58,9 @@ class SpoolReader {
   SpoolReader(const SpoolReader&) = delete;
   SpoolReader& operator=(const SpoolReader&) = delete;
 
-  // Reads DIR/shipped.offset. A missing file means nothing was shipped; a
-  // malformed one is logged and ignored, so everything is sent again (the
-  // collector removes duplicates by event id).
+  // Reads DIR/shipped.offset. A missing file means nothing was shipped. A
+  // malformed one is logged and ignored, so everything is sent again, and the
+  // collector removes the duplicates by event id.
   void loadOffset();
 
   // Reads the next whole lines from the committed position: at most

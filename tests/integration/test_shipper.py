@@ -298,6 +298,13 @@ class ShipperTest(unittest.TestCase):
         counts = self.stand_in.snapshot()["event_counts"]
         self.assertTrue(all(counts[i] >= 1 for i in self.probe.event_ids()))
 
+    def test_9_second_shipper_is_rejected(self):
+        result = subprocess.run([BIN, "ship", "--config", str(self.probe.config), "--spool",
+                                 str(self.probe.spool)], capture_output=True, text=True,
+                                timeout=30)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertIn("another shipper is already running", result.stderr)
+
     def test_9_plain_http_to_remote_host_is_rejected(self):
         bad = self.workdir / "bad.yaml"
         bad.write_text(CONFIG.format(url="http://192.0.2.10:7380", token=TOKEN))
