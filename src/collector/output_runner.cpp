@@ -260,6 +260,8 @@ void OutputRunner::sendBatch(std::vector<StoredEvent> batch) {
     }
 
     std::vector<StoredEvent> again;
+    std::vector<DeadLetter> letters;
+    std::vector<std::size_t> rejected;
     std::string first_reason;
     for (std::size_t i = 0; i < remaining.size(); ++i) {
       StoredEvent& event = remaining[i];
@@ -269,17 +271,9 @@ void OutputRunner::sendBatch(std::vector<StoredEvent> batch) {
           metrics_->delivered.inc();
           break;
         case Delivery::kRejected:
-          try {
-            store_.addDeadLetter(DeadLetter{0, name_, event.event_id, result.reason,
-                                            event.document, nowMs()});
-            metrics_->dead_lettered.inc();
-          } catch (const std::exception& e) {
-            // Without its dead letter the event is not finished: send it
-            // again, so it is rejected (and recorded) on a later attempt.
-            spdlog::error("output {}: storing the dead letter for event {} failed: {}", name_,
-                          event.event_id, e.what());
-            again.push_back(std::move(event));
-          }
+          letters.push_back(
+              DeadLetter{0, name_, event.event_id, result.reason, event.document, nowMs()});
+          rejected.push_back(i);
           break;
         case Delivery::kRetry:
           metrics_->retried.inc();
@@ -288,6 +282,22 @@ void OutputRunner::sendBatch(std::vector<StoredEvent> batch) {
           }
           again.push_back(std::move(event));
           break;
+      }
+    }
+    if (!letters.empty()) {
+      try {
+        store_.addDeadLetters(letters);
+        metrics_->dead_lettered.inc(letters.size());
+      } catch (const std::exception& e) {
+        // Without their dead letters the events are not finished: send them
+        // again, so they are rejected (and recorded) on a later attempt.
+        spdlog::error("output {}: storing {} dead letters (first event {}) failed: {}", name_,
+                      letters.size(), letters.front().event_id, e.what());
+        for (std::size_t i : rejected) {
+          again.push_back(std::move(remaining[i]));
+        }
+        std::sort(again.begin(), again.end(),
+                  [](const StoredEvent& a, const StoredEvent& b) { return a.seq < b.seq; });
       }
     }
 

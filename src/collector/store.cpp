@@ -260,6 +260,7 @@ constexpr const char* kSensorColumns =
 struct Store::Impl {
   struct InsertRequest {
     std::span<const NewEvent> events;
+    std::span<const DeadLetter> dead_letters;
     InsertSummary summary;
     std::exception_ptr error;
     bool done = false;
@@ -321,6 +322,10 @@ struct Store::Impl {
   };
 
   void open();
+  void writeDeadLetter(const DeadLetter& letter);
+  // Runs `write` without an fsync of its own (see setCursor in store.h).
+  template <typename Write>
+  void writeWithoutFsync(Write&& write);
   void commitGroup(std::vector<InsertRequest*>& group);
   void writeCounter(std::string_view name, std::int64_t value);
   void addToCounter(std::string_view name, std::int64_t delta);
@@ -498,6 +503,42 @@ void Store::Impl::applyPendingSeen(SensorInfo& info) const {
   }
 }
 
+void Store::Impl::writeDeadLetter(const DeadLetter& letter) {
+  sqlite3_stmt* stmt = writer->prepare(
+      "INSERT INTO dead_letters(output, event_id, reason, payload, at_ms) "
+      "VALUES(?1, ?2, ?3, ?4, ?5)");
+  ResetGuard reset(stmt);
+  bindText(stmt, 1, letter.output);
+  bindText(stmt, 2, letter.event_id);
+  bindText(stmt, 3, letter.reason);
+  // A blob, because raw input that failed to decode may not be UTF-8.
+  bindBlob(stmt, 4, letter.payload);
+  sqlite3_bind_int64(stmt, 5, letter.at_ms != 0 ? letter.at_ms : nowMs());
+  writer->step(stmt, "adding a dead letter");
+}
+
+template <typename Write>
+void Store::Impl::writeWithoutFsync(Write&& write) {
+  // In WAL mode, synchronous=NORMAL commits without an fsync, and the next
+  // commit under FULL fsyncs the WAL with this commit's frames in it.
+  if (options.synchronous != "full") {
+    write();
+    return;
+  }
+  sqlite3_stmt* relax = writer->prepare("PRAGMA synchronous=NORMAL");
+  sqlite3_stmt* restore = writer->prepare("PRAGMA synchronous=FULL");
+  writer->step(relax, "setting synchronous");
+  try {
+    write();
+  } catch (...) {
+    sqlite3_reset(restore);
+    sqlite3_step(restore);
+    throw;
+  }
+  sqlite3_reset(restore);
+  writer->step(restore, "setting synchronous");
+}
+
 void Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
   std::map<std::string, SensorSeen, std::less<>> seen;
   {
@@ -518,6 +559,9 @@ void Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
         "source_ip, size, document) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
     for (InsertRequest* request : group) {
       request->summary = {};
+      for (const DeadLetter& letter : request->dead_letters) {
+        writeDeadLetter(letter);
+      }
       for (const NewEvent& event : request->events) {
         ResetGuard reset(insert);
         sqlite3_bind_int64(insert, 1, seq + 1);
@@ -593,12 +637,18 @@ Store::~Store() {
 }
 
 InsertSummary Store::insert(std::span<const NewEvent> events) {
-  if (events.empty()) {
+  return insert(events, {});
+}
+
+InsertSummary Store::insert(std::span<const NewEvent> events,
+                            std::span<const DeadLetter> dead_letters) {
+  if (events.empty() && dead_letters.empty()) {
     return {};
   }
   Impl& impl = *impl_;
   Impl::InsertRequest request;
   request.events = events;
+  request.dead_letters = dead_letters;
   std::unique_lock lock(impl.group_mutex);
   impl.group_pending.push_back(&request);
   while (!request.done) {
@@ -690,7 +740,7 @@ void Store::setCursor(std::string_view output, std::int64_t seq) {
   bindText(stmt, 1, output);
   sqlite3_bind_int64(stmt, 2, seq);
   sqlite3_bind_int64(stmt, 3, nowMs());
-  writer.step(stmt, "writing a cursor");
+  impl_->writeWithoutFsync([&] { writer.step(stmt, "writing a cursor"); });
 }
 
 std::vector<std::string> Store::outputs() const {
@@ -705,19 +755,25 @@ std::vector<std::string> Store::outputs() const {
 }
 
 void Store::addDeadLetter(const DeadLetter& letter) {
+  addDeadLetters(std::span<const DeadLetter>(&letter, 1));
+}
+
+void Store::addDeadLetters(std::span<const DeadLetter> letters) {
+  if (letters.empty()) {
+    return;
+  }
   std::lock_guard lock(impl_->write_mutex);
   Connection& writer = *impl_->writer;
-  sqlite3_stmt* stmt = writer.prepare(
-      "INSERT INTO dead_letters(output, event_id, reason, payload, at_ms) "
-      "VALUES(?1, ?2, ?3, ?4, ?5)");
-  ResetGuard reset(stmt);
-  bindText(stmt, 1, letter.output);
-  bindText(stmt, 2, letter.event_id);
-  bindText(stmt, 3, letter.reason);
-  // A blob, because raw input that failed to decode may not be UTF-8.
-  bindBlob(stmt, 4, letter.payload);
-  sqlite3_bind_int64(stmt, 5, letter.at_ms != 0 ? letter.at_ms : nowMs());
-  writer.step(stmt, "adding a dead letter");
+  writer.exec("BEGIN IMMEDIATE", "adding dead letters");
+  try {
+    for (const DeadLetter& letter : letters) {
+      impl_->writeDeadLetter(letter);
+    }
+    writer.exec("COMMIT", "adding dead letters");
+  } catch (...) {
+    sqlite3_exec(writer.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
 }
 
 std::vector<DeadLetter> Store::deadLetters(std::size_t limit) const {
@@ -958,7 +1014,7 @@ void Store::setFileOffset(std::string_view path, FileOffset offset) {
   bindText(stmt, 1, path);
   sqlite3_bind_int64(stmt, 2, static_cast<std::int64_t>(offset.inode));
   sqlite3_bind_int64(stmt, 3, static_cast<std::int64_t>(offset.offset));
-  writer.step(stmt, "writing a file offset");
+  impl_->writeWithoutFsync([&] { writer.step(stmt, "writing a file offset"); });
 }
 
 std::uint64_t Store::eventCount() const { return impl_->event_count.load(); }

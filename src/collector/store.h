@@ -94,6 +94,9 @@ class Store {
   // (group commit), so concurrent senders share one fsync. Throws StoreError
   // when the commit fails; then none of the events is stored.
   InsertSummary insert(std::span<const NewEvent> events);
+  // The same, and stores `dead_letters` in the same transaction, so a batch
+  // with undecodable lines costs one commit.
+  InsertSummary insert(std::span<const NewEvent> events, std::span<const DeadLetter> dead_letters);
 
   // Events after `after_seq`, in order, at most `max_count` events and
   // about `max_bytes` of documents (always at least one event if any).
@@ -103,12 +106,16 @@ class Store {
   std::int64_t lastSeq() const;
 
   // Output cursors: the seq of the last event the output finished with.
+  // Cursor and file offset writes skip the fsync under synchronous=full: the
+  // next insert's fsync makes them durable. A power loss may therefore take
+  // them back a little, which costs resends, never lost events.
   void registerOutput(std::string_view output);  // starts at 0 if new
   std::int64_t cursor(std::string_view output) const;  // 0 for an unknown output
   void setCursor(std::string_view output, std::int64_t seq);
   std::vector<std::string> outputs() const;  // registered output names
 
   void addDeadLetter(const DeadLetter& letter);
+  void addDeadLetters(std::span<const DeadLetter> letters);  // in one transaction
   std::vector<DeadLetter> deadLetters(std::size_t limit) const;
   std::uint64_t deadLetterCount() const;
 

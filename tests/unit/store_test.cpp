@@ -123,6 +123,43 @@ TEST_F(StoreTest, FullSynchronousInsertWorks) {
   EXPECT_EQ(store.insert(events).stored, 3u);
 }
 
+TEST_F(StoreTest, FullSynchronousKeepsCursorsAndOffsets) {
+  options_.synchronous = "full";
+  {
+    Store store(options_);
+    store.insert(makeEvents("f", 3));
+    store.registerOutput("es");
+    store.setCursor("es", 2);
+    store.setFileOffset("/var/log/a.json", {9, 99});
+    // An insert after the relaxed writes still commits under full.
+    EXPECT_EQ(store.insert(makeEvents("g", 1)).stored, 1u);
+  }
+  Store store(options_);
+  EXPECT_EQ(store.cursor("es"), 2);
+  ASSERT_TRUE(store.fileOffset("/var/log/a.json").has_value());
+  EXPECT_EQ(store.fileOffset("/var/log/a.json")->offset, 99u);
+  EXPECT_EQ(store.eventCount(), 4u);
+}
+
+TEST_F(StoreTest, InsertWithDeadLettersInOneCall) {
+  Store store(options_);
+  std::vector<DeadLetter> letters = {{0, "ingest", "", "line 2: invalid JSON", "{oops", 0},
+                                     {0, "ingest", "", "line 5: invalid JSON", "]", 0}};
+  auto events = makeEvents("d", 2);
+  InsertSummary summary = store.insert(events, letters);
+  EXPECT_EQ(summary.stored, 2u);
+  EXPECT_EQ(store.deadLetterCount(), 2u);
+
+  // Dead letters alone are stored too.
+  summary = store.insert({}, std::span<const DeadLetter>(letters.data(), 1));
+  EXPECT_EQ(summary.stored, 0u);
+  EXPECT_EQ(store.deadLetterCount(), 3u);
+
+  store.addDeadLetters(letters);
+  EXPECT_EQ(store.deadLetterCount(), 5u);
+  EXPECT_EQ(store.deadLetters(1).at(0).payload, "]");
+}
+
 TEST_F(StoreTest, InvalidSynchronousRejected) {
   options_.synchronous = "sometimes";
   try {
