@@ -222,7 +222,7 @@ def run_file_peer(name: str, command: list[str], env: dict | None, port: int, ou
         start = time.monotonic()
         sender = threading.Thread(target=send_syslog, args=(records, port, args.senders))
         sender.start()
-        deadline = start + args.timeout
+        deadline = start + (args.fsync_timeout if name.endswith("-fsync") else args.timeout)
         while counter.update() < records.count and time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with status {process.returncode}; see {output}.stderr")
@@ -241,15 +241,19 @@ def run_file_peer(name: str, command: list[str], env: dict | None, port: int, ou
     return result(name, records, elapsed, cpu, rss, complete=complete, written=written)
 
 
-def result(name: str, records: Records, elapsed: float, cpu: float, rss: float, **extra) -> dict:
-    return {"system": name, "records": records.count, "seconds": round(elapsed, 3),
-            "records_per_s": round(records.count / elapsed), "mib_per_s": round(records.bytes / elapsed / 2**20, 1),
-            "cpu_s": round(cpu, 2), "cpu_us_per_record": round(cpu / records.count * 1e6, 1),
+def result(name: str, records: Records, elapsed: float, cpu: float, rss: float, written: int, **extra) -> dict:
+    """Summarize one run. Rates count the records written, so a run stopped by its timeout still has a rate."""
+    done = max(written, 1)
+    record_bytes = records.bytes * written / records.count
+    return {"system": name, "records": records.count, "written": written, "seconds": round(elapsed, 3),
+            "records_per_s": round(written / elapsed), "mib_per_s": round(record_bytes / elapsed / 2**20, 1),
+            "cpu_s": round(cpu, 2), "cpu_us_per_record": round(cpu / done * 1e6, 1),
             "peak_rss_mib": round(rss, 1), **extra}
 
 
-def run_rsyslog(records: Records, args) -> dict:
-    folder = os.path.join(args.work_dir, "rsyslog")
+def run_rsyslog(records: Records, args, fsync: bool = False) -> dict:
+    name = "rsyslog-fsync" if fsync else "rsyslog"
+    folder = os.path.join(args.work_dir, name)
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     port = free_port()
@@ -262,16 +266,17 @@ module(load="mmjsonparse")
 template(name="parsed" type="list") {{ property(name="$!all-json") constant(value="\\n") }}
 ruleset(name="bench") {{
   action(type="mmjsonparse" cookie="")
-  action(type="omfile" file="{output}" template="parsed")
+  action(type="omfile" file="{output}" template="parsed" sync="{'on' if fsync else 'off'}")
 }}
 input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="bench")
 """)
     command = [args.rsyslogd, "-n", "-f", config, "-i", os.path.join(folder, "rsyslogd.pid")]
-    return run_file_peer("rsyslog", command, None, port, output, records, args)
+    return run_file_peer(name, command, None, port, output, records, args)
 
 
-def run_syslog_ng(records: Records, args) -> dict:
-    folder = os.path.join(args.work_dir, "syslog-ng")
+def run_syslog_ng(records: Records, args, fsync: bool = False) -> dict:
+    name = "syslog-ng-fsync" if fsync else "syslog-ng"
+    folder = os.path.join(args.work_dir, name)
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     port = free_port()
@@ -281,9 +286,10 @@ def run_syslog_ng(records: Records, args) -> dict:
         handle.write(f"""@version: 3.38
 options {{ log-msg-size(65536); stats-freq(0); }};
 source s_bench {{ network(ip("127.0.0.1") port({port}) transport("tcp") flags(syslog-protocol)
-                  log-msg-size(65536) max-connections({max(args.senders, 8)}) log-iw-size(100000)); }};
+                  log-msg-size(65536) max-connections({max(args.senders, 8)})); }};
 parser p_json {{ json-parser(prefix(".json.")); }};
-destination d_parsed {{ file("{output}" template("$(format-json --scope none --key .json.* --shift-levels 2)\\n")); }};
+destination d_parsed {{ file("{output}" template("$(format-json --scope none --key .json.* --shift-levels 2)\\n")
+                            fsync({'yes' if fsync else 'no'})); }};
 log {{ source(s_bench); parser(p_json); destination(d_parsed); flags(flow-control); }};
 """)
     root = args.syslog_ng_root
@@ -291,7 +297,7 @@ log {{ source(s_bench); parser(p_json); destination(d_parsed); flags(flow-contro
     command = [f"{root}/usr/sbin/syslog-ng", "-F", f"--module-path={root}/usr/lib/syslog-ng/3.38",
                "-f", config, "-p", os.path.join(folder, "syslog-ng.pid"),
                "-R", os.path.join(folder, "syslog-ng.persist"), "-c", os.path.join(folder, "syslog-ng.ctl")]
-    return run_file_peer("syslog-ng", command, env, port, output, records, args)
+    return run_file_peer(name, command, env, port, output, records, args)
 
 
 # ---- webtrap ---------------------------------------------------------------
@@ -465,7 +471,8 @@ def run_webtrap(records: Records, args) -> dict:
     complete = ids == expected if args.elasticsearch else sender.totals["stored"] == records.count
     if not complete:
         log(f"webtrap: the double holds {len(ids)} ids, {len(expected - ids)} missing, {len(ids - expected)} unexpected")
-    return result("webtrap", records, elapsed, cpu, rss, complete=complete, written=len(ids & expected),
+    return result("webtrap", records, elapsed, cpu, rss, complete=complete,
+                  written=len(ids & expected) if args.elasticsearch else sender.totals["stored"],
                   stored_seconds=round(stored_seconds, 3), stored_per_s=round(records.count / stored_seconds),
                   acknowledged=sender.totals, double_created=stats.get("created"),
                   double_conflicts=stats.get("conflicts"), double_bulk_requests=stats.get("bulk_requests"),
@@ -524,7 +531,9 @@ def render(results: list[dict], facts: dict, args, date: str, records: Records) 
              "| system | path measured | records/s | MiB/s | CPU us/record | peak RSS MiB | webtrap vs this | complete |",
              "|---|---|---|---|---|---|---|---|"]
     paths = {"rsyslog": "imtcp, mmjsonparse, omfile (no fsync)",
+             "rsyslog-fsync": "imtcp, mmjsonparse, omfile with sync=\"on\" (fsync after each write)",
              "syslog-ng": "network(), json-parser, file() with flow control (no fsync)",
+             "syslog-ng-fsync": "network(), json-parser, file() with flow control and fsync(yes)",
              "webtrap": f"POST /v1/records (gzip NDJSON, {args.batch_records} records per batch), SQLite "
                         f"synchronous={args.store_synchronous}, "
                         + ("Elasticsearch output to the test double" if args.elasticsearch else "no output")}
@@ -532,7 +541,7 @@ def render(results: list[dict], facts: dict, args, date: str, records: Records) 
         versus = ratio(webtrap["records_per_s"], r["records_per_s"]) if webtrap and r is not webtrap else ""
         lines.append(f"| {r['system']} | {paths[r['system']]} | {r['records_per_s']} | {r['mib_per_s']} | "
                      f"{r['cpu_us_per_record']} | {r['peak_rss_mib']} | {versus} | "
-                     f"{'yes' if r['complete'] else 'NO: %d of %d' % (r['written'], r['records'])} |")
+                     f"{'yes' if r['complete'] else 'no, stopped: %d of %d' % (r['written'], r['records'])} |")
     if webtrap and args.elasticsearch:
         lines += ["", f"webtrap, ingest to store alone (every batch acknowledged, so committed to SQLite): "
                   f"{webtrap['stored_per_s']} records/s in {webtrap['stored_seconds']} s. "
@@ -569,7 +578,10 @@ def main() -> int:
     parser.add_argument("--batch-records", type=int, default=500, help="records per webtrap batch")
     parser.add_argument("--gzip-level", type=int, default=6, help="gzip level of the webtrap batches")
     parser.add_argument("--timeout", type=float, default=300, help="maximum seconds per system run")
-    parser.add_argument("--systems", default="rsyslog,syslog-ng,webtrap", help="comma-separated systems to run")
+    parser.add_argument("--fsync-timeout", type=float, default=60,
+                        help="maximum seconds of a -fsync peer run; its rate counts the records written by then")
+    parser.add_argument("--systems", default="rsyslog,rsyslog-fsync,syslog-ng,syslog-ng-fsync,webtrap",
+                        help="comma-separated systems to run; the -fsync peers write their output with fsync")
     parser.add_argument("--work-dir", required=True, help="folder for records, configurations and outputs")
     parser.add_argument("--webtrap", help="webtrap executable")
     parser.add_argument("--es-double", default=os.path.join(SOURCE_DIR, "tests/tools/es_double.py"))
@@ -590,14 +602,16 @@ def main() -> int:
     args = parser.parse_args()
 
     systems = [s for s in args.systems.split(",") if s]
-    unknown = set(systems) - {"rsyslog", "syslog-ng", "webtrap"}
+    runners = {"rsyslog": run_rsyslog, "syslog-ng": run_syslog_ng, "webtrap": run_webtrap,
+               "rsyslog-fsync": lambda records, args: run_rsyslog(records, args, fsync=True),
+               "syslog-ng-fsync": lambda records, args: run_syslog_ng(records, args, fsync=True)}
+    unknown = set(systems) - set(runners)
     if unknown:
-        parser.error(f"unknown system {sorted(unknown)[0]}: use rsyslog, syslog-ng or webtrap")
+        parser.error(f"unknown system {sorted(unknown)[0]}: use {', '.join(runners)}")
     if "webtrap" in systems and not args.webtrap:
         parser.error("--webtrap is required when the systems include webtrap")
     os.makedirs(args.work_dir, exist_ok=True)
     records = Records(args.work_dir, args.count, args.seed, args.batch_records, args.gzip_level)
-    runners = {"rsyslog": run_rsyslog, "syslog-ng": run_syslog_ng, "webtrap": run_webtrap}
     results = []
     for system in systems:
         outcome = runners[system](records, args)

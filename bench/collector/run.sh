@@ -23,7 +23,7 @@ readonly ORIGINAL_ARGS="$*"
 readonly WORK_DIR=${WEBTRAP_BENCH_WORK_DIR:-/tmp/webtrap-collector-bench}
 
 output=$SOURCE_DIR/docs/benchmarks.md
-systems=rsyslog,syslog-ng,webtrap
+systems=rsyslog,rsyslog-fsync,syslog-ng,syslog-ng-fsync,webtrap
 args=()
 while (($#)); do
   case $1 in
@@ -34,8 +34,8 @@ while (($#)); do
       systems=$2
       shift
       ;;
-    --count | --senders | --batch-records | --timeout | --es-option | --seed | --gzip-level | \
-      --store-synchronous)
+    --count | --senders | --batch-records | --timeout | --fsync-timeout | --es-option | --seed | \
+      --gzip-level | --store-synchronous)
       (($# >= 2)) || { echo "error: $1 needs a value" >&2; exit 2; }
       args+=("$1" "$2")
       shift
