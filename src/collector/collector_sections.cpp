@@ -5,6 +5,7 @@
 
 #include "collector/elasticsearch_output.h"
 #include "collector/elasticsearch_setup.h"
+#include "collector/file_input.h"
 #include "collector/ndjson_output.h"
 #include "collector/output_runner.h"
 #include "common/error.h"
@@ -27,9 +28,8 @@ void validateSections(const CollectorConfig& config) {
     parseNdjsonOutputOptions(config.ndjson);
     parseRunnerOptions(config.ndjson, "outputs.ndjson");
   }
-  // TODO: hand inputs.files to parseFileInputs once the file input lands.
-  if (present(config.file_inputs) && !config.file_inputs.IsSequence()) {
-    throw ConfigError("inputs.files: expected a list of files, each with at least `path:`");
+  if (present(config.file_inputs)) {
+    parseFileInputs(config.file_inputs);
   }
 }
 
@@ -95,18 +95,58 @@ void OutputSet::stop() {
 
 std::vector<std::string> OutputSet::names() const { return impl_->names; }
 
-struct FileInputSet::Impl {};
+struct FileInputSet::Impl {
+  std::vector<std::unique_ptr<FileInput>> inputs;
+};
 
 FileInputSet::FileInputSet(const CollectorConfig& config, Store& store, Ingest& ingest,
                            MetricsRegistry& metrics)
     : impl_(std::make_unique<Impl>()) {
-  if (present(config.file_inputs) && config.file_inputs.size() > 0) {
-    throw ConfigError("inputs.files: not available in this build yet");
+  if (!present(config.file_inputs)) {
+    return;
+  }
+  // The handler runs on the input's thread and returns after the commit; a
+  // StoreUnavailable it throws makes the input read the batch again later.
+  FileBatchHandler handler = [&ingest](std::vector<AuditRecord>&& records,
+                                       std::vector<RejectedLine>&& rejected,
+                                       const FileInputOptions& input) {
+    IngestSource source;
+    source.input = InputKind::kFile;
+    source.format = input.format;
+    source.sensor_id = input.sensor_id;
+    source.group = input.group;
+    source.origin = input.path.string();
+    std::vector<DeadLetter> letters;
+    letters.reserve(rejected.size());
+    for (RejectedLine& line : rejected) {
+      DeadLetter letter;
+      letter.reason = fmt::format("input=file path={} offset={}: {}", line.path, line.offset,
+                                  line.error);
+      letter.payload = std::move(line.line);
+      letters.push_back(std::move(letter));
+    }
+    ingest.ingestDecoded(records, std::move(letters), source);
+  };
+  for (FileInputOptions& options : parseFileInputs(config.file_inputs)) {
+    impl_->inputs.push_back(
+        std::make_unique<FileInput>(std::move(options), store, handler, metrics));
   }
 }
-FileInputSet::~FileInputSet() = default;
-void FileInputSet::start() {}
-void FileInputSet::stop() {}
-std::size_t FileInputSet::size() const { return 0; }
+
+FileInputSet::~FileInputSet() { stop(); }
+
+void FileInputSet::start() {
+  for (auto& input : impl_->inputs) {
+    input->start();
+  }
+}
+
+void FileInputSet::stop() {
+  for (auto& input : impl_->inputs) {
+    input->stop();
+  }
+}
+
+std::size_t FileInputSet::size() const { return impl_->inputs.size(); }
 
 }  // namespace webtrap::collector

@@ -148,7 +148,11 @@ void Ingest::prepareOne(std::string_view json, const IngestSource& source, std::
     return;
   }
 
-  const AuditRecord& record = decoded.record;
+  prepareRecord(decoded.record, source, now_ms, prepared);
+}
+
+void Ingest::prepareRecord(const AuditRecord& record, const IngestSource& source,
+                           std::int64_t now_ms, Prepared& prepared) {
   GeoFacts geo = enricher_.lookup(record.client_ip);
   SensorFacts facts;
   facts.sensor_id = source.sensor_id.empty() ? record.sensor_id : source.sensor_id;
@@ -231,6 +235,25 @@ IngestResult Ingest::ingestLines(std::string_view ndjson, const IngestSource& so
       prepareOne(line, source, now_ms, prepared);
     }
     start = end + 1;
+  }
+  return commit(prepared, source, now_ms);
+}
+
+IngestResult Ingest::ingestDecoded(std::span<const AuditRecord> records,
+                                   std::vector<DeadLetter> rejected, const IngestSource& source) {
+  std::int64_t now_ms = nowMilliseconds();
+  Prepared prepared;
+  prepared.received = records.size() + rejected.size();
+  for (const AuditRecord& record : records) {
+    prepareRecord(record, source, now_ms, prepared);
+  }
+  for (DeadLetter& letter : rejected) {
+    letter.output = "ingest";
+    letter.at_ms = now_ms;
+    if (letter.payload.size() > kDeadLetterPayloadBytes) {
+      letter.payload.resize(kDeadLetterPayloadBytes);
+    }
+    prepared.rejected.push_back(std::move(letter));
   }
   return commit(prepared, source, now_ms);
 }

@@ -8,9 +8,11 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "collector/audit_record.h"
 #include "collector/enrich.h"
@@ -63,6 +65,11 @@ class Ingest {
   // Ingests one JSON record (the whole text, newlines allowed).
   IngestResult ingestRecord(std::string_view json, const IngestSource& source);
 
+  // Ingests records an input decoded itself (the file input), with the
+  // lines it could not decode as dead letters.
+  IngestResult ingestDecoded(std::span<const AuditRecord> records,
+                             std::vector<DeadLetter> rejected, const IngestSource& source);
+
   // Counts `bytes` received by `input` (called by the server with body sizes
   // as received, before decompression).
   void countBytes(InputKind input, std::uint64_t bytes);
@@ -87,6 +94,8 @@ class Ingest {
   struct Prepared;
   void prepareOne(std::string_view json, const IngestSource& source, std::int64_t now_ms,
                   Prepared& prepared);
+  void prepareRecord(const AuditRecord& record, const IngestSource& source, std::int64_t now_ms,
+                     Prepared& prepared);
   IngestResult commit(Prepared& prepared, const IngestSource& source, std::int64_t now_ms);
   InputCounters& counters(InputKind input);
   SensorMetrics& sensorMetrics(const std::string& sensor_id);

@@ -43,10 +43,14 @@ class Collector:
         self.state = workdir / "state"
         self.output_path = workdir / "out" / "events.ndjson"
         self.config = workdir / "collector.yaml"
+        self.audit_log = workdir / "modsec_audit.json"
         self.config.write_text(f"""listen: 127.0.0.1:0
 admin: {{listen: 127.0.0.1:0}}
 state_dir: {self.state}
 limits: {{max_body_bytes: 4MiB, max_decompressed_bytes: 16MiB}}
+inputs:
+  files:
+    - {{path: {self.audit_log}, format: modsec3, sensor_id: file-web, group: dmz, poll_interval: 100ms}}
 outputs:
   ndjson: {{path: {self.output_path}, flush_interval: 100ms}}
 """)
@@ -154,10 +158,10 @@ def real_probe_records(workdir):
     return lines
 
 
-def generated_records(workdir, count, seed):
-    path = workdir / f"records-{seed}.ndjson"
+def generated_records(workdir, count, seed, layout="probe"):
+    path = workdir / f"records-{seed}-{layout}.ndjson"
     subprocess.run([sys.executable, str(MAKE_RECORDS), "--count", str(count), "--seed", str(seed),
-                    "--probe-output", str(path)], check=True, capture_output=True, timeout=120)
+                    f"--{layout}-output", str(path)], check=True, capture_output=True, timeout=120)
     return path.read_bytes().splitlines()
 
 
@@ -196,8 +200,22 @@ def run(workdir, collector):
     bulk = generated_records(workdir, BULK_RECORDS, seed=11)
     extra = generated_records(workdir, 300, seed=12)
 
+    audit = generated_records(workdir, 40, seed=13, layout="modsecurity")
     token = collector.enrol("sensor-a")
     collector.start()
+
+    # The file input tails a ModSecurity audit log written after the start.
+    with open(collector.audit_log, "ab") as log_file:
+        log_file.write(b"".join(line + b"\n" for line in audit[:30]))
+        log_file.write(b"{broken json line\n")
+        log_file.write(b"".join(line + b"\n" for line in audit[30:]))
+    file_stored = 'webtrap_collector_input_stored_total{input="file"}'
+    wait_for(lambda: collector.metrics().get(file_stored) == len(audit), 30, "the file input")
+    metrics = collector.metrics()
+    check(metrics.get('webtrap_collector_input_rejected_total{input="file"}') == 1,
+          "file input rejected counter")
+    check(metrics.get('webtrap_collector_sensor_records_total{sensor="file-web"}') == len(audit) + 1,
+          "file input sensor counter")
     totals = {"received": 0, "stored": 0, "duplicates": 0, "rejected": 0}
 
     def add(ack):
@@ -241,6 +259,7 @@ def run(workdir, collector):
     check(ack == {"received": 6, "stored": 3, "duplicates": 0, "rejected": 3}, f"mixed ack: {ack}")
     add(ack)
     letters = [json.loads(line) for line in collector.command("dead-letters", "--limit", "10").splitlines()]
+    letters = [letter for letter in letters if "input=probe" in letter["reason"]]
     check(len(letters) == 3, f"dead letters: {len(letters)}")
     check({letter["payload"].encode() for letter in letters} == set(malformed),
           f"dead-letter payloads: {[letter['payload'] for letter in letters]}")
@@ -279,10 +298,11 @@ def run(workdir, collector):
     health = json.loads(text)
     check(status == 200 and health["store"]["ok"], f"healthz: {status} {text}")
     check([output["name"] for output in health["outputs"]] == ["ndjson"], f"healthz outputs: {text}")
-    check(health["sensors"][0]["sensor_id"] == "sensor-a" and health["sensors"][0]["last_seen"],
-          f"healthz sensors: {text}")
+    sensors = {sensor["sensor_id"]: sensor for sensor in health["sensors"]}
+    check(sensors.get("sensor-a", {}).get("last_seen"), f"healthz sensors: {text}")
 
-    # The NDJSON output receives every stored record once.
+    # The NDJSON output receives every stored record once, the file input's too.
+    totals["stored"] += len(audit)
     wait_for(lambda: len(collector.output_ids()) >= totals["stored"], 30, "the NDJSON output")
     ids = collector.output_ids()
     check(len(ids) == totals["stored"] and len(set(ids)) == len(ids),
@@ -296,12 +316,13 @@ def run(workdir, collector):
     counts = json.loads(collector.command("count"))
     check(counts["events"] == totals["stored"],
           f"after SIGKILL the store holds {counts['events']} events, {totals['stored']} were acknowledged")
-    check(counts["dead_letters"] == 3, f"dead letters after restart: {counts}")
+    check(counts["dead_letters"] == 4, f"dead letters after restart: {counts}")
 
     # After a restart the sensor stays known and the output catches up.
     collector.start()
     status, text = collector.admin("/healthz")
-    check(json.loads(text)["sensors"][0]["records"] >= totals["received"], f"sensor after restart: {text}")
+    sensors = {sensor["sensor_id"]: sensor for sensor in json.loads(text)["sensors"]}
+    check(sensors["sensor-a"]["records"] >= totals["received"], f"sensor after restart: {text}")
     metrics = collector.metrics()
     check(metrics.get('webtrap_collector_sensor_last_seen_timestamp_seconds{sensor="sensor-a"}', 0) > 0,
           "sensor last seen gauge after restart")
