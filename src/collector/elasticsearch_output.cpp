@@ -31,7 +31,10 @@ ItemResult mapItem(long status, std::string reason) {
   if ((status >= 200 && status < 300) || status == 409) {
     return {Delivery::kDelivered, {}};
   }
-  if (status == 429 || status >= 500) {
+  // 401 and 403 (missing privileges on the index) and 404 (index not found
+  // while auto-create is off) point at the cluster's configuration, not the
+  // document, so the event waits for that to be fixed.
+  if (status == 429 || status >= 500 || status == 401 || status == 403 || status == 404) {
     return {Delivery::kRetry, std::move(reason)};
   }
   return {Delivery::kRejected, std::move(reason)};

@@ -3,8 +3,8 @@
 // resent batch cannot index a document twice.
 //
 // Per-item results map to deliveries: 2xx and 409 (the document already
-// exists) are delivered, 429 and 5xx are retried, other 4xx are rejected
-// with "STATUS TYPE: REASON". A whole request that fails (connection error,
+// exists) are delivered, 429, 5xx, 401, 403 and 404 are retried, other 4xx
+// are rejected with "STATUS TYPE: REASON". A whole request that fails (connection error,
 // timeout, HTTP 429 or 5xx, 401/403) throws TransientError, so nothing is
 // dropped because the cluster is down or a password is wrong.
 //

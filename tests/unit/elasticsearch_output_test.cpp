@@ -647,7 +647,8 @@ TEST(ElasticsearchBulkResponse, OfficialFailedActionsExample) {
 
   ASSERT_EQ(items.results.size(), 3u);
   EXPECT_EQ(items.statuses[0], 404);
-  EXPECT_EQ(items.results[0].delivery, Delivery::kRejected);
+  // A 404 on create means the index is missing, so the event waits.
+  EXPECT_EQ(items.results[0].delivery, Delivery::kRetry);
   EXPECT_EQ(items.results[0].reason, "404 document_missing_exception: [5]: document missing");
   EXPECT_EQ(items.results[2].delivery, Delivery::kDelivered);
   EXPECT_EQ(items.statuses[2], 201);
@@ -658,6 +659,30 @@ TEST(ElasticsearchBulkResponse, ItemCountMismatchThrows) {
   EXPECT_THROW(parseBulkResponse(body, 2), TransientError);
   EXPECT_THROW(parseBulkResponse("<html>", 1), TransientError);
   EXPECT_THROW(parseBulkResponse(R"({"took":1})", 1), TransientError);
+}
+
+TEST(ElasticsearchBulkResponse, StatusMapping) {
+  struct Case {
+    int status;
+    Delivery expected;
+  };
+  const Case cases[] = {{200, Delivery::kDelivered}, {201, Delivery::kDelivered},
+                        {409, Delivery::kDelivered}, {429, Delivery::kRetry},
+                        {500, Delivery::kRetry},     {503, Delivery::kRetry},
+                        {401, Delivery::kRetry},     {403, Delivery::kRetry},
+                        {404, Delivery::kRetry},     {400, Delivery::kRejected},
+                        {413, Delivery::kRejected},  {422, Delivery::kRejected}};
+  for (const auto& test_case : cases) {
+    std::string body = fmt::format(
+        R"({{"took":1,"errors":true,"items":[{{"create":{{"_index":"i","_id":"a","status":{},"error":{{"type":"t","reason":"r"}}}}}}]}})",
+        test_case.status);
+    BulkResponseItems items = parseBulkResponse(body, 1);
+    EXPECT_EQ(items.results[0].delivery, test_case.expected) << test_case.status;
+    EXPECT_EQ(items.statuses[0], test_case.status);
+    if (test_case.expected != Delivery::kDelivered) {
+      EXPECT_EQ(items.results[0].reason, fmt::format("{} t: r", test_case.status));
+    }
+  }
 }
 
 TEST(ElasticsearchBulkResponse, CausedByIsKept) {
