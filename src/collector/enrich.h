@@ -64,18 +64,18 @@ class Enricher {
 // that is not an IP address.
 bool isNonPublicAddress(std::string_view ip);
 
-// The attack category of a rule id, from the OWASP CRS 3.3.4 file that contains
-// the id (the first three digits): "ip-reputation" (910), "method-enforcement"
-// (911), "dos" (912), "scanner-detection" (913), "protocol-enforcement" (920),
-// "protocol-attack" (921), "multipart" (922), "lfi" (930), "rfi" (931), "rce"
-// (932), "php" (933), "nodejs" (934), "xss" (941), "sqli" (942),
-// "session-fixation" (943), "java" (944), "anomaly-evaluation" (949, 959),
-// "data-leakage" (950-954), "correlation" (980). webtrap's own rules:
-// "honeytrap" for 77000-77099, and for the gap rules 77100-77299 the category
-// of the rule's attack tag ("java", "php", "rce", "ssrf", "disclosure",
-// "bruteforce"), or "webtrap-gap" for an id in that range that the table does
-// not list. "" for any other id, including CRS's initialization (901) and
-// exclusion (903.x, 905) rules, which do not report attacks.
+// Returns the attack category of a rule id. For OWASP CRS 3.3.4 the first
+// three digits name the rule file, and so the category:
+//   910 ip-reputation, 911 method-enforcement, 912 dos, 913 scanner-detection,
+//   920 protocol-enforcement, 921 protocol-attack, 922 multipart, 930 lfi,
+//   931 rfi, 932 rce, 933 php, 934 nodejs, 941 xss, 942 sqli,
+//   943 session-fixation, 944 java, 949 and 959 anomaly-evaluation,
+//   950-954 data-leakage, 980 correlation.
+// webtrap's honeytrap rules (77000-77099) are "honeytrap". Each gap rule
+// (77100-77299) gets the category of its attack tag ("java", "php", "rce",
+// "ssrf", "disclosure", "bruteforce"), and an unlisted id in that range gets
+// "webtrap-gap". Any other id gives "", and so do CRS's initialization (901)
+// and exclusion (903.x, 905) rules, which report no attacks.
 std::string_view ruleCategory(std::string_view rule_id);
 
 }  // namespace webtrap::collector

@@ -45,9 +45,10 @@ class GeoDatabases : public ::testing::Environment {
     std::string command = "perl '" + (kSourceDir / "tests/tools/make_geoip_db.pl").string() +
                           "' '" + folder.string() + "'";
     int status = std::system(command.c_str());
-    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        << "tests/tools/make_geoip_db.pl failed (status " << status
-        << "); it needs perl and the Debian package libmaxmind-db-writer-perl";
+    ASSERT_TRUE(WIFEXITED(status)) << "tests/tools/make_geoip_db.pl did not exit normally";
+    ASSERT_EQ(WEXITSTATUS(status), 0)
+        << "tests/tools/make_geoip_db.pl failed; it needs perl and the Debian package "
+           "libmaxmind-db-writer-perl";
     ready = true;
   }
   void TearDown() override {
