@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "common/metrics.h"
+#include "probe/config.h"
 #include "probe/spool.h"
 #include "shipper/shipper_config.h"
 #include "shipper/spool_reader.h"
@@ -359,6 +360,60 @@ TEST(ShipperConfig, ReadsTokenFile) {
   config.token = "other";
   EXPECT_THROW(resolveShipperConfig(config), ConfigError);  // both set
   fs::remove(file);
+}
+
+TEST(ShipperConfig, ParsesProbeYamlSection) {
+  fs::path file = fs::temp_directory_path() / ("webtrap-shipper-yaml-" + std::to_string(::getpid()));
+  std::ofstream(file) << "shipper:\n"
+                         "  url: https://collector.example:7380\n"
+                         "  token: abc\n"
+                         "  batch_max_records: 250\n"
+                         "  batch_max_bytes: 2MiB\n"
+                         "  interval: 250ms\n"
+                         "  retry_initial: 1s\n"
+                         "  retry_max: 2m\n"
+                         "  gzip: false\n";
+  probe::ProbeConfig config = probe::loadProbeConfig(file);
+  fs::remove(file);
+  EXPECT_TRUE(config.shipper.isEnabled());
+  EXPECT_EQ(config.shipper.url, "https://collector.example:7380");
+  EXPECT_EQ(config.shipper.token, "abc");
+  EXPECT_EQ(config.shipper.batch_max_records, 250u);
+  EXPECT_EQ(config.shipper.batch_max_bytes, 2u << 20);
+  EXPECT_EQ(config.shipper.interval_ms, 250u);
+  EXPECT_EQ(config.shipper.retry_initial_ms, 1000u);
+  EXPECT_EQ(config.shipper.retry_max_ms, 120000u);
+  EXPECT_FALSE(config.shipper.gzip);
+}
+
+TEST(ShipperConfig, EnabledFollowsUrlAndFlag) {
+  ShipperConfig config;
+  EXPECT_FALSE(config.isEnabled());
+  config.url = "https://collector.example";
+  EXPECT_TRUE(config.isEnabled());
+  config.enabled = false;
+  EXPECT_FALSE(config.isEnabled());
+}
+
+TEST(ShipperConfig, RejectsUnknownShipperKey) {
+  fs::path file = fs::temp_directory_path() / ("webtrap-shipper-key-" + std::to_string(::getpid()));
+  std::ofstream(file) << "shipper:\n  urll: https://collector.example\n";
+  try {
+    probe::loadProbeConfig(file);
+    ADD_FAILURE() << "expected a ConfigError";
+  } catch (const ConfigError& error) {
+    EXPECT_NE(std::string(error.what()).find("shipper.urll"), std::string::npos) << error.what();
+  }
+  fs::remove(file);
+}
+
+TEST(ShipperConfig, RejectsRetryInitialAboveMax) {
+  ShipperConfig config;
+  config.url = "https://collector.example";
+  config.token = "secret";
+  config.retry_initial_ms = 5000;
+  config.retry_max_ms = 1000;
+  EXPECT_THROW(resolveShipperConfig(config), ConfigError);
 }
 
 TEST(ShipperConfig, RecordsUrl) {
