@@ -1,10 +1,13 @@
 // Measures the SQLite store alone: insert throughput in batches, readAfter
-// throughput, and both at once (one reader following the writers, as an
-// output runner does). Not part of the build or the test suite.
+// throughput, both at once (one reader following the writers, as an output
+// runner does), and an OutputRunner draining the store into the NDJSON
+// output. Not part of the build or the test suite.
 //
 // Build and run from the source folder:
 //   c++ -O2 -std=c++20 -Isrc bench/collector/store_bench.cpp src/collector/store.cpp \
-//       -lsqlite3 -lspdlog -lfmt -pthread -o /tmp/store_bench
+//       src/collector/output_runner.cpp src/collector/ndjson_output.cpp \
+//       src/common/metrics.cpp src/common/config_values.cpp \
+//       -lsqlite3 -lspdlog -lfmt -lyaml-cpp -pthread -o /tmp/store_bench
 //   /tmp/store_bench --dir /tmp/store-bench --events 200000 --batch 500 \
 //       --synchronous full --writers 2
 //
@@ -24,9 +27,15 @@
 
 #include <spdlog/spdlog.h>
 
+#include "collector/ndjson_output.h"
+#include "collector/output_runner.h"
 #include "collector/store.h"
 
+using webtrap::collector::NdjsonOutput;
+using webtrap::collector::NdjsonOutputOptions;
 using webtrap::collector::NewEvent;
+using webtrap::collector::OutputRunner;
+using webtrap::collector::OutputRunnerOptions;
 using webtrap::collector::Store;
 using webtrap::collector::StoreOptions;
 using Clock = std::chrono::steady_clock;
@@ -189,6 +198,28 @@ int main(int argc, char** argv) {
   double both_seconds = seconds(Clock::now() - started);
   std::printf("insert + reader:   %8.0f events/s stored (%.2f s), reader done after %.2f s\n",
               settings.events / write_done, write_done, both_seconds);
+  // Phase 4: an output runner with default batching drains everything into
+  // the NDJSON output, which fsyncs each batch.
+  NdjsonOutputOptions ndjson;
+  ndjson.path = settings.dir / "events.ndjson";
+  ndjson.rotate_size = 0;
+  webtrap::MetricsRegistry metrics;
+  OutputRunner runner(store, std::make_unique<NdjsonOutput>(ndjson), OutputRunnerOptions{},
+                      metrics);
+  const std::int64_t last = store.lastSeq();
+  started = Clock::now();
+  cpu_started = cpuSeconds();
+  runner.start();
+  while (runner.cursor() < last) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  double drain_seconds = seconds(Clock::now() - started);
+  double drain_cpu = cpuSeconds() - cpu_started;
+  runner.stop();
+  std::printf("runner -> ndjson:  %8.0f events/s  (%.2f s, %.1f us CPU/event, %lld events)\n",
+              last / drain_seconds, drain_seconds, drain_cpu * 1e6 / last,
+              static_cast<long long>(last));
+
   std::printf("file size: %.1f MiB for %.1f MiB of documents\n",
               std::filesystem::file_size(options.path) / 1048576.0,
               store.sizeBytes() / 1048576.0);

@@ -139,6 +139,11 @@ void NdjsonOutput::openFile() {
   fd_ = fd;
   inode_ = st.st_ino;
   size_ = static_cast<std::uint64_t>(st.st_size);
+  if (size_ == 0) {
+    // A new file: make its name durable too, not only the lines fsynced
+    // into it later.
+    syncFolder(path);
+  }
 }
 
 void NdjsonOutput::reopenIfMoved() {
