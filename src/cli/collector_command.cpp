@@ -75,7 +75,7 @@ std::unique_ptr<Store> openStore(const CollectorConfig& config) {
 
 // Builds the /healthz answer: the store, each output's depth and lag, each
 // sensor's last record.
-HealthReport healthReport(const CollectorConfig& config, Store& store) {
+HealthReport healthReport(const CollectorConfig& config, Store& store, const Ingest& ingest) {
   HealthReport report;
   std::int64_t now_ms = nowMilliseconds();
   std::string json;
@@ -102,6 +102,10 @@ HealthReport healthReport(const CollectorConfig& config, Store& store) {
   if (store_ok && ::access(folder.empty() ? "." : folder.c_str(), W_OK) != 0) {
     store_ok = false;
     store_error = fmt::format("the folder {} is not writable", folder.string());
+  }
+  if (store_ok && ingest.storeFailing()) {
+    store_ok = false;
+    store_error = "the last commit failed: " + ingest.lastStoreError();
   }
   report.healthy = store_ok;
 
@@ -201,7 +205,7 @@ int runCollector(const CollectorOptions& options) {
 
   boost::asio::io_context io;
   CollectorServer server(io, server_options, *store, ingest, metrics,
-                         [&] { return healthReport(config, *store); });
+                         [&] { return healthReport(config, *store, ingest); });
   server.start();
   if (!options.ports_file.empty()) {
     writePortsFile(options.ports_file, server.ingestPort(), server.adminPort());

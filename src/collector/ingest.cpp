@@ -192,11 +192,17 @@ IngestResult Ingest::commit(Prepared& prepared, const IngestSource& source,
     }
   } catch (const std::exception& error) {
     commit_failures_.inc();
+    store_failing_.store(true);
+    {
+      std::lock_guard lock(error_mutex_);
+      last_store_error_ = error.what();
+    }
     spdlog::error("collector: store commit failed input={} sensor={} records={}: {}",
                   inputLabel(source.input), source.sensor_id, prepared.received, error.what());
     throw StoreUnavailable(error.what());
   }
 
+  store_failing_.store(false);
   if (!prepared.rejected.empty()) {
     spdlog::warn("collector: dead-lettered undecodable records input={} sensor={} count={} "
                  "first_reason=\"{}\"",
@@ -216,6 +222,11 @@ IngestResult Ingest::commit(Prepared& prepared, const IngestSource& source,
     on_commit_();
   }
   return result;
+}
+
+std::string Ingest::lastStoreError() const {
+  std::lock_guard lock(error_mutex_);
+  return last_store_error_;
 }
 
 IngestResult Ingest::ingestLines(std::string_view ndjson, const IngestSource& source) {

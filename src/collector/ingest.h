@@ -4,6 +4,7 @@
 // commit, so an acknowledgement never covers a record that a crash could lose.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -74,6 +75,11 @@ class Ingest {
   // as received, before decompression).
   void countBytes(InputKind input, std::uint64_t bytes);
 
+  // True when the last commit failed (the store rejected a write), until a
+  // later commit succeeds.
+  bool storeFailing() const { return store_failing_.load(); }
+  std::string lastStoreError() const;
+
   // Loads the per-sensor gauges from the store, so sensors seen before a
   // restart stay visible.
   void loadSensors();
@@ -107,6 +113,9 @@ class Ingest {
   InputCounters inputs_[3];
   Counter& dead_letters_;
   Counter& commit_failures_;
+  std::atomic<bool> store_failing_{false};
+  mutable std::mutex error_mutex_;
+  std::string last_store_error_;
   std::mutex sensors_mutex_;
   std::map<std::string, SensorMetrics> sensors_;
 };
