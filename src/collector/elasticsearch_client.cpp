@@ -3,6 +3,8 @@
 #include <zlib.h>
 
 #include <charconv>
+#include <chrono>
+#include <vector>
 #include <ctime>
 #include <mutex>
 #include <string>
@@ -83,6 +85,9 @@ bool isConnectError(CURLcode code) {
          code == CURLE_SEND_ERROR || code == CURLE_RECV_ERROR;
 }
 
+// How long a URL that refused a connection is tried only after the others.
+constexpr std::chrono::seconds kSkipFailedUrl{30};
+
 bool isTlsError(CURLcode code) {
   return code == CURLE_PEER_FAILED_VERIFICATION || code == CURLE_SSL_CONNECT_ERROR ||
          code == CURLE_SSL_CACERT_BADFILE || code == CURLE_SSL_CERTPROBLEM;
@@ -93,6 +98,8 @@ bool isTlsError(CURLcode code) {
 struct ElasticsearchClient::Impl {
   CURL* curl = nullptr;
   std::size_t next_url = 0;
+  // Per URL: until when it is skipped after a connection failure.
+  std::vector<std::chrono::steady_clock::time_point> skip_until;
   std::string authorization;  // "Authorization: ApiKey ..." or empty
 
   ~Impl() {
@@ -108,6 +115,7 @@ ElasticsearchClient::ElasticsearchClient(ElasticsearchOptions options)
   if (options_.urls.empty()) {
     throw std::invalid_argument("elasticsearch client: no URL configured");
   }
+  impl_->skip_until.resize(options_.urls.size());
   impl_->curl = curl_easy_init();
   if (impl_->curl == nullptr) {
     throw std::runtime_error("elasticsearch client: curl_easy_init failed");
@@ -196,9 +204,20 @@ ElasticsearchResponse ElasticsearchClient::request(std::string_view method, std:
   const std::size_t url_count = options_.urls.size();
   std::string last_error;
   ElasticsearchResponse response;
-  for (std::size_t attempt = 0; attempt < url_count; ++attempt) {
-    const std::string& base = options_.urls[impl_->next_url % url_count];
-    impl_->next_url = (impl_->next_url + 1) % url_count;
+  // Round robin over the URLs that have not failed recently, then, if all
+  // of them did, over the others, so a request is never refused outright.
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::size_t> order;
+  std::vector<std::size_t> cooling;
+  for (std::size_t i = 0; i < url_count; ++i) {
+    std::size_t index = (impl_->next_url + i) % url_count;
+    (impl_->skip_until[index] > now ? cooling : order).push_back(index);
+  }
+  order.insert(order.end(), cooling.begin(), cooling.end());
+  impl_->next_url = (impl_->next_url + 1) % url_count;
+
+  for (std::size_t index : order) {
+    const std::string& base = options_.urls[index];
     std::string url = base + std::string(path);
     char error_buffer[CURL_ERROR_SIZE] = {};
     HeaderCapture capture;
@@ -211,6 +230,7 @@ ElasticsearchResponse ElasticsearchClient::request(std::string_view method, std:
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, nullptr);
     std::string detail = error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(code);
     if (code == CURLE_OK) {
+      impl_->skip_until[index] = {};
       curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
       response.retry_after_ms = capture.retry_after_ms;
       response.url = base;
@@ -237,7 +257,12 @@ ElasticsearchResponse ElasticsearchClient::request(std::string_view method, std:
       break;
     }
     if (url_count > 1) {
-      spdlog::warn("elasticsearch: {}; trying the next URL", last_error);
+      // Logged once per skip period, not for every request.
+      if (impl_->skip_until[index] <= now) {
+        spdlog::warn("elasticsearch: {}; skipping this URL for {} s", last_error,
+                     kSkipFailedUrl.count());
+      }
+      impl_->skip_until[index] = now + kSkipFailedUrl;
     }
   }
   curl_easy_setopt(curl, CURLOPT_NOBODY, 0L);

@@ -585,6 +585,22 @@ class Handler(BaseHTTPRequestHandler):
         payload = f'{{"took":{took},"errors":{"true" if errors else "false"},"items":[{encoded}]}}'
         self.send_json(200, payload.encode())
 
+    def rejection(self, source_line: bytes, doc_id: str,
+                  document: object = None) -> tuple[int, str, str] | None:
+        """The injected mapping error for a document that has reject_field == reject_value."""
+        faults = self.state.faults
+        if document is None:
+            try:
+                document = json.loads(source_line)
+            except ValueError:
+                return None
+        value = lookup_field(document, faults.reject_field)
+        if value is None or str(value) != faults.reject_value:
+            return None
+        return (400, faults.reject_type,
+                f"[1:2] failed to parse field [{faults.reject_field}] of type [long] in document "
+                f"with id '{doc_id}'. Preview of field's value: '{value}'")
+
     def next_item_fault(self) -> tuple[int, str, str] | None:
         """Per-item injected failure; the caller holds the state lock."""
         faults = self.state.faults
@@ -647,12 +663,14 @@ class Handler(BaseHTTPRequestHandler):
                         doc_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:20]
                     doc_id = str(doc_id)
                     id_json = json.dumps(doc_id)
+                source_line = None
                 if op != "delete":
-                    position += 1  # skip the source line unparsed
-                    if position > count:
+                    if position >= count:
                         raise BulkError(400, "illegal_argument_exception",
-                                        f"action at line [{position - 1}] has no source line; every "
+                                        f"action at line [{position}] has no source line; every "
                                         "create, index and update needs one")
+                    source_line = lines[position]
+                    position += 1  # the source line is parsed only for reject_field
                 index = state.indices.get(state.data_streams.get(index_name, index_name))
                 if index is None:
                     index, problem = state.resolve_write_target(index_name)
@@ -660,6 +678,14 @@ class Handler(BaseHTTPRequestHandler):
                         items.append(json.dumps(error_item(op, index_name, doc_id, problem["status"],
                                                            problem["type"], problem["reason"])))
                         self.count_item(problem["status"])
+                        errors = True
+                        continue
+                if faults.reject_field and source_line is not None:
+                    rejection = self.rejection(source_line, doc_id)
+                    if rejection:
+                        items.append(json.dumps(error_item(op, index_name, doc_id, *rejection,
+                                                           index=index)))
+                        self.count_item(400)
                         errors = True
                         continue
                 fault = self.next_item_fault() if item_faults else None
@@ -767,14 +793,10 @@ class Handler(BaseHTTPRequestHandler):
                               "[1:1] failed to parse: data stream timestamp field [@timestamp] is missing",
                               index=index)
 
-        faults = state.faults
-        if faults.reject_field and document is not None:
-            value = lookup_field(document, faults.reject_field)
-            if value is not None and str(value) == faults.reject_value:
-                return error_item(op, index_name, doc_id, 400, faults.reject_type,
-                                  f"[1:2] failed to parse field [{faults.reject_field}] of type "
-                                  f"[long] in document with id '{doc_id}'. Preview of field's value: "
-                                  f"'{value}'", index=index)
+        if state.faults.reject_field and source_line is not None:
+            rejection = self.rejection(source_line, doc_id, document)
+            if rejection:
+                return error_item(op, index_name, doc_id, *rejection, index=index)
 
         fault = self.next_item_fault()
         if fault:
