@@ -36,6 +36,16 @@ ninja -C "$build_dir" "${targets[@]}"
 for target in "${targets[@]}"; do
   corpus="$source_dir/fuzz/corpus-$target"
   mkdir -p "$corpus"
+  # The audit decoder starts from real records: each fixture prefixed with
+  # the byte that selects the format (0: auto), as the target reads it.
+  if [[ $target == audit_decoder_fuzz ]]; then
+    for fixture in "$source_dir"/tests/fixtures/modsecurity/*.json; do
+      seed="$corpus/seed-$(basename "$fixture")"
+      if [[ ! -e $seed ]]; then
+        { printf '\x00'; cat "$fixture"; } >"$seed"
+      fi
+    done
+  fi
   echo "== $target: ${seconds}s, corpus $corpus"
   (cd "$build_dir" &&
     "$build_dir/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 \
