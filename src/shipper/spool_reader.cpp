@@ -179,9 +179,20 @@ void SpoolReader::normalizePosition() {
     if (current == sizes_.end()) {
       auto following = sizes_.upper_bound(position_.segment);
       if (following == sizes_.end()) {
-        // NOTE: when every segment was deleted and the probe restarted, the
-        // spool numbers segments from 1 again, below this position. They
-        // are not shipped until the offset file is removed.
+        // The spool deletes the oldest segments first, so lower segments
+        // without this one mean that it lost every segment and restarted
+        // its numbering from 1 (a probe restart with an empty spool). The
+        // lower segments are then new records.
+        if (position_.segment != 0 && sizes_.begin()->first < position_.segment) {
+          spdlog::warn("shipper: segment={} is gone and only lower segments exist; the spool "
+                       "numbers from 1 again, shipping from segment={}",
+                       segmentFileName(position_.segment),
+                       segmentFileName(sizes_.begin()->first));
+          closeSegment();
+          position_ = SpoolPosition{sizes_.begin()->first, 0};
+          line_counts_.clear();
+          continue;
+        }
         return;
       }
       if (position_.segment == 0) {
@@ -212,6 +223,8 @@ void SpoolReader::normalizePosition() {
       // The spool never shrinks a segment below a committed line, so this
       // offset does not belong to this file. Shipping it again from the
       // start only causes duplicates, which the collector removes.
+      // NOTE: if the spool restarted its numbering and already reached this
+      // number again, the lower new segments are skipped as shipped.
       spdlog::warn("shipper: offset {} is past the end of segment={} (size {}); shipping that "
                    "segment again from the start",
                    position_.offset, segmentFileName(position_.segment), size);

@@ -265,6 +265,21 @@ TEST_F(SpoolReaderTest, SkipsUnknownDeletedSegmentsWithoutCounts) {
   EXPECT_EQ(reader.droppedRecords(), 0u);  // never read, so not counted here
 }
 
+TEST_F(SpoolReaderTest, FollowsSpoolNumberingRestart) {
+  append(7, "old\n");
+  SpoolReader reader(dir_);
+  reader.loadOffset();
+  reader.commit(reader.next(100, 1 << 20));
+
+  // Every segment deleted, then the probe restarted with an empty spool.
+  fs::remove(segment(7));
+  EXPECT_EQ(reader.next(100, 1 << 20).records, 0u);
+  append(1, "new\n");
+  SpoolBatch batch = reader.next(100, 1 << 20);
+  EXPECT_EQ(batch.body, "new\n");
+  EXPECT_EQ(batch.end, (SpoolPosition{1, 4}));
+}
+
 TEST_F(SpoolReaderTest, PersistsPositionPastFinishedSegment) {
   append(1, "one\n");
   SpoolReader reader(dir_);
