@@ -538,7 +538,7 @@ def ratio(numerator: float, denominator: float) -> str:
     return f"{numerator / denominator:.2f}x" if denominator else "n/a"
 
 
-def render(results: list[dict], facts: dict, args, date: str, records: Records) -> str:
+def render(results: list[dict], facts: dict, args, date: str, records) -> str:
     by_name = {r["system"]: r for r in results}
     webtrap = by_name.get("webtrap")
     lines = [BEGIN_MARKER, "# Benchmarks: webtrap collector against rsyslog and syslog-ng", "",
@@ -607,6 +607,22 @@ def write_section(path: str, section: str) -> None:
         handle.write(text)
 
 
+def render_saved(args) -> int:
+    """Rewrite the section from a saved results.json, for example after editing the notes."""
+    with open(args.from_results) as handle:
+        saved = json.load(handle)
+    run_args = argparse.Namespace(**saved["args"])
+    run_args.notes = args.notes
+    run_args.command = f"{saved['args']['command']}`, then this section with `{args.command}"
+    records = argparse.Namespace(count=saved["record_count"], bytes=saved["record_bytes"])
+    section = render(saved["results"], saved["facts"], run_args, saved["date"], records)
+    print(section)
+    if args.output:
+        write_section(args.output, section)
+        log(f"wrote the collector section of {args.output}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=200000, help="records per system")
@@ -619,7 +635,9 @@ def main() -> int:
                         help="maximum seconds of a -fsync peer run; its rate counts the records written by then")
     parser.add_argument("--systems", default="rsyslog,rsyslog-fsync,syslog-ng,syslog-ng-fsync,webtrap",
                         help="comma-separated systems to run; the -fsync peers write their output with fsync")
-    parser.add_argument("--work-dir", required=True, help="folder for records, configurations and outputs")
+    parser.add_argument("--work-dir", help="folder for records, configurations and outputs")
+    parser.add_argument("--from-results", metavar="RESULTS_JSON",
+                        help="render the section from an earlier run's results.json, with the current --notes")
     parser.add_argument("--webtrap", help="webtrap executable")
     parser.add_argument("--es-double", default=os.path.join(SOURCE_DIR, "tests/tools/es_double.py"))
     parser.add_argument("--es-option", action="append", default=[],
@@ -637,6 +655,10 @@ def main() -> int:
     parser.add_argument("--notes", default=os.path.join(SOURCE_DIR, "bench/analysis.md"))
     parser.add_argument("--command", default="bench/collector/run.sh", help="command line shown in the report")
     args = parser.parse_args()
+    if args.from_results:
+        return render_saved(args)
+    if not args.work_dir:
+        parser.error("--work-dir is required unless --from-results is given")
 
     systems = [s for s in args.systems.split(",") if s]
     runners = {"rsyslog": run_rsyslog, "syslog-ng": run_syslog_ng, "webtrap": run_webtrap,
@@ -662,7 +684,8 @@ def main() -> int:
     date = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     facts = machine_facts(args)
     with open(os.path.join(args.work_dir, "results.json"), "w") as handle:
-        json.dump({"date": date, "facts": facts, "args": vars(args), "results": results}, handle, indent=1)
+        json.dump({"date": date, "facts": facts, "args": vars(args), "results": results,
+                   "record_count": records.count, "record_bytes": records.bytes}, handle, indent=1)
     section = render(results, facts, args, date, records)
     print(section)
     if args.output:

@@ -8,10 +8,11 @@
 # `scripts/install-deps.sh --with-bench`. Loopback only.
 #
 # Usage: bench/collector/run.sh [--count N] [--senders N] [--batch-records N]
-#                               [--systems rsyslog,syslog-ng,webtrap]
-#                               [--timeout S] [--es-option 'KEY: VALUE'] [--profile]
+#                               [--systems rsyslog,rsyslog-fsync,syslog-ng,syslog-ng-fsync,webtrap]
+#                               [--timeout S] [--fsync-timeout S] [--es-option 'KEY: VALUE'] [--profile]
 #                               [--store-synchronous full|normal|off] [--no-elasticsearch]
 #                               [--no-docs]
+#        bench/collector/run.sh --render WORK_DIR/results.json
 # WEBTRAP_BIN selects a prebuilt webtrap; otherwise it is built in
 # build-bench/ as RelWithDebInfo. WEBTRAP_BENCH_WORK_DIR chooses the work
 # folder, which keeps the generated records for the next run.
@@ -24,10 +25,16 @@ readonly WORK_DIR=${WEBTRAP_BENCH_WORK_DIR:-/tmp/webtrap-collector-bench}
 
 output=$SOURCE_DIR/docs/benchmarks.md
 systems=rsyslog,rsyslog-fsync,syslog-ng,syslog-ng-fsync,webtrap
+from_results=""
 args=()
 while (($#)); do
   case $1 in
     --no-docs) output="" ;;
+    --render)
+      (($# >= 2)) || { echo "error: $1 needs a results.json" >&2; exit 2; }
+      from_results=$2
+      shift
+      ;;
     --profile | --no-elasticsearch) args+=("$1") ;;
     --systems)
       (($# >= 2)) || { echo "error: $1 needs a value" >&2; exit 2; }
@@ -44,6 +51,14 @@ while (($#)); do
   esac
   shift
 done
+
+if [[ -n $from_results ]]; then
+  # Rewrites the collector section from an earlier run, with the current
+  # bench/analysis.md, without measuring again.
+  exec python3 "$SOURCE_DIR/bench/collector/collector_bench.py" --from-results "$from_results" \
+    ${output:+--output "$output"} --notes "$SOURCE_DIR/bench/analysis.md" \
+    --command "bench/collector/run.sh $ORIGINAL_ARGS"
+fi
 
 if [[ $systems == *rsyslog* && ! -x /usr/sbin/rsyslogd ]]; then
   echo "error: /usr/sbin/rsyslogd not found; run scripts/install-deps.sh --with-bench" >&2
