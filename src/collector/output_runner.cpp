@@ -168,9 +168,8 @@ void OutputRunner::run() {
     try {
       batch = store_.readAfter(from, options_.batch_max_events, options_.batch_max_bytes);
     } catch (const std::exception& e) {
-      metrics_->failures.inc();
-      logRetry(fmt::format("output {}: reading the store after seq {} failed: {}", name_, from,
-                           e.what()));
+      logRetry(fmt::format("output {}: reading the store after seq {} failed: {}; retrying", name_,
+                           from, e.what()));
       if (!sleepFor(options_.retry_initial)) {
         break;
       }

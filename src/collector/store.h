@@ -3,8 +3,9 @@
 // a sender is acknowledged only for records that survive a crash. Outputs read
 // the queue through their own cursors, each at its own pace.
 //
-// Thread safety: one Store may be shared by every thread; it keeps one write
-// connection behind a mutex and opens a read connection per reader thread.
+// Thread safety: one Store may be shared by every thread. It keeps one write
+// connection behind a mutex, and a pool of read connections that grows to
+// the number of threads reading at once.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +26,7 @@ namespace webtrap::collector {
 // database, or a write failed (disk full, I/O error). The message names the
 // path and, where one exists, the fix. `retryable` is true for conditions
 // that may clear on their own (disk full, database busy), so the ingest path
-// can answer 503 and let the sender retry.
+// can return 503 and let the sender retry.
 class StoreError : public std::runtime_error {
  public:
   StoreError(const std::string& what, int sqlite_code, bool retryable)
