@@ -73,7 +73,7 @@ std::unique_ptr<Store> openStore(const CollectorConfig& config) {
   return std::make_unique<Store>(config.store);
 }
 
-// Builds the /healthz answer: the store, each output's depth and lag, each
+// Builds the /healthz response: the store, each output's depth and lag, each
 // sensor's last record.
 HealthReport healthReport(const CollectorConfig& config, Store& store, const Ingest& ingest) {
   HealthReport report;
@@ -235,8 +235,8 @@ int runCollector(const CollectorOptions& options) {
     }
     spdlog::info("collector: stopping signal={}", signal);
     server.stopAccepting();
-    // Requests already read are committed and answered before the I/O
-    // threads stop; drain() blocks, so it runs off the I/O threads.
+    // Requests already read are committed and their responses sent before
+    // the I/O threads stop. drain() blocks, so it runs off the I/O threads.
     stopper = std::thread([&] {
       server.drain();
       std::this_thread::sleep_for(std::chrono::milliseconds(200));

@@ -1,6 +1,6 @@
 // The collector's configuration: loaded from one YAML file at start,
 // validated, then shared read-only by every thread. The collector's own keys
-// are declared in one option table; the sections that belong to inputs,
+// are declared in one option table. The sections that belong to inputs,
 // enrichment and outputs are handed to those components' parse functions.
 #pragma once
 

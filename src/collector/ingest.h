@@ -27,15 +27,15 @@ enum class InputKind { kProbe, kModsecurityHttp, kFile };
 // The `input` metric label: "probe", "modsecurity_http" or "file".
 std::string_view inputLabel(InputKind input);
 
-// Who sent a batch: from the sensor's enrolment (token) or the input's
+// The sender of a batch, from the sensor's enrolment (token) or the input's
 // configuration.
 struct IngestSource {
   InputKind input = InputKind::kProbe;
   RecordFormat format = RecordFormat::kAuto;
   std::string sensor_id;
   std::string group;
-  // Where the records came from, for derived event ids (see
-  // decodeAuditRecord): the file path for file inputs; empty means sensor_id.
+  // Origin of the records, part of derived event ids (see decodeAuditRecord).
+  // File inputs set the file path. Empty means sensor_id.
   std::string origin;
 };
 

@@ -121,6 +121,7 @@ std::optional<std::string> gunzip(std::string_view compressed, std::uint64_t max
   if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) {
     throw std::runtime_error("zlib inflateInit2 failed");
   }
+
   std::string out;
   // The last four bytes of a gzip member are its size modulo 2^32; taken
   // as a hint only, because a sender controls them.
@@ -130,6 +131,7 @@ std::optional<std::string> gunzip(std::string_view compressed, std::uint64_t max
                          (static_cast<std::uint64_t>(tail[3]) << 24);
     out.reserve(std::min<std::uint64_t>(hint, max_bytes));
   }
+
   char chunk[64 * 1024];
   zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
   zs.avail_in = static_cast<uInt>(compressed.size());
@@ -554,9 +556,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       return;
     }
 
-    // Decode and commit on a worker, so a commit waiting for fsync never
-    // holds up the I/O threads; the response goes back to this connection's
-    // executor.
+    // Decoding and the commit run on a worker, so a commit waiting for fsync
+    // never holds up the I/O threads. The response is posted back to this
+    // connection's executor.
     beast::get_lowest_layer(stream_).expires_never();
     impl_->beginWork();
     auto shared_request = std::make_shared<Request>(std::move(request));

@@ -21,7 +21,7 @@
 
 namespace webtrap::collector {
 
-// The answer of GET /healthz: `healthy` false gives status 503.
+// The response of GET /healthz: `healthy` false gives status 503.
 struct HealthReport {
   bool healthy = true;
   std::string json;
@@ -63,7 +63,7 @@ class CollectorServer {
   // Closes the listeners; connections in flight finish their request.
   void stopAccepting();
   // Waits until every request handed to the ingest workers has been
-  // committed and answered, then stops the workers.
+  // committed, then stops the workers.
   void drain();
 
   std::uint16_t ingestPort() const;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Sends probe records to `webtrap collector` and checks what it stores and answers.
+"""Sends probe records to `webtrap collector` and checks what it stores and returns.
 
 Real records come from a probe started for the test; bulk records come from
 bench/collector/make_records.py. The collector runs on loopback with a

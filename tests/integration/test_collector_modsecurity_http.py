@@ -105,8 +105,8 @@ def main():
         print("nginx, libnginx-mod-http-modsecurity or modsecurity-crs is not installed",
               file=sys.stderr)
         return 77
-    # nginx workers run as nobody when the test runs as root, so the folder
-    # must be readable by every user.
+    # nginx workers run as the unprivileged user `nobody` when the test runs
+    # as root, so the folder must be readable by every user.
     folder = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-modsec-http-", dir="/tmp"))
     os.chmod(folder, 0o755)
     collector = None

@@ -2,9 +2,9 @@
 """The collector's ingest listener over HTTPS, with and without client certificates.
 
 The test makes a CA, a server certificate for 127.0.0.1 and a client
-certificate with the openssl command, starts the collector with
-tls.require_client_certificate, and checks that a sender with the client
-certificate gets its batch stored while one without it cannot connect.
+certificate with the openssl command. It starts the collector with
+tls.require_client_certificate. A sender with the client certificate must
+get its batch stored, and one without it must fail the TLS handshake.
 
 Exit status: 0 pass, 1 a check failed, 77 the openssl command is missing.
 """
