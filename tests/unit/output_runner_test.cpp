@@ -335,6 +335,37 @@ TEST_F(OutputRunnerTest, GaugesShowDepthAndLag) {
   runner.stop();
 }
 
+TEST_F(OutputRunnerTest, SkipsEventsRemovedByRetention) {
+  StoreOptions options;
+  options.path = dir_ / "retained.sqlite";
+  options.synchronous = "normal";
+  options.retention_max_age_ms = 1;
+  options.retention_max_bytes = 0;
+  Store store(options);
+  store.insert(makeEvents("old", 6));
+  auto output = std::make_unique<FakeOutput>("fake", [](auto b, int) { return allDelivered(b); });
+  FakeOutput* fake = output.get();
+  OutputRunner runner(store, std::move(output), runner_options_, metrics_);
+  ASSERT_EQ(runner.cursor(), 0);
+
+  // Retention removes every event after the runner read its cursor.
+  EXPECT_EQ(store.enforceRetention(nowMs() + 60000).removed, 6u);
+  runner.start();
+  // Everything was removed: the runner moves its cursor past the gap.
+  ASSERT_TRUE(waitUntil([&] { return runner.cursor() == 6; }));
+  EXPECT_TRUE(fake->calls().empty());
+
+  store.insert(makeEvents("new", 2));
+  runner.notify();
+  ASSERT_TRUE(waitUntil([&] { return runner.cursor() == 8; }));
+  runner.stop();
+  auto calls = fake->calls();
+  ASSERT_EQ(calls.size(), 1u);
+  std::vector<std::int64_t> expected = {7, 8};
+  EXPECT_EQ(calls[0], expected);
+  EXPECT_EQ(gauge("webtrap_collector_output_queue_depth", "fake"), 0);
+}
+
 TEST(ParseRunnerOptions, ReadsRunnerKeysOnly) {
   YAML::Node node = YAML::Load(R"(
 url: http://127.0.0.1:9200
