@@ -8,7 +8,9 @@
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -191,6 +193,29 @@ TEST_F(EnricherTest, ConcurrentLookupsAgree) {
   for (int t = 0; t < 4; ++t) {
     EXPECT_EQ(mismatches[t], 0) << "thread " << t;
   }
+}
+
+// Prints the thread CPU time per lookup of an address that both databases
+// contain. The bound is loose so that a loaded machine passes.
+TEST_F(EnricherTest, LookupSpeed) {
+  Enricher enricher(testOptions());
+  const int iterations = 20000;
+  std::size_t found = 0;
+  timespec start{};
+  timespec end{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
+  for (int i = 0; i < iterations; ++i) {
+    found += enricher.lookup("192.0.2.55").asn.has_value() ? 1 : 0;
+  }
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &end);
+  double elapsed_ns = (end.tv_sec - start.tv_sec) * 1e9 + (end.tv_nsec - start.tv_nsec);
+  double micros = elapsed_ns / 1000.0 / iterations;
+  std::printf("Enricher::lookup: %.2f us CPU per address (city and ASN)\n", micros);
+  EXPECT_EQ(found, static_cast<std::size_t>(iterations));
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "no time bound under AddressSanitizer";
+#endif
+  EXPECT_LT(micros, 20.0);
 }
 
 TEST_F(EnricherTest, MissingFileNamesPathAndKey) {
