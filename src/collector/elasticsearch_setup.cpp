@@ -106,7 +106,8 @@ std::string wildcardPattern(const ElasticsearchOptions& options) {
   return pattern;
 }
 
-// Writes `settings` with index.lifecycle.name set to `policy_name`.
+// Writes `settings` with index.lifecycle.name set to `policy_name`, or
+// without it when `policy_name` is empty.
 void writeSettings(JsonWriter& writer, simdjson::dom::object settings,
                    const std::string& policy_name) {
   writer.beginObject();
@@ -117,7 +118,9 @@ void writeSettings(JsonWriter& writer, simdjson::dom::object settings,
     writer.key(key);
     writer.raw(simdjson::minify(value));
   }
-  writer.member("index.lifecycle.name", policy_name);
+  if (!policy_name.empty()) {
+    writer.member("index.lifecycle.name", policy_name);
+  }
   writer.endObject();
 }
 
@@ -167,7 +170,7 @@ std::string prepareTemplate(const std::string& file_text, const ElasticsearchOpt
         writer.raw(simdjson::minify(part_value));
       }
     }
-    if (!has_settings) {
+    if (!has_settings && !policy_name.empty()) {
       writer.key("settings");
       writer.beginObject();
       writer.member("index.lifecycle.name", policy_name);
@@ -207,8 +210,6 @@ void setupElasticsearch(const ElasticsearchOptions& options,
   const std::string policy_name = dated ? base_name + "-dated" : base_name;
   const std::string template_name = policy_name;
   const std::string policy = readFile(policy_file);
-  const std::string index_template =
-      prepareTemplate(template_text, options, template_file, policy_name);
 
   ElasticsearchClient client(options);
 
@@ -222,13 +223,25 @@ void setupElasticsearch(const ElasticsearchOptions& options,
                version.distribution.empty() ? "Elasticsearch" : version.distribution,
                version.number, info.url);
 
-  const std::string policy_path = fmt::format("/_ilm/policy/{}", policy_name);
-  ElasticsearchResponse put_policy = client.request("PUT", policy_path, policy);
-  if (put_policy.status != 200) {
-    failStep("PUT " + policy_path, put_policy);
+  // OpenSearch has ISM in place of ILM and rejects the index.lifecycle.name
+  // setting, so the template goes without it.
+  const bool opensearch = version.distribution == "opensearch";
+  if (opensearch) {
+    spdlog::warn("setup-elasticsearch: OpenSearch has no ILM, so no lifecycle policy is "
+                 "installed; attach an ISM policy to {} to delete old data",
+                 dated ? options.index : options.data_stream);
+  } else {
+    const std::string policy_path = fmt::format("/_ilm/policy/{}", policy_name);
+    ElasticsearchResponse put_policy = client.request("PUT", policy_path, policy);
+    if (put_policy.status != 200) {
+      failStep("PUT " + policy_path, put_policy);
+    }
+    spdlog::info("setup-elasticsearch: installed ILM policy {} from {}", policy_name,
+                 policy_file.string());
   }
-  spdlog::info("setup-elasticsearch: installed ILM policy {} from {}", policy_name,
-               policy_file.string());
+
+  const std::string index_template = prepareTemplate(template_text, options, template_file,
+                                                     opensearch ? std::string() : policy_name);
 
   const std::string template_path = fmt::format("/_index_template/{}", template_name);
   ElasticsearchResponse put_template = client.request("PUT", template_path, index_template);

@@ -19,6 +19,8 @@ namespace webtrap::collector {
 // For a data stream, the policy P comes from ilm-policy.json and the
 // template is named P. For dated indices, both are named P-dated and the
 // policy comes from ilm-policy-dated.json (ilm-policy.json when missing).
+// OpenSearch has no ILM: there no policy is installed and the template
+// goes without index.lifecycle.name.
 //
 // Throws std::runtime_error naming the failed step, the HTTP status and the
 // server's message, or TransientError when the cluster cannot be reached.

@@ -555,6 +555,7 @@ class Handler(BaseHTTPRequestHandler):
                 "lucene_version": "9.11.1",
                 "minimum_wire_compatibility_version": "7.17.0",
                 "minimum_index_compatibility_version": "7.0.0",
+                **({"distribution": server.distribution} if server.distribution else {}),  # type: ignore[attr-defined]
             },
             "tagline": "You Know, for Search",
         })
@@ -1109,6 +1110,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                         help="benchmark mode: parse only action lines and keep ids in a set")
     parser.add_argument("--es-version", default=DEFAULT_VERSION,
                         help=f"version number GET / returns (default {DEFAULT_VERSION})")
+    parser.add_argument("--distribution", default="",
+                        help="version.distribution in GET /, such as opensearch (default: none, as Elasticsearch)")
     parser.add_argument("--basic-auth", metavar="USER:PASSWORD", help="require HTTP basic auth")
     parser.add_argument("--api-key", metavar="BASE64",
                         help="require 'Authorization: ApiKey BASE64' (base64 of id:key)")
@@ -1157,6 +1160,7 @@ def build_server(args: argparse.Namespace) -> DoubleServer:
     server.state = state  # type: ignore[attr-defined]
     server.verbose = args.verbose  # type: ignore[attr-defined]
     server.es_version = args.es_version  # type: ignore[attr-defined]
+    server.distribution = args.distribution  # type: ignore[attr-defined]
     server.cluster_uuid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]  # type: ignore[attr-defined]
     server.basic_credentials = args.basic_auth  # type: ignore[attr-defined]
     server.api_key = args.api_key  # type: ignore[attr-defined]

@@ -857,6 +857,21 @@ TEST(ElasticsearchSetup, ShippedTemplateInstalls) {
   EXPECT_EQ(control.get("/_data_stream/logs-webtrap-default").status, 200);
 }
 
+TEST(ElasticsearchSetup, OpenSearchSkipsIlm) {
+  DoubleProcess double_process({"--distribution", "opensearch", "--es-version", "2.11.0"});
+  DoubleControl control(double_process);
+  TemplateFolder templates;
+
+  setupElasticsearch(optionsFor(double_process), templates.path());
+
+  EXPECT_EQ(control.get("/_ilm/policy/test-policy").status, 404);
+  auto index_template = control.get("/_index_template/test-policy");
+  ASSERT_EQ(index_template.status, 200) << index_template.body;
+  EXPECT_EQ(index_template.body.find("index.lifecycle.name"), std::string::npos)
+      << index_template.body;
+  EXPECT_NE(index_template.body.find(R"("index.codec":"best_compression")"), std::string::npos);
+}
+
 TEST(ElasticsearchSetup, OldClusterIsRejected) {
   DoubleProcess double_process({"--es-version", "7.4.2"});
   try {
