@@ -358,7 +358,9 @@ void Shipper::Impl::lockSpool() {
   std::error_code error;
   std::filesystem::create_directories(spool_dir, error);
   std::filesystem::path lock_path = spool_dir / "shipper.lock";
-  lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  // Read-only and world-readable, so that a lock file left by a shipper
+  // that ran as another user does not stop this one.
+  lock_fd = ::open(lock_path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
   if (lock_fd < 0) {
     throw ConfigError(fmt::format("shipper: cannot open {}: {}; make spool.dir writable for the "
                                   "shipper's user",

@@ -456,7 +456,9 @@ bool SpoolReader::writeOffsetFile() {
     return false;
   };
 
-  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  // World-readable: the spool reads this file, possibly as another user
+  // (such as a probe running as nobody next to `webtrap ship` run as root).
+  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     return fail("open");
   }
