@@ -49,6 +49,12 @@ ParsedAddress parseAddress(std::string_view text) {
     address.in6.sin6_family = AF_INET6;
     address.v6 = true;
     address.ok = true;
+    // Looks up ::ffff:a.b.c.d as a.b.c.d, so IPv4-only databases answer too.
+    if (IN6_IS_ADDR_V4MAPPED(&address.in6.sin6_addr)) {
+      address.in4.sin_family = AF_INET;
+      std::memcpy(&address.in4.sin_addr, address.in6.sin6_addr.s6_addr + 12, 4);
+      address.v6 = false;
+    }
   }
   return address;
 }
@@ -69,11 +75,6 @@ bool isNonPublic(const ParsedAddress& address) {
     return isNonPublicV4(reinterpret_cast<const std::uint8_t*>(&address.in4.sin_addr));
   }
   const auto* b = reinterpret_cast<const std::uint8_t*>(&address.in6.sin6_addr);
-  static constexpr std::array<std::uint8_t, 12> kMappedPrefix = {0, 0, 0, 0, 0, 0,
-                                                                  0, 0, 0, 0, 0xFF, 0xFF};
-  if (std::memcmp(b, kMappedPrefix.data(), kMappedPrefix.size()) == 0) {
-    return isNonPublicV4(b + 12);  // ::ffff:a.b.c.d
-  }
   bool all_zero_but_last = true;
   for (int i = 0; i < 15; ++i) {
     all_zero_but_last = all_zero_but_last && b[i] == 0;

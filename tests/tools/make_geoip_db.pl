@@ -2,6 +2,7 @@
 # Writes two small MaxMind DB files for the collector's GeoIP tests:
 #   OUTDIR/test-city.mmdb  (database type GeoLite2-City layout)
 #   OUTDIR/test-asn.mmdb   (database type GeoLite2-ASN layout)
+#   OUTDIR/test-city-v4.mmdb (an IPv4-only city database)
 #
 # Usage: make_geoip_db.pl OUTDIR
 #
@@ -46,9 +47,10 @@ my %types = (
 );
 
 sub new_tree {
-    my ($type) = @_;
+    my ( $type, $ip_version ) = @_;
+    $ip_version //= 6;
     return MaxMind::DB::Writer::Tree->new(
-        ip_version               => 6,
+        ip_version               => $ip_version,
         record_size              => 28,
         database_type            => $type,
         languages                => ['en'],
@@ -57,7 +59,7 @@ sub new_tree {
         # would be dropped without this.
         remove_reserved_networks => 0,
         # IPv4 addresses looked up in an IPv6 tree live under ::a.b.c.d.
-        alias_ipv6_to_ipv4       => 1,
+        alias_ipv6_to_ipv4       => $ip_version == 6 ? 1 : 0,
         map_key_type_callback    => sub { $types{ $_[0] } },
     );
 }
@@ -141,7 +143,17 @@ for my $network ( '127.0.0.0/8', '10.0.0.0/8', '192.168.0.0/16', 'fc00::/7' ) {
         { autonomous_system_number => 65535, autonomous_system_organization => 'Must Not Appear' } );
 }
 
-for my $pair ( [ $city, 'test-city.mmdb' ], [ $asn, 'test-asn.mmdb' ] ) {
+my $city_v4 = new_tree( 'GeoLite2-City', 4 );
+$city_v4->insert_network(
+    '192.0.2.0/24',
+    city_record(
+        iso => 'DE', country_id => 2921044, country => 'Germany', country_de => 'Deutschland',
+        region_code => 'BE', region => 'Land Berlin', city_id => 2950159, city => 'Berlin',
+        lat => 52.5244, lon => 13.4105, tz => 'Europe/Berlin',
+    )
+);
+
+for my $pair ( [ $city, 'test-city.mmdb' ], [ $asn, 'test-asn.mmdb' ], [ $city_v4, 'test-city-v4.mmdb' ] ) {
     my ( $tree, $name ) = @$pair;
     my $path = "$outdir/$name";
     open my $fh, '>:raw', $path or die "make_geoip_db.pl: cannot write $path: $!\n";

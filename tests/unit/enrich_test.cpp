@@ -165,6 +165,17 @@ TEST_F(EnricherTest, CityDatabaseOnly) {
   EXPECT_FALSE(facts.asn.has_value());
 }
 
+TEST_F(EnricherTest, Ipv4OnlyDatabase) {
+  EnrichOptions options;
+  options.geoip_city = GeoDatabases::folder / "test-city-v4.mmdb";
+  Enricher enricher(options);
+  EXPECT_EQ(enricher.lookup("192.0.2.1").country_iso, "DE");
+  // An IPv4-mapped IPv6 address is looked up as IPv4.
+  EXPECT_EQ(enricher.lookup("::ffff:192.0.2.1").country_iso, "DE");
+  // An IPv6 address has no entry in an IPv4-only tree.
+  EXPECT_EQ(enricher.lookup("2001:db8::1").country_iso, "");
+}
+
 TEST_F(EnricherTest, NoDatabasesGiveEmptyFacts) {
   Enricher enricher(EnrichOptions{});
   GeoFacts facts = enricher.lookup("192.0.2.55");
