@@ -49,7 +49,7 @@ ParsedAddress parseAddress(std::string_view text) {
     address.in6.sin6_family = AF_INET6;
     address.v6 = true;
     address.ok = true;
-    // Looks up ::ffff:a.b.c.d as a.b.c.d, so IPv4-only databases answer too.
+    // Looks up ::ffff:a.b.c.d as a.b.c.d, so IPv4-only databases find it too.
     if (IN6_IS_ADDR_V4MAPPED(&address.in6.sin6_addr)) {
       address.in4.sin_family = AF_INET;
       std::memcpy(&address.in4.sin_addr, address.in6.sin6_addr.s6_addr + 12, 4);
