@@ -153,13 +153,7 @@ RecordFormat detectFormat(document& doc) {
   return transaction_shape;
 }
 
-const TimeZone& utcZone() {
-  static const TimeZone* zone = findTimeZone("Etc/UTC");
-  if (zone == nullptr) {
-    throw std::runtime_error("the time zone database has no Etc/UTC zone; install tzdata");
-  }
-  return *zone;
-}
+const TimeZone& utcZone() { return TimeZone::utc(); }
 
 void decodeV3Layout(document& doc, RecordFormat format, const TimeZone& zone,
                     AuditRecord& record) {

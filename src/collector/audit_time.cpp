@@ -167,17 +167,27 @@ const TimeZone* detectLocalZone() {
   if (const TimeZone* zone = findOrAddZone("Etc/UTC")) {
     return zone;
   }
-  // Without a zone database the decoder cannot convert local times at all,
-  // which a missing tzdata package causes; say so once, at start.
-  throw std::runtime_error(
-      "the time zone database has no Etc/UTC zone; install the tzdata package");
+  spdlog::warn("the time zone database has no Etc/UTC zone, so the tzdata package is missing; "
+               "reading zoneless time stamps as UTC, and the timezone setting cannot work");
+  return &TimeZone::utc();
 }
 
 }  // namespace
 
-const std::string& TimeZone::name() const { return zone_->name(); }
+const TimeZone& TimeZone::utc() {
+  static const TimeZone zone(nullptr);
+  return zone;
+}
+
+const std::string& TimeZone::name() const {
+  static const std::string kUtc = "UTC";
+  return zone_ != nullptr ? zone_->name() : kUtc;
+}
 
 std::int64_t TimeZone::toUtcSeconds(std::int64_t local_seconds) const {
+  if (zone_ == nullptr) {
+    return local_seconds;
+  }
   // Records of one log mostly share the minute, so each thread keeps the
   // offset of the last wall-clock minute it converted. Zone transitions fall
   // on whole minutes, so one minute has one offset.

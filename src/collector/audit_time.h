@@ -16,7 +16,11 @@ namespace webtrap::collector {
 
 class TimeZone {
  public:
+  // `zone` nullptr means UTC without the time zone database.
   explicit TimeZone(const date::time_zone* zone) : zone_(zone) {}
+
+  // UTC that works without the time zone database (no tzdata package).
+  static const TimeZone& utc();
 
   const std::string& name() const;
 
