@@ -4,10 +4,10 @@
 Starts nginx with libnginx-mod-http-modsecurity (libmodsecurity v3,
 SecAuditLogFormat JSON, SecAuditLogType Serial) and Apache with
 libapache2-mod-security2 (SecAuditLogFormat JSON), both with Debian's CRS in
-DetectionOnly mode and their own configuration in a temporary folder. It
-sends the same requests to both: an SQL injection with a repeated header
+DetectionOnly mode and their own configuration in a temporary folder, and
+a webtrap probe. It sends the same requests to each: an SQL injection with a repeated header
 name, a query with a byte that is not UTF-8, a form POST with a body, and a
-benign page. Then it decodes both audit logs with `webtrap decode` and checks
+benign page. Then it decodes the audit logs with `webtrap decode` and checks
 rule ids, methods, URIs, repeated headers, client ports, bodies, time stamps
 and event ids.
 
@@ -360,6 +360,55 @@ def send_all(server):
     return sent
 
 
+def check_probe(checks):
+    """Sends the same requests to a webtrap probe and decodes its spool."""
+    probe = probe_harness.Probe()
+    try:
+        sent = []
+        for label, raw in requests(probe.http_port):
+            started = time.time()
+            client_port, _ = exchange(probe.http_port, raw)
+            sent.append((label, client_port, started, time.time()))
+        written = probe.wait_records(len(sent))
+    finally:
+        probe.stop()
+    records = []
+    for segment in sorted(probe.spool.glob("*.ndjson")):
+        records += decode(segment)
+    name = "webtrap probe"
+    checks.expect(len(records) == len(sent), f"{name}: {len(sent)} records decoded")
+    # The probe may finish records out of order, so they are matched by port.
+    by_port = {record["client_port"]: record for record in records}
+    expected_ids = {record["webtrap"]["event_id"] for record in written}
+    checks.expect({record["event_id"] for record in records} == expected_ids,
+                  f"{name}: event ids are webtrap.event_id")
+    by_label = {}
+    for label, client_port, started, finished in sent:
+        record = by_port.get(client_port)
+        checks.expect(record is not None, f"{name} {label}: record for client port {client_port}")
+        if record is None:
+            continue
+        by_label[label] = record
+        checks.expect(record["format"] == "webtrap", f"{name} {label}: format")
+        checks.expect(record["sensor_id"] == "test-probe", f"{name} {label}: sensor id")
+        seconds = record["timestamp_us"] / 1e6
+        checks.expect(started - 1 <= seconds <= finished + 1,
+                      f"{name} {label}: time stamp {seconds} within [{started}, {finished}]")
+    if len(by_label) != len(sent):
+        return
+    # The probe keeps the wire order, repeats included.
+    names = [key for key, _ in by_label["sqli"]["request_headers"]]
+    checks.expect(names == ["Host", "X-Dup", "User-Agent", "X-Dup", "Connection"],
+                  f"{name} sqli: wire order of headers {names}")
+    checks.expect(by_label["invalid_utf8"]["uri"] == "/search?q=caf\ufffd",
+                  f"{name} invalid_utf8: uri {by_label['invalid_utf8']['uri']!r}")
+    checks.expect(by_label["invalid_utf8"]["invalid_utf8"] is False,
+                  f"{name} invalid_utf8: the record itself is valid UTF-8")
+    checks.expect(by_label["post"]["request_body"] == "user=admin&pass=%27+or+%271%27%3D%271",
+                  f"{name} post: body")
+    checks.expect("942100" in rule_ids(by_label["sqli"]), f"{name} sqli: rule 942100 matched")
+
+
 def save_fixtures(directory, nginx_log, apache_log):
     directory.mkdir(parents=True, exist_ok=True)
     nginx_lines = nginx_log.read_bytes().splitlines(keepends=True)
@@ -428,6 +477,8 @@ def main():
         checks.expect(wrong.returncode == 1 and b":1: transaction.time: missing" in wrong.stderr,
                       "nginx log read as modsec2: rejected with line number and field "
                       + wrong.stderr.decode(errors="replace").splitlines()[0])
+
+        check_probe(checks)
 
         if args.save_fixtures:
             save_fixtures(args.save_fixtures, nginx.audit_log, apache.audit_log)
