@@ -241,7 +241,8 @@ int runProbe(const ProbeOptions& options) {
   spdlog::info("probe: ready spool={} admin={}", config.spool.dir.string(),
                config.admin_listen.empty() ? "off" : config.admin_listen);
 
-  // Copies the shipper's shared counters into the metrics once per second.
+  // Copies the shipper's shared counters into the metrics once per second,
+  // until io.stop() ends the chain.
   boost::asio::steady_timer shipper_timer(io);
   std::function<void()> refresh_shipper = [&] {
     shipper_metrics->update(shipper_process->counters());
@@ -265,7 +266,6 @@ int runProbe(const ProbeOptions& options) {
     }
     spdlog::info("probe: stopping signal={}", signal);
     server.stopAccepting();
-    shipper_timer.cancel();
     // Connections in flight get a moment to finish their requests.
     grace.expires_after(std::chrono::seconds(1));
     grace.async_wait([&](const boost::system::error_code&) { io.stop(); });
