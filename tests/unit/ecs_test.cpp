@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/encoding.h"
+#include "probe/record.h"
 #include "common/json_writer.h"
 
 namespace webtrap::collector {
@@ -539,6 +540,92 @@ TEST(EcsDocument, SensorFactsOverrideRecord) {
   EXPECT_EQ(stringAt(document, "/webtrap/sensor/group"), "edge");
 }
 
+// A record as the probe writes it, with a duplicate header, a header value
+// that is not valid UTF-8, a bait hit and a rule match.
+std::string probeSerializedRecord() {
+  probe::CapturedRequest request;
+  request.connection_id = "c-1";
+  request.client = {"198.51.100.23", 40404};
+  request.server = {"::1", 8443};
+  request.listener = "web";
+  request.parsed = true;
+  request.request_line = "POST /wp-login.php HTTP/1.1";
+  request.method = "POST";
+  request.target = "/wp-login.php";
+  request.http_version = "1.1";
+  request.headers = {{"Host", "blog.example"},
+                     {"User-Agent", "python-requests/2.31"},
+                     {"X-Forwarded-For", "1.2.3.4"},
+                     {"X-Forwarded-For", "5.6.7.8"},
+                     {"X-Bin", "\xFF\xFE"},
+                     {"Content-Type", "application/x-www-form-urlencoded"}};
+  request.body = "log=admin&pwd=' or 1=1--&bags=true";
+  request.body_size = request.body.size();
+  request.body_sha256 = sha256Hex(request.body);
+  request.received_at = std::chrono::system_clock::time_point(
+      std::chrono::microseconds(1796385600000000 + 42));
+  request.timings = {100, 150, 300, -1};
+
+  probe::PersonaResponse response;
+  response.status = 200;
+  response.headers = {{"Server", "Apache/2.4.41 (Ubuntu)"}, {"Content-Type", "text/html"}};
+  response.body = "<html>login</html>";
+
+  probe::RouteOutcome outcome;
+  outcome.route = "login";
+  outcome.route_kind = "login";
+  outcome.baits = {{"form_field", "bags=true"}};
+
+  probe::InspectionResult inspection;
+  inspection.status = probe::InspectionStatus::kComplete;
+  probe::RuleMatch match;
+  match.id = "77050";
+  match.message = "Hidden form field changed by the client";
+  match.data = "Field bags: true";
+  match.severity = 2;
+  match.version = "webtrap-rules/1.0";
+  match.tags = {"webtrap/honeytrap", "webtrap/bait/form_field"};
+  inspection.matches = {match};
+
+  probe::RecordMeta meta;
+  meta.event_id = "01938f5e-1c2a-7abc-8def-00000000beef";
+  meta.sensor_id = "sensor-9";
+  meta.sensor_group = "cloud";
+  meta.persona = "wordpress";
+  meta.product = "WordPress 6.4";
+  meta.engine_version = "ModSecurity v3.0.9 (Linux)";
+  meta.components = {"OWASP_CRS/3.3.4", "webtrap-rules/1.0"};
+  return probe::serializeRecord(request, response, outcome, inspection, meta);
+}
+
+TEST(EcsDocument, ProbeRecordThroughDecoder) {
+  DecodeOptions options;
+  options.origin = "sensor-9";
+  DecodeResult decoded = decodeAuditRecord(probeSerializedRecord(), options);
+  ASSERT_TRUE(decoded.ok) << decoded.error;
+  simdjson::dom::parser parser;
+  auto document = parseDocument(
+      parser, buildEcsDocument(decoded.record, GeoFacts{}, {"", "", "probe"}, kIngestMs));
+  EXPECT_EQ(stringAt(document, "/@timestamp"), "2026-12-04T12:00:00.000042Z");
+  EXPECT_EQ(stringAt(document, "/event/id"), "01938f5e-1c2a-7abc-8def-00000000beef");
+  EXPECT_EQ(stringAt(document, "/event/kind"), "alert");
+  EXPECT_EQ(stringAt(document, "/observer/type"), "honeypot");
+  EXPECT_EQ(stringAt(document, "/observer/name"), "sensor-9");
+  EXPECT_EQ(stringAt(document, "/webtrap/sensor/group"), "cloud");
+  EXPECT_EQ(stringAt(document, "/webtrap/persona"), "wordpress");
+  EXPECT_EQ(stringAt(document, "/rule/id"), "77050");
+  EXPECT_EQ(stringAt(document, "/rule/category"), "honeytrap");
+  EXPECT_EQ(stringAt(document, "/destination/ip"), "::1");
+  EXPECT_EQ(stringAt(document, "/user_agent/original"), "python-requests/2.31");
+  EXPECT_EQ(stringAt(document, "/webtrap/request/headers/2/value"), "1.2.3.4");
+  EXPECT_EQ(stringAt(document, "/webtrap/request/headers/3/value"), "5.6.7.8");
+  EXPECT_EQ(stringAt(document, "/webtrap/request/headers/4/value"), "\xEF\xBF\xBD\xEF\xBF\xBD");
+  std::vector<std::string> tags = stringsAt(document, "/tags");
+  EXPECT_NE(std::find(tags.begin(), tags.end(), "honeypot"), tags.end());
+  EXPECT_NE(std::find(tags.begin(), tags.end(), "webtrap/bait/form_field"), tags.end());
+  EXPECT_EQ(stringsAt(document, "/webtrap/bait_hits"), (std::vector<std::string>{"form_field"}));
+}
+
 // ---------------------------------------------------------------------------
 // Documents of every shape above, for the schema and mapping checks.
 
@@ -559,6 +646,13 @@ std::vector<std::string> sampleDocuments() {
   proxy.client_ip = "garbage";
   proxy.request_body = std::string(kEcsBodyContentMaxBytes + 100, 'b');
   documents.push_back(buildEcsDocument(proxy, berlin(), probeSensor(), kIngestMs));
+
+  DecodeOptions probe_options;
+  probe_options.origin = "sensor-9";
+  DecodeResult probe_record = decodeAuditRecord(probeSerializedRecord(), probe_options);
+  EXPECT_TRUE(probe_record.ok) << probe_record.error;
+  documents.push_back(
+      buildEcsDocument(probe_record.record, berlin(), {"", "", "probe"}, kIngestMs));
 
   // Records that nginx and Apache with ModSecurity wrote, through the real
   // decoder.
