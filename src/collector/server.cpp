@@ -45,6 +45,9 @@ constexpr auto kLingerTimeout = std::chrono::seconds(5);
 constexpr std::uint64_t kLingerMaxBytes = 64ULL << 20;
 // Seconds a sender should wait before retrying when the store fails.
 constexpr int kRetryAfterSeconds = 5;
+// Requests admitted per ingest worker (being decoded, committed or waiting
+// for a worker). Past this, senders get 503 and retry.
+constexpr std::uint32_t kQueuedRequestsPerWorker = 8;
 
 Response makeResponse(unsigned version, bool keep_alive, http::status status,
                       std::string content_type, std::string body) {
@@ -221,7 +224,10 @@ struct ServerCounters {
                                   "Connections closed by limits.read_timeout or "
                                   "limits.idle_timeout")),
         in_flight(registry.gauge("webtrap_collector_requests_in_flight",
-                                 "Ingest requests being decoded or committed")) {}
+                                 "Ingest requests being decoded or committed")),
+        busy(registry.counter("webtrap_collector_requests_busy_total",
+                              "Ingest requests rejected with 503 because every ingest slot "
+                              "was taken")) {}
 
   Counter& response(std::string_view endpoint, unsigned status) {
     return registry.counter("webtrap_collector_http_responses_total",
@@ -236,6 +242,7 @@ struct ServerCounters {
   Counter& tls_handshake_failures;
   Counter& timeouts;
   Gauge& in_flight;
+  Counter& busy;
 };
 
 struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Impl> {
@@ -271,10 +278,18 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   std::mutex tokens_mutex;
   std::unordered_map<std::string, SensorInfo> tokens;  // by SHA-256 hex of the token
 
-  void beginWork() {
+  // Reserves a slot for one request between admission and its commit.
+  // Returns false when every slot is taken, so the request gets 503 before
+  // its body is decompressed. This bounds decompressed bodies in memory to
+  // the slot count times limits.max_decompressed_bytes.
+  bool beginWork() {
     std::lock_guard lock(in_flight_mutex);
+    if (in_flight >= options.ingest_workers * kQueuedRequestsPerWorker) {
+      return false;
+    }
     ++in_flight;
     counters.in_flight.set(in_flight);
+    return true;
   }
   void endWork() {
     std::lock_guard lock(in_flight_mutex);
@@ -498,6 +513,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   const IngestLimits& limits() const { return impl_->options.limits; }
 
   void doRead() {
+    // NOTE: the body is read whole before the request is admitted, so
+    // compressed bodies in memory are bounded only by
+    // limits.max_connections times limits.max_body_bytes.
     parser_.emplace();
     parser_->header_limit(kMaxHeaderBytes);
     parser_->body_limit(admin_ ? 64 * 1024 : limits().max_body_bytes);
@@ -547,10 +565,19 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       return;
     }
 
+    if (!impl_->beginWork()) {
+      auto response = jsonError(request, http::status::service_unavailable,
+                                "the collector is busy; retry later");
+      response.set(http::field::retry_after, "1");
+      impl_->counters.busy.inc();
+      send(std::move(response), false);
+      return;
+    }
     IngestSource source;
     std::string body;
     std::string_view endpoint;
     if (auto rejection = impl_->admitIngest(request, source, body, endpoint)) {
+      impl_->endWork();
       impl_->counters.response(endpoint, rejection->result_int()).inc();
       send(std::move(*rejection), false);
       return;
@@ -560,7 +587,6 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     // never holds up the I/O threads. The response is posted back to this
     // connection's executor.
     beast::get_lowest_layer(stream_).expires_never();
-    impl_->beginWork();
     auto shared_request = std::make_shared<Request>(std::move(request));
     shared_request->body().clear();
     auto shared_body = std::make_shared<std::string>(std::move(body));
