@@ -525,6 +525,10 @@ def machine_facts(args) -> dict:
     env = dict(os.environ, LD_LIBRARY_PATH=f"{root}/usr/lib/syslog-ng:{root}/usr/lib/x86_64-linux-gnu")
     commit = subprocess.run(["git", "-C", SOURCE_DIR, "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(["git", "-C", SOURCE_DIR, "status", "--porcelain", "--", "src", "CMakeLists.txt"],
+                             capture_output=True, text=True).stdout.strip()
+    if changed:
+        commit += " with uncommitted changes in src/"
     return {"cpus": os.cpu_count(), "cpu_model": cpu_model, "memory_gib": round(memory_gib, 1),
             "kernel": platform.release(), "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "rsyslog": "rsyslog " + version([args.rsyslogd, "-v"]).split()[1:2][0] if os.path.exists(args.rsyslogd)
