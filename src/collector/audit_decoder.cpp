@@ -155,7 +155,9 @@ RecordFormat detectFormat(document& doc) {
 
 const TimeZone& utcZone() { return TimeZone::utc(); }
 
-void decodeV3Layout(document& doc, RecordFormat format, const TimeZone& zone,
+// Decodes the libmodsecurity v3 layout. `mode` kWebtrap requires the webtrap
+// object, kModsec3 ignores it, and kAuto reads it when it is there.
+void decodeV3Layout(document& doc, RecordFormat mode, const TimeZone& zone,
                     AuditRecord& record) {
   object root;
   check(doc.get_object().get(root), "record");
@@ -169,23 +171,43 @@ void decodeV3Layout(document& doc, RecordFormat format, const TimeZone& zone,
     if (key == "transaction") {
       // A probe writes time_stamp in UTC, and webtrap.@timestamp wins anyway.
       decoder::decodeModsec3Transaction(member.value(),
-                                        format == RecordFormat::kWebtrap ? utcZone() : zone,
+                                        mode == RecordFormat::kWebtrap ? utcZone() : zone,
                                         record);
       has_transaction = true;
-    } else if (key == "webtrap" && format == RecordFormat::kWebtrap) {
+    } else if (key == "webtrap" && mode != RecordFormat::kModsec3) {
       decoder::decodeWebtrapObject(member.value(), record, extras);
     }
   }
   if (!has_transaction) {
     fail("transaction", "missing; every audit record has a transaction object");
   }
-  if (format == RecordFormat::kWebtrap) {
-    if (!extras.present) {
-      fail("webtrap",
-           "missing; the record is not a webtrap probe record (read it as modsec3 or auto)");
-    }
+  if (mode == RecordFormat::kWebtrap && !extras.present) {
+    fail("webtrap",
+         "missing; the record is not a webtrap probe record (read it as modsec3 or auto)");
+  }
+  record.format = extras.present ? RecordFormat::kWebtrap : RecordFormat::kModsec3;
+  if (extras.present) {
     decoder::applyWebtrapExtras(extras, record);
   }
+}
+
+// Tells the layout from the first key of `transaction` when the record
+// starts the way libmodsecurity, mod_security2 and the probe write it, which
+// saves the detection pass over the whole text. Returns kModsec3 for the v3
+// layout (with or without a webtrap object), kModsec2, or kAuto when unsure.
+RecordFormat quickLayout(std::string_view text) {
+  constexpr std::string_view kStart = R"({"transaction":{")";
+  if (!text.starts_with(kStart)) {
+    return RecordFormat::kAuto;
+  }
+  std::string_view first_key = text.substr(kStart.size());
+  if (first_key.starts_with(R"(client_ip")")) {
+    return RecordFormat::kModsec3;
+  }
+  if (first_key.starts_with(R"(time")")) {
+    return RecordFormat::kModsec2;
+  }
+  return RecordFormat::kAuto;
 }
 
 // Returns a UUID-shaped id from SHA-256 over the origin and the record's
@@ -213,19 +235,26 @@ void decodeText(std::string_view text, const DecodeOptions& options, ThreadState
                 AuditRecord& record) {
   document doc;
   check(state.parser.iterate(padText(state.buffer, text)).get(doc), "record");
-  RecordFormat format = options.format;
-  if (format == RecordFormat::kAuto) {
-    format = detectFormat(doc);
-    doc.rewind();
+  // The v3 layout in kAuto mode reads a webtrap object when it finds one.
+  RecordFormat layout = options.format;
+  if (layout == RecordFormat::kAuto) {
+    layout = quickLayout(text);
+    if (layout == RecordFormat::kAuto) {
+      layout = detectFormat(doc);
+      doc.rewind();
+    }
   }
-  record.format = format;
-  if (format == RecordFormat::kModsec2) {
+  if (layout == RecordFormat::kModsec2) {
     object root;
     check(doc.get_object().get(root), "record");
     decoder::decodeModsec2Record(root, record);
+    record.format = RecordFormat::kModsec2;
   } else {
     const TimeZone* zone = options.time_zone != nullptr ? options.time_zone : localTimeZone();
-    decodeV3Layout(doc, format, *zone, record);
+    RecordFormat mode = options.format == RecordFormat::kAuto && layout == RecordFormat::kModsec3
+                            ? RecordFormat::kAuto
+                            : layout;
+    decodeV3Layout(doc, mode, *zone, record);
   }
   // current_location() fails with OUT_OF_BOUNDS once the whole text is read.
   const char* rest = nullptr;

@@ -315,6 +315,31 @@ TEST(AuditDecoder, ProbeRecordReadAsModsec3) {
   EXPECT_EQ(result.record.sensor_id, "");
 }
 
+TEST(AuditDecoder, AutoDetectsAnyKeyOrder) {
+  // Producers write `transaction` first, and its first key decides; other
+  // orders take the detection pass over the keys.
+  std::string text = probeRecord();
+  std::size_t split = text.find(R"(,"webtrap":)");
+  ASSERT_NE(split, std::string::npos);
+  std::string webtrap_first =
+      "{" + text.substr(split + 1, text.size() - split - 2) + "," + text.substr(1, split - 1) + "}";
+  DecodeResult probe = decode(webtrap_first);
+  ASSERT_TRUE(probe.ok) << probe.error;
+  EXPECT_EQ(probe.record.format, RecordFormat::kWebtrap);
+  EXPECT_EQ(probe.record.request_headers.size(), 5u);
+
+  DecodeResult v3 = decode(modsec3Record(
+      R"("time_stamp":"Fri Dec  4 15:41:52 2026","client_ip":"203.0.113.9",)"));
+  ASSERT_TRUE(v3.ok) << v3.error;
+  EXPECT_EQ(v3.record.format, RecordFormat::kModsec3);
+
+  DecodeResult v2 = decode(
+      R"({"audit_data":{},"transaction":{"remote_address":"a","time":"04/Dec/2026:16:13:03 +0000"}})");
+  ASSERT_TRUE(v2.ok) << v2.error;
+  EXPECT_EQ(v2.record.format, RecordFormat::kModsec2);
+  EXPECT_EQ(v2.record.timestamp_us, kFixtureSeconds * 1000000);
+}
+
 TEST(AuditDecoder, WebtrapFormatNeedsWebtrapObject) {
   DecodeResult result = decode(modsec3Record(), RecordFormat::kWebtrap);
   ASSERT_FALSE(result.ok);
