@@ -7,7 +7,6 @@
 #include <condition_variable>
 #include <mutex>
 #include <stdexcept>
-#include <unordered_map>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -275,9 +274,6 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   std::condition_variable in_flight_done;
   std::uint32_t in_flight = 0;
 
-  std::mutex tokens_mutex;
-  std::unordered_map<std::string, SensorInfo> tokens;  // by SHA-256 hex of the token
-
   // Reserves a slot for one request between admission and its commit.
   // Returns false when every slot is taken, so the request gets 503 before
   // its body is decompressed. This bounds decompressed bodies in memory to
@@ -298,23 +294,11 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     in_flight_done.notify_all();
   }
 
-  // Looks up a sensor by token; enrolments made while running are found on
-  // the first request that uses them.
+  // Looks up a sensor by token in the store on every request (one indexed
+  // read), so a new enrolment works at once and a replaced token stops
+  // working at once, while the collector runs.
   std::optional<SensorInfo> sensorForToken(const std::string& token) {
-    std::string hash = sha256Hex(token);
-    {
-      std::lock_guard lock(tokens_mutex);
-      auto found = tokens.find(hash);
-      if (found != tokens.end()) {
-        return found->second;
-      }
-    }
-    auto sensor = store.findSensorByTokenHash(hash);
-    if (sensor) {
-      std::lock_guard lock(tokens_mutex);
-      tokens[hash] = *sensor;
-    }
-    return sensor;
+    return store.findSensorByTokenHash(sha256Hex(token));
   }
 
   // Handles an admin request at once (no store writes).
@@ -386,7 +370,15 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     }
     std::optional<SensorInfo> sensor;
     if (credential) {
-      sensor = sensorForToken(*credential);
+      try {
+        sensor = sensorForToken(*credential);
+      } catch (const std::exception& error) {
+        spdlog::error("collector: token lookup in the store failed: {}", error.what());
+        auto response = jsonError(request, http::status::service_unavailable,
+                                  "the store cannot be read now; retry later");
+        response.set(http::field::retry_after, std::to_string(kRetryAfterSeconds));
+        return response;
+      }
     }
     if (!sensor) {
       auto response = jsonError(request, http::status::unauthorized,

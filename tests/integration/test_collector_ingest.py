@@ -328,6 +328,14 @@ def run(workdir, collector):
           "sensor last seen gauge after restart")
     wait_for(lambda: len(set(collector.output_ids())) >= totals["stored"], 30,
              "the NDJSON output after restart")
+
+    # Enrolling the sensor again replaces its token while the collector runs.
+    new_token = collector.enrol("sensor-a")
+    status, _ = collector.post_batch(real[:1], token)
+    check(status == 401, f"replaced token: status {status}")
+    status, ack = collector.post_batch(real[:1], new_token)
+    check(status == 200 and ack["duplicates"] == 1, f"new token: {status} {ack}")
+
     check(collector.stop() == 0, "collector exit status after SIGTERM")
     check("collector: stopped" in collector.log(), "no stop line in the log")
 
