@@ -183,6 +183,14 @@ FileInput::FileInput(FileInputOptions options, Store& store, FileBatchHandler ha
       store_(store),
       handler_(std::move(handler)),
       counters_(std::make_unique<Counters>()) {
+  if (options_.time_zone == nullptr && !options_.timezone.empty()) {
+    options_.time_zone = findTimeZone(options_.timezone);
+    if (options_.time_zone == nullptr) {
+      throw ConfigError(fmt::format("file input {}: unknown time zone \"{}\"; give a name from "
+                                    "/usr/share/zoneinfo such as Europe/Berlin or UTC",
+                                    key_, options_.timezone));
+    }
+  }
   std::string labels = fmt::format("path=\"{}\"", escapeLabelValue(key_));
   counters_->lines = &metrics.counter("webtrap_collector_file_lines_total",
                                       "Lines read from the audit log file", labels);
@@ -234,9 +242,12 @@ void FileInput::run() {
     } catch (const std::exception& error) {
       ++failures;
       counters_->errors->inc();
-      spdlog::error("file input {}: {} (attempt {}); retrying from offset {} in {} ms", key_,
-                    error.what(), failures, file_ ? file_->committed : 0,
-                    options_.poll_interval_ms);
+      // The first failures, then one in 60, so an outage does not flood the log.
+      if (failures <= 3 || failures % 60 == 0) {
+        spdlog::error("file input {}: {} (attempt {}); retrying from offset {} every {} ms", key_,
+                      error.what(), failures, file_ ? file_->committed : 0,
+                      options_.poll_interval_ms);
+      }
     }
     std::unique_lock lock(mutex_);
     wake_.wait_for(lock, std::chrono::milliseconds(options_.poll_interval_ms),

@@ -38,7 +38,8 @@ struct FileInputOptions {
   std::string sensor_id;
   std::string group;
   // Zone of libmodsecurity v3 time stamps, which carry none: the `timezone`
-  // key, resolved at parse time; nullptr means the collector's local zone.
+  // key, resolved at parse time (or by FileInput when only the name is set);
+  // nullptr means the collector's local zone.
   std::string timezone;
   const TimeZone* time_zone = nullptr;
   std::uint64_t poll_interval_ms = 1000;

@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "collector/audit_time.h"
 #include "common/error.h"
 
 namespace webtrap::collector {
@@ -253,6 +254,20 @@ TEST_F(FileInputTest, MissingFileWaits) {
   EXPECT_EQ(input.pollOnce(), 0u);
   append(log_, recordLine("a") + "\n");
   EXPECT_EQ(input.pollOnce(), 1u);
+}
+
+TEST_F(FileInputTest, TimeZoneByName) {
+  FileInputOptions input_options = options();
+  input_options.time_zone = nullptr;
+  input_options.timezone = "America/New_York";
+  append(log_, recordLine("a") + "\n");
+  makeInput(input_options).pollOnce();
+  // 15:41:52 in New York is 20:41:52 UTC.
+  std::int64_t expected = (daysFromCivil(2026, 12, 4) * 86400 + 20 * 3600 + 41 * 60 + 52);
+  EXPECT_EQ(last_record_.timestamp_us, expected * 1000000);
+
+  input_options.timezone = "Nowhere/City";
+  EXPECT_THROW(makeInput(input_options), ConfigError);
 }
 
 TEST_F(FileInputTest, ThreadPicksUpAppends) {
