@@ -70,7 +70,7 @@ def main():
         record = (folder / "record.ndjson").read_bytes()
         config = folder / "collector.yaml"
         config.write_text(f"""listen: 127.0.0.1:0
-admin: {{listen: 127.0.0.1:0}}
+admin: {{listen: 127.0.0.1:0, token: admin-secret}}
 state_dir: {folder / "state"}
 tls:
   certificate: {folder / "server.pem"}
@@ -94,6 +94,18 @@ tls:
         wait_for(lambda: ports_file.exists() or collector.poll() is not None, 30, "ports file")
         check(collector.poll() is None, "collector exited at start")
         port = json.loads(ports_file.read_text())["ingest"]
+        admin = json.loads(ports_file.read_text())["admin"]
+
+        # The admin listener requires admin.token.
+        for headers, expected in (({}, 401), ({"Authorization": "Bearer wrong"}, 401),
+                                  ({"Authorization": "Bearer admin-secret"}, 200)):
+            request = urllib.request.Request(f"http://127.0.0.1:{admin}/metrics", headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    status = response.status
+            except urllib.error.HTTPError as error:
+                status = error.code
+            check(status == expected, f"/metrics with {headers}: {status}, expected {expected}")
 
         with_certificate = ssl.create_default_context(cafile=str(folder / "ca.pem"))
         with_certificate.load_cert_chain(str(folder / "client.pem"), str(folder / "client.key"))
