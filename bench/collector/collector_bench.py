@@ -110,6 +110,7 @@ class Records:
 
     def __init__(self, work_dir: str, count: int, seed: int, batch_records: int, gzip_level: int):
         self.count = count
+        self.seed = seed
         stem = os.path.join(work_dir, f"records-{count}-seed{seed}")
         self.ndjson = stem + ".ndjson"
         self.syslog = stem + ".syslog"
@@ -164,6 +165,16 @@ class Records:
                 cuts.append(handle.tell())
         cuts.append(size)
         return [(cuts[i], cuts[i + 1] - cuts[i]) for i in range(parts)]
+
+    def modsecurity_file(self) -> str:
+        """Return the libmodsecurity 3.0.9 layout of the same events, generating it on first use."""
+        path = self.ndjson.replace(".ndjson", "-modsecurity.ndjson")
+        if not os.path.exists(path):
+            log(f"generating the libmodsecurity layout of {self.count} records into {path}")
+            subprocess.run([sys.executable, os.path.join(HERE, "make_records.py"), "--count", str(self.count),
+                            "--seed", str(self.seed), "--modsecurity-output", path + ".tmp"], check=True)
+            os.replace(path + ".tmp", path)
+        return path
 
     def event_ids(self) -> set[str]:
         pattern = re.compile(rb'"event_id":"([0-9a-f-]{36})"')
@@ -256,14 +267,20 @@ def run_file_peer(name: str, command: list[str], env: dict | None, port: int, ou
     complete = written == records.count
     if not complete:
         log(f"{name}: {written} of {records.count} records written when the run ended")
-    return result(name, records, elapsed, cpu, rss, complete=complete, written=written,
+    return result(name, records, elapsed, cpu, rss, complete=complete,
+                  input_bytes=os.path.getsize(input_file) if from_file else 0, written=written,
                   other_cpu_percent=round(100 * other / elapsed))
 
 
-def result(name: str, records: Records, elapsed: float, cpu: float, rss: float, written: int, **extra) -> dict:
-    """Summarize one run. Rates count the records written, so a run stopped by its timeout still has a rate."""
+def result(name: str, records: Records, elapsed: float, cpu: float, rss: float, written: int,
+           input_bytes: int = 0, **extra) -> dict:
+    """Summarize one run. Rates count the records written, so a run stopped by its timeout still has a rate.
+
+    input_bytes is the size of the records as this system read them, when it
+    is not the probe NDJSON file.
+    """
     done = max(written, 1)
-    record_bytes = records.bytes * written / records.count
+    record_bytes = (input_bytes or records.bytes) * written / records.count
     return {"system": name, "records": records.count, "written": written, "seconds": round(elapsed, 3),
             "records_per_s": round(written / elapsed), "mib_per_s": round(record_bytes / elapsed / 2**20, 1),
             "cpu_s": round(cpu, 2), "cpu_us_per_record": round(cpu / done * 1e6, 1),
@@ -410,7 +427,8 @@ def start_profiler(pid: int, folder: str, timeout: float) -> subprocess.Popen:
     return process
 
 
-def write_collector_config(folder: str, port: int, admin_port: int, es_port: int, args) -> str:
+def write_collector_config(folder: str, port: int, admin_port: int, es_port: int, args,
+                           input_file: str = "") -> str:
     config = os.path.join(folder, "collector.yaml")
     with open(config, "w") as handle:
         handle.write(f"""listen: 127.0.0.1:{port}
@@ -418,6 +436,8 @@ admin: {{listen: "127.0.0.1:{admin_port}"}}
 state_dir: {folder}/state
 store: {{synchronous: {args.store_synchronous}}}
 """)
+        if input_file:
+            handle.write(f"inputs:\n  files:\n    - {{path: {input_file}, format: modsec3, sensor_id: bench-file}}\n")
         if args.elasticsearch:
             handle.write(f"outputs:\n  elasticsearch:\n    url: \"http://127.0.0.1:{es_port}\"\n")
             for line in args.es_option:
@@ -436,27 +456,41 @@ def enrol_sensor(webtrap: str, config: str) -> str:
     return match.group(1)
 
 
-def run_webtrap(records: Records, args) -> dict:
-    folder = os.path.join(args.work_dir, "webtrap")
+def run_webtrap(records: Records, args, from_file: bool = False) -> dict:
+    """Run the collector on probe batches over HTTP, or with from_file on the file input.
+
+    The file input reads the libmodsecurity layout of the same events from a
+    file that is complete before the collector starts, so that run is timed
+    from the collector's start.
+    """
+    name = "webtrap-file" if from_file else "webtrap"
+    folder = os.path.join(args.work_dir, name)
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     es_process, es_port = start_es_double(folder, args)
     collector = None
     try:
         port, admin_port = free_port(), free_port()
-        config = write_collector_config(folder, port, admin_port, es_port, args)
+        input_file = records.modsecurity_file() if from_file else ""
+        config = write_collector_config(folder, port, admin_port, es_port, args, input_file)
         token = enrol_sensor(args.webtrap, config)
         log_file = open(os.path.join(folder, "collector.log"), "w")
-        collector = subprocess.Popen([args.webtrap, "collector", "--config", config],
-                                     stdout=log_file, stderr=subprocess.STDOUT)
-        wait_for_port(port, collector, 30)
-        stats_url = f"http://127.0.0.1:{es_port}/_double/stats"
-        cpu_before = cpu_seconds(collector.pid)
         es_cpu_before = cpu_seconds(es_process.pid)
         busy_before = machine_busy_seconds()
-        sender = BatchSender(records.batches, port, token, args.senders)
-        profiler = start_profiler(collector.pid, folder, args.timeout) if args.profile else None
         start = time.monotonic()
+        collector = subprocess.Popen([args.webtrap, "collector", "--config", config],
+                                     stdout=log_file, stderr=subprocess.STDOUT)
+        cpu_before = 0.0
+        if not from_file:
+            wait_for_port(port, collector, 30)
+            cpu_before = cpu_seconds(collector.pid)
+            busy_before = machine_busy_seconds()
+            es_cpu_before = cpu_seconds(es_process.pid)
+            start = time.monotonic()
+        stats_url = f"http://127.0.0.1:{es_port}/_double/stats"
+        # The file run has no sender: its batch list is empty.
+        sender = BatchSender([] if from_file else records.batches, port, token, args.senders)
+        profiler = start_profiler(collector.pid, folder, args.timeout) if args.profile else None
         thread = threading.Thread(target=sender.run)
         thread.start()
         deadline = start + args.timeout
@@ -489,12 +523,22 @@ def run_webtrap(records: Records, args) -> dict:
     if sender.errors:
         log(f"webtrap: sender errors: {sender.errors[:3]}")
     # Without the Elasticsearch output, the run ends at the last acknowledgement.
-    complete = ids == expected if args.elasticsearch else sender.totals["stored"] == records.count
-    if not complete:
+    # The collector gives libmodsecurity records ids of its own, so the file run
+    # counts distinct ids in the double.
+    if from_file:
+        delivered_ids = len(ids)
+    elif args.elasticsearch:
+        delivered_ids = len(ids & expected)
+    else:
+        delivered_ids = sender.totals["stored"]
+    complete = delivered_ids == records.count
+    if not complete and not from_file:
         log(f"webtrap: the double holds {len(ids)} ids, {len(expected - ids)} missing, {len(ids - expected)} unexpected")
-    return result("webtrap", records, elapsed, cpu, rss, complete=complete,
-                  written=len(ids & expected) if args.elasticsearch else sender.totals["stored"],
-                  stored_seconds=round(stored_seconds, 3), stored_per_s=round(records.count / stored_seconds),
+    return result(name, records, elapsed, cpu, rss, complete=complete,
+                  input_bytes=os.path.getsize(input_file) if from_file else 0,
+                  written=delivered_ids,
+                  stored_seconds=None if from_file else round(stored_seconds, 3),
+                  stored_per_s=None if from_file else round(records.count / stored_seconds),
                   acknowledged=sender.totals, double_created=stats.get("created"),
                   double_conflicts=stats.get("conflicts"), double_bulk_requests=stats.get("bulk_requests"),
                   es_double_cpu_s=round(es_cpu, 2), sender_errors=sender.errors[:3],
@@ -563,13 +607,15 @@ def render(results: list[dict], facts: dict, args, date: str, records) -> str:
              "rsyslog-fsync": "imtcp, mmjsonparse, omfile with sync=\"on\" (fsync after each write)",
              "syslog-ng": "network(), json-parser, file() with flow control (no fsync)",
              "syslog-ng-fsync": "network(), json-parser, file() with flow control and fsync(yes)",
+             "webtrap-file": "file input tailing the libmodsecurity 3.0.9 layout of the same events, SQLite "
+                             f"synchronous={args.store_synchronous}, Elasticsearch output to the test double",
              "webtrap": f"POST /v1/records (gzip NDJSON, {args.batch_records} records per batch), SQLite "
                         f"synchronous={args.store_synchronous}, "
                         + ("Elasticsearch output to the test double" if args.elasticsearch else "no output")}
     for r in results:
-        versus = ratio(webtrap["records_per_s"], r["records_per_s"]) if webtrap and r is not webtrap else ""
-        versus_cpu = (ratio(r["cpu_us_per_record"], webtrap["cpu_us_per_record"])
-                      if webtrap and r is not webtrap else "")
+        is_peer = webtrap is not None and not r["system"].startswith("webtrap")
+        versus = ratio(webtrap["records_per_s"], r["records_per_s"]) if is_peer else ""
+        versus_cpu = ratio(r["cpu_us_per_record"], webtrap["cpu_us_per_record"]) if is_peer else ""
         per_cpu_second = round(1e6 / r["cpu_us_per_record"]) if r["cpu_us_per_record"] else "n/a"
         lines.append(f"| {r['system']} | {paths[r['system']]} | {r['records_per_s']} | {r['mib_per_s']} | {versus} | "
                      f"{r['cpu_us_per_record']} | {per_cpu_second} | {versus_cpu} | {r['peak_rss_mib']} | "
@@ -637,8 +683,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300, help="maximum seconds per system run")
     parser.add_argument("--fsync-timeout", type=float, default=90,
                         help="maximum seconds of a -fsync peer run; its rate counts the records written by then")
-    parser.add_argument("--systems", default="rsyslog,rsyslog-fsync,syslog-ng,syslog-ng-fsync,webtrap",
-                        help="comma-separated systems to run; the -fsync peers write their output with fsync")
+    parser.add_argument("--systems", default="rsyslog,rsyslog-fsync,syslog-ng,syslog-ng-fsync,webtrap,webtrap-file",
+                        help="comma-separated systems to run; the -fsync peers write their output with fsync, "
+                             "and webtrap-file reads the libmodsecurity layout through the collector's file input")
     parser.add_argument("--work-dir", help="folder for records, configurations and outputs")
     parser.add_argument("--from-results", metavar="RESULTS_JSON",
                         help="render the section from an earlier run's results.json, with the current --notes")
@@ -667,11 +714,12 @@ def main() -> int:
     systems = [s for s in args.systems.split(",") if s]
     runners = {"rsyslog": run_rsyslog, "syslog-ng": run_syslog_ng, "webtrap": run_webtrap,
                "rsyslog-fsync": lambda records, args: run_rsyslog(records, args, fsync=True),
-               "syslog-ng-fsync": lambda records, args: run_syslog_ng(records, args, fsync=True)}
+               "syslog-ng-fsync": lambda records, args: run_syslog_ng(records, args, fsync=True),
+               "webtrap-file": lambda records, args: run_webtrap(records, args, from_file=True)}
     unknown = set(systems) - set(runners)
     if unknown:
         parser.error(f"unknown system {sorted(unknown)[0]}: use {', '.join(runners)}")
-    if "webtrap" in systems and not args.webtrap:
+    if any(system.startswith("webtrap") for system in systems) and not args.webtrap:
         parser.error("--webtrap is required when the systems include webtrap")
     os.makedirs(args.work_dir, exist_ok=True)
     records = Records(args.work_dir, args.count, args.seed, args.batch_records, args.gzip_level)

@@ -8,7 +8,7 @@
 # `scripts/install-deps.sh --with-bench`. Loopback only.
 #
 # Usage: bench/collector/run.sh [--count N] [--senders N] [--batch-records N]
-#                               [--systems rsyslog,rsyslog-fsync,syslog-ng,syslog-ng-fsync,webtrap]
+#                               [--systems rsyslog,rsyslog-fsync,syslog-ng,syslog-ng-fsync,webtrap,webtrap-file]
 #                               [--timeout S] [--fsync-timeout S] [--es-option 'KEY: VALUE'] [--profile]
 #                               [--store-synchronous full|normal|off] [--no-elasticsearch]
 #                               [--no-docs]
@@ -24,7 +24,7 @@ readonly ORIGINAL_ARGS="$*"
 readonly WORK_DIR=${WEBTRAP_BENCH_WORK_DIR:-/tmp/webtrap-collector-bench}
 
 output=$SOURCE_DIR/docs/benchmarks.md
-systems=rsyslog,rsyslog-fsync,syslog-ng,syslog-ng-fsync,webtrap
+systems=rsyslog,rsyslog-fsync,syslog-ng,syslog-ng-fsync,webtrap,webtrap-file
 from_results=""
 args=()
 while (($#)); do
