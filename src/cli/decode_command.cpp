@@ -1,5 +1,5 @@
 // `webtrap decode`: decodes audit log files (one JSON record per line) and
-// prints each record as the collector sees it, one JSON object per line.
+// prints each record as the collector decodes it, one JSON object per line.
 #include <chrono>
 #include <cstdio>
 #include <ctime>

@@ -308,7 +308,7 @@ DecodeResult decodeAuditRecord(std::string_view json, const DecodeOptions& optio
   AuditRecord& record = result.record;
 
   // simdjson accepts only valid UTF-8, but real audit logs copy request bytes
-  // as they came; each invalid byte becomes U+FFFD, and the exact input is
+  // as they came. Each invalid byte becomes U+FFFD, and the exact input is
   // kept in original_base64.
   std::string repaired;
   std::string_view text = raw;

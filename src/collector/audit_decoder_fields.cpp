@@ -11,7 +11,7 @@ namespace webtrap::collector::decoder {
 
 namespace {
 
-// Longest value quoted back in an error message.
+// Maximum length of a value quoted in an error message.
 constexpr std::size_t kMaxQuotedValue = 40;
 
 std::string_view trimSpace(std::string_view text) {

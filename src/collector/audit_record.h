@@ -97,17 +97,17 @@ struct AuditRecord {
 
   // The record as received, as valid UTF-8 JSON text: kept whole in the
   // stored document (event.original), so nothing the producer wrote is lost.
-  // NOTE: the decoder checks the JSON syntax of every value it reads but, for
-  // speed, skips the fields it does not use (mod_security2's error_messages,
-  // say) without checking them, so a syntax error there is kept in
-  // `original` rather than rejecting the record. Full checking cost 35% of
+  // NOTE: the decoder checks the JSON syntax of every value it reads. For
+  // speed, it skips the fields it does not use (such as mod_security2's
+  // error_messages) without checking them, so a syntax error there stays in
+  // `original` instead of rejecting the record. Full checking cost 35% of
   // the decoding rate.
   std::string original;
 
   // True when the input held bytes that were not well-formed UTF-8. The
   // decoder replaced each such byte with U+FFFD before parsing (JSON text must
-  // be Unicode), so `original` and the string fields hold the replaced text,
-  // and `original_base64` holds the exact input bytes.
+  // be Unicode), so `original` and the string fields contain the replaced
+  // text, and `original_base64` contains the exact input bytes.
   bool invalid_utf8 = false;
   std::string original_base64;  // standard base64 of the input; empty when invalid_utf8 is false
 };

@@ -2,7 +2,7 @@
 // libmodsecurity v3 SecAuditLogType Serial, mod_security2 JSON, or probe
 // spool records), decodes each line and hands the records to the collector
 // core. The byte offset is persisted in the store only after the core has
-// committed the records, so delivery is at least once: a crash between the
+// committed the records, so delivery is at least once. A crash between the
 // commit and the offset update reads those lines again, and their event ids
 // make them duplicates.
 //
@@ -67,9 +67,9 @@ struct RejectedLine {
 };
 
 // Receives the records of one batch, with the lines that were rejected.
-// It must return only after both are committed; it throws to signal that
-// nothing was committed, and the file input then reads the batch again
-// after the poll interval.
+// It must return only after both are committed. It throws when nothing was
+// committed, and the file input then reads the batch again after the poll
+// interval.
 using FileBatchHandler = std::function<void(
     std::vector<AuditRecord>&& records, std::vector<RejectedLine>&& rejected,
     const FileInputOptions& input)>;
