@@ -268,7 +268,7 @@ def run_file_peer(name: str, command: list[str], env: dict | None, port: int, ou
     if not complete:
         log(f"{name}: {written} of {records.count} records written when the run ended")
     return result(name, records, elapsed, cpu, rss, complete=complete,
-                  input_bytes=os.path.getsize(input_file) if from_file else 0, written=written,
+                  written=written,
                   other_cpu_percent=round(100 * other / elapsed))
 
 
