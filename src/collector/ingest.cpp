@@ -177,18 +177,19 @@ IngestResult Ingest::commit(Prepared& prepared, const IngestSource& source,
   result.received = prepared.received;
   result.rejected = prepared.rejected.size();
   try {
-    // Dead letters first: a batch acknowledged as "rejected" must have its
-    // lines kept somewhere.
-    for (const DeadLetter& letter : prepared.rejected) {
-      store_.addDeadLetter(letter);
+    // The store writes sensor notes with the next insert, so noting before
+    // the insert puts this batch's count in the same transaction as its
+    // events, and a crash right after the acknowledgement keeps both.
+    if (!source.sensor_id.empty() && prepared.received > 0) {
+      store_.noteSensorSeen(source.sensor_id, now_ms, prepared.received);
     }
+    // Dead letters before the events: a batch acknowledged as "rejected"
+    // must have its lines kept somewhere.
+    store_.addDeadLetters(prepared.rejected);
     if (!prepared.events.empty()) {
       InsertSummary summary = store_.insert(prepared.events);
       result.stored = summary.stored;
       result.duplicates = summary.duplicates;
-    }
-    if (!source.sensor_id.empty() && prepared.received > 0) {
-      store_.noteSensorSeen(source.sensor_id, now_ms, prepared.received);
     }
   } catch (const std::exception& error) {
     commit_failures_.inc();
