@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The collector answers 503 while its disk is full, and recovers when space returns.
+"""The collector returns 503 while its disk is full, and recovers when space returns.
 
 The store lives on a 3 MiB tmpfs. Batches are posted until the store
 cannot commit: those get 503 with Retry-After, /healthz turns 503 and names
