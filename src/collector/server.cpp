@@ -450,6 +450,12 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
                                 "the store cannot take records now; retry later");
       response.set(http::field::retry_after, std::to_string(kRetryAfterSeconds));
       return response;
+    } catch (const std::exception& error) {
+      // An exception must not leave the worker thread, which would end the
+      // process. Nothing was committed, so the sender may retry.
+      spdlog::error("collector: ingest failed sensor={}: {}", source.sensor_id, error.what());
+      return jsonError(request, http::status::internal_server_error,
+                       "ingest failed; nothing of the batch was stored");
     }
     std::string ack;
     JsonWriter json(ack);
