@@ -1,0 +1,483 @@
+#!/usr/bin/env python3
+"""Attacks `webtrap collector` the way a hostile client or a careless operator would.
+
+Each check starts its own collector on 127.0.0.1 with a temporary state
+folder and fails on one specific weakness:
+
+- request bodies buffered in memory before the token is checked;
+- a busy accept loop and a log flood when file descriptors run out;
+- one store transaction per dead-lettered line, which makes a batch of
+  broken lines slow and not atomic;
+- batches committed during a SIGTERM but never answered;
+- zero and absurd values for limits and io_threads accepted without an error;
+- a file input that stays stuck after its path was briefly a folder;
+- duplicate Authorization headers accepted;
+- the shipper sending its token in clear text to a proxy from the environment
+  even though its URL is a loopback http:// address.
+
+Every check runs even when an earlier one fails, and the test exits 1 if any
+failed. It took about 25 s on a 2-core virtual machine.
+"""
+
+import gzip
+import http.client
+import json
+import os
+import pathlib
+import resource
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BIN = pathlib.Path(os.environ.get("WEBTRAP_BIN", ""))
+SOURCE_DIR = pathlib.Path(os.environ.get("WEBTRAP_SOURCE_DIR",
+                                         pathlib.Path(__file__).resolve().parents[2]))
+MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Collector:
+    """A collector on loopback ports chosen by the kernel."""
+
+    def __init__(self, workdir, extra="", limits="{}", nofile=None):
+        self.dir = pathlib.Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state = self.dir / "state"
+        self.config = self.dir / "collector.yaml"
+        self.config.write_text(f"listen: 127.0.0.1:0\n"
+                               f"admin: {{listen: 127.0.0.1:0}}\n"
+                               f"state_dir: {self.state}\n"
+                               f"limits: {limits}\n{extra}")
+        self.ports_file = self.dir / "ports.json"
+        self.log_path = self.dir / "collector.log"
+        self.nofile = nofile
+        self.process = None
+
+    def command(self, *args):
+        return subprocess.run([str(BIN), "collector", "--config", str(self.config), *args],
+                              capture_output=True, text=True, timeout=60)
+
+    def enrol(self, sensor_id):
+        result = self.command("enrol", "--sensor-id", sensor_id)
+        check(result.returncode == 0, f"enrol failed:\n{result.stdout}{result.stderr}")
+        return next(line.split('"')[1] for line in result.stdout.splitlines()
+                    if line.strip().startswith("token:"))
+
+    def start(self):
+        if self.ports_file.exists():
+            self.ports_file.unlink()
+        limit = self.nofile
+
+        def limit_files():
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(BIN), "collector", "--config", str(self.config), "--ports-file",
+                 str(self.ports_file)],
+                stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_files)
+        wait_for(lambda: self.ports_file.exists() or self.process.poll() is not None, 30,
+                 "the collector's ports file")
+        check(self.process.poll() is None, "the collector exited at start:\n" + self.log())
+        ports = json.loads(self.ports_file.read_text())
+        self.ingest_port = ports["ingest"]
+        self.admin_port = ports["admin"]
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=70)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def status_kib(self, field):
+        for line in open(f"/proc/{self.process.pid}/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise AssertionError(f"{field} missing from /proc/{self.process.pid}/status")
+
+    def cpu_seconds(self):
+        fields = open(f"/proc/{self.process.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def exchange(port, data, timeout=30):
+    """Send raw bytes, half-close, and return everything the server sends back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        received = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+def post(port, path, body, headers=()):
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers)
+            + "\r\n")
+    response = exchange(port, head.encode() + body)
+    try:
+        return int(response.split(b" ", 2)[1]), response.split(b"\r\n\r\n", 1)[-1]
+    except (IndexError, ValueError):
+        return None, response
+
+
+def make_records(workdir, count):
+    path = workdir / "records.ndjson"
+    subprocess.run([sys.executable, str(MAKE_RECORDS), "--count", str(count), "--probe-output",
+                    str(path)], check=True, capture_output=True, timeout=120)
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def unauthenticated_bodies_not_buffered(workdir, records):
+    collector = Collector(workdir, limits="{max_body_bytes: 32MiB, max_decompressed_bytes: 64MiB}")
+    collector.start()
+    try:
+        before = collector.status_kib("VmRSS")
+        megabyte = b"x" * (1 << 20)
+        sockets = []
+        try:
+            # Eight connections without any token, each 16 MiB into a 24 MiB body.
+            for _ in range(8):
+                sock = socket.create_connection(("127.0.0.1", collector.ingest_port), timeout=10)
+                sock.sendall(b"POST /v1/records HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             b"Content-Length: 25165824\r\n\r\n")
+                try:
+                    for _ in range(16):
+                        sock.sendall(megabyte)
+                except OSError:
+                    pass  # the collector closed the connection early, as it should
+                sockets.append(sock)
+            time.sleep(0.5)
+            grown_mib = (collector.status_kib("VmRSS") - before) / 1024
+        finally:
+            for sock in sockets:
+                sock.close()
+        check(grown_mib < 48,
+              f"the collector grew by {grown_mib:.0f} MiB while 8 clients without a token sent "
+              "16 MiB each; the token must be checked before the body is read")
+    finally:
+        collector.stop()
+
+
+def descriptor_exhaustion_no_busy_loop(workdir, records):
+    collector = Collector(workdir, nofile=64)
+    token = collector.enrol("s1")
+    collector.start()
+    sockets = []
+    try:
+        for _ in range(80):
+            try:
+                sockets.append(socket.create_connection(("127.0.0.1", collector.admin_port),
+                                                        timeout=2))
+            except OSError:
+                break
+        time.sleep(0.3)
+        cpu_before = collector.cpu_seconds()
+        log_before = collector.log_path.stat().st_size
+        time.sleep(1.0)
+        cpu_used = collector.cpu_seconds() - cpu_before
+        log_grown = collector.log_path.stat().st_size - log_before
+        for sock in sockets:
+            sock.close()
+        sockets = []
+        check(cpu_used < 0.5,
+              f"with every file descriptor in use the collector used {cpu_used:.2f} s of CPU in "
+              "1 s; accept must back off after EMFILE")
+        check(log_grown < 100_000,
+              f"with every file descriptor in use the log grew by {log_grown} bytes in 1 s; "
+              "repeated accept failures must be rate-limited")
+        time.sleep(0.5)
+        status, body = post(collector.ingest_port, "/v1/records", records[0],
+                            [("Authorization", f"Bearer {token}")])
+        check(status == 200, f"ingest after the descriptors were freed: {status} {body[:200]!r}")
+    finally:
+        for sock in sockets:
+            sock.close()
+        collector.stop()
+
+
+def dead_letter_batch_atomic(workdir, records):
+    collector = Collector(workdir)
+    token = collector.enrol("s1")
+    collector.start()
+    seen_counts = set()
+    posting = threading.Event()
+    posting.set()
+
+    def watch_dead_letters():
+        connection = sqlite3.connect(f"file:{collector.state / 'store.sqlite'}?mode=ro", uri=True,
+                                     timeout=5)
+        while posting.is_set():
+            seen_counts.add(connection.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+            time.sleep(0.002)
+        connection.close()
+
+    watcher = threading.Thread(target=watch_dead_letters)
+    watcher.start()
+    try:
+        broken = b"".join(b'{"broken": %d}\n' % i for i in range(6000))
+        status, body = post(collector.ingest_port, "/v1/records", gzip.compress(broken),
+                            [("Authorization", f"Bearer {token}"), ("Content-Encoding", "gzip")])
+    finally:
+        posting.clear()
+        watcher.join()
+        collector.stop()
+    check(status == 200, f"batch of 6000 broken lines: {status} {body[:200]!r}")
+    check(json.loads(body)["rejected"] == 6000, f"batch of 6000 broken lines: {body!r}")
+    # One transaction per line also makes such a batch take seconds (5 to 11 s
+    # on a 2-core virtual machine with a shared disk) and duplicates dead
+    # letters when a later step fails and the sender retries.
+    partial = sorted(count for count in seen_counts if count not in (0, 6000))
+    check(not partial,
+          f"a reader saw {len(partial)} partial dead-letter counts of the batch, such as "
+          f"{partial[:5]}; its dead letters must be committed in one transaction")
+
+
+def sigterm_answers_committed_batches(workdir, records):
+    collector = Collector(workdir, limits="{max_body_bytes: 32MiB, max_decompressed_bytes: 64MiB}")
+    token = collector.enrol("s1")
+    collector.start()
+    batches = [records[i:i + 250] for i in range(0, len(records), 250)]
+    lock = threading.Lock()
+    next_batch = [0]
+    unanswered = []
+
+    def send_batches():
+        connection = http.client.HTTPConnection("127.0.0.1", collector.ingest_port, timeout=20)
+        while True:
+            with lock:
+                if next_batch[0] >= len(batches):
+                    return
+                batch = batches[next_batch[0]]
+                next_batch[0] += 1
+            try:
+                connection.request("POST", "/v1/records", gzip.compress(b"".join(batch), 1),
+                                   {"Authorization": f"Bearer {token}",
+                                    "Content-Encoding": "gzip"})
+                response = connection.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                with lock:
+                    unanswered.append(batch)
+                return
+
+    threads = [threading.Thread(target=send_batches) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: next_batch[0] >= 16, 30, "16 batches sent")
+    started = time.monotonic()
+    collector.process.send_signal(signal.SIGTERM)
+    try:
+        collector.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        collector.process.kill()
+        collector.process.wait()
+    finally:
+        stop_seconds = time.monotonic() - started
+        for thread in threads:
+            thread.join()
+    check(stop_seconds < 15, f"the collector took {stop_seconds:.0f} s to stop after SIGTERM")
+
+    connection = sqlite3.connect(str(collector.state / "store.sqlite"))
+    stored = {row[0] for row in connection.execute("SELECT event_id FROM events")}
+    connection.close()
+    committed_unanswered = 0
+    for batch in unanswered:
+        ids = {json.loads(line)["webtrap"]["event_id"] for line in batch}
+        if ids <= stored:
+            committed_unanswered += 1
+    check(committed_unanswered == 0,
+          f"{committed_unanswered} of {len(unanswered)} unanswered batches were committed: "
+          "after SIGTERM the collector must answer what it commits, or take no new requests")
+
+
+def bad_limits_rejected(workdir, records):
+    cases = {
+        "limits.read_timeout": "limits: {read_timeout: 0s}\n",
+        "limits.idle_timeout": "limits: {idle_timeout: 0s}\n",
+        "limits.max_connections": "limits: {max_connections: 0}\n",
+        "limits.max_body_bytes": "limits: {max_body_bytes: 0}\n",
+        "io_threads": "io_threads: 1000000\n",
+    }
+    failures = []
+    for key, text in cases.items():
+        config = workdir / f"{key}.yaml"
+        config.write_text(f"listen: 127.0.0.1:0\nadmin: {{listen: 127.0.0.1:0}}\n"
+                          f"state_dir: {workdir / 'state'}\n{text}")
+        result = subprocess.run([str(BIN), "collector", "--config", str(config), "count"],
+                                capture_output=True, text=True, timeout=30)
+        if result.returncode != 2 or key not in result.stderr:
+            last_line = (result.stderr.strip().splitlines() or [""])[-1]
+            failures.append(f"{text.strip()}: exit {result.returncode}, last line {last_line!r}")
+    check(not failures, "values that make the collector unusable were accepted:\n  "
+          + "\n  ".join(failures))
+
+
+def file_input_recovers_from_folder(workdir, records):
+    audit_log = workdir / "audit.json"
+    collector = Collector(workdir, extra=(
+        "inputs:\n  files:\n"
+        f"    - {{path: {audit_log}, format: webtrap, sensor_id: f1, poll_interval: 100ms}}\n"))
+
+    def stored_events():
+        return json.loads(collector.command("count").stdout)["events"]
+
+    audit_log.write_bytes(b"".join(records[0:5]))
+    collector.start()
+    try:
+        wait_for(lambda: stored_events() >= 5, 20, "the first 5 records of the file")
+        audit_log.unlink()
+        audit_log.mkdir()
+        time.sleep(0.5)
+        audit_log.rmdir()
+        audit_log.write_bytes(b"".join(records[5:10]))
+        try:
+            wait_for(lambda: stored_events() >= 10, 8, "records written after the folder")
+        except AssertionError:
+            raise AssertionError(
+                f"the file input read {stored_events() - 5} of 5 records written after its path "
+                "was a folder for 0.5 s; it must reopen the path")
+    finally:
+        collector.stop()
+
+
+def duplicate_authorization_rejected(workdir, records):
+    collector = Collector(workdir)
+    token = collector.enrol("s1")
+    collector.start()
+    try:
+        status, body = post(collector.ingest_port, "/v1/records", records[0],
+                            [("Authorization", f"Bearer {token}"),
+                             ("Authorization", "Bearer another-token")])
+        check(status in (400, 401),
+              f"two different Authorization headers got {status} {body[:200]!r}; an ambiguous "
+              "credential must be rejected")
+    finally:
+        collector.stop()
+
+
+def shipper_ignores_proxy_environment(workdir, records):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.2)
+    proxy_port = listener.getsockname()[1]
+
+    spool = workdir / "spool"
+    spool.mkdir()
+    (spool / "segment-000000000001.ndjson").write_bytes(b"".join(records[0:3]))
+    # Port 9 on loopback is closed: the shipper may only fail to connect.
+    config = workdir / "probe.yaml"
+    config.write_text("shipper:\n  url: http://127.0.0.1:9\n  token: proxy-test-token\n"
+                      "  retry_max: 1s\n")
+
+    environment = dict(os.environ, http_proxy=f"http://127.0.0.1:{proxy_port}",
+                       HTTP_PROXY=f"http://127.0.0.1:{proxy_port}")
+    shipper = subprocess.Popen([str(BIN), "ship", "--config", str(config), "--spool", str(spool),
+                                "--until-idle"], env=environment, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+
+    received = b""
+    try:
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline and not received:
+            try:
+                connection, _ = listener.accept()
+            except socket.timeout:
+                continue
+            connection.settimeout(1)
+            try:
+                received = connection.recv(4096)
+            except socket.timeout:
+                received = b"<connected>"
+            connection.close()
+    finally:
+        shipper.kill()
+        shipper.wait()
+        listener.close()
+    check(not received,
+          "the shipper sent its loopback http:// batch through the proxy in http_proxy: "
+          f"{received[:160]!r}; the token would leave the host in clear text")
+
+
+CHECKS = [
+    unauthenticated_bodies_not_buffered,
+    descriptor_exhaustion_no_busy_loop,
+    dead_letter_batch_atomic,
+    sigterm_answers_committed_batches,
+    bad_limits_rejected,
+    file_input_recovers_from_folder,
+    duplicate_authorization_rejected,
+    shipper_ignores_proxy_environment,
+]
+
+
+def main():
+    if not BIN.is_file():
+        print("WEBTRAP_BIN is not set or not a file; skipping")
+        return 77
+    # State folders go next to the binary rather than in /tmp, which may be
+    # a small tmpfs.
+    root = pathlib.Path(tempfile.mkdtemp(prefix="collector-abuse-", dir=BIN.parent))
+    failed = []
+    try:
+        records = make_records(root, 5000)
+        for check_function in CHECKS:
+            workdir = root / check_function.__name__
+            workdir.mkdir()
+            started = time.monotonic()
+            try:
+                check_function(workdir, records)
+                print(f"ok   {check_function.__name__} ({time.monotonic() - started:.1f} s)")
+            except AssertionError as error:
+                failed.append(check_function.__name__)
+                print(f"FAIL {check_function.__name__} ({time.monotonic() - started:.1f} s): "
+                      f"{error}")
+            sys.stdout.flush()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if failed:
+        print(f"{len(failed)} of {len(CHECKS)} checks failed: {', '.join(failed)}")
+        return 1
+    print(f"all {len(CHECKS)} checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
