@@ -586,8 +586,9 @@ def check_counters(probes, collector, double_stats, malformed_response, checks):
       cut off after the commit and before the acknowledgement, which the
       shipper then sent again;
     - the sensors' record counts in /healthz (received lines, persisted):
-      each >= that sensor's events in the store, and their sum == events
-      + duplicates + dead letters;
+      each >= that sensor's events in the store, and their sum >= events
+      + duplicates + dead letters (a batch whose commit was cut off counts
+      once per attempt);
     - collector /metrics of the last run (counters restart at zero after a
       kill): received == stored + duplicates + rejected on the probe input,
       and the dead letters of the malformed batch are counted;
@@ -625,9 +626,13 @@ def check_counters(probes, collector, double_stats, malformed_response, checks):
         checks.true(f"/healthz: sensor {probe.sensor_id} records >= its events in the store",
                     sensors.get(probe.sensor_id, 0) >= stored_per_sensor.get(probe.sensor_id, 0),
                     f"{sensors.get(probe.sensor_id)} < {stored_per_sensor.get(probe.sensor_id)}")
-    checks.equal("/healthz: sum of sensor records == events + duplicates + dead letters",
-                 sum(sensors.values()),
-                 counts["events"] + counts["duplicates"] + counts["dead_letters"])
+    # A batch that reached the store but whose own commit a kill or a 503
+    # cut off is counted on each attempt, so the sum may exceed the store's
+    # counts. It must never be below them.
+    committed = counts["events"] + counts["duplicates"] + counts["dead_letters"]
+    checks.true("/healthz: sum of sensor records >= events + duplicates + dead letters",
+                sum(sensors.values()) >= committed, f"{sum(sensors.values())} < {committed}")
+    log(f"     sensor records beyond the store's counts: {sum(sensors.values()) - committed}")
 
     samples = collector.metrics()
     received = metric_sum(samples, "webtrap_collector_input_received_total", input="probe")
