@@ -1,18 +1,69 @@
 #!/usr/bin/env bash
-# Installs what webtrap needs, builds it, and runs a probe on loopback with
-# the built-in defaults. Records go to var/spool/; stop with Ctrl-C.
+# Installs what webtrap needs, builds it, and runs a probe and a collector on
+# loopback with the built-in defaults. The probe's shipper sends each record
+# to the collector, which keeps it in its embedded SQLite store. This terminal
+# prints each record once it is stored. Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 ./scripts/build.sh webtrap
 
-mkdir -p var/spool var/state
+mkdir -p var/spool var/state var/collector var/log
+webtrap=./build/webtrap
+
+# A new token at every start: enrolling again replaces the old one, so the
+# token file and the collector's store can never disagree.
+"$webtrap" collector --config etc/collector.yaml enrol --sensor-id demo-probe --group lab \
+  --token-file var/state/shipper.token >/dev/null 2>>var/log/collector.log
+
+# The probe's own configuration plus the shipper section that points at the
+# collector on loopback.
+{
+  cat etc/probe.yaml
+  printf '\nshipper:\n  url: http://127.0.0.1:7380\n  token_file: var/state/shipper.token\n'
+} >var/state/probe-with-shipper.yaml
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  echo "webtrap: stopped; logs in var/log/, records in var/collector/store.sqlite"
+}
+trap stop_all INT TERM EXIT
+
+rm -f var/collector/ports.json
+"$webtrap" collector --config etc/collector.yaml --ports-file var/collector/ports.json \
+  >>var/log/collector.log 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  [[ -s var/collector/ports.json ]] && break
+  if ! kill -0 "${pids[0]}" 2>/dev/null; then
+    echo "webtrap: the collector did not start; see var/log/collector.log" >&2
+    tail -n 20 var/log/collector.log >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+
+"$webtrap" probe --config var/state/probe-with-shipper.yaml >>var/log/probe.log 2>&1 &
+pids+=($!)
+
 cat <<TEXT
-webtrap: starting a probe on loopback (Ctrl-C stops it)
-  web:     http://127.0.0.1:8080/   and http://[::1]:8080/
-  tls:     https://127.0.0.1:8443/  (self-signed certificate)
-  bait:    http://127.0.0.1:8888/   (a port no real user visits)
-  metrics: http://127.0.0.1:9101/metrics
-  records: var/spool/segment-*.ndjson (one new segment per start; see README)
+webtrap: a probe and a collector are running on loopback (Ctrl-C stops both)
+  web:       http://127.0.0.1:8080/   and http://[::1]:8080/
+  tls:       https://127.0.0.1:8443/  (self-signed certificate)
+  bait:      http://127.0.0.1:8888/   (a port no real user visits)
+  probe:     metrics http://127.0.0.1:9101/metrics, log var/log/probe.log
+  collector: metrics http://127.0.0.1:9102/metrics, health http://127.0.0.1:9102/healthz,
+             log var/log/collector.log, store var/collector/store.sqlite
+Each request the probe receives appears below once the collector has stored it:
 TEXT
-exec ./build/webtrap probe --config etc/probe.yaml "$@"
+"$webtrap" collector --config etc/collector.yaml tail --follow --last 0 &
+pids+=($!)
+# Either one stopping ends the demo; the trap stops the other.
+wait -n "${pids[0]}" "${pids[1]}" || true
