@@ -1,10 +1,16 @@
 // `webtrap collector`: runs the collector until SIGINT or SIGTERM, and its
-// maintenance subcommands (enrol, setup-elasticsearch, dead-letters, count).
+// maintenance subcommands (enrol, setup-elasticsearch, dead-letters, count,
+// tail).
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/rand.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -12,6 +18,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
+#include <simdjson.h>
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
@@ -41,7 +48,9 @@ struct CollectorOptions {
   std::string sensor_id;
   std::string group = "default";
   std::string collector_url;
+  std::string token_file;
   std::size_t limit = 20;
+  bool follow = false;
 };
 
 std::int64_t nowMilliseconds() {
@@ -289,6 +298,26 @@ std::string newToken() {
   return hexEncode(std::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
 }
 
+// Writes the token with mode 0600, replacing the file, so a script can hand
+// it to a probe without the token passing through a terminal.
+void writeTokenFile(const std::string& path, const std::string& token) {
+  std::string temporary = path + ".tmp";
+  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    throw ConfigError(fmt::format("--token-file {}: cannot create {}: {}; choose a writable folder",
+                                  path, temporary, std::strerror(errno)));
+  }
+  std::string text = token + "\n";
+  bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+                 ::fsync(fd) == 0;
+  ::close(fd);
+  if (!written || std::rename(temporary.c_str(), path.c_str()) != 0) {
+    ::unlink(temporary.c_str());
+    throw std::runtime_error(fmt::format("--token-file {}: write failed: {}", path,
+                                         std::strerror(errno)));
+  }
+}
+
 int runEnrol(const CollectorOptions& options) {
   setupLogging(options.log_level);
   if (options.sensor_id.empty()) {
@@ -324,9 +353,17 @@ int runEnrol(const CollectorOptions& options) {
 
   fmt::print("Enrolled sensor \"{}\" (group \"{}\"){}.\n", sensor.sensor_id, sensor.group,
              replaced ? ", replacing its previous token" : "");
-  fmt::print("Token (shown once; the collector keeps only its SHA-256):\n  {}\n\n", token);
-  fmt::print("Paste into the probe's configuration file:\n\n");
-  fmt::print("shipper:\n  url: {}\n  token: \"{}\"\n", url, token);
+  if (!options.token_file.empty()) {
+    writeTokenFile(options.token_file, token);
+    fmt::print("Token written to {} (mode 0600; the collector keeps only its SHA-256).\n\n",
+               options.token_file);
+    fmt::print("Paste into the probe's configuration file:\n\n");
+    fmt::print("shipper:\n  url: {}\n  token_file: {}\n", url, options.token_file);
+  } else {
+    fmt::print("Token (shown once; the collector keeps only its SHA-256):\n  {}\n\n", token);
+    fmt::print("Paste into the probe's configuration file:\n\n");
+    fmt::print("shipper:\n  url: {}\n  token: \"{}\"\n", url, token);
+  }
   if (!config.tls.certificate.empty()) {
     fmt::print("  ca_file: /path/to/collector-ca.pem   # the CA that signed {}\n",
                config.tls.certificate.string());
@@ -388,6 +425,85 @@ int runCount(const CollectorOptions& options) {
   return 0;
 }
 
+// One line per stored event: time, sensor, source, request, status and the
+// rules that matched. Reads the store, so it works beside a running collector.
+std::string tailLine(simdjson::ondemand::parser& parser, const StoredEvent& event) {
+  simdjson::padded_string json(event.document);
+  simdjson::ondemand::document doc;
+  if (parser.iterate(json).get(doc) != simdjson::SUCCESS) {
+    return fmt::format("{} (document not readable)", event.event_id);
+  }
+  auto text = [&doc](const char* pointer) -> std::string {
+    std::string_view value;
+    doc.rewind();
+    if (doc.at_pointer(pointer).get_string().get(value) == simdjson::SUCCESS) {
+      return std::string(value);
+    }
+    return "-";
+  };
+  std::string timestamp = text("/@timestamp");
+  std::string sensor = text("/observer/name");
+  std::string source = text("/source/ip");
+  std::string country = text("/source/geo/country_iso_code");
+  std::string method = text("/http/request/method");
+  std::string url = text("/url/original");
+  std::int64_t status = 0;
+  doc.rewind();
+  if (doc.at_pointer("/http/response/status_code").get_int64().get(status) != simdjson::SUCCESS) {
+    status = 0;
+  }
+  std::string rules;
+  doc.rewind();
+  simdjson::ondemand::value rule_ids;
+  if (doc.at_pointer("/rule/id").get(rule_ids) == simdjson::SUCCESS) {
+    simdjson::ondemand::json_type type;
+    if (rule_ids.type().get(type) == simdjson::SUCCESS &&
+        type == simdjson::ondemand::json_type::array) {
+      for (auto item : rule_ids.get_array()) {
+        std::string_view id;
+        if (item.get_string().get(id) == simdjson::SUCCESS) {
+          rules += rules.empty() ? "" : ",";
+          rules += id;
+        }
+      }
+    } else {
+      std::string_view id;
+      if (rule_ids.get_string().get(id) == simdjson::SUCCESS) {
+        rules = std::string(id);
+      }
+    }
+  }
+  if (url.size() > 100) {
+    url = url.substr(0, 97) + "...";
+  }
+  std::string from = country == "-" ? source : fmt::format("{} ({})", source, country);
+  return fmt::format("{}  {}  {}  {} {}  {}  rules: {}", timestamp, sensor, from, method, url,
+                     status, rules.empty() ? "none" : rules);
+}
+
+int runTail(const CollectorOptions& options) {
+  setupLogging(options.log_level == "info" ? "warn" : options.log_level);
+  CollectorConfig config = loadConfig(options);
+  auto store = openStore(config);
+  std::int64_t after = std::max<std::int64_t>(0, store->lastSeq() -
+                                                     static_cast<std::int64_t>(options.limit));
+  simdjson::ondemand::parser parser;
+  while (true) {
+    auto events = store->readAfter(after, 500, 4 << 20);
+    for (const auto& event : events) {
+      fmt::print("{}\n", tailLine(parser, event));
+      after = event.seq;
+    }
+    std::fflush(stdout);
+    if (!options.follow) {
+      return 0;
+    }
+    if (events.empty()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+  }
+}
+
 }  // namespace
 
 void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
@@ -412,6 +528,8 @@ void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
   enrol->add_option("--url", options->collector_url,
                     "Collector URL the sensor reaches, such as https://collector.example:7380 "
                     "(default: from `listen`)");
+  enrol->add_option("--token-file", options->token_file,
+                    "Write the token to this file (mode 0600) and print token_file instead");
   enrol->callback([options, &runner] { runner = [options] { return runEnrol(*options); }; });
 
   CLI::App* setup = command->add_subcommand(
@@ -427,6 +545,12 @@ void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
   CLI::App* count = command->add_subcommand(
       "count", "Print the number of stored events, duplicates and dead letters as JSON");
   count->callback([options, &runner] { runner = [options] { return runCount(*options); }; });
+
+  CLI::App* tail = command->add_subcommand(
+      "tail", "Print the newest stored events, one line each; --follow keeps printing new ones");
+  tail->add_option("--last", options->limit, "Number of stored events to print first");
+  tail->add_flag("--follow,-f", options->follow, "Keep printing events as they are stored");
+  tail->callback([options, &runner] { runner = [options] { return runTail(*options); }; });
 
   command->callback([command, options, &runner] {
     if (command->get_subcommands().empty()) {
