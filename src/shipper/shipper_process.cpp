@@ -269,9 +269,13 @@ bool ShipperProcess::checkRunning() {
   int status = 0;
   if (waitpid(supervisor_, &status, WNOHANG) == supervisor_) {
     exited_ = true;
-    spdlog::error("shipper: supervisor pid={} ended {}; records stay in the spool until the "
-                  "probe restarts or `webtrap ship` runs",
-                  supervisor_, describeStatus(status));
+    // A clean exit means the supervisor was told to stop (a SIGTERM sent to
+    // the whole process group reaches it too); anything else is a failure.
+    bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    spdlog::log(clean ? spdlog::level::info : spdlog::level::err,
+                "shipper: supervisor pid={} ended {}; records stay in the spool until the "
+                "probe restarts or `webtrap ship` runs",
+                supervisor_, describeStatus(status));
     return false;
   }
   return true;
