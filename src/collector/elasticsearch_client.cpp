@@ -23,9 +23,27 @@ void initCurlOnce() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
+// Largest response body kept, after libcurl decompresses it. By estimate a
+// _bulk item takes a few hundred bytes, or a few KiB with an error and its
+// causes, so a batch of thousands of events gets back far less. A larger
+// body, such as a gzip bomb from a broken or hostile server, is abandoned
+// instead of filling memory.
+constexpr std::size_t kMaxResponseBytes = 128 << 20;
+
+struct BodyCapture {
+  std::string* body = nullptr;
+  bool too_large = false;
+};
+
 std::size_t appendBody(char* data, std::size_t size, std::size_t count, void* user) {
-  static_cast<std::string*>(user)->append(data, size * count);
-  return size * count;
+  auto* capture = static_cast<BodyCapture*>(user);
+  std::size_t bytes = size * count;
+  if (capture->body->size() + bytes > kMaxResponseBytes) {
+    capture->too_large = true;
+    return 0;  // fewer bytes than given makes libcurl stop with CURLE_WRITE_ERROR
+  }
+  capture->body->append(data, bytes);
+  return bytes;
 }
 
 struct HeaderCapture {
@@ -222,8 +240,9 @@ ElasticsearchResponse ElasticsearchClient::request(std::string_view method, std:
     char error_buffer[CURL_ERROR_SIZE] = {};
     HeaderCapture capture;
     response = ElasticsearchResponse{};
+    BodyCapture body_capture{&response.body};
     curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response.body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body_capture);
     curl_easy_setopt(curl, CURLOPT_HEADERDATA, &capture);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error_buffer);
     CURLcode code = curl_easy_perform(curl);
@@ -238,6 +257,15 @@ ElasticsearchResponse ElasticsearchClient::request(std::string_view method, std:
       curl_easy_setopt(curl, CURLOPT_NOBODY, 0L);
       curl_slist_free_all(headers);
       return response;
+    }
+    if (body_capture.too_large) {
+      last_error = fmt::format("{} {} returned a response larger than {} MiB after "
+                               "decompression; check that the URL points at Elasticsearch or "
+                               "OpenSearch",
+                               method, url, kMaxResponseBytes >> 20);
+      response.body.clear();
+      response.body.shrink_to_fit();
+      break;
     }
     if (code == CURLE_OPERATION_TIMEDOUT) {
       last_error = fmt::format("{} {} timed out after {} ms ({}); raise outputs.elasticsearch.timeout "
