@@ -13,7 +13,8 @@ folder and fails on one specific weakness:
 - a file input that stays stuck after its path was briefly a folder;
 - duplicate Authorization headers accepted;
 - the shipper sending its token in clear text to a proxy from the environment
-  even though its URL is a loopback http:// address.
+  even though its URL is a loopback http:// address;
+- the Elasticsearch output inflating a gzip bomb of a response in memory.
 
 Every check runs even when an earlier one fails, and the test exits 1 if any
 failed. It took about 25 s on a 2-core virtual machine.
@@ -21,6 +22,7 @@ failed. It took about 25 s on a 2-core virtual machine.
 
 import gzip
 import http.client
+import http.server
 import json
 import os
 import pathlib
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 
 BIN = pathlib.Path(os.environ.get("WEBTRAP_BIN", ""))
 SOURCE_DIR = pathlib.Path(os.environ.get("WEBTRAP_SOURCE_DIR",
@@ -436,6 +439,58 @@ def shipper_ignores_proxy_environment(workdir, records):
           f"{received[:160]!r}; the token would leave the host in clear text")
 
 
+def elasticsearch_gzip_bomb_bounded(workdir, records):
+    # 512 MiB of spaces, gzip-compressed to about 0.5 MiB.
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    spaces = b" " * (1 << 20)
+    bomb = b"".join(compressor.compress(spaces) for _ in range(512)) + compressor.flush()
+
+    class BombHandler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(bomb)))
+            self.end_headers()
+            self.wfile.write(bomb)
+
+    class QuietServer(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            pass  # the collector resets the connection when it stops reading
+
+    server = QuietServer(("127.0.0.1", 0), BombHandler)
+    server_thread = threading.Thread(target=server.serve_forever, daemon=True)
+    server_thread.start()
+    collector = Collector(workdir, extra=(
+        "outputs:\n  elasticsearch:\n"
+        f"    url: http://127.0.0.1:{server.server_address[1]}\n"
+        "    flush_interval: 100ms\n    retry_initial: 500ms\n    retry_max: 1s\n"))
+    token = collector.enrol("s1")
+    collector.start()
+    try:
+        status, body = post(collector.ingest_port, "/v1/records", records[0],
+                            [("Authorization", f"Bearer {token}")])
+        check(status == 200, f"ingest: {status} {body[:200]!r}")
+        wait_for(lambda: "output elasticsearch: sending" in collector.log()
+                 or collector.process.poll() is not None,
+                 20, "the Elasticsearch output to report the failed request")
+        check(collector.process.poll() is None, "the collector died:\n" + collector.log()[-2000:])
+        peak_mib = collector.status_kib("VmHWM") / 1024
+        check(peak_mib < 400,
+              f"a 0.5 MiB gzip response that inflates to 512 MiB raised the collector's peak "
+              f"memory to {peak_mib:.0f} MiB; the response size must be capped")
+    finally:
+        collector.stop()
+        server.shutdown()
+        server.server_close()
+
+
 CHECKS = [
     unauthenticated_bodies_not_buffered,
     descriptor_exhaustion_no_busy_loop,
@@ -445,6 +500,7 @@ CHECKS = [
     file_input_recovers_from_folder,
     duplicate_authorization_rejected,
     shipper_ignores_proxy_environment,
+    elasticsearch_gzip_bomb_bounded,
 ]
 
 
