@@ -10,7 +10,10 @@ measures records/s from the first byte sent until the last record is out:
 - webtrap: `webtrap collector` with probe batches (gzip NDJSON over
   POST /v1/records), the SQLite store with synchronous=full, and the
   Elasticsearch output pointed at tests/tools/es_double.py --fast. The run
-  ends when the double has stored every event id.
+  ends when the double has stored every event id;
+- rsyslog-fsync and syslog-ng-fsync: the peers with fsync on their output;
+- webtrap-file: the collector's file input on the libmodsecurity 3.0.9
+  layout of the same events, with the same store and output.
 
 bench/collector/run.sh is the entry point. Each run is bounded by --timeout.
 """
