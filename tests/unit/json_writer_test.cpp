@@ -1,5 +1,6 @@
 #include "common/json_writer.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -186,6 +187,69 @@ TEST(JsonWriter, AppendsToExistingOutput) {
   JsonWriter writer(out);
   writer.string("x");
   EXPECT_EQ(out, "prefix \"x\"");
+}
+
+// appendJsonEscaped writes through a 4096-byte stack buffer; these lengths
+// put each kind of escape just before, across and just after a flush.
+TEST(JsonWriter, EscapesAcrossBufferFlush) {
+  struct Case {
+    std::string_view input;
+    std::string_view escaped;
+    bool valid;
+  };
+  const Case cases[] = {
+      {"\"", "\\\"", true},
+      {"\\", "\\\\", true},
+      {std::string_view("\0", 1), "\\u0000", true},
+      {"\x1f", "\\u001f", true},
+      {"\xC3\xA9", "\xC3\xA9", true},
+      {"\xE2\x82\xAC", "\xE2\x82\xAC", true},
+      {"\xF0\x9F\x98\x80", "\xF0\x9F\x98\x80", true},
+      {"\xFF", kReplacement, false},
+      {"\xE2\x82", "\xEF\xBF\xBD\xEF\xBF\xBD", false},
+  };
+  for (std::size_t prefix = 4080; prefix <= 4100; ++prefix) {
+    for (const Case& c : cases) {
+      std::string input(prefix, 'a');
+      input.append(c.input);
+      input.append("z");
+      std::string expected(prefix, 'a');
+      expected.append(c.escaped);
+      expected.append("z");
+      std::string out;
+      bool valid = appendJsonEscaped(out, input);
+      EXPECT_EQ(out, expected) << "prefix " << prefix << ", escaped " << c.escaped;
+      EXPECT_EQ(valid, c.valid) << "prefix " << prefix << ", escaped " << c.escaped;
+    }
+  }
+}
+
+TEST(JsonWriter, LongInputMatchesPartByPart) {
+  const std::string_view pieces[] = {"plain text ", "\"quoted\"", "back\\slash", "\n\t",
+                                     "\xC3\xA9t\xC3\xA9", "\xFF", "\xF0\x9F\x98\x80"};
+  std::string input;
+  std::string expected;
+  bool expected_valid = true;
+  for (int i = 0; i < 3000; ++i) {
+    std::string_view piece = pieces[i % std::size(pieces)];
+    input.append(piece);
+    expected_valid = appendJsonEscaped(expected, piece) && expected_valid;
+  }
+  ASSERT_GT(input.size(), 3 * 4096u);
+  std::string out = "kept ";
+  bool valid = appendJsonEscaped(out, input);
+  EXPECT_EQ(out, "kept " + expected);
+  EXPECT_FALSE(valid);
+  EXPECT_FALSE(expected_valid);
+  std::string sanitized;
+  for (char byte : input) {
+    if (byte == '\xFF') {
+      sanitized.append(kReplacement);
+    } else {
+      sanitized.push_back(byte);
+    }
+  }
+  EXPECT_EQ(roundTrip(input), sanitized);
 }
 
 }  // namespace
