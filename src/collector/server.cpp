@@ -37,6 +37,7 @@ using Request = http::request<http::string_body>;
 using Response = http::response<http::string_body>;
 
 constexpr std::uint32_t kMaxHeaderBytes = 64 * 1024;
+constexpr std::uint64_t kMaxAdminBodyBytes = 64 * 1024;
 constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(10);
 // How long and how much of a rejected body is read and discarded before the
 // connection closes.
@@ -330,10 +331,13 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     return jsonError(request, http::status::not_found, "not found; use /metrics or /healthz");
   }
 
-  // Checks an ingest request before its body is decoded. Returns a response
-  // when the request is rejected, or fills `source` and `body`.
-  std::optional<Response> admitIngest(Request& request, IngestSource& source, std::string& body,
-                                      std::string_view& endpoint) {
+  // Checks the header of an ingest request (path, method, token and
+  // Content-Length) before any of its body is read, so a client without a
+  // valid token cannot make the collector buffer a body. Returns a response
+  // when the request is rejected, or fills `source`.
+  std::optional<Response> checkIngestHeader(const Request& request,
+                                            std::optional<std::uint64_t> content_length,
+                                            IngestSource& source, std::string_view& endpoint) {
     std::string_view target = request.target();
     bool is_records = target == "/v1/records";
     // libmodsecurity 3.0.9 sends no credentials, and its SecAuditLog URL
@@ -390,10 +394,30 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
       return response;
     }
 
+    if (content_length && *content_length > options.limits.max_body_bytes) {
+      return bodyTooLarge(request);
+    }
+
     source.input = is_records ? InputKind::kProbe : InputKind::kModsecurityHttp;
     source.format = is_records ? RecordFormat::kWebtrap : RecordFormat::kAuto;
     source.sensor_id = sensor->sensor_id;
     source.group = sensor->group;
+    return std::nullopt;
+  }
+
+  Response bodyTooLarge(const Request& request) const {
+    return jsonError(request, http::status::payload_too_large,
+                     fmt::format("body larger than limits.max_body_bytes ({} bytes); send "
+                                 "smaller batches",
+                                 options.limits.max_body_bytes));
+  }
+
+  // Decompresses and checks the body of an admitted ingest request. Returns
+  // a response when the body is rejected, or fills `body`.
+  std::optional<Response> decodeIngestBody(Request& request, const IngestSource& source,
+                                           std::string& body) {
+    bool is_records = source.input == InputKind::kProbe;
+    bool is_modsecurity = !is_records;
     ingest.countBytes(source.input, request.body().size());
 
     std::string_view encoding = request[http::field::content_encoding];
@@ -511,72 +535,123 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   const IngestLimits& limits() const { return impl_->options.limits; }
 
   void doRead() {
-    // NOTE: the body is read whole before the request is admitted, so
-    // compressed bodies in memory are bounded only by
-    // limits.max_connections times limits.max_body_bytes.
     parser_.emplace();
     parser_->header_limit(kMaxHeaderBytes);
-    parser_->body_limit(admin_ ? 64 * 1024 : limits().max_body_bytes);
+    parser_->body_limit(admin_ ? kMaxAdminBodyBytes : limits().max_body_bytes);
+    // One deadline covers the header and the body of a request.
     auto timeout = requests_ == 0 ? limits().read_timeout_ms
                                   : limits().idle_timeout_ms + limits().read_timeout_ms;
     beast::get_lowest_layer(stream_).expires_after(std::chrono::milliseconds(timeout));
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
-                       self->onRead(ec);
-                     });
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                              self->onHeader(ec);
+                            });
   }
 
-  void onRead(beast::error_code ec) {
+  // Handles a failed read. Returns true when the connection is done with.
+  bool handleReadError(beast::error_code ec) {
+    if (!ec) {
+      return false;
+    }
     if (ec == http::error::end_of_stream || ec == asio::error::eof ||
         ec == asio::error::connection_reset) {
       close();
-      return;
+      return true;
     }
     if (ec == beast::error::timeout) {
       impl_->counters.timeouts.inc();
       close();
-      return;
+      return true;
     }
     if (ec == http::error::body_limit) {
       Request head;
       head.version(11);
-      auto response = jsonError(head, http::status::payload_too_large,
-                                fmt::format("body larger than limits.max_body_bytes ({} bytes); "
-                                            "send smaller batches",
-                                            limits().max_body_bytes));
-      response.keep_alive(false);
-      impl_->counters.response("records", 413).inc();
-      linger_ = true;
-      send(std::move(response), true);
-      return;
+      impl_->counters.response(admin_ ? "admin" : "records", 413).inc();
+      reject(impl_->bodyTooLarge(head));
+      return true;
     }
-    if (ec) {
-      spdlog::debug("collector: read failed: {}", ec.message());
-      close();
+    spdlog::debug("collector: read failed: {}", ec.message());
+    close();
+    return true;
+  }
+
+  void onHeader(beast::error_code ec) {
+    if (handleReadError(ec)) {
       return;
     }
     ++requests_;
-    Request request = parser_->release();
 
     if (admin_) {
-      send(impl_->handleAdmin(request), false);
+      readBody([self = this->shared_from_this()](beast::error_code body_ec) {
+        if (self->handleReadError(body_ec)) {
+          return;
+        }
+        self->send(self->impl_->handleAdmin(self->parser_->release()), false);
+      });
       return;
     }
 
+    const Request& head = parser_->get();
+    std::optional<std::uint64_t> content_length;
+    if (auto length = parser_->content_length()) {
+      content_length = *length;
+    }
+    if (auto rejection = impl_->checkIngestHeader(head, content_length, source_, endpoint_)) {
+      impl_->counters.response(endpoint_, rejection->result_int()).inc();
+      reject(std::move(*rejection));
+      return;
+    }
     if (!impl_->beginWork()) {
-      auto response = jsonError(request, http::status::service_unavailable,
+      auto response = jsonError(head, http::status::service_unavailable,
                                 "the collector is busy; retry later");
       response.set(http::field::retry_after, "1");
       impl_->counters.busy.inc();
-      send(std::move(response), false);
+      impl_->counters.response(endpoint_, 503).inc();
+      reject(std::move(response));
       return;
     }
-    IngestSource source;
-    std::string body;
-    std::string_view endpoint;
-    if (auto rejection = impl_->admitIngest(request, source, body, endpoint)) {
+
+    auto on_body = [self = this->shared_from_this()](beast::error_code body_ec) {
+      self->onIngestBody(body_ec);
+    };
+    if (head.version() >= 11 && equalsIgnoreCase(head[http::field::expect], "100-continue")) {
+      // The client waits for this interim response before it sends the body.
+      auto interim = std::make_shared<http::response<http::empty_body>>(http::status::continue_,
+                                                                       head.version());
+      http::async_write(stream_, *interim,
+                        [self = this->shared_from_this(), interim, on_body](
+                            beast::error_code write_ec, std::size_t) {
+                          if (write_ec) {
+                            self->impl_->endWork();
+                            self->close();
+                            return;
+                          }
+                          self->readBody(on_body);
+                        });
+      return;
+    }
+    readBody(on_body);
+  }
+
+  template <class Handler>
+  void readBody(Handler handler) {
+    http::async_read(stream_, buffer_, *parser_,
+                     [handler = std::move(handler)](beast::error_code ec, std::size_t) mutable {
+                       handler(ec);
+                     });
+  }
+
+  void onIngestBody(beast::error_code ec) {
+    if (ec) {
       impl_->endWork();
-      impl_->counters.response(endpoint, rejection->result_int()).inc();
+      handleReadError(ec);
+      return;
+    }
+    Request request = parser_->release();
+    std::string body;
+    if (auto rejection = impl_->decodeIngestBody(request, source_, body)) {
+      impl_->endWork();
+      impl_->counters.response(endpoint_, rejection->result_int()).inc();
       send(std::move(*rejection), false);
       return;
     }
@@ -588,9 +663,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     auto shared_request = std::make_shared<Request>(std::move(request));
     shared_request->body().clear();
     auto shared_body = std::make_shared<std::string>(std::move(body));
-    std::string endpoint_name(endpoint);
+    std::string endpoint_name(endpoint_);
     asio::post(impl_->workers, [self = this->shared_from_this(), shared_request, shared_body,
-                                source, endpoint_name] {
+                                source = source_, endpoint_name] {
       Response response = self->impl_->runIngest(*shared_request, *shared_body, source);
       self->impl_->counters.response(endpoint_name, response.result_int()).inc();
       self->impl_->endWork();
@@ -599,6 +674,14 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                    self->send(std::move(response), false);
                  });
     });
+  }
+
+  // Sends a rejection and closes the connection. A body that may still be
+  // arriving is read and discarded for a while first (see lingerAndClose).
+  void reject(Response response) {
+    response.keep_alive(false);
+    linger_ = !parser_->is_done();
+    send(std::move(response), true);
   }
 
   void send(Response response, bool close_after) {
@@ -673,6 +756,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   std::vector<char> discard_;
   std::uint64_t discarded_ = 0;
   std::uint32_t requests_ = 0;
+  IngestSource source_;
+  std::string_view endpoint_ = "other";
 };
 
 void openAcceptor(tcp::acceptor& acceptor, const ListenAddress& address, const char* key) {
