@@ -8,8 +8,11 @@
 #include <mutex>
 #include <stdexcept>
 
+#include <sys/resource.h>
+
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -48,6 +51,20 @@ constexpr int kRetryAfterSeconds = 5;
 // Requests admitted per ingest worker (being decoded, committed or waiting
 // for a worker). Past this, senders get 503 and retry.
 constexpr std::uint32_t kQueuedRequestsPerWorker = 8;
+// Open connections allowed on the admin listener; further ones are closed at
+// once, so scrapers cannot use up the file descriptors of the ingest side.
+constexpr std::uint32_t kMaxAdminConnections = 16;
+// Wait before retrying a failed accept (EMFILE, ENFILE, ENOBUFS and the
+// like), doubled after each further failure up to the maximum. Retrying at
+// once would spin, because the pending connection stays in the backlog.
+constexpr auto kAcceptRetryInitial = std::chrono::milliseconds(100);
+constexpr auto kAcceptRetryMax = std::chrono::milliseconds(2000);
+// At most one log line per listener in this interval for failed accepts.
+constexpr auto kAcceptErrorLogInterval = std::chrono::seconds(10);
+// File descriptors kept free for the store, log files, outputs and file
+// inputs when comparing limits.max_connections with RLIMIT_NOFILE (an
+// estimate, with headroom).
+constexpr std::uint64_t kReservedDescriptors = 64;
 
 Response makeResponse(unsigned version, bool keep_alive, http::status status,
                       std::string content_type, std::string body) {
@@ -227,7 +244,16 @@ struct ServerCounters {
                                  "Ingest requests being decoded or committed")),
         busy(registry.counter("webtrap_collector_requests_busy_total",
                               "Ingest requests rejected with 503 because every ingest slot "
-                              "was taken")) {}
+                              "was taken")),
+        admin_connections_rejected(registry.counter(
+            "webtrap_collector_admin_connections_rejected_total",
+            "Admin connections closed at once because the admin connection limit was reached")) {}
+
+  Counter& acceptFailures(std::string_view listener) {
+    return registry.counter("webtrap_collector_accept_failures_total",
+                            "Failed accepts (such as EMFILE), by listener",
+                            fmt::format("listener=\"{}\"", listener));
+  }
 
   Counter& response(std::string_view endpoint, unsigned status) {
     return registry.counter("webtrap_collector_http_responses_total",
@@ -243,6 +269,15 @@ struct ServerCounters {
   Counter& timeouts;
   Gauge& in_flight;
   Counter& busy;
+  Counter& admin_connections_rejected;
+};
+
+// Retry state of one accept loop. Only the loop's own completion handlers
+// touch it, and they run one after another.
+struct AcceptBackoff {
+  std::chrono::milliseconds delay{0};
+  std::chrono::steady_clock::time_point last_log{};
+  std::uint64_t failures_since_log = 0;
 };
 
 struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Impl> {
@@ -257,7 +292,9 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
         counters(registry),
         workers(options.ingest_workers),
         ingest_acceptor(io_context),
-        admin_acceptor(io_context) {}
+        admin_acceptor(io_context),
+        ingest_retry_timer(io_context),
+        admin_retry_timer(io_context) {}
 
   asio::io_context& io;
   ServerOptions options;
@@ -270,6 +307,11 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   tcp::acceptor ingest_acceptor;
   tcp::acceptor admin_acceptor;
   std::atomic<std::uint32_t> open_connections{0};
+  std::atomic<std::uint32_t> open_admin_connections{0};
+  asio::steady_timer ingest_retry_timer;
+  asio::steady_timer admin_retry_timer;
+  AcceptBackoff ingest_backoff;
+  AcceptBackoff admin_backoff;
 
   std::mutex in_flight_mutex;
   std::condition_variable in_flight_done;
@@ -507,7 +549,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       : impl_(std::move(impl)), stream_(std::move(stream)), admin_(admin) {}
 
   ~Session() {
-    if (!admin_) {
+    if (admin_) {
+      impl_->open_admin_connections.fetch_sub(1);
+    } else {
       impl_->open_connections.fetch_sub(1);
       impl_->counters.connections_open.add(-1);
     }
@@ -773,36 +817,63 @@ void openAcceptor(tcp::acceptor& acceptor, const ListenAddress& address, const c
   }
 }
 
+// Logs a failed accept (at most once per kAcceptErrorLogInterval) and calls
+// `rearm` after a growing delay instead of at once.
+void retryAcceptLater(const ImplPtr& impl, beast::error_code ec, const char* listener,
+                      AcceptBackoff& backoff, asio::steady_timer& timer,
+                      void (*rearm)(ImplPtr)) {
+  backoff.delay = backoff.delay.count() == 0 ? kAcceptRetryInitial
+                                             : std::min(backoff.delay * 2, kAcceptRetryMax);
+  impl->counters.acceptFailures(listener).inc();
+  ++backoff.failures_since_log;
+  auto now = std::chrono::steady_clock::now();
+  if (backoff.failures_since_log == 1 || now - backoff.last_log >= kAcceptErrorLogInterval) {
+    spdlog::warn("collector: accept on the {} listener failed: {} ({} failures since the last "
+                 "message); retrying in {} ms. EMFILE or ENFILE means no file descriptor is "
+                 "free: raise RLIMIT_NOFILE or lower limits.max_connections",
+                 listener, ec.message(), backoff.failures_since_log, backoff.delay.count());
+    backoff.last_log = now;
+    backoff.failures_since_log = 0;
+  }
+  timer.expires_after(backoff.delay);
+  timer.async_wait([impl, rearm](beast::error_code timer_ec) {
+    if (!timer_ec) {
+      rearm(impl);
+    }
+  });
+}
+
 void acceptIngest(ImplPtr impl) {
   impl->ingest_acceptor.async_accept(
       asio::make_strand(impl->io), [impl](beast::error_code ec, tcp::socket socket) {
         if (ec == asio::error::operation_aborted || !impl->ingest_acceptor.is_open()) {
           return;
         }
-        if (!ec) {
-          if (impl->open_connections.load() >= impl->options.limits.max_connections) {
-            impl->counters.connections_rejected.inc();
-            beast::error_code ignored;
-            socket.close(ignored);
-          } else {
-            impl->open_connections.fetch_add(1);
-            impl->counters.connections_open.add(1);
-            impl->counters.connections_accepted.inc();
-            socket.set_option(tcp::no_delay(true), ec);
-            if (impl->options.tls != nullptr) {
-              using TlsStream = beast::ssl_stream<beast::tcp_stream>;
-              std::make_shared<Session<TlsStream>>(
-                  impl, TlsStream(beast::tcp_stream(std::move(socket)), *impl->options.tls),
-                  false)
-                  ->start();
-            } else {
-              std::make_shared<Session<beast::tcp_stream>>(
-                  impl, beast::tcp_stream(std::move(socket)), false)
-                  ->start();
-            }
-          }
+        if (ec) {
+          retryAcceptLater(impl, ec, "ingest", impl->ingest_backoff, impl->ingest_retry_timer,
+                           acceptIngest);
+          return;
+        }
+        impl->ingest_backoff.delay = std::chrono::milliseconds(0);
+        if (impl->open_connections.load() >= impl->options.limits.max_connections) {
+          impl->counters.connections_rejected.inc();
+          beast::error_code ignored;
+          socket.close(ignored);
         } else {
-          spdlog::warn("collector: accept failed: {}", ec.message());
+          impl->open_connections.fetch_add(1);
+          impl->counters.connections_open.add(1);
+          impl->counters.connections_accepted.inc();
+          socket.set_option(tcp::no_delay(true), ec);
+          if (impl->options.tls != nullptr) {
+            using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+            std::make_shared<Session<TlsStream>>(
+                impl, TlsStream(beast::tcp_stream(std::move(socket)), *impl->options.tls), false)
+                ->start();
+          } else {
+            std::make_shared<Session<beast::tcp_stream>>(
+                impl, beast::tcp_stream(std::move(socket)), false)
+                ->start();
+          }
         }
         acceptIngest(impl);
       });
@@ -814,13 +885,42 @@ void acceptAdmin(ImplPtr impl) {
         if (ec == asio::error::operation_aborted || !impl->admin_acceptor.is_open()) {
           return;
         }
-        if (!ec) {
+        if (ec) {
+          retryAcceptLater(impl, ec, "admin", impl->admin_backoff, impl->admin_retry_timer,
+                           acceptAdmin);
+          return;
+        }
+        impl->admin_backoff.delay = std::chrono::milliseconds(0);
+        if (impl->open_admin_connections.load() >= kMaxAdminConnections) {
+          impl->counters.admin_connections_rejected.inc();
+          beast::error_code ignored;
+          socket.close(ignored);
+        } else {
+          impl->open_admin_connections.fetch_add(1);
           std::make_shared<Session<beast::tcp_stream>>(impl, beast::tcp_stream(std::move(socket)),
                                                        true)
               ->start();
         }
         acceptAdmin(impl);
       });
+}
+
+// Warns when limits.max_connections leaves too few file descriptors under
+// RLIMIT_NOFILE, because accepts then fail with EMFILE.
+void warnAboutDescriptorLimit(const ServerOptions& options) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+    return;
+  }
+  std::uint64_t needed = std::uint64_t{options.limits.max_connections} + kMaxAdminConnections +
+                         kReservedDescriptors;
+  if (needed > limit.rlim_cur) {
+    spdlog::warn("collector: limits.max_connections {} plus {} admin connections and about {} "
+                 "other file descriptors exceed RLIMIT_NOFILE {}; raise the limit (ulimit -n, "
+                 "LimitNOFILE=) to at least {} or lower limits.max_connections",
+                 options.limits.max_connections, kMaxAdminConnections, kReservedDescriptors,
+                 static_cast<std::uint64_t>(limit.rlim_cur), needed);
+  }
 }
 
 }  // namespace
@@ -843,6 +943,7 @@ void CollectorServer::start() {
     acceptAdmin(impl_);
   }
   acceptIngest(impl_);
+  warnAboutDescriptorLimit(impl_->options);
 }
 
 void CollectorServer::stopAccepting() {
@@ -852,6 +953,8 @@ void CollectorServer::stopAccepting() {
     beast::error_code ec;
     impl->ingest_acceptor.close(ec);
     impl->admin_acceptor.close(ec);
+    impl->ingest_retry_timer.cancel();
+    impl->admin_retry_timer.cancel();
   });
 }
 
