@@ -255,6 +255,12 @@ const std::vector<Option>& options() {
       {"shipper.client_key", "path", "none",
        "PEM private key of shipper.client_certificate, when not in the same file.",
        [](ProbeConfig& c, const std::string& v) { c.shipper.client_key = v; }},
+      {"shipper.proxy", "URL", "none",
+       "Proxy for a collector that is not on a loopback host, such as "
+       "http://proxy.example:3128 (schemes http, https, socks4, socks4a, socks5, socks5h). "
+       "Unset: no proxy, and the environment's http_proxy, https_proxy, all_proxy and "
+       "no_proxy are ignored.",
+       [](ProbeConfig& c, const std::string& v) { c.shipper.proxy = v; }},
       {"shipper.batch_max_records", "count", "1000", "Records per batch.",
        [](ProbeConfig& c, const std::string& v) {
          c.shipper.batch_max_records = narrow<std::uint32_t>(

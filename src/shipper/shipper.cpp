@@ -145,6 +145,12 @@ class HttpClient {
     curl_easy_setopt(handle_, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(handle_, CURLOPT_XFERINFOFUNCTION, &HttpClient::onProgress);
     curl_easy_setopt(handle_, CURLOPT_XFERINFODATA, this);
+    // Both options are always set, so that http_proxy, https_proxy,
+    // all_proxy and no_proxy in the environment have no effect: an empty
+    // CURLOPT_PROXY disables proxies, and an explicit CURLOPT_NOPROXY
+    // replaces no_proxy. Without a proxy, "*" also exempts every host.
+    curl_easy_setopt(handle_, CURLOPT_PROXY, config.proxy.c_str());
+    curl_easy_setopt(handle_, CURLOPT_NOPROXY, config.proxy.empty() ? "*" : "");
     if (!config.ca_file.empty()) {
       curl_easy_setopt(handle_, CURLOPT_CAINFO, config.ca_file.c_str());
     }
@@ -519,10 +525,11 @@ void Shipper::Impl::onFailure(const SpoolBatch& batch, const HttpResult& result)
 }
 
 void Shipper::Impl::run(bool until_idle) {
-  spdlog::info("shipper: starting url={} spool={} batch_max_records={} batch_max_bytes={} "
-               "gzip={} tls_ca={} client_certificate={}",
-               http->url(), spool_dir.string(), config.batch_max_records, config.batch_max_bytes,
-               config.gzip, config.ca_file.empty() ? "system" : config.ca_file.string(),
+  spdlog::info("shipper: starting url={} proxy={} spool={} batch_max_records={} "
+               "batch_max_bytes={} gzip={} tls_ca={} client_certificate={}",
+               http->url(), proxyForLog(config.proxy), spool_dir.string(),
+               config.batch_max_records, config.batch_max_bytes, config.gzip,
+               config.ca_file.empty() ? "system" : config.ca_file.string(),
                config.client_certificate.empty() ? "none" : config.client_certificate.string());
   reader.loadOffset();
   persisted = reader.position();

@@ -3,8 +3,10 @@
 #include <curl/curl.h>
 
 #include <algorithm>
+#include <array>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include <boost/asio/ip/address.hpp>
@@ -17,33 +19,6 @@ namespace {
 
 constexpr std::string_view kRecordsPath = "/v1/records";
 
-struct UrlParts {
-  std::string scheme;
-  std::string host;
-};
-
-// Splits `url` with libcurl's URL parser, so that the shipper checks the
-// same host that libcurl later connects to.
-UrlParts parseUrl(const std::string& url) {
-  std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> handle(curl_url(), curl_url_cleanup);
-  if (!handle || curl_url_set(handle.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) {
-    throw ConfigError(fmt::format("shipper.url: invalid URL \"{}\"; write it as "
-                                  "https://collector.example:7380",
-                                  url));
-  }
-  UrlParts parts;
-  for (auto [part, target] : {std::pair{CURLUPART_SCHEME, &parts.scheme},
-                              std::pair{CURLUPART_HOST, &parts.host}}) {
-    char* text = nullptr;
-    if (curl_url_get(handle.get(), part, &text, 0) == CURLUE_OK && text != nullptr) {
-      *target = text;
-      curl_free(text);
-    }
-  }
-  std::transform(parts.scheme.begin(), parts.scheme.end(), parts.scheme.begin(), ::tolower);
-  return parts;
-}
-
 bool isLoopbackHost(std::string host) {
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
@@ -54,6 +29,75 @@ bool isLoopbackHost(std::string host) {
   boost::system::error_code error;
   auto address = boost::asio::ip::make_address(host, error);
   return !error && address.is_loopback();
+}
+
+struct UrlParts {
+  std::string scheme;
+  std::string host;
+  std::string port;  // empty when the URL names none
+};
+
+// Splits `url` with libcurl's URL parser, so that the shipper checks the
+// same host that libcurl later connects to. Returns nullopt when libcurl
+// cannot parse it. `flags` are CURLU_* flags for curl_url_set.
+std::optional<UrlParts> splitUrl(const std::string& url, unsigned int flags) {
+  std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> handle(curl_url(), curl_url_cleanup);
+  if (!handle || curl_url_set(handle.get(), CURLUPART_URL, url.c_str(), flags) != CURLUE_OK) {
+    return std::nullopt;
+  }
+  UrlParts parts;
+  for (auto [part, target] : {std::pair{CURLUPART_SCHEME, &parts.scheme},
+                              std::pair{CURLUPART_HOST, &parts.host},
+                              std::pair{CURLUPART_PORT, &parts.port}}) {
+    char* text = nullptr;
+    if (curl_url_get(handle.get(), part, &text, 0) == CURLUE_OK && text != nullptr) {
+      *target = text;
+      curl_free(text);
+    }
+  }
+  std::transform(parts.scheme.begin(), parts.scheme.end(), parts.scheme.begin(), ::tolower);
+  return parts;
+}
+
+UrlParts parseUrl(const std::string& url) {
+  std::optional<UrlParts> parts = splitUrl(url, 0);
+  if (!parts) {
+    throw ConfigError(fmt::format("shipper.url: invalid URL \"{}\"; write it as "
+                                  "https://collector.example:7380",
+                                  url));
+  }
+  return *parts;
+}
+
+// Proxy schemes that libcurl 7.88 accepts in CURLOPT_PROXY.
+constexpr std::array<std::string_view, 6> kProxySchemes = {"http",   "https",   "socks4",
+                                                           "socks4a", "socks5", "socks5h"};
+
+// Checks shipper.proxy. The error messages leave out the value, which may
+// contain a password.
+void checkProxy(const std::string& proxy, const UrlParts& collector) {
+  if (proxy.find("://") == std::string::npos) {
+    throw ConfigError("shipper.proxy: missing scheme; write the proxy as a URL such as "
+                      "http://proxy.example:3128 or socks5h://proxy.example:1080");
+  }
+  std::optional<UrlParts> parts = splitUrl(proxy, CURLU_NON_SUPPORT_SCHEME);
+  if (!parts || parts->host.empty()) {
+    throw ConfigError("shipper.proxy: invalid URL; write it as http://proxy.example:3128");
+  }
+  if (std::find(kProxySchemes.begin(), kProxySchemes.end(), parts->scheme) ==
+      kProxySchemes.end()) {
+    throw ConfigError(fmt::format("shipper.proxy: unsupported scheme \"{}\"; use http, https, "
+                                  "socks4, socks4a, socks5 or socks5h",
+                                  parts->scheme));
+  }
+  if (isLoopbackHost(collector.host)) {
+    // The token would reach the proxy, in clear text with http://, and a
+    // proxy on another machine cannot reach this machine's loopback address.
+    throw ConfigError(fmt::format("shipper.proxy is set, but shipper.url names the loopback host "
+                                  "\"{}\", which is reached without a proxy; remove "
+                                  "shipper.proxy",
+                                  collector.host));
+  }
 }
 
 void requireReadable(const std::filesystem::path& path, const char* key) {
@@ -90,6 +134,21 @@ std::string readToken(const std::filesystem::path& path) {
 
 }  // namespace
 
+std::string proxyForLog(const std::string& proxy) {
+  if (proxy.empty()) {
+    return "none";
+  }
+  std::optional<UrlParts> parts = splitUrl(proxy, CURLU_NON_SUPPORT_SCHEME);
+  if (!parts) {
+    return "(invalid URL)";
+  }
+  std::string text = parts->scheme + "://" + parts->host;
+  if (!parts->port.empty()) {
+    text += ":" + parts->port;
+  }
+  return text;
+}
+
 std::string recordsUrl(const std::string& url) {
   std::string base = url;
   if (std::string_view(base).ends_with(kRecordsPath)) {
@@ -119,6 +178,10 @@ void resolveShipperConfig(ShipperConfig& config) {
     throw ConfigError(fmt::format("shipper.url: unsupported scheme \"{}\" in \"{}\"; use https:// "
                                   "(or http:// to a loopback host)",
                                   parts.scheme, config.url));
+  }
+
+  if (!config.proxy.empty()) {
+    checkProxy(config.proxy, parts);
   }
 
   if (!config.token.empty() && !config.token_file.empty()) {

@@ -18,6 +18,9 @@ struct ShipperConfig {
   std::filesystem::path ca_file;  // empty: the system CA bundle
   std::filesystem::path client_certificate;
   std::filesystem::path client_key;
+  // Proxy URL such as http://proxy.example:3128. Empty: no proxy, even when
+  // http_proxy, https_proxy or all_proxy is set in the environment.
+  std::string proxy;
   std::uint32_t batch_max_records = 1000;
   std::uint64_t batch_max_bytes = 4ull << 20;  // before compression
   std::uint32_t interval_ms = 1000;            // spool poll period when nothing is waiting
@@ -32,8 +35,13 @@ struct ShipperConfig {
 // Checks a configuration before the shipper starts and reads token_file into
 // `token`, so that the file may stay readable by root only. Throws
 // ConfigError naming the key, the value and the fix. Plain http:// is
-// accepted only for a loopback host (127.0.0.0/8, ::1 or localhost).
+// accepted only for a loopback host (127.0.0.0/8, ::1 or localhost), and
+// `proxy` only for a host that is not a loopback host.
 void resolveShipperConfig(ShipperConfig& config);
+
+// The proxy for log lines: "none", or its scheme, host and port without
+// any user name or password.
+std::string proxyForLog(const std::string& proxy);
 
 // The URL that batches are POSTed to: `url` with /v1/records appended,
 // unless it already ends with that path.

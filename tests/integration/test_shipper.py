@@ -13,6 +13,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -484,6 +485,48 @@ class ShipperTlsTest(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(len(stand_in.snapshot()["event_counts"]), 20)
 
+
+class ShipperProxyTest(unittest.TestCase):
+    """The shipper uses shipper.proxy and ignores the proxy variables of its environment."""
+
+    def test_configured_proxy_wins_over_environment(self):
+        workdir = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-shipper-proxy-"))
+        if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
+            self.addCleanup(shutil.rmtree, workdir, True)
+        configured = socket.create_server(("127.0.0.1", 0))
+        environment_proxy = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(configured.close)
+        self.addCleanup(environment_proxy.close)
+        spool = workdir / "spool"
+        spool.mkdir()
+        (spool / "segment-000000000001.ndjson").write_text('{"n": 1}\n')
+        config = workdir / "probe.yaml"
+        # The collector's host name is never resolved: with an HTTP proxy,
+        # libcurl sends the name to the proxy in its CONNECT request.
+        config.write_text("shipper:\n  url: https://collector.invalid:7380\n"
+                          f"  token: {TOKEN}\n  retry_max: 1s\n"
+                          f"  proxy: http://127.0.0.1:{configured.getsockname()[1]}\n")
+        environment_url = f"http://127.0.0.1:{environment_proxy.getsockname()[1]}"
+        environment = dict(os.environ, http_proxy=environment_url, https_proxy=environment_url,
+                           HTTPS_PROXY=environment_url, all_proxy=environment_url)
+        shipper = subprocess.Popen([BIN, "ship", "--config", str(config), "--spool", str(spool),
+                                    "--until-idle"], env=environment,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            configured.settimeout(20)
+            connection, _ = configured.accept()
+            with connection:
+                connection.settimeout(10)
+                request = connection.recv(4096)
+            environment_proxy.settimeout(0.5)
+            with self.assertRaises(socket.timeout, msg="the shipper used the proxy in its "
+                                   "environment"):
+                environment_proxy.accept()
+        finally:
+            shipper.kill()
+            shipper.wait()
+        self.assertTrue(request.startswith(b"CONNECT collector.invalid:7380 "), request[:200])
+        self.assertNotIn(TOKEN.encode(), request)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -431,6 +431,74 @@ TEST(ShipperConfig, RejectsRetryInitialAboveMax) {
   EXPECT_THROW(resolveShipperConfig(config), ConfigError);
 }
 
+TEST(ShipperConfig, ParsesProxyKey) {
+  fs::path file =
+      fs::temp_directory_path() / ("webtrap-shipper-proxy-" + std::to_string(::getpid()));
+  std::ofstream(file) << "shipper:\n"
+                         "  url: https://collector.example:7380\n"
+                         "  token: abc\n"
+                         "  proxy: http://proxy.example:3128\n";
+  probe::ProbeConfig config = probe::loadProbeConfig(file);
+  fs::remove(file);
+  EXPECT_EQ(config.shipper.proxy, "http://proxy.example:3128");
+  EXPECT_NO_THROW(resolveShipperConfig(config.shipper));
+}
+
+TEST(ShipperConfig, ProxyDefaultsToNone) {
+  ShipperConfig config;
+  EXPECT_TRUE(config.proxy.empty());
+  EXPECT_EQ(proxyForLog(config.proxy), "none");
+}
+
+TEST(ShipperConfig, AcceptsProxySchemes) {
+  for (const char* proxy : {"http://proxy.example:3128", "https://proxy.example",
+                            "socks5h://user:pw@10.0.0.1:1080", "socks4://[2001:db8::1]:1080"}) {
+    ShipperConfig config;
+    config.url = "https://collector.example:7380";
+    config.token = "secret";
+    config.proxy = proxy;
+    EXPECT_NO_THROW(resolveShipperConfig(config)) << proxy;
+  }
+}
+
+TEST(ShipperConfig, RejectsInvalidProxy) {
+  for (const char* proxy : {"proxy.example:3128", "ftp://proxy.example", "http://"}) {
+    ShipperConfig config;
+    config.url = "https://collector.example:7380";
+    config.token = "secret";
+    config.proxy = proxy;
+    try {
+      resolveShipperConfig(config);
+      ADD_FAILURE() << "expected a ConfigError for " << proxy;
+    } catch (const ConfigError& error) {
+      EXPECT_NE(std::string(error.what()).find("shipper.proxy"), std::string::npos)
+          << error.what();
+    }
+  }
+}
+
+TEST(ShipperConfig, RejectsProxyForLoopbackUrl) {
+  for (const char* url : {"http://127.0.0.1:7380", "https://localhost:7380", "http://[::1]"}) {
+    ShipperConfig config;
+    config.url = url;
+    config.token = "secret";
+    config.proxy = "http://proxy.example:3128";
+    try {
+      resolveShipperConfig(config);
+      ADD_FAILURE() << "expected a ConfigError for " << url;
+    } catch (const ConfigError& error) {
+      std::string message = error.what();
+      EXPECT_NE(message.find("shipper.proxy"), std::string::npos) << message;
+      EXPECT_NE(message.find("loopback"), std::string::npos) << message;
+    }
+  }
+}
+
+TEST(ShipperConfig, ProxyForLogHidesPassword) {
+  EXPECT_EQ(proxyForLog("http://user:s3cret@proxy.example:3128"), "http://proxy.example:3128");
+  EXPECT_EQ(proxyForLog("socks5h://proxy.example"), "socks5h://proxy.example");
+}
+
 TEST(ShipperConfig, RecordsUrl) {
   EXPECT_EQ(recordsUrl("https://c:7380"), "https://c:7380/v1/records");
   EXPECT_EQ(recordsUrl("https://c:7380/"), "https://c:7380/v1/records");
