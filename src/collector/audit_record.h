@@ -45,8 +45,8 @@ struct AuditRecord {
 
   // Globally unique id, the deduplication key and the Elasticsearch _id. For
   // webtrap records it is webtrap.event_id. For ModSecurity records, whose own
-  // ids are not globally unique, it is derived from the record's bytes and its
-  // origin, so reading the same record twice gives the same id.
+  // ids are not globally unique, it is derived from the record's time stamp,
+  // bytes and origin, so reading the same record twice gives the same id.
   std::string event_id;
   std::string transaction_id;  // the producer's own id
   std::string server_id;       // transaction.server_id (libmodsecurity v3 and webtrap)

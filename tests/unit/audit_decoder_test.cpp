@@ -6,6 +6,7 @@
 #include <sstream>
 #include <string>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <simdjson.h>
 
@@ -634,6 +635,16 @@ TEST(AuditDecoder, DerivedIdIsUuidShaped) {
   EXPECT_NE(std::string("89ab").find(id[19]), std::string::npos);  // variant 10
   // The producer's own id stays in transaction_id.
   EXPECT_NE(id, result.record.transaction_id);
+}
+
+TEST(AuditDecoder, DerivedIdStartsWithRecordTime) {
+  DecodeResult result = decode(fixture("modsec2-apache-sqli.json"));
+  ASSERT_TRUE(result.ok) << result.error;
+  ASSERT_GT(result.record.timestamp_us, 0);
+  const std::string& id = result.record.event_id;
+  ASSERT_EQ(id.size(), 36u);
+  std::string expected_ms = fmt::format("{:012x}", result.record.timestamp_us / 1000);
+  EXPECT_EQ(id.substr(0, 8) + id.substr(9, 4), expected_ms);
 }
 
 // --- mod_security2 message lines
