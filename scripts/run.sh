@@ -23,14 +23,18 @@ webtrap=./build/webtrap
   printf '\nshipper:\n  url: http://127.0.0.1:7380\n  token_file: var/state/shipper.token\n'
 } >var/state/probe-with-shipper.yaml
 
-pids=()
+collector_pid=""
+probe_pid=""
+tail_pid=""
+# Stops the probe first and waits for it, so its shipper can send the last
+# records while the collector still runs; then the collector and the tail.
 stop_all() {
   trap - INT TERM EXIT
-  for pid in "${pids[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
+  for pid in "$probe_pid" "$collector_pid" "$tail_pid"; do
+    if [[ -n "$pid" ]]; then
+      kill -TERM "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
   done
   echo "webtrap: stopped; logs in var/log/, records in var/collector/store.sqlite"
 }
@@ -39,10 +43,10 @@ trap stop_all INT TERM EXIT
 rm -f var/collector/ports.json
 "$webtrap" collector --config etc/collector.yaml --ports-file var/collector/ports.json \
   >>var/log/collector.log 2>&1 &
-pids+=($!)
+collector_pid=$!
 for _ in $(seq 100); do
   [[ -s var/collector/ports.json ]] && break
-  if ! kill -0 "${pids[0]}" 2>/dev/null; then
+  if ! kill -0 "$collector_pid" 2>/dev/null; then
     echo "webtrap: the collector did not start; see var/log/collector.log" >&2
     tail -n 20 var/log/collector.log >&2
     exit 1
@@ -51,7 +55,7 @@ for _ in $(seq 100); do
 done
 
 "$webtrap" probe --config var/state/probe-with-shipper.yaml >>var/log/probe.log 2>&1 &
-pids+=($!)
+probe_pid=$!
 
 cat <<TEXT
 webtrap: a probe and a collector are running on loopback (Ctrl-C stops both)
@@ -64,6 +68,6 @@ webtrap: a probe and a collector are running on loopback (Ctrl-C stops both)
 Each request the probe receives appears below once the collector has stored it:
 TEXT
 "$webtrap" collector --config etc/collector.yaml tail --follow --last 0 &
-pids+=($!)
+tail_pid=$!
 # Either one stopping ends the demo; the trap stops the other.
-wait -n "${pids[0]}" "${pids[1]}" || true
+wait -n "$collector_pid" "$probe_pid" || true
