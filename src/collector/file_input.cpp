@@ -26,6 +26,11 @@ constexpr std::size_t kRejectedLineKeepBytes = 64 * 1024;
 // was seen to name a new file, before the input moves to the new file: the
 // writer may still append to the old one until it reopens its log.
 constexpr int kRotationQuietPolls = 2;
+// The inode saved with the file offset after the input finished a rotated
+// file while the path named no regular file. Linux file systems such as ext4
+// and tmpfs do not use inode number 0. The finished file's own number would
+// be wrong, because the next file at the path may reuse it.
+constexpr std::uint64_t kNoFileInode = 0;
 
 std::string escapeLabelValue(std::string_view value) {
   std::string escaped;
@@ -42,8 +47,38 @@ std::string escapeLabelValue(std::string_view value) {
   return escaped;
 }
 
+// A failed system call on the file being read, as opposed to an error of
+// the batch handler.
+class FileError : public std::system_error {
+ public:
+  using std::system_error::system_error;
+};
+
 [[noreturn]] void throwErrno(const std::string& what) {
-  throw std::system_error(errno, std::generic_category(), what);
+  throw FileError(errno, std::generic_category(), what);
+}
+
+// Opens `path` read-only if it names a regular file, and fills `info`.
+// Returns -1 otherwise, with the reason in `problem`. A folder opens without
+// error but cannot be read, and O_NONBLOCK keeps a FIFO from blocking the
+// open (it has no effect on reads from a regular file).
+int openRegularFile(const std::filesystem::path& path, struct stat& info, std::string& problem) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    problem = std::strerror(errno);
+    return -1;
+  }
+  if (::fstat(fd, &info) != 0) {
+    problem = fmt::format("fstat failed: {}", std::strerror(errno));
+    ::close(fd);
+    return -1;
+  }
+  if (!S_ISREG(info.st_mode)) {
+    problem = S_ISDIR(info.st_mode) ? "it is a folder, not a file" : "it is not a regular file";
+    ::close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 RecordFormat parseFormatKey(const YAML::Node& node, const std::string& key) {
@@ -270,48 +305,76 @@ std::size_t FileInput::pollOnce() {
       }
     }
     return handled;
+  } catch (const FileError&) {
+    discardUncommitted();
+    closeIfReplaced();
+    throw;
   } catch (...) {
-    // Nothing after `committed` was handed over: read it again next time.
-    records_.clear();
-    rejected_.clear();
-    if (file_) {
-      OpenFile& file = *file_;
-      file.pending.clear();
-      file.scanned = 0;
-      file.skipping = false;
-      file.pending_offset = file.read_offset = file.batch_end = file.committed;
-      if (::lseek(file.fd, static_cast<off_t>(file.committed), SEEK_SET) < 0) {
-        closeFile();
-      }
-    }
+    discardUncommitted();
     throw;
   }
 }
 
-bool FileInput::openPath() {
-  int fd = ::open(options_.path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (!missing_logged_) {
-      spdlog::warn("file input {}: cannot open: {}; trying again every {} ms", key_,
-                   std::strerror(errno), options_.poll_interval_ms);
-      missing_logged_ = true;
+void FileInput::discardUncommitted() {
+  // Nothing after `committed` was handed over: read it again next time.
+  records_.clear();
+  rejected_.clear();
+  if (file_) {
+    OpenFile& file = *file_;
+    file.pending.clear();
+    file.scanned = 0;
+    file.skipping = false;
+    file.pending_offset = file.read_offset = file.batch_end = file.committed;
+    if (::lseek(file.fd, static_cast<off_t>(file.committed), SEEK_SET) < 0) {
+      closeFile();
     }
+  }
+}
+
+void FileInput::closeIfReplaced() {
+  if (!file_) {
+    return;
+  }
+  struct stat opened {};
+  struct stat current {};
+  if (::fstat(file_->fd, &opened) == 0 && ::stat(options_.path.c_str(), &current) == 0 &&
+      current.st_ino == opened.st_ino && current.st_dev == opened.st_dev) {
+    return;  // still the file at the path: read it again from `committed`
+  }
+  spdlog::warn("file input {}: reading {} failed and the path now names another file or none; "
+               "closing it and opening the path again",
+               key_, file_->path);
+  closeFile();
+}
+
+void FileInput::reportOpenProblem(const std::string& problem) {
+  // Logged when the reason changes, not on every poll.
+  if (problem != open_problem_) {
+    spdlog::warn("file input {}: cannot open: {}; trying again every {} ms", key_, problem,
+                 options_.poll_interval_ms);
+    open_problem_ = problem;
+  }
+}
+
+bool FileInput::openPath() {
+  struct stat info {};
+  std::string problem;
+  int fd = openRegularFile(options_.path, info, problem);
+  if (fd < 0) {
+    reportOpenProblem(problem);
     return false;
   }
-  missing_logged_ = false;
-  struct stat info {};
-  if (::fstat(fd, &info) != 0) {
-    int saved_errno = errno;
-    ::close(fd);
-    errno = saved_errno;
-    throwErrno("fstat " + key_);
-  }
+  open_problem_.clear();
   auto inode = static_cast<std::uint64_t>(info.st_ino);
   auto size = static_cast<std::uint64_t>(info.st_size);
 
   std::uint64_t offset = 0;
   std::optional<Store::FileOffset> saved = store_.fileOffset(key_);
-  if (saved && saved->inode == inode) {
+  if (saved && saved->inode == kNoFileInode) {
+    // The previous file was read to its end, so this one was created after
+    // it and is read whole, also with start_at: end.
+    offset = 0;
+  } else if (saved && saved->inode == inode) {
     offset = saved->offset;
     if (offset > size) {
       spdlog::warn("file input {}: the file is shorter ({} bytes) than the saved offset {}, so "
@@ -338,17 +401,14 @@ bool FileInput::openPath() {
 }
 
 bool FileInput::openFresh() {
-  int fd = ::open(options_.path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return false;  // not created yet; openPath tries again on the next poll
-  }
   struct stat info {};
-  if (::fstat(fd, &info) != 0) {
-    int saved_errno = errno;
-    ::close(fd);
-    errno = saved_errno;
-    throwErrno("fstat " + key_);
+  std::string problem;
+  int fd = openRegularFile(options_.path, info, problem);
+  if (fd < 0) {
+    reportOpenProblem(problem);  // openPath tries again on the next poll
+    return false;
   }
+  open_problem_.clear();
   return adoptFile(fd, static_cast<std::uint64_t>(info.st_ino), key_, 0, false);
 }
 
@@ -584,7 +644,12 @@ bool FileInput::checkRotation() {
   counters_->rotations->inc();
   spdlog::info("file input {}: finished {} at offset {}", key_, file.path, file.read_offset);
   closeFile();
-  return openFresh();
+  if (openFresh()) {
+    return true;
+  }
+  store_.setFileOffset(key_, {kNoFileInode, 0});
+  counters_->offset->set(0);
+  return false;
 }
 
 }  // namespace webtrap::collector

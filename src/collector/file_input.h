@@ -9,7 +9,9 @@
 // It notices rotation (the path names a new inode: the old file is read to
 // its end first, also across a restart, as long as it stays in the same
 // folder) and truncation (the file became shorter than the offset), and
-// keeps an incomplete last line until its newline arrives.
+// keeps an incomplete last line until its newline arrives. While the path
+// names no regular file (missing, or a folder), it waits and logs the reason
+// once.
 #pragma once
 
 #include <atomic>
@@ -100,6 +102,9 @@ class FileInput {
   struct OpenFile;
 
   bool openPath();
+  void reportOpenProblem(const std::string& problem);
+  void discardUncommitted();
+  void closeIfReplaced();
   bool openFresh();
   bool openRotatedRemainder(std::uint64_t inode, std::uint64_t offset);
   bool adoptFile(int fd, std::uint64_t inode, const std::string& path, std::uint64_t offset,
@@ -127,7 +132,7 @@ class FileInput {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::atomic<bool> stopping_{false};
-  bool missing_logged_ = false;
+  std::string open_problem_;  // why the path could not be opened, as last logged
 };
 
 }  // namespace webtrap::collector

@@ -256,6 +256,68 @@ TEST_F(FileInputTest, MissingFileWaits) {
   EXPECT_EQ(input.pollOnce(), 1u);
 }
 
+TEST_F(FileInputTest, FolderAtPathWaits) {
+  fs::create_directory(log_);
+  FileInput& input = makeInput();
+  EXPECT_EQ(input.pollOnce(), 0u);
+  EXPECT_EQ(input.pollOnce(), 0u);
+  EXPECT_FALSE(store_->fileOffset(log_.string()).has_value());
+  fs::remove(log_);
+  append(log_, recordLine("a") + "\n");
+  EXPECT_EQ(input.pollOnce(), 1u);
+  EXPECT_EQ(ids_, Ids{"a"});
+}
+
+TEST_F(FileInputTest, PathReplacedByFolder) {
+  append(log_, recordLine("a") + "\n");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  fs::remove(log_);
+  fs::create_directory(log_);
+  // The old file is finished after the quiet polls, and the folder is
+  // never opened as the new file.
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_NO_THROW(input.pollOnce()) << "poll " << i;
+  }
+  fs::remove(log_);
+  append(log_, recordLine("b") + "\n" + recordLine("c") + "\n");
+  input.pollOnce();
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c"}));
+  struct stat info {};
+  ASSERT_EQ(::stat(log_.c_str(), &info), 0);
+  auto saved = store_->fileOffset(log_.string());
+  ASSERT_TRUE(saved.has_value());
+  EXPECT_EQ(saved->inode, static_cast<std::uint64_t>(info.st_ino));
+  EXPECT_EQ(saved->offset, fs::file_size(log_));
+}
+
+TEST_F(FileInputTest, FinishedFileOffsetForgotten) {
+  append(log_, recordLine("a") + "\n");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  struct stat old_file {};
+  ASSERT_EQ(::stat(log_.c_str(), &old_file), 0);
+  fs::rename(log_, dir_ / "audit.log.1");
+  for (int i = 0; i < 4; ++i) {
+    input.pollOnce();
+  }
+  // The next file at the path may get the finished file's inode number, and
+  // must not be read from the finished file's offset then.
+  auto saved = store_->fileOffset(log_.string());
+  ASSERT_TRUE(saved.has_value());
+  EXPECT_NE(saved->inode, static_cast<std::uint64_t>(old_file.st_ino));
+  EXPECT_EQ(saved->offset, 0u);
+
+  // The same holds across a restart, also with start_at: end.
+  FileInputOptions input_options = options();
+  input_options.start_at_end = true;
+  FileInput& restarted = makeInput(input_options);
+  EXPECT_EQ(restarted.pollOnce(), 0u);
+  append(log_, recordLine("b") + "\n");
+  EXPECT_EQ(restarted.pollOnce(), 1u);
+  EXPECT_EQ(ids_, (Ids{"a", "b"}));
+}
+
 TEST_F(FileInputTest, TimeZoneByName) {
   FileInputOptions input_options = options();
   input_options.time_zone = nullptr;
