@@ -316,20 +316,36 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   std::mutex in_flight_mutex;
   std::condition_variable in_flight_done;
   std::uint32_t in_flight = 0;
+  // Set under in_flight_mutex, read without it where a stale value is harmless.
+  std::atomic<bool> stopping{false};
 
-  // Reserves a slot for one request between admission and its commit.
-  // Returns false when every slot is taken, so the request gets 503 before
-  // its body is decompressed. This bounds decompressed bodies in memory to
-  // the slot count times limits.max_decompressed_bytes.
-  bool beginWork() {
+  enum class Admission { kAdmitted, kBusy, kStopping };
+
+  // Reserves a slot for one request from the end of its header until its
+  // response is written. Returns kBusy when every slot is taken, so the
+  // request gets 503 before its body is read. This bounds bodies in memory
+  // to the slot count times limits.max_body_bytes plus
+  // limits.max_decompressed_bytes. Returns kStopping once stopAccepting()
+  // or drain() has run, so no work reaches the workers after drain() saw
+  // no slot in use.
+  Admission beginWork() {
     std::lock_guard lock(in_flight_mutex);
+    if (stopping.load()) {
+      return Admission::kStopping;
+    }
     if (in_flight >= options.ingest_workers * kQueuedRequestsPerWorker) {
-      return false;
+      return Admission::kBusy;
     }
     ++in_flight;
     counters.in_flight.set(in_flight);
-    return true;
+    return Admission::kAdmitted;
   }
+
+  void beginStopping() {
+    std::lock_guard lock(in_flight_mutex);
+    stopping.store(true);
+  }
+
   void endWork() {
     std::lock_guard lock(in_flight_mutex);
     --in_flight;
@@ -549,6 +565,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       : impl_(std::move(impl)), stream_(std::move(stream)), admin_(admin) {}
 
   ~Session() {
+    releaseSlot();
     if (admin_) {
       impl_->open_admin_connections.fetch_sub(1);
     } else {
@@ -645,7 +662,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       reject(std::move(*rejection));
       return;
     }
-    if (!impl_->beginWork()) {
+    auto admission = impl_->beginWork();
+    if (admission == CollectorServer::Impl::Admission::kBusy) {
       auto response = jsonError(head, http::status::service_unavailable,
                                 "the collector is busy; retry later");
       response.set(http::field::retry_after, "1");
@@ -654,6 +672,15 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       reject(std::move(response));
       return;
     }
+    if (admission == CollectorServer::Impl::Admission::kStopping) {
+      auto response = jsonError(head, http::status::service_unavailable,
+                                "the collector is stopping; retry later");
+      response.set(http::field::retry_after, std::to_string(kRetryAfterSeconds));
+      impl_->counters.response(endpoint_, 503).inc();
+      reject(std::move(response));
+      return;
+    }
+    holds_slot_ = true;
 
     auto on_body = [self = this->shared_from_this()](beast::error_code body_ec) {
       self->onIngestBody(body_ec);
@@ -666,7 +693,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                         [self = this->shared_from_this(), interim, on_body](
                             beast::error_code write_ec, std::size_t) {
                           if (write_ec) {
-                            self->impl_->endWork();
+                            self->releaseSlot();
                             self->close();
                             return;
                           }
@@ -687,14 +714,13 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
   void onIngestBody(beast::error_code ec) {
     if (ec) {
-      impl_->endWork();
+      releaseSlot();
       handleReadError(ec);
       return;
     }
     Request request = parser_->release();
     std::string body;
     if (auto rejection = impl_->decodeIngestBody(request, source_, body)) {
-      impl_->endWork();
       impl_->counters.response(endpoint_, rejection->result_int()).inc();
       send(std::move(*rejection), false);
       return;
@@ -702,17 +728,19 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
     // Decoding and the commit run on a worker, so a commit waiting for fsync
     // never holds up the I/O threads. The response is posted back to this
-    // connection's executor.
+    // connection's executor. The work guard keeps io_context::run() from
+    // returning while the connection has no pending operation, which would
+    // leave a committed batch unanswered at shutdown.
     beast::get_lowest_layer(stream_).expires_never();
     auto shared_request = std::make_shared<Request>(std::move(request));
     shared_request->body().clear();
     auto shared_body = std::make_shared<std::string>(std::move(body));
     std::string endpoint_name(endpoint_);
     asio::post(impl_->workers, [self = this->shared_from_this(), shared_request, shared_body,
-                                source = source_, endpoint_name] {
+                                source = source_, endpoint_name,
+                                work = asio::make_work_guard(stream_.get_executor())] {
       Response response = self->impl_->runIngest(*shared_request, *shared_body, source);
       self->impl_->counters.response(endpoint_name, response.result_int()).inc();
-      self->impl_->endWork();
       asio::post(self->stream_.get_executor(),
                  [self, response = std::move(response)]() mutable {
                    self->send(std::move(response), false);
@@ -728,13 +756,27 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     send(std::move(response), true);
   }
 
+  // Frees this connection's ingest slot, if it has one.
+  void releaseSlot() {
+    if (holds_slot_) {
+      holds_slot_ = false;
+      impl_->endWork();
+    }
+  }
+
   void send(Response response, bool close_after) {
+    if (impl_->stopping.load()) {
+      response.keep_alive(false);
+    }
     response_ = std::make_shared<Response>(std::move(response));
     close_after_ = close_after || !response_->keep_alive();
     beast::get_lowest_layer(stream_).expires_after(
         std::chrono::milliseconds(limits().read_timeout_ms));
     http::async_write(stream_, *response_,
                       [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                        // drain() waits for this, so a committed batch is
+                        // answered before the process stops.
+                        self->releaseSlot();
                         if (!ec && self->linger_) {
                           self->lingerAndClose();
                           return;
@@ -800,6 +842,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   std::vector<char> discard_;
   std::uint64_t discarded_ = 0;
   std::uint32_t requests_ = 0;
+  bool holds_slot_ = false;
   IngestSource source_;
   std::string_view endpoint_ = "other";
 };
@@ -947,7 +990,7 @@ void CollectorServer::start() {
 }
 
 void CollectorServer::stopAccepting() {
-  beast::error_code ignored;
+  impl_->beginStopping();
   // Closing from the I/O threads avoids racing a pending async_accept.
   asio::post(impl_->io, [impl = impl_] {
     beast::error_code ec;
@@ -959,6 +1002,7 @@ void CollectorServer::stopAccepting() {
 }
 
 void CollectorServer::drain() {
+  impl_->beginStopping();
   {
     std::unique_lock lock(impl_->in_flight_mutex);
     impl_->in_flight_done.wait_for(lock, std::chrono::seconds(60),

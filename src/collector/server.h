@@ -60,10 +60,13 @@ class CollectorServer {
   // Binds both listeners and starts accepting. Throws ConfigError when an
   // address cannot be bound.
   void start();
-  // Closes the listeners; connections in flight finish their request.
+  // Closes the listeners. From then on, new ingest requests on open
+  // connections get 503 with Retry-After and Connection: close, while
+  // requests already admitted are committed and answered.
   void stopAccepting();
-  // Waits until every request handed to the ingest workers has been
-  // committed, then stops the workers.
+  // Waits (at most 60 s) until every admitted ingest request has been
+  // committed and its response written, then stops the workers. Also stops
+  // admitting requests, as stopAccepting() does.
   void drain();
 
   std::uint16_t ingestPort() const;
