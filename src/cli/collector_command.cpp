@@ -372,9 +372,13 @@ int runEnrol(const CollectorOptions& options) {
   // cannot hold `user:token@`, so the token is the last path segment.
   fmt::print("\nFor nginx or Apache with ModSecurity v3 reporting directly (the token is part "
              "of the URL, so keep this file readable by the web server only):\n\n");
+  // With --token-file the token stays out of the terminal, so the line
+  // names the file to take it from.
+  std::string token_text =
+      options.token_file.empty() ? token : fmt::format("TOKEN-FROM-{}", options.token_file);
   fmt::print("SecAuditEngine RelevantOnly\nSecAuditLogFormat JSON\nSecAuditLogType HTTPS\n"
              "SecAuditLog {}/v1/modsecurity/{}\n",
-             url, token);
+             url, token_text);
   return 0;
 }
 
