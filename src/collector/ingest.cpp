@@ -183,14 +183,12 @@ IngestResult Ingest::commit(Prepared& prepared, const IngestSource& source,
     if (!source.sensor_id.empty() && prepared.received > 0) {
       store_.noteSensorSeen(source.sensor_id, now_ms, prepared.received);
     }
-    // Dead letters before the events: a batch acknowledged as "rejected"
-    // must have its lines kept somewhere.
-    store_.addDeadLetters(prepared.rejected);
-    if (!prepared.events.empty()) {
-      InsertSummary summary = store_.insert(prepared.events);
-      result.stored = summary.stored;
-      result.duplicates = summary.duplicates;
-    }
+    // The dead letters share the events' transaction. A batch acknowledged
+    // as "rejected" has its lines kept, and a failed commit keeps none of
+    // them, so the sender's retry after the 503 does not store them twice.
+    InsertSummary summary = store_.insert(prepared.events, prepared.rejected);
+    result.stored = summary.stored;
+    result.duplicates = summary.duplicates;
   } catch (const std::exception& error) {
     commit_failures_.inc();
     store_failing_.store(true);
