@@ -42,6 +42,15 @@ struct Section {
   YAML::Node CollectorConfig::*member;
 };
 
+// Throws ConfigError unless `value` (written as `text` in the file) lies in
+// [min, max]. `allowed` states the range in the units of the file.
+void requireRange(std::uint64_t value, std::uint64_t min, std::uint64_t max, const char* key,
+                  const std::string& text, const char* allowed) {
+  if (value < min || value > max) {
+    throw ConfigError(fmt::format("{}: invalid value {}; use {}", key, text, allowed));
+  }
+}
+
 Apply setBool(bool CollectorConfig::*member, const char* key) {
   return [member, key](CollectorConfig& c, const std::string& v) { c.*member = parseBool(v, key); };
 }
@@ -82,12 +91,12 @@ const std::vector<Option>& options() {
        [](CollectorConfig& c, const std::string& v) { c.admin_token = v; }},
       {"state_dir", "path", "var/collector", "Folder of the store when store.path is not set.",
        [](CollectorConfig& c, const std::string& v) { c.state_dir = v; }},
-      {"io_threads", "count", "2", "Threads that accept connections and answer requests.",
+      {"io_threads", "count", "2",
+       "Threads that accept connections and answer requests, from 1 to 256.",
        [](CollectorConfig& c, const std::string& v) {
-         c.io_threads = narrow<std::uint32_t>(parseUnsigned(v, "io_threads"), "io_threads");
-         if (c.io_threads == 0) {
-           throw ConfigError("io_threads: invalid value 0; use at least 1");
-         }
+         auto threads = parseUnsigned(v, "io_threads");
+         requireRange(threads, 1, 256, "io_threads", v, "a count from 1 to 256");
+         c.io_threads = static_cast<std::uint32_t>(threads);
        }},
       {"store.path", "path", "<state_dir>/store.sqlite",
        "SQLite file of the durable queue and embedded store (WAL mode).",
@@ -125,31 +134,42 @@ const std::vector<Option>& options() {
          }
        }},
       {"limits.max_body_bytes", "size", "32MiB",
-       "Request body as received (gzip or not); larger requests get 413.",
+       "Request body as received (gzip or not); larger requests get 413. From 1KiB to 4GiB.",
        [](CollectorConfig& c, const std::string& v) {
-         c.limits.max_body_bytes = parseBytes(v, "limits.max_body_bytes");
+         auto bytes = parseBytes(v, "limits.max_body_bytes");
+         requireRange(bytes, 1ULL << 10, 4ULL << 30, "limits.max_body_bytes", v,
+                      "a size from 1KiB to 4GiB");
+         c.limits.max_body_bytes = bytes;
        }},
       {"limits.max_decompressed_bytes", "size", "256MiB",
        "Body size after gzip decompression; a batch that inflates past this gets 413.",
        [](CollectorConfig& c, const std::string& v) {
          c.limits.max_decompressed_bytes = parseBytes(v, "limits.max_decompressed_bytes");
        }},
-      {"limits.read_timeout", "duration", "30s", "Time allowed to receive one whole request.",
+      {"limits.read_timeout", "duration", "30s",
+       "Time allowed to receive one whole request, from 100ms to 1h.",
        [](CollectorConfig& c, const std::string& v) {
-         c.limits.read_timeout_ms = narrow<std::uint32_t>(
-             parseMilliseconds(v, "limits.read_timeout"), "limits.read_timeout");
+         auto milliseconds = parseMilliseconds(v, "limits.read_timeout");
+         requireRange(milliseconds, 100, 3'600'000, "limits.read_timeout", v,
+                      "a duration from 100ms to 1h");
+         c.limits.read_timeout_ms = static_cast<std::uint32_t>(milliseconds);
        }},
       {"limits.idle_timeout", "duration", "60s",
-       "Time an idle keep-alive connection stays open.",
+       "Time an idle keep-alive connection stays open, from 100ms to 1h.",
        [](CollectorConfig& c, const std::string& v) {
-         c.limits.idle_timeout_ms = narrow<std::uint32_t>(
-             parseMilliseconds(v, "limits.idle_timeout"), "limits.idle_timeout");
+         auto milliseconds = parseMilliseconds(v, "limits.idle_timeout");
+         requireRange(milliseconds, 100, 3'600'000, "limits.idle_timeout", v,
+                      "a duration from 100ms to 1h");
+         c.limits.idle_timeout_ms = static_cast<std::uint32_t>(milliseconds);
        }},
       {"limits.max_connections", "count", "1024",
-       "Open connections on the ingest listener; further connections are closed at once.",
+       "Open connections on the ingest listener; further connections are closed at once. From "
+       "1 to 1048576, and it must fit under the open-file limit (RLIMIT_NOFILE).",
        [](CollectorConfig& c, const std::string& v) {
-         c.limits.max_connections = narrow<std::uint32_t>(
-             parseUnsigned(v, "limits.max_connections"), "limits.max_connections");
+         auto connections = parseUnsigned(v, "limits.max_connections");
+         requireRange(connections, 1, 1ULL << 20, "limits.max_connections", v,
+                      "a count from 1 to 1048576");
+         c.limits.max_connections = static_cast<std::uint32_t>(connections);
        }},
       {"inputs.probe.enabled", "bool", "true",
        "Accept probe batches on POST /v1/records.",
