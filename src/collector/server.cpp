@@ -364,6 +364,9 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   Response handleAdmin(const Request& request) {
     if (!options.admin_token.empty()) {
       auto credential = credentialOf(request[http::field::authorization], false);
+      if (request.count(http::field::authorization) > 1) {
+        credential.reset();
+      }
       if (!credential || *credential != options.admin_token) {
         auto response = jsonError(request, http::status::unauthorized,
                                   "missing or wrong admin token; send Authorization: Bearer "
@@ -426,6 +429,12 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
       return response;
     }
 
+    // With two Authorization headers, a proxy or a log could see one token
+    // while the collector checks the other.
+    if (request.count(http::field::authorization) > 1) {
+      return jsonError(request, http::status::bad_request,
+                       "more than one Authorization header; send exactly one");
+    }
     auto credential = credentialOf(request[http::field::authorization], is_modsecurity);
     if (!credential && !path_token.empty()) {
       credential = std::string(path_token);
