@@ -1,5 +1,6 @@
 #include "collector/server.h"
 
+#include <openssl/crypto.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -115,6 +116,13 @@ std::optional<std::string> credentialOf(std::string_view header, bool allow_basi
     return decoded->substr(colon + 1);
   }
   return std::nullopt;
+}
+
+// Compares two secrets in time that depends only on their lengths, so the
+// response time does not reveal how many leading bytes of a guess match.
+bool equalsInConstantTime(std::string_view given, std::string_view expected) {
+  return given.size() == expected.size() &&
+         CRYPTO_memcmp(given.data(), expected.data(), expected.size()) == 0;
 }
 
 bool anyLineStartsWithObject(std::string_view body) {
@@ -367,7 +375,7 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
       if (request.count(http::field::authorization) > 1) {
         credential.reset();
       }
-      if (!credential || *credential != options.admin_token) {
+      if (!credential || !equalsInConstantTime(*credential, options.admin_token)) {
         auto response = jsonError(request, http::status::unauthorized,
                                   "missing or wrong admin token; send Authorization: Bearer "
                                   "<admin.token>");
