@@ -55,7 +55,7 @@ std::size_t writeEscape(std::string_view bytes, std::size_t& pos, char* to, bool
 // took 4.0 us.
 bool appendJsonEscaped(std::string& out, std::string_view bytes) {
   constexpr std::size_t kBufferSize = 4096;
-  constexpr std::size_t kStepRoom = 6;  // maximum escape length: \\, u and 4 hex digits
+  constexpr std::size_t kStepRoom = 6;  // maximum escape length: backslash, u, 4 hex digits
   char buffer[kBufferSize];
   char* write = buffer;
   char* const limit = buffer + kBufferSize - kStepRoom;
