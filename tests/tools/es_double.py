@@ -494,6 +494,17 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = unquote(url.path)
         query = parse_qs(url.query)
+        # An outage also cuts keep-alive connections opened before it: the
+        # request gets no answer, as when a node goes away. Control requests
+        # still work, so a test can end the outage.
+        if not path.startswith("/_double/"):
+            with self.state.lock:
+                down = self.state.faults.down_until > time.monotonic()
+                if down:
+                    self.state.stats["dropped_requests"] = self.state.stats.get("dropped_requests", 0) + 1
+            if down:
+                self.close_connection = True
+                return
         try:
             if path.startswith("/_double/"):
                 self.double_control(path, query)
