@@ -249,7 +249,8 @@ struct ServerCounters {
                                   "Connections closed by limits.read_timeout or "
                                   "limits.idle_timeout")),
         in_flight(registry.gauge("webtrap_collector_requests_in_flight",
-                                 "Ingest requests being decoded or committed")),
+                                 "Ingest requests admitted and not yet answered (body being "
+                                 "read, decoded or committed, or response being sent)")),
         busy(registry.counter("webtrap_collector_requests_busy_total",
                               "Ingest requests rejected with 503 because every ingest slot "
                               "was taken")),
@@ -644,7 +645,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (ec == http::error::body_limit) {
       Request head;
       head.version(11);
-      impl_->counters.response(admin_ ? "admin" : "records", 413).inc();
+      impl_->counters.response(admin_ ? "admin" : endpoint_, 413).inc();
       reject(impl_->bodyTooLarge(head));
       return true;
     }
