@@ -888,7 +888,8 @@ void retryAcceptLater(const ImplPtr& impl, beast::error_code ec, const char* lis
   impl->counters.acceptFailures(listener).inc();
   ++backoff.failures_since_log;
   auto now = std::chrono::steady_clock::now();
-  if (backoff.failures_since_log == 1 || now - backoff.last_log >= kAcceptErrorLogInterval) {
+  bool never_logged = backoff.last_log == std::chrono::steady_clock::time_point{};
+  if (never_logged || now - backoff.last_log >= kAcceptErrorLogInterval) {
     spdlog::warn("collector: accept on the {} listener failed: {} ({} failures since the last "
                  "message); retrying in {} ms. EMFILE or ENFILE means no file descriptor is "
                  "free: raise RLIMIT_NOFILE or lower limits.max_connections",
