@@ -5,7 +5,6 @@
 #include <functional>
 #include <set>
 
-#include <boost/asio/ip/address.hpp>
 #include <fmt/format.h>
 
 #include "collector/collector_sections.h"
@@ -295,38 +294,8 @@ CollectorConfig parseRoot(const YAML::Node& root, const std::string& name) {
 }  // namespace
 
 ListenAddress parseListenAddress(const std::string& text, const std::string& key) {
-  std::string host;
-  std::string port_text;
-  if (!text.empty() && text.front() == '[') {
-    auto close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      throw ConfigError(fmt::format("{}: invalid address \"{}\"; write IPv6 as [::1]:7380", key,
-                                    text));
-    }
-    host = text.substr(1, close - 1);
-    port_text = text.substr(close + 2);
-  } else if (auto colon = text.rfind(':'); colon != std::string::npos) {
-    host = text.substr(0, colon);
-    port_text = text.substr(colon + 1);
-  } else {
-    throw ConfigError(fmt::format("{}: missing port in \"{}\"; write ADDRESS:PORT, such as "
-                                  "127.0.0.1:7380",
-                                  key, text));
-  }
-  boost::system::error_code ec;
-  auto address = boost::asio::ip::make_address(host, ec);
-  if (ec) {
-    throw ConfigError(fmt::format("{}: invalid address \"{}\"; use a numeric address such as "
-                                  "127.0.0.1:7380, 0.0.0.0:7380 or [::1]:7380",
-                                  key, text));
-  }
-  std::uint64_t port = 0;
-  auto [end, parse_ec] =
-      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (parse_ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535) {
-    throw ConfigError(fmt::format("{}: invalid port in \"{}\"; use 0 to 65535", key, text));
-  }
-  return {address.to_string(), static_cast<std::uint16_t>(port)};
+  config_values::HostPort parsed = config_values::parseHostPort(text, key, 7380);
+  return {parsed.host, parsed.port};
 }
 
 CollectorConfig loadCollectorConfig(const std::filesystem::path& path) {

@@ -3,6 +3,7 @@
 #include <cctype>
 #include <charconv>
 
+#include <boost/asio/ip/address.hpp>
 #include <fmt/format.h>
 
 namespace webtrap::config_values {
@@ -84,5 +85,42 @@ bool parseBool(const std::string& text, const std::string& key) {
   throw ConfigError(fmt::format("{}: invalid boolean \"{}\"; use true or false", key, text));
 }
 
+
+HostPort parseHostPort(const std::string& text, const std::string& key,
+                       std::uint16_t example_port, const std::string& default_host) {
+  std::string host = default_host;
+  std::string port_text = text;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      throw ConfigError(fmt::format("{}: invalid address \"{}\"; write IPv6 as [::1]:{}", key,
+                                    text, example_port));
+    }
+    host = text.substr(1, close - 1);
+    port_text = text.substr(close + 2);
+  } else if (auto colon = text.rfind(':'); colon != std::string::npos) {
+    host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+  } else if (default_host.empty() || text.find('.') != std::string::npos) {
+    std::string address = text.find('.') != std::string::npos ? text : "127.0.0.1";
+    throw ConfigError(fmt::format("{}: missing port in \"{}\"; write ADDRESS:PORT, such as {}:{}",
+                                  key, text, address, example_port));
+  }
+
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(host, ec);
+  if (ec) {
+    throw ConfigError(fmt::format("{}: invalid address \"{}\"; use a numeric address such as "
+                                  "127.0.0.1:{}, 0.0.0.0:{} or [::1]:{}",
+                                  key, text, example_port, example_port, example_port));
+  }
+  std::uint64_t port = 0;
+  auto [end, parse_ec] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (parse_ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535) {
+    throw ConfigError(fmt::format("{}: invalid port in \"{}\"; use 0 to 65535", key, text));
+  }
+  return {address.to_string(), static_cast<std::uint16_t>(port)};
+}
 
 }  // namespace webtrap::config_values

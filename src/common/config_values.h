@@ -30,6 +30,17 @@ std::uint64_t parseMilliseconds(const std::string& text, const std::string& key)
 // true/yes/on or false/no/off.
 bool parseBool(const std::string& text, const std::string& key);
 
+struct HostPort {
+  std::string host;  // numeric IPv4 or IPv6 address, without brackets
+  std::uint16_t port = 0;
+};
+
+// "ADDR:PORT" or "[V6]:PORT" with a numeric address. When `default_host` is
+// set, a bare "PORT" means that host. `example_port` appears in the error
+// messages, such as 8080 for the probe and 7380 for the collector.
+HostPort parseHostPort(const std::string& text, const std::string& key,
+                       std::uint16_t example_port, const std::string& default_host = {});
+
 template <typename T>
 T narrow(std::uint64_t value, const std::string& key) {
   if (value > std::numeric_limits<T>::max()) {

@@ -7,7 +7,6 @@
 #include <functional>
 #include <set>
 
-#include <boost/asio/ip/address.hpp>
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
@@ -423,42 +422,11 @@ std::filesystem::path dataDirectory() {
 }
 
 ListenerConfig parseListenAddress(const std::string& text, const std::string& what) {
+  config_values::HostPort parsed = config_values::parseHostPort(text, what, 8080, "127.0.0.1");
   ListenerConfig listener;
-  std::string host = "127.0.0.1";
-  std::string port_text = text;
-
-  if (!text.empty() && text.front() == '[') {
-    auto close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      throw ConfigError(fmt::format("{}: invalid address \"{}\"; write IPv6 as [::1]:8080", what,
-                                    text));
-    }
-    host = text.substr(1, close - 1);
-    port_text = text.substr(close + 2);
-  } else if (auto colon = text.rfind(':'); colon != std::string::npos) {
-    host = text.substr(0, colon);
-    port_text = text.substr(colon + 1);
-  } else if (text.find('.') != std::string::npos) {
-    throw ConfigError(fmt::format("{}: missing port in \"{}\"; write ADDRESS:PORT, such as {}:8080",
-                                  what, text, text));
-  }
-
-  boost::system::error_code ec;
-  auto address = boost::asio::ip::make_address(host, ec);
-  if (ec) {
-    throw ConfigError(fmt::format("{}: invalid address \"{}\"; use a numeric address such as "
-                                  "127.0.0.1:8080, 0.0.0.0:80 or [::1]:8080",
-                                  what, text));
-  }
-  std::uint64_t port = 0;
-  auto [end, parse_ec] =
-      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (parse_ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535) {
-    throw ConfigError(fmt::format("{}: invalid port in \"{}\"; use 0 to 65535", what, text));
-  }
-  listener.address = address.to_string();
-  listener.port = static_cast<std::uint16_t>(port);
-  listener.name = fmt::format("http-{}", port);
+  listener.address = parsed.host;
+  listener.port = parsed.port;
+  listener.name = fmt::format("http-{}", parsed.port);
   return listener;
 }
 
