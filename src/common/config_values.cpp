@@ -27,7 +27,6 @@ std::uint64_t parseUnsigned(const std::string& text, const std::string& key) {
   return value;
 }
 
-// Accepts a byte count with an optional unit: 512, 64KiB, 16MiB, 1GiB (also K, M, G).
 std::uint64_t parseBytes(const std::string& text, const std::string& key) {
   std::size_t digits = 0;
   while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
@@ -47,8 +46,6 @@ std::uint64_t parseBytes(const std::string& text, const std::string& key) {
                                 key, text));
 }
 
-// Accepts a duration with its unit: 250ms, 20s, 5m. A bare number is
-// rejected, because "read_timeout: 20" could mean seconds or milliseconds.
 std::uint64_t parseMilliseconds(const std::string& text, const std::string& key) {
   std::size_t digits = 0;
   while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
