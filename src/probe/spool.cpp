@@ -34,25 +34,6 @@ constexpr int kSegmentDigits = 12;
 // when something else keeps creating files with the spool's names.
 constexpr int kMaxCreateAttempts = 1000;
 
-std::string segmentName(std::uint64_t number) {
-  return fmt::format("{}{:0{}}{}", kSegmentPrefix, number, kSegmentDigits, kSegmentSuffix);
-}
-
-// Returns the number in a segment file name, or 0 when the name is not one.
-std::uint64_t parseSegmentNumber(std::string_view name) {
-  if (name.size() < kSegmentPrefix.size() + kSegmentDigits + kSegmentSuffix.size() ||
-      !name.starts_with(kSegmentPrefix) || !name.ends_with(kSegmentSuffix)) {
-    return 0;
-  }
-  std::string_view digits = name.substr(
-      kSegmentPrefix.size(), name.size() - kSegmentPrefix.size() - kSegmentSuffix.size());
-  std::uint64_t number = 0;
-  auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), number);
-  if (error != std::errc() || end != digits.data() + digits.size()) {
-    return 0;
-  }
-  return number;
-}
 
 // Counts the lines from `offset` to the end of a file, or returns 0 when it
 // cannot be read.
@@ -135,6 +116,25 @@ struct ShippedOffset {
 
 }  // namespace
 
+std::string segmentFileName(std::uint64_t number) {
+  return fmt::format("{}{:0{}}{}", kSegmentPrefix, number, kSegmentDigits, kSegmentSuffix);
+}
+
+std::uint64_t parseSegmentFileName(std::string_view name) {
+  if (name.size() < kSegmentPrefix.size() + kSegmentDigits + kSegmentSuffix.size() ||
+      !name.starts_with(kSegmentPrefix) || !name.ends_with(kSegmentSuffix)) {
+    return 0;
+  }
+  std::string_view digits = name.substr(
+      kSegmentPrefix.size(), name.size() - kSegmentPrefix.size() - kSegmentSuffix.size());
+  std::uint64_t number = 0;
+  auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), number);
+  if (error != std::errc() || end != digits.data() + digits.size()) {
+    return 0;
+  }
+  return number;
+}
+
 struct Spool::Impl {
   Impl(const SpoolConfig& spool_config, MetricsRegistry& metrics);
 
@@ -159,7 +159,7 @@ struct Spool::Impl {
   void noteSuccess();
 
   std::filesystem::path path(std::uint64_t number) const {
-    return config.dir / segmentName(number);
+    return config.dir / segmentFileName(number);
   }
 
   SpoolConfig config;
@@ -231,7 +231,7 @@ Spool::Impl::Impl(const SpoolConfig& spool_config, MetricsRegistry& metrics)
 
   // Resume after the highest segment number on disk.
   for (const auto& entry : std::filesystem::directory_iterator(config.dir, error)) {
-    std::uint64_t number = parseSegmentNumber(entry.path().filename().native());
+    std::uint64_t number = parseSegmentFileName(entry.path().filename().native());
     if (number == 0 || !entry.is_regular_file(error)) {
       continue;
     }
@@ -259,7 +259,7 @@ Spool::Impl::Impl(const SpoolConfig& spool_config, MetricsRegistry& metrics)
   }
   spool_bytes.set(static_cast<std::int64_t>(total_bytes));
   spdlog::info("spool: opened dir={} segments={} bytes={} next_segment={}", config.dir.string(),
-               segments.size(), total_bytes, segmentName(next_number));
+               segments.size(), total_bytes, segmentFileName(next_number));
 
   if (config.fsync == FsyncPolicy::kInterval) {
     sync_thread = std::thread([this] { runSyncThread(); });
@@ -363,7 +363,7 @@ void Spool::Impl::refreshShippedOffset() {
   std::uint64_t segment = 0;
   std::uint64_t offset = 0;
   if (space != std::string_view::npos) {
-    segment = parseSegmentNumber(content.substr(0, space));
+    segment = parseSegmentFileName(content.substr(0, space));
     std::string_view digits = content.substr(space + 1);
     auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), offset);
     if (error != std::errc() || end != digits.data() + digits.size()) {
@@ -424,7 +424,7 @@ bool Spool::Impl::deleteOldest(bool count_unshipped) {
   if (lost > 0) {
     dropped_full.inc(lost);
     spdlog::warn("spool: disk cap reached, deleted unshipped segment={} records={} max_bytes={}",
-                 segmentName(oldest.number), lost, config.max_bytes);
+                 segmentFileName(oldest.number), lost, config.max_bytes);
   }
   return true;
 }

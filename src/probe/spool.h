@@ -33,11 +33,18 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "common/metrics.h"
 
 namespace webtrap::probe {
+
+// Returns "segment-000000000042.ndjson" for 42.
+std::string segmentFileName(std::uint64_t number);
+
+// Returns the number in a segment file name, or 0 when the name is not one.
+std::uint64_t parseSegmentFileName(std::string_view name);
 
 enum class FsyncPolicy {
   // fdatasync after every append, under the spool lock, so appends are

@@ -16,9 +16,6 @@
 namespace webtrap::shipper {
 namespace {
 
-constexpr std::string_view kSegmentPrefix = "segment-";
-constexpr std::string_view kSegmentSuffix = ".ndjson";
-constexpr int kSegmentDigits = 12;
 constexpr std::size_t kReadStep = 64 * 1024;
 
 // Reads up to `length` bytes at `offset`, retrying short reads. Returns the
@@ -69,24 +66,6 @@ std::uint64_t fileSize(int fd) {
 
 }  // namespace
 
-std::string segmentFileName(std::uint64_t number) {
-  return fmt::format("{}{:0{}}{}", kSegmentPrefix, number, kSegmentDigits, kSegmentSuffix);
-}
-
-std::uint64_t parseSegmentFileName(std::string_view name) {
-  if (name.size() < kSegmentPrefix.size() + kSegmentDigits + kSegmentSuffix.size() ||
-      !name.starts_with(kSegmentPrefix) || !name.ends_with(kSegmentSuffix)) {
-    return 0;
-  }
-  std::string_view digits = name.substr(
-      kSegmentPrefix.size(), name.size() - kSegmentPrefix.size() - kSegmentSuffix.size());
-  std::uint64_t number = 0;
-  auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), number);
-  if (error != std::errc() || end != digits.data() + digits.size()) {
-    return 0;
-  }
-  return number;
-}
 
 SpoolReader::SpoolReader(std::filesystem::path dir, bool count_ahead)
     : dir_(std::move(dir)), count_ahead_(count_ahead) {}

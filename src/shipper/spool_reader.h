@@ -20,6 +20,8 @@
 #include <map>
 #include <string>
 
+#include "probe/spool.h"
+
 namespace webtrap::shipper {
 
 // A place in the spool: a segment number (as in segment-000000000042.ndjson)
@@ -40,11 +42,9 @@ struct SpoolBatch {
   SpoolPosition end;
 };
 
-// Returns "segment-000000000042.ndjson" for 42.
-std::string segmentFileName(std::uint64_t number);
-
-// Returns the number in a segment file name, or 0 when the name is not one.
-std::uint64_t parseSegmentFileName(std::string_view name);
+// The spool owns its file names; the reader uses the same functions.
+using probe::parseSegmentFileName;
+using probe::segmentFileName;
 
 class SpoolReader {
  public:
