@@ -12,6 +12,7 @@
 #include "cli/logging.h"
 #include "common/error.h"
 #include "probe/config.h"
+#include "probe/hardening.h"
 #include "shipper/shipper.h"
 #include "shipper/shipper_process.h"
 
@@ -46,7 +47,7 @@ int runShip(const ShipOptions& options) {
   sigaction(SIGINT, &action, nullptr);
   signal(SIGPIPE, SIG_IGN);
   if (config.seccomp) {
-    shipper::denyExec();
+    probe::denyExec();
   }
 
   shipper::ShipperCounters counters;

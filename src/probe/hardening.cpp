@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <initializer_list>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -28,24 +30,25 @@ constexpr unsigned kAuditArch = AUDIT_ARCH_AARCH64;
 
 }  // namespace
 
-void denyOutboundAndExec() {
+namespace {
+
+// Installs, on every thread (TSYNC), a filter that kills calls made under
+// another architecture's ABI, makes the calls in `denied` fail with EPERM and
+// allows the rest.
+void denySyscalls(std::initializer_list<unsigned> denied) {
   constexpr unsigned kErrno = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA);
-  // The program: kill a call made under another architecture's ABI, then
-  // return EPERM for the three denied calls and allow the rest.
-  sock_filter program[] = {
+  std::vector<sock_filter> program = {
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kAuditArch, 1, 0),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_connect, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, kErrno),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_execve, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, kErrno),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_execveat, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, kErrno),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
   };
-  sock_fprog fprog{static_cast<unsigned short>(sizeof(program) / sizeof(program[0])), program};
+  for (unsigned call : denied) {
+    program.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, call, 0, 1));
+    program.push_back(BPF_STMT(BPF_RET | BPF_K, kErrno));
+  }
+  program.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+  sock_fprog fprog{static_cast<unsigned short>(program.size()), program.data()};
 
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
     throw ConfigError(fmt::format("hardening: prctl(PR_SET_NO_NEW_PRIVS) failed: {}",
@@ -59,5 +62,11 @@ void denyOutboundAndExec() {
                                   std::strerror(errno)));
   }
 }
+
+}  // namespace
+
+void denyOutboundAndExec() { denySyscalls({__NR_connect, __NR_execve, __NR_execveat}); }
+
+void denyExec() { denySyscalls({__NR_execve, __NR_execveat}); }
 
 }  // namespace webtrap::probe

@@ -1,4 +1,5 @@
-// Process hardening applied once the probe's ports are bound.
+// Process hardening: seccomp filters for the probe, applied once its ports
+// are bound, and for the shipper's processes.
 #pragma once
 
 namespace webtrap::probe {
@@ -9,5 +10,9 @@ namespace webtrap::probe {
 // whatever a request or a rule requests. Throws ConfigError when the kernel
 // rejects the filter.
 void denyOutboundAndExec();
+
+// Installs the same kind of filter for execve() and execveat() only, for the
+// shipper, which must still connect to its collector.
+void denyExec();
 
 }  // namespace webtrap::probe

@@ -1,14 +1,10 @@
 #include "shipper/shipper_process.h"
 
 #include <grp.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,17 +19,10 @@
 
 #include "common/error.h"
 #include "probe/config.h"
+#include "probe/hardening.h"
 
 namespace webtrap::shipper {
 namespace {
-
-#if defined(__x86_64__)
-constexpr unsigned kAuditArch = AUDIT_ARCH_X86_64;
-#elif defined(__aarch64__)
-constexpr unsigned kAuditArch = AUDIT_ARCH_AARCH64;
-#else
-#error "denyExec: add this architecture's AUDIT_ARCH value"
-#endif
 
 constexpr auto kRestartInitial = std::chrono::seconds(1);
 constexpr auto kRestartMax = std::chrono::seconds(60);
@@ -162,7 +151,7 @@ std::string describeStatus(int status) {
                                     std::strerror(errno)));
     }
     if (config.seccomp) {
-      denyExec();
+      probe::denyExec();
     }
     spdlog::info("shipper: supervisor started pid={} uid={}", getpid(), getuid());
 
@@ -206,30 +195,6 @@ std::string describeStatus(int status) {
 }
 
 }  // namespace
-
-void denyExec() {
-  constexpr unsigned kErrno = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA);
-  // Kill a call made under another architecture's ABI, return EPERM for
-  // execve and execveat, allow the rest.
-  sock_filter program[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kAuditArch, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_execve, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, kErrno),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_execveat, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, kErrno),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  sock_fprog fprog{static_cast<unsigned short>(sizeof(program) / sizeof(program[0])), program};
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
-      syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &fprog) != 0) {
-    throw ConfigError(fmt::format("shipper: installing the seccomp filter failed: {}; set "
-                                  "hardening.seccomp: false on kernels without seccomp",
-                                  std::strerror(errno)));
-  }
-}
 
 std::unique_ptr<ShipperProcess> ShipperProcess::start(const probe::ProbeConfig& config) {
   void* memory = mmap(nullptr, sizeof(ShipperCounters), PROT_READ | PROT_WRITE,

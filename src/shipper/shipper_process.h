@@ -63,9 +63,4 @@ class ShipperProcess {
   bool exited_ = false;
 };
 
-// Installs a seccomp filter that makes execve() and execveat() fail with
-// EPERM in the calling process (every thread), and leaves connect() allowed.
-// Throws ConfigError when the kernel rejects it.
-void denyExec();
-
 }  // namespace webtrap::shipper
