@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/request_facts.h"
+
 namespace webtrap::collector {
 
 enum class RecordFormat {
@@ -94,6 +96,8 @@ struct AuditRecord {
   std::optional<std::int64_t> anomaly_score;  // webtrap.inspection.anomaly_score
   std::string request_body_sha256;            // webtrap.request.body_sha256
   bool request_body_truncated = false;        // webtrap.request.body_truncated
+  std::vector<OatTag> oat_tags;  // webtrap.oat: per-request tags from the probe
+  FormFacts form;                // webtrap.form; kind is empty when absent
 
   // The record as received, as valid UTF-8 JSON text: kept whole in the
   // stored document (event.original), so nothing the producer wrote is lost.
