@@ -3,9 +3,10 @@
 
 Starts the double on loopback, builds all _bulk bodies in advance (so the
 client does little work per request), sends them over one keep-alive
-connection, and prints documents per second. Standard library only.
+connection, and prints documents per second and the double's CPU time per
+document (user + system, from /proc). Standard library only.
 
-    tests/tools/es_double_bench.py --docs 200000 --batch 1000 --doc-bytes 1500
+    tests/tools/es_double_bench.py --docs 200000 --batch 600 --doc-bytes 8000
 """
 
 from __future__ import annotations
@@ -34,15 +35,25 @@ def build_bodies(total: int, batch: int, doc_bytes: int) -> list[bytes]:
     return bodies
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process in seconds, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=200_000, help="documents to send (default 200000)")
     parser.add_argument("--batch", type=int, default=1000, help="documents per _bulk request (default 1000)")
     parser.add_argument("--doc-bytes", type=int, default=1500, help="approximate document size (default 1500)")
     parser.add_argument("--full", action="store_true", help="measure the full mode instead of --fast")
+    parser.add_argument("--double", help="es_double.py to measure, such as an older copy for an A/B "
+                        "run (default: the one next to this script)")
     args = parser.parse_args()
 
-    double = pathlib.Path(__file__).with_name("es_double.py")
+    double = pathlib.Path(args.double) if args.double else pathlib.Path(__file__).with_name("es_double.py")
     bodies = build_bodies(args.docs, args.batch, args.doc_bytes)
     with tempfile.TemporaryDirectory() as folder:
         port_file = os.path.join(folder, "port")
@@ -58,6 +69,7 @@ def main() -> int:
             port = int(pathlib.Path(port_file).read_text())
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             headers = {"Content-Type": "application/x-ndjson"}
+            cpu_before = cpu_seconds(process.pid)
             started = time.perf_counter()
             for body in bodies:
                 connection.request("POST", "/_bulk", body=body, headers=headers)
@@ -67,6 +79,9 @@ def main() -> int:
                     print(f"unexpected response {response.status}: {payload[:200]!r}", file=sys.stderr)
                     return 1
             elapsed = time.perf_counter() - started
+            cpu_after = cpu_seconds(process.pid)
+            user = cpu_after[0] - cpu_before[0]
+            system = cpu_after[1] - cpu_before[1]
             connection.request("GET", "/_double/stats")
             stats = json.loads(connection.getresponse().read())
         finally:
@@ -76,6 +91,8 @@ def main() -> int:
     megabytes = sum(len(body) for body in bodies) / 1e6
     print(f"{mode}: {args.docs} docs in {elapsed:.2f} s = {args.docs / elapsed:,.0f} docs/s "
           f"({megabytes / elapsed:.1f} MB/s, {args.batch} docs/request, ~{args.doc_bytes} B/doc); "
+          f"double CPU {(user + system) / args.docs * 1e6:.2f} us/doc "
+          f"(user {user / args.docs * 1e6:.2f}, system {system / args.docs * 1e6:.2f}); "
           f"double stored {stats['distinct_ids']} ids")
     return 0 if stats["distinct_ids"] == args.docs else 1
 
