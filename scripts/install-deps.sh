@@ -19,6 +19,7 @@ build_packages=(
 test_packages=(
   curl openssl python3 python3-yaml python3-jsonschema
   sqlmap nmap hydra gobuster whatweb wapiti wrk
+  dirb chromium  # OAT evaluation: dirb's scan and word lists, headless browsing
   nginx libnginx-mod-http-modsecurity apache2 tshark
   libapache2-mod-security2  # mod_security2 audit records for the decoder tests
   libmaxmind-db-writer-perl  # builds the small GeoIP databases the tests use

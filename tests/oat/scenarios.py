@@ -1,0 +1,527 @@
+"""Labelled scenarios of the OAT evaluation: real tools and scripted clients.
+
+Each scenario is one source: one run of one tool or client, with the OAT ids
+that the run is (its labels). A driver gets a Context for a fresh probe on
+127.0.0.1 and sends all of its traffic there. Variants of one kind of attack
+differ in word lists, rates, user names and User-Agent, so that every OAT
+has more than one labelled source.
+
+Labels follow the OWASP Automated Threat Handbook v1.3 definitions, not what
+the tagger happens to output.
+"""
+
+import concurrent.futures
+import pathlib
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+from clients import BROWSER_AGENT, FIREFOX_AGENT, Session, card_number, seeded
+
+DIRB_WORDLIST = pathlib.Path("/usr/share/dirb/wordlists/common.txt")
+
+COMMON_PASSWORDS = [
+    "123456", "password", "123456789", "12345678", "12345", "qwerty", "abc123", "111111",
+    "1234567", "password1", "iloveyou", "sunshine", "princess", "admin", "welcome",
+    "monkey", "dragon", "letmein", "football", "baseball", "master", "shadow", "superman",
+    "trustno1", "passw0rd", "hello123", "freedom", "whatever", "qazwsx", "ninja",
+    "mustang", "michael", "jennifer", "charlie", "starwars", "secret", "summer2024",
+    "Winter2023!", "changeme", "P@ssw0rd", "root", "toor", "admin123", "test123",
+]
+
+
+class ScenarioError(AssertionError):
+    """A scenario could not do what it is meant to do (a tool failed, a form is missing)."""
+
+
+class Context:
+    """What a driver gets: the probe's address, a work folder and the persona's routes."""
+
+    def __init__(self, port, workdir, routes):
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.dir = pathlib.Path(workdir)
+        self.routes = routes
+        self.outputs = []
+
+    def route(self, kind):
+        """Return the path of the persona's first route of `kind`."""
+        for route in self.routes:
+            if route.get("kind") == kind:
+                return route["path"]
+        raise ScenarioError(f"the persona has no route of kind {kind!r}")
+
+    def session(self, agent):
+        return Session(self.base_url, agent)
+
+    def write(self, name, lines):
+        path = self.dir / name
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def run(self, args, timeout, ok_codes=(0,)):
+        """Run a tool with PORT in its arguments replaced; return its output."""
+        args = [str(arg).replace("PORT", str(self.port)) for arg in args]
+        try:
+            result = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
+                                    cwd=self.dir, errors="replace")
+        except subprocess.TimeoutExpired as error:
+            raise ScenarioError(f"{args[0]} did not finish within {timeout} s") from error
+        output = result.stdout + result.stderr
+        self.outputs.append((args, result.returncode, output))
+        if result.returncode not in ok_codes:
+            raise ScenarioError(f"{' '.join(args)} exited with {result.returncode}:\n"
+                                f"{output[-2000:]}")
+        return output
+
+
+class Scenario:
+    """One labelled source: a name, its OAT labels and the driver that makes its traffic."""
+
+    def __init__(self, name, labels, description, driver, tools=(), kinds=(), ignore=(),
+                 quiet=False):
+        self.name = name
+        self.labels = list(labels)
+        self.description = description
+        self.driver = driver
+        self.tools = list(tools)    # programs that must be on PATH
+        self.kinds = list(kinds)    # persona route kinds the driver needs
+        self.ignore = list(ignore)  # OAT ids not scored for this source, either way
+        self.quiet = quiet          # a normal browser: must get no behavioural tag
+
+    def missing(self, routes):
+        """Return why this scenario cannot run here, or an empty string."""
+        tools = [tool for tool in self.tools if not shutil.which(tool)]
+        if tools:
+            return f"not installed: {', '.join(tools)} (run scripts/install-deps.sh --with-tests)"
+        kinds = {route.get("kind") for route in routes}
+        absent = [kind for kind in self.kinds if kind not in kinds]
+        if absent:
+            return f"the persona has no route of kind {', '.join(absent)}"
+        return ""
+
+
+# --- Credential cracking (OAT-007): one user name, a password list -----------
+
+def login_template(ctx):
+    """Return (login path, form) with the login form's field names read from the page."""
+    path = ctx.route("login")
+    form = ctx.session(BROWSER_AGENT).form_on(path, ("user", "password"))
+    return path, form
+
+
+def hydra_form_args(ctx, extra_option=""):
+    path, form = login_template(ctx)
+    fields = []
+    for name, kind, value in form.fields:
+        if kind in ("submit", "button"):
+            continue
+        if kind == "password":
+            fields.append(f"{name}=^PASS^")
+        elif kind == "hidden":
+            fields.append(f"{name}={value}")
+        else:
+            fields.append(f"{name}=^USER^")
+    action = form.action or path
+    return f"{action}:{'&'.join(fields)}:F=Invalid username{extra_option}"
+
+
+def hydra_cracking(user, passwords, tasks, agent=None):
+    def drive(ctx):
+        password_file = ctx.write("passwords.txt", passwords)
+        option = ""
+        if agent:
+            option = ":H=User-Agent\\: " + agent.replace(":", "\\:")
+        ctx.run(["hydra", "-l", user, "-P", password_file, "-s", "PORT", "-t", str(tasks),
+                 "-w", "10", "-I", "127.0.0.1", "http-post-form", hydra_form_args(ctx, option)],
+                timeout=120)
+    return drive
+
+
+def scripted_cracking(user, passwords, pause, agent):
+    def drive(ctx):
+        path, form = login_template(ctx)
+        session = ctx.session(agent)
+        for password in passwords:
+            session.submit(path, form, {"user": user, "password": password})
+            time.sleep(pause)
+    return drive
+
+
+# --- Credential stuffing (OAT-008): many user:password pairs ----------------
+
+def credential_pairs(seed, count):
+    rng = seeded(seed)
+    first = ["anna", "ben", "carla", "david", "eva", "felix", "greta", "hans", "ines", "jonas",
+             "klara", "lukas", "mia", "noah", "olga", "paul", "rosa", "simon", "tina", "uwe"]
+    last = ["schmidt", "meyer", "weber", "wagner", "becker", "hoffmann", "koch", "richter",
+            "klein", "wolf", "neumann", "braun"]
+    domains = ["example.com", "example.net", "example.org"]
+    pairs = []
+    for index in range(count):
+        user = f"{rng.choice(first)}.{rng.choice(last)}{rng.randrange(100)}@{rng.choice(domains)}"
+        password = rng.choice(COMMON_PASSWORDS) + str(rng.randrange(1000))
+        pairs.append((user, password))
+    return pairs
+
+
+def scripted_stuffing(seed, count, pause, agent, fetch_form_each_time):
+    def drive(ctx):
+        path, form = login_template(ctx)
+        session = ctx.session(agent)
+        for user, password in credential_pairs(seed, count):
+            if fetch_form_each_time:
+                session.get(path)
+            session.submit(path, form, {"user": user, "password": password})
+            time.sleep(pause)
+    return drive
+
+
+def hydra_stuffing(seed, count, tasks):
+    def drive(ctx):
+        combos = ctx.write("combos.txt", [f"{u}:{p}" for u, p in credential_pairs(seed, count)])
+        ctx.run(["hydra", "-C", combos, "-s", "PORT", "-t", str(tasks), "-w", "10", "-I",
+                 "127.0.0.1", "http-post-form", hydra_form_args(ctx)], timeout=120)
+    return drive
+
+
+# --- Vulnerability scanning (OAT-014) ----------------------------------------
+
+def dirb_words(start, step, count):
+    words = [line.strip() for line in DIRB_WORDLIST.read_text(errors="replace").splitlines()
+             if line.strip() and not line.startswith("#")]
+    return words[start::step][:count]
+
+
+def gobuster(start, step, count, extensions=None, agent=None):
+    def drive(ctx):
+        wordlist = ctx.write("words.txt", dirb_words(start, step, count))
+        args = ["gobuster", "dir", "-u", "http://127.0.0.1:PORT/", "-w", wordlist, "-t", "4",
+                "--timeout", "10s", "-q", "-z", "--no-error"]
+        if extensions:
+            args += ["-x", extensions]
+        if agent:
+            args += ["-a", agent]
+        ctx.run(args, timeout=120)
+    return drive
+
+
+def dirb(start, step, count):
+    def drive(ctx):
+        wordlist = ctx.write("words.txt", dirb_words(start, step, count))
+        ctx.run(["dirb", "http://127.0.0.1:PORT/", wordlist, "-r", "-S", "-w",
+                 "-o", ctx.dir / "dirb.txt"], timeout=120)
+    return drive
+
+
+def sqlmap(target, techniques, extra=()):
+    def drive(ctx):
+        ctx.run(["sqlmap", "-u", "http://127.0.0.1:PORT" + target, "--batch",
+                 f"--technique={techniques}", "--level=1", "--risk=1", "--threads=2",
+                 "--timeout=5", "--retries=0", "--flush-session", "--disable-coloring",
+                 f"--output-dir={ctx.dir / 'sqlmap'}", *extra], timeout=150)
+    return drive
+
+
+def wapiti(modules, max_scan_time):
+    def drive(ctx):
+        ctx.run(["wapiti", "-u", "http://127.0.0.1:PORT/", "-m", modules, "--scope", "folder",
+                 "-d", "2", "--max-scan-time", str(max_scan_time), "--max-attack-time",
+                 str(max_scan_time // 2), "--flush-session", "-f", "txt", "-o",
+                 ctx.dir / "wapiti.txt", "--store-session", ctx.dir / "wapiti-session"],
+                timeout=max_scan_time + 60)
+    return drive
+
+
+# --- Fingerprinting (OAT-004) and footprinting (OAT-018) ---------------------
+
+def whatweb(aggression):
+    def drive(ctx):
+        ctx.run(["whatweb", "-a", str(aggression), "--color=never", "--open-timeout", "10",
+                 "--read-timeout", "10", "http://127.0.0.1:PORT/"], timeout=120)
+    return drive
+
+
+def nmap(scripts):
+    def drive(ctx):
+        # http.pipeline=1: no pipelining, see test_attack_tools.py.
+        ctx.run(["nmap", "-n", "-Pn", "-p", "PORT", "-sV", "--script", scripts,
+                 "--script-args", "http.pipeline=1", "--host-timeout", "120s", "127.0.0.1"],
+                timeout=180)
+    return drive
+
+
+# --- Scraping (OAT-011) ------------------------------------------------------
+
+def wget_mirror(start, depth, agent=None, requisites=False):
+    def drive(ctx):
+        args = ["wget", "-r", "-l", str(depth), "-e", "robots=off", "--no-verbose",
+                "-P", ctx.dir / "mirror", "--timeout=10", "--tries=1"]
+        if agent:
+            args += ["-U", agent]
+        if requisites:
+            args += ["--page-requisites"]
+        # wget exits with 8 when the server sent an error status for some URL.
+        ctx.run(args + ["http://127.0.0.1:PORT" + start], timeout=120, ok_codes=(0, 8))
+    return drive
+
+
+# --- Account creation (OAT-019) ----------------------------------------------
+
+def registration_bot(seed, count, pause, agent):
+    def drive(ctx):
+        rng = seeded(seed)
+        path = ctx.route("register")
+        session = ctx.session(agent)
+        form = session.form_on(path, ("email",))
+        for index in range(count):
+            user = f"user{rng.randrange(10**6):06d}"
+            session.submit(path, form, {
+                "user": user, "name": user, "email": f"{user}@example.{rng.choice(['com', 'net'])}",
+                "password": f"Pw{rng.randrange(10**8)}!"})
+            time.sleep(pause)
+    return drive
+
+
+# --- Token cracking (OAT-002): coupon codes ----------------------------------
+
+def coupon_codes(seed, count, pattern):
+    rng = seeded(seed)
+    if pattern == "sequential":
+        base = rng.randrange(1000, 9000)
+        return [f"NW-{base + index:04d}" for index in range(count)]
+    words = ["SAVE", "WELCOME", "SPRING", "SUMMER", "BLACKFRIDAY", "FREESHIP", "VIP", "XMAS"]
+    return [f"{rng.choice(words)}{rng.randrange(5, 80)}" for _ in range(count)]
+
+
+def coupon_enumeration(seed, count, pattern, pause, agent):
+    def drive(ctx):
+        path = ctx.route("coupon")
+        session = ctx.session(agent)
+        session.get(ctx.route("product"))
+        form = session.form_on(path, ("coupon",))
+        for code in coupon_codes(seed, count, pattern):
+            session.submit(path, form, {"coupon": code})
+            time.sleep(pause)
+    return drive
+
+
+# --- Carding (OAT-001) and card cracking (OAT-010) ---------------------------
+
+def checkout_attempts(attempts, pause, agent):
+    """Submit the checkout form once per (card, expiry, cvv) in `attempts`."""
+    def drive(ctx):
+        path = ctx.route("checkout")
+        session = ctx.session(agent)
+        session.get(ctx.route("product"))
+        form = session.form_on(path, ("card",))
+        for card, expiry, cvv in attempts:
+            session.submit(path, form, {"card": card, "expiry": expiry, "cvv": cvv,
+                                        "name": "J Doe", "email": "j.doe@example.com"})
+            time.sleep(pause)
+    return drive
+
+
+def carding(seed, count, pause, agent):
+    rng = seeded(seed)
+    prefixes = ["4", "51", "52", "53", "54", "55"]
+    attempts = [(card_number(rng, rng.choice(prefixes)), f"{rng.randrange(1, 13):02d}/2{rng.randrange(6, 9)}",
+                 f"{rng.randrange(1000):03d}") for _ in range(count)]
+    return checkout_attempts(attempts, pause, agent)
+
+
+def card_cracking(seed, count, pause, agent):
+    rng = seeded(seed)
+    card = card_number(rng, "4")
+    attempts = [(card, f"{rng.randrange(1, 13):02d}/2{rng.randrange(6, 9)}",
+                 f"{rng.randrange(1000):03d}") for _ in range(count)]
+    return checkout_attempts(attempts, pause, agent)
+
+
+# --- Spamming (OAT-017) ------------------------------------------------------
+
+def spam_text(rng, links):
+    words = ["cheap", "pills", "casino", "bonus", "crypto", "loans", "replica", "watches"]
+    body = " ".join(rng.choice(words) for _ in range(12))
+    urls = " ".join(f"http://spam{rng.randrange(100)}.example/{rng.choice(words)}"
+                    for _ in range(links))
+    return f"Great post! {body} {urls}"
+
+
+def comment_spam(seed, count, links, pause, agent, kind):
+    def drive(ctx):
+        rng = seeded(seed)
+        path = ctx.route(kind)
+        session = ctx.session(agent)
+        form = session.form_on(path, ("text",))
+        for _ in range(count):
+            session.submit(path, form, {
+                "name": f"seo{rng.randrange(1000)}", "email": f"seo{rng.randrange(1000)}@example.net",
+                "url": f"http://spam{rng.randrange(100)}.example/", "text": spam_text(rng, links)})
+            time.sleep(pause)
+    return drive
+
+
+# --- Denial of service (OAT-015): a bounded flood ----------------------------
+
+def apache_bench(count, concurrency, path):
+    def drive(ctx):
+        ctx.run(["ab", "-n", str(count), "-c", str(concurrency), "-s", "10", "-r",
+                 "http://127.0.0.1:PORT" + path], timeout=60)
+    return drive
+
+
+def scripted_flood(count, workers, paths):
+    def drive(ctx):
+        def fetch(index):
+            url = ctx.base_url + paths[index % len(paths)]
+            request = urllib.request.Request(url, headers={"User-Agent": FIREFOX_AGENT})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    response.read()
+            except urllib.error.HTTPError:
+                pass
+
+        deadline = time.monotonic() + 45
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            for future in [pool.submit(fetch, index) for index in range(count)]:
+                future.result(timeout=max(1, deadline - time.monotonic()))
+    return drive
+
+
+# --- Quiet browsing: a normal browser, no behavioural tag allowed -------------
+
+def chromium_browsing(pages, pause, agent=None):
+    """Load each page with headless Chromium, with its assets, pausing between pages.
+
+    Each page is a separate Chromium start on one profile folder, so cookies
+    carry over as they would in one browser.
+    """
+    def drive(ctx):
+        profile = ctx.dir / "chromium-profile"
+        for index, page in enumerate(pages):
+            if index:
+                time.sleep(pause)
+            args = ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--metrics-recording-only", "--no-default-browser-check",
+                    f"--user-data-dir={profile}", "--virtual-time-budget=3000", "--dump-dom"]
+            if agent:
+                args.append(f"--user-agent={agent}")
+            output = ctx.run(args + [f"http://127.0.0.1:PORT{page}"], timeout=60)
+            if "</html>" not in output.lower():
+                raise ScenarioError(f"chromium printed no page for {page}:\n{output[-1500:]}")
+    return drive
+
+
+SCENARIOS = [
+    Scenario("hydra-cracking-a", ["OAT-007"],
+             "hydra http-post-form on the login form: user admin, 44 common passwords, 4 tasks",
+             hydra_cracking("admin", COMMON_PASSWORDS, 4), tools=["hydra"], kinds=["login"]),
+    Scenario("hydra-cracking-b", ["OAT-007"],
+             "hydra http-post-form: user j.smith, 30 passwords, 2 tasks, a Firefox User-Agent",
+             hydra_cracking("j.smith", [p + "!" for p in COMMON_PASSWORDS[:30]], 2, FIREFOX_AGENT),
+             tools=["hydra"], kinds=["login"]),
+    Scenario("script-cracking-c", ["OAT-007"],
+             "scripted client: user office@example.com, 25 passwords, 0.1 s apart, Chrome User-Agent",
+             scripted_cracking("office@example.com", COMMON_PASSWORDS[10:35], 0.1, BROWSER_AGENT),
+             kinds=["login"]),
+    Scenario("script-stuffing-a", ["OAT-008"],
+             "scripted credential-list replay: 40 user:password pairs, one session, Python User-Agent",
+             scripted_stuffing("stuffing-a", 40, 0.0, "python-requests/2.31.0", False),
+             kinds=["login"]),
+    Scenario("script-stuffing-b", ["OAT-008"],
+             "scripted replay: 30 pairs, login page fetched before each try, 0.1 s apart, Chrome User-Agent",
+             scripted_stuffing("stuffing-b", 30, 0.1, BROWSER_AGENT, True), kinds=["login"]),
+    Scenario("hydra-stuffing-c", ["OAT-008"],
+             "hydra -C with a file of 35 user:password pairs, 4 tasks",
+             hydra_stuffing("stuffing-c", 35, 4), tools=["hydra"], kinds=["login"]),
+    Scenario("gobuster-a", ["OAT-014"],
+             "gobuster dir: 200 words of dirb's common.txt, 4 threads",
+             gobuster(0, 1, 200), tools=["gobuster"]),
+    Scenario("gobuster-b", ["OAT-014"],
+             "gobuster dir: 120 other words with -x php, a Chrome User-Agent",
+             gobuster(7, 19, 120, "php", BROWSER_AGENT), tools=["gobuster"]),
+    Scenario("dirb-a", ["OAT-014"],
+             "dirb, not recursive: 250 words of dirb's common.txt",
+             dirb(3, 11, 250), tools=["dirb"]),
+    Scenario("sqlmap-a", ["OAT-014"],
+             "sqlmap --batch --technique=BU on about.php?id=1",
+             sqlmap("/about.php?id=1", "BU"), tools=["sqlmap"]),
+    Scenario("sqlmap-b", ["OAT-014"],
+             "sqlmap --batch --technique=BE on the query string of index.php, random User-Agent",
+             sqlmap("/index.php?page=home&lang=en", "BE", ["--random-agent"]), tools=["sqlmap"]),
+    Scenario("wapiti-a", ["OAT-014"],
+             "wapiti with modules sql,xss,exec, depth 2, --max-scan-time 60",
+             wapiti("sql,xss,exec", 60), tools=["wapiti"]),
+    Scenario("whatweb-a", ["OAT-004"],
+             "whatweb -a 1 (one request, passive plugins)",
+             whatweb(1), tools=["whatweb"]),
+    Scenario("whatweb-b", ["OAT-004", "OAT-018"],
+             "whatweb -a 3 (aggressive: plugin-specific paths)",
+             whatweb(3), tools=["whatweb"]),
+    Scenario("nmap-a", ["OAT-004", "OAT-018"],
+             "nmap -sV --script http-enum,http-headers,http-title",
+             nmap("http-enum,http-headers,http-title"), tools=["nmap"]),
+    Scenario("nmap-b", ["OAT-004"],
+             "nmap -sV --script http-title,http-headers,http-methods",
+             nmap("http-title,http-headers,http-methods"), tools=["nmap"]),
+    Scenario("wget-mirror-a", ["OAT-011"],
+             "wget -r -l 3 -e robots=off from /",
+             wget_mirror("/", 3), tools=["wget"]),
+    Scenario("wget-mirror-b", ["OAT-011"],
+             "wget -r -l 5 -e robots=off --page-requisites from /about.php, a Firefox User-Agent",
+             wget_mirror("/about.php", 5, FIREFOX_AGENT, requisites=True), tools=["wget"]),
+    Scenario("register-bot-a", ["OAT-019"],
+             "scripted registration bot: 20 accounts, no pause, Python User-Agent",
+             registration_bot("register-a", 20, 0.0, "python-requests/2.31.0"), kinds=["register"]),
+    Scenario("register-bot-b", ["OAT-019"],
+             "scripted registration bot: 12 accounts, 0.2 s apart, Chrome User-Agent",
+             registration_bot("register-b", 12, 0.2, BROWSER_AGENT), kinds=["register"]),
+    Scenario("coupon-enum-a", ["OAT-002"],
+             "coupon enumeration: 40 word-and-number codes, no pause",
+             coupon_enumeration("coupon-a", 40, "words", 0.0, "python-requests/2.31.0"),
+             kinds=["coupon", "product"]),
+    Scenario("coupon-enum-b", ["OAT-002"],
+             "coupon enumeration: 30 sequential codes, 0.1 s apart, Chrome User-Agent",
+             coupon_enumeration("coupon-b", 30, "sequential", 0.1, BROWSER_AGENT),
+             kinds=["coupon", "product"]),
+    Scenario("carding-a", ["OAT-001"],
+             "carding: 25 different Luhn-valid card numbers at checkout, no pause",
+             carding("carding-a", 25, 0.0, "python-requests/2.31.0"),
+             kinds=["checkout", "product"]),
+    Scenario("carding-b", ["OAT-001"],
+             "carding: 15 different Luhn-valid card numbers, 0.2 s apart, Chrome User-Agent",
+             carding("carding-b", 15, 0.2, BROWSER_AGENT), kinds=["checkout", "product"]),
+    Scenario("card-cracking-a", ["OAT-010"],
+             "card cracking: one card number, 30 expiry and security code guesses",
+             card_cracking("cracking-a", 30, 0.0, "python-requests/2.31.0"),
+             kinds=["checkout", "product"]),
+    Scenario("card-cracking-b", ["OAT-010"],
+             "card cracking: one card number, 20 guesses, 0.2 s apart, Chrome User-Agent",
+             card_cracking("cracking-b", 20, 0.2, BROWSER_AGENT), kinds=["checkout", "product"]),
+    Scenario("comment-spam-a", ["OAT-017"],
+             "blog comment spam: 15 comments with 3 links each",
+             comment_spam("spam-a", 15, 3, 0.0, "python-requests/2.31.0", "comment"),
+             kinds=["comment"]),
+    Scenario("contact-spam-b", ["OAT-017"],
+             "contact form spam: 12 messages with 2 links each, 0.2 s apart, Chrome User-Agent",
+             comment_spam("spam-b", 12, 2, 0.2, BROWSER_AGENT, "contact"), kinds=["contact"]),
+    Scenario("ab-flood-a", ["OAT-015"],
+             "ab -n 1500 -c 10 on / (bounded flood)",
+             apache_bench(1500, 10, "/"), tools=["ab"]),
+    Scenario("script-flood-b", ["OAT-015"],
+             "scripted flood: 800 requests from 8 threads over 3 pages, Firefox User-Agent",
+             scripted_flood(800, 8, ["/", "/about.php", "/contact.php"])),
+    Scenario("browse-chromium-a", [],
+             "headless Chromium: 3 pages with their assets, 2 s apart",
+             chromium_browsing(["/", "/about.php", "/contact.php"], 2.0),
+             tools=["chromium"], quiet=True),
+    Scenario("browse-chromium-b", [],
+             "headless Chromium with a desktop Chrome User-Agent: 3 pages, 1.5 s apart",
+             chromium_browsing(["/about.php", "/", "/login.php"], 1.5, BROWSER_AGENT),
+             tools=["chromium"], quiet=True),
+]

@@ -1,0 +1,240 @@
+"""Address rewriting, merging and scoring for the OAT evaluation.
+
+Every scenario runs against its own probe on 127.0.0.1, so all records carry
+the client address 127.0.0.1. Before the records reach the collector, each
+scenario run (one "source") gets its own documentation address (RFC 5737:
+192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24). The rewrite changes data
+only: no packet is ever sent to those addresses.
+
+Scoring works per source and per OAT id. A source is predicted to be an OAT
+when any stored document of that source carries the id in
+threat.technique.id. Precision and recall per OAT are taken over all
+sources; per-record figures are given for information.
+"""
+
+import copy
+import datetime
+import zlib
+
+DOCUMENTATION_NETWORKS = ("192.0.2.", "198.51.100.", "203.0.113.")
+SENSOR_IDS = ("eval-probe-a", "eval-probe-b")
+TARGET = 0.9
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def documentation_address(index):
+    """Return the documentation address of source number `index` (0-based).
+
+    Sources take turns over the three RFC 5737 networks, from host .10 up, so
+    neighbouring sources also differ in their /24.
+    """
+    network = DOCUMENTATION_NETWORKS[index % len(DOCUMENTATION_NETWORKS)]
+    host = 10 + index // len(DOCUMENTATION_NETWORKS)
+    if host > 254:
+        raise ValueError(f"source index {index} is past the documentation address space")
+    return f"{network}{host}"
+
+
+def parse_timestamp(text):
+    """Parse webtrap.@timestamp ("2026-12-04T18:43:06.624059Z") as an aware datetime."""
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc)
+
+
+def format_timestamp(moment):
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def format_ctime(moment):
+    """Format like transaction.time_stamp: ctime(3) layout in UTC, "Fri Dec  4 18:43:06 2026"."""
+    moment = moment.astimezone(datetime.timezone.utc)
+    return (f"{_DAYS[moment.weekday()]} {_MONTHS[moment.month - 1]} {moment.day:2d} "
+            f"{moment:%H:%M:%S} {moment.year}")
+
+
+def sensor_for(source, record):
+    """Pick one of the two sensor ids for a record, stable per connection.
+
+    A source's connections spread over both sensors, as for a client that
+    reaches two probes behind one name, so behaviour over both can be seen.
+    """
+    connection = record.get("webtrap", {}).get("connection", {}).get("id", "")
+    return SENSOR_IDS[zlib.crc32(f"{source}/{connection}".encode()) % len(SENSOR_IDS)]
+
+
+def rewrite_run(records, source, address, start):
+    """Return copies of one run's records as if sent from `address` by two probes.
+
+    Sets the client address, splits the records between the two sensor ids,
+    and shifts every timestamp so that the run's first record is at `start`
+    (an aware datetime), keeping the time between records.
+    """
+    if not records:
+        return []
+    first = min(parse_timestamp(r["webtrap"]["@timestamp"]) for r in records)
+    shift = start - first
+    rewritten = []
+    for record in records:
+        copy_ = copy.deepcopy(record)
+        transaction = copy_["transaction"]
+        webtrap = copy_["webtrap"]
+        transaction["client_ip"] = address
+        sensor = sensor_for(source, record)
+        transaction["server_id"] = sensor
+        webtrap.setdefault("sensor", {})["id"] = sensor
+        moment = parse_timestamp(webtrap["@timestamp"]) + shift
+        webtrap["@timestamp"] = format_timestamp(moment)
+        transaction["time_stamp"] = format_ctime(moment)
+        rewritten.append(copy_)
+    return rewritten
+
+
+def merge_runs(runs):
+    """Merge lists of rewritten records into one list ordered by @timestamp."""
+    merged = [record for run in runs for record in run]
+    merged.sort(key=lambda r: r["webtrap"]["@timestamp"])
+    return merged
+
+
+def document_tags(document):
+    """Return (every OAT id, behaviour-only OAT ids) of one stored ECS document."""
+    technique = document.get("threat", {}).get("technique", {}).get("id", [])
+    if isinstance(technique, str):
+        technique = [technique]
+    all_ids = set(technique)
+    behaviour = set()
+    for tag in document.get("webtrap", {}).get("oat", []) or []:
+        if tag.get("basis") == "behaviour":
+            behaviour.add(tag.get("id"))
+    return all_ids, behaviour
+
+
+def document_address(document):
+    return document.get("source", {}).get("ip", "")
+
+
+def _ratio(numerator, denominator):
+    return numerator / denominator if denominator else None
+
+
+def score(sources, documents):
+    """Score OAT predictions per source against the sources' labels.
+
+    `sources`: dicts with `name`, `address`, `labels` (OAT ids the run is),
+    optional `ignore` (OAT ids not scored for this source either way) and
+    optional `quiet` (a normal browser: must get no behavioural tag).
+    `documents`: stored ECS documents.
+
+    Returns a dict with `per_source` (predicted ids, behaviour-only ids and
+    record counts by source), `oats` and `oats_behaviour` (per OAT id:
+    labelled, predicted, tp, fp, fn, precision, recall, records figures),
+    `unmatched_documents` (documents from no known source) and
+    `quiet_violations` (quiet sources with behavioural tags).
+    """
+    by_address = {}
+    for source in sources:
+        if source["address"] in by_address:
+            raise ValueError(f"two sources share the address {source['address']}")
+        by_address[source["address"]] = source
+
+    per_source = {s["name"]: {"predicted": set(), "behaviour": set(), "documents": 0,
+                              "records_with": {}, "records_with_behaviour": {}}
+                  for s in sources}
+    unmatched = 0
+    for document in documents:
+        source = by_address.get(document_address(document))
+        if source is None:
+            unmatched += 1
+            continue
+        entry = per_source[source["name"]]
+        all_ids, behaviour = document_tags(document)
+        entry["documents"] += 1
+        entry["predicted"] |= all_ids
+        entry["behaviour"] |= behaviour
+        for oat in all_ids:
+            entry["records_with"][oat] = entry["records_with"].get(oat, 0) + 1
+        for oat in behaviour:
+            entry["records_with_behaviour"][oat] = entry["records_with_behaviour"].get(oat, 0) + 1
+
+    quiet_violations = []
+    for source in sources:
+        if source.get("quiet") and per_source[source["name"]]["behaviour"]:
+            quiet_violations.append(
+                f"{source['name']}: behavioural tags "
+                f"{sorted(per_source[source['name']]['behaviour'])} on quiet browsing")
+
+    return {
+        "per_source": per_source,
+        "oats": _score_oats(sources, per_source, "predicted", "records_with"),
+        "oats_behaviour": _score_oats(sources, per_source, "behaviour",
+                                      "records_with_behaviour"),
+        "unmatched_documents": unmatched,
+        "quiet_violations": quiet_violations,
+    }
+
+
+def _score_oats(sources, per_source, predicted_key, records_key):
+    oat_ids = set()
+    for source in sources:
+        oat_ids |= set(source["labels"])
+        oat_ids |= per_source[source["name"]][predicted_key]
+    table = {}
+    for oat in sorted(oat_ids):
+        row = {"labelled": 0, "predicted": 0, "tp": 0, "fp": 0, "fn": 0, "ignored": 0,
+               "records_labelled": 0, "records_labelled_tagged": 0,
+               "records_tagged": 0, "records_tagged_labelled": 0,
+               "fp_sources": [], "fn_sources": []}
+        for source in sources:
+            entry = per_source[source["name"]]
+            if oat in source.get("ignore", ()):
+                row["ignored"] += 1
+                continue
+            labelled = oat in source["labels"]
+            predicted = oat in entry[predicted_key]
+            tagged_records = entry[records_key].get(oat, 0)
+            row["labelled"] += labelled
+            row["predicted"] += predicted
+            row["tp"] += labelled and predicted
+            if predicted and not labelled:
+                row["fp"] += 1
+                row["fp_sources"].append(source["name"])
+            if labelled and not predicted:
+                row["fn"] += 1
+                row["fn_sources"].append(source["name"])
+            row["records_tagged"] += tagged_records
+            if labelled:
+                row["records_labelled"] += entry["documents"]
+                row["records_labelled_tagged"] += tagged_records
+                row["records_tagged_labelled"] += tagged_records
+        row["precision"] = _ratio(row["tp"], row["tp"] + row["fp"])
+        row["recall"] = _ratio(row["tp"], row["tp"] + row["fn"])
+        row["record_precision"] = _ratio(row["records_tagged_labelled"], row["records_tagged"])
+        row["record_recall"] = _ratio(row["records_labelled_tagged"], row["records_labelled"])
+        table[oat] = row
+    return table
+
+
+def target_failures(result, target=TARGET):
+    """Return one line per covered OAT (labelled on a source) below the target.
+
+    A missing precision (nothing predicted) counts as a miss, as does a
+    quiet source with a behavioural tag.
+    """
+    failures = list(result["quiet_violations"])
+    for oat, row in result["oats"].items():
+        if row["labelled"] == 0:
+            continue
+        precision, recall = row["precision"], row["recall"]
+        if precision is None or precision < target:
+            failures.append(f"{oat}: precision {_show(precision)} < {target} "
+                            f"(false positives: {', '.join(row['fp_sources']) or 'none'})")
+        if recall is None or recall < target:
+            failures.append(f"{oat}: recall {_show(recall)} < {target} "
+                            f"(missed: {', '.join(row['fn_sources']) or 'none'})")
+    return failures
+
+
+def _show(value):
+    return "n/a" if value is None else f"{value:.2f}"
