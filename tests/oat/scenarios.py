@@ -71,6 +71,8 @@ class Context:
             raise ScenarioError(f"{args[0]} did not finish within {timeout} s") from error
         output = result.stdout + result.stderr
         self.outputs.append((args, result.returncode, output))
+        log_name = f"{pathlib.Path(args[0]).name}-{len(self.outputs)}.log"
+        (self.dir / log_name).write_text(f"{args}\nexit {result.returncode}\n{output}")
         if result.returncode not in ok_codes:
             raise ScenarioError(f"{' '.join(args)} exited with {result.returncode}:\n"
                                 f"{output[-2000:]}")
@@ -125,7 +127,8 @@ def hydra_form_args(ctx, extra_option=""):
         else:
             fields.append(f"{name}=^USER^")
     action = form.action or path
-    return f"{action}:{'&'.join(fields)}:F=Invalid username{extra_option}"
+    # hydra 9.4 reads the failure condition (F=) only as the last part.
+    return f"{action}:{'&'.join(fields)}{extra_option}:F=Invalid username"
 
 
 def hydra_cracking(user, passwords, tasks, agent=None):
