@@ -179,6 +179,8 @@ std::string Baits::mac(std::string_view label, std::string_view data) const {
   return std::string(reinterpret_cast<const char*>(digest), length);
 }
 
+std::string Baits::cardKey() const { return mac("card-fingerprint", ""); }
+
 std::string Baits::issueToken(TokenKind kind, const std::string& address) {
   const TokenFormat& format = formatOf(kind);
   std::string derived = mac(fmt::format("issue\x1f{}", format.name), address);

@@ -66,6 +66,11 @@ class Baits {
   // verifies under this secret.
   bool verifyToken(TokenKind kind, std::string_view token) const;
 
+  // Returns a 32-byte key derived from the secret for the card fingerprints
+  // in FormFacts, so one probe gives one card the same fingerprint across
+  // restarts, and no one without the secret file can test a guessed number.
+  std::string cardKey() const;
+
   // The checks below add a BaitHit and the TX variables to `outcome` when
   // the bait was touched, and nothing otherwise. None of them throws for any
   // request content.

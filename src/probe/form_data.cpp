@@ -17,8 +17,9 @@ std::string_view trim(std::string_view text) {
   return text;
 }
 
-void urlencodedValues(std::string_view text, std::string_view name,
-                      std::vector<std::string>& values) {
+// Appends the fields named `name`, or every field when `name` is nullopt.
+void urlencodedFields(std::string_view text, std::optional<std::string_view> name,
+                      std::vector<FormField>& fields) {
   std::size_t pos = 0;
   while (pos <= text.size()) {
     std::size_t end = text.find('&', pos);
@@ -27,10 +28,13 @@ void urlencodedValues(std::string_view text, std::string_view name,
     }
     std::string_view pair = text.substr(pos, end - pos);
     std::size_t equals = pair.find('=');
-    std::string_view key = pair.substr(0, equals);
-    if (!pair.empty() && formDecode(key) == name) {
-      values.push_back(equals == std::string_view::npos ? std::string()
-                                                        : formDecode(pair.substr(equals + 1)));
+    if (!pair.empty()) {
+      std::string key = formDecode(pair.substr(0, equals));
+      if (!name || key == *name) {
+        fields.push_back({std::move(key), equals == std::string_view::npos
+                                              ? std::string()
+                                              : formDecode(pair.substr(equals + 1))});
+      }
     }
     pos = end + 1;
   }
@@ -60,8 +64,8 @@ std::string headerParameter(std::string_view value, std::string_view parameter) 
 
 // Reads the parts of a multipart/form-data body whose Content-Disposition
 // names `name`. A part cut off by the capture limit is read up to the cut.
-void multipartValues(std::string_view body, const std::string& boundary, std::string_view name,
-                     std::vector<std::string>& values) {
+void multipartFields(std::string_view body, const std::string& boundary,
+                     std::optional<std::string_view> name, std::vector<FormField>& fields) {
   if (boundary.empty()) {
     return;
   }
@@ -87,9 +91,11 @@ void multipartValues(std::string_view body, const std::string& boundary, std::st
       std::string_view line = head.substr(line_start, line_end - line_start);
       std::size_t colon = line.find(':');
       if (colon != std::string_view::npos &&
-          equalsIgnoreCase(trim(line.substr(0, colon)), "Content-Disposition") &&
-          headerParameter(line.substr(colon + 1), "name") == name) {
-        values.emplace_back(content);
+          equalsIgnoreCase(trim(line.substr(0, colon)), "Content-Disposition")) {
+        std::string part_name = headerParameter(line.substr(colon + 1), "name");
+        if (!name || part_name == *name) {
+          fields.push_back({std::move(part_name), std::string(content)});
+        }
       }
       if (line_end == std::string_view::npos) {
         break;
@@ -103,7 +109,8 @@ void multipartValues(std::string_view body, const std::string& boundary, std::st
   }
 }
 
-void jsonValues(std::string_view body, std::string_view name, std::vector<std::string>& values) {
+void jsonFields(std::string_view body, std::optional<std::string_view> name,
+                std::vector<FormField>& fields) {
   simdjson::dom::parser parser;
   simdjson::dom::element root;
   if (parser.parse(body.data(), body.size()).get(root) != simdjson::SUCCESS) {
@@ -114,14 +121,14 @@ void jsonValues(std::string_view body, std::string_view name, std::vector<std::s
     return;
   }
   for (auto member : object) {
-    if (member.key != name) {
+    if (name && member.key != *name) {
       continue;
     }
     std::string_view text;
     if (member.value.get(text) == simdjson::SUCCESS) {
-      values.emplace_back(text);
+      fields.push_back({std::string(member.key), std::string(text)});
     } else {
-      values.push_back(simdjson::minify(member.value));
+      fields.push_back({std::string(member.key), simdjson::minify(member.value)});
     }
   }
 }
@@ -146,30 +153,50 @@ std::string formDecode(std::string_view text) {
   return out;
 }
 
-std::vector<std::string> formFieldValues(const CapturedRequest& request, std::string_view name) {
-  std::vector<std::string> values;
+namespace {
+
+void collectFields(const CapturedRequest& request, std::optional<std::string_view> name,
+                   std::vector<FormField>& fields) {
   std::size_t question = request.target.find('?');
   if (question != std::string::npos) {
     std::string_view query = std::string_view(request.target).substr(question + 1);
-    urlencodedValues(query.substr(0, query.find('#')), name, values);
+    urlencodedFields(query.substr(0, query.find('#')), name, fields);
   }
   if (request.body.empty()) {
-    return values;
+    return;
   }
 
   const std::string* content_type = findHeader(request.headers, "Content-Type");
   std::string_view type = content_type ? std::string_view(*content_type) : std::string_view();
   std::string_view media = trim(type.substr(0, type.find(';')));
   if (equalsIgnoreCase(media, "multipart/form-data")) {
-    multipartValues(request.body, headerParameter(type, "boundary"), name, values);
+    multipartFields(request.body, headerParameter(type, "boundary"), name, fields);
   } else if (equalsIgnoreCase(media, "application/json") ||
              (media.size() > 5 && equalsIgnoreCase(media.substr(media.size() - 5), "+json"))) {
-    jsonValues(request.body, name, values);
+    jsonFields(request.body, name, fields);
   } else {
     // libmodsecurity also reads a body without Content-Type as urlencoded.
-    urlencodedValues(request.body, name, values);
+    urlencodedFields(request.body, name, fields);
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> formFieldValues(const CapturedRequest& request, std::string_view name) {
+  std::vector<FormField> fields;
+  collectFields(request, name, fields);
+  std::vector<std::string> values;
+  values.reserve(fields.size());
+  for (auto& field : fields) {
+    values.push_back(std::move(field.value));
   }
   return values;
+}
+
+std::vector<FormField> formFields(const CapturedRequest& request) {
+  std::vector<FormField> fields;
+  collectFields(request, std::nullopt, fields);
+  return fields;
 }
 
 std::vector<std::string> cookieValues(const std::vector<HeaderField>& headers,

@@ -17,10 +17,19 @@ namespace webtrap::probe {
 // %XX a byte. A '%' not followed by two hex digits is kept as it is.
 std::string formDecode(std::string_view text);
 
+struct FormField {
+  std::string name;
+  std::string value;
+};
+
 // Returns the values of field `name` from the query string and from a
 // urlencoded, multipart/form-data or JSON (top-level member) body, in that
 // order. JSON strings come out unquoted, other JSON values as JSON text.
 std::vector<std::string> formFieldValues(const CapturedRequest& request, std::string_view name);
+
+// Returns every field of the query string and the body, decoded as
+// formFieldValues decodes them, in the order sent.
+std::vector<FormField> formFields(const CapturedRequest& request);
 
 // Returns the values of cookie `name` over every Cookie header.
 std::vector<std::string> cookieValues(const std::vector<HeaderField>& headers,

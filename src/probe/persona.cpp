@@ -18,7 +18,9 @@
 #include "common/encoding.h"
 #include "probe/baits.h"
 #include "probe/form_data.h"
+#include "probe/form_facts.h"
 #include "probe/persona_data.h"
+#include "probe/persona_forms.h"
 
 namespace webtrap::probe {
 namespace {
@@ -70,6 +72,8 @@ std::string_view reasonPhrase(int status) {
       return "OK";
     case 301:
       return "Moved Permanently";
+    case 302:
+      return "Found";
     case 304:
       return "Not Modified";
     case 400:
@@ -416,8 +420,11 @@ struct RequestView {
   std::string host;
   std::string port;
   std::string path;
+  std::string query;  // without '?', as received
   std::string location;
   std::string detail;
+  std::string notice;                // HTML from the route's answers
+  const Product* product = nullptr;  // the product that {{product.*}} names
   bool head = false;
 };
 
@@ -500,6 +507,23 @@ std::string DataPersona::render(const PersonaTemplate& page, const RequestView& 
       out += htmlEscape(view.location);
     } else if (name == "detail") {
       out += view.detail;  // fixed texts chosen by the persona, never request bytes
+    } else if (name == "notice") {
+      out += view.notice;  // persona data, never request bytes
+    } else if (name == "products") {
+      RequestView item = view;
+      for (const Product& product : data_.products) {
+        item.product = &product;
+        out += render(data_.product_list_item, item, baits, outcome);
+      }
+    } else if (name.starts_with("product.")) {
+      if (view.product != nullptr) {
+        std::string_view field = std::string_view(name).substr(8);
+        const Product& product = *view.product;
+        out += htmlEscape(field == "id"      ? product.id
+                          : field == "name"  ? product.name
+                          : field == "price" ? product.price
+                                             : product.description);
+      }
     } else if (name == "bait_field_name") {
       out += htmlEscape(data_.bait_field.name);
     } else if (name == "bait_field_value") {
@@ -709,9 +733,29 @@ PersonaResponse DataPersona::routeResponse(const PersonaRoute& route, const Requ
 
   PersonaResponse response;
   response.status = route.status;
-  const PersonaTemplate& page =
-      (view.method == "POST" && route.has_post_body) ? route.post_body : route.body;
-  response.body = render(page, view, &baits, outcome);
+  FormChoice choice = chooseFormAnswer(data_, route, request, view.path, view.query);
+  std::string location;
+  RequestView page_view = view;
+  page_view.product = choice.product;
+  const PersonaTemplate* page =
+      (view.method == "POST" && route.has_post_body) ? &route.post_body : &route.body;
+  if (!choice.answer.empty()) {
+    const FormAnswer& answer = route.answers.at(choice.answer);
+    if (!answer.redirect.empty() && view.method == "POST") {
+      // header("Location: ...") in PHP: 302 with an empty body.
+      response.status = 302;
+      location = answer.redirect;
+    } else {
+      response.status = answer.status;
+      page_view.notice = answer.notice;
+      if (answer.has_body) {
+        page = &answer.body;
+      }
+    }
+  }
+  if (location.empty()) {
+    response.body = render(*page, page_view, &baits, outcome);
+  }
 
   std::map<std::string, std::string> values;
   values["Content-Type"] = route.content_type;
@@ -748,6 +792,9 @@ PersonaResponse DataPersona::routeResponse(const PersonaRoute& route, const Requ
     if (route.set_bait_cookie) {
       route_headers.push_back({"Set-Cookie", fmt::format("{}={}; path=/", data_.bait_cookie.name,
                                                          data_.bait_cookie.value)});
+    }
+    if (!location.empty()) {
+      route_headers.push_back({"Location", location});
     }
   } else {
     values["Last-Modified"] = httpDate(route.last_modified);
@@ -825,6 +872,7 @@ PersonaResponse DataPersona::respond(const CapturedRequest& request, Baits& bait
     return errorResponse(target.error_status, view, outcome);
   }
   view.path = target.path;
+  view.query = target.query;
   if (request.method == "TRACE") {
     return errorResponse(405, view, outcome, {{"Allow", ""}});
   }
@@ -848,6 +896,9 @@ PersonaResponse DataPersona::respond(const CapturedRequest& request, Baits& bait
   }
   if (route->canary) {
     baits.recordCredentials(request, outcome);
+  }
+  if (request.method == "POST" && isFormKind(route->kind)) {
+    outcome.form = extractFormFacts(request, route->kind, baits.cardKey());
   }
   if (request.method == "OPTIONS" && route->profile != HeaderProfile::kError &&
       route->realm.empty()) {

@@ -22,16 +22,40 @@ struct PersonaTemplate {
   std::vector<Segment> segments;
 };
 
+// How a form or product route answers one outcome (for example "taken" on a
+// registration form): its page (`body`, else the route's body) rendered with
+// `notice` at {{notice}}. When `redirect` is set, a POST gets a 302 to it
+// instead, as a PHP script sends after handling a form, and a GET of
+// exactly that target gets the page.
+struct FormAnswer {
+  int status = 200;
+  std::string notice;    // HTML chosen by the persona, never request bytes
+  std::string redirect;  // path and query, starting with '/'
+  bool has_body = false;
+  PersonaTemplate body;
+};
+
+// One product of the persona's shop.
+struct Product {
+  std::string id;  // decimal, as in ?id=N
+  std::string name;
+  std::string price;  // as displayed, "49.90"
+  std::string description;
+};
+
 enum class RouteMatch { kExact, kPrefix, kDirectory };
 // kStaticGzip and kPhpGzip: the same responses compressed by mod_deflate,
 // which moves Content-Length after Vary and Content-Encoding.
 enum class HeaderProfile { kStatic, kPhp, kError, kOptions, kStaticGzip, kPhpGzip };
 
+
 struct PersonaRoute {
   std::string name;
   std::vector<std::string> paths;  // `path` first, then `aliases`
   RouteMatch match = RouteMatch::kExact;
-  std::string kind;  // page, login, form, admin, trap, canary, static
+  // page, login, register, comment, contact, product, coupon, checkout, admin,
+  // trap, canary, static
+  std::string kind;
   HeaderProfile profile = HeaderProfile::kError;
   int status = 200;
   PersonaTemplate body;
@@ -45,6 +69,7 @@ struct PersonaRoute {
   bool canary = false;
   std::string realm;  // non-empty: responds 401 Basic with this realm
   std::time_t last_modified = 0;
+  std::map<std::string, FormAnswer> answers;  // by outcome name, for form and product kinds
 };
 
 struct PersonaData {
@@ -65,6 +90,14 @@ struct PersonaData {
   std::map<HeaderProfile, std::vector<std::string>> header_order;
   std::map<int, PersonaTemplate> error_pages;
   std::vector<PersonaRoute> routes;
+
+  // Registration: user names answered with "taken", lowercase.
+  std::vector<std::string> taken_usernames;
+  // Coupon codes the cart accepts, compared ASCII case-insensitively.
+  std::vector<std::string> valid_coupons;
+  std::vector<Product> products;
+  // Rendered once per product for {{products}}, with {{product.*}} set.
+  PersonaTemplate product_list_item;
 };
 
 // Reads and validates `dir`/persona.yaml and every file it names. Throws

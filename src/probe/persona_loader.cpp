@@ -1,6 +1,8 @@
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <set>
 
 #include <fmt/format.h>
@@ -20,19 +22,31 @@ constexpr std::uintmax_t kMaxFileBytes = 1024 * 1024;
 const std::set<std::string> kTopKeys = {
     "name",          "product", "server_header", "server_name", "keep_alive",
     "last_modified", "php",     "bait_field",    "bait_cookie", "header_profiles",
-    "error_pages",   "routes",  "deflate_types"};
+    "error_pages",   "routes",  "deflate_types", "forms",       "shop"};
 const std::set<std::string> kRouteKeys = {
     "name", "path",      "aliases",  "match",        "kind",         "profile", "status",
     "body", "post_body", "template", "headers",      "content_type", "session", "set_bait_cookie",
-    "trap", "canary",    "realm",    "last_modified"};
-const std::set<std::string> kKinds = {"page", "login", "form", "admin", "trap", "canary", "static"};
+    "trap", "canary",    "realm",    "last_modified", "answers"};
+const std::set<std::string> kKinds = {"page",    "login",    "register", "comment", "contact",
+                                      "product", "coupon",   "checkout", "admin",   "trap",
+                                      "canary",  "static"};
+// The outcomes that the persona's code picks for each kind with answers
+// (persona_forms.cpp); a route of that kind needs an answer for each.
+const std::map<std::string, std::set<std::string>> kAnswersByKind = {
+    {"register", {"invalid", "mismatch", "taken", "created"}},
+    {"comment", {"invalid", "moderation"}},
+    {"coupon", {"added", "empty", "invalid", "valid"}},
+    {"checkout", {"invalid", "declined"}},
+    {"product", {"not_found"}},
+};
 const std::set<std::string> kProfileHeaders = {
     "Date",         "Server",   "Last-Modified",    "ETag",       "Accept-Ranges", "Content-Length",
     "X-Powered-By", "Vary",     "Content-Encoding", "Keep-Alive", "Connection",    "Content-Type",
     "Allow",        "Location", "WWW-Authenticate", "*"};
 const std::set<std::string> kVariables = {
     "host",   "port", "path",     "method", "client_ip",       "user_agent",
-    "server", "date", "location", "detail", "bait_field_name", "bait_field_value"};
+    "server", "date", "location", "detail", "bait_field_name", "bait_field_value",
+    "notice", "products", "product.id", "product.name", "product.price", "product.description"};
 
 std::string joinKeys(const std::set<std::string>& keys) {
   std::string out;
@@ -294,8 +308,141 @@ class Loader {
 
     loadProfiles(node["header_profiles"], data);
     loadErrorPages(node["error_pages"], data);
+    loadForms(node["forms"], data);
+    loadShop(node["shop"], data);
     loadRoutes(node["routes"], data);
     return data;
+  }
+
+  std::vector<std::string> textList(const YAML::Node& node, const std::string& key) const {
+    std::vector<std::string> values;
+    if (!node) {
+      return values;
+    }
+    if (!node.IsSequence()) {
+      throw fail(key, "expected a list of strings");
+    }
+    for (const auto& item : node) {
+      values.push_back(text(item, key, true));
+    }
+    return values;
+  }
+
+  void loadForms(const YAML::Node& node, PersonaData& data) const {
+    if (!node) {
+      return;
+    }
+    if (!node.IsMap()) {
+      throw fail("forms", "expected a map with taken_usernames and valid_coupons");
+    }
+    checkKeys(node, {"taken_usernames", "valid_coupons"}, "forms");
+    for (std::string name : textList(node["taken_usernames"], "forms.taken_usernames")) {
+      std::transform(name.begin(), name.end(), name.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      data.taken_usernames.push_back(std::move(name));
+    }
+    data.valid_coupons = textList(node["valid_coupons"], "forms.valid_coupons");
+  }
+
+  void loadShop(const YAML::Node& node, PersonaData& data) const {
+    if (!node) {
+      return;
+    }
+    if (!node.IsMap()) {
+      throw fail("shop", "expected a map with products and list_item");
+    }
+    checkKeys(node, {"products", "list_item"}, "shop");
+    const YAML::Node& products = node["products"];
+    if (!products || !products.IsSequence() || products.size() == 0) {
+      throw fail("shop.products", "missing; add a list of products with id, name, price and "
+                                  "description");
+    }
+    std::set<std::string> ids;
+    for (std::size_t i = 0; i < products.size(); ++i) {
+      std::string where = fmt::format("shop.products[{}]", i);
+      if (!products[i].IsMap()) {
+        throw fail(where, "expected a map with id, name, price and description");
+      }
+      checkKeys(products[i], {"id", "name", "price", "description"}, where);
+      Product product{text(products[i]["id"], where + ".id", true),
+                      text(products[i]["name"], where + ".name", true),
+                      text(products[i]["price"], where + ".price", true),
+                      text(products[i]["description"], where + ".description", false)};
+      if (product.id.empty() || product.id.size() > 9 ||
+          product.id.find_first_not_of("0123456789") != std::string::npos ||
+          (product.id.size() > 1 && product.id.front() == '0')) {
+        throw fail(where + ".id",
+                   fmt::format("invalid id \"{}\"; use a decimal number without leading zeros",
+                               product.id));
+      }
+      if (!ids.insert(product.id).second) {
+        throw fail(where + ".id", fmt::format("duplicate product id {}", product.id));
+      }
+      data.products.push_back(std::move(product));
+    }
+    data.product_list_item =
+        parseTemplate(text(node["list_item"], "shop.list_item", true), true, "shop.list_item");
+  }
+
+  std::map<std::string, FormAnswer> loadAnswers(const YAML::Node& node, const std::string& where,
+                                                const std::string& kind,
+                                                bool with_variables) const {
+    std::map<std::string, FormAnswer> answers;
+    auto needed = kAnswersByKind.find(kind);
+    if (needed == kAnswersByKind.end()) {
+      if (node) {
+        throw fail(where, fmt::format("a route of kind {} takes no answers; answers are for {}",
+                                      kind, "register, comment, coupon, checkout and product"));
+      }
+      return answers;
+    }
+    if (!node || !node.IsMap()) {
+      throw fail(where, fmt::format("missing; a {} route needs answers for {}", kind,
+                                    joinKeys(needed->second)));
+    }
+    for (const auto& entry : node) {
+      std::string name = entry.first.as<std::string>();
+      std::string key = where + "." + name;
+      if (!needed->second.contains(name)) {
+        throw fail(key, fmt::format("unknown answer; a {} route answers {}", kind,
+                                    joinKeys(needed->second)));
+      }
+      if (!entry.second.IsMap()) {
+        throw fail(key, "expected a map with notice and optionally body, status or redirect");
+      }
+      checkKeys(entry.second, {"notice", "body", "status", "redirect"}, key);
+      FormAnswer answer;
+      answer.notice = text(entry.second["notice"], key + ".notice", true);
+      if (entry.second["body"]) {
+        std::string body_key = key + ".body";
+        answer.body = parseTemplate(readFile(text(entry.second["body"], body_key, true), body_key),
+                                    with_variables, body_key);
+        answer.has_body = true;
+      }
+      answer.redirect = text(entry.second["redirect"], key + ".redirect", false);
+      if (!answer.redirect.empty() &&
+          (answer.redirect.front() != '/' ||
+           answer.redirect.find_first_of(" \r\n\t") != std::string::npos)) {
+        throw fail(key + ".redirect",
+                   fmt::format("\"{}\" must be a path starting with / and without spaces",
+                               answer.redirect));
+      }
+      if (entry.second["status"]) {
+        answer.status = entry.second["status"].as<int>();
+        if (answer.status < 200 || answer.status > 599 || answer.status == 302) {
+          throw fail(key + ".status",
+                     "expected an HTTP status code from 200 to 599 (use redirect for a 302)");
+        }
+      }
+      answers[name] = std::move(answer);
+    }
+    for (const auto& name : needed->second) {
+      if (!answers.contains(name)) {
+        throw fail(where, fmt::format("missing the answer \"{}\"; a {} route answers {}", name,
+                                      kind, joinKeys(needed->second)));
+      }
+    }
+    return answers;
   }
 
   void loadProfiles(const YAML::Node& node, PersonaData& data) const {
@@ -405,6 +552,14 @@ class Loader {
     if (!kKinds.contains(route.kind)) {
       throw fail(where + ".kind",
                  fmt::format("invalid kind \"{}\"; use one of {}", route.kind, joinKeys(kKinds)));
+    }
+    route.answers = loadAnswers(node["answers"], where + ".answers", route.kind,
+                                flag(node["template"], where + ".template"));
+    if (!route.answers.empty() && !node["profile"]) {
+      throw fail(where + ".profile", "missing; a route with answers is a PHP page (profile: php)");
+    }
+    if (route.kind == "product" && data.products.empty()) {
+      throw fail(where + ".kind", "a product route needs a top-level shop with products");
     }
     route.trap = text(node["trap"], where + ".trap", false);
     if (!route.trap.empty() && route.trap != "robots" && route.trap != "comment") {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "common/request_facts.h"
 #include "probe/capture.h"
 
 namespace webtrap::probe {
@@ -28,10 +29,13 @@ struct BaitHit {
 // variables that the honeytrap rules read.
 struct RouteOutcome {
   std::string route;  // route name from the persona, "not_found" when none matched
-  std::string route_kind;  // page, login, form, admin, trap, canary, static, error
+  // page, login, register, comment, contact, product, coupon, checkout, admin,
+  // trap, canary, static, error
+  std::string route_kind;
   std::vector<BaitHit> baits;
   std::map<std::string, std::string> tx;  // injected into TX before phase 1
   std::vector<std::string> issued_tokens;  // honeytokens planted in this response
+  FormFacts form;  // fields of a POST to a form route; kind is empty otherwise
 };
 
 }  // namespace webtrap::probe
