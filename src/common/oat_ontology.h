@@ -23,6 +23,8 @@ struct Threat {
   std::vector<std::string> wasc;    // "WASC-11"
   std::vector<std::string> attack;  // MITRE ATT&CK technique ids
   bool observable = true;  // false when a honeypot cannot see it (OAT-012)
+  std::string unobservable_reason;  // why not, when observable is false
+  std::string reference;            // URL of the threat's page at OWASP
 };
 
 // One per-request rule of the ontology: what a CRS rule family, a bait kind or
@@ -33,6 +35,10 @@ struct RequestRule {
   std::string oat;      // "OAT-014"
   double confidence = 0.0;
   std::vector<std::string> attack;
+  // Route rules only: "links" applies the rule only when the submitted form
+  // holds at least one URL; empty applies it always.
+  std::string condition;
+  std::string note;  // what the evidence means, for docs and tables
 };
 
 class Ontology {
@@ -41,8 +47,18 @@ class Ontology {
   // the embedded data is broken, which a unit test rules out.
   static const Ontology& embedded();
 
+  // Parses ontology YAML in the layout of data/oat/ontology.yaml. Throws
+  // std::invalid_argument naming the entry and the problem for data that is
+  // not well-formed, lacks a field, or names an unknown OAT id.
+  static Ontology fromYaml(std::string_view text);
+
+  // The YAML text compiled into this binary.
+  static std::string_view embeddedYaml();
+
   const std::string& version() const;           // stamped on every tag
   const std::string& handbookVersion() const;   // "1.3"
+  const std::string& handbookName() const;
+  const std::string& handbookUrl() const;       // the OWASP project page
   std::span<const Threat> threats() const;      // OAT-001 .. OAT-021, in order
   const Threat* find(std::string_view id) const;
   std::span<const RequestRule> requestRules() const;
@@ -54,6 +70,8 @@ class Ontology {
 
   struct Impl;
   explicit Ontology(std::unique_ptr<Impl> impl);
+  Ontology(Ontology&&) noexcept;
+  Ontology& operator=(Ontology&&) noexcept;
   ~Ontology();
 
  private:
