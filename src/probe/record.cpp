@@ -2,13 +2,18 @@
 
 #include <algorithm>
 #include <charconv>
+#include <deque>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <unordered_map>
 
+#include <fmt/format.h>
+
 #include "common/encoding.h"
 #include "common/ids.h"
 #include "common/json_writer.h"
+#include "probe/form_facts.h"
 
 namespace webtrap::probe {
 
@@ -56,7 +61,11 @@ struct EncodedString {
 // Wraps JsonWriter with the JSON pointer of the current position, so that
 // every string that needs an entry in webtrap.encoded has its address at hand.
 // The pointer is one string grown and shrunk in place, so walking the record
-// costs no allocation.
+// costs no allocation. member(), element() and joinedMember() mask payment
+// card numbers (maskCardNumbers) in keys and values, and the encoded copies
+// contain the masked bytes, so no full card number reaches the record.
+// trustedMember() writes values that the probe made itself (hashes, ids) and
+// that masking could corrupt.
 class RecordWriter {
  public:
   explicit RecordWriter(std::string& out) : json_(out) {
@@ -95,16 +104,35 @@ class RecordWriter {
 
   void member(std::string_view name, std::string_view value) {
     json_.key(name);
+    if (std::optional<std::string> masked = maskCardNumbers(value)) {
+      if (!json_.string(*masked)) {
+        rememberOwned(name, std::move(*masked));
+      }
+    } else if (!json_.string(value)) {
+      remember(name, value);
+    }
+  }
+
+  // Writes `value` unmasked: for text the probe made itself, or text that
+  // was masked already.
+  void trustedMember(std::string_view name, std::string_view value) {
+    json_.key(name);
     if (!json_.string(value)) {
       remember(name, value);
     }
   }
 
   void element(std::size_t index, std::string_view value) {
-    if (!json_.string(value)) {
+    std::optional<std::string> masked = maskCardNumbers(value);
+    if (!json_.string(masked ? std::string_view(*masked) : value)) {
       char digits[24];
       auto end = std::to_chars(digits, digits + sizeof digits, index).ptr;
-      remember(std::string_view(digits, end - digits), value);
+      std::string_view token(digits, end - digits);
+      if (masked) {
+        rememberOwned(token, std::move(*masked));
+      } else {
+        remember(token, value);
+      }
     }
   }
 
@@ -112,27 +140,44 @@ class RecordWriter {
   template <class Indices>
   void joinedMember(std::string_view name, const std::vector<HeaderField>& headers,
                     const Indices& indices) {
+    std::optional<std::string> masked_name = maskCardNumbers(name);
+    if (masked_name) {
+      name = *masked_name;
+    }
+    // Masked copies of the values that held a card number; a deque keeps
+    // the views into it valid while it grows.
+    std::deque<std::string> masked_values;
+    auto valueAt = [&](std::size_t index) -> std::string_view {
+      const std::string& value = headers[index].value;
+      if (std::optional<std::string> masked = maskCardNumbers(value)) {
+        return masked_values.emplace_back(std::move(*masked));
+      }
+      return value;
+    };
+
     json_.key(name);
     json_.beginString();
     bool valid = true;
     bool first = true;
+    std::vector<std::string_view> parts;
     for (std::size_t index : indices) {
       if (!first) {
         json_.stringPart(", ");
       }
       first = false;
-      valid = json_.stringPart(headers[index].value) && valid;
+      parts.push_back(valueAt(index));
+      valid = json_.stringPart(parts.back()) && valid;
     }
     json_.endString();
     if (!valid) {
       std::string joined;
       first = true;
-      for (std::size_t index : indices) {
+      for (std::string_view part : parts) {
         if (!first) {
           joined.append(", ");
         }
         first = false;
-        joined.append(headers[index].value);
+        joined.append(part);
       }
       rememberOwned(name, std::move(joined));
     }
@@ -315,7 +360,7 @@ void writeTransaction(RecordWriter& writer, const CapturedRequest& request,
   json.member("client_port", static_cast<std::int64_t>(request.client.port));
   writer.member("host_ip", request.server.address);
   json.member("host_port", static_cast<std::int64_t>(request.server.port));
-  writer.member("unique_id", meta.event_id);
+  writer.trustedMember("unique_id", meta.event_id);
 
   // libmodsecurity 3.0.9 writes "-" for an empty method; webtrap.request.line
   // keeps what was actually sent.
@@ -382,8 +427,19 @@ void writeWebtrapRequest(RecordWriter& writer, const CapturedRequest& request) {
   writer.endArray();
   json.key("body_size");
   json.unsignedInteger(request.body_size);
-  writer.member("body_sha256", request.body_sha256);
+  // A hash over a body whose card number was masked would let anyone who
+  // reads the record recover the hidden digits by trying the few million
+  // candidates, so such a record hashes the masked captured body instead.
+  std::optional<std::string> masked_body = maskCardNumbers(request.body);
+  if (masked_body) {
+    Sha256 hash;
+    hash.update(*masked_body);
+    writer.trustedMember("body_sha256", hash.finalHex());
+  } else {
+    writer.trustedMember("body_sha256", request.body_sha256);
+  }
   json.member("body_truncated", request.body_truncated);
+  json.member("body_masked", masked_body.has_value());
   json.member("chunked", request.chunked);
   if (!request.parsed) {
     writer.member("raw_head", request.raw_head);
@@ -419,13 +475,37 @@ void writeInspection(RecordWriter& writer, const InspectionResult& inspection) {
   writer.endObject();
 }
 
+void writeForm(RecordWriter& writer, const FormFacts& form) {
+  JsonWriter& json = writer.json();
+  writer.beginObject("form");
+  writer.member("kind", form.kind);
+  writer.member("username", form.username);
+  writer.trustedMember("password_sha256", form.password_sha256);
+  writer.member("email", form.email);
+  writer.member("coupon", form.coupon);
+  writer.beginArray("cards");
+  for (std::size_t i = 0; i < form.cards.size(); ++i) {
+    const CardFacts& card = form.cards[i];
+    writer.beginObjectAt(i);
+    writer.trustedMember("bin", card.bin);
+    writer.trustedMember("last4", card.last4);
+    json.member("luhn_valid", card.luhn_valid);
+    writer.trustedMember("fingerprint", card.fingerprint);
+    writer.endObject();
+  }
+  writer.endArray();
+  json.member("links", static_cast<std::int64_t>(form.links));
+  json.member("text_bytes", static_cast<std::int64_t>(form.text_bytes));
+  writer.endObject();
+}
+
 // What ModSecurity does not know about the request.
 void writeWebtrap(RecordWriter& writer, const CapturedRequest& request, const RouteOutcome& outcome,
                   const InspectionResult& inspection, const RecordMeta& meta) {
   JsonWriter& json = writer.json();
   writer.beginObject("webtrap");
   json.member("schema_version", static_cast<std::int64_t>(kSchemaVersion));
-  writer.member("event_id", meta.event_id);
+  writer.trustedMember("event_id", meta.event_id);
   json.member("@timestamp", isoTimestamp(request.received_at));
 
   writer.beginObject("sensor");
@@ -444,7 +524,7 @@ void writeWebtrap(RecordWriter& writer, const CapturedRequest& request, const Ro
   writer.endObject();
 
   writer.beginObject("connection");
-  writer.member("id", request.connection_id);
+  writer.trustedMember("id", request.connection_id);
   json.key("request_index");
   json.unsignedInteger(request.request_index);
   writer.endObject();
@@ -485,6 +565,10 @@ void writeWebtrap(RecordWriter& writer, const CapturedRequest& request, const Ro
     writer.element(i, outcome.issued_tokens[i]);
   }
   writer.endArray();
+
+  if (!outcome.form.kind.empty()) {
+    writeForm(writer, outcome.form);
+  }
 
   writeInspection(writer, inspection);
 
