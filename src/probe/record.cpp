@@ -14,6 +14,7 @@
 #include "common/ids.h"
 #include "common/json_writer.h"
 #include "probe/form_facts.h"
+#include "probe/oat_tags.h"
 
 namespace webtrap::probe {
 
@@ -499,6 +500,32 @@ void writeForm(RecordWriter& writer, const FormFacts& form) {
   writer.endObject();
 }
 
+// webtrap.oat: the request's OAT tags. Every text but the reason comes from
+// the ontology compiled into the probe.
+void writeOat(RecordWriter& writer, const std::vector<OatTag>& tags) {
+  JsonWriter& json = writer.json();
+  writer.beginArray("oat");
+  for (std::size_t i = 0; i < tags.size(); ++i) {
+    const OatTag& tag = tags[i];
+    writer.beginObjectAt(i);
+    json.member("id", tag.id);
+    json.member("name", tag.name);
+    json.member("basis", tag.basis);
+    json.key("confidence");
+    json.raw(fmt::format("{}", tag.confidence));
+    writer.member("reason", tag.reason);
+    json.key("attack");
+    json.beginArray();
+    for (const std::string& technique : tag.attack) {
+      json.string(technique);
+    }
+    json.endArray();
+    json.member("version", tag.version);
+    writer.endObject();
+  }
+  writer.endArray();
+}
+
 // What ModSecurity does not know about the request.
 void writeWebtrap(RecordWriter& writer, const CapturedRequest& request, const RouteOutcome& outcome,
                   const InspectionResult& inspection, const RecordMeta& meta) {
@@ -570,6 +597,7 @@ void writeWebtrap(RecordWriter& writer, const CapturedRequest& request, const Ro
     writeForm(writer, outcome.form);
   }
 
+  writeOat(writer, tagProbeRequest(request.method, outcome, inspection));
   writeInspection(writer, inspection);
 
   json.key("timings");

@@ -1,0 +1,30 @@
+#include "probe/oat_tags.h"
+
+#include "common/oat_tagging.h"
+
+namespace webtrap::probe {
+
+std::vector<OatTag> tagProbeRequest(std::string_view method, const RouteOutcome& outcome,
+                                    const InspectionResult& inspection,
+                                    const oat::Ontology& ontology) {
+  oat::RequestEvidence evidence;
+  // A failed inspection may still have read back some matches; they are
+  // real matches, so they count. A shed request has none.
+  for (const RuleMatch& match : inspection.matches) {
+    evidence.rule_ids.push_back(match.id);
+    for (const std::string& tag : match.tags) {
+      evidence.rule_tags.push_back(tag);
+    }
+  }
+  for (const BaitHit& hit : outcome.baits) {
+    evidence.bait_kinds.push_back(hit.kind);
+  }
+  evidence.route_kind = outcome.route_kind;
+  evidence.method = method;
+  if (!outcome.form.kind.empty()) {
+    evidence.form = &outcome.form;
+  }
+  return oat::tagRequest(evidence, ontology);
+}
+
+}  // namespace webtrap::probe
