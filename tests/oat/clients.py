@@ -33,10 +33,13 @@ class _FormParser(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
         self.forms = []
+        self.links = []
         self._current = None
 
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
+        if tag == "a" and attributes.get("href"):
+            self.links.append(attributes["href"])
         if tag == "form":
             self._current = Form(attributes.get("action") or "", attributes.get("method") or "get")
             self.forms.append(self._current)
@@ -58,12 +61,21 @@ def parse_forms(page):
     return parser.forms
 
 
+def parse_links(page):
+    """Return the href of every <a> of the page, in document order."""
+    parser = _FormParser()
+    parser.feed(page)
+    parser.close()
+    return parser.links
+
+
 # Roles a scenario fills, each with the substrings of field names that take it,
 # tried in this order. The first role whose pattern is in the field name wins.
 ROLE_PATTERNS = [
     ("password", ("pass", "pwd")),
     ("email", ("mail",)),
     ("user", ("user", "login", "account")),
+    ("name", ("name", "author", "holder")),
     ("card", ("card", "pan", "ccnum", "cc_number", "number")),
     ("expiry", ("exp",)),
     ("cvv", ("cvv", "cvc", "csc", "security")),
@@ -71,7 +83,6 @@ ROLE_PATTERNS = [
     ("url", ("url", "website", "homepage")),
     ("text", ("comment", "message", "body", "text", "content")),
     ("quantity", ("qty", "quantity")),
-    ("name", ("name", "author")),
 ]
 
 

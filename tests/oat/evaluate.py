@@ -106,6 +106,8 @@ class Run:
         self.seconds = 0.0
         self.not_run = ""  # why the scenario could not run here
         self.error = ""    # the scenario ran but failed
+        self.secrets = set()
+        self.probe_dir = None
 
     def source(self):
         return {"name": self.scenario.name, "address": self.address,
@@ -129,8 +131,10 @@ def run_scenario(scenario, index, routes, workdir):
             scenario.driver(context)
         except Exception as error:  # a failed run is reported, and the others still run
             run.error = f"{type(error).__name__}: {error}"
+        run.secrets = context.secrets
     finally:
         code = probe.stop()
+    run.probe_dir = probe.dir
     if code != 0 and not run.error:
         run.error = f"probe exited with {code}:\n{probe.log_text()[-2000:]}"
     run.records = probe.records()
@@ -235,6 +239,28 @@ def feed_collector(collector, merged, tokens):
     return totals
 
 
+def leaked_secrets(secrets, folders):
+    """Return 'file: count' for each file in or under `folders` that contains any of `secrets`.
+
+    Reads every file as bytes, so the SQLite store and the logs are searched too.
+    """
+    if not secrets:
+        return []
+    needles = [secret.encode() for secret in secrets]
+    leaks = []
+    for folder in folders:
+        folder = pathlib.Path(folder)
+        paths = [folder] if folder.is_file() else sorted(folder.rglob("*"))
+        for path in paths:
+            if not path.is_file():
+                continue
+            data = path.read_bytes()
+            found = sum(1 for needle in needles if needle in data)
+            if found:
+                leaks.append(f"{path}: {found} full card numbers")
+    return leaks
+
+
 def evaluate(scenarios, workdir):
     routes = persona_routes()
     started = time.monotonic()
@@ -264,7 +290,14 @@ def evaluate(scenarios, workdir):
         collector.stop()
 
     result = scoring.score([run.source() for run in done], documents)
+    secrets = set().union(*(run.secrets for run in runs))
+    probe_dirs = [run.probe_dir for run in runs if run.probe_dir]
+    leaks = leaked_secrets(secrets, probe_dirs + [collector.output.parent,
+                                                  workdir / "collector-state",
+                                                  collector.log_path])
     return {
+        "leaks": leaks,
+        "secrets": len(secrets),
         "runs": runs,
         "done": done,
         "totals": totals,
@@ -340,6 +373,7 @@ def problems_of(outcome):
             problems.append(f"{run.scenario.name} failed: {run.error}")
         elif not run.records:
             problems.append(f"{run.scenario.name} wrote no record")
+    problems += [f"a full card number is stored: {leak}" for leak in outcome["leaks"]]
     totals = outcome["totals"]
     if totals["rejected"]:
         problems.append(f"the collector rejected {totals['rejected']} records")

@@ -18,7 +18,8 @@ import time
 import urllib.error
 import urllib.request
 
-from clients import BROWSER_AGENT, FIREFOX_AGENT, Session, card_number, seeded
+from clients import (BROWSER_AGENT, FIREFOX_AGENT, Session, card_number, parse_links,
+                     seeded)
 
 DIRB_WORDLIST = pathlib.Path("/usr/share/dirb/wordlists/common.txt")
 
@@ -45,6 +46,8 @@ class Context:
         self.dir = pathlib.Path(workdir)
         self.routes = routes
         self.outputs = []
+        # Values sent that must never appear in a record, log or store (full card numbers).
+        self.secrets = set()
 
     def route(self, kind):
         """Return the path of the persona's first route of `kind`."""
@@ -288,6 +291,19 @@ def registration_bot(seed, count, pause, agent):
     return drive
 
 
+# --- Shop: the steps before a coupon or a payment -----------------------------
+
+def fill_cart(ctx, session):
+    """Open the shop, follow the first product link and add that product to the cart."""
+    product_path = ctx.route("product")
+    shop = product_path.rsplit("/", 1)[0] + "/"
+    _, page = session.get(shop)
+    links = [link for link in parse_links(page) if product_path in link]
+    target = links[0] if links else product_path + "?id=1"
+    form = session.form_on(target, ("quantity",))
+    session.submit(target, form, {"quantity": "1"})
+
+
 # --- Token cracking (OAT-002): coupon codes ----------------------------------
 
 def coupon_codes(seed, count, pattern):
@@ -303,7 +319,7 @@ def coupon_enumeration(seed, count, pattern, pause, agent):
     def drive(ctx):
         path = ctx.route("coupon")
         session = ctx.session(agent)
-        session.get(ctx.route("product"))
+        fill_cart(ctx, session)
         form = session.form_on(path, ("coupon",))
         for code in coupon_codes(seed, count, pattern):
             session.submit(path, form, {"coupon": code})
@@ -318,8 +334,9 @@ def checkout_attempts(attempts, pause, agent):
     def drive(ctx):
         path = ctx.route("checkout")
         session = ctx.session(agent)
-        session.get(ctx.route("product"))
+        fill_cart(ctx, session)
         form = session.form_on(path, ("card",))
+        ctx.secrets.update(card for card, _, _ in attempts)
         for card, expiry, cvv in attempts:
             session.submit(path, form, {"card": card, "expiry": expiry, "cvv": cvv,
                                         "name": "J Doe", "email": "j.doe@example.com"})
