@@ -274,6 +274,36 @@ def wget_mirror(start, depth, agent=None, requisites=False):
     return drive
 
 
+def price_scraper(max_id, agent):
+    """Fetch the shop and blog indexes, then every product id from 1 to `max_id`, no pause."""
+    def drive(ctx):
+        session = ctx.session(agent)
+        product_path = ctx.route("product")
+        session.get(product_path.rsplit("/", 1)[0] + "/")
+        session.get("/blog/")
+        for product_id in range(1, max_id + 1):
+            session.get(f"{product_path}?id={product_id}")
+    return drive
+
+
+# --- Footprinting (OAT-018): reading what the site says about itself ---------
+
+def footprinting(agent):
+    """Read robots.txt and well-known metadata files, then visit each disallowed path."""
+    def drive(ctx):
+        session = ctx.session(agent)
+        _, robots = session.get("/robots.txt")
+        for path in ["/sitemap.xml", "/.well-known/security.txt", "/humans.txt",
+                     "/crossdomain.xml", "/readme.html", "/CHANGELOG.txt", "/server-info"]:
+            session.get(path)
+        for line in robots.splitlines():
+            if line.lower().startswith("disallow:"):
+                path = line.split(":", 1)[1].strip()
+                if path.startswith("/"):
+                    session.get(path)
+    return drive
+
+
 # --- Account creation (OAT-019) ----------------------------------------------
 
 def registration_bot(seed, count, pause, agent):
@@ -386,9 +416,10 @@ def comment_spam(seed, count, links, pause, agent, kind):
 
 # --- Denial of service (OAT-015): a bounded flood ----------------------------
 
-def apache_bench(count, concurrency, path):
+def apache_bench(count, concurrency, path, keep_alive=False):
     def drive(ctx):
-        ctx.run(["ab", "-n", str(count), "-c", str(concurrency), "-s", "10", "-r",
+        options = ["-k"] if keep_alive else []
+        ctx.run(["ab", "-n", str(count), "-c", str(concurrency), "-s", "10", "-r", *options,
                  "http://127.0.0.1:PORT" + path], timeout=60)
     return drive
 
@@ -495,6 +526,12 @@ SCENARIOS = [
     Scenario("wget-mirror-b", ["OAT-011"],
              "wget -r -l 5 -e robots=off --page-requisites from /about.php, a Firefox User-Agent",
              wget_mirror("/about.php", 5, FIREFOX_AGENT, requisites=True), tools=["wget"]),
+    Scenario("price-scraper-c", ["OAT-011"],
+             "scripted price scraper: shop and blog indexes, then product ids 1 to 40, no pause",
+             price_scraper(40, "Mozilla/5.0 (compatible; PriceBot/2.1)"), kinds=["product"]),
+    Scenario("footprint-script-c", ["OAT-018"],
+             "scripted footprinting: robots.txt, well-known metadata files, each Disallow path",
+             footprinting(BROWSER_AGENT)),
     Scenario("register-bot-a", ["OAT-019"],
              "scripted registration bot: 20 accounts, no pause, Python User-Agent",
              registration_bot("register-a", 20, 0.0, "python-requests/2.31.0"), kinds=["register"]),
@@ -536,6 +573,9 @@ SCENARIOS = [
     Scenario("script-flood-b", ["OAT-015"],
              "scripted flood: 800 requests from 8 threads over 3 pages, Firefox User-Agent",
              scripted_flood(800, 8, ["/", "/about.php", "/contact.php"])),
+    Scenario("ab-flood-c", ["OAT-015"],
+             "ab -k -n 1000 -c 4 on about.php (keep-alive connections)",
+             apache_bench(1000, 4, "/about.php", keep_alive=True), tools=["ab"]),
     Scenario("browse-chromium-a", [],
              "headless Chromium: 3 pages with their assets, 2 s apart",
              chromium_browsing(["/", "/about.php", "/contact.php"], 2.0),
