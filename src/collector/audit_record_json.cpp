@@ -1,6 +1,7 @@
 // auditRecordToJson: a plain dump of AuditRecord, one key per struct field.
 #include "collector/audit_record.h"
 #include "common/json_writer.h"
+#include "common/request_facts_json.h"
 
 namespace webtrap::collector {
 
@@ -96,6 +97,10 @@ std::string auditRecordToJson(const AuditRecord& record) {
   writeStrings(json, "bait_details", record.bait_details);
   writeStrings(json, "issued_tokens", record.issued_tokens);
   writeStrings(json, "tags", record.tags);
+  json.key("oat_tags");
+  writeOatTags(json, record.oat_tags);
+  json.key("form");
+  writeFormFacts(json, record.form);
   json.member("inspection_status", record.inspection_status);
   json.key("anomaly_score");
   if (record.anomaly_score) {

@@ -15,6 +15,7 @@
 
 #include <fmt/format.h>
 
+#include "collector/ecs_threat.h"
 #include "common/encoding.h"
 #include "common/json_writer.h"
 
@@ -576,7 +577,8 @@ void writeStringArray(JsonWriter& writer, string_view key, const std::vector<std
 // by this code; attacker-controlled text appears only as values, so the
 // index mapping cannot grow from what attackers send.
 void writeWebtrap(JsonWriter& writer, const AuditRecord& record, const SensorFacts& sensor,
-                  string_view sensor_id, bool body_content_truncated, bool timestamp_missing) {
+                  string_view sensor_id, bool body_content_truncated, bool timestamp_missing,
+                  std::span<const OatTag> oat_tags) {
   writer.key("webtrap");
   writer.beginObject();
   writeStringIfPresent(writer, "input", sensor.input);
@@ -596,6 +598,7 @@ void writeWebtrap(JsonWriter& writer, const AuditRecord& record, const SensorFac
   }
   writeStringIfPresent(writer, "persona", record.persona);
   writeStringArray(writer, "bait_hits", record.bait_hits);
+  writeWebtrapOat(writer, oat_tags);
 
   writer.key("request");
   writer.beginObject();
@@ -648,7 +651,8 @@ void writeWebtrap(JsonWriter& writer, const AuditRecord& record, const SensorFac
 }  // namespace
 
 std::string buildEcsDocument(const AuditRecord& record, const GeoFacts& geo,
-                             const SensorFacts& sensor, std::int64_t ingest_ms) {
+                             const SensorFacts& sensor, std::int64_t ingest_ms,
+                             std::span<const OatTag> behaviour_tags) {
   std::string out;
   // Escaping grows most text little; headroom for the fields around the
   // original record and the body copy avoids regrowing the buffer.
@@ -686,8 +690,10 @@ std::string buildEcsDocument(const AuditRecord& record, const GeoFacts& geo,
   writeObserver(writer, record, sensor_id);
   writeTags(writer, record);
   writeRelated(writer, record);
+  const std::vector<OatTag> oat_tags = documentOatTags(record, behaviour_tags);
+  writeEcsThreat(writer, oat_tags);
   writeWebtrap(writer, record, sensor, sensor_id, body_content.size() < record.request_body.size(),
-               timestamp_missing);
+               timestamp_missing, oat_tags);
   writer.endObject();
   return out;
 }

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -34,8 +35,12 @@ struct SensorFacts {
 // UTF-8, whatever bytes the record holds. docs/ecs.md lists the fields, and
 // docs/ecs-document-schema.json is the document's JSON Schema.
 // `ingest_ms` (milliseconds since the epoch) becomes event.ingested, and
-// @timestamp too when the record has no timestamp.
+// @timestamp too when the record has no timestamp. `behaviour_tags` are the
+// collector's behavioural OAT tags for the record (BehaviourTagger). They are
+// merged with the record's own tags into threat.technique.* and
+// webtrap.oat[], one entry per OAT id (ecs_threat.h).
 std::string buildEcsDocument(const AuditRecord& record, const GeoFacts& geo,
-                             const SensorFacts& sensor, std::int64_t ingest_ms);
+                             const SensorFacts& sensor, std::int64_t ingest_ms,
+                             std::span<const OatTag> behaviour_tags = {});
 
 }  // namespace webtrap::collector

@@ -1,7 +1,9 @@
 // The `webtrap` object of probe records (docs/records.md): what the probe
 // adds to the libmodsecurity v3 layout, and the `encoded` map that restores
 // the exact bytes of strings that were not valid UTF-8.
+#include <algorithm>
 #include <charconv>
+#include <cstdint>
 
 #include <fmt/format.h>
 
@@ -96,6 +98,108 @@ void decodeBaits(ondemand::value value, AuditRecord& record) {
     record.bait_details.push_back(std::move(detail));
     ++index;
   }
+}
+
+// A confidence: a JSON number (or numeric string) from 0 to 1.
+double readConfidence(ondemand::value value, std::string_view field) {
+  std::string text = readScalarText(value, field);
+  double confidence = 0.0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), confidence);
+  if (text.empty() || error != std::errc() || end != text.data() + text.size() ||
+      !(confidence >= 0.0 && confidence <= 1.0)) {
+    fail(field, fmt::format("expected a number from 0 to 1, got '{}'", text.substr(0, 40)));
+  }
+  return confidence;
+}
+
+// webtrap.oat: the probe's per-request OAT tags.
+void decodeOat(ondemand::value value, AuditRecord& record) {
+  constexpr std::string_view kField = "webtrap.oat";
+  ondemand::array tags = readArray(value, kField);
+  std::size_t index = 0;
+  for (auto element : tags) {
+    ondemand::value item;
+    check(std::move(element).get(item), kField);
+    std::string item_field = indexField(kField, index);
+    OatTag tag;
+    forEachMember(item, item_field, [&](std::string_view key, ondemand::value member) {
+      if (key == "id") {
+        readStringInto(member, childField(item_field, "id"), tag.id);
+      } else if (key == "name") {
+        readStringInto(member, childField(item_field, "name"), tag.name);
+      } else if (key == "basis") {
+        readStringInto(member, childField(item_field, "basis"), tag.basis);
+      } else if (key == "confidence") {
+        tag.confidence = readConfidence(member, childField(item_field, "confidence"));
+      } else if (key == "reason") {
+        readStringInto(member, childField(item_field, "reason"), tag.reason);
+      } else if (key == "attack") {
+        readStringArray(member, childField(item_field, "attack"), tag.attack);
+      } else if (key == "version") {
+        readStringInto(member, childField(item_field, "version"), tag.version);
+      }
+    });
+    if (tag.id.empty()) {
+      fail(childField(item_field, "id"), "missing; every OAT tag names its OAT id");
+    }
+    record.oat_tags.push_back(std::move(tag));
+    ++index;
+  }
+}
+
+void decodeCards(ondemand::value value, std::string_view field, FormFacts& form) {
+  ondemand::array cards = readArray(value, field);
+  std::size_t index = 0;
+  for (auto element : cards) {
+    ondemand::value item;
+    check(std::move(element).get(item), field);
+    std::string item_field = indexField(field, index);
+    CardFacts card;
+    forEachMember(item, item_field, [&](std::string_view key, ondemand::value member) {
+      if (key == "bin") {
+        readStringInto(member, childField(item_field, "bin"), card.bin);
+      } else if (key == "last4") {
+        readStringInto(member, childField(item_field, "last4"), card.last4);
+      } else if (key == "luhn_valid") {
+        card.luhn_valid = readBool(member, childField(item_field, "luhn_valid"));
+      } else if (key == "fingerprint") {
+        readStringInto(member, childField(item_field, "fingerprint"), card.fingerprint);
+      }
+    });
+    form.cards.push_back(std::move(card));
+    ++index;
+  }
+}
+
+// A count that fits FormFacts' 32-bit fields; larger values are capped.
+std::uint32_t readCount32(ondemand::value value, std::string_view field) {
+  return static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(readCount(value, field), UINT32_MAX));
+}
+
+// webtrap.form: what the probe read from a form POST.
+void decodeForm(ondemand::value value, AuditRecord& record) {
+  constexpr std::string_view kField = "webtrap.form";
+  FormFacts& form = record.form;
+  forEachMember(value, kField, [&](std::string_view key, ondemand::value member) {
+    if (key == "kind") {
+      readStringInto(member, "webtrap.form.kind", form.kind);
+    } else if (key == "username") {
+      readStringInto(member, "webtrap.form.username", form.username);
+    } else if (key == "password_sha256") {
+      readStringInto(member, "webtrap.form.password_sha256", form.password_sha256);
+    } else if (key == "email") {
+      readStringInto(member, "webtrap.form.email", form.email);
+    } else if (key == "coupon") {
+      readStringInto(member, "webtrap.form.coupon", form.coupon);
+    } else if (key == "cards") {
+      decodeCards(member, "webtrap.form.cards", form);
+    } else if (key == "links") {
+      form.links = readCount32(member, "webtrap.form.links");
+    } else if (key == "text_bytes") {
+      form.text_bytes = readCount32(member, "webtrap.form.text_bytes");
+    }
+  });
 }
 
 void decodeEncoded(ondemand::value value, WebtrapExtras& extras) {
@@ -264,6 +368,16 @@ std::string* webtrapField(AuditRecord& record, const std::vector<std::string>& t
   if (tokens.size() == 3 && part == "issued_tokens") {
     return elementAt(record.issued_tokens, tokens[2]);
   }
+  if (tokens.size() == 3 && part == "form") {
+    return tokens[2] == "username" ? &record.form.username
+           : tokens[2] == "email"  ? &record.form.email
+           : tokens[2] == "coupon" ? &record.form.coupon
+                                   : nullptr;
+  }
+  if (tokens.size() == 4 && part == "oat" && tokens[3] == "reason") {
+    OatTag* tag = elementAt(record.oat_tags, tokens[2]);
+    return tag != nullptr ? &tag->reason : nullptr;
+  }
   return nullptr;
 }
 
@@ -345,6 +459,10 @@ void decodeWebtrapObject(ondemand::value value, AuditRecord& record, WebtrapExtr
       decodeBaits(member, record);
     } else if (key == "issued_tokens") {
       readStringArray(member, "webtrap.issued_tokens", record.issued_tokens);
+    } else if (key == "oat") {
+      decodeOat(member, record);
+    } else if (key == "form") {
+      decodeForm(member, record);
     } else if (key == "inspection") {
       forEachMember(member, "webtrap.inspection", [&](std::string_view name, ondemand::value v) {
         if (name == "status") {

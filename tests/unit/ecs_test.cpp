@@ -24,6 +24,7 @@
 #include "common/encoding.h"
 #include "probe/record.h"
 #include "common/json_writer.h"
+#include "common/oat_ontology.h"
 
 namespace webtrap::collector {
 namespace {
@@ -647,6 +648,12 @@ std::vector<std::string> sampleDocuments() {
   proxy.request_body = std::string(kEcsBodyContentMaxBytes + 100, 'b');
   documents.push_back(buildEcsDocument(proxy, berlin(), probeSensor(), kIngestMs));
 
+  // Behavioural tags next to the record's own.
+  const auto& ontology = oat::Ontology::embedded();
+  std::vector<OatTag> behaviour = {ontology.tag("OAT-007", "behaviour", 0.9, "behaviour:x")};
+  documents.push_back(
+      buildEcsDocument(probeRecord(), berlin(), probeSensor(), kIngestMs, behaviour));
+
   DecodeOptions probe_options;
   probe_options.origin = "sensor-9";
   DecodeResult probe_record = decodeAuditRecord(probeSerializedRecord(), probe_options);
@@ -730,6 +737,9 @@ bool jsonTypeFits(const std::string& mapping_type, simdjson::dom::element_type t
   }
   if (mapping_type == "boolean") {
     return type == T::BOOL;
+  }
+  if (mapping_type == "float") {
+    return type == T::DOUBLE || type == T::INT64 || type == T::UINT64;
   }
   return type == T::STRING;  // keyword, wildcard, match_only_text, ip, date
 }

@@ -1,0 +1,90 @@
+#include "collector/ecs_threat.h"
+
+#include "common/oat_ontology.h"
+#include "common/oat_tagging.h"
+#include "common/request_facts_json.h"
+
+namespace webtrap::collector {
+
+std::vector<OatTag> recordOatTags(const AuditRecord& record) {
+  if (!record.oat_tags.empty()) {
+    return record.oat_tags;
+  }
+  oat::RequestEvidence evidence;
+  for (const RuleMessage& message : record.messages) {
+    evidence.rule_ids.push_back(message.rule_id);
+    for (const std::string& tag : message.tags) {
+      evidence.rule_tags.push_back(tag);
+    }
+  }
+  for (const std::string& kind : record.bait_hits) {
+    evidence.bait_kinds.push_back(kind);
+  }
+  evidence.method = record.method;
+  return oat::tagRequest(evidence);
+}
+
+std::vector<OatTag> documentOatTags(const AuditRecord& record,
+                                    std::span<const OatTag> behaviour_tags) {
+  // Merging the record's own tags too drops duplicate ids that a producer
+  // may have written.
+  std::vector<OatTag> tags;
+  oat::mergeOatTags(tags, recordOatTags(record));
+  oat::mergeOatTags(tags, behaviour_tags);
+  return tags;
+}
+
+void writeEcsThreat(JsonWriter& writer, std::span<const OatTag> tags) {
+  if (tags.empty()) {
+    return;
+  }
+  const oat::Ontology& ontology = oat::Ontology::embedded();
+  writer.key("threat");
+  writer.beginObject();
+  writer.member("framework", kOatFramework);
+
+  writer.key("technique");
+  writer.beginObject();
+  writer.key("id");
+  writer.beginArray();
+  for (const OatTag& tag : tags) {
+    writer.string(tag.id);
+  }
+  writer.endArray();
+
+  writer.key("name");
+  writer.beginArray();
+  for (const OatTag& tag : tags) {
+    writer.string(tag.name);
+  }
+  writer.endArray();
+
+  // A tag from a probe with a newer ontology may name an id this collector
+  // does not know; it then has no reference here.
+  std::vector<std::string_view> references;
+  for (const OatTag& tag : tags) {
+    if (const oat::Threat* threat = ontology.find(tag.id)) {
+      references.push_back(threat->reference);
+    }
+  }
+  if (!references.empty()) {
+    writer.key("reference");
+    writer.beginArray();
+    for (std::string_view reference : references) {
+      writer.string(reference);
+    }
+    writer.endArray();
+  }
+  writer.endObject();
+  writer.endObject();
+}
+
+void writeWebtrapOat(JsonWriter& writer, std::span<const OatTag> tags) {
+  if (tags.empty()) {
+    return;
+  }
+  writer.key("oat");
+  writeOatTags(writer, tags);
+}
+
+}  // namespace webtrap::collector
