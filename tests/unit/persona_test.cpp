@@ -347,6 +347,195 @@ TEST_F(PersonaTest, LoginPostShowsError) {
   EXPECT_TRUE(outcome_.baits.empty());
 }
 
+TEST_F(PersonaTest, LoginPostCarriesFormFacts) {
+  CapturedRequest post =
+      request("POST", "/login.php",
+              {{"Host", "www.example.com"}, {"Content-Type", "application/x-www-form-urlencoded"}});
+  post.body = "user=admin&pass=admin&bags=false";
+  respond(post);
+  EXPECT_EQ(outcome_.form.kind, "login");
+  EXPECT_EQ(outcome_.form.username, "admin");
+  EXPECT_EQ(outcome_.form.password_sha256.size(), 64u);
+
+  respond(request("GET", "/login.php"));
+  EXPECT_TRUE(outcome_.form.kind.empty());
+}
+
+// A urlencoded POST to `target` with `body`.
+CapturedRequest formPost(const std::string& target, const std::string& body) {
+  CapturedRequest post;
+  post.parsed = true;
+  post.method = "POST";
+  post.target = target;
+  post.http_version = "1.1";
+  post.request_line = "POST " + target + " HTTP/1.1";
+  post.headers = {{"Host", "www.example.com"},
+                  {"Content-Type", "application/x-www-form-urlencoded"}};
+  post.body = body;
+  post.client = {"198.51.100.7", 40000};
+  post.server = {"127.0.0.1", 8080};
+  return post;
+}
+
+TEST_F(PersonaTest, RegisterAnswers) {
+  struct Case {
+    std::string body;
+    int status;
+    std::string text;
+  };
+  std::vector<Case> cases = {
+      {"username=&email=a%40b.example&password=x&confirm=x", 200, "Please fill in all fields."},
+      {"username=carl&email=a%40b.example&password=x&confirm=y", 200,
+       "The passwords do not match."},
+      {"username=Admin&email=a%40b.example&password=x&confirm=x", 200,
+       "This username is already taken."},
+      {"username=knowak&email=a%40b.example&password=x&confirm=x", 200,
+       "This username is already taken."},
+  };
+  for (const auto& c : cases) {
+    PersonaResponse response = respond(formPost("/register.php", c.body));
+    EXPECT_EQ(response.status, c.status) << c.body;
+    EXPECT_NE(response.body.find(c.text), std::string::npos) << c.body;
+    EXPECT_NE(response.body.find("name=\"confirm\""), std::string::npos) << c.body;
+    EXPECT_EQ(outcome_.form.kind, "register") << c.body;
+  }
+}
+
+TEST_F(PersonaTest, RegisterCreatedRedirects) {
+  PersonaResponse response =
+      respond(formPost("/register.php", "username=carl&email=a%40b.example&password=x&confirm=x"));
+  EXPECT_EQ(response.status, 302);
+  EXPECT_EQ(response.reason, "Found");
+  ASSERT_NE(header(response, "Location"), nullptr);
+  EXPECT_EQ(*header(response, "Location"), "/register.php?registered=1");
+  EXPECT_TRUE(response.body.empty());
+  ASSERT_NE(header(response, "Content-Length"), nullptr);
+  EXPECT_EQ(*header(response, "Content-Length"), "0");
+  EXPECT_EQ(outcome_.form.username, "carl");
+  // PHP's headers in their order: session headers, then Location.
+  std::vector<std::string> names;
+  for (const auto& field : response.headers) {
+    names.push_back(field.name);
+  }
+  std::vector<std::string> expected = {"Date",    "Server",        "X-Powered-By", "Set-Cookie",
+                                       "Expires", "Cache-Control", "Pragma",       "Location",
+                                       "Content-Length", "Content-Type"};
+  EXPECT_EQ(names, expected);
+
+  PersonaResponse done = respond(request("GET", "/register.php?registered=1"));
+  EXPECT_EQ(done.status, 200);
+  EXPECT_NE(done.body.find("Your account has been created."), std::string::npos);
+  EXPECT_EQ(done.body.find("name=\"confirm\""), std::string::npos);
+}
+
+TEST_F(PersonaTest, CommentAnswers) {
+  PersonaResponse invalid =
+      respond(formPost("/blog/post.php?id=1", "name=x&email=&website=&comment=hi"));
+  EXPECT_EQ(invalid.status, 200);
+  EXPECT_NE(invalid.body.find("Please fill in your name"), std::string::npos);
+
+  PersonaResponse accepted = respond(formPost(
+      "/blog/post.php?id=1", "name=x&email=x%40y.example&website=&comment=see+http%3A%2F%2Fa.b"));
+  EXPECT_EQ(accepted.status, 302);
+  ASSERT_NE(header(accepted, "Location"), nullptr);
+  EXPECT_EQ(*header(accepted, "Location"), "/blog/post.php?id=1&moderation=1");
+  EXPECT_EQ(outcome_.form.kind, "comment");
+  EXPECT_EQ(outcome_.form.links, 1u);
+
+  PersonaResponse page = respond(request("GET", "/blog/post.php?id=1&moderation=1"));
+  EXPECT_NE(page.body.find("Your comment is awaiting moderation."), std::string::npos);
+  PersonaResponse plain = respond(request("GET", "/blog/post.php?id=1"));
+  EXPECT_EQ(plain.body.find("awaiting moderation"), std::string::npos);
+  EXPECT_NE(plain.body.find("name=\"website\""), std::string::npos);
+}
+
+TEST_F(PersonaTest, CouponAnswers) {
+  struct Case {
+    std::string body;
+    int status;
+    std::string text;
+  };
+  std::vector<Case> cases = {
+      {"coupon=NOPE10", 200, "This coupon is not valid."},
+      {"coupon=", 200, "Please enter a coupon code."},
+      {"coupon=spring24", 200, "Coupon applied"},
+      {"coupon=+SPRING24+", 200, "Coupon applied"},
+  };
+  for (const auto& c : cases) {
+    PersonaResponse response = respond(formPost("/shop/cart.php", c.body));
+    EXPECT_EQ(response.status, c.status) << c.body;
+    EXPECT_NE(response.body.find(c.text), std::string::npos) << c.body;
+    EXPECT_EQ(outcome_.form.kind, "coupon") << c.body;
+  }
+  EXPECT_EQ(outcome_.form.coupon, " SPRING24 ");
+
+  PersonaResponse added = respond(formPost("/shop/cart.php", "product_id=2&qty=1"));
+  EXPECT_EQ(added.status, 302);
+  ASSERT_NE(header(added, "Location"), nullptr);
+  EXPECT_EQ(*header(added, "Location"), "/shop/cart.php?added=1");
+}
+
+TEST_F(PersonaTest, CheckoutDeclines) {
+  PersonaResponse invalid = respond(formPost("/shop/checkout.php", "card_number=4111"));
+  EXPECT_EQ(invalid.status, 200);
+  EXPECT_NE(invalid.body.find("Please fill in all payment fields."), std::string::npos);
+
+  PersonaResponse declined = respond(formPost(
+      "/shop/checkout.php",
+      "card_name=A+B&card_number=4111+1111+1111+1111&expiry=12%2F26&cvv=123"));
+  EXPECT_EQ(declined.status, 200);
+  EXPECT_NE(declined.body.find("Payment declined."), std::string::npos);
+  EXPECT_EQ(outcome_.form.kind, "checkout");
+  ASSERT_EQ(outcome_.form.cards.size(), 1u);
+  EXPECT_EQ(outcome_.form.cards[0].bin, "411111");
+  EXPECT_TRUE(outcome_.form.cards[0].luhn_valid);
+  std::string fingerprint = outcome_.form.cards[0].fingerprint;
+  EXPECT_EQ(fingerprint.size(), 16u);
+  // The same card gets the same fingerprint on the next request.
+  respond(formPost("/shop/checkout.php",
+                   "card_name=C&card_number=4111111111111111&expiry=01%2F27&cvv=999"));
+  ASSERT_EQ(outcome_.form.cards.size(), 1u);
+  EXPECT_EQ(outcome_.form.cards[0].fingerprint, fingerprint);
+}
+
+TEST_F(PersonaTest, ShopListsProducts) {
+  PersonaResponse list = respond(request("GET", "/shop/"));
+  EXPECT_EQ(list.status, 200);
+  EXPECT_NE(list.body.find("href=\"/shop/product.php?id=1\""), std::string::npos);
+  EXPECT_NE(list.body.find("href=\"/shop/product.php?id=5\""), std::string::npos);
+  EXPECT_NE(list.body.find("Pallet label printer"), std::string::npos);
+}
+
+TEST_F(PersonaTest, ProductPageReadsIdLikeIntval) {
+  struct Case {
+    std::string target;
+    int status;
+    std::string text;
+  };
+  std::vector<Case> cases = {
+      {"/shop/product.php?id=3", 200, "<h1>Pallet label printer</h1>"},
+      {"/shop/product.php?id=03", 200, "<h1>Pallet label printer</h1>"},
+      {"/shop/product.php?id=2%27+AND+1%3D1", 200, "<h1>Stretch film"},
+      {"/shop/product.php?id=99", 404, "Product not found."},
+      {"/shop/product.php?id=abc", 404, "Product not found."},
+      {"/shop/product.php", 404, "Product not found."},
+  };
+  for (const auto& c : cases) {
+    PersonaResponse response = respond(request("GET", c.target));
+    EXPECT_EQ(response.status, c.status) << c.target;
+    EXPECT_NE(response.body.find(c.text), std::string::npos) << c.target;
+    EXPECT_EQ(outcome_.route_kind, "product") << c.target;
+  }
+}
+
+TEST_F(PersonaTest, NavigationLinksNewPages) {
+  PersonaResponse home = respond(request("GET", "/"));
+  for (const char* link : {"/blog/", "/shop/", "/register.php", "/blog/post.php?id=1"}) {
+    EXPECT_NE(home.body.find(fmt::format("href=\"{}\"", link)), std::string::npos) << link;
+  }
+  EXPECT_NE(home.body.find("<title>Home - Northwind Logistics</title>"), std::string::npos);
+}
+
 TEST_F(PersonaTest, AdminAsksForBasicAuth) {
   PersonaResponse response = respond(request("GET", "/admin/"));
   EXPECT_EQ(response.status, 401);
@@ -542,6 +731,28 @@ TEST_F(PersonaLoaderTest, RejectsUnknownVariable) {
   std::ofstream(dir_.path() / "p" / "pages" / "about.html", std::ios::app) << "{{secret}}";
   std::string error = loadError("name: apache-debian-php", "name: apache-debian-php");
   EXPECT_NE(error.find("{{secret}}"), std::string::npos) << error;
+}
+
+TEST_F(PersonaLoaderTest, RejectsMissingAnswer) {
+  std::string error = loadError("      mismatch:\n", "      mismatched:\n");
+  EXPECT_NE(error.find("unknown answer"), std::string::npos) << error;
+  EXPECT_NE(error.find("mismatched"), std::string::npos) << error;
+}
+
+TEST_F(PersonaLoaderTest, RejectsFormRouteWithoutAnswers) {
+  std::string error = loadError("    kind: contact\n", "    kind: coupon\n");
+  EXPECT_NE(error.find("needs answers"), std::string::npos) << error;
+}
+
+TEST_F(PersonaLoaderTest, RejectsBadProductId) {
+  std::string error = loadError("    - id: \"3\"", "    - id: \"03\"");
+  EXPECT_NE(error.find("shop.products[2].id"), std::string::npos) << error;
+}
+
+TEST_F(PersonaLoaderTest, RejectsRelativeRedirect) {
+  std::string error =
+      loadError("redirect: /register.php?registered=1", "redirect: register.php?registered=1");
+  EXPECT_NE(error.find("must be a path starting with /"), std::string::npos) << error;
 }
 
 TEST_F(PersonaLoaderTest, RejectsMissingFolder) {
