@@ -124,12 +124,18 @@ def fill_form(form, values):
 
 
 class Session:
-    """A client with its own cookies and User-Agent, talking to one probe."""
+    """A client with its own cookies and User-Agent, talking to one probe.
 
-    def __init__(self, base_url, agent, timeout=10):
+    With `host`, each request carries that Host header while the connection
+    still goes to `base_url` (loopback), as a client that reached the site by
+    name would send it.
+    """
+
+    def __init__(self, base_url, agent, timeout=10, host=None):
         self.base_url = base_url.rstrip("/")
         self.agent = agent
         self.timeout = timeout
+        self.headers = {"Host": host} if host else {}
         self.cookies = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(self.cookies))
@@ -143,7 +149,8 @@ class Session:
         body = None
         if data is not None:
             body = urllib.parse.urlencode(data).encode()
-        request = urllib.request.Request(self.url(path), data=body, method=method)
+        request = urllib.request.Request(self.url(path), data=body, method=method,
+                                         headers=self.headers)
         try:
             with self.opener.open(request, timeout=self.timeout) as response:
                 return response.status, response.read().decode("utf-8", "replace")

@@ -37,12 +37,19 @@ class ScenarioError(AssertionError):
     """A scenario could not do what it is meant to do (a tool failed, a form is missing)."""
 
 
+# The site's name in the Host header of scripted clients and the browser. Only
+# the header carries it: every connection goes to 127.0.0.1, and Chromium maps
+# the name to 127.0.0.1 itself, so no name is ever looked up.
+SITE_NAME = "www.northwind.example"
+
+
 class Context:
     """What a driver gets: the probe's address, a work folder and the persona's routes."""
 
     def __init__(self, port, workdir, routes):
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
+        self.host = f"{SITE_NAME}:{port}"
         self.dir = pathlib.Path(workdir)
         self.routes = routes
         self.outputs = []
@@ -57,7 +64,8 @@ class Context:
         raise ScenarioError(f"the persona has no route of kind {kind!r}")
 
     def session(self, agent):
-        return Session(self.base_url, agent)
+        """Return a scripted client that addresses the site by name (SITE_NAME)."""
+        return Session(self.base_url, agent, host=self.host)
 
     def write(self, name, lines):
         path = self.dir / name
@@ -428,7 +436,8 @@ def scripted_flood(count, workers, paths):
     def drive(ctx):
         def fetch(index):
             url = ctx.base_url + paths[index % len(paths)]
-            request = urllib.request.Request(url, headers={"User-Agent": FIREFOX_AGENT})
+            request = urllib.request.Request(url, headers={"User-Agent": FIREFOX_AGENT,
+                                                           "Host": ctx.host})
             try:
                 with urllib.request.urlopen(request, timeout=10) as response:
                     response.read()
@@ -459,10 +468,11 @@ def chromium_browsing(pages, pause, agent=None):
                     "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
                     "--disable-background-networking", "--disable-component-update",
                     "--disable-sync", "--metrics-recording-only", "--no-default-browser-check",
-                    f"--user-data-dir={profile}", "--virtual-time-budget=3000", "--dump-dom"]
+                    f"--user-data-dir={profile}", "--virtual-time-budget=3000", "--dump-dom",
+                    f"--host-resolver-rules=MAP {SITE_NAME} 127.0.0.1"]
             if agent:
                 args.append(f"--user-agent={agent}")
-            output = ctx.run(args + [f"http://127.0.0.1:PORT{page}"], timeout=60)
+            output = ctx.run(args + [f"http://{ctx.host}{page}"], timeout=60)
             if "</html>" not in output.lower():
                 raise ScenarioError(f"chromium printed no page for {page}:\n{output[-1500:]}")
     return drive
