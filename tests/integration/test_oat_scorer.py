@@ -20,8 +20,9 @@ import scoring  # noqa: E402
 
 
 def document(address, rule=(), behaviour=()):
-    tags = [{"id": oat, "basis": "rule"} for oat in rule]
-    tags += [{"id": oat, "basis": "behaviour"} for oat in behaviour]
+    tags = [{"id": oat, "basis": "rule", "reason": "route:login POST"} for oat in rule]
+    tags += [{"id": oat, "basis": "behaviour", "reason": "behaviour:key=ip_ua logins=9"}
+             for oat in behaviour]
     ids = sorted(set(rule) | set(behaviour))
     doc = {"source": {"ip": address}, "webtrap": {"oat": tags}}
     if ids:
@@ -128,6 +129,14 @@ class ScoreTest(unittest.TestCase):
         self.assertEqual(row["record_recall"], 3 / 5)
         self.assertEqual(row["record_precision"], 3 / 4)
 
+    def test_reasons_counted_per_oat(self):
+        docs = [document("203.0.113.10", rule=["OAT-007"]),
+                document("203.0.113.10", rule=["OAT-007"], behaviour=["OAT-007"])]
+        reasons = scoring.score(SOURCES, docs)["per_source"]["stuff-a"]["reasons"]["OAT-007"]
+        self.assertEqual(reasons["route:login POST"], [2, "route:login POST"])
+        self.assertEqual(reasons["behaviour (behaviour:key=ip_ua)"],
+                         [1, "behaviour:key=ip_ua logins=9"])
+
     def test_unknown_address_is_counted(self):
         result = scoring.score(SOURCES, [document("127.0.0.1", rule=["OAT-007"])])
         self.assertEqual(result["unmatched_documents"], 1)
@@ -197,7 +206,7 @@ class ReportTest(unittest.TestCase):
     def test_render_lists_table_and_problems(self):
         docs = [document("192.0.2.10", behaviour=["OAT-007"]),
                 document("198.51.100.10"),
-                document("203.0.113.10", behaviour=["OAT-008"])]
+                document("203.0.113.10", rule=["OAT-007"], behaviour=["OAT-008"])]
         result = scoring.score(SOURCES[:3], docs)
         runs = [FakeRun(s["name"], s["address"], s["labels"]) for s in SOURCES[:3]]
         runs.append(FakeRun("coupon", "", ["OAT-002"], not_run="no route of kind coupon"))
@@ -207,11 +216,12 @@ class ReportTest(unittest.TestCase):
         text = report.render(outcome, ["coupon did not run: no route of kind coupon"],
                              {"hydra": "Hydra v9.4"}, "python3 tests/oat/evaluate.py")
         self.assertIn("| OAT-007 |", text)
-        self.assertIn("| 2 | 1 | 1 | 0 | 1 | 1.00 | 0.50 |", text)
+        self.assertIn("| 2 | 2 | 1 | 1 | 1 | 0.50 | 0.50 |", text)
         self.assertIn("not run: no route of kind coupon", text)
         self.assertIn("| hydra | Hydra v9.4 |", text)
         self.assertIn("- coupon did not run: no route of kind coupon", text)
         self.assertIn("no traffic was\never sent to those addresses", text)
+        self.assertIn("| stuff-a | OAT-007 | `route:login POST` x1 |", text)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,24 @@ def oat_table(table, names, covered):
     return lines
 
 
+def false_positive_rows(outcome):
+    rows = []
+    for run in outcome["runs"]:
+        entry = outcome["result"]["per_source"].get(run.scenario.name)
+        if entry is None:
+            continue
+        for oat in sorted(entry["predicted"] - set(run.scenario.labels) - set(run.scenario.ignore)):
+            reasons = entry["reasons"].get(oat, {})
+            parts = []
+            for key, (count, example) in sorted(reasons.items(), key=lambda item: -item[1][0]):
+                text = f"`{key}` x{count}"
+                if key.startswith("behaviour"):
+                    text += f" (`{example[:90]}`)"
+                parts.append(text)
+            rows.append(f"| {run.scenario.name} | {oat} | {'; '.join(parts) or '-'} |")
+    return rows or ["| - | - | none |"]
+
+
 def render(outcome, problems, versions, command):
     result = outcome["result"]
     names = oat_names()
@@ -144,6 +162,11 @@ def render(outcome, problems, versions, command):
             f"| {run.scenario.name} | {labels} | {run.address} | {entry['documents']} "
             f"| {run.seconds:.1f} | {', '.join(sorted(entry['predicted'])) or '-'} "
             f"| {', '.join(sorted(entry['behaviour'])) or '-'} | {run.scenario.description} |")
+    lines += ["", "## Why sources got an OAT they are not labelled with", "",
+              "Each row is one false positive: the reasons of the tags, with the number of",
+              "documents that carry each and, for behaviour, the first reason seen.", "",
+              "| source | OAT | reasons |", "|---|---|---|"]
+    lines += false_positive_rows(outcome)
     lines += ["", "## Tool versions", "", "| tool | version |", "|---|---|"]
     lines += [f"| {name} | {version} |" for name, version in versions.items()]
     lines += ["", "## What this evaluation cannot show", "", LIMITS.rstrip()]

@@ -111,6 +111,20 @@ def document_tags(document):
     return all_ids, behaviour
 
 
+def note_reasons(reasons, document):
+    """Count each tag's reason per OAT id: the rule reason as it is, one key for behaviour.
+
+    `reasons` maps OAT id to {key: [count, first reason seen]}, so a report can
+    say why a source got an OAT.
+    """
+    for tag in document.get("webtrap", {}).get("oat", []) or []:
+        basis = tag.get("basis", "")
+        reason = tag.get("reason", "")
+        key = f"behaviour ({reason.split(' ', 1)[0]})" if basis == "behaviour" else reason
+        slot = reasons.setdefault(tag.get("id"), {}).setdefault(key, [0, reason])
+        slot[0] += 1
+
+
 def document_address(document):
     return document.get("source", {}).get("ip", "")
 
@@ -140,7 +154,8 @@ def score(sources, documents):
         by_address[source["address"]] = source
 
     per_source = {s["name"]: {"predicted": set(), "behaviour": set(), "documents": 0,
-                              "records_with": {}, "records_with_behaviour": {}}
+                              "records_with": {}, "records_with_behaviour": {},
+                              "reasons": {}}
                   for s in sources}
     unmatched = 0
     for document in documents:
@@ -157,6 +172,7 @@ def score(sources, documents):
             entry["records_with"][oat] = entry["records_with"].get(oat, 0) + 1
         for oat in behaviour:
             entry["records_with_behaviour"][oat] = entry["records_with_behaviour"].get(oat, 0) + 1
+        note_reasons(entry["reasons"], document)
 
     quiet_violations = []
     for source in sources:
