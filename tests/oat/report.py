@@ -3,6 +3,7 @@
 import datetime
 import os
 import pathlib
+import subprocess
 
 import yaml
 
@@ -24,10 +25,10 @@ LIMITS = """\
   run's own request spacing is the tool's real one on an idle loopback
   link, which is faster than over the internet. Thresholds tuned on this
   data may fire later, or not at all, for the same tools on a slow link.
-- **Few sources.** Each OAT has two to five labelled sources, so one miss
-  moves a figure by 0.2 to 0.5. The figures say whether the tagging works
-  for these tools with these settings, not what its error rate is on real
-  traffic.
+- **Few sources.** Each covered OAT has {fewest} to {most} labelled
+  sources, so one miss moves a figure by {largest_step} or less. The figures
+  say whether the tagging works for these tools with these settings, not
+  what its error rate is on real traffic.
 - **Labels are the scenario's intent.** A source is labelled with the OATs
   its traffic is by the handbook's definitions. Where a tool is legitimately
   two threats (nmap with http-enum fingerprints and footprints), it carries
@@ -42,6 +43,22 @@ LIMITS = """\
   does not show the false positive rate on a busy real site with many
   visitors behind one address.
 """
+
+
+def source_revision():
+    """Return the git commit of the tree the run used, noting uncommitted changes."""
+    root = ONTOLOGY.parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if not commit:
+        return "unknown"
+    return f"{commit} with uncommitted changes" if dirty else commit
 
 
 def oat_names():
@@ -110,7 +127,7 @@ def render(outcome, problems, versions, command):
         "scenario covers. `ctest -R oat_evaluation` runs the same evaluation and",
         "fails when a target is missed.",
         "",
-        f"- Produced by: `{command}` on {now}.",
+        f"- Produced by: `{command}` on {now}, webtrap source {source_revision()}.",
         f"- Machine: {os.cpu_count()} CPUs. Scenario runs took "
         f"{outcome['scenario_seconds']:.0f} s, the whole evaluation {outcome['seconds']:.0f} s.",
         f"- Records sent to the collector: {outcome['totals']['received']}, stored "
@@ -130,6 +147,11 @@ def render(outcome, problems, versions, command):
         "ever sent to those addresses. All records, merged in time order, then go to",
         "one collector through `POST /v1/records` with the tokens of the two",
         "enrolled sensors, as two probes' shippers would send them.",
+        "",
+        "The scripted clients and Chromium send `Host: www.northwind.example:PORT`,",
+        "as clients that reach a site by name do, while connecting to 127.0.0.1",
+        "(Chromium maps the name to 127.0.0.1 itself, so no name is looked up).",
+        "The tools address the probe by its numeric address, as they do by default.",
         "",
         "## Per OAT, all tags (rule and behaviour)",
         "",
@@ -169,7 +191,10 @@ def render(outcome, problems, versions, command):
     lines += false_positive_rows(outcome)
     lines += ["", "## Tool versions", "", "| tool | version |", "|---|---|"]
     lines += [f"| {name} | {version} |" for name, version in versions.items()]
-    lines += ["", "## What this evaluation cannot show", "", LIMITS.rstrip()]
+    counts = [row["labelled"] for row in result["oats"].values() if row["labelled"]] or [1]
+    limits = LIMITS.format(fewest=min(counts), most=max(counts),
+                           largest_step=f"{1 / min(counts):.2f}")
+    lines += ["", "## What this evaluation cannot show", "", limits.rstrip()]
     if problems:
         lines += ["", "## Problems in this run", ""]
         lines += [f"- {problem}" for problem in problems]
