@@ -9,6 +9,7 @@ build_packages=(
   libboost1.81-dev libssl-dev libcurl4-openssl-dev libsimdjson-dev
   libsqlite3-dev libmaxminddb-dev libyaml-cpp-dev libcli11-dev
   libspdlog-dev libfmt-dev zlib1g-dev libjemalloc-dev
+  libdeflate-dev  # whole-buffer gzip decompression of collector request bodies
   libhowardhinnant-date-dev  # IANA time zones for audit log time stamps
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev

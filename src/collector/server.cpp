@@ -1,11 +1,12 @@
 #include "collector/server.h"
 
 #include <openssl/crypto.h>
-#include <zlib.h>
+#include <libdeflate.h>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 
@@ -143,56 +144,70 @@ bool anyLineStartsWithObject(std::string_view body) {
 
 }  // namespace
 
+// Inflates each gzip member whole with libdeflate, which needs an output
+// buffer large enough for the member. The buffer starts at the size that the
+// last member's trailer states (its size modulo 2^32) and doubles up to
+// `max_bytes` whenever a member does not fit. Each retry inflates that member
+// again. A sender controls the trailer, so it only sets the first guess, and
+// that guess is capped at what deflate can produce from the body's size.
 std::optional<std::string> gunzip(std::string_view compressed, std::uint64_t max_bytes) {
-  z_stream zs{};
-  // 16 + MAX_WBITS: gzip framing only, so a raw zlib stream is rejected.
-  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) {
-    throw std::runtime_error("zlib inflateInit2 failed");
+  struct DecompressorDeleter {
+    void operator()(libdeflate_decompressor* decompressor) const {
+      libdeflate_free_decompressor(decompressor);
+    }
+  };
+  thread_local std::unique_ptr<libdeflate_decompressor, DecompressorDeleter> decompressor(
+      libdeflate_alloc_decompressor());
+  if (!decompressor) {
+    throw std::bad_alloc();
   }
 
-  std::string out;
-  // The last four bytes of a gzip member are its size modulo 2^32; taken
-  // as a hint only, because a sender controls them.
-  if (compressed.size() >= 18) {
-    const auto* tail = reinterpret_cast<const unsigned char*>(compressed.data() + compressed.size() - 4);
+  // The smallest gzip member: a 10-byte header, an empty deflate block and
+  // the 8-byte trailer.
+  constexpr std::size_t kMinMemberBytes = 18;
+  // Deflate expands at most about 1032 to 1 (258 bytes from one 2-bit
+  // length/distance pair), so no honest trailer states more than this.
+  constexpr std::uint64_t kMaxDeflateRatio = 1032;
+  std::uint64_t capacity = 4096;
+  if (compressed.size() >= kMinMemberBytes) {
+    const auto* tail =
+        reinterpret_cast<const unsigned char*>(compressed.data() + compressed.size() - 4);
     std::uint64_t hint = tail[0] | (tail[1] << 8) | (tail[2] << 16) |
                          (static_cast<std::uint64_t>(tail[3]) << 24);
-    out.reserve(std::min<std::uint64_t>(hint, max_bytes));
+    hint = std::min<std::uint64_t>(hint, compressed.size() * kMaxDeflateRatio);
+    capacity = std::max<std::uint64_t>(capacity, hint);
   }
+  capacity = std::min(capacity, max_bytes);
 
-  char chunk[64 * 1024];
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
-  zs.avail_in = static_cast<uInt>(compressed.size());
-  int rc = Z_OK;
-  while (true) {
-    zs.next_out = reinterpret_cast<Bytef*>(chunk);
-    zs.avail_out = sizeof(chunk);
-    rc = inflate(&zs, Z_NO_FLUSH);
-    if (rc != Z_OK && rc != Z_STREAM_END) {
-      inflateEnd(&zs);
-      throw std::invalid_argument(fmt::format("invalid gzip data ({})",
-                                              zs.msg != nullptr ? zs.msg : "zlib error"));
+  std::string out;
+  std::size_t produced = 0;
+  std::size_t consumed = 0;
+  do {
+    if (out.size() < capacity) {
+      out.resize(capacity);
     }
-    std::size_t produced = sizeof(chunk) - zs.avail_out;
-    if (out.size() + produced > max_bytes) {
-      inflateEnd(&zs);
-      return std::nullopt;
-    }
-    out.append(chunk, produced);
-    if (rc == Z_STREAM_END) {
-      if (zs.avail_in == 0) {
-        break;
+    std::size_t member_in = 0;
+    std::size_t member_out = 0;
+    libdeflate_result result = libdeflate_gzip_decompress_ex(
+        decompressor.get(), compressed.data() + consumed, compressed.size() - consumed,
+        out.data() + produced, out.size() - produced, &member_in, &member_out);
+    if (result == LIBDEFLATE_INSUFFICIENT_SPACE) {
+      if (out.size() >= max_bytes) {
+        return std::nullopt;
       }
-      // Another gzip member follows (concatenated gzip files are valid).
-      inflateReset(&zs);
+      capacity = std::min<std::uint64_t>(max_bytes, std::uint64_t{out.size()} * 2);
       continue;
     }
-    if (zs.avail_in == 0 && produced == 0) {
-      inflateEnd(&zs);
-      throw std::invalid_argument("truncated gzip data");
+    if (result != LIBDEFLATE_SUCCESS) {
+      // libdeflate names no reason: a bad header, bad deflate data, a
+      // checksum mismatch and a truncated member all give LIBDEFLATE_BAD_DATA.
+      throw std::invalid_argument("invalid or truncated gzip data");
     }
-  }
-  inflateEnd(&zs);
+    produced += member_out;
+    consumed += member_in;
+    // Another gzip member may follow (concatenated gzip files are valid).
+  } while (consumed < compressed.size());
+  out.resize(produced);
   return out;
 }
 
