@@ -14,7 +14,8 @@ namespace {
 
 constexpr std::size_t kMaxCardDigits = 19;
 constexpr std::size_t kMinMaskedDigits = 13;
-// Digits kept at each end of a masked number, as PCI DSS allows for display.
+// Digits kept at each end of a masked number: the BIN and the last four,
+// which webtrap.form records anyway.
 constexpr std::size_t kKeptLeading = 6;
 constexpr std::size_t kKeptTrailing = 4;
 

@@ -22,11 +22,11 @@ struct PersonaTemplate {
   std::vector<Segment> segments;
 };
 
-// How a form or product route answers one outcome (for example "taken" on a
-// registration form): its page (`body`, else the route's body) rendered with
-// `notice` at {{notice}}. When `redirect` is set, a POST gets a 302 to it
-// instead, as a PHP script sends after handling a form, and a GET of
-// exactly that target gets the page.
+// The response of a form or product route for one outcome (for example
+// "taken" on a registration form): its page (`body`, else the route's body)
+// rendered with `notice` at {{notice}}. When `redirect` is set, a POST gets a
+// 302 to it instead, as a PHP script sends after handling a form, and a GET
+// of exactly that target gets the page.
 struct FormAnswer {
   int status = 200;
   std::string notice;    // HTML chosen by the persona, never request bytes
@@ -91,7 +91,7 @@ struct PersonaData {
   std::map<int, PersonaTemplate> error_pages;
   std::vector<PersonaRoute> routes;
 
-  // Registration: user names answered with "taken", lowercase.
+  // Registration: user names that get the "taken" outcome, lowercase.
   std::vector<std::string> taken_usernames;
   // Coupon codes the cart accepts, compared ASCII case-insensitively.
   std::vector<std::string> valid_coupons;

@@ -60,8 +60,9 @@ std::string registerAnswer(const PersonaData& data, const CapturedRequest& reque
   if (password != confirm) {
     return "mismatch";
   }
-  const auto& taken = data.taken_usernames;
-  if (std::find(taken.begin(), taken.end(), lowercase(username)) != taken.end()) {
+  const auto& taken_names = data.taken_usernames;
+  if (std::find(taken_names.begin(), taken_names.end(), lowercase(username)) !=
+      taken_names.end()) {
     return "taken";
   }
   return "created";

@@ -391,20 +391,22 @@ class Loader {
     auto needed = kAnswersByKind.find(kind);
     if (needed == kAnswersByKind.end()) {
       if (node) {
-        throw fail(where, fmt::format("a route of kind {} takes no answers; answers are for {}",
-                                      kind, "register, comment, coupon, checkout and product"));
+        throw fail(where, fmt::format("a route of kind {} takes no answers; remove them (only "
+                                      "register, comment, coupon, checkout and product routes "
+                                      "have answers)",
+                                      kind));
       }
       return answers;
     }
     if (!node || !node.IsMap()) {
-      throw fail(where, fmt::format("missing; a {} route needs answers for {}", kind,
+      throw fail(where, fmt::format("missing; a {} route needs answers for the outcomes {}", kind,
                                     joinKeys(needed->second)));
     }
     for (const auto& entry : node) {
       std::string name = entry.first.as<std::string>();
       std::string key = where + "." + name;
       if (!needed->second.contains(name)) {
-        throw fail(key, fmt::format("unknown answer; a {} route answers {}", kind,
+        throw fail(key, fmt::format("unknown answer; the outcomes of a {} route are {}", kind,
                                     joinKeys(needed->second)));
       }
       if (!entry.second.IsMap()) {
@@ -438,7 +440,8 @@ class Loader {
     }
     for (const auto& name : needed->second) {
       if (!answers.contains(name)) {
-        throw fail(where, fmt::format("missing the answer \"{}\"; a {} route answers {}", name,
+        throw fail(where, fmt::format("missing the answer \"{}\"; the outcomes of a {} route are {}",
+                                      name,
                                       kind, joinKeys(needed->second)));
       }
     }
@@ -556,7 +559,8 @@ class Loader {
     route.answers = loadAnswers(node["answers"], where + ".answers", route.kind,
                                 flag(node["template"], where + ".template"));
     if (!route.answers.empty() && !node["profile"]) {
-      throw fail(where + ".profile", "missing; a route with answers is a PHP page (profile: php)");
+      throw fail(where + ".profile", "missing; set profile: php, because routes with answers are "
+                                     "PHP pages");
     }
     if (route.kind == "product" && data.products.empty()) {
       throw fail(where + ".kind", "a product route needs a top-level shop with products");

@@ -3,7 +3,7 @@
 
 Starts a probe on loopback, sends each form of the persona (login,
 registration, blog comment, contact, cart coupon, checkout) and the product
-pages with curl, and checks the answers: status, Location after a POST that
+pages with curl, and checks the responses: status, Location after a POST that
 a PHP script would redirect, PHPSESSID, and the text on the page. Then
 checks webtrap.form in each record, validates every record against
 docs/record-schema.json, and checks that no full card number reached the
@@ -45,7 +45,7 @@ class Response:
 
 
 def curl(port, path, data=None, headers=(), form=None):
-    """Sends one request with curl (without following redirects) and parses the answer."""
+    """Sends one request with curl (without following redirects) and parses the response."""
     command = ["curl", "-s", "-i", "--max-time", "20"]
     if data is not None:
         command += ["--data-raw", data]
@@ -119,10 +119,10 @@ class PersonaFormsTest(unittest.TestCase):
         self.assertIn("Your account has been created", done.body)
         self.assertIn("check your inbox", done.body)
 
-        taken = self.request(
+        taken_response = self.request(
             "/register.php", data="username=admin&email=a%40mail.example&password=x&confirm=x")
-        self.assertEqual(taken.status, 200)
-        self.assertIn("This username is already taken.", taken.body)
+        self.assertEqual(taken_response.status, 200)
+        self.assertIn("This username is already taken.", taken_response.body)
 
         record = self.record_for("/register.php")
         form_facts = record["webtrap"]["form"]
