@@ -1,0 +1,131 @@
+// Behavioural OWASP Automated Threat (OAT) tags: sliding windows over the
+// records of every probe, keyed per actor, from which the collector tags
+// credential stuffing and cracking, scanning, footprinting, fingerprinting,
+// scraping, floods, account creation, coupon and card testing, and spam.
+// docs/oat.md ("Behavioural tags") describes each signal and its limits.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+#include "collector/audit_record.h"
+#include "common/metrics.h"
+#include "common/request_facts.h"
+
+namespace webtrap::collector {
+
+// Thresholds of the `behaviour:` section of the collector configuration.
+// Counts are per key within `window_ms` unless a field's comment states
+// otherwise.
+struct BehaviourOptions {
+  bool enabled = true;
+  std::int64_t window_ms = 120'000;
+  // Keys tracked at once over all key kinds; the least recently seen key is
+  // dropped past this.
+  std::size_t max_keys = 20'000;
+  // Distinct user agents one source address must show in the window before
+  // the address alone becomes a key, because one actor is rotating agents.
+  std::uint32_t ua_rotation = 4;
+  // Cookies whose value names a session (keyed as "session").
+  std::vector<std::string> session_cookies = {"PHPSESSID"};
+
+  struct {
+    std::uint32_t min_usernames = 8;
+    double max_attempts_per_username = 2.0;
+  } credential_stuffing;  // OAT-008
+
+  struct {
+    std::uint32_t min_passwords = 8;
+    double min_passwords_per_username = 4.0;
+  } credential_cracking;  // OAT-007
+
+  struct {
+    std::uint32_t min_attack_requests = 3;  // requests with CRS attack rules (930-944)
+    std::uint32_t min_distinct_paths = 40;
+    double min_ratio_404 = 0.5;
+  } vulnerability_scanning;  // OAT-014
+
+  struct {
+    std::uint32_t min_product_paths = 5;  // distinct product or version paths
+    std::uint32_t min_unusual_methods = 3;  // methods other than GET, HEAD, POST and OPTIONS
+  } footprinting;  // OAT-018
+
+  struct {
+    std::uint32_t min_probes = 2;  // distinct product or version paths, HEAD or OPTIONS
+    std::uint32_t max_requests = 30;
+  } fingerprinting;  // OAT-004
+
+  struct {
+    std::uint32_t min_pages = 8;  // distinct non-static paths with a 2xx response
+    double max_ratio_404 = 0.3;
+  } scraping;  // OAT-011
+
+  struct {
+    std::int64_t span_ms = 10'000;
+    std::uint32_t min_requests = 200;  // within span_ms
+    double max_distinct_path_ratio = 0.2;
+  } denial_of_service;  // OAT-015
+
+  struct {
+    std::uint32_t min_registrations = 3;
+  } account_creation;  // OAT-019
+
+  struct {
+    std::uint32_t min_coupons = 5;  // distinct codes
+  } token_cracking;  // OAT-002
+
+  struct {
+    std::uint32_t min_cards = 3;  // distinct Luhn-valid cards
+  } carding;  // OAT-001
+
+  struct {
+    std::uint32_t min_attempts = 4;  // submissions of one card
+  } card_cracking;  // OAT-010
+
+  struct {
+    std::uint32_t min_link_posts = 2;  // comment or contact posts with a link
+    std::uint32_t min_posts = 5;
+    std::uint32_t min_links_per_post = 5;  // one post this dense is spam alone
+  } spamming;  // OAT-017
+};
+
+// Parses the `behaviour:` section. Throws ConfigError naming the key, the
+// value and the fix, also for unknown keys. A null node gives the defaults.
+BehaviourOptions parseBehaviourOptions(const YAML::Node& node);
+
+// Rows of the configuration reference table (docs/collector-configuration.md),
+// one per `behaviour.*` key, in the table's Markdown format.
+std::string behaviourConfigurationRows();
+
+// Returns the thresholds on one line, for the start log.
+std::string describeBehaviourOptions(const BehaviourOptions& options);
+
+// Keeps the windows and returns the tags. Thread safe: the state is split
+// into shards by key hash, each with its own mutex.
+class BehaviourTagger {
+ public:
+  BehaviourTagger(BehaviourOptions options, MetricsRegistry& metrics);
+  ~BehaviourTagger();
+  BehaviourTagger(const BehaviourTagger&) = delete;
+  BehaviourTagger& operator=(const BehaviourTagger&) = delete;
+
+  // Adds `record` to the windows of its keys, then returns the tags that hold
+  // for those keys at the record's time stamp, counting this record and every
+  // earlier-arrived record of the window. `ingest_ms` is used as the time of
+  // a record without a time stamp. Returns no tags when the tagger is disabled.
+  std::vector<OatTag> observe(const AuditRecord& record, std::int64_t ingest_ms);
+
+  std::size_t trackedKeys() const;
+  const BehaviourOptions& options() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace webtrap::collector

@@ -1,0 +1,664 @@
+#include "collector/behaviour.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+#include "common/metrics.h"
+
+namespace webtrap::collector {
+namespace {
+
+constexpr std::int64_t kStartMs = 1'764'849'600'000;  // 2025-12-04T12:00:00Z
+constexpr const char* kFirefox =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+
+RuleMessage rule(const std::string& id) {
+  RuleMessage message;
+  message.rule_id = id;
+  return message;
+}
+
+AuditRecord request(const std::string& ip, const std::string& method, const std::string& uri,
+                    int status, std::int64_t time_ms, const std::string& agent = kFirefox) {
+  AuditRecord record;
+  record.client_ip = ip;
+  record.method = method;
+  record.uri = uri;
+  record.response_status = status;
+  record.timestamp_us = time_ms * 1000;
+  record.request_headers.push_back({"Host", "shop.example"});
+  record.request_headers.push_back({"User-Agent", agent});
+  return record;
+}
+
+AuditRecord login(const std::string& ip, const std::string& user, const std::string& password,
+                  std::int64_t time_ms, const std::string& agent = kFirefox) {
+  AuditRecord record = request(ip, "POST", "/login.php", 200, time_ms, agent);
+  record.form.kind = "login";
+  record.form.username = user;
+  record.form.password_sha256 = "sha256-of-" + password;
+  return record;
+}
+
+AuditRecord formPost(const std::string& ip, const std::string& kind, std::int64_t time_ms) {
+  AuditRecord record = request(ip, "POST", "/" + kind + ".php", 200, time_ms);
+  record.form.kind = kind;
+  return record;
+}
+
+AuditRecord checkout(const std::string& ip, const std::string& fingerprint, bool luhn_valid,
+                     std::int64_t time_ms) {
+  AuditRecord record = formPost(ip, "checkout", time_ms);
+  CardFacts card;
+  card.bin = "411111";
+  card.last4 = fingerprint.substr(0, 4);
+  card.luhn_valid = luhn_valid;
+  card.fingerprint = fingerprint;
+  record.form.cards.push_back(card);
+  return record;
+}
+
+std::vector<std::string> ids(const std::vector<OatTag>& tags) {
+  std::vector<std::string> out;
+  for (const OatTag& tag : tags) {
+    out.push_back(tag.id);
+  }
+  return out;
+}
+
+bool has(const std::vector<OatTag>& tags, const std::string& id) {
+  return std::any_of(tags.begin(), tags.end(), [&](const OatTag& tag) { return tag.id == id; });
+}
+
+const OatTag* find(const std::vector<OatTag>& tags, const std::string& id) {
+  auto found =
+      std::find_if(tags.begin(), tags.end(), [&](const OatTag& tag) { return tag.id == id; });
+  return found == tags.end() ? nullptr : &*found;
+}
+
+class BehaviourTest : public ::testing::Test {
+ protected:
+  std::vector<OatTag> observe(const AuditRecord& record) {
+    return tagger().observe(record, record.timestamp_us / 1000);
+  }
+
+  BehaviourTagger& tagger() {
+    if (!tagger_) {
+      tagger_ = std::make_unique<BehaviourTagger>(options, metrics);
+    }
+    return *tagger_;
+  }
+
+  std::uint64_t metricValue(const std::string& needle) {
+    // Sample lines are "name{labels} value"; the HELP and TYPE lines start with '#'.
+    std::string text = "\n" + metrics.render();
+    std::size_t at = text.find("\n" + needle + " ");
+    if (at == std::string::npos) {
+      return 0;
+    }
+    return std::stoull(text.substr(at + needle.size() + 2));
+  }
+
+  BehaviourOptions options;
+  MetricsRegistry metrics;
+  std::unique_ptr<BehaviourTagger> tagger_;
+};
+
+// A browser loading a few pages with their assets, one favicon per page and
+// one contact message, as a person would in a few minutes.
+TEST_F(BehaviourTest, QuietBrowsingGetsNoTags) {
+  std::int64_t t = kStartMs;
+  std::vector<std::string> pages = {"/", "/about.php", "/blog/", "/shop/", "/contact.php"};
+  for (const std::string& page : pages) {
+    EXPECT_TRUE(observe(request("198.51.100.7", "GET", page, 200, t)).empty()) << page;
+    for (const char* asset : {"/style.css", "/app.js", "/logo.png", "/hero.jpg"}) {
+      EXPECT_TRUE(observe(request("198.51.100.7", "GET", asset, 200, t + 50)).empty()) << asset;
+    }
+    EXPECT_TRUE(observe(request("198.51.100.7", "GET", "/favicon.ico", 404, t + 80)).empty());
+    t += 8'000;
+  }
+  AuditRecord contact = formPost("198.51.100.7", "contact", t);
+  contact.form.links = 1;
+  contact.form.text_bytes = 300;
+  EXPECT_TRUE(observe(contact).empty());
+  EXPECT_TRUE(observe(login("198.51.100.7", "anna", "secret", t + 5'000)).empty());
+  EXPECT_TRUE(observe(login("198.51.100.7", "anna", "secret2", t + 9'000)).empty());
+}
+
+TEST_F(BehaviourTest, CredentialStuffingFromManyUsernames) {
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 7; ++i) {
+    tags = observe(login("192.0.2.10", "user" + std::to_string(i), "pw" + std::to_string(i),
+                         kStartMs + i * 500));
+    EXPECT_TRUE(tags.empty()) << "attempt " << i;
+  }
+  tags = observe(login("192.0.2.10", "user7", "pw7", kStartMs + 4'000));
+  ASSERT_TRUE(has(tags, "OAT-008")) << testing::PrintToString(ids(tags));
+  EXPECT_FALSE(has(tags, "OAT-007"));
+  const OatTag* tag = find(tags, "OAT-008");
+  EXPECT_EQ(tag->basis, "behaviour");
+  EXPECT_DOUBLE_EQ(tag->confidence, 0.5);
+  EXPECT_NE(tag->reason.find("usernames=8"), std::string::npos) << tag->reason;
+  EXPECT_NE(tag->reason.find("window=120s"), std::string::npos) << tag->reason;
+  EXPECT_FALSE(tag->version.empty());
+  EXPECT_FALSE(tag->name.empty());
+
+  for (int i = 8; i < 32; ++i) {
+    tags = observe(login("192.0.2.10", "user" + std::to_string(i), "pw" + std::to_string(i),
+                         kStartMs + 4'000 + i * 100));
+  }
+  ASSERT_TRUE(has(tags, "OAT-008"));
+  EXPECT_GT(find(tags, "OAT-008")->confidence, 0.8);
+  EXPECT_EQ(metricValue("webtrap_collector_behaviour_tags_total{oat=\"OAT-008\"}"), 25u);
+}
+
+TEST_F(BehaviourTest, CredentialCrackingFromOneUsername) {
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 7; ++i) {
+    tags = observe(login("192.0.2.11", "admin", "guess" + std::to_string(i), kStartMs + i * 200));
+    EXPECT_TRUE(tags.empty()) << "attempt " << i;
+  }
+  tags = observe(login("192.0.2.11", "admin", "guess7", kStartMs + 2'000));
+  EXPECT_TRUE(has(tags, "OAT-007")) << testing::PrintToString(ids(tags));
+  EXPECT_FALSE(has(tags, "OAT-008"));
+}
+
+TEST_F(BehaviourTest, RepeatedPasswordIsNotCracking) {
+  // A person retrying one password: many attempts, one distinct password.
+  for (int i = 0; i < 12; ++i) {
+    EXPECT_TRUE(observe(login("192.0.2.12", "admin", "same", kStartMs + i * 1'000)).empty());
+  }
+}
+
+TEST_F(BehaviourTest, PasswordSprayingIsCracking) {
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 10; ++i) {
+    tags = observe(login("192.0.2.13", "user" + std::to_string(i), "Winter2025!",
+                         kStartMs + i * 300));
+  }
+  EXPECT_TRUE(has(tags, "OAT-007")) << testing::PrintToString(ids(tags));
+  EXPECT_FALSE(has(tags, "OAT-008"));
+  EXPECT_NE(find(tags, "OAT-007")->reason.find("spraying"), std::string::npos);
+}
+
+// A source that browses and then replays credentials: only its login posts
+// carry the credential tag.
+TEST_F(BehaviourTest, MixedSourceTagsOnlyLoginPosts) {
+  std::int64_t t = kStartMs;
+  EXPECT_TRUE(observe(request("192.0.2.14", "GET", "/", 200, t)).empty());
+  EXPECT_TRUE(observe(request("192.0.2.14", "GET", "/style.css", 200, t + 10)).empty());
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 12; ++i) {
+    tags = observe(login("192.0.2.14", "u" + std::to_string(i), "p" + std::to_string(i),
+                         t + 1'000 + i * 100));
+  }
+  EXPECT_TRUE(has(tags, "OAT-008"));
+  EXPECT_TRUE(observe(request("192.0.2.14", "GET", "/about.php", 200, t + 3'000)).empty());
+}
+
+TEST_F(BehaviourTest, VulnerabilityScanningFromAttackRules) {
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 3; ++i) {
+    AuditRecord record =
+        request("192.0.2.20", "GET", "/about.php?id=1%27+OR+" + std::to_string(i), 200,
+                kStartMs + i * 100);
+    record.messages.push_back(rule("942100"));
+    tags = observe(record);
+    if (i < 2) {
+      EXPECT_FALSE(has(tags, "OAT-014")) << "request " << i;
+    }
+  }
+  EXPECT_TRUE(has(tags, "OAT-014")) << testing::PrintToString(ids(tags));
+
+  // Rules that are not attack families (protocol checks, scanner agents)
+  // do not count.
+  for (int i = 0; i < 5; ++i) {
+    AuditRecord record = request("192.0.2.21", "GET", "/", 200, kStartMs + i * 100);
+    record.messages.push_back(rule("920350"));  // numeric Host header
+    record.messages.push_back(rule("913100"));  // scanner user agent
+    EXPECT_FALSE(has(observe(record), "OAT-014")) << "request " << i;
+  }
+}
+
+TEST_F(BehaviourTest, VulnerabilityScanningFromPathBreadth) {
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 45; ++i) {
+    tags = observe(request("192.0.2.22", "GET", "/word" + std::to_string(i), 404,
+                           kStartMs + i * 50, "gobuster/3.5"));
+    if (i < 39) {
+      EXPECT_TRUE(tags.empty()) << "request " << i << ": " << testing::PrintToString(ids(tags));
+    }
+  }
+  EXPECT_TRUE(has(tags, "OAT-014"));
+  EXPECT_FALSE(has(tags, "OAT-018"));
+  EXPECT_FALSE(has(tags, "OAT-011"));
+  EXPECT_FALSE(has(tags, "OAT-015"));
+}
+
+TEST_F(BehaviourTest, FootprintingFromProductPaths) {
+  std::vector<std::string> paths = {"/wp-login.php", "/administrator/", "/phpmyadmin/",
+                                    "/readme.html", "/typo3/"};
+  std::vector<OatTag> tags;
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    tags = observe(request("192.0.2.23", "GET", paths[i], 404, kStartMs + i * 100));
+    if (i < 4) {
+      EXPECT_FALSE(has(tags, "OAT-018")) << paths[i];
+    }
+  }
+  EXPECT_TRUE(has(tags, "OAT-018")) << testing::PrintToString(ids(tags));
+  EXPECT_FALSE(has(tags, "OAT-014"));
+}
+
+TEST_F(BehaviourTest, FootprintingFromUnusualMethods) {
+  std::vector<OatTag> tags;
+  for (const char* method : {"PUT", "DELETE", "PROPFIND"}) {
+    tags = observe(request("192.0.2.24", method, "/", 405, kStartMs));
+  }
+  EXPECT_TRUE(has(tags, "OAT-018")) << testing::PrintToString(ids(tags));
+  // OPTIONS is a banner probe, not method enumeration.
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_FALSE(has(observe(request("192.0.2.25", "OPTIONS", "/", 200, kStartMs + i)),
+                     "OAT-018"));
+  }
+}
+
+TEST_F(BehaviourTest, FingerprintingFromVersionProbes) {
+  EXPECT_TRUE(observe(request("192.0.2.26", "GET", "/", 200, kStartMs)).empty());
+  EXPECT_TRUE(observe(request("192.0.2.26", "HEAD", "/", 200, kStartMs + 10)).empty());
+  std::vector<OatTag> tags =
+      observe(request("192.0.2.26", "GET", "/readme.html", 404, kStartMs + 20));
+  EXPECT_TRUE(has(tags, "OAT-004")) << testing::PrintToString(ids(tags));
+  EXPECT_NE(find(tags, "OAT-004")->reason.find("probes=2"), std::string::npos);
+}
+
+TEST_F(BehaviourTest, RepeatedFaviconIsOneProbe) {
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_TRUE(
+        observe(request("192.0.2.27", "GET", "/favicon.ico", 200, kStartMs + i * 3'000)).empty());
+  }
+}
+
+TEST_F(BehaviourTest, FingerprintingStopsPastMaxRequests) {
+  for (int i = 0; i < 31; ++i) {
+    observe(request("192.0.2.28", "GET", "/", 200, kStartMs + i * 10));
+  }
+  EXPECT_FALSE(has(observe(request("192.0.2.28", "HEAD", "/", 200, kStartMs + 400)), "OAT-004"));
+  EXPECT_FALSE(
+      has(observe(request("192.0.2.28", "GET", "/readme.txt", 404, kStartMs + 410)), "OAT-004"));
+}
+
+TEST_F(BehaviourTest, ScrapingFromManyExistingPages) {
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 8; ++i) {
+    std::string page = "/page" + std::to_string(i) + ".php";
+    observe(request("192.0.2.30", "GET", "/img" + std::to_string(i) + ".png", 200,
+                    kStartMs + i * 100, "Wget/1.21.3"));
+    tags = observe(request("192.0.2.30", "GET", page, 200, kStartMs + i * 100 + 10, "Wget/1.21.3"));
+    if (i < 7) {
+      EXPECT_FALSE(has(tags, "OAT-011")) << page;
+    }
+  }
+  EXPECT_TRUE(has(tags, "OAT-011")) << testing::PrintToString(ids(tags));
+  EXPECT_FALSE(has(tags, "OAT-014"));
+}
+
+TEST_F(BehaviourTest, StaticAssetsAreNotPages) {
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_TRUE(observe(request("192.0.2.31", "GET", "/assets/" + std::to_string(i) + ".css", 200,
+                                kStartMs + i * 100))
+                    .empty());
+  }
+}
+
+TEST_F(BehaviourTest, DenialOfServiceFromFloodOfOnePath) {
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 250; ++i) {
+    tags = observe(request("192.0.2.40", "GET", "/", 200, kStartMs + i * 10, "ApacheBench/2.3"));
+    if (i < 150) {
+      EXPECT_FALSE(has(tags, "OAT-015")) << "request " << i;
+    }
+  }
+  EXPECT_TRUE(has(tags, "OAT-015")) << testing::PrintToString(ids(tags));
+  EXPECT_FALSE(has(tags, "OAT-011"));
+}
+
+TEST_F(BehaviourTest, SlowRepeatsAreNoFlood) {
+  // 240 requests at 2 per second: under 200 in any 10 s span.
+  for (int i = 0; i < 240; ++i) {
+    EXPECT_FALSE(
+        has(observe(request("192.0.2.41", "GET", "/", 200, kStartMs + i * 500)), "OAT-015"))
+        << "request " << i;
+  }
+}
+
+TEST_F(BehaviourTest, FastBroadRequestsAreNoFlood) {
+  for (int i = 0; i < 250; ++i) {
+    EXPECT_FALSE(has(observe(request("192.0.2.42", "GET", "/w" + std::to_string(i), 404,
+                                     kStartMs + i * 10)),
+                     "OAT-015"));
+  }
+}
+
+TEST_F(BehaviourTest, AccountCreationFromRegistrations) {
+  EXPECT_TRUE(observe(formPost("192.0.2.50", "register", kStartMs)).empty());
+  EXPECT_TRUE(observe(formPost("192.0.2.50", "register", kStartMs + 500)).empty());
+  std::vector<OatTag> tags = observe(formPost("192.0.2.50", "register", kStartMs + 900));
+  EXPECT_TRUE(has(tags, "OAT-019")) << testing::PrintToString(ids(tags));
+  // A page view of the same source is not a registration.
+  EXPECT_TRUE(observe(request("192.0.2.50", "GET", "/", 200, kStartMs + 1'000)).empty());
+}
+
+TEST_F(BehaviourTest, TokenCrackingFromDistinctCoupons) {
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 5; ++i) {
+    AuditRecord record = formPost("192.0.2.51", "coupon", kStartMs + i * 100);
+    record.form.coupon = "SAVE" + std::to_string(i);
+    tags = observe(record);
+    if (i < 4) {
+      EXPECT_TRUE(tags.empty()) << record.form.coupon;
+    }
+  }
+  EXPECT_TRUE(has(tags, "OAT-002")) << testing::PrintToString(ids(tags));
+
+  for (int i = 0; i < 8; ++i) {
+    AuditRecord record = formPost("192.0.2.52", "coupon", kStartMs + i * 100);
+    record.form.coupon = "WELCOME10";
+    EXPECT_TRUE(observe(record).empty());
+  }
+}
+
+TEST_F(BehaviourTest, CardingFromDistinctValidCards) {
+  EXPECT_TRUE(observe(checkout("192.0.2.60", "aaaa000000000001", true, kStartMs)).empty());
+  // Cards failing the Luhn check are typing errors, not carding.
+  EXPECT_TRUE(observe(checkout("192.0.2.60", "bbbb000000000002", false, kStartMs + 10)).empty());
+  EXPECT_TRUE(observe(checkout("192.0.2.60", "cccc000000000003", false, kStartMs + 20)).empty());
+  EXPECT_TRUE(observe(checkout("192.0.2.60", "dddd000000000004", true, kStartMs + 30)).empty());
+  std::vector<OatTag> tags = observe(checkout("192.0.2.60", "eeee000000000005", true, kStartMs + 40));
+  EXPECT_TRUE(has(tags, "OAT-001")) << testing::PrintToString(ids(tags));
+  EXPECT_FALSE(has(tags, "OAT-010"));
+}
+
+TEST_F(BehaviourTest, CardCrackingFromOneCardRepeated) {
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 4; ++i) {
+    tags = observe(checkout("192.0.2.61", "aaaa000000000001", true, kStartMs + i * 200));
+    if (i < 3) {
+      EXPECT_TRUE(tags.empty()) << "attempt " << i;
+    }
+  }
+  EXPECT_TRUE(has(tags, "OAT-010")) << testing::PrintToString(ids(tags));
+  EXPECT_FALSE(has(tags, "OAT-001"));
+}
+
+TEST_F(BehaviourTest, SpammingFromLinkPosts) {
+  AuditRecord first = formPost("192.0.2.70", "comment", kStartMs);
+  first.form.links = 2;
+  EXPECT_TRUE(observe(first).empty());
+  AuditRecord second = formPost("192.0.2.70", "comment", kStartMs + 300);
+  second.form.links = 3;
+  EXPECT_TRUE(has(observe(second), "OAT-017"));
+
+  AuditRecord dense = formPost("192.0.2.71", "contact", kStartMs);
+  dense.form.links = 6;
+  EXPECT_TRUE(has(observe(dense), "OAT-017"));
+
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 5; ++i) {
+    tags = observe(formPost("192.0.2.72", "comment", kStartMs + i * 100));
+    if (i < 4) {
+      EXPECT_TRUE(tags.empty()) << "post " << i;
+    }
+  }
+  EXPECT_TRUE(has(tags, "OAT-017"));
+}
+
+TEST_F(BehaviourTest, WindowExpiryForgetsOldEvidence) {
+  for (int i = 0; i < 7; ++i) {
+    observe(login("192.0.2.80", "user" + std::to_string(i), "pw" + std::to_string(i),
+                  kStartMs + i * 100));
+  }
+  // Past the 2-minute window, the first seven no longer count.
+  std::int64_t later = kStartMs + 130'000;
+  EXPECT_TRUE(observe(login("192.0.2.80", "user7", "pw7", later)).empty());
+  EXPECT_TRUE(observe(login("192.0.2.80", "user8", "pw8", later + 100)).empty());
+}
+
+TEST_F(BehaviourTest, OutOfOrderRecordsCountInTheirWindow) {
+  std::vector<AuditRecord> records;
+  for (int i = 0; i < 10; ++i) {
+    records.push_back(login("192.0.2.81", "user" + std::to_string(i), "pw" + std::to_string(i),
+                            kStartMs + i * 1'000));
+  }
+  // Two probes shipping in batches: arrival order differs from time order
+  // by up to 5 s.
+  std::vector<int> order = {2, 0, 1, 5, 3, 4, 8, 6, 9, 7};
+  std::vector<OatTag> tags;
+  for (int index : order) {
+    tags = observe(records[index]);
+  }
+  EXPECT_TRUE(has(tags, "OAT-008")) << testing::PrintToString(ids(tags));
+  EXPECT_EQ(metricValue("webtrap_collector_behaviour_late_records_total"), 0u);
+
+  // A record older than its key's window arrives last: it is not counted,
+  // and the late counter counts it.
+  AuditRecord stale = login("192.0.2.81", "old", "old", kStartMs - 200'000);
+  observe(stale);
+  EXPECT_EQ(metricValue("webtrap_collector_behaviour_late_records_total"), 1u);
+}
+
+TEST_F(BehaviourTest, RecordTimeDecidesTheWindowNotArrival) {
+  // Eight attempts that arrive at once but lie minutes apart never share a
+  // window.
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_TRUE(tagger()
+                    .observe(login("192.0.2.82", "user" + std::to_string(i),
+                                   "pw" + std::to_string(i), kStartMs + i * 125'000),
+                             kStartMs + 8 * 125'000)
+                    .empty())
+        << "attempt " << i;
+  }
+}
+
+TEST_F(BehaviourTest, KeyCapEvictsLeastRecentlySeen) {
+  options.max_keys = 4;  // two sources: each has an address key and an address+agent key
+  for (int i = 0; i < 7; ++i) {
+    observe(login("192.0.2.90", "user" + std::to_string(i), "pw" + std::to_string(i),
+                  kStartMs + i * 100));
+  }
+  observe(request("192.0.2.91", "GET", "/", 200, kStartMs + 800));
+  EXPECT_EQ(tagger().trackedKeys(), 4u);
+  EXPECT_EQ(metricValue("webtrap_collector_behaviour_evictions_total"), 0u);
+  // A third source pushes out the least recently seen one, 192.0.2.90.
+  observe(request("192.0.2.92", "GET", "/", 200, kStartMs + 900));
+  EXPECT_EQ(tagger().trackedKeys(), 4u);
+  EXPECT_EQ(metricValue("webtrap_collector_behaviour_evictions_total"), 2u);
+  EXPECT_EQ(metricValue("webtrap_collector_behaviour_tracked_keys"), 4u);
+  // Its seven attempts are gone, so the eighth starts a new count.
+  EXPECT_TRUE(observe(login("192.0.2.90", "user7", "pw7", kStartMs + 1'000)).empty());
+}
+
+TEST_F(BehaviourTest, AgentsBehindOneAddressKeepOwnWindows) {
+  // Two people behind one NAT address, five logins each: neither reaches
+  // the threshold of eight user names.
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_TRUE(observe(login("203.0.113.5", "a" + std::to_string(i), "x" + std::to_string(i),
+                              kStartMs + i * 100, "AgentA/1.0"))
+                    .empty());
+    EXPECT_TRUE(observe(login("203.0.113.5", "b" + std::to_string(i), "y" + std::to_string(i),
+                              kStartMs + i * 100 + 50, "AgentB/1.0"))
+                    .empty());
+  }
+}
+
+TEST_F(BehaviourTest, RotatingAgentsMakeTheAddressTheKey) {
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 10; ++i) {
+    tags = observe(login("203.0.113.6", "u" + std::to_string(i), "p" + std::to_string(i),
+                         kStartMs + i * 100, "Agent/" + std::to_string(i)));
+  }
+  ASSERT_TRUE(has(tags, "OAT-008")) << testing::PrintToString(ids(tags));
+  EXPECT_NE(find(tags, "OAT-008")->reason.find("key=ip "), std::string::npos);
+}
+
+TEST_F(BehaviourTest, SessionCookieJoinsAddresses) {
+  // One session hopping between addresses (a mobile client, a proxy pool
+  // that keeps cookies).
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 8; ++i) {
+    AuditRecord record = login("203.0.113." + std::to_string(20 + i), "u" + std::to_string(i),
+                               "p" + std::to_string(i), kStartMs + i * 100);
+    record.request_headers.push_back({"Cookie", "lang=en; PHPSESSID=abc123def; theme=dark"});
+    tags = observe(record);
+  }
+  ASSERT_TRUE(has(tags, "OAT-008")) << testing::PrintToString(ids(tags));
+  EXPECT_NE(find(tags, "OAT-008")->reason.find("key=session"), std::string::npos);
+}
+
+TEST_F(BehaviourTest, DisabledTaggerReturnsNothing) {
+  options.enabled = false;
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_TRUE(observe(login("192.0.2.95", "u" + std::to_string(i), "p" + std::to_string(i),
+                              kStartMs + i))
+                    .empty());
+  }
+  EXPECT_EQ(tagger().trackedKeys(), 0u);
+}
+
+TEST_F(BehaviourTest, ConcurrentObserversKeepEveryCount) {
+  options.max_keys = 100'000;
+  constexpr int kThreads = 4;
+  constexpr int kSourcesPerThread = 50;
+  std::atomic<int> stuffing_sources{0};
+  tagger();  // built once here, because the fixture builds it lazily without a lock
+  std::vector<std::thread> threads;
+  for (int thread = 0; thread < kThreads; ++thread) {
+    threads.emplace_back([&, thread] {
+      for (int source = 0; source < kSourcesPerThread; ++source) {
+        std::string ip = fmt::format("10.{}.{}.1", thread, source);
+        bool tagged = false;
+
+        for (int i = 0; i < 8; ++i) {
+          auto tags = observe(login(ip, "u" + std::to_string(i), "p" + std::to_string(i),
+                                    kStartMs + i * 10));
+          tagged = has(tags, "OAT-008");
+        }
+        if (tagged) {
+          ++stuffing_sources;
+        }
+
+        // Every thread also writes one shared source.
+        observe(request("10.255.255.1", "GET", fmt::format("/x{}-{}", thread, source), 404,
+                        kStartMs + source));
+      }
+    });
+  }
+  for (auto& thread : threads) {
+    thread.join();
+  }
+  EXPECT_EQ(stuffing_sources.load(), kThreads * kSourcesPerThread);
+  // Two keys per source, plus the shared one's two.
+  EXPECT_EQ(tagger().trackedKeys(), static_cast<std::size_t>(kThreads * kSourcesPerThread * 2 + 2));
+  // The shared source saw 200 distinct 404 paths from four threads.
+  auto tags = observe(request("10.255.255.1", "GET", "/last", 404, kStartMs + 60));
+  EXPECT_TRUE(has(tags, "OAT-014")) << testing::PrintToString(ids(tags));
+}
+
+TEST(BehaviourOptionsTest, DefaultsWhenSectionAbsent) {
+  BehaviourOptions options = parseBehaviourOptions(YAML::Node());
+  EXPECT_TRUE(options.enabled);
+  EXPECT_EQ(options.window_ms, 120'000);
+  EXPECT_EQ(options.max_keys, 20'000u);
+  EXPECT_EQ(options.session_cookies, std::vector<std::string>{"PHPSESSID"});
+}
+
+TEST(BehaviourOptionsTest, ParsesNestedKeys) {
+  BehaviourOptions options = parseBehaviourOptions(YAML::Load(R"(
+enabled: false
+window: 5m
+max_keys: 500
+session_cookies: [PHPSESSID, JSESSIONID]
+credential_stuffing: {min_usernames: 20, max_attempts_per_username: 1.5}
+denial_of_service: {span: 30s, min_requests: 1000, max_distinct_path_ratio: 0.05}
+spamming:
+  min_link_posts: 4
+)"));
+  EXPECT_FALSE(options.enabled);
+  EXPECT_EQ(options.window_ms, 300'000);
+  EXPECT_EQ(options.max_keys, 500u);
+  EXPECT_EQ(options.session_cookies, (std::vector<std::string>{"PHPSESSID", "JSESSIONID"}));
+  EXPECT_EQ(options.credential_stuffing.min_usernames, 20u);
+  EXPECT_DOUBLE_EQ(options.credential_stuffing.max_attempts_per_username, 1.5);
+  EXPECT_EQ(options.denial_of_service.span_ms, 30'000);
+  EXPECT_EQ(options.denial_of_service.min_requests, 1000u);
+  EXPECT_DOUBLE_EQ(options.denial_of_service.max_distinct_path_ratio, 0.05);
+  EXPECT_EQ(options.spamming.min_link_posts, 4u);
+  EXPECT_EQ(options.spamming.min_posts, 5u);
+}
+
+void expectConfigError(const std::string& yaml, const std::string& fragment) {
+  try {
+    parseBehaviourOptions(YAML::Load(yaml));
+    ADD_FAILURE() << "no error for: " << yaml;
+  } catch (const ConfigError& error) {
+    EXPECT_NE(std::string(error.what()).find(fragment), std::string::npos)
+        << "message: " << error.what();
+  }
+}
+
+TEST(BehaviourOptionsTest, RejectsBadValues) {
+  expectConfigError("windw: 2m", "behaviour.windw: unknown configuration key");
+  expectConfigError("scraping: {min_page: 3}", "behaviour.scraping.min_page: unknown");
+  expectConfigError("window: 120", "behaviour.window");
+  expectConfigError("window: 200ms", "use a duration from 1s to 24h");
+  expectConfigError("vulnerability_scanning: {min_ratio_404: 1.5}", "from 0 to 1");
+  expectConfigError("carding: {min_cards: 0}", "use a count from 1 to 1000000");
+  expectConfigError("max_keys: 0", "behaviour.max_keys");
+  expectConfigError("session_cookies: PHPSESSID", "expected a list of cookie names");
+  expectConfigError("session_cookies: ['a b']", "invalid cookie name");
+  expectConfigError("window: 5s\ndenial_of_service: {span: 10s}", "longer than behaviour.window");
+  expectConfigError("spamming: 3", "behaviour.spamming: expected a map");
+  expectConfigError("window: 1m\nwindow: 2m", "appears twice");
+}
+
+TEST(BehaviourOptionsTest, ReferenceListsEveryKey) {
+  std::string rows = behaviourConfigurationRows();
+  for (const char* key : {"behaviour.enabled", "behaviour.window", "behaviour.max_keys",
+                          "behaviour.session_cookies", "behaviour.card_cracking.min_attempts",
+                          "behaviour.spamming.min_links_per_post"}) {
+    EXPECT_NE(rows.find(std::string("| ") + key + " |"), std::string::npos) << key;
+  }
+  // Every documented default parses to the built-in default.
+  YAML::Node root(YAML::NodeType::Map);
+  std::size_t start = 0;
+  int keys = 0;
+  while ((start = rows.find("| behaviour.", start)) != std::string::npos) {
+    std::size_t key_end = rows.find(" |", start + 2);
+    std::string key = rows.substr(start + 12, key_end - start - 12);
+    std::size_t type_end = rows.find(" |", key_end + 3);
+    std::size_t default_end = rows.find(" |", type_end + 3);
+    std::string value = rows.substr(type_end + 3, default_end - type_end - 3);
+    std::size_t dot = key.find('.');
+    if (dot == std::string::npos) {
+      root[key] = YAML::Load(value);
+    } else {
+      root[key.substr(0, dot)][key.substr(dot + 1)] = YAML::Load(value);
+    }
+    ++keys;
+    start = default_end;
+  }
+  EXPECT_EQ(keys, 28);
+  BehaviourOptions parsed = parseBehaviourOptions(root);
+  EXPECT_EQ(describeBehaviourOptions(parsed), describeBehaviourOptions(BehaviourOptions{}));
+}
+
+}  // namespace
+}  // namespace webtrap::collector
