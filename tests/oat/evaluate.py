@@ -10,7 +10,7 @@ Steps:
    those addresses.
 3. The merged records, in time order, go to one collector through
    POST /v1/records with the tokens of two enrolled sensors, as two
-   shippers would send them. The collector's NDJSON output holds the stored
+   shippers would send them. The collector's NDJSON output contains the stored
    ECS documents.
 4. scoring.py scores each source's documents against its labels.
 
@@ -352,8 +352,9 @@ def main(argv=None):
     log(f"finished in {outcome['seconds']:.0f} s (scenarios {outcome['scenario_seconds']:.0f} s)")
     if args.write_doc:
         import report
-        command = "python3 tests/oat/evaluate.py " + " ".join(argv if argv is not None
-                                                             else sys.argv[1:])
+        binary = os.path.relpath(BIN, SOURCE_DIR) if os.path.isabs(BIN) else BIN
+        arguments = " ".join(argv if argv is not None else sys.argv[1:])
+        command = f"WEBTRAP_BIN={binary} python3 tests/oat/evaluate.py {arguments}"
         args.write_doc.write_text(report.render(outcome, problems, tool_versions(), command))
         log(f"wrote {args.write_doc}")
     if args.json:

@@ -45,6 +45,28 @@ LIMITS = """\
 """
 
 
+METHOD = [
+    "## How the data is made",
+    "",
+    "Each scenario runs on its own against a fresh probe on 127.0.0.1, so every",
+    "record first has the client address 127.0.0.1. After the run, its records",
+    "are rewritten: the client address becomes a documentation address (RFC 5737:",
+    "192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) that is distinct per run, the",
+    "records are split between two sensor ids (`eval-probe-a` and `eval-probe-b`,",
+    "by connection) and their times are shifted so that run *i* starts",
+    "2 s after run *i-1*. The rewrite only changes the records: no traffic was",
+    "ever sent to those addresses. All records, merged in time order, then go to",
+    "one collector through `POST /v1/records` with the tokens of the two",
+    "enrolled sensors, as two probes' shippers would send them.",
+    "",
+    "The scripted clients and Chromium send `Host: www.northwind.example:PORT`,",
+    "as clients that reach a site by name do, while connecting to 127.0.0.1",
+    "(Chromium maps the name to 127.0.0.1 itself, so no name is looked up).",
+    "The tools address the probe by its numeric address, as they do by default.",
+    "",
+]
+
+
 def source_revision():
     """Return the git commit of the tree the run used, noting uncommitted changes."""
     root = ONTOLOGY.parents[2]
@@ -135,24 +157,7 @@ def render(outcome, problems, versions, command):
         f"- Outcome: {'all targets met' if not failures else f'{len(failures)} targets missed'}"
         f"{'' if not problems else f'; {len(problems)} problems listed at the end'}.",
         "",
-        "## How the data is made",
-        "",
-        "Each scenario runs on its own against a fresh probe on 127.0.0.1, so every",
-        "record first has the client address 127.0.0.1. After the run, its records",
-        "are rewritten: the client address becomes a documentation address (RFC 5737:",
-        "192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) that is distinct per run, the",
-        "records are split between two sensor ids (`eval-probe-a` and `eval-probe-b`,",
-        "by connection) and their times are shifted so that run *i* starts",
-        "2 s after run *i-1*. The rewrite only changes the records: no traffic was",
-        "ever sent to those addresses. All records, merged in time order, then go to",
-        "one collector through `POST /v1/records` with the tokens of the two",
-        "enrolled sensors, as two probes' shippers would send them.",
-        "",
-        "The scripted clients and Chromium send `Host: www.northwind.example:PORT`,",
-        "as clients that reach a site by name do, while connecting to 127.0.0.1",
-        "(Chromium maps the name to 127.0.0.1 itself, so no name is looked up).",
-        "The tools address the probe by its numeric address, as they do by default.",
-        "",
+        *METHOD,
         "## Per OAT, all tags (rule and behaviour)",
         "",
         *oat_table(result["oats"], names, covered),
