@@ -20,9 +20,10 @@ import scoring  # noqa: E402
 
 
 def document(address, rule=(), behaviour=()):
-    tags = [{"id": oat, "basis": "rule", "reason": "route:login POST"} for oat in rule]
-    tags += [{"id": oat, "basis": "behaviour", "reason": "behaviour:key=ip_ua logins=9"}
-             for oat in behaviour]
+    tags = [{"id": oat, "basis": "rule", "reason": "route:login POST", "confidence": 0.3}
+            for oat in rule]
+    tags += [{"id": oat, "basis": "behaviour", "reason": "behaviour:key=ip_ua logins=9",
+              "confidence": 0.8} for oat in behaviour]
     ids = sorted(set(rule) | set(behaviour))
     doc = {"source": {"ip": address}, "webtrap": {"oat": tags}}
     if ids:
@@ -110,6 +111,14 @@ class ScoreTest(unittest.TestCase):
         self.assertEqual(result["oats"]["OAT-007"]["tp"], 2)
         self.assertEqual(result["oats_behaviour"]["OAT-007"]["tp"], 1)
         self.assertEqual(result["oats_behaviour"]["OAT-007"]["fn_sources"], ["crack-a"])
+
+    def test_confident_table_drops_weak_tags(self):
+        docs = [document("192.0.2.10", behaviour=["OAT-007"]),
+                document("203.0.113.10", rule=["OAT-007"], behaviour=["OAT-008"])]
+        result = scoring.score(SOURCES, docs)
+        self.assertEqual(result["oats"]["OAT-007"]["fp"], 1)
+        self.assertEqual(result["oats_confident"]["OAT-007"]["fp"], 0)
+        self.assertEqual(result["oats_confident"]["OAT-007"]["tp"], 1)
 
     def test_ignored_oat_is_not_scored(self):
         sources = [source("nmap", "192.0.2.10", ["OAT-004"], ignore=["OAT-018"]),

@@ -19,6 +19,8 @@ import zlib
 DOCUMENTATION_NETWORKS = ("192.0.2.", "198.51.100.", "203.0.113.")
 SENSOR_IDS = ("eval-probe-a", "eval-probe-b")
 TARGET = 0.9
+# For the information-only table of tags at or above this confidence.
+CONFIDENT = 0.5
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -99,16 +101,19 @@ def merge_runs(runs):
 
 
 def document_tags(document):
-    """Return (every OAT id, behaviour-only OAT ids) of one stored ECS document."""
+    """Return (every OAT id, behaviour-only ids, ids tagged at CONFIDENT or more) of a document."""
     technique = document.get("threat", {}).get("technique", {}).get("id", [])
     if isinstance(technique, str):
         technique = [technique]
     all_ids = set(technique)
     behaviour = set()
+    confident = set()
     for tag in document.get("webtrap", {}).get("oat", []) or []:
         if tag.get("basis") == "behaviour":
             behaviour.add(tag.get("id"))
-    return all_ids, behaviour
+        if tag.get("confidence", 0) >= CONFIDENT:
+            confident.add(tag.get("id"))
+    return all_ids, behaviour, confident
 
 
 def note_reasons(reasons, document):
@@ -153,9 +158,9 @@ def score(sources, documents):
             raise ValueError(f"two sources share the address {source['address']}")
         by_address[source["address"]] = source
 
-    per_source = {s["name"]: {"predicted": set(), "behaviour": set(), "documents": 0,
-                              "records_with": {}, "records_with_behaviour": {},
-                              "reasons": {}}
+    per_source = {s["name"]: {"predicted": set(), "behaviour": set(), "confident": set(),
+                              "documents": 0, "records_with": {}, "records_with_behaviour": {},
+                              "records_with_confident": {}, "reasons": {}}
                   for s in sources}
     unmatched = 0
     for document in documents:
@@ -164,14 +169,13 @@ def score(sources, documents):
             unmatched += 1
             continue
         entry = per_source[source["name"]]
-        all_ids, behaviour = document_tags(document)
+        all_ids, behaviour, confident = document_tags(document)
         entry["documents"] += 1
-        entry["predicted"] |= all_ids
-        entry["behaviour"] |= behaviour
-        for oat in all_ids:
-            entry["records_with"][oat] = entry["records_with"].get(oat, 0) + 1
-        for oat in behaviour:
-            entry["records_with_behaviour"][oat] = entry["records_with_behaviour"].get(oat, 0) + 1
+        for key, ids in (("", all_ids), ("_behaviour", behaviour), ("_confident", confident)):
+            entry["predicted" if not key else key[1:]] |= ids
+            counts = entry["records_with" + key]
+            for oat in ids:
+                counts[oat] = counts.get(oat, 0) + 1
         note_reasons(entry["reasons"], document)
 
     quiet_violations = []
@@ -186,6 +190,8 @@ def score(sources, documents):
         "oats": _score_oats(sources, per_source, "predicted", "records_with"),
         "oats_behaviour": _score_oats(sources, per_source, "behaviour",
                                       "records_with_behaviour"),
+        "oats_confident": _score_oats(sources, per_source, "confident",
+                                      "records_with_confident"),
         "unmatched_documents": unmatched,
         "quiet_violations": quiet_violations,
     }
