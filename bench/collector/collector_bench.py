@@ -15,6 +15,10 @@ measures records/s from the first byte sent until the last record is out:
 - webtrap-file: the collector's file input on the libmodsecurity 3.0.9
   layout of the same events, with the same store and output.
 
+For webtrap it also reports CPU time per record of the collector, the test
+double and the sending threads (which post gzip batches built before the
+clock starts), and each collector thread's share of one CPU, by thread name.
+
 bench/collector/run.sh is the entry point. Each run is bounded by --timeout.
 """
 
@@ -83,6 +87,32 @@ def machine_busy_seconds() -> float:
         fields = [int(x) for x in handle.readline().split()[1:]]
     idle = fields[3] + fields[4]
     return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """Name and CPU seconds of each thread of a process, by thread id, from /proc/PID/task."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    threads = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as handle:
+                text = handle.read()
+        except OSError:
+            continue  # the thread ended
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        threads[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / ticks)
+    return threads
+
+
+def busiest_threads(before: dict, after: dict, elapsed: float) -> list[str]:
+    """Return each thread's share of one CPU during the run, as NAME:PERCENT, busiest first."""
+    shares = []
+    for tid, (name, seconds) in after.items():
+        share = (seconds - before.get(tid, (name, 0.0))[1]) / elapsed * 100
+        if share >= 0.5:
+            shares.append((round(share), name))
+    return [f"{name}:{share}" for share, name in sorted(shares, reverse=True)]
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -360,6 +390,7 @@ class BatchSender:
         self.totals = {"received": 0, "stored": 0, "duplicates": 0, "rejected": 0, "retries": 0}
         self.errors: list[str] = []
         self.finished_at = 0.0
+        self.cpu_seconds = 0.0  # CPU time of the sending threads, summed
 
     def take(self) -> int | None:
         with self.lock:
@@ -385,6 +416,7 @@ class BatchSender:
         raise RuntimeError("POST /v1/records returned 503 100 times in a row")
 
     def worker(self) -> None:
+        started = time.thread_time()
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
         try:
             while (index := self.take()) is not None:
@@ -396,6 +428,8 @@ class BatchSender:
             self.errors.append(str(error))
         finally:
             connection.close()
+            with self.lock:
+                self.cpu_seconds += time.thread_time() - started
 
     def run(self) -> None:
         threads = [threading.Thread(target=self.worker) for _ in range(self.senders)]
@@ -484,9 +518,11 @@ def run_webtrap(records: Records, args, from_file: bool = False) -> dict:
         collector = subprocess.Popen([args.webtrap, "collector", "--config", config],
                                      stdout=log_file, stderr=subprocess.STDOUT)
         cpu_before = 0.0
+        threads_before: dict = {}
         if not from_file:
             wait_for_port(port, collector, 30)
             cpu_before = cpu_seconds(collector.pid)
+            threads_before = thread_cpu_seconds(collector.pid)
             busy_before = machine_busy_seconds()
             es_cpu_before = cpu_seconds(es_process.pid)
             start = time.monotonic()
@@ -513,6 +549,7 @@ def run_webtrap(records: Records, args, from_file: bool = False) -> dict:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=120)
         cpu = cpu_seconds(collector.pid) - cpu_before
+        threads = busiest_threads(threads_before, thread_cpu_seconds(collector.pid), elapsed)
         es_cpu = cpu_seconds(es_process.pid) - es_cpu_before
         other = machine_busy_seconds() - busy_before - cpu - es_cpu
         rss = peak_rss_mib(collector.pid)
@@ -544,7 +581,11 @@ def run_webtrap(records: Records, args, from_file: bool = False) -> dict:
                   stored_per_s=None if from_file else round(records.count / stored_seconds),
                   acknowledged=sender.totals, double_created=stats.get("created"),
                   double_conflicts=stats.get("conflicts"), double_bulk_requests=stats.get("bulk_requests"),
-                  es_double_cpu_s=round(es_cpu, 2), sender_errors=sender.errors[:3],
+                  es_double_cpu_s=round(es_cpu, 2),
+                  es_double_cpu_us_per_record=round(es_cpu / max(delivered_ids, 1) * 1e6, 1),
+                  sender_cpu_s=round(sender.cpu_seconds, 2),
+                  sender_cpu_us_per_record=round(sender.cpu_seconds / records.count * 1e6, 1),
+                  collector_threads_cpu_percent=threads, sender_errors=sender.errors[:3],
                   other_cpu_percent=round(100 * other / elapsed))
 
 
@@ -632,6 +673,12 @@ def render(results: list[dict], facts: dict, args, date: str, records) -> str:
                   f"Estimate of the ceiling with the machine to itself, from CPU time alone: {facts['cpus']} CPUs "
                   f"over {webtrap['cpu_us_per_record']} us (collector) + {double_us:.1f} us (test double) per record "
                   f"= {ceiling:,.0f} records/s. The estimate ignores the sender and any waiting."]
+    if webtrap and "sender_cpu_us_per_record" in webtrap:
+        lines += ["", f"CPU per record in the webtrap run: collector {webtrap['cpu_us_per_record']} us, "
+                  f"test double {webtrap['es_double_cpu_us_per_record']} us, sender (the benchmark's "
+                  f"Python threads posting prebuilt gzip batches) {webtrap['sender_cpu_us_per_record']} us. "
+                  f"Collector threads busier than 0.5% of a CPU, in % of one CPU: "
+                  f"{', '.join(webtrap['collector_threads_cpu_percent'])}."]
     if webtrap and args.elasticsearch:
         lines += ["", f"webtrap, ingest to store alone (every batch acknowledged, so committed to SQLite): "
                   f"{webtrap['stored_per_s']} records/s in {webtrap['stored_seconds']} s. "
