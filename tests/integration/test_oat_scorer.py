@@ -19,12 +19,15 @@ import report  # noqa: E402
 import scoring  # noqa: E402
 
 
-def document(address, rule=(), behaviour=()):
-    tags = [{"id": oat, "basis": "rule", "reason": "route:login POST", "confidence": 0.3}
+def document(address, rule=(), behaviour=(), weak=()):
+    """Return an ECS document with strong rule, behavioural and weak rule tags."""
+    tags = [{"id": oat, "basis": "rule", "reason": "crs:942100", "confidence": 0.7}
             for oat in rule]
     tags += [{"id": oat, "basis": "behaviour", "reason": "behaviour:key=ip_ua logins=9",
               "confidence": 0.8} for oat in behaviour]
-    ids = sorted(set(rule) | set(behaviour))
+    tags += [{"id": oat, "basis": "rule", "reason": "route:login POST", "confidence": 0.3}
+             for oat in weak]
+    ids = sorted(set(rule) | set(behaviour) | set(weak))
     doc = {"source": {"ip": address}, "webtrap": {"oat": tags}}
     if ids:
         doc["threat"] = {"framework": "OWASP OAT", "technique": {"id": ids}}
@@ -112,13 +115,22 @@ class ScoreTest(unittest.TestCase):
         self.assertEqual(result["oats_behaviour"]["OAT-007"]["tp"], 1)
         self.assertEqual(result["oats_behaviour"]["OAT-007"]["fn_sources"], ["crack-a"])
 
-    def test_confident_table_drops_weak_tags(self):
+    def test_weak_tags_not_predicted(self):
         docs = [document("192.0.2.10", behaviour=["OAT-007"]),
-                document("203.0.113.10", rule=["OAT-007"], behaviour=["OAT-008"])]
+                document("203.0.113.10", weak=["OAT-007"], behaviour=["OAT-008"])]
         result = scoring.score(SOURCES, docs)
-        self.assertEqual(result["oats"]["OAT-007"]["fp"], 1)
-        self.assertEqual(result["oats_confident"]["OAT-007"]["fp"], 0)
-        self.assertEqual(result["oats_confident"]["OAT-007"]["tp"], 1)
+        self.assertEqual(result["oats"]["OAT-007"]["fp"], 0)
+        self.assertEqual(result["oats"]["OAT-007"]["tp"], 1)
+        self.assertEqual(result["oats_any"]["OAT-007"]["fp"], 1)
+        self.assertEqual(result["oats_any"]["OAT-007"]["fp_sources"], ["stuff-a"])
+
+    def test_confidence_threshold_is_inclusive(self):
+        doc = {"source": {"ip": "192.0.2.10"},
+               "threat": {"technique": {"id": ["OAT-007"]}},
+               "webtrap": {"oat": [{"id": "OAT-007", "basis": "rule", "reason": "x",
+                                    "confidence": scoring.PREDICTION_CONFIDENCE}]}}
+        result = scoring.score(SOURCES, [doc])
+        self.assertEqual(result["oats"]["OAT-007"]["tp"], 1)
 
     def test_ignored_oat_is_not_scored(self):
         sources = [source("nmap", "192.0.2.10", ["OAT-004"], ignore=["OAT-018"]),
@@ -139,12 +151,12 @@ class ScoreTest(unittest.TestCase):
         self.assertEqual(row["record_precision"], 3 / 4)
 
     def test_reasons_counted_per_oat(self):
-        docs = [document("203.0.113.10", rule=["OAT-007"]),
-                document("203.0.113.10", rule=["OAT-007"], behaviour=["OAT-007"])]
+        docs = [document("203.0.113.10", weak=["OAT-007"]),
+                document("203.0.113.10", weak=["OAT-007"], behaviour=["OAT-007"])]
         reasons = scoring.score(SOURCES, docs)["per_source"]["stuff-a"]["reasons"]["OAT-007"]
-        self.assertEqual(reasons["route:login POST"], [2, "route:login POST"])
+        self.assertEqual(reasons["route:login POST"], [2, "route:login POST", 0.3])
         self.assertEqual(reasons["behaviour (behaviour:key=ip_ua)"],
-                         [1, "behaviour:key=ip_ua logins=9"])
+                         [1, "behaviour:key=ip_ua logins=9", 0.8])
 
     def test_unknown_address_is_counted(self):
         result = scoring.score(SOURCES, [document("127.0.0.1", rule=["OAT-007"])])
@@ -215,7 +227,7 @@ class ReportTest(unittest.TestCase):
     def test_render_lists_table_and_problems(self):
         docs = [document("192.0.2.10", behaviour=["OAT-007"]),
                 document("198.51.100.10"),
-                document("203.0.113.10", rule=["OAT-007"], behaviour=["OAT-008"])]
+                document("203.0.113.10", weak=["OAT-007"], behaviour=["OAT-008"])]
         result = scoring.score(SOURCES[:3], docs)
         runs = [FakeRun(s["name"], s["address"], s["labels"]) for s in SOURCES[:3]]
         runs.append(FakeRun("coupon", "", ["OAT-002"], not_run="no route of kind coupon"))
@@ -225,12 +237,14 @@ class ReportTest(unittest.TestCase):
         text = report.render(outcome, ["coupon did not run: no route of kind coupon"],
                              {"hydra": "Hydra v9.4"}, "python3 tests/oat/evaluate.py")
         self.assertIn("| OAT-007 |", text)
+        self.assertIn("| 2 | 1 | 1 | 0 | 1 | 1.00 | 0.50 |", text)
         self.assertIn("| 2 | 2 | 1 | 1 | 1 | 0.50 | 0.50 |", text)
         self.assertIn("not run: no route of kind coupon", text)
         self.assertIn("| hydra | Hydra v9.4 |", text)
         self.assertIn("- coupon did not run: no route of kind coupon", text)
         self.assertIn("no traffic was\never sent to those addresses", text)
-        self.assertIn("| stuff-a | OAT-007 | `route:login POST` x1 |", text)
+        self.assertIn("| stuff-a | OAT-007 | no | `route:login POST` x1 (max confidence 0.30) |",
+                      text)
 
 
 if __name__ == "__main__":

@@ -116,16 +116,18 @@ def false_positive_rows(outcome):
         entry = outcome["result"]["per_source"].get(run.scenario.name)
         if entry is None:
             continue
-        for oat in sorted(entry["predicted"] - set(run.scenario.labels) - set(run.scenario.ignore)):
+        for oat in sorted(entry["any"] - set(run.scenario.labels) - set(run.scenario.ignore)):
             reasons = entry["reasons"].get(oat, {})
             parts = []
-            for key, (count, example) in sorted(reasons.items(), key=lambda item: -item[1][0]):
-                text = f"`{key}` x{count}"
+            for key, (count, example, confidence) in sorted(reasons.items(),
+                                                            key=lambda item: -item[1][0]):
+                text = f"`{key}` x{count} (max confidence {confidence:.2f})"
                 if key.startswith("behaviour"):
-                    text += f" (`{example[:90]}`)"
+                    text += f", e.g. `{example[:90]}`"
                 parts.append(text)
-            rows.append(f"| {run.scenario.name} | {oat} | {'; '.join(parts) or '-'} |")
-    return rows or ["| - | - | none |"]
+            counted = "yes" if oat in entry["predicted"] else "no"
+            rows.append(f"| {run.scenario.name} | {oat} | {counted} | {'; '.join(parts) or '-'} |")
+    return rows or ["| - | - | - | none |"]
 
 
 def render(outcome, problems, versions, command):
@@ -143,11 +145,12 @@ def render(outcome, problems, versions, command):
         "and scripted clients ran against webtrap probes on loopback; one collector",
         "stored their records and tagged them. Each run is one labelled source. A",
         "source counts as predicted for an OAT when any stored document of that",
-        "source has the OAT id in `threat.technique.id` (tags from the probe's rules",
-        "and from the collector's behaviour windows). Precision and recall per OAT",
-        f"are over sources; the target is {scoring.TARGET} for both on every OAT that a",
-        "scenario covers. `ctest -R oat_evaluation` runs the same evaluation and",
-        "fails when a target is missed.",
+        "source has a tag of that OAT (in `webtrap.oat`, from the probe's rules or",
+        "the collector's behaviour windows) with a confidence of",
+        f"{scoring.PREDICTION_CONFIDENCE} or more. Precision and recall per OAT are over",
+        f"sources; the target is {scoring.TARGET} for both on every OAT that a scenario",
+        "covers. `ctest -R oat_evaluation` runs the same evaluation and fails when a",
+        "target is missed or when quiet browsing gets any behavioural tag.",
         "",
         f"- Produced by: `{command}` on {now}, webtrap source {source_revision()}.",
         f"- Machine: {os.cpu_count()} CPUs. Scenario runs took "
@@ -158,7 +161,7 @@ def render(outcome, problems, versions, command):
         f"{'' if not problems else f'; {len(problems)} problems listed at the end'}.",
         "",
         *METHOD,
-        "## Per OAT, all tags (rule and behaviour)",
+        f"## Per OAT: tags with confidence {scoring.PREDICTION_CONFIDENCE} or more (the target applies)",
         "",
         *oat_table(result["oats"], names, covered),
         "",
@@ -167,7 +170,15 @@ def render(outcome, problems, versions, command):
         "sources that carry the OAT. Both are for information; the targets are on",
         "the per-source figures.",
         "",
-        "## Per OAT, behavioural tags only",
+        "## Per OAT: every tag, any confidence (information only)",
+        "",
+        "Per-request tags that name every candidate of an ambiguous request (a",
+        "login POST is OAT-007 or OAT-008, a checkout POST OAT-001 or OAT-010)",
+        f"carry a confidence below {scoring.PREDICTION_CONFIDENCE}. This table counts them too.",
+        "",
+        *oat_table(result["oats_any"], names, covered),
+        "",
+        "## Per OAT: behavioural tags only, any confidence (information only)",
         "",
         "A stored document keeps one tag per OAT id, the one with the highest",
         "confidence, so a behavioural tag that a rule tag of the same id and equal",
@@ -176,18 +187,11 @@ def render(outcome, problems, versions, command):
         "",
         *oat_table(result["oats_behaviour"], names, covered),
         "",
-        f"## Per OAT, tags with confidence {scoring.CONFIDENT} or more (information only)",
-        "",
-        "Per-request tags that name every candidate of a pair (a login POST is",
-        "either OAT-007 or OAT-008) carry low confidence; this table leaves them out.",
-        "",
-        *oat_table(result["oats_confident"], names, covered),
-        "",
         "## Sources",
         "",
-        "| source | labels | address | records | seconds | predicted (all tags) "
-        "| behavioural tags | scenario |",
-        "|---|---|---|---|---|---|---|---|",
+        "| source | labels | address | records | seconds | predicted "
+        "| any tag | behavioural tags | scenario |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for run in outcome["runs"]:
         entry = result["per_source"].get(run.scenario.name)
@@ -195,16 +199,19 @@ def render(outcome, problems, versions, command):
         if entry is None:
             state = f"not run: {run.not_run}" if run.not_run else f"failed: {run.error[:200]}"
             lines.append(f"| {run.scenario.name} | {labels} | - | {len(run.records)} | "
-                         f"{run.seconds:.1f} | {state} | - | {run.scenario.description} |")
+                         f"{run.seconds:.1f} | {state} | - | - | {run.scenario.description} |")
             continue
         lines.append(
             f"| {run.scenario.name} | {labels} | {run.address} | {entry['documents']} "
             f"| {run.seconds:.1f} | {', '.join(sorted(entry['predicted'])) or '-'} "
+            f"| {', '.join(sorted(entry['any'])) or '-'} "
             f"| {', '.join(sorted(entry['behaviour'])) or '-'} | {run.scenario.description} |")
     lines += ["", "## Why sources got an OAT they are not labelled with", "",
-              "Each row is one false positive: the reasons of the tags, with the number of",
-              "documents that carry each and, for behaviour, the first reason seen.", "",
-              "| source | OAT | reasons |", "|---|---|---|"]
+              "Each row is a tag of an OAT that the source is not labelled with: the",
+              "reasons, with the number of documents that carry each. \"Counted\" says",
+              f"whether it reached {scoring.PREDICTION_CONFIDENCE} and so is a false positive in the",
+              "first table.", "",
+              "| source | OAT | counted | reasons |", "|---|---|---|---|"]
     lines += false_positive_rows(outcome)
     lines += ["", "## Tool versions", "", "| tool | version |", "|---|---|"]
     lines += [f"| {name} | {version} |" for name, version in versions.items()]

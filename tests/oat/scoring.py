@@ -19,8 +19,15 @@ import zlib
 DOCUMENTATION_NETWORKS = ("192.0.2.", "198.51.100.", "203.0.113.")
 SENSOR_IDS = ("eval-probe-a", "eval-probe-b")
 TARGET = 0.9
-# For the information-only table of tags at or above this confidence.
-CONFIDENT = 0.5
+# A source is predicted to be an OAT when one of its documents has a tag of
+# that OAT with at least this confidence. Per-request tags that name every
+# candidate of an ambiguous request (a login POST is OAT-007 or OAT-008) stay
+# below it by the ontology's design.
+PREDICTION_CONFIDENCE = 0.5
+# The ways of reading a document's tags: "predicted" (confidence at least
+# PREDICTION_CONFIDENCE, the figures the target applies to), "any" (every tag
+# in threat.technique.id) and "behaviour" (behavioural tags only).
+VIEWS = ("predicted", "any", "behaviour")
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -101,33 +108,37 @@ def merge_runs(runs):
 
 
 def document_tags(document):
-    """Return (every OAT id, behaviour-only ids, ids tagged at CONFIDENT or more) of a document."""
+    """Return the OAT ids of one stored ECS document per view (see VIEWS).
+
+    A document keeps one tag per id in webtrap.oat, the one with the highest
+    confidence, so "predicted" holds the ids tagged at PREDICTION_CONFIDENCE
+    or more by any tag.
+    """
     technique = document.get("threat", {}).get("technique", {}).get("id", [])
     if isinstance(technique, str):
         technique = [technique]
-    all_ids = set(technique)
-    behaviour = set()
-    confident = set()
+    ids = {"predicted": set(), "any": set(technique), "behaviour": set()}
     for tag in document.get("webtrap", {}).get("oat", []) or []:
         if tag.get("basis") == "behaviour":
-            behaviour.add(tag.get("id"))
-        if tag.get("confidence", 0) >= CONFIDENT:
-            confident.add(tag.get("id"))
-    return all_ids, behaviour, confident
+            ids["behaviour"].add(tag.get("id"))
+        if tag.get("confidence", 0) >= PREDICTION_CONFIDENCE:
+            ids["predicted"].add(tag.get("id"))
+    return ids
 
 
 def note_reasons(reasons, document):
     """Count each tag's reason per OAT id: the rule reason as it is, one key for behaviour.
 
-    `reasons` maps OAT id to {key: [count, first reason seen]}, so a report can
-    say why a source got an OAT.
+    `reasons` maps OAT id to {key: [count, first reason seen, max confidence]},
+    so a report can show why a source got an OAT.
     """
     for tag in document.get("webtrap", {}).get("oat", []) or []:
         basis = tag.get("basis", "")
         reason = tag.get("reason", "")
         key = f"behaviour ({reason.split(' ', 1)[0]})" if basis == "behaviour" else reason
-        slot = reasons.setdefault(tag.get("id"), {}).setdefault(key, [0, reason])
+        slot = reasons.setdefault(tag.get("id"), {}).setdefault(key, [0, reason, 0.0])
         slot[0] += 1
+        slot[2] = max(slot[2], tag.get("confidence", 0.0))
 
 
 def document_address(document):
@@ -146,11 +157,12 @@ def score(sources, documents):
     optional `quiet` (a normal browser: must get no behavioural tag).
     `documents`: stored ECS documents.
 
-    Returns a dict with `per_source` (predicted ids, behaviour-only ids and
-    record counts by source), `oats` and `oats_behaviour` (per OAT id:
-    labelled, predicted, tp, fp, fn, precision, recall, records figures),
-    `unmatched_documents` (documents from no known source) and
-    `quiet_violations` (quiet sources with behavioural tags).
+    Returns a dict with `per_source` (per source: the ids of each view,
+    document count, tagged documents per view and OAT, tag reasons), one
+    table per view (`oats` for "predicted", `oats_any`, `oats_behaviour`:
+    per OAT id labelled, predicted, tp, fp, fn, precision, recall and
+    per-record figures), `unmatched_documents` (documents from no known
+    source) and `quiet_violations` (quiet sources with behavioural tags).
     """
     by_address = {}
     for source in sources:
@@ -158,9 +170,8 @@ def score(sources, documents):
             raise ValueError(f"two sources share the address {source['address']}")
         by_address[source["address"]] = source
 
-    per_source = {s["name"]: {"predicted": set(), "behaviour": set(), "confident": set(),
-                              "documents": 0, "records_with": {}, "records_with_behaviour": {},
-                              "records_with_confident": {}, "reasons": {}}
+    per_source = {s["name"]: {**{view: set() for view in VIEWS}, "documents": 0,
+                              "records_with": {view: {} for view in VIEWS}, "reasons": {}}
                   for s in sources}
     unmatched = 0
     for document in documents:
@@ -169,11 +180,10 @@ def score(sources, documents):
             unmatched += 1
             continue
         entry = per_source[source["name"]]
-        all_ids, behaviour, confident = document_tags(document)
         entry["documents"] += 1
-        for key, ids in (("", all_ids), ("_behaviour", behaviour), ("_confident", confident)):
-            entry["predicted" if not key else key[1:]] |= ids
-            counts = entry["records_with" + key]
+        for view, ids in document_tags(document).items():
+            entry[view] |= ids
+            counts = entry["records_with"][view]
             for oat in ids:
                 counts[oat] = counts.get(oat, 0) + 1
         note_reasons(entry["reasons"], document)
@@ -187,21 +197,19 @@ def score(sources, documents):
 
     return {
         "per_source": per_source,
-        "oats": _score_oats(sources, per_source, "predicted", "records_with"),
-        "oats_behaviour": _score_oats(sources, per_source, "behaviour",
-                                      "records_with_behaviour"),
-        "oats_confident": _score_oats(sources, per_source, "confident",
-                                      "records_with_confident"),
+        "oats": _score_oats(sources, per_source, "predicted"),
+        "oats_any": _score_oats(sources, per_source, "any"),
+        "oats_behaviour": _score_oats(sources, per_source, "behaviour"),
         "unmatched_documents": unmatched,
         "quiet_violations": quiet_violations,
     }
 
 
-def _score_oats(sources, per_source, predicted_key, records_key):
+def _score_oats(sources, per_source, view):
     oat_ids = set()
     for source in sources:
         oat_ids |= set(source["labels"])
-        oat_ids |= per_source[source["name"]][predicted_key]
+        oat_ids |= per_source[source["name"]][view]
     table = {}
     for oat in sorted(oat_ids):
         row = {"labelled": 0, "predicted": 0, "tp": 0, "fp": 0, "fn": 0, "ignored": 0,
@@ -214,8 +222,8 @@ def _score_oats(sources, per_source, predicted_key, records_key):
                 row["ignored"] += 1
                 continue
             labelled = oat in source["labels"]
-            predicted = oat in entry[predicted_key]
-            tagged_records = entry[records_key].get(oat, 0)
+            predicted = oat in entry[view]
+            tagged_records = entry["records_with"][view].get(oat, 0)
             row["labelled"] += labelled
             row["predicted"] += predicted
             row["tp"] += labelled and predicted
@@ -239,7 +247,7 @@ def _score_oats(sources, per_source, predicted_key, records_key):
 
 
 def target_failures(result, target=TARGET):
-    """Return one line per covered OAT (labelled on a source) below the target.
+    """Return one line per covered OAT (labelled on a source) below the target in `oats`.
 
     A missing precision (nothing predicted) counts as a miss, as does a
     quiet source with a behavioural tag.
