@@ -15,5 +15,6 @@ void addReplayCommand(CLI::App& app, CommandRunner& runner);
 void addDecodeCommand(CLI::App& app, CommandRunner& runner);
 void addShipCommand(CLI::App& app, CommandRunner& runner);
 void addCollectorCommand(CLI::App& app, CommandRunner& runner);
+void addOatCommand(CLI::App& app, CommandRunner& runner);
 
 }  // namespace webtrap::cli

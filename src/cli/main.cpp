@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   webtrap::cli::addDecodeCommand(app, runner);
   webtrap::cli::addShipCommand(app, runner);
   webtrap::cli::addCollectorCommand(app, runner);
+  webtrap::cli::addOatCommand(app, runner);
 
   CLI11_PARSE(app, argc, argv);
   if (!runner) {
