@@ -1,0 +1,242 @@
+#include "common/card_numbers.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <cstring>
+
+#include "common/encoding.h"
+
+namespace webtrap {
+namespace {
+
+constexpr std::size_t kMaxCardDigits = 19;
+constexpr std::size_t kMinMaskedDigits = 13;
+// Digits kept at each end of a masked number: the BIN and the last four.
+constexpr std::size_t kKeptLeading = 6;
+constexpr std::size_t kKeptTrailing = 4;
+
+bool isDigit(char c) { return c >= '0' && c <= '9'; }
+
+// Counts the ASCII digits in `text`, eight bytes at a time: the record writer
+// calls this on every string, and most strings have few digits.
+std::size_t countDigits(std::string_view text) {
+  constexpr std::uint64_t kHighBits = 0x8080808080808080ULL;
+  constexpr std::uint64_t kLowBits = 0x7F7F7F7F7F7F7F7FULL;
+  constexpr std::uint64_t kFromZero = 0x5050505050505050ULL;   // 0x80 - '0'
+  constexpr std::uint64_t kPastNine = 0x4646464646464646ULL;   // 0x80 - ('9' + 1)
+  std::size_t count = 0;
+  std::size_t pos = 0;
+  for (; pos + 8 <= text.size(); pos += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, text.data() + pos, 8);
+    // With the high bits cleared no byte carries into the next one. A byte
+    // is a digit when it is >= '0', not > '9', and was below 0x80.
+    std::uint64_t low = word & kLowBits;
+    std::uint64_t digits = (low + kFromZero) & ~(low + kPastNine) & ~word & kHighBits;
+    count += static_cast<std::size_t>(std::popcount(digits));
+  }
+  for (; pos < text.size(); ++pos) {
+    count += isDigit(text[pos]) ? 1 : 0;
+  }
+  return count;
+}
+
+std::size_t separatorLength(std::string_view text, std::size_t pos, bool encoded) {
+  if (pos >= text.size()) {
+    return 0;
+  }
+  char c = text[pos];
+  if (c == ' ' || c == '-') {
+    return 1;
+  }
+  if (!encoded) {
+    return 0;
+  }
+  if (c == '+') {
+    return 1;
+  }
+  if (c == '%' && pos + 2 < text.size() && text[pos + 1] == '2' &&
+      (text[pos + 2] == '0' || text[pos + 2] == 'D' || text[pos + 2] == 'd')) {
+    return 3;
+  }
+  return 0;
+}
+
+struct DigitGroup {
+  std::size_t begin;
+  std::size_t end;
+};
+
+std::string joinDigits(std::string_view text, const std::vector<DigitGroup>& groups,
+                       std::size_t first, std::size_t last) {
+  std::string digits;
+  for (std::size_t i = first; i <= last; ++i) {
+    digits.append(text.substr(groups[i].begin, groups[i].end - groups[i].begin));
+  }
+  return digits;
+}
+
+// Adds the candidates of one run of digit groups (see findCardCandidates).
+void addRunCandidates(std::string_view text, const std::vector<DigitGroup>& groups,
+                      std::size_t min_digits, std::vector<CardCandidate>& out) {
+  std::size_t total = 0;
+  for (const auto& group : groups) {
+    total += group.end - group.begin;
+  }
+  std::optional<CardCandidate> whole;
+  if (total >= min_digits && total <= kMaxCardDigits) {
+    whole = CardCandidate{groups.front().begin, groups.back().end,
+                          joinDigits(text, groups, 0, groups.size() - 1), false};
+    whole->luhn_valid = luhnValid(whole->digits);
+    if (whole->luhn_valid) {
+      out.push_back(std::move(*whole));
+      return;
+    }
+  }
+
+  // Longest Luhn-valid stretches of whole groups, left to right.
+  bool found = false;
+  std::size_t start = 0;
+  while (start < groups.size()) {
+    std::size_t count = 0;
+    std::optional<std::size_t> best;
+    std::string best_digits;
+    for (std::size_t last = start; last < groups.size(); ++last) {
+      count += groups[last].end - groups[last].begin;
+      if (count > kMaxCardDigits) {
+        break;
+      }
+      if (count >= kMinMaskedDigits) {
+        std::string digits = joinDigits(text, groups, start, last);
+        if (luhnValid(digits)) {
+          best = last;
+          best_digits = std::move(digits);
+        }
+      }
+    }
+    if (!best) {
+      ++start;
+      continue;
+    }
+    out.push_back({groups[start].begin, groups[*best].end, std::move(best_digits), true});
+    found = true;
+    start = *best + 1;
+  }
+  if (!found && whole) {
+    out.push_back(std::move(*whole));
+  }
+}
+
+}  // namespace
+
+bool luhnValid(std::string_view digits) {
+  if (digits.empty()) {
+    return false;
+  }
+  int sum = 0;
+  bool double_it = false;
+  for (auto it = digits.rbegin(); it != digits.rend(); ++it) {
+    if (!isDigit(*it)) {
+      return false;
+    }
+    int digit = *it - '0';
+    if (double_it) {
+      digit *= 2;
+      if (digit > 9) {
+        digit -= 9;
+      }
+    }
+    sum += digit;
+    double_it = !double_it;
+  }
+  return sum % 10 == 0;
+}
+
+std::vector<CardCandidate> findCardCandidates(std::string_view text, bool encoded_separators,
+                                              std::size_t min_digits) {
+  std::vector<CardCandidate> out;
+  std::vector<DigitGroup> groups;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    if (!isDigit(text[pos])) {
+      ++pos;
+      continue;
+    }
+    groups.clear();
+    while (true) {
+      std::size_t begin = pos;
+      while (pos < text.size() && isDigit(text[pos])) {
+        ++pos;
+      }
+      groups.push_back({begin, pos});
+      std::size_t separator = separatorLength(text, pos, encoded_separators);
+      if (separator == 0 || pos + separator >= text.size() || !isDigit(text[pos + separator])) {
+        break;
+      }
+      pos += separator;
+    }
+    addRunCandidates(text, groups, min_digits, out);
+  }
+  return out;
+}
+
+std::optional<std::string> maskCardNumbers(std::string_view text) {
+  // Most strings hold fewer than 13 digits in all, and cannot hold a card.
+  if (countDigits(text) < kMinMaskedDigits) {
+    return std::nullopt;
+  }
+  // Many others (user agents, dates) have no 13 digits in one run. This
+  // check counts more loosely than findCardCandidates, so it never skips a card.
+  std::size_t run = 0;
+  std::size_t longest = 0;
+  for (char c : text) {
+    if (isDigit(c)) {
+      longest = std::max(longest, ++run);
+    } else if (c != ' ' && c != '-' && c != '+' && c != '%' && c != 'D' && c != 'd') {
+      run = 0;
+    }
+  }
+  if (longest < kMinMaskedDigits) {
+    return std::nullopt;
+  }
+
+  std::optional<std::string> masked;
+  for (const CardCandidate& candidate : findCardCandidates(text, true, kMinMaskedDigits)) {
+    if (!candidate.luhn_valid || candidate.digits.size() < kMinMaskedDigits) {
+      continue;
+    }
+    if (!masked) {
+      masked.emplace(text);
+    }
+    std::size_t last_masked = candidate.digits.size() - kKeptTrailing;
+    std::size_t index = 0;
+    std::size_t pos = candidate.begin;
+    while (pos < candidate.end) {
+      std::size_t separator = separatorLength(text, pos, true);
+      if (separator > 0) {
+        pos += separator;
+        continue;
+      }
+      if (index >= kKeptLeading && index < last_masked) {
+        (*masked)[pos] = '*';
+      }
+      ++index;
+      ++pos;
+    }
+  }
+  return masked;
+}
+
+std::string cardFingerprint(std::string_view digits, std::string_view key) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(digits.data()), digits.size(), digest, &length);
+  return hexEncode(std::string_view(reinterpret_cast<const char*>(digest), length)).substr(0, 16);
+}
+
+}  // namespace webtrap
