@@ -192,7 +192,8 @@ int runCollector(const CollectorOptions& options) {
   auto store = openStore(config);
   Enricher enricher(enrichOptions(config));
   OutputSet outputs(config, *store, metrics);
-  Ingest ingest(*store, enricher, metrics, [&outputs] { outputs.notify(); });
+  BehaviourTagger behaviour(behaviourOptions(config), metrics);
+  Ingest ingest(*store, enricher, metrics, [&outputs] { outputs.notify(); }, &behaviour);
   ingest.loadSensors();
   FileInputSet files(config, *store, ingest, metrics);
 

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "collector/behaviour.h"
 #include "collector/collector_sections.h"
 #include "common/config_values.h"
 #include "common/error.h"
@@ -194,6 +195,9 @@ const std::vector<Section>& sections() {
       {"outputs.ndjson", "map",
        "NDJSON file output (`path`, `rotate_size`), with the runner keys; see docs/collector.md.",
        &CollectorConfig::ndjson},
+      {"behaviour", "map",
+       "Behavioural OAT tagger: window, key cap and thresholds, listed as `behaviour.*` below.",
+       &CollectorConfig::behaviour},
   };
   return kSections;
 }
@@ -338,6 +342,7 @@ std::string collectorConfigurationReference() {
     out += fmt::format("| {} | {} | none | {} |\n", section.key, section.type,
                        section.description);
   }
+  out += behaviourConfigurationRows();
   return out;
 }
 

@@ -31,6 +31,11 @@ void validateSections(const CollectorConfig& config) {
   if (present(config.file_inputs)) {
     parseFileInputs(config.file_inputs);
   }
+  behaviourOptions(config);
+}
+
+BehaviourOptions behaviourOptions(const CollectorConfig& config) {
+  return parseBehaviourOptions(config.behaviour);
 }
 
 EnrichOptions enrichOptions(const CollectorConfig& config) {

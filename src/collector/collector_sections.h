@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "collector/behaviour.h"
 #include "collector/collector_config.h"
 #include "collector/enrich.h"
 #include "collector/ingest.h"
@@ -23,6 +24,9 @@ void validateSections(const CollectorConfig& config);
 
 // The enrich section as options (empty paths when the section is absent).
 EnrichOptions enrichOptions(const CollectorConfig& config);
+
+// The behaviour section as options (the defaults when the section is absent).
+BehaviourOptions behaviourOptions(const CollectorConfig& config);
 
 // Installs the index template and ILM policy of outputs.elasticsearch.
 // Throws ConfigError when that output is not configured.

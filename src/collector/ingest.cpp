@@ -55,11 +55,12 @@ struct Ingest::Prepared {
 };
 
 Ingest::Ingest(Store& store, const Enricher& enricher, MetricsRegistry& metrics,
-               std::function<void()> on_commit)
+               std::function<void()> on_commit, BehaviourTagger* behaviour)
     : store_(store),
       enricher_(enricher),
       metrics_(metrics),
       on_commit_(std::move(on_commit)),
+      behaviour_(behaviour),
       dead_letters_(metrics.counter("webtrap_collector_dead_letters_total",
                                     "Records put in the dead-letter store, by stage",
                                     "stage=\"ingest\"")),
@@ -164,7 +165,13 @@ void Ingest::prepareRecord(const AuditRecord& record, const IngestSource& source
   event.timestamp_ms = record.timestamp_us / 1000;
   event.sensor_id = facts.sensor_id;
   event.source_ip = record.client_ip;
-  event.document = buildEcsDocument(record, geo, facts, now_ms);
+  // The tagger counts this record in its windows first, so its tags cover
+  // the record itself and every earlier-arrived record of its keys.
+  std::vector<OatTag> behaviour_tags;
+  if (behaviour_ != nullptr) {
+    behaviour_tags = behaviour_->observe(record, now_ms);
+  }
+  event.document = buildEcsDocument(record, geo, facts, now_ms, behaviour_tags);
   prepared.events.push_back(std::move(event));
 }
 

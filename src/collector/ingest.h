@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "collector/audit_record.h"
+#include "collector/behaviour.h"
 #include "collector/enrich.h"
 #include "collector/store.h"
 #include "common/metrics.h"
@@ -55,9 +56,10 @@ struct StoreUnavailable : std::runtime_error {
 class Ingest {
  public:
   // `on_commit` runs after every commit that stored new events, to wake the
-  // output runners. It must not block.
+  // output runners. It must not block. `behaviour`, when set, sees every
+  // decoded record before its document is built and must outlive this.
   Ingest(Store& store, const Enricher& enricher, MetricsRegistry& metrics,
-         std::function<void()> on_commit);
+         std::function<void()> on_commit, BehaviourTagger* behaviour = nullptr);
 
   // Ingests NDJSON text: one record per line, empty lines skipped. Thread
   // safe; concurrent calls decode in parallel and commit one by one.
@@ -110,6 +112,7 @@ class Ingest {
   const Enricher& enricher_;
   MetricsRegistry& metrics_;
   std::function<void()> on_commit_;
+  BehaviourTagger* behaviour_;
   InputCounters inputs_[3];
   Counter& dead_letters_;
   Counter& commit_failures_;

@@ -5,6 +5,10 @@
 #include <charconv>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "common/encoding.h"
 
 namespace webtrap {
@@ -20,6 +24,20 @@ constexpr std::array<std::uint8_t, 256> makeNeedsBackslashTable() {
 }
 
 constexpr auto kNeedsBackslash = makeNeedsBackslashTable();
+
+// 1 for the bytes that go into a JSON string as they are: printable ASCII
+// other than the quote and the backslash.
+constexpr std::array<std::uint8_t, 256> makePlainTable() {
+  std::array<std::uint8_t, 256> table{};
+  for (int byte = 0x20; byte < 0x80; ++byte) {
+    table[byte] = 1;
+  }
+  table['"'] = 0;
+  table['\\'] = 0;
+  return table;
+}
+
+constexpr auto kPlain = makePlainTable();
 
 // Writes a control character or a byte at or above 0x80 (with the rest of
 // its UTF-8 sequence) at `to`, which has room for 6 bytes. Advances `pos`,
@@ -45,42 +63,149 @@ std::size_t writeEscape(std::string_view bytes, std::size_t& pos, char* to, bool
   return length;
 }
 
+// Writes the byte at `pos` at `to` (room for 6 bytes), escaped as JSON needs
+// and with the rest of its UTF-8 sequence. Advances `pos` and returns the
+// number of bytes written.
+inline std::size_t writeOne(std::string_view bytes, std::size_t& pos, char* to, bool& valid) {
+  auto byte = static_cast<unsigned char>(bytes[pos]);
+  if (byte >= 0x20 && byte < 0x80) {
+    // A quote or a backslash gets its backslash without a branch.
+    std::size_t needs_backslash = kNeedsBackslash[byte];
+    to[0] = '\\';
+    to[needs_backslash] = static_cast<char>(byte);
+    ++pos;
+    return 1 + needs_backslash;
+  }
+  return writeEscape(bytes, pos, to, valid);
+}
+
+#if defined(__SSE2__)
+// Copies 16 bytes from `from` to `to`. Either may be unaligned.
+inline void copy16(char* to, const char* from) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(to),
+                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(from)));
+}
+#endif
+
+// Returns the length of the longest prefix of `bytes` that needs no escaping.
+std::size_t plainPrefixLength(std::string_view bytes) {
+  std::size_t pos = 0;
+  const std::size_t size = bytes.size();
+#if defined(__SSE2__)
+  const __m128i quote = _mm_set1_epi8('"');
+  const __m128i backslash = _mm_set1_epi8('\\');
+  const __m128i space = _mm_set1_epi8(0x20);
+  for (; pos + 16 <= size; pos += 16) {
+    __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes.data() + pos));
+    // The signed comparison with 0x20 is true for control characters and
+    // for every byte at or above 0x80.
+    __m128i special =
+        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(block, quote), _mm_cmpeq_epi8(block, backslash)),
+                     _mm_cmplt_epi8(block, space));
+    auto mask = static_cast<unsigned>(_mm_movemask_epi8(special));
+    if (mask != 0) {
+      return pos + static_cast<std::size_t>(__builtin_ctz(mask));
+    }
+  }
+#endif
+  while (pos < size && kPlain[static_cast<unsigned char>(bytes[pos])] != 0) {
+    ++pos;
+  }
+  return pos;
+}
+
 }  // namespace
 
-// Escapes into a stack buffer that is appended to `out` in pieces of up to
-// kBufferSize bytes, one byte per step. ModSecurity records have about one
-// quote per 9 bytes. On 20,000 records from bench/collector/make_records.py
-// (4.4 KB on average), this took 2.8 us of process CPU time per record. A
-// loop that found plain runs eight bytes at a time and appended each run
-// took 4.0 us.
+// Appends the plain start of `bytes` directly, then escapes the rest into a
+// stack buffer that is appended to `out` in pieces of up to kBufferSize
+// bytes. With SSE2 (every x86-64 CPU) it classifies 16 bytes at a time. A
+// block without quotes, backslashes, control characters or bytes at or above
+// 0x80 is copied whole. In a block with quotes or backslashes, each run of
+// plain bytes between them is copied with one 16-byte load and store, and the
+// escape that follows overwrites what the store wrote past the run. Control
+// characters and bytes at or above 0x80 (UTF-8 checked by writeEscape) go one
+// at a time. The last 31 bytes go one byte per step, since a run copy reads
+// up to 32 bytes ahead.
+//
+// JSON text has about one quote per 9 bytes. bench/collector/ingest_bench.cpp
+// escaped 5,000 records from bench/collector/make_records.py (4.3 KB on
+// average) in 2.2 to 2.5 us of CPU time per record with this code. A loop of
+// one byte per step took 3.0 to 3.4 us, and reloading the block after each
+// escape took 3.3 to 3.7 us.
 bool appendJsonEscaped(std::string& out, std::string_view bytes) {
+  // Most keys and values need no escaping at all: they are appended in one
+  // piece, and so is the plain start of the others.
+  std::size_t plain = plainPrefixLength(bytes);
+  out.append(bytes.data(), plain);
+  if (plain == bytes.size()) {
+    return true;
+  }
+  bytes.remove_prefix(plain);
+
   constexpr std::size_t kBufferSize = 4096;
-  constexpr std::size_t kStepRoom = 6;  // maximum escape length: backslash, u, 4 hex digits
+  // A block writes at most 32 bytes (16 quotes), and a run copy stores up to
+  // 16 bytes past the end of the run.
+  constexpr std::size_t kStepRoom = 64;
   char buffer[kBufferSize];
   char* write = buffer;
   char* const limit = buffer + kBufferSize - kStepRoom;
   bool valid = true;
   std::size_t pos = 0;
   const std::size_t size = bytes.size();
+  const char* const data = bytes.data();
+
+#if defined(__SSE2__)
+  const __m128i quote = _mm_set1_epi8('"');
+  const __m128i backslash = _mm_set1_epi8('\\');
+  const __m128i space = _mm_set1_epi8(0x20);
+  while (pos + 32 <= size) {
+    if (write > limit) {
+      out.append(buffer, static_cast<std::size_t>(write - buffer));
+      write = buffer;
+    }
+    const char* block_start = data + pos;
+    __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block_start));
+    auto backslashed = static_cast<unsigned>(_mm_movemask_epi8(
+        _mm_or_si128(_mm_cmpeq_epi8(block, quote), _mm_cmpeq_epi8(block, backslash))));
+    // The signed comparison with 0x20 is true for control characters and
+    // for every byte at or above 0x80.
+    auto other = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmplt_epi8(block, space)));
+    if ((backslashed | other) == 0) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(write), block);
+      write += 16;
+      pos += 16;
+      continue;
+    }
+    // Bytes of the block up to `stop` are handled here: all 16, or those
+    // before the first byte that writeEscape must see.
+    unsigned stop = other == 0 ? 16 : static_cast<unsigned>(__builtin_ctz(other));
+    backslashed &= (1U << stop) - 1;
+    unsigned run_start = 0;
+    while (backslashed != 0) {
+      auto at = static_cast<unsigned>(__builtin_ctz(backslashed));
+      backslashed &= backslashed - 1;
+      copy16(write, block_start + run_start);
+      write += at - run_start;
+      write[0] = '\\';
+      write[1] = block_start[at];
+      write += 2;
+      run_start = at + 1;
+    }
+    copy16(write, block_start + run_start);
+    write += stop - run_start;
+    pos += stop;
+    if (stop < 16) {
+      write += writeEscape(bytes, pos, write, valid);
+    }
+  }
+#endif
 
   while (pos < size) {
     if (write > limit) {
       out.append(buffer, static_cast<std::size_t>(write - buffer));
       write = buffer;
     }
-    // ASCII other than control characters: a quote or a backslash gets its
-    // backslash without a branch, because their positions are too irregular
-    // for the branch predictor.
-    auto byte = static_cast<unsigned char>(bytes[pos]);
-    if (byte >= 0x20 && byte < 0x80) {
-      std::size_t needs_backslash = kNeedsBackslash[byte];
-      write[0] = '\\';
-      write[needs_backslash] = static_cast<char>(byte);
-      write += 1 + needs_backslash;
-      ++pos;
-    } else {
-      write += writeEscape(bytes, pos, write, valid);
-    }
+    write += writeOne(bytes, pos, write, valid);
   }
   out.append(buffer, static_cast<std::size_t>(write - buffer));
   return valid;

@@ -73,7 +73,10 @@ class JsonWriter {
   void close(char bracket);
 
   std::string& out_;
-  std::vector<bool> first_;  // one entry per open container: nothing written yet
+  // One entry per open container, 1 while nothing is written in it yet. A
+  // byte each rather than vector<bool>'s bits, because separate() reads and
+  // writes the last entry before every value.
+  std::vector<std::uint8_t> first_;
   bool after_key_ = false;
 };
 

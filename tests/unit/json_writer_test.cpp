@@ -3,10 +3,14 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <random>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <simdjson.h>
+
+#include "common/encoding.h"
 
 namespace webtrap {
 namespace {
@@ -250,6 +254,75 @@ TEST(JsonWriter, LongInputMatchesPartByPart) {
     }
   }
   EXPECT_EQ(roundTrip(input), sanitized);
+}
+
+// Escapes one byte at a time, the plainest reading of the contract:
+// quote and backslash get a backslash, control characters become \u00XX,
+// well-formed UTF-8 sequences are kept, and every other byte becomes U+FFFD.
+std::string referenceEscape(std::string_view bytes, bool& valid) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  valid = true;
+  std::size_t pos = 0;
+  while (pos < bytes.size()) {
+    auto byte = static_cast<unsigned char>(bytes[pos]);
+    if (byte == '"' || byte == '\\') {
+      out.push_back('\\');
+      out.push_back(static_cast<char>(byte));
+      ++pos;
+    } else if (byte < 0x20) {
+      out.append("\\u00");
+      out.push_back(kDigits[byte >> 4]);
+      out.push_back(kDigits[byte & 0x0F]);
+      ++pos;
+    } else if (byte < 0x80) {
+      out.push_back(static_cast<char>(byte));
+      ++pos;
+    } else if (std::size_t length = utf8SequenceLength(bytes, pos); length > 0) {
+      out.append(bytes.substr(pos, length));
+      pos += length;
+    } else {
+      out.append(kReplacement);
+      valid = false;
+      ++pos;
+    }
+  }
+  return out;
+}
+
+// The escaper works on 16-byte blocks, on runs within them and byte by byte
+// near the end, so random text of every length up to a few blocks, made of
+// pieces that take each path, must match the byte-at-a-time reference.
+TEST(JsonWriter, RandomInputMatchesReference) {
+  using Pieces = std::vector<std::string_view>;
+  const Pieces kinds[] = {
+      {"\"", " ", "abc"},                                     // quotes in text
+      {"\"", "\\", "/", "a"},                                 // dense escapes
+      {std::string_view("\0", 1), "\n", "\t", "\x1f", "\x7f"},  // control characters
+      {"\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80"},        // well-formed UTF-8
+      {"\x80", "\xBF", "\xC3", "\xE2\x82", "\xED\xA0\x80", "\xF4\x90\x80\x80", "\xFF"},
+  };
+  std::mt19937 random(12345);
+  for (std::size_t length = 0; length <= 100; ++length) {
+    for (int round = 0; round < 40; ++round) {
+      const Pieces& pieces = kinds[round % std::size(kinds)];
+      std::string input;
+      while (input.size() < length) {
+        // Mostly plain letters, so runs of many lengths occur.
+        if (random() % 3 == 0) {
+          input.append(pieces[random() % pieces.size()]);
+        } else {
+          input.push_back(static_cast<char>('c' + random() % 20));
+        }
+      }
+      bool expected_valid = true;
+      std::string expected = referenceEscape(input, expected_valid);
+      std::string out = "kept";
+      bool valid = appendJsonEscaped(out, input);
+      ASSERT_EQ(out, "kept" + expected) << "length " << length << ", round " << round;
+      ASSERT_EQ(valid, expected_valid) << "length " << length << ", round " << round;
+    }
+  }
 }
 
 }  // namespace
