@@ -260,7 +260,8 @@ def whatweb(aggression):
 
 def nmap(scripts):
     def drive(ctx):
-        # http.pipeline=1: no pipelining, see test_attack_tools.py.
+        # http.pipeline=1 turns nmap's pipelining off, because requests pipelined
+        # behind a response that closes the connection are never read.
         ctx.run(["nmap", "-n", "-Pn", "-p", "PORT", "-sV", "--script", scripts,
                  "--script-args", "http.pipeline=1", "--host-timeout", "120s", "127.0.0.1"],
                 timeout=180)
@@ -294,7 +295,7 @@ def price_scraper(max_id, agent):
     return drive
 
 
-# --- Footprinting (OAT-018): reading what the site says about itself ---------
+# --- Footprinting (OAT-018): what the site publishes about itself -----------
 
 def footprinting(agent):
     """Read robots.txt and well-known metadata files, then visit each disallowed path."""
