@@ -33,6 +33,14 @@ LIMITS = """\
   its traffic is by the handbook's definitions. Where a tool is legitimately
   two threats (nmap with http-enum fingerprints and footprints), it carries
   both labels. The labels were set before the results were read.
+- **One operating point.** The target applies to tags with a confidence of
+  {threshold} or more. The tables for every tag and for behavioural tags
+  alone show what other thresholds would give, but no threshold was
+  searched for here.
+- **Scanners fill in forms.** wapiti submits every form it finds with
+  attack payloads. It is labelled OAT-014 only, so a credential, account,
+  comment or coupon tag on it counts as a false positive: a defender reading
+  those tags would be misled about what the source did.
 - **Not covered.** Threats with no scenario here (OAT-003, OAT-005,
   OAT-006, OAT-009, OAT-012, OAT-013, OAT-016, OAT-020, OAT-021) have no
   recall figure; any tag for them counts only as a false positive below.
@@ -217,7 +225,8 @@ def render(outcome, problems, versions, command):
     lines += [f"| {name} | {version} |" for name, version in versions.items()]
     counts = [row["labelled"] for row in result["oats"].values() if row["labelled"]] or [1]
     limits = LIMITS.format(fewest=min(counts), most=max(counts),
-                           largest_step=f"{1 / min(counts):.2f}")
+                           largest_step=f"{1 / min(counts):.2f}",
+                           threshold=scoring.PREDICTION_CONFIDENCE)
     lines += ["", "## What this evaluation cannot show", "", limits.rstrip()]
     if problems:
         lines += ["", "## Problems in this run", ""]
