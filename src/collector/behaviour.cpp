@@ -43,7 +43,7 @@ enum Count : int {
   kStatus2xx,
   kAttack,          // matched a CRS attack rule (930000-944999)
   kNewPath,         // path not seen in the window before
-  kNewPage,         // new non-static path with a 2xx response
+  kNewPage,         // non-static URL (path and query) with a 2xx response, not seen before
   kUnusualMethod,   // not GET, HEAD, POST or OPTIONS
   kNewProbe,        // product or version probe (method and path) not seen before
   kNewProductPath,  // product or version path not seen before
@@ -244,6 +244,7 @@ struct CardSeen {
 struct Observation {
   std::int64_t time_ms = 0;
   std::uint64_t path_hash = 0;
+  std::uint64_t url_hash = 0;  // path and query
   std::uint64_t agent_hash = 0;
   bool is_static = false;
   bool status_404 = false;
@@ -329,6 +330,7 @@ struct KeyState {
   std::uint32_t span_current = 0;
   std::uint32_t span_previous = 0;
   RecentSet paths;
+  RecentSet pages;
   RecentSet usernames;
   RecentSet passwords;
   RecentSet coupons;
@@ -467,6 +469,8 @@ Observation BehaviourTagger::Impl::read(const AuditRecord& record, std::int64_t 
 
   std::string_view path = pathOf(record.uri);
   o.path_hash = hashText(path);
+  std::string_view url = record.uri.substr(0, record.uri.find('#'));
+  o.url_hash = url.size() == path.size() ? o.path_hash : hashText(url);
   o.is_static = isStaticPath(path);
   o.status_404 = record.response_status == 404;
   o.status_2xx = record.response_status >= 200 && record.response_status < 300;
@@ -543,8 +547,12 @@ bool BehaviourTagger::Impl::add(KeyState& state, const Observation& o, bool trac
   }
   if (state.paths.add(o.path_hash, t, window_start, kPathCap)) {
     ++n[kNewPath];
-    n[kNewPage] += o.status_2xx && !o.is_static;
     n[kNewProductPath] += o.product_path;
+  }
+  // Pages count by URL, because a shop scraper walks one product page with
+  // many ids.
+  if (o.status_2xx && !o.is_static) {
+    n[kNewPage] += state.pages.add(o.url_hash, t, window_start, kPathCap);
   }
 
   if (o.form == FormKind::kLogin) {
@@ -612,99 +620,64 @@ Summary BehaviourTagger::Impl::summarize(const KeyState& state, std::int64_t t) 
   return s;
 }
 
-void BehaviourTagger::Impl::evaluate(const Summary& s, KeyKind kind, Candidates& out) const {
-  const BehaviourOptions& o = options;
-  const auto& n = s.counts;
-  std::uint64_t window_s = static_cast<std::uint64_t>(o.window_ms / 1000);
-  const char* key = keyKindName(kind);
-  auto fire = [&](Signal signal, double confidence, std::string reason) {
-    Candidate& candidate = out[signal];
+namespace {
+
+// Records one fired signal of one key, keeping the most confident key's
+// reason when several keys fire the same signal.
+class Firing {
+ public:
+  Firing(Candidates& out, KeyKind kind, std::int64_t window_ms)
+      : out_(out), key_(keyKindName(kind)), window_s_(window_ms / 1000) {}
+
+  void operator()(Signal signal, double confidence, const std::string& numbers) {
+    Candidate& candidate = out_[signal];
     if (!candidate.fired || confidence > candidate.confidence) {
       candidate.fired = true;
       candidate.confidence = confidence;
-      candidate.reason = fmt::format("behaviour:key={} {} window={}s", key, reason, window_s);
+      candidate.reason = fmt::format("behaviour:key={} {} window={}s", key_, numbers, window_s_);
     }
-  };
+  }
 
-  std::uint64_t requests = n[kRequests];
-  double ratio_404 = ratioOf(n[kStatus404], requests);
+ private:
+  Candidates& out_;
+  const char* key_;
+  std::int64_t window_s_;
+};
 
+void evaluateCredentials(const BehaviourOptions& o, const Summary& s, Firing& fire) {
+  const auto& n = s.counts;
   std::uint64_t logins = n[kLogin];
   std::uint64_t usernames = n[kNewUsername];
   std::uint64_t passwords = n[kNewPassword];
-  if (logins > 0 && usernames > 0) {
-    double per_username = ratioOf(logins, usernames);
-    double passwords_per_username = ratioOf(passwords, usernames);
-    std::string numbers = fmt::format("logins={} usernames={} passwords={}", logins, usernames,
-                                      passwords);
-    const auto& stuffing = o.credential_stuffing;
-    const auto& cracking = o.credential_cracking;
-    bool many_usernames = usernames >= stuffing.min_usernames &&
-                          per_username <= stuffing.max_attempts_per_username;
-    // Password spraying (few passwords over many user names) is guessing,
-    // not the replay of stolen pairs that stuffing is.
-    bool spraying = many_usernames && passwords * 2 < usernames;
-    if (many_usernames && !spraying) {
-      fire(kCredentialStuffing, confidenceFor(usernames, stuffing.min_usernames), numbers);
-    }
-    if (passwords >= cracking.min_passwords &&
-        passwords_per_username >= cracking.min_passwords_per_username) {
-      fire(kCredentialCracking, confidenceFor(passwords, cracking.min_passwords), numbers);
-    } else if (spraying) {
-      fire(kCredentialCracking, confidenceFor(usernames, stuffing.min_usernames),
-           numbers + " spraying");
-    }
+  if (logins == 0 || usernames == 0) {
+    return;
   }
-
-  const auto& scanning = o.vulnerability_scanning;
-  std::uint64_t paths = n[kNewPath];
-  std::uint64_t attacks = n[kAttack];
-  bool broad_scan = paths >= scanning.min_distinct_paths && ratio_404 >= scanning.min_ratio_404;
-  if (attacks >= scanning.min_attack_requests || broad_scan) {
-    double confidence = std::max(
-        attacks > 0 ? confidenceFor(attacks, scanning.min_attack_requests) : 0.0,
-        broad_scan ? confidenceFor(paths, scanning.min_distinct_paths) : 0.0);
-    fire(kVulnerabilityScanning, confidence,
-         fmt::format("requests={} attack_requests={} paths={} ratio_404={:.2f}", requests,
-                     attacks, paths, ratio_404));
+  double per_username = ratioOf(logins, usernames);
+  double passwords_per_username = ratioOf(passwords, usernames);
+  std::string numbers =
+      fmt::format("logins={} usernames={} passwords={}", logins, usernames, passwords);
+  const auto& stuffing = o.credential_stuffing;
+  const auto& cracking = o.credential_cracking;
+  bool many_usernames = usernames >= stuffing.min_usernames &&
+                        per_username <= stuffing.max_attempts_per_username;
+  // Password spraying (few passwords over many user names) is guessing,
+  // not the replay of stolen pairs that stuffing is.
+  bool spraying = many_usernames && passwords * 2 < usernames;
+  if (many_usernames && !spraying) {
+    fire(kCredentialStuffing, confidenceFor(usernames, stuffing.min_usernames), numbers);
   }
-
-  const auto& footprinting = o.footprinting;
-  std::uint64_t product_paths = n[kNewProductPath];
-  std::uint64_t unusual = n[kUnusualMethod];
-  bool product_sweep = product_paths >= footprinting.min_product_paths;
-  bool method_sweep = unusual >= footprinting.min_unusual_methods;
-  if (product_sweep || method_sweep) {
-    double confidence = std::max(
-        product_sweep ? confidenceFor(product_paths, footprinting.min_product_paths) : 0.0,
-        method_sweep ? confidenceFor(unusual, footprinting.min_unusual_methods) : 0.0);
-    fire(kFootprinting, confidence,
-         fmt::format("requests={} product_paths={} unusual_methods={}", requests, product_paths,
-                     unusual));
+  if (passwords >= cracking.min_passwords &&
+      passwords_per_username >= cracking.min_passwords_per_username) {
+    fire(kCredentialCracking, confidenceFor(passwords, cracking.min_passwords), numbers);
+  } else if (spraying) {
+    fire(kCredentialCracking, confidenceFor(usernames, stuffing.min_usernames),
+         numbers + " spraying");
   }
+}
 
-  std::uint64_t probes = n[kNewProbe];
-  if (probes >= o.fingerprinting.min_probes && requests <= o.fingerprinting.max_requests) {
-    fire(kFingerprinting, confidenceFor(probes, o.fingerprinting.min_probes),
-         fmt::format("requests={} probes={}", requests, probes));
-  }
-
-  std::uint64_t pages = n[kNewPage];
-  // A source that sends attack payloads is scanning, even while it crawls.
-  if (pages >= o.scraping.min_pages && ratio_404 <= o.scraping.max_ratio_404 &&
-      attacks < scanning.min_attack_requests) {
-    fire(kScraping, confidenceFor(pages, o.scraping.min_pages),
-         fmt::format("requests={} pages={} ratio_404={:.2f}", requests, pages, ratio_404));
-  }
-
-  const auto& dos = o.denial_of_service;
-  if (s.span_requests >= dos.min_requests &&
-      ratioOf(paths, requests) <= dos.max_distinct_path_ratio) {
-    fire(kDenialOfService, confidenceFor(s.span_requests, dos.min_requests),
-         fmt::format("requests_in_{}s={:.0f} requests={} paths={}", dos.span_ms / 1000,
-                     s.span_requests, requests, paths));
-  }
-
+// Registrations, coupons, cards and comment or contact posts.
+void evaluateForms(const BehaviourOptions& o, const Summary& s, Firing& fire) {
+  const auto& n = s.counts;
   if (n[kRegister] >= o.account_creation.min_registrations) {
     fire(kAccountCreation, confidenceFor(n[kRegister], o.account_creation.min_registrations),
          fmt::format("registrations={}", n[kRegister]));
@@ -736,6 +709,85 @@ void BehaviourTagger::Impl::evaluate(const Summary& s, KeyKind kind, Candidates&
          fmt::format("posts={} posts_with_links={} dense_posts={}", posts, link_posts,
                      dense_posts));
   }
+}
+
+// Request rate and crawl: floods and scraping.
+void evaluateRate(const BehaviourOptions& o, const Summary& s, Firing& fire) {
+  const auto& n = s.counts;
+  std::uint64_t requests = n[kRequests];
+  std::uint64_t paths = n[kNewPath];
+  double ratio_404 = ratioOf(n[kStatus404], requests);
+
+  std::uint64_t pages = n[kNewPage];
+  if (pages >= o.scraping.min_pages && ratio_404 <= o.scraping.max_ratio_404) {
+    fire(kScraping, confidenceFor(pages, o.scraping.min_pages),
+         fmt::format("requests={} pages={} ratio_404={:.2f}", requests, pages, ratio_404));
+  }
+
+  const auto& dos = o.denial_of_service;
+  if (s.span_requests >= dos.min_requests &&
+      ratioOf(paths, requests) <= dos.max_distinct_path_ratio) {
+    fire(kDenialOfService, confidenceFor(s.span_requests, dos.min_requests),
+         fmt::format("requests_in_{}s={:.0f} requests={} paths={}", dos.span_ms / 1000,
+                     s.span_requests, requests, paths));
+  }
+}
+
+// Path breadth, product probes and methods: scanning, footprinting and
+// fingerprinting.
+void evaluateProbing(const BehaviourOptions& o, const Summary& s, Firing& fire) {
+  const auto& n = s.counts;
+  std::uint64_t requests = n[kRequests];
+  std::uint64_t paths = n[kNewPath];
+  std::uint64_t attacks = n[kAttack];
+  double ratio_404 = ratioOf(n[kStatus404], requests);
+
+  const auto& scanning = o.vulnerability_scanning;
+  bool broad_scan = paths >= scanning.min_distinct_paths && ratio_404 >= scanning.min_ratio_404;
+  if (attacks >= scanning.min_attack_requests || broad_scan) {
+    double confidence = std::max(
+        attacks > 0 ? confidenceFor(attacks, scanning.min_attack_requests) : 0.0,
+        broad_scan ? confidenceFor(paths, scanning.min_distinct_paths) : 0.0);
+    fire(kVulnerabilityScanning, confidence,
+         fmt::format("requests={} attack_requests={} paths={} ratio_404={:.2f}", requests,
+                     attacks, paths, ratio_404));
+  }
+
+  const auto& footprinting = o.footprinting;
+  std::uint64_t product_paths = n[kNewProductPath];
+  std::uint64_t unusual = n[kUnusualMethod];
+  bool product_sweep = product_paths >= footprinting.min_product_paths;
+  bool method_sweep = unusual >= footprinting.min_unusual_methods;
+  if (product_sweep || method_sweep) {
+    double confidence = std::max(
+        product_sweep ? confidenceFor(product_paths, footprinting.min_product_paths) : 0.0,
+        method_sweep ? confidenceFor(unusual, footprinting.min_unusual_methods) : 0.0);
+    fire(kFootprinting, confidence,
+         fmt::format("requests={} product_paths={} unusual_methods={}", requests, product_paths,
+                     unusual));
+  }
+
+  std::uint64_t probes = n[kNewProbe];
+  if (probes >= o.fingerprinting.min_probes && requests <= o.fingerprinting.max_requests) {
+    fire(kFingerprinting, confidenceFor(probes, o.fingerprinting.min_probes),
+         fmt::format("requests={} probes={}", requests, probes));
+  }
+}
+
+}  // namespace
+
+void BehaviourTagger::Impl::evaluate(const Summary& s, KeyKind kind, Candidates& out) const {
+  Firing fire(out, kind, options.window_ms);
+  evaluateProbing(options, s, fire);
+  // A key that sends attack payloads is a vulnerability scanner: its form
+  // posts are fuzzing, and its request rate and crawl belong to the scan, so
+  // those signals stay quiet while the payloads are in its window.
+  if (s.counts[kAttack] >= options.vulnerability_scanning.min_attack_requests) {
+    return;
+  }
+  evaluateCredentials(options, s, fire);
+  evaluateForms(options, s, fire);
+  evaluateRate(options, s, fire);
 }
 
 Summary BehaviourTagger::Impl::observeKey(std::uint64_t key, const Observation& o,

@@ -61,7 +61,7 @@ struct BehaviourOptions {
   } fingerprinting;  // OAT-004
 
   struct {
-    std::uint32_t min_pages = 8;  // distinct non-static paths with a 2xx response
+    std::uint32_t min_pages = 8;  // distinct non-static URLs with a 2xx response
     double max_ratio_404 = 0.3;
   } scraping;  // OAT-011
 
@@ -89,7 +89,7 @@ struct BehaviourOptions {
 
   struct {
     std::uint32_t min_link_posts = 2;  // comment or contact posts with a link
-    std::uint32_t min_posts = 5;
+    std::uint32_t min_posts = 10;
     std::uint32_t min_links_per_post = 5;  // one post this dense is spam alone
   } spamming;  // OAT-017
 };

@@ -101,7 +101,8 @@ const std::vector<BehaviourOption>& behaviourOptions() {
        [](O& o, const N& n, const S& k) { o.window_ms = parseDuration(n, k); }},
       {"behaviour.max_keys", "count", "20000",
        "Keys (source, source and user agent, session) tracked at once; the least recently seen "
-       "is dropped past this. About 1.5 KiB per key, 5 KiB at most.",
+       "is dropped past this. About 1.4 KiB per key, 8 KiB at most (an estimate from the "
+       "sizes of its counters and sets).",
        [](O& o, const N& n, const S& k) {
          std::string text = scalarText(n, k);
          std::uint64_t value = parseUnsigned(text, k);
@@ -147,7 +148,7 @@ const std::vector<BehaviourOption>& behaviourOptions() {
          o.vulnerability_scanning.min_distinct_paths = parseCount(n, k);
        }},
       {"behaviour.vulnerability_scanning.min_ratio_404", "ratio", "0.5",
-       "OAT-014 without attack rules: share of requests answered 404.",
+       "OAT-014 without attack rules: share of requests with a 404 response.",
        [](O& o, const N& n, const S& k) {
          o.vulnerability_scanning.min_ratio_404 = parseRatio(n, k);
        }},
@@ -167,10 +168,10 @@ const std::vector<BehaviourOption>& behaviourOptions() {
        "OAT-004: at most this many requests in the window; more is scanning or footprinting.",
        [](O& o, const N& n, const S& k) { o.fingerprinting.max_requests = parseCount(n, k); }},
       {"behaviour.scraping.min_pages", "count", "8",
-       "OAT-011: distinct non-static paths answered 2xx.",
+       "OAT-011: distinct non-static URLs (path and query) with a 2xx response.",
        [](O& o, const N& n, const S& k) { o.scraping.min_pages = parseCount(n, k); }},
       {"behaviour.scraping.max_ratio_404", "ratio", "0.3",
-       "OAT-011: at most this share of requests answered 404.",
+       "OAT-011: at most this share of requests with a 404 response.",
        [](O& o, const N& n, const S& k) { o.scraping.max_ratio_404 = parseRatio(n, k); }},
       {"behaviour.denial_of_service.span", "duration", "10s",
        "OAT-015: the span min_requests is counted over, from 1s to the window.",
@@ -201,7 +202,7 @@ const std::vector<BehaviourOption>& behaviourOptions() {
       {"behaviour.spamming.min_link_posts", "count", "2",
        "OAT-017: comment or contact posts with at least one link.",
        [](O& o, const N& n, const S& k) { o.spamming.min_link_posts = parseCount(n, k); }},
-      {"behaviour.spamming.min_posts", "count", "5",
+      {"behaviour.spamming.min_posts", "count", "10",
        "OAT-017: comment or contact posts, links or not.",
        [](O& o, const N& n, const S& k) { o.spamming.min_posts = parseCount(n, k); }},
       {"behaviour.spamming.min_links_per_post", "count", "5",

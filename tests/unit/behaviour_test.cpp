@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <thread>
@@ -11,6 +14,8 @@
 
 #include <fmt/format.h>
 
+#include "collector/ingest.h"
+#include "collector/store.h"
 #include "common/error.h"
 #include "common/metrics.h"
 
@@ -244,6 +249,31 @@ TEST_F(BehaviourTest, VulnerabilityScanningFromPathBreadth) {
   EXPECT_FALSE(has(tags, "OAT-015"));
 }
 
+// A scanner fuzzing every form: many user names, registrations, posts and
+// fast requests, all carrying attack payloads. Only OAT-014 fits.
+TEST_F(BehaviourTest, ScannerFormFuzzingGetsOnlyScanning) {
+  std::int64_t t = kStartMs;
+  std::vector<std::vector<OatTag>> all;
+  for (int i = 0; i < 60; ++i) {
+    AuditRecord fuzz = login("192.0.2.29", "admin' OR " + std::to_string(i), "x", t + i * 20,
+                             "Mozilla/5.0 (Windows NT 6.1; rv:45.0) Gecko/20100101 Firefox/45.0");
+    fuzz.messages.push_back(rule("942100"));
+    all.push_back(observe(fuzz));
+    AuditRecord post = formPost("192.0.2.29", i % 2 == 0 ? "register" : "comment", t + i * 20 + 5);
+    post.request_headers = fuzz.request_headers;
+    all.push_back(observe(post));
+    AuditRecord page = request("192.0.2.29", "GET", "/about.php?id=" + std::to_string(i), 200,
+                               t + i * 20 + 10, fuzz.request_headers[1].value);
+    all.push_back(observe(page));
+  }
+  for (const auto& tags : all) {
+    for (const OatTag& tag : tags) {
+      EXPECT_EQ(tag.id, "OAT-014") << tag.reason;
+    }
+  }
+  EXPECT_TRUE(has(all.back(), "OAT-014"));
+}
+
 TEST_F(BehaviourTest, FootprintingFromProductPaths) {
   std::vector<std::string> paths = {"/wp-login.php", "/administrator/", "/phpmyadmin/",
                                     "/readme.html", "/typo3/"};
@@ -309,6 +339,15 @@ TEST_F(BehaviourTest, ScrapingFromManyExistingPages) {
   }
   EXPECT_TRUE(has(tags, "OAT-011")) << testing::PrintToString(ids(tags));
   EXPECT_FALSE(has(tags, "OAT-014"));
+}
+
+TEST_F(BehaviourTest, ScrapingCountsPagesByQuery) {
+  std::vector<OatTag> tags;
+  for (int id = 1; id <= 8; ++id) {
+    tags = observe(request("192.0.2.32", "GET", "/shop/product.php?id=" + std::to_string(id), 200,
+                           kStartMs + id * 30, "PriceBot/2.0"));
+  }
+  EXPECT_TRUE(has(tags, "OAT-011")) << testing::PrintToString(ids(tags));
 }
 
 TEST_F(BehaviourTest, StaticAssetsAreNotPages) {
@@ -412,9 +451,9 @@ TEST_F(BehaviourTest, SpammingFromLinkPosts) {
   EXPECT_TRUE(has(observe(dense), "OAT-017"));
 
   std::vector<OatTag> tags;
-  for (int i = 0; i < 5; ++i) {
+  for (int i = 0; i < 10; ++i) {
     tags = observe(formPost("192.0.2.72", "comment", kStartMs + i * 100));
-    if (i < 4) {
+    if (i < 9) {
       EXPECT_TRUE(tags.empty()) << "post " << i;
     }
   }
@@ -572,6 +611,49 @@ TEST_F(BehaviourTest, ConcurrentObserversKeepEveryCount) {
   EXPECT_TRUE(has(tags, "OAT-014")) << testing::PrintToString(ids(tags));
 }
 
+// The tagger's tags reach the stored document through ingest.
+TEST(BehaviourIngestTest, StoredDocumentCarriesBehaviourTags) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() /
+                 ("webtrap-behaviour-ingest-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    StoreOptions store_options;
+    store_options.path = dir / "store.sqlite";
+    store_options.synchronous = "normal";
+    Store store(store_options);
+    Enricher enricher{EnrichOptions{}};
+    MetricsRegistry metrics;
+    BehaviourTagger tagger(BehaviourOptions{}, metrics);
+    Ingest ingest(store, enricher, metrics, [] {}, &tagger);
+
+    std::vector<AuditRecord> records;
+    for (int i = 0; i < 9; ++i) {
+      AuditRecord record = login("192.0.2.99", "user" + std::to_string(i),
+                                 "pw" + std::to_string(i), kStartMs + i * 100);
+      record.format = RecordFormat::kWebtrap;
+      record.event_id = "behaviour-ingest-" + std::to_string(i);
+      records.push_back(record);
+    }
+    IngestSource source;
+    source.input = InputKind::kFile;
+    source.sensor_id = "s1";
+    IngestResult result = ingest.ingestDecoded(records, {}, source);
+    ASSERT_EQ(result.stored, 9u);
+
+    std::vector<StoredEvent> events = store.readAfter(0, 100, 1 << 24);
+    ASSERT_EQ(events.size(), 9u);
+    EXPECT_EQ(events.front().document.find("\"basis\":\"behaviour\""), std::string::npos)
+        << events.front().document;
+    const std::string& last = events.back().document;
+    EXPECT_NE(last.find("\"basis\":\"behaviour\""), std::string::npos) << last;
+    EXPECT_NE(last.find("OAT-008"), std::string::npos) << last;
+    EXPECT_NE(last.find("behaviour:key=ip_ua logins=9 usernames=9"), std::string::npos) << last;
+  }
+  fs::remove_all(dir);
+}
+
 TEST(BehaviourOptionsTest, DefaultsWhenSectionAbsent) {
   BehaviourOptions options = parseBehaviourOptions(YAML::Node());
   EXPECT_TRUE(options.enabled);
@@ -601,7 +683,7 @@ spamming:
   EXPECT_EQ(options.denial_of_service.min_requests, 1000u);
   EXPECT_DOUBLE_EQ(options.denial_of_service.max_distinct_path_ratio, 0.05);
   EXPECT_EQ(options.spamming.min_link_posts, 4u);
-  EXPECT_EQ(options.spamming.min_posts, 5u);
+  EXPECT_EQ(options.spamming.min_posts, 10u);
 }
 
 void expectConfigError(const std::string& yaml, const std::string& fragment) {
