@@ -266,19 +266,23 @@ std::string lowercaseAscii(std::string_view text) {
 // Writes a header object with one key per distinct name (ASCII
 // case-insensitive, spelled as first seen) and the values joined by ", ", the
 // combination RFC 9110 section 5.3 allows, so the JSON has no duplicate keys.
-// Names are compared as written, after U+FFFD replacement, because two
-// different invalid names can become the same key.
+// Names are compared as written, after U+FFFD replacement and card number
+// masking, because two different names can become the same key.
 void writeHeaderObject(RecordWriter& writer, const std::vector<HeaderField>& headers) {
   writer.beginObject("headers");
   const std::size_t count = headers.size();
 
   std::vector<std::string> sanitized;
-  bool all_valid = std::all_of(headers.begin(), headers.end(),
-                               [](const HeaderField& header) { return isValidUtf8(header.name); });
+  bool all_valid = std::all_of(headers.begin(), headers.end(), [](const HeaderField& header) {
+    return isValidUtf8(header.name) && !maskCardNumbers(header.name);
+  });
   if (!all_valid) {
     sanitized.resize(count);
     for (std::size_t i = 0; i < count; ++i) {
       appendSanitizedUtf8(sanitized[i], headers[i].name);
+      if (std::optional<std::string> masked = maskCardNumbers(sanitized[i])) {
+        sanitized[i] = std::move(*masked);
+      }
     }
   }
   auto name = [&](std::size_t i) -> std::string_view {

@@ -325,6 +325,32 @@ TEST(RecordMasking, NoFullCardAnywhere) {
   EXPECT_NE(record.find("/" + kMasked + " was not found"), std::string::npos);
 }
 
+TEST(RecordMasking, MaskedHeaderNamesStayDistinct) {
+  // Two numbers with the same first 6 and last 4 digits mask alike, so their
+  // headers share one key in the transaction's header object.
+  CapturedRequest request = urlencoded("/", "");
+  request.headers.push_back({"X-4111111111111111", "a"});
+  request.headers.push_back({"X-4111110000091111", "b"});
+  ASSERT_TRUE(luhnValid("4111110000091111"));
+  std::string record = serializeRecord(request, {}, {}, {}, {});
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  ASSERT_EQ(parser.parse(record).get(root), simdjson::SUCCESS);
+  simdjson::dom::object headers;
+  ASSERT_EQ(root.at_pointer("/transaction/request/headers").get_object().get(headers),
+            simdjson::SUCCESS);
+  std::size_t keys = 0;
+  std::string_view joined;
+  for (auto field : headers) {
+    ++keys;
+    if (field.key == "X-" + kMasked) {
+      ASSERT_EQ(field.value.get_string().get(joined), simdjson::SUCCESS);
+    }
+  }
+  EXPECT_EQ(keys, 3u);  // Host, Content-Type and the joined X- header
+  EXPECT_EQ(joined, "a, b");
+}
+
 TEST(RecordMasking, EncodedCopiesAreMasked) {
   std::string record = recordWithCards();
   simdjson::dom::parser parser;
