@@ -26,11 +26,17 @@ std::vector<OatTag> recordOatTags(const AuditRecord& record) {
 
 std::vector<OatTag> documentOatTags(const AuditRecord& record,
                                     std::span<const OatTag> behaviour_tags) {
-  // Merging the record's own tags too drops duplicate ids that a producer
-  // may have written.
   std::vector<OatTag> tags;
-  oat::mergeOatTags(tags, recordOatTags(record));
-  oat::mergeOatTags(tags, behaviour_tags);
+  if (record.oat_tags.empty()) {
+    tags = recordOatTags(record);  // one tag per id already
+  } else {
+    // Merging the record's own tags drops duplicate ids that a producer may
+    // have written.
+    oat::mergeOatTags(tags, record.oat_tags);
+  }
+  if (!behaviour_tags.empty()) {
+    oat::mergeOatTags(tags, behaviour_tags);
+  }
   return tags;
 }
 

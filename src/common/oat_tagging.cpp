@@ -1,6 +1,7 @@
 #include "common/oat_tagging.h"
 
 #include <algorithm>
+#include <array>
 #include <string>
 
 namespace webtrap::oat {
@@ -9,42 +10,100 @@ namespace {
 
 constexpr std::string_view kBaitTagPrefix = "webtrap/bait/";
 
-// Adds the tag for `rule`, or raises the confidence of the tag already there.
-void addRuleTag(std::vector<OatTag>& tags, const Ontology& ontology, const RequestRule& rule,
-                std::string reason) {
-  OatTag tag = ontology.tag(rule.oat, "rule", rule.confidence, std::move(reason));
-  if (!rule.attack.empty()) {
-    tag.attack = rule.attack;
+// The ontology's request rules arranged for lookup, built once per ontology:
+// the collector tags every record it stores, so the tagger avoids string
+// comparisons against every rule and builds tags only for the winners.
+class RuleIndex {
+ public:
+  explicit RuleIndex(const Ontology& ontology) : ontology_(ontology) {
+    std::span<const RequestRule> rules = ontology.requestRules();
+    for (std::size_t i = 0; i < rules.size(); ++i) {
+      const RequestRule& rule = rules[i];
+      if (rule.source == "crs") {
+        groupFor(crs_, rule.match).rules.push_back(i);
+      } else if (rule.source == "bait") {
+        groupFor(baits_, rule.match).rules.push_back(i);
+      } else {
+        routes_.push_back(i);
+      }
+    }
+    // Longest prefix first, so the first group that matches a rule id wins.
+    std::stable_sort(crs_.begin(), crs_.end(), [](const Group& a, const Group& b) {
+      return a.match.size() > b.match.size();
+    });
   }
-  mergeOatTags(tags, std::span<const OatTag>(&tag, 1));
-}
 
-// Applies the crs rules whose `match` is the longest prefix of `rule_id`, so
-// a rule for "913102" overrides the rules for its family "913".
-void tagRuleId(std::vector<OatTag>& tags, const Ontology& ontology, std::string_view rule_id) {
-  std::size_t longest = 0;
-  for (const RequestRule& rule : ontology.requestRules()) {
-    if (rule.source == "crs" && rule_id.starts_with(rule.match)) {
-      longest = std::max(longest, rule.match.size());
-    }
-  }
-  if (longest == 0) {
-    return;
-  }
-  for (const RequestRule& rule : ontology.requestRules()) {
-    if (rule.source == "crs" && rule.match.size() == longest && rule_id.starts_with(rule.match)) {
-      addRuleTag(tags, ontology, rule, "crs:" + std::string(rule_id));
-    }
-  }
-}
+  const Ontology& ontology() const { return ontology_; }
 
-void tagBait(std::vector<OatTag>& tags, const Ontology& ontology, std::string_view kind) {
-  for (const RequestRule& rule : ontology.requestRules()) {
-    if (rule.source == "bait" && rule.match == kind) {
-      addRuleTag(tags, ontology, rule, "bait:" + std::string(kind));
+  // Returns the rules of the longest crs prefix of `rule_id`, or nullptr.
+  const std::vector<std::size_t>* crsRules(std::string_view rule_id) const {
+    for (const Group& group : crs_) {
+      if (rule_id.starts_with(group.match)) {
+        return &group.rules;
+      }
     }
+    return nullptr;
   }
-}
+
+  const std::vector<std::size_t>* baitRules(std::string_view kind) const {
+    for (const Group& group : baits_) {
+      if (group.match == kind) {
+        return &group.rules;
+      }
+    }
+    return nullptr;
+  }
+
+  const std::vector<std::size_t>& routeRules() const { return routes_; }
+
+ private:
+  struct Group {
+    std::string match;
+    std::vector<std::size_t> rules;  // positions in Ontology::requestRules()
+  };
+
+  static Group& groupFor(std::vector<Group>& groups, const std::string& match) {
+    for (Group& group : groups) {
+      if (group.match == match) {
+        return group;
+      }
+    }
+    return groups.emplace_back(Group{match, {}});
+  }
+
+  const Ontology& ontology_;
+  std::vector<Group> crs_;
+  std::vector<Group> baits_;
+  std::vector<std::size_t> routes_;
+};
+
+// The strongest rule seen so far for one OAT id, and what fired it. The
+// reason text is built only for the winners.
+struct Candidate {
+  const RequestRule* rule = nullptr;
+  std::string_view kind;   // "crs", "bait" or "route"
+  std::string_view value;  // the rule id, bait kind or route kind
+};
+
+class CandidateSet {
+ public:
+  void offer(const RequestRule& rule, std::string_view kind, std::string_view value) {
+    for (Candidate& candidate : candidates_) {
+      if (candidate.rule->oat == rule.oat) {
+        if (rule.confidence > candidate.rule->confidence) {
+          candidate = {&rule, kind, value};
+        }
+        return;
+      }
+    }
+    candidates_.push_back({&rule, kind, value});
+  }
+
+  std::vector<Candidate>& candidates() { return candidates_; }
+
+ private:
+  std::vector<Candidate> candidates_;
+};
 
 bool routeRuleApplies(const RequestRule& rule, const RequestEvidence& evidence) {
   std::string_view match = rule.match;
@@ -60,40 +119,80 @@ bool routeRuleApplies(const RequestRule& rule, const RequestEvidence& evidence) 
   return true;
 }
 
-void tagRoute(std::vector<OatTag>& tags, const Ontology& ontology,
-              const RequestEvidence& evidence) {
-  if (evidence.route_kind.empty()) {
-    return;
-  }
-  for (const RequestRule& rule : ontology.requestRules()) {
-    if (rule.source == "route" && routeRuleApplies(rule, evidence)) {
-      std::string reason = "route:" + std::string(evidence.route_kind) + " " +
-                           std::string(evidence.method);
-      if (rule.condition == "links") {
-        reason += " links=" + std::to_string(evidence.form->links);
-      }
-      addRuleTag(tags, ontology, rule, std::move(reason));
+std::string reasonFor(const Candidate& candidate, const RequestEvidence& evidence) {
+  std::string reason;
+  reason.reserve(candidate.kind.size() + 1 + candidate.value.size() + 16);
+  reason.append(candidate.kind).push_back(':');
+  reason.append(candidate.value);
+  if (candidate.kind == "route") {
+    reason.push_back(' ');
+    reason.append(evidence.method);
+    if (candidate.rule->condition == "links") {
+      reason += " links=" + std::to_string(evidence.form->links);
     }
   }
+  return reason;
+}
+
+std::vector<OatTag> tagWithIndex(const RuleIndex& index, const RequestEvidence& evidence) {
+  std::span<const RequestRule> rules = index.ontology().requestRules();
+  CandidateSet set;
+  for (std::string_view rule_id : evidence.rule_ids) {
+    if (const auto* matches = index.crsRules(rule_id)) {
+      for (std::size_t position : *matches) {
+        set.offer(rules[position], "crs", rule_id);
+      }
+    }
+  }
+  auto offerBait = [&](std::string_view kind) {
+    if (const auto* matches = index.baitRules(kind)) {
+      for (std::size_t position : *matches) {
+        set.offer(rules[position], "bait", kind);
+      }
+    }
+  };
+  for (std::string_view kind : evidence.bait_kinds) {
+    offerBait(kind);
+  }
+  for (std::string_view rule_tag : evidence.rule_tags) {
+    if (rule_tag.starts_with(kBaitTagPrefix)) {
+      offerBait(rule_tag.substr(kBaitTagPrefix.size()));
+    }
+  }
+  if (!evidence.route_kind.empty()) {
+    for (std::size_t position : index.routeRules()) {
+      if (routeRuleApplies(rules[position], evidence)) {
+        set.offer(rules[position], "route", evidence.route_kind);
+      }
+    }
+  }
+
+  std::vector<Candidate>& candidates = set.candidates();
+  std::sort(candidates.begin(), candidates.end(),
+            [](const Candidate& a, const Candidate& b) { return a.rule->oat < b.rule->oat; });
+  std::vector<OatTag> tags;
+  tags.reserve(candidates.size());
+  for (const Candidate& candidate : candidates) {
+    const RequestRule& rule = *candidate.rule;
+    OatTag& tag = tags.emplace_back(index.ontology().tag(rule.oat, "rule", rule.confidence,
+                                                         reasonFor(candidate, evidence)));
+    if (!rule.attack.empty()) {
+      tag.attack = rule.attack;
+    }
+  }
+  return tags;
 }
 
 }  // namespace
 
 std::vector<OatTag> tagRequest(const RequestEvidence& evidence, const Ontology& ontology) {
-  std::vector<OatTag> tags;
-  for (std::string_view rule_id : evidence.rule_ids) {
-    tagRuleId(tags, ontology, rule_id);
+  // The embedded ontology is the one the probe and the collector use; its
+  // index is built once. Any other ontology (tests) gets a fresh index.
+  if (&ontology == &Ontology::embedded()) {
+    static const RuleIndex embedded_index(ontology);
+    return tagWithIndex(embedded_index, evidence);
   }
-  for (std::string_view kind : evidence.bait_kinds) {
-    tagBait(tags, ontology, kind);
-  }
-  for (std::string_view rule_tag : evidence.rule_tags) {
-    if (rule_tag.starts_with(kBaitTagPrefix)) {
-      tagBait(tags, ontology, rule_tag.substr(kBaitTagPrefix.size()));
-    }
-  }
-  tagRoute(tags, ontology, evidence);
-  return tags;
+  return tagWithIndex(RuleIndex(ontology), evidence);
 }
 
 void mergeOatTags(std::vector<OatTag>& tags, std::span<const OatTag> more) {
