@@ -299,13 +299,13 @@ class RecentSet {
   }
 
   std::uint32_t maxCountSince(std::int64_t window_start) const {
-    std::uint32_t most = 0;
+    std::uint32_t max_count = 0;
     for (const Entry& entry : entries_) {
       if (entry.last_ms >= window_start) {
-        most = std::max(most, entry.count);
+        max_count = std::max(max_count, entry.count);
       }
     }
-    return most;
+    return max_count;
   }
 
  private:
