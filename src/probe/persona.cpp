@@ -687,7 +687,7 @@ const PersonaRoute* DataPersona::findRoute(const std::string& path,
           if (path == route_path) {
             return &route;
           }
-          // A folder's index page: mod_dir answers the path without the
+          // A folder's index page: mod_dir redirects the path without the
           // slash with a 301, as for a directory route.
           if (route_path.size() > 1 && route_path.back() == '/' && path + "/" == route_path) {
             directory_redirect = true;

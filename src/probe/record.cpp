@@ -145,7 +145,7 @@ class RecordWriter {
     if (masked_name) {
       name = *masked_name;
     }
-    // Masked copies of the values that held a card number; a deque keeps
+    // Masked copies of the values that held a card number. A deque keeps
     // the views into it valid while it grows.
     std::deque<std::string> masked_values;
     auto valueAt = [&](std::size_t index) -> std::string_view {
@@ -433,8 +433,9 @@ void writeWebtrapRequest(RecordWriter& writer, const CapturedRequest& request) {
   json.key("body_size");
   json.unsignedInteger(request.body_size);
   // A hash over a body whose card number was masked would let anyone who
-  // reads the record recover the hidden digits by trying the few million
-  // candidates, so such a record hashes the masked captured body instead.
+  // reads the record recover the hidden digits by brute force (10^5
+  // Luhn-valid candidates for 16 digits), so such a record hashes the masked
+  // captured body instead.
   std::optional<std::string> masked_body = maskCardNumbers(request.body);
   if (masked_body) {
     Sha256 hash;
