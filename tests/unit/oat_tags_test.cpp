@@ -75,6 +75,21 @@ TEST(ProbeOatTags, SpecificRuleOverridesFamily) {
   EXPECT_EQ(crawler[0].id, "OAT-011");
 }
 
+TEST(ProbeOatTags, RestrictedFileIsAmbiguous) {
+  // 930130 reports a path such as /.git/config, not an attack payload, so
+  // it stays below 0.5 for both candidates, unlike the rest of 930.
+  auto path = tagProbeRequest("GET", route("page"), inspected({ruleMatch("930130")}));
+  ASSERT_EQ(path.size(), 2u);
+  EXPECT_EQ(path[0].id, "OAT-014");
+  EXPECT_LT(path[0].confidence, 0.5);
+  EXPECT_EQ(path[1].id, "OAT-018");
+  EXPECT_LT(path[1].confidence, 0.5);
+
+  auto payload = tagProbeRequest("GET", route("page"), inspected({ruleMatch("930120")}));
+  ASSERT_EQ(payload.size(), 1u);
+  EXPECT_GE(payload[0].confidence, 0.5);
+}
+
 TEST(ProbeOatTags, UnmappedRulesGiveNoTag) {
   // 949110 is CRS's inbound anomaly score check, 980130 its correlation.
   auto tags = tagProbeRequest("GET", route("page"),
