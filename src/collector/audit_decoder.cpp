@@ -47,8 +47,15 @@ ThreadState& threadState() {
   return state;
 }
 
-// Copies `text` into the padded buffer and returns a view simdjson can read.
-simdjson::padded_string_view padText(std::string& buffer, std::string_view text) {
+// Returns a view of `text` that simdjson can read. simdjson reads up to
+// SIMDJSON_PADDING bytes past the end of its input, whatever they contain, so
+// `text` is read in place when at least that many bytes after it may be read
+// (`readable_after`), and copied into the padded buffer otherwise.
+simdjson::padded_string_view padText(std::string& buffer, std::string_view text,
+                                     std::size_t readable_after) {
+  if (readable_after >= simdjson::SIMDJSON_PADDING) {
+    return simdjson::padded_string_view(text.data(), text.size(), text.size() + readable_after);
+  }
   buffer.reserve(text.size() + simdjson::SIMDJSON_PADDING);
   buffer.assign(text);
   return simdjson::padded_string_view(buffer.data(), buffer.size(), buffer.capacity());
@@ -242,10 +249,10 @@ std::string derivedEventId(std::string_view origin, std::string_view bytes,
   return id;
 }
 
-void decodeText(std::string_view text, const DecodeOptions& options, ThreadState& state,
-                AuditRecord& record) {
+void decodeText(std::string_view text, std::size_t readable_after, const DecodeOptions& options,
+                ThreadState& state, AuditRecord& record) {
   document doc;
-  check(state.parser.iterate(padText(state.buffer, text)).get(doc), "record");
+  check(state.parser.iterate(padText(state.buffer, text, readable_after)).get(doc), "record");
   // The v3 layout in kAuto mode reads a webtrap object when it finds one.
   RecordFormat layout = options.format;
   if (layout == RecordFormat::kAuto) {
@@ -323,15 +330,21 @@ DecodeResult decodeAuditRecord(std::string_view json, const DecodeOptions& optio
   // kept in original_base64.
   std::string repaired;
   std::string_view text = raw;
+  // Bytes after `raw` that the parser may read: what trimRecord cut off and
+  // what the caller promised. A repaired copy gets the padded buffer instead.
+  std::size_t readable_after =
+      static_cast<std::size_t>((json.data() + json.size()) - (raw.data() + raw.size())) +
+      options.readable_after;
   if (!simdjson::validate_utf8(raw.data(), raw.size())) {
     appendSanitizedUtf8(repaired, raw);
     text = repaired;
+    readable_after = 0;
     record.invalid_utf8 = true;
   }
 
   try {
     try {
-      decodeText(text, options, state, record);
+      decodeText(text, readable_after, options, state, record);
     } catch (const DecodeFailure&) {
       std::string fixed(text);
       if (!removeStrayComponentQuotes(fixed)) {
@@ -341,7 +354,7 @@ DecodeResult decodeAuditRecord(std::string_view json, const DecodeOptions& optio
       record.invalid_utf8 = !repaired.empty();
       repaired = std::move(fixed);
       text = repaired;
-      decodeText(text, options, state, record);
+      decodeText(text, 0, options, state, record);
     }
   } catch (const DecodeFailure& failure) {
     result.error = failure.message;

@@ -91,9 +91,8 @@ std::uint64_t parseUnsignedText(std::string_view text, std::string_view field,
   return number;
 }
 
-// Reads a well-formed string into `out` and returns true; returns false for
-// anything else, so the caller can build the field name (which costs an
-// allocation) only on that slow path.
+}  // namespace
+
 bool readPlainString(ondemand::value& value, std::string& out) {
   ondemand::json_type type = ondemand::json_type::null;
   if (value.type().get(type) != simdjson::SUCCESS || type != ondemand::json_type::string) {
@@ -106,8 +105,6 @@ bool readPlainString(ondemand::value& value, std::string& out) {
   out.assign(text);
   return true;
 }
-
-}  // namespace
 
 void fail(std::string_view field, std::string_view problem) {
   throw DecodeFailure{fmt::format("{}: {}", field, problem)};

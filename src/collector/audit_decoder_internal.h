@@ -39,6 +39,12 @@ ondemand::array readArray(ondemand::value value, std::string_view field);
 std::string readString(ondemand::value value, std::string_view field);
 void readStringInto(ondemand::value value, std::string_view field, std::string& out);
 
+// Reads a well-formed string into `out` and returns true. Returns false for
+// anything else, so the caller can build the field name (which costs an
+// allocation) only on that slow path and read the value again with a reader
+// that reports the error.
+bool readPlainString(ondemand::value& value, std::string& out);
+
 // A string, number or boolean as text (numbers as written); null as "".
 std::string readScalarText(ondemand::value value, std::string_view field);
 

@@ -147,6 +147,11 @@ struct DecodeOptions {
   std::string_view origin;
   // Zone of libmodsecurity v3 time stamps; nullptr means localTimeZone().
   const TimeZone* time_zone = nullptr;
+  // Bytes after the end of `json` that the decoder may read but that are not
+  // part of the record, such as the next lines of a batch. With at least
+  // simdjson::SIMDJSON_PADDING (64) of them, the record is parsed in place
+  // instead of being copied into a padded buffer first.
+  std::size_t readable_after = 0;
 };
 
 DecodeResult decodeAuditRecord(std::string_view json, const DecodeOptions& options);

@@ -133,11 +133,14 @@ void Ingest::countBytes(InputKind input, std::uint64_t bytes) {
   counters(input).bytes->inc(bytes);
 }
 
-void Ingest::prepareOne(std::string_view json, const IngestSource& source, std::int64_t now_ms,
-                        Prepared& prepared) {
+void Ingest::prepareOne(std::string_view json, std::size_t readable_after,
+                        const IngestSource& source, std::int64_t now_ms, Prepared& prepared) {
   ++prepared.received;
-  const std::string& origin = source.origin.empty() ? source.sensor_id : source.origin;
-  DecodeResult decoded = decodeAuditRecord(json, source.format, origin);
+  DecodeOptions options;
+  options.format = source.format;
+  options.origin = source.origin.empty() ? source.sensor_id : source.origin;
+  options.readable_after = readable_after;
+  DecodeResult decoded = decodeAuditRecord(json, options);
   if (!decoded.ok) {
     DeadLetter letter;
     letter.output = "ingest";
@@ -249,7 +252,10 @@ IngestResult Ingest::ingestLines(std::string_view ndjson, const IngestSource& so
       line.remove_suffix(1);
     }
     if (line.find_first_not_of(" \t") != std::string_view::npos) {
-      prepareOne(line, source, now_ms, prepared);
+      // The next lines of the batch follow this one in memory, so the
+      // decoder can parse most lines in place.
+      std::size_t readable_after = ndjson.size() - (start + line.size());
+      prepareOne(line, readable_after, source, now_ms, prepared);
     }
     start = end + 1;
   }
@@ -278,7 +284,7 @@ IngestResult Ingest::ingestDecoded(std::span<const AuditRecord> records,
 IngestResult Ingest::ingestRecord(std::string_view json, const IngestSource& source) {
   std::int64_t now_ms = nowMilliseconds();
   Prepared prepared;
-  prepareOne(json, source, now_ms, prepared);
+  prepareOne(json, 0, source, now_ms, prepared);
   return commit(prepared, source, now_ms);
 }
 

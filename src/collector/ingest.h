@@ -100,8 +100,10 @@ class Ingest {
   };
 
   struct Prepared;
-  void prepareOne(std::string_view json, const IngestSource& source, std::int64_t now_ms,
-                  Prepared& prepared);
+  // `readable_after`: bytes after `json` that the decoder may read (see
+  // DecodeOptions::readable_after).
+  void prepareOne(std::string_view json, std::size_t readable_after, const IngestSource& source,
+                  std::int64_t now_ms, Prepared& prepared);
   void prepareRecord(const AuditRecord& record, const IngestSource& source, std::int64_t now_ms,
                      Prepared& prepared);
   IngestResult commit(Prepared& prepared, const IngestSource& source, std::int64_t now_ms);

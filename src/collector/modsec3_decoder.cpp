@@ -110,9 +110,9 @@ void decodeDetails(ondemand::value value, const std::string& parent, RuleMessage
       readStringArray(field.value(), childField(details_field, key), message.tags);
       continue;
     }
-    if (target != nullptr) {
-      // libmodsecurity writes every detail as a string, but other writers
-      // use numbers for ids and line numbers; both are kept as text.
+    // libmodsecurity writes every detail as a string, but other writers use
+    // numbers for ids and line numbers, and both are kept as text.
+    if (target != nullptr && !readPlainString(field.value(), *target)) {
       *target = readScalarText(field.value(), childField(details_field, key));
     }
   }
@@ -134,7 +134,9 @@ void decodeMessages(ondemand::value value, AuditRecord& record) {
       std::string_view key;
       check(field.unescaped_key().get(key), item_field);
       if (key == "message") {
-        message.message = readScalarText(field.value(), childField(item_field, "message"));
+        if (!readPlainString(field.value(), message.message)) {
+          message.message = readScalarText(field.value(), childField(item_field, "message"));
+        }
       } else if (key == "details") {
         decodeDetails(field.value(), item_field, message);
       }

@@ -792,5 +792,44 @@ TEST(AuditDecoder, ThroughputOfRealRecords) {
   EXPECT_GT(rate, 2000.0);
 }
 
+// Decodes `json` as one line of a batch: the bytes in `after` follow it in
+// the same buffer, and the decoder is told it may read them.
+DecodeResult decodeInBatch(std::string_view json, std::string_view after) {
+  std::string batch(json);
+  batch.append(after);
+  DecodeOptions options;
+  options.origin = "test";
+  options.time_zone = zone("UTC");
+  options.readable_after = after.size();
+  return decodeAuditRecord(std::string_view(batch.data(), json.size()), options);
+}
+
+TEST(AuditDecoder, InPlaceMatchesCopy) {
+  std::string record = modsec3Record();
+  // The next line of a batch, padded past simdjson's 64 bytes.
+  std::string next = "\n" + record + std::string(64, ' ');
+  DecodeResult copied = decode(record);
+  DecodeResult in_place = decodeInBatch(record, next);
+  ASSERT_TRUE(copied.ok) << copied.error;
+  ASSERT_TRUE(in_place.ok) << in_place.error;
+  EXPECT_EQ(auditRecordToJson(in_place.record), auditRecordToJson(copied.record));
+}
+
+TEST(AuditDecoder, InPlaceIgnoresBytesAfterRecord) {
+  std::string record = modsec3Record();
+  std::string record_without_close = record.substr(0, record.size() - 1);
+  const std::string_view followers[] = {
+      "}" + std::string(80, ' '),         // would close the cut record
+      "12345" + std::string(80, '6'),     // digits right after the record
+      "{\"unclosed\":\"" + std::string(80, 'x'),  // a string that never ends
+  };
+  for (std::string_view after : followers) {
+    DecodeResult whole = decodeInBatch(record, after);
+    EXPECT_TRUE(whole.ok) << whole.error << " followed by " << after.substr(0, 10);
+    DecodeResult cut = decodeInBatch(record_without_close, after);
+    EXPECT_FALSE(cut.ok) << "followed by " << after.substr(0, 10);
+  }
+}
+
 }  // namespace
 }  // namespace webtrap::collector
