@@ -20,7 +20,7 @@ namespace {
 constexpr std::int64_t kIngestMs = 1796385600123;  // 2026-12-04T12:00:00.123Z
 
 // A probe record of a login POST with SQL injection, a form and a card.
-std::string probeLoginRecord(bool with_form) {
+std::string probeLoginRecord(bool with_form, std::string username = "admin") {
   probe::CapturedRequest request;
   request.connection_id = "c-1";
   request.client = {"198.51.100.23", 40404};
@@ -42,7 +42,7 @@ std::string probeLoginRecord(bool with_form) {
   outcome.route_kind = "login";
   if (with_form) {
     outcome.form.kind = "login";
-    outcome.form.username = "admin";
+    outcome.form.username = username;
     outcome.form.password_sha256 = std::string(64, 'a');
     outcome.form.cards = {{"411111", "1111", true, "0123456789abcdef"}};
     outcome.form.links = 2;
@@ -116,6 +116,14 @@ TEST(WebtrapDecoderOat, ReadsFormFacts) {
   EXPECT_EQ(record.form.cards[0].fingerprint, "0123456789abcdef");
   EXPECT_EQ(record.form.links, 2u);
   EXPECT_EQ(record.form.text_bytes, 40u);
+}
+
+TEST(WebtrapDecoderOat, FormBytesRestoredFromEncoded) {
+  std::string username = "adm\xFFin";
+  std::string json = probeLoginRecord(true, username);
+  ASSERT_NE(json.find("/webtrap/form/username"), std::string::npos);
+  AuditRecord record = decoded(json);
+  EXPECT_EQ(record.form.username, username);
 }
 
 TEST(WebtrapDecoderOat, RecordWithoutFormOrTagsDecodes) {
