@@ -380,6 +380,9 @@ def problems_of(outcome):
         problems.append(f"the collector rejected {totals['rejected']} records")
     if outcome["result"]["unmatched_documents"]:
         problems.append(f"{outcome['result']['unmatched_documents']} documents match no source")
+    for oat, row in outcome["result"]["oats"].items():
+        if row["labelled"] == 1:
+            problems.append(f"{oat} has one labelled source that ran; its figures need two or more")
     problems += scoring.target_failures(outcome["result"])
     return problems
 
