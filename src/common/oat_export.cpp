@@ -160,6 +160,10 @@ std::string mispDescription(const Threat& threat) {
 
 }  // namespace
 
+std::string mispTagName(std::string_view oat_id) {
+  return fmt::format("{}:{}", kMispNamespace, oat_id);
+}
+
 std::string renderTable(const Ontology& ontology) {
   std::string out = fmt::format("OWASP Automated Threats, handbook v{}, ontology {}\n\n",
                                 ontology.handbookVersion(), ontology.version());

@@ -14,6 +14,9 @@ namespace webtrap::oat {
 // MISP taxonomy namespace: tags read "owasp-oat:OAT-014".
 inline constexpr std::string_view kMispNamespace = "owasp-oat";
 
+// Returns the MISP tag for an OAT id: "owasp-oat:OAT-014".
+std::string mispTagName(std::string_view oat_id);
+
 // Returns a fixed-width table, one line per threat, for a terminal.
 std::string renderTable(const Ontology& ontology);
 

@@ -48,6 +48,10 @@ TEST(OatExport, MispTaxonomyHasEveryThreat) {
   }
 }
 
+TEST(OatExport, MispTagNameUsesNamespace) {
+  EXPECT_EQ(mispTagName("OAT-014"), "owasp-oat:OAT-014");
+}
+
 TEST(OatExport, MispVersionNeedsDigits) {
   Ontology ontology = Ontology::fromYaml(R"(
 version: no-digits
