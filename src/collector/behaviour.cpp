@@ -46,7 +46,7 @@ enum Count : int {
   kNewPage,         // non-static URL (path and query) with a 2xx response, not seen before
   kUnusualMethod,   // not GET, HEAD, POST or OPTIONS
   kNewProbe,        // product or version probe (method and path) not seen before
-  kNewProductPath,  // product or version path not seen before
+  kNewProductPath,  // product, version or site metadata path not seen before
   kLogin,           // login posts
   kNewUsername,
   kNewPassword,
@@ -151,7 +151,7 @@ bool isStaticPath(std::string_view path) {
 // that carry a version, status pages, and the entry points of well-known
 // products. Lower case, without a trailing slash.
 bool isProductPath(std::string_view path) {
-  static constexpr std::array<std::string_view, 45> kPaths = {
+  static constexpr std::array<std::string_view, 44> kPaths = {
       "/_profiler",
       "/administrator",
       "/administrator/manifests/files/joomla.xml",
@@ -163,7 +163,6 @@ bool isProductPath(std::string_view path) {
       "/composer.json",
       "/composer.lock",
       "/core/changelog.txt",
-      "/crossdomain.xml",
       "/elmah.axd",
       "/favicon.ico",
       "/info.php",
@@ -206,6 +205,27 @@ bool isProductPath(std::string_view path) {
     lower.pop_back();
   }
   return std::binary_search(kPaths.begin(), kPaths.end(), std::string_view(lower));
+}
+
+// Files in which a site describes itself to clients: what a footprinting
+// client reads first. Lower case.
+bool isMetadataPath(std::string_view path) {
+  static constexpr std::array<std::string_view, 9> kPaths = {
+      "/.well-known/security.txt",
+      "/clientaccesspolicy.xml",
+      "/crossdomain.xml",
+      "/humans.txt",
+      "/robots.txt",
+      "/security.txt",
+      "/sitemap.xml",
+      "/sitemap_index.xml",
+      "/sitemap.txt",
+  };
+  if (path.size() > 32) {
+    return false;
+  }
+  std::string lower = lowerCase(path);
+  return std::find(kPaths.begin(), kPaths.end(), std::string_view(lower)) != kPaths.end();
 }
 
 bool isAttackRule(std::string_view rule_id) {
@@ -251,7 +271,8 @@ struct Observation {
   bool status_2xx = false;
   bool attack = false;
   bool probe = false;
-  bool product_path = false;
+  bool product_path = false;   // product or version path: a fingerprinting probe
+  bool footprint_path = false;  // product, version or site metadata path
   std::uint64_t probe_hash = 0;
   bool unusual_method = false;
   FormKind form = FormKind::kNone;
@@ -478,6 +499,7 @@ Observation BehaviourTagger::Impl::read(const AuditRecord& record, std::int64_t 
   bool banner_method = method == "HEAD" || method == "OPTIONS";
   o.unusual_method = !method.empty() && !banner_method && method != "GET" && method != "POST";
   o.product_path = isProductPath(path);
+  o.footprint_path = o.product_path || isMetadataPath(path);
   // A probe counts once per method and path, so a browser that requests
   // /favicon.ico on every page makes one probe.
   o.probe = banner_method || o.product_path;
@@ -547,7 +569,7 @@ bool BehaviourTagger::Impl::add(KeyState& state, const Observation& o, bool trac
   }
   if (state.paths.add(o.path_hash, t, window_start, kPathCap)) {
     ++n[kNewPath];
-    n[kNewProductPath] += o.product_path;
+    n[kNewProductPath] += o.footprint_path;
   }
   // Pages count by URL, because a shop scraper walks one product page with
   // many ids.
@@ -767,8 +789,11 @@ void evaluateProbing(const BehaviourOptions& o, const Summary& s, Firing& fire) 
                      unusual));
   }
 
+  // A sweep over many product and metadata files explains its version
+  // probes too, so it is footprinting alone.
   std::uint64_t probes = n[kNewProbe];
-  if (probes >= o.fingerprinting.min_probes && requests <= o.fingerprinting.max_requests) {
+  if (probes >= o.fingerprinting.min_probes && requests <= o.fingerprinting.max_requests &&
+      !product_sweep) {
     fire(kFingerprinting, confidenceFor(probes, o.fingerprinting.min_probes),
          fmt::format("requests={} probes={}", requests, probes));
   }

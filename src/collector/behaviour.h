@@ -51,7 +51,7 @@ struct BehaviourOptions {
   } vulnerability_scanning;  // OAT-014
 
   struct {
-    std::uint32_t min_product_paths = 5;  // distinct product or version paths
+    std::uint32_t min_product_paths = 5;  // distinct product, version or metadata paths
     std::uint32_t min_unusual_methods = 3;  // methods other than GET, HEAD, POST and OPTIONS
   } footprinting;  // OAT-018
 

@@ -153,7 +153,8 @@ const std::vector<BehaviourOption>& behaviourOptions() {
          o.vulnerability_scanning.min_ratio_404 = parseRatio(n, k);
        }},
       {"behaviour.footprinting.min_product_paths", "count", "5",
-       "OAT-018: distinct paths of well-known products and version files (see docs/oat.md).",
+       "OAT-018: distinct paths of well-known products, version files and site metadata "
+       "(robots.txt, sitemap.xml, security.txt; see docs/oat.md).",
        [](O& o, const N& n, const S& k) { o.footprinting.min_product_paths = parseCount(n, k); }},
       {"behaviour.footprinting.min_unusual_methods", "count", "3",
        "OAT-018: requests with methods other than GET, HEAD, POST and OPTIONS.",
@@ -165,7 +166,8 @@ const std::vector<BehaviourOption>& behaviourOptions() {
        "HEAD or OPTIONS requests).",
        [](O& o, const N& n, const S& k) { o.fingerprinting.min_probes = parseCount(n, k); }},
       {"behaviour.fingerprinting.max_requests", "count", "30",
-       "OAT-004: at most this many requests in the window; more is scanning or footprinting.",
+       "OAT-004: at most this many requests in the window; more is scanning or footprinting. "
+       "A footprinting sweep (min_product_paths) also rules out OAT-004.",
        [](O& o, const N& n, const S& k) { o.fingerprinting.max_requests = parseCount(n, k); }},
       {"behaviour.scraping.min_pages", "count", "8",
        "OAT-011: distinct non-static URLs (path and query) with a 2xx response.",

@@ -288,6 +288,20 @@ TEST_F(BehaviourTest, FootprintingFromProductPaths) {
   EXPECT_FALSE(has(tags, "OAT-014"));
 }
 
+// A client reading what the site publishes about itself: metadata files,
+// then version files. The sweep is footprinting, not fingerprinting.
+TEST_F(BehaviourTest, MetadataSweepIsFootprintingOnly) {
+  std::vector<std::string> paths = {"/robots.txt",  "/sitemap.xml", "/.well-known/security.txt",
+                                    "/humans.txt",  "/crossdomain.xml", "/readme.html",
+                                    "/CHANGELOG.txt", "/server-info", "/admin-old/"};
+  std::vector<OatTag> tags;
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    tags = observe(request("192.0.2.33", "GET", paths[i], 404, kStartMs + i * 100));
+    EXPECT_FALSE(has(tags, "OAT-004")) << paths[i];
+    EXPECT_EQ(has(tags, "OAT-018"), i >= 4) << paths[i];
+  }
+}
+
 TEST_F(BehaviourTest, FootprintingFromUnusualMethods) {
   std::vector<OatTag> tags;
   for (const char* method : {"PUT", "DELETE", "PROPFIND"}) {
