@@ -441,7 +441,7 @@ struct BehaviourTagger::Impl {
   Observation read(const AuditRecord& record, std::int64_t ingest_ms) const;
   std::uint64_t sessionHash(const AuditRecord& record) const;
   Summary observeKey(std::uint64_t key, const Observation& o, bool track_agents, bool& late);
-  bool add(KeyState& state, const Observation& o, bool track_agents) const;
+  bool add(KeyState& state, const Observation& o) const;
   Summary summarize(const KeyState& state, std::int64_t time_ms) const;
   void evaluate(const Summary& s, KeyKind kind, Candidates& out) const;
 };
@@ -540,7 +540,7 @@ Observation BehaviourTagger::Impl::read(const AuditRecord& record, std::int64_t 
   return o;
 }
 
-bool BehaviourTagger::Impl::add(KeyState& state, const Observation& o, bool track_agents) const {
+bool BehaviourTagger::Impl::add(KeyState& state, const Observation& o) const {
   std::int64_t t = o.time_ms;
   if (state.newest_ms != std::numeric_limits<std::int64_t>::min() &&
       t <= state.newest_ms - options.window_ms) {
@@ -595,10 +595,6 @@ bool BehaviourTagger::Impl::add(KeyState& state, const Observation& o, bool trac
     bool fresh = state.cards.add(card.hash, t, window_start, kCardCap);
     n[kNewValidCard] += fresh && card.luhn_valid;
   }
-  if (track_agents) {
-    state.agents.add(o.agent_hash, t, window_start, kAgentCap);
-  }
-
   std::int64_t span = t / options.denial_of_service.span_ms;
   if (span > state.span_index) {
     state.span_previous = span == state.span_index + 1 ? state.span_current : 0;
@@ -835,7 +831,18 @@ Summary BehaviourTagger::Impl::observeKey(std::uint64_t key, const Observation& 
     }
   }
   KeyState& state = shard.entries.front().state;
-  if (!add(state, o, track_agents)) {
+  if (track_agents) {
+    // While an address shows one user agent, its windows would repeat those
+    // of its address and agent key, so it counts only from the second agent.
+    std::int64_t window_start = o.time_ms - options.window_ms;
+    state.agents.add(o.agent_hash, o.time_ms, window_start, kAgentCap);
+    Summary single;
+    single.agents = state.agents.countSince(window_start);
+    if (single.agents < 2) {
+      return single;
+    }
+  }
+  if (!add(state, o)) {
     late = true;
   }
   return summarize(state, o.time_ms);
