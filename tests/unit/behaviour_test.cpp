@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include "collector/collector_sections.h"
 #include "collector/ingest.h"
 #include "collector/store.h"
 #include "common/error.h"
@@ -723,6 +724,20 @@ TEST(BehaviourOptionsTest, RejectsBadValues) {
   expectConfigError("window: 5s\ndenial_of_service: {span: 10s}", "longer than behaviour.window");
   expectConfigError("spamming: 3", "behaviour.spamming: expected a map");
   expectConfigError("window: 1m\nwindow: 2m", "appears twice");
+}
+
+TEST(BehaviourOptionsTest, CollectorConfigDelegatesSection) {
+  CollectorConfig config = parseCollectorConfig("behaviour:\n  window: 90s\n", "test.yaml");
+  EXPECT_EQ(behaviourOptions(config).window_ms, 90'000);
+  EXPECT_THROW(parseCollectorConfig("behaviour:\n  scraping: {pages: 3}\n", "test.yaml"),
+               ConfigError);
+
+  std::filesystem::path shipped =
+      std::filesystem::path(WEBTRAP_SOURCE_DIR) / "etc" / "collector.yaml";
+  BehaviourOptions options = behaviourOptions(loadCollectorConfig(shipped));
+  EXPECT_TRUE(options.enabled);
+  EXPECT_EQ(options.window_ms, 120'000);
+  EXPECT_EQ(options.max_keys, 20'000u);
 }
 
 TEST(BehaviourOptionsTest, ReferenceListsEveryKey) {
