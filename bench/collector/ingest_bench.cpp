@@ -5,15 +5,17 @@
 // time, so other load on the machine changes it little. Not part of the
 // build or the test suite.
 //
-// Build against a configured build folder (webtrap_core is its library) and
-// run from the source folder:
-//   ninja -C build-perfin webtrap_core
-//   c++ -O2 -g -std=c++20 -Isrc bench/collector/ingest_bench.cpp \
-//       build-perfin/libwebtrap_core.a $(pkg-config --libs libdeflate) \
-//       -lsimdjson -lz -lspdlog -lfmt -lyaml-cpp -lmaxminddb -lssl -lcrypto \
-//       -lsqlite3 -lcurl -pthread -o /tmp/ingest_bench
-//   head -20000 WORK_DIR/records-200000-seed1.ndjson > /tmp/records.ndjson
-//   /tmp/ingest_bench /tmp/records.ndjson 3
+// Build against a configured build folder (webtrap_core is its library; the
+// defines are those the library is built with) and run from the source
+// folder:
+//   ninja -C BUILD webtrap_core
+//   c++ -O2 -g -std=c++20 -Isrc -DSPDLOG_COMPILED_LIB -DSPDLOG_FMT_EXTERNAL \
+//       -DSPDLOG_SHARED_LIB -DFMT_SHARED -DUSE_OS_TZDB=1 -DHAS_STRING_VIEW=1 \
+//       -DONLY_C_LOCALE=1 bench/collector/ingest_bench.cpp BUILD/libwebtrap_core.a \
+//       -ldeflate -lsimdjson -lz -lspdlog -lfmt -lyaml-cpp -lmaxminddb -lssl -lcrypto \
+//       -lsqlite3 -lcurl -ldate-tz -ljemalloc -pthread -o /tmp/ingest_bench
+//   head -5000 WORK_DIR/records-50000-seed1.ndjson > /tmp/records.ndjson
+//   /tmp/ingest_bench /tmp/records.ndjson 5
 //
 // The second argument is the number of rounds. Each stage prints the best
 // round, in microseconds of CPU time per record.

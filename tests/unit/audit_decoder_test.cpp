@@ -793,7 +793,7 @@ TEST(AuditDecoder, ThroughputOfRealRecords) {
 }
 
 // Decodes `json` as one line of a batch: the bytes in `after` follow it in
-// the same buffer, and the decoder is told it may read them.
+// the same buffer, and DecodeOptions::readable_after allows reading them.
 DecodeResult decodeInBatch(std::string_view json, std::string_view after) {
   std::string batch(json);
   batch.append(after);
