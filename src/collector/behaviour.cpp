@@ -43,7 +43,8 @@ enum Count : int {
   kStatus2xx,
   kAttack,          // matched a CRS attack rule (930000-944999)
   kNewPath,         // path not seen in the window before
-  kNewPage,         // non-static URL (path and query) with a 2xx response, not seen before
+  kNewUrl,          // non-static URL (path and query) not seen before
+  kNewPage,         // ... with a 2xx response
   kUnusualMethod,   // not GET, HEAD, POST or OPTIONS
   kNewProbe,        // product or version probe (method and path) not seen before
   kNewProductPath,  // product, version or site metadata path not seen before
@@ -573,8 +574,9 @@ bool BehaviourTagger::Impl::add(KeyState& state, const Observation& o) const {
   }
   // Pages count by URL, because a shop scraper walks one product page with
   // many ids.
-  if (o.status_2xx && !o.is_static) {
-    n[kNewPage] += state.pages.add(o.url_hash, t, window_start, kPathCap);
+  if (!o.is_static && state.pages.add(o.url_hash, t, window_start, kPathCap)) {
+    ++n[kNewUrl];
+    n[kNewPage] += o.status_2xx;
   }
 
   if (o.form == FormKind::kLogin) {
@@ -736,10 +738,19 @@ void evaluateRate(const BehaviourOptions& o, const Summary& s, Firing& fire) {
   std::uint64_t paths = n[kNewPath];
   double ratio_404 = ratioOf(n[kStatus404], requests);
 
+  // Either a crawl over existing pages, or a walk over the query values of
+  // a few scripts (product ids), where most ids may not exist.
   std::uint64_t pages = n[kNewPage];
-  if (pages >= o.scraping.min_pages && ratio_404 <= o.scraping.max_ratio_404) {
-    fire(kScraping, confidenceFor(pages, o.scraping.min_pages),
-         fmt::format("requests={} pages={} ratio_404={:.2f}", requests, pages, ratio_404));
+  std::uint64_t urls = n[kNewUrl];
+  bool crawl = pages >= o.scraping.min_pages && ratio_404 <= o.scraping.max_ratio_404;
+  bool query_walk = urls >= o.scraping.min_query_urls && paths * 4 <= urls;
+  if (crawl || query_walk) {
+    double confidence =
+        std::max(crawl ? confidenceFor(pages, o.scraping.min_pages) : 0.0,
+                 query_walk ? confidenceFor(urls, o.scraping.min_query_urls) : 0.0);
+    fire(kScraping, confidence,
+         fmt::format("requests={} pages={} urls={} paths={} ratio_404={:.2f}", requests, pages,
+                     urls, paths, ratio_404));
   }
 
   const auto& dos = o.denial_of_service;

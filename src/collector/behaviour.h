@@ -63,6 +63,8 @@ struct BehaviourOptions {
   struct {
     std::uint32_t min_pages = 8;  // distinct non-static URLs with a 2xx response
     double max_ratio_404 = 0.3;
+    // Distinct URLs over at most a quarter as many paths: a walk over ids.
+    std::uint32_t min_query_urls = 16;
   } scraping;  // OAT-011
 
   struct {

@@ -175,6 +175,10 @@ const std::vector<BehaviourOption>& behaviourOptions() {
       {"behaviour.scraping.max_ratio_404", "ratio", "0.3",
        "OAT-011: at most this share of requests with a 404 response.",
        [](O& o, const N& n, const S& k) { o.scraping.max_ratio_404 = parseRatio(n, k); }},
+      {"behaviour.scraping.min_query_urls", "count", "16",
+       "OAT-011 by query walk: distinct non-static URLs (any status) over at most a quarter as "
+       "many distinct paths, such as product.php?id=1 to 40.",
+       [](O& o, const N& n, const S& k) { o.scraping.min_query_urls = parseCount(n, k); }},
       {"behaviour.denial_of_service.span", "duration", "10s",
        "OAT-015: the span min_requests is counted over, from 1s to the window.",
        [](O& o, const N& n, const S& k) { o.denial_of_service.span_ms = parseDuration(n, k); }},
@@ -292,7 +296,8 @@ std::string describeBehaviourOptions(const BehaviourOptions& o) {
       "stuffing(usernames>={} attempts/username<={}) cracking(passwords>={} "
       "passwords/username>={}) scanning(attack_requests>={} | paths>={} ratio_404>={}) "
       "footprinting(product_paths>={} | unusual_methods>={}) "
-      "fingerprinting(probes>={} requests<={}) scraping(pages>={} ratio_404<={}) "
+      "fingerprinting(probes>={} requests<={}) scraping(pages>={} ratio_404<={} | "
+      "query_urls>={}) "
       "dos(requests>={} in {}s distinct_path_ratio<={}) account_creation(registrations>={}) "
       "token_cracking(coupons>={}) carding(cards>={}) card_cracking(attempts>={}) "
       "spamming(link_posts>={} | posts>={} | links_per_post>={})",
@@ -303,6 +308,7 @@ std::string describeBehaviourOptions(const BehaviourOptions& o) {
       o.vulnerability_scanning.min_ratio_404, o.footprinting.min_product_paths,
       o.footprinting.min_unusual_methods, o.fingerprinting.min_probes,
       o.fingerprinting.max_requests, o.scraping.min_pages, o.scraping.max_ratio_404,
+      o.scraping.min_query_urls,
       o.denial_of_service.min_requests, o.denial_of_service.span_ms / 1000.0,
       o.denial_of_service.max_distinct_path_ratio, o.account_creation.min_registrations,
       o.token_cracking.min_coupons, o.carding.min_cards, o.card_cracking.min_attempts,

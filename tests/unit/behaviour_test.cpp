@@ -356,6 +356,21 @@ TEST_F(BehaviourTest, ScrapingFromManyExistingPages) {
   EXPECT_FALSE(has(tags, "OAT-014"));
 }
 
+TEST_F(BehaviourTest, ScrapingFromIdWalkWithMissingIds) {
+  // Five products exist; the scraper asks for ids 1 to 20.
+  observe(request("192.0.2.34", "GET", "/shop/", 200, kStartMs, "PriceBot/2.1"));
+  std::vector<OatTag> tags;
+  for (int id = 1; id <= 20; ++id) {
+    tags = observe(request("192.0.2.34", "GET", "/shop/product.php?id=" + std::to_string(id),
+                           id <= 5 ? 200 : 404, kStartMs + id * 30, "PriceBot/2.1"));
+    if (id < 15) {
+      EXPECT_FALSE(has(tags, "OAT-011")) << "id " << id;
+    }
+  }
+  EXPECT_TRUE(has(tags, "OAT-011")) << testing::PrintToString(ids(tags));
+  EXPECT_FALSE(has(tags, "OAT-014"));
+}
+
 TEST_F(BehaviourTest, ScrapingCountsPagesByQuery) {
   std::vector<OatTag> tags;
   for (int id = 1; id <= 8; ++id) {
@@ -766,7 +781,7 @@ TEST(BehaviourOptionsTest, ReferenceListsEveryKey) {
     ++keys;
     start = default_end;
   }
-  EXPECT_EQ(keys, 28);
+  EXPECT_EQ(keys, 29);
   BehaviourOptions parsed = parseBehaviourOptions(root);
   EXPECT_EQ(describeBehaviourOptions(parsed), describeBehaviourOptions(BehaviourOptions{}));
 }
