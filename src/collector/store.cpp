@@ -1,5 +1,6 @@
 #include "collector/store.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <system_error>
+#include <thread>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -23,6 +25,15 @@ constexpr int kSchemaVersion = 1;
 // Retention deletes at most this many events per transaction, so inserts
 // wait for the write lock at most one chunk's time.
 constexpr int kRetentionChunk = 5000;
+
+// A passive checkpoint also runs this often while the WAL has frames not
+// yet copied, so an idle store gets its last commits into the database file.
+constexpr auto kCheckpointIdleInterval = std::chrono::seconds(5);
+// How long a RESTART checkpoint waits for readers to leave the WAL. Writers
+// wait behind it, so this is well under their 5 s busy timeout, and a
+// reader that stays longer costs a retry later, not a failed insert.
+constexpr int kCheckpointBusyTimeoutMs = 1000;
+constexpr auto kBlockingCheckpointRetry = std::chrono::seconds(5);
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS events (
@@ -293,6 +304,22 @@ struct Store::Impl {
   mutable std::mutex seen_mutex;
   std::map<std::string, SensorSeen, std::less<>> pending_seen;
 
+  // WAL checkpoints run on `checkpointer`, a connection of their own, in
+  // `checkpoint_thread`. The writer's WAL hook stores the WAL size in pages
+  // after each commit and wakes the thread past options.checkpoint_pages.
+  std::unique_ptr<Connection> checkpointer;
+  std::thread checkpoint_thread;
+  std::mutex checkpoint_mutex;
+  std::condition_variable checkpoint_cv;
+  bool checkpoint_stopping = false;
+  std::atomic<int> wal_pages{0};
+  // Used by the checkpoint thread alone: the WAL frames copied into the
+  // database file as of the last checkpoint, the checkpoints that failed,
+  // and the earliest time for the next blocking checkpoint.
+  int checkpointed_frames = 0;
+  std::uint64_t checkpoint_failures = 0;
+  std::chrono::steady_clock::time_point next_blocking_checkpoint{};
+
   // A read connection borrowed from the pool for the length of one call.
   class Reader {
    public:
@@ -322,6 +349,12 @@ struct Store::Impl {
   };
 
   void open();
+  void startCheckpointer();
+  void stopCheckpointer();
+  void runCheckpointer();
+  int framesToCheckpoint() const;
+  // Returns false when the checkpoint failed or gave up (SQLITE_BUSY).
+  bool checkpoint(int mode);
   void writeDeadLetter(const DeadLetter& letter);
   // Runs `write` without an fsync of its own (see setCursor in store.h).
   template <typename Write>
@@ -341,6 +374,13 @@ void Store::Impl::open() {
   if (options.synchronous != "full" && options.synchronous != "normal") {
     throw StoreError(fmt::format("store {}: synchronous \"{}\" is invalid; use full or normal",
                                  path.string(), options.synchronous),
+                     SQLITE_MISUSE, false);
+  }
+  if (options.checkpoint_pages < 1 || options.checkpoint_blocking_pages < options.checkpoint_pages) {
+    throw StoreError(fmt::format("store {}: checkpoint_pages {} must be at least 1 and at most "
+                                 "checkpoint_blocking_pages {}",
+                                 path.string(), options.checkpoint_pages,
+                                 options.checkpoint_blocking_pages),
                      SQLITE_MISUSE, false);
   }
   if (path.has_parent_path()) {
@@ -395,6 +435,20 @@ void Store::Impl::open() {
   // writer a 32 MiB page cache.
   writer->exec("PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-32768",
                "setting the cache");
+  // This hook replaces SQLite's automatic checkpoint, which is itself a WAL
+  // hook, and hands the work to runCheckpointer(). So the thread holding the
+  // write lock no longer copies pages into the database file.
+  sqlite3_wal_hook(
+      writer->db(),
+      [](void* context, sqlite3*, const char*, int pages) -> int {
+        auto* impl = static_cast<Impl*>(context);
+        impl->wal_pages.store(pages, std::memory_order_relaxed);
+        if (pages >= impl->options.checkpoint_pages) {
+          impl->checkpoint_cv.notify_one();
+        }
+        return SQLITE_OK;
+      },
+      this);
 
   sqlite3_stmt* version = writer->prepare("PRAGMA user_version");
   int schema_version = 0;
@@ -437,6 +491,106 @@ void Store::Impl::open() {
   event_count = static_cast<std::uint64_t>(readCounter(*writer, kEventCount));
   event_bytes = static_cast<std::uint64_t>(readCounter(*writer, kEventBytes));
   duplicates = static_cast<std::uint64_t>(readCounter(*writer, kDuplicates));
+}
+
+void Store::Impl::startCheckpointer() {
+  checkpointer = std::make_unique<Connection>(options.path, false);
+  // The checkpoint syncs the WAL before copying it and the database file
+  // after, under both settings, because SQLite does that in WAL mode for
+  // synchronous FULL and NORMAL alike.
+  checkpointer->exec(options.synchronous == "full" ? "PRAGMA synchronous=FULL"
+                                                   : "PRAGMA synchronous=NORMAL",
+                     "setting synchronous for checkpoints");
+  sqlite3_busy_timeout(checkpointer->db(), kCheckpointBusyTimeoutMs);
+  checkpoint_thread = std::thread([this] { runCheckpointer(); });
+}
+
+void Store::Impl::stopCheckpointer() {
+  if (!checkpoint_thread.joinable()) {
+    return;
+  }
+  {
+    std::lock_guard lock(checkpoint_mutex);
+    checkpoint_stopping = true;
+  }
+  checkpoint_cv.notify_all();
+  checkpoint_thread.join();
+  checkpointer.reset();
+}
+
+int Store::Impl::framesToCheckpoint() const {
+  const int pages = wal_pages.load(std::memory_order_relaxed);
+  // A WAL smaller than what the last checkpoint copied has been restarted
+  // from its beginning by a writer, so every frame in it is new.
+  return pages < checkpointed_frames ? pages : pages - checkpointed_frames;
+}
+
+void Store::Impl::runCheckpointer() {
+  // Named for top -H and perf; Linux allows 15 characters.
+  pthread_setname_np(pthread_self(), "store-checkpt");
+  spdlog::info("store {}: checkpoint thread started (passive at {} WAL pages, blocking at {})",
+               options.path.string(), options.checkpoint_pages, options.checkpoint_blocking_pages);
+  std::unique_lock lock(checkpoint_mutex);
+  while (!checkpoint_stopping) {
+    checkpoint_cv.wait_for(lock, kCheckpointIdleInterval, [this] {
+      return checkpoint_stopping || framesToCheckpoint() >= options.checkpoint_pages;
+    });
+    if (checkpoint_stopping) {
+      break;
+    }
+    if (framesToCheckpoint() == 0) {
+      continue;
+    }
+    // Writers wait behind a blocking checkpoint, so after one that gave up
+    // (a reader stayed) the next waits kBlockingCheckpointRetry.
+    const auto now = std::chrono::steady_clock::now();
+    const bool blocking =
+        wal_pages.load(std::memory_order_relaxed) >= options.checkpoint_blocking_pages &&
+        now >= next_blocking_checkpoint;
+    lock.unlock();
+    const bool done = checkpoint(blocking ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE);
+    if (blocking && !done) {
+      next_blocking_checkpoint = now + kBlockingCheckpointRetry;
+    }
+    if (done && !blocking) {
+      // Commits go on during the copy and append frames that this
+      // checkpoint did not see. A writer starts the WAL over only after a
+      // checkpoint that left no frame, so under steady load the WAL grew to
+      // the blocking limit (measured with bench/collector/store_bench.cpp).
+      // Copying what was appended while holding the write lock finishes
+      // the checkpoint, and the next commit reuses the WAL from its start.
+      std::lock_guard write_lock(write_mutex);
+      checkpoint(SQLITE_CHECKPOINT_PASSIVE);
+    }
+    lock.lock();
+  }
+  spdlog::info("store {}: checkpoint thread stopped", options.path.string());
+}
+
+bool Store::Impl::checkpoint(int mode) {
+  const char* mode_name = mode == SQLITE_CHECKPOINT_RESTART ? "restart" : "passive";
+  int log_frames = 0;
+  int copied_frames = 0;
+  int rc = sqlite3_wal_checkpoint_v2(checkpointer->db(), nullptr, mode, &log_frames,
+                                     &copied_frames);
+  if (rc == SQLITE_OK || rc == SQLITE_BUSY) {
+    // `copied_frames` counts every frame copied so far, by this or earlier
+    // checkpoints, so the next run starts where this one stopped.
+    checkpointed_frames = copied_frames;
+  }
+  if (rc == SQLITE_OK) {
+    return true;
+  }
+  ++checkpoint_failures;
+  // NOTE: a failed or partial checkpoint loses nothing, because readers
+  // find the frames in the WAL, but the WAL grows until one succeeds.
+  if (checkpoint_failures == 1 || checkpoint_failures % 100 == 0) {
+    spdlog::warn("store {}: {} WAL checkpoint failed ({} times so far) after copying {} of {} "
+                 "frames: {}; retrying after the next commits",
+                 options.path.string(), mode_name, checkpoint_failures, copied_frames, log_frames,
+                 sqlite3_errmsg(checkpointer->db()));
+  }
+  return false;
 }
 
 std::int64_t Store::Impl::readCounter(Connection& connection, std::string_view name) const {
@@ -627,6 +781,7 @@ void Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
 Store::Store(StoreOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->options = std::move(options);
   impl_->open();
+  impl_->startCheckpointer();
   spdlog::info("store {}: opened, {} events ({} document bytes), last seq {}, synchronous={}",
                impl_->options.path.string(), impl_->event_count.load(),
                impl_->event_bytes.load(), impl_->last_seq.load(), impl_->options.synchronous);
@@ -639,6 +794,7 @@ Store::~Store() {
     spdlog::error("store {}: cannot write the last sensor updates at close: {}",
                   impl_->options.path.string(), e.what());
   }
+  impl_->stopCheckpointer();
   impl_->idle_readers.clear();
   impl_->writer.reset();
   spdlog::info("store {}: closed", impl_->options.path.string());

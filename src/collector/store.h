@@ -51,6 +51,16 @@ struct StoreOptions {
   // and SQLite's page overhead, and it does not shrink: SQLite reuses freed
   // pages for new events.
   std::uint64_t retention_max_bytes = 10ULL << 30;  // 0: no limit
+  // WAL checkpoints run in a background thread, not in the committing one.
+  // It starts a passive checkpoint once this many WAL pages are not yet in
+  // the database file (1000: SQLite's default automatic checkpoint point,
+  // 64 MiB with the store's 64 KiB pages). Past `checkpoint_blocking_pages`
+  // of WAL it runs a RESTART checkpoint instead, which makes writers wait
+  // up to 1 s for readers, so a reader holding an old snapshot cannot make
+  // the WAL grow without bound. Not in the configuration file: tests set
+  // them lower.
+  int checkpoint_pages = 1000;
+  int checkpoint_blocking_pages = 4000;
 };
 
 struct InsertSummary {

@@ -3,6 +3,7 @@
 #include "collector/retention.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -555,6 +556,100 @@ TEST_F(StoreTest, RetentionTaskCountsAcrossRestarts) {
   EXPECT_EQ(store.eventCount(), 3u);
   EXPECT_EQ(metrics.counter("webtrap_collector_retention_removed_total", "").value(), 4u);
   EXPECT_EQ(metrics.counter("webtrap_collector_retention_errors_total", "").value(), 0u);
+}
+
+// The WAL frames a passive checkpoint found, from a connection of the test's
+// own. It retries while the store's checkpoint thread runs one (SQLITE_BUSY)
+// and returns -1 when that lasts 5 s or the checkpoint fails.
+int walFrames(const fs::path& path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+    sqlite3_close_v2(db);
+    return -1;
+  }
+  // A connection opens the WAL on its first read. Before that, a
+  // checkpoint reports -1 frames.
+  sqlite3_exec(db, "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr);
+  int log_frames = -1;
+  int rc = SQLITE_BUSY;
+  for (int attempt = 0; attempt < 100 && rc == SQLITE_BUSY; ++attempt) {
+    if (attempt > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    int copied_frames = -1;
+    rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+                                   &copied_frames);
+  }
+  sqlite3_close_v2(db);
+  return rc == SQLITE_OK ? log_frames : -1;
+}
+
+TEST_F(StoreTest, CheckpointRunsInBackground) {
+  // About 64 WAL pages: too few for SQLite's automatic checkpoint (1000
+  // pages), so only the background checkpoint grows the database file.
+  options_.checkpoint_pages = 4;
+  options_.checkpoint_blocking_pages = 400;
+  Store store(options_);
+  const auto empty_size = fs::file_size(options_.path);
+  for (int batch = 0; batch < 8; ++batch) {
+    store.insert(makeEvents("w" + std::to_string(batch) + "-", 64, 8000));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (fs::file_size(options_.path) < empty_size + (3u << 20) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GE(fs::file_size(options_.path), empty_size + (3u << 20));
+  EXPECT_EQ(store.eventCount(), 512u);
+}
+
+TEST_F(StoreTest, HeldReaderDoesNotFailInserts) {
+  options_.checkpoint_pages = 4;
+  options_.checkpoint_blocking_pages = 16;
+  Store store(options_);
+  store.insert(makeEvents("first", 8, 8000));
+
+  // A reader holding a snapshot keeps every later frame in the WAL.
+  sqlite3* reader = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(options_.path.c_str(), &reader, SQLITE_OPEN_READONLY, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM events;", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  // Inserts go on while the reader stays: a blocking checkpoint gives up
+  // after 1 s, well before the writer's 5 s busy timeout.
+  for (int batch = 0; batch < 6; ++batch) {
+    EXPECT_NO_THROW(store.insert(makeEvents("held" + std::to_string(batch) + "-", 64, 8000)));
+  }
+  const int held_frames = walFrames(options_.path);
+  EXPECT_GT(held_frames, options_.checkpoint_blocking_pages);
+
+  sqlite3_exec(reader, "COMMIT", nullptr, nullptr, nullptr);
+  sqlite3_close_v2(reader);
+
+  // Without readers, a checkpoint copies every frame, and the next commit
+  // starts the WAL over from its beginning.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  int frames = held_frames;
+  while (frames >= held_frames && std::chrono::steady_clock::now() < deadline) {
+    store.insert(makeEvents("after" + std::to_string(frames) + "-" +
+                                std::to_string(std::chrono::steady_clock::now()
+                                                   .time_since_epoch()
+                                                   .count()) +
+                                "-",
+                            4, 8000));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    frames = walFrames(options_.path);
+  }
+  EXPECT_LT(frames, held_frames);
+  EXPECT_GE(frames, 0);
+}
+
+TEST_F(StoreTest, InvalidCheckpointPagesRejected) {
+  options_.checkpoint_pages = 0;
+  EXPECT_THROW(Store store(options_), StoreError);
+  options_.checkpoint_pages = 10;
+  options_.checkpoint_blocking_pages = 5;
+  EXPECT_THROW(Store store(options_), StoreError);
 }
 
 }  // namespace
