@@ -220,6 +220,11 @@ struct ElasticsearchOutput::Metrics {
 
 ElasticsearchOutput::ElasticsearchOutput(ElasticsearchOptions options, MetricsRegistry& metrics)
     : options_(options), client_(std::move(options)), metrics_(std::make_unique<Metrics>(metrics)) {
+  if (options_.index.empty()) {
+    data_stream_action_ = R"({"create":{"_index":")";
+    appendJsonEscaped(data_stream_action_, options_.data_stream);
+    data_stream_action_ += R"(","_id":")";
+  }
   spdlog::info("elasticsearch output: {} URL(s) starting with {}, target {}{}", options_.urls.size(),
                options_.urls.front(),
                options_.index.empty() ? "data stream " + options_.data_stream
@@ -245,9 +250,13 @@ std::string ElasticsearchOutput::targetFor(const StoredEvent& event) const {
 }
 
 void ElasticsearchOutput::appendBulkItem(std::string& body, const StoredEvent& event) const {
-  body += R"({"create":{"_index":")";
-  appendJsonEscaped(body, targetFor(event));
-  body += R"(","_id":")";
+  if (!data_stream_action_.empty()) {
+    body += data_stream_action_;
+  } else {
+    body += R"({"create":{"_index":")";
+    appendJsonEscaped(body, targetFor(event));
+    body += R"(","_id":")";
+  }
   appendJsonEscaped(body, event.event_id);
   body += "\"}}\n";
   body += event.document;
@@ -304,7 +313,8 @@ std::vector<ItemResult> ElasticsearchOutput::send(std::span<const StoredEvent> b
 
 std::vector<ItemResult> ElasticsearchOutput::sendRequest(
     std::span<const StoredEvent* const> events) {
-  std::string body;
+  std::string& body = body_;
+  body.clear();
   std::size_t reserve = 0;
   for (const StoredEvent* event : events) {
     reserve += event->document.size() + event->event_id.size() + kActionOverhead + 64;

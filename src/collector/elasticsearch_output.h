@@ -128,6 +128,12 @@ class ElasticsearchOutput : public Output {
   ElasticsearchOptions options_;
   ElasticsearchClient client_;
   std::unique_ptr<Metrics> metrics_;
+  // With a data stream every action line starts the same way: the text up
+  // to the _id's opening quote, escaped once. Empty with dated indices.
+  std::string data_stream_action_;
+  // The request body, kept between requests so its capacity (up to
+  // request_max_bytes) is allocated once.
+  std::string body_;
 };
 
 struct BulkResponseItems {

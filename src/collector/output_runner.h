@@ -81,7 +81,10 @@ class OutputRunner {
   struct Metrics;
 
   void run();
-  void sendBatch(std::vector<StoredEvent> batch);
+  // Sends `batch` until every event is finished or the runner stops. On
+  // the path without retries the events are left in place, so run() reuses
+  // their strings for the next read.
+  void sendBatch(std::vector<StoredEvent>& batch);
   // Waits until a notify() finds at least `min_events` events after the
   // cursor, or until the deadline or stop().
   bool waitForEvents(std::chrono::steady_clock::time_point deadline, std::size_t min_events);
@@ -103,6 +106,10 @@ class OutputRunner {
   bool notified_ = false;
   std::int64_t cursor_ = 0;
   std::thread thread_;
+
+  // The batch being sent. Used by the runner thread alone, and kept between
+  // batches so its strings keep their capacity.
+  std::vector<StoredEvent> batch_;
 
   std::chrono::steady_clock::time_point last_retry_log_{};
   std::uint64_t suppressed_retry_logs_ = 0;

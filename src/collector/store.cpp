@@ -252,6 +252,17 @@ std::string columnText(sqlite3_stmt* stmt, int index) {
   return text ? std::string(text, static_cast<std::size_t>(size)) : std::string();
 }
 
+// Copies a text or blob column into `out`, reusing its capacity.
+void assignColumnText(sqlite3_stmt* stmt, int index, std::string& out) {
+  const auto* text = static_cast<const char*>(sqlite3_column_blob(stmt, index));
+  int size = sqlite3_column_bytes(stmt, index);
+  if (text) {
+    out.assign(text, static_cast<std::size_t>(size));
+  } else {
+    out.clear();
+  }
+}
+
 SensorInfo readSensor(sqlite3_stmt* stmt) {
   SensorInfo info;
   info.sensor_id = columnText(stmt, 0);
@@ -841,8 +852,16 @@ InsertSummary Store::insert(std::span<const NewEvent> events,
 std::vector<StoredEvent> Store::readAfter(std::int64_t after_seq, std::size_t max_count,
                                           std::size_t max_bytes) const {
   std::vector<StoredEvent> events;
+  readAfter(after_seq, max_count, max_bytes, events);
+  return events;
+}
+
+void Store::readAfter(std::int64_t after_seq, std::size_t max_count, std::size_t max_bytes,
+                      std::vector<StoredEvent>& events) const {
+  std::size_t count = 0;
   if (max_count == 0) {
-    return events;
+    events.clear();
+    return;
   }
   Impl::Reader reader(*impl_);
   sqlite3_stmt* stmt = reader->prepare(
@@ -856,18 +875,23 @@ std::vector<StoredEvent> Store::readAfter(std::int64_t after_seq, std::size_t ma
     // The size column is read before the document, so the event that
     // would overflow the byte budget is never copied.
     auto size = static_cast<std::size_t>(sqlite3_column_int64(stmt, 4));
-    if (!events.empty() && bytes + size > max_bytes) {
+    if (count > 0 && bytes + size > max_bytes) {
       break;
     }
-    StoredEvent& event = events.emplace_back();
+    if (count == events.size()) {
+      events.emplace_back();
+    }
+    StoredEvent& event = events[count++];
     event.seq = sqlite3_column_int64(stmt, 0);
-    event.event_id = columnText(stmt, 1);
+    assignColumnText(stmt, 1, event.event_id);
     event.timestamp_ms = sqlite3_column_int64(stmt, 2);
-    event.sensor_id = columnText(stmt, 3);
-    event.document = columnText(stmt, 5);
+    assignColumnText(stmt, 3, event.sensor_id);
+    assignColumnText(stmt, 5, event.document);
     bytes += event.document.size();
   }
-  return events;
+  // Entries past `count` are destroyed, so only the entries in use keep
+  // their capacity for the next call.
+  events.resize(count);
 }
 
 std::int64_t Store::lastSeq() const { return impl_->last_seq.load(); }

@@ -113,6 +113,11 @@ class Store {
   // about `max_bytes` of documents (always at least one event if any).
   std::vector<StoredEvent> readAfter(std::int64_t after_seq, std::size_t max_count,
                                      std::size_t max_bytes) const;
+  // The same, into `events`, whose strings keep their capacity from the
+  // last call, so a reader that passes the same vector each time allocates
+  // nothing once the documents stop growing.
+  void readAfter(std::int64_t after_seq, std::size_t max_count, std::size_t max_bytes,
+                 std::vector<StoredEvent>& events) const;
 
   std::int64_t lastSeq() const;
 

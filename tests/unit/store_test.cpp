@@ -218,6 +218,29 @@ TEST_F(StoreTest, ReadAfterRespectsBounds) {
   EXPECT_TRUE(store.readAfter(0, 0, 1 << 20).empty());
 }
 
+TEST_F(StoreTest, ReadAfterIntoReusedVector) {
+  Store store(options_);
+  store.insert(makeEvents("v", 10, 1000));
+
+  std::vector<StoredEvent> events;
+  store.readAfter(0, 6, 1 << 20, events);
+  ASSERT_EQ(events.size(), 6u);
+  EXPECT_EQ(events.front().seq, 1);
+  EXPECT_EQ(events.back().event_id, "v5");
+
+  // A shorter read drops the entries it does not fill.
+  store.readAfter(6, 100, 1 << 20, events);
+  ASSERT_EQ(events.size(), 4u);
+  EXPECT_EQ(events.front().seq, 7);
+  EXPECT_EQ(events.front().event_id, "v6");
+  EXPECT_EQ(events.front().sensor_id, "sensor-a");
+  EXPECT_EQ(events.front().document, makeEvent("v6", 1000).document);
+  EXPECT_EQ(events.back().seq, 10);
+
+  store.readAfter(10, 100, 1 << 20, events);
+  EXPECT_TRUE(events.empty());
+}
+
 TEST_F(StoreTest, TimestampAfterFindsNextEvent) {
   Store store(options_);
   std::vector<NewEvent> events = {makeEvent("t1", 100, 5000), makeEvent("t2", 100, 7000)};
