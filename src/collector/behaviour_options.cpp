@@ -69,7 +69,8 @@ std::int64_t parseDuration(const YAML::Node& node, const std::string& key) {
 
 std::vector<std::string> parseCookieNames(const YAML::Node& node, const std::string& key) {
   if (!node.IsSequence()) {
-    throw ConfigError(fmt::format("{}: expected a list of cookie names, such as [PHPSESSID]",
+    throw ConfigError(fmt::format("{}: invalid value; use a list of cookie names, such as "
+                                  "[PHPSESSID]",
                                   key));
   }
   std::vector<std::string> names;

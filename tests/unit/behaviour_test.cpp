@@ -357,7 +357,7 @@ TEST_F(BehaviourTest, ScrapingFromManyExistingPages) {
 }
 
 TEST_F(BehaviourTest, ScrapingFromIdWalkWithMissingIds) {
-  // Five products exist; the scraper asks for ids 1 to 20.
+  // Five products exist, and the scraper requests ids 1 to 20.
   observe(request("192.0.2.34", "GET", "/shop/", 200, kStartMs, "PriceBot/2.1"));
   std::vector<OatTag> tags;
   for (int id = 1; id <= 20; ++id) {
@@ -734,7 +734,7 @@ TEST(BehaviourOptionsTest, RejectsBadValues) {
   expectConfigError("vulnerability_scanning: {min_ratio_404: 1.5}", "from 0 to 1");
   expectConfigError("carding: {min_cards: 0}", "use a count from 1 to 1000000");
   expectConfigError("max_keys: 0", "behaviour.max_keys");
-  expectConfigError("session_cookies: PHPSESSID", "expected a list of cookie names");
+  expectConfigError("session_cookies: PHPSESSID", "use a list of cookie names");
   expectConfigError("session_cookies: ['a b']", "invalid cookie name");
   expectConfigError("window: 5s\ndenial_of_service: {span: 10s}", "longer than behaviour.window");
   expectConfigError("spamming: 3", "behaviour.spamming: expected a map");
