@@ -41,6 +41,12 @@ LIMITS = """\
   attack payloads. It is labelled OAT-014 only, so a credential, account,
   comment or coupon tag on it counts as a false positive: a defender reading
   those tags would be misled about what the source did.
+- **Same traffic, different labels.** gobuster and dirb are labelled
+  OAT-014, as the scenario list of this evaluation asks. nmap's http-enum
+  script sends the same kind of long, mostly-404 path list but is labelled
+  OAT-004 and OAT-018, as a fingerprinting and footprinting script. A
+  tagger that reads only the traffic cannot give each the labels it has, so
+  a mismatch there shows in OAT-014 precision.
 - **Not covered.** Threats with no scenario here (OAT-003, OAT-005,
   OAT-006, OAT-009, OAT-012, OAT-013, OAT-016, OAT-020, OAT-021) have no
   recall figure; any tag for them counts only as a false positive below.
