@@ -13,6 +13,7 @@ std::vector<OatTag> recordOatTags(const AuditRecord& record) {
   oat::RequestEvidence evidence;
   for (const RuleMessage& message : record.messages) {
     evidence.rule_ids.push_back(message.rule_id);
+    evidence.rule_data.push_back(message.data);
     for (const std::string& tag : message.tags) {
       evidence.rule_tags.push_back(tag);
     }

@@ -217,6 +217,9 @@ std::string renderJson(const Ontology& ontology) {
     if (!rule.condition.empty()) {
       json.member("condition", rule.condition);
     }
+    if (!rule.data.empty()) {
+      json.stringArray("data", rule.data);
+    }
     json.member("oat", rule.oat);
     json.key("confidence");
     json.number(rule.confidence);
@@ -257,6 +260,9 @@ std::string renderMarkdown(const Ontology& ontology) {
     std::string match = rule.match;
     if (!rule.condition.empty()) {
       match += fmt::format(" ({})", rule.condition);
+    }
+    if (!rule.data.empty()) {
+      match += fmt::format(" with {}", fmt::join(rule.data, ", "));
     }
     const Threat* threat = ontology.find(rule.oat);
     out += fmt::format("| {} | `{}` | {} {} | {} | {} | {} |\n", rule.source, match, rule.oat,

@@ -177,7 +177,8 @@ void checkMatch(const RequestRule& rule, std::string_view where) {
 
 RequestRule parseRule(const YAML::Node& node, std::size_t position, const Ontology::Impl& impl) {
   std::string where = fmt::format("request_rules[{}]", position);
-  checkKeys(node, where, {"source", "match", "oat", "confidence", "attack", "condition", "note"});
+  checkKeys(node, where,
+            {"source", "match", "oat", "confidence", "attack", "condition", "data", "note"});
   RequestRule rule;
   rule.source = requiredString(node, "source", where);
   if (rule.source != "crs" && rule.source != "bait" && rule.source != "route") {
@@ -199,6 +200,11 @@ RequestRule parseRule(const YAML::Node& node, std::size_t position, const Ontolo
   }
   rule.attack = stringList(node, "attack", where, isAttackId, "T1190");
   rule.condition = optionalString(node, "condition", where);
+  rule.data = stringList(
+      node, "data", where, [](std::string_view text) { return !text.empty(); }, "whatweb");
+  if (!rule.data.empty() && rule.source != "crs") {
+    invalid(where, "only crs rules take 'data'");
+  }
   rule.note = optionalString(node, "note", where);
   checkMatch(rule, where);
   return rule;

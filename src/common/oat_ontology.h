@@ -36,8 +36,12 @@ struct RequestRule {
   double confidence = 0.0;
   std::vector<std::string> attack;
   // Route rules only: "links" applies the rule only when the submitted form
-  // holds at least one URL; empty applies it always.
+  // contains at least one URL; empty applies it always.
   std::string condition;
+  // Crs rules only: when not empty, the rule applies only when the rule
+  // message's matched data contains one of these (ASCII case-insensitive),
+  // such as a scanner name that CRS 913100 found in the User-Agent.
+  std::vector<std::string> data;
   std::string note;  // what the evidence means, for docs and tables
 };
 

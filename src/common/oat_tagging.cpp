@@ -35,14 +35,29 @@ class RuleIndex {
 
   const Ontology& ontology() const { return ontology_; }
 
-  // Returns the rules of the longest crs prefix of `rule_id`, or nullptr.
-  const std::vector<std::size_t>* crsRules(std::string_view rule_id) const {
+  // Calls `apply(rule)` for the crs rules that apply to a message with
+  // `rule_id` and matched `data`. A rule is a candidate when its match is a
+  // prefix of the id and its `data`, when set, occurs in the data. Only the
+  // candidates with the longest match apply.
+  template <class Apply>
+  void forCrsRules(std::string_view rule_id, std::string_view data, Apply&& apply) const {
+    std::span<const RequestRule> rules = ontology_.requestRules();
     for (const Group& group : crs_) {
-      if (rule_id.starts_with(group.match)) {
-        return &group.rules;
+      if (!rule_id.starts_with(group.match)) {
+        continue;
+      }
+      bool applied = false;
+      for (std::size_t position : group.rules) {
+        const RequestRule& rule = rules[position];
+        if (dataMatches(rule, data)) {
+          apply(rule);
+          applied = true;
+        }
+      }
+      if (applied) {
+        return;
       }
     }
-    return nullptr;
   }
 
   const std::vector<std::size_t>* baitRules(std::string_view kind) const {
@@ -61,6 +76,25 @@ class RuleIndex {
     std::string match;
     std::vector<std::size_t> rules;  // positions in Ontology::requestRules()
   };
+
+  static bool dataMatches(const RequestRule& rule, std::string_view data) {
+    if (rule.data.empty()) {
+      return true;
+    }
+    for (const std::string& needle : rule.data) {
+      if (containsIgnoreCase(data, needle)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  static bool containsIgnoreCase(std::string_view text, std::string_view needle) {
+    auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
+    auto found = std::search(text.begin(), text.end(), needle.begin(), needle.end(),
+                             [&](char a, char b) { return lower(a) == lower(b); });
+    return found != text.end();
+  }
 
   static Group& groupFor(std::vector<Group>& groups, const std::string& match) {
     for (Group& group : groups) {
@@ -137,12 +171,11 @@ std::string reasonFor(const Candidate& candidate, const RequestEvidence& evidenc
 std::vector<OatTag> tagWithIndex(const RuleIndex& index, const RequestEvidence& evidence) {
   std::span<const RequestRule> rules = index.ontology().requestRules();
   CandidateSet set;
-  for (std::string_view rule_id : evidence.rule_ids) {
-    if (const auto* matches = index.crsRules(rule_id)) {
-      for (std::size_t position : *matches) {
-        set.offer(rules[position], "crs", rule_id);
-      }
-    }
+  for (std::size_t i = 0; i < evidence.rule_ids.size(); ++i) {
+    std::string_view rule_id = evidence.rule_ids[i];
+    std::string_view data = i < evidence.rule_data.size() ? evidence.rule_data[i] : "";
+    index.forCrsRules(rule_id, data,
+                      [&](const RequestRule& rule) { set.offer(rule, "crs", rule_id); });
   }
   auto offerBait = [&](std::string_view kind) {
     if (const auto* matches = index.baitRules(kind)) {

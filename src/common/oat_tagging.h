@@ -16,6 +16,7 @@ namespace webtrap::oat {
 // The evidence one request gives the tagger.
 struct RequestEvidence {
   std::vector<std::string_view> rule_ids;    // ModSecurity rule ids that matched
+  std::vector<std::string_view> rule_data;   // each rule's matched data, same order (may be shorter)
   std::vector<std::string_view> rule_tags;   // tags of those rules ('webtrap/bait/<kind>' counts)
   std::vector<std::string_view> bait_kinds;  // probe bait hits: robots_trap, cookie, ...
   std::string_view route_kind;               // persona route kind, empty when unknown

@@ -12,6 +12,7 @@ std::vector<OatTag> tagProbeRequest(std::string_view method, const RouteOutcome&
   // real matches, so they count. A shed request has none.
   for (const RuleMatch& match : inspection.matches) {
     evidence.rule_ids.push_back(match.id);
+    evidence.rule_data.push_back(match.data);
     for (const std::string& tag : match.tags) {
       evidence.rule_tags.push_back(tag);
     }

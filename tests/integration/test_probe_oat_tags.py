@@ -30,8 +30,8 @@ def post(path, fields):
     return head + body
 
 
-def get(target):
-    return (f"GET {target} HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: oat-test\r\n"
+def get(target, agent="oat-test"):
+    return (f"GET {target} HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: {agent}\r\n"
             f"Connection: close\r\n\r\n").encode()
 
 
@@ -52,6 +52,7 @@ class ProbeOatTagsTest(unittest.TestCase):
                 "comment": "Cheap pills http://spam.example/a and http://spam.example/b",
                 "bags": "false"})),
             (cls.probe.bait_port, get("/bait-port-marker")),
+            (cls.probe.http_port, get("/whatweb-marker", agent="WhatWeb/0.5.5")),
         ]
         for port, data in requests:
             send_raw(port, data)
@@ -109,6 +110,12 @@ class ProbeOatTagsTest(unittest.TestCase):
         self.assertIn("OAT-017", tags)
         self.assertTrue(tags["OAT-017"]["reason"].startswith("route:comment POST links="),
                         tags["OAT-017"]["reason"])
+
+    def test_whatweb_user_agent_is_fingerprinting(self):
+        tags = self.tags("/whatweb-marker")
+        self.assertEqual(set(tags), {"OAT-004"})
+        self.assertEqual(tags["OAT-004"]["reason"], "crs:913100")
+        self.assertGreaterEqual(tags["OAT-004"]["confidence"], 0.5)
 
     def test_bait_port_is_fingerprinting(self):
         tags = self.tags("/bait-port-marker")

@@ -191,6 +191,15 @@ TEST(OatOntologyYaml, BadRouteMatchIsRejected) {
                  "<route kind> <METHOD>");
 }
 
+TEST(OatOntologyYaml, DataOnlyForCrsRules) {
+  expectRejected(minimalWith("source: crs, match: \"942\"",
+                             "source: bait, match: cookie, data: [x]"),
+                 "only crs rules take 'data'");
+  Ontology ontology = Ontology::fromYaml(minimalWith("match: \"942\"",
+                                                     "match: \"913100\", data: [whatweb]"));
+  EXPECT_EQ(ontology.requestRules()[0].data, std::vector<std::string>{"whatweb"});
+}
+
 TEST(OatOntologyYaml, MissingVersionIsRejected) {
   expectRejected(minimalWith("version: test-1", "versio: test-1"), "unknown key");
 }

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <simdjson.h>
 
@@ -21,11 +22,19 @@ const OatTag* findTag(const std::vector<OatTag>& tags, std::string_view id) {
   return nullptr;
 }
 
-RuleMatch ruleMatch(std::string id, std::vector<std::string> tags = {}) {
+RuleMatch ruleMatch(std::string id, std::vector<std::string> tags = {}, std::string data = "") {
   RuleMatch match;
   match.id = std::move(id);
   match.tags = std::move(tags);
+  match.data = std::move(data);
   return match;
+}
+
+// CRS 913100's logdata for a scanner name found in the User-Agent.
+RuleMatch scannerMatch(std::string_view name, std::string_view agent) {
+  return ruleMatch("913100", {"attack-reputation-scanner"},
+                   fmt::format("Matched Data: {} found within REQUEST_HEADERS:User-Agent: {}",
+                               name, agent));
 }
 
 InspectionResult inspected(std::vector<RuleMatch> matches) {
@@ -88,6 +97,36 @@ TEST(ProbeOatTags, RestrictedFileIsAmbiguous) {
   auto payload = tagProbeRequest("GET", route("page"), inspected({ruleMatch("930120")}));
   ASSERT_EQ(payload.size(), 1u);
   EXPECT_GE(payload[0].confidence, 0.5);
+}
+
+TEST(ProbeOatTags, ScannerNameTellsToolsApart) {
+  auto whatweb = tagProbeRequest(
+      "GET", route("page"), inspected({scannerMatch("whatweb", "whatweb/0.5.5")}));
+  ASSERT_EQ(whatweb.size(), 1u);
+  EXPECT_EQ(whatweb[0].id, "OAT-004");
+  EXPECT_GE(whatweb[0].confidence, 0.5);
+
+  auto nikto = tagProbeRequest("GET", route("page"),
+                               inspected({scannerMatch("nikto", "mozilla/5.00 (nikto/2.1.6)")}));
+  ASSERT_EQ(nikto.size(), 1u);
+  EXPECT_EQ(nikto[0].id, "OAT-014");
+  EXPECT_GE(nikto[0].confidence, 0.5);
+
+  auto hydra = tagProbeRequest("POST", route("page"),
+                               inspected({scannerMatch("(hydra)", "mozilla/4.0 (hydra)")}));
+  ASSERT_EQ(hydra.size(), 2u);
+  EXPECT_EQ(hydra[0].id, "OAT-007");
+  EXPECT_LT(hydra[0].confidence, 0.5);
+  EXPECT_EQ(hydra[1].id, "OAT-008");
+}
+
+TEST(ProbeOatTags, UnlistedScannerFallsBackToFamily) {
+  auto tags = tagProbeRequest("GET", route("page"),
+                              inspected({scannerMatch("cgichk", "cgichk 1.0")}));
+  ASSERT_EQ(tags.size(), 2u);
+  EXPECT_EQ(tags[0].id, "OAT-004");
+  EXPECT_DOUBLE_EQ(tags[0].confidence, 0.4);
+  EXPECT_EQ(tags[1].id, "OAT-014");
 }
 
 TEST(ProbeOatTags, UnmappedRulesGiveNoTag) {
