@@ -131,6 +131,175 @@ void addRunCandidates(std::string_view text, const std::vector<DigitGroup>& grou
   }
 }
 
+// The spellings of a digit that maskEveryCardNumber reads, each with the
+// spelling of '*' that replaces it (the same length).
+enum class DigitSpelling { kAscii, kPercent, kDoublePercent, kFullWidth, kPercentFullWidth,
+                           kJsonEscape, kJsonFullWidth };
+
+struct DigitSymbol {
+  std::size_t begin = 0;
+  DigitSpelling spelling = DigitSpelling::kAscii;
+  int value = 0;
+};
+
+struct SymbolLength {
+  std::size_t length = 0;  // 0: no symbol at this position
+  DigitSpelling spelling = DigitSpelling::kAscii;
+  int value = 0;
+};
+
+bool matchesAt(std::string_view text, std::size_t pos, std::string_view pattern) {
+  return text.size() - pos >= pattern.size() &&
+         std::equal(pattern.begin(), pattern.end(), text.begin() + static_cast<std::ptrdiff_t>(pos),
+                    [](char p, char c) {
+                      return p == c || (p >= 'A' && p <= 'F' && c == p - 'A' + 'a');
+                    });
+}
+
+// Reads one digit at `pos` in any spelling of DigitSpelling.
+SymbolLength readDigit(std::string_view text, std::size_t pos) {
+  char c = text[pos];
+  std::size_t rest = text.size() - pos;
+  if (isDigit(c)) {
+    return {1, DigitSpelling::kAscii, c - '0'};
+  }
+  if (c == '%') {
+    if (rest >= 3 && text[pos + 1] == '3' && isDigit(text[pos + 2])) {
+      return {3, DigitSpelling::kPercent, text[pos + 2] - '0'};
+    }
+    if (rest >= 5 && matchesAt(text, pos, "%253") && isDigit(text[pos + 4])) {
+      return {5, DigitSpelling::kDoublePercent, text[pos + 4] - '0'};
+    }
+    if (rest >= 9 && matchesAt(text, pos, "%EF%BC%9") && isDigit(text[pos + 8])) {
+      return {9, DigitSpelling::kPercentFullWidth, text[pos + 8] - '0'};
+    }
+    return {};
+  }
+  if (c == '\\' && rest >= 6 && text[pos + 1] == 'u') {
+    if (matchesAt(text, pos + 2, "003") && isDigit(text[pos + 5])) {
+      return {6, DigitSpelling::kJsonEscape, text[pos + 5] - '0'};
+    }
+    if (matchesAt(text, pos + 2, "FF1") && isDigit(text[pos + 5])) {
+      return {6, DigitSpelling::kJsonFullWidth, text[pos + 5] - '0'};
+    }
+    return {};
+  }
+  // U+FF10 to U+FF19 are EF BC 90 to EF BC 99 in UTF-8.
+  if (static_cast<unsigned char>(c) == 0xEF && rest >= 3 &&
+      static_cast<unsigned char>(text[pos + 1]) == 0xBC) {
+    auto last = static_cast<unsigned char>(text[pos + 2]);
+    if (last >= 0x90 && last <= 0x99) {
+      return {3, DigitSpelling::kFullWidth, last - 0x90};
+    }
+  }
+  return {};
+}
+
+std::string_view maskSpelling(DigitSpelling spelling) {
+  switch (spelling) {
+    case DigitSpelling::kAscii:
+      return "*";
+    case DigitSpelling::kPercent:
+      return "%2A";
+    case DigitSpelling::kDoublePercent:
+      return "%252A";
+    case DigitSpelling::kFullWidth:
+      return "\xEF\xBC\x8A";  // U+FF0A FULLWIDTH ASTERISK
+    case DigitSpelling::kPercentFullWidth:
+      return "%EF%BC%8A";
+    case DigitSpelling::kJsonEscape:
+      return "\\u002A";
+    case DigitSpelling::kJsonFullWidth:
+      return "\\uFF0A";
+  }
+  return "*";
+}
+
+// Returns the length of a separator that maskEveryCardNumber skips between
+// digits, or 0.
+std::size_t looseSeparatorLength(std::string_view text, std::size_t pos) {
+  char c = text[pos];
+  switch (c) {
+    case ' ': case '-': case '.': case '/': case '_': case '+': case '\t': case '\r': case '\n':
+      return 1;
+    default:
+      break;
+  }
+  if (c == '%') {
+    for (std::string_view escape : {"%20", "%2D", "%2E", "%2F", "%5F", "%2B", "%09", "%0A", "%0D"}) {
+      if (matchesAt(text, pos, escape)) {
+        return 3;
+      }
+    }
+    return 0;
+  }
+  if (c == '\\' && pos + 1 < text.size()) {
+    char next = text[pos + 1];
+    if (next == 'n' || next == 'r' || next == 't' || next == '/') {
+      return 2;
+    }
+  }
+  return 0;
+}
+
+// Separators allowed between two digits of one run: enough for "\r\n" and
+// " - ".
+constexpr std::size_t kMaxLooseSeparators = 3;
+
+// Marks in `masked` every digit of `run` in the middle of a Luhn-valid
+// window of 13 to 19 digits. Luhn sums come from prefix sums, so a run of n
+// digits costs O(n), not O(n * 19).
+void maskRunWindows(std::string_view text, const std::vector<DigitSymbol>& run,
+                    std::optional<std::string>& masked) {
+  const std::size_t count = run.size();
+  if (count < kMinMaskedDigits) {
+    return;
+  }
+  auto doubled = [](int digit) { return digit * 2 > 9 ? digit * 2 - 9 : digit * 2; };
+  // even_plain[k]: the Luhn sum of run[0, k) when even indexes are not
+  // doubled; odd_plain[k]: when odd indexes are not doubled. A window's last
+  // digit is never doubled, so its parity picks the array.
+  std::vector<int> even_plain(count + 1, 0);
+  std::vector<int> odd_plain(count + 1, 0);
+  for (std::size_t m = 0; m < count; ++m) {
+    int digit = run[m].value;
+    bool even = m % 2 == 0;
+    even_plain[m + 1] = even_plain[m] + (even ? digit : doubled(digit));
+    odd_plain[m + 1] = odd_plain[m] + (even ? doubled(digit) : digit);
+  }
+  // Difference array of the masked ranges [begin + 6, end - 4).
+  std::vector<int> cover(count + 1, 0);
+  bool any = false;
+  for (std::size_t begin = 0; begin + kMinMaskedDigits <= count; ++begin) {
+    for (std::size_t length = kMinMaskedDigits; length <= kMaxCardDigits; ++length) {
+      std::size_t end = begin + length;
+      if (end > count) {
+        break;
+      }
+      const std::vector<int>& sums = (end - 1) % 2 == 0 ? even_plain : odd_plain;
+      if ((sums[end] - sums[begin]) % 10 == 0) {
+        ++cover[begin + kKeptLeading];
+        --cover[end - kKeptTrailing];
+        any = true;
+      }
+    }
+  }
+  if (!any) {
+    return;
+  }
+  if (!masked) {
+    masked.emplace(text);
+  }
+  int depth = 0;
+  for (std::size_t m = 0; m < count; ++m) {
+    depth += cover[m];
+    if (depth > 0) {
+      std::string_view star = maskSpelling(run[m].spelling);
+      masked->replace(run[m].begin, star.size(), star);
+    }
+  }
+}
+
 }  // namespace
 
 bool luhnValid(std::string_view digits) {
@@ -237,6 +406,40 @@ std::string cardFingerprint(std::string_view digits, std::string_view key) {
   HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
        reinterpret_cast<const unsigned char*>(digits.data()), digits.size(), digest, &length);
   return hexEncode(std::string_view(reinterpret_cast<const char*>(digest), length)).substr(0, 16);
+}
+
+std::optional<std::string> maskEveryCardNumber(std::string_view text) {
+  // Most strings hold fewer than 13 digits in all and no full-width digit
+  // (lead byte 0xEF), and cannot hold a card. Every other spelling contains
+  // at least one ASCII digit per digit.
+  if (countDigits(text) < kMinMaskedDigits &&
+      std::memchr(text.data(), 0xEF, text.size()) == nullptr) {
+    return std::nullopt;
+  }
+  std::optional<std::string> masked;
+  std::vector<DigitSymbol> run;
+  std::size_t separators = 0;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    SymbolLength digit = readDigit(text, pos);
+    if (digit.length > 0) {
+      run.push_back({pos, digit.spelling, digit.value});
+      separators = 0;
+      pos += digit.length;
+      continue;
+    }
+    std::size_t separator = run.empty() ? 0 : looseSeparatorLength(text, pos);
+    if (separator > 0 && ++separators <= kMaxLooseSeparators) {
+      pos += separator;
+      continue;
+    }
+    maskRunWindows(text, run, masked);
+    run.clear();
+    separators = 0;
+    ++pos;
+  }
+  maskRunWindows(text, run, masked);
+  return masked;
 }
 
 }  // namespace webtrap

@@ -36,9 +36,28 @@ bool luhnValid(std::string_view digits);
 // masked: the first 6 and the last 4 digits kept, the others replaced by
 // '*', separators left in place ("411111******1111"). Returns nullopt when
 // there is nothing to mask, so callers copy only the strings that change.
-// NOTE: digits written as percent escapes ("%34%31...") or a card inside a
-// run of more than 19 digits without separators are not found.
+// Only group-aligned numbers are masked, so that a caller can restore bare
+// JSON numbers that findCardCandidates reports. maskEveryCardNumber below
+// also finds numbers spelled to dodge this function.
 std::optional<std::string> maskCardNumbers(std::string_view text);
+
+// Returns `text` with every digit masked that belongs to the middle of a
+// Luhn-valid window of 13 to 19 consecutive digits, or nullopt when there is
+// nothing to mask. Unlike maskCardNumbers, it reads digits written as
+// percent escapes ("%34", "%2534"), JSON escapes ("\u0034"), and full-width
+// digits (U+FF10 to U+FF19, raw or percent-encoded), and it joins digits
+// separated by up to 3 of: space, '-', '.', '/', '_', '+', tab, CR, LF
+// (raw, percent-encoded or as JSON escapes). It checks every window, not only
+// whole groups, so a card inside a longer digit run is masked too, and no
+// Luhn-valid 13 to 19 digit window survives in the result. Each masked digit
+// is replaced by '*' in the same spelling ("%2A", "\u002A", U+FF0A), so the
+// result has the same length and stays valid percent or JSON escaping. It
+// also masks numbers that are not cards: about one random 13-digit run in
+// ten, and most runs of 20 digits or more. Not for JSON text with bare
+// numbers, where a '*' would make the JSON invalid.
+// NOTE: other spellings (HTML entities, base64, other Unicode digits,
+// commas as separators) are not read.
+std::optional<std::string> maskEveryCardNumber(std::string_view text);
 
 // Returns the first 16 hex digits of HMAC-SHA256(`key`, `digits`).
 std::string cardFingerprint(std::string_view digits, std::string_view key);

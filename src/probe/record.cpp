@@ -63,7 +63,7 @@ struct EncodedString {
 // every string that needs an entry in webtrap.encoded has its address at hand.
 // The pointer is one string grown and shrunk in place, so walking the record
 // costs no allocation. member(), element() and joinedMember() mask payment
-// card numbers (maskCardNumbers) in keys and values, and the encoded copies
+// card numbers (maskEveryCardNumber) in keys and values, and the encoded copies
 // contain the masked bytes, so no full card number reaches the record.
 // trustedMember() writes values that the probe made itself (hashes, ids) and
 // that masking could corrupt.
@@ -105,7 +105,7 @@ class RecordWriter {
 
   void member(std::string_view name, std::string_view value) {
     json_.key(name);
-    if (std::optional<std::string> masked = maskCardNumbers(value)) {
+    if (std::optional<std::string> masked = maskEveryCardNumber(value)) {
       if (!json_.string(*masked)) {
         rememberOwned(name, std::move(*masked));
       }
@@ -124,7 +124,7 @@ class RecordWriter {
   }
 
   void element(std::size_t index, std::string_view value) {
-    std::optional<std::string> masked = maskCardNumbers(value);
+    std::optional<std::string> masked = maskEveryCardNumber(value);
     if (!json_.string(masked ? std::string_view(*masked) : value)) {
       char digits[24];
       auto end = std::to_chars(digits, digits + sizeof digits, index).ptr;
@@ -141,7 +141,7 @@ class RecordWriter {
   template <class Indices>
   void joinedMember(std::string_view name, const std::vector<HeaderField>& headers,
                     const Indices& indices) {
-    std::optional<std::string> masked_name = maskCardNumbers(name);
+    std::optional<std::string> masked_name = maskEveryCardNumber(name);
     if (masked_name) {
       name = *masked_name;
     }
@@ -150,7 +150,7 @@ class RecordWriter {
     std::deque<std::string> masked_values;
     auto valueAt = [&](std::size_t index) -> std::string_view {
       const std::string& value = headers[index].value;
-      if (std::optional<std::string> masked = maskCardNumbers(value)) {
+      if (std::optional<std::string> masked = maskEveryCardNumber(value)) {
         return masked_values.emplace_back(std::move(*masked));
       }
       return value;
@@ -274,13 +274,13 @@ void writeHeaderObject(RecordWriter& writer, const std::vector<HeaderField>& hea
 
   std::vector<std::string> sanitized;
   bool all_valid = std::all_of(headers.begin(), headers.end(), [](const HeaderField& header) {
-    return isValidUtf8(header.name) && !maskCardNumbers(header.name);
+    return isValidUtf8(header.name) && !maskEveryCardNumber(header.name);
   });
   if (!all_valid) {
     sanitized.resize(count);
     for (std::size_t i = 0; i < count; ++i) {
       appendSanitizedUtf8(sanitized[i], headers[i].name);
-      if (std::optional<std::string> masked = maskCardNumbers(sanitized[i])) {
+      if (std::optional<std::string> masked = maskEveryCardNumber(sanitized[i])) {
         sanitized[i] = std::move(*masked);
       }
     }
@@ -436,7 +436,7 @@ void writeWebtrapRequest(RecordWriter& writer, const CapturedRequest& request) {
   // reads the record recover the hidden digits by brute force (10^5
   // Luhn-valid candidates for 16 digits), so such a record hashes the masked
   // captured body instead.
-  std::optional<std::string> masked_body = maskCardNumbers(request.body);
+  std::optional<std::string> masked_body = maskEveryCardNumber(request.body);
   if (masked_body) {
     Sha256 hash;
     hash.update(*masked_body);

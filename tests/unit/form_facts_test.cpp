@@ -325,6 +325,34 @@ TEST(RecordMasking, NoFullCardAnywhere) {
   EXPECT_NE(record.find("/" + kMasked + " was not found"), std::string::npos);
 }
 
+TEST(RecordMasking, HiddenSpellingsMasked) {
+  // Spellings that an attacker could use to keep a number out of the plain
+  // masker: percent escapes in the body, the query and a cookie, dots,
+  // newlines, extra digits around the number, and full-width digits.
+  std::string percent;
+  for (char c : kCard) {
+    percent += "%3";
+    percent += c;
+  }
+  CapturedRequest request = urlencoded(
+      "/shop/checkout.php?pan=" + percent,
+      "card_number=" + percent + "&a=4111.1111.1111.1111&b=4111%0A1111%0A1111%0A1111&c=9" +
+          kCard + "000&d=\xEF\xBC\x94\xEF\xBC\x91\xEF\xBC\x91\xEF\xBC\x91\xEF\xBC\x91"
+          "\xEF\xBC\x91\xEF\xBC\x91\xEF\xBC\x91\xEF\xBC\x91\xEF\xBC\x91\xEF\xBC\x91"
+          "\xEF\xBC\x91\xEF\xBC\x91\xEF\xBC\x91\xEF\xBC\x91\xEF\xBC\x91");
+  request.headers.push_back({"Cookie", "cc=" + percent});
+  request.headers.push_back({"Host", kCard + ".example"});
+  std::string record = serializeRecord(request, {}, {}, {}, {});
+  EXPECT_EQ(record.find(percent), std::string::npos) << record;
+  EXPECT_EQ(record.find("4111.1111.1111.1111"), std::string::npos);
+  EXPECT_EQ(record.find("4111%0A1111%0A1111%0A1111"), std::string::npos);
+  EXPECT_EQ(record.find(kCard), std::string::npos);
+  EXPECT_EQ(record.find("\xEF\xBC\x91\xEF\xBC\x91\xEF\xBC\x91\xEF\xBC\x91\xEF\xBC\x91"
+                        "\xEF\xBC\x91\xEF\xBC\x91"),
+            std::string::npos);
+  EXPECT_NE(record.find("\"body_masked\":true"), std::string::npos);
+}
+
 TEST(RecordMasking, MaskedHeaderNamesStayDistinct) {
   // Two numbers with the same first 6 and last 4 digits mask alike, so their
   // headers share one key in the transaction's header object.
