@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 
 #include "collector/audit_decoder_internal.h"
+#include "collector/card_masking.h"
+#include "common/card_numbers.h"
 #include "common/encoding.h"
 
 namespace webtrap::collector {
@@ -342,6 +344,9 @@ DecodeResult decodeAuditRecord(std::string_view json, const DecodeOptions& optio
     record.invalid_utf8 = true;
   }
 
+  // The input bytes with card numbers masked, when they contain any.
+  std::optional<std::string> masked_raw;
+  bool raw_checked = false;
   try {
     try {
       decodeText(text, readable_after, options, state, record);
@@ -356,18 +361,46 @@ DecodeResult decodeAuditRecord(std::string_view json, const DecodeOptions& optio
       text = repaired;
       decodeText(text, 0, options, state, record);
     }
+    // A probe masks card numbers before it writes a record, so only records
+    // of other producers are scanned. The masked text is decoded again, so
+    // every field of the record comes from masked bytes.
+    if (record.format != RecordFormat::kWebtrap) {
+      raw_checked = text.data() == raw.data() && text.size() == raw.size();
+      if (std::optional<std::string> masked = maskCardNumbersInJson(text)) {
+        if (raw_checked) {
+          masked_raw = *masked;
+        }
+        bool invalid_utf8 = record.invalid_utf8;
+        record = AuditRecord();
+        record.invalid_utf8 = invalid_utf8;
+        repaired = std::move(*masked);
+        text = repaired;
+        decodeText(text, 0, options, state, record);
+      }
+    }
   } catch (const DecodeFailure& failure) {
-    result.error = failure.message;
+    // Errors quote values, and the ingest path logs them.
+    std::optional<std::string> masked = maskCardNumbers(failure.message);
+    result.error = masked ? std::move(*masked) : failure.message;
     return result;
   }
 
   if (record.format != RecordFormat::kWebtrap) {
-    record.event_id = derivedEventId(options.origin, raw, record.timestamp_us);
-  }
-  record.original.assign(text);
-  if (record.invalid_utf8) {
+    // The event id and original_base64 come from the masked input bytes:
+    // with a hash over the full number, anyone who has the rest of
+    // the record could test the 10^5 numbers that fit the kept digits.
+    if (!raw_checked) {
+      masked_raw = maskCardNumbersInJson(raw);
+    }
+    std::string_view input = masked_raw ? std::string_view(*masked_raw) : raw;
+    record.event_id = derivedEventId(options.origin, input, record.timestamp_us);
+    if (record.invalid_utf8) {
+      record.original_base64 = base64Encode(input);
+    }
+  } else if (record.invalid_utf8) {
     record.original_base64 = base64Encode(raw);
   }
+  record.original.assign(text);
   result.ok = true;
   return result;
 }

@@ -111,7 +111,8 @@ struct AuditRecord {
   // True when the input held bytes that were not well-formed UTF-8. The
   // decoder replaced each such byte with U+FFFD before parsing (JSON text must
   // be Unicode), so `original` and the string fields contain the replaced
-  // text, and `original_base64` contains the exact input bytes.
+  // text, and `original_base64` contains the exact input bytes (with card
+  // numbers masked, as everywhere in a ModSecurity record).
   bool invalid_utf8 = false;
   std::string original_base64;  // standard base64 of the input; empty when invalid_utf8 is false
 };
@@ -127,6 +128,10 @@ struct DecodeResult {
 // input: a record that cannot be decoded gives ok = false and an error.
 // libmodsecurity v3 time stamps, which carry no zone, are read in the
 // collector's local time zone (TZ, else /etc/localtime, else UTC).
+// In every record that is not a webtrap probe record, each Luhn-valid card
+// number inside a JSON string is masked before decoding (first 6 and last 4
+// digits kept), so no field, `original`, `original_base64`, the derived
+// event id or the error text holds the full number.
 DecodeResult decodeAuditRecord(std::string_view json, RecordFormat format,
                                std::string_view origin);
 

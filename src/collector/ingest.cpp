@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "collector/card_masking.h"
 #include "collector/ecs.h"
 
 namespace webtrap::collector {
@@ -20,6 +21,14 @@ std::int64_t nowMilliseconds() {
 // Dead letters keep at most this much of an undecodable record, so one huge
 // broken line cannot fill the store twice.
 constexpr std::size_t kDeadLetterPayloadBytes = 1 << 20;
+
+// Returns the first kDeadLetterPayloadBytes of an undecodable record, card
+// numbers masked before the cut so that no cut-off number escapes the mask.
+std::string maskDeadLetterPayload(std::string_view payload) {
+  std::optional<std::string> masked = maskCardNumbersInJson(payload);
+  std::string_view text = masked ? std::string_view(*masked) : payload;
+  return std::string(text.substr(0, kDeadLetterPayloadBytes));
+}
 
 // The ECS document names inputs with a dash, the metrics with an underscore.
 std::string documentInputName(InputKind input) {
@@ -146,7 +155,7 @@ void Ingest::prepareOne(std::string_view json, std::size_t readable_after,
     letter.output = "ingest";
     letter.reason = fmt::format("input={} sensor={}: {}", inputLabel(source.input),
                                 source.sensor_id, decoded.error);
-    letter.payload = std::string(json.substr(0, kDeadLetterPayloadBytes));
+    letter.payload = maskDeadLetterPayload(json);
     letter.at_ms = now_ms;
     prepared.rejected.push_back(std::move(letter));
     return;
@@ -273,9 +282,7 @@ IngestResult Ingest::ingestDecoded(std::span<const AuditRecord> records,
   for (DeadLetter& letter : rejected) {
     letter.output = "ingest";
     letter.at_ms = now_ms;
-    if (letter.payload.size() > kDeadLetterPayloadBytes) {
-      letter.payload.resize(kDeadLetterPayloadBytes);
-    }
+    letter.payload = maskDeadLetterPayload(letter.payload);
     prepared.rejected.push_back(std::move(letter));
   }
   return commit(prepared, source, now_ms);

@@ -1,0 +1,25 @@
+// Masking of payment card numbers in records the collector takes in from
+// ModSecurity servers, which copy request bytes into their audit logs as
+// they came. Probe records arrive masked already.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace webtrap::collector {
+
+// Returns `json` with every Luhn-valid card number inside a JSON string
+// masked as maskCardNumbers() does ("411111******1111"), or nullopt when
+// nothing was masked. The result has the same length as `json`, and a valid
+// JSON text stays valid: a bare JSON number is never changed, because
+// masking its digits would break the syntax. Text that is not valid JSON is
+// masked too. There, a run of digits outside any string is kept only when
+// the bytes around it are those of a JSON number (':', ',', '[' before it,
+// ',', '}', ']' after it), so a stray unescaped quote, which flips what
+// counts as inside a string, cannot hide a card from the mask.
+// NOTE: digits written as JSON escapes ("\u0034") are not found. Neither
+// libmodsecurity nor mod_security2 escapes digits.
+std::optional<std::string> maskCardNumbersInJson(std::string_view json);
+
+}  // namespace webtrap::collector
