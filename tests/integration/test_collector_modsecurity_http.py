@@ -151,6 +151,9 @@ outputs:
             ("POST", "/login", b"user=admin&pass=%27%20or%201%3D1--",
              {"Content-Type": "application/x-www-form-urlencoded"}),
             ("GET", "/download?file=../../../../etc/passwd", None, {"User-Agent": "sqlmap/1.7"}),
+            # Test card numbers, which must reach no document in full.
+            ("POST", "/checkout?cc=4111111111111111", b"card=5555+5555+5555+4444&cvv=123",
+             {"Content-Type": "application/x-www-form-urlencoded"}),
         ]
         for method, path, body, headers in requests:
             http(method, base + path, body, headers)
@@ -170,6 +173,15 @@ outputs:
             check(document["source"]["ip"] == "127.0.0.1", f"source: {document['source']}")
             check(document["event"]["original"].startswith('{"transaction"'), "event.original")
         by_path = {document["url"]["path"]: document for document in documents}
+        checkout = by_path.get("/checkout")
+        check(checkout is not None, f"no document for /checkout: {sorted(by_path)}")
+        check(checkout["url"]["query"] == "cc=411111******1111", f"checkout url: {checkout['url']}")
+        check("411111******1111" in checkout["event"]["original"], "event.original not masked")
+        json.loads(checkout["event"]["original"])
+        for text, where in ((output.read_text(), "the NDJSON output"),
+                            ((folder / "collector.log").read_text(errors="replace"), "the log")):
+            for number in ("4111111111111111", "5555555555554444"):
+                check(number not in text.replace("+", ""), f"full card number {number} in {where}")
         sqli = by_path.get("/index.php")
         check(sqli is not None, f"no document for /index.php: {sorted(by_path)}")
         check(any(rule.startswith("942") for rule in sqli["rule"]["id"]),
