@@ -63,6 +63,42 @@ bool startsWithIgnoreCase(std::string_view text, std::size_t pos, std::string_vi
          equalsIgnoreCase(text.substr(pos, prefix.size()), prefix);
 }
 
+// Rewrites a card field's value in the form findCardCandidates reads:
+// full-width digits (U+FF10 to U+FF19) become ASCII digits, and each run of
+// separators a payment form would accept (space, '-', '.', '/', '_', tab,
+// CR, LF) becomes one space. So "4111.1111.1111.1111" and "4111\r\n1111..."
+// count as the same card as "4111 1111 1111 1111".
+std::string normalizeCardField(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  bool in_separator = false;
+  for (std::size_t pos = 0; pos < value.size(); ++pos) {
+    char c = value[pos];
+    auto next = [&](std::size_t offset) {
+      return pos + offset < value.size() ? static_cast<unsigned char>(value[pos + offset]) : 0;
+    };
+    if (static_cast<unsigned char>(c) == 0xEF && next(1) == 0xBC && next(2) >= 0x90 &&
+        next(2) <= 0x99) {
+      out.push_back(static_cast<char>('0' + (next(2) - 0x90)));
+      pos += 2;
+      in_separator = false;
+      continue;
+    }
+    bool separator = c == ' ' || c == '-' || c == '.' || c == '/' || c == '_' || c == '\t' ||
+                     c == '\r' || c == '\n';
+    if (separator) {
+      if (!in_separator) {
+        out.push_back(' ');
+      }
+      in_separator = true;
+      continue;
+    }
+    out.push_back(c);
+    in_separator = false;
+  }
+  return out;
+}
+
 void addCards(std::string_view value, std::string_view card_key, FormFacts& facts) {
   for (CardCandidate& candidate : findCardCandidates(value, false, 12)) {
     CardFacts card;
@@ -142,7 +178,9 @@ FormFacts extractFormFacts(const CapturedRequest& request, std::string_view kind
       facts.links += countLinks(value);
       text_bytes += value.size();
     }
-    if (free_text || isCardField(name)) {
+    if (isCardField(name)) {
+      addCards(normalizeCardField(value), card_key, facts);
+    } else if (free_text) {
       addCards(value, card_key, facts);
     }
   }

@@ -195,6 +195,24 @@ TEST(FormFacts, CheckoutCards) {
   EXPECT_EQ(facts.cards[0].fingerprint, cardFingerprint("4111111111111111", kKey));
 }
 
+TEST(FormFacts, CardFieldSpellings) {
+  // A card tester can write the number in ways a payment form would still
+  // accept; each must count as the same card.
+  const std::string full_width =
+      "%EF%BC%94%EF%BC%91%EF%BC%91%EF%BC%91%EF%BC%91%EF%BC%91%EF%BC%91%EF%BC%91"
+      "%EF%BC%91%EF%BC%91%EF%BC%91%EF%BC%91%EF%BC%91%EF%BC%91%EF%BC%91%EF%BC%91";
+  for (const std::string& value :
+       {std::string("4111.1111.1111.1111"), std::string("4111%0D%0A1111%0D%0A1111%0D%0A1111"),
+        std::string("4111/1111/1111/1111"), std::string("4111+-+1111+-+1111+-+1111"),
+        std::string("4111_1111_1111_1111"), full_width}) {
+    FormFacts facts = extractFormFacts(
+        urlencoded("/shop/checkout.php", "card_number=" + value), "checkout", kKey);
+    ASSERT_EQ(facts.cards.size(), 1u) << value;
+    EXPECT_EQ(facts.cards[0].fingerprint, cardFingerprint("4111111111111111", kKey)) << value;
+    EXPECT_TRUE(facts.cards[0].luhn_valid) << value;
+  }
+}
+
 TEST(FormFacts, InvalidCardKeptWithFlag) {
   FormFacts facts = extractFormFacts(
       urlencoded("/shop/checkout.php", "cc_number=4111-1111-1111-1112"), "checkout", kKey);
