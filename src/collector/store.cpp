@@ -1,10 +1,14 @@
 #include "collector/store.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -324,6 +328,13 @@ struct Store::Impl {
   std::condition_variable checkpoint_cv;
   bool checkpoint_stopping = false;
   std::atomic<int> wal_pages{0};
+
+  // With synchronous=full, event inserts commit under synchronous=NORMAL
+  // and the leader of each group syncs the WAL through this descriptor
+  // after it releases the write lock, so the next group's insert runs
+  // during the sync. -1 until the first sync opens it.
+  std::mutex wal_fd_mutex;
+  int wal_fd = -1;
   // Used by the checkpoint thread alone: the WAL frames copied into the
   // database file as of the last checkpoint, the checkpoints that failed,
   // and the earliest time for the next blocking checkpoint.
@@ -370,7 +381,10 @@ struct Store::Impl {
   // Runs `write` without an fsync of its own (see setCursor in store.h).
   template <typename Write>
   void writeWithoutFsync(Write&& write);
-  void commitGroup(std::vector<InsertRequest*>& group);
+  // Returns true when the group's commit still needs syncWal() to be
+  // durable.
+  bool commitGroup(std::vector<InsertRequest*>& group);
+  void syncWal(std::vector<InsertRequest*>& group);
   void writeCounter(std::string_view name, std::int64_t value);
   void addToCounter(std::string_view name, std::int64_t delta);
   std::int64_t readCounter(Connection& connection, std::string_view name) const;
@@ -712,7 +726,7 @@ void Store::Impl::writeWithoutFsync(Write&& write) {
   writer->step(restore, "setting synchronous");
 }
 
-void Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
+bool Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
   std::map<std::string, SensorSeen, std::less<>> seen;
   {
     std::lock_guard lock(seen_mutex);
@@ -725,7 +739,14 @@ void Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
   std::uint64_t bytes = 0;
   std::uint64_t duplicate_count = 0;
   std::int64_t received_ms = nowMs();
+  // Under synchronous=full the commit itself skips the fsync, which the
+  // caller then runs outside the write lock (syncWal).
+  const bool sync_after = options.synchronous == "full";
   try {
+    if (sync_after) {
+      sqlite3_stmt* relax = writer->prepare("PRAGMA synchronous=NORMAL");
+      writer->step(relax, "setting synchronous");
+    }
     writer->exec("BEGIN IMMEDIATE", "starting an insert");
     sqlite3_stmt* insert = writer->prepare(
         "INSERT OR IGNORE INTO events(seq, event_id, timestamp_ms, received_ms, sensor_id, "
@@ -767,8 +788,15 @@ void Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
     }
     writePendingSeen(seen);
     writer->exec("COMMIT", "committing an insert");
+    if (sync_after) {
+      sqlite3_stmt* restore = writer->prepare("PRAGMA synchronous=FULL");
+      writer->step(restore, "setting synchronous");
+    }
   } catch (...) {
     sqlite3_exec(writer->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+    if (sync_after) {
+      sqlite3_exec(writer->db(), "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr);
+    }
     // The sensor updates were not written: keep them for the next commit.
     std::lock_guard seen_lock(seen_mutex);
     for (const auto& [sensor_id, update] : seen) {
@@ -781,12 +809,50 @@ void Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
       request->summary = {};
       request->error = error;
     }
-    return;
+    return false;
   }
   last_seq = seq;
   event_count += stored;
   event_bytes += bytes;
   duplicates += duplicate_count;
+  return sync_after;
+}
+
+void Store::Impl::syncWal(std::vector<InsertRequest*>& group) {
+  std::string failure;
+  {
+    std::lock_guard lock(wal_fd_mutex);
+    if (wal_fd < 0) {
+      // The WAL exists while the writer connection is open, because SQLite
+      // deletes it only when the last connection closes.
+      const char* wal_path = sqlite3_filename_wal(sqlite3_db_filename(writer->db(), "main"));
+      wal_fd = ::open(wal_path, O_RDONLY | O_CLOEXEC);
+      if (wal_fd < 0) {
+        failure = fmt::format("opening the WAL {} failed: {}", wal_path, std::strerror(errno));
+      }
+    }
+  }
+  // fdatasync covers every write to the file before it started, whichever
+  // descriptor made them, so this makes the group's commit durable, and
+  // any commit before it.
+  if (failure.empty() && ::fdatasync(wal_fd) != 0) {
+    failure = fmt::format("syncing the WAL failed: {}", std::strerror(errno));
+  }
+  if (failure.empty()) {
+    return;
+  }
+  // The events are committed and may already be read by outputs, but they
+  // are not durable, so the senders get a retryable error and send them
+  // again. The store counts the resent events as duplicates.
+  spdlog::error("store {}: {}; {} inserts get an error and are sent again",
+                options.path.string(), failure, group.size());
+  std::exception_ptr error = std::make_exception_ptr(StoreError(
+      fmt::format("store {}: {}; check the disk", options.path.string(), failure), SQLITE_IOERR,
+      true));
+  for (InsertRequest* request : group) {
+    request->summary = {};
+    request->error = error;
+  }
 }
 
 Store::Store(StoreOptions options) : impl_(std::make_unique<Impl>()) {
@@ -806,6 +872,9 @@ Store::~Store() {
                   impl_->options.path.string(), e.what());
   }
   impl_->stopCheckpointer();
+  if (impl_->wal_fd >= 0) {
+    ::close(impl_->wal_fd);
+  }
   impl_->idle_readers.clear();
   impl_->writer.reset();
   spdlog::info("store {}: closed", impl_->options.path.string());
@@ -827,7 +896,9 @@ InsertSummary Store::insert(std::span<const NewEvent> events,
   std::unique_lock lock(impl.group_mutex);
   impl.group_pending.push_back(&request);
   while (!request.done) {
-    if (impl.group_leader) {
+    // With nothing pending, this request is in a group whose leader is
+    // still syncing the WAL.
+    if (impl.group_leader || impl.group_pending.empty()) {
       impl.group_cv.wait(lock);
       continue;
     }
@@ -835,12 +906,19 @@ InsertSummary Store::insert(std::span<const NewEvent> events,
     std::vector<Impl::InsertRequest*> group;
     group.swap(impl.group_pending);
     lock.unlock();
-    impl.commitGroup(group);
+    const bool needs_sync = impl.commitGroup(group);
     lock.lock();
+    // The next group may commit while this one's WAL sync runs.
+    impl.group_leader = false;
+    impl.group_cv.notify_all();
+    if (needs_sync) {
+      lock.unlock();
+      impl.syncWal(group);
+      lock.lock();
+    }
     for (Impl::InsertRequest* member : group) {
       member->done = true;
     }
-    impl.group_leader = false;
     impl.group_cv.notify_all();
   }
   if (request.error) {

@@ -102,8 +102,12 @@ class Store {
   // Stores new events in one transaction and returns after the commit.
   // Events whose id is already stored are counted as duplicates, not stored.
   // Calls from several threads at once are grouped into one transaction
-  // (group commit), so concurrent senders share one fsync. Throws StoreError
-  // when the commit fails; then none of the events is stored.
+  // (group commit), so concurrent senders share one fsync. Under
+  // synchronous=full that fsync of the WAL runs after the write lock is
+  // released, so the next group commits meanwhile. Throws StoreError when
+  // the commit fails; then none of the events is stored. When only the
+  // fsync fails, the events are stored but may not survive a power loss:
+  // the error is retryable, and a resend counts them as duplicates.
   InsertSummary insert(std::span<const NewEvent> events);
   // The same, and stores `dead_letters` in the same transaction, so a batch
   // with undecodable lines costs one commit.

@@ -124,6 +124,49 @@ TEST_F(StoreTest, FullSynchronousInsertWorks) {
   EXPECT_EQ(store.insert(events).stored, 3u);
 }
 
+TEST_F(StoreTest, FullSynchronousConcurrentInserts) {
+  // Under synchronous=full a group's leader syncs the WAL after releasing
+  // the write lock while the next group commits, so every insert must
+  // still return its own counts.
+  options_.synchronous = "full";
+  Store store(options_);
+  constexpr int kThreads = 8;
+  constexpr int kBatches = 20;
+  std::atomic<std::size_t> stored{0};
+  std::atomic<std::size_t> duplicates{0};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int b = 0; b < kBatches; ++b) {
+        // Half of each batch is shared by every thread, so duplicates
+        // cross groups.
+        const std::string prefix = "t" + std::to_string(t) + "b" + std::to_string(b) + "-";
+        std::vector<NewEvent> events = makeEvents(prefix, 5, 500);
+        auto shared = makeEvents("shared" + std::to_string(b) + "-", 5, 500);
+        events.insert(events.end(), shared.begin(), shared.end());
+        try {
+          InsertSummary summary = store.insert(events);
+          stored += summary.stored;
+          duplicates += summary.duplicates;
+        } catch (const StoreError&) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) {
+    thread.join();
+  }
+  EXPECT_EQ(failures.load(), 0);
+  // Each thread's own events, plus one copy of each shared batch.
+  const std::size_t expected = kThreads * kBatches * 5 + kBatches * 5;
+  EXPECT_EQ(stored.load(), expected);
+  EXPECT_EQ(duplicates.load(), static_cast<std::size_t>((kThreads - 1) * kBatches * 5));
+  EXPECT_EQ(store.eventCount(), expected);
+  EXPECT_EQ(store.lastSeq(), static_cast<std::int64_t>(expected));
+}
+
 TEST_F(StoreTest, FullSynchronousKeepsCursorsAndOffsets) {
   options_.synchronous = "full";
   {
