@@ -166,6 +166,54 @@ TEST(CardMaskingJson, MasksPlainText) {
   EXPECT_EQ(*masked, "card 4111-11**-****-1111 expires 12/26");
 }
 
+TEST(CardMaskingJson, CardAtEveryBlockOffset) {
+  // The scan reads 16 bytes a step, so put the card at each offset across
+  // a few steps, with and without separators.
+  for (const std::string card : {"4111111111111111", "4111 1111 1111 1111", "378282246310005",
+                                 "4111%201111%201111%201111"}) {
+    for (std::size_t padding = 0; padding < 48; ++padding) {
+      std::string inner = std::string(padding, 'x') + " " + card + " tail";
+      std::string json = R"j({"a":")j" + inner + R"j("})j";
+      auto masked = maskCardNumbersInJson(json);
+      auto expected = maskCardNumbers(inner);
+      ASSERT_TRUE(expected) << inner;
+      ASSERT_TRUE(masked) << json;
+      EXPECT_EQ(*masked, R"j({"a":")j" + *expected + R"j("})j") << padding;
+    }
+  }
+}
+
+TEST(CardMaskingJson, MatchesPlainMaskerOnRandomText) {
+  // Inside one JSON string, the JSON masker must mask exactly what
+  // maskCardNumbers masks. The texts mix digits, separators and letters.
+  const std::string alphabet = "0123456789012345678901234567890123456789 -+%2Dd xa";
+  std::uint32_t state = 12345;
+  auto next = [&state] {
+    state = state * 1103515245u + 12345u;
+    return (state >> 16) & 0x7FFFu;
+  };
+  int masked_count = 0;
+  for (int round = 0; round < 3000; ++round) {
+    std::string inner;
+    std::size_t length = 1 + next() % 120;
+    for (std::size_t i = 0; i < length; ++i) {
+      inner += alphabet[next() % alphabet.size()];
+    }
+    if (round % 3 == 0) {
+      inner.insert(next() % (inner.size() + 1), std::string(" ") + kVisa + " ");
+    }
+    std::string json = R"j({"a":")j" + inner + R"j("})j";
+    auto expected = maskCardNumbers(inner);
+    auto masked = maskCardNumbersInJson(json);
+    ASSERT_EQ(masked.has_value(), expected.has_value()) << inner;
+    if (expected) {
+      ++masked_count;
+      EXPECT_EQ(*masked, R"j({"a":")j" + *expected + R"j("})j") << inner;
+    }
+  }
+  EXPECT_GE(masked_count, 1000);
+}
+
 TEST(CardMaskingDecode, Modsec3FieldsMasked) {
   DecodeResult result = decodeAuditRecord(modsec3Record(), RecordFormat::kModsec3, "web1");
   ASSERT_TRUE(result.ok) << result.error;
