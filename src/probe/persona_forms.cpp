@@ -16,9 +16,12 @@ std::string lastValue(const CapturedRequest& request, std::string_view name) {
   return values.empty() ? std::string() : values.back();
 }
 
+// The bytes PHP's trim() strips: space, tab, LF, CR, NUL and vertical tab.
+// It keeps form feed, so isspace() is not the same set.
+constexpr std::string_view kPhpTrimCharacters(" \t\n\r\0\x0B", 6);
+
 bool isBlank(std::string_view text) {
-  return std::all_of(text.begin(), text.end(),
-                     [](unsigned char c) { return std::isspace(c) != 0; });
+  return text.find_first_not_of(kPhpTrimCharacters) == std::string_view::npos;
 }
 
 std::string lowercase(std::string_view text) {
@@ -83,8 +86,8 @@ std::string couponAnswer(const PersonaData& data, const CapturedRequest& request
     return "added";
   }
   std::string code = values.back();
-  code.erase(0, code.find_first_not_of(" \t"));
-  code.erase(code.find_last_not_of(" \t") + 1);
+  code.erase(0, code.find_first_not_of(kPhpTrimCharacters));
+  code.erase(code.find_last_not_of(kPhpTrimCharacters) + 1);
   if (code.empty()) {
     return "empty";
   }

@@ -394,6 +394,9 @@ TEST_F(PersonaTest, RegisterAnswers) {
        "This username is already taken."},
       {"username=knowak&email=a%40b.example&password=x&confirm=x", 200,
        "This username is already taken."},
+      // PHP's trim() strips NUL and vertical tab, so these names are empty.
+      {"username=%00&email=a%40b.example&password=x&confirm=x", 200, "Please fill in all fields."},
+      {"username=carl&email=%0B%00&password=x&confirm=x", 200, "Please fill in all fields."},
   };
   for (const auto& c : cases) {
     PersonaResponse response = respond(formPost("/register.php", c.body));
@@ -402,6 +405,13 @@ TEST_F(PersonaTest, RegisterAnswers) {
     EXPECT_NE(response.body.find("name=\"confirm\""), std::string::npos) << c.body;
     EXPECT_EQ(outcome_.form.kind, "register") << c.body;
   }
+}
+
+TEST_F(PersonaTest, RegisterFormFeedNameIsNotBlank) {
+  // PHP's trim() keeps a form feed, so a PHP script accepts this name.
+  PersonaResponse response =
+      respond(formPost("/register.php", "username=%0C&email=a%40b.example&password=x&confirm=x"));
+  EXPECT_EQ(response.status, 302);
 }
 
 TEST_F(PersonaTest, RegisterCreatedRedirects) {
@@ -462,6 +472,9 @@ TEST_F(PersonaTest, CouponAnswers) {
       {"coupon=NOPE10", 200, "This coupon is not valid."},
       {"coupon=", 200, "Please enter a coupon code."},
       {"coupon=spring24", 200, "Coupon applied"},
+      // Pasted codes often end in a line break, which PHP's trim() strips.
+      {"coupon=SPRING24%0D%0A", 200, "Coupon applied"},
+      {"coupon=%00%0B", 200, "Please enter a coupon code."},
       {"coupon=+SPRING24+", 200, "Coupon applied"},
   };
   for (const auto& c : cases) {
