@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <charconv>
 #include <functional>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -11,6 +10,7 @@
 #include <fmt/ranges.h>
 
 #include "collector/behaviour.h"
+#include "common/config_table.h"
 #include "common/config_values.h"
 #include "common/error.h"
 
@@ -23,14 +23,7 @@ using config_values::parseUnsigned;
 using config_values::scalarText;
 
 using Apply = std::function<void(BehaviourOptions&, const YAML::Node&, const std::string&)>;
-
-struct BehaviourOption {
-  const char* key;  // full key, "behaviour.window"
-  const char* type;
-  const char* default_text;
-  const char* description;
-  Apply apply;
-};
+using BehaviourOption = config_table::Option<Apply>;
 
 std::uint32_t parseCount(const YAML::Node& node, const std::string& key) {
   std::string text = scalarText(node, key);
@@ -219,48 +212,6 @@ const std::vector<BehaviourOption>& behaviourOptions() {
   return kOptions;
 }
 
-bool isGroupPrefix(const std::string& key) {
-  const auto& all = behaviourOptions();
-  return std::any_of(all.begin(), all.end(), [&](const BehaviourOption& option) {
-    return std::string_view(option.key).starts_with(key + ".");
-  });
-}
-
-void applyNode(BehaviourOptions& options, const YAML::Node& node, const std::string& prefix) {
-  // yaml-cpp keeps a repeated key and the last one would silently win.
-  std::set<std::string> seen;
-  for (const auto& entry : node) {
-    std::string key = prefix + entry.first.as<std::string>();
-    const YAML::Node& value = entry.second;
-    if (!seen.insert(key).second) {
-      throw ConfigError(fmt::format("{}: the key appears twice at line {}; keep one of them", key,
-                                    entry.first.Mark().line + 1));
-    }
-    const auto& all = behaviourOptions();
-    auto found = std::find_if(all.begin(), all.end(),
-                              [&](const BehaviourOption& option) { return key == option.key; });
-    if (found != all.end()) {
-      found->apply(options, value, key);
-      continue;
-    }
-    if (isGroupPrefix(key)) {
-      if (value.IsNull()) {
-        continue;
-      }
-      if (!value.IsMap()) {
-        throw ConfigError(fmt::format("{}: expected a map of keys, such as `{}:` followed by "
-                                      "indented `key: value` lines",
-                                      key, key));
-      }
-      applyNode(options, value, key + ".");
-      continue;
-    }
-    throw ConfigError(fmt::format("{}: unknown configuration key; run `webtrap collector "
-                                  "--config-reference` for the list of keys",
-                                  key));
-  }
-}
-
 }  // namespace
 
 BehaviourOptions parseBehaviourOptions(const YAML::Node& node) {
@@ -272,7 +223,21 @@ BehaviourOptions parseBehaviourOptions(const YAML::Node& node) {
     throw ConfigError("behaviour: expected a map of keys, such as `behaviour:` followed by "
                       "indented `window: 2m`");
   }
-  applyNode(options, node, "behaviour.");
+  const auto& all = behaviourOptions();
+  config_table::KeyWalk walk{
+      .apply =
+          [&](const std::string& key, const YAML::Node& value) {
+            const BehaviourOption* option = config_table::findOption(all, key);
+            if (option == nullptr) {
+              return false;
+            }
+            option->apply(options, value, key);
+            return true;
+          },
+      .is_group = [&](const std::string& key) { return config_table::hasGroup(all, key); },
+      .program = "collector",
+  };
+  config_table::walkKeys(node, "behaviour.", walk);
   if (options.denial_of_service.span_ms > options.window_ms) {
     throw ConfigError(fmt::format("behaviour.denial_of_service.span: {}ms is longer than "
                                   "behaviour.window ({}ms); shorten the span or lengthen the "
@@ -283,12 +248,7 @@ BehaviourOptions parseBehaviourOptions(const YAML::Node& node) {
 }
 
 std::string behaviourConfigurationRows() {
-  std::string out;
-  for (const auto& option : behaviourOptions()) {
-    out += fmt::format("| {} | {} | {} | {} |\n", option.key, option.type, option.default_text,
-                       option.description);
-  }
-  return out;
+  return config_table::referenceRows(behaviourOptions());
 }
 
 std::string describeBehaviourOptions(const BehaviourOptions& o) {

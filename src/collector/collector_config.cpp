@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <charconv>
 #include <functional>
-#include <set>
 
 #include <fmt/format.h>
 
 #include "collector/behaviour.h"
 #include "collector/collector_sections.h"
+#include "common/config_table.h"
 #include "common/config_values.h"
 #include "common/error.h"
 
@@ -24,15 +24,7 @@ using config_values::scalarText;
 
 using Apply = std::function<void(CollectorConfig&, const std::string&)>;
 
-// One scalar configuration key: declared once, used for parsing, for
-// rejecting unknown keys and for the reference documentation.
-struct Option {
-  const char* key;
-  const char* type;
-  const char* default_text;
-  const char* description;
-  Apply apply;
-};
+using Option = config_table::Option<Apply>;
 
 // A section handed whole to the component that owns it.
 struct Section {
@@ -203,55 +195,28 @@ const std::vector<Section>& sections() {
 }
 
 bool isSectionPrefix(const std::string& key) {
-  auto starts = [&](std::string_view declared) { return declared.starts_with(key + "."); };
-  return std::any_of(options().begin(), options().end(),
-                     [&](const Option& option) { return starts(option.key); }) ||
-         std::any_of(sections().begin(), sections().end(),
-                     [&](const Section& section) { return starts(section.key); });
+  return config_table::hasGroup(options(), key) ||
+         std::any_of(sections().begin(), sections().end(), [&](const Section& section) {
+           return config_table::isInGroup(section.key, key);
+         });
 }
 
-void applyNode(CollectorConfig& config, const YAML::Node& node, const std::string& prefix) {
-  // yaml-cpp keeps a repeated key and the last one would silently win.
-  std::set<std::string> seen;
-  for (const auto& entry : node) {
-    std::string key = prefix + entry.first.as<std::string>();
-    const YAML::Node& value = entry.second;
-    if (!seen.insert(key).second) {
-      throw ConfigError(fmt::format("{}: the key appears twice at line {}; keep one of them", key,
-                                    entry.first.Mark().line + 1));
-    }
-
-    const auto& all_sections = sections();
-    auto section = std::find_if(all_sections.begin(), all_sections.end(),
-                                [&](const Section& s) { return key == s.key; });
-    if (section != all_sections.end()) {
-      config.*(section->member) = YAML::Clone(value);
-      continue;
-    }
-
-    const auto& all = options();
-    auto found = std::find_if(all.begin(), all.end(),
-                              [&](const Option& option) { return key == option.key; });
-    if (found != all.end()) {
-      found->apply(config, value.IsNull() ? std::string() : scalarText(value, key));
-      continue;
-    }
-    if (isSectionPrefix(key)) {
-      if (value.IsNull()) {
-        continue;  // an empty section such as `outputs:` alone
-      }
-      if (!value.IsMap()) {
-        throw ConfigError(fmt::format("{}: expected a map of keys, such as `{}:` followed by "
-                                      "indented `key: value` lines",
-                                      key, key));
-      }
-      applyNode(config, value, key + ".");
-      continue;
-    }
-    throw ConfigError(fmt::format("{}: unknown configuration key; run `webtrap collector "
-                                  "--config-reference` for the list of keys",
-                                  key));
+// Parses one key: a section is kept whole for its owner, and an option is
+// parsed at once. Returns false for any other key.
+bool applyKey(CollectorConfig& config, const std::string& key, const YAML::Node& value) {
+  const auto& all_sections = sections();
+  auto section = std::find_if(all_sections.begin(), all_sections.end(),
+                              [&](const Section& s) { return key == s.key; });
+  if (section != all_sections.end()) {
+    config.*(section->member) = YAML::Clone(value);
+    return true;
   }
+  const Option* option = config_table::findOption(options(), key);
+  if (option == nullptr) {
+    return false;
+  }
+  option->apply(config, config_table::scalarTextOrEmpty(value, key));
+  return true;
 }
 
 void finish(CollectorConfig& config, bool store_path_set) {
@@ -285,7 +250,13 @@ void finish(CollectorConfig& config, bool store_path_set) {
 CollectorConfig parseRoot(const YAML::Node& root, const std::string& name) {
   CollectorConfig config;
   if (root.IsMap()) {
-    applyNode(config, root, "");
+    config_table::KeyWalk walk{
+        .apply = [&](const std::string& key,
+                     const YAML::Node& value) { return applyKey(config, key, value); },
+        .is_group = isSectionPrefix,
+        .program = "collector",
+    };
+    config_table::walkKeys(root, "", walk);
   } else if (!root.IsNull()) {
     throw ConfigError(fmt::format("{}: expected a map of keys at the top level", name));
   }
@@ -333,14 +304,9 @@ CollectorConfig parseCollectorConfig(const std::string& yaml_text, const std::st
 }
 
 std::string collectorConfigurationReference() {
-  std::string out = "| key | type | default | meaning |\n|---|---|---|---|\n";
-  for (const auto& option : options()) {
-    out += fmt::format("| {} | {} | {} | {} |\n", option.key, option.type, option.default_text,
-                       option.description);
-  }
+  std::string out = config_table::referenceHeader() + config_table::referenceRows(options());
   for (const auto& section : sections()) {
-    out += fmt::format("| {} | {} | none | {} |\n", section.key, section.type,
-                       section.description);
+    out += config_table::referenceRow(section.key, section.type, "none", section.description);
   }
   out += behaviourConfigurationRows();
   return out;

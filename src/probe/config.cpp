@@ -5,11 +5,11 @@
 #include <algorithm>
 #include <charconv>
 #include <functional>
-#include <set>
 
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include "common/config_table.h"
 #include "common/config_values.h"
 #include "common/error.h"
 
@@ -23,18 +23,8 @@ using config_values::parseMilliseconds;
 using config_values::parseUnsigned;
 using config_values::scalarText;
 
-
-// One configuration key: declared once, used for parsing, for rejecting
-// unknown keys and for the reference documentation.
-struct Option {
-  const char* key;
-  const char* type;
-  const char* default_text;
-  const char* description;
-  std::function<void(ProbeConfig&, const std::string&)> apply;
-};
-
 using Apply = std::function<void(ProbeConfig&, const std::string&)>;
+using Option = config_table::Option<Apply>;
 
 Apply setString(std::string ProbeConfig::*member) {
   return [member](ProbeConfig& c, const std::string& v) { c.*member = v; };
@@ -350,54 +340,28 @@ void applyListeners(ProbeConfig& config, const YAML::Node& node) {
   }
 }
 
-void applyNode(ProbeConfig& config, const YAML::Node& node, const std::string& prefix) {
-  // yaml-cpp keeps a repeated key and the last one would silently win.
-  std::set<std::string> seen;
-  for (const auto& entry : node) {
-    std::string key = prefix + entry.first.as<std::string>();
-    const YAML::Node& value = entry.second;
-    if (!seen.insert(key).second) {
-      throw ConfigError(fmt::format("{}: the key appears twice at line {}; keep one of them", key,
-                                    entry.first.Mark().line + 1));
-    }
-
-    if (key == "listeners") {
-      applyListeners(config, value);
-      continue;
-    }
-    if (key == "modsecurity.extra_rules") {
-      if (!value.IsSequence()) {
-        throw ConfigError("modsecurity.extra_rules: expected a list of rule file paths");
-      }
-      for (const auto& path : value) {
-        config.inspector.extra_rules.emplace_back(scalarText(path, key));
-      }
-      continue;
-    }
-
-    const auto& all = options();
-    auto found = std::find_if(all.begin(), all.end(),
-                              [&](const Option& option) { return key == option.key; });
-    if (found != all.end()) {
-      found->apply(config, value.IsNull() ? std::string() : scalarText(value, key));
-      continue;
-    }
-    bool is_section = std::any_of(all.begin(), all.end(), [&](const Option& option) {
-      return std::string_view(option.key).starts_with(key + ".");
-    });
-    if (is_section) {
-      if (!value.IsMap()) {
-        throw ConfigError(fmt::format("{}: expected a map of keys, such as `{}:` followed by "
-                                      "indented `key: value` lines",
-                                      key, key));
-      }
-      applyNode(config, value, key + ".");
-      continue;
-    }
-    throw ConfigError(fmt::format("{}: unknown configuration key; run `webtrap probe "
-                                  "--config-reference` for the list of keys",
-                                  key));
+// Parses one key: the listener list, the extra rule files or a scalar
+// option. Returns false for any other key.
+bool applyKey(ProbeConfig& config, const std::string& key, const YAML::Node& value) {
+  if (key == "listeners") {
+    applyListeners(config, value);
+    return true;
   }
+  if (key == "modsecurity.extra_rules") {
+    if (!value.IsSequence()) {
+      throw ConfigError("modsecurity.extra_rules: expected a list of rule file paths");
+    }
+    for (const auto& path : value) {
+      config.inspector.extra_rules.emplace_back(scalarText(path, key));
+    }
+    return true;
+  }
+  const Option* option = config_table::findOption(options(), key);
+  if (option == nullptr) {
+    return false;
+  }
+  option->apply(config, config_table::scalarTextOrEmpty(value, key));
+  return true;
 }
 
 std::string hostName() {
@@ -449,7 +413,16 @@ ProbeConfig loadProbeConfig(const std::filesystem::path& path) {
                                     error.mark.line + 1, error.msg));
     }
     if (root.IsMap()) {
-      applyNode(config, root, "");
+      config_table::KeyWalk walk{
+          .apply = [&](const std::string& key,
+                       const YAML::Node& value) { return applyKey(config, key, value); },
+          .is_group = [](const std::string& key) { return config_table::hasGroup(options(), key); },
+          .program = "probe",
+          // A group written with no value, such as `tls:` alone, is an error in
+          // probe files.
+          .allow_empty_group = false,
+      };
+      config_table::walkKeys(root, "", walk);
     } else if (!root.IsNull()) {
       throw ConfigError(fmt::format("{}: expected a map of keys at the top level", path.string()));
     }
@@ -464,13 +437,10 @@ ProbeConfig loadProbeConfig(const std::filesystem::path& path) {
 
 std::string configurationReference() {
   std::string out =
-      "| key | type | default | meaning |\n|---|---|---|---|\n"
+      config_table::referenceHeader() +
       "| listeners | list | loopback: 127.0.0.1:8080, [::1]:8080, TLS 127.0.0.1:8443, bait 127.0.0.1:8888 | Each item: `address` (ADDR:PORT, [V6]:PORT), `name`, "
       "`tls` (true/false), `bait` (true for an extra port no real user visits), `persona`. |\n";
-  for (const auto& option : options()) {
-    out += fmt::format("| {} | {} | {} | {} |\n", option.key, option.type, option.default_text,
-                       option.description);
-  }
+  out += config_table::referenceRows(options());
   return out;
 }
 

@@ -1,0 +1,62 @@
+#include "common/config_table.h"
+
+#include <set>
+
+#include <fmt/format.h>
+
+#include "common/config_values.h"
+#include "common/error.h"
+
+namespace webtrap::config_table {
+
+bool isInGroup(std::string_view declared, const std::string& key) {
+  return declared.size() > key.size() && declared.starts_with(key) && declared[key.size()] == '.';
+}
+
+std::string scalarTextOrEmpty(const YAML::Node& value, const std::string& key) {
+  return value.IsNull() ? std::string() : config_values::scalarText(value, key);
+}
+
+std::string referenceHeader() {
+  return "| key | type | default | meaning |\n|---|---|---|---|\n";
+}
+
+std::string referenceRow(std::string_view key, std::string_view type, std::string_view default_text,
+                         std::string_view description) {
+  return fmt::format("| {} | {} | {} | {} |\n", key, type, default_text, description);
+}
+
+void walkKeys(const YAML::Node& node, const std::string& prefix, const KeyWalk& walk) {
+  // yaml-cpp keeps a repeated key and the last one would silently win.
+  std::set<std::string> seen;
+  for (const auto& entry : node) {
+    std::string key = prefix + entry.first.as<std::string>();
+    const YAML::Node& value = entry.second;
+    if (!seen.insert(key).second) {
+      throw ConfigError(fmt::format("{}: the key appears twice at line {}; keep one of them", key,
+                                    entry.first.Mark().line + 1));
+    }
+    if (walk.apply(key, value)) {
+      continue;
+    }
+    if (walk.is_group(key)) {
+      if (value.IsNull() && walk.allow_empty_group) {
+        continue;
+      }
+      if (!value.IsMap()) {
+        throw ConfigError(
+            fmt::format("{}: expected a map of keys, such as `{}:` followed by "
+                        "indented `key: value` lines",
+                        key, key));
+      }
+      walkKeys(value, key + ".", walk);
+      continue;
+    }
+    throw ConfigError(
+        fmt::format("{}: unknown configuration key; run `webtrap {} "
+                    "--config-reference` for the list of keys",
+                    key, walk.program));
+  }
+}
+
+}  // namespace webtrap::config_table

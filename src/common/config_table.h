@@ -1,0 +1,86 @@
+// Option tables for YAML configuration files, shared by the probe and the
+// collector. Each table declares a key once, and the same entry drives
+// parsing, the rejection of unknown keys and the `--config-reference`
+// Markdown table.
+#pragma once
+
+#include <algorithm>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+namespace webtrap::config_table {
+
+// One scalar configuration key. `Apply` is the setter that parses the value
+// into the options struct of the caller.
+template <typename Apply>
+struct Option {
+  const char* key;  // full dotted key, such as "tls.certificate"
+  const char* type;
+  const char* default_text;
+  const char* description;
+  Apply apply;
+};
+
+// Returns the entry whose key is `key`, or nullptr.
+template <typename Apply>
+const Option<Apply>* findOption(const std::vector<Option<Apply>>& options, const std::string& key) {
+  auto found = std::find_if(options.begin(), options.end(),
+                            [&](const Option<Apply>& option) { return key == option.key; });
+  return found == options.end() ? nullptr : &*found;
+}
+
+// True when `declared` lies inside the group `key`: "tls" for "tls.certificate".
+bool isInGroup(std::string_view declared, const std::string& key);
+
+// True when some entry of `options` lies inside the group `key`.
+template <typename Apply>
+bool hasGroup(const std::vector<Option<Apply>>& options, const std::string& key) {
+  return std::any_of(options.begin(), options.end(),
+                     [&](const Option<Apply>& option) { return isInGroup(option.key, key); });
+}
+
+// The text of a scalar value, or "" for a key written with no value.
+std::string scalarTextOrEmpty(const YAML::Node& value, const std::string& key);
+
+// The header of the reference table, with its separator line.
+std::string referenceHeader();
+
+// One line of the reference table: "| key | type | default | meaning |\n".
+std::string referenceRow(std::string_view key, std::string_view type, std::string_view default_text,
+                         std::string_view description);
+
+// The reference lines of every entry of `options`, in table order.
+template <typename Apply>
+std::string referenceRows(const std::vector<Option<Apply>>& options) {
+  std::string out;
+  for (const auto& option : options) {
+    out += referenceRow(option.key, option.type, option.default_text, option.description);
+  }
+  return out;
+}
+
+// The callbacks and settings that walkKeys() applies to one configuration file.
+struct KeyWalk {
+  // Parses `value` into the caller's options when `key` is a declared key,
+  // and returns false otherwise. Throws ConfigError for an invalid value.
+  std::function<bool(const std::string& key, const YAML::Node& value)> apply;
+  // True when `key` is a group of known keys, such as "tls" or "behaviour.scraping".
+  std::function<bool(const std::string& key)> is_group;
+  // The program named in the unknown-key message: "collector" or "probe".
+  std::string program;
+  // When true, a group written with no value (`outputs:` alone) is skipped.
+  // When false, it is an error like any group that is not a map.
+  bool allow_empty_group = true;
+};
+
+// Walks the map `node`, whose keys are prefixed with `prefix` ("" at the top
+// level, "tls." one level down), and hands each full dotted key to `walk`.
+// Throws ConfigError for a repeated key, for a group that is not a map and
+// for an unknown key, naming the key and the fix.
+void walkKeys(const YAML::Node& node, const std::string& prefix, const KeyWalk& walk);
+
+}  // namespace webtrap::config_table

@@ -1,0 +1,125 @@
+#include "common/config_table.h"
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+
+namespace webtrap::config_table {
+namespace {
+
+using ::testing::HasSubstr;
+
+using Apply = std::function<void(std::map<std::string, std::string>&, const std::string&)>;
+
+const std::vector<Option<Apply>>& sampleOptions() {
+  static const std::vector<Option<Apply>> kOptions = {
+      {"listen", "address", "127.0.0.1:7380", "Ingest listener.", {}},
+      {"tls.certificate", "path", "none", "PEM certificate chain.", {}},
+      {"tls.client.ca", "path", "none", "PEM CA bundle.", {}},
+  };
+  return kOptions;
+}
+
+// Walks `yaml` over sampleOptions() and returns the scalar text of each key
+// it applied, by full dotted key.
+std::map<std::string, std::string> walkSample(const std::string& yaml,
+                                              bool allow_empty_group = true) {
+  std::map<std::string, std::string> applied;
+  KeyWalk walk{
+      .apply =
+          [&](const std::string& key, const YAML::Node& value) {
+            if (findOption(sampleOptions(), key) == nullptr) {
+              return false;
+            }
+            applied[key] = scalarTextOrEmpty(value, key);
+            return true;
+          },
+      .is_group = [](const std::string& key) { return hasGroup(sampleOptions(), key); },
+      .program = "collector",
+      .allow_empty_group = allow_empty_group,
+  };
+  walkKeys(YAML::Load(yaml), "", walk);
+  return applied;
+}
+
+std::string walkError(const std::string& yaml, bool allow_empty_group = true) {
+  try {
+    walkSample(yaml, allow_empty_group);
+  } catch (const ConfigError& error) {
+    return error.what();
+  }
+  return "";
+}
+
+TEST(ConfigTable, WalkAppliesNestedKeys) {
+  auto applied = walkSample(
+      "listen: 127.0.0.1:1\ntls:\n  certificate: a.pem\n  client:\n"
+      "    ca: ca.pem\n");
+  ASSERT_EQ(applied.size(), 3u);
+  EXPECT_EQ(applied["listen"], "127.0.0.1:1");
+  EXPECT_EQ(applied["tls.certificate"], "a.pem");
+  EXPECT_EQ(applied["tls.client.ca"], "ca.pem");
+}
+
+TEST(ConfigTable, KeyWithoutValueIsEmpty) {
+  auto applied = walkSample("listen:\n");
+  ASSERT_EQ(applied.count("listen"), 1u);
+  EXPECT_EQ(applied["listen"], "");
+}
+
+TEST(ConfigTable, RepeatedKeyNamesLine) {
+  EXPECT_EQ(walkError("tls:\n  certificate: a\n  certificate: b\n"),
+            "tls.certificate: the key appears twice at line 3; keep one of them");
+}
+
+TEST(ConfigTable, UnknownKeyNamesProgram) {
+  EXPECT_EQ(walkError("tls:\n  certifcate: a\n"),
+            "tls.certifcate: unknown configuration key; run `webtrap collector "
+            "--config-reference` for the list of keys");
+}
+
+TEST(ConfigTable, KeyPrefixWithoutDotIsUnknown) {
+  // "tl" is a prefix of "tls.certificate" but not a group of it.
+  EXPECT_THAT(walkError("tl:\n  certificate: a\n"), HasSubstr("tl: unknown configuration key"));
+  EXPECT_FALSE(isInGroup("tls.certificate", "tl"));
+  EXPECT_TRUE(isInGroup("tls.certificate", "tls"));
+  EXPECT_FALSE(isInGroup("tls", "tls"));
+}
+
+TEST(ConfigTable, GroupMustBeMap) {
+  EXPECT_EQ(walkError("tls: a.pem\n"),
+            "tls: expected a map of keys, such as `tls:` followed by indented `key: value` "
+            "lines");
+}
+
+TEST(ConfigTable, EmptyGroupFollowsFlag) {
+  EXPECT_TRUE(walkSample("tls:\n").empty());
+  EXPECT_THAT(walkError("tls:\n", /*allow_empty_group=*/false),
+              HasSubstr("tls: expected a map of keys"));
+}
+
+TEST(ConfigTable, ReferenceRowsKeepTableOrder) {
+  EXPECT_EQ(referenceHeader(), "| key | type | default | meaning |\n|---|---|---|---|\n");
+  EXPECT_EQ(referenceRows(sampleOptions()),
+            "| listen | address | 127.0.0.1:7380 | Ingest listener. |\n"
+            "| tls.certificate | path | none | PEM certificate chain. |\n"
+            "| tls.client.ca | path | none | PEM CA bundle. |\n");
+}
+
+TEST(ConfigTable, FindOptionByFullKey) {
+  const auto* option = findOption(sampleOptions(), "tls.certificate");
+  ASSERT_NE(option, nullptr);
+  EXPECT_STREQ(option->type, "path");
+  EXPECT_EQ(findOption(sampleOptions(), "certificate"), nullptr);
+  EXPECT_TRUE(hasGroup(sampleOptions(), "tls.client"));
+  EXPECT_FALSE(hasGroup(sampleOptions(), "listen"));
+}
+
+}  // namespace
+}  // namespace webtrap::config_table
