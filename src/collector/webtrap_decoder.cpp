@@ -44,6 +44,20 @@ void forEachMember(ondemand::value value, std::string_view field, Handler&& hand
   }
 }
 
+// Calls `handle(item, item_field)` for each element of the array at `value`,
+// where `item_field` names the element, such as "webtrap.baits[2]".
+template <class Handler>
+void forEachElement(ondemand::value value, std::string_view field, Handler&& handle) {
+  ondemand::array items = readArray(value, field);
+  std::size_t index = 0;
+  for (auto element : items) {
+    ondemand::value item;
+    check(std::move(element).get(item), field);
+    handle(item, indexField(field, index));
+    ++index;
+  }
+}
+
 void decodeRequest(ondemand::value value, AuditRecord& record, WebtrapExtras& extras) {
   constexpr std::string_view kField = "webtrap.request";
   forEachMember(value, kField, [&](std::string_view key, ondemand::value member) {
@@ -51,21 +65,16 @@ void decodeRequest(ondemand::value value, AuditRecord& record, WebtrapExtras& ex
       readStringInto(member, "webtrap.request.line", record.request_line);
     } else if (key == "headers") {
       // [[name, value], ...]: every field in arrival order.
-      constexpr std::string_view kHeaders = "webtrap.request.headers";
-      ondemand::array headers = readArray(member, kHeaders);
-      std::size_t index = 0;
-      for (auto element : headers) {
-        ondemand::value pair_value;
-        check(std::move(element).get(pair_value), kHeaders);
-        std::string pair_field = indexField(kHeaders, index);
-        std::vector<std::string> pair;
-        readStringArray(pair_value, pair_field, pair);
-        if (pair.size() != 2) {
-          fail(pair_field, fmt::format("expected [name, value], got {} items", pair.size()));
-        }
-        extras.headers.push_back({std::move(pair[0]), std::move(pair[1])});
-        ++index;
-      }
+      forEachElement(member, "webtrap.request.headers",
+                     [&](ondemand::value pair_value, const std::string& pair_field) {
+                       std::vector<std::string> pair;
+                       readStringArray(pair_value, pair_field, pair);
+                       if (pair.size() != 2) {
+                         fail(pair_field,
+                              fmt::format("expected [name, value], got {} items", pair.size()));
+                       }
+                       extras.headers.push_back({std::move(pair[0]), std::move(pair[1])});
+                     });
       extras.has_headers = true;
     } else if (key == "body_size") {
       record.request_body_bytes = readCount(member, "webtrap.request.body_size");
@@ -78,13 +87,7 @@ void decodeRequest(ondemand::value value, AuditRecord& record, WebtrapExtras& ex
 }
 
 void decodeBaits(ondemand::value value, AuditRecord& record) {
-  constexpr std::string_view kField = "webtrap.baits";
-  ondemand::array baits = readArray(value, kField);
-  std::size_t index = 0;
-  for (auto element : baits) {
-    ondemand::value item;
-    check(std::move(element).get(item), kField);
-    std::string item_field = indexField(kField, index);
+  forEachElement(value, "webtrap.baits", [&](ondemand::value item, const std::string& item_field) {
     std::string kind;
     std::string detail;
     forEachMember(item, item_field, [&](std::string_view key, ondemand::value member) {
@@ -96,8 +99,7 @@ void decodeBaits(ondemand::value value, AuditRecord& record) {
     });
     record.bait_hits.push_back(std::move(kind));
     record.bait_details.push_back(std::move(detail));
-    ++index;
-  }
+  });
 }
 
 // A confidence: a JSON number (or numeric string) from 0 to 1.
@@ -114,13 +116,7 @@ double readConfidence(ondemand::value value, std::string_view field) {
 
 // webtrap.oat: the probe's per-request OAT tags.
 void decodeOat(ondemand::value value, AuditRecord& record) {
-  constexpr std::string_view kField = "webtrap.oat";
-  ondemand::array tags = readArray(value, kField);
-  std::size_t index = 0;
-  for (auto element : tags) {
-    ondemand::value item;
-    check(std::move(element).get(item), kField);
-    std::string item_field = indexField(kField, index);
+  forEachElement(value, "webtrap.oat", [&](ondemand::value item, const std::string& item_field) {
     OatTag tag;
     forEachMember(item, item_field, [&](std::string_view key, ondemand::value member) {
       if (key == "id") {
@@ -143,17 +139,11 @@ void decodeOat(ondemand::value value, AuditRecord& record) {
       fail(childField(item_field, "id"), "missing; every OAT tag names its OAT id");
     }
     record.oat_tags.push_back(std::move(tag));
-    ++index;
-  }
+  });
 }
 
 void decodeCards(ondemand::value value, std::string_view field, FormFacts& form) {
-  ondemand::array cards = readArray(value, field);
-  std::size_t index = 0;
-  for (auto element : cards) {
-    ondemand::value item;
-    check(std::move(element).get(item), field);
-    std::string item_field = indexField(field, index);
+  forEachElement(value, field, [&](ondemand::value item, const std::string& item_field) {
     CardFacts card;
     forEachMember(item, item_field, [&](std::string_view key, ondemand::value member) {
       if (key == "bin") {
@@ -167,8 +157,7 @@ void decodeCards(ondemand::value value, std::string_view field, FormFacts& form)
       }
     });
     form.cards.push_back(std::move(card));
-    ++index;
-  }
+  });
 }
 
 // A count that fits FormFacts' 32-bit fields; larger values are capped.
