@@ -153,7 +153,7 @@ TEST(CardMaskingJson, KeepsNumbersFailingLuhn) {
 
 TEST(CardMaskingJson, MasksAfterStrayQuote) {
   // An unescaped quote (as an old libmodsecurity writes after a component
-  // name) flips what looks like a string: the card is still masked, because
+  // name) flips what looks like a string. The card is still masked, because
   // the bytes around it are not those of a bare number.
   auto masked = maskCardNumbersInJson(R"j({"c":["CRS/3.3.4""],"d":"Matched 4111111111111111 x"})j");
   ASSERT_TRUE(masked);
@@ -308,6 +308,26 @@ TEST(CardMaskingDecode, InvalidUtf8Base64Masked) {
   expectNoFullNumber(exact, "original_base64");
   expectNoFullNumber(result.record.original, "original");
   expectNoFullNumber(auditRecordToJson(result.record), "the decoded record");
+}
+
+TEST(CardMaskingDecode, StrayComponentQuoteMasked) {
+  // A libmodsecurity build that does not escape the component's trailing
+  // quote writes invalid JSON, which the decoder repairs. The messages come
+  // after the components, where a quote count is off by one.
+  std::string record = replaceAll(modsec3Record(), R"j("OWASP_CRS/3.3.4\"")j",
+                                  R"j("OWASP_CRS/3.3.4"")j");
+  ASSERT_NE(record.find(R"j(["OWASP_CRS/3.3.4""])j"), std::string::npos);
+  DecodeResult result = decodeAuditRecord(record, RecordFormat::kModsec3, "web1");
+  ASSERT_TRUE(result.ok) << result.error;
+  ASSERT_EQ(result.record.messages.size(), 1u);
+  EXPECT_EQ(result.record.messages[0].data,
+            "Matched Data: 4012-88**-****-1881 found within ARGS:cc");
+  expectNoFullNumber(auditRecordToJson(result.record), "the decoded record");
+  EXPECT_TRUE(parsesAsJson(result.record.original));
+
+  DecodeResult again = decodeAuditRecord(record, RecordFormat::kModsec3, "web1");
+  ASSERT_TRUE(again.ok) << again.error;
+  EXPECT_EQ(again.record.event_id, result.record.event_id);
 }
 
 TEST(CardMaskingDecode, ErrorTextMasked) {
