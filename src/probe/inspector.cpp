@@ -349,27 +349,34 @@ std::int64_t microsecondsSince(std::chrono::steady_clock::time_point start) {
 }
 
 // The max number of fields that libmodsecurity receives from a query
-// string or a urlencoded body. Its argument handling grows about
-// quadratically with the field count (libmodsecurity 3.0.9 with CRS: 8000
-// fields about 2 s of CPU, 16000 about 10 s). Extrapolated, one 1 MiB body
-// of "a=1&a=1..." would hold a worker for most of an hour. PHP itself reads
-// at most max_input_vars fields, 1000 by default, so the PHP persona's
-// application never sees the rest either. The record keeps every byte.
-// NOTE: multipart and JSON bodies are not cut. Their fields cost more bytes
-// each, but a 1 MiB JSON body of short keys can still take minutes.
+// string, a urlencoded body or a JSON body. Its argument handling grows
+// about quadratically with the field count (libmodsecurity 3.0.9 with CRS:
+// 8000 urlencoded fields about 2 s of CPU, 16000 about 10 s; 16000 JSON
+// members about 15 s). Extrapolated, one 1 MiB body of "a=1&a=1..." would
+// hold a worker for most of an hour. PHP itself reads at most
+// max_input_vars fields, 1000 by default, so the PHP persona's application
+// never sees the rest either. The record keeps every byte.
+// NOTE: multipart bodies are not cut. Their parts cost more bytes each, but
+// a 1 MiB body of small parts still costs about 15 s.
 constexpr std::size_t kMaxInspectedFields = 1000;
 
-// Returns `text` up to the '&' that ends its kMaxInspectedFields-th field.
-std::string_view firstFields(std::string_view text) {
+// Returns `text` up to the `max`-th byte that is one of `separators`.
+std::string_view beforeSeparator(std::string_view text, std::string_view separators,
+                                 std::size_t max) {
   std::size_t pos = 0;
-  for (std::size_t field = 0; field < kMaxInspectedFields; ++field) {
-    pos = text.find('&', pos);
+  for (std::size_t count = 0; count < max; ++count) {
+    pos = text.find_first_of(separators, pos);
     if (pos == std::string_view::npos) {
       return text;
     }
     ++pos;
   }
   return text.substr(0, pos - 1);
+}
+
+// Returns `text` up to the '&' that ends its kMaxInspectedFields-th field.
+std::string_view firstFields(std::string_view text) {
+  return beforeSeparator(text, "&", kMaxInspectedFields);
 }
 
 // Returns `target` with its query string cut by firstFields.
@@ -382,17 +389,33 @@ std::string inspectedTarget(const std::string& target) {
   return target.substr(0, question + 1) + std::string(firstFields(query));
 }
 
+bool startsWithIgnoreCase(std::string_view text, std::string_view prefix) {
+  return text.size() >= prefix.size() && equalsIgnoreCase(text.substr(0, prefix.size()), prefix);
+}
+
 // Returns the body bytes to inspect: a urlencoded body cut by firstFields,
-// any other body whole.
+// a JSON body cut before its (2 * kMaxInspectedFields)-th ':' or ',', any
+// other body whole. Each JSON member adds a ':' and each array element after
+// the first a ',', so at most that many fields reach libmodsecurity. A cut
+// JSON body is invalid, as a body past the body limit already is, and
+// libmodsecurity keeps the fields it parsed before the cut.
 std::string_view inspectedBody(const CapturedRequest& request) {
   const std::string* content_type = findHeader(request.headers, "Content-Type");
-  constexpr std::string_view kUrlencoded = "application/x-www-form-urlencoded";
-  if (content_type == nullptr || content_type->size() < kUrlencoded.size() ||
-      !equalsIgnoreCase(std::string_view(*content_type).substr(0, kUrlencoded.size()),
-                        kUrlencoded)) {
+  if (content_type == nullptr) {
     return request.body;
   }
-  return firstFields(request.body);
+  if (startsWithIgnoreCase(*content_type, "application/x-www-form-urlencoded")) {
+    return firstFields(request.body);
+  }
+  // Every type that rule 77901 sends to the JSON body processor, and a few more.
+  std::string lower = *content_type;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](char c) {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+  });
+  if (lower.starts_with("application/") && lower.find("json") != std::string::npos) {
+    return beforeSeparator(request.body, ":,", 2 * kMaxInspectedFields);
+  }
+  return request.body;
 }
 
 }  // namespace
