@@ -43,6 +43,13 @@ void requireRange(std::uint64_t value, std::uint64_t min, std::uint64_t max, con
   }
 }
 
+// A connection timeout, from 100ms to 1h.
+std::uint32_t parseTimeout(const std::string& text, const char* key) {
+  auto milliseconds = parseMilliseconds(text, key);
+  requireRange(milliseconds, 100, 3'600'000, key, text, "a duration from 100ms to 1h");
+  return static_cast<std::uint32_t>(milliseconds);
+}
+
 Apply setBool(bool CollectorConfig::*member, const char* key) {
   return [member, key](CollectorConfig& c, const std::string& v) { c.*member = parseBool(v, key); };
 }
@@ -141,18 +148,12 @@ const std::vector<Option>& options() {
       {"limits.read_timeout", "duration", "30s",
        "Time allowed to receive one whole request, from 100ms to 1h.",
        [](CollectorConfig& c, const std::string& v) {
-         auto milliseconds = parseMilliseconds(v, "limits.read_timeout");
-         requireRange(milliseconds, 100, 3'600'000, "limits.read_timeout", v,
-                      "a duration from 100ms to 1h");
-         c.limits.read_timeout_ms = static_cast<std::uint32_t>(milliseconds);
+         c.limits.read_timeout_ms = parseTimeout(v, "limits.read_timeout");
        }},
       {"limits.idle_timeout", "duration", "60s",
        "Time an idle keep-alive connection stays open, from 100ms to 1h.",
        [](CollectorConfig& c, const std::string& v) {
-         auto milliseconds = parseMilliseconds(v, "limits.idle_timeout");
-         requireRange(milliseconds, 100, 3'600'000, "limits.idle_timeout", v,
-                      "a duration from 100ms to 1h");
-         c.limits.idle_timeout_ms = static_cast<std::uint32_t>(milliseconds);
+         c.limits.idle_timeout_ms = parseTimeout(v, "limits.idle_timeout");
        }},
       {"limits.max_connections", "count", "1024",
        "Open connections on the ingest listener; further connections are closed at once. From "
@@ -211,12 +212,7 @@ bool applyKey(CollectorConfig& config, const std::string& key, const YAML::Node&
     config.*(section->member) = YAML::Clone(value);
     return true;
   }
-  const Option* option = config_table::findOption(options(), key);
-  if (option == nullptr) {
-    return false;
-  }
-  option->apply(config, config_table::scalarTextOrEmpty(value, key));
-  return true;
+  return config_table::applyScalarOption(options(), key, value, config);
 }
 
 void finish(CollectorConfig& config, bool store_path_set) {
@@ -249,17 +245,13 @@ void finish(CollectorConfig& config, bool store_path_set) {
 
 CollectorConfig parseRoot(const YAML::Node& root, const std::string& name) {
   CollectorConfig config;
-  if (root.IsMap()) {
-    config_table::KeyWalk walk{
-        .apply = [&](const std::string& key,
-                     const YAML::Node& value) { return applyKey(config, key, value); },
-        .is_group = isSectionPrefix,
-        .program = "collector",
-    };
-    config_table::walkKeys(root, "", walk);
-  } else if (!root.IsNull()) {
-    throw ConfigError(fmt::format("{}: expected a map of keys at the top level", name));
-  }
+  config_table::KeyWalk walk{
+      .apply = [&](const std::string& key,
+                   const YAML::Node& value) { return applyKey(config, key, value); },
+      .is_group = isSectionPrefix,
+      .program = "collector",
+  };
+  config_table::walkTopLevel(root, name, walk);
   bool store_path_set = root.IsMap() && root["store"] && root["store"].IsMap() &&
                         root["store"]["path"];
   finish(config, store_path_set);
@@ -277,30 +269,13 @@ CollectorConfig loadCollectorConfig(const std::filesystem::path& path) {
   if (path.empty()) {
     return parseRoot(YAML::Node(), "built-in default");
   }
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path.string());
-  } catch (const YAML::BadFile&) {
-    throw ConfigError(fmt::format("{}: cannot read the configuration file; check the path",
-                                  path.string()));
-  } catch (const YAML::Exception& error) {
-    throw ConfigError(fmt::format("{}: invalid YAML at line {}: {}", path.string(),
-                                  error.mark.line + 1, error.msg));
-  }
-  CollectorConfig config = parseRoot(root, path.string());
+  CollectorConfig config = parseRoot(config_table::loadYamlFile(path), path.string());
   config.source = path;
   return config;
 }
 
 CollectorConfig parseCollectorConfig(const std::string& yaml_text, const std::string& name) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(yaml_text);
-  } catch (const YAML::Exception& error) {
-    throw ConfigError(fmt::format("{}: invalid YAML at line {}: {}", name, error.mark.line + 1,
-                                  error.msg));
-  }
-  return parseRoot(root, name);
+  return parseRoot(config_table::parseYamlText(yaml_text, name), name);
 }
 
 std::string collectorConfigurationReference() {

@@ -59,4 +59,33 @@ void walkKeys(const YAML::Node& node, const std::string& prefix, const KeyWalk& 
   }
 }
 
+void walkTopLevel(const YAML::Node& root, const std::string& name, const KeyWalk& walk) {
+  if (root.IsMap()) {
+    walkKeys(root, "", walk);
+  } else if (!root.IsNull()) {
+    throw ConfigError(fmt::format("{}: expected a map of keys at the top level", name));
+  }
+}
+
+YAML::Node loadYamlFile(const std::filesystem::path& path) {
+  try {
+    return YAML::LoadFile(path.string());
+  } catch (const YAML::BadFile&) {
+    throw ConfigError(
+        fmt::format("{}: cannot read the configuration file; check the path", path.string()));
+  } catch (const YAML::Exception& error) {
+    throw ConfigError(fmt::format("{}: invalid YAML at line {}: {}", path.string(),
+                                  error.mark.line + 1, error.msg));
+  }
+}
+
+YAML::Node parseYamlText(const std::string& yaml_text, const std::string& name) {
+  try {
+    return YAML::Load(yaml_text);
+  } catch (const YAML::Exception& error) {
+    throw ConfigError(
+        fmt::format("{}: invalid YAML at line {}: {}", name, error.mark.line + 1, error.msg));
+  }
+}
+
 }  // namespace webtrap::config_table

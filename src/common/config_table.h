@@ -1,10 +1,11 @@
-// Option tables for YAML configuration files, shared by the probe and the
-// collector. Each table declares a key once, and the same entry drives
-// parsing, the rejection of unknown keys and the `--config-reference`
+// Option tables and file loading for YAML configuration files, shared by the
+// probe and the collector. Each table declares a key once, and the same entry
+// drives parsing, the rejection of unknown keys and the `--config-reference`
 // Markdown table.
 #pragma once
 
 #include <algorithm>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -46,6 +47,20 @@ bool hasGroup(const std::vector<Option<Apply>>& options, const std::string& key)
 // The text of a scalar value, or "" for a key written with no value.
 std::string scalarTextOrEmpty(const YAML::Node& value, const std::string& key);
 
+// Applies the scalar text of `value` (see scalarTextOrEmpty) to `target`
+// through the entry of `options` named `key`. Returns false when no entry
+// has that key.
+template <typename Apply, typename Target>
+bool applyScalarOption(const std::vector<Option<Apply>>& options, const std::string& key,
+                       const YAML::Node& value, Target& target) {
+  const Option<Apply>* option = findOption(options, key);
+  if (option == nullptr) {
+    return false;
+  }
+  option->apply(target, scalarTextOrEmpty(value, key));
+  return true;
+}
+
 // The header of the reference table, with its separator line.
 std::string referenceHeader();
 
@@ -82,5 +97,17 @@ struct KeyWalk {
 // Throws ConfigError for a repeated key, for a group that is not a map and
 // for an unknown key, naming the key and the fix.
 void walkKeys(const YAML::Node& node, const std::string& prefix, const KeyWalk& walk);
+
+// Walks the top level of a configuration file named `name` in messages. An
+// empty file applies no key, and a top level that is not a map is an error.
+void walkTopLevel(const YAML::Node& root, const std::string& name, const KeyWalk& walk);
+
+// Reads and parses the YAML file at `path`. Throws ConfigError when the file
+// cannot be read or is not valid YAML.
+YAML::Node loadYamlFile(const std::filesystem::path& path);
+
+// Parses `yaml_text`, named `name` in messages. Throws ConfigError when it is
+// not valid YAML.
+YAML::Node parseYamlText(const std::string& yaml_text, const std::string& name);
 
 }  // namespace webtrap::config_table

@@ -356,12 +356,7 @@ bool applyKey(ProbeConfig& config, const std::string& key, const YAML::Node& val
     }
     return true;
   }
-  const Option* option = config_table::findOption(options(), key);
-  if (option == nullptr) {
-    return false;
-  }
-  option->apply(config, config_table::scalarTextOrEmpty(value, key));
-  return true;
+  return config_table::applyScalarOption(options(), key, value, config);
 }
 
 std::string hostName() {
@@ -402,30 +397,16 @@ ProbeConfig loadProbeConfig(const std::filesystem::path& path) {
   config.spool.dir = "var/spool";
 
   if (!path.empty()) {
-    YAML::Node root;
-    try {
-      root = YAML::LoadFile(path.string());
-    } catch (const YAML::BadFile&) {
-      throw ConfigError(fmt::format("{}: cannot read the configuration file; check the path",
-                                    path.string()));
-    } catch (const YAML::Exception& error) {
-      throw ConfigError(fmt::format("{}: invalid YAML at line {}: {}", path.string(),
-                                    error.mark.line + 1, error.msg));
-    }
-    if (root.IsMap()) {
-      config_table::KeyWalk walk{
-          .apply = [&](const std::string& key,
-                       const YAML::Node& value) { return applyKey(config, key, value); },
-          .is_group = [](const std::string& key) { return config_table::hasGroup(options(), key); },
-          .program = "probe",
-          // A group written with no value, such as `tls:` alone, is an error in
-          // probe files.
-          .allow_empty_group = false,
-      };
-      config_table::walkKeys(root, "", walk);
-    } else if (!root.IsNull()) {
-      throw ConfigError(fmt::format("{}: expected a map of keys at the top level", path.string()));
-    }
+    config_table::KeyWalk walk{
+        .apply = [&](const std::string& key,
+                     const YAML::Node& value) { return applyKey(config, key, value); },
+        .is_group = [](const std::string& key) { return config_table::hasGroup(options(), key); },
+        .program = "probe",
+        // A group written with no value, such as `tls:` alone, is an error in
+        // probe files.
+        .allow_empty_group = false,
+    };
+    config_table::walkTopLevel(config_table::loadYamlFile(path), path.string(), walk);
   }
 
   config.inspector.body_limit = config.body_capture_bytes;

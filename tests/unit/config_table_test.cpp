@@ -1,5 +1,9 @@
 #include "common/config_table.h"
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <string>
@@ -119,6 +123,50 @@ TEST(ConfigTable, FindOptionByFullKey) {
   EXPECT_EQ(findOption(sampleOptions(), "certificate"), nullptr);
   EXPECT_TRUE(hasGroup(sampleOptions(), "tls.client"));
   EXPECT_FALSE(hasGroup(sampleOptions(), "listen"));
+}
+
+TEST(ConfigTable, TopLevelMustBeMap) {
+  KeyWalk walk{
+      .apply = [](const std::string&, const YAML::Node&) { return false; },
+      .is_group = [](const std::string&) { return false; },
+      .program = "probe",
+  };
+  EXPECT_NO_THROW(walkTopLevel(YAML::Load(""), "empty.yaml", walk));
+  try {
+    walkTopLevel(YAML::Load("- a\n"), "list.yaml", walk);
+    FAIL() << "a list at the top level was accepted";
+  } catch (const ConfigError& error) {
+    EXPECT_STREQ(error.what(), "list.yaml: expected a map of keys at the top level");
+  }
+}
+
+TEST(ConfigTable, YamlErrorsNameSource) {
+  try {
+    parseYamlText("a: [1\n", "inline.yaml");
+    FAIL() << "unclosed list was accepted";
+  } catch (const ConfigError& error) {
+    EXPECT_THAT(error.what(), HasSubstr("inline.yaml: invalid YAML at line "));
+  }
+  std::filesystem::path missing =
+      std::filesystem::temp_directory_path() / "webtrap-config-table-missing.yaml";
+  std::filesystem::remove(missing);
+  try {
+    loadYamlFile(missing);
+    FAIL() << "a missing file was read";
+  } catch (const ConfigError& error) {
+    EXPECT_EQ(std::string(error.what()),
+              missing.string() + ": cannot read the configuration file; check the path");
+  }
+}
+
+TEST(ConfigTable, LoadYamlFileReadsMap) {
+  std::filesystem::path path = std::filesystem::temp_directory_path() /
+                               ("webtrap-config-table-" + std::to_string(::getpid()) + ".yaml");
+  std::ofstream(path) << "listen: 127.0.0.1:1\n";
+  YAML::Node root = loadYamlFile(path);
+  std::filesystem::remove(path);
+  ASSERT_TRUE(root.IsMap());
+  EXPECT_EQ(root["listen"].as<std::string>(), "127.0.0.1:1");
 }
 
 }  // namespace
