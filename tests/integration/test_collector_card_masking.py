@@ -28,14 +28,17 @@ from probe_harness import BIN, wait_for
 
 # Luhn-valid test numbers, as they appear in the records below.
 FULL_NUMBERS = ["4111111111111111", "5555555555554444", "378282246310005", "4012888888881881"]
-# Numbers that fail the Luhn check, and so are kept.
+# Numbers that fail the Luhn check, so they are kept.
 NOT_CARDS = ["4111111111111112", "1234567890123"]
+
+# 4111111111111111 written as percent escapes, as a client may send it.
+PERCENT_CARD = "".join("%3" + digit for digit in FULL_NUMBERS[0])
 
 MODSEC3_RECORD = (
     '{"transaction":{"client_ip":"203.0.113.9","time_stamp":"Fri Dec  4 15:41:52 2026",'
     '"server_id":"abc","client_port":51000,"host_ip":"127.0.0.1","host_port":80,'
     '"unique_id":"17963993203.232894","request":{"method":"POST","http_version":1.1,'
-    '"uri":"/checkout?cc=4111111111111111&order=4111111111111112",'
+    '"uri":"/checkout?cc=4111111111111111&order=4111111111111112&pan=' + PERCENT_CARD + '",'
     '"body":"card=5555+5555+5555+4444&ref=1234567890123",'
     '"headers":{"Host":"shop.example","X-Card":"3782 822463 10005"}},'
     '"response":{"body":"","http_code":200,"headers":{"Server":"nginx"}},'
@@ -94,6 +97,7 @@ def check_no_full_number(text, where):
     joined = without_separators(text)
     for number in FULL_NUMBERS:
         check(number not in joined, f"full card number {number} in {where}")
+    check(PERCENT_CARD not in text, f"percent-escaped card number in {where}")
 
 
 def main():
@@ -168,7 +172,9 @@ outputs:
             check("411111******1111" in document["event"]["original"],
                   f"{name} event.original is not masked: {document['event']['original']}")
         modsec3 = by_format["modsec3"]
-        check(modsec3["url"]["query"] == "cc=411111******1111&order=4111111111111112",
+        masked_percent = PERCENT_CARD[:18] + "%2A" * 6 + PERCENT_CARD[-12:]
+        check(modsec3["url"]["query"] ==
+              "cc=411111******1111&order=4111111111111112&pan=" + masked_percent,
               f"modsec3 url: {modsec3['url']}")
         for number in NOT_CARDS:
             check(number in modsec3["event"]["original"], f"{number} was masked")

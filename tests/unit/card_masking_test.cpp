@@ -70,7 +70,8 @@ std::string modsec3Record() {
   record += R"j("host_ip":"127.0.0.1","host_port":80,"unique_id":"17963993203.232894",)j";
   record += R"j("x_bytes":6011111111111117,)j";
   record += R"j("request":{"method":"POST","http_version":1.1,)j";
-  record += R"j("uri":"/checkout?cc=4111111111111111&order=4111111111111112&ref=1234567890123",)j";
+  record += R"j("uri":"/checkout?cc=4111111111111111&order=4111111111111112&ref=1234567890123)j";
+  record += R"j(&pan=%35%35%35%35%35%35%35%35%35%35%35%35%34%34%34%34",)j";
   record += R"j("body":"card=5555+5555+5555+4444&note=1234567890123456789",)j";
   record += R"j("headers":{"Host":"shop.example","X-Card":"3782 822463 10005",)j";
   record += R"j("Referer":"http://shop.example/?q=\"4012888888881881\""}},)j";
@@ -160,6 +161,19 @@ TEST(CardMaskingJson, MasksAfterStrayQuote) {
   EXPECT_EQ(masked->find(kVisa), std::string::npos);
 }
 
+TEST(CardMaskingJson, MasksPercentEscapedDigits) {
+  auto masked = maskCardNumbersInJson(
+      R"j({"uri":"/pay?cc=%34%31%31%31%31%31%31%31%31%31%31%31%31%31%31%31&n=1"})j");
+  ASSERT_TRUE(masked);
+  EXPECT_EQ(*masked,
+            R"j({"uri":"/pay?cc=%34%31%31%31%31%31%2A%2A%2A%2A%2A%2A%31%31%31%31&n=1"})j");
+  // Plain and escaped digits mixed, with encoded separators between groups.
+  masked = maskCardNumbersInJson(R"j({"b":"cc=4111%20%31%3111%20%311%311%201111"})j");
+  ASSERT_TRUE(masked);
+  EXPECT_EQ(*masked, R"j({"b":"cc=4111%20%31%31**%20%2A*%2A*%201111"})j");
+  EXPECT_TRUE(parsesAsJson(*masked));
+}
+
 TEST(CardMaskingJson, MasksPlainText) {
   auto masked = maskCardNumbersInJson("card 4111-1111-1111-1111 expires 12/26");
   ASSERT_TRUE(masked);
@@ -202,6 +216,9 @@ TEST(CardMaskingJson, MatchesPlainMaskerOnRandomText) {
     if (round % 3 == 0) {
       inner.insert(next() % (inner.size() + 1), std::string(" ") + kVisa + " ");
     }
+    if (inner.find("%3") != std::string::npos) {
+      continue;  // escaped digits, which maskCardNumbers does not read
+    }
     std::string json = R"j({"a":")j" + inner + R"j("})j";
     auto expected = maskCardNumbers(inner);
     auto masked = maskCardNumbersInJson(json);
@@ -218,7 +235,9 @@ TEST(CardMaskingDecode, Modsec3FieldsMasked) {
   DecodeResult result = decodeAuditRecord(modsec3Record(), RecordFormat::kModsec3, "web1");
   ASSERT_TRUE(result.ok) << result.error;
   const AuditRecord& record = result.record;
-  EXPECT_EQ(record.uri, "/checkout?cc=411111******1111&order=4111111111111112&ref=1234567890123");
+  EXPECT_EQ(record.uri,
+            "/checkout?cc=411111******1111&order=4111111111111112&ref=1234567890123"
+            "&pan=%35%35%35%35%35%35%2A%2A%2A%2A%2A%2A%34%34%34%34");
   EXPECT_EQ(record.request_body, "card=5555+55**+****+4444&note=1234567890123456789");
   std::string headers;
   for (const HeaderField& header : record.request_headers) {
@@ -289,6 +308,7 @@ TEST(CardMaskingDecode, RecordsWithoutCardsUnchanged) {
   record = replaceAll(record, "4012-8888-8888-1881", "4");
   record = replaceAll(record, "5555+5555+5555+4444", "5");
   record = replaceAll(record, "3782 822463 10005", "3");
+  record = replaceAll(record, "%35%35%35%35%35%35%35%35%35%35%35%35%34%34%34%34", "5");
   DecodeResult result = decodeAuditRecord(record, RecordFormat::kModsec3, "web1");
   ASSERT_TRUE(result.ok) << result.error;
   EXPECT_EQ(result.record.original, record);
