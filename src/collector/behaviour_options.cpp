@@ -25,14 +25,18 @@ using config_values::scalarText;
 using Apply = std::function<void(BehaviourOptions&, const YAML::Node&, const std::string&)>;
 using BehaviourOption = config_table::Option<Apply>;
 
-std::uint32_t parseCount(const YAML::Node& node, const std::string& key) {
+std::uint64_t parseCountUpTo(const YAML::Node& node, const std::string& key, std::uint64_t max) {
   std::string text = scalarText(node, key);
   std::uint64_t value = parseUnsigned(text, key);
-  if (value < 1 || value > 1'000'000) {
-    throw ConfigError(fmt::format("{}: invalid value {}; use a count from 1 to 1000000", key,
-                                  text));
+  if (value < 1 || value > max) {
+    throw ConfigError(
+        fmt::format("{}: invalid value {}; use a count from 1 to {}", key, text, max));
   }
-  return static_cast<std::uint32_t>(value);
+  return value;
+}
+
+std::uint32_t parseCount(const YAML::Node& node, const std::string& key) {
+  return static_cast<std::uint32_t>(parseCountUpTo(node, key, 1'000'000));
 }
 
 double parseNumber(const YAML::Node& node, const std::string& key, double min, double max) {
@@ -98,13 +102,7 @@ const std::vector<BehaviourOption>& behaviourOptions() {
        "is dropped past this. About 1.4 KiB per key, 8 KiB at most (an estimate from the "
        "sizes of its counters and sets).",
        [](O& o, const N& n, const S& k) {
-         std::string text = scalarText(n, k);
-         std::uint64_t value = parseUnsigned(text, k);
-         if (value < 1 || value > 10'000'000) {
-           throw ConfigError(
-               fmt::format("{}: invalid value {}; use a count from 1 to 10000000", k, text));
-         }
-         o.max_keys = static_cast<std::size_t>(value);
+         o.max_keys = static_cast<std::size_t>(parseCountUpTo(n, k, 10'000'000));
        }},
       {"behaviour.ua_rotation", "count", "4",
        "Distinct user agents from one address in the window that make the address alone a key "
