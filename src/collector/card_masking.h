@@ -18,8 +18,10 @@ namespace webtrap::collector {
 // the bytes around it are those of a JSON number (':', ',', '[' before it,
 // ',', '}', ']' after it), so a stray unescaped quote, which flips what
 // counts as inside a string, cannot hide a card from the mask.
-// NOTE: digits written as percent escapes ("%34"), JSON escapes ("\u0034")
-// or full-width digits are not found, although a client can send them.
+// Digits written as percent escapes ("%34") count as digits, and a masked
+// escape becomes "%2A".
+// NOTE: double escapes ("%2534"), JSON escapes ("\u0034") and full-width
+// digits are not found, although a client can send them.
 // maskEveryCardNumber reads them, but it also masks about 4 in 5
 // libmodsecurity unique_ids ("17964007833.886302"), because it joins digit
 // groups across a dot.
