@@ -95,6 +95,9 @@ struct PersonaData {
   std::vector<std::string> taken_usernames;
   // Coupon codes the cart accepts, compared ASCII case-insensitively.
   std::vector<std::string> valid_coupons;
+  // Ids of the blog posts that comment routes show; any other ?id= gets the
+  // not_found answer. Empty: every id shows the page.
+  std::vector<std::string> blog_posts;
   std::vector<Product> products;
   // Rendered once per product for {{products}}, with {{product.*}} set.
   PersonaTemplate product_list_item;

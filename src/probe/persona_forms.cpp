@@ -134,6 +134,17 @@ FormChoice chooseFormAnswer(const PersonaData& data, const PersonaRoute& route,
     return choice;
   }
 
+  // A comment route without ?id= shows the newest post, as the blog's links
+  // and form actions without an id expect.
+  std::vector<std::string> post_ids = formFieldValues(request, "id");
+  if (route.kind == "comment" && !data.blog_posts.empty() && !post_ids.empty()) {
+    std::string id = intvalDigits(post_ids.back());
+    if (std::find(data.blog_posts.begin(), data.blog_posts.end(), id) == data.blog_posts.end()) {
+      choice.answer = "not_found";
+      return choice;
+    }
+  }
+
   if (request.method == "POST") {
     if (route.kind == "register") {
       choice.answer = registerAnswer(data, request);

@@ -34,7 +34,7 @@ const std::set<std::string> kKinds = {"page",    "login",    "register", "commen
 // (persona_forms.cpp); a route of that kind needs an answer for each.
 const std::map<std::string, std::set<std::string>> kAnswersByKind = {
     {"register", {"invalid", "mismatch", "taken", "created"}},
-    {"comment", {"invalid", "moderation"}},
+    {"comment", {"invalid", "moderation", "not_found"}},
     {"coupon", {"added", "empty", "invalid", "valid"}},
     {"checkout", {"invalid", "declined"}},
     {"product", {"not_found"}},
@@ -333,15 +333,16 @@ class Loader {
       return;
     }
     if (!node.IsMap()) {
-      throw fail("forms", "expected a map with taken_usernames and valid_coupons");
+      throw fail("forms", "expected a map with taken_usernames, valid_coupons and blog_posts");
     }
-    checkKeys(node, {"taken_usernames", "valid_coupons"}, "forms");
+    checkKeys(node, {"taken_usernames", "valid_coupons", "blog_posts"}, "forms");
     for (std::string name : textList(node["taken_usernames"], "forms.taken_usernames")) {
       std::transform(name.begin(), name.end(), name.begin(),
                      [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
       data.taken_usernames.push_back(std::move(name));
     }
     data.valid_coupons = textList(node["valid_coupons"], "forms.valid_coupons");
+    data.blog_posts = textList(node["blog_posts"], "forms.blog_posts");
   }
 
   void loadShop(const YAML::Node& node, PersonaData& data) const {

@@ -462,6 +462,29 @@ TEST_F(PersonaTest, CommentAnswers) {
   EXPECT_NE(plain.body.find("name=\"website\""), std::string::npos);
 }
 
+TEST_F(PersonaTest, CommentOnMissingPostIsNotFound) {
+  // The blog has one post. A PHP blog reads ?id= with intval() and returns
+  // 404 for any other id, on GET and POST alike, and keeps the form facts.
+  for (const std::string& target :
+       {std::string("/blog/post.php?id=2"), std::string("/blog/post.php?id=abc"),
+        std::string("/blog/post.php?id=")}) {
+    PersonaResponse missing = respond(request("GET", target));
+    EXPECT_EQ(missing.status, 404) << target;
+    EXPECT_NE(missing.body.find("Post not found."), std::string::npos) << target;
+    PersonaResponse posted =
+        respond(formPost(target, "name=x&email=x%40y.example&comment=hi+http%3A%2F%2Fa.b"));
+    EXPECT_EQ(posted.status, 404) << target;
+    EXPECT_EQ(header(posted, "Location"), nullptr) << target;
+    EXPECT_EQ(outcome_.form.kind, "comment") << target;
+    EXPECT_EQ(outcome_.form.links, 1u) << target;
+  }
+  PersonaResponse found = respond(request("GET", "/blog/post.php?id=1'%20OR%201=1"));
+  EXPECT_EQ(found.status, 200);
+  // Without an id the newest post is shown.
+  PersonaResponse newest = respond(request("GET", "/blog/post.php"));
+  EXPECT_EQ(newest.status, 200);
+}
+
 TEST_F(PersonaTest, CouponAnswers) {
   struct Case {
     std::string body;
