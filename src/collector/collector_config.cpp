@@ -209,7 +209,7 @@ bool applyKey(CollectorConfig& config, const std::string& key, const YAML::Node&
   auto section = std::find_if(all_sections.begin(), all_sections.end(),
                               [&](const Section& s) { return key == s.key; });
   if (section != all_sections.end()) {
-    config.*(section->member) = YAML::Clone(value);
+    config.*(section->member) = value;
     return true;
   }
   return config_table::applyScalarOption(options(), key, value, config);

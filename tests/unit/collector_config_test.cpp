@@ -8,6 +8,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "collector/collector_sections.h"
 #include "collector/server.h"
 #include "common/error.h"
 
@@ -112,6 +113,17 @@ TEST(CollectorConfig, RejectsBadValues) {
   EXPECT_THAT(parseError("listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n"),
               HasSubstr("appears twice"));
   EXPECT_THAT(parseError("limits: 5\n"), HasSubstr("limits: expected a map"));
+}
+
+TEST(CollectorConfig, SectionErrorsNameTheirLine) {
+  CollectorConfig config =
+      parseCollectorConfig("behaviour:\n  window: 1m\n  window: 2m\n", "test.yaml");
+  try {
+    behaviourOptions(config);
+    FAIL() << "a repeated behaviour key was accepted";
+  } catch (const std::exception& error) {
+    EXPECT_THAT(error.what(), HasSubstr("appears twice at line 3"));
+  }
 }
 
 TEST(CollectorConfig, ChecksTlsCombinations) {
