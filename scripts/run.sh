@@ -29,7 +29,7 @@ tail_pid=""
 # Stops the probe first and waits for it, so its shipper can send the last
 # records while the collector still runs; then the collector and the tail.
 stop_all() {
-  trap - INT TERM EXIT
+  trap - INT TERM HUP EXIT
   for pid in "$probe_pid" "$collector_pid" "$tail_pid"; do
     if [[ -n "$pid" ]]; then
       kill -TERM "$pid" 2>/dev/null || true
@@ -38,10 +38,15 @@ stop_all() {
   done
   echo "webtrap: stopped; logs in var/log/, records in var/collector/store.sqlite"
 }
-trap stop_all INT TERM EXIT
+trap stop_all INT TERM HUP EXIT
 
 rm -f var/collector/ports.json
-"$webtrap" collector --config etc/collector.yaml --ports-file var/collector/ports.json \
+# setsid gives the collector and the probe sessions of their own, because a
+# Ctrl-C in the terminal sends SIGINT to the whole foreground process group.
+# Without it, the collector and the probe's shipper would stop at once and
+# leave the last records in the spool. Now only this script gets the SIGINT,
+# and stop_all stops the probe before the collector.
+setsid "$webtrap" collector --config etc/collector.yaml --ports-file var/collector/ports.json \
   >>var/log/collector.log 2>&1 &
 collector_pid=$!
 for _ in $(seq 100); do
@@ -54,7 +59,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-"$webtrap" probe --config var/state/probe-with-shipper.yaml >>var/log/probe.log 2>&1 &
+setsid "$webtrap" probe --config var/state/probe-with-shipper.yaml >>var/log/probe.log 2>&1 &
 probe_pid=$!
 
 cat <<TEXT
