@@ -14,6 +14,7 @@ build_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   jq  # reads the records in the README's examples
+  sqlite3  # reads the collector's store in the README's examples
 )
 
 # Real tools that the integration tests and benchmarks drive on loopback.
