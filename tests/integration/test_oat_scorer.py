@@ -72,6 +72,32 @@ class ScoreTest(unittest.TestCase):
         self.assertEqual(len(failures), 1)
         self.assertIn("OAT-007: precision 0.67", failures[0])
 
+    def test_known_miss_is_not_a_failure(self):
+        docs = [document("192.0.2.10", behaviour=["OAT-007"]),
+                document("198.51.100.10", behaviour=["OAT-007"]),
+                document("203.0.113.10", behaviour=["OAT-007", "OAT-008"])]
+        result = scoring.score(SOURCES, docs)
+        known = {("OAT-007", "precision"): "crafted"}
+        self.assertEqual(scoring.unexpected_failures(result, known), [])
+
+    def test_unlisted_miss_is_a_failure(self):
+        docs = [document("192.0.2.10", behaviour=["OAT-007"]),
+                document("198.51.100.10", behaviour=["OAT-007"]),
+                document("203.0.113.10", behaviour=["OAT-007", "OAT-008"])]
+        result = scoring.score(SOURCES, docs)
+        failures = scoring.unexpected_failures(result, {})
+        self.assertEqual(len(failures), 1)
+        self.assertIn("OAT-007: precision 0.67", failures[0])
+
+    def test_met_known_miss_is_a_failure(self):
+        docs = [document("192.0.2.10", rule=["OAT-007"]),
+                document("198.51.100.10", behaviour=["OAT-007"]),
+                document("203.0.113.10", behaviour=["OAT-008"])]
+        result = scoring.score(SOURCES, docs)
+        known = {("OAT-007", "precision"): "crafted"}
+        self.assertEqual(scoring.unexpected_failures(result, known),
+                         ["OAT-007: precision now meets 0.9; remove it from KNOWN_MISSES"])
+
     def test_missed_source_lowers_recall(self):
         docs = [document("192.0.2.10", rule=["OAT-007"]),
                 document("198.51.100.10"),

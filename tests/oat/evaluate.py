@@ -383,7 +383,7 @@ def problems_of(outcome):
     for oat, row in outcome["result"]["oats"].items():
         if row["labelled"] == 1:
             problems.append(f"{oat} has one labelled source that ran; its figures need two or more")
-    problems += scoring.target_failures(outcome["result"])
+    problems += scoring.unexpected_failures(outcome["result"])
     return problems
 
 

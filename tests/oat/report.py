@@ -49,7 +49,8 @@ LIMITS = """\
   a mismatch there shows in OAT-014 precision.
 - **Not covered.** Threats with no scenario here (OAT-003, OAT-005,
   OAT-006, OAT-009, OAT-012, OAT-013, OAT-016, OAT-020, OAT-021) have no
-  recall figure; any tag for them counts only as a false positive below.
+  recall figure; a tag for one of them would show in the tables as a
+  false positive.
   OAT-012 (Cashing Out) happens outside the application, so a honeypot
   cannot observe it at all.
 - **Quiet browsing is one browser.** Headless Chromium loading a few pages
@@ -163,8 +164,9 @@ def render(outcome, problems, versions, command):
         f"the collector's behaviour windows) with a confidence of {scoring.PREDICTION_CONFIDENCE} or more.",
         "Precision and recall per OAT are over sources. The target is",
         f"{scoring.TARGET} for both on every OAT that a scenario covers.",
-        "`ctest -R oat_evaluation` runs the same evaluation and fails when a",
-        "target is missed or when quiet browsing gets any behavioural tag.",
+        "`ctest -R oat_evaluation` runs the same evaluation. It fails when quiet",
+        "browsing gets any behavioural tag, when a target is missed that is not",
+        "listed under \"Known misses\", or when a listed miss is met.",
         "",
         f"- Produced by: `{command}` on {now}, webtrap source {source_revision()}.",
         f"- Machine: {os.cpu_count()} CPUs. Scenario runs took "
@@ -227,6 +229,10 @@ def render(outcome, problems, versions, command):
               "first table.", "",
               "| source | OAT | counted | reasons |", "|---|---|---|---|"]
     lines += false_positive_rows(outcome)
+    lines += ["", "## Known misses", "",
+              "The test accepts these misses, and only these, until the tagging is fixed:", ""]
+    lines += [f"- {oat} {metric}: {cause}."
+              for (oat, metric), cause in sorted(scoring.KNOWN_MISSES.items())]
     lines += ["", "## Tool versions", "", "| tool | version |", "|---|---|"]
     lines += [f"| {name} | {version} |" for name, version in versions.items()]
     counts = [row["labelled"] for row in result["oats"].values() if row["labelled"]] or [1]

@@ -246,23 +246,54 @@ def _score_oats(sources, per_source, view):
     return table
 
 
+def target_misses(result, target=TARGET):
+    """Return (oat, metric, line) for each covered OAT figure below the target."""
+    misses = []
+    for oat, row in result["oats"].items():
+        if row["labelled"] == 0:
+            continue
+        precision, recall = row["precision"], row["recall"]
+        if precision is None or precision < target:
+            misses.append((oat, "precision",
+                           f"{oat}: precision {_show(precision)} < {target} "
+                           f"(false positives: {', '.join(row['fp_sources']) or 'none'})"))
+        if recall is None or recall < target:
+            misses.append((oat, "recall",
+                           f"{oat}: recall {_show(recall)} < {target} "
+                           f"(missed: {', '.join(row['fn_sources']) or 'none'})"))
+    return misses
+
+
 def target_failures(result, target=TARGET):
     """Return one line per covered OAT (labelled on a source) below the target in `oats`.
 
     A missing precision (nothing predicted) counts as a miss, as does a
     quiet source with a behavioural tag.
     """
+    return list(result["quiet_violations"]) + [line for _, _, line in target_misses(result, target)]
+
+
+# Targets that the recorded evaluation misses, with their cause (see
+# docs/oat-evaluation.md). The test fails on any other miss, and on a listed
+# miss that no longer happens, so the list stays true.
+KNOWN_MISSES = {
+    ("OAT-011", "precision"): "wapiti's crawl, before its first payload, reads as scraping",
+    ("OAT-014", "precision"): "nmap http-enum's 2,200 mostly-404 paths read as directory scanning",
+    ("OAT-018", "recall"): "whatweb -a 3 sends 6 requests, too few for a footprinting window",
+}
+
+
+def unexpected_failures(result, known=None, target=TARGET):
+    """Return the target failures not in `known`, and each known miss that is now met."""
+    known = KNOWN_MISSES if known is None else known
     failures = list(result["quiet_violations"])
-    for oat, row in result["oats"].items():
-        if row["labelled"] == 0:
-            continue
-        precision, recall = row["precision"], row["recall"]
-        if precision is None or precision < target:
-            failures.append(f"{oat}: precision {_show(precision)} < {target} "
-                            f"(false positives: {', '.join(row['fp_sources']) or 'none'})")
-        if recall is None or recall < target:
-            failures.append(f"{oat}: recall {_show(recall)} < {target} "
-                            f"(missed: {', '.join(row['fn_sources']) or 'none'})")
+    missed = set()
+    for oat, metric, line in target_misses(result, target):
+        missed.add((oat, metric))
+        if (oat, metric) not in known:
+            failures.append(line)
+    for oat, metric in sorted(set(known) - missed):
+        failures.append(f"{oat}: {metric} now meets {target}; remove it from KNOWN_MISSES")
     return failures
 
 
