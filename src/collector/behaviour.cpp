@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/encoding.h"
 #include "common/oat_ontology.h"
 
 namespace webtrap::collector {
@@ -113,13 +114,6 @@ std::uint64_t hashText(std::string_view text) { return std::hash<std::string_vie
 // window; at 20,000 keys the chance is about 1 in 10^10.
 std::uint64_t keyHash(KeyKind kind, std::uint64_t first, std::uint64_t second) {
   return mixBits(first ^ mixBits(second + 0x9e3779b97f4a7c15ULL * (static_cast<int>(kind) + 1)));
-}
-
-bool equalsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
 }
 
 std::string lowerCase(std::string_view text) {
