@@ -37,6 +37,7 @@ constexpr auto kCheckpointIdleInterval = std::chrono::seconds(5);
 // wait behind it, so this is well under their 5 s busy timeout, and a
 // reader that stays longer costs a retry later, not a failed insert.
 constexpr int kCheckpointBusyTimeoutMs = 1000;
+// Minimum wait before another blocking checkpoint after one that timed out.
 constexpr auto kBlockingCheckpointRetry = std::chrono::seconds(5);
 
 constexpr const char* kSchema = R"sql(
@@ -566,8 +567,8 @@ void Store::Impl::runCheckpointer() {
     if (framesToCheckpoint() == 0) {
       continue;
     }
-    // Writers wait behind a blocking checkpoint, so after one that gave up
-    // (a reader stayed) the next waits kBlockingCheckpointRetry.
+    // Writers wait behind a blocking checkpoint, so after one that timed out
+    // because a reader stayed in the WAL, the next waits kBlockingCheckpointRetry.
     const auto now = std::chrono::steady_clock::now();
     const bool blocking =
         wal_pages.load(std::memory_order_relaxed) >= options.checkpoint_blocking_pages &&
@@ -580,10 +581,11 @@ void Store::Impl::runCheckpointer() {
     if (done && !blocking) {
       // Commits go on during the copy and append frames that this
       // checkpoint did not see. A writer starts the WAL over only after a
-      // checkpoint that left no frame, so under steady load the WAL grew to
-      // the blocking limit (measured with bench/collector/store_bench.cpp).
-      // Copying what was appended while holding the write lock finishes
-      // the checkpoint, and the next commit reuses the WAL from its start.
+      // checkpoint that left no frame, so without this second pass the WAL
+      // grew to the blocking limit under steady load (measured with
+      // bench/collector/store_bench.cpp). Copying the appended frames while
+      // holding the write lock completes the checkpoint, so the next commit
+      // reuses the WAL from its start.
       std::lock_guard write_lock(write_mutex);
       checkpoint(SQLITE_CHECKPOINT_PASSIVE);
     }
@@ -844,7 +846,7 @@ void Store::Impl::syncWal(std::vector<InsertRequest*>& group) {
   // The events are committed and may already be read by outputs, but they
   // are not durable, so the senders get a retryable error and send them
   // again. The store counts the resent events as duplicates.
-  spdlog::error("store {}: {}; {} inserts get an error and are sent again",
+  spdlog::error("store {}: {}; failing {} inserts with a retryable error",
                 options.path.string(), failure, group.size());
   std::exception_ptr error = std::make_exception_ptr(StoreError(
       fmt::format("store {}: {}; check the disk", options.path.string(), failure), SQLITE_IOERR,

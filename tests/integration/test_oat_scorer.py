@@ -89,7 +89,7 @@ class ScoreTest(unittest.TestCase):
         self.assertEqual(len(failures), 1)
         self.assertIn("OAT-007: precision 0.67", failures[0])
 
-    def test_met_known_miss_is_a_failure(self):
+    def test_known_miss_now_met_is_failure(self):
         docs = [document("192.0.2.10", rule=["OAT-007"]),
                 document("198.51.100.10", behaviour=["OAT-007"]),
                 document("203.0.113.10", behaviour=["OAT-008"])]
@@ -167,7 +167,7 @@ class ScoreTest(unittest.TestCase):
         self.assertEqual(result["oats"]["OAT-018"]["fp"], 0)
         self.assertEqual(result["oats"]["OAT-018"]["ignored"], 1)
 
-    def test_record_figures(self):
+    def test_record_level_precision_and_recall(self):
         docs = [document("192.0.2.10", behaviour=["OAT-007"]), document("192.0.2.10"),
                 document("192.0.2.10", behaviour=["OAT-007"]), document("192.0.2.10"),
                 document("198.51.100.10", behaviour=["OAT-007"]),
