@@ -1,4 +1,7 @@
-"""Starts a webtrap probe on loopback for an integration test and reads its records."""
+"""Starts a webtrap probe on loopback for an integration test and reads its records.
+
+Also enrols sensors with a collector and starts `webtrap collector`.
+"""
 
 import atexit
 import json
@@ -134,3 +137,33 @@ def send_raw(port, data, host="127.0.0.1", read=True, timeout=10):
                 break
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def enrol_sensor(config, sensor_id, *extra_args):
+    """Runs `webtrap collector enrol` for `sensor_id` and returns (token, enrol output)."""
+    enrol = subprocess.run([BIN, "collector", "--config", str(config), "enrol",
+                            "--sensor-id", sensor_id, *extra_args],
+                           capture_output=True, text=True, timeout=60, check=True)
+    token = next(line.split('"')[1] for line in enrol.stdout.splitlines()
+                 if line.strip().startswith("token:"))
+    return token, enrol.stdout
+
+
+def start_collector(config, folder):
+    """Starts `webtrap collector` with `config`, its output in folder/collector.log.
+
+    The caller stops the returned process. Read its ports with collector_ports().
+    """
+    with open(folder / "collector.log", "wb") as log:
+        return subprocess.Popen([BIN, "collector", "--config", str(config),
+                                 "--ports-file", str(folder / "ports.json")],
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+def collector_ports(collector, folder):
+    """Waits for the ports file of a collector from start_collector() and returns its ports."""
+    ports_file = folder / "ports.json"
+    wait_for(lambda: ports_file.exists() or collector.poll() is not None, 30, "ports file")
+    if collector.poll() is not None:
+        raise AssertionError("collector exited at start")
+    return json.loads(ports_file.read_text())

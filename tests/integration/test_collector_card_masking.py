@@ -24,7 +24,7 @@ import tempfile
 import urllib.error
 import urllib.request
 
-from probe_harness import BIN, wait_for
+from probe_harness import collector_ports, enrol_sensor, start_collector, wait_for
 
 # Luhn-valid test numbers, as they appear in the records below.
 FULL_NUMBERS = ["4111111111111111", "5555555555554444", "378282246310005", "4012888888881881"]
@@ -122,21 +122,11 @@ inputs:
 outputs:
   ndjson: {{path: {output}, flush_interval: 100ms}}
 """)
-        enrol = subprocess.run([BIN, "collector", "--config", str(config), "enrol",
-                                "--sensor-id", "nginx-edge"],
-                               capture_output=True, text=True, timeout=60, check=True)
-        token = next(line.split('"')[1] for line in enrol.stdout.splitlines()
-                     if line.strip().startswith("token:"))
+        token, _ = enrol_sensor(config, "nginx-edge")
 
-        ports_file = folder / "ports.json"
         log_path = folder / "collector.log"
-        log = open(log_path, "wb")
-        collector = subprocess.Popen([BIN, "collector", "--config", str(config),
-                                      "--ports-file", str(ports_file)],
-                                     stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: ports_file.exists() or collector.poll() is not None, 30, "ports file")
-        check(collector.poll() is None, "collector exited at start")
-        ports = json.loads(ports_file.read_text())
+        collector = start_collector(config, folder)
+        ports = collector_ports(collector, folder)
 
         url = f"http://127.0.0.1:{ports['ingest']}/v1/modsecurity"
         auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -158,7 +148,6 @@ outputs:
 
         collector.send_signal(signal.SIGTERM)
         collector.wait(timeout=30)
-        log.close()
 
         ndjson = output.read_text()
         documents = [json.loads(line) for line in ndjson.splitlines()]

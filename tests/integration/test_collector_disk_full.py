@@ -23,7 +23,7 @@ import tempfile
 import urllib.error
 import urllib.request
 
-from probe_harness import BIN, SOURCE_DIR, wait_for
+from probe_harness import BIN, SOURCE_DIR, collector_ports, enrol_sensor, start_collector
 
 MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
 
@@ -69,19 +69,9 @@ def main():
 admin: {{listen: 127.0.0.1:0}}
 state_dir: {disk / "state"}
 """)
-        enrol = subprocess.run([BIN, "collector", "--config", str(config), "enrol",
-                                "--sensor-id", "disk-test"],
-                               capture_output=True, text=True, timeout=60, check=True)
-        token = next(line.split('"')[1] for line in enrol.stdout.splitlines()
-                     if line.strip().startswith("token:"))
-        ports_file = folder / "ports.json"
-        log = open(folder / "collector.log", "wb")
-        collector = subprocess.Popen([BIN, "collector", "--config", str(config),
-                                      "--ports-file", str(ports_file)],
-                                     stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: ports_file.exists() or collector.poll() is not None, 30, "ports file")
-        check(collector.poll() is None, "collector exited at start")
-        ports = json.loads(ports_file.read_text())
+        token, _ = enrol_sensor(config, "disk-test")
+        collector = start_collector(config, folder)
+        ports = collector_ports(collector, folder)
         ingest = f"http://127.0.0.1:{ports['ingest']}/v1/records"
         healthz = f"http://127.0.0.1:{ports['admin']}/healthz"
         headers = {"Authorization": f"Bearer {token}", "Content-Encoding": "gzip"}

@@ -7,19 +7,17 @@ half a request head is disconnected after about a second (a slowloris
 sender cannot hold a connection).
 """
 
-import json
 import os
 import pathlib
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
-from probe_harness import BIN, wait_for
+from probe_harness import collector_ports, start_collector
 
 
 def check(condition, message):
@@ -49,14 +47,8 @@ admin: {{listen: 127.0.0.1:0}}
 state_dir: {folder / "state"}
 limits: {{max_connections: 3, read_timeout: 1s, idle_timeout: 1s}}
 """)
-        ports_file = folder / "ports.json"
-        log = open(folder / "collector.log", "wb")
-        collector = subprocess.Popen([BIN, "collector", "--config", str(config),
-                                      "--ports-file", str(ports_file)],
-                                     stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: ports_file.exists() or collector.poll() is not None, 30, "ports file")
-        check(collector.poll() is None, "collector exited at start")
-        ports = json.loads(ports_file.read_text())
+        collector = start_collector(config, folder)
+        ports = collector_ports(collector, folder)
 
         for _ in range(3):
             sockets.append(socket.create_connection(("127.0.0.1", ports["ingest"]), timeout=5))

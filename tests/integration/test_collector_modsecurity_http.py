@@ -28,7 +28,7 @@ import tempfile
 import urllib.error
 import urllib.request
 
-from probe_harness import BIN, wait_for
+from probe_harness import collector_ports, enrol_sensor, start_collector, wait_for
 
 MODULE = pathlib.Path("/usr/lib/nginx/modules/ngx_http_modsecurity_module.so")
 CRS_SETUP = pathlib.Path("/etc/modsecurity/crs/crs-setup.conf")
@@ -120,21 +120,11 @@ state_dir: {folder / "state"}
 outputs:
   ndjson: {{path: {output}, flush_interval: 100ms}}
 """)
-        enrol = subprocess.run([BIN, "collector", "--config", str(config), "enrol",
-                                "--sensor-id", "nginx-edge", "--group", "dmz"],
-                               capture_output=True, text=True, timeout=60, check=True)
-        token = next(line.split('"')[1] for line in enrol.stdout.splitlines()
-                     if line.strip().startswith("token:"))
-        check("/v1/modsecurity/" in enrol.stdout, "enrol prints no SecAuditLog line")
+        token, enrol_output = enrol_sensor(config, "nginx-edge", "--group", "dmz")
+        check("/v1/modsecurity/" in enrol_output, "enrol prints no SecAuditLog line")
 
-        ports_file = folder / "ports.json"
-        log = open(folder / "collector.log", "wb")
-        collector = subprocess.Popen([BIN, "collector", "--config", str(config),
-                                      "--ports-file", str(ports_file)],
-                                     stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: ports_file.exists() or collector.poll() is not None, 30, "ports file")
-        check(collector.poll() is None, "collector exited at start")
-        ports = json.loads(ports_file.read_text())
+        collector = start_collector(config, folder)
+        ports = collector_ports(collector, folder)
 
         nginx_port = free_port()
         write_nginx(folder, nginx_port, ports["ingest"], token)

@@ -21,7 +21,7 @@ import tempfile
 import urllib.error
 import urllib.request
 
-from probe_harness import BIN, SOURCE_DIR, wait_for
+from probe_harness import SOURCE_DIR, collector_ports, enrol_sensor, start_collector
 
 MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
 
@@ -78,23 +78,14 @@ tls:
   client_ca: {folder / "ca.pem"}
   require_client_certificate: true
 """)
-        enrol = subprocess.run([BIN, "collector", "--config", str(config), "enrol",
-                                "--sensor-id", "tls-sensor"],
-                               capture_output=True, text=True, timeout=60, check=True)
-        token = next(line.split('"')[1] for line in enrol.stdout.splitlines()
-                     if line.strip().startswith("token:"))
-        check("url: https://127.0.0.1:" in enrol.stdout, "enrol prints no https url")
-        check("ca_file:" in enrol.stdout, "enrol prints no ca_file line")
+        token, enrol_output = enrol_sensor(config, "tls-sensor")
+        check("url: https://127.0.0.1:" in enrol_output, "enrol prints no https url")
+        check("ca_file:" in enrol_output, "enrol prints no ca_file line")
 
-        ports_file = folder / "ports.json"
-        log = open(folder / "collector.log", "wb")
-        collector = subprocess.Popen([BIN, "collector", "--config", str(config),
-                                      "--ports-file", str(ports_file)],
-                                     stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: ports_file.exists() or collector.poll() is not None, 30, "ports file")
-        check(collector.poll() is None, "collector exited at start")
-        port = json.loads(ports_file.read_text())["ingest"]
-        admin = json.loads(ports_file.read_text())["admin"]
+        collector = start_collector(config, folder)
+        ports = collector_ports(collector, folder)
+        port = ports["ingest"]
+        admin = ports["admin"]
 
         # The admin listener requires admin.token.
         for headers, expected in (({}, 401), ({"Authorization": "Bearer wrong"}, 401),
