@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Run the OAT evaluation: labelled scenarios against probes, one collector, scores.
+"""Run the OAT evaluation: labelled scenarios against probes, then score the collector's output.
 
 Steps:
 1. Each scenario (one source) runs on its own against a fresh probe on
-   127.0.0.1; its records are read from that probe's spool after it stops.
+   127.0.0.1. Its records are read from that probe's spool after it stops.
 2. Each run's records get a distinct documentation address (RFC 5737) as
    client address, are split between two sensor ids, and are shifted in time
    so that all runs overlap. This rewrites data only: no traffic goes to
@@ -104,8 +104,8 @@ class Run:
         self.address = scoring.documentation_address(index)
         self.records = []
         self.seconds = 0.0
-        self.not_run = ""  # why the scenario could not run here
-        self.error = ""    # the scenario ran but failed
+        self.not_run = ""  # reason the scenario was skipped, e.g. a missing route kind
+        self.error = ""    # error message when the scenario ran but failed
         self.secrets = set()
         self.probe_dir = None
 
@@ -145,7 +145,7 @@ def run_scenario(scenario, index, routes, workdir):
 
 
 class Collector:
-    """A collector on port 0 with an NDJSON output, fed like two shippers would feed it."""
+    """A collector process on ephemeral ports that writes stored documents to an NDJSON file."""
 
     def __init__(self, workdir):
         self.dir = workdir
@@ -218,7 +218,10 @@ class Collector:
 
 
 def feed_collector(collector, merged, tokens):
-    """Post the merged records in time order, each batch to the sensor of its records."""
+    """Post the merged records in time order and return the summed acknowledgement counts.
+
+    Each batch holds records of one sensor and is sent with that sensor's token.
+    """
     batch, batch_sensor = [], None
     totals = {"received": 0, "stored": 0, "duplicates": 0, "rejected": 0}
 
@@ -240,9 +243,10 @@ def feed_collector(collector, merged, tokens):
 
 
 def leaked_secrets(secrets, folders):
-    """Return 'file: count' for each file in or under `folders` that contains any of `secrets`.
+    """Return a 'path: N full card numbers' line for each file that contains any of `secrets`.
 
-    Reads every file as bytes, so the SQLite store and the logs are searched too.
+    `folders` may list files and folders, which are searched recursively. Every
+    file is read as bytes, so the SQLite store and the logs are searched too.
     """
     if not secrets:
         return []
@@ -374,7 +378,7 @@ def problems_of(outcome):
             problems.append(f"{run.scenario.name} failed: {run.error}")
         elif not run.records:
             problems.append(f"{run.scenario.name} wrote no record")
-    problems += [f"a full card number is stored: {leak}" for leak in outcome["leaks"]]
+    problems += [f"full card number found in a stored file: {leak}" for leak in outcome["leaks"]]
     totals = outcome["totals"]
     if totals["rejected"]:
         problems.append(f"the collector rejected {totals['rejected']} records")

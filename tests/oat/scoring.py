@@ -7,9 +7,11 @@ scenario run (one "source") gets its own documentation address (RFC 5737:
 only: no packet is ever sent to those addresses.
 
 Scoring works per source and per OAT id. A source is predicted to be an OAT
-when any stored document of that source carries the id in
-threat.technique.id. Precision and recall per OAT are taken over all
-sources; per-record figures are given for information.
+when any stored document of that source has a tag of that id with at least
+PREDICTION_CONFIDENCE. The same table is also computed for every id in
+threat.technique.id and for behavioural tags alone (see VIEWS). Precision and
+recall per OAT are taken over all sources, and per-record figures are given
+for information.
 """
 
 import copy
@@ -111,7 +113,7 @@ def document_tags(document):
     """Return the OAT ids of one stored ECS document per view (see VIEWS).
 
     A document keeps one tag per id in webtrap.oat, the one with the highest
-    confidence, so "predicted" holds the ids tagged at PREDICTION_CONFIDENCE
+    confidence, so "predicted" contains the ids tagged at PREDICTION_CONFIDENCE
     or more by any tag.
     """
     technique = document.get("threat", {}).get("technique", {}).get("id", [])
@@ -152,7 +154,7 @@ def _ratio(numerator, denominator):
 def score(sources, documents):
     """Score OAT predictions per source against the sources' labels.
 
-    `sources`: dicts with `name`, `address`, `labels` (OAT ids the run is),
+    `sources`: dicts with `name`, `address`, `labels` (OAT ids the run performs),
     optional `ignore` (OAT ids not scored for this source either way) and
     optional `quiet` (a normal browser: must get no behavioural tag).
     `documents`: stored ECS documents.

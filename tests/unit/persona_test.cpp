@@ -364,7 +364,7 @@ TEST_F(PersonaTest, LoginPostCarriesFormFacts) {
   EXPECT_TRUE(outcome_.form.kind.empty());
 }
 
-// A urlencoded POST to `target` with `body`.
+// Builds a urlencoded form POST to `target` with `body`.
 CapturedRequest formPost(const std::string& target, const std::string& body) {
   CapturedRequest post;
   post.parsed = true;
@@ -380,7 +380,7 @@ CapturedRequest formPost(const std::string& target, const std::string& body) {
   return post;
 }
 
-TEST_F(PersonaTest, RegisterAnswers) {
+TEST_F(PersonaTest, RegisterRejectsInvalidFields) {
   struct Case {
     std::string body;
     int status;
@@ -441,7 +441,7 @@ TEST_F(PersonaTest, RegisterCreatedRedirects) {
   EXPECT_EQ(done.body.find("name=\"confirm\""), std::string::npos);
 }
 
-TEST_F(PersonaTest, CommentAnswers) {
+TEST_F(PersonaTest, CommentValidatesAndModerates) {
   PersonaResponse invalid =
       respond(formPost("/blog/post.php?id=1", "name=x&email=&website=&comment=hi"));
   EXPECT_EQ(invalid.status, 200);
@@ -485,7 +485,7 @@ TEST_F(PersonaTest, CommentOnMissingPostIsNotFound) {
   EXPECT_EQ(newest.status, 200);
 }
 
-TEST_F(PersonaTest, CouponAnswers) {
+TEST_F(PersonaTest, CouponValidatesCodes) {
   struct Case {
     std::string body;
     int status;
@@ -772,7 +772,7 @@ TEST_F(PersonaLoaderTest, RejectsUnknownVariable) {
   EXPECT_NE(error.find("{{secret}}"), std::string::npos) << error;
 }
 
-TEST_F(PersonaLoaderTest, RejectsMissingAnswer) {
+TEST_F(PersonaLoaderTest, RejectsUnknownAnswerName) {
   std::string error = loadError("      mismatch:\n", "      mismatched:\n");
   EXPECT_NE(error.find("unknown answer"), std::string::npos) << error;
   EXPECT_NE(error.find("mismatched"), std::string::npos) << error;
