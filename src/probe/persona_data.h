@@ -22,11 +22,11 @@ struct PersonaTemplate {
   std::vector<Segment> segments;
 };
 
-// The response of a form or product route for one outcome (for example
-// "taken" on a registration form): its page (`body`, else the route's body)
-// rendered with `notice` at {{notice}}. When `redirect` is set, a POST gets a
-// 302 to it instead, as a PHP script sends after handling a form, and a GET
-// of exactly that target gets the page.
+// Response of a form or product route for one outcome, such as "taken" on a
+// registration form. The page is `body`, or the route's body when has_body is
+// false, rendered with `notice` at {{notice}}. When `redirect` is set, a POST
+// gets a 302 to it instead, as a PHP script sends after handling a form, and
+// a GET of exactly that target gets the page.
 struct FormAnswer {
   int status = 200;
   std::string notice;    // HTML chosen by the persona, never request bytes
@@ -95,8 +95,8 @@ struct PersonaData {
   std::vector<std::string> taken_usernames;
   // Coupon codes the cart accepts, compared ASCII case-insensitively.
   std::vector<std::string> valid_coupons;
-  // Ids of the blog posts that comment routes show; any other ?id= gets the
-  // not_found answer. Empty: every id shows the page.
+  // Ids of the blog posts that comment routes show. Any other ?id= gets the
+  // not_found answer. When the list is empty, every id shows the page.
   std::vector<std::string> blog_posts;
   std::vector<Product> products;
   // Rendered once per product for {{products}}, with {{product.*}} set.

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """The apache-debian-php persona's form surfaces, driven with curl.
 
-Starts a probe on loopback, sends each form of the persona (login,
+Starts a probe on loopback and sends each form of the persona (login,
 registration, blog comment, contact, cart coupon, checkout) and the product
-pages with curl, and checks the responses: status, Location after a POST that
-a PHP script would redirect, PHPSESSID, and the text on the page. Then
-checks webtrap.form in each record, validates every record against
-docs/record-schema.json, and checks that no full card number reached the
-spool or the probe log, whether it was sent in the checkout, in a comment,
-in a query string or in a header.
+pages with curl. The tests check the responses: status, Location after a
+POST that a PHP script would redirect, PHPSESSID, and the text on the page.
+They also check webtrap.form in each record and validate every record
+against docs/record-schema.json. Finally they check that no full card number
+reached the spool or the probe log, whether it was sent in the checkout, in
+a comment, in a query string or in a header.
 """
 
 import hashlib
@@ -45,7 +45,7 @@ class Response:
 
 
 def curl(port, path, data=None, headers=(), form=None):
-    """Sends one request with curl (without following redirects) and parses the response."""
+    """Send one request with curl, without following redirects, and parse the response."""
     command = ["curl", "-s", "-i", "--max-time", "20"]
     if data is not None:
         command += ["--data-raw", data]
@@ -80,7 +80,7 @@ class PersonaFormsTest(unittest.TestCase):
         return curl(self.port, path, **kwargs)
 
     def record_for(self, path, method="POST", body_part=""):
-        """The one record of a `method` request to `path` whose body contains `body_part`.
+        """Return the one record of a `method` request to `path` whose body contains `body_part`.
 
         Inspection workers write records in any order, so a test names the
         record by its content, never by its place in the spool.
@@ -139,7 +139,7 @@ class PersonaFormsTest(unittest.TestCase):
         get_record = self.record_for("/register.php?registered=1", method="GET")
         self.assertNotIn("form", get_record["webtrap"])
 
-    def test_login_facts(self):
+    def test_login_records_form_facts(self):
         failed = self.request("/login.php", data="user=root&pass=toor&bags=false")
         self.assertEqual(failed.status, 200)
         self.assertIn("Invalid username or password.", failed.body)
@@ -148,7 +148,7 @@ class PersonaFormsTest(unittest.TestCase):
         self.assertEqual(form_facts["username"], "root")
         self.assertEqual(form_facts["password_sha256"], hashlib.sha256(b"toor").hexdigest())
 
-    def test_comment_spam(self):
+    def test_comment_spam_counts_links(self):
         post = self.request("/blog/post.php?id=1")
         self.assertIn('name="website"', post.body)
         spam = ("Cheap pills http://spam.example and [url=http://www.spam2.example]here[/url] "
@@ -180,7 +180,7 @@ class PersonaFormsTest(unittest.TestCase):
         self.assertEqual(record["webtrap"]["form"]["kind"], "contact")
         self.assertEqual(record["webtrap"]["form"]["links"], 1)
 
-    def test_products(self):
+    def test_product_page_and_missing_id(self):
         product = self.request("/shop/product.php?id=3")
         self.assertEqual(product.status, 200)
         self.assertIn("<h1>Pallet label printer</h1>", product.body)
@@ -191,7 +191,7 @@ class PersonaFormsTest(unittest.TestCase):
         record = self.record_for("/shop/product.php?id=3", method="GET")
         self.assertEqual(record["webtrap"]["route"]["kind"], "product")
 
-    def test_coupons(self):
+    def test_coupon_codes_recorded(self):
         added = self.request("/shop/cart.php", data="product_id=3&qty=2")
         self.assertEqual(added.status, 302)
         self.assertEqual(added.header("Location"), "/shop/cart.php?added=1")
@@ -246,7 +246,7 @@ class PersonaFormsTest(unittest.TestCase):
         amex = records[1]["webtrap"]["form"]["cards"]
         self.assertEqual([(c["bin"], c["last4"]) for c in amex], [("378282", "0005")])
 
-    def test_card_numbers_never_stored(self):
+    def test_card_numbers_absent_from_spool_and_log(self):
         self.request(f"/shop/product.php?id=1&pan={CARD}")
         self.request("/search.php?q=" + CARD_SPACED.replace(" ", "+"))
         self.request("/", headers=[f"X-Card: {CARD_DASHED}", f"Referer: http://x.example/?cc={AMEX}"])
@@ -263,7 +263,8 @@ class PersonaFormsTest(unittest.TestCase):
         for number in digits_only | {CARD_SPACED, CARD_DASHED, CARD_SPACED.replace(" ", "+")}:
             self.assertNotIn(number.encode(), spool, number)
             self.assertNotIn(number.encode(), log, number)
-        # The base64 copies in webtrap.encoded, decoded.
+        # webtrap.encoded keeps the exact bytes of non-UTF-8 strings in base64, so
+        # decode and search them too.
         import base64
         for record in records:
             for pointer, value in record["webtrap"]["encoded"].items():

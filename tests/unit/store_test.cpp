@@ -624,9 +624,10 @@ TEST_F(StoreTest, RetentionTaskCountsAcrossRestarts) {
   EXPECT_EQ(metrics.counter("webtrap_collector_retention_errors_total", "").value(), 0u);
 }
 
-// The WAL frames a passive checkpoint found, from a connection of the test's
-// own. It retries while the store's checkpoint thread runs one (SQLITE_BUSY)
-// and returns -1 when that lasts 5 s or the checkpoint fails.
+// Returns the WAL size in frames as reported by a passive checkpoint on a
+// separate connection. Retries every 50 ms while the store's checkpoint
+// thread holds the checkpoint lock (SQLITE_BUSY), and returns -1 after about
+// 5 s of that or when the checkpoint fails.
 int walFrames(const fs::path& path) {
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
@@ -651,8 +652,9 @@ int walFrames(const fs::path& path) {
 }
 
 TEST_F(StoreTest, CheckpointRunsInBackground) {
-  // About 64 WAL pages: too few for SQLite's automatic checkpoint (1000
-  // pages), so only the background checkpoint grows the database file.
+  // The store's WAL hook replaces SQLite's automatic checkpoint, so only the
+  // background checkpoint thread can copy these 8 batches (about 4 MB of
+  // documents) into the database file.
   options_.checkpoint_pages = 4;
   options_.checkpoint_blocking_pages = 400;
   Store store(options_);
