@@ -14,9 +14,10 @@ ONTOLOGY = pathlib.Path(__file__).resolve().parents[2] / "data" / "oat" / "ontol
 LIMITS = """\
 - **Loopback traffic, rewritten addresses.** Every tool ran against a probe
   on 127.0.0.1. The per-run client addresses in the collector are
-  documentation addresses written into the records after the run (data
-  only: no packet went to them), so nothing here measures GeoIP, ASN or
-  network-level signals, or many sources behind one NAT address.
+  documentation addresses written into the records after the run (only the
+  data changed, and no packet went to them), so nothing here measures
+  GeoIP, ASN or network-level signals, or many sources behind one NAT
+  address.
 - **One source per run.** Each scenario is one tool from one address. The
   evaluation does not show how the tags hold up against a campaign spread
   over many addresses (low and slow), against rotating User-Agents within
@@ -27,12 +28,13 @@ LIMITS = """\
   data may fire later, or not at all, for the same tools on a slow link.
 - **Few sources.** Each covered OAT has {fewest} to {most} labelled
   sources, so one miss moves a figure by {largest_step} or less. The figures
-  say whether the tagging works for these tools with these settings, not
+  show whether the tagging works for these tools with these settings, not
   what its error rate is on real traffic.
 - **Labels are the scenario's intent.** A source is labelled with the OATs
-  its traffic is by the handbook's definitions. Where a tool is legitimately
-  two threats (nmap with http-enum fingerprints and footprints), it carries
-  both labels. The labels were set before the results were read.
+  that its traffic matches under the OWASP Automated Threat Handbook's
+  definitions. Where a tool's traffic fits two threats (nmap with http-enum
+  fingerprints and footprints), it carries both labels. The labels were
+  set before the results were read.
 - **One operating point.** The target applies to tags with a confidence of
   {threshold} or more. The tables for every tag and for behavioural tags
   alone show what other thresholds would give, but no threshold was
@@ -42,14 +44,14 @@ LIMITS = """\
   comment or coupon tag on it counts as a false positive: a defender reading
   those tags would be misled about what the source did.
 - **Same traffic, different labels.** gobuster and dirb are labelled
-  OAT-014, as the scenario list of this evaluation asks. nmap's http-enum
+  OAT-014 in tests/oat/scenarios.py. nmap's http-enum
   script sends the same kind of long, mostly-404 path list but is labelled
   OAT-004 and OAT-018, as a fingerprinting and footprinting script. A
   tagger that reads only the traffic cannot give each the labels it has, so
   a mismatch there shows in OAT-014 precision.
 - **Not covered.** Threats with no scenario here (OAT-003, OAT-005,
   OAT-006, OAT-009, OAT-012, OAT-013, OAT-016, OAT-020, OAT-021) have no
-  recall figure; a tag for one of them would show in the tables as a
+  recall figure. A tag for one of them would show in the tables as a
   false positive.
   OAT-012 (Cashing Out) happens outside the application, so a honeypot
   cannot observe it at all.
