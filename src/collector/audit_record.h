@@ -131,7 +131,7 @@ struct DecodeResult {
 // In every record that is not a webtrap probe record, each Luhn-valid card
 // number inside a JSON string is masked before decoding (first 6 and last 4
 // digits kept), so no field, `original`, `original_base64`, the derived
-// event id or the error text holds the full number.
+// event id or the error text contains the full number.
 DecodeResult decodeAuditRecord(std::string_view json, RecordFormat format,
                                std::string_view origin);
 

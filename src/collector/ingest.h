@@ -56,8 +56,8 @@ struct StoreUnavailable : std::runtime_error {
 class Ingest {
  public:
   // `on_commit` runs after every commit that stored new events, to wake the
-  // output runners. It must not block. `behaviour`, when set, sees every
-  // decoded record before its document is built and must outlive this.
+  // output runners. It must not block. `behaviour`, when set, is called with
+  // every decoded record before its document is built and must outlive this.
   Ingest(Store& store, const Enricher& enricher, MetricsRegistry& metrics,
          std::function<void()> on_commit, BehaviourTagger* behaviour = nullptr);
 

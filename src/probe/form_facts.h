@@ -27,7 +27,8 @@ bool isFormKind(std::string_view kind);
 
 // Reads the form facts of a POST to a route of `kind` from the query string
 // and the urlencoded, multipart or JSON body. `card_key` is the HMAC-SHA256
-// key of the card fingerprints. Never throws for any request content.
+// key of the card fingerprints. Malformed content leaves the fields empty
+// instead of throwing.
 FormFacts extractFormFacts(const CapturedRequest& request, std::string_view kind,
                            std::string_view card_key);
 

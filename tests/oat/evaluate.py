@@ -220,7 +220,7 @@ class Collector:
 def feed_collector(collector, merged, tokens):
     """Post the merged records in time order and return the summed acknowledgement counts.
 
-    Each batch holds records of one sensor and is sent with that sensor's token.
+    Each batch contains records of one sensor and is sent with that sensor's token.
     """
     batch, batch_sensor = [], None
     totals = {"received": 0, "stored": 0, "duplicates": 0, "rejected": 0}
