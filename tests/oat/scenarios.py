@@ -1,7 +1,7 @@
 """Labelled scenarios of the OAT evaluation: real tools and scripted clients.
 
 Each scenario is one source: one run of one tool or client, with the OAT ids
-that the run is (its labels). A driver gets a Context for a fresh probe on
+that the run performs (its labels). A driver gets a Context for a fresh probe on
 127.0.0.1 and sends all of its traffic there. Variants of one kind of attack
 differ in word lists, rates, user names and User-Agent, so that every OAT
 has more than one labelled source.
@@ -34,7 +34,7 @@ COMMON_PASSWORDS = [
 
 
 class ScenarioError(AssertionError):
-    """A scenario could not do what it is meant to do (a tool failed, a form is missing)."""
+    """Raised when a scenario cannot produce its traffic (a tool failed, a form is missing)."""
 
 
 # The site's name in the Host header of scripted clients and the browser. Only
@@ -73,7 +73,7 @@ class Context:
         return path
 
     def run(self, args, timeout, ok_codes=(0,)):
-        """Run a tool with PORT in its arguments replaced; return its output."""
+        """Run a tool with PORT in its arguments set to the probe's port and return its output."""
         args = [str(arg).replace("PORT", str(self.port)) for arg in args]
         try:
             result = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
