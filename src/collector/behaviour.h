@@ -31,7 +31,7 @@ struct BehaviourOptions {
   // Distinct user agents one source address must show in the window before
   // the address alone becomes a key, because one actor is rotating agents.
   std::uint32_t ua_rotation = 4;
-  // Cookies whose value names a session (keyed as "session").
+  // Names of the cookies that identify a session (key kind "session").
   std::vector<std::string> session_cookies = {"PHPSESSID"};
 
   struct {
@@ -107,8 +107,8 @@ std::string behaviourConfigurationRows();
 // Returns the thresholds on one line, for the start log.
 std::string describeBehaviourOptions(const BehaviourOptions& options);
 
-// Keeps the windows and returns the tags. Thread safe: the state is split
-// into shards by key hash, each with its own mutex.
+// Sliding-window tagger that gives records their behavioural OAT tags. Thread
+// safe: the state is split into shards by key hash, each with its own mutex.
 class BehaviourTagger {
  public:
   BehaviourTagger(BehaviourOptions options, MetricsRegistry& metrics);

@@ -66,8 +66,8 @@ void writeEcsThreat(JsonWriter& writer, std::span<const OatTag> tags) {
   }
   writer.endArray();
 
-  // A tag from a probe with a newer ontology may name an id this collector
-  // does not know; it then has no reference here.
+  // A tag from a probe with a newer ontology may name an id that this
+  // collector does not know. Such a tag gets no entry in the reference list.
   std::vector<std::string_view> references;
   for (const OatTag& tag : tags) {
     if (const oat::Threat* threat = ontology.find(tag.id)) {

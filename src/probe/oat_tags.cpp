@@ -8,8 +8,8 @@ std::vector<OatTag> tagProbeRequest(std::string_view method, const RouteOutcome&
                                     const InspectionResult& inspection,
                                     const oat::Ontology& ontology) {
   oat::RequestEvidence evidence;
-  // A failed inspection may still have read back some matches; they are
-  // real matches, so they count. A shed request has none.
+  // A failed inspection may still have returned some matches. They are real
+  // matches, so they count. A shed request has none.
   for (const RuleMatch& match : inspection.matches) {
     evidence.rule_ids.push_back(match.id);
     evidence.rule_data.push_back(match.data);
