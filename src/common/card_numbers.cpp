@@ -354,7 +354,7 @@ std::vector<CardCandidate> findCardCandidates(std::string_view text, bool encode
 }
 
 std::optional<std::string> maskCardNumbers(std::string_view text) {
-  // Most strings hold fewer than 13 digits in all, and cannot hold a card.
+  // Most strings contain fewer than 13 digits in all, so they cannot contain a card.
   if (countDigits(text) < kMinMaskedDigits) {
     return std::nullopt;
   }
@@ -409,8 +409,8 @@ std::string cardFingerprint(std::string_view digits, std::string_view key) {
 }
 
 std::optional<std::string> maskEveryCardNumber(std::string_view text) {
-  // Most strings hold fewer than 13 digits in all and no full-width digit
-  // (lead byte 0xEF), and cannot hold a card. Every other spelling contains
+  // Most strings contain fewer than 13 digits in all and no full-width digit
+  // (lead byte 0xEF), so they cannot contain a card. Every other spelling contains
   // at least one ASCII digit per digit.
   if (countDigits(text) < kMinMaskedDigits &&
       std::memchr(text.data(), 0xEF, text.size()) == nullptr) {

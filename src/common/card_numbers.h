@@ -1,5 +1,6 @@
 // Payment card numbers in text: finding them, the Luhn check, masking, and
-// keyed fingerprints, so that no full number is ever stored.
+// keyed fingerprints, so that records and logs keep no full number in the
+// spellings that the maskers read.
 #pragma once
 
 #include <cstddef>
@@ -45,16 +46,17 @@ std::optional<std::string> maskCardNumbers(std::string_view text);
 // Luhn-valid window of 13 to 19 consecutive digits, or nullopt when there is
 // nothing to mask. Unlike maskCardNumbers, it reads digits written as
 // percent escapes ("%34", "%2534"), JSON escapes ("\u0034"), and full-width
-// digits (U+FF10 to U+FF19, raw or percent-encoded), and it joins digits
-// separated by up to 3 of: space, '-', '.', '/', '_', '+', tab, CR, LF
-// (raw, percent-encoded or as JSON escapes). It checks every window, not only
-// whole groups, so a card inside a longer digit run is masked too, and no
-// Luhn-valid 13 to 19 digit window survives in the result. Each masked digit
-// is replaced by '*' in the same spelling ("%2A", "\u002A", U+FF0A), so the
-// result has the same length and stays valid percent or JSON escaping. It
-// also masks numbers that are not cards: about one random 13-digit run in
-// ten, and most runs of 20 digits or more. Not for JSON text with bare
-// numbers, where a '*' would make the JSON invalid.
+// digits (U+FF10 to U+FF19, raw or percent-encoded). It joins digits
+// separated by up to 3 separators from this set: space, '-', '.', '/', '_',
+// '+', tab, CR, LF (raw, percent-encoded or as JSON escapes). It checks
+// every window, not only whole groups, so a card inside a longer digit run
+// is masked too, and no Luhn-valid 13 to 19 digit window survives in the
+// result. Each masked digit is replaced by '*' in the same spelling ("%2A",
+// "\u002A", U+FF0A), so the result has the same length and stays valid
+// percent or JSON escaping. It also masks numbers that are not cards:
+// about one random 13-digit run in ten, and most runs of 20 digits or more.
+// Not for JSON text with bare numbers, where a '*' would make the JSON
+// invalid.
 // NOTE: other spellings (HTML entities, base64, other Unicode digits,
 // commas as separators) are not read.
 std::optional<std::string> maskEveryCardNumber(std::string_view text);
