@@ -1,16 +1,15 @@
 #!/usr/bin/env python3
-"""Card numbers spelled to dodge masking never reach the spool or the log.
+"""Check that card numbers spelled to dodge masking reach neither the spool nor the log.
 
 Starts a probe on loopback and sends one Luhn-valid test card to the
 persona's checkout, comment and other routes. Each request spells the
-number in a way a client could use to hide it from a plain digit search:
-percent escapes (once and twice), full-width digits, JSON escapes, dots,
-slashes and newlines between groups, or extra digits around the number.
-Others put it in a cookie, the Host header, a header name and a multipart
-file name. Then
-decodes every spelling in the spool (and in the base64 copies of the
-encoded map) and in the probe log, and checks that no run of 13 to 19
-digits in it passes the Luhn check.
+number in a way a client could use to hide it from a plain digit search.
+The spellings are percent escapes (once and twice), full-width digits,
+JSON escapes, dots, slashes and newlines between groups, or extra digits
+around the number. Other requests put it in a cookie, the Host header, a
+header name and a multipart file name. The test then undoes every spelling
+in the spool (and in the base64 copies of the encoded map) and in the probe
+log, and checks that no run of 13 to 19 digits in it passes the Luhn check.
 """
 
 import base64
@@ -91,7 +90,7 @@ class CardMaskingEvasionTest(unittest.TestCase):
                 f"Content-Type: {content_type}\r\n")
         return self.send(head, body.encode("utf-8"))
 
-    def test_hidden_cards_never_stored(self):
+    def test_hidden_cards_not_in_spool_or_log(self):
         checkout = "/shop/checkout.php"
         for value in [
             PERCENT,

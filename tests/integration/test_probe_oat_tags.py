@@ -3,8 +3,8 @@
 
 Sends one request of each kind that the ontology's per-request rules cover
 (an SQL injection, a robots.txt trap path, form POSTs, a bait port) to a
-probe on loopback and checks the tags in the records it writes, and that a
-plain page view gets none.
+probe on loopback. The tests check the tags in the records it writes, and
+that a plain page view gets none.
 """
 
 import json
