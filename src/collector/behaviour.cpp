@@ -116,13 +116,6 @@ std::uint64_t keyHash(KeyKind kind, std::uint64_t first, std::uint64_t second) {
   return mixBits(first ^ mixBits(second + 0x9e3779b97f4a7c15ULL * (static_cast<int>(kind) + 1)));
 }
 
-std::string lowerCase(std::string_view text) {
-  std::string out(text);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
-
 std::string_view pathOf(std::string_view uri) {
   std::size_t end = uri.find_first_of("?#");
   return end == std::string_view::npos ? uri : uri.substr(0, end);
@@ -137,7 +130,7 @@ bool isStaticPath(std::string_view path) {
   if (dot == std::string_view::npos || (slash != std::string_view::npos && dot < slash)) {
     return false;
   }
-  std::string extension = lowerCase(path.substr(dot + 1));
+  std::string extension = asciiLowercase(path.substr(dot + 1));
   return std::find(kExtensions.begin(), kExtensions.end(), extension) != kExtensions.end();
 }
 
@@ -195,7 +188,7 @@ bool isProductPath(std::string_view path) {
   if (path.size() > 64) {
     return false;
   }
-  std::string lower = lowerCase(path);
+  std::string lower = asciiLowercase(path);
   while (lower.size() > 1 && lower.back() == '/') {
     lower.pop_back();
   }
@@ -219,7 +212,7 @@ bool isMetadataPath(std::string_view path) {
   if (path.size() > 32) {
     return false;
   }
-  std::string lower = lowerCase(path);
+  std::string lower = asciiLowercase(path);
   return std::find(kPaths.begin(), kPaths.end(), std::string_view(lower)) != kPaths.end();
 }
 

@@ -186,6 +186,16 @@ bool equalsIgnoreCase(std::string_view a, std::string_view b) {
   return true;
 }
 
+std::string asciiLowercase(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') {
+      c = static_cast<char>(c + ('a' - 'A'));
+    }
+  }
+  return out;
+}
+
 void Sha256::CtxDeleter::operator()(void* ctx) const {
   EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx));
 }

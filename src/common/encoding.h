@@ -40,6 +40,9 @@ int hexDigitValue(char c);
 // ASCII case-insensitive equality; bytes >= 0x80 compare exactly.
 bool equalsIgnoreCase(std::string_view a, std::string_view b);
 
+// Returns `text` with ASCII letters in lower case; other bytes unchanged.
+std::string asciiLowercase(std::string_view text);
+
 // Incremental SHA-256 over OpenSSL EVP. Copying forks the running state, so
 // a copy can be finished while the original keeps hashing.
 class Sha256 {

@@ -146,14 +146,6 @@ bool hasToken(const std::vector<HeaderField>& headers, std::string_view name,
   return false;
 }
 
-std::string asciiLower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  }
-  return out;
-}
-
 int hexDigit(char c) {
   if (c >= '0' && c <= '9')
     return c - '0';
@@ -208,7 +200,7 @@ Authority parseAuthority(std::string_view text) {
   if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string_view::npos) {
     return {false, {}, {}};
   }
-  result.host = asciiLower(host);
+  result.host = asciiLowercase(host);
   result.port = std::string(port);
   return result;
 }

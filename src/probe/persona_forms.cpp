@@ -24,13 +24,6 @@ bool isBlank(std::string_view text) {
   return text.find_first_not_of(kPhpTrimCharacters) == std::string_view::npos;
 }
 
-std::string lowercase(std::string_view text) {
-  std::string out(text);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
-
 // PHP's intval() on a query value: leading whitespace, then digits up to
 // the first other byte, so "2' AND 1=1" reads as 2, as the real page would.
 std::string intvalDigits(std::string_view text) {
@@ -64,7 +57,7 @@ std::string registerAnswer(const PersonaData& data, const CapturedRequest& reque
     return "mismatch";
   }
   const auto& taken_names = data.taken_usernames;
-  if (std::find(taken_names.begin(), taken_names.end(), lowercase(username)) !=
+  if (std::find(taken_names.begin(), taken_names.end(), asciiLowercase(username)) !=
       taken_names.end()) {
     return "taken";
   }

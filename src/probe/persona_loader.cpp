@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include "common/encoding.h"
 #include "common/error.h"
 #include "probe/persona_data.h"
 
@@ -336,10 +337,8 @@ class Loader {
       throw fail("forms", "expected a map with taken_usernames, valid_coupons and blog_posts");
     }
     checkKeys(node, {"taken_usernames", "valid_coupons", "blog_posts"}, "forms");
-    for (std::string name : textList(node["taken_usernames"], "forms.taken_usernames")) {
-      std::transform(name.begin(), name.end(), name.begin(),
-                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-      data.taken_usernames.push_back(std::move(name));
+    for (const std::string& name : textList(node["taken_usernames"], "forms.taken_usernames")) {
+      data.taken_usernames.push_back(asciiLowercase(name));
     }
     data.valid_coupons = textList(node["valid_coupons"], "forms.valid_coupons");
     data.blog_posts = textList(node["blog_posts"], "forms.blog_posts");

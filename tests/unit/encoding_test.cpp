@@ -155,5 +155,12 @@ TEST(CaseInsensitive, ComparesAsciiOnly) {
   EXPECT_TRUE(equalsIgnoreCase("", ""));
 }
 
+TEST(AsciiLowercase, LowersAsciiLettersOnly) {
+  EXPECT_EQ(asciiLowercase("Admin@Example.COM"), "admin@example.com");
+  EXPECT_EQ(asciiLowercase("\xC3\x89"), "\xC3\x89");  // É keeps its bytes
+  EXPECT_EQ(asciiLowercase("[@Z]"), "[@z]");
+  EXPECT_EQ(asciiLowercase(""), "");
+}
+
 }  // namespace
 }  // namespace webtrap
