@@ -55,10 +55,11 @@ struct StoreOptions {
   // It starts a passive checkpoint once this many WAL pages are not yet in
   // the database file (1000: SQLite's default automatic checkpoint point,
   // 64 MiB with the store's 64 KiB pages). Past `checkpoint_blocking_pages`
-  // of WAL it runs a RESTART checkpoint instead, which makes writers wait
-  // up to 1 s for readers, so a reader holding an old snapshot cannot make
-  // the WAL grow without bound. Not in the configuration file: tests set
-  // them lower.
+  // of WAL it runs a RESTART checkpoint instead, which waits up to 1 s for
+  // readers to leave the WAL while writers wait behind it. A reader that
+  // holds an old snapshot longer still makes the WAL grow until it ends, and
+  // the blocking checkpoint is retried 5 s later at the earliest. Not in the
+  // configuration file: tests set them lower.
   int checkpoint_pages = 1000;
   int checkpoint_blocking_pages = 4000;
 };
