@@ -31,14 +31,14 @@ struct Threat {
 // a persona route maps to.
 struct RequestRule {
   std::string source;   // "crs", "bait" or "route"
-  std::string match;    // CRS family ("sqli", "942"), bait kind, or "login POST"
+  std::string match;    // CRS rule id or id prefix ("942"), bait kind, or "login POST"
   std::string oat;      // "OAT-014"
   double confidence = 0.0;
   std::vector<std::string> attack;
   // Route rules only: "links" applies the rule only when the submitted form
   // contains at least one URL; empty applies it always.
   std::string condition;
-  // Crs rules only: when not empty, the rule applies only when the rule
+  // CRS rules only: when not empty, the rule applies only when the rule
   // message's matched data contains one of these (ASCII case-insensitive),
   // such as a scanner name that CRS 913100 found in the User-Agent.
   std::vector<std::string> data;
