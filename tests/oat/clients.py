@@ -104,7 +104,8 @@ def fill_form(form, values):
     """Return the form's fields as (name, value) pairs with `values` filled in by role.
 
     Hidden fields keep their value, as a browser sends them. A field whose role
-    `values` does not give keeps the page's value, or "1" for a quantity.
+    is not in `values` keeps the page's value, and an empty quantity gets "1".
+    Submit, button, image and reset inputs are left out.
     """
     pairs = []
     for name, kind, default in form.fields:
