@@ -97,6 +97,9 @@ struct AuditRecord {
   std::string request_body_sha256;            // webtrap.request.body_sha256
   bool request_body_truncated = false;        // webtrap.request.body_truncated
   std::vector<OatTag> oat_tags;  // webtrap.oat: per-request tags from the probe
+  // True when the record has webtrap.oat, even as an empty list: the probe
+  // tagged it, so the collector does not tag it again from its rule ids.
+  bool oat_tagged = false;
   FormFacts form;                // webtrap.form; kind is empty when absent
 
   // The record as received, as valid UTF-8 JSON text: kept whole in the

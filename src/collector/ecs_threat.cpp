@@ -7,7 +7,7 @@
 namespace webtrap::collector {
 
 std::vector<OatTag> recordOatTags(const AuditRecord& record) {
-  if (!record.oat_tags.empty()) {
+  if (record.oat_tagged || !record.oat_tags.empty()) {
     return record.oat_tags;
   }
   oat::RequestEvidence evidence;
@@ -28,7 +28,7 @@ std::vector<OatTag> recordOatTags(const AuditRecord& record) {
 std::vector<OatTag> documentOatTags(const AuditRecord& record,
                                     std::span<const OatTag> behaviour_tags) {
   std::vector<OatTag> tags;
-  if (record.oat_tags.empty()) {
+  if (!record.oat_tagged && record.oat_tags.empty()) {
     tags = recordOatTags(record);  // one tag per id already
   } else {
     // Merging the record's own tags drops duplicate ids that a producer may

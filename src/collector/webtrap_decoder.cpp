@@ -449,6 +449,7 @@ void decodeWebtrapObject(ondemand::value value, AuditRecord& record, WebtrapExtr
     } else if (key == "issued_tokens") {
       readStringArray(member, "webtrap.issued_tokens", record.issued_tokens);
     } else if (key == "oat") {
+      record.oat_tagged = true;
       decodeOat(member, record);
     } else if (key == "form") {
       decodeForm(member, record);

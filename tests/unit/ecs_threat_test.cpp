@@ -138,6 +138,7 @@ TEST(WebtrapDecoderOat, RecordWithoutFormOrTagsDecodes) {
 
   AuditRecord record = decoded(json);
   EXPECT_TRUE(record.oat_tags.empty());
+  EXPECT_FALSE(record.oat_tagged);
   EXPECT_TRUE(record.form.kind.empty());
   // The collector tags it from its rule ids instead, without route rules
   // because the record names no route kind.
@@ -179,6 +180,17 @@ TEST(EcsThreat, ProbeTagsAreTakenAsWritten) {
   record.messages = {sqli};
   record.oat_tags = {oat::Ontology::embedded().tag("OAT-018", "rule", 0.5, "bait:fake_port")};
   EXPECT_EQ(ids(recordOatTags(record)), std::vector<std::string>{"OAT-018"});
+}
+
+TEST(EcsThreat, EmptyProbeTagsAreNotRedone) {
+  AuditRecord record;
+  record.format = RecordFormat::kWebtrap;
+  RuleMessage sqli;
+  sqli.rule_id = "942100";
+  record.messages = {sqli};
+  record.oat_tagged = true;
+  EXPECT_TRUE(recordOatTags(record).empty());
+  EXPECT_TRUE(documentOatTags(record, {}).empty());
 }
 
 TEST(EcsThreat, DocumentMergesBehaviourTags) {
