@@ -9,7 +9,8 @@ JSON escapes, dots, slashes and newlines between groups, or extra digits
 around the number. Other requests put it in a cookie, the Host header, a
 header name and a multipart file name. The test then undoes every spelling
 in the spool (and in the base64 copies of the encoded map) and in the probe
-log, and checks that no run of 13 to 19 digits in it passes the Luhn check.
+log, and checks that no Luhn-valid run of 13 to 19 digits in it contains the
+test card or is part of it.
 """
 
 import base64
@@ -127,7 +128,11 @@ class CardMaskingEvasionTest(unittest.TestCase):
             for value in record["webtrap"].get("encoded", {}).values():
                 stored.append(base64.b64decode(value).decode("utf-8", "replace"))
         stored.append(self.probe.log_text())
-        leaks = sorted({window for text in stored for window in luhn_valid_windows(text)})
+        # Only windows made of the test card count. Event ids and hashes are
+        # not masked, and their digits, once dashes are removed, sometimes
+        # form an unrelated Luhn-valid run.
+        leaks = sorted({window for text in stored for window in luhn_valid_windows(text)
+                        if CARD in window or window in CARD})
         self.assertEqual(leaks, [])
 
         masked = [r for r in records if r["webtrap"]["request"].get("body_masked")]
