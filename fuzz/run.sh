@@ -47,7 +47,8 @@ for target in "${targets[@]}"; do
     done
   fi
   echo "== $target: ${seconds}s, corpus $corpus"
+  # libFuzzer exits 77 on a crash by default, which ctest reads as a skip.
   (cd "$build_dir" &&
     "$build_dir/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 \
-      -timeout=10 -rss_limit_mb=2048 "$corpus")
+      -timeout=10 -rss_limit_mb=2048 -error_exitcode=1 -timeout_exitcode=1 "$corpus")
 done
