@@ -71,7 +71,8 @@ void dropPrivileges(const probe::ProbeConfig& config) {
   std::error_code error;
   std::filesystem::create_directories(config.spool.dir, error);
   (void)::chown(config.spool.dir.c_str(), entry->pw_uid, entry->pw_gid);
-  for (const char* name : {"shipped.offset", "shipper.lock", "shipper-rejected.ndjson"}) {
+  for (const char* name :
+       {"shipped.offset", "shipped.fingerprint", "shipper.lock", "shipper-rejected.ndjson"}) {
     (void)::chown((config.spool.dir / name).c_str(), entry->pw_uid, entry->pw_gid);
   }
   if (setgroups(0, nullptr) != 0 || setgid(entry->pw_gid) != 0 || setuid(entry->pw_uid) != 0) {

@@ -9,14 +9,21 @@
 #include <charconv>
 #include <cstring>
 #include <system_error>
+#include <vector>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include "common/encoding.h"
 
 namespace webtrap::shipper {
 namespace {
 
 constexpr std::size_t kReadStep = 64 * 1024;
+// Bytes at the start of a segment and before an offset that a fingerprint
+// covers. They end with the last record shipped, so a segment rewritten with
+// other records fails the check unless both records end in the same bytes.
+constexpr std::uint64_t kFingerprintBytes = 512;
 
 // Reads up to `length` bytes at `offset`, retrying short reads. Returns the
 // bytes read, or -1 with errno set.
@@ -62,6 +69,34 @@ std::uint64_t fileSize(int fd) {
     return 0;
   }
   return static_cast<std::uint64_t>(info.st_size);
+}
+
+std::uint64_t fileInode(int fd) {
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) {
+    return 0;
+  }
+  return static_cast<std::uint64_t>(info.st_ino);
+}
+
+// Returns the SHA-256 of bytes [offset, offset + length), or an empty string
+// when the file is shorter.
+std::string digestAt(int fd, std::uint64_t offset, std::uint64_t length) {
+  std::string bytes(length, '\0');
+  ssize_t got = readAt(fd, bytes.data(), length, offset);
+  if (got < 0 || static_cast<std::uint64_t>(got) != length) {
+    return {};
+  }
+  return sha256Hex(bytes);
+}
+
+bool parseNumber(std::string_view text, std::uint64_t& value) {
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  return error == std::errc() && end == text.data() + text.size() && !text.empty();
+}
+
+bool isSha256Hex(std::string_view text) {
+  return text.size() == 64 && text.find_first_not_of("0123456789abcdef") == std::string_view::npos;
 }
 
 }  // namespace
@@ -110,7 +145,117 @@ void SpoolReader::loadOffset() {
     return;
   }
   position_ = SpoolPosition{segment, offset};
+  read_mark_ = position_;
   spdlog::info("shipper: resuming at segment={} offset={}", segmentFileName(segment), offset);
+  loadFingerprint();
+}
+
+void SpoolReader::loadFingerprint() {
+  fingerprint_ = SpoolFingerprint{};
+  if (position_.offset == 0) {
+    return;
+  }
+  int fd = ::open(fingerprintPath().c_str(), O_RDONLY | O_CLOEXEC);
+  char text[512];
+  ssize_t got = fd >= 0 ? readAt(fd, text, sizeof text, 0) : -1;
+  if (fd >= 0) {
+    ::close(fd);
+  }
+  std::string_view content(text, got > 0 ? static_cast<std::size_t>(got) : 0);
+  while (!content.empty() && (content.back() == '\n' || content.back() == '\r')) {
+    content.remove_suffix(1);
+  }
+  std::vector<std::string_view> fields;
+  while (!content.empty()) {
+    std::size_t space = content.find(' ');
+    fields.push_back(content.substr(0, space));
+    content.remove_prefix(space == std::string_view::npos ? content.size() : space + 1);
+  }
+
+  SpoolFingerprint loaded;
+  bool valid = fields.size() == 7;
+  if (valid) {
+    loaded.position.segment = parseSegmentFileName(fields[0]);
+    valid = loaded.position.segment != 0 && parseNumber(fields[1], loaded.position.offset) &&
+            parseNumber(fields[2], loaded.inode) && parseNumber(fields[3], loaded.head_length) &&
+            isSha256Hex(fields[4]) && parseNumber(fields[5], loaded.tail_length) &&
+            isSha256Hex(fields[6]) && loaded.head_length <= loaded.position.offset &&
+            loaded.tail_length <= loaded.position.offset;
+  }
+  if (!valid || !loaded.covers(position_)) {
+    // NOTE: without a fingerprint, a segment truncated in place is noticed
+    // only while it is shorter than the offset.
+    spdlog::warn("shipper: {} is missing, malformed or for another offset; a segment truncated "
+                 "in place and refilled past offset={} before this start goes unnoticed",
+                 fingerprintPath().string(), position_.offset);
+    return;
+  }
+  loaded.head_sha256 = fields[4];
+  loaded.tail_sha256 = fields[6];
+  fingerprint_ = std::move(loaded);
+}
+
+// Returns why the open segment `fd` no longer matches the fingerprint of the
+// committed position, or nullptr when it does.
+const char* SpoolReader::mismatchOf(int fd) const {
+  if (fingerprint_.inode != 0 && fileInode(fd) != fingerprint_.inode) {
+    return "replaced by another file";
+  }
+  if (digestAt(fd, 0, fingerprint_.head_length) != fingerprint_.head_sha256 ||
+      digestAt(fd, fingerprint_.position.offset - fingerprint_.tail_length,
+               fingerprint_.tail_length) != fingerprint_.tail_sha256) {
+    return "truncated or rewritten in place";
+  }
+  return nullptr;
+}
+
+// Reads the current segment again from its start when it is no longer the
+// file, or no longer has the bytes, that the committed offset was taken from.
+void SpoolReader::checkFingerprint() {
+  if (position_.offset == 0 || !fingerprint_.covers(position_) ||
+      !sizes_.contains(position_.segment)) {
+    return;
+  }
+  int fd = ::open((dir_ / segmentFileName(position_.segment)).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return;  // deleted since the listing: normalizePosition() counts it next time
+  }
+  const char* mismatch = mismatchOf(fd);
+  ::close(fd);
+  if (mismatch == nullptr) {
+    return;
+  }
+  // Records appended after the truncation are read from the start. Those
+  // that were past the offset when the segment was truncated are gone.
+  spdlog::warn("shipper: segment={} was {} since offset={} was committed; shipping it again "
+               "from the start, and records it held past that offset are lost",
+               segmentFileName(position_.segment), mismatch, position_.offset);
+  ++truncations_;
+  closeSegment();
+  position_.offset = 0;
+  fingerprint_ = SpoolFingerprint{};
+  read_mark_ = position_;
+}
+
+// Fingerprints `end` in the open segment. `tail` contains the last bytes
+// before `end` as they were read, so a change after that read fails the next
+// check. The head is read from the file unless `tail` covers it.
+SpoolFingerprint SpoolReader::takeFingerprint(SpoolPosition end, const std::string& tail) const {
+  SpoolFingerprint fingerprint;
+  fingerprint.position = end;
+  fingerprint.inode = fileInode(fd_);
+  fingerprint.tail_length = tail.size();
+  fingerprint.tail_sha256 = sha256Hex(tail);
+  fingerprint.head_length = std::min(kFingerprintBytes, end.offset);
+  if (tail.size() >= end.offset) {
+    fingerprint.head_sha256 = sha256Hex(std::string_view(tail).substr(0, fingerprint.head_length));
+  } else {
+    fingerprint.head_sha256 = digestAt(fd_, 0, fingerprint.head_length);
+  }
+  if (fingerprint.head_sha256.empty()) {
+    return SpoolFingerprint{};
+  }
+  return fingerprint;
 }
 
 void SpoolReader::listSegments() {
@@ -169,6 +314,7 @@ void SpoolReader::normalizePosition() {
                        segmentFileName(sizes_.begin()->first));
           closeSegment();
           position_ = SpoolPosition{sizes_.begin()->first, 0};
+          read_mark_ = position_;
           line_counts_.clear();
           continue;
         }
@@ -207,7 +353,10 @@ void SpoolReader::normalizePosition() {
       spdlog::warn("shipper: offset {} is past the end of segment={} (size {}); shipping that "
                    "segment again from the start",
                    position_.offset, segmentFileName(position_.segment), size);
+      ++truncations_;
+      closeSegment();
       position_.offset = 0;
+      read_mark_ = position_;
       return;
     }
     if (!closed || position_.offset < size) {
@@ -292,6 +441,7 @@ SpoolBatch SpoolReader::next(std::uint64_t max_records, std::uint64_t max_bytes)
   max_records = std::max<std::uint64_t>(max_records, 1);
   max_bytes = std::max<std::uint64_t>(max_bytes, 1);
   listSegments();
+  checkFingerprint();
   normalizePosition();
   countAhead();
   updateBacklog();
@@ -299,6 +449,30 @@ SpoolBatch SpoolReader::next(std::uint64_t max_records, std::uint64_t max_bytes)
   SpoolBatch batch;
   batch.end = position_;
   SpoolPosition cursor = position_;
+  // The last bytes consumed in the cursor's segment, at most
+  // kFingerprintBytes, for the fingerprint of batch.end.
+  std::string recent;
+  auto consume = [&recent](const char* bytes, std::size_t length) {
+    if (length >= kFingerprintBytes) {
+      recent.assign(bytes + length - kFingerprintBytes, kFingerprintBytes);
+      return;
+    }
+    recent.append(bytes, length);
+    if (recent.size() > kFingerprintBytes) {
+      recent.erase(0, recent.size() - kFingerprintBytes);
+    }
+  };
+  auto setEnd = [&] {
+    batch.end = cursor;
+    batch.fingerprint = takeFingerprint(cursor, recent);
+  };
+  // Counts a line once, unless it starts before the furthest line counted.
+  std::uint64_t fresh = 0;
+  auto countRead = [&](std::uint64_t line_offset) {
+    if (SpoolPosition{cursor.segment, line_offset} >= read_mark_) {
+      ++fresh;
+    }
+  };
   while (batch.records < max_records && batch.body.size() < max_bytes) {
     auto current = sizes_.find(cursor.segment);
     if (current == sizes_.end() || !openSegment(cursor.segment)) {
@@ -317,6 +491,7 @@ SpoolBatch SpoolReader::next(std::uint64_t max_records, std::uint64_t max_bytes)
         break;
       }
       cursor = SpoolPosition{following->first, 0};
+      recent.clear();
       continue;
     }
 
@@ -344,12 +519,14 @@ SpoolBatch SpoolReader::next(std::uint64_t max_records, std::uint64_t max_bytes)
       if (length > 0) {
         batch.body.append(start, length + 1);
         ++batch.records;
+        countRead(cursor.offset + consumed);
       }
       consumed += length + 1;
     }
+    consume(chunk_.data(), consumed);
     cursor.offset += consumed;
     if (consumed > 0) {
-      batch.end = cursor;
+      setEnd();
     }
     std::size_t tail = got - consumed;
     if (batch.records >= max_records || tail == 0) {
@@ -370,8 +547,10 @@ SpoolBatch SpoolReader::next(std::uint64_t max_records, std::uint64_t max_bytes)
       batch.body.append(chunk_.data() + consumed, tail);
       batch.body.push_back('\n');
       ++batch.records;
+      countRead(cursor.offset);
+      consume(chunk_.data() + consumed, tail);
       cursor.offset = size;
-      batch.end = cursor;
+      setEnd();
       continue;
     }
     if (batch.records > 0) {
@@ -406,23 +585,64 @@ SpoolBatch SpoolReader::next(std::uint64_t max_records, std::uint64_t max_bytes)
     if (!complete && !(closed && cursor.offset + line.size() >= size)) {
       break;  // still being written
     }
+    countRead(cursor.offset);
     cursor.offset += line.size() + (complete ? 1 : 0);
+    consume(line.data(), line.size());
+    if (complete) {
+      consume("\n", 1);
+    }
     line.push_back('\n');
     batch.body += line;
     ++batch.records;
-    batch.end = cursor;
+    setEnd();
     break;
   }
+  records_read_ += fresh;
+  read_mark_ = std::max(read_mark_, batch.end);
   return batch;
 }
 
 bool SpoolReader::commit(const SpoolBatch& batch) {
   position_ = batch.end;
+  if (batch.fingerprint.covers(position_)) {
+    fingerprint_ = batch.fingerprint;
+  } else if (!fingerprint_.covers(position_)) {
+    fingerprint_ = SpoolFingerprint{};
+  }
   updateBacklog();
   if (position_.segment == 0) {
     return true;
   }
+  writeFingerprintFile();
   return writeOffsetFile();
+}
+
+// Written without fsync: a fingerprint lost in a crash only makes the next
+// start fall back to the size check, and the offset file's folder fsync
+// follows right after.
+void SpoolReader::writeFingerprintFile() {
+  if (!fingerprint_.covers(position_) || position_.offset == 0) {
+    ::unlink(fingerprintPath().c_str());
+    return;
+  }
+  std::string text = fmt::format("{} {} {} {} {} {} {}\n", segmentFileName(position_.segment),
+                                 position_.offset, fingerprint_.inode, fingerprint_.head_length,
+                                 fingerprint_.head_sha256, fingerprint_.tail_length,
+                                 fingerprint_.tail_sha256);
+  std::filesystem::path temporary = dir_ / "shipped.fingerprint.tmp";
+  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  bool written = fd >= 0 && ::write(fd, text.data(), text.size()) ==
+                                static_cast<ssize_t>(text.size());
+  int error = errno;
+  if (fd >= 0) {
+    ::close(fd);
+  }
+  if (!written || ::rename(temporary.c_str(), fingerprintPath().c_str()) != 0) {
+    error = written ? errno : error;
+    spdlog::error("shipper: writing {} failed: {}; after a restart, a segment truncated in "
+                  "place is noticed only while it is shorter than the offset",
+                  fingerprintPath().string(), std::strerror(error));
+  }
 }
 
 bool SpoolReader::writeOffsetFile() {

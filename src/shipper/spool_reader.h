@@ -9,6 +9,18 @@
 // folder, so a crash leaves either the old or the new offset. The spool reads
 // it to delete shipped segments first when its disk cap is reached.
 //
+// The fingerprint file DIR/shipped.fingerprint pins the offset to the bytes
+// it was taken from: "<segment file name> <byte offset> <inode> <head length>
+// <head SHA-256> <tail length> <tail SHA-256>", where head is the first and
+// tail the last bytes before the offset, at most 512 each. Before reading on
+// from a committed offset, the reader checks the segment's inode and both
+// digests. A segment that was replaced, or truncated in place and refilled
+// (logrotate's copytruncate), fails the check even when it has grown past
+// the offset again, and is read again from its start. The spool never reads
+// this file. It is written before the offset file, so after a crash between
+// the two writes its position differs from the offset's, and the reader
+// falls back to comparing the segment's size with the offset.
+//
 // A segment is closed once a segment with a higher number exists, because
 // the spool never reopens a segment. The reader relies on that: a last line
 // without a newline is waited for in the newest segment, and shipped as it is
@@ -32,6 +44,22 @@ struct SpoolPosition {
   std::uint64_t offset = 0;
 
   bool operator==(const SpoolPosition&) const = default;
+  auto operator<=>(const SpoolPosition&) const = default;
+};
+
+// The identity of a segment and digests of its bytes before a position:
+// what the reader checks before it reads on from that position.
+struct SpoolFingerprint {
+  SpoolPosition position;  // segment 0: no fingerprint
+  std::uint64_t inode = 0;
+  std::uint64_t head_length = 0;  // bytes [0, head_length)
+  std::string head_sha256;
+  std::uint64_t tail_length = 0;  // bytes [position.offset - tail_length, position.offset)
+  std::string tail_sha256;
+
+  bool covers(const SpoolPosition& other) const {
+    return position.segment != 0 && position == other;
+  }
 };
 
 // Whole lines read from the spool, each ending in '\n', and the position
@@ -40,6 +68,9 @@ struct SpoolBatch {
   std::string body;
   std::uint64_t records = 0;
   SpoolPosition end;
+  // Taken from the bytes this batch read, so that a segment rewritten while
+  // the batch is being sent fails the check after the commit.
+  SpoolFingerprint fingerprint;
 };
 
 // The spool owns its file names; the reader uses the same functions.
@@ -58,9 +89,10 @@ class SpoolReader {
   SpoolReader(const SpoolReader&) = delete;
   SpoolReader& operator=(const SpoolReader&) = delete;
 
-  // Reads DIR/shipped.offset. A missing file means nothing was shipped. A
-  // malformed one is logged and ignored, so everything is sent again, and the
-  // collector removes the duplicates by event id.
+  // Reads DIR/shipped.offset and its fingerprint. A missing offset file
+  // means nothing was shipped. A malformed one is logged and ignored, so
+  // everything is sent again, and the collector removes the duplicates by
+  // event id.
   void loadOffset();
 
   // Reads the next whole lines from the committed position: at most
@@ -69,9 +101,10 @@ class SpoolReader {
   // empty batch means that no whole line is waiting.
   SpoolBatch next(std::uint64_t max_records, std::uint64_t max_bytes);
 
-  // Makes `batch.end` the committed position and persists it. Returns false
-  // (and logs) when the offset file could not be written; the position still
-  // advances in memory and the next commit tries again.
+  // Makes `batch.end` the committed position and persists it with its
+  // fingerprint. Returns false (and logs) when the offset file could not be
+  // written; the position still advances in memory and the next commit
+  // tries again.
   bool commit(const SpoolBatch& batch);
 
   SpoolPosition position() const { return position_; }
@@ -83,9 +116,24 @@ class SpoolReader {
   // shipped, since this reader was made.
   std::uint64_t droppedRecords() const { return dropped_records_; }
 
+  // Records read from the spool since this reader was made. A record read
+  // again, because its batch failed or its segment was read again, counts
+  // once, unless its segment was found truncated or replaced.
+  std::uint64_t recordsRead() const { return records_read_; }
+
+  // Times the current segment was found truncated in place or replaced,
+  // and read again from its start.
+  std::uint64_t truncations() const { return truncations_; }
+
   std::filesystem::path offsetPath() const { return dir_ / "shipped.offset"; }
+  std::filesystem::path fingerprintPath() const { return dir_ / "shipped.fingerprint"; }
 
  private:
+  void loadFingerprint();
+  void checkFingerprint();
+  const char* mismatchOf(int fd) const;
+  SpoolFingerprint takeFingerprint(SpoolPosition end, const std::string& tail) const;
+  void writeFingerprintFile();
   void listSegments();
   void countAhead();
   void normalizePosition();
@@ -105,6 +153,10 @@ class SpoolReader {
   std::uint64_t fd_segment_ = 0;
   std::uint64_t backlog_bytes_ = 0;
   std::uint64_t dropped_records_ = 0;
+  SpoolFingerprint fingerprint_;  // of position_, when known
+  SpoolPosition read_mark_;       // end of the furthest line counted in records_read_
+  std::uint64_t records_read_ = 0;
+  std::uint64_t truncations_ = 0;
   std::string chunk_;
 };
 
