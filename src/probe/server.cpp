@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/admin_listener.h"
 #include "common/encoding.h"
 #include "common/error.h"
 #include "common/ids.h"
@@ -456,60 +457,6 @@ class TlsDetector : public std::enable_shared_from_this<TlsDetector> {
   beast::flat_buffer buffer_;
 };
 
-// Serves /metrics (Prometheus text format) and /healthz on the admin
-// listener, one request per connection.
-class AdminSession : public std::enable_shared_from_this<AdminSession> {
- public:
-  AdminSession(tcp::socket socket, MetricsRegistry& registry)
-      : stream_(std::move(socket)), registry_(registry) {}
-
-  void run() {
-    stream_.expires_after(std::chrono::seconds(10));
-    parser_.header_limit(8192);
-    parser_.body_limit(0);
-    http::async_read(stream_, buffer_, parser_,
-                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                       self->onRead(ec);
-                     });
-  }
-
- private:
-  void onRead(beast::error_code ec) {
-    if (ec) {
-      return;
-    }
-    const auto& request = parser_.get();
-    response_.version(11);
-    response_.set(http::field::server, "webtrap-admin");
-    response_.keep_alive(false);
-    if (request.target() == "/metrics") {
-      response_.result(http::status::ok);
-      response_.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-      response_.body() = registry_.render();
-    } else if (request.target() == "/healthz") {
-      response_.result(http::status::ok);
-      response_.set(http::field::content_type, "text/plain");
-      response_.body() = "ok\n";
-    } else {
-      response_.result(http::status::not_found);
-      response_.set(http::field::content_type, "text/plain");
-      response_.body() = "not found: use /metrics or /healthz\n";
-    }
-    response_.prepare_payload();
-    http::async_write(stream_, response_,
-                      [self = shared_from_this()](beast::error_code, std::size_t) {
-                        beast::error_code ignored;
-                        self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-                      });
-  }
-
-  beast::tcp_stream stream_;
-  MetricsRegistry& registry_;
-  beast::flat_buffer buffer_;
-  http::request_parser<http::empty_body> parser_;
-  http::response<http::string_body> response_;
-};
-
 void acceptConnection(const ListenerConfig& listener,
                       const std::shared_ptr<const ProbeServices>& services, tcp::socket socket) {
   beast::error_code ec;
@@ -553,34 +500,6 @@ void acceptConnection(const ListenerConfig& listener,
                                    beast::flat_buffer())
         ->run();
   }
-}
-
-tcp::acceptor openAcceptor(asio::io_context& io, const std::string& address, std::uint16_t port,
-                           const std::string& what) {
-  boost::system::error_code ec;
-  tcp::endpoint endpoint(asio::ip::make_address(address), port);
-  tcp::acceptor acceptor(io);
-  acceptor.open(endpoint.protocol(), ec);
-  if (!ec && endpoint.address().is_v6()) {
-    // An IPv6 listener serves IPv6 only, so that [::]:80 and 0.0.0.0:80 can
-    // both be configured.
-    acceptor.set_option(asio::ip::v6_only(true), ec);
-  }
-  if (!ec) {
-    acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  }
-  if (!ec) {
-    acceptor.bind(endpoint, ec);
-  }
-  if (!ec) {
-    acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  }
-  if (ec) {
-    throw ConfigError(fmt::format("{}: cannot listen on {}:{}: {}; choose a free port or an "
-                                  "address of this host",
-                                  what, address, port, ec.message()));
-  }
-  return acceptor;
 }
 
 }  // namespace
@@ -658,35 +577,6 @@ struct Server::Listener {
   tcp::acceptor acceptor;
 };
 
-class Server::AdminListener : public std::enable_shared_from_this<Server::AdminListener> {
- public:
-  AdminListener(tcp::acceptor acceptor, MetricsRegistry& registry)
-      : acceptor_(std::move(acceptor)), registry_(registry) {}
-
-  void doAccept() {
-    acceptor_.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
-      if (ec == asio::error::operation_aborted) {
-        return;
-      }
-      if (!ec) {
-        std::make_shared<AdminSession>(std::move(socket), self->registry_)->run();
-      }
-      self->doAccept();
-    });
-  }
-
-  void close() {
-    beast::error_code ignored;
-    acceptor_.close(ignored);
-  }
-
-  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
-
- private:
-  tcp::acceptor acceptor_;
-  MetricsRegistry& registry_;
-};
-
 Server::Server(asio::io_context& io, ProbeServices services)
     : io_(io), services_(std::make_shared<const ProbeServices>(std::move(services))) {}
 
@@ -721,7 +611,7 @@ void Server::start() {
     doAccept(*listener);
   }
   if (admin_) {
-    admin_->doAccept();
+    admin_->start();
   }
 }
 

@@ -14,6 +14,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 
+#include "common/admin_listener.h"
 #include "common/metrics.h"
 #include "probe/config.h"
 #include "probe/persona.h"
@@ -96,7 +97,6 @@ class Server {
 
  private:
   struct Listener;
-  class AdminListener;
   void doAccept(Listener& listener);
 
   boost::asio::io_context& io_;
