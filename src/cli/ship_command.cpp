@@ -4,13 +4,19 @@
 #include <signal.h>
 
 #include <atomic>
+#include <thread>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
 #include "cli/logging.h"
+#include "common/admin_listener.h"
+#include "common/config_values.h"
 #include "common/error.h"
+#include "common/metrics.h"
 #include "probe/config.h"
 #include "probe/hardening.h"
 #include "shipper/shipper.h"
@@ -23,6 +29,7 @@ struct ShipOptions {
   std::string config_path;
   std::string spool_dir;
   std::string log_level = "info";
+  std::string metrics_listen = "127.0.0.1:9103";
   bool until_idle = false;
 };
 
@@ -31,6 +38,46 @@ std::atomic<bool> g_ship_stop{false};
 void onShipStop(int) {
   g_ship_stop.store(true);
 }
+
+// Serves the shipper's counters on /metrics and /healthz from a thread of
+// its own while the shipper runs on the calling thread.
+class ShipMetricsServer {
+ public:
+  ShipMetricsServer(const std::string& listen, const shipper::ShipperCounters& counters)
+      : metrics_(registry_) {
+    config_values::HostPort parsed =
+        config_values::parseHostPort(listen, "--metrics-listen", 9103, "127.0.0.1");
+    listener_ = std::make_shared<AdminListener>(
+        openAcceptor(io_, parsed.host, parsed.port, "--metrics-listen"), registry_,
+        [this, &counters] { metrics_.update(counters); });
+    if (!boost::asio::ip::make_address(parsed.host).is_loopback()) {
+      spdlog::warn("ship: metrics listener on non-loopback address={}; the counters are "
+                   "readable from the network",
+                   parsed.host);
+    }
+    spdlog::info("ship: serving /metrics and /healthz address={} port={}", parsed.host,
+                 listener_->port());
+    listener_->start();
+    thread_ = std::thread([this] { io_.run(); });
+  }
+
+  ~ShipMetricsServer() {
+    io_.stop();
+    thread_.join();
+    listener_->close();
+    spdlog::info("ship: metrics listener stopped");
+  }
+
+  ShipMetricsServer(const ShipMetricsServer&) = delete;
+  ShipMetricsServer& operator=(const ShipMetricsServer&) = delete;
+
+ private:
+  boost::asio::io_context io_;
+  MetricsRegistry registry_;
+  shipper::ShipperMetrics metrics_;
+  std::shared_ptr<AdminListener> listener_;
+  std::thread thread_;
+};
 
 int runShip(const ShipOptions& options) {
   setupLogging(options.log_level);
@@ -52,7 +99,13 @@ int runShip(const ShipOptions& options) {
 
   shipper::ShipperCounters counters;
   bool count_ahead = config.spool.on_full == probe::FullPolicy::kDeleteOldest;
+  // The shipper takes the spool's lock first, so that a second shipper on
+  // the same spool stops before it binds the metrics address.
   shipper::Shipper shipper(config.shipper, config.spool.dir, count_ahead, counters, g_ship_stop);
+  std::unique_ptr<ShipMetricsServer> metrics_server;
+  if (options.metrics_listen != "off" && !options.metrics_listen.empty()) {
+    metrics_server = std::make_unique<ShipMetricsServer>(options.metrics_listen, counters);
+  }
   shipper.run(options.until_idle);
   return 0;
 }
@@ -70,6 +123,10 @@ void addShipCommand(CLI::App& app, CommandRunner& runner) {
       ->check(CLI::ExistingFile);
   command->add_option("--spool", options->spool_dir, "Spool folder, replacing spool.dir");
   command->add_option("--log-level", options->log_level, "trace, debug, info, warn or error");
+  command->add_option("--metrics-listen", options->metrics_listen,
+                      "ADDR:PORT, [V6]:PORT or PORT serving GET /metrics (Prometheus text) and "
+                      "GET /healthz; port 0 picks a free port; off turns it off")
+      ->capture_default_str();
   command->add_flag("--until-idle", options->until_idle,
                     "Exit once every whole record in the spool has been acknowledged");
   command->callback([options, &runner] { runner = [options] { return runShip(*options); }; });

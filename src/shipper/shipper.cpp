@@ -61,6 +61,8 @@ struct HttpResult {
   long status = 0;         // 0: no HTTP response
   std::string body;
   std::string error;       // libcurl's message when status is 0
+  bool timed_out = false;  // status 0 because shipper.timeout passed
+  bool invalid_acknowledgement = false;  // a 200 whose body is not the acknowledgement
   std::int64_t retry_after_ms = -1;
   bool aborted = false;    // stopped by the stop flag
 };
@@ -183,6 +185,7 @@ class HttpClient {
     }
     if (code != CURLE_OK) {
       result.error = curl_easy_strerror(code);
+      result.timed_out = code == CURLE_OPERATION_TIMEDOUT;
       return result;
     }
     curl_easy_getinfo(handle_, CURLINFO_RESPONSE_CODE, &result.status);
@@ -246,6 +249,28 @@ class RepeatLog {
   std::uint64_t suppressed_ = 0;
 };
 
+ShipperError errorKindOf(const HttpResult& result) {
+  if (result.invalid_acknowledgement) {
+    return ShipperError::kInvalidAcknowledgement;
+  }
+  if (result.status == 0) {
+    return result.timed_out ? ShipperError::kTimeout : ShipperError::kConnection;
+  }
+  if (result.status == 401 || result.status == 403) {
+    return ShipperError::kUnauthorized;
+  }
+  if (result.status == 413) {
+    return ShipperError::kTooLarge;
+  }
+  if (result.status == 429) {
+    return ShipperError::kThrottled;
+  }
+  if (result.status >= 500 && result.status < 600) {
+    return ShipperError::kServerError;
+  }
+  return ShipperError::kOtherStatus;
+}
+
 void acquireOnce() {
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
@@ -253,9 +278,40 @@ void acquireOnce() {
 
 }  // namespace
 
+const char* shipperErrorLabel(ShipperError kind) {
+  switch (kind) {
+    case ShipperError::kConnection:
+      return "connection";
+    case ShipperError::kTimeout:
+      return "timeout";
+    case ShipperError::kUnauthorized:
+      return "unauthorized";
+    case ShipperError::kTooLarge:
+      return "too_large";
+    case ShipperError::kThrottled:
+      return "throttled";
+    case ShipperError::kServerError:
+      return "server_error";
+    case ShipperError::kOtherStatus:
+      return "other_status";
+    case ShipperError::kInvalidAcknowledgement:
+      return "invalid_acknowledgement";
+    case ShipperError::kOffsetWrite:
+      return "offset_write";
+    case ShipperError::kSpoolRead:
+      return "spool_read";
+    case ShipperError::kSpoolTruncated:
+      return "spool_truncated";
+  }
+  return "unknown";
+}
+
 struct ShipperMetrics::Impl {
   explicit Impl(MetricsRegistry& registry)
-      : records_sent(registry.counter("webtrap_shipper_records_sent_total",
+      : records_read(registry.counter("webtrap_shipper_records_read_total",
+                                      "Records read from the spool; a record read again for "
+                                      "a retry counts once.")),
+        records_sent(registry.counter("webtrap_shipper_records_sent_total",
                                       "Records acknowledged by the collector.")),
         batches_sent(registry.counter("webtrap_shipper_batches_sent_total",
                                       "Batches acknowledged by the collector.")),
@@ -269,8 +325,16 @@ struct ShipperMetrics::Impl {
                                  "Records the spool deleted at its disk cap before shipping.")),
         backlog(registry.gauge("webtrap_shipper_backlog_bytes", "Unshipped bytes in the spool.")),
         last_success(registry.gauge("webtrap_shipper_last_success_timestamp_seconds",
-                                    "Unix time of the last acknowledged batch.")) {}
+                                    "Unix time of the last acknowledged batch.")) {
+    for (std::size_t i = 0; i < kShipperErrorKinds; ++i) {
+      errors[i] = &registry.counter(
+          "webtrap_shipper_errors_total",
+          "Errors by kind: failed attempts by cause, and spool and offset file errors.",
+          fmt::format("kind=\"{}\"", shipperErrorLabel(static_cast<ShipperError>(i))));
+    }
+  }
 
+  Counter& records_read;
   Counter& records_sent;
   Counter& batches_sent;
   Counter& bytes_sent;
@@ -279,6 +343,7 @@ struct ShipperMetrics::Impl {
   Counter& dropped;
   Gauge& backlog;
   Gauge& last_success;
+  Counter* errors[kShipperErrorKinds] = {};
   std::mutex mutex;
 };
 
@@ -295,12 +360,16 @@ void ShipperMetrics::update(const ShipperCounters& counters) {
       counter.inc(value - counter.value());
     }
   };
+  raise(impl_->records_read, counters.records_read);
   raise(impl_->records_sent, counters.records_sent);
   raise(impl_->batches_sent, counters.batches_sent);
   raise(impl_->bytes_sent, counters.bytes_sent);
   raise(impl_->retries, counters.retries);
   raise(impl_->failures, counters.failures);
   raise(impl_->dropped, counters.dropped);
+  for (std::size_t i = 0; i < kShipperErrorKinds; ++i) {
+    raise(*impl_->errors[i], counters.errors[i]);
+  }
   impl_->backlog.set(counters.backlog_bytes.load(std::memory_order_relaxed));
   impl_->last_success.set(counters.last_success_seconds.load(std::memory_order_relaxed));
 }
@@ -315,6 +384,7 @@ struct Shipper::Impl {
   bool sleepFor(std::int64_t milliseconds);
   std::int64_t backoffDelay();
   void publishReaderState();
+  bool commitBatch(const SpoolBatch& batch);
   void onSuccess(const SpoolBatch& batch, std::size_t payload_bytes, const Acknowledgement& ack);
   void onFailure(const SpoolBatch& batch, const HttpResult& result);
   void rejectOversizedRecord(const SpoolBatch& batch);
@@ -333,6 +403,9 @@ struct Shipper::Impl {
   std::uint32_t attempt = 0;  // consecutive failed attempts
   RepeatLog failure_log;
   std::uint64_t dropped_published = 0;
+  std::uint64_t read_published = 0;
+  std::uint64_t truncations_published = 0;
+  std::uint64_t read_errors_published = 0;
   SpoolPosition persisted;
   std::mt19937_64 random{std::random_device{}()};
 };
@@ -402,13 +475,32 @@ std::int64_t Shipper::Impl::backoffDelay() {
   return static_cast<std::int64_t>(pick(random));
 }
 
+// Adds what the reader counted since the last call to the shared counters.
 void Shipper::Impl::publishReaderState() {
   counters.backlog_bytes.store(static_cast<std::int64_t>(reader.backlogBytes()));
-  std::uint64_t dropped = reader.droppedRecords();
-  if (dropped > dropped_published) {
-    counters.dropped.fetch_add(dropped - dropped_published);
-    dropped_published = dropped;
+  auto publish = [](std::atomic<std::uint64_t>& target, std::uint64_t total,
+                    std::uint64_t& published) {
+    if (total > published) {
+      target.fetch_add(total - published);
+      published = total;
+    }
+  };
+  publish(counters.dropped, reader.droppedRecords(), dropped_published);
+  publish(counters.records_read, reader.recordsRead(), read_published);
+  publish(counters.errors[static_cast<std::size_t>(ShipperError::kSpoolTruncated)],
+          reader.truncations(), truncations_published);
+  publish(counters.errors[static_cast<std::size_t>(ShipperError::kSpoolRead)],
+          reader.readErrors(), read_errors_published);
+}
+
+// Commits `batch` and counts a failed write of the offset file. Returns
+// whether the offset file was written.
+bool Shipper::Impl::commitBatch(const SpoolBatch& batch) {
+  if (!reader.commit(batch)) {
+    counters.countError(ShipperError::kOffsetWrite);
+    return false;
   }
+  return true;
 }
 
 void Shipper::Impl::onSuccess(const SpoolBatch& batch, std::size_t payload_bytes,
@@ -422,7 +514,7 @@ void Shipper::Impl::onSuccess(const SpoolBatch& batch, std::size_t payload_bytes
                  "as dead letters",
                  ack.rejected, batch.records);
   }
-  reader.commit(batch);
+  commitBatch(batch);
   persisted = reader.position();
   counters.records_sent.fetch_add(batch.records);
   counters.batches_sent.fetch_add(1);
@@ -472,13 +564,14 @@ void Shipper::Impl::rejectOversizedRecord(const SpoolBatch& batch) {
                 "saved it to {} and moved on; raise the collector's limits.max_body_bytes to "
                 "ship such records",
                 batch.body.size(), path.string());
-  reader.commit(batch);
+  commitBatch(batch);
   persisted = reader.position();
 }
 
 void Shipper::Impl::onFailure(const SpoolBatch& batch, const HttpResult& result) {
   counters.failures.fetch_add(1);
   const long status = result.status;
+  counters.countError(errorKindOf(result));
 
   if (status == 413) {
     if (batch.records > 1) {
@@ -540,7 +633,7 @@ void Shipper::Impl::run(bool until_idle) {
     if (batch.records == 0) {
       // Persist a position that moved past deleted or finished segments, so
       // that the spool may delete them.
-      if (!(reader.position() == persisted) && reader.commit(batch)) {
+      if (!(reader.position() == persisted) && commitBatch(batch)) {
         persisted = reader.position();
       }
       if (until_idle) {
@@ -567,13 +660,15 @@ void Shipper::Impl::run(bool until_idle) {
     if (result.status == 200) {
       result.status = 502;  // an acknowledgement that cannot be read confirms nothing
       result.body = "invalid acknowledgement: " + shorten(result.body);
+      result.invalid_acknowledgement = true;
     }
     onFailure(batch, result);
   }
 
-  spdlog::info("shipper: stopped records_sent={} batches_sent={} retries={} failures={} "
-               "dropped={} backlog_bytes={} offset={} {}",
-               counters.records_sent.load(), counters.batches_sent.load(),
+  spdlog::info("shipper: stopped records_read={} records_sent={} batches_sent={} retries={} "
+               "failures={} dropped={} backlog_bytes={} offset={} {}",
+               counters.records_read.load(), counters.records_sent.load(),
+               counters.batches_sent.load(),
                counters.retries.load(), counters.failures.load(), counters.dropped.load(),
                reader.backlogBytes(), segmentFileName(reader.position().segment),
                reader.position().offset);

@@ -31,9 +31,29 @@ class MetricsRegistry;
 
 namespace webtrap::shipper {
 
+// Kinds of error that the shipper counts, one label value each.
+enum class ShipperError : std::size_t {
+  kConnection,              // no HTTP response: refused, reset, DNS or TLS failure
+  kTimeout,                 // no complete response within shipper.timeout
+  kUnauthorized,            // 401 or 403
+  kTooLarge,                // 413
+  kThrottled,               // 429
+  kServerError,             // 5xx
+  kOtherStatus,             // any other status but 200
+  kInvalidAcknowledgement,  // 200 whose body is not the acknowledgement
+  kOffsetWrite,             // shipped.offset could not be written
+  kSpoolRead,               // a segment could not be read
+  kSpoolTruncated,          // a segment was truncated or replaced and is read again
+};
+inline constexpr std::size_t kShipperErrorKinds = 11;
+
+// The label value of `kind` in webtrap_shipper_errors_total.
+const char* shipperErrorLabel(ShipperError kind);
+
 // The shipper's metrics as plain atomics. They are lock-free, so they also
 // work in a MAP_SHARED mapping that the probe reads from another process.
 struct ShipperCounters {
+  std::atomic<std::uint64_t> records_read{0};  // see SpoolReader::recordsRead()
   std::atomic<std::uint64_t> records_sent{0};
   std::atomic<std::uint64_t> batches_sent{0};
   std::atomic<std::uint64_t> bytes_sent{0};  // request bodies, after compression
@@ -42,6 +62,11 @@ struct ShipperCounters {
   std::atomic<std::uint64_t> dropped{0};  // records lost to the spool's disk cap
   std::atomic<std::int64_t> backlog_bytes{0};
   std::atomic<std::int64_t> last_success_seconds{0};
+  std::atomic<std::uint64_t> errors[kShipperErrorKinds] = {};
+
+  void countError(ShipperError kind) {
+    errors[static_cast<std::size_t>(kind)].fetch_add(1, std::memory_order_relaxed);
+  }
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::int64_t>::is_always_lock_free);

@@ -503,6 +503,7 @@ SpoolBatch SpoolReader::next(std::uint64_t max_records, std::uint64_t max_bytes)
       if (got_signed < 0) {
         spdlog::error("shipper: reading segment={} failed: {}", segmentFileName(cursor.segment),
                       std::strerror(errno));
+        ++read_errors_;
       }
       break;
     }

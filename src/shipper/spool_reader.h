@@ -125,6 +125,9 @@ class SpoolReader {
   // and read again from its start.
   std::uint64_t truncations() const { return truncations_; }
 
+  // Failed reads of a segment; the reader tries again on the next call.
+  std::uint64_t readErrors() const { return read_errors_; }
+
   std::filesystem::path offsetPath() const { return dir_ / "shipped.offset"; }
   std::filesystem::path fingerprintPath() const { return dir_ / "shipped.fingerprint"; }
 
@@ -157,6 +160,7 @@ class SpoolReader {
   SpoolPosition read_mark_;       // end of the furthest line counted in records_read_
   std::uint64_t records_read_ = 0;
   std::uint64_t truncations_ = 0;
+  std::uint64_t read_errors_ = 0;
   std::string chunk_;
 };
 

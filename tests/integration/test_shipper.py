@@ -11,6 +11,7 @@ implements POST /v1/records, so this tests the shipper, not the collector.
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -193,11 +194,13 @@ class ShipperTest(unittest.TestCase):
             return values if values.get("webtrap_shipper_records_sent_total", 0) >= 60 else None
 
         values = wait_for(metrics_caught_up, 10, "the shipper's counters in /metrics")
+        self.assertGreaterEqual(values["webtrap_shipper_records_read_total"], 60)
         self.assertGreaterEqual(values["webtrap_shipper_batches_sent_total"], 3)
         self.assertGreater(values["webtrap_shipper_bytes_sent_total"], 0)
         self.assertGreater(values["webtrap_shipper_last_success_timestamp_seconds"],
                            time.time() - 120)
         self.assertEqual(values["webtrap_shipper_dropped_total"], 0)
+        self.assertEqual(values['webtrap_shipper_errors_total{kind="spool_truncated"}'], 0)
 
     def test_2_collector_outage_loses_nothing(self):
         before = self.probe.metrics()["webtrap_shipper_retries_total"]
@@ -205,6 +208,8 @@ class ShipperTest(unittest.TestCase):
         self.send(30)
         wait_for(lambda: self.probe.metrics()["webtrap_shipper_retries_total"] >= before + 2, 20,
                  "retries counted during the outage")
+        self.assertGreater(self.probe.metrics()['webtrap_shipper_errors_total{kind="connection"}'],
+                           0)
         backlog = self.probe.metrics()["webtrap_shipper_backlog_bytes"]
         self.assertGreater(backlog, 0)
         self.stand_in.start()  # the same port again
@@ -229,6 +234,10 @@ class ShipperTest(unittest.TestCase):
                 self.stand_in.set_mode("ok")
                 self.wait_delivered()
                 self.assertGreater(time.monotonic() - started, 0.4)
+                kind = "server_error" if status == "503" else "throttled"
+                wait_for(lambda: self.probe.metrics()
+                         [f'webtrap_shipper_errors_total{{kind="{kind}"}}'] > 0, 5,
+                         f"errors of kind {kind} in /metrics")
 
     def test_4_wrong_token_is_logged_and_kept(self):
         self.stand_in.set_mode("401")
@@ -301,8 +310,8 @@ class ShipperTest(unittest.TestCase):
 
     def test_9_second_shipper_is_rejected(self):
         result = subprocess.run([BIN, "ship", "--config", str(self.probe.config), "--spool",
-                                 str(self.probe.spool)], capture_output=True, text=True,
-                                timeout=30)
+                                 str(self.probe.spool), "--metrics-listen", "127.0.0.1:0"],
+                                capture_output=True, text=True, timeout=30)
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertIn("another shipper is already running", result.stderr)
 
@@ -445,14 +454,16 @@ class ShipperTlsTest(unittest.TestCase):
 
     def ship_until_idle(self, config, spool):
         return subprocess.run([BIN, "ship", "--config", str(config), "--spool", str(spool),
-                               "--until-idle"], capture_output=True, text=True, timeout=60)
+                               "--until-idle", "--metrics-listen", "off"],
+                              capture_output=True, text=True, timeout=60)
 
     def ship_expecting_failure(self, config, spool, message):
         """Run `webtrap ship` until its log shows `message`, then stop it with SIGTERM."""
         log_path = spool / "ship.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen([BIN, "ship", "--config", str(config), "--spool",
-                                        str(spool)], stdout=log, stderr=subprocess.STDOUT)
+                                        str(spool), "--metrics-listen", "127.0.0.1:0"],
+                                       stdout=log, stderr=subprocess.STDOUT)
             try:
                 wait_for(lambda: message in log_path.read_text(errors="replace"), 20,
                          f"'{message}' in the shipper's log")
@@ -496,6 +507,94 @@ class ShipperTlsTest(unittest.TestCase):
         self.assertEqual(len(stand_in.snapshot()["event_counts"]), 20)
 
 
+class ShipMetricsTest(unittest.TestCase):
+    """`webtrap ship` serves its counters on its own metrics listener."""
+
+    def test_counts_reads_errors_and_sends(self):
+        workdir = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-ship-metrics-"))
+        if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
+            self.addCleanup(shutil.rmtree, workdir, True)
+        spool = workdir / "spool"
+        spool.mkdir()
+        with open(spool / "segment-000000000001.ndjson", "w") as segment:
+            for i in range(30):
+                segment.write(json.dumps({"webtrap": {"event_id": f"metrics-{i}"}}) + "\n")
+        stand_in = CollectorStandIn(TOKEN).start()
+        self.addCleanup(stand_in.stop)
+        stand_in.stop()  # the port stays reserved for start()
+        config = workdir / "probe.yaml"
+        config.write_text(f"shipper:\n  url: {stand_in.url}\n  token: {TOKEN}\n"
+                          "  batch_max_records: 10\n  interval: 100ms\n"
+                          "  retry_initial: 100ms\n  retry_max: 300ms\n")
+
+        log_path = workdir / "ship.log"
+        log = open(log_path, "wb")
+        self.addCleanup(log.close)
+        process = subprocess.Popen([BIN, "ship", "--config", str(config), "--spool", str(spool),
+                                    "--metrics-listen", "127.0.0.1:0"],
+                                   stdout=log, stderr=subprocess.STDOUT)
+        self.addCleanup(lambda: process.poll() is None and (process.kill(), process.wait()))
+        match = wait_for(lambda: re.search(r"ship: serving /metrics and /healthz "
+                                           r"address=127\.0\.0\.1 port=(\d+)",
+                                           log_path.read_text(errors="replace")), 20,
+                         "the metrics listener's log line")
+        base = f"http://127.0.0.1:{match.group(1)}"
+
+        def metrics():
+            with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
+                self.assertIn("text/plain; version=0.0.4", response.headers["Content-Type"])
+                text = response.read().decode()
+            values = {}
+            for line in text.splitlines():
+                if line and not line.startswith("#"):
+                    name, value = line.rsplit(" ", 1)
+                    values[name] = float(value)
+            return values
+
+        def wait_metrics(condition, what):
+            def check():
+                values = metrics()
+                return values if condition(values) else None
+
+            return wait_for(check, 20, what)
+
+        # The collector is down: the batch is read once and retried.
+        values = wait_metrics(lambda v: v["webtrap_shipper_retries_total"] >= 2,
+                              "retries while the collector is down")
+        self.assertGreaterEqual(values['webtrap_shipper_errors_total{kind="connection"}'], 2)
+        self.assertEqual(values["webtrap_shipper_records_read_total"], 10)
+        self.assertEqual(values["webtrap_shipper_records_sent_total"], 0)
+        self.assertGreater(values["webtrap_shipper_backlog_bytes"], 0)
+
+        stand_in.set_mode("503")
+        stand_in.start()
+        wait_metrics(lambda v: v['webtrap_shipper_errors_total{kind="server_error"}'] > 0,
+                     "a 503 counted as a server error")
+        stand_in.set_mode("ok")
+        values = wait_metrics(lambda v: v["webtrap_shipper_backlog_bytes"] == 0,
+                              "an empty backlog")
+        self.assertEqual(values["webtrap_shipper_records_read_total"], 30)
+        self.assertEqual(values["webtrap_shipper_records_sent_total"], 30)
+        self.assertEqual(values["webtrap_shipper_batches_sent_total"], 3)
+        self.assertGreater(values["webtrap_shipper_bytes_sent_total"], 0)
+        self.assertGreater(values["webtrap_shipper_last_success_timestamp_seconds"],
+                           time.time() - 60)
+        self.assertEqual(values['webtrap_shipper_errors_total{kind="unauthorized"}'], 0)
+        self.assertEqual(len(stand_in.snapshot()["event_counts"]), 30)
+
+        with urllib.request.urlopen(base + "/healthz", timeout=10) as response:
+            self.assertEqual(response.read(), b"ok\n")
+        with self.assertRaises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(base + "/nothing-here", timeout=10)
+        self.assertEqual(missing.exception.code, 404)
+
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(process.wait(timeout=30), 0)
+        text = log_path.read_text(errors="replace")
+        self.assertIn("shipper: stopped records_read=30 records_sent=30", text)
+        self.assertIn("ship: metrics listener stopped", text)
+
+
 class ShipperProxyTest(unittest.TestCase):
     """The shipper uses shipper.proxy and ignores the proxy variables of its environment."""
 
@@ -520,7 +619,7 @@ class ShipperProxyTest(unittest.TestCase):
         environment = dict(os.environ, http_proxy=environment_url, https_proxy=environment_url,
                            HTTPS_PROXY=environment_url, all_proxy=environment_url)
         shipper = subprocess.Popen([BIN, "ship", "--config", str(config), "--spool", str(spool),
-                                    "--until-idle"], env=environment,
+                                    "--until-idle", "--metrics-listen", "off"], env=environment,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             configured.settimeout(20)
