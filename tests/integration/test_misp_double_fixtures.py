@@ -44,6 +44,8 @@ API_KEY = "0123456789abcdef0123456789abcdef01234567"
 SITE_ADMIN_KEY = "fedcba9876543210fedcba9876543210fedcba98"
 UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 COLOUR_PATTERN = re.compile(r"^#[0-9a-fA-F]{6}$")
+AUTH_FAILED = ("Authentication failed. Please make sure you pass the API key of an API enabled "
+               "user along in the Authorization header.")
 
 # Keys whose value is an id of the named kind.
 ID_KEYS = {"event_id": "Event", "object_id": "Object", "attribute_id": "Attribute", "org_id": "Org",
@@ -424,6 +426,17 @@ def check_stats_after_replay(double: Double, fixtures: list[tuple[str, dict]]) -
     check(stats["stored_event_schema_violations"] == 0,
           f"stored events fail the lax event schema: {stats['stored_event_schema_samples'][:5]}")
     check(len(stats["events"]) == 2, f"stats lists {len(stats['events'])} events")
+    authenticated = [fixture for _, fixture in fixtures
+                     if fixture["response"]["status"] != 302
+                     and fixture["response"]["body"] != {"name": AUTH_FAILED, "message": AUTH_FAILED,
+                                                         "url": fixture["request"]["path"]}]
+    without_accept = sum(1 for fixture in authenticated
+                         if fixture["request"]["headers"].get("Accept") != "application/json")
+    check(stats["requests_without_json_accept"] == without_accept,
+          f"stats: {stats['requests_without_json_accept']} requests without Accept: application/json, "
+          f"the fixtures have {without_accept}")
+    check(stats["bodies_without_json_content_type"] == 0,
+          f"stats: {stats['bodies_without_json_content_type']} bodies without a JSON Content-Type")
     expected = expected_schema_violations(fixtures)
     if expected is not None:
         check(stats["schema_violations"] == expected,

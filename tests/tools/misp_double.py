@@ -410,6 +410,7 @@ class Store:
             "tags_created": 0, "tags_attached": 0, "tags_already_attached": 0,
             "taxonomies_imported": 0, "taxonomy_schema_violations": 0,
             "schema_violations": 0, "schema_checked": 0, "statuses": {},
+            "requests_without_json_accept": 0, "bodies_without_json_content_type": 0,
         }
 
     def new_id(self, kind: str) -> int:
@@ -469,11 +470,13 @@ class Store:
         if not isinstance(fields, dict):
             raise ApiError(403, fail_body("Could not add Event", url, {"Event": ["The request body is not an event."]}))
         self.check_sent({"Event": fields}, None, "event")
+
         event_uuid = str(fields.get("uuid") or uuid.uuid4()).lower()
         existing = self.event_by_uuid.get(event_uuid)
         if existing is not None:
             self.stats["event_add_existing"] += 1
             raise ApiError(404, error_body(EVENT_EXISTS, url), {"Location": f"{base_url}/events/{existing}"})
+
         errors = {}
         if not UUID_PATTERN.match(event_uuid):
             errors["uuid"] = [INVALID_UUID]
@@ -482,6 +485,7 @@ class Store:
             errors["info"] = ["Info cannot be empty."]
         if errors:
             raise ApiError(403, fail_body("Could not add Event", url, errors))
+
         moment = now()
         event = {
             "id": self.new_id("event"), "uuid": event_uuid, "info": str(fields["info"]),
@@ -501,6 +505,7 @@ class Store:
         self.events[event["id"]] = event
         self.event_by_uuid[event_uuid] = event["id"]
         self.stats["events_created"] += 1
+
         for tag in as_list(fields.get("Tag")):
             name = tag.get("name") if isinstance(tag, dict) else None
             if name:
@@ -726,6 +731,7 @@ class Store:
         fields = body.get("Object", body) if isinstance(body, dict) else None
         if not isinstance(fields, dict):
             raise ApiError(403, fail_body("Could not add Object", url, "Object could not be saved.\nThe request body is not an object."))
+
         problems: list[str] = []
         template = self.data.templates.get(str(fields.get("template_uuid") or "").lower())
         if not fields.get("template_uuid"):
@@ -737,16 +743,21 @@ class Store:
             problems.append(f"uuid: {DUPLICATE_UUID}")
         elif not UUID_PATTERN.match(object_uuid):
             problems.append(f"uuid: {INVALID_UUID}")
+
         attributes = as_list(fields.get("Attribute"))
-        # NOTE: MISP 2.5.1 also checks objects against their template, but the
-        # fixtures record no such failure, so these messages are the double's own.
+        # NOTE: no fixture records an object that breaks its template, so
+        # whether MISP 2.5.1 rejects one, and with which text, is not known.
+        # These checks and messages are the double's own.
         if template is not None:
+            if fields.get("name") and fields["name"] != template["name"]:
+                problems.append(f"template: name {fields['name']!r} is not the template's {template['name']!r}")
             conformity = self.conformity_errors(template, attributes)
             if conformity:
                 self.stats["object_template_violations"] += 1
                 problems.extend(f"template: {problem}" for problem in conformity)
             if fields.get("template_version") and str(fields["template_version"]) != str(template["version"]):
                 self.stats["object_template_version_mismatches"] += 1
+
         validated = []
         for item in attributes:
             errors, attribute_fields = self.attribute_errors(event, item, -1)
@@ -764,6 +775,7 @@ class Store:
             self.stats["objects_rejected"] += 1
             raise ApiError(403, fail_body("Could not add Object", url,
                                           "Object could not be saved.\n" + "\n".join(problems)))
+
         misp_object = {
             "id": self.new_id("object"), "name": str(fields.get("name") or (template or {}).get("name", "")),
             "meta-category": str(fields.get("meta-category") or (template or {}).get("meta-category", "")),
@@ -780,6 +792,7 @@ class Store:
                 misp_object[key] = parse_seen(fields.get(key))
             except ValueError:
                 pass
+
         self.objects[misp_object["id"]] = misp_object
         self.object_by_uuid[object_uuid] = misp_object["id"]
         event["object_ids"].append(misp_object["id"])
@@ -1123,6 +1136,23 @@ class Handler(BaseHTTPRequestHandler):
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         return content_type == "application/json"
 
+    def count_header_problems(self) -> None:
+        """Count API requests without the exact Accept header, and POST bodies without a JSON Content-Type.
+
+        MISP served both recorded cases, so the double serves them too. The
+        counters let a test check that a client sends Accept:
+        application/json on every request and a JSON Content-Type with every
+        body.
+        """
+        accept = self.headers.get("Accept", "")
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        has_body = int(self.headers.get("Content-Length") or 0) > 0
+        with self.store.lock:
+            if accept != "application/json":
+                self.store.stats["requests_without_json_accept"] += 1
+            if has_body and content_type != "application/json":
+                self.store.stats["bodies_without_json_content_type"] += 1
+
     def authorized_role(self) -> str | None:
         key = self.headers.get("Authorization", "")
         server = self.server
@@ -1211,6 +1241,7 @@ class Handler(BaseHTTPRequestHandler):
                 store.stats["auth_failures"] += 1
             self.send_json(403, error_body(AUTH_FAILED, self.path))
             return
+        self.count_header_problems()
         if self.injected_failure():
             return
         raw = self.read_body()
@@ -1564,11 +1595,11 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                         help="share (0..1) of API requests that get --fail-status before any write")
     parser.add_argument("--fail-after-write-rate", type=float, default=0.0,
                         help="share (0..1) of successful writes that are applied and then get a 500")
-    parser.add_argument("--fail-next", type=int, default=0, help="answer the next N API requests with --fail-status")
+    parser.add_argument("--fail-next", type=int, default=0, help="fail the next N API requests with --fail-status")
     parser.add_argument("--fail-status", type=int, default=500, help="status of injected failures (500, 502, 503, 504)")
     parser.add_argument("--slow-ms", type=int, default=0, help="delay before every API response, in ms")
     parser.add_argument("--attribute-delay-ms", type=float, default=0.0,
-                        help="extra delay per saved attribute, in ms (MISP 2.5.1 took about 2.7 ms each)")
+                        help="extra delay per saved attribute, in ms (one recorded MISP 2.5.1 run took about 2.7 ms)")
     parser.add_argument("--unavailable-after", type=int, default=0, metavar="N",
                         help="after N API requests, become unavailable for --down-for seconds (once)")
     parser.add_argument("--down-for", type=float, default=0.0, help="length of the outage, in seconds")
