@@ -1,12 +1,13 @@
 // `webtrap collector`: runs the collector until SIGINT or SIGTERM, and its
-// maintenance subcommands (enrol, setup-elasticsearch, dead-letters, count,
-// tail).
+// maintenance subcommands (enrol, revoke, sensors, setup-elasticsearch,
+// dead-letters, count, tail).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/rand.h>
 
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -49,6 +50,9 @@ struct CollectorOptions {
   std::string group = "default";
   std::string collector_url;
   std::string token_file;
+  std::string client_certificate_file;
+  std::string client_certificate_sha256;
+  std::string client_certificate_cn;
   std::size_t limit = 20;
   bool follow = false;
 };
@@ -165,12 +169,35 @@ HealthReport healthReport(const CollectorConfig& config, Store& store, const Ing
       writer.null();
     }
     writer.member("records", static_cast<std::int64_t>(sensor.records));
+    writer.key("revoked");
+    if (sensor.revoked_ms != 0) {
+      writer.string(isoFromMilliseconds(sensor.revoked_ms));
+    } else {
+      writer.null();
+    }
     writer.endObject();
   }
   writer.endArray();
   writer.endObject();
   report.json = std::move(json);
   return report;
+}
+
+// Warns about sensors enrolled with a client certificate while the ingest
+// listener requests none, because every request of theirs gets 403.
+void warnAboutCertificateBindings(const CollectorConfig& config, Store& store) {
+  if (!config.tls.client_ca.empty()) {
+    return;
+  }
+  for (const SensorInfo& sensor : store.sensors()) {
+    bool bound = !sensor.certificate_sha256.empty() || !sensor.certificate_cn.empty();
+    if (bound && sensor.revoked_ms == 0) {
+      spdlog::warn("collector: sensor {} is enrolled with a client certificate, but tls.client_ca "
+                   "is not set, so the collector requests no certificate and rejects its "
+                   "records with 403; set tls.client_ca or enrol the sensor again without one",
+                   sensor.sensor_id);
+    }
+  }
 }
 
 void writePortsFile(const std::string& path, std::uint16_t ingest, std::uint16_t admin) {
@@ -196,6 +223,7 @@ int runCollector(const CollectorOptions& options) {
   Ingest ingest(*store, enricher, metrics, [&outputs] { outputs.notify(); }, &behaviour);
   ingest.loadSensors();
   FileInputSet files(config, *store, ingest, metrics);
+  warnAboutCertificateBindings(config, *store);
 
   std::optional<boost::asio::ssl::context> tls;
   if (!config.tls.certificate.empty()) {
@@ -319,12 +347,55 @@ void writeTokenFile(const std::string& path, const std::string& token) {
   }
 }
 
+// Returns the certificate fingerprint given to enrol, as 64 lowercase hex
+// digits: from --client-certificate, or --client-certificate-sha256 written
+// as hex with or without colons (the form `openssl x509 -fingerprint
+// -sha256` prints). Empty when neither is given.
+std::string enrolFingerprint(const CollectorOptions& options) {
+  if (!options.client_certificate_file.empty() && !options.client_certificate_sha256.empty()) {
+    throw ConfigError("--client-certificate and --client-certificate-sha256 both given; give "
+                      "one of them");
+  }
+  if (!options.client_certificate_file.empty()) {
+    return certificateFileSha256(options.client_certificate_file);
+  }
+  std::string hex;
+  for (char c : options.client_certificate_sha256) {
+    if (c == ':') {
+      continue;
+    }
+    if (!std::isxdigit(static_cast<unsigned char>(c))) {
+      hex.clear();
+      break;
+    }
+    hex += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  if (!options.client_certificate_sha256.empty() && hex.size() != 64) {
+    throw ConfigError(fmt::format("--client-certificate-sha256 \"{}\": invalid; give the 64 "
+                                  "hex digits of the SHA-256 of the certificate's DER encoding, "
+                                  "such as `openssl x509 -in cert.pem -noout -fingerprint "
+                                  "-sha256` prints",
+                                  options.client_certificate_sha256));
+  }
+  return hex;
+}
+
 int runEnrol(const CollectorOptions& options) {
   setupLogging(options.log_level);
   if (options.sensor_id.empty()) {
     throw ConfigError("--sensor-id: missing; name the sensor, such as --sensor-id web1");
   }
   CollectorConfig config = loadConfig(options);
+  std::string fingerprint = enrolFingerprint(options);
+  bool bound = !fingerprint.empty() || !options.client_certificate_cn.empty();
+  if (bound && config.tls.client_ca.empty()) {
+    throw ConfigError(fmt::format("{}: tls.client_ca is not set, so the collector never requests "
+                                  "a client certificate and would reject every record of this "
+                                  "sensor; set tls.certificate, tls.private_key and "
+                                  "tls.client_ca first",
+                                  config.source.empty() ? "the built-in configuration"
+                                                        : config.source.string()));
+  }
   auto store = openStore(config);
 
   std::string token = newToken();
@@ -333,9 +404,18 @@ int runEnrol(const CollectorOptions& options) {
   sensor.group = options.group;
   sensor.token_sha256 = sha256Hex(token);
   sensor.enrolled_ms = nowMilliseconds();
+  sensor.certificate_sha256 = fingerprint;
+  sensor.certificate_cn = options.client_certificate_cn;
   bool replaced = false;
+  bool was_revoked = false;
   for (const auto& existing : store->sensors()) {
-    replaced = replaced || existing.sensor_id == options.sensor_id;
+    if (existing.sensor_id == options.sensor_id) {
+      // A new token for a known sensor continues its history.
+      replaced = true;
+      was_revoked = existing.revoked_ms != 0;
+      sensor.last_seen_ms = existing.last_seen_ms;
+      sensor.records = existing.records;
+    }
   }
   store->enrolSensor(sensor);
 
@@ -353,7 +433,18 @@ int runEnrol(const CollectorOptions& options) {
   }
 
   fmt::print("Enrolled sensor \"{}\" (group \"{}\"){}.\n", sensor.sensor_id, sensor.group,
-             replaced ? ", replacing its previous token" : "");
+             was_revoked ? ", lifting its revocation; its old token stays rejected"
+             : replaced  ? ", replacing its previous token"
+                         : "");
+  if (!fingerprint.empty()) {
+    fmt::print("Records are accepted only with the client certificate of SHA-256 {}.\n",
+               fingerprint);
+  }
+  if (!sensor.certificate_cn.empty()) {
+    fmt::print("Records are accepted only with a client certificate whose subject CN is "
+               "\"{}\".\n",
+               sensor.certificate_cn);
+  }
   if (!options.token_file.empty()) {
     writeTokenFile(options.token_file, token);
     fmt::print("Token written to {} (mode 0600; the collector keeps only its SHA-256).\n\n",
@@ -369,6 +460,12 @@ int runEnrol(const CollectorOptions& options) {
     fmt::print("  ca_file: /path/to/collector-ca.pem   # the CA that signed {}\n",
                config.tls.certificate.string());
   }
+  if (bound) {
+    fmt::print("  # and the probe's client certificate and key:\n"
+               "  client_certificate: {}\n  client_key: /path/to/sensor-key.pem\n",
+               options.client_certificate_file.empty() ? "/path/to/sensor-certificate.pem"
+                                                       : options.client_certificate_file);
+  }
   // libmodsecurity 3.0.9 sends no credentials and its SecAuditLog URL
   // cannot hold `user:token@`, so the token is the last path segment.
   fmt::print("\nFor nginx or Apache with ModSecurity v3 reporting directly (the token is part "
@@ -380,6 +477,66 @@ int runEnrol(const CollectorOptions& options) {
   fmt::print("SecAuditEngine RelevantOnly\nSecAuditLogFormat JSON\nSecAuditLogType HTTPS\n"
              "SecAuditLog {}/v1/modsecurity/{}\n",
              url, token_text);
+  return 0;
+}
+
+int runRevoke(const CollectorOptions& options) {
+  setupLogging(options.log_level);
+  CollectorConfig config = loadConfig(options);
+  auto store = openStore(config);
+  std::optional<SensorInfo> before;
+  for (auto& sensor : store->sensors()) {
+    if (sensor.sensor_id == options.sensor_id) {
+      before = std::move(sensor);
+    }
+  }
+  if (!before || !store->revokeSensor(options.sensor_id, nowMilliseconds())) {
+    throw ConfigError(fmt::format("--sensor-id {}: no such sensor in {}; list the enrolled "
+                                  "sensors with `webtrap collector sensors`",
+                                  options.sensor_id, config.store.path.string()));
+  }
+  if (before->revoked_ms != 0) {
+    fmt::print("Sensor \"{}\" was already revoked at {}.\n", options.sensor_id,
+               isoFromMilliseconds(before->revoked_ms));
+    return 0;
+  }
+  fmt::print("Revoked sensor \"{}\". A running collector rejects its token from the next "
+             "request on, with 403. Its {} stored records stay. `webtrap collector enrol "
+             "--sensor-id {}` gives it a new token.\n",
+             options.sensor_id, before->records, options.sensor_id);
+  return 0;
+}
+
+// One JSON line per enrolled sensor, including revoked ones.
+int runSensors(const CollectorOptions& options) {
+  setupLogging(options.log_level);
+  CollectorConfig config = loadConfig(options);
+  auto store = openStore(config);
+  for (const auto& sensor : store->sensors()) {
+    std::string line;
+    JsonWriter writer(line);
+    writer.beginObject();
+    writer.member("sensor_id", sensor.sensor_id);
+    writer.member("group", sensor.group);
+    writer.member("enrolled", isoFromMilliseconds(sensor.enrolled_ms));
+    writer.key("last_seen");
+    if (sensor.last_seen_ms > 0) {
+      writer.string(isoFromMilliseconds(sensor.last_seen_ms));
+    } else {
+      writer.null();
+    }
+    writer.member("records", static_cast<std::int64_t>(sensor.records));
+    writer.key("revoked");
+    if (sensor.revoked_ms != 0) {
+      writer.string(isoFromMilliseconds(sensor.revoked_ms));
+    } else {
+      writer.null();
+    }
+    writer.member("certificate_sha256", sensor.certificate_sha256);
+    writer.member("certificate_cn", sensor.certificate_cn);
+    writer.endObject();
+    fmt::print("{}\n", line);
+  }
   return 0;
 }
 
@@ -535,7 +692,26 @@ void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
                     "(default: from `listen`)");
   enrol->add_option("--token-file", options->token_file,
                     "Write the token to this file (mode 0600) and print token_file instead");
+  enrol->add_option("--client-certificate", options->client_certificate_file,
+                    "PEM certificate of the sensor: its records are accepted only over TLS "
+                    "with this certificate (needs tls.client_ca)");
+  enrol->add_option("--client-certificate-sha256", options->client_certificate_sha256,
+                    "The same, given as the SHA-256 fingerprint of the certificate's DER "
+                    "encoding (hex, colons allowed)");
+  enrol->add_option("--client-certificate-cn", options->client_certificate_cn,
+                    "Accept the sensor's records only with a client certificate whose subject "
+                    "CN is this (needs tls.client_ca)");
   enrol->callback([options, &runner] { runner = [options] { return runEnrol(*options); }; });
+
+  CLI::App* revoke = command->add_subcommand(
+      "revoke", "Revoke a sensor: a running collector rejects its token at once; its records "
+                "stay");
+  revoke->add_option("--sensor-id", options->sensor_id, "Sensor id, such as web1")->required();
+  revoke->callback([options, &runner] { runner = [options] { return runRevoke(*options); }; });
+
+  CLI::App* sensors = command->add_subcommand(
+      "sensors", "Print the enrolled sensors as NDJSON, revoked ones included");
+  sensors->callback([options, &runner] { runner = [options] { return runSensors(*options); }; });
 
   CLI::App* setup = command->add_subcommand(
       "setup-elasticsearch", "Install the index template and ILM policy in Elasticsearch");

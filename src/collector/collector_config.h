@@ -34,6 +34,7 @@ struct IngestTlsOptions {
 struct IngestLimits {
   std::uint64_t max_body_bytes = 32ULL << 20;           // as received (compressed)
   std::uint64_t max_decompressed_bytes = 256ULL << 20;  // after gzip
+  std::uint64_t max_record_bytes = 16ULL << 20;         // one record, after gzip
   std::uint32_t read_timeout_ms = 30000;  // one whole request
   std::uint32_t idle_timeout_ms = 60000;  // keep-alive connection between requests
   std::uint32_t max_connections = 1024;

@@ -1,6 +1,10 @@
 #include "collector/server.h"
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <libdeflate.h>
 
 #include <algorithm>
@@ -24,8 +28,10 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "collector/card_masking.h"
 #include "common/encoding.h"
 #include "common/error.h"
+#include "common/ids.h"
 #include "common/json_writer.h"
 
 namespace webtrap::collector {
@@ -48,6 +54,9 @@ constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(10);
 // connection closes.
 constexpr auto kLingerTimeout = std::chrono::seconds(5);
 constexpr std::uint64_t kLingerMaxBytes = 64ULL << 20;
+// Bytes of a record longer than limits.max_record_bytes kept in its dead
+// letter, as the file input keeps of an over-long line.
+constexpr std::size_t kOversizedKeepBytes = 64 * 1024;
 // Seconds a sender should wait before retrying when the store fails.
 constexpr int kRetryAfterSeconds = 5;
 // Requests admitted per ingest worker (being decoded, committed or waiting
@@ -63,6 +72,9 @@ constexpr auto kAcceptRetryInitial = std::chrono::milliseconds(100);
 constexpr auto kAcceptRetryMax = std::chrono::milliseconds(2000);
 // At most one log line per listener in this interval for failed accepts.
 constexpr auto kAcceptErrorLogInterval = std::chrono::seconds(10);
+// At most one log line in this interval for requests rejected with 403
+// because their sensor is revoked or presented the wrong client certificate.
+constexpr auto kSensorRejectionLogInterval = std::chrono::seconds(10);
 // File descriptors kept free for the store, log files, outputs and file
 // inputs when comparing limits.max_connections with RLIMIT_NOFILE (an
 // estimate, with headroom).
@@ -124,6 +136,78 @@ std::optional<std::string> credentialOf(std::string_view header, bool allow_basi
 bool equalsInConstantTime(std::string_view given, std::string_view expected) {
   return given.size() == expected.size() &&
          CRYPTO_memcmp(given.data(), expected.data(), expected.size()) == 0;
+}
+
+std::string isoFromMilliseconds(std::int64_t ms) {
+  return isoTimestamp(std::chrono::system_clock::time_point(std::chrono::milliseconds(ms)));
+}
+
+// Escapes a value for a Prometheus label (backslash, double quote, newline).
+std::string escapeLabelValue(std::string_view value) {
+  std::string escaped;
+  for (char c : value) {
+    if (c == '\\' || c == '"') {
+      escaped += '\\';
+      escaped += c;
+    } else if (c == '\n') {
+      escaped += "\\n";
+    } else {
+      escaped += c;
+    }
+  }
+  return escaped;
+}
+
+struct X509Deleter {
+  void operator()(X509* certificate) const { X509_free(certificate); }
+};
+using X509Ptr = std::unique_ptr<X509, X509Deleter>;
+
+// Returns the SHA-256 of the certificate's DER encoding as lowercase hex.
+std::string derSha256Hex(X509* certificate) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (X509_digest(certificate, EVP_sha256(), digest, &length) != 1) {
+    throw std::runtime_error("X509_digest failed; cannot hash the client certificate");
+  }
+  return hexEncode(std::string_view(reinterpret_cast<const char*>(digest), length));
+}
+
+// Returns the subject common name, or an empty string when the subject has
+// no CN or more than one (with two, which one a binding means is ambiguous).
+std::string subjectCommonName(X509* certificate) {
+  X509_NAME* subject = X509_get_subject_name(certificate);
+  if (subject == nullptr) {
+    return {};
+  }
+  int index = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (index < 0 || X509_NAME_get_index_by_NID(subject, NID_commonName, index) >= 0) {
+    return {};
+  }
+  ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, index));
+  unsigned char* utf8 = nullptr;
+  int length = ASN1_STRING_to_UTF8(&utf8, data);
+  if (length < 0) {
+    return {};
+  }
+  std::string name(reinterpret_cast<const char*>(utf8), static_cast<std::size_t>(length));
+  OPENSSL_free(utf8);
+  return name;
+}
+
+bool hasLineLongerThan(std::string_view body, std::uint64_t max_bytes) {
+  std::size_t start = 0;
+  while (start < body.size()) {
+    std::size_t end = body.find('\n', start);
+    if (end == std::string_view::npos) {
+      end = body.size();
+    }
+    if (end - start > max_bytes) {
+      return true;
+    }
+    start = end + 1;
+  }
+  return false;
 }
 
 bool anyLineStartsWithObject(std::string_view body) {
@@ -211,6 +295,21 @@ std::optional<std::string> gunzip(std::string_view compressed, std::uint64_t max
   return out;
 }
 
+std::string certificateFileSha256(const std::filesystem::path& path) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> file(BIO_new_file(path.c_str(), "r"), &BIO_free);
+  if (!file) {
+    throw ConfigError(fmt::format("--client-certificate {}: cannot open the file; give a PEM "
+                                  "certificate",
+                                  path.string()));
+  }
+  X509Ptr certificate(PEM_read_bio_X509(file.get(), nullptr, nullptr, nullptr));
+  if (!certificate) {
+    throw ConfigError(fmt::format("--client-certificate {}: no PEM certificate found in the file",
+                                  path.string()));
+  }
+  return derSha256Hex(certificate.get());
+}
+
 ssl::context makeIngestTlsContext(const IngestTlsOptions& options) {
   ssl::context context(ssl::context::tls_server);
   context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
@@ -245,6 +344,13 @@ ssl::context makeIngestTlsContext(const IngestTlsOptions& options) {
   return context;
 }
 
+// The client certificate of a TLS connection, taken after the handshake
+// verified it against tls.client_ca.
+struct ClientCertificate {
+  std::string sha256;  // of the DER encoding, lowercase hex; empty: none presented
+  std::string common_name;  // empty: none, or more than one CN in the subject
+};
+
 // Metrics of the network side.
 struct ServerCounters {
   explicit ServerCounters(MetricsRegistry& registry)
@@ -277,6 +383,23 @@ struct ServerCounters {
     return registry.counter("webtrap_collector_accept_failures_total",
                             "Failed accepts (such as EMFILE), by listener",
                             fmt::format("listener=\"{}\"", listener));
+  }
+
+  // Ingest requests rejected although their token belongs to an enrolled
+  // sensor: reason "revoked" or "certificate".
+  Counter& sensorRejected(std::string_view reason) {
+    return registry.counter("webtrap_collector_sensor_requests_rejected_total",
+                            "Ingest requests with the token of an enrolled sensor rejected with "
+                            "403, by reason (revoked sensor, client certificate not the one "
+                            "enrolled)",
+                            fmt::format("reason=\"{}\"", reason));
+  }
+
+  Counter& oversizedRecords(std::string_view input) {
+    return registry.counter("webtrap_collector_oversized_records_total",
+                            "Records longer than limits.max_record_bytes, put in the dead-letter "
+                            "store, by input",
+                            fmt::format("input=\"{}\"", input));
   }
 
   Counter& response(std::string_view endpoint, unsigned status) {
@@ -336,6 +459,9 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   asio::steady_timer admin_retry_timer;
   AcceptBackoff ingest_backoff;
   AcceptBackoff admin_backoff;
+  std::mutex rejection_log_mutex;
+  std::chrono::steady_clock::time_point rejection_last_log{};
+  std::uint64_t rejections_since_log = 0;
 
   std::mutex in_flight_mutex;
   std::condition_variable in_flight_done;
@@ -384,6 +510,77 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     return store.findSensorByTokenHash(sha256Hex(token));
   }
 
+  // Returns the reason to reject a request that carries `sensor`'s token
+  // over a connection with `certificate`, or nullopt to accept it.
+  static std::optional<std::string> sensorRejection(const SensorInfo& sensor,
+                                                    const ClientCertificate& certificate,
+                                                    std::string_view& reason) {
+    if (sensor.revoked_ms != 0) {
+      reason = "revoked";
+      return fmt::format("sensor \"{}\" was revoked at {}; enrol it again with `webtrap "
+                         "collector enrol` to get a new token",
+                         sensor.sensor_id, isoFromMilliseconds(sensor.revoked_ms));
+    }
+    bool bound = !sensor.certificate_sha256.empty() || !sensor.certificate_cn.empty();
+    if (!bound) {
+      return std::nullopt;
+    }
+    reason = "certificate";
+    if (certificate.sha256.empty()) {
+      return fmt::format("sensor \"{}\" is enrolled with a client certificate; connect over "
+                         "TLS and present that certificate",
+                         sensor.sensor_id);
+    }
+    if (!sensor.certificate_sha256.empty() &&
+        !equalsInConstantTime(certificate.sha256, sensor.certificate_sha256)) {
+      return fmt::format("the client certificate (SHA-256 {}) is not the one enrolled for "
+                         "sensor \"{}\"",
+                         certificate.sha256, sensor.sensor_id);
+    }
+    if (!sensor.certificate_cn.empty() && certificate.common_name != sensor.certificate_cn) {
+      return fmt::format("the client certificate subject CN \"{}\" is not the one enrolled for "
+                         "sensor \"{}\"",
+                         certificate.common_name, sensor.sensor_id);
+    }
+    return std::nullopt;
+  }
+
+  // Logs a rejected sensor request, at most once per kSensorRejectionLogInterval
+  // for all sensors together, with the number left out since the last line.
+  void logSensorRejection(const std::string& message) {
+    std::lock_guard lock(rejection_log_mutex);
+    ++rejections_since_log;
+    auto now = std::chrono::steady_clock::now();
+    if (rejection_last_log != std::chrono::steady_clock::time_point{} &&
+        now - rejection_last_log < kSensorRejectionLogInterval) {
+      return;
+    }
+    spdlog::warn("collector: rejected an ingest request with 403: {} ({} rejections since the "
+                 "last message)",
+                 message, rejections_since_log);
+    rejection_last_log = now;
+    rejections_since_log = 0;
+  }
+
+  // Sets webtrap_collector_sensor_revoked for every enrolled sensor from the
+  // store, so a sensor revoked by another process shows at the next scrape.
+  void refreshSensorGauges() {
+    std::vector<SensorInfo> sensors;
+    try {
+      sensors = store.sensors();
+    } catch (const std::exception& error) {
+      spdlog::error("collector: listing sensors for /metrics failed: {}", error.what());
+      return;
+    }
+    for (const SensorInfo& sensor : sensors) {
+      metrics
+          .gauge("webtrap_collector_sensor_revoked",
+                 "1 when the sensor is revoked (its token is rejected), 0 when it is enrolled",
+                 fmt::format("sensor=\"{}\"", escapeLabelValue(sensor.sensor_id)))
+          .set(sensor.revoked_ms != 0 ? 1 : 0);
+    }
+  }
+
   // Handles an admin request at once (no store writes).
   Response handleAdmin(const Request& request) {
     if (!options.admin_token.empty()) {
@@ -404,6 +601,7 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     }
     std::string_view target = request.target();
     if (target == "/metrics") {
+      refreshSensorGauges();
       return makeResponse(request.version(), request.keep_alive(), http::status::ok,
                           "text/plain; version=0.0.4; charset=utf-8", metrics.render());
     }
@@ -422,6 +620,7 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   // when the request is rejected, or fills `source`.
   std::optional<Response> checkIngestHeader(const Request& request,
                                             std::optional<std::uint64_t> content_length,
+                                            const ClientCertificate& certificate,
                                             IngestSource& source, std::string_view& endpoint) {
     std::string_view target = request.target();
     bool is_records = target == "/v1/records";
@@ -483,6 +682,12 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
       response.set(http::field::www_authenticate,
                    is_modsecurity ? "Basic realm=\"webtrap\", Bearer" : "Bearer");
       return response;
+    }
+    std::string_view rejection_reason;
+    if (auto message = sensorRejection(*sensor, certificate, rejection_reason)) {
+      counters.sensorRejected(rejection_reason).inc();
+      logSensorRejection(*message);
+      return jsonError(request, http::status::forbidden, *message);
     }
 
     if (content_length && *content_length > options.limits.max_body_bytes) {
@@ -551,12 +756,83 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     return std::nullopt;
   }
 
+  // Makes the dead letter of a record longer than limits.max_record_bytes.
+  // It keeps the first kOversizedKeepBytes of the record, card numbers
+  // masked before the cut, so that no cut-off number escapes the mask.
+  DeadLetter oversizedLetter(std::string_view record, const IngestSource& source) {
+    counters.oversizedRecords(inputLabel(source.input)).inc();
+    std::optional<std::string> masked = maskCardNumbersInJson(record);
+    std::string_view text = masked ? std::string_view(*masked) : record;
+    DeadLetter letter;
+    letter.reason = fmt::format("input={} sensor={}: the record is {} bytes, longer than "
+                                "limits.max_record_bytes ({} bytes); only its first {} bytes are "
+                                "kept here. Raise limits.max_record_bytes if such records are "
+                                "expected",
+                                inputLabel(source.input), source.sensor_id, record.size(),
+                                options.limits.max_record_bytes, kOversizedKeepBytes);
+    letter.payload = std::string(text.substr(0, kOversizedKeepBytes));
+    return letter;
+  }
+
+  // Ingests an NDJSON batch. A batch with a line longer than
+  // limits.max_record_bytes is decoded here, line by line, so that its
+  // records and the dead letters of its long lines share one commit. Every
+  // other batch takes Ingest::ingestLines(), which parses lines in place.
+  IngestResult ingestBatch(std::string_view body, const IngestSource& source) {
+    std::uint64_t max_record = options.limits.max_record_bytes;
+    if (body.size() <= max_record || !hasLineLongerThan(body, max_record)) {
+      return ingest.ingestLines(body, source);
+    }
+    DecodeOptions decode;
+    decode.format = source.format;
+    decode.origin = source.origin.empty() ? std::string_view(source.sensor_id)
+                                          : std::string_view(source.origin);
+    std::vector<AuditRecord> records;
+    std::vector<DeadLetter> rejected;
+    std::size_t start = 0;
+    while (start < body.size()) {
+      std::size_t end = body.find('\n', start);
+      if (end == std::string_view::npos) {
+        end = body.size();
+      }
+      std::string_view line = body.substr(start, end - start);
+      start = end + 1;
+      if (!line.empty() && line.back() == '\r') {
+        line.remove_suffix(1);
+      }
+      if (line.find_first_not_of(" \t") == std::string_view::npos) {
+        continue;
+      }
+      if (line.size() > max_record) {
+        rejected.push_back(oversizedLetter(line, source));
+        continue;
+      }
+      DecodeResult decoded = decodeAuditRecord(line, decode);
+      if (decoded.ok) {
+        records.push_back(std::move(decoded.record));
+        continue;
+      }
+      // The same reason and payload as Ingest::ingestLines() gives an
+      // undecodable line; ingestDecoded() masks and cuts the payload.
+      DeadLetter letter;
+      letter.reason = fmt::format("input={} sensor={}: {}", inputLabel(source.input),
+                                  source.sensor_id, decoded.error);
+      letter.payload = std::string(line);
+      rejected.push_back(std::move(letter));
+    }
+    return ingest.ingestDecoded(records, std::move(rejected), source);
+  }
+
   // Decodes and commits on a worker thread; returns the response.
   Response runIngest(const Request& request, const std::string& body, const IngestSource& source) {
     IngestResult result;
     try {
       if (source.input == InputKind::kProbe) {
-        result = ingest.ingestLines(body, source);
+        result = ingestBatch(body, source);
+      } else if (body.size() > options.limits.max_record_bytes) {
+        std::vector<DeadLetter> rejected;
+        rejected.push_back(oversizedLetter(body, source));
+        result = ingest.ingestDecoded({}, std::move(rejected), source);
       } else {
         result = ingest.ingestRecord(body, source);
       }
@@ -618,6 +894,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                                                 ec.message());
                                   return;
                                 }
+                                self->readClientCertificate();
                                 self->doRead();
                               });
     } else {
@@ -627,6 +904,25 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
  private:
   const IngestLimits& limits() const { return impl_->options.limits; }
+
+  // Keeps the facts of the client certificate that the handshake verified.
+  // A certificate is only requested when tls.client_ca is set.
+  void readClientCertificate() {
+    if constexpr (std::is_same_v<Stream, beast::ssl_stream<beast::tcp_stream>>) {
+      SSL* ssl = stream_.native_handle();
+      X509Ptr certificate(SSL_get1_peer_certificate(ssl));
+      if (!certificate || SSL_get_verify_result(ssl) != X509_V_OK) {
+        return;
+      }
+      try {
+        certificate_.sha256 = derSha256Hex(certificate.get());
+        certificate_.common_name = subjectCommonName(certificate.get());
+      } catch (const std::exception& error) {
+        spdlog::error("collector: reading the client certificate failed: {}", error.what());
+        certificate_ = {};
+      }
+    }
+  }
 
   void doRead() {
     parser_.emplace();
@@ -690,7 +986,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (auto length = parser_->content_length()) {
       content_length = *length;
     }
-    if (auto rejection = impl_->checkIngestHeader(head, content_length, source_, endpoint_)) {
+    if (auto rejection =
+            impl_->checkIngestHeader(head, content_length, certificate_, source_, endpoint_)) {
       impl_->counters.response(endpoint_, rejection->result_int()).inc();
       reject(std::move(*rejection));
       return;
@@ -878,6 +1175,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   bool holds_slot_ = false;
   IngestSource source_;
   std::string_view endpoint_ = "other";
+  ClientCertificate certificate_;
 };
 
 void openAcceptor(tcp::acceptor& acceptor, const ListenAddress& address, const char* key) {

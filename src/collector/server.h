@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -42,6 +43,11 @@ struct ServerOptions {
 // client_ca is set, verification of client certificates. Throws ConfigError
 // naming the file that cannot be loaded.
 boost::asio::ssl::context makeIngestTlsContext(const IngestTlsOptions& options);
+
+// Reads the first certificate of a PEM file and returns the SHA-256 of its
+// DER encoding as 64 lowercase hex digits, the form a sensor's certificate
+// binding is stored in. Throws ConfigError naming the file.
+std::string certificateFileSha256(const std::filesystem::path& path);
 
 // Decompresses a gzip body (one or more members). Returns nullopt when the
 // output would pass `max_bytes`; throws std::invalid_argument when the body

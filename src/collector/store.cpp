@@ -24,7 +24,7 @@ namespace webtrap::collector {
 namespace {
 
 // Bump when the schema changes, and teach openSchema() to migrate.
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 // Retention deletes at most this many events per transaction, so inserts
 // wait for the write lock at most one chunk's time.
@@ -82,6 +82,14 @@ CREATE TABLE IF NOT EXISTS counters (
   name TEXT PRIMARY KEY,
   value INTEGER NOT NULL
 );
+)sql";
+
+// Version 2: sensor revocation and client certificate binding. A version 1
+// store gets the columns with values that mean "not revoked, no binding".
+constexpr const char* kSchemaVersion2 = R"sql(
+ALTER TABLE sensors ADD COLUMN revoked_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sensors ADD COLUMN certificate_sha256 TEXT NOT NULL DEFAULT '';
+ALTER TABLE sensors ADD COLUMN certificate_cn TEXT NOT NULL DEFAULT '';
 )sql";
 
 // Names in the counters table. Per-output retention counts use the prefix
@@ -276,11 +284,15 @@ SensorInfo readSensor(sqlite3_stmt* stmt) {
   info.enrolled_ms = sqlite3_column_int64(stmt, 3);
   info.last_seen_ms = sqlite3_column_int64(stmt, 4);
   info.records = static_cast<std::uint64_t>(sqlite3_column_int64(stmt, 5));
+  info.revoked_ms = sqlite3_column_int64(stmt, 6);
+  info.certificate_sha256 = columnText(stmt, 7);
+  info.certificate_cn = columnText(stmt, 8);
   return info;
 }
 
 constexpr const char* kSensorColumns =
-    "SELECT sensor_id, group_name, token_sha256, enrolled_ms, last_seen_ms, records FROM sensors";
+    "SELECT sensor_id, group_name, token_sha256, enrolled_ms, last_seen_ms, records, revoked_ms, "
+    "certificate_sha256, certificate_cn FROM sensors";
 
 }  // namespace
 
@@ -494,6 +506,9 @@ void Store::Impl::open() {
     writer->exec("BEGIN IMMEDIATE", "creating the schema");
     try {
       writer->exec(kSchema, "creating the schema");
+      if (schema_version < 2) {
+        writer->exec(kSchemaVersion2, "adding the sensor revocation columns");
+      }
       writer->exec(fmt::format("PRAGMA user_version={}", kSchemaVersion).c_str(),
                    "creating the schema");
       writer->exec("COMMIT", "creating the schema");
@@ -1210,7 +1225,8 @@ void Store::enrolSensor(const SensorInfo& sensor) {
   Connection& writer = *impl_->writer;
   sqlite3_stmt* stmt = writer.prepare(
       "INSERT OR REPLACE INTO sensors(sensor_id, group_name, token_sha256, enrolled_ms, "
-      "last_seen_ms, records) VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
+      "last_seen_ms, records, revoked_ms, certificate_sha256, certificate_cn) "
+      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
   ResetGuard reset(stmt);
   bindText(stmt, 1, sensor.sensor_id);
   bindText(stmt, 2, sensor.group);
@@ -1218,7 +1234,23 @@ void Store::enrolSensor(const SensorInfo& sensor) {
   sqlite3_bind_int64(stmt, 4, sensor.enrolled_ms != 0 ? sensor.enrolled_ms : nowMs());
   sqlite3_bind_int64(stmt, 5, sensor.last_seen_ms);
   sqlite3_bind_int64(stmt, 6, static_cast<std::int64_t>(sensor.records));
+  sqlite3_bind_int64(stmt, 7, sensor.revoked_ms);
+  bindText(stmt, 8, sensor.certificate_sha256);
+  bindText(stmt, 9, sensor.certificate_cn);
   writer.step(stmt, "enrolling a sensor");
+}
+
+bool Store::revokeSensor(std::string_view sensor_id, std::int64_t at_ms) {
+  std::lock_guard lock(impl_->write_mutex);
+  Connection& writer = *impl_->writer;
+  sqlite3_stmt* stmt = writer.prepare(
+      "UPDATE sensors SET revoked_ms = CASE WHEN revoked_ms = 0 THEN ?1 ELSE revoked_ms END "
+      "WHERE sensor_id = ?2");
+  ResetGuard reset(stmt);
+  sqlite3_bind_int64(stmt, 1, at_ms);
+  bindText(stmt, 2, sensor_id);
+  writer.step(stmt, "revoking a sensor");
+  return sqlite3_changes(writer.db()) > 0;
 }
 
 std::optional<SensorInfo> Store::findSensorByTokenHash(std::string_view token_sha256) const {

@@ -85,6 +85,12 @@ struct SensorInfo {
   std::int64_t enrolled_ms = 0;
   std::int64_t last_seen_ms = 0;   // 0: never
   std::uint64_t records = 0;
+  std::int64_t revoked_ms = 0;  // 0: not revoked; else the time of `collector revoke`
+  // Client certificate the sensor must present with its token, when set:
+  // SHA-256 of the certificate's DER encoding (64 lowercase hex digits) and
+  // the subject common name. Empty: any certificate, or none, is accepted.
+  std::string certificate_sha256{};
+  std::string certificate_cn{};
 };
 
 struct RetentionSummary {
@@ -152,6 +158,11 @@ class Store {
 
   // Sensors and their ingest tokens.
   void enrolSensor(const SensorInfo& sensor);  // replaces an existing id
+  // Marks a sensor as revoked at `at_ms`. Its row, token hash and events
+  // stay, so a request with its token is rejected as revoked rather than as
+  // unknown. Revoking a sensor again keeps the first time. Returns false
+  // when no sensor has this id. enrolSensor() on the same id lifts it.
+  bool revokeSensor(std::string_view sensor_id, std::int64_t at_ms);
   std::optional<SensorInfo> findSensorByTokenHash(std::string_view token_sha256) const;
   std::vector<SensorInfo> sensors() const;
   // Notes records from a sensor. The update is kept in memory and written

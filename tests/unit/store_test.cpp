@@ -321,8 +321,10 @@ TEST_F(StoreTest, SensorsFoundByTokenHash) {
   const std::string hash_b(64, 'b');
   {
     Store store(options_);
-    store.enrolSensor({"web1", "dmz", hash_a, 100, 0, 0});
-    store.enrolSensor({"web2", "lan", hash_b, 200, 0, 0});
+    store.enrolSensor(
+        {.sensor_id = "web1", .group = "dmz", .token_sha256 = hash_a, .enrolled_ms = 100});
+    store.enrolSensor(
+        {.sensor_id = "web2", .group = "lan", .token_sha256 = hash_b, .enrolled_ms = 200});
 
     auto found = store.findSensorByTokenHash(hash_a);
     ASSERT_TRUE(found.has_value());
@@ -355,10 +357,47 @@ TEST_F(StoreTest, SensorsFoundByTokenHash) {
   EXPECT_EQ(list[1].records, 0u);
 
   // Enrolling the same id again replaces its token.
-  store.enrolSensor({"web1", "dmz", std::string(64, 'd'), 300, 0, 0});
+  store.enrolSensor({.sensor_id = "web1",
+                     .group = "dmz",
+                     .token_sha256 = std::string(64, 'd'),
+                     .enrolled_ms = 300});
   EXPECT_FALSE(store.findSensorByTokenHash(hash_a).has_value());
   EXPECT_TRUE(store.findSensorByTokenHash(std::string(64, 'd')).has_value());
   EXPECT_EQ(store.sensors().size(), 2u);
+}
+
+TEST_F(StoreTest, RevokedSensorKeepsRowAndToken) {
+  const std::string hash(64, 'a');
+  {
+    Store store(options_);
+    store.enrolSensor({.sensor_id = "web1",
+                       .group = "dmz",
+                       .token_sha256 = hash,
+                       .enrolled_ms = 100,
+                       .certificate_sha256 = std::string(64, 'f'),
+                       .certificate_cn = "web1.sensors"});
+    store.noteSensorSeen("web1", 5000, 3);
+    store.insert(makeEvents("s", 1));
+    EXPECT_TRUE(store.revokeSensor("web1", 7000));
+    // A second revocation keeps the first time.
+    EXPECT_TRUE(store.revokeSensor("web1", 9000));
+    EXPECT_FALSE(store.revokeSensor("web2", 7000));
+  }
+  Store store(options_);
+  auto found = store.findSensorByTokenHash(hash);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->revoked_ms, 7000);
+  EXPECT_EQ(found->records, 3u);
+  EXPECT_EQ(found->certificate_sha256, std::string(64, 'f'));
+  EXPECT_EQ(found->certificate_cn, "web1.sensors");
+  EXPECT_EQ(store.eventCount(), 1u);
+
+  // Enrolling the id again lifts the revocation.
+  store.enrolSensor({.sensor_id = "web1", .group = "dmz", .token_sha256 = std::string(64, 'b')});
+  auto enrolled = store.findSensorByTokenHash(std::string(64, 'b'));
+  ASSERT_TRUE(enrolled.has_value());
+  EXPECT_EQ(enrolled->revoked_ms, 0);
+  EXPECT_FALSE(store.findSensorByTokenHash(hash).has_value());
 }
 
 TEST_F(StoreTest, FileOffsetsPersist) {
