@@ -479,6 +479,8 @@ def check_faults_and_templates() -> None:
                            "distribution": "0", "threat_level_id": "4", "analysis": "0"}}
         status, headers, _ = double.api("POST", "/events/add", event)
         check(status == 503, f"--fail-next 1 --fail-status 503: HTTP {status}")
+        status, _, body = double.api("GET", "/servers/getVersion")
+        check(status == 200 and body.get("version") == "2.5.1", f"getVersion: HTTP {status} {body}")
         check(headers.get("content-type", "").startswith("text/html"), "an injected 503 is not an HTML page")
         check(double.stats()["totals"]["events"] == 0, "an injected failure before the write stored the event")
 

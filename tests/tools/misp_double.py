@@ -1301,6 +1301,12 @@ class Handler(BaseHTTPRequestHandler):
             return self.tags_attach(body)
         if head[:1] == ["taxonomies"]:
             return self.taxonomies(parts, body, role)
+        if method == "GET" and parts == ["servers", "getVersion"]:
+            # NOTE: not recorded. Clients call it as a connection check, and
+            # the keys are those PyMISP reads, so the shape is an assumption.
+            return 200, {"version": "2.5.1", "pymisp_recommended_version": "2.5.1", "perm_sync": False,
+                         "perm_sighting": True, "perm_galaxy_editor": False,
+                         "request_encoding": ["gzip", "br"], "filter_sightings": True}, {}
         raise ApiError(404, error_body(f"The requested address '{self.path}' was not found on this server.", self.path))
 
     # ---- events ----
