@@ -58,6 +58,7 @@ enum Count : int {
   kPost,            // comment or contact posts
   kLinkPost,        // ... with at least one link
   kDensePost,       // ... with spamming.min_links_per_post links or more
+  kPostRequest,     // any POST request
   kCountKinds,
 };
 
@@ -263,6 +264,9 @@ struct Observation {
   bool footprint_path = false;  // product, version or site metadata path
   std::uint64_t probe_hash = 0;
   bool unusual_method = false;
+  bool post = false;
+  // The tool that the User-Agent names (data/oat/ontology.yaml `tools`), or nullptr.
+  const oat::Tool* tool = nullptr;
   FormKind form = FormKind::kNone;
   std::uint64_t username_hash = 0;
   std::uint64_t password_hash = 0;
@@ -431,7 +435,7 @@ struct BehaviourTagger::Impl {
   Summary observeKey(std::uint64_t key, const Observation& o, bool track_agents, bool& late);
   bool add(KeyState& state, const Observation& o) const;
   Summary summarize(const KeyState& state, std::int64_t time_ms) const;
-  void evaluate(const Summary& s, KeyKind kind, Candidates& out) const;
+  void evaluate(const Summary& s, KeyKind kind, const oat::Tool* tool, Candidates& out) const;
 };
 
 std::uint64_t BehaviourTagger::Impl::sessionHash(const AuditRecord& record) const {
@@ -486,6 +490,7 @@ Observation BehaviourTagger::Impl::read(const AuditRecord& record, std::int64_t 
   const std::string& method = record.method;
   bool banner_method = method == "HEAD" || method == "OPTIONS";
   o.unusual_method = !method.empty() && !banner_method && method != "GET" && method != "POST";
+  o.post = method == "POST";
   o.product_path = isProductPath(path);
   o.footprint_path = o.product_path || isMetadataPath(path);
   // A probe counts once per method and path, so a browser that requests
@@ -494,16 +499,19 @@ Observation BehaviourTagger::Impl::read(const AuditRecord& record, std::int64_t 
   if (o.probe) {
     o.probe_hash = mixBits(o.path_hash ^ mixBits(hashText(method)));
   }
-  for (const RuleMessage& message : record.messages) {
-    if (isAttackRule(message.rule_id)) {
-      o.attack = true;
-      break;
-    }
-  }
-
   for (const HeaderField& header : record.request_headers) {
     if (equalsIgnoreCase(header.name, "user-agent")) {
       o.agent_hash = hashText(header.value);
+      o.tool = ontology.findTool(header.value);
+      break;
+    }
+  }
+  // Checks from a tool's own probe list (nmap http-enum's path traversal
+  // checks) are part of what the tool is for, not attack payloads.
+  for (const RuleMessage& message : record.messages) {
+    if (isAttackRule(message.rule_id) &&
+        (o.tool == nullptr || !o.tool->checkTriggers(message.rule_id))) {
+      o.attack = true;
       break;
     }
   }
@@ -552,6 +560,7 @@ bool BehaviourTagger::Impl::add(KeyState& state, const Observation& o) const {
   n[kStatus2xx] += o.status_2xx;
   n[kAttack] += o.attack;
   n[kUnusualMethod] += o.unusual_method;
+  n[kPostRequest] += o.post;
   if (o.probe) {
     n[kNewProbe] += state.probes.add(o.probe_hash, t, window_start, kProbeCap);
   }
@@ -729,15 +738,20 @@ void evaluateRate(const BehaviourOptions& o, const Summary& s, Firing& fire) {
   // a few scripts (product ids), where most ids may not exist.
   std::uint64_t pages = n[kNewPage];
   std::uint64_t urls = n[kNewUrl];
+  std::uint64_t posts = n[kPostRequest];
   bool crawl = pages >= o.scraping.min_pages && ratio_404 <= o.scraping.max_ratio_404;
   bool query_walk = urls >= o.scraping.min_query_urls && paths * 4 <= urls;
-  if (crawl || query_walk) {
+  // A scraper reads. A crawl that submits the forms it finds is a scanner's
+  // crawl (wapiti posts every form before it sends payloads), so it is not
+  // scraping. One post, such as a login before scraping, is allowed.
+  bool reads_only = posts <= o.scraping.max_posts;
+  if ((crawl || query_walk) && reads_only) {
     double confidence =
         std::max(crawl ? confidenceFor(pages, o.scraping.min_pages) : 0.0,
                  query_walk ? confidenceFor(urls, o.scraping.min_query_urls) : 0.0);
     fire(kScraping, confidence,
-         fmt::format("requests={} pages={} urls={} paths={} ratio_404={:.2f}", requests, pages,
-                     urls, paths, ratio_404));
+         fmt::format("requests={} pages={} urls={} paths={} ratio_404={:.2f} posts={}", requests,
+                     pages, urls, paths, ratio_404, posts));
   }
 
   const auto& dos = o.denial_of_service;
@@ -750,8 +764,10 @@ void evaluateRate(const BehaviourOptions& o, const Summary& s, Firing& fire) {
 }
 
 // Path breadth, product probes and methods: scanning, footprinting and
-// fingerprinting.
-void evaluateProbing(const BehaviourOptions& o, const Summary& s, Firing& fire) {
+// fingerprinting. `tool` is the tool that the record's User-Agent names, or
+// nullptr.
+void evaluateProbing(const BehaviourOptions& o, const Summary& s, const oat::Tool* tool,
+                     Firing& fire) {
   const auto& n = s.counts;
   std::uint64_t requests = n[kRequests];
   std::uint64_t paths = n[kNewPath];
@@ -760,10 +776,16 @@ void evaluateProbing(const BehaviourOptions& o, const Summary& s, Firing& fire) 
 
   const auto& scanning = o.vulnerability_scanning;
   bool broad_scan = paths >= scanning.min_distinct_paths && ratio_404 >= scanning.min_ratio_404;
-  if (attacks >= scanning.min_attack_requests || broad_scan) {
+  bool payloads = attacks >= scanning.min_attack_requests;
+  // A tool made for footprinting and not for vulnerability scanning (nmap's
+  // http-enum) walks a list of product paths: its breadth maps the site.
+  bool breadth_maps_site = broad_scan && tool != nullptr && tool->isFor("OAT-018") &&
+                           !tool->isFor("OAT-014");
+  if (payloads || (broad_scan && !breadth_maps_site)) {
     double confidence = std::max(
         attacks > 0 ? confidenceFor(attacks, scanning.min_attack_requests) : 0.0,
-        broad_scan ? confidenceFor(paths, scanning.min_distinct_paths) : 0.0);
+        broad_scan && !breadth_maps_site ? confidenceFor(paths, scanning.min_distinct_paths)
+                                         : 0.0);
     fire(kVulnerabilityScanning, confidence,
          fmt::format("requests={} attack_requests={} paths={} ratio_404={:.2f}", requests,
                      attacks, paths, ratio_404));
@@ -774,13 +796,23 @@ void evaluateProbing(const BehaviourOptions& o, const Summary& s, Firing& fire) 
   std::uint64_t unusual = n[kUnusualMethod];
   bool product_sweep = product_paths >= footprinting.min_product_paths;
   bool method_sweep = unusual >= footprinting.min_unusual_methods;
-  if (product_sweep || method_sweep) {
-    double confidence = std::max(
+  // A footprinting tool that asks for more paths than its default run does
+  // (whatweb's aggressive plugins, nmap's enumeration scripts).
+  bool tool_sweep =
+      tool != nullptr && tool->footprint_paths > 0 && paths >= tool->footprint_paths;
+  if (product_sweep || method_sweep || tool_sweep || breadth_maps_site) {
+    double confidence = std::max({
         product_sweep ? confidenceFor(product_paths, footprinting.min_product_paths) : 0.0,
-        method_sweep ? confidenceFor(unusual, footprinting.min_unusual_methods) : 0.0);
-    fire(kFootprinting, confidence,
-         fmt::format("requests={} product_paths={} unusual_methods={}", requests, product_paths,
-                     unusual));
+        method_sweep ? confidenceFor(unusual, footprinting.min_unusual_methods) : 0.0,
+        tool_sweep ? confidenceFor(paths, tool->footprint_paths) : 0.0,
+        breadth_maps_site ? confidenceFor(paths, scanning.min_distinct_paths) : 0.0,
+    });
+    std::string numbers = fmt::format("requests={} product_paths={} unusual_methods={} paths={}",
+                                      requests, product_paths, unusual, paths);
+    if (tool_sweep || breadth_maps_site) {
+      numbers += " tool:" + tool->name;
+    }
+    fire(kFootprinting, confidence, numbers);
   }
 
   // A sweep over many product and metadata files explains its version
@@ -795,9 +827,10 @@ void evaluateProbing(const BehaviourOptions& o, const Summary& s, Firing& fire) 
 
 }  // namespace
 
-void BehaviourTagger::Impl::evaluate(const Summary& s, KeyKind kind, Candidates& out) const {
+void BehaviourTagger::Impl::evaluate(const Summary& s, KeyKind kind, const oat::Tool* tool,
+                                     Candidates& out) const {
   Firing fire(out, kind, options.window_ms);
-  evaluateProbing(options, s, fire);
+  evaluateProbing(options, s, tool, fire);
   // A key that sends attack payloads is a vulnerability scanner: its form
   // posts are fuzzing, and its request rate and crawl belong to the scan, so
   // those signals stay quiet while the payloads are in its window.
@@ -884,17 +917,17 @@ std::vector<OatTag> BehaviourTagger::observe(const AuditRecord& record, std::int
         impl.observeKey(keyHash(KeyKind::kSource, ip_hash, 0), o, /*track_agents=*/true, late);
     Summary source_agent = impl.observeKey(keyHash(KeyKind::kSourceAgent, ip_hash, o.agent_hash),
                                            o, false, late);
-    impl.evaluate(source_agent, KeyKind::kSourceAgent, candidates);
+    impl.evaluate(source_agent, KeyKind::kSourceAgent, o.tool, candidates);
     // The address alone is an actor only when it rotates user agents;
     // otherwise each agent behind one address (NAT) keeps its own window.
     if (source.agents >= impl.options.ua_rotation) {
-      impl.evaluate(source, KeyKind::kSource, candidates);
+      impl.evaluate(source, KeyKind::kSource, o.tool, candidates);
     }
   }
   std::uint64_t session = impl.sessionHash(record);
   if (session != 0) {
     Summary by_session = impl.observeKey(keyHash(KeyKind::kSession, session, 0), o, false, late);
-    impl.evaluate(by_session, KeyKind::kSession, candidates);
+    impl.evaluate(by_session, KeyKind::kSession, o.tool, candidates);
   }
   if (late) {
     impl.late_records.inc();

@@ -62,7 +62,9 @@ struct BehaviourOptions {
 
   struct {
     std::uint32_t min_pages = 8;  // distinct non-static URLs with a 2xx response
-    double max_ratio_404 = 0.3;
+    // A crawler that follows links gets a 404 only for a broken link.
+    double max_ratio_404 = 0.1;
+    std::uint32_t max_posts = 1;  // POST requests; more is a scanner filling in forms
     // Distinct URLs over at most a quarter as many paths: a walk over ids.
     std::uint32_t min_query_urls = 16;
   } scraping;  // OAT-011

@@ -164,9 +164,14 @@ const std::vector<BehaviourOption>& behaviourOptions() {
       {"behaviour.scraping.min_pages", "count", "8",
        "OAT-011: distinct non-static URLs (path and query) with a 2xx response.",
        [](O& o, const N& n, const S& k) { o.scraping.min_pages = parseCount(n, k); }},
-      {"behaviour.scraping.max_ratio_404", "ratio", "0.3",
-       "OAT-011: at most this share of requests with a 404 response.",
+      {"behaviour.scraping.max_ratio_404", "ratio", "0.1",
+       "OAT-011: at most this share of requests with a 404 response. A crawler that follows "
+       "links gets a 404 only for a broken link.",
        [](O& o, const N& n, const S& k) { o.scraping.max_ratio_404 = parseRatio(n, k); }},
+      {"behaviour.scraping.max_posts", "count", "1",
+       "OAT-011: at most this many POST requests in the window; a crawl that submits more "
+       "forms is a scanner's crawl.",
+       [](O& o, const N& n, const S& k) { o.scraping.max_posts = parseCount(n, k); }},
       {"behaviour.scraping.min_query_urls", "count", "16",
        "OAT-011 by query walk: distinct non-static URLs (any status) over at most a quarter as "
        "many distinct paths, such as product.php?id=1 to 40.",
@@ -256,7 +261,7 @@ std::string describeBehaviourOptions(const BehaviourOptions& o) {
       "passwords/username>={}) scanning(attack_requests>={} | paths>={} ratio_404>={}) "
       "footprinting(product_paths>={} | unusual_methods>={}) "
       "fingerprinting(probes>={} requests<={}) scraping(pages>={} ratio_404<={} | "
-      "query_urls>={}) "
+      "query_urls>={}; posts<={}) "
       "dos(requests>={} in {}s distinct_path_ratio<={}) account_creation(registrations>={}) "
       "token_cracking(coupons>={}) carding(cards>={}) card_cracking(attempts>={}) "
       "spamming(link_posts>={} | posts>={} | links_per_post>={})",
@@ -267,7 +272,7 @@ std::string describeBehaviourOptions(const BehaviourOptions& o) {
       o.vulnerability_scanning.min_ratio_404, o.footprinting.min_product_paths,
       o.footprinting.min_unusual_methods, o.fingerprinting.min_probes,
       o.fingerprinting.max_requests, o.scraping.min_pages, o.scraping.max_ratio_404,
-      o.scraping.min_query_urls,
+      o.scraping.min_query_urls, o.scraping.max_posts,
       o.denial_of_service.min_requests, o.denial_of_service.span_ms / 1000.0,
       o.denial_of_service.max_distinct_path_ratio, o.account_creation.min_registrations,
       o.token_cracking.min_coupons, o.carding.min_cards, o.card_cracking.min_attempts,

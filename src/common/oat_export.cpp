@@ -228,6 +228,25 @@ std::string renderJson(const Ontology& ontology) {
     json.endObject();
   }
   json.endArray();
+
+  json.key("tools");
+  json.beginArray();
+  for (const Tool& tool : ontology.tools()) {
+    json.beginObject();
+    json.member("name", tool.name);
+    json.stringArray("user_agent", tool.user_agent);
+    json.stringArray("oats", tool.oats);
+    if (!tool.checks.empty()) {
+      json.stringArray("checks", tool.checks);
+    }
+    if (tool.footprint_paths > 0) {
+      json.key("footprint_paths");
+      json.number(tool.footprint_paths);
+    }
+    json.member("note", tool.note);
+    json.endObject();
+  }
+  json.endArray();
   json.endObject();
   return json.take();
 }
@@ -268,6 +287,20 @@ std::string renderMarkdown(const Ontology& ontology) {
     out += fmt::format("| {} | `{}` | {} {} | {} | {} | {} |\n", rule.source, match, rule.oat,
                        threat != nullptr ? threat->name : "", confidenceText(rule.confidence),
                        joined(rule.attack), markdownCell(rule.note));
+  }
+
+  out += "\nTools named by their User-Agent:\n\n";
+  out += "| Tool | User-Agent contains | OATs | Checks | Footprinting from | Meaning |\n";
+  out += "|---|---|---|---|---|---|\n";
+  for (const Tool& tool : ontology.tools()) {
+    std::vector<std::string> tokens;
+    for (const std::string& token : tool.user_agent) {
+      tokens.push_back(fmt::format("`{}`", token));
+    }
+    std::string paths =
+        tool.footprint_paths > 0 ? fmt::format("{} paths", tool.footprint_paths) : "-";
+    out += fmt::format("| {} | {} | {} | {} | {} | {} |\n", tool.name, fmt::join(tokens, ", "),
+                       joined(tool.oats), joined(tool.checks), paths, markdownCell(tool.note));
   }
   return out;
 }

@@ -25,6 +25,7 @@ struct Ontology::Impl {
   std::vector<Threat> threats;
   std::unordered_map<std::string, std::size_t> index;  // id -> position in threats
   std::vector<RequestRule> rules;
+  std::vector<Tool> tools;
 };
 
 namespace {
@@ -210,6 +211,45 @@ RequestRule parseRule(const YAML::Node& node, std::size_t position, const Ontolo
   return rule;
 }
 
+Tool parseTool(const YAML::Node& node, std::size_t position, const Ontology::Impl& impl) {
+  std::string where = fmt::format("tools[{}]", position);
+  checkKeys(node, where, {"name", "user_agent", "oats", "checks", "footprint_paths", "note"});
+  Tool tool;
+  tool.name = requiredString(node, "name", where);
+  where = fmt::format("tools[{}] ({})", position, tool.name);
+  tool.user_agent = stringList(
+      node, "user_agent", where, [](std::string_view text) { return !text.empty(); }, "nmap");
+  if (tool.user_agent.empty()) {
+    invalid(where, "'user_agent' must list at least one token");
+  }
+  tool.oats = stringList(
+      node, "oats", where,
+      [&](std::string_view id) { return impl.index.count(std::string(id)) > 0; }, "OAT-018");
+  if (tool.oats.empty()) {
+    invalid(where, "'oats' must list at least one OAT id of the threats above");
+  }
+  tool.checks = stringList(node, "checks", where, allDigits, "930");
+  if (YAML::Node paths = node["footprint_paths"]) {
+    try {
+      tool.footprint_paths = paths.as<std::uint32_t>();
+    } catch (const YAML::Exception&) {
+      invalid(where, "'footprint_paths' must be a whole number");
+    }
+    if (tool.footprint_paths == 0 || !tool.isFor("OAT-018")) {
+      invalid(where, "'footprint_paths' must be 1 or more, on a tool whose oats list OAT-018");
+    }
+  }
+  tool.note = requiredString(node, "note", where);
+  return tool;
+}
+
+bool containsIgnoreCase(std::string_view text, std::string_view needle) {
+  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
+  auto found = std::search(text.begin(), text.end(), needle.begin(), needle.end(),
+                           [&](char a, char b) { return lower(a) == lower(b); });
+  return found != text.end();
+}
+
 std::unique_ptr<Ontology::Impl> parseOntology(std::string_view text) {
   YAML::Node root;
   try {
@@ -217,7 +257,7 @@ std::unique_ptr<Ontology::Impl> parseOntology(std::string_view text) {
   } catch (const YAML::Exception& error) {
     invalid("YAML", error.what());
   }
-  checkKeys(root, "top level", {"version", "handbook", "threats", "request_rules"});
+  checkKeys(root, "top level", {"version", "handbook", "threats", "request_rules", "tools"});
 
   auto impl = std::make_unique<Ontology::Impl>();
   impl->version = requiredString(root, "version", "top level");
@@ -248,6 +288,16 @@ std::unique_ptr<Ontology::Impl> parseOntology(std::string_view text) {
   if (rules) {
     for (std::size_t i = 0; i < rules.size(); ++i) {
       impl->rules.push_back(parseRule(rules[i], i, *impl));
+    }
+  }
+
+  YAML::Node tools = root["tools"];
+  if (tools && !tools.IsSequence()) {
+    invalid("tools", "must be a list");
+  }
+  if (tools) {
+    for (std::size_t i = 0; i < tools.size(); ++i) {
+      impl->tools.push_back(parseTool(tools[i], i, *impl));
     }
   }
   return impl;
@@ -284,6 +334,30 @@ const std::string& Ontology::handbookName() const { return impl_->handbook_name;
 const std::string& Ontology::handbookUrl() const { return impl_->handbook_url; }
 std::span<const Threat> Ontology::threats() const { return impl_->threats; }
 std::span<const RequestRule> Ontology::requestRules() const { return impl_->rules; }
+std::span<const Tool> Ontology::tools() const { return impl_->tools; }
+
+const Tool* Ontology::findTool(std::string_view text) const {
+  if (text.empty()) {
+    return nullptr;
+  }
+  for (const Tool& tool : impl_->tools) {
+    for (const std::string& token : tool.user_agent) {
+      if (containsIgnoreCase(text, token)) {
+        return &tool;
+      }
+    }
+  }
+  return nullptr;
+}
+
+bool Tool::isFor(std::string_view oat_id) const {
+  return std::find(oats.begin(), oats.end(), oat_id) != oats.end();
+}
+
+bool Tool::checkTriggers(std::string_view rule_id) const {
+  return std::any_of(checks.begin(), checks.end(),
+                     [&](const std::string& prefix) { return rule_id.starts_with(prefix); });
+}
 
 const Threat* Ontology::find(std::string_view id) const {
   auto found = impl_->index.find(std::string(id));

@@ -4,6 +4,7 @@
 // the MISP taxonomy and the docs all come.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
@@ -45,6 +46,39 @@ struct RequestRule {
   std::string note;  // what the evidence means, for docs and tables
 };
 
+// A tool that names itself in its User-Agent, and the threats it is made for.
+// Its identity shows the purpose of traffic whose shape fits several threats:
+// a long list of missing paths is directory scanning from gobuster but
+// product enumeration from nmap's http-enum.
+struct Tool {
+  std::string name;  // short id used in reasons: "nmap", "whatweb"
+  // Tokens, any of which in the User-Agent (ASCII case-insensitive) names the
+  // tool. The probe reads them in the data of CRS 913100, which quotes the
+  // User-Agent, and the behaviour tagger in the User-Agent header.
+  std::vector<std::string> user_agent;
+  std::vector<std::string> oats;  // the threats the tool is made for, "OAT-004"
+  // CRS rule id prefixes that checks in the tool's own fixed probe list
+  // trigger (nmap's http-enum sends a few path traversal checks). On the
+  // tool's requests those rules give OATs outside `oats` at most
+  // kToolCheckConfidence, and the behaviour tagger does not count them as
+  // attack payloads. Rules outside these prefixes are unaffected.
+  std::vector<std::string> checks;
+  // Distinct paths in one window from which the tool's traffic is
+  // footprinting (OAT-018), because its default run requests fewer. 0 when
+  // the tool has no such threshold.
+  std::uint32_t footprint_paths = 0;
+  std::string note;  // why the tool has these OATs, for docs and tables
+
+  bool isFor(std::string_view oat_id) const;
+  // Returns true when `rule_id` starts with one of `checks`.
+  bool checkTriggers(std::string_view rule_id) const;
+};
+
+// The highest confidence a tool's own checks (Tool::checks) give an OAT the
+// tool is not made for: below 0.5, so that they stay visible but are not
+// acted on, like other evidence that fits several threats.
+inline constexpr double kToolCheckConfidence = 0.4;
+
 class Ontology {
  public:
   // The ontology compiled into this binary. Throws std::logic_error only if
@@ -66,6 +100,12 @@ class Ontology {
   std::span<const Threat> threats() const;      // OAT-001 .. OAT-021, in order
   const Threat* find(std::string_view id) const;
   std::span<const RequestRule> requestRules() const;
+  std::span<const Tool> tools() const;
+
+  // Returns the first listed tool with a user_agent token in `text` (ASCII
+  // case-insensitive), or nullptr. `text` is a User-Agent or the matched data
+  // of CRS 913100.
+  const Tool* findTool(std::string_view text) const;
 
   // Builds a tag for `id` with the threat's name, ATT&CK ids and this
   // ontology's version. Throws std::invalid_argument for an unknown id.

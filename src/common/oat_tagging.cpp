@@ -9,6 +9,8 @@ namespace webtrap::oat {
 namespace {
 
 constexpr std::string_view kBaitTagPrefix = "webtrap/bait/";
+// CRS 3.3 rule that matches the User-Agent against scanners-user-agents.data.
+constexpr std::string_view kScannerUserAgentRule = "913100";
 
 // The ontology's request rules arranged for lookup, built once per ontology:
 // the collector tags every record it stores, so the tagger avoids string
@@ -117,20 +119,26 @@ struct Candidate {
   const RequestRule* rule = nullptr;
   std::string_view kind;   // "crs", "bait" or "route"
   std::string_view value;  // the rule id, bait kind or route kind
+  double confidence = 0;   // the rule's, or kToolCheckConfidence for a tool's own check
+  const Tool* tool = nullptr;  // set when a tool's own check capped the confidence
 };
 
 class CandidateSet {
  public:
-  void offer(const RequestRule& rule, std::string_view kind, std::string_view value) {
+  void offer(const RequestRule& rule, std::string_view kind, std::string_view value,
+             const Tool* capped_by = nullptr) {
+    double confidence =
+        capped_by != nullptr ? std::min(rule.confidence, kToolCheckConfidence) : rule.confidence;
+    Candidate offered{&rule, kind, value, confidence, capped_by};
     for (Candidate& candidate : candidates_) {
       if (candidate.rule->oat == rule.oat) {
-        if (rule.confidence > candidate.rule->confidence) {
-          candidate = {&rule, kind, value};
+        if (confidence > candidate.confidence) {
+          candidate = offered;
         }
         return;
       }
     }
-    candidates_.push_back({&rule, kind, value});
+    candidates_.push_back(offered);
   }
 
   std::vector<Candidate>& candidates() { return candidates_; }
@@ -165,17 +173,32 @@ std::string reasonFor(const Candidate& candidate, const RequestEvidence& evidenc
       reason += " links=" + std::to_string(evidence.form->links);
     }
   }
+  if (candidate.tool != nullptr) {
+    reason += " tool:" + candidate.tool->name;
+  }
   return reason;
 }
 
 std::vector<OatTag> tagWithIndex(const RuleIndex& index, const RequestEvidence& evidence) {
   std::span<const RequestRule> rules = index.ontology().requestRules();
+  // CRS 913100 quotes the User-Agent in its matched data, which names the
+  // tool whose own checks are discounted below.
+  const Tool* tool = nullptr;
+  for (std::size_t i = 0; i < evidence.rule_ids.size() && i < evidence.rule_data.size(); ++i) {
+    if (evidence.rule_ids[i] == kScannerUserAgentRule) {
+      tool = index.ontology().findTool(evidence.rule_data[i]);
+      break;
+    }
+  }
   CandidateSet set;
   for (std::size_t i = 0; i < evidence.rule_ids.size(); ++i) {
     std::string_view rule_id = evidence.rule_ids[i];
     std::string_view data = i < evidence.rule_data.size() ? evidence.rule_data[i] : "";
-    index.forCrsRules(rule_id, data,
-                      [&](const RequestRule& rule) { set.offer(rule, "crs", rule_id); });
+    bool tool_check = tool != nullptr && tool->checkTriggers(rule_id);
+    index.forCrsRules(rule_id, data, [&](const RequestRule& rule) {
+      bool capped = tool_check && !tool->isFor(rule.oat);
+      set.offer(rule, "crs", rule_id, capped ? tool : nullptr);
+    });
   }
   auto offerBait = [&](std::string_view kind) {
     if (const auto* matches = index.baitRules(kind)) {
@@ -207,8 +230,8 @@ std::vector<OatTag> tagWithIndex(const RuleIndex& index, const RequestEvidence& 
   tags.reserve(candidates.size());
   for (const Candidate& candidate : candidates) {
     const RequestRule& rule = *candidate.rule;
-    OatTag& tag = tags.emplace_back(index.ontology().tag(rule.oat, "rule", rule.confidence,
-                                                         reasonFor(candidate, evidence)));
+    OatTag& tag = tags.emplace_back(index.ontology().tag(
+        rule.oat, "rule", candidate.confidence, reasonFor(candidate, evidence)));
     if (!rule.attack.empty()) {
       tag.attack = rule.attack;
     }

@@ -39,6 +39,14 @@ LIMITS = """\
   {threshold} or more. The tables for every tag and for behavioural tags
   alone show what other thresholds would give, but no threshold was
   searched for here.
+- **Rules fitted on these runs.** The tool table's path counts (WhatWeb
+  from 3 distinct paths, nmap from 8), nmap's own checks (CRS 930 and
+  932160) and the scraping limits (at most 10% of requests answered 404,
+  at most one POST) were set after earlier runs of this evaluation missed
+  the target on wapiti, nmap with http-enum and WhatWeb at aggression 3.
+  Each rests on what the tool is documented to send, but they were checked
+  against the same scenarios that they fixed, so these figures overstate
+  how well the rules carry over to other tools and sites.
 - **Scanners fill in forms.** wapiti submits every form it finds with
   attack payloads. It is labelled OAT-014 only, so a credential, account,
   comment or coupon tag on it counts as a false positive: a defender reading
@@ -46,9 +54,12 @@ LIMITS = """\
 - **Same traffic, different labels.** gobuster and dirb are labelled
   OAT-014 in tests/oat/scenarios.py. nmap's http-enum
   script sends the same kind of long, mostly-404 path list but is labelled
-  OAT-004 and OAT-018, as a fingerprinting and footprinting script. A
-  tagger that reads only the traffic cannot give each the labels it has, so
-  a mismatch there shows in OAT-014 precision.
+  OAT-004 and OAT-018, as a fingerprinting and footprinting script. The
+  traffic alone cannot tell them apart; the tagger does so only because
+  nmap and WhatWeb name themselves in the User-Agent (the `tools` table of
+  data/oat/ontology.yaml). The same tools with a browser's User-Agent would
+  get the generic rules, and nmap-a would count as an OAT-014 false
+  positive again. No scenario here hides those two tools' User-Agent.
 - **Not covered.** Threats with no scenario here (OAT-003, OAT-005,
   OAT-006, OAT-009, OAT-012, OAT-013, OAT-016, OAT-020, OAT-021) have no
   recall figure. A tag for one of them would show in the tables as a
@@ -231,10 +242,13 @@ def render(outcome, problems, versions, command):
               "first table.", "",
               "| source | OAT | counted | reasons |", "|---|---|---|---|"]
     lines += false_positive_rows(outcome)
-    lines += ["", "## Known misses", "",
-              "The test accepts these misses, and only these, until the tagging is fixed:", ""]
-    lines += [f"- {oat} {metric}: {cause}."
-              for (oat, metric), cause in sorted(scoring.KNOWN_MISSES.items())]
+    lines += ["", "## Known misses", ""]
+    if scoring.KNOWN_MISSES:
+        lines += ["The test accepts these misses, and only these, until the tagging is fixed:", ""]
+        lines += [f"- {oat} {metric}: {cause}."
+                  for (oat, metric), cause in sorted(scoring.KNOWN_MISSES.items())]
+    else:
+        lines += ["None: the test accepts no miss, so every covered OAT must meet the target."]
     lines += ["", "## Tool versions", "", "| tool | version |", "|---|---|"]
     lines += [f"| {name} | {version} |" for name, version in versions.items()]
     counts = [row["labelled"] for row in result["oats"].values() if row["labelled"]] or [1]

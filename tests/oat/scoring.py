@@ -278,11 +278,7 @@ def target_failures(result, target=TARGET):
 # Targets that the recorded evaluation misses, with their cause (see
 # docs/oat-evaluation.md). The test fails on any other miss, and on a listed
 # miss that no longer happens, so the list stays true.
-KNOWN_MISSES = {
-    ("OAT-011", "precision"): "wapiti's crawl, before its first payload, reads as scraping",
-    ("OAT-014", "precision"): "nmap http-enum's 2,200 mostly-404 paths read as directory scanning",
-    ("OAT-018", "recall"): "whatweb -a 3 sends 6 requests, too few for a footprinting window",
-}
+KNOWN_MISSES = {}
 
 
 def unexpected_failures(result, known=None, target=TARGET):

@@ -26,6 +26,9 @@ namespace {
 constexpr std::int64_t kStartMs = 1'764'849'600'000;  // 2025-12-04T12:00:00Z
 constexpr const char* kFirefox =
     "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+constexpr const char* kNmap =
+    "Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org/book/nse.html)";
+constexpr const char* kWhatWeb = "WhatWeb/0.5.5";
 
 RuleMessage rule(const std::string& id) {
   RuleMessage message;
@@ -386,6 +389,114 @@ TEST_F(BehaviourTest, StaticAssetsAreNotPages) {
                                 kStartMs + i * 100))
                     .empty());
   }
+}
+
+// A scanner's crawl (wapiti) requests a made-up file in each folder to learn
+// its 404 page, so a quarter of its requests get 404 while its pages are
+// found. A crawler that follows links gets almost none.
+TEST_F(BehaviourTest, CrawlWithMissingPagesIsNotScraping) {
+  std::int64_t t = kStartMs;
+  for (int folder = 0; folder < 4; ++folder) {
+    std::string base = "/folder" + std::to_string(folder) + "/";
+    EXPECT_FALSE(has(observe(request("192.0.2.35", "GET", base + "zqxjuxJRsMXtaw.html", 404, t++)),
+                     "OAT-011"));
+    for (int page = 0; page < 3; ++page) {
+      std::string uri = base + "page" + std::to_string(page) + ".php";
+      EXPECT_FALSE(has(observe(request("192.0.2.35", "GET", uri, 200, t++)), "OAT-011")) << uri;
+    }
+  }
+}
+
+// A crawl that submits the forms it finds is a scanner filling in forms, not
+// a scraper. A single login before scraping is allowed.
+TEST_F(BehaviourTest, CrawlThatPostsFormsIsNotScraping) {
+  std::int64_t t = kStartMs;
+  observe(formPost("192.0.2.36", "contact", t++));
+  observe(formPost("192.0.2.36", "comment", t++));
+  for (int i = 0; i < 12; ++i) {
+    std::string uri = "/page" + std::to_string(i) + ".php";
+    EXPECT_FALSE(has(observe(request("192.0.2.36", "GET", uri, 200, t++)), "OAT-011")) << uri;
+  }
+
+  AuditRecord first_login = login("192.0.2.37", "reader", "secret", t++);
+  observe(first_login);
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 8; ++i) {
+    tags = observe(request("192.0.2.37", "GET", "/page" + std::to_string(i) + ".php", 200, t++));
+  }
+  const OatTag* scraping = find(tags, "OAT-011");
+  ASSERT_NE(scraping, nullptr) << testing::PrintToString(ids(tags));
+  EXPECT_NE(scraping->reason.find("posts=1"), std::string::npos) << scraping->reason;
+}
+
+// WhatWeb at aggression 3: the home page, then its plugins' own paths.
+TEST_F(BehaviourTest, WhatWebPluginPathsAreFootprinting) {
+  std::int64_t t = kStartMs;
+  EXPECT_TRUE(observe(request("192.0.2.38", "GET", "/", 200, t++, kWhatWeb)).empty());
+  EXPECT_TRUE(
+      observe(request("192.0.2.38", "GET", "/icons/apache_pb.gif", 404, t++, kWhatWeb)).empty());
+  std::vector<OatTag> tags =
+      observe(request("192.0.2.38", "GET", "/icons/apache_pb2.gif", 404, t++, kWhatWeb));
+  const OatTag* footprinting = find(tags, "OAT-018");
+  ASSERT_NE(footprinting, nullptr) << testing::PrintToString(ids(tags));
+  EXPECT_GE(footprinting->confidence, 0.5);
+  EXPECT_NE(footprinting->reason.find("tool:whatweb"), std::string::npos) << footprinting->reason;
+  EXPECT_FALSE(has(tags, "OAT-014"));
+
+  // At aggression 1 WhatWeb requests the target URL only, however often.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(observe(request("192.0.2.39", "GET", "/", 200, t++, kWhatWeb)).empty());
+  }
+  // The same three paths from a client that names no tool are no sweep.
+  for (const char* path : {"/", "/icons/apache_pb.gif", "/icons/apache_pb2.gif"}) {
+    EXPECT_FALSE(has(observe(request("192.0.2.40", "GET", path, 404, t++)), "OAT-018")) << path;
+  }
+}
+
+// nmap -sV's version scripts request five paths on every run, which is
+// fingerprinting only.
+TEST_F(BehaviourTest, NmapVersionScanIsNotFootprinting) {
+  std::int64_t t = kStartMs;
+  std::vector<std::pair<std::string, std::string>> requests = {
+      {"GET", "/"},      {"GET", "/nmaplowercheck1796420341"}, {"POST", "/sdk"},
+      {"HEAD", "/"},     {"OPTIONS", "/"},                     {"GET", "/HNAP1"},
+      {"GET", "/evox/about"}, {"GET", "/"}};
+  for (const auto& [method, path] : requests) {
+    std::vector<OatTag> tags = observe(request("192.0.2.41", method, path, 404, t++, kNmap));
+    EXPECT_FALSE(has(tags, "OAT-018")) << method << " " << path;
+    EXPECT_FALSE(has(tags, "OAT-014")) << method << " " << path;
+  }
+}
+
+// nmap's http-enum: a long list of mostly missing product paths, with a few
+// path traversal checks among them. That maps the site (OAT-018); it is not
+// a directory brute force (OAT-014).
+TEST_F(BehaviourTest, NmapEnumerationIsFootprintingNotScanning) {
+  std::int64_t t = kStartMs;
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 60; ++i) {
+    AuditRecord record =
+        request("192.0.2.42", "HEAD", "/product" + std::to_string(i) + "/", 404, t++, kNmap);
+    if (i % 10 == 0) {
+      record.messages.push_back(rule("930100"));
+      record.messages.push_back(rule("932160"));
+    }
+    tags = observe(record);
+    EXPECT_FALSE(has(tags, "OAT-014")) << "request " << i << ": " << tags.size();
+  }
+  const OatTag* footprinting = find(tags, "OAT-018");
+  ASSERT_NE(footprinting, nullptr) << testing::PrintToString(ids(tags));
+  EXPECT_GE(footprinting->confidence, 0.5);
+  EXPECT_NE(footprinting->reason.find("tool:nmap"), std::string::npos) << footprinting->reason;
+
+  // Payloads outside the tool's own checks still count, whatever the agent.
+  for (int i = 0; i < 3; ++i) {
+    AuditRecord record =
+        request("192.0.2.43", "GET", "/about.php?id=1%27+OR+" + std::to_string(i), 200, t++, kNmap);
+    record.messages.push_back(rule("942100"));
+    tags = observe(record);
+  }
+  EXPECT_TRUE(has(tags, "OAT-014")) << testing::PrintToString(ids(tags));
 }
 
 TEST_F(BehaviourTest, DenialOfServiceFromFloodOfOnePath) {
@@ -781,7 +892,7 @@ TEST(BehaviourOptionsTest, ReferenceListsEveryKey) {
     ++keys;
     start = default_end;
   }
-  EXPECT_EQ(keys, 29);
+  EXPECT_EQ(keys, 30);
   BehaviourOptions parsed = parseBehaviourOptions(root);
   EXPECT_EQ(describeBehaviourOptions(parsed), describeBehaviourOptions(BehaviourOptions{}));
 }

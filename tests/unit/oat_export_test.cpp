@@ -74,6 +74,11 @@ TEST(OatExport, JsonRoundTripsRules) {
   EXPECT_EQ(std::string_view(first["oat"].get_string()), ontology.requestRules()[0].oat);
   EXPECT_DOUBLE_EQ(double(first["confidence"].get_double()),
                    ontology.requestRules()[0].confidence);
+  simdjson::dom::array tools = root["tools"].get_array();
+  ASSERT_EQ(tools.size(), ontology.tools().size());
+  simdjson::dom::element nmap = tools.at(0);
+  EXPECT_EQ(std::string_view(nmap["name"].get_string()), ontology.tools()[0].name);
+  EXPECT_EQ(nmap["oats"].get_array().size(), ontology.tools()[0].oats.size());
 }
 
 TEST(OatExport, MarkdownEscapesCellPipes) {

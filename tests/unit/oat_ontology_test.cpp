@@ -200,6 +200,52 @@ TEST(OatOntologyYaml, DataOnlyForCrsRules) {
   EXPECT_EQ(ontology.requestRules()[0].data, std::vector<std::string>{"whatweb"});
 }
 
+TEST(OatOntology, FindToolByUserAgentToken) {
+  const Ontology& ontology = Ontology::embedded();
+  const Tool* nmap = ontology.findTool(
+      "Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org/book/nse.html)");
+  ASSERT_NE(nmap, nullptr);
+  EXPECT_EQ(nmap->name, "nmap");
+  EXPECT_TRUE(nmap->isFor("OAT-018"));
+  EXPECT_FALSE(nmap->isFor("OAT-014"));
+  EXPECT_TRUE(nmap->checkTriggers("930110"));
+  EXPECT_FALSE(nmap->checkTriggers("942100"));
+
+  const Tool* whatweb = ontology.findTool("WhatWeb/0.5.5");
+  ASSERT_NE(whatweb, nullptr);
+  EXPECT_EQ(whatweb->footprint_paths, 3u);
+  const Tool* gobuster = ontology.findTool("gobuster/3.5");
+  ASSERT_NE(gobuster, nullptr);
+  EXPECT_TRUE(gobuster->isFor("OAT-014"));
+
+  EXPECT_EQ(ontology.findTool("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Firefox/128.0"),
+            nullptr);
+  EXPECT_EQ(ontology.findTool(""), nullptr);
+}
+
+TEST(OatOntologyYaml, ToolsParseAndValidate) {
+  std::string tool = R"(
+tools:
+  - {name: demo, user_agent: [demo-scan], oats: [OAT-001], checks: ["930"], note: n}
+)";
+  Ontology ontology = Ontology::fromYaml(std::string(kMinimal) + tool);
+  ASSERT_EQ(ontology.tools().size(), 1u);
+  EXPECT_EQ(ontology.tools()[0].checks, std::vector<std::string>{"930"});
+  EXPECT_EQ(ontology.findTool("x DEMO-SCAN/1.0"), &ontology.tools()[0]);
+
+  auto with = [&](std::string_view from, std::string_view to) {
+    std::string text = tool;
+    text.replace(text.find(from), from.size(), to);
+    return std::string(kMinimal) + text;
+  };
+  expectRejected(with("oats: [OAT-001]", "oats: [OAT-002]"), "OAT-002");
+  expectRejected(with("oats: [OAT-001]", "oats: []"), "'oats' must list");
+  expectRejected(with("user_agent: [demo-scan]", "user_agent: []"), "'user_agent' must list");
+  expectRejected(with("checks: [\"930\"]", "checks: [abc]"), "abc");
+  expectRejected(with("note: n", "footprint_paths: 3, note: n"), "OAT-018");
+  expectRejected(with(", note: n}", "}"), "'note' is missing");
+}
+
 TEST(OatOntologyYaml, MissingVersionIsRejected) {
   expectRejected(minimalWith("version: test-1", "versio: test-1"), "unknown key");
 }

@@ -129,6 +129,48 @@ TEST(ProbeOatTags, UnlistedScannerFallsBackToFamily) {
   EXPECT_EQ(tags[1].id, "OAT-014");
 }
 
+// nmap's http-enum probe list contains a few path traversal checks. On a
+// request whose User-Agent names nmap, CRS 930 gives OAT-014 only below 0.5.
+TEST(ProbeOatTags, NmapTraversalCheckStaysBelowActionLevel) {
+  RuleMatch nmap = scannerMatch(
+      "nmap scripting engine",
+      "Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org/book/nse.html)");
+  auto tags = tagProbeRequest("GET", route("page"),
+                              inspected({nmap, ruleMatch("930100"), ruleMatch("932160")}));
+  const OatTag* scanning = findTag(tags, "OAT-014");
+  ASSERT_NE(scanning, nullptr);
+  EXPECT_DOUBLE_EQ(scanning->confidence, oat::kToolCheckConfidence);
+  EXPECT_NE(scanning->reason.find("tool:nmap"), std::string::npos) << scanning->reason;
+  const OatTag* fingerprinting = findTag(tags, "OAT-004");
+  ASSERT_NE(fingerprinting, nullptr);
+  EXPECT_GE(fingerprinting->confidence, 0.5);
+}
+
+// Only the rules listed as the tool's checks are discounted: a SQL injection
+// payload under nmap's User-Agent is still scanning at full confidence.
+TEST(ProbeOatTags, ToolAgentKeepsOtherPayloads) {
+  RuleMatch nmap = scannerMatch("nmap scripting engine", "Nmap Scripting Engine");
+  auto tags = tagProbeRequest("GET", route("page"), inspected({nmap, ruleMatch("942100")}));
+  const OatTag* scanning = findTag(tags, "OAT-014");
+  ASSERT_NE(scanning, nullptr);
+  EXPECT_DOUBLE_EQ(scanning->confidence, 0.7);
+  EXPECT_EQ(scanning->reason, "crs:942100");
+
+  // Without a tool in the User-Agent the traversal keeps its family's confidence.
+  auto plain = tagProbeRequest("GET", route("page"), inspected({ruleMatch("930100")}));
+  const OatTag* plain_scanning = findTag(plain, "OAT-014");
+  ASSERT_NE(plain_scanning, nullptr);
+  EXPECT_DOUBLE_EQ(plain_scanning->confidence, 0.7);
+
+  // A vulnerability scanner's traversal is what it is made for: not discounted.
+  auto nikto = tagProbeRequest(
+      "GET", route("page"),
+      inspected({scannerMatch("nikto", "mozilla/5.00 (nikto/2.1.6)"), ruleMatch("930100")}));
+  const OatTag* nikto_scanning = findTag(nikto, "OAT-014");
+  ASSERT_NE(nikto_scanning, nullptr);
+  EXPECT_DOUBLE_EQ(nikto_scanning->confidence, 0.7);
+}
+
 TEST(ProbeOatTags, UnmappedRulesGiveNoTag) {
   // 949110 is CRS's inbound anomaly score check, 980130 its correlation.
   auto tags = tagProbeRequest("GET", route("page"),
