@@ -957,7 +957,14 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       Request head;
       head.version(11);
       impl_->counters.response(admin_ ? "admin" : endpoint_, 413).inc();
-      reject(impl_->bodyTooLarge(head));
+      if (admin_) {
+        reject(jsonError(head, http::status::payload_too_large,
+                         fmt::format("admin request body larger than {} bytes; the admin "
+                                     "endpoints take no body",
+                                     kMaxAdminBodyBytes)));
+      } else {
+        reject(impl_->bodyTooLarge(head));
+      }
       return true;
     }
     spdlog::debug("collector: read failed: {}", ec.message());
