@@ -758,6 +758,9 @@ class Store:
             if fields.get("template_version") and str(fields["template_version"]) != str(template["version"]):
                 self.stats["object_template_version_mismatches"] += 1
 
+        # NOTE: a "Tag" list on an attribute inside an object is ignored. MISP
+        # users have reported that objects/add drops such tags, and no fixture
+        # records the 2.5.1 behaviour.
         validated = []
         for item in attributes:
             errors, attribute_fields = self.attribute_errors(event, item, -1)
