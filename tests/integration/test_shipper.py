@@ -595,6 +595,62 @@ class ShipMetricsTest(unittest.TestCase):
         self.assertIn("ship: metrics listener stopped", text)
 
 
+class ShipTruncationTest(unittest.TestCase):
+    """A segment truncated in place and refilled between two polls is shipped from its start."""
+
+    def test_copytruncate_loses_no_new_record(self):
+        workdir = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-ship-truncation-"))
+        if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
+            self.addCleanup(shutil.rmtree, workdir, True)
+        spool = workdir / "spool"
+        spool.mkdir()
+        segment = spool / "segment-000000000001.ndjson"
+
+        def records(prefix, count):
+            return "".join(json.dumps({"webtrap": {"event_id": f"{prefix}-{i}"}}) + "\n"
+                           for i in range(count))
+
+        segment.write_text(records("before", 20))
+        stand_in = CollectorStandIn(TOKEN).start()
+        self.addCleanup(stand_in.stop)
+        config = workdir / "probe.yaml"
+        # A long poll interval leaves time to truncate and refill the
+        # segment while the shipper waits.
+        config.write_text(f"shipper:\n  url: {stand_in.url}\n  token: {TOKEN}\n"
+                          "  interval: 3s\n  retry_max: 1s\n")
+        log_path = workdir / "ship.log"
+        log = open(log_path, "wb")
+        self.addCleanup(log.close)
+        process = subprocess.Popen([BIN, "ship", "--config", str(config), "--spool", str(spool),
+                                    "--metrics-listen", "off"],
+                                   stdout=log, stderr=subprocess.STDOUT)
+        self.addCleanup(lambda: process.poll() is None and (process.kill(), process.wait()))
+        wait_for(lambda: len(stand_in.snapshot()["event_counts"]) == 20, 20,
+                 "the first 20 records at the stand-in")
+        old_size = segment.stat().st_size
+        inode = segment.stat().st_ino
+
+        # What logrotate's copytruncate leaves: the same file, emptied, then
+        # appended to again past the old size before the next poll.
+        with open(segment, "r+") as handle:
+            handle.truncate(0)
+        with open(segment, "a") as handle:
+            handle.write(records("after", 30))
+        self.assertEqual(segment.stat().st_ino, inode)
+        self.assertGreater(segment.stat().st_size, old_size)
+
+        wait_for(lambda: all(f"after-{i}" in stand_in.snapshot()["event_counts"]
+                             for i in range(30)), 20, "every record written after the truncation")
+        # The stand-in counts a batch before the shipper reads its response,
+        # so wait for the commit before stopping the shipper.
+        expected = f"segment-000000000001.ndjson {segment.stat().st_size}\n"
+        wait_for(lambda: (spool / "shipped.offset").read_text() == expected, 10,
+                 "the offset at the end of the refilled segment")
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(process.wait(timeout=30), 0)
+        self.assertIn("was truncated or rewritten in place", log_path.read_text(errors="replace"))
+
+
 class ShipperProxyTest(unittest.TestCase):
     """The shipper uses shipper.proxy and ignores the proxy variables of its environment."""
 
