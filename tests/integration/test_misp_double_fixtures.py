@@ -340,7 +340,8 @@ def replay(fixtures: list[tuple[str, dict]]) -> tuple[Double, int]:
     """Replay every fixture against a fresh double; return it and the number of fixtures that matched."""
     first_event = fixtures[0][1]["response"]["body"]["Event"]
     org = first_event["Org"]
-    double = Double("--quiet", "--base-url", "http://127.0.0.1:8080", "--org-name", org["name"], "--org-uuid", org["uuid"],
+    double = Double("--quiet", "--base-url", "http://127.0.0.1:8080",
+                    "--org-name", org["name"], "--org-uuid", org["uuid"],
                     "--creator-email", first_event["event_creator_email"])
     # A timestamp that any request set, such as a sighting's, must come back unchanged later too.
     sent_values = set().union(*(scalars(fixture["request"]["body"]) for _, fixture in fixtures))

@@ -61,6 +61,7 @@ INVALID_CATEGORY = "Options depend on the selected type."
 EMPTY_VALUE = "Value cannot be empty."
 INVALID_UUID = "Please provide a valid RFC 4122 UUID"
 INVALID_SEEN = "Invalid format, expected an ISO 8601 date and time."
+INVALID_PORT = "Port numbers have to be integers between 1 and 65535."
 
 HASH_LENGTHS = {"md5": 32, "sha1": 40, "sha224": 56, "sha256": 64, "sha384": 96, "sha512": 128,
                 "imphash": 32, "authentihash": 64}
@@ -244,9 +245,9 @@ def value_error(attribute_type: str, value: str) -> str | None:
             ipaddress.ip_address(address)
         except ValueError:
             return "IP address has an invalid format."
-        return None if port.isdigit() and 0 < int(port) < 65536 else "Port numbers have to be integers between 1 and 65535."
+        return None if port.isdigit() and 0 < int(port) < 65536 else INVALID_PORT
     if attribute_type == "port":
-        return None if value.isdigit() and 0 < int(value) < 65536 else "Port numbers have to be integers between 1 and 65535."
+        return None if value.isdigit() and 0 < int(value) < 65536 else INVALID_PORT
     if attribute_type == "vulnerability":
         return None if CVE_PATTERN.match(value) else "Invalid format. Expected: CVE-xxxx-xxxx..."
     if attribute_type in ("hostname", "domain"):
@@ -254,7 +255,9 @@ def value_error(attribute_type: str, value: str) -> str | None:
             return None
         return 'Domain name has an invalid format. Please double check the value or select type "other".'
     if attribute_type in ("email", "email-src", "email-dst"):
-        return None if EMAIL_PATTERN.match(value) else 'Email address has an invalid format. Please double check the value or select type "other".'
+        if EMAIL_PATTERN.match(value):
+            return None
+        return 'Email address has an invalid format. Please double check the value or select type "other".'
     if attribute_type in HASH_LENGTHS:
         length = HASH_LENGTHS[attribute_type]
         if re.fullmatch(f"[0-9a-f]{{{length}}}", value):
@@ -263,7 +266,9 @@ def value_error(attribute_type: str, value: str) -> str | None:
                 'Please double check the value or select type "other".')
     if attribute_type == "AS":
         number = value[2:] if value.upper().startswith("AS") else value
-        return None if number.isdigit() and 0 < int(number) < 2 ** 32 else "AS number have to be integer between 1 and 4294967295"
+        if number.isdigit() and 0 < int(number) < 2 ** 32:
+            return None
+        return "AS number have to be integer between 1 and 4294967295"
     return None
 
 
@@ -646,7 +651,8 @@ class Store:
     def edit_attribute(self, attribute: dict, body: dict, url: str) -> dict:
         fields = body.get("Attribute", body)
         if not isinstance(fields, dict):
-            raise ApiError(403, fail_body("Could not edit Attribute", url, {"Attribute": ["The request body is not an attribute."]}))
+            errors = {"Attribute": ["The request body is not an attribute."]}
+            raise ApiError(403, fail_body("Could not edit Attribute", url, errors))
         errors: dict[str, list[str]] = {}
         seen = {"first_seen": attribute["first_seen"], "last_seen": attribute["last_seen"]}
         for key in ("first_seen", "last_seen"):
@@ -730,7 +736,8 @@ class Store:
     def add_object(self, event: dict, body: object, url: str, moment: int) -> dict:
         fields = body.get("Object", body) if isinstance(body, dict) else None
         if not isinstance(fields, dict):
-            raise ApiError(403, fail_body("Could not add Object", url, "Object could not be saved.\nThe request body is not an object."))
+            message = "Object could not be saved.\nThe request body is not an object."
+            raise ApiError(403, fail_body("Could not add Object", url, message))
 
         problems: list[str] = []
         template = self.data.templates.get(str(fields.get("template_uuid") or "").lower())
