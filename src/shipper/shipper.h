@@ -46,6 +46,8 @@ enum class ShipperError : std::size_t {
   kSpoolTruncated,          // a segment was truncated or replaced and is read again
 };
 inline constexpr std::size_t kShipperErrorKinds = 11;
+static_assert(static_cast<std::size_t>(ShipperError::kSpoolTruncated) + 1 == kShipperErrorKinds,
+              "kShipperErrorKinds must count every ShipperError");
 
 // The label value of `kind` in webtrap_shipper_errors_total.
 const char* shipperErrorLabel(ShipperError kind);
