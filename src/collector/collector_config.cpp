@@ -69,7 +69,8 @@ const std::vector<Option>& options() {
       {"tls.private_key", "path", "none", "PEM private key for tls.certificate.",
        [](CollectorConfig& c, const std::string& v) { c.tls.private_key = v; }},
       {"tls.client_ca", "path", "none",
-       "PEM bundle of the CA that signs sensor client certificates (mutual TLS).",
+       "PEM bundle of the CA that signs sensor client certificates (mutual TLS). To accept a "
+       "sensor's token only with its own certificate, enrol it with --client-certificate.",
        [](CollectorConfig& c, const std::string& v) { c.tls.client_ca = v; }},
       {"tls.require_client_certificate", "bool", "false",
        "Reject TLS connections without a client certificate signed by tls.client_ca. The "
@@ -199,10 +200,6 @@ const std::vector<Section>& sections() {
       {"outputs.ndjson", "map",
        "NDJSON file output (`path`, `rotate_size`), with the runner keys; see docs/collector.md.",
        &CollectorConfig::ndjson},
-      {"outputs.misp_feed", "map",
-       "Static MISP feed output (`path`, event grouping and tags), with the runner keys; see "
-       "docs/misp.md.",
-       &CollectorConfig::misp_feed},
       {"behaviour", "map",
        "Behavioural OAT tagger: window, key cap and thresholds, listed as `behaviour.*` below.",
        &CollectorConfig::behaviour},
