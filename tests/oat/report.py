@@ -55,7 +55,7 @@ LIMITS = """\
   OAT-014 in tests/oat/scenarios.py. nmap's http-enum
   script sends the same kind of long, mostly-404 path list but is labelled
   OAT-004 and OAT-018, as a fingerprinting and footprinting script. The
-  traffic alone cannot tell them apart; the tagger does so only because
+  traffic alone cannot tell them apart. The tagger does so only because
   nmap and WhatWeb name themselves in the User-Agent (the `tools` table of
   data/oat/ontology.yaml). The same tools with a browser's User-Agent would
   get the generic rules, and nmap-a would count as an OAT-014 false
