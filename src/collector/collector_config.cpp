@@ -200,6 +200,10 @@ const std::vector<Section>& sections() {
       {"outputs.ndjson", "map",
        "NDJSON file output (`path`, `rotate_size`), with the runner keys; see docs/collector.md.",
        &CollectorConfig::ndjson},
+      {"outputs.misp_feed", "map",
+       "Static MISP feed output (`path`, event grouping and tags), with the runner keys; see "
+       "docs/misp.md.",
+       &CollectorConfig::misp_feed},
       {"behaviour", "map",
        "Behavioural OAT tagger: window, key cap and thresholds, listed as `behaviour.*` below.",
        &CollectorConfig::behaviour},

@@ -6,6 +6,7 @@
 #include "collector/elasticsearch_output.h"
 #include "collector/elasticsearch_setup.h"
 #include "collector/file_input.h"
+#include "collector/misp_feed_output.h"
 #include "collector/ndjson_output.h"
 #include "collector/output_runner.h"
 #include "common/error.h"
@@ -27,6 +28,10 @@ void validateSections(const CollectorConfig& config) {
   if (present(config.ndjson)) {
     parseNdjsonOutputOptions(config.ndjson);
     parseRunnerOptions(config.ndjson, "outputs.ndjson");
+  }
+  if (present(config.misp_feed)) {
+    parseMispFeedOptions(config.misp_feed);
+    parseRunnerOptions(config.misp_feed, "outputs.misp_feed");
   }
   if (present(config.file_inputs)) {
     parseFileInputs(config.file_inputs);
@@ -75,6 +80,13 @@ OutputSet::OutputSet(const CollectorConfig& config, Store& store, MetricsRegistr
     impl_->names.emplace_back(output->name());
     impl_->runners.push_back(std::make_unique<OutputRunner>(
         store, std::move(output), parseRunnerOptions(config.ndjson, "outputs.ndjson"), metrics));
+  }
+  if (present(config.misp_feed)) {
+    auto output = std::make_unique<MispFeedOutput>(parseMispFeedOptions(config.misp_feed));
+    impl_->names.emplace_back(output->name());
+    impl_->runners.push_back(std::make_unique<OutputRunner>(
+        store, std::move(output), parseRunnerOptions(config.misp_feed, "outputs.misp_feed"),
+        metrics));
   }
 }
 
