@@ -34,6 +34,7 @@ TEST(CollectorConfig, DefaultsWithoutFile) {
   EXPECT_EQ(config.store.synchronous, "full");
   EXPECT_EQ(config.limits.max_body_bytes, 32ULL << 20);
   EXPECT_EQ(config.limits.max_decompressed_bytes, 256ULL << 20);
+  EXPECT_EQ(config.limits.max_record_bytes, 16ULL << 20);
   EXPECT_TRUE(config.probe_input);
   EXPECT_TRUE(config.modsecurity_http_input);
   EXPECT_TRUE(config.elasticsearch.IsNull());
@@ -70,6 +71,15 @@ io_threads: 3
   EXPECT_FALSE(config.probe_input);
   EXPECT_TRUE(config.modsecurity_http_input);
   EXPECT_EQ(config.io_threads, 3u);
+}
+
+TEST(CollectorConfig, ParsesMaxRecordBytes) {
+  CollectorConfig config = parseCollectorConfig("limits: {max_record_bytes: 64KiB}\n", "test.yaml");
+  EXPECT_EQ(config.limits.max_record_bytes, 64ULL << 10);
+  EXPECT_THAT(parseError("limits: {max_record_bytes: 512}\n"),
+              HasSubstr("limits.max_record_bytes: invalid value 512"));
+  EXPECT_THAT(parseError("limits: {max_record_bytes: big}\n"),
+              HasSubstr("limits.max_record_bytes"));
 }
 
 TEST(CollectorConfig, StorePathOverridesStateDir) {
