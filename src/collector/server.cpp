@@ -377,7 +377,15 @@ struct ServerCounters {
                               "was taken")),
         admin_connections_rejected(registry.counter(
             "webtrap_collector_admin_connections_rejected_total",
-            "Admin connections closed at once because the admin connection limit was reached")) {}
+            "Admin connections closed at once because the admin connection limit was reached")) {
+    // Registered up front, so that /metrics shows them as 0 before the first event.
+    for (std::string_view reason : {"revoked", "certificate"}) {
+      sensorRejected(reason);
+    }
+    for (std::string_view input : {"probe", "modsecurity_http"}) {
+      oversizedRecords(input);
+    }
+  }
 
   Counter& acceptFailures(std::string_view listener) {
     return registry.counter("webtrap_collector_accept_failures_total",
