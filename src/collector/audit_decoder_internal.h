@@ -72,6 +72,20 @@ void readHeaderObject(ondemand::value value, std::string_view field,
 void readStringArray(ondemand::value value, std::string_view field,
                      std::vector<std::string>& out);
 
+// Calls `handle(key, value)` for each member of the object at `value`, in
+// document order; repeated keys are each passed.
+template <class Handler>
+void forEachMember(ondemand::value value, std::string_view field, Handler&& handle) {
+  ondemand::object object = readObject(value, field);
+  for (auto entry : object) {
+    ondemand::field member;
+    check(std::move(entry).get(member), field);
+    std::string_view key;
+    check(member.unescaped_key().get(key), field);
+    handle(key, member.value());
+  }
+}
+
 // Returns the value of the first header named `name`, ASCII case-insensitive.
 std::string_view findHeader(const std::vector<HeaderField>& headers, std::string_view name);
 

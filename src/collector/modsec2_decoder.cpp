@@ -9,18 +9,6 @@ namespace webtrap::collector::decoder {
 
 namespace {
 
-template <class Handler>
-void forEachMember(ondemand::value value, std::string_view field, Handler&& handle) {
-  ondemand::object object = readObject(value, field);
-  for (auto entry : object) {
-    ondemand::field member;
-    check(std::move(entry).get(member), field);
-    std::string_view key;
-    check(member.unescaped_key().get(key), field);
-    handle(key, member.value());
-  }
-}
-
 // Splits "GET /path?q HTTP/1.1" into method, target and version. The target
 // is everything between the first and the last space, so a target with
 // spaces (which Apache accepts) stays whole.

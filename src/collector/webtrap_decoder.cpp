@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdint>
+#include <string>
 
 #include <fmt/format.h>
 
@@ -31,30 +32,33 @@ bool isUuidText(std::string_view text) {
   return true;
 }
 
-// Calls `handle(key, value, field)` for each member of the object at `value`.
-template <class Handler>
-void forEachMember(ondemand::value value, std::string_view field, Handler&& handle) {
-  ondemand::object object = readObject(value, field);
-  for (auto entry : object) {
-    ondemand::field member;
-    check(std::move(entry).get(member), field);
-    std::string_view key;
-    check(member.unescaped_key().get(key), field);
-    handle(key, member.value());
-  }
-}
-
 // Calls `handle(item, item_field)` for each element of the array at `value`,
-// where `item_field` names the element, such as "webtrap.baits[2]".
+// where `item_field` names the element, such as "webtrap.baits[2]". One
+// string holds every element's name in turn, so a long array of headers
+// allocates it once.
 template <class Handler>
 void forEachElement(ondemand::value value, std::string_view field, Handler&& handle) {
   ondemand::array items = readArray(value, field);
   std::size_t index = 0;
+  std::string item_field;
   for (auto element : items) {
     ondemand::value item;
     check(std::move(element).get(item), field);
-    handle(item, indexField(field, index));
+    item_field.assign(field);
+    item_field += '[';
+    item_field += std::to_string(index);
+    item_field += ']';
+    handle(item, item_field);
     ++index;
+  }
+}
+
+// Reads the string member `name` of the object named `object_field`. The
+// member's field name is built only for the error message.
+void readMemberString(ondemand::value member, std::string_view object_field,
+                      std::string_view name, std::string& out) {
+  if (!readPlainString(member, out)) {
+    readStringInto(member, childField(object_field, name), out);
   }
 }
 
@@ -92,9 +96,9 @@ void decodeBaits(ondemand::value value, AuditRecord& record) {
     std::string detail;
     forEachMember(item, item_field, [&](std::string_view key, ondemand::value member) {
       if (key == "kind") {
-        readStringInto(member, childField(item_field, "kind"), kind);
+        readMemberString(member, item_field, "kind", kind);
       } else if (key == "detail") {
-        readStringInto(member, childField(item_field, "detail"), detail);
+        readMemberString(member, item_field, "detail", detail);
       }
     });
     record.bait_hits.push_back(std::move(kind));
@@ -120,19 +124,19 @@ void decodeOat(ondemand::value value, AuditRecord& record) {
     OatTag tag;
     forEachMember(item, item_field, [&](std::string_view key, ondemand::value member) {
       if (key == "id") {
-        readStringInto(member, childField(item_field, "id"), tag.id);
+        readMemberString(member, item_field, "id", tag.id);
       } else if (key == "name") {
-        readStringInto(member, childField(item_field, "name"), tag.name);
+        readMemberString(member, item_field, "name", tag.name);
       } else if (key == "basis") {
-        readStringInto(member, childField(item_field, "basis"), tag.basis);
+        readMemberString(member, item_field, "basis", tag.basis);
       } else if (key == "confidence") {
         tag.confidence = readConfidence(member, childField(item_field, "confidence"));
       } else if (key == "reason") {
-        readStringInto(member, childField(item_field, "reason"), tag.reason);
+        readMemberString(member, item_field, "reason", tag.reason);
       } else if (key == "attack") {
         readStringArray(member, childField(item_field, "attack"), tag.attack);
       } else if (key == "version") {
-        readStringInto(member, childField(item_field, "version"), tag.version);
+        readMemberString(member, item_field, "version", tag.version);
       }
     });
     if (tag.id.empty()) {
@@ -147,13 +151,13 @@ void decodeCards(ondemand::value value, std::string_view field, FormFacts& form)
     CardFacts card;
     forEachMember(item, item_field, [&](std::string_view key, ondemand::value member) {
       if (key == "bin") {
-        readStringInto(member, childField(item_field, "bin"), card.bin);
+        readMemberString(member, item_field, "bin", card.bin);
       } else if (key == "last4") {
-        readStringInto(member, childField(item_field, "last4"), card.last4);
+        readMemberString(member, item_field, "last4", card.last4);
       } else if (key == "luhn_valid") {
         card.luhn_valid = readBool(member, childField(item_field, "luhn_valid"));
       } else if (key == "fingerprint") {
-        readStringInto(member, childField(item_field, "fingerprint"), card.fingerprint);
+        readMemberString(member, item_field, "fingerprint", card.fingerprint);
       }
     });
     form.cards.push_back(std::move(card));
