@@ -456,7 +456,9 @@ def start_es_double(folder: str, args) -> tuple[subprocess.Popen, int]:
 def start_profiler(pid: int, folder: str, timeout: float) -> subprocess.Popen:
     """Start perf record on pid with DWARF call graphs, stopped with SIGINT at the end of the run."""
     output = os.path.join(folder, "perf.data")
-    process = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(pid),
+    # WEBTRAP_BENCH_PERF_HZ raises the sampling rate for short runs.
+    frequency = os.environ.get("WEBTRAP_BENCH_PERF_HZ", "499")
+    process = subprocess.Popen(["perf", "record", "-F", frequency, "--call-graph", "dwarf,16384", "-p", str(pid),
                                 "-o", output, "--", "sleep", str(int(timeout))],
                                stdout=subprocess.DEVNULL, stderr=open(output + ".log", "w"))
     time.sleep(1)
