@@ -17,6 +17,7 @@
 #include "collector/ingest.h"
 #include "common/card_numbers.h"
 #include "common/encoding.h"
+#include "ingest_fixture.h"
 
 namespace webtrap::collector {
 namespace {
@@ -376,37 +377,17 @@ TEST(CardMaskingDecode, WebtrapRecordsNotScanned) {
   EXPECT_NE(result.record.uri.find(kVisa), std::string::npos);
 }
 
-class CardMaskingIngest : public ::testing::Test {
+class CardMaskingIngest : public IngestFixture {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("webtrap-card-masking-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    StoreOptions options;
-    options.path = dir_ / "store.sqlite";
-    options.synchronous = "normal";
-    store_ = std::make_unique<Store>(options);
-    enricher_ = std::make_unique<Enricher>(EnrichOptions{});
-    ingest_ = std::make_unique<Ingest>(*store_, *enricher_, metrics_, [] {});
-    source_.input = InputKind::kModsecurityHttp;
-    source_.format = RecordFormat::kAuto;
-    source_.sensor_id = "web1";
-  }
+  CardMaskingIngest() : IngestFixture("webtrap-card-masking-test", source()) {}
 
-  void TearDown() override {
-    ingest_.reset();
-    store_.reset();
-    fs::remove_all(dir_);
+  static IngestSource source() {
+    IngestSource source;
+    source.input = InputKind::kModsecurityHttp;
+    source.format = RecordFormat::kAuto;
+    source.sensor_id = "web1";
+    return source;
   }
-
-  fs::path dir_;
-  MetricsRegistry metrics_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Enricher> enricher_;
-  std::unique_ptr<Ingest> ingest_;
-  IngestSource source_;
 };
 
 TEST_F(CardMaskingIngest, DeadLetterLinesMasked) {

@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include "ingest_fixture.h"
+
 namespace webtrap::collector {
 namespace {
 
@@ -33,42 +35,22 @@ void execSql(const fs::path& database, const std::string& sql) {
   ASSERT_EQ(rc, SQLITE_OK) << sql << ": " << message;
 }
 
-class IngestTest : public ::testing::Test {
+class IngestTest : public IngestFixture {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("webtrap-ingest-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    StoreOptions options;
-    options.path = dir_ / "store.sqlite";
-    options.synchronous = "normal";
-    store_ = std::make_unique<Store>(options);
-    enricher_ = std::make_unique<Enricher>(EnrichOptions{});
-    ingest_ = std::make_unique<Ingest>(*store_, *enricher_, metrics_, [] {});
-    source_.input = InputKind::kProbe;
-    source_.format = RecordFormat::kModsec3;
-    source_.sensor_id = "s1";
-  }
+  IngestTest() : IngestFixture("webtrap-ingest-test", source()) {}
 
-  void TearDown() override {
-    ingest_.reset();
-    store_.reset();
-    fs::remove_all(dir_);
+  static IngestSource source() {
+    IngestSource source;
+    source.input = InputKind::kProbe;
+    source.format = RecordFormat::kModsec3;
+    source.sensor_id = "s1";
+    return source;
   }
 
   std::uint64_t deadLetterCounter() {
     return metrics_.counter("webtrap_collector_dead_letters_total", "", "stage=\"ingest\"")
         .value();
   }
-
-  fs::path dir_;
-  MetricsRegistry metrics_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Enricher> enricher_;
-  std::unique_ptr<Ingest> ingest_;
-  IngestSource source_;
 };
 
 TEST_F(IngestTest, DeadLettersStoredAndCounted) {
