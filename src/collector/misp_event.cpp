@@ -1242,6 +1242,8 @@ std::string MispModel::renderManifest() {
   return out;
 }
 
+// NOTE: this reads every attribute of every event, so its cost grows with
+// the history the state holds. Nothing prunes old events yet.
 std::string MispModel::renderHashes() {
   Statement read(impl_->db, "SELECT value, event_uuid FROM attributes ORDER BY event_uuid, uuid");
   std::string out;
