@@ -412,9 +412,11 @@ def shipper_ignores_proxy_environment(workdir, records):
 
     environment = dict(os.environ, http_proxy=f"http://127.0.0.1:{proxy_port}",
                        HTTP_PROXY=f"http://127.0.0.1:{proxy_port}")
+    # No metrics listener: a busy default port would end the shipper at
+    # start, and the check below would pass without a connection attempt.
     shipper = subprocess.Popen([str(BIN), "ship", "--config", str(config), "--spool", str(spool),
-                                "--until-idle"], env=environment, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                                "--until-idle", "--metrics-listen", "off"], env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     received = b""
     try:
@@ -430,10 +432,14 @@ def shipper_ignores_proxy_environment(workdir, records):
             except socket.timeout:
                 received = b"<connected>"
             connection.close()
+        exited_early = shipper.poll()
     finally:
         shipper.kill()
         shipper.wait()
         listener.close()
+    check(exited_early is None,
+          f"the shipper exited with {exited_early} before the proxy check ended, so it never "
+          "tried to connect; run it by hand to see why")
     check(not received,
           "the shipper sent its loopback http:// batch through the proxy in http_proxy: "
           f"{received[:160]!r}; the token would leave the host in clear text")
