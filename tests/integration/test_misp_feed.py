@@ -10,8 +10,7 @@ each <uuid>.json it lists, hashes.csv) and checks:
 - 4 events (2 groups x 2 days), with the uuids the documented rule gives;
 - one ip-src per source per event, one http-request object per request
   signature, and one sighting per further hit, counted from the ECS documents
-  that the NDJSON output of the same collector wrote (nothing lost, nothing
-  twice across the kill);
+  in the collector's store (nothing lost, nothing twice across the kill);
 - every event file against the MISP event JSON Schemas, every object
   against its object template, every attribute type and category against
   describeTypes.json, and every tag against its taxonomy;
@@ -111,7 +110,7 @@ class Collector:
         self.admin = f"http://127.0.0.1:{free_port()}"
         self.feed = workdir / "feed"
         self.state = workdir / "feed.state.sqlite"
-        self.ndjson = workdir / "documents.ndjson"
+        self.store = workdir / "state" / "store.sqlite"
         self.config = workdir / "collector.yaml"
         inputs = "\n".join(
             f"    - {{path: {workdir / (g + '.ndjson')}, format: webtrap, sensor_id: sensor-{g}, "
@@ -124,9 +123,6 @@ inputs:
   files:
 {inputs}
 outputs:
-  ndjson:
-    path: {self.ndjson}
-    flush_interval: 100ms
   misp_feed:
     path: {self.feed}
     batch_max_events: 500
@@ -160,17 +156,27 @@ outputs:
                     return float(line.rsplit(" ", 1)[1])
         return None
 
-    def sightings(self):
-        if not self.state.exists():
-            return 0
+    @staticmethod
+    def query(path, sql):
+        """Run one read-only query; the collector may be writing meanwhile (WAL)."""
+        if not path.exists():
+            return None
         try:
-            db = sqlite3.connect(f"file:{self.state}?mode=ro", uri=True, timeout=5)
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
             try:
-                return db.execute("SELECT count(*) FROM sightings").fetchone()[0]
+                return db.execute(sql).fetchall()
             finally:
                 db.close()
         except sqlite3.OperationalError:
-            return 0
+            return None  # schema not created yet, or busy
+
+    def sightings(self):
+        rows = self.query(self.state, "SELECT count(*) FROM sightings")
+        return rows[0][0] if rows else 0
+
+    def stored(self):
+        rows = self.query(self.store, "SELECT count(*) FROM events")
+        return rows[0][0] if rows else 0
 
     def kill(self):
         self.process.send_signal(signal.SIGKILL)
@@ -189,11 +195,11 @@ def cut(text, limit):
     return data[:limit].decode(errors="ignore")
 
 
-def expected_from_documents(path):
+def expected_from_documents(documents):
     """Compute what the feed must contain from the ECS documents."""
     events = {}
-    for line in path.read_text().splitlines():
-        doc = json.loads(line)
+    for text in documents:
+        doc = json.loads(text)
         ip = doc.get("source", {}).get("ip")
         if not ip:
             continue
@@ -333,14 +339,18 @@ def main():
             check(depth is None or depth > 0, "the feed caught up before the kill; no kill test")
             collector.kill()
             collector.start()
-            wait_for(lambda: collector.queue_depth() == 0 and
-                     collector.ndjson.exists() and
-                     len(collector.ndjson.read_bytes().splitlines()) >= RECORDS, 300,
-                     "the feed output to catch up")
+            wait_for(lambda: collector.stored() >= RECORDS and collector.queue_depth() == 0,
+                     300, "the feed output to catch up")
         finally:
             collector.stop()
 
-        expected = expected_from_documents(collector.ndjson)
+        check(collector.stored() == RECORDS,
+              f"{collector.stored()} events stored, expected {RECORDS}")
+        dead = Collector.query(collector.store, "SELECT count(*) FROM dead_letters")[0][0]
+        check(dead == 0, f"{dead} dead letters")
+        documents = [row[0] for row in Collector.query(collector.store,
+                                                        "SELECT document FROM events")]
+        expected = expected_from_documents(documents)
         check(len(expected) == 4, f"{len(expected)} groups x days in the documents, expected 4")
         total_sources = set().union(*(e["sources"] for e in expected.values()))
         check(len(total_sources) == SOURCES, f"{len(total_sources)} sources in the documents")
