@@ -15,6 +15,7 @@
 
 #include <fmt/format.h>
 
+#include "collector/ecs_form.h"
 #include "collector/ecs_threat.h"
 #include "common/encoding.h"
 #include "common/json_writer.h"
@@ -615,6 +616,7 @@ void writeWebtrap(JsonWriter& writer, const AuditRecord& record, const SensorFac
   writeStringIfPresent(writer, "persona", record.persona);
   writeStringArray(writer, "bait_hits", record.bait_hits);
   writeWebtrapOat(writer, oat_tags);
+  writeWebtrapForm(writer, record.form);
 
   writer.key("request");
   writer.beginObject();

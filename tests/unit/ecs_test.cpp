@@ -642,6 +642,19 @@ std::vector<std::string> sampleDocuments() {
   single.timestamp_us = 0;
   documents.push_back(buildEcsDocument(single, GeoFacts{}, {"web1", "dmz", "file"}, kIngestMs));
 
+  // A form post with every form fact, so that webtrap.form is covered.
+  AuditRecord form_post = probeRecord();
+  form_post.method = "POST";
+  form_post.form.kind = "checkout";
+  form_post.form.username = "j.doe";
+  form_post.form.password_sha256 = std::string(64, 'a');
+  form_post.form.email = "j.doe@example.com";
+  form_post.form.coupon = "SAVE10";
+  form_post.form.cards.push_back({"411111", "1111", true, "0123456789abcdef"});
+  form_post.form.links = 2;
+  form_post.form.text_bytes = 120;
+  documents.push_back(buildEcsDocument(form_post, berlin(), probeSensor(), kIngestMs));
+
   AuditRecord proxy = probeRecord();
   proxy.uri = "http://proxy-check.example:3128/judge.php?a=1";
   proxy.client_ip = "garbage";
