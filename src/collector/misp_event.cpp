@@ -250,6 +250,8 @@ CREATE TABLE IF NOT EXISTS sightings(
   uuid TEXT PRIMARY KEY, attribute_uuid TEXT NOT NULL, event_uuid TEXT NOT NULL,
   source TEXT NOT NULL, date INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS sightings_attribute ON sightings(attribute_uuid, date);
+CREATE TABLE IF NOT EXISTS event_hashes(
+  event_uuid TEXT PRIMARY KEY, timestamp INTEGER NOT NULL, lines TEXT NOT NULL);
 )sql";
 
 // Maximum number of rule ids listed in one http-request object's text attribute.
@@ -1242,16 +1244,52 @@ std::string MispModel::renderManifest() {
   return out;
 }
 
-// NOTE: this reads every attribute of every event, so its cost grows with
-// the history the state holds. Nothing prunes old events yet.
+// The hashes.csv lines of each event are kept with the event timestamp they
+// were computed for, so only events changed since the last call are read
+// again.
+// NOTE: the file still covers every event the state holds, so its size
+// grows with the history. Nothing prunes old events yet.
 std::string MispModel::renderHashes() {
-  Statement read(impl_->db, "SELECT value, event_uuid FROM attributes ORDER BY event_uuid, uuid");
+  sqlite3* db = impl_->db;
+  Statement stale(
+      db,
+      "SELECT e.uuid, e.timestamp FROM events e LEFT JOIN event_hashes h "
+      "ON h.event_uuid = e.uuid WHERE h.timestamp IS NULL OR h.timestamp != e.timestamp");
+  std::vector<std::pair<std::string, std::int64_t>> changed;
+  while (stale.step()) {
+    changed.emplace_back(stale.text(0), stale.integer(1));
+  }
+  stale.reset();
+  if (!changed.empty()) {
+    Statement values(db, "SELECT value FROM attributes WHERE event_uuid=? ORDER BY uuid");
+    Statement store(db,
+                    "INSERT OR REPLACE INTO event_hashes(event_uuid, timestamp, lines) "
+                    "VALUES(?,?,?)");
+    impl_->exec("BEGIN IMMEDIATE");
+    try {
+      for (const auto& [uuid, timestamp] : changed) {
+        std::string lines;
+        values.bind(1, uuid);
+        while (values.step()) {
+          lines += md5Hex(values.text(0));
+          lines += ',';
+          lines += uuid;
+          lines += '\n';
+        }
+        values.reset();
+        store.bind(1, uuid).bind(2, timestamp).bind(3, lines).run();
+      }
+      impl_->exec("COMMIT");
+    } catch (...) {
+      values.reset();
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      throw;
+    }
+  }
+  Statement read(db, "SELECT lines FROM event_hashes ORDER BY event_uuid");
   std::string out;
   while (read.step()) {
-    out += md5Hex(read.text(0));
-    out += ',';
-    out += read.text(1);
-    out += '\n';
+    out += read.text(0);
   }
   return out;
 }
