@@ -2,78 +2,19 @@
 #include <curl/curl.h>
 #include <zlib.h>
 
-#include <charconv>
 #include <chrono>
-#include <vector>
-#include <ctime>
-#include <mutex>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "collector/curl_support.h"
 #include "collector/elasticsearch_output.h"
 #include "common/encoding.h"
 
 namespace webtrap::collector {
 namespace {
-
-void initCurlOnce() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
-// Largest response body kept, after libcurl decompresses it. By estimate a
-// _bulk item takes a few hundred bytes, or a few KiB with an error and its
-// causes, so a batch of thousands of events gets back far less. A larger
-// body, such as a gzip bomb from a broken or hostile server, is abandoned
-// instead of filling memory.
-constexpr std::size_t kMaxResponseBytes = 128 << 20;
-
-struct BodyCapture {
-  std::string* body = nullptr;
-  bool too_large = false;
-};
-
-std::size_t appendBody(char* data, std::size_t size, std::size_t count, void* user) {
-  auto* capture = static_cast<BodyCapture*>(user);
-  std::size_t bytes = size * count;
-  if (capture->body->size() + bytes > kMaxResponseBytes) {
-    capture->too_large = true;
-    return 0;  // fewer bytes than given makes libcurl stop with CURLE_WRITE_ERROR
-  }
-  capture->body->append(data, bytes);
-  return bytes;
-}
-
-struct HeaderCapture {
-  std::int64_t retry_after_ms = 0;
-};
-
-// Reads Retry-After, as delay-seconds or an HTTP-date (RFC 9110, 10.2.3).
-std::size_t captureHeader(char* data, std::size_t size, std::size_t count, void* user) {
-  std::string_view line(data, size * count);
-  constexpr std::string_view kName = "retry-after:";
-  if (line.size() > kName.size() && equalsIgnoreCase(line.substr(0, kName.size()), kName)) {
-    std::string value(line.substr(kName.size()));
-    auto first = value.find_first_not_of(" \t");
-    auto last = value.find_last_not_of(" \t\r\n");
-    value = first == std::string::npos ? "" : value.substr(first, last - first + 1);
-    std::int64_t seconds = 0;
-    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
-    auto* capture = static_cast<HeaderCapture*>(user);
-    if (ec == std::errc() && end == value.data() + value.size() && seconds >= 0) {
-      capture->retry_after_ms = seconds * 1000;
-    } else {
-      std::time_t when = curl_getdate(value.c_str(), nullptr);
-      std::time_t now = std::time(nullptr);
-      if (when > now) {
-        capture->retry_after_ms = static_cast<std::int64_t>(when - now) * 1000;
-      }
-    }
-  }
-  return size * count;
-}
 
 std::string gzipCompress(std::string_view input) {
   z_stream stream{};
@@ -96,20 +37,8 @@ std::string gzipCompress(std::string_view input) {
   return output;
 }
 
-// Errors after which another URL may work: the request did not reach a server.
-bool isConnectError(CURLcode code) {
-  return code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST ||
-         code == CURLE_COULDNT_RESOLVE_PROXY || code == CURLE_GOT_NOTHING ||
-         code == CURLE_SEND_ERROR || code == CURLE_RECV_ERROR;
-}
-
 // How long a URL that refused a connection is tried only after the others.
 constexpr std::chrono::seconds kSkipFailedUrl{30};
-
-bool isTlsError(CURLcode code) {
-  return code == CURLE_PEER_FAILED_VERIFICATION || code == CURLE_SSL_CONNECT_ERROR ||
-         code == CURLE_SSL_CACERT_BADFILE || code == CURLE_SSL_CERTPROBLEM;
-}
 
 }  // namespace
 
@@ -147,8 +76,8 @@ ElasticsearchClient::ElasticsearchClient(ElasticsearchOptions options)
                    static_cast<long>(options_.connect_timeout.count()));
   curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(curl, CURLOPT_USERAGENT, "webtrap-collector/" WEBTRAP_VERSION);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, appendBody);
-  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, captureHeader);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, curlAppendBody);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, curlCaptureHeader);
   // Accept gzip and deflate responses, because bulk responses repeat the same keys.
   curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
   curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, options_.tls_verify ? 1L : 0L);
@@ -238,9 +167,9 @@ ElasticsearchResponse ElasticsearchClient::request(std::string_view method, std:
     const std::string& base = options_.urls[index];
     std::string url = base + std::string(path);
     char error_buffer[CURL_ERROR_SIZE] = {};
-    HeaderCapture capture;
+    CurlHeaderCapture capture;
     response = ElasticsearchResponse{};
-    BodyCapture body_capture{&response.body};
+    CurlBodyCapture body_capture{&response.body};
     curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body_capture);
     curl_easy_setopt(curl, CURLOPT_HEADERDATA, &capture);
@@ -273,7 +202,7 @@ ElasticsearchResponse ElasticsearchClient::request(std::string_view method, std:
                                method, url, options_.timeout.count(), detail);
       break;
     }
-    if (isTlsError(code)) {
+    if (isCurlTlsError(code)) {
       last_error = fmt::format("{} {} failed the TLS handshake: {}; check "
                                "outputs.elasticsearch.ca_file (the CA bundle that signed the "
                                "server certificate) and the host name in url",
@@ -281,7 +210,7 @@ ElasticsearchResponse ElasticsearchClient::request(std::string_view method, std:
       continue;
     }
     last_error = fmt::format("{} {} failed: {}", method, url, detail);
-    if (!isConnectError(code)) {
+    if (!isCurlConnectError(code)) {
       break;
     }
     if (url_count > 1) {
