@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <ctime>
 #include <map>
 #include <set>
@@ -117,6 +118,42 @@ std::string ipLiteral(std::string_view host) {
     return text;
   }
   return {};
+}
+
+// Returns true when MISP accepts `host` as a hostname attribute: labels of
+// letters, digits, '_' and '-' (no '-' at either end, at most 63 bytes), at
+// least one dot, at most 253 bytes, and an optional final dot.
+bool validHostname(std::string_view host) {
+  if (host.ends_with('.')) {
+    host.remove_suffix(1);
+  }
+  if (host.empty() || host.size() > 253 || host.find('.') == std::string_view::npos) {
+    return false;
+  }
+  std::size_t start = 0;
+  while (start <= host.size()) {
+    std::size_t end = host.find('.', start);
+    if (end == std::string_view::npos) {
+      end = host.size();
+    }
+    std::string_view label = host.substr(start, end - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      return false;
+    }
+    for (char c : label) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') {
+        return false;
+      }
+    }
+    start = end + 1;
+  }
+  return true;
+}
+
+std::string lowercase(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text;
 }
 
 // ---------------------------------------------------------------- ATT&CK
@@ -836,7 +873,9 @@ void MispModel::Impl::applyRecord(const MispModelOptions& options, const MispRec
         a.object_uuid = object_uuid;
         a.relation = relation;
         a.type = type;
-        a.category = std::string_view(type) == "text" ? "Other" : "Network activity";
+        // The template gives no category for `text`, so it takes the type's
+        // default. Every other relation used here allows Network activity.
+        a.category = std::string_view(relation) == "text" ? "Other" : "Network activity";
         a.value = std::move(value);
         a.to_ids = to_ids;
         a.disable_correlation = disable_correlation;
@@ -845,10 +884,13 @@ void MispModel::Impl::applyRecord(const MispModelOptions& options, const MispRec
       add("method", "http-method", record.method, true, false);
       // A Host header that is an address is the server's address.
       std::string address = ipLiteral(record.host);
-      if (address.empty()) {
-        add("host", "hostname", record.host, false, false);
-      } else {
+      if (!address.empty()) {
         add("ip-dst", "ip-dst", address, false, false);
+      } else if (validHostname(record.host)) {
+        add("host", "hostname", lowercase(record.host), false, false);
+      } else if (!record.host.empty()) {
+        // MISP rejects such a value as a hostname, so it goes in as text.
+        add("header", "text", "Host: " + record.host, true, false);
       }
       add("uri", "uri", record.path, false, false);
       add("user-agent", "user-agent", record.user_agent, false, false);

@@ -13,7 +13,8 @@ each <uuid>.json it lists, hashes.csv) and checks:
   in the collector's store (nothing lost, nothing twice across the kill);
 - every event file against the MISP event JSON Schemas, every object
   against its object template, every attribute type and category against
-  describeTypes.json, and every tag against its taxonomy;
+  describeTypes.json, every value against the MISP test double's copy of
+  MISP's value validation, and every tag against its taxonomy;
 - manifest.json, the event files and hashes.csv agree with each other.
 
 Exit status 77 (skip) when python3-jsonschema or the MISP reference data is
@@ -38,6 +39,10 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from probe_harness import BIN, SHARED_DIR, SOURCE_DIR, wait_for  # noqa: E402
+
+sys.path.insert(0, str(SOURCE_DIR / "tests" / "tools"))
+# The MISP test double's copy of MISP's attribute value validation.
+from misp_double import value_error  # noqa: E402
 
 MISP_DIR = SHARED_DIR / "misp"
 MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
@@ -273,6 +278,11 @@ def check_objects(events, describe):
     mapping = describe["category_type_mappings"]
     credential_objects = 0
     for event in events:
+        every = event["Event"]["Attribute"] + \
+            [a for o in event["Event"]["Object"] for a in o["Attribute"]]
+        for attribute in every:
+            error = value_error(attribute["type"], attribute["value"])
+            check(error is None, f"{attribute['type']} {attribute['value']!r}: {error}")
         for attribute in event["Event"]["Attribute"]:
             check(attribute["type"] in describe["types"], f"unknown type {attribute['type']}")
             check(attribute["type"] in mapping.get(attribute["category"], []),

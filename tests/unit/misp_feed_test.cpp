@@ -437,5 +437,33 @@ TEST_F(MispFeedTest, CredentialsAndAddressHosts) {
   EXPECT_EQ(results[1].delivery, Delivery::kDelivered);
 }
 
+TEST_F(MispFeedTest, HostHeadersMispRejects) {
+  MispFeedOptions o = options("feed");
+  MispFeedOutput output(o);
+  std::vector<StoredEvent> batch(2);
+  const char* hosts[] = {"Shop.Example", "localhost"};
+  for (int i = 0; i < 2; ++i) {
+    Hit hit{"edge", "s1", "198.51.100.1", "GET", hosts[i], "/", "curl/8.0", kDayOneMs};
+    batch[i].event_id = fmt::format("h{}", i);
+    batch[i].timestamp_ms = kDayOneMs + i;
+    batch[i].sensor_id = "s1";
+    batch[i].document = ecsDocument(hit, batch[i].event_id);
+  }
+  output.send(batch);
+  MispRecord record;
+  record.sensor_group = "edge";
+  record.timestamp_ms = kDayOneMs;
+  std::string json = readFile(o.path / (mispEventKey(o.model, record).uuid + ".json"));
+  // A valid host name is kept, in lowercase as MISP stores it.
+  EXPECT_NE(json.find("\"type\":\"hostname\",\"category\":\"Network activity\","
+                      "\"value\":\"shop.example\""),
+            std::string::npos);
+  // A name without a dot is not a MISP hostname, so it goes in as a header.
+  EXPECT_NE(json.find("\"object_relation\":\"header\",\"type\":\"text\","
+                      "\"category\":\"Network activity\",\"value\":\"Host: localhost\""),
+            std::string::npos);
+  EXPECT_EQ(json.find("\"value\":\"localhost\""), std::string::npos);
+}
+
 }  // namespace
 }  // namespace webtrap::collector
