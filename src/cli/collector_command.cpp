@@ -410,11 +410,9 @@ int runEnrol(const CollectorOptions& options) {
   bool was_revoked = false;
   for (const auto& existing : store->sensors()) {
     if (existing.sensor_id == options.sensor_id) {
-      // A new token for a known sensor continues its history.
+      // The store keeps a known sensor's last_seen and record count.
       replaced = true;
       was_revoked = existing.revoked_ms != 0;
-      sensor.last_seen_ms = existing.last_seen_ms;
-      sensor.records = existing.records;
     }
   }
   store->enrolSensor(sensor);

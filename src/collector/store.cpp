@@ -1224,9 +1224,15 @@ void Store::enrolSensor(const SensorInfo& sensor) {
   std::lock_guard lock(impl_->write_mutex);
   Connection& writer = *impl_->writer;
   sqlite3_stmt* stmt = writer.prepare(
-      "INSERT OR REPLACE INTO sensors(sensor_id, group_name, token_sha256, enrolled_ms, "
-      "last_seen_ms, records, revoked_ms, certificate_sha256, certificate_cn) "
-      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+      "INSERT INTO sensors(sensor_id, group_name, token_sha256, enrolled_ms, last_seen_ms, "
+      "records, revoked_ms, certificate_sha256, certificate_cn) "
+      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+      // A running collector may have written the sensor's count since the
+      // caller read it, so an existing row keeps its own count.
+      "ON CONFLICT(sensor_id) DO UPDATE SET group_name = excluded.group_name, "
+      "token_sha256 = excluded.token_sha256, enrolled_ms = excluded.enrolled_ms, "
+      "revoked_ms = excluded.revoked_ms, certificate_sha256 = excluded.certificate_sha256, "
+      "certificate_cn = excluded.certificate_cn");
   ResetGuard reset(stmt);
   bindText(stmt, 1, sensor.sensor_id);
   bindText(stmt, 2, sensor.group);

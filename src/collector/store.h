@@ -157,7 +157,10 @@ class Store {
   RetentionSummary retentionTotals() const;
 
   // Sensors and their ingest tokens.
-  void enrolSensor(const SensorInfo& sensor);  // replaces an existing id
+  // Enrols a sensor. An enrolled id gets the new token, group and
+  // certificate binding and loses its revocation. It keeps its stored
+  // last_seen_ms and records, so those of `sensor` apply to a new id only.
+  void enrolSensor(const SensorInfo& sensor);
   // Marks a sensor as revoked at `at_ms`. Its row, token hash and events
   // stay, so a request with its token is rejected as revoked rather than as
   // unknown. Revoking a sensor again keeps the first time. Returns false

@@ -366,6 +366,28 @@ TEST_F(StoreTest, SensorsFoundByTokenHash) {
   EXPECT_EQ(store.sensors().size(), 2u);
 }
 
+// `collector enrol` runs beside a collector that keeps writing the sensor's
+// count, so the count it read before enrolling may be stale by the time it
+// writes.
+TEST_F(StoreTest, EnrolAgainKeepsCountsWrittenMeanwhile) {
+  Store store(options_);
+  store.enrolSensor({.sensor_id = "web1", .group = "dmz", .token_sha256 = std::string(64, 'a')});
+  store.noteSensorSeen("web1", 5000, 40);
+  store.insert(makeEvents("s", 1));
+
+  store.enrolSensor({.sensor_id = "web1",
+                     .group = "lan",
+                     .token_sha256 = std::string(64, 'b'),
+                     .last_seen_ms = 1000,
+                     .records = 0});
+  auto found = store.findSensorByTokenHash(std::string(64, 'b'));
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->records, 40u);
+  EXPECT_EQ(found->last_seen_ms, 5000);
+  EXPECT_EQ(found->group, "lan");
+  EXPECT_FALSE(store.findSensorByTokenHash(std::string(64, 'a')).has_value());
+}
+
 TEST_F(StoreTest, RevokedSensorKeepsRowAndToken) {
   const std::string hash(64, 'a');
   {
