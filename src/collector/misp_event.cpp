@@ -105,6 +105,22 @@ std::string seenText(std::int64_t timestamp_ms) {
                      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
 }
 
+// Returns `address` in the text form inet_ntop(3) gives, which MISP stores
+// too, so that "2001:DB8::1" and "2001:db8::1" are one attribute. Returns
+// `address` unchanged when it is not an IP address.
+std::string canonicalIp(std::string_view address) {
+  std::string text(address);
+  unsigned char buffer[16];
+  char out[INET6_ADDRSTRLEN];
+  if (inet_pton(AF_INET, text.c_str(), buffer) == 1) {
+    return inet_ntop(AF_INET, buffer, out, sizeof(out)) ? std::string(out) : text;
+  }
+  if (inet_pton(AF_INET6, text.c_str(), buffer) == 1) {
+    return inet_ntop(AF_INET6, buffer, out, sizeof(out)) ? std::string(out) : text;
+  }
+  return text;
+}
+
 // Returns the IPv4 or IPv6 literal in `host` without brackets, or an empty
 // string when `host` is a host name.
 std::string ipLiteral(std::string_view host) {
@@ -115,7 +131,7 @@ std::string ipLiteral(std::string_view host) {
   unsigned char buffer[16];
   if (inet_pton(AF_INET, text.c_str(), buffer) == 1 ||
       inet_pton(AF_INET6, text.c_str(), buffer) == 1) {
-    return text;
+    return canonicalIp(text);
   }
   return {};
 }
@@ -548,7 +564,7 @@ MispRecord readMispRecord(const StoredEvent& event) {
     record.sensor_id = stringAt(root, "/observer/name");
   }
   record.sensor_group = stringAt(root, "/webtrap/sensor/group");
-  record.source_ip = stringAt(root, "/source/ip");
+  record.source_ip = canonicalIp(stringAt(root, "/source/ip"));
   record.method = cutUtf8(stringAt(root, "/http/request/method"), 32);
   record.host = cutUtf8(stringAt(root, "/url/domain"), 255);
   std::string_view path = stringAt(root, "/url/path");

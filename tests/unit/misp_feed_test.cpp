@@ -403,9 +403,11 @@ TEST_F(MispFeedTest, CredentialsAndAddressHosts) {
   MispFeedOptions o = options("feed");
   o.model.credentials = MispCredentials::kSha256;
   MispFeedOutput output(o);
-  Hit hit{"edge", "s1", "198.51.100.1", "POST", "[2001:db8::1]", "/login", "curl/8.0", kDayOneMs};
+  Hit hit{"edge", "s1", "", "POST", "[2001:DB8:0::1]", "/login", "curl/8.0", kDayOneMs};
   std::vector<StoredEvent> batch(2);
   for (int i = 0; i < 2; ++i) {
+    // One address in two spellings.
+    hit.ip = i == 0 ? "2001:db8::5" : "2001:DB8:0::5";
     batch[i].event_id = fmt::format("c{}", i);
     batch[i].timestamp_ms = kDayOneMs + i;
     batch[i].sensor_id = "s1";
@@ -424,6 +426,10 @@ TEST_F(MispFeedTest, CredentialsAndAddressHosts) {
   EXPECT_NE(json.find("\"value\":\"hashed\""), std::string::npos);
   EXPECT_NE(json.find("\"object_relation\":\"ip-dst\",\"type\":\"ip-dst\""), std::string::npos);
   EXPECT_NE(json.find("\"value\":\"2001:db8::1\""), std::string::npos);
+  EXPECT_NE(json.find("\"type\":\"ip-src\",\"category\":\"Network activity\","
+                      "\"value\":\"2001:db8::5\""),
+            std::string::npos);
+  EXPECT_EQ(json.find("DB8"), std::string::npos);
   EXPECT_EQ(json.find("hostname"), std::string::npos);
   // One credential object, and the second hit is a sighting.
   EXPECT_EQ(json.find("\"name\":\"credential\""), json.rfind("\"name\":\"credential\""));
