@@ -690,15 +690,30 @@ void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
                     "(default: from `listen`)");
   enrol->add_option("--token-file", options->token_file,
                     "Write the token to this file (mode 0600) and print token_file instead");
-  enrol->add_option("--client-certificate", options->client_certificate_file,
-                    "PEM certificate of the sensor: its records are accepted only over TLS "
-                    "with this certificate (needs tls.client_ca)");
-  enrol->add_option("--client-certificate-sha256", options->client_certificate_sha256,
-                    "The same, given as the SHA-256 fingerprint of the certificate's DER "
-                    "encoding (hex, colons allowed)");
-  enrol->add_option("--client-certificate-cn", options->client_certificate_cn,
-                    "Accept the sensor's records only with a client certificate whose subject "
-                    "CN is this (needs tls.client_ca)");
+  // An empty value (such as an unset shell variable) would otherwise enrol
+  // the sensor without the certificate binding that the option requests.
+  CLI::Validator non_empty(
+      [](std::string& value) {
+        return value.empty() ? std::string("empty value; give a value, or leave the option "
+                                           "out to enrol without a certificate binding")
+                             : std::string();
+      },
+      "", "NON_EMPTY");
+  enrol
+      ->add_option("--client-certificate", options->client_certificate_file,
+                   "PEM certificate of the sensor: its records are accepted only over TLS "
+                   "with this certificate (needs tls.client_ca)")
+      ->check(non_empty);
+  enrol
+      ->add_option("--client-certificate-sha256", options->client_certificate_sha256,
+                   "The same, given as the SHA-256 fingerprint of the certificate's DER "
+                   "encoding (hex, colons allowed)")
+      ->check(non_empty);
+  enrol
+      ->add_option("--client-certificate-cn", options->client_certificate_cn,
+                   "Accept the sensor's records only with a client certificate whose subject "
+                   "CN is this (needs tls.client_ca)")
+      ->check(non_empty);
   enrol->callback([options, &runner] { runner = [options] { return runEnrol(*options); }; });
 
   CLI::App* revoke = command->add_subcommand(

@@ -11,7 +11,8 @@ and not at all. Each token is then sent with each certificate and without
 one: only the enrolled certificate is accepted for a bound sensor, the
 others get 403 with a message, and an unbound sensor is accepted with any
 certificate or none. Enrolling with a certificate against a configuration
-without tls.client_ca fails.
+without tls.client_ca fails, and so does enrolling with an empty value of a
+binding option.
 
 Exit status: 0 pass, 1 a check failed, 77 the openssl command or
 bench/collector/make_records.py is missing.
@@ -115,6 +116,16 @@ tls:
                              capture_output=True, text=True, timeout=60)
         check(bad.returncode != 0 and "--client-certificate-sha256" in bad.stderr,
               f"enrol with an invalid fingerprint: {bad.returncode} {bad.stderr}")
+        # An empty value, such as an unset shell variable, must not enrol the
+        # sensor without the binding that the option requests.
+        for option in ("--client-certificate", "--client-certificate-sha256",
+                       "--client-certificate-cn"):
+            empty = subprocess.run([BIN, "collector", "--config", str(config), "enrol",
+                                    "--sensor-id", "x", option, ""],
+                                   capture_output=True, text=True, timeout=60)
+            check(empty.returncode != 0, f"enrol with an empty {option} succeeded: "
+                  f"{empty.stdout}")
+            check(option in empty.stderr, f"enrol with an empty {option}: {empty.stderr}")
 
         fingerprint_b = openssl("x509", "-in", "client-b.pem", "-noout", "-fingerprint",
                                 "-sha256", cwd=folder).strip().split("=", 1)[1]
