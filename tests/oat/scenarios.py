@@ -18,8 +18,8 @@ import time
 import urllib.error
 import urllib.request
 
-from clients import (BROWSER_AGENT, FIREFOX_AGENT, Session, card_number, parse_links,
-                     seeded)
+from clients import (BROWSER_AGENT, FIREFOX_AGENT, SAFARI_AGENT, Session, card_number,
+                     parse_links, seeded)
 
 DIRB_WORDLIST = pathlib.Path("/usr/share/dirb/wordlists/common.txt")
 
@@ -209,10 +209,11 @@ def dirb_words(start, step, count):
     return words[start::step][:count]
 
 
-def gobuster(start, step, count, extensions=None, agent=None):
+def gobuster(start, step, count, extensions=None, agent=None, threads=4):
     def drive(ctx):
         wordlist = ctx.write("words.txt", dirb_words(start, step, count))
-        args = ["gobuster", "dir", "-u", "http://127.0.0.1:PORT/", "-w", wordlist, "-t", "4",
+        args = ["gobuster", "dir", "-u", "http://127.0.0.1:PORT/", "-w", wordlist,
+                "-t", str(threads),
                 "--timeout", "10s", "-q", "-z", "--no-error"]
         if extensions:
             args += ["-x", extensions]
@@ -222,11 +223,17 @@ def gobuster(start, step, count, extensions=None, agent=None):
     return drive
 
 
-def dirb(start, step, count):
+def dirb(start, step, count, extensions=None, delay_ms=None):
+    """Run dirb without recursion. `extensions` is dirb's -X list, such as ".php,.bak"."""
     def drive(ctx):
         wordlist = ctx.write("words.txt", dirb_words(start, step, count))
-        ctx.run(["dirb", "http://127.0.0.1:PORT/", wordlist, "-r", "-S", "-w",
-                 "-o", ctx.dir / "dirb.txt"], timeout=120)
+        args = ["dirb", "http://127.0.0.1:PORT/", wordlist, "-r", "-S", "-w",
+                "-o", ctx.dir / "dirb.txt"]
+        if extensions:
+            args += ["-X", extensions]
+        if delay_ms:
+            args += ["-z", str(delay_ms)]
+        ctx.run(args, timeout=120)
     return drive
 
 
@@ -239,13 +246,15 @@ def sqlmap(target, techniques, extra=()):
     return drive
 
 
-def wapiti(modules, max_scan_time):
+def wapiti(modules, max_scan_time, depth=2, agent=None):
     def drive(ctx):
-        ctx.run(["wapiti", "-u", "http://127.0.0.1:PORT/", "-m", modules, "--scope", "folder",
-                 "-d", "2", "--max-scan-time", str(max_scan_time), "--max-attack-time",
-                 str(max_scan_time // 2), "--flush-session", "-f", "txt", "-o",
-                 ctx.dir / "wapiti.txt", "--store-session", ctx.dir / "wapiti-session"],
-                timeout=max_scan_time + 60)
+        args = ["wapiti", "-u", "http://127.0.0.1:PORT/", "-m", modules, "--scope", "folder",
+                "-d", str(depth), "--max-scan-time", str(max_scan_time), "--max-attack-time",
+                str(max_scan_time // 2), "--flush-session", "-f", "txt", "-o",
+                ctx.dir / "wapiti.txt", "--store-session", ctx.dir / "wapiti-session"]
+        if agent:
+            args += ["-A", agent]
+        ctx.run(args, timeout=max_scan_time + 60)
     return drive
 
 
@@ -258,19 +267,23 @@ def whatweb(aggression):
     return drive
 
 
-def nmap(scripts):
+def nmap(scripts, agent=None):
     def drive(ctx):
         # http.pipeline=1 turns nmap's pipelining off, because requests pipelined
         # behind a response that closes the connection are never read.
+        script_args = "http.pipeline=1"
+        if agent:
+            script_args += f",http.useragent='{agent}'"
         ctx.run(["nmap", "-n", "-Pn", "-p", "PORT", "-sV", "--script", scripts,
-                 "--script-args", "http.pipeline=1", "--host-timeout", "120s", "127.0.0.1"],
+                 "--script-args", script_args, "--host-timeout", "120s", "127.0.0.1"],
                 timeout=180)
     return drive
 
 
 # --- Scraping (OAT-011) ------------------------------------------------------
 
-def wget_mirror(start, depth, agent=None, requisites=False):
+def wget_mirror(start, depth, agent=None, requisites=False, wait=None):
+    """Mirror the site with wget from `start`, waiting `wait` seconds between requests (--wait)."""
     def drive(ctx):
         args = ["wget", "-r", "-l", str(depth), "-e", "robots=off", "--no-verbose",
                 "-P", ctx.dir / "mirror", "--timeout=10", "--tries=1"]
@@ -278,6 +291,8 @@ def wget_mirror(start, depth, agent=None, requisites=False):
             args += ["-U", agent]
         if requisites:
             args += ["--page-requisites"]
+        if wait:
+            args += [f"--wait={wait}"]
         # wget exits with 8 when the server sent an error status for some URL.
         ctx.run(args + ["http://127.0.0.1:PORT" + start], timeout=120, ok_codes=(0, 8))
     return drive
@@ -292,6 +307,30 @@ def price_scraper(max_id, agent):
         session.get("/blog/")
         for product_id in range(1, max_id + 1):
             session.get(f"{product_path}?id={product_id}")
+    return drive
+
+
+def catalog_scraper(max_id, pause, agent):
+    """Follow the shop's and blog's links to every item, then try product ids 1 to `max_id`.
+
+    The scraper waits `pause` seconds after each page, as a scraper that
+    paces itself to look less like a bot would.
+    """
+    def drive(ctx):
+        session = ctx.session(agent)
+        product_path = ctx.route("product")
+        post_path = ctx.route("comment")
+        pages = [product_path.rsplit("/", 1)[0] + "/", post_path.rsplit("/", 1)[0] + "/"]
+        for index_page in pages:
+            _, page = session.get(index_page)
+            time.sleep(pause)
+            for link in parse_links(page):
+                if link.startswith(product_path) or link.startswith(post_path):
+                    session.get(link)
+                    time.sleep(pause)
+        for product_id in range(1, max_id + 1):
+            session.get(f"{product_path}?id={product_id}")
+            time.sleep(pause)
     return drive
 
 
@@ -315,13 +354,15 @@ def footprinting(agent):
 
 # --- Account creation (OAT-019) ----------------------------------------------
 
-def registration_bot(seed, count, pause, agent):
+def registration_bot(seed, count, pause, agent, fetch_form_each_time=False):
     def drive(ctx):
         rng = seeded(seed)
         path = ctx.route("register")
         session = ctx.session(agent)
         form = session.form_on(path, ("email",))
         for index in range(count):
+            if fetch_form_each_time and index:
+                form = session.form_on(path, ("email",))
             user = f"user{rng.randrange(10**6):06d}"
             session.submit(path, form, {
                 "user": user, "name": user, "email": f"{user}@example.{rng.choice(['com', 'net'])}",
@@ -345,22 +386,33 @@ def fill_cart(ctx, session):
 
 # --- Token cracking (OAT-002): coupon codes ----------------------------------
 
-def coupon_codes(seed, count, pattern):
+def coupon_codes(seed, count, pattern, valid=()):
+    """Return `count` coupon codes to try: "sequential", "words", or "mixed".
+
+    "mixed" is word-and-number codes with each code of `valid` put in at a
+    random place, once as it is and once in lower case, as a list that was
+    built from leaked codes would hold both.
+    """
     rng = seeded(seed)
     if pattern == "sequential":
         base = rng.randrange(1000, 9000)
         return [f"NW-{base + index:04d}" for index in range(count)]
     words = ["SAVE", "WELCOME", "SPRING", "SUMMER", "BLACKFRIDAY", "FREESHIP", "VIP", "XMAS"]
-    return [f"{rng.choice(words)}{rng.randrange(5, 80)}" for _ in range(count)]
+    codes = [f"{rng.choice(words)}{rng.randrange(5, 80)}" for _ in range(count)]
+    if pattern == "mixed":
+        for code in valid:
+            for variant in (code, code.lower()):
+                codes[rng.randrange(len(codes))] = variant
+    return codes
 
 
-def coupon_enumeration(seed, count, pattern, pause, agent):
+def coupon_enumeration(seed, count, pattern, pause, agent, valid=()):
     def drive(ctx):
         path = ctx.route("coupon")
         session = ctx.session(agent)
         fill_cart(ctx, session)
         form = session.form_on(path, ("coupon",))
-        for code in coupon_codes(seed, count, pattern):
+        for code in coupon_codes(seed, count, pattern, valid):
             session.submit(path, form, {"coupon": code})
             time.sleep(pause)
     return drive
@@ -448,6 +500,28 @@ def scripted_flood(count, workers, paths):
         deadline = time.monotonic() + 45
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             for future in [pool.submit(fetch, index) for index in range(count)]:
+                future.result(timeout=max(1, deadline - time.monotonic()))
+    return drive
+
+
+def paced_flood(count, workers, pause, paths, agent):
+    """Send `count` requests from `workers` threads, each thread waiting `pause` s after a response."""
+    def drive(ctx):
+        request_paths = [paths[index % len(paths)] for index in range(count)]
+
+        def fetch(path):
+            request = urllib.request.Request(ctx.base_url + path,
+                                             headers={"User-Agent": agent, "Host": ctx.host})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    response.read()
+            except urllib.error.HTTPError:
+                pass
+            time.sleep(pause)
+
+        deadline = time.monotonic() + 45
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            for future in [pool.submit(fetch, path) for path in request_paths]:
                 future.result(timeout=max(1, deadline - time.monotonic()))
     return drive
 
@@ -596,3 +670,87 @@ SCENARIOS = [
              chromium_browsing(["/about.php", "/", "/login.php"], 1.5, BROWSER_AGENT),
              tools=["chromium"], quiet=True),
 ]
+
+
+# The held-out set: runs written after the tagging rules were last changed and
+# never used to change them. Each differs from the tuning set above in tool
+# options, word lists, pacing, User-Agent or site paths, and together they
+# cover the same OATs. `evaluate.py --set holdout` runs them.
+EDGE_AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/125.0.0.0 Safari/537.36 Edg/125.0.0.0")
+
+HOLDOUT_SCENARIOS = [
+    Scenario("gobuster-holdout", ["OAT-014"],
+             "gobuster dir: 150 words of common.txt from another slice, 2 threads, Safari User-Agent",
+             gobuster(5, 13, 150, agent=SAFARI_AGENT, threads=2), tools=["gobuster"]),
+    Scenario("dirb-holdout", ["OAT-014"],
+             "dirb -X .php,.bak -z 5: 100 words of common.txt, each with both extensions",
+             dirb(2, 17, 100, ".php,.bak", 5), tools=["dirb"]),
+    Scenario("sqlmap-holdout", ["OAT-014"],
+             "sqlmap --batch --technique=EUQ -p sort on shop/product.php?id=2&sort=price, "
+             "random User-Agent",
+             sqlmap("/shop/product.php?id=2&sort=price", "EUQ", ["-p", "sort", "--random-agent"]),
+             tools=["sqlmap"]),
+    Scenario("wapiti-holdout", ["OAT-014"],
+             "wapiti with modules file,redirect,crlf,backup, depth 3, Edge User-Agent, "
+             "--max-scan-time 40",
+             wapiti("file,redirect,crlf,backup", 40, depth=3, agent=EDGE_AGENT), tools=["wapiti"]),
+    Scenario("whatweb-holdout", ["OAT-004", "OAT-018"],
+             "whatweb -a 4 (heavy: the paths of every plugin)",
+             whatweb(4), tools=["whatweb"]),
+    Scenario("nmap-holdout", ["OAT-004", "OAT-018"],
+             "nmap -sV --script http-enum,http-robots.txt,http-server-header,http-date",
+             nmap("http-enum,http-robots.txt,http-server-header,http-date"), tools=["nmap"]),
+    Scenario("wget-mirror-holdout", ["OAT-011"],
+             "wget -r -l 2 --wait=0.2 -e robots=off from /blog/",
+             wget_mirror("/blog/", 2, wait=0.2), tools=["wget"]),
+    Scenario("catalog-scraper-holdout", ["OAT-011"],
+             "scripted scraper: shop and blog items by their links, then product ids 1 to 20, "
+             "0.3 s after each page, Edge User-Agent",
+             catalog_scraper(20, 0.3, EDGE_AGENT), kinds=["product", "comment"]),
+    Scenario("script-cracking-holdout", ["OAT-007"],
+             "scripted cracking: user admin@northwind.example, 20 passwords with a year "
+             "appended, 0.3 s apart, curl User-Agent",
+             scripted_cracking("admin@northwind.example",
+                               [p + "2024" for p in COMMON_PASSWORDS[20:40]], 0.3, "curl/8.5.0"),
+             kinds=["login"]),
+    Scenario("script-stuffing-holdout", ["OAT-008"],
+             "slow credential-list replay: 25 pairs, login page fetched before each try, "
+             "0.4 s apart, Firefox User-Agent",
+             scripted_stuffing("stuffing-holdout", 25, 0.4, FIREFOX_AGENT, True),
+             kinds=["login"]),
+    Scenario("register-bot-holdout", ["OAT-019"],
+             "registration bot: 10 accounts, form fetched before each, 0.5 s apart, "
+             "Safari User-Agent",
+             registration_bot("register-holdout", 10, 0.5, SAFARI_AGENT, True),
+             kinds=["register"]),
+    Scenario("coupon-enum-holdout", ["OAT-002"],
+             "coupon enumeration: 25 codes, mixed valid (SPRING24, spring24) and invalid, "
+             "0.2 s apart, Firefox User-Agent",
+             coupon_enumeration("coupon-holdout", 25, "mixed", 0.2, FIREFOX_AGENT, ["SPRING24"]),
+             kinds=["coupon", "product"]),
+    Scenario("carding-holdout", ["OAT-001"],
+             "carding: 12 different Luhn-valid card numbers, 0.3 s apart, Edge User-Agent",
+             carding("carding-holdout", 12, 0.3, EDGE_AGENT), kinds=["checkout", "product"]),
+    Scenario("card-cracking-holdout", ["OAT-010"],
+             "card cracking: one card number, 15 expiry and security code guesses, 0.3 s apart, "
+             "Safari User-Agent",
+             card_cracking("cracking-holdout", 15, 0.3, SAFARI_AGENT),
+             kinds=["checkout", "product"]),
+    Scenario("comment-spam-holdout", ["OAT-017"],
+             "blog comment spam: 8 comments with 1 link each, 0.5 s apart, Chrome User-Agent",
+             comment_spam("spam-holdout", 8, 1, 0.5, BROWSER_AGENT, "comment"),
+             kinds=["comment"]),
+    Scenario("paced-flood-holdout", ["OAT-015"],
+             "low-rate flood: 500 requests from 2 threads, 0.02 s after each response, "
+             "over shop and blog pages, Chrome User-Agent",
+             paced_flood(500, 2, 0.02, ["/shop/", "/blog/", "/shop/product.php?id=3"],
+                         BROWSER_AGENT)),
+    Scenario("browse-chromium-holdout", [],
+             "headless Chromium with a Safari User-Agent: 6 pages with their assets, 1 s apart",
+             chromium_browsing(["/", "/shop/", "/shop/product.php?id=2", "/blog/",
+                                "/blog/post.php?id=1", "/about.php"], 1.0, SAFARI_AGENT),
+             tools=["chromium"], quiet=True),
+]
+
+SCENARIO_SETS = {"tuning": SCENARIOS, "holdout": HOLDOUT_SCENARIOS}

@@ -143,6 +143,18 @@ def note_reasons(reasons, document):
         slot[2] = max(slot[2], tag.get("confidence", 0.0))
 
 
+def note_rule_data(rule_data, document):
+    """Keep the first matched data that each CRS rule id reported on one source.
+
+    `rule_data` maps rule id to the `data` of the first `webtrap.rules` entry
+    seen with that id, so a report can show what a rule matched.
+    """
+    for rule in document.get("webtrap", {}).get("rules", []) or []:
+        rule_id = rule.get("id")
+        if rule_id and rule.get("data") and rule_id not in rule_data:
+            rule_data[rule_id] = rule["data"]
+
+
 def document_address(document):
     return document.get("source", {}).get("ip", "")
 
@@ -160,7 +172,8 @@ def score(sources, documents):
     `documents`: stored ECS documents.
 
     Returns a dict with `per_source` (per source: the ids of each view,
-    document count, tagged documents per view and OAT, tag reasons), one
+    document count, tagged documents per view and OAT, tag reasons, the first
+    matched data per CRS rule id), one
     table per view (`oats` for "predicted", `oats_any`, `oats_behaviour`:
     per OAT id labelled, predicted, tp, fp, fn, precision, recall and
     per-record figures), `unmatched_documents` (documents from no known
@@ -173,7 +186,8 @@ def score(sources, documents):
         by_address[source["address"]] = source
 
     per_source = {s["name"]: {**{view: set() for view in VIEWS}, "documents": 0,
-                              "records_with": {view: {} for view in VIEWS}, "reasons": {}}
+                              "records_with": {view: {} for view in VIEWS}, "reasons": {},
+                              "rule_data": {}}
                   for s in sources}
     unmatched = 0
     for document in documents:
@@ -189,6 +203,7 @@ def score(sources, documents):
             for oat in ids:
                 counts[oat] = counts.get(oat, 0) + 1
         note_reasons(entry["reasons"], document)
+        note_rule_data(entry["rule_data"], document)
 
     quiet_violations = []
     for source in sources:
