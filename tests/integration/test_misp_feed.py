@@ -22,6 +22,7 @@ missing.
 """
 import copy
 import hashlib
+import ipaddress
 import json
 import os
 import pathlib
@@ -208,6 +209,8 @@ def expected_from_documents(documents):
         ip = doc.get("source", {}).get("ip")
         if not ip:
             continue
+        # MISP stores addresses in inet_ntop form, such as 2001:db8:: for 2001:db8::0.
+        ip = str(ipaddress.ip_address(ip))
         group = doc["webtrap"]["sensor"].get("group") or "default"
         day = doc["@timestamp"][:10]
         key = str(uuid.uuid5(NAMESPACE, f"group|{group}|{day}"))

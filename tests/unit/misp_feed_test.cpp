@@ -78,7 +78,7 @@ std::vector<Hit> makeHits(std::vector<StoredEvent>& events) {
   for (int i = 0; i < 10000; ++i) {
     Hit hit;
     std::uint64_t source = next(300);
-    hit.ip = source % 3 == 0 ? fmt::format("2001:db8::{:x}", source)
+    hit.ip = source % 3 == 0 ? fmt::format("2001:db8::1:{:x}", source)
                              : fmt::format("198.51.{}.{}", source / 200, source % 200 + 1);
     // A source stays with one group most of the time, as scanners do.
     bool other = next(10) == 0;
