@@ -218,6 +218,27 @@ TEST(MispRecordTest, ReadsTheEcsFieldsAndCutsLongValues) {
   EXPECT_THROW(readMispRecord(event), std::runtime_error);
 }
 
+TEST(MispRecordTest, LoginFormGivesHashedCredential) {
+  StoredEvent event;
+  event.event_id = "f1";
+  event.timestamp_ms = kDayOneMs;
+  event.document = R"({"source":{"ip":"198.51.100.1"},"http":{"request":{"method":"POST"}},)"
+                   R"("url":{"path":"/login"},"webtrap":{"format":"webtrap","sensor":{"id":"s1"}},)"
+                   R"("event":{"original":"{\"webtrap\":{\"form\":{\"kind\":\"login\",)"
+                   R"(\"username\":\"root\",\"password_sha256\":\"ab12\"}}}"}})";
+  MispRecord record = readMispRecord(event);
+  ASSERT_EQ(record.credentials.size(), 1u);
+  EXPECT_EQ(record.credentials[0].username, "root");
+  EXPECT_EQ(record.credentials[0].password, "ab12");
+  EXPECT_TRUE(record.credentials[0].hashed);
+
+  // A search form is no credential.
+  const std::string kind = R"(\"kind\":\"login\")";
+  ASSERT_NE(event.document.find(kind), std::string::npos);
+  event.document.replace(event.document.find(kind), kind.size(), R"(\"kind\":\"search\")");
+  EXPECT_TRUE(readMispRecord(event).credentials.empty());
+}
+
 TEST(MispFeedOptionsTest, ParsesAndRejects) {
   auto parse = [](const std::string& yaml) { return parseMispFeedOptions(YAML::Load(yaml)); };
   MispFeedOptions o = parse(
