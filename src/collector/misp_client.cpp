@@ -509,6 +509,13 @@ std::vector<MispItemResult> MispClient::addAttributes(std::string_view event,
     while (next < saved.size() && saved_used[next]) {
       ++next;
     }
+    if (next == saved.size() && response.status == 403) {
+      // Nothing was saved, and MISP gave no error for this item: the
+      // whole list was rejected, so each item is.
+      results[i].status = MispItemResult::Status::kRejected;
+      results[i].reason = errorText(document);
+      continue;
+    }
     if (next == saved.size()) {
       throw TransientError(fmt::format("misp: {} returned HTTP {} with {} saved attributes and "
                                        "errors that do not account for attribute {}",

@@ -537,6 +537,45 @@ TEST(MispClient, TooManyRequestsKeepsRetryAfter) {
   }
 }
 
+std::string jsonResponse(int status, std::string_view reason, std::string_view body) {
+  return fmt::format("HTTP/1.1 {} {}\r\nContent-Type: application/json; charset=UTF-8\r\n"
+                     "Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+                     status, reason, body.size(), body);
+}
+
+MispClientOptions optionsFor(const OneShotServer& server) {
+  MispClientOptions options;
+  options.url = server.url();
+  options.api_key = kApiKey;
+  return options;
+}
+
+TEST(MispClient, ListRejectedWithoutItemErrors) {
+  // A 403 whose errors are keyed by field, not by list position.
+  OneShotServer server(jsonResponse(
+      403, "Forbidden",
+      R"({"saved":false,"message":"Could not add Attribute","errors":{"value":["bad value"]}})"));
+  MispClient client(optionsFor(server));
+  std::vector<std::string> attributes = {ipAttribute("", "203.0.113.1"),
+                                         ipAttribute("", "203.0.113.2")};
+  auto results = client.addAttributes("12", attributes);
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& result : results) {
+    EXPECT_EQ(result.status, Status::kRejected);
+    EXPECT_NE(result.reason.find("bad value"), std::string::npos) << result.reason;
+  }
+}
+
+TEST(MispClient, MissingItemResultIsTransient) {
+  // HTTP 200 with one saved attribute and no errors for a list of two.
+  OneShotServer server(
+      jsonResponse(200, "OK", R"({"Attribute":{"id":"15","uuid":"u-15"},"AttributeTag":[]})"));
+  MispClient client(optionsFor(server));
+  std::vector<std::string> attributes = {ipAttribute("", "203.0.113.1"),
+                                         ipAttribute("", "203.0.113.2")};
+  EXPECT_THROW(client.addAttributes("12", attributes), TransientError);
+}
+
 TEST(MispClient, MissingKeyOrUrlRejected) {
   MispClientOptions options;
   options.url = "http://127.0.0.1:1";
