@@ -25,96 +25,33 @@
 #include "collector/elasticsearch_setup.h"
 #include "common/error.h"
 #include "common/metrics.h"
+#include "double_process.h"
 
 namespace webtrap::collector {
 namespace {
 
 namespace fs = std::filesystem;
 
-fs::path sourceDir() {
-  const char* env = std::getenv("WEBTRAP_SOURCE_DIR");
-  return env != nullptr ? fs::path(env) : fs::path(WEBTRAP_SOURCE_DIR);
-}
+using testing::readText;
+using testing::sharedDir;
+using testing::sourceDir;
 
-fs::path sharedDir() {
-  const char* env = std::getenv("WEBTRAP_SHARED_DIR");
-  return env != nullptr ? fs::path(env) : sourceDir() / ".." / "shared";
-}
+fs::path makeTempDir() { return testing::makeTempDir("es-output-test"); }
 
-std::string readText(const fs::path& path) {
-  std::ifstream stream(path, std::ios::binary);
-  std::ostringstream text;
-  text << stream.rdbuf();
-  return text.str();
-}
-
-fs::path makeTempDir() {
-  std::string pattern = (fs::temp_directory_path() / "es-output-test-XXXXXX").string();
-  char* made = mkdtemp(pattern.data());
-  if (made == nullptr) {
-    throw std::runtime_error("mkdtemp failed");
-  }
-  return made;
-}
-
-// One es_double.py process on 127.0.0.1, stopped by its pid.
-class DoubleProcess {
+// One es_double.py process on 127.0.0.1. It records requests for fixtures
+// unless started with --fast, because recording costs time.
+class DoubleProcess : public testing::DoubleProcess {
  public:
-  explicit DoubleProcess(std::vector<std::string> extra_args = {}) {
-    dir_ = makeTempDir();
-    port_file_ = dir_ / "port";
-    std::vector<std::string> args = {"python3",
-                                     (sourceDir() / "tests/tools/es_double.py").string(),
-                                     "--port-file", port_file_.string()};
-    // Recording requests for fixtures costs time, so the fast mode skips it.
-    if (std::find(extra_args.begin(), extra_args.end(), "--fast") == extra_args.end()) {
-      args.insert(args.end(), {"--record", "200"});
-    }
-    args.insert(args.end(), extra_args.begin(), extra_args.end());
-    pid_ = fork();
-    if (pid_ == 0) {
-      std::vector<char*> argv;
-      for (auto& arg : args) {
-        argv.push_back(arg.data());
-      }
-      argv.push_back(nullptr);
-      std::string log = (dir_ / "double.log").string();
-      FILE* out = std::freopen(log.c_str(), "w", stdout);
-      (void)out;
-      dup2(fileno(stdout), fileno(stderr));
-      execvp("python3", argv.data());
-      _exit(127);
-    }
-    for (int i = 0; i < 200 && !fs::exists(port_file_); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    }
-    if (!fs::exists(port_file_)) {
-      throw std::runtime_error("es_double.py did not start: " + readText(dir_ / "double.log"));
-    }
-    port_ = std::stoi(readText(port_file_));
-  }
-
-  ~DoubleProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int status = 0;
-      waitpid(pid_, &status, 0);
-    }
-    std::error_code ignored;
-    fs::remove_all(dir_, ignored);
-  }
-
-  int port() const { return port_; }
-  std::string url(std::string_view scheme = "http") const {
-    return fmt::format("{}://127.0.0.1:{}", scheme, port_);
-  }
-  const fs::path& dir() const { return dir_; }
+  explicit DoubleProcess(std::vector<std::string> extra_args = {})
+      : testing::DoubleProcess("es_double.py", withRecording(std::move(extra_args))) {}
 
  private:
-  fs::path dir_;
-  fs::path port_file_;
-  pid_t pid_ = -1;
-  int port_ = 0;
+  static std::vector<std::string> withRecording(std::vector<std::string> args) {
+    if (std::find(args.begin(), args.end(), "--fast") == args.end()) {
+      args.insert(args.begin(), {"--record", "200"});
+    }
+    return args;
+  }
 };
 
 // Test-side requests to the double (faults, stats), over plain HTTP.
