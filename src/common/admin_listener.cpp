@@ -1,5 +1,6 @@
 #include "common/admin_listener.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include <boost/asio/ip/address.hpp>
@@ -7,6 +8,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "common/error.h"
 
@@ -18,10 +20,25 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
+// Wait before retrying a failed accept (EMFILE and the like), doubled after
+// each further failure up to the maximum. Retrying at once would spin,
+// because the pending connection stays in the backlog.
+constexpr auto kAcceptRetryInitial = std::chrono::milliseconds(100);
+constexpr auto kAcceptRetryMax = std::chrono::milliseconds(2000);
+// At most one log line in this interval for failed accepts and for
+// connections closed at the session limit.
+constexpr auto kLogInterval = std::chrono::seconds(10);
+
 class AdminSession : public std::enable_shared_from_this<AdminSession> {
  public:
-  AdminSession(tcp::socket socket, MetricsRegistry& registry, std::function<void()> refresh)
-      : stream_(std::move(socket)), registry_(registry), refresh_(std::move(refresh)) {}
+  AdminSession(tcp::socket socket, MetricsRegistry& registry, std::function<void()> refresh,
+               std::shared_ptr<std::atomic<std::uint32_t>> open_sessions)
+      : stream_(std::move(socket)),
+        registry_(registry),
+        refresh_(std::move(refresh)),
+        open_sessions_(std::move(open_sessions)) {}
+
+  ~AdminSession() { open_sessions_->fetch_sub(1); }
 
   void run() {
     stream_.expires_after(std::chrono::seconds(10));
@@ -72,6 +89,7 @@ class AdminSession : public std::enable_shared_from_this<AdminSession> {
   beast::flat_buffer buffer_;
   http::request_parser<http::empty_body> parser_;
   http::response<http::string_body> response_;
+  std::shared_ptr<std::atomic<std::uint32_t>> open_sessions_;
 };
 
 }  // namespace
@@ -106,7 +124,11 @@ tcp::acceptor openAcceptor(asio::io_context& io, const std::string& address, std
 
 AdminListener::AdminListener(tcp::acceptor acceptor, MetricsRegistry& registry,
                              std::function<void()> refresh)
-    : acceptor_(std::move(acceptor)), registry_(registry), refresh_(std::move(refresh)) {}
+    : acceptor_(std::move(acceptor)),
+      registry_(registry),
+      refresh_(std::move(refresh)),
+      open_sessions_(std::make_shared<std::atomic<std::uint32_t>>(0)),
+      retry_timer_(acceptor_.get_executor()) {}
 
 void AdminListener::start() {
   doAccept();
@@ -114,19 +136,68 @@ void AdminListener::start() {
 
 void AdminListener::doAccept() {
   acceptor_.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted) {
+    if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) {
       return;
     }
-    if (!ec) {
-      std::make_shared<AdminSession>(std::move(socket), self->registry_, self->refresh_)->run();
+    if (ec) {
+      self->retryAcceptLater(ec);
+      return;
+    }
+    self->retry_delay_ = std::chrono::milliseconds(0);
+    if (self->open_sessions_->load() >= kMaxSessions) {
+      beast::error_code ignored;
+      socket.close(ignored);
+      self->noteRejectedConnection();
+    } else {
+      self->open_sessions_->fetch_add(1);
+      std::make_shared<AdminSession>(std::move(socket), self->registry_, self->refresh_,
+                                     self->open_sessions_)
+          ->run();
     }
     self->doAccept();
   });
 }
 
+void AdminListener::retryAcceptLater(const boost::system::error_code& error) {
+  retry_delay_ = retry_delay_.count() == 0 ? kAcceptRetryInitial
+                                           : std::min(retry_delay_ * 2, kAcceptRetryMax);
+  ++failures_since_log_;
+  auto now = std::chrono::steady_clock::now();
+  if (last_log_ == std::chrono::steady_clock::time_point{} || now - last_log_ >= kLogInterval) {
+    spdlog::warn("admin: accept on port {} failed: {} ({} failures and {} connections closed at "
+                 "the limit of {} since the last message); retrying in {} ms. EMFILE means no "
+                 "file descriptor is free: raise RLIMIT_NOFILE",
+                 port(), error.message(), failures_since_log_, rejections_since_log_,
+                 kMaxSessions, retry_delay_.count());
+    last_log_ = now;
+    failures_since_log_ = 0;
+    rejections_since_log_ = 0;
+  }
+  retry_timer_.expires_after(retry_delay_);
+  retry_timer_.async_wait([self = shared_from_this()](beast::error_code timer_error) {
+    if (!timer_error) {
+      self->doAccept();
+    }
+  });
+}
+
+void AdminListener::noteRejectedConnection() {
+  ++rejections_since_log_;
+  auto now = std::chrono::steady_clock::now();
+  if (last_log_ == std::chrono::steady_clock::time_point{} || now - last_log_ >= kLogInterval) {
+    spdlog::warn("admin: closed a connection on port {} at once because {} connections are open "
+                 "({} such connections and {} failed accepts since the last message)",
+                 port(), kMaxSessions, rejections_since_log_, failures_since_log_);
+    last_log_ = now;
+    failures_since_log_ = 0;
+    rejections_since_log_ = 0;
+  }
+}
+
 void AdminListener::close() {
   beast::error_code ignored;
   acceptor_.close(ignored);
+  retry_timer_.cancel();
 }
 
 std::uint16_t AdminListener::port() const {

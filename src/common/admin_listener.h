@@ -1,8 +1,12 @@
 // The admin listener: GET /metrics (Prometheus text format 0.0.4) and
 // GET /healthz over plain HTTP, one request per connection. The probe and
-// `webtrap ship` serve their metrics with it.
+// `webtrap ship` serve their metrics with it. It keeps at most
+// AdminListener::kMaxSessions connections open and closes further ones at
+// once, so that idle clients cannot use up the process's file descriptors.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -10,6 +14,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "common/metrics.h"
 
@@ -24,6 +29,9 @@ boost::asio::ip::tcp::acceptor openAcceptor(boost::asio::io_context& io,
 
 class AdminListener : public std::enable_shared_from_this<AdminListener> {
  public:
+  // Maximum connections served at once.
+  static constexpr std::uint32_t kMaxSessions = 16;
+
   // `refresh` runs before each /metrics response, for metrics that are
   // copied into `registry` from elsewhere. It may be empty.
   AdminListener(boost::asio::ip::tcp::acceptor acceptor, MetricsRegistry& registry,
@@ -37,10 +45,21 @@ class AdminListener : public std::enable_shared_from_this<AdminListener> {
 
  private:
   void doAccept();
+  void retryAcceptLater(const boost::system::error_code& error);
+  void noteRejectedConnection();
 
   boost::asio::ip::tcp::acceptor acceptor_;
   MetricsRegistry& registry_;
   std::function<void()> refresh_;
+  // Shared with the sessions, which count themselves out when they end.
+  std::shared_ptr<std::atomic<std::uint32_t>> open_sessions_;
+  // Only the accept loop's handlers, which run one after another, touch
+  // the fields below.
+  boost::asio::steady_timer retry_timer_;
+  std::chrono::milliseconds retry_delay_{0};
+  std::chrono::steady_clock::time_point last_log_{};
+  std::uint64_t failures_since_log_ = 0;
+  std::uint64_t rejections_since_log_ = 0;
 };
 
 }  // namespace webtrap
