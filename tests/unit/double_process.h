@@ -110,4 +110,36 @@ class DoubleProcess {
   int port_ = 0;
 };
 
+// A CA and a server certificate for 127.0.0.1 signed by it, made with the
+// openssl command in a temporary folder: ca.pem, server.pem, server.key.
+class TlsCertificates {
+ public:
+  TlsCertificates() : dir_(makeTempDir("tls-certificates")) {
+    std::string script = fmt::format(
+        "cd {} && "
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 "
+        "-subj /CN=webtrap-test-ca >/dev/null 2>&1 && "
+        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+        "-subj /CN=127.0.0.1 >/dev/null 2>&1 && "
+        "printf 'subjectAltName=IP:127.0.0.1\\n' > ext.cnf && "
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+        "-out server.pem -days 2 -extfile ext.cnf >/dev/null 2>&1",
+        dir_.string());
+    ok_ = std::system(script.c_str()) == 0;
+  }
+  ~TlsCertificates() {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+  TlsCertificates(const TlsCertificates&) = delete;
+  TlsCertificates& operator=(const TlsCertificates&) = delete;
+
+  bool ok() const { return ok_; }
+  std::filesystem::path path(const char* name) const { return dir_ / name; }
+
+ private:
+  std::filesystem::path dir_;
+  bool ok_ = false;
+};
+
 }  // namespace webtrap::testing

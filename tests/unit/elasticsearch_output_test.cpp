@@ -468,33 +468,7 @@ TEST(ElasticsearchOutput, OutageThenRecovery) {
   EXPECT_EQ(countDelivery(output.send(makeEvents(3)), Delivery::kDelivered), 3u);
 }
 
-class TlsCertificates {
- public:
-  TlsCertificates() : dir_(makeTempDir()) {
-    // A CA and a server certificate for 127.0.0.1 signed by it.
-    std::string script = fmt::format(
-        "cd {} && "
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 "
-        "-subj /CN=webtrap-test-ca >/dev/null 2>&1 && "
-        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
-        "-subj /CN=127.0.0.1 >/dev/null 2>&1 && "
-        "printf 'subjectAltName=IP:127.0.0.1\\n' > ext.cnf && "
-        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
-        "-out server.pem -days 2 -extfile ext.cnf >/dev/null 2>&1",
-        dir_.string());
-    ok_ = std::system(script.c_str()) == 0;
-  }
-  ~TlsCertificates() {
-    std::error_code ignored;
-    fs::remove_all(dir_, ignored);
-  }
-  bool ok() const { return ok_; }
-  fs::path path(const char* name) const { return dir_ / name; }
-
- private:
-  fs::path dir_;
-  bool ok_ = false;
-};
+using testing::TlsCertificates;
 
 TEST(ElasticsearchOutput, TlsWithCaBundle) {
   TlsCertificates certificates;
