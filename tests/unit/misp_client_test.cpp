@@ -476,6 +476,55 @@ TEST_F(MispClientTest, SlowServerTimesOut) {
   misp.setFaults(R"({"slow_ms": 0})");
 }
 
+TEST_F(MispClientTest, ThroughHttpProxy) {
+  MispDouble misp;
+  // es_double.py also acts as a plain HTTP proxy to loopback servers.
+  DoubleProcess proxy("es_double.py", {});
+  auto options = misp.options();
+  options.proxy = proxy.url();
+  MispClient client(options);
+
+  auto created = client.addEvent(eventJson(kEventUuid));
+  EXPECT_EQ(created.status, MispAddEventResult::Status::kCreated);
+  EXPECT_EQ(misp.stat("/totals/events"), 1);
+
+  MispClientOptions proxy_options;
+  proxy_options.url = proxy.url();
+  proxy_options.api_key = kApiKey;
+  MispClient proxy_control(proxy_options);
+  auto stats = proxy_control.request("GET", "/_double/stats", "");
+  simdjson::dom::parser parser;
+  std::int64_t proxied = -1;
+  ASSERT_EQ(parser.parse(stats.body).at_pointer("/proxied_requests").get_int64().get(proxied),
+            simdjson::SUCCESS)
+      << stats.body;
+  EXPECT_EQ(proxied, 1);
+}
+
+TEST(MispClient, TlsCertificateCheck) {
+  testing::TlsCertificates certificates;
+  ASSERT_TRUE(certificates.ok()) << "openssl could not make the test certificates";
+  // Any HTTPS server shows the certificate check, so es_double.py serves here.
+  DoubleProcess server("es_double.py", {"--tls-cert", certificates.path("server.pem").string(),
+                                        "--tls-key", certificates.path("server.key").string()});
+  MispClientOptions options;
+  options.url = server.url("https");
+  options.api_key = kApiKey;
+  options.ca_file = certificates.path("ca.pem").string();
+  MispClient trusted(options);
+  EXPECT_EQ(trusted.request("GET", "/_double/stats", "").status, 200);
+
+  options.ca_file.clear();
+  MispClient untrusted(options);
+  try {
+    untrusted.request("GET", "/_double/stats", "");
+    FAIL() << "the server certificate was accepted without its CA";
+  } catch (const MispConfigError& error) {
+    EXPECT_NE(std::string(error.what()).find("outputs.misp.ca_file"), std::string::npos)
+        << error.what();
+  }
+}
+
 TEST(MispClient, ConnectionRefusedIsTransient) {
   // Bind a port and close it, so nothing listens there.
   int probe = socket(AF_INET, SOCK_STREAM, 0);
