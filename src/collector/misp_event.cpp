@@ -349,10 +349,25 @@ void addUnique(std::vector<std::string>& list, std::string value) {
   }
 }
 
+// Adds the credential of a login form (`webtrap.form` of a probe record or
+// of its ECS document), which carries only the password's SHA-256.
+void addFormCredential(simdjson::dom::element form, MispRecord& record) {
+  if (stringAt(form, "/kind") != "login") {
+    return;
+  }
+  MispRecord::Credential credential;
+  credential.username = cutUtf8(stringAt(form, "/username"), kMispMaxValueBytes);
+  credential.password = std::string(stringAt(form, "/password_sha256"));
+  credential.hashed = true;
+  if (!credential.username.empty() || !credential.password.empty()) {
+    record.credentials.push_back(std::move(credential));
+  }
+}
+
 // Reads the credentials out of a probe record (event.original): each
-// credential_canary bait hit ("user=U password=P") in clear, and a login form
-// with its password hash.
-void readCredentials(std::string_view original, MispRecord& record) {
+// credential_canary bait hit ("user=U password=P") in clear and, when
+// `with_form`, a login form with its password hash.
+void readCredentials(std::string_view original, bool with_form, MispRecord& record) {
   simdjson::dom::parser parser;
   simdjson::dom::element root;
   if (parser.parse(original.data(), original.size()).get(root) != simdjson::SUCCESS) {
@@ -380,15 +395,8 @@ void readCredentials(std::string_view original, MispRecord& record) {
     }
   }
   simdjson::dom::element form;
-  if (root.at_pointer("/webtrap/form").get(form) == simdjson::SUCCESS &&
-      stringAt(form, "/kind") == "login") {
-    MispRecord::Credential credential;
-    credential.username = cutUtf8(stringAt(form, "/username"), kMispMaxValueBytes);
-    credential.password = std::string(stringAt(form, "/password_sha256"));
-    credential.hashed = true;
-    if (!credential.username.empty() || !credential.password.empty()) {
-      record.credentials.push_back(std::move(credential));
-    }
+  if (with_form && root.at_pointer("/webtrap/form").get(form) == simdjson::SUCCESS) {
+    addFormCredential(form, record);
   }
 }
 
@@ -599,12 +607,20 @@ MispRecord readMispRecord(const StoredEvent& event) {
   stringsAt(root, "/webtrap/bait_hits", bait_hits);
   bool canary =
       std::find(bait_hits.begin(), bait_hits.end(), "credential_canary") != bait_hits.end();
-  // Only probe records carry bait and form facts, and those are in the
-  // original record, not in the ECS fields.
-  if (canary || (stringAt(root, "/webtrap/format") == "webtrap" && record.method == "POST")) {
+  // Only probe records carry bait and form facts. The ECS document has the
+  // form in webtrap.form, but documents stored by older collectors have it
+  // only in the original record. Bait details are only in the original.
+  simdjson::dom::element form;
+  bool form_in_document = root.at_pointer("/webtrap/form").get(form) == simdjson::SUCCESS;
+  if (form_in_document) {
+    addFormCredential(form, record);
+  }
+  bool form_in_original = !form_in_document && stringAt(root, "/webtrap/format") == "webtrap" &&
+                          record.method == "POST";
+  if (canary || form_in_original) {
     std::string_view original = stringAt(root, "/event/original");
     if (!original.empty()) {
-      readCredentials(original, record);
+      readCredentials(original, form_in_original, record);
     }
   }
   return record;

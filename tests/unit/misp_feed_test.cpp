@@ -237,6 +237,19 @@ TEST(MispRecordTest, LoginFormGivesHashedCredential) {
   ASSERT_NE(event.document.find(kind), std::string::npos);
   event.document.replace(event.document.find(kind), kind.size(), R"(\"kind\":\"search\")");
   EXPECT_TRUE(readMispRecord(event).credentials.empty());
+
+  // The form in the ECS document itself is read, and the original's form is
+  // not read a second time.
+  event.document = R"({"source":{"ip":"198.51.100.1"},"http":{"request":{"method":"POST"}},)"
+                   R"("url":{"path":"/login"},"webtrap":{"format":"webtrap","sensor":{"id":"s1"},)"
+                   R"("form":{"kind":"login","username":"admin","password_sha256":"cd34"}},)"
+                   R"("event":{"original":"{\"webtrap\":{\"form\":{\"kind\":\"login\",)"
+                   R"(\"username\":\"admin\",\"password_sha256\":\"cd34\"}}}"}})";
+  record = readMispRecord(event);
+  ASSERT_EQ(record.credentials.size(), 1u);
+  EXPECT_EQ(record.credentials[0].username, "admin");
+  EXPECT_EQ(record.credentials[0].password, "cd34");
+  EXPECT_TRUE(record.credentials[0].hashed);
 }
 
 TEST(MispFeedOptionsTest, ParsesAndRejects) {
