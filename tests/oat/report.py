@@ -172,8 +172,13 @@ def rule_example(key, entry):
     if not key.startswith("crs:"):
         return ""
     rule_id = key.split()[0].removeprefix("crs:")
-    data = entry["rule_data"].get(rule_id, "")
-    return f", e.g. `{data[:110]}`" if data else ""
+    data = entry["rule_data"].get(rule_id, "")[:110]
+    if not data:
+        return ""
+    # Scanner payloads carry control bytes (NUL), pipes and backticks, which
+    # would corrupt the Markdown table row.
+    printable = "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in data)
+    return ", e.g. `" + printable.replace("`", "'").replace("|", "\\|") + "`"
 
 
 def false_positive_rows(outcome, show_rule_data=False):
@@ -339,9 +344,10 @@ def render(outcome, problems, versions, command, holdout=False):
     if holdout:
         lines += ["", "## Misses", "",
                   "Each row is a labelled OAT that the source did not get with confidence",
-                  f"{scoring.PREDICTION_CONFIDENCE} or more: the tags of that OAT it got below that",
-                  "confidence, and the OATs it was predicted with instead, with every reason",
-                  "and what a CRS rule matched. A false positive is listed in the section above.",
+                  f"{scoring.PREDICTION_CONFIDENCE} or more. The row shows the tags of that OAT that the source",
+                  "got below that confidence. It also shows the OATs that the source was",
+                  "predicted with instead, with every reason and what a CRS rule matched.",
+                  "A false positive is listed in the section above.",
                   "",
                   "| source | missed OAT | documents | tags of that OAT below the threshold "
                   "| predicted instead |", "|---|---|---|---|---|"]
