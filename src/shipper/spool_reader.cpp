@@ -180,7 +180,8 @@ void SpoolReader::loadFingerprint() {
             parseNumber(fields[2], loaded.inode) && parseNumber(fields[3], loaded.head_length) &&
             isSha256Hex(fields[4]) && parseNumber(fields[5], loaded.tail_length) &&
             isSha256Hex(fields[6]) && loaded.head_length <= loaded.position.offset &&
-            loaded.tail_length <= loaded.position.offset;
+            loaded.tail_length <= loaded.position.offset &&
+            loaded.head_length <= kFingerprintBytes && loaded.tail_length <= kFingerprintBytes;
   }
   if (!valid || !loaded.covers(position_)) {
     // NOTE: without a fingerprint, a segment truncated in place is noticed

@@ -191,6 +191,23 @@ TEST_F(SpoolTruncationTest, FingerprintOfOtherPositionIsIgnored) {
   EXPECT_EQ(restarted.truncations(), 0u);
 }
 
+TEST_F(SpoolTruncationTest, OversizedFingerprintLengthsAreIgnored) {
+  append(1, records("one", 10));
+  // A corrupt pair of files whose fingerprint claims to cover 100 TB before
+  // the offset. The reader must not try to read and hash that much.
+  const std::string huge = "99999999999999";
+  const std::string digest(64, '0');
+  std::ofstream(dir_ / "shipped.offset") << segmentFileName(1) << " " << huge << "\n";
+  std::ofstream(dir_ / "shipped.fingerprint")
+      << segmentFileName(1) << " " << huge << " " << inode(1) << " " << huge << " " << digest
+      << " 512 " << digest << "\n";
+
+  SpoolReader reader(dir_);
+  reader.loadOffset();
+  EXPECT_EQ(drain(reader), records("one", 10));
+  EXPECT_EQ(reader.truncations(), 1u);
+}
+
 TEST_F(SpoolTruncationTest, CountsRecordsReadOncePerPosition) {
   append(1, records("one", 10));
   SpoolReader reader(dir_);
