@@ -504,26 +504,27 @@ std::vector<MispItemResult> MispClient::addAttributes(std::string_view event,
     }
   }
   // Items sent without a uuid take the remaining saved attributes in order.
+  // An item sent with a uuid that is not among the saved ones has no result.
   std::size_t next = 0;
   for (std::size_t i : unmatched) {
     while (next < saved.size() && saved_used[next]) {
       ++next;
     }
-    if (next == saved.size() && response.status == 403) {
+    bool has_result = results[i].uuid.empty() && next < saved.size();
+    if (has_result) {
+      saved_used[next] = true;
+      results[i].id = textAt(saved[next], "id");
+      results[i].uuid = textAt(saved[next], "uuid");
+    } else if (response.status == 403) {
       // Nothing was saved, and MISP gave no error for this item: the
       // whole list was rejected, so each item is.
       results[i].status = MispItemResult::Status::kRejected;
       results[i].reason = errorText(document);
-      continue;
-    }
-    if (next == saved.size()) {
+    } else {
       throw TransientError(fmt::format("misp: {} returned HTTP {} with {} saved attributes and "
                                        "errors that do not account for attribute {}",
                                        what, response.status, saved.size(), i));
     }
-    saved_used[next] = true;
-    results[i].id = textAt(saved[next], "id");
-    results[i].uuid = textAt(saved[next], "uuid");
   }
   return results;
 }

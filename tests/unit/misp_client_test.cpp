@@ -544,7 +544,7 @@ TEST(MispClient, ConnectionRefusedIsTransient) {
 }
 
 TEST(MispClient, LoginRedirectIsConfigError) {
-  // MISP 2.5.1's answer to a request it does not take as an API request.
+  // MISP 2.5.1's response to a request it does not take as an API request.
   OneShotServer server(
       "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:8080/users/login\r\n"
       "Content-Type: text/html; charset=UTF-8\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -622,6 +622,17 @@ TEST(MispClient, MissingItemResultIsTransient) {
   MispClient client(optionsFor(server));
   std::vector<std::string> attributes = {ipAttribute("", "203.0.113.1"),
                                          ipAttribute("", "203.0.113.2")};
+  EXPECT_THROW(client.addAttributes("12", attributes), TransientError);
+}
+
+TEST(MispClient, SavedUuidMismatchIsTransient) {
+  // The saved attribute is not the one sent, so the sent one has no result.
+  OneShotServer server(jsonResponse(
+      200, "OK",
+      R"({"Attribute":{"id":"15","uuid":"6c48c478-8ec3-56a6-b259-c9d4d3b0dcb2"},"AttributeTag":[]})"));
+  MispClient client(optionsFor(server));
+  std::vector<std::string> attributes = {
+      ipAttribute("0068826a-6097-560f-ad38-7d9148b1e5bc", "203.0.113.1")};
   EXPECT_THROW(client.addAttributes("12", attributes), TransientError);
 }
 
