@@ -401,6 +401,10 @@ TEST_F(MispClientTest, PublishViewAndSearch) {
 
   EXPECT_FALSE(client.viewEvent("cc4460c7-259c-5c20-bf4f-2f3e6294f88a").has_value());
   EXPECT_FALSE(client.searchEventMetadata("cc4460c7-259c-5c20-bf4f-2f3e6294f88a").has_value());
+
+  EXPECT_EQ(misp.stat("/requests_without_json_accept"), 0);
+  EXPECT_EQ(misp.stat("/bodies_without_json_content_type"), 0);
+  EXPECT_EQ(misp.stat("/login_redirects"), 0);
 }
 
 TEST_F(MispClientTest, WrongKeyThrowsAuthError) {
