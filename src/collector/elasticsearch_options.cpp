@@ -1,6 +1,5 @@
 // Parser of the outputs.elasticsearch configuration section.
 #include <ctime>
-#include <filesystem>
 #include <string>
 
 #include <fmt/format.h>
@@ -13,26 +12,9 @@ namespace webtrap::collector {
 namespace {
 
 constexpr const char* kSection = "outputs.elasticsearch";
+constexpr const char* kExampleUrl = "https://elasticsearch.example:9200";
 
 std::string keyPath(const std::string& key) { return std::string(kSection) + "." + key; }
-
-std::string checkedUrl(const std::string& text, const std::string& key) {
-  if (text.rfind("http://", 0) != 0 && text.rfind("https://", 0) != 0) {
-    throw ConfigError(fmt::format("{}: invalid URL \"{}\"; write it with its scheme, such as "
-                                  "https://elasticsearch.example:9200",
-                                  key, text));
-  }
-  std::string url = text;
-  while (!url.empty() && url.back() == '/') {
-    url.pop_back();
-  }
-  if (url.find('?') != std::string::npos || url.find('#') != std::string::npos) {
-    throw ConfigError(fmt::format("{}: URL \"{}\" must not contain a query or fragment; give only "
-                                  "scheme, host, port and an optional path prefix",
-                                  key, text));
-  }
-  return url;
-}
 
 // Returns why `name` cannot be an Elasticsearch index or data stream name,
 // or an empty string. The rules are those of Elasticsearch 8's create index
@@ -77,16 +59,6 @@ std::string checkedIndexPattern(const std::string& pattern, const std::string& k
   return pattern;
 }
 
-std::string checkedFile(const std::string& path, const std::string& key) {
-  std::error_code error;
-  if (!std::filesystem::is_regular_file(path, error)) {
-    throw ConfigError(fmt::format("{}: file \"{}\" not found or not a regular file; give the path "
-                                  "of a PEM file",
-                                  key, path));
-  }
-  return path;
-}
-
 }  // namespace
 
 ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node) {
@@ -106,10 +78,10 @@ ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node) {
       if (value.IsSequence()) {
         for (std::size_t i = 0; i < value.size(); ++i) {
           std::string item_key = fmt::format("{}[{}]", path, i);
-          options.urls.push_back(checkedUrl(scalarText(value[i], item_key), item_key));
+          options.urls.push_back(parseHttpUrl(scalarText(value[i], item_key), item_key, kExampleUrl));
         }
       } else {
-        options.urls.push_back(checkedUrl(scalarText(value, path), path));
+        options.urls.push_back(parseHttpUrl(scalarText(value, path), path, kExampleUrl));
       }
       if (options.urls.empty()) {
         throw ConfigError(fmt::format("{}: the list is empty; give at least one URL", path));
@@ -133,13 +105,13 @@ ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node) {
     } else if (key == "api_key") {
       options.api_key = scalarText(value, path);
     } else if (key == "ca_file") {
-      options.ca_file = checkedFile(scalarText(value, path), path);
+      options.ca_file = parsePemFilePath(scalarText(value, path), path);
     } else if (key == "tls_verify") {
       options.tls_verify = parseBool(scalarText(value, path), path);
     } else if (key == "client_certificate") {
-      options.client_certificate = checkedFile(scalarText(value, path), path);
+      options.client_certificate = parsePemFilePath(scalarText(value, path), path);
     } else if (key == "client_key") {
-      options.client_key = checkedFile(scalarText(value, path), path);
+      options.client_key = parsePemFilePath(scalarText(value, path), path);
     } else if (key == "proxy") {
       options.proxy = scalarText(value, path);
     } else if (key == "timeout") {

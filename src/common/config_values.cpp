@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <charconv>
+#include <filesystem>
 
 #include <boost/asio/ip/address.hpp>
 #include <fmt/format.h>
@@ -118,6 +119,35 @@ HostPort parseHostPort(const std::string& text, const std::string& key,
     throw ConfigError(fmt::format("{}: invalid port in \"{}\"; use 0 to 65535", key, text));
   }
   return {address.to_string(), static_cast<std::uint16_t>(port)};
+}
+
+std::string parseHttpUrl(const std::string& text, const std::string& key,
+                         const std::string& example) {
+  if (text.rfind("http://", 0) != 0 && text.rfind("https://", 0) != 0) {
+    throw ConfigError(
+        fmt::format("{}: invalid URL \"{}\"; write it with its scheme, such as {}", key, text,
+                    example));
+  }
+  std::string url = text;
+  while (!url.empty() && url.back() == '/') {
+    url.pop_back();
+  }
+  if (url.find('?') != std::string::npos || url.find('#') != std::string::npos) {
+    throw ConfigError(fmt::format("{}: URL \"{}\" must not contain a query or fragment; give only "
+                                  "scheme, host, port and an optional path prefix",
+                                  key, text));
+  }
+  return url;
+}
+
+std::string parsePemFilePath(const std::string& path, const std::string& key) {
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) {
+    throw ConfigError(fmt::format("{}: file \"{}\" not found or not a regular file; give the path "
+                                  "of a PEM file",
+                                  key, path));
+  }
+  return path;
 }
 
 }  // namespace webtrap::config_values

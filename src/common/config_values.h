@@ -41,6 +41,14 @@ struct HostPort {
 HostPort parseHostPort(const std::string& text, const std::string& key,
                        std::uint16_t example_port, const std::string& default_host = {});
 
+// An http:// or https:// base URL, returned without trailing slashes. A
+// query or fragment is rejected. `example` appears in the error messages.
+std::string parseHttpUrl(const std::string& text, const std::string& key,
+                         const std::string& example);
+
+// The path of an existing regular file, such as a PEM CA bundle.
+std::string parsePemFilePath(const std::string& path, const std::string& key);
+
 template <typename T>
 T narrow(std::uint64_t value, const std::string& key) {
   if (value > std::numeric_limits<T>::max()) {
