@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <system_error>
@@ -122,7 +123,7 @@ void NdjsonOutput::openFile() {
                                        path.parent_path().string(), ec.message()));
     }
   }
-  int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  int fd = ::open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
   if (fd < 0) {
     int error = errno;
     throw TransientError(
@@ -139,11 +140,50 @@ void NdjsonOutput::openFile() {
   fd_ = fd;
   inode_ = st.st_ino;
   size_ = static_cast<std::uint64_t>(st.st_size);
+  cutPartialLastLine();
   if (size_ == 0) {
     // A new file: make its name durable too, not only the lines fsynced
     // into it later.
     syncFolder(path);
   }
+}
+
+void NdjsonOutput::cutPartialLastLine() {
+  // A process killed inside write() can leave the start of a batch without
+  // its last newline. That batch was never reported delivered, so the runner
+  // sends it again, and the partial line is cut here before the resend.
+  if (size_ == 0) {
+    return;
+  }
+  std::uint64_t end = size_;
+  char chunk[4096];
+  while (end > 0) {
+    std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(end, sizeof chunk));
+    ssize_t n = ::pread(fd_, chunk, length, static_cast<off_t>(end - length));
+    if (n != static_cast<ssize_t>(length)) {
+      spdlog::error("ndjson output: reading the end of {} failed: {}; a partial last line, if "
+                    "any, stays",
+                    options_.path.string(), n < 0 ? errnoText(errno) : "short read");
+      return;
+    }
+    if (end == size_ && chunk[length - 1] == '\n') {
+      return;
+    }
+    const char* newline = static_cast<const char*>(::memrchr(chunk, '\n', length));
+    if (newline != nullptr) {
+      end -= length - static_cast<std::size_t>(newline - chunk) - 1;
+      break;
+    }
+    end -= length;
+  }
+  if (::ftruncate(fd_, static_cast<off_t>(end)) != 0 || ::fdatasync(fd_) != 0) {
+    throw TransientError(fmt::format("ndjson output: cutting the partial last line of {} failed: {}",
+                                     options_.path.string(), errnoText(errno)));
+  }
+  spdlog::warn("ndjson output: cut a partial last line of {} bytes from {} (left by a stop "
+               "during a write; its events are sent again)",
+               size_ - end, options_.path.string());
+  size_ = end;
 }
 
 void NdjsonOutput::reopenIfMoved() {

@@ -4,7 +4,9 @@
 // Durability: each batch is written with one write() and fdatasync()ed
 // before send() reports it delivered. A failed or short write is cut back
 // off the file, so the file holds only whole lines, and the batch is
-// reported as a TransientError to be sent again.
+// reported as a TransientError to be sent again. A partial last line that a
+// crash inside write() left is cut off when the file is opened, and its
+// batch, never reported delivered, is sent again.
 //
 // Rotation by size: before a batch would take the file past rotate_size,
 // the output renames PATH.(N-1) to PATH.N, ..., PATH to PATH.1, and opens a
@@ -58,6 +60,9 @@ class NdjsonOutput : public Output {
 
  private:
   void openFile();
+  // Cuts the file back to its last newline, dropping what a stop inside
+  // write() left of an unreported batch.
+  void cutPartialLastLine();
   void reopenIfMoved();
   void rotate();
 

@@ -90,6 +90,39 @@ TEST_F(NdjsonOutputTest, AppendsToExistingFile) {
   EXPECT_EQ(readLines(options_.path).size(), 3u);
 }
 
+TEST_F(NdjsonOutputTest, CutsPartialLastLineAtOpen) {
+  {
+    NdjsonOutput output(options_);
+    output.send(makeBatch(1, 2));
+  }
+  // What a process killed inside write() leaves: a batch cut mid-line.
+  {
+    std::ofstream file(options_.path, std::ios::binary | std::ios::app);
+    file << "{\"seq\":3,\"pad\":\"xx";
+  }
+  NdjsonOutput output(options_);
+  output.send(makeBatch(3, 1));
+
+  auto lines = readLines(options_.path);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[1].substr(0, 9), "{\"seq\":2,");
+  EXPECT_EQ(lines[2], makeBatch(3, 1)[0].document);
+}
+
+TEST_F(NdjsonOutputTest, CutsFileWithoutNewline) {
+  fs::create_directories(options_.path.parent_path());
+  {
+    std::ofstream file(options_.path, std::ios::binary);
+    file << std::string(10000, 'x');
+  }
+  NdjsonOutput output(options_);
+  output.send(makeBatch(1, 1));
+
+  auto lines = readLines(options_.path);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], makeBatch(1, 1)[0].document);
+}
+
 TEST_F(NdjsonOutputTest, RejectsDocumentWithNewline) {
   NdjsonOutput output(options_);
   auto batch = makeBatch(1, 3);
