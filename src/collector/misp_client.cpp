@@ -13,7 +13,9 @@
 
 #include "collector/curl_support.h"
 #include "collector/stored_event.h"
+#include "common/config_values.h"
 #include "common/encoding.h"
+#include "common/error.h"
 #include "common/json_writer.h"
 
 namespace webtrap::collector {
@@ -198,6 +200,42 @@ std::string sentUuid(simdjson::dom::parser& parser, std::string_view json,
 }
 
 }  // namespace
+
+const char* const kMispClientKeys =
+    "url, api_key, ca_file, tls_verify, proxy, timeout, connect_timeout";
+
+bool parseMispClientKey(MispClientOptions& options, const std::string& key,
+                        const YAML::Node& value, const std::string& path) {
+  using namespace config_values;
+  if (key == "url") {
+    options.url = parseHttpUrl(scalarText(value, path), path, "https://misp.example");
+  } else if (key == "api_key") {
+    options.api_key = scalarText(value, path);
+    if (options.api_key.empty() || options.api_key.find_first_of(" \t\r\n") != std::string::npos) {
+      throw ConfigError(fmt::format("{}: the key is empty or contains white space; give the bare "
+                                    "automation key of an API-enabled MISP user, without "
+                                    "\"Bearer\"",
+                                    path));
+    }
+  } else if (key == "ca_file") {
+    options.ca_file = parsePemFilePath(scalarText(value, path), path);
+  } else if (key == "tls_verify") {
+    options.tls_verify = parseBool(scalarText(value, path), path);
+  } else if (key == "proxy") {
+    options.proxy = scalarText(value, path);
+  } else if (key == "timeout" || key == "connect_timeout") {
+    std::chrono::milliseconds duration(parseMilliseconds(scalarText(value, path), path));
+    // libcurl takes 0 as "no timeout", which would let a stalled MISP block the output.
+    if (duration.count() == 0) {
+      throw ConfigError(fmt::format("{}: 0 is not a valid timeout; give a duration such as 30s",
+                                    path));
+    }
+    (key == "timeout" ? options.timeout : options.connect_timeout) = duration;
+  } else {
+    return false;
+  }
+  return true;
+}
 
 struct MispClient::Impl {
   CURL* curl = nullptr;

@@ -30,6 +30,8 @@
 #include <string_view>
 #include <vector>
 
+#include <yaml-cpp/yaml.h>
+
 namespace webtrap::collector {
 
 struct MispClientOptions {
@@ -48,6 +50,15 @@ struct MispClientOptions {
   // The configuration section named in error messages.
   std::string section = "outputs.misp";
 };
+
+// Parses one connection key of a MISP output section into `options`: url,
+// api_key, ca_file, tls_verify, proxy, timeout or connect_timeout. Returns
+// false when `key` is not one of them. `path` is the key path used in
+// errors. Throws ConfigError.
+bool parseMispClientKey(MispClientOptions& options, const std::string& key,
+                        const YAML::Node& value, const std::string& path);
+// The connection keys, for error messages.
+extern const char* const kMispClientKeys;
 
 // A setting is wrong (URL, key, proxy in front of MISP): retrying does not help.
 struct MispConfigError : std::runtime_error {
@@ -88,7 +99,7 @@ struct MispItemResult {
   enum class Status {
     kSaved,
     kDuplicate,  // already in the event: the same value, or the same uuid
-    kRejected,   // invalid for good: `reason` holds MISP's errors
+    kRejected,   // invalid for good: `reason` contains MISP's errors
   };
   Status status = Status::kSaved;
   std::string id;    // MISP's id when saved

@@ -14,9 +14,11 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <simdjson.h>
+#include <yaml-cpp/yaml.h>
 
 #include "collector/misp_client.h"
 #include "collector/stored_event.h"
+#include "common/error.h"
 #include "double_process.h"
 
 namespace webtrap::collector {
@@ -638,6 +640,60 @@ TEST(MispClient, SavedUuidMismatchIsTransient) {
   std::vector<std::string> attributes = {
       ipAttribute("0068826a-6097-560f-ad38-7d9148b1e5bc", "203.0.113.1")};
   EXPECT_THROW(client.addAttributes("12", attributes), TransientError);
+}
+
+MispClientOptions parseClientKeys(const std::string& yaml) {
+  MispClientOptions options;
+  YAML::Node node = YAML::Load(yaml);
+  for (const auto& entry : node) {
+    std::string key = entry.first.as<std::string>();
+    if (!parseMispClientKey(options, key, entry.second, "outputs.misp." + key)) {
+      throw std::invalid_argument("not a client key: " + key);
+    }
+  }
+  return options;
+}
+
+TEST(MispClient, ParsesConnectionKeys) {
+  testing::TlsCertificates certificates;
+  ASSERT_TRUE(certificates.ok()) << "openssl could not make the test certificates";
+  auto options = parseClientKeys(fmt::format(
+      "{{url: 'https://misp.example/', api_key: {}, ca_file: '{}', tls_verify: false, "
+      "proxy: 'http://127.0.0.1:3128', timeout: 45s, connect_timeout: 500ms}}",
+      kApiKey, certificates.path("ca.pem").string()));
+  EXPECT_EQ(options.url, "https://misp.example");
+  EXPECT_EQ(options.api_key, kApiKey);
+  EXPECT_EQ(options.ca_file, certificates.path("ca.pem").string());
+  EXPECT_FALSE(options.tls_verify);
+  EXPECT_EQ(options.proxy, "http://127.0.0.1:3128");
+  EXPECT_EQ(options.timeout, std::chrono::milliseconds(45000));
+  EXPECT_EQ(options.connect_timeout, std::chrono::milliseconds(500));
+
+  MispClientOptions unchanged;
+  EXPECT_FALSE(parseMispClientKey(unchanged, "event_per", YAML::Load("group"),
+                                  "outputs.misp.event_per"));
+}
+
+TEST(MispClient, RejectsInvalidConnectionKeys) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"{url: misp.example}", "outputs.misp.url"},
+      {"{url: 'https://misp.example/?a=1'}", "outputs.misp.url"},
+      {"{api_key: ''}", "outputs.misp.api_key"},
+      {"{api_key: 'Bearer abc'}", "Bearer"},
+      {"{ca_file: /nonexistent/ca.pem}", "outputs.misp.ca_file"},
+      {"{tls_verify: maybe}", "outputs.misp.tls_verify"},
+      {"{timeout: 0s}", "outputs.misp.timeout"},
+      {"{connect_timeout: 10}", "outputs.misp.connect_timeout"},
+  };
+  for (const auto& [yaml, expected] : cases) {
+    try {
+      parseClientKeys(yaml);
+      ADD_FAILURE() << "accepted " << yaml;
+    } catch (const ConfigError& error) {
+      EXPECT_NE(std::string(error.what()).find(expected), std::string::npos)
+          << yaml << ": " << error.what();
+    }
+  }
 }
 
 TEST(MispClient, MissingKeyOrUrlRejected) {
