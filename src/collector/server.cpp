@@ -766,9 +766,10 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
 
   // Makes the dead letter of a record longer than limits.max_record_bytes.
   // It keeps the first kOversizedKeepBytes of the record, card numbers
-  // masked before the cut, so that no cut-off number escapes the mask.
+  // masked before the cut, so that no cut-off number escapes the mask. The
+  // caller counts it once its commit succeeds, so a batch sent again after
+  // a 503 is counted once.
   DeadLetter oversizedLetter(std::string_view record, const IngestSource& source) {
-    counters.oversizedRecords(inputLabel(source.input)).inc();
     std::optional<std::string> masked = maskCardNumbersInJson(record);
     std::string_view text = masked ? std::string_view(*masked) : record;
     DeadLetter letter;
@@ -797,6 +798,7 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
                                           : std::string_view(source.origin);
     std::vector<AuditRecord> records;
     std::vector<DeadLetter> rejected;
+    std::uint64_t oversized = 0;
     std::size_t start = 0;
     while (start < body.size()) {
       std::size_t end = body.find('\n', start);
@@ -813,6 +815,7 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
       }
       if (line.size() > max_record) {
         rejected.push_back(oversizedLetter(line, source));
+        ++oversized;
         continue;
       }
       DecodeResult decoded = decodeAuditRecord(line, decode);
@@ -828,7 +831,9 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
       letter.payload = std::string(line);
       rejected.push_back(std::move(letter));
     }
-    return ingest.ingestDecoded(records, std::move(rejected), source);
+    IngestResult result = ingest.ingestDecoded(records, std::move(rejected), source);
+    counters.oversizedRecords(inputLabel(source.input)).inc(oversized);
+    return result;
   }
 
   // Decodes and commits on a worker thread; returns the response.
@@ -841,6 +846,7 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
         std::vector<DeadLetter> rejected;
         rejected.push_back(oversizedLetter(body, source));
         result = ingest.ingestDecoded({}, std::move(rejected), source);
+        counters.oversizedRecords(inputLabel(source.input)).inc();
       } else {
         result = ingest.ingestRecord(body, source);
       }

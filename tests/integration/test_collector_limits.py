@@ -10,7 +10,8 @@ Each check starts its own collector on 127.0.0.1:
   connection);
 - limits.max_record_bytes: a record longer than the limit goes to the
   dead-letter store with the reason and its card number masked, is counted,
-  and the rest of its batch is stored;
+  and the rest of its batch is stored. A first attempt that gets 503 because
+  the store is locked is not counted;
 - `Expect: 100-continue`: a valid request gets the interim 100 response
   before it sends its body, and one with a wrong token or a body over
   limits.max_body_bytes gets its final status without being asked for the
@@ -34,6 +35,7 @@ import resource
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -198,6 +200,18 @@ def check_max_record_bytes(folder, records):
         long_record = oversized_record(records[1])
         check(len(long_record) > 64 * 1024, "the oversized record is not over 64 KiB")
         batch = gzip.compress(records[0] + long_record + records[2])
+        # While another connection holds the store's write lock, the commit
+        # fails after the 5 s busy timeout and the batch gets 503. Nothing of
+        # it may be counted, because the sender sends it again.
+        database = sqlite3.connect(folder / "state" / "store.sqlite", isolation_level=None)
+        database.execute("BEGIN EXCLUSIVE")
+        try:
+            status, body = post_raw(port, "/v1/records", token, batch,
+                                    "Content-Encoding: gzip\r\n")
+        finally:
+            database.execute("ROLLBACK")
+            database.close()
+        check(status == 503, f"batch while the store is locked: status {status} {body[:200]!r}")
         status, body = post_raw(port, "/v1/records", token, batch, "Content-Encoding: gzip\r\n")
         check(status == 200, f"batch with an oversized record: status {status} {body[:200]!r}")
         ack = json.loads(body)
