@@ -542,6 +542,8 @@ std::vector<MispItemResult> MispClient::addAttributes(std::string_view event,
     }
   }
   // Items sent without a uuid take the remaining saved attributes in order.
+  // NOTE: MISP 2.5.1 returned a 2,000-item list in an order of its own, so
+  // ids matched by position can be wrong: send a uuid with every attribute.
   // An item sent with a uuid that is not among the saved ones has no result.
   std::size_t next = 0;
   for (std::size_t i : unmatched) {
