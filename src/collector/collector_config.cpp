@@ -147,10 +147,10 @@ const std::vector<Option>& options() {
          c.limits.max_decompressed_bytes = parseBytes(v, "limits.max_decompressed_bytes");
        }},
       {"limits.max_record_bytes", "size", "16MiB",
-       "One record (one NDJSON line of a batch, or one POST /v1/modsecurity body) after gzip "
-       "decompression. A longer record goes to the dead-letter store with the reason and is "
-       "counted as rejected, and the rest of its batch is stored. From 1KiB; the file input's "
-       "own limit is its max_record_size.",
+       "One record (one NDJSON line of a batch, or one POST /v1/modsecurity body), after gzip "
+       "decompression and without line ends. A longer record goes to the dead-letter store "
+       "with the reason and is counted as rejected, and the rest of its batch is stored. From "
+       "1KiB; the file input's own limit is its max_record_size.",
        [](CollectorConfig& c, const std::string& v) {
          auto bytes = parseBytes(v, "limits.max_record_bytes");
          requireRange(bytes, 1ULL << 10, ~0ULL, "limits.max_record_bytes", v,

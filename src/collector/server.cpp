@@ -210,6 +210,14 @@ bool hasLineLongerThan(std::string_view body, std::uint64_t max_bytes) {
   return false;
 }
 
+// Returns the length of a POST /v1/modsecurity body without its trailing
+// line ends, so that it is measured against limits.max_record_bytes as an
+// NDJSON line of /v1/records is.
+std::size_t recordLength(std::string_view body) {
+  std::size_t end = body.find_last_not_of("\r\n");
+  return end == std::string_view::npos ? 0 : end + 1;
+}
+
 bool anyLineStartsWithObject(std::string_view body) {
   std::size_t start = 0;
   while (start < body.size()) {
@@ -842,7 +850,7 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     try {
       if (source.input == InputKind::kProbe) {
         result = ingestBatch(body, source);
-      } else if (body.size() > options.limits.max_record_bytes) {
+      } else if (recordLength(body) > options.limits.max_record_bytes) {
         std::vector<DeadLetter> rejected;
         rejected.push_back(oversizedLetter(body, source));
         result = ingest.ingestDecoded({}, std::move(rejected), source);

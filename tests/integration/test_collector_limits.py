@@ -225,6 +225,19 @@ def check_max_record_bytes(folder, records):
         ack = json.loads(body)
         check(ack["rejected"] == 1 and ack["stored"] == 0, f"ModSecurity ack: {ack}")
 
+        # A record of exactly the limit followed by a line end is not too long,
+        # on /v1/modsecurity as on /v1/records.
+        document = json.loads(records[3])
+        document["transaction"]["request"]["headers"]["X-Padding"] = ""
+        record = json.dumps(document).encode()
+        document["transaction"]["request"]["headers"]["X-Padding"] = "a" * (64 * 1024 -
+                                                                             len(record))
+        at_limit = json.dumps(document).encode()
+        check(len(at_limit) == 64 * 1024, f"the record at the limit has {len(at_limit)} bytes")
+        status, body = post_raw(port, "/v1/modsecurity", token, at_limit + b"\r\n")
+        ack = json.loads(body)
+        check(status == 200 and ack["stored"] == 1, f"ModSecurity record at the limit: {ack}")
+
         letters = subprocess.run([BIN, "collector", "--config", str(collector.config),
                                   "dead-letters"], capture_output=True, text=True, timeout=60,
                                  check=True).stdout.splitlines()
@@ -242,7 +255,7 @@ def check_max_record_bytes(folder, records):
         count = json.loads(subprocess.run([BIN, "collector", "--config", str(collector.config),
                                            "count"], capture_output=True, text=True,
                                           timeout=60, check=True).stdout)
-        check(count["events"] == 2, f"stored events: {count}")
+        check(count["events"] == 3, f"stored events: {count}")
 
         values = collector.metrics()
         for input_label in ("probe", "modsecurity_http"):
