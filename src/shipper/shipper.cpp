@@ -401,6 +401,7 @@ struct Shipper::Impl {
   std::uint64_t limit_bytes;
   Clock::time_point keep_limits_until{};
   std::uint32_t attempt = 0;  // consecutive failed attempts
+  bool resend_pending = false;  // the next post sends a failed batch again
   RepeatLog failure_log;
   std::uint64_t dropped_published = 0;
   std::uint64_t read_published = 0;
@@ -581,7 +582,7 @@ void Shipper::Impl::onFailure(const SpoolBatch& batch, const HttpResult& result)
       spdlog::warn("shipper: the collector rejects a batch of records={} bytes={} as too large "
                    "(413); sending at most records={} bytes={} per batch",
                    batch.records, batch.body.size(), limit_records, limit_bytes);
-      counters.retries.fetch_add(1);
+      resend_pending = true;
     } else {
       rejectOversizedRecord(batch);
     }
@@ -593,11 +594,13 @@ void Shipper::Impl::onFailure(const SpoolBatch& batch, const HttpResult& result)
     // A wrong token does not fix itself quickly: retry slowly, keep every
     // record.
     delay = config.retry_max_ms;
-    spdlog::error("shipper: the collector rejects the credentials (HTTP {}) url={}; check "
+    // The collector's message tells a wrong token from a revoked sensor or
+    // a certificate bound to another sensor.
+    spdlog::error("shipper: the collector rejects the credentials (HTTP {}) url={}: {}; check "
                   "shipper.token or shipper.token_file (or the client certificate) against "
                   "the token the collector enrolled for this sensor; retrying in {}ms, no "
                   "record is dropped",
-                  status, http->url(), delay);
+                  status, http->url(), shorten(result.body), delay);
   } else {
     delay = result.retry_after_ms >= 0 ? result.retry_after_ms : backoffDelay();
     std::string reason = status == 0 ? fmt::format("connection error: {}", result.error)
@@ -613,7 +616,7 @@ void Shipper::Impl::onFailure(const SpoolBatch& batch, const HttpResult& result)
     }
     ++attempt;
   }
-  counters.retries.fetch_add(1);
+  resend_pending = true;
   sleepFor(delay);
 }
 
@@ -648,6 +651,12 @@ void Shipper::Impl::run(bool until_idle) {
       compressed = gzipCompress(batch.body);
     }
     const std::string& payload = config.gzip ? compressed : batch.body;
+    if (resend_pending) {
+      // Counted here, when the batch goes out again, so a shipper stopped
+      // during its backoff wait does not count a resend it never made.
+      counters.retries.fetch_add(1);
+      resend_pending = false;
+    }
     HttpResult result = http->post(payload);
     if (result.aborted) {
       break;
