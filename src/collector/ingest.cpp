@@ -196,16 +196,17 @@ IngestResult Ingest::commit(Prepared& prepared, const IngestSource& source,
   result.received = prepared.received;
   result.rejected = prepared.rejected.size();
   try {
-    // The store writes sensor notes with the next insert, so noting before
-    // the insert puts this batch's count in the same transaction as its
-    // events, and a crash right after the acknowledgement keeps both.
+    // The sensor's count shares the events' transaction, so a crash right
+    // after the acknowledgement keeps both.
+    std::optional<SensorNote> note;
     if (!source.sensor_id.empty() && prepared.received > 0) {
-      store_.noteSensorSeen(source.sensor_id, now_ms, prepared.received);
+      note = SensorNote{source.sensor_id, now_ms, prepared.received};
     }
     // The dead letters share the events' transaction. A batch acknowledged
     // as "rejected" has its lines kept, and a failed commit keeps none of
     // them, so the sender's retry after the 503 does not store them twice.
-    InsertSummary summary = store_.insert(prepared.events, prepared.rejected);
+    InsertSummary summary =
+        store_.insert(prepared.events, prepared.rejected, note ? &*note : nullptr);
     result.stored = summary.stored;
     result.duplicates = summary.duplicates;
   } catch (const std::exception& error) {

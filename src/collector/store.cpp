@@ -300,6 +300,7 @@ struct Store::Impl {
   struct InsertRequest {
     std::span<const NewEvent> events;
     std::span<const DeadLetter> dead_letters;
+    const SensorNote* note = nullptr;
     InsertSummary summary;
     std::exception_ptr error;
     bool done = false;
@@ -803,7 +804,17 @@ bool Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
     if (duplicate_count > 0) {
       addToCounter(kDuplicates, static_cast<std::int64_t>(duplicate_count));
     }
-    writePendingSeen(seen);
+    // The group's own notes are written with it but, unlike the pending
+    // ones, not kept when the commit fails.
+    std::map<std::string, SensorSeen, std::less<>> written = seen;
+    for (InsertRequest* request : group) {
+      if (request->note != nullptr) {
+        SensorSeen& update = written[request->note->sensor_id];
+        update.last_seen_ms = std::max(update.last_seen_ms, request->note->at_ms);
+        update.records += request->note->records;
+      }
+    }
+    writePendingSeen(written);
     writer->exec("COMMIT", "committing an insert");
     if (sync_after) {
       sqlite3_stmt* restore = writer->prepare("PRAGMA synchronous=FULL");
@@ -902,14 +913,15 @@ InsertSummary Store::insert(std::span<const NewEvent> events) {
 }
 
 InsertSummary Store::insert(std::span<const NewEvent> events,
-                            std::span<const DeadLetter> dead_letters) {
-  if (events.empty() && dead_letters.empty()) {
+                            std::span<const DeadLetter> dead_letters, const SensorNote* note) {
+  if (events.empty() && dead_letters.empty() && note == nullptr) {
     return {};
   }
   Impl& impl = *impl_;
   Impl::InsertRequest request;
   request.events = events;
   request.dead_letters = dead_letters;
+  request.note = note;
   std::unique_lock lock(impl.group_mutex);
   impl.group_pending.push_back(&request);
   while (!request.done) {

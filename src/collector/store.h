@@ -93,6 +93,13 @@ struct SensorInfo {
   std::string certificate_cn{};
 };
 
+// Records received from a sensor in one insert.
+struct SensorNote {
+  std::string sensor_id;
+  std::int64_t at_ms = 0;
+  std::uint64_t records = 0;
+};
+
 struct RetentionSummary {
   std::uint64_t removed = 0;
   // Per output, events removed before that output delivered them.
@@ -117,8 +124,11 @@ class Store {
   // the error is retryable, and a resend counts them as duplicates.
   InsertSummary insert(std::span<const NewEvent> events);
   // The same, and stores `dead_letters` in the same transaction, so a batch
-  // with undecodable lines costs one commit.
-  InsertSummary insert(std::span<const NewEvent> events, std::span<const DeadLetter> dead_letters);
+  // with undecodable lines costs one commit. `note`, when given, adds to its
+  // sensor's last_seen_ms and records in that transaction, so a failed
+  // commit does not count the batch that its sender will send again.
+  InsertSummary insert(std::span<const NewEvent> events, std::span<const DeadLetter> dead_letters,
+                       const SensorNote* note = nullptr);
 
   // Events after `after_seq`, in order, at most `max_count` events and
   // about `max_bytes` of documents (always at least one event if any).

@@ -11,7 +11,7 @@ Each check starts its own collector on 127.0.0.1:
 - limits.max_record_bytes: a record longer than the limit goes to the
   dead-letter store with the reason and its card number masked, is counted,
   and the rest of its batch is stored. A first attempt that gets 503 because
-  the store is locked is not counted;
+  the store is locked is counted neither there nor in the sensor's records;
 - `Expect: 100-continue`: a valid request gets the interim 100 response
   before it sends its body, and one with a wrong token or a body over
   limits.max_body_bytes gets its final status without being asked for the
@@ -256,6 +256,12 @@ def check_max_record_bytes(folder, records):
                                            "count"], capture_output=True, text=True,
                                           timeout=60, check=True).stdout)
         check(count["events"] == 3, f"stored events: {count}")
+        # Three records in the batch that got 503 and then 200, and two ModSecurity records.
+        sensors = subprocess.run([BIN, "collector", "--config", str(collector.config), "sensors"],
+                                 capture_output=True, text=True, timeout=60,
+                                 check=True).stdout.splitlines()
+        records_counted = json.loads(sensors[0])["records"]
+        check(records_counted == 5, f"sensor records: {records_counted}, expected 5")
 
         values = collector.metrics()
         for input_label in ("probe", "modsecurity_http"):
