@@ -111,7 +111,7 @@ def busiest_threads(before: dict, after: dict, elapsed: float) -> list[str]:
     for tid, (name, seconds) in after.items():
         share = (seconds - before.get(tid, (name, 0.0))[1]) / elapsed * 100
         if share >= 0.5:
-            shares.append((round(share), name))
+            shares.append((round(share, 1), name))
     return [f"{name}:{share}" for share, name in sorted(shares, reverse=True)]
 
 
