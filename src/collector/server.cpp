@@ -949,7 +949,14 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   void doRead() {
     parser_.emplace();
     parser_->header_limit(kMaxHeaderBytes);
-    parser_->body_limit(admin_ ? kMaxAdminBodyBytes : limits().max_body_bytes);
+    // Beast compares Content-Length with the body limit when the header
+    // ends. An ingest request gets its limit only after checkIngestHeader(),
+    // so that a client without a valid token gets 401, not 413.
+    if (admin_) {
+      parser_->body_limit(kMaxAdminBodyBytes);
+    } else {
+      parser_->body_limit(boost::none);
+    }
     // One deadline covers the header and the body of a request.
     auto timeout = requests_ == 0 ? limits().read_timeout_ms
                                   : limits().idle_timeout_ms + limits().read_timeout_ms;
@@ -1040,6 +1047,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       return;
     }
     holds_slot_ = true;
+    // checkIngestHeader() rejected a longer Content-Length. This limit
+    // covers chunked bodies, which Beast checks chunk by chunk.
+    parser_->body_limit(limits().max_body_bytes);
 
     auto on_body = [self = this->shared_from_this()](beast::error_code body_ec) {
       self->onIngestBody(body_ec);

@@ -15,7 +15,7 @@ Each check starts its own collector on 127.0.0.1:
 - `Expect: 100-continue`: a valid request gets the interim 100 response
   before it sends its body, and one with a wrong token or a body over
   limits.max_body_bytes gets its final status without being asked for the
-  body;
+  body. A wrong token gets 401 even when the body is also too large;
 - admin listener: past 16 open connections a new one is closed at once, the
   ingest listener keeps working meanwhile, and an admin request with a body
   over 64 KiB gets 413;
@@ -297,7 +297,10 @@ def check_expect_continue(folder, records):
 
         # Rejected requests get their final status at once: the client never
         # sends the body, so waiting for it would hang until the read timeout.
+        # The token is checked first, so a client without one learns nothing
+        # of the body limit.
         cases = (("wrong token", "Bearer wrong", len(body), 401),
+                 ("wrong token and body over max_body_bytes", "Bearer wrong", 1 << 20, 401),
                  ("body over max_body_bytes", f"Bearer {token}", 1 << 20, 413))
         for case, authorization, length, expected in cases:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -306,6 +309,9 @@ def check_expect_continue(folder, records):
                               "Expect: 100-continue\r\n\r\n").encode())
                 status, _, _ = read_head(sock)
                 check(status == expected, f"{case} with Expect: {status}, expected {expected}")
+        values = collector.metrics()
+        name = 'webtrap_collector_http_responses_total{endpoint="records",status="413"}'
+        check(values.get(name) == 1, f"{name}: {values.get(name)}, expected 1")
     finally:
         collector.stop()
 
