@@ -12,6 +12,7 @@
 
 #include "common/config_values.h"
 #include "common/error.h"
+#include "common/file_io.h"
 
 namespace webtrap::collector {
 namespace {
@@ -34,19 +35,7 @@ void writeAtomically(const std::filesystem::path& folder, const std::string& nam
     throw TransientError(
         fmt::format("MISP feed: creating {} failed: {}", temporary.string(), errnoText(error)));
   }
-  std::size_t written = 0;
-  int error = 0;
-  while (written < content.size()) {
-    ssize_t n = ::write(fd, content.data() + written, content.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      error = errno;
-      break;
-    }
-    written += static_cast<std::size_t>(n);
-  }
+  int error = writeAll(fd, content);
   if (error == 0 && ::fsync(fd) != 0) {
     error = errno;
   }
@@ -58,14 +47,6 @@ void writeAtomically(const std::filesystem::path& folder, const std::string& nam
     ::unlink(temporary.c_str());
     throw TransientError(
         fmt::format("MISP feed: writing {} failed: {}", target.string(), errnoText(error)));
-  }
-}
-
-void syncFolder(const std::filesystem::path& folder) {
-  int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
   }
 }
 

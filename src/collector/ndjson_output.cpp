@@ -14,6 +14,7 @@
 
 #include "common/config_values.h"
 #include "common/error.h"
+#include "common/file_io.h"
 
 namespace webtrap::collector {
 namespace {
@@ -39,14 +40,9 @@ void renameOrThrow(const std::filesystem::path& from, const std::filesystem::pat
   }
 }
 
-// Makes the renames of a rotation durable.
-void syncFolder(const std::filesystem::path& file) {
-  std::filesystem::path folder = file.has_parent_path() ? file.parent_path() : ".";
-  int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
+// Makes the creation or renames of `file` durable.
+void syncFolderOf(const std::filesystem::path& file) {
+  syncFolder(file.has_parent_path() ? file.parent_path() : std::filesystem::path("."));
 }
 
 }  // namespace
@@ -144,7 +140,7 @@ void NdjsonOutput::openFile() {
   if (size_ == 0) {
     // A new file: make its name durable too, not only the lines fsynced
     // into it later.
-    syncFolder(path);
+    syncFolderOf(path);
   }
 }
 
@@ -224,7 +220,7 @@ void NdjsonOutput::rotate() {
     }
   }
   renameOrThrow(path, rotatedPath(path, 1));
-  syncFolder(path);
+  syncFolderOf(path);
   spdlog::info("ndjson output: rotated {} to {}", path.string(), rotatedPath(path, 1).string());
   openFile();
 }
@@ -258,19 +254,7 @@ std::vector<ItemResult> NdjsonOutput::send(std::span<const StoredEvent> batch) {
   }
 
   const std::uint64_t size_before = size_;
-  std::size_t written = 0;
-  int error = 0;
-  while (written < buffer.size()) {
-    ssize_t n = ::write(fd_, buffer.data() + written, buffer.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      error = errno;
-      break;
-    }
-    written += static_cast<std::size_t>(n);
-  }
+  int error = writeAll(fd_, buffer);
   if (error == 0 && ::fdatasync(fd_) != 0) {
     error = errno;
   }

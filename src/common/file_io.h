@@ -1,0 +1,17 @@
+// Small POSIX file helpers shared by the outputs that write files.
+#pragma once
+
+#include <filesystem>
+#include <string_view>
+
+namespace webtrap {
+
+// Writes all of `bytes` to `fd`, retrying short writes and EINTR. Returns 0,
+// or the errno of the write that failed.
+int writeAll(int fd, std::string_view bytes);
+
+// Fsyncs `folder`, so that files created or renamed in it stay after a
+// crash. Errors are ignored, because some file systems reject a folder fsync.
+void syncFolder(const std::filesystem::path& folder);
+
+}  // namespace webtrap
