@@ -133,7 +133,8 @@ class SpoolReader {
 
  private:
   void loadFingerprint();
-  void checkFingerprint();
+  bool checkFingerprint();
+  void restartSegment(const char* mismatch);
   const char* mismatchOf(int fd) const;
   SpoolFingerprint takeFingerprint(SpoolPosition end, const std::string& tail) const;
   void writeFingerprintFile();
