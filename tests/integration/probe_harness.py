@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -158,6 +159,41 @@ def start_collector(config, folder):
         return subprocess.Popen([BIN, "collector", "--config", str(config),
                                  "--ports-file", str(folder / "ports.json")],
                                 stdout=log, stderr=subprocess.STDOUT)
+
+
+class CollectorRun:
+    """A temporary folder for one collector test, and the collector started in it.
+
+    Used as a context manager: on an exception it prints the end of the
+    collector's log, and on leaving it stops the collector with SIGTERM and
+    removes the folder (kept when WEBTRAP_KEEP_TEST_DIRS is set).
+    """
+
+    def __init__(self, prefix):
+        self.folder = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
+        self.collector = None
+
+    def start(self, config):
+        """Starts `webtrap collector` with `config` in the folder (see start_collector)."""
+        self.collector = start_collector(config, self.folder)
+        return self.collector
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        try:
+            if exc_type is not None:
+                log_path = self.folder / "collector.log"
+                if log_path.exists():
+                    print(log_path.read_text(errors="replace")[-4000:], file=sys.stderr)
+        finally:
+            if self.collector is not None and self.collector.poll() is None:
+                self.collector.send_signal(signal.SIGTERM)
+                self.collector.wait(timeout=30)
+            if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
+                shutil.rmtree(self.folder, ignore_errors=True)
+        return False
 
 
 def collector_ports(collector, folder):

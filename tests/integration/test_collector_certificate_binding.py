@@ -20,17 +20,13 @@ bench/collector/make_records.py is missing.
 
 import http.client
 import json
-import os
-import pathlib
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import urllib.request
 
-from probe_harness import BIN, SOURCE_DIR, collector_ports, enrol_sensor, start_collector
+from probe_harness import BIN, SOURCE_DIR, CollectorRun, collector_ports, enrol_sensor
 
 MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
 CLIENTS = ("client-a", "client-b", "client-c")
@@ -85,9 +81,8 @@ def main():
     if shutil.which("openssl") is None or not MAKE_RECORDS.exists():
         print("the openssl command or bench/collector/make_records.py is missing", file=sys.stderr)
         return 77
-    folder = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-collector-binding-"))
-    collector = None
-    try:
+    with CollectorRun("webtrap-collector-binding-") as run:
+        folder = run.folder
         make_certificates(folder)
         subprocess.run([sys.executable, str(MAKE_RECORDS), "--count", "20", "--probe-output",
                         str(folder / "records.ndjson")], check=True, capture_output=True,
@@ -146,7 +141,7 @@ tls:
               == fingerprint_b.replace(":", "").lower(), f"stored fingerprint: {listed}")
         check(listed["by-cn"]["certificate_cn"] == "client-c", f"stored CN: {listed}")
 
-        collector = start_collector(config, folder)
+        collector = run.start(config)
         ports = collector_ports(collector, folder)
         accepted = {"by-file": "client-a", "by-fingerprint": "client-b", "by-cn": "client-c"}
         rejections = 0
@@ -178,17 +173,6 @@ tls:
               f"certificate rejections counted: {counted}, expected {rejections}")
         log = (folder / "collector.log").read_text(errors="replace")
         check("rejected an ingest request with 403" in log, "no log line for the rejections")
-    except Exception:
-        log_path = folder / "collector.log"
-        if log_path.exists():
-            print(log_path.read_text(errors="replace")[-4000:], file=sys.stderr)
-        raise
-    finally:
-        if collector is not None and collector.poll() is None:
-            collector.send_signal(signal.SIGTERM)
-            collector.wait(timeout=30)
-        if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
-            shutil.rmtree(folder, ignore_errors=True)
     print("collector certificate binding: all checks passed")
     return 0
 

@@ -23,17 +23,12 @@ missing.
 import hashlib
 import http.client
 import json
-import os
-import pathlib
-import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import urllib.request
 
-from probe_harness import BIN, SOURCE_DIR, collector_ports, enrol_sensor, start_collector
+from probe_harness import BIN, SOURCE_DIR, CollectorRun, collector_ports, enrol_sensor
 
 MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
 
@@ -111,9 +106,8 @@ def main():
     if not MAKE_RECORDS.exists():
         print("bench/collector/make_records.py is missing", file=sys.stderr)
         return 77
-    folder = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-collector-sensors-"))
-    collector = None
-    try:
+    with CollectorRun("webtrap-collector-sensors-") as run:
+        folder = run.folder
         subprocess.run([sys.executable, str(MAKE_RECORDS), "--count", "6", "--probe-output",
                         str(folder / "records.ndjson")], check=True, capture_output=True,
                        timeout=60)
@@ -125,7 +119,7 @@ state_dir: {folder / "state"}
 """)
         token_a, _ = enrol_sensor(config, "sensor-a")
         token_b, _ = enrol_sensor(config, "sensor-b")
-        collector = start_collector(config, folder)
+        collector = run.start(config)
         ports = collector_ports(collector, folder)
         connection = http.client.HTTPConnection("127.0.0.1", ports["ingest"], timeout=30)
 
@@ -197,17 +191,6 @@ state_dir: {folder / "state"}
               f"rotation reset the record count of sensor-b: {listed['sensor-b']}")
 
         check_version1_store_upgrade(folder)
-    except Exception:
-        log_path = folder / "collector.log"
-        if log_path.exists():
-            print(log_path.read_text(errors="replace")[-4000:], file=sys.stderr)
-        raise
-    finally:
-        if collector is not None and collector.poll() is None:
-            collector.send_signal(signal.SIGTERM)
-            collector.wait(timeout=30)
-        if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
-            shutil.rmtree(folder, ignore_errors=True)
     print("collector sensors: all checks passed")
     return 0
 

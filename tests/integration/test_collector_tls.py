@@ -10,18 +10,14 @@ Exit status: 0 pass, 1 a check failed, 77 the openssl command is missing.
 """
 
 import json
-import os
-import pathlib
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 
-from probe_harness import SOURCE_DIR, collector_ports, enrol_sensor, start_collector
+from probe_harness import SOURCE_DIR, CollectorRun, collector_ports, enrol_sensor
 
 MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
 
@@ -61,9 +57,8 @@ def main():
     if shutil.which("openssl") is None or not MAKE_RECORDS.exists():
         print("the openssl command or bench/collector/make_records.py is missing", file=sys.stderr)
         return 77
-    folder = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-collector-tls-"))
-    collector = None
-    try:
+    with CollectorRun("webtrap-collector-tls-") as run:
+        folder = run.folder
         make_certificates(folder)
         subprocess.run([sys.executable, str(MAKE_RECORDS), "--count", "1", "--probe-output",
                         str(folder / "record.ndjson")], check=True, capture_output=True, timeout=60)
@@ -82,7 +77,7 @@ tls:
         check("url: https://127.0.0.1:" in enrol_output, "enrol prints no https url")
         check("ca_file:" in enrol_output, "enrol prints no ca_file line")
 
-        collector = start_collector(config, folder)
+        collector = run.start(config)
         ports = collector_ports(collector, folder)
         port = ports["ingest"]
         admin = ports["admin"]
@@ -112,17 +107,6 @@ tls:
 
         status, ack = post(port, with_certificate, token, record)
         check(status == 200 and ack["duplicates"] == 1, f"resend: {status} {ack}")
-    except Exception:
-        log_path = folder / "collector.log"
-        if log_path.exists():
-            print(log_path.read_text(errors="replace")[-4000:], file=sys.stderr)
-        raise
-    finally:
-        if collector is not None and collector.poll() is None:
-            collector.send_signal(signal.SIGTERM)
-            collector.wait(timeout=30)
-        if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
-            shutil.rmtree(folder, ignore_errors=True)
     print("collector TLS: all checks passed")
     return 0
 
