@@ -781,12 +781,15 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     std::optional<std::string> masked = maskCardNumbersInJson(record);
     std::string_view text = masked ? std::string_view(*masked) : record;
     DeadLetter letter;
+    // A limit below kOversizedKeepBytes keeps the whole record.
+    std::string kept = record.size() > kOversizedKeepBytes
+                           ? fmt::format("only its first {} bytes are kept here", kOversizedKeepBytes)
+                           : std::string("it is kept here whole");
     letter.reason = fmt::format("input={} sensor={}: the record is {} bytes, longer than "
-                                "limits.max_record_bytes ({} bytes); only its first {} bytes are "
-                                "kept here. Raise limits.max_record_bytes if such records are "
-                                "expected",
+                                "limits.max_record_bytes ({} bytes); {}. Raise "
+                                "limits.max_record_bytes if such records are expected",
                                 inputLabel(source.input), source.sensor_id, record.size(),
-                                options.limits.max_record_bytes, kOversizedKeepBytes);
+                                options.limits.max_record_bytes, kept);
     letter.payload = std::string(text.substr(0, kOversizedKeepBytes));
     return letter;
   }
