@@ -33,6 +33,7 @@
 #include "common/error.h"
 #include "common/ids.h"
 #include "common/json_writer.h"
+#include "common/metrics.h"
 
 namespace webtrap::collector {
 
@@ -140,22 +141,6 @@ bool equalsInConstantTime(std::string_view given, std::string_view expected) {
 
 std::string isoFromMilliseconds(std::int64_t ms) {
   return isoTimestamp(std::chrono::system_clock::time_point(std::chrono::milliseconds(ms)));
-}
-
-// Escapes a value for a Prometheus label (backslash, double quote, newline).
-std::string escapeLabelValue(std::string_view value) {
-  std::string escaped;
-  for (char c : value) {
-    if (c == '\\' || c == '"') {
-      escaped += '\\';
-      escaped += c;
-    } else if (c == '\n') {
-      escaped += "\\n";
-    } else {
-      escaped += c;
-    }
-  }
-  return escaped;
 }
 
 struct X509Deleter {

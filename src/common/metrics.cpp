@@ -7,6 +7,21 @@
 
 namespace webtrap {
 
+std::string escapeLabelValue(std::string_view value) {
+  std::string escaped;
+  for (char c : value) {
+    if (c == '\\' || c == '"') {
+      escaped += '\\';
+      escaped += c;
+    } else if (c == '\n') {
+      escaped += "\\n";
+    } else {
+      escaped += c;
+    }
+  }
+  return escaped;
+}
+
 Counter& MetricsRegistry::counter(std::string_view name, std::string_view help,
                                   std::string_view labels) {
   return add(name, help, labels, true).counter;

@@ -61,4 +61,8 @@ class MetricsRegistry {
   std::deque<Entry> entries_;  // deque keeps element addresses stable
 };
 
+// Returns `value` escaped for a label value in the text format (backslash,
+// double quote and newline), because sensor ids and paths may contain them.
+std::string escapeLabelValue(std::string_view value);
+
 }  // namespace webtrap
