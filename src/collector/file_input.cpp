@@ -32,21 +32,6 @@ constexpr int kRotationQuietPolls = 2;
 // be wrong, because the next file at the path may reuse it.
 constexpr std::uint64_t kNoFileInode = 0;
 
-std::string escapeLabelValue(std::string_view value) {
-  std::string escaped;
-  for (char c : value) {
-    if (c == '\\' || c == '"') {
-      escaped += '\\';
-      escaped += c;
-    } else if (c == '\n') {
-      escaped += "\\n";
-    } else {
-      escaped += c;
-    }
-  }
-  return escaped;
-}
-
 // A failed system call on the file being read, as opposed to an error of
 // the batch handler.
 class FileError : public std::system_error {

@@ -106,20 +106,7 @@ Ingest::SensorMetrics& Ingest::sensorMetrics(const std::string& sensor_id) {
   if (found != sensors_.end()) {
     return found->second;
   }
-  // Sensor ids come from enrolment or configuration, but they end up inside
-  // a label value, so quote what the text format requires.
-  std::string escaped;
-  for (char c : sensor_id) {
-    if (c == '\\' || c == '"') {
-      escaped += '\\';
-      escaped += c;
-    } else if (c == '\n') {
-      escaped += "\\n";
-    } else {
-      escaped += c;
-    }
-  }
-  std::string labels = fmt::format("sensor=\"{}\"", escaped);
+  std::string labels = fmt::format("sensor=\"{}\"", escapeLabelValue(sensor_id));
   SensorMetrics& m = sensors_[sensor_id];
   m.last_seen_seconds = &metrics_.gauge("webtrap_collector_sensor_last_seen_timestamp_seconds",
                                         "Unix time of the last record received from the sensor",
