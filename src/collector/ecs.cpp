@@ -67,12 +67,6 @@ void writeKeywords(JsonWriter& writer, string_view key, const DistinctValues& va
   writer.endArray();
 }
 
-void writeStringIfPresent(JsonWriter& writer, string_view key, string_view value) {
-  if (!value.empty()) {
-    writer.member(key, value);
-  }
-}
-
 // Writes `value` as `width` decimal digits with leading zeros at `to`.
 void writeDigits(char* to, std::uint64_t value, int width) {
   for (int i = width - 1; i >= 0; --i) {

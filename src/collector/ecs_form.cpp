@@ -4,13 +4,13 @@
 #include <string_view>
 
 namespace webtrap::collector {
-namespace {
-
 void writeStringIfPresent(JsonWriter& writer, std::string_view key, std::string_view value) {
   if (!value.empty()) {
     writer.member(key, value);
   }
 }
+
+namespace {
 
 void writeCard(JsonWriter& writer, const CardFacts& card) {
   writer.beginObject();
