@@ -7,7 +7,6 @@
 #include <thread>
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/address.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -50,11 +49,6 @@ class ShipMetricsServer {
     listener_ = std::make_shared<AdminListener>(
         openAcceptor(io_, parsed.host, parsed.port, "--metrics-listen"), registry_,
         [this, &counters] { metrics_.update(counters); });
-    if (!boost::asio::ip::make_address(parsed.host).is_loopback()) {
-      spdlog::warn("ship: metrics listener on non-loopback address={}; the counters are "
-                   "readable from the network",
-                   parsed.host);
-    }
     spdlog::info("ship: serving /metrics and /healthz address={} port={}", parsed.host,
                  listener_->port());
     listener_->start();

@@ -128,7 +128,14 @@ AdminListener::AdminListener(tcp::acceptor acceptor, MetricsRegistry& registry,
       registry_(registry),
       refresh_(std::move(refresh)),
       open_sessions_(std::make_shared<std::atomic<std::uint32_t>>(0)),
-      retry_timer_(acceptor_.get_executor()) {}
+      retry_timer_(acceptor_.get_executor()) {
+  const boost::asio::ip::address address = acceptor_.local_endpoint().address();
+  if (!address.is_loopback()) {
+    spdlog::warn("admin: listening on non-loopback address={}; metrics are readable from the "
+                 "network",
+                 address.to_string());
+  }
+}
 
 void AdminListener::start() {
   doAccept();

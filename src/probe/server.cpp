@@ -596,11 +596,6 @@ void Server::bind() {
   const std::string& admin = services_->config->admin_listen;
   if (!admin.empty()) {
     ListenerConfig parsed = parseListenAddress(admin, "admin.listen");
-    if (!asio::ip::make_address(parsed.address).is_loopback()) {
-      spdlog::warn("admin: listening on non-loopback address={}; metrics are readable from the "
-                   "network",
-                   parsed.address);
-    }
     admin_ = std::make_shared<AdminListener>(
         openAcceptor(io_, parsed.address, parsed.port, "admin.listen"), services_->metrics->registry);
   }
