@@ -395,19 +395,6 @@ MispResponse MispClient::request(std::string_view method, std::string_view path,
 
 namespace {
 
-// Parses a response body, which must be JSON after request()'s checks.
-element parseBody(simdjson::dom::parser& parser, const MispResponse& response,
-                  std::string_view what) {
-  element document;
-  if (parser.parse(response.body).get(document) != simdjson::SUCCESS) {
-    throw MispRequestError(fmt::format("misp: {} returned HTTP {} with a body that is not JSON: "
-                                       "\"{}\"",
-                                       what, response.status, response.body.substr(0, 200)),
-                           response.status);
-  }
-  return document;
-}
-
 // A 403 without `saved` is an authentication or permission failure. A 403
 // with `saved: false` is a validation failure and is left to the caller.
 void throwIfAuthFailure(const MispResponse& response, element document, std::string_view what,
@@ -419,6 +406,21 @@ void throwIfAuthFailure(const MispResponse& response, element document, std::str
                                   "automation key of an API-enabled MISP user whose role may "
                                   "add and publish events and tags",
                                   what, errorText(document), section));
+}
+
+// Parses a response body, which must be JSON after request()'s checks, and
+// throws MispAuthError when the response is an authentication failure.
+element parseBody(simdjson::dom::parser& parser, const MispResponse& response,
+                  std::string_view what, const std::string& section) {
+  element document;
+  if (parser.parse(response.body).get(document) != simdjson::SUCCESS) {
+    throw MispRequestError(fmt::format("misp: {} returned HTTP {} with a body that is not JSON: "
+                                       "\"{}\"",
+                                       what, response.status, response.body.substr(0, 200)),
+                           response.status);
+  }
+  throwIfAuthFailure(response, document, what, section);
+  return document;
 }
 
 [[noreturn]] void throwRequestError(const MispResponse& response, element document,
@@ -441,8 +443,7 @@ MispAddEventResult MispClient::addEvent(std::string_view event_json) {
   result.uuid = sentUuid(impl_->parser, event_json, "/Event/uuid");
   const std::string what = fmt::format("adding event {}", result.uuid);
   MispResponse response = request("POST", "/events/add", event_json);
-  element document = parseBody(impl_->parser, response, what);
-  throwIfAuthFailure(response, document, what, options_.section);
+  element document = parseBody(impl_->parser, response, what, options_.section);
   if (response.status == 200) {
     element event;
     if (document.at_key("Event").get(event) != simdjson::SUCCESS) {
@@ -485,8 +486,7 @@ std::vector<MispItemResult> MispClient::addAttributes(std::string_view event,
 
   const std::string what = fmt::format("adding {} attributes to event {}", attributes.size(), event);
   MispResponse response = request("POST", fmt::format("/attributes/add/{}", event), body);
-  element document = parseBody(impl_->parser, response, what);
-  throwIfAuthFailure(response, document, what, options_.section);
+  element document = parseBody(impl_->parser, response, what, options_.section);
   // A list where every item failed gets 403 with the per-item errors.
   if (response.status != 200 && response.status != 403) {
     throwRequestError(response, document, what);
@@ -575,8 +575,7 @@ MispItemResult MispClient::addObject(std::string_view event, std::string_view ob
   result.uuid = sentUuid(impl_->parser, object_json, "/Object/uuid");
   const std::string what = fmt::format("adding object {} to event {}", result.uuid, event);
   MispResponse response = request("POST", fmt::format("/objects/add/{}", event), object_json);
-  element document = parseBody(impl_->parser, response, what);
-  throwIfAuthFailure(response, document, what, options_.section);
+  element document = parseBody(impl_->parser, response, what, options_.section);
   if (response.status == 200) {
     element object;
     if (document.at_key("Object").get(object) != simdjson::SUCCESS) {
@@ -636,8 +635,7 @@ MispSaveResult MispClient::addSighting(std::string_view attribute_uuid, std::str
   writer.endObject();
   const std::string what = fmt::format("adding a sighting on attribute {}", attribute_uuid);
   MispResponse response = request("POST", "/sightings/add", body);
-  element document = parseBody(impl_->parser, response, what);
-  throwIfAuthFailure(response, document, what, options_.section);
+  element document = parseBody(impl_->parser, response, what, options_.section);
   return saveResultOf(response, document, "Sighting");
 }
 
@@ -650,8 +648,7 @@ MispSaveResult MispClient::attachTag(std::string_view uuid, std::string_view tag
   writer.endObject();
   const std::string what = fmt::format("attaching tag {} to {}", tag, uuid);
   MispResponse response = request("POST", "/tags/attachTagToObject", body);
-  element document = parseBody(impl_->parser, response, what);
-  throwIfAuthFailure(response, document, what, options_.section);
+  element document = parseBody(impl_->parser, response, what, options_.section);
   return saveResultOf(response, document, "");
 }
 
@@ -659,8 +656,7 @@ MispSaveResult MispClient::publishEvent(std::string_view event) {
   checkPathSegment(event, "event");
   const std::string what = fmt::format("publishing event {}", event);
   MispResponse response = request("POST", fmt::format("/events/publish/{}", event), "");
-  element document = parseBody(impl_->parser, response, what);
-  throwIfAuthFailure(response, document, what, options_.section);
+  element document = parseBody(impl_->parser, response, what, options_.section);
   return saveResultOf(response, document, "");
 }
 
@@ -668,8 +664,7 @@ std::optional<MispEventInfo> MispClient::viewEvent(std::string_view event) {
   checkPathSegment(event, "event");
   const std::string what = fmt::format("reading event {}", event);
   MispResponse response = request("GET", fmt::format("/events/view/{}", event), "");
-  element document = parseBody(impl_->parser, response, what);
-  throwIfAuthFailure(response, document, what, options_.section);
+  element document = parseBody(impl_->parser, response, what, options_.section);
   if (response.status == 404) {
     return std::nullopt;
   }
@@ -690,8 +685,7 @@ std::optional<MispEventInfo> MispClient::searchEventMetadata(std::string_view uu
   writer.endObject();
   const std::string what = fmt::format("searching event {}", uuid);
   MispResponse response = request("POST", "/events/restSearch", body);
-  element document = parseBody(impl_->parser, response, what);
-  throwIfAuthFailure(response, document, what, options_.section);
+  element document = parseBody(impl_->parser, response, what, options_.section);
   simdjson::dom::array matches;
   if (response.status != 200 ||
       document.at_key("response").get_array().get(matches) != simdjson::SUCCESS) {
