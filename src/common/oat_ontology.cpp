@@ -243,13 +243,6 @@ Tool parseTool(const YAML::Node& node, std::size_t position, const Ontology::Imp
   return tool;
 }
 
-bool containsIgnoreCase(std::string_view text, std::string_view needle) {
-  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
-  auto found = std::search(text.begin(), text.end(), needle.begin(), needle.end(),
-                           [&](char a, char b) { return lower(a) == lower(b); });
-  return found != text.end();
-}
-
 std::unique_ptr<Ontology::Impl> parseOntology(std::string_view text) {
   YAML::Node root;
   try {
@@ -380,6 +373,13 @@ OatTag Ontology::tag(std::string_view id, std::string_view basis, double confide
   tag.attack = threat->attack;
   tag.version = impl_->version;
   return tag;
+}
+
+bool containsIgnoreCase(std::string_view text, std::string_view needle) {
+  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
+  auto found = std::search(text.begin(), text.end(), needle.begin(), needle.end(),
+                           [&](char a, char b) { return lower(a) == lower(b); });
+  return found != text.end();
 }
 
 }  // namespace webtrap::oat

@@ -122,4 +122,8 @@ class Ontology {
   std::unique_ptr<Impl> impl_;
 };
 
+// Returns true when `needle` occurs in `text`, comparing ASCII letters
+// without regard to case.
+bool containsIgnoreCase(std::string_view text, std::string_view needle);
+
 }  // namespace webtrap::oat

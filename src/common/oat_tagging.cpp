@@ -91,13 +91,6 @@ class RuleIndex {
     return false;
   }
 
-  static bool containsIgnoreCase(std::string_view text, std::string_view needle) {
-    auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
-    auto found = std::search(text.begin(), text.end(), needle.begin(), needle.end(),
-                             [&](char a, char b) { return lower(a) == lower(b); });
-    return found != text.end();
-  }
-
   static Group& groupFor(std::vector<Group>& groups, const std::string& match) {
     for (Group& group : groups) {
       if (group.match == match) {
