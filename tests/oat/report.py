@@ -361,6 +361,11 @@ def render(outcome, problems, versions, command, holdout=False):
                       for (oat, metric), cause in sorted(scoring.KNOWN_MISSES.items())]
         else:
             lines += ["None: the test accepts no miss, so every covered OAT must meet the target."]
+        if scoring.KNOWN_UNSTABLE:
+            lines += ["", "These figures are met in some runs and missed in others. The test "
+                      "accepts either:", ""]
+            lines += [f"- {oat} {metric}: {cause}."
+                      for (oat, metric), cause in sorted(scoring.KNOWN_UNSTABLE.items())]
     lines += ["", "## Tool versions", "", "| tool | version |", "|---|---|"]
     lines += [f"| {name} | {version} |" for name, version in versions.items()]
     counts = [row["labelled"] for row in result["oats"].values() if row["labelled"]] or [1]
