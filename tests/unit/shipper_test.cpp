@@ -14,28 +14,16 @@
 #include "probe/spool.h"
 #include "shipper/shipper_config.h"
 #include "shipper/spool_reader.h"
+#include "spool_fixture.h"
 
 namespace webtrap::shipper {
 namespace {
 
 namespace fs = std::filesystem;
 
-class SpoolReaderTest : public testing::Test {
+class SpoolReaderTest : public SpoolFolderTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("webtrap-shipper-test-" + std::to_string(::getpid()) + "-" +
-            testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  fs::path segment(std::uint64_t number) const { return dir_ / segmentFileName(number); }
-
-  void append(std::uint64_t number, const std::string& text) const {
-    std::ofstream(segment(number), std::ios::app | std::ios::binary) << text;
-  }
+  SpoolReaderTest() : SpoolFolderTest("webtrap-shipper-test") {}
 
   std::string offsetText() const {
     std::ifstream in(dir_ / "shipped.offset");
@@ -43,8 +31,6 @@ class SpoolReaderTest : public testing::Test {
     content << in.rdbuf();
     return content.str();
   }
-
-  fs::path dir_;
 };
 
 TEST(SegmentNames, RoundTrip) {

@@ -14,28 +14,16 @@
 #include <gtest/gtest.h>
 
 #include "shipper/spool_reader.h"
+#include "spool_fixture.h"
 
 namespace webtrap::shipper {
 namespace {
 
 namespace fs = std::filesystem;
 
-class SpoolTruncationTest : public testing::Test {
+class SpoolTruncationTest : public SpoolFolderTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("webtrap-spool-truncation-" + std::to_string(::getpid()) + "-" +
-            testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  fs::path segment(std::uint64_t number) const { return dir_ / segmentFileName(number); }
-
-  void append(std::uint64_t number, const std::string& text) const {
-    std::ofstream(segment(number), std::ios::app | std::ios::binary) << text;
-  }
+  SpoolTruncationTest() : SpoolFolderTest("webtrap-spool-truncation") {}
 
   // Empties the segment and writes `text`, keeping the inode, as logrotate's
   // copytruncate does before the writer appends again.
@@ -80,8 +68,6 @@ class SpoolTruncationTest : public testing::Test {
       EXPECT_TRUE(reader.commit(batch));
     }
   }
-
-  fs::path dir_;
 };
 
 TEST_F(SpoolTruncationTest, RefilledPastOffsetIsReadFromStart) {
