@@ -796,7 +796,7 @@ void evaluateProbing(const BehaviourOptions& o, const Summary& s, const oat::Too
   std::uint64_t unusual = n[kUnusualMethod];
   bool product_sweep = product_paths >= footprinting.min_product_paths;
   bool method_sweep = unusual >= footprinting.min_unusual_methods;
-  // A footprinting tool that asks for more paths than its default run does
+  // A footprinting tool that requests more paths than its default run does
   // (whatweb's aggressive plugins, nmap's enumeration scripts).
   bool tool_sweep =
       tool != nullptr && tool->footprint_paths > 0 && paths >= tool->footprint_paths;

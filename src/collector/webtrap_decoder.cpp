@@ -34,7 +34,7 @@ bool isUuidText(std::string_view text) {
 
 // Calls `handle(item, item_field)` for each element of the array at `value`,
 // where `item_field` names the element, such as "webtrap.baits[2]". One
-// string holds every element's name in turn, so a long array of headers
+// string contains every element's name in turn, so a long array of headers
 // allocates it once.
 template <class Handler>
 void forEachElement(ondemand::value value, std::string_view field, Handler&& handle) {

@@ -594,7 +594,7 @@ void Shipper::Impl::onFailure(const SpoolBatch& batch, const HttpResult& result)
     // A wrong token does not fix itself quickly: retry slowly, keep every
     // record.
     delay = config.retry_max_ms;
-    // The collector's message tells a wrong token from a revoked sensor or
+    // The collector's message distinguishes a wrong token from a revoked sensor or
     // a certificate bound to another sensor.
     spdlog::error("shipper: the collector rejects the credentials (HTTP {}) url={}: {}; check "
                   "shipper.token or shipper.token_file (or the client certificate) against "

@@ -232,7 +232,7 @@ bool SpoolReader::checkFingerprint() {
 }
 
 // Moves the position back to the start of its segment, which no longer
-// holds the bytes that the committed offset was taken from.
+// contains the bytes that the committed offset was taken from.
 void SpoolReader::restartSegment(const char* mismatch) {
   // Records appended after the truncation are read from the start. Those
   // that were past the offset when the segment was truncated are gone.
