@@ -135,6 +135,25 @@ std::uint64_t parseSegmentFileName(std::string_view name) {
   return number;
 }
 
+std::optional<ShippedPosition> parseShippedPosition(std::string_view content) {
+  while (!content.empty() && (content.back() == '\n' || content.back() == '\r')) {
+    content.remove_suffix(1);
+  }
+  std::size_t space = content.find(' ');
+  if (space == std::string_view::npos) {
+    return std::nullopt;
+  }
+  ShippedPosition position;
+  position.segment = parseSegmentFileName(content.substr(0, space));
+  std::string_view digits = content.substr(space + 1);
+  auto [end, error] =
+      std::from_chars(digits.data(), digits.data() + digits.size(), position.offset);
+  if (position.segment == 0 || error != std::errc() || end != digits.data() + digits.size()) {
+    return std::nullopt;
+  }
+  return position;
+}
+
 struct Spool::Impl {
   Impl(const SpoolConfig& spool_config, MetricsRegistry& metrics);
 
@@ -356,28 +375,15 @@ void Spool::Impl::refreshShippedOffset() {
     ::close(fd);
   }
   std::string_view content(text, length);
-  while (!content.empty() && (content.back() == '\n' || content.back() == '\r')) {
-    content.remove_suffix(1);
-  }
-  std::size_t space = content.find(' ');
-  std::uint64_t segment = 0;
-  std::uint64_t offset = 0;
-  if (space != std::string_view::npos) {
-    segment = parseSegmentFileName(content.substr(0, space));
-    std::string_view digits = content.substr(space + 1);
-    auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), offset);
-    if (error != std::errc() || end != digits.data() + digits.size()) {
-      segment = 0;
-    }
-  }
-  if (segment == 0) {
+  std::optional<ShippedPosition> position = parseShippedPosition(content);
+  if (!position) {
     spdlog::warn("spool: ignoring malformed {} content='{}'; expected '<segment file> <offset>'",
                  offset_path.string(), fmt::format("{:.64}", content));
     return;
   }
   shipped.valid = true;
-  shipped.segment = segment;
-  shipped.offset = offset;
+  shipped.segment = position->segment;
+  shipped.offset = position->offset;
   forgetMissingSegments();
 }
 

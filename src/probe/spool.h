@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -45,6 +46,16 @@ std::string segmentFileName(std::uint64_t number);
 
 // Returns the number in a segment file name, or 0 when the name is not one.
 std::uint64_t parseSegmentFileName(std::string_view name);
+
+// A shipper's position, as its offset file holds it: "<segment file> <offset>".
+struct ShippedPosition {
+  std::uint64_t segment = 0;
+  std::uint64_t offset = 0;
+};
+
+// Parses the content of the shipper's offset file. Trailing line ends are
+// ignored. Returns std::nullopt when the content is not in that form.
+std::optional<ShippedPosition> parseShippedPosition(std::string_view content);
 
 enum class FsyncPolicy {
   // fdatasync after every append, under the spool lock, so appends are

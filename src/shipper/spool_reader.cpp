@@ -123,30 +123,17 @@ void SpoolReader::loadOffset() {
   ssize_t got = readAt(fd, text, sizeof text, 0);
   ::close(fd);
   std::string_view content(text, got > 0 ? static_cast<std::size_t>(got) : 0);
-  while (!content.empty() && (content.back() == '\n' || content.back() == '\r')) {
-    content.remove_suffix(1);
-  }
-
-  std::size_t space = content.find(' ');
-  std::uint64_t segment = 0;
-  std::uint64_t offset = 0;
-  if (space != std::string_view::npos) {
-    segment = parseSegmentFileName(content.substr(0, space));
-    std::string_view digits = content.substr(space + 1);
-    auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), offset);
-    if (error != std::errc() || end != digits.data() + digits.size()) {
-      segment = 0;
-    }
-  }
-  if (segment == 0) {
+  std::optional<probe::ShippedPosition> shipped = probe::parseShippedPosition(content);
+  if (!shipped) {
     spdlog::warn("shipper: ignoring malformed {} content='{:.64}'; expected '<segment file> "
                  "<offset>'; shipping from the oldest segment",
                  offsetPath().string(), content);
     return;
   }
-  position_ = SpoolPosition{segment, offset};
+  position_ = SpoolPosition{shipped->segment, shipped->offset};
   read_mark_ = position_;
-  spdlog::info("shipper: resuming at segment={} offset={}", segmentFileName(segment), offset);
+  spdlog::info("shipper: resuming at segment={} offset={}", segmentFileName(shipped->segment),
+               shipped->offset);
   loadFingerprint();
 }
 

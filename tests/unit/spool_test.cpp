@@ -98,6 +98,22 @@ std::string record(int index, std::size_t size = 9) {
   return text;
 }
 
+TEST(ShippedPosition, ParsesSegmentAndOffset) {
+  auto position = parseShippedPosition("segment-000000000042.ndjson 1234\r\n");
+  ASSERT_TRUE(position.has_value());
+  EXPECT_EQ(position->segment, 42u);
+  EXPECT_EQ(position->offset, 1234u);
+}
+
+TEST(ShippedPosition, RejectsMalformedContent) {
+  EXPECT_FALSE(parseShippedPosition("").has_value());
+  EXPECT_FALSE(parseShippedPosition("segment-000000000042.ndjson").has_value());
+  EXPECT_FALSE(parseShippedPosition("segment-000000000042.ndjson 12x").has_value());
+  EXPECT_FALSE(parseShippedPosition("segment-000000000042.ndjson -1").has_value());
+  EXPECT_FALSE(parseShippedPosition("other.ndjson 12").has_value());
+  EXPECT_FALSE(parseShippedPosition("segment-000000000042.ndjson  12").has_value());
+}
+
 TEST_F(SpoolTest, AppendsLinesAndCounts) {
   Spool spool(config(1 << 20, 1 << 30), metrics_);
   EXPECT_EQ(spool.append(record(1)), AppendResult::kWritten);
