@@ -47,7 +47,7 @@ std::string segmentFileName(std::uint64_t number);
 // Returns the number in a segment file name, or 0 when the name is not one.
 std::uint64_t parseSegmentFileName(std::string_view name);
 
-// A shipper's position, as its offset file holds it: "<segment file> <offset>".
+// A shipper's position, as its offset file stores it: "<segment file> <offset>".
 struct ShippedPosition {
   std::uint64_t segment = 0;
   std::uint64_t offset = 0;
