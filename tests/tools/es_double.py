@@ -27,7 +27,6 @@ import ipaddress
 import json
 import random
 import re
-import signal
 import ssl
 import sys
 import threading
@@ -38,6 +37,8 @@ from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from double_server import serve
 
 DEFAULT_VERSION = "8.15.0"
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
@@ -1241,28 +1242,15 @@ def write_ids(state: State, path: str) -> None:
 def main(argv: list[str]) -> int:
     args = parse_arguments(argv)
     server = build_server(args)
-    port = server.server_address[1]
     scheme = "https" if args.tls_cert else "http"
-    if args.port_file:
-        with open(args.port_file + ".tmp", "w", encoding="utf-8") as handle:
-            handle.write(f"{port}\n")
-        import os
-        os.replace(args.port_file + ".tmp", args.port_file)
-    print(f"es_double listening on {scheme}://{args.host}:{port} (fast={args.fast})", flush=True)
+    port = server.server_address[1]
 
-    def stop(signum, frame) -> None:  # noqa: ARG001
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
+    def save_ids() -> None:
         if args.ids_file:
             write_ids(server.state, args.ids_file)  # type: ignore[attr-defined]
-    print("es_double stopped", flush=True)
-    return 0
+
+    return serve(server, "es_double", f"{scheme}://{args.host}:{port} (fast={args.fast})",
+                 args.port_file, save_ids)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import os
 import pathlib
 import random
 import re
-import signal
 import sys
 import threading
 import time
@@ -34,6 +33,8 @@ import uuid
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
+
+from double_server import serve
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 DEFAULT_DATA_DIR = pathlib.Path(__file__).resolve().parents[3] / "shared" / "misp"
@@ -1663,24 +1664,8 @@ def build_server(args: argparse.Namespace) -> DoubleServer:
 def main(argv: list[str]) -> int:
     args = parse_arguments(argv)
     server = build_server(args)
-    port = server.server_address[1]
-    if args.port_file:
-        with open(args.port_file + ".tmp", "w", encoding="utf-8") as handle:
-            handle.write(f"{port}\n")
-        os.replace(args.port_file + ".tmp", args.port_file)
-    print(f"misp_double listening on http://{args.host}:{port}", flush=True)
-
-    def stop(signum, frame) -> None:  # noqa: ARG001
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-    print("misp_double stopped", flush=True)
-    return 0
+    return serve(server, "misp_double", f"http://{args.host}:{server.server_address[1]}",
+                 args.port_file)
 
 
 if __name__ == "__main__":
