@@ -240,6 +240,7 @@ int runCollector(const CollectorOptions& options) {
   server_options.probe_input = config.probe_input;
   server_options.modsecurity_http_input = config.modsecurity_http_input;
   server_options.tls = tls ? &*tls : nullptr;
+  server_options.published_folders = publishedFolders(config);
 
   boost::asio::io_context io;
   CollectorServer server(io, server_options, *store, ingest, metrics,

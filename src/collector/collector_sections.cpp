@@ -37,6 +37,18 @@ void validateSections(const CollectorConfig& config) {
     parseFileInputs(config.file_inputs);
   }
   behaviourOptions(config);
+  publishedFolders(config);
+}
+
+std::vector<PublishedFolder> publishedFolders(const CollectorConfig& config) {
+  std::vector<PublishedFolder> folders;
+  if (present(config.misp_feed)) {
+    if (auto serve = parseMispFeedOptions(config.misp_feed).serve) {
+      folders.push_back(std::move(*serve));
+    }
+  }
+  checkPublishedPrefixes(folders);
+  return folders;
 }
 
 BehaviourOptions behaviourOptions(const CollectorConfig& config) {

@@ -14,6 +14,7 @@
 #include "collector/collector_config.h"
 #include "collector/enrich.h"
 #include "collector/ingest.h"
+#include "collector/published_folder.h"
 #include "collector/store.h"
 #include "common/metrics.h"
 
@@ -28,6 +29,10 @@ EnrichOptions enrichOptions(const CollectorConfig& config);
 
 // The behaviour section as options (the defaults when the section is absent).
 BehaviourOptions behaviourOptions(const CollectorConfig& config);
+
+// The output folders to serve on the ingest listener (each output's
+// `serve` map). Throws ConfigError when two prefixes overlap.
+std::vector<PublishedFolder> publishedFolders(const CollectorConfig& config);
 
 // Installs the index template and ILM policy of outputs.elasticsearch.
 // Throws ConfigError when that output is not configured.

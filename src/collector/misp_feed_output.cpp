@@ -58,6 +58,24 @@ std::int64_t nowSeconds() {
 
 }  // namespace
 
+bool isMispFeedFileName(std::string_view name) {
+  if (name == "manifest.json" || name == "hashes.csv") {
+    return true;
+  }
+  constexpr std::string_view kSuffix = ".json";
+  if (name.size() != 36 + kSuffix.size() || !name.ends_with(kSuffix)) {
+    return false;
+  }
+  for (std::size_t i = 0; i < 36; ++i) {
+    char c = name[i];
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
+  }
+  return true;
+}
+
 MispFeedOptions parseMispFeedOptions(const YAML::Node& node) {
   using namespace config_values;
   if (!node || !node.IsMap()) {
@@ -85,6 +103,8 @@ MispFeedOptions parseMispFeedOptions(const YAML::Node& node) {
                         path));
       }
       options.state_path = text;
+    } else if (key == "serve") {
+      options.serve = parsePublishedFolder(entry.second, path);
     } else if (parseMispModelKey(options.model, key, entry.second, path)) {
       // A model key.
     } else if (key == "batch_max_events" || key == "batch_max_bytes" || key == "flush_interval" ||
@@ -92,7 +112,7 @@ MispFeedOptions parseMispFeedOptions(const YAML::Node& node) {
       // Runner keys, checked by parseRunnerOptions().
     } else {
       throw ConfigError(
-          fmt::format("{}: unknown key; valid keys are path, state_path, {}, batch_max_events, "
+          fmt::format("{}: unknown key; valid keys are path, state_path, serve, {}, batch_max_events, "
                       "batch_max_bytes, flush_interval, retry_initial and retry_max",
                       path, kMispModelKeys));
     }
@@ -112,6 +132,11 @@ MispFeedOptions parseMispFeedOptions(const YAML::Node& node) {
     options.state_path = folder + ".state.sqlite";
   }
   finishMispModelOptions(options.model);
+  if (options.serve) {
+    options.serve->name = "misp_feed";
+    options.serve->folder = options.path;
+    options.serve->is_published_name = isMispFeedFileName;
+  }
   return options;
 }
 

@@ -21,11 +21,14 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include <yaml-cpp/yaml.h>
 
 #include "collector/misp_event.h"
+#include "collector/published_folder.h"
 #include "collector/stored_event.h"
 
 namespace webtrap::collector {
@@ -34,10 +37,17 @@ struct MispFeedOptions {
   std::filesystem::path path;        // the feed folder
   std::filesystem::path state_path;  // empty: path + ".state.sqlite"
   MispModelOptions model;
+  std::optional<PublishedFolder> serve;  // set: the collector serves the folder
 };
 
-// Parses `outputs.misp_feed`: path (required), state_path, the model keys
-// (kMispModelKeys) and the runner keys. Throws ConfigError.
+// Returns true for the names of the feed's files: manifest.json, hashes.csv
+// and <uuid>.json with a lowercase uuid. The temporary files of the writer
+// start with a dot and never match.
+bool isMispFeedFileName(std::string_view name);
+
+// Parses `outputs.misp_feed`: path (required), state_path, serve (see
+// parsePublishedFolder), the model keys (kMispModelKeys) and the runner
+// keys. Throws ConfigError.
 MispFeedOptions parseMispFeedOptions(const YAML::Node& node);
 
 class MispFeedOutput : public Output {

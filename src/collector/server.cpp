@@ -80,6 +80,9 @@ constexpr auto kSensorRejectionLogInterval = std::chrono::seconds(10);
 // inputs when comparing limits.max_connections with RLIMIT_NOFILE (an
 // estimate, with headroom).
 constexpr std::uint64_t kReservedDescriptors = 64;
+// Files of published folders read or sent at once, over all folders. Each
+// takes up to its folder's max_file_size of memory until it is sent.
+constexpr std::uint32_t kMaxPublishedReads = 8;
 
 Response makeResponse(unsigned version, bool keep_alive, http::status status,
                       std::string content_type, std::string body) {
@@ -409,6 +412,31 @@ struct ServerCounters {
                             fmt::format("endpoint=\"{}\",status=\"{}\"", endpoint, status));
   }
 
+  // Metrics of a published folder, with the folder's output as the label.
+  Counter& publishedRequests(std::string_view folder, unsigned status) {
+    return registry.counter("webtrap_collector_published_requests_total",
+                            "Requests for files of published folders, by folder and status",
+                            fmt::format("folder=\"{}\",status=\"{}\"", folder, status));
+  }
+  Counter& publishedBytes(std::string_view folder) {
+    return registry.counter("webtrap_collector_published_bytes_total",
+                            "Body bytes of files sent from published folders, by folder",
+                            fmt::format("folder=\"{}\"", folder));
+  }
+  Counter& publishedNotModified(std::string_view folder) {
+    return registry.counter("webtrap_collector_published_not_modified_total",
+                            "Requests for files of published folders answered with 304 Not "
+                            "Modified, by folder",
+                            fmt::format("folder=\"{}\"", folder));
+  }
+  Counter& publishedDenied(std::string_view folder, std::string_view reason) {
+    return registry.counter("webtrap_collector_published_denied_total",
+                            "Requests for files of published folders that were denied, by "
+                            "folder and reason (token, method, name, symlink, not_regular, "
+                            "too_large, busy, read_error)",
+                            fmt::format("folder=\"{}\",reason=\"{}\"", folder, reason));
+  }
+
   MetricsRegistry& registry;
   Counter& connections_accepted;
   Counter& connections_rejected;
@@ -442,7 +470,15 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
         ingest_acceptor(io_context),
         admin_acceptor(io_context),
         ingest_retry_timer(io_context),
-        admin_retry_timer(io_context) {}
+        admin_retry_timer(io_context),
+        published_slots(kMaxPublishedReads) {
+    // Registered up front, so that /metrics shows them as 0 before the first request.
+    for (const PublishedFolder& folder : options.published_folders) {
+      counters.publishedBytes(folder.name);
+      counters.publishedNotModified(folder.name);
+      counters.publishedDenied(folder.name, "token");
+    }
+  }
 
   asio::io_context& io;
   ServerOptions options;
@@ -463,6 +499,8 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   std::mutex rejection_log_mutex;
   std::chrono::steady_clock::time_point rejection_last_log{};
   std::uint64_t rejections_since_log = 0;
+
+  PublishedReadSlots published_slots;
 
   std::mutex in_flight_mutex;
   std::condition_variable in_flight_done;
@@ -613,6 +651,32 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
                           "application/json", report.json + "\n");
     }
     return jsonError(request, http::status::not_found, "not found; use /metrics or /healthz");
+  }
+
+  const PublishedFolder* publishedFolderFor(std::string_view target) const {
+    for (const PublishedFolder& folder : options.published_folders) {
+      if (isUnderPrefix(folder, target)) {
+        return &folder;
+      }
+    }
+    return nullptr;
+  }
+
+  // Serves a file of a published folder and counts the request. The
+  // returned slot must be kept until the response is written.
+  Response servePublished(const PublishedFolder& folder, const Request& request,
+                          std::shared_ptr<void>& read_slot) {
+    PublishedFileResponse result = servePublishedFile(folder, request, published_slots);
+    counters.publishedRequests(folder.name, result.response.result_int()).inc();
+    if (!result.denied.empty()) {
+      counters.publishedDenied(folder.name, result.denied).inc();
+    }
+    if (result.response.result() == http::status::not_modified) {
+      counters.publishedNotModified(folder.name).inc();
+    }
+    counters.publishedBytes(folder.name).inc(result.body_bytes);
+    read_slot = std::move(result.read_slot);
+    return std::move(result.response);
   }
 
   // Checks the header of an ingest request (path, method, token and
@@ -1006,6 +1070,20 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     }
 
     const Request& head = parser_->get();
+    if (const PublishedFolder* folder = impl_->publishedFolderFor(head.target())) {
+      // A request for a published file takes no ingest slot. Its body, if
+      // any, is read and ignored, within the admin requests' body limit.
+      endpoint_ = "published";
+      parser_->body_limit(kMaxAdminBodyBytes);
+      readBody([self = this->shared_from_this(), folder](beast::error_code body_ec) {
+        if (self->handleReadError(body_ec)) {
+          return;
+        }
+        Request request = self->parser_->release();
+        self->send(self->impl_->servePublished(*folder, request, self->published_slot_), false);
+      });
+      return;
+    }
     std::optional<std::uint64_t> content_length;
     if (auto length = parser_->content_length()) {
       content_length = *length;
@@ -1134,6 +1212,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                         // drain() waits for this, so a committed batch is
                         // answered before the process stops.
                         self->releaseSlot();
+                        self->published_slot_.reset();
                         if (!ec && self->linger_) {
                           self->lingerAndClose();
                           return;
@@ -1200,6 +1279,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   std::uint64_t discarded_ = 0;
   std::uint32_t requests_ = 0;
   bool holds_slot_ = false;
+  std::shared_ptr<void> published_slot_;  // held while a published file is sent
   IngestSource source_;
   std::string_view endpoint_ = "other";
   ClientCertificate certificate_;
@@ -1346,6 +1426,11 @@ void CollectorServer::start() {
   }
   acceptIngest(impl_);
   warnAboutDescriptorLimit(impl_->options);
+  for (const PublishedFolder& folder : impl_->options.published_folders) {
+    spdlog::info("collector: serving {} read-only at {}/ on the ingest listener ({})",
+                 folder.folder.string(), folder.prefix,
+                 folder.allow_anonymous ? "without a token" : "token required");
+  }
 }
 
 void CollectorServer::stopAccepting() {

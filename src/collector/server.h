@@ -1,6 +1,8 @@
 // The collector's network side: the ingest listener (POST /v1/records for
 // probe batches, POST /v1/modsecurity for libmodsecurity's HTTPS audit log)
 // over HTTP or HTTPS, and the admin listener (GET /metrics, GET /healthz).
+// The ingest listener also serves the published output folders read-only
+// (GET and HEAD under each folder's prefix; see published_folder.h).
 #pragma once
 
 #include <atomic>
@@ -11,12 +13,14 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ssl/context.hpp>
 
 #include "collector/collector_config.h"
 #include "collector/ingest.h"
+#include "collector/published_folder.h"
 #include "collector/store.h"
 #include "common/metrics.h"
 
@@ -37,6 +41,7 @@ struct ServerOptions {
   bool modsecurity_http_input = true;
   boost::asio::ssl::context* tls = nullptr;  // null: plain HTTP on the ingest listener
   std::uint32_t ingest_workers = 4;          // threads that decode and commit request bodies
+  std::vector<PublishedFolder> published_folders;  // served on the ingest listener
 };
 
 // Makes the TLS context of the ingest listener: certificate, key and, when
