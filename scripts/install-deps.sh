@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package that webtrap needs to build, run and test.
 # Run as root on a fresh machine; running it again is cheap.
+# deploy/docker/webtrap.Dockerfile runs it too: --build-only in the build
+# stage and --runtime-only in the runtime stage, so the lists live here only.
 set -euo pipefail
 
-build_packages=(
+# What `cmake` and `ninja webtrap` need (GoogleTest too: CMakeLists.txt
+# requires it).
+compile_packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libmodsecurity-dev modsecurity-crs
   libboost1.81-dev libssl-dev libcurl4-openssl-dev libsimdjson-dev
@@ -11,10 +15,40 @@ build_packages=(
   libspdlog-dev libfmt-dev zlib1g-dev libjemalloc-dev
   libdeflate-dev  # whole-buffer gzip decompression of collector request bodies
   libhowardhinnant-date-dev  # IANA time zones for audit log time stamps
-  libgtest-dev libgmock-dev libbenchmark-dev
-  clang libclang-rt-14-dev
+  libgtest-dev libgmock-dev
+  ccache  # compiler cache, reused between image builds (docs/deployment.md)
+)
+
+# Developer tools on top of compile_packages, left out of --build-only.
+developer_packages=(
+  libbenchmark-dev  # bench/ only
+  clang libclang-rt-14-dev  # libFuzzer targets (fuzz/)
   jq  # reads the records in the README's examples
   sqlite3  # reads the collector's store in the README's examples
+)
+build_packages=("${compile_packages[@]}" "${developer_packages[@]}")
+
+# Shared libraries of the built webtrap binary (from `ldd build/webtrap`),
+# the CRS rules and setup file the probe loads, CA certificates for the
+# shipper and the Elasticsearch output, and curl for container health checks.
+runtime_packages=(
+  libmodsecurity3 modsecurity-crs
+  libssl3 libcurl4 libsimdjson14 libsqlite3-0 libmaxminddb0 libyaml-cpp0.7
+  libspdlog1.10 libfmt9 zlib1g libjemalloc2 libdeflate0 libdate-tz3
+  ca-certificates curl
+)
+
+# Container tools for deploy/: podman with runc builds and runs the images
+# without a Docker engine, debootstrap makes the base image without a
+# registry, and docker-compose checks and runs deploy/compose/compose.yaml.
+container_packages=(podman runc debootstrap docker-compose)
+
+# Python libraries that `cloud-init schema` imports. The cloud-init package
+# itself is unpacked into .peers/cloud-init and not installed, because an
+# installed cloud-init would run at the machine's next boot.
+cloud_init_python_packages=(
+  python3-configobj python3-jinja2 python3-jsonpatch python3-jsonschema
+  python3-netifaces python3-oauthlib python3-requests python3-serial python3-yaml
 )
 
 # Real tools that the integration tests and benchmarks drive on loopback.
@@ -34,27 +68,54 @@ test_packages=(
 bench_packages=(rsyslog)
 syslog_ng_debs=(syslog-ng-core libivykis0 libnet1 libwrap0)
 
+usage="options: --with-tests, --with-bench, --with-containers, --with-cloud-init,
+  --build-only (compile packages only), --runtime-only (libraries to run webtrap),
+  --print (print the selected package names, one per line, and exit)"
 with_tests=false
 with_bench=false
+with_containers=false
+with_cloud_init=false
+base=full
+print_only=false
 for option in "$@"; do
   case $option in
     --with-tests) with_tests=true ;;
     --with-bench) with_bench=true ;;
-    *) echo "install-deps.sh: unknown option $option; use --with-tests and/or --with-bench" >&2; exit 2 ;;
+    --with-containers) with_containers=true ;;
+    --with-cloud-init) with_cloud_init=true ;;
+    --build-only) base=build ;;
+    --runtime-only) base=runtime ;;
+    --print) print_only=true ;;
+    *) echo "install-deps.sh: unknown option $option; $usage" >&2; exit 2 ;;
   esac
 done
 
-if [[ $(id -u) -ne 0 ]]; then
-  echo "install-deps.sh: run as root (apt-get needs it)" >&2
-  exit 1
-fi
-
-want=("${build_packages[@]}")
+case $base in
+  full) want=("${build_packages[@]}") ;;
+  build) want=("${compile_packages[@]}") ;;
+  runtime) want=("${runtime_packages[@]}") ;;
+esac
 if $with_tests; then
   want+=("${test_packages[@]}")
 fi
 if $with_bench; then
   want+=("${bench_packages[@]}")
+fi
+if $with_containers; then
+  want+=("${container_packages[@]}")
+fi
+if $with_cloud_init; then
+  want+=("${cloud_init_python_packages[@]}")
+fi
+
+if $print_only; then
+  printf '%s\n' "${want[@]}"
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps.sh: run as root (apt-get needs it)" >&2
+  exit 1
 fi
 
 unpack_syslog_ng() {
@@ -71,6 +132,28 @@ unpack_syslog_ng() {
   done
 }
 
+unpack_cloud_init() {
+  local root
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.peers
+  if [[ -x $root/cloud-init/usr/bin/cloud-init ]]; then
+    return
+  fi
+  echo "install-deps.sh: unpacking cloud-init into $root/cloud-init"
+  mkdir -p "$root/debs" "$root/cloud-init"
+  (cd "$root/debs" && apt-get download cloud-init)
+  dpkg -x "$root"/debs/cloud-init_*.deb "$root/cloud-init"
+}
+
+# Runs the steps that follow package installation.
+run_post_install_steps() {
+  if $with_bench; then
+    unpack_syslog_ng
+  fi
+  if $with_cloud_init; then
+    unpack_cloud_init
+  fi
+}
+
 missing=()
 for package in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" ||
@@ -79,9 +162,7 @@ done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-deps.sh: all ${#want[@]} packages present"
-  if $with_bench; then
-    unpack_syslog_ng
-  fi
+  run_post_install_steps
   exit 0
 fi
 
@@ -96,6 +177,4 @@ if [[ ! -e /usr/sbin/policy-rc.d ]]; then
   trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 apt-get install -y -q --no-install-recommends "${missing[@]}"
-if $with_bench; then
-  unpack_syslog_ng
-fi
+run_post_install_steps
