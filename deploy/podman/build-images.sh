@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds the webtrap-probe and webtrap-collector images with podman, on a
+# machine with no Docker engine and no registry (Debian 12, as root).
+#
+#   deploy/podman/build-images.sh [WORK_DIR]
+#
+# WORK_DIR (default build-images/) contains containers.conf and the ccache
+# folder that every image build reuses. When no debian:bookworm-slim image is
+# present, the script makes one with debootstrap from the apt mirror, because
+# no registry is reachable; on a machine with a registry, pull the real image
+# first and the script uses it.
+set -euo pipefail
+source_dir=$(cd "$(dirname "$0")/../.." && pwd)
+work=${1:-$source_dir/build-images}
+mkdir -p "$work/ccache"
+work=$(cd "$work" && pwd)
+
+# crun, podman's default runtime on Debian 12, fails in sandboxes that forbid
+# setrlimit. runc with no default ulimits works there too.
+if [[ -z ${CONTAINERS_CONF:-} ]]; then
+  cat >"$work/containers.conf" <<'CONF'
+[containers]
+default_ulimits = []
+[engine]
+runtime = "runc"
+CONF
+  export CONTAINERS_CONF=$work/containers.conf
+fi
+
+base=docker.io/library/debian:bookworm-slim
+if ! podman image exists "$base"; then
+  echo "build-images: no $base image; making one with debootstrap (about 200 MB of downloads)"
+  rootfs=$work/rootfs
+  rm -rf "$rootfs"
+  debootstrap --variant=minbase bookworm "$rootfs" >"$work/debootstrap.log"
+  # The package cache and lists are not part of the real slim image.
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  tar -C "$rootfs" -c . | podman import - "$base" >/dev/null
+  rm -rf "$rootfs"
+fi
+
+# Each build runs at the lowest CPU priority, and the build stage gets the
+# ccache folder, so a rebuild after a small change compiles only that change.
+for target in probe collector; do
+  echo "build-images: building webtrap-$target"
+  nice -n 19 podman build --pull=never --network=host \
+    -v "$work/ccache:/ccache" \
+    -f "$source_dir/deploy/docker/webtrap.Dockerfile" --target "$target" \
+    -t "webtrap-$target:latest" "$source_dir"
+done
+podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'webtrap-(probe|collector)'
