@@ -94,7 +94,11 @@ OutputRunnerOptions parseRunnerOptions(const YAML::Node& node, const std::string
 
 OutputRunner::OutputRunner(Store& store, std::unique_ptr<Output> output,
                            OutputRunnerOptions options, MetricsRegistry& metrics)
-    : store_(store), output_(std::move(output)), name_(output_->name()), options_(options) {
+    : store_(store),
+      output_(std::move(output)),
+      name_(output_->name()),
+      options_(options),
+      retry_log_(kRetryLogInterval) {
   const std::string labels = fmt::format("output=\"{}\"", name_);
   metrics_.reset(new Metrics{
       metrics.counter("webtrap_collector_output_delivered_total",
@@ -390,15 +394,12 @@ void OutputRunner::updateGauges() {
 }
 
 void OutputRunner::logRetry(const std::string& message) {
-  const auto now = Clock::now();
-  if (now - last_retry_log_ < kRetryLogInterval) {
-    ++suppressed_retry_logs_;
+  if (!retry_log_.admit()) {
     return;
   }
-  last_retry_log_ = now;
-  if (suppressed_retry_logs_ > 0) {
-    spdlog::warn("{} ({} similar messages suppressed)", message, suppressed_retry_logs_);
-    suppressed_retry_logs_ = 0;
+  std::uint64_t suppressed = retry_log_.takeSuppressed();
+  if (suppressed > 0) {
+    spdlog::warn("{} ({} similar messages suppressed)", message, suppressed);
   } else {
     spdlog::warn("{}", message);
   }

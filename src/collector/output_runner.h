@@ -31,6 +31,7 @@
 
 #include "collector/store.h"
 #include "collector/stored_event.h"
+#include "common/log_throttle.h"
 #include "common/metrics.h"
 
 namespace webtrap::collector {
@@ -111,8 +112,7 @@ class OutputRunner {
   // batches so its strings keep their capacity.
   std::vector<StoredEvent> batch_;
 
-  std::chrono::steady_clock::time_point last_retry_log_{};
-  std::uint64_t suppressed_retry_logs_ = 0;
+  LogThrottle retry_log_;
 };
 
 }  // namespace webtrap::collector

@@ -128,7 +128,8 @@ AdminListener::AdminListener(tcp::acceptor acceptor, MetricsRegistry& registry,
       registry_(registry),
       refresh_(std::move(refresh)),
       open_sessions_(std::make_shared<std::atomic<std::uint32_t>>(0)),
-      retry_timer_(acceptor_.get_executor()) {
+      retry_timer_(acceptor_.get_executor()),
+      log_throttle_(kLogInterval) {
   const boost::asio::ip::address address = acceptor_.local_endpoint().address();
   if (!address.is_loopback()) {
     spdlog::warn("admin: listening on non-loopback address={}; metrics are readable from the "
@@ -169,14 +170,12 @@ void AdminListener::retryAcceptLater(const boost::system::error_code& error) {
   retry_delay_ = retry_delay_.count() == 0 ? kAcceptRetryInitial
                                            : std::min(retry_delay_ * 2, kAcceptRetryMax);
   ++failures_since_log_;
-  auto now = std::chrono::steady_clock::now();
-  if (last_log_ == std::chrono::steady_clock::time_point{} || now - last_log_ >= kLogInterval) {
+  if (log_throttle_.admit()) {
     spdlog::warn("admin: accept on port {} failed: {} ({} failures and {} connections closed at "
                  "the limit of {} since the last message); retrying in {} ms. EMFILE means no "
                  "file descriptor is free: raise RLIMIT_NOFILE",
                  port(), error.message(), failures_since_log_, rejections_since_log_,
                  kMaxSessions, retry_delay_.count());
-    last_log_ = now;
     failures_since_log_ = 0;
     rejections_since_log_ = 0;
   }
@@ -190,12 +189,10 @@ void AdminListener::retryAcceptLater(const boost::system::error_code& error) {
 
 void AdminListener::noteRejectedConnection() {
   ++rejections_since_log_;
-  auto now = std::chrono::steady_clock::now();
-  if (last_log_ == std::chrono::steady_clock::time_point{} || now - last_log_ >= kLogInterval) {
+  if (log_throttle_.admit()) {
     spdlog::warn("admin: closed a connection on port {} at once because {} connections are open "
                  "({} such connections and {} failed accepts since the last message)",
                  port(), kMaxSessions, rejections_since_log_, failures_since_log_);
-    last_log_ = now;
     failures_since_log_ = 0;
     rejections_since_log_ = 0;
   }

@@ -16,6 +16,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "common/log_throttle.h"
 #include "common/metrics.h"
 
 namespace webtrap {
@@ -57,7 +58,8 @@ class AdminListener : public std::enable_shared_from_this<AdminListener> {
   // the fields below.
   boost::asio::steady_timer retry_timer_;
   std::chrono::milliseconds retry_delay_{0};
-  std::chrono::steady_clock::time_point last_log_{};
+  // Both warnings share one limit, and each names the other's count.
+  LogThrottle log_throttle_;
   std::uint64_t failures_since_log_ = 0;
   std::uint64_t rejections_since_log_ = 0;
 };

@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/error.h"
+#include "common/log_throttle.h"
 #include "common/metrics.h"
 #include "shipper/spool_reader.h"
 
@@ -220,35 +221,6 @@ class HttpClient {
   curl_slist* headers_ = nullptr;
 };
 
-// Logs a repeating failure the first time and then at most once per period,
-// with the number of repeats in between.
-class RepeatLog {
- public:
-  // Returns how many repeats were suppressed since the last log line, or -1
-  // when this one should be suppressed.
-  std::int64_t admit() {
-    auto now = Clock::now();
-    if (count_++ == 0 || now - last_ >= kRetryLogPeriod) {
-      last_ = now;
-      std::int64_t suppressed = static_cast<std::int64_t>(suppressed_);
-      suppressed_ = 0;
-      return suppressed;
-    }
-    ++suppressed_;
-    return -1;
-  }
-  std::uint64_t count() const { return count_; }
-  void reset() {
-    count_ = 0;
-    suppressed_ = 0;
-  }
-
- private:
-  Clock::time_point last_{};
-  std::uint64_t count_ = 0;
-  std::uint64_t suppressed_ = 0;
-};
-
 ShipperError errorKindOf(const HttpResult& result) {
   if (result.invalid_acknowledgement) {
     return ShipperError::kInvalidAcknowledgement;
@@ -402,7 +374,9 @@ struct Shipper::Impl {
   Clock::time_point keep_limits_until{};
   std::uint32_t attempt = 0;  // consecutive failed attempts
   bool resend_pending = false;  // the next post sends a failed batch again
-  RepeatLog failure_log;
+  // Failed sends since the last success, and the limit on their warnings.
+  std::uint64_t failed_attempts = 0;
+  LogThrottle failure_log{kRetryLogPeriod};
   std::uint64_t dropped_published = 0;
   std::uint64_t read_published = 0;
   std::uint64_t truncations_published = 0;
@@ -525,9 +499,10 @@ void Shipper::Impl::onSuccess(const SpoolBatch& batch, std::size_t payload_bytes
       std::chrono::duration_cast<std::chrono::seconds>(
           std::chrono::system_clock::now().time_since_epoch())
           .count());
-  if (failure_log.count() > 0) {
+  if (failed_attempts > 0) {
     spdlog::info("shipper: the collector accepts batches again after failed_attempts={}",
-                 failure_log.count());
+                 failed_attempts);
+    failed_attempts = 0;
     failure_log.reset();
   }
   attempt = 0;
@@ -605,14 +580,14 @@ void Shipper::Impl::onFailure(const SpoolBatch& batch, const HttpResult& result)
     delay = result.retry_after_ms >= 0 ? result.retry_after_ms : backoffDelay();
     std::string reason = status == 0 ? fmt::format("connection error: {}", result.error)
                                      : fmt::format("HTTP {}: {}", status, shorten(result.body));
-    std::int64_t suppressed = failure_log.admit();
-    if (suppressed >= 0) {
+    ++failed_attempts;
+    if (failure_log.admit()) {
       bool client_error = status >= 400 && status < 500 && status != 429 && status != 408;
       auto level = client_error ? spdlog::level::err : spdlog::level::warn;
       spdlog::log(level,
                   "shipper: sending a batch failed url={} {}; retry in {}ms (attempt {}, "
                   "similar messages suppressed since the last: {})",
-                  http->url(), reason, delay, attempt + 1, suppressed);
+                  http->url(), reason, delay, attempt + 1, failure_log.takeSuppressed());
     }
     ++attempt;
   }
