@@ -1,5 +1,6 @@
 // Parser of the outputs.elasticsearch configuration section.
 #include <ctime>
+#include <optional>
 #include <string>
 
 #include <fmt/format.h>
@@ -69,6 +70,7 @@ ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node) {
   }
   ElasticsearchOptions options;
   bool has_data_stream = false;
+  std::optional<YAML::Node> kibana_node;
   for (const auto& entry : node) {
     const std::string key = entry.first.as<std::string>();
     const std::string path = keyPath(key);
@@ -135,6 +137,8 @@ ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node) {
                                       "15MiB is the usual _bulk size)",
                                       path, options.request_max_bytes));
       }
+    } else if (key == "kibana") {
+      kibana_node = value;
     } else if (key == "batch_max_events" || key == "batch_max_bytes" || key == "flush_interval" ||
                key == "retry_initial" || key == "retry_max") {
       // Runner keys, checked by parseRunnerOptions().
@@ -142,8 +146,8 @@ ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node) {
       throw ConfigError(fmt::format(
           "{}: unknown key; the keys are url, data_stream, index, username, password, api_key, "
           "ca_file, tls_verify, client_certificate, client_key, proxy, timeout, connect_timeout, "
-          "compression, request_max_bytes, batch_max_events, batch_max_bytes, flush_interval, "
-          "retry_initial, retry_max",
+          "compression, request_max_bytes, kibana, batch_max_events, batch_max_bytes, "
+          "flush_interval, retry_initial, retry_max",
           path));
     }
   }
@@ -175,6 +179,10 @@ ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node) {
   if (options.timeout.count() == 0) {
     throw ConfigError(fmt::format("{}.timeout: 0 would wait forever; use a duration such as 30s",
                                   kSection));
+  }
+  if (kibana_node) {
+    options.kibana =
+        parseKibanaOptions(*kibana_node, options.username, options.password, options.api_key);
   }
   return options;
 }

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -27,6 +28,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "collector/kibana_import.h"
 #include "collector/stored_event.h"
 #include "common/metrics.h"
 
@@ -57,12 +59,16 @@ struct ElasticsearchOptions {
   // Upper bound of one _bulk body before gzip; a larger batch is split into
   // several requests.
   std::uint64_t request_max_bytes = 5ULL << 20;
+  // Set by the kibana subsection: setup-elasticsearch then imports the
+  // dashboard into that Kibana.
+  std::optional<KibanaOptions> kibana;
 };
 
 // Parses `outputs.elasticsearch`: url (a string or a list), data_stream,
 // index, username, password, api_key, ca_file, tls_verify,
 // client_certificate, client_key, proxy, timeout, connect_timeout,
-// compression, request_max_bytes. The runner keys (batch_max_events,
+// compression, request_max_bytes, and the kibana subsection (see
+// parseKibanaOptions). The runner keys (batch_max_events,
 // batch_max_bytes, flush_interval, retry_initial, retry_max) are skipped for
 // parseRunnerOptions(). Throws ConfigError naming the key and the fix.
 ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node);

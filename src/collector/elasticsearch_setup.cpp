@@ -263,6 +263,10 @@ void setupElasticsearch(const ElasticsearchOptions& options,
       failStep("PUT " + stream_path, stream);
     }
   }
+
+  if (options.kibana) {
+    importKibanaDashboard(*options.kibana, wildcardPattern(options));
+  }
 }
 
 }  // namespace webtrap::collector

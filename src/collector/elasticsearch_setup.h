@@ -20,7 +20,9 @@ namespace webtrap::collector {
 // template is named P. For dated indices, both are named P-dated and the
 // policy comes from ilm-policy-dated.json (ilm-policy.json when missing).
 // OpenSearch has no ILM: there no policy is installed and the template
-// goes without index.lifecycle.name.
+// goes without index.lifecycle.name. With options.kibana set, it then
+// imports the Kibana dashboard (see importKibanaDashboard) with its data
+// view on the same pattern as the template.
 //
 // Throws std::runtime_error naming the failed step, the HTTP status and the
 // server's message, or TransientError when the cluster cannot be reached.
