@@ -306,6 +306,7 @@ KibanaImportResult parseKibanaImportResponse(std::string_view body) {
   if (parser.parse(body.data(), body.size()).get_object().get(root)) {
     throw std::runtime_error("the response is not a JSON object");
   }
+
   KibanaImportResult result;
   if (root["success"].get_bool().get(result.success)) {
     throw std::runtime_error("the response has no boolean \"success\"");
@@ -315,6 +316,7 @@ KibanaImportResult parseKibanaImportResponse(std::string_view body) {
     throw std::runtime_error("the response has no number \"successCount\"");
   }
   result.success_count = count;
+
   simdjson::dom::array errors;
   if (root["errors"].get_array().get(errors)) {
     return result;  // Kibana leaves "errors" out when every object was imported.
@@ -329,6 +331,8 @@ KibanaImportResult parseKibanaImportResponse(std::string_view body) {
     }
     error.error_type = stringOr(item, "/error/type");
     error.detail = stringOr(item, "/error/message");
+
+    // missing_references lists the references in place of a message.
     simdjson::dom::array references;
     if (!item.at_pointer("/error/references").get_array().get(references)) {
       std::string missing;

@@ -6,7 +6,7 @@ not Kibana) and the Elasticsearch test double (tests/tools/es_double.py,
 not Elasticsearch), both on 127.0.0.1:
 
 1. data/kibana/webtrap-dashboard.ndjson is what scripts/make_kibana_dashboard.py
-   writes, so nobody hand-edits the JSON inside its strings.
+   writes, so no one hand-edits the JSON inside its strings.
 2. Every field a visualization, the map, the saved search or the data view
    uses is in the index template webtrap installs, with a type that fits.
 3. The request/response fixtures in tests/fixtures/kibana/ match the double.
