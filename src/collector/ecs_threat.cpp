@@ -1,7 +1,9 @@
 #include "collector/ecs_threat.h"
 
 #include "common/oat_ontology.h"
+#include "common/encoding.h"
 #include "common/oat_tagging.h"
+#include "common/own_name.h"
 #include "common/request_facts_json.h"
 
 namespace webtrap::collector {
@@ -10,8 +12,19 @@ std::vector<OatTag> recordOatTags(const AuditRecord& record) {
   if (record.oat_tagged || !record.oat_tags.empty()) {
     return record.oat_tags;
   }
+  std::string_view host;
+  for (const HeaderField& header : record.request_headers) {
+    if (equalsIgnoreCase(header.name, "host")) {
+      host = header.value;
+      break;
+    }
+  }
   oat::RequestEvidence evidence;
   for (const RuleMessage& message : record.messages) {
+    // A match on the site's own name is no attack evidence.
+    if (oat::isOwnNameMatch(message.rule_id, message.data, host)) {
+      continue;
+    }
     evidence.rule_ids.push_back(message.rule_id);
     evidence.rule_data.push_back(message.data);
     for (const std::string& tag : message.tags) {

@@ -602,7 +602,9 @@ void writeWebtrap(RecordWriter& writer, const CapturedRequest& request, const Ro
     writeForm(writer, outcome.form);
   }
 
-  writeOat(writer, tagProbeRequest(request.method, outcome, inspection));
+  const std::string* host = findHeader(request.headers, "host");
+  writeOat(writer, tagProbeRequest(request.method, host != nullptr ? *host : std::string_view(),
+                                   outcome, inspection));
   writeInspection(writer, inspection);
 
   json.key("timings");

@@ -172,6 +172,19 @@ TEST(EcsThreat, ModsecRecordTaggedFromRuleIds) {
   EXPECT_DOUBLE_EQ(tags[1].confidence, 0.7);
 }
 
+TEST(EcsThreat, OwnNameMatchGivesNoTag) {
+  AuditRecord record;
+  record.format = RecordFormat::kModsec3;
+  record.request_headers.push_back({"Host", "www.northwind.example"});
+  RuleMessage database_name;
+  database_name.rule_id = "942140";
+  database_name.data = "Matched Data: northwind found within ARGS:user: admin@northwind.example";
+  record.messages = {database_name};
+  EXPECT_TRUE(recordOatTags(record).empty());
+  record.request_headers[0].value = "shop.example";
+  EXPECT_EQ(ids(recordOatTags(record)), std::vector<std::string>{"OAT-014"});
+}
+
 TEST(EcsThreat, ProbeTagsAreTakenAsWritten) {
   AuditRecord record;
   record.format = RecordFormat::kWebtrap;

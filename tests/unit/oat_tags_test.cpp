@@ -8,6 +8,7 @@
 
 #include "common/encoding.h"
 #include "common/oat_tagging.h"
+#include "common/own_name.h"
 #include "probe/record.h"
 
 namespace webtrap::probe {
@@ -169,6 +170,41 @@ TEST(ProbeOatTags, ToolAgentKeepsOtherPayloads) {
   const OatTag* nikto_scanning = findTag(nikto, "OAT-014");
   ASSERT_NE(nikto_scanning, nullptr);
   EXPECT_DOUBLE_EQ(nikto_scanning->confidence, 0.7);
+}
+
+TEST(ProbeOatTags, OwnNameMatchGivesNoTag) {
+  RuleMatch database_name =
+      ruleMatch("942140", {"attack-sqli"},
+                "Matched Data: northwind found within ARGS:user: admin@northwind.example");
+  auto own = tagProbeRequest("POST", "www.northwind.example:8080", route("login"),
+                             inspected({database_name}));
+  EXPECT_EQ(findTag(own, "OAT-014"), nullptr);
+  EXPECT_NE(findTag(own, "OAT-007"), nullptr);
+  auto other = tagProbeRequest("POST", "shop.example", route("login"), inspected({database_name}));
+  ASSERT_NE(findTag(other, "OAT-014"), nullptr);
+  EXPECT_DOUBLE_EQ(findTag(other, "OAT-014")->confidence, 0.7);
+}
+
+TEST(OwnName, MatchesOnlyWholeHostLabels) {
+  constexpr std::string_view kData =
+      "Matched Data: northwind found within ARGS:user: admin@northwind.example";
+  EXPECT_TRUE(oat::isOwnNameMatch("942140", kData, "www.northwind.example"));
+  EXPECT_TRUE(oat::isOwnNameMatch("942140", kData, "NorthWind.example:443"));
+  EXPECT_TRUE(oat::isOwnNameMatch("942140", kData, "www.northwind.example."));
+  EXPECT_FALSE(oat::isOwnNameMatch("942140", kData, "northwinds.example"));
+  EXPECT_FALSE(oat::isOwnNameMatch("942140", kData, "shop.northwind"));  // the top-level label
+  EXPECT_FALSE(oat::isOwnNameMatch("942140", kData, "northwind"));
+  EXPECT_FALSE(oat::isOwnNameMatch("942140", kData, "127.0.0.1:8080"));
+  EXPECT_FALSE(oat::isOwnNameMatch("942140", kData, "[::1]:8080"));
+  EXPECT_FALSE(oat::isOwnNameMatch("942140", kData, ""));
+  EXPECT_FALSE(oat::isOwnNameMatch("942140", "northwind", "www.northwind.example"));
+  EXPECT_FALSE(oat::isOwnNameMatch(
+      "942140", "Matched Data: northwind union found within ARGS:q: northwind union",
+      "www.northwind.example"));
+  // Only CRS attack rules are discounted.
+  EXPECT_FALSE(oat::isOwnNameMatch("913100", kData, "www.northwind.example"));
+  EXPECT_FALSE(oat::isOwnNameMatch("920440", kData, "www.northwind.example"));
+  EXPECT_TRUE(oat::isOwnNameMatch("930120", kData, "www.northwind.example"));
 }
 
 TEST(ProbeOatTags, UnmappedRulesGiveNoTag) {
