@@ -199,8 +199,9 @@ std::string credentialKeys(const KibanaOptions& options) {
           url, keyPath("url"), keyPath("space")));
     default:
       throw std::runtime_error(fmt::format(
-          "setup-elasticsearch: Kibana saved objects import at {} failed with HTTP {}: {}", url,
-          response.status, message));
+          "setup-elasticsearch: Kibana saved objects import at {} failed with HTTP {}: {}; check "
+          "that {} is Kibana's URL, not Elasticsearch's",
+          url, response.status, message, keyPath("url")));
   }
 }
 

@@ -311,6 +311,8 @@ def check_setup_command(folder, objects):
              ["HTTP 401", "the Elasticsearch output's credentials were used"]),
             ("unreachable", [f"url: http://127.0.0.1:{free_port()}"],
              ["cannot reach Kibana", "outputs.elasticsearch.kibana.url"]),
+            ("Elasticsearch URL", [f"url: {es.url}"],
+             ["failed with HTTP 405", "outputs.elasticsearch.kibana.url is Kibana's URL"]),
             ("unknown CA", good[:3] + [good[4]],
              ["TLS with Kibana", "outputs.elasticsearch.kibana.ca_file"]),
             ("missing space", good[:4] + ["space: no-such-space"],
