@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <ctime>
 #include <functional>
 #include <limits>
 #include <list>
@@ -14,7 +15,9 @@
 #include <spdlog/spdlog.h>
 
 #include "common/encoding.h"
+#include "common/json_writer.h"
 #include "common/oat_ontology.h"
+#include "common/own_name.h"
 
 namespace webtrap::collector {
 namespace {
@@ -335,6 +338,42 @@ struct Bucket {
   std::array<std::uint32_t, kCountKinds> counts{};
 };
 
+enum class VerdictStatus : std::uint8_t { kNone, kProvisional, kFinal, kWithdrawn };
+
+const char* verdictStatusName(VerdictStatus status) {
+  switch (status) {
+    case VerdictStatus::kProvisional:
+      return "provisional";
+    case VerdictStatus::kFinal:
+      return "final";
+    case VerdictStatus::kWithdrawn:
+      return "withdrawn";
+    case VerdictStatus::kNone:
+      break;
+  }
+  return "none";
+}
+
+struct SignalVerdict {
+  VerdictStatus status = VerdictStatus::kNone;
+  double confidence = 0;
+  std::int64_t first_ms = 0;
+  std::int64_t last_ms = 0;
+  std::int64_t last_arrival_ms = 0;  // collector clock when the last record it held for arrived
+  std::int64_t withdrawn_ms = 0;
+  std::uint64_t records = 0;
+  std::string reason;
+};
+
+// Allocated with a key's first verdict, so keys without one stay small.
+struct KeyVerdictState {
+  std::string key;  // "ip_ua:0123456789abcdef"
+  KeyKind kind = KeyKind::kSourceAgent;
+  std::string source_ip;
+  std::string user_agent;
+  std::array<SignalVerdict, kSignalCount> signals;
+};
+
 struct KeyState {
   std::array<Bucket, kBuckets> buckets;
   std::int64_t newest_ms = std::numeric_limits<std::int64_t>::min();
@@ -350,6 +389,7 @@ struct KeyState {
   RecentSet cards;
   RecentSet probes;
   RecentSet agents;  // source keys only
+  std::unique_ptr<KeyVerdictState> verdicts;
 };
 
 // The window of one key at one time.
@@ -364,6 +404,8 @@ struct Candidate {
   bool fired = false;
   double confidence = 0;
   std::string reason;
+  std::string key;  // text of the key that fired (OatVerdict::key), set by reviseVerdicts
+  bool provisional = false;
 };
 
 using Candidates = std::array<Candidate, kSignalCount>;
@@ -401,6 +443,7 @@ struct BehaviourTagger::Impl {
   Gauge& tracked_keys;
   Counter& evictions;
   Counter& late_records;
+  std::array<Counter*, kSignalCount> withdrawn_counters{};
 
   Impl(BehaviourOptions opts, MetricsRegistry& metrics)
       : options(std::move(opts)),
@@ -427,12 +470,25 @@ struct BehaviourTagger::Impl {
           "webtrap_collector_behaviour_tags_total",
           "Behavioural OAT tags given to records, by OAT id",
           fmt::format("oat=\"{}\"", kSignalOat[signal]));
+      withdrawn_counters[signal] = &metrics.counter(
+          "webtrap_collector_behaviour_verdicts_withdrawn_total",
+          "Provisional behavioural verdicts that later records of the same key withdrew, by "
+          "OAT id",
+          fmt::format("oat=\"{}\"", kSignalOat[signal]));
     }
   }
 
   Observation read(const AuditRecord& record, std::int64_t ingest_ms) const;
   std::uint64_t sessionHash(const AuditRecord& record) const;
-  Summary observeKey(std::uint64_t key, const Observation& o, bool track_agents, bool& late);
+  void observeKey(KeyKind kind, std::uint64_t key, const Observation& o, const AuditRecord& record,
+                  std::int64_t ingest_ms, Candidates& record_candidates,
+                  std::vector<OatVerdict>* verdicts, bool& late);
+  void reviseVerdicts(KeyState& state, KeyKind kind, std::uint64_t key, const Summary& s,
+                      const Observation& o, const AuditRecord& record, std::int64_t ingest_ms,
+                      Candidates& fired);
+  bool settled(const SignalVerdict& verdict, std::int64_t newest_ms, std::int64_t now_ms) const;
+  void appendVerdicts(const KeyVerdictState& state, std::int64_t newest_ms, std::int64_t now_ms,
+                      std::vector<OatVerdict>& out) const;
   bool add(KeyState& state, const Observation& o) const;
   Summary summarize(const KeyState& state, std::int64_t time_ms) const;
   void evaluate(const Summary& s, KeyKind kind, const oat::Tool* tool, Candidates& out) const;
@@ -499,18 +555,24 @@ Observation BehaviourTagger::Impl::read(const AuditRecord& record, std::int64_t 
   if (o.probe) {
     o.probe_hash = mixBits(o.path_hash ^ mixBits(hashText(method)));
   }
+  std::string_view host;
+  bool agent_found = false;
   for (const HeaderField& header : record.request_headers) {
-    if (equalsIgnoreCase(header.name, "user-agent")) {
+    if (!agent_found && equalsIgnoreCase(header.name, "user-agent")) {
+      agent_found = true;
       o.agent_hash = hashText(header.value);
       o.tool = ontology.findTool(header.value);
-      break;
+    } else if (host.empty() && equalsIgnoreCase(header.name, "host")) {
+      host = header.value;
     }
   }
   // Checks from a tool's own probe list (nmap http-enum's path traversal
-  // checks) are part of what the tool is for, not attack payloads.
+  // checks) are part of what the tool is for, not attack payloads. Nor is a
+  // match on the site's own name, such as a login name at the site's domain.
   for (const RuleMessage& message : record.messages) {
     if (isAttackRule(message.rule_id) &&
-        (o.tool == nullptr || !o.tool->checkTriggers(message.rule_id))) {
+        (o.tool == nullptr || !o.tool->checkTriggers(message.rule_id)) &&
+        !oat::isOwnNameMatch(message.rule_id, message.data, host)) {
       o.attack = true;
       break;
     }
@@ -825,6 +887,43 @@ void evaluateProbing(const BehaviourOptions& o, const Summary& s, const oat::Too
   }
 }
 
+// Signals whose verdict later records can withdraw: those that evaluate()
+// keeps quiet while a key sends attack payloads, because a scanner fills in
+// forms, floods and crawls as part of its scan. The others (OAT-004, 014,
+// 018) have no counter-evidence, so their verdicts are final when given.
+bool isRevisable(int signal) {
+  switch (signal) {
+    case kCarding:
+    case kTokenCracking:
+    case kCredentialCracking:
+    case kCredentialStuffing:
+    case kCardCracking:
+    case kScraping:
+    case kDenialOfService:
+    case kSpamming:
+    case kAccountCreation:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Returns the counter-evidence in the window `s` against a provisional
+// verdict of `signal`, or an empty string when there is none. This is the
+// evidence that keeps the signal from firing: attack payloads for every
+// revisable signal, and form posts for scraping (a scraper reads, a
+// scanner's crawl submits each form it finds).
+std::string counterEvidence(const BehaviourOptions& o, const Summary& s, int signal) {
+  const auto& n = s.counts;
+  if (n[kAttack] >= o.vulnerability_scanning.min_attack_requests) {
+    return fmt::format("attack_requests={}", n[kAttack]);
+  }
+  if (signal == kScraping && n[kPostRequest] > o.scraping.max_posts) {
+    return fmt::format("posts={}", n[kPostRequest]);
+  }
+  return {};
+}
+
 }  // namespace
 
 void BehaviourTagger::Impl::evaluate(const Summary& s, KeyKind kind, const oat::Tool* tool,
@@ -842,8 +941,127 @@ void BehaviourTagger::Impl::evaluate(const Summary& s, KeyKind kind, const oat::
   evaluateRate(options, s, fire);
 }
 
-Summary BehaviourTagger::Impl::observeKey(std::uint64_t key, const Observation& o,
-                                          bool track_agents, bool& late) {
+namespace {
+
+std::string keyText(KeyKind kind, std::uint64_t key) {
+  return fmt::format("{}:{:016x}", keyKindName(kind), key);
+}
+
+std::string isoMilliseconds(std::int64_t ms) {
+  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", utc.tm_year + 1900,
+                     utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, ms % 1000);
+}
+
+}  // namespace
+
+// A verdict is settled once its evidence has left the key's window, so no
+// later record of the key can see that evidence and the counter-evidence
+// together. That is when the key's newest record is a whole window past
+// the verdict's last record, or when the collector's clock is a whole
+// window past that record's arrival.
+bool BehaviourTagger::Impl::settled(const SignalVerdict& verdict, std::int64_t newest_ms,
+                                    std::int64_t now_ms) const {
+  return newest_ms - verdict.last_ms >= options.window_ms ||
+         now_ms - verdict.last_arrival_ms >= options.window_ms;
+}
+
+void BehaviourTagger::Impl::reviseVerdicts(KeyState& state, KeyKind kind, std::uint64_t key,
+                                           const Summary& s, const Observation& o,
+                                           const AuditRecord& record, std::int64_t ingest_ms,
+                                           Candidates& fired) {
+  if (state.verdicts) {
+    for (int signal = 0; signal < kSignalCount; ++signal) {
+      SignalVerdict& verdict = state.verdicts->signals[signal];
+      if (verdict.status != VerdictStatus::kProvisional) {
+        continue;
+      }
+      if (settled(verdict, state.newest_ms, ingest_ms)) {
+        verdict.status = VerdictStatus::kFinal;
+        continue;
+      }
+      std::string against = counterEvidence(options, s, signal);
+      if (!against.empty()) {
+        verdict.status = VerdictStatus::kWithdrawn;
+        verdict.withdrawn_ms = o.time_ms;
+        verdict.reason = fmt::format("behaviour:withdrawn key={} {} window={}s",
+                                     keyKindName(kind), against, options.window_ms / 1000);
+        withdrawn_counters[signal]->inc();
+      }
+    }
+  }
+
+  for (int signal = 0; signal < kSignalCount; ++signal) {
+    Candidate& candidate = fired[signal];
+    if (!candidate.fired) {
+      continue;
+    }
+    if (!state.verdicts) {
+      state.verdicts = std::make_unique<KeyVerdictState>();
+      state.verdicts->key = keyText(kind, key);
+      state.verdicts->kind = kind;
+      state.verdicts->source_ip = record.client_ip;
+      if (kind == KeyKind::kSourceAgent) {
+        for (const HeaderField& header : record.request_headers) {
+          if (equalsIgnoreCase(header.name, "user-agent")) {
+            state.verdicts->user_agent = header.value.substr(0, 256);
+            break;
+          }
+        }
+      }
+    }
+    SignalVerdict& verdict = state.verdicts->signals[signal];
+    // A withdrawn verdict whose counter-evidence has left the window starts
+    // again. A final verdict stays final.
+    if (verdict.status == VerdictStatus::kNone || verdict.status == VerdictStatus::kWithdrawn) {
+      verdict = SignalVerdict{};
+      verdict.status = isRevisable(signal) ? VerdictStatus::kProvisional : VerdictStatus::kFinal;
+      verdict.first_ms = o.time_ms;
+    }
+    verdict.last_ms = std::max(verdict.last_ms, o.time_ms);
+    verdict.last_arrival_ms = ingest_ms;
+    ++verdict.records;
+    verdict.confidence = std::max(verdict.confidence, candidate.confidence);
+    verdict.reason = candidate.reason;
+    candidate.key = state.verdicts->key;
+    candidate.provisional = verdict.status == VerdictStatus::kProvisional;
+  }
+}
+
+void BehaviourTagger::Impl::appendVerdicts(const KeyVerdictState& state, std::int64_t newest_ms,
+                                           std::int64_t now_ms,
+                                           std::vector<OatVerdict>& out) const {
+  for (int signal = 0; signal < kSignalCount; ++signal) {
+    const SignalVerdict& verdict = state.signals[signal];
+    if (verdict.status == VerdictStatus::kNone) {
+      continue;
+    }
+    VerdictStatus status = verdict.status;
+    if (status == VerdictStatus::kProvisional && settled(verdict, newest_ms, now_ms)) {
+      status = VerdictStatus::kFinal;
+    }
+    OatVerdict& entry = out.emplace_back();
+    entry.id = kSignalOat[signal];
+    if (const oat::Threat* threat = ontology.find(entry.id)) {
+      entry.name = threat->name;
+    }
+    entry.key = state.key;
+    entry.status = verdictStatusName(status);
+    entry.confidence = verdict.confidence;
+    entry.first_ms = verdict.first_ms;
+    entry.last_ms = verdict.last_ms;
+    entry.records = verdict.records;
+    entry.reason = verdict.reason;
+    entry.withdrawn_ms = verdict.withdrawn_ms;
+  }
+}
+
+void BehaviourTagger::Impl::observeKey(KeyKind kind, std::uint64_t key, const Observation& o,
+                                       const AuditRecord& record, std::int64_t ingest_ms,
+                                       Candidates& record_candidates,
+                                       std::vector<OatVerdict>* verdicts, bool& late) {
   Shard& shard = *shards[key % shards.size()];
   std::lock_guard lock(shard.mutex);
   auto found = shard.index.find(key);
@@ -862,21 +1080,38 @@ Summary BehaviourTagger::Impl::observeKey(std::uint64_t key, const Observation& 
     }
   }
   KeyState& state = shard.entries.front().state;
-  if (track_agents) {
+  if (kind == KeyKind::kSource) {
     // While an address shows one user agent, its windows would repeat those
     // of its address and agent key, so it counts only from the second agent.
     std::int64_t window_start = o.time_ms - options.window_ms;
     state.agents.add(o.agent_hash, o.time_ms, window_start, kAgentCap);
-    Summary single;
-    single.agents = state.agents.countSince(window_start);
-    if (single.agents < 2) {
-      return single;
+    if (state.agents.countSince(window_start) < 2) {
+      return;
     }
   }
   if (!add(state, o)) {
     late = true;
   }
-  return summarize(state, o.time_ms);
+  Summary summary = summarize(state, o.time_ms);
+  // The address alone is an actor only when it rotates user agents;
+  // otherwise each agent behind one address (NAT) keeps its own window.
+  if (kind == KeyKind::kSource && summary.agents < options.ua_rotation) {
+    return;
+  }
+  Candidates fired;
+  evaluate(summary, kind, o.tool, fired);
+  reviseVerdicts(state, kind, key, summary, o, record, ingest_ms, fired);
+  // The most confident key gives a signal's tag; the first key on a tie.
+  for (int signal = 0; signal < kSignalCount; ++signal) {
+    Candidate& candidate = fired[signal];
+    Candidate& kept = record_candidates[signal];
+    if (candidate.fired && (!kept.fired || candidate.confidence > kept.confidence)) {
+      kept = std::move(candidate);
+    }
+  }
+  if (verdicts != nullptr && state.verdicts) {
+    appendVerdicts(*state.verdicts, state.newest_ms, ingest_ms, *verdicts);
+  }
 }
 
 BehaviourTagger::BehaviourTagger(BehaviourOptions options, MetricsRegistry& metrics)
@@ -893,6 +1128,34 @@ BehaviourTagger::~BehaviourTagger() = default;
 
 const BehaviourOptions& BehaviourTagger::options() const { return impl_->options; }
 
+std::vector<KeyVerdicts> BehaviourTagger::verdicts(std::int64_t now_ms,
+                                                   std::size_t limit) const {
+  std::vector<KeyVerdicts> table;
+  for (const auto& shard : impl_->shards) {
+    std::lock_guard lock(shard->mutex);
+    for (const Impl::Entry& entry : shard->entries) {
+      const KeyState& state = entry.state;
+      if (!state.verdicts) {
+        continue;
+      }
+      KeyVerdicts& row = table.emplace_back();
+      row.key = state.verdicts->key;
+      row.kind = keyKindName(state.verdicts->kind);
+      row.source_ip = state.verdicts->source_ip;
+      row.user_agent = state.verdicts->user_agent;
+      row.newest_ms = state.newest_ms;
+      impl_->appendVerdicts(*state.verdicts, state.newest_ms, now_ms, row.verdicts);
+    }
+  }
+  std::sort(table.begin(), table.end(), [](const KeyVerdicts& a, const KeyVerdicts& b) {
+    return a.newest_ms > b.newest_ms || (a.newest_ms == b.newest_ms && a.key < b.key);
+  });
+  if (table.size() > limit) {
+    table.resize(limit);
+  }
+  return table;
+}
+
 std::size_t BehaviourTagger::trackedKeys() const {
   std::size_t total = 0;
   for (const auto& shard : impl_->shards) {
@@ -902,7 +1165,8 @@ std::size_t BehaviourTagger::trackedKeys() const {
   return total;
 }
 
-std::vector<OatTag> BehaviourTagger::observe(const AuditRecord& record, std::int64_t ingest_ms) {
+std::vector<OatTag> BehaviourTagger::observe(const AuditRecord& record, std::int64_t ingest_ms,
+                                             std::vector<OatVerdict>* verdicts) {
   Impl& impl = *impl_;
   if (!impl.options.enabled) {
     return {};
@@ -913,21 +1177,15 @@ std::vector<OatTag> BehaviourTagger::observe(const AuditRecord& record, std::int
 
   if (!record.client_ip.empty()) {
     std::uint64_t ip_hash = hashText(record.client_ip);
-    Summary source =
-        impl.observeKey(keyHash(KeyKind::kSource, ip_hash, 0), o, /*track_agents=*/true, late);
-    Summary source_agent = impl.observeKey(keyHash(KeyKind::kSourceAgent, ip_hash, o.agent_hash),
-                                           o, false, late);
-    impl.evaluate(source_agent, KeyKind::kSourceAgent, o.tool, candidates);
-    // The address alone is an actor only when it rotates user agents;
-    // otherwise each agent behind one address (NAT) keeps its own window.
-    if (source.agents >= impl.options.ua_rotation) {
-      impl.evaluate(source, KeyKind::kSource, o.tool, candidates);
-    }
+    impl.observeKey(KeyKind::kSourceAgent, keyHash(KeyKind::kSourceAgent, ip_hash, o.agent_hash),
+                    o, record, ingest_ms, candidates, verdicts, late);
+    impl.observeKey(KeyKind::kSource, keyHash(KeyKind::kSource, ip_hash, 0), o, record,
+                    ingest_ms, candidates, verdicts, late);
   }
   std::uint64_t session = impl.sessionHash(record);
   if (session != 0) {
-    Summary by_session = impl.observeKey(keyHash(KeyKind::kSession, session, 0), o, false, late);
-    impl.evaluate(by_session, KeyKind::kSession, o.tool, candidates);
+    impl.observeKey(KeyKind::kSession, keyHash(KeyKind::kSession, session, 0), o, record,
+                    ingest_ms, candidates, verdicts, late);
   }
   if (late) {
     impl.late_records.inc();
@@ -952,11 +1210,59 @@ std::vector<OatTag> BehaviourTagger::observe(const AuditRecord& record, std::int
     if (!candidate.fired || !applies[signal]) {
       continue;
     }
-    tags.push_back(impl.ontology.tag(kSignalOat[signal], "behaviour", candidate.confidence,
-                                     std::move(candidate.reason)));
+    OatTag& tag = tags.emplace_back(impl.ontology.tag(
+        kSignalOat[signal], "behaviour", candidate.confidence, std::move(candidate.reason)));
+    tag.key = std::move(candidate.key);
+    tag.provisional = candidate.provisional;
     impl.tag_counters[signal]->inc();
   }
   return tags;
+}
+
+void writeOatVerdict(JsonWriter& writer, const OatVerdict& verdict) {
+  writer.beginObject();
+  writer.member("id", verdict.id);
+  writer.member("name", verdict.name);
+  writer.member("key", verdict.key);
+  writer.member("status", verdict.status);
+  writer.key("confidence");
+  writer.raw(fmt::format("{}", std::isfinite(verdict.confidence) ? verdict.confidence : 0.0));
+  writer.member("first", isoMilliseconds(verdict.first_ms));
+  writer.member("last", isoMilliseconds(verdict.last_ms));
+  writer.member("records", static_cast<std::int64_t>(verdict.records));
+  writer.member("reason", verdict.reason);
+  if (verdict.withdrawn_ms != 0) {
+    writer.member("withdrawn", isoMilliseconds(verdict.withdrawn_ms));
+  }
+  writer.endObject();
+}
+
+std::string keyVerdictsJson(std::span<const KeyVerdicts> table) {
+  std::string out;
+  JsonWriter writer(out);
+  writer.beginObject();
+  writer.key("keys");
+  writer.beginArray();
+  for (const KeyVerdicts& row : table) {
+    writer.beginObject();
+    writer.member("key", row.key);
+    writer.member("kind", row.kind);
+    writer.member("source_ip", row.source_ip);
+    if (!row.user_agent.empty()) {
+      writer.member("user_agent", row.user_agent);
+    }
+    writer.member("newest", isoMilliseconds(row.newest_ms));
+    writer.key("verdicts");
+    writer.beginArray();
+    for (const OatVerdict& verdict : row.verdicts) {
+      writeOatVerdict(writer, verdict);
+    }
+    writer.endArray();
+    writer.endObject();
+  }
+  writer.endArray();
+  writer.endObject();
+  return out;
 }
 
 }  // namespace webtrap::collector

@@ -8,12 +8,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include <yaml-cpp/yaml.h>
 
 #include "collector/audit_record.h"
+#include "common/json_writer.h"
 #include "common/metrics.h"
 #include "common/request_facts.h"
 
@@ -109,8 +111,50 @@ std::string behaviourConfigurationRows();
 // Returns the thresholds on one line, for the start log.
 std::string describeBehaviourOptions(const BehaviourOptions& options);
 
-// Sliding-window tagger that gives records their behavioural OAT tags. Thread
-// safe: the state is split into shards by key hash, each with its own mutex.
+// One key's standing judgement of one behavioural signal: what the collector
+// concludes about the actor so far, revised as the actor's later records
+// arrive. docs/oat.md ("Verdicts") describes the states.
+struct OatVerdict {
+  std::string id;    // "OAT-011"
+  std::string name;  // handbook name
+  // The key: its kind and a hex digest of the key hash, "ip_ua:0123456789abcdef".
+  // Behavioural tags carry the same text in OatTag::key.
+  std::string key;
+  // "provisional" while later records of the key may still withdraw it, and
+  // "final" once they no longer can. "withdrawn" when a later record of the
+  // key showed counter-evidence while the verdict's evidence was still in
+  // the window.
+  std::string status;
+  double confidence = 0;  // highest confidence the signal reached on this key
+  std::int64_t first_ms = 0;  // record time of the first record the signal held for
+  std::int64_t last_ms = 0;   // ... and of the last
+  std::uint64_t records = 0;  // records of the key for which the signal held
+  // The numbers of the last record the signal held for, or, when withdrawn,
+  // the counter-evidence ("behaviour:withdrawn posts=3 ...").
+  std::string reason;
+  std::int64_t withdrawn_ms = 0;  // record time of the withdrawing record; 0 if not withdrawn
+};
+
+// The verdicts of one key, with what identifies the actor to an analyst.
+struct KeyVerdicts {
+  std::string key;  // as in OatVerdict::key
+  std::string kind;  // "ip_ua", "ip" or "session"
+  std::string source_ip;  // of the key's first record with a verdict
+  std::string user_agent;  // for "ip_ua" keys, cut to 256 bytes; empty otherwise
+  std::int64_t newest_ms = 0;  // record time of the key's newest record
+  std::vector<OatVerdict> verdicts;
+};
+
+// Writes one verdict as a JSON object (times in ISO 8601 UTC).
+void writeOatVerdict(JsonWriter& writer, const OatVerdict& verdict);
+
+// Returns `{"keys":[...]}`, one object per key with its verdicts: the body
+// of the collector's GET /v1/oat/verdicts.
+std::string keyVerdictsJson(std::span<const KeyVerdicts> table);
+
+// Sliding-window tagger that gives records their behavioural OAT tags and
+// keeps each key's verdicts. Thread safe: the state is split into shards by
+// key hash, each with its own mutex.
 class BehaviourTagger {
  public:
   BehaviourTagger(BehaviourOptions options, MetricsRegistry& metrics);
@@ -122,7 +166,17 @@ class BehaviourTagger {
   // for those keys at the record's time stamp, counting this record and every
   // earlier-arrived record of the window. `ingest_ms` is used as the time of
   // a record without a time stamp. Returns no tags when the tagger is disabled.
-  std::vector<OatTag> observe(const AuditRecord& record, std::int64_t ingest_ms);
+  // Tags of signals that later records may withdraw have `provisional` set.
+  // `verdicts`, when given, receives the verdicts of the record's keys after
+  // this record, including those that it withdrew.
+  std::vector<OatTag> observe(const AuditRecord& record, std::int64_t ingest_ms,
+                              std::vector<OatVerdict>* verdicts = nullptr);
+
+  // Returns every tracked key that has a verdict, the most recently seen
+  // first, at most `limit` keys. A provisional verdict is reported final
+  // once `now_ms` is a whole window past the arrival of the last record it
+  // held for.
+  std::vector<KeyVerdicts> verdicts(std::int64_t now_ms, std::size_t limit) const;
 
   std::size_t trackedKeys() const;
   const BehaviourOptions& options() const;

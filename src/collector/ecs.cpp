@@ -589,7 +589,7 @@ void writeStringArray(JsonWriter& writer, string_view key, const std::vector<std
 // index mapping cannot grow from what attackers send.
 void writeWebtrap(JsonWriter& writer, const AuditRecord& record, const SensorFacts& sensor,
                   string_view sensor_id, bool body_content_truncated, bool timestamp_missing,
-                  std::span<const OatTag> oat_tags) {
+                  std::span<const OatTag> oat_tags, std::span<const OatVerdict> verdicts) {
   writer.key("webtrap");
   writer.beginObject();
   writeStringIfPresent(writer, "input", sensor.input);
@@ -610,6 +610,14 @@ void writeWebtrap(JsonWriter& writer, const AuditRecord& record, const SensorFac
   writeStringIfPresent(writer, "persona", record.persona);
   writeStringArray(writer, "bait_hits", record.bait_hits);
   writeWebtrapOat(writer, oat_tags);
+  if (!verdicts.empty()) {
+    writer.key("oat_verdicts");
+    writer.beginArray();
+    for (const OatVerdict& verdict : verdicts) {
+      writeOatVerdict(writer, verdict);
+    }
+    writer.endArray();
+  }
   writeWebtrapForm(writer, record.form);
 
   writer.key("request");
@@ -664,7 +672,8 @@ void writeWebtrap(JsonWriter& writer, const AuditRecord& record, const SensorFac
 
 std::string buildEcsDocument(const AuditRecord& record, const GeoFacts& geo,
                              const SensorFacts& sensor, std::int64_t ingest_ms,
-                             std::span<const OatTag> behaviour_tags) {
+                             std::span<const OatTag> behaviour_tags,
+                             std::span<const OatVerdict> verdicts) {
   std::string out;
   // The document contains the original record escaped (about 1.1 times its
   // size) and most of its values again as fields, so it is about twice the
@@ -707,7 +716,7 @@ std::string buildEcsDocument(const AuditRecord& record, const GeoFacts& geo,
   const std::vector<OatTag> oat_tags = documentOatTags(record, behaviour_tags);
   writeEcsThreat(writer, oat_tags);
   writeWebtrap(writer, record, sensor, sensor_id, body_content.size() < record.request_body.size(),
-               timestamp_missing, oat_tags);
+               timestamp_missing, oat_tags, verdicts);
   writer.endObject();
   return out;
 }

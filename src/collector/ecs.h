@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "collector/audit_record.h"
+#include "collector/behaviour.h"
 #include "collector/enrich.h"
 
 namespace webtrap::collector {
@@ -38,9 +39,11 @@ struct SensorFacts {
 // @timestamp too when the record has no timestamp. `behaviour_tags` are the
 // collector's behavioural OAT tags for the record (BehaviourTagger). They are
 // merged with the record's own tags into threat.technique.* and
-// webtrap.oat[], one entry per OAT id (ecs_threat.h).
+// webtrap.oat[], one entry per OAT id (ecs_threat.h). `verdicts`, the
+// verdicts of the record's window keys after it, become webtrap.oat_verdicts[].
 std::string buildEcsDocument(const AuditRecord& record, const GeoFacts& geo,
                              const SensorFacts& sensor, std::int64_t ingest_ms,
-                             std::span<const OatTag> behaviour_tags = {});
+                             std::span<const OatTag> behaviour_tags = {},
+                             std::span<const OatVerdict> verdicts = {});
 
 }  // namespace webtrap::collector

@@ -167,10 +167,11 @@ void Ingest::prepareRecord(const AuditRecord& record, const IngestSource& source
   // The tagger counts this record in its windows first, so its tags cover
   // the record itself and every earlier-arrived record of its keys.
   std::vector<OatTag> behaviour_tags;
+  std::vector<OatVerdict> verdicts;
   if (behaviour_ != nullptr) {
-    behaviour_tags = behaviour_->observe(record, now_ms);
+    behaviour_tags = behaviour_->observe(record, now_ms, &verdicts);
   }
-  event.document = buildEcsDocument(record, geo, facts, now_ms, behaviour_tags);
+  event.document = buildEcsDocument(record, geo, facts, now_ms, behaviour_tags, verdicts);
   prepared.events.push_back(std::move(event));
 }
 

@@ -82,6 +82,9 @@ class Ingest {
   bool storeFailing() const { return store_failing_.load(); }
   std::string lastStoreError() const;
 
+  // The behavioural tagger, or nullptr when there is none.
+  const BehaviourTagger* behaviour() const { return behaviour_; }
+
   // Loads the per-sensor gauges from the store, so sensors seen before a
   // restart stay visible.
   void loadSensors();

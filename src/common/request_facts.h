@@ -25,6 +25,11 @@ struct OatTag {
   std::string reason;
   std::vector<std::string> attack;  // MITRE ATT&CK technique ids, "T1110.004"
   std::string version;              // ontology version that produced the tag
+  // Behavioural tags only: the window key whose signal gave the tag
+  // ("ip_ua:0123456789abcdef"), and whether later records of that key may
+  // still withdraw the verdict behind it (see the collector's OatVerdict).
+  std::string key;
+  bool provisional = false;
 };
 
 // A payment card seen in a form, never the full number.

@@ -23,6 +23,10 @@ void writeOatTag(JsonWriter& writer, const OatTag& tag) {
   }
   writer.endArray();
   writer.member("version", tag.version);
+  if (!tag.key.empty()) {
+    writer.member("key", tag.key);
+    writer.member("provisional", tag.provisional);
+  }
   writer.endObject();
 }
 

@@ -429,6 +429,177 @@ TEST_F(BehaviourTest, CrawlThatPostsFormsIsNotScraping) {
   EXPECT_NE(scraping->reason.find("posts=1"), std::string::npos) << scraping->reason;
 }
 
+const OatVerdict* findVerdict(const std::vector<OatVerdict>& verdicts, const std::string& id) {
+  auto found = std::find_if(verdicts.begin(), verdicts.end(),
+                            [&](const OatVerdict& verdict) { return verdict.id == id; });
+  return found == verdicts.end() ? nullptr : &*found;
+}
+
+// A crawl that reads as scraping until the same client posts forms, as
+// wapiti does when its crawl finds existing pages first.
+TEST_F(BehaviourTest, FormPostsWithdrawScrapingVerdict) {
+  std::int64_t t = kStartMs;
+  std::vector<OatTag> tags;
+  std::vector<OatVerdict> verdicts;
+  for (int i = 0; i < 8; ++i) {
+    verdicts.clear();
+    tags = tagger().observe(
+        request("192.0.2.50", "GET", "/page" + std::to_string(i) + ".php", 200, t), t, &verdicts);
+    t += 100;
+  }
+  const OatTag* scraping = find(tags, "OAT-011");
+  ASSERT_NE(scraping, nullptr) << testing::PrintToString(ids(tags));
+  EXPECT_TRUE(scraping->provisional);
+  EXPECT_EQ(scraping->key.rfind("ip_ua:", 0), 0u) << scraping->key;
+  const OatVerdict* verdict = findVerdict(verdicts, "OAT-011");
+  ASSERT_NE(verdict, nullptr);
+  EXPECT_EQ(verdict->status, "provisional");
+  EXPECT_EQ(verdict->key, scraping->key);
+  EXPECT_EQ(verdict->records, 1u);
+  EXPECT_EQ(verdict->first_ms, kStartMs + 700);
+
+  verdicts.clear();
+  tags = tagger().observe(formPost("192.0.2.50", "contact", t), t, &verdicts);
+  t += 100;
+  verdict = findVerdict(verdicts, "OAT-011");
+  ASSERT_NE(verdict, nullptr);
+  EXPECT_EQ(verdict->status, "provisional") << "one post is allowed";
+
+  verdicts.clear();
+  tags = tagger().observe(formPost("192.0.2.50", "comment", t), t, &verdicts);
+  EXPECT_FALSE(has(tags, "OAT-011"));
+  verdict = findVerdict(verdicts, "OAT-011");
+  ASSERT_NE(verdict, nullptr);
+  EXPECT_EQ(verdict->status, "withdrawn");
+  EXPECT_EQ(verdict->withdrawn_ms, t);
+  EXPECT_NE(verdict->reason.find("posts=2"), std::string::npos) << verdict->reason;
+  EXPECT_EQ(metricValue(
+                "webtrap_collector_behaviour_verdicts_withdrawn_total{oat=\"OAT-011\"}"),
+            1u);
+
+  // Later records keep reporting the withdrawn verdict.
+  t += 100;
+  verdicts.clear();
+  tagger().observe(request("192.0.2.50", "GET", "/page9.php", 200, t), t, &verdicts);
+  verdict = findVerdict(verdicts, "OAT-011");
+  ASSERT_NE(verdict, nullptr);
+  EXPECT_EQ(verdict->status, "withdrawn");
+}
+
+TEST_F(BehaviourTest, AttackPayloadsWithdrawCredentialVerdict) {
+  std::int64_t t = kStartMs;
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 8; ++i) {
+    tags = observe(login("192.0.2.51", "user" + std::to_string(i), "pw" + std::to_string(i), t));
+    t += 100;
+  }
+  const OatTag* stuffing = find(tags, "OAT-008");
+  ASSERT_NE(stuffing, nullptr) << testing::PrintToString(ids(tags));
+  EXPECT_TRUE(stuffing->provisional);
+
+  std::vector<OatVerdict> verdicts;
+  for (int i = 0; i < 3; ++i) {
+    AuditRecord record = request("192.0.2.51", "GET", "/about.php?id=1%27", 200, t);
+    record.messages.push_back(rule("942100"));
+    verdicts.clear();
+    tags = tagger().observe(record, t, &verdicts);
+    t += 100;
+  }
+  const OatVerdict* verdict = findVerdict(verdicts, "OAT-008");
+  ASSERT_NE(verdict, nullptr);
+  EXPECT_EQ(verdict->status, "withdrawn");
+  EXPECT_NE(verdict->reason.find("attack_requests=3"), std::string::npos) << verdict->reason;
+  // Scanning has no counter-evidence: its tag is final when given.
+  const OatTag* scanning = find(tags, "OAT-014");
+  ASSERT_NE(scanning, nullptr);
+  EXPECT_FALSE(scanning->provisional);
+  verdict = findVerdict(verdicts, "OAT-014");
+  ASSERT_NE(verdict, nullptr);
+  EXPECT_EQ(verdict->status, "final");
+}
+
+TEST_F(BehaviourTest, VerdictFinalOnceEvidenceLeavesWindow) {
+  std::int64_t t = kStartMs;
+  for (int i = 0; i < 8; ++i) {
+    observe(request("192.0.2.52", "GET", "/page" + std::to_string(i) + ".php", 200, t));
+    t += 100;
+  }
+  // One window after the last scraping record, the same client posts two
+  // forms: the scraping evidence has left the window, so the verdict stands.
+  t += options.window_ms;
+  std::vector<OatVerdict> verdicts;
+  tagger().observe(formPost("192.0.2.52", "contact", t), t, &verdicts);
+  const OatVerdict* verdict = findVerdict(verdicts, "OAT-011");
+  ASSERT_NE(verdict, nullptr);
+  EXPECT_EQ(verdict->status, "final");
+  verdicts.clear();
+  tagger().observe(formPost("192.0.2.52", "comment", t + 1), t + 1, &verdicts);
+  verdict = findVerdict(verdicts, "OAT-011");
+  ASSERT_NE(verdict, nullptr);
+  EXPECT_EQ(verdict->status, "final");
+}
+
+TEST_F(BehaviourTest, VerdictTableListsKeys) {
+  std::int64_t t = kStartMs;
+  for (int i = 0; i < 8; ++i) {
+    observe(request("192.0.2.53", "GET", "/page" + std::to_string(i) + ".php", 200, t,
+                    "Wget/1.21.3"));
+    t += 100;
+  }
+  observe(request("192.0.2.54", "GET", "/", 200, t));  // no verdict
+
+  std::vector<KeyVerdicts> table = tagger().verdicts(t, 100);
+  ASSERT_EQ(table.size(), 1u);
+  EXPECT_EQ(table[0].kind, "ip_ua");
+  EXPECT_EQ(table[0].source_ip, "192.0.2.53");
+  EXPECT_EQ(table[0].user_agent, "Wget/1.21.3");
+  ASSERT_EQ(table[0].verdicts.size(), 1u);
+  EXPECT_EQ(table[0].verdicts[0].id, "OAT-011");
+  EXPECT_EQ(table[0].verdicts[0].status, "provisional");
+
+  // Reported final once the collector's clock is a window past the last
+  // record's arrival, with no later record of the key.
+  table = tagger().verdicts(t + options.window_ms, 100);
+  ASSERT_EQ(table.size(), 1u);
+  EXPECT_EQ(table[0].verdicts[0].status, "final");
+  EXPECT_TRUE(tagger().verdicts(t, 0).empty());
+
+  std::string json = keyVerdictsJson(table);
+  EXPECT_EQ(json.rfind("{\"keys\":[{\"key\":\"ip_ua:", 0), 0u) << json;
+  EXPECT_NE(json.find("\"user_agent\":\"Wget/1.21.3\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"status\":\"final\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"first\":\"2025-12-04T12:00:00.700Z\""), std::string::npos) << json;
+}
+
+// CRS 942140 lists "northwind" as a database name. A cracker trying
+// passwords for admin@northwind.example on www.northwind.example sends no
+// SQL injection: the match is the site's own name.
+TEST_F(BehaviourTest, OwnNameMatchIsNoAttackPayload) {
+  auto attempt = [](const std::string& ip, const std::string& host, int i) {
+    AuditRecord record = login(ip, "admin@northwind.example", "Summer" + std::to_string(2000 + i),
+                               kStartMs + i * 300);
+    record.request_headers[0].value = host;
+    RuleMessage match = rule("942140");
+    match.data = "Matched Data: northwind found within ARGS:user: admin@northwind.example";
+    record.messages.push_back(match);
+    return record;
+  };
+  std::vector<OatTag> tags;
+  for (int i = 0; i < 9; ++i) {
+    tags = observe(attempt("192.0.2.60", "www.northwind.example:8080", i));
+  }
+  EXPECT_TRUE(has(tags, "OAT-007")) << testing::PrintToString(ids(tags));
+  EXPECT_FALSE(has(tags, "OAT-014")) << testing::PrintToString(ids(tags));
+
+  // On a site with another name the same word is a database name, so the
+  // requests count as payloads.
+  for (int i = 0; i < 9; ++i) {
+    tags = observe(attempt("192.0.2.61", "shop.example", i));
+  }
+  EXPECT_TRUE(has(tags, "OAT-014")) << testing::PrintToString(ids(tags));
+  EXPECT_FALSE(has(tags, "OAT-007")) << testing::PrintToString(ids(tags));
+}
+
 // WhatWeb at aggression 3: the home page, then its plugins' own paths.
 TEST_F(BehaviourTest, WhatWebPluginPathsAreFootprinting) {
   std::int64_t t = kStartMs;
@@ -791,6 +962,8 @@ TEST(BehaviourIngestTest, StoredDocumentCarriesBehaviourTags) {
     EXPECT_NE(last.find("\"basis\":\"behaviour\""), std::string::npos) << last;
     EXPECT_NE(last.find("OAT-008"), std::string::npos) << last;
     EXPECT_NE(last.find("behaviour:key=ip_ua logins=9 usernames=9"), std::string::npos) << last;
+    EXPECT_NE(last.find("\"provisional\":true"), std::string::npos) << last;
+    EXPECT_NE(last.find("\"oat_verdicts\":[{\"id\":\"OAT-008\""), std::string::npos) << last;
   }
   fs::remove_all(dir);
 }

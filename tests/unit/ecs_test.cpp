@@ -667,6 +667,30 @@ std::vector<std::string> sampleDocuments() {
   documents.push_back(
       buildEcsDocument(probeRecord(), berlin(), probeSensor(), kIngestMs, behaviour));
 
+  // A provisional behavioural tag and the verdicts of the record's keys,
+  // one of them withdrawn.
+  std::vector<OatTag> provisional = {ontology.tag("OAT-011", "behaviour", 0.6, "behaviour:y")};
+  provisional[0].key = "ip_ua:0123456789abcdef";
+  provisional[0].provisional = true;
+  OatVerdict scraping;
+  scraping.id = "OAT-011";
+  scraping.name = "Scraping";
+  scraping.key = "ip_ua:0123456789abcdef";
+  scraping.status = "withdrawn";
+  scraping.confidence = 0.6;
+  scraping.first_ms = kIngestMs - 2000;
+  scraping.last_ms = kIngestMs - 1000;
+  scraping.records = 3;
+  scraping.reason = "behaviour:withdrawn key=ip_ua posts=2 window=120s";
+  scraping.withdrawn_ms = kIngestMs;
+  OatVerdict scanning = scraping;
+  scanning.id = "OAT-014";
+  scanning.status = "final";
+  scanning.withdrawn_ms = 0;
+  std::vector<OatVerdict> verdicts = {scraping, scanning};
+  documents.push_back(buildEcsDocument(probeRecord(), berlin(), probeSensor(), kIngestMs,
+                                       provisional, verdicts));
+
   DecodeOptions probe_options;
   probe_options.origin = "sensor-9";
   DecodeResult probe_record = decodeAuditRecord(probeSerializedRecord(), probe_options);
