@@ -122,8 +122,10 @@ def check_generated_file():
               f"{DASHBOARD} differs from the output of {GENERATOR}; run the script and commit")
 
 
-def check_fields(objects):
-    fields = kibana_double.template_fields(json.loads(TEMPLATE.read_text()))
+def check_fields(objects, template=None, source="the template file"):
+    """Check the fields of every object against `template` (default: the file in etc/)."""
+    fields = kibana_double.template_fields(template or json.loads(TEMPLATE.read_text()))
+    check(len(fields) > 50, f"only {len(fields)} fields in {source}")
     used = set()
     for saved in objects:
         parsed = {}
@@ -137,7 +139,7 @@ def check_fields(objects):
         for field, use in object_fields:
             used.add(field)
             problem = kibana_double.field_problem(field, use, fields)
-            check(problem is None, f"{saved['type']} {saved['id']}: {problem}")
+            check(problem is None, f"{saved['type']} {saved['id']} ({source}): {problem}")
     missing = REQUIRED_FIELDS - used
     check(not missing, f"no dashboard object uses {sorted(missing)}")
 
@@ -299,6 +301,15 @@ def check_setup_command(folder, objects):
         check(view.get("attributes", {}).get("title") == "logs-webtrap-default",
               f"the data view title is {view.get('attributes', {}).get('title')}, expected the "
               "configured data stream logs-webtrap-default")
+        # The template as setup-elasticsearch installed it must map every field too.
+        es_auth = "Basic " + base64.b64encode(f"{ES_USER}:{ES_PASSWORD}".encode()).decode()
+        template_name = json.loads(TEMPLATE.read_text())["template"]["settings"][
+            "index.lifecycle.name"]
+        status, installed = es.call("GET", f"/_index_template/{template_name}",
+                                    headers={"Authorization": es_auth})
+        if check(status == 200, f"index template {template_name} not installed: {status}"):
+            check_fields(objects, installed["index_templates"][0]["index_template"],
+                         "the installed index template")
         status, _ = kibana.call("GET", "/api/saved_objects/dashboard/webtrap-overview",
                                 headers={"Authorization": auth})
         check(status == 404, "the dashboard was imported into the default space as well")
