@@ -34,14 +34,14 @@ using Response = http::response<http::string_body>;
 constexpr std::size_t kMinTokenLength = 16;
 
 bool isPrefixCharacter(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '-' || c == '_' || c == '.' || c == '~';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '_' || c == '.' || c == '~';
 }
 
 void checkPrefix(const std::string& prefix, const std::string& key) {
   auto invalid = [&](std::string_view why) {
-    return ConfigError(fmt::format("{}: \"{}\" {}; give a URL path such as /feeds/misp", key,
-                                   prefix, why));
+    return ConfigError(
+        fmt::format("{}: \"{}\" {}; give a URL path such as /feeds/misp", key, prefix, why));
   };
   if (prefix.size() < 2 || prefix.front() != '/') {
     throw invalid("must start with / and name at least one path segment");
@@ -74,14 +74,14 @@ void checkPrefix(const std::string& prefix, const std::string& key) {
 std::string readTokenFile(const std::string& path, const std::string& key) {
   std::ifstream file(path, std::ios::binary);
   if (!file) {
-    throw ConfigError(fmt::format("{}: cannot read \"{}\"; give a file that contains the token",
-                                  key, path));
+    throw ConfigError(
+        fmt::format("{}: cannot read \"{}\"; give a file that contains the token", key, path));
   }
   std::stringstream content;
   content << file.rdbuf();
   std::string token = content.str();
-  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' ||
-                            token.back() == ' ' || token.back() == '\t')) {
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' ||
+                            token.back() == '\t')) {
     token.pop_back();
   }
   return token;
@@ -89,16 +89,18 @@ std::string readTokenFile(const std::string& path, const std::string& key) {
 
 void checkToken(const std::string& token, const std::string& key) {
   if (token.size() < kMinTokenLength) {
-    throw ConfigError(fmt::format("{}: the token has {} characters, fewer than {}; make one "
-                                  "with `openssl rand -hex 32`",
-                                  key, token.size(), kMinTokenLength));
+    throw ConfigError(
+        fmt::format("{}: the token has {} characters, fewer than {}; make one "
+                    "with `openssl rand -hex 32`",
+                    key, token.size(), kMinTokenLength));
   }
   for (char c : token) {
     auto byte = static_cast<unsigned char>(c);
     if (byte <= 0x20 || byte == 0x7f) {
-      throw ConfigError(fmt::format("{}: the token contains a space or control character; make "
-                                    "one with `openssl rand -hex 32`",
-                                    key));
+      throw ConfigError(
+          fmt::format("{}: the token contains a space or control character; make "
+                      "one with `openssl rand -hex 32`",
+                      key));
     }
   }
 }
@@ -261,8 +263,7 @@ std::string httpDate(std::int64_t seconds) {
 std::int64_t parseHttpDate(std::string_view text) {
   // "Sun, 06 Nov 1994 08:49:37 GMT": 29 characters at fixed places.
   if (text.size() != 29 || text.substr(3, 2) != ", " || text.substr(25) != " GMT" ||
-      text[7] != ' ' || text[11] != ' ' || text[16] != ' ' || text[19] != ':' ||
-      text[22] != ':') {
+      text[7] != ' ' || text[11] != ' ' || text[16] != ' ' || text[19] != ':' || text[22] != ':') {
     return -1;
   }
   auto number = [&](std::size_t at, std::size_t length, int& out) {
@@ -290,9 +291,10 @@ std::int64_t parseHttpDate(std::string_view text) {
 PublishedFolder parsePublishedFolder(const YAML::Node& node, const std::string& key) {
   using namespace config_values;
   if (!node.IsMap()) {
-    throw ConfigError(fmt::format("{}: expected a map such as `serve: {{prefix: /feeds/misp, "
-                                  "token_file: /etc/webtrap/feed.token}}`",
-                                  key));
+    throw ConfigError(
+        fmt::format("{}: expected a map such as `serve: {{prefix: /feeds/misp, "
+                    "token_file: /etc/webtrap/feed.token}}`",
+                    key));
   }
   PublishedFolder folder;
   bool has_prefix = false;
@@ -318,29 +320,33 @@ PublishedFolder parsePublishedFolder(const YAML::Node& node, const std::string& 
       std::string text = scalarText(entry.second, path);
       folder.max_file_bytes = parseBytes(text, path);
       if (folder.max_file_bytes < (1ULL << 10) || folder.max_file_bytes > (4ULL << 30)) {
-        throw ConfigError(fmt::format("{}: {} is out of range; give a size from 1KiB to 4GiB",
-                                      path, text));
+        throw ConfigError(
+            fmt::format("{}: {} is out of range; give a size from 1KiB to 4GiB", path, text));
       }
     } else {
-      throw ConfigError(fmt::format("{}: unknown key; valid keys are prefix, token, token_file, "
-                                    "allow_anonymous and max_file_size",
-                                    path));
+      throw ConfigError(
+          fmt::format("{}: unknown key; valid keys are prefix, token, token_file, "
+                      "allow_anonymous and max_file_size",
+                      path));
     }
   }
   if (!has_prefix) {
-    throw ConfigError(fmt::format("{}.prefix: missing; give the URL path to serve the folder "
-                                  "under, such as /feeds/misp",
-                                  key));
+    throw ConfigError(
+        fmt::format("{}.prefix: missing; give the URL path to serve the folder "
+                    "under, such as /feeds/misp",
+                    key));
   }
   if (has_token && folder.allow_anonymous) {
-    throw ConfigError(fmt::format("{}: both a token and allow_anonymous: true are set; remove "
-                                  "one of them",
-                                  key));
+    throw ConfigError(
+        fmt::format("{}: both a token and allow_anonymous: true are set; remove "
+                    "one of them",
+                    key));
   }
   if (!has_token && !folder.allow_anonymous) {
-    throw ConfigError(fmt::format("{}.token: missing; set token or token_file, or set "
-                                  "allow_anonymous: true to serve the folder without a token",
-                                  key));
+    throw ConfigError(
+        fmt::format("{}.token: missing; set token or token_file, or set "
+                    "allow_anonymous: true to serve the folder without a token",
+                    key));
   }
   return folder;
 }
@@ -351,9 +357,10 @@ void checkPublishedPrefixes(const std::vector<PublishedFolder>& folders) {
       const std::string& a = folders[i].prefix;
       const std::string& b = folders[j].prefix;
       if (i != j && (a == b || b.starts_with(a + "/"))) {
-        throw ConfigError(fmt::format("{}.serve.prefix \"{}\" and {}.serve.prefix \"{}\" "
-                                      "overlap; give each output its own URL path",
-                                      folders[i].name, a, folders[j].name, b));
+        throw ConfigError(
+            fmt::format("outputs.{}.serve.prefix \"{}\" and outputs.{}.serve.prefix \"{}\" "
+                        "overlap; give each output its own URL path",
+                        folders[i].name, a, folders[j].name, b));
       }
     }
   }
@@ -392,8 +399,8 @@ PublishedFileResponse servePublishedFile(const PublishedFolder& folder, const Re
               tokenMatches(tokenOf(request[http::field::authorization]), folder.token);
     if (!ok) {
       Response response = textResponse(request, http::status::unauthorized,
-                                        "missing or wrong token; send Authorization: Bearer "
-                                        "<serve.token>");
+                                       "missing or wrong token; send Authorization: Bearer "
+                                       "<serve.token>");
       response.set(http::field::www_authenticate, "Bearer");
       return denied(std::move(response), "token");
     }
@@ -420,11 +427,11 @@ PublishedFileResponse servePublishedFile(const PublishedFolder& folder, const Re
     if (error == ELOOP) {
       return denied(textResponse(request, http::status::not_found, "not found"), "symlink");
     }
-    spdlog::warn("collector: opening {} of {}.serve failed: {}", file.string(), folder.name,
+    spdlog::warn("collector: opening {} of outputs.{}.serve failed: {}", file.string(), folder.name,
                  std::system_category().message(error));
-    return denied(textResponse(request, http::status::internal_server_error,
-                               "the file cannot be read"),
-                  "read_error");
+    return denied(
+        textResponse(request, http::status::internal_server_error, "the file cannot be read"),
+        "read_error");
   }
   struct stat status {};
   if (::fstat(fd.get(), &status) != 0 || !S_ISREG(status.st_mode)) {
@@ -432,9 +439,10 @@ PublishedFileResponse servePublishedFile(const PublishedFolder& folder, const Re
   }
   auto size = static_cast<std::uint64_t>(status.st_size);
   if (size > folder.max_file_bytes) {
-    spdlog::warn("collector: {} is {} bytes, more than {}.serve.max_file_size ({} bytes); raise "
-                 "the limit to serve it",
-                 file.string(), size, folder.name, folder.max_file_bytes);
+    spdlog::warn(
+        "collector: {} is {} bytes, more than outputs.{}.serve.max_file_size ({} bytes); raise "
+        "the limit to serve it",
+        file.string(), size, folder.name, folder.max_file_bytes);
     return denied(textResponse(request, http::status::internal_server_error,
                                "the file is larger than the configured limit"),
                   "too_large");
@@ -442,10 +450,10 @@ PublishedFileResponse servePublishedFile(const PublishedFolder& folder, const Re
 
   // The inode changes with every rename of a new version over the file, so
   // the tag changes whenever the body may have.
-  std::int64_t mtime_ns = static_cast<std::int64_t>(status.st_mtim.tv_sec) * 1000000000 +
-                          status.st_mtim.tv_nsec;
-  std::string etag = fmt::format("\"{:x}-{:x}-{:x}\"", static_cast<std::uint64_t>(status.st_ino),
-                                 size, mtime_ns);
+  std::int64_t mtime_ns =
+      static_cast<std::int64_t>(status.st_mtim.tv_sec) * 1000000000 + status.st_mtim.tv_nsec;
+  std::string etag =
+      fmt::format("\"{:x}-{:x}-{:x}\"", static_cast<std::uint64_t>(status.st_ino), size, mtime_ns);
   std::string last_modified = httpDate(status.st_mtim.tv_sec);
   Response response = makeResponse(request, http::status::ok);
   response.set(http::field::etag, etag);
@@ -480,12 +488,12 @@ PublishedFileResponse servePublishedFile(const PublishedFolder& folder, const Re
   }
   int error = 0;
   if (!readWhole(fd.get(), size, response.body(), error)) {
-    spdlog::warn("collector: reading {} of {}.serve failed: {}", file.string(), folder.name,
+    spdlog::warn("collector: reading {} of outputs.{}.serve failed: {}", file.string(), folder.name,
                  error != 0 ? std::system_category().message(error)
                             : std::string("the file got shorter while it was read"));
-    return denied(textResponse(request, http::status::internal_server_error,
-                               "the file cannot be read"),
-                  "read_error");
+    return denied(
+        textResponse(request, http::status::internal_server_error, "the file cannot be read"),
+        "read_error");
   }
   return {std::move(response), {}, size, std::move(slot)};
 }

@@ -20,14 +20,14 @@
 #include <string_view>
 #include <vector>
 
+#include <yaml-cpp/yaml.h>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
-#include <yaml-cpp/yaml.h>
 
 namespace webtrap::collector {
 
 struct PublishedFolder {
-  std::string name;  // the output that writes the folder, such as misp_feed (metrics label)
+  std::string name;    // the output that writes the folder, such as misp_feed (metrics label)
   std::string prefix;  // URL path prefix, such as /feeds/misp, without a trailing slash
   std::filesystem::path folder;
   std::string token;  // empty only when allow_anonymous is set
@@ -68,7 +68,7 @@ struct PublishedFileResponse {
   // (404); otherwise why it was denied: token, method, name, symlink,
   // not_regular, too_large, busy or read_error.
   std::string_view denied;
-  std::uint64_t body_bytes = 0;  // body bytes in the response (0 for HEAD and 304)
+  std::uint64_t body_bytes = 0;     // body bytes in the response (0 for HEAD and 304)
   std::shared_ptr<void> read_slot;  // held until the response is written
 };
 

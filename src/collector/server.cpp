@@ -476,7 +476,10 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     for (const PublishedFolder& folder : options.published_folders) {
       counters.publishedBytes(folder.name);
       counters.publishedNotModified(folder.name);
-      counters.publishedDenied(folder.name, "token");
+      for (std::string_view reason : {"token", "method", "name", "symlink", "not_regular",
+                                      "too_large", "busy", "read_error"}) {
+        counters.publishedDenied(folder.name, reason);
+      }
     }
   }
 
@@ -622,6 +625,10 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
 
   // Handles an admin request at once (no store writes).
   Response handleAdmin(const Request& request) {
+    // The dashboard checks the admin token itself, because it also accepts its session cookie.
+    if (options.dashboard && DashboardHttp::handles(request.target())) {
+      return options.dashboard->handle(request);
+    }
     if (!options.admin_token.empty()) {
       auto credential = credentialOf(request[http::field::authorization], false);
       if (request.count(http::field::authorization) > 1) {

@@ -382,6 +382,8 @@ outputs:
         sent = values.get(f"webtrap_collector_published_bytes_total{{{label}}}", 0)
         check(sent >= received, f"bytes counter {sent} is below the {received} bytes pulled")
         expected_denied = dict(denials, token=token_denials)
+        for reason in ("too_large", "busy", "read_error"):
+            expected_denied.setdefault(reason, 0)
         for reason, count in expected_denied.items():
             name = f'webtrap_collector_published_denied_total{{{label},reason="{reason}"}}'
             check(values.get(name) == count, f"{name} is {values.get(name)}, expected {count}")
