@@ -21,6 +21,7 @@ Exit status 77 (skip) when the openssl command, python3-jsonschema or the
 MISP reference data is missing.
 """
 import hashlib
+import http.client
 import ipaddress
 import json
 import os
@@ -215,6 +216,37 @@ def check_revalidation(client):
     return 3
 
 
+def check_keep_alive(client, token):
+    """Sends GET, HEAD, a revalidation and GET again on one connection, as a polling client may.
+
+    Returns the number of 304 responses it caused."""
+    connection = http.client.HTTPSConnection("127.0.0.1", client.port, context=client.context,
+                                             timeout=10)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        connection.request("GET", f"{PREFIX}/manifest.json", headers=headers)
+        first = connection.getresponse()
+        body = first.read()
+        check(first.status == 200 and body, f"keep-alive GET: status {first.status}")
+        etag = first.getheader("ETag")
+        connection.request("HEAD", f"{PREFIX}/manifest.json", headers=headers)
+        head = connection.getresponse()
+        check(head.read() == b"", "keep-alive HEAD: a body was sent")
+        check(head.getheader("Content-Length") == str(len(body)),
+              f"keep-alive HEAD: Content-Length {head.getheader('Content-Length')}")
+        connection.request("GET", f"{PREFIX}/manifest.json",
+                           headers=dict(headers, **{"If-None-Match": etag}))
+        revalidated = connection.getresponse()
+        check(revalidated.status == 304 and revalidated.read() == b"",
+              f"keep-alive revalidation: status {revalidated.status}")
+        connection.request("GET", f"{PREFIX}/hashes.csv", headers=headers)
+        last = connection.getresponse()
+        check(last.status == 200 and last.read(), f"keep-alive GET after 304: status {last.status}")
+    finally:
+        connection.close()
+    return 1
+
+
 def check_tokens(client, token):
     """Returns the number of requests denied for the token."""
     denials = [("no token", ""), ("wrong token", "Bearer " + "0" * len(token)),
@@ -370,6 +402,7 @@ outputs:
         check(credential_objects > 0, "no credential object from the canary hits")
 
         not_modified = check_revalidation(client)
+        not_modified += check_keep_alive(client, token)
         token_denials = check_tokens(client, token)
         denials = check_denials(client, workdir, feed, next(iter(manifest)))
 
