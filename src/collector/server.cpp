@@ -623,6 +623,22 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     }
   }
 
+  // The behavioural tagger's verdicts per key (docs/oat.md, "Verdicts").
+  Response oatVerdicts(const Request& request) {
+    const BehaviourTagger* tagger = ingest.behaviour();
+    if (tagger == nullptr) {
+      return jsonError(request, http::status::not_found,
+                       "this collector has no behavioural tagger");
+    }
+    constexpr std::size_t kMaxKeys = 1000;
+    std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+    std::vector<KeyVerdicts> table = tagger->verdicts(now_ms, kMaxKeys);
+    return makeResponse(request.version(), request.keep_alive(), http::status::ok,
+                        "application/json", keyVerdictsJson(table) + "\n");
+  }
+
   // Handles an admin request at once (no store writes).
   Response handleAdmin(const Request& request) {
     // The dashboard checks the admin token itself, because it also accepts its session cookie.
@@ -657,7 +673,11 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
                           report.healthy ? http::status::ok : http::status::service_unavailable,
                           "application/json", report.json + "\n");
     }
-    return jsonError(request, http::status::not_found, "not found; use /metrics or /healthz");
+    if (target == "/v1/oat/verdicts") {
+      return oatVerdicts(request);
+    }
+    return jsonError(request, http::status::not_found,
+                     "not found; use /metrics, /healthz or /v1/oat/verdicts");
   }
 
   const PublishedFolder* publishedFolderFor(std::string_view target) const {
