@@ -195,6 +195,47 @@ class ScoreTest(unittest.TestCase):
         self.assertEqual(reasons["behaviour (behaviour:key=ip_ua)"],
                          [1, "behaviour:key=ip_ua logins=9", 0.8])
 
+    def test_withdrawn_provisional_tag_not_predicted(self):
+        key = "ip_ua:00000000000000aa"
+        early = document("203.0.113.10", behaviour=["OAT-011"])
+        early["webtrap"]["oat"][0].update({"key": key, "provisional": True})
+        later = document("203.0.113.10", rule=["OAT-014"])
+        later["webtrap"]["oat_verdicts"] = [
+            {"id": "OAT-011", "key": key, "status": "withdrawn"}]
+        result = scoring.score(SOURCES, [early, later])
+        entry = result["per_source"]["stuff-a"]
+        self.assertNotIn("OAT-011", entry["predicted"])
+        self.assertNotIn("OAT-011", entry["behaviour"])
+        self.assertIn("OAT-011", entry["any"])
+        self.assertEqual(entry["withdrawn"], {"OAT-011": 1})
+        self.assertNotIn("OAT-011", result["oats"])
+
+    def test_provisional_tag_counts_unless_withdrawn(self):
+        key = "ip_ua:00000000000000bb"
+        early = document("203.0.113.10", behaviour=["OAT-011"])
+        early["webtrap"]["oat"][0].update({"key": key, "provisional": True})
+        withdrawn_elsewhere = document("192.0.2.10", rule=["OAT-007"])
+        withdrawn_elsewhere["webtrap"]["oat_verdicts"] = [
+            {"id": "OAT-011", "key": "ip_ua:00000000000000cc", "status": "withdrawn"}]
+        final = document("203.0.113.10")
+        final["webtrap"]["oat_verdicts"] = [{"id": "OAT-011", "key": key, "status": "final"}]
+        result = scoring.score(SOURCES, [early, withdrawn_elsewhere, final])
+        self.assertIn("OAT-011", result["per_source"]["stuff-a"]["predicted"])
+        self.assertEqual(result["oats"]["OAT-011"]["fp_sources"], ["stuff-a"])
+
+    def test_newest_verdict_decides(self):
+        key = "ip_ua:00000000000000dd"
+        early = document("203.0.113.10", behaviour=["OAT-011"])
+        early["webtrap"]["oat"][0].update({"key": key, "provisional": True})
+        withdrawn = document("203.0.113.10")
+        withdrawn["webtrap"]["oat_verdicts"] = [{"id": "OAT-011", "key": key,
+                                                 "status": "withdrawn"}]
+        again = document("203.0.113.10")
+        again["webtrap"]["oat_verdicts"] = [{"id": "OAT-011", "key": key,
+                                             "status": "provisional"}]
+        result = scoring.score(SOURCES, [early, withdrawn, again])
+        self.assertIn("OAT-011", result["per_source"]["stuff-a"]["predicted"])
+
     def test_unknown_address_is_counted(self):
         result = scoring.score(SOURCES, [document("127.0.0.1", rule=["OAT-007"])])
         self.assertEqual(result["unmatched_documents"], 1)

@@ -189,7 +189,9 @@ class Collector:
                  "the collector's ports file")
         if self.process.poll() is not None:
             raise RuntimeError("collector exited at start:\n" + self.log_text())
-        self.ingest_port = json.loads(self.ports_file.read_text())["ingest"]
+        ports = json.loads(self.ports_file.read_text())
+        self.ingest_port = ports["ingest"]
+        self.admin_port = ports["admin"]
 
     def stop(self):
         if self.process is not None and self.process.poll() is None:
@@ -212,6 +214,21 @@ class Collector:
         request.add_header("Authorization", f"Bearer {token}")
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())
+
+    def verdicts(self):
+        """Return the collector's verdict table (GET /v1/oat/verdicts on the admin listener).
+
+        Returns None when the collector answers 404, as a build without that
+        endpoint does.
+        """
+        url = f"http://127.0.0.1:{self.admin_port}/v1/oat/verdicts"
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
 
     def documents(self):
         if not self.output.exists():
@@ -290,6 +307,7 @@ def evaluate(scenarios, workdir):
         wait_for(lambda: len(collector.documents()) >= totals["stored"], 120,
                  f"{totals['stored']} documents in the collector's output")
         documents = collector.documents()
+        verdict_table = collector.verdicts()
     except Exception:
         log("collector log:\n" + collector.log_text()[-4000:])
         raise
@@ -303,6 +321,10 @@ def evaluate(scenarios, workdir):
                                                   workdir / "collector-state",
                                                   collector.log_path])
     return {
+        "verdict_mismatch": verdict_mismatch(documents, verdict_table) if verdict_table else [],
+        "withdrawn_verdicts": None if verdict_table is None else sum(
+            1 for key in verdict_table["keys"] for verdict in key["verdicts"]
+            if verdict["status"] == "withdrawn"),
         "leaks": leaks,
         "secrets": len(secrets),
         "runs": runs,
@@ -313,6 +335,22 @@ def evaluate(scenarios, workdir):
         "scenario_seconds": scenario_seconds,
         "seconds": time.monotonic() - started,
     }
+
+
+def verdict_mismatch(documents, verdict_table):
+    """Return the (key, OAT id) pairs withdrawn in the documents or in the table, not both.
+
+    The newest webtrap.oat_verdicts entry per key and id in the stored
+    documents and the collector's own table must agree on which verdicts
+    were withdrawn.
+    """
+    newest = {}
+    for document in documents:
+        scoring.note_verdicts(newest, document)
+    in_documents = {pair for pair, status in newest.items() if status == "withdrawn"}
+    in_table = {(key["key"], verdict["id"]) for key in verdict_table["keys"]
+                for verdict in key["verdicts"] if verdict["status"] == "withdrawn"}
+    return sorted(in_documents ^ in_table)
 
 
 def summary_lines(outcome):
@@ -394,6 +432,9 @@ def problems_of(outcome, holdout=False):
         elif not run.records:
             problems.append(f"{run.scenario.name} wrote no record")
     problems += [f"full card number found in a stored file: {leak}" for leak in outcome["leaks"]]
+    for key, oat in outcome["verdict_mismatch"]:
+        problems.append(f"verdict of {oat} for key {key} is withdrawn in the stored documents "
+                        f"or in GET /v1/oat/verdicts, not in both")
     totals = outcome["totals"]
     if totals["rejected"]:
         problems.append(f"the collector rejected {totals['rejected']} records")
@@ -415,6 +456,7 @@ def json_outcome(outcome):
                   "records": len(r.records), "seconds": round(r.seconds, 1),
                   "not_run": r.not_run, "error": r.error} for r in outcome["runs"]],
         "totals": outcome["totals"],
+        "withdrawn_verdicts": outcome["withdrawn_verdicts"],
         "result": outcome["result"],
         "seconds": round(outcome["seconds"], 1),
     }

@@ -65,6 +65,27 @@ LIMITS = """\
   visitors behind one address.
 """
 
+# Measured by hand: repeated runs of one scenario whose outcome varied
+# before verdicts could be withdrawn. Rendered into the tuning page.
+STABILITY = """\
+Before verdicts could be withdrawn, wapiti's varying crawl order made
+OAT-011 precision unstable: in about 2 of 3 runs its crawl found eight
+existing pages before its first 404 probe or form post, those pages were
+tagged OAT-011, and precision fell to 0.75. The collector now withdraws a
+provisional scraping verdict when the same key posts forms or sends
+payloads, and the scorer drops withdrawn provisional tags, so that order no
+longer decides the figure. `WEBTRAP_BIN=build-oatrev/webtrap python3
+tests/oat/evaluate.py --only wapiti-a` was run 12 times on 2026-12-05 on
+this machine: OAT-011 was predicted for wapiti-a in none of them. In all 12
+wapiti's crawl met a 404 probe or a form post before eight pages, so no
+OAT-011 tag was given and no verdict had to be withdrawn. These 12 runs
+therefore show the figure stable but do not exercise the withdrawal on
+wapiti's own traffic. The unit test
+BehaviourTest.FormPostsWithdrawScrapingVerdict does, on crafted records,
+and the "Withdrawn verdicts" section above lists any withdrawal in this
+run.
+"""
+
 FITTED_TUNING = """\
 - **Rules fitted on these runs.** The tool table's path counts (WhatWeb
   from 3 distinct paths, nmap from 8), nmap's own checks (CRS 930 and
@@ -77,12 +98,20 @@ FITTED_TUNING = """\
   docs/oat-holdout.md gives the figures on runs that no rule was fitted on."""
 
 FITTED_HOLDOUT = """\
-- **Held out once.** No rule was changed after these runs, so these
-  figures do not overstate the tagging the way the tuning set's can. They
-  stay held out only while no rule changes. A rule changed to fix a miss
-  listed here makes this set a tuning set too, and a new held-out set is
-  needed to measure again. The runs still share the tuning set's site (one
-  persona, apache-debian-php) and tool versions."""
+- **No longer fully held out.** The first run of this set (2026-12-04)
+  found that script-cracking-holdout, a password cracker whose user name
+  is admin@northwind.example, was tagged OAT-014 and not OAT-007: CRS
+  942140 lists "northwind" as a database name, so the persona's own domain
+  read as SQL injection, and those matches hid the credential signals.
+  The tagging was then changed so that a CRS match on a label of the
+  site's own Host name is no attack evidence (docs/oat.md). That change
+  was made after seeing this set, so this page no longer measures it on
+  unseen traffic, and a new held-out set is needed to do so. The other
+  figures still come from runs that no rule was fitted on. The change
+  that lets later records withdraw a provisional verdict was made for a
+  tuning-set source (wapiti) and not checked against this set first. The
+  runs share the tuning set's site (one persona, apache-debian-php) and
+  tool versions."""
 
 HOLDOUT_INTRO = [
     "# OAT tagging on a held-out scenario set",
@@ -96,8 +125,10 @@ HOLDOUT_INTRO = [
     "tests/oat/scenarios.py). The runs were written after the last change to",
     "the tagging rules and were not used to set any rule or threshold. They",
     "cover the same OATs with other tool options, word lists, pacing,",
-    "User-Agents and site paths. A miss on this page is reported as it is and",
-    "is not fixed by tuning on these runs.",
+    "User-Agents and site paths. One miss found on the first run of this set",
+    "was then fixed in general (the persona's own domain read as SQL",
+    "injection; see \"What this evaluation cannot show\"), so for that case",
+    "this set is no longer unseen. Other misses are reported as they are.",
     "",
 ]
 
@@ -198,7 +229,12 @@ def false_positive_rows(outcome, show_rule_data=False):
                 elif show_rule_data:
                     text += rule_example(key, entry)
                 parts.append(text)
-            counted = "yes" if oat in entry["predicted"] else "no"
+            if oat in entry["predicted"]:
+                counted = "yes"
+            elif oat in entry["withdrawn"]:
+                counted = "no (withdrawn)"
+            else:
+                counted = "no"
             rows.append(f"| {run.scenario.name} | {oat} | {counted} | {'; '.join(parts) or '-'} |")
     return rows or ["| - | - | - | none |"]
 
@@ -275,7 +311,10 @@ def render(outcome, problems, versions, command, holdout=False):
         "stored their records and tagged them. Each run is one labelled source. A",
         "source counts as predicted for an OAT when any stored document of that",
         "source has a tag of that OAT (in `webtrap.oat`, from the probe's rules or",
-        f"the collector's behaviour windows) with a confidence of {scoring.PREDICTION_CONFIDENCE} or more.",
+        f"the collector's behaviour windows) with a confidence of {scoring.PREDICTION_CONFIDENCE} or more,",
+        "unless the tag is provisional and a later document of the same window key",
+        "reports its verdict as withdrawn (docs/oat.md, \"Verdicts\"). The figures",
+        "thus count what the collector's documents finally say about each source.",
         "Precision and recall per OAT are over sources. The target is",
         f"{scoring.TARGET} for both on every OAT that a scenario covers.",
         *test_note,
@@ -285,6 +324,16 @@ def render(outcome, problems, versions, command, holdout=False):
         f"{outcome['scenario_seconds']:.0f} s, the whole evaluation {outcome['seconds']:.0f} s.",
         f"- Records sent to the collector: {outcome['totals']['received']}, stored "
         f"{outcome['totals']['stored']}, documents read back {outcome['documents']}.",
+        *([f"- Verdicts withdrawn by later records: {outcome['withdrawn_verdicts']} in the "
+           "collector's `GET /v1/oat/verdicts`, the same as in the stored documents' "
+           "`webtrap.oat_verdicts`."
+           if not outcome.get("verdict_mismatch") else
+           f"- Verdicts withdrawn by later records: {outcome['withdrawn_verdicts']} in the "
+           "collector's `GET /v1/oat/verdicts`, which differs from the stored documents "
+           "(listed under problems)."]
+          if outcome.get("withdrawn_verdicts") is not None else
+          ["- The collector served no `GET /v1/oat/verdicts`, so its verdict table "
+           "was not compared with the documents."]),
         f"- Outcome: {'all targets met' if not failures else f'{len(failures)} targets missed'}"
         f"{'' if not problems else f'; {len(problems)} problems listed at the end'}.",
         "",
@@ -341,6 +390,21 @@ def render(outcome, problems, versions, command, holdout=False):
               "first table.", "",
               "| source | OAT | counted | reasons |", "|---|---|---|---|"]
     lines += false_positive_rows(outcome, show_rule_data=holdout)
+    lines += ["", "## Withdrawn verdicts", "",
+              "Documents whose provisional behavioural tag the collector withdrew later,",
+              "because a later record of the same key showed counter-evidence. These tags",
+              "stay on the stored documents and count in the \"every tag\" table, but not",
+              "as predictions.", "",
+              "| source | labels | OAT | documents with the withdrawn tag |", "|---|---|---|---|"]
+    withdrawn_rows = []
+    for run in outcome["runs"]:
+        entry = result["per_source"].get(run.scenario.name)
+        for oat, count in sorted((entry or {}).get("withdrawn", {}).items()):
+            withdrawn_rows.append(f"| {run.scenario.name} | {', '.join(run.scenario.labels)} "
+                                  f"| {oat} | {count} |")
+    lines += withdrawn_rows or ["| - | - | - | none |"]
+    if not holdout and STABILITY:
+        lines += ["", "## Repeated runs", "", STABILITY.rstrip()]
     if holdout:
         lines += ["", "## Misses", "",
                   "Each row is a labelled OAT that the source did not get with confidence",

@@ -8,10 +8,14 @@ only: no packet is ever sent to those addresses.
 
 Scoring works per source and per OAT id. A source is predicted to be an OAT
 when any stored document of that source has a tag of that id with at least
-PREDICTION_CONFIDENCE. The same table is also computed for every id in
-threat.technique.id and for behavioural tags alone (see VIEWS). Precision and
-recall per OAT are taken over all sources, and per-record figures are given
-for information.
+PREDICTION_CONFIDENCE, unless the tag is provisional and the collector
+withdrew its verdict later: the newest verdict of the tag's key and id
+(webtrap.oat_verdicts of the key's later documents) is "withdrawn". The
+figures thus measure what the collector's documents finally tell an
+analyst. The same table is also computed for every id in
+threat.technique.id, as stored, and for behavioural tags alone (see VIEWS).
+Precision and recall per OAT are taken over all sources, and per-record
+figures are given for information.
 """
 
 import copy
@@ -109,23 +113,46 @@ def merge_runs(runs):
     return merged
 
 
-def document_tags(document):
+def note_verdicts(verdicts, document):
+    """Update `verdicts`, {(key, OAT id): status}, from one document's webtrap.oat_verdicts.
+
+    Documents must be passed in the order the collector stored them, so the
+    last status kept per key and id is the newest.
+    """
+    for verdict in document.get("webtrap", {}).get("oat_verdicts", []) or []:
+        verdicts[(verdict.get("key"), verdict.get("id"))] = verdict.get("status")
+
+
+def document_tags(document, verdicts=None):
     """Return the OAT ids of one stored ECS document per view (see VIEWS).
 
     A document keeps one tag per id in webtrap.oat, the one with the highest
     confidence, so "predicted" contains the ids tagged at PREDICTION_CONFIDENCE
-    or more by any tag.
+    or more by any tag. A provisional tag whose verdict is "withdrawn" in
+    `verdicts` ({(key, OAT id): newest status}) counts in neither "predicted"
+    nor "behaviour"; "any" is threat.technique.id as stored.
     """
+    verdicts = verdicts or {}
     technique = document.get("threat", {}).get("technique", {}).get("id", [])
     if isinstance(technique, str):
         technique = [technique]
     ids = {"predicted": set(), "any": set(technique), "behaviour": set()}
     for tag in document.get("webtrap", {}).get("oat", []) or []:
+        if tag.get("provisional") and \
+                verdicts.get((tag.get("key"), tag.get("id"))) == "withdrawn":
+            continue
         if tag.get("basis") == "behaviour":
             ids["behaviour"].add(tag.get("id"))
         if tag.get("confidence", 0) >= PREDICTION_CONFIDENCE:
             ids["predicted"].add(tag.get("id"))
     return ids
+
+
+def withdrawn_tags(document, verdicts):
+    """Return the ids of the document's provisional tags whose newest verdict is "withdrawn"."""
+    return {tag.get("id") for tag in document.get("webtrap", {}).get("oat", []) or []
+            if tag.get("provisional")
+            and verdicts.get((tag.get("key"), tag.get("id"))) == "withdrawn"}
 
 
 def note_reasons(reasons, document):
@@ -169,11 +196,12 @@ def score(sources, documents):
     `sources`: dicts with `name`, `address`, `labels` (OAT ids the run performs),
     optional `ignore` (OAT ids not scored for this source either way) and
     optional `quiet` (a normal browser: must get no behavioural tag).
-    `documents`: stored ECS documents.
+    `documents`: stored ECS documents, in the order the collector stored them.
 
     Returns a dict with `per_source` (per source: the ids of each view,
     document count, tagged documents per view and OAT, tag reasons, the first
-    matched data per CRS rule id), one
+    matched data per CRS rule id, and `withdrawn`: per OAT id, the documents
+    whose provisional tag was withdrawn later), one
     table per view (`oats` for "predicted", `oats_any`, `oats_behaviour`:
     per OAT id labelled, predicted, tp, fp, fn, precision, recall and
     per-record figures), `unmatched_documents` (documents from no known
@@ -187,8 +215,13 @@ def score(sources, documents):
 
     per_source = {s["name"]: {**{view: set() for view in VIEWS}, "documents": 0,
                               "records_with": {view: {} for view in VIEWS}, "reasons": {},
-                              "rule_data": {}}
+                              "rule_data": {}, "withdrawn": {}}
                   for s in sources}
+    # The newest verdict per key and id. Keys contain the client address, so
+    # one table serves every source.
+    verdicts = {}
+    for document in documents:
+        note_verdicts(verdicts, document)
     unmatched = 0
     for document in documents:
         source = by_address.get(document_address(document))
@@ -197,7 +230,9 @@ def score(sources, documents):
             continue
         entry = per_source[source["name"]]
         entry["documents"] += 1
-        for view, ids in document_tags(document).items():
+        for oat in withdrawn_tags(document, verdicts):
+            entry["withdrawn"][oat] = entry["withdrawn"].get(oat, 0) + 1
+        for view, ids in document_tags(document, verdicts).items():
             entry[view] |= ids
             counts = entry["records_with"][view]
             for oat in ids:
@@ -297,11 +332,7 @@ KNOWN_MISSES = {}
 
 # Figures that are met in some runs and missed in others, with the reason.
 # A miss of one of these is accepted, and so is meeting it.
-KNOWN_UNSTABLE = {
-    ("OAT-011", "precision"): "wapiti's crawl order changes from run to run; in 2 of 3 local runs "
-                              "its first pages were all found and read as scraping before its "
-                              "first 404 or form post",
-}
+KNOWN_UNSTABLE = {}
 
 
 def unexpected_failures(result, known=None, target=TARGET, unstable=None):
