@@ -14,6 +14,7 @@ compile_packages=(
   libsqlite3-dev libmaxminddb-dev libyaml-cpp-dev libcli11-dev
   libspdlog-dev libfmt-dev zlib1g-dev libjemalloc-dev
   libdeflate-dev  # whole-buffer gzip decompression of collector request bodies
+  libjs-chart.js  # Chart.js, compiled into the collector's dashboard
   libhowardhinnant-date-dev  # IANA time zones for audit log time stamps
   libgtest-dev libgmock-dev
   ccache  # compiler cache, reused between image builds (docs/deployment.md)
@@ -56,6 +57,7 @@ test_packages=(
   curl openssl python3 python3-yaml python3-jsonschema
   sqlmap nmap hydra gobuster whatweb wapiti wrk
   dirb chromium  # OAT evaluation: dirb's scan and word lists, headless browsing
+  python3-websocket  # drives headless Chromium in the dashboard test
   nginx libnginx-mod-http-modsecurity apache2 tshark
   libapache2-mod-security2  # mod_security2 audit records for the decoder tests
   libmaxmind-db-writer-perl  # builds the small GeoIP databases the tests use

@@ -19,6 +19,7 @@
 #include <boost/asio/ssl/context.hpp>
 
 #include "collector/collector_config.h"
+#include "collector/dashboard_http.h"
 #include "collector/ingest.h"
 #include "collector/published_folder.h"
 #include "collector/store.h"
@@ -42,6 +43,7 @@ struct ServerOptions {
   boost::asio::ssl::context* tls = nullptr;  // null: plain HTTP on the ingest listener
   std::uint32_t ingest_workers = 4;          // threads that decode and commit request bodies
   std::vector<PublishedFolder> published_folders;  // served on the ingest listener
+  DashboardHttp* dashboard = nullptr;  // served on the admin listener under /dashboard/
 };
 
 // Makes the TLS context of the ingest listener: certificate, key and, when

@@ -1003,6 +1003,24 @@ void Store::readAfter(std::int64_t after_seq, std::size_t max_count, std::size_t
 
 std::int64_t Store::lastSeq() const { return impl_->last_seq.load(); }
 
+std::optional<StoredEvent> Store::findEvent(std::string_view event_id) const {
+  Impl::Reader reader(*impl_);
+  sqlite3_stmt* stmt = reader->prepare(
+      "SELECT seq, event_id, timestamp_ms, sensor_id, document FROM events WHERE event_id = ?1");
+  ResetGuard reset(stmt);
+  bindText(stmt, 1, event_id);
+  if (!reader->step(stmt, "reading an event by id")) {
+    return std::nullopt;
+  }
+  StoredEvent event;
+  event.seq = sqlite3_column_int64(stmt, 0);
+  event.event_id = columnText(stmt, 1);
+  event.timestamp_ms = sqlite3_column_int64(stmt, 2);
+  event.sensor_id = columnText(stmt, 3);
+  event.document = columnText(stmt, 4);
+  return event;
+}
+
 void Store::registerOutput(std::string_view output) {
   std::lock_guard lock(impl_->write_mutex);
   Connection& writer = *impl_->writer;

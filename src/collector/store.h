@@ -142,6 +142,10 @@ class Store {
 
   std::int64_t lastSeq() const;
 
+  // The stored event with this id, or nullopt when there is none (never
+  // stored, or removed by retention). One read of the event_id index.
+  std::optional<StoredEvent> findEvent(std::string_view event_id) const;
+
   // Output cursors: the seq of the last event the output finished with.
   // Cursor and file offset writes skip the fsync under synchronous=full: the
   // next insert's fsync makes them durable. A power loss may therefore take

@@ -1,0 +1,430 @@
+#include "collector/dashboard_http.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include <charconv>
+#include <optional>
+
+#include <boost/url/parse.hpp>
+#include <boost/url/parse_query.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/encoding.h"
+#include "common/json_writer.h"
+
+// The page and its assets, embedded by CMake (cmake/embed_text.cmake).
+namespace webtrap::collector::dashboard_assets {
+extern const char kIndexHtml[];
+extern const std::size_t kIndexHtml_size;
+extern const char kDashboardCss[];
+extern const std::size_t kDashboardCss_size;
+extern const char kDashboardJs[];
+extern const std::size_t kDashboardJs_size;
+extern const char kChartJs[];
+extern const std::size_t kChartJs_size;
+}  // namespace webtrap::collector::dashboard_assets
+
+namespace webtrap::collector {
+namespace {
+
+namespace http = boost::beast::http;
+using Response = DashboardHttp::Response;
+
+constexpr std::string_view kPrefix = "/dashboard";
+constexpr std::string_view kCookieName = "webtrap_dashboard";
+constexpr auto kSessionLifetime = std::chrono::hours(12);
+// Sessions kept at once; the oldest go first past this, so repeated logins
+// cannot grow memory without bound.
+constexpr std::size_t kMaxSessions = 256;
+
+// No inline script or style, no plugins, no framing, and requests only to
+// the collector itself. Chart.js sizes its canvases through the CSSOM
+// (element.style), which style-src does not restrict.
+constexpr const char* kContentSecurityPolicy =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+Response makeResponse(const DashboardHttp::Request& request, http::status status,
+                      std::string_view content_type, std::string body) {
+  Response response{status, request.version()};
+  response.set(http::field::server, "webtrap-collector");
+  response.set(http::field::content_type, content_type);
+  response.set("Content-Security-Policy", kContentSecurityPolicy);
+  response.set("X-Content-Type-Options", "nosniff");
+  response.set("X-Frame-Options", "DENY");
+  response.set("Referrer-Policy", "no-referrer");
+  response.set(http::field::cache_control, "no-store");
+  response.body() = std::move(body);
+  response.keep_alive(request.keep_alive());
+  response.prepare_payload();
+  return response;
+}
+
+Response jsonResponse(const DashboardHttp::Request& request, http::status status,
+                      std::string body) {
+  body += '\n';
+  return makeResponse(request, status, "application/json", std::move(body));
+}
+
+Response jsonError(const DashboardHttp::Request& request, http::status status,
+                   std::string_view message) {
+  std::string body;
+  JsonWriter json(body);
+  json.beginObject();
+  json.member("error", message);
+  json.endObject();
+  return jsonResponse(request, status, std::move(body));
+}
+
+bool equalSecrets(std::string_view given, std::string_view expected) {
+  return given.size() == expected.size() &&
+         CRYPTO_memcmp(given.data(), expected.data(), expected.size()) == 0;
+}
+
+std::optional<std::string_view> bearerToken(std::string_view header) {
+  constexpr std::string_view kScheme = "Bearer ";
+  if (header.size() <= kScheme.size() || !equalsIgnoreCase(header.substr(0, 6), "Bearer") ||
+      header[6] != ' ') {
+    return std::nullopt;
+  }
+  return header.substr(kScheme.size());
+}
+
+// Returns the value of the dashboard's cookie in a Cookie header.
+std::optional<std::string_view> sessionCookie(std::string_view header) {
+  while (!header.empty()) {
+    auto end = header.find(';');
+    std::string_view pair = header.substr(0, end);
+    while (!pair.empty() && pair.front() == ' ') {
+      pair.remove_prefix(1);
+    }
+    if (pair.size() > kCookieName.size() && pair.starts_with(kCookieName) &&
+        pair[kCookieName.size()] == '=') {
+      return pair.substr(kCookieName.size() + 1);
+    }
+    if (end == std::string_view::npos) {
+      break;
+    }
+    header.remove_prefix(end + 1);
+  }
+  return std::nullopt;
+}
+
+std::optional<std::int64_t> parseInteger(std::string_view text) {
+  std::int64_t value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size()) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+struct ApiParameters {
+  DashboardFilter filter;
+  std::map<std::string, std::string, std::less<>> other;
+};
+
+// Decodes the query string. Returns the name of the first invalid
+// parameter, if any, in `invalid`.
+ApiParameters parseParameters(std::string_view query, std::string& invalid) {
+  ApiParameters parameters;
+  auto parsed = boost::urls::parse_query(query);
+  if (!parsed) {
+    invalid = "query";
+    return parameters;
+  }
+  for (auto param : *parsed) {
+    std::string key(param.key.begin(), param.key.end());
+    std::string value = param.has_value ? std::string(param.value.begin(), param.value.end())
+                                        : std::string();
+    if (value.empty()) {
+      continue;
+    }
+    if (key == "from" || key == "to") {
+      auto number = parseInteger(value);
+      if (!number || *number < 0) {
+        invalid = key;
+        return parameters;
+      }
+      (key == "from" ? parameters.filter.from_ms : parameters.filter.to_ms) = *number;
+    } else if (key == "sensor") {
+      parameters.filter.sensor = value;
+    } else if (key == "oat") {
+      parameters.filter.oat = value;
+    } else if (key == "source") {
+      parameters.filter.source = value;
+    } else {
+      parameters.other[key] = value;
+    }
+  }
+  return parameters;
+}
+
+int limitParameter(const ApiParameters& parameters, int fallback) {
+  auto it = parameters.other.find("limit");
+  if (it == parameters.other.end()) {
+    return fallback;
+  }
+  auto number = parseInteger(it->second);
+  return number ? static_cast<int>(std::clamp<std::int64_t>(*number, 1, 10000)) : fallback;
+}
+
+std::int64_t nowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+DashboardHttp::DashboardHttp(DashboardQueries& queries, std::string admin_token)
+    : queries_(queries), admin_token_(std::move(admin_token)) {
+  if (admin_token_.empty()) {
+    throw std::invalid_argument(
+        "the dashboard needs admin.token: it is never served without one");
+  }
+}
+
+bool DashboardHttp::handles(std::string_view target) {
+  return target == kPrefix || target.starts_with("/dashboard/") ||
+         target.starts_with("/dashboard?");
+}
+
+Response DashboardHttp::handle(const Request& request) {
+  try {
+    return route(request);
+  } catch (const std::exception& error) {
+    spdlog::error("dashboard: {} {} failed: {}", std::string(request.method_string()),
+                  std::string(request.target()), error.what());
+    return jsonError(request, http::status::internal_server_error,
+                     "the dashboard query failed; see the collector's log");
+  }
+}
+
+bool DashboardHttp::authorized(const Request& request) {
+  if (request.count(http::field::authorization) == 1) {
+    auto token = bearerToken(request[http::field::authorization]);
+    if (token && equalSecrets(*token, admin_token_)) {
+      return true;
+    }
+  }
+  if (request.count(http::field::cookie) == 0) {
+    return false;
+  }
+  auto session = sessionCookie(request[http::field::cookie]);
+  if (!session) {
+    return false;
+  }
+  std::lock_guard lock(sessions_mutex_);
+  auto it = sessions_.find(*session);
+  if (it == sessions_.end()) {
+    return false;
+  }
+  if (it->second < std::chrono::steady_clock::now()) {
+    sessions_.erase(it);
+    return false;
+  }
+  return true;
+}
+
+std::string DashboardHttp::newSession() {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
+    throw std::runtime_error("OpenSSL RAND_bytes failed; cannot make a session id");
+  }
+  std::string id = hexEncode(std::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+  std::lock_guard lock(sessions_mutex_);
+  const auto now = std::chrono::steady_clock::now();
+  std::erase_if(sessions_, [&](const auto& entry) { return entry.second < now; });
+  while (sessions_.size() >= kMaxSessions) {
+    auto oldest = std::min_element(sessions_.begin(), sessions_.end(),
+                                   [](const auto& a, const auto& b) { return a.second < b.second; });
+    sessions_.erase(oldest);
+  }
+  sessions_.emplace(id, now + kSessionLifetime);
+  return id;
+}
+
+Response DashboardHttp::route(const Request& request) {
+  std::string_view target = request.target();
+  std::string_view path = target.substr(0, target.find('?'));
+  std::string_view query =
+      path.size() < target.size() ? target.substr(path.size() + 1) : std::string_view();
+
+  if (path == "/dashboard/login") {
+    return login(request);
+  }
+  if (path == "/dashboard/logout") {
+    return logout(request);
+  }
+  if (request.method() != http::verb::get && request.method() != http::verb::head) {
+    return jsonError(request, http::status::method_not_allowed, "use GET");
+  }
+  // The page shell and its assets hold no records, so they load without a
+  // session and the page can show its login form.
+  using namespace dashboard_assets;
+  if (path == kPrefix) {
+    Response response = makeResponse(request, http::status::permanent_redirect, "text/plain", "");
+    response.set(http::field::location, "/dashboard/");
+    return response;
+  }
+  if (path == "/dashboard/" || path == "/dashboard/index.html") {
+    return makeResponse(request, http::status::ok, "text/html; charset=utf-8",
+                        std::string(kIndexHtml, kIndexHtml_size));
+  }
+  if (path == "/dashboard/dashboard.css") {
+    return makeResponse(request, http::status::ok, "text/css; charset=utf-8",
+                        std::string(kDashboardCss, kDashboardCss_size));
+  }
+  if (path == "/dashboard/dashboard.js") {
+    return makeResponse(request, http::status::ok, "text/javascript; charset=utf-8",
+                        std::string(kDashboardJs, kDashboardJs_size));
+  }
+  if (path == "/dashboard/chart.min.js") {
+    return makeResponse(request, http::status::ok, "text/javascript; charset=utf-8",
+                        std::string(kChartJs, kChartJs_size));
+  }
+  if (path.starts_with("/dashboard/api/")) {
+    if (!authorized(request)) {
+      Response response = jsonError(request, http::status::unauthorized,
+                                    "log in with the collector's admin.token, or send "
+                                    "Authorization: Bearer <admin.token>");
+      response.set(http::field::www_authenticate, "Bearer");
+      return response;
+    }
+    return api(request, path.substr(std::string_view("/dashboard/api/").size()), query);
+  }
+  return jsonError(request, http::status::not_found, "not found; the dashboard is at /dashboard/");
+}
+
+Response DashboardHttp::api(const Request& request, std::string_view name,
+                            std::string_view query) {
+  std::string invalid;
+  ApiParameters parameters = parseParameters(query, invalid);
+  if (!invalid.empty()) {
+    return jsonError(request, http::status::bad_request,
+                     fmt::format("parameter {} is invalid; times are ms since the epoch",
+                                 invalid));
+  }
+  const DashboardFilter& filter = parameters.filter;
+  auto parameter = [&](std::string_view key) -> std::string_view {
+    auto it = parameters.other.find(key);
+    return it == parameters.other.end() ? std::string_view() : std::string_view(it->second);
+  };
+  if (name == "summary") {
+    return jsonResponse(request, http::status::ok, queries_.summary(filter));
+  }
+  if (name == "timeline") {
+    return jsonResponse(request, http::status::ok,
+                        queries_.timeline(filter, limitParameter(parameters, 120)));
+  }
+  if (name == "top") {
+    std::string_view field = parameter("field");
+    TopField top_field;
+    if (field == "source") {
+      top_field = TopField::kSource;
+    } else if (field == "path") {
+      top_field = TopField::kPath;
+    } else if (field == "user_agent") {
+      top_field = TopField::kUserAgent;
+    } else if (field == "country") {
+      top_field = TopField::kCountry;
+    } else {
+      return jsonError(request, http::status::bad_request,
+                       "field must be source, path, user_agent or country");
+    }
+    return jsonResponse(request, http::status::ok,
+                        queries_.top(filter, top_field, limitParameter(parameters, 10)));
+  }
+  if (name == "tags") {
+    std::string_view kind = parameter("kind");
+    TagKind tag_kind;
+    if (kind == "oat") {
+      tag_kind = TagKind::kOat;
+    } else if (kind == "crs") {
+      tag_kind = TagKind::kCrsCategory;
+    } else if (kind == "bait") {
+      tag_kind = TagKind::kBait;
+    } else {
+      return jsonError(request, http::status::bad_request, "kind must be oat, crs or bait");
+    }
+    return jsonResponse(request, http::status::ok,
+                        queries_.tags(filter, tag_kind, limitParameter(parameters, 25)));
+  }
+  if (name == "geo") {
+    return jsonResponse(request, http::status::ok,
+                        queries_.geo(filter, limitParameter(parameters, 2000)));
+  }
+  if (name == "health") {
+    return jsonResponse(request, http::status::ok, queries_.health(filter, nowMs()));
+  }
+  if (name == "feed") {
+    return jsonResponse(request, http::status::ok,
+                        queries_.feed(filter, limitParameter(parameters, 50)));
+  }
+  if (name == "event") {
+    std::string_view id = parameter("id");
+    if (id.empty()) {
+      return jsonError(request, http::status::bad_request, "parameter id is missing");
+    }
+    auto document = queries_.event(id);
+    if (!document) {
+      return jsonError(request, http::status::not_found,
+                       "no stored event has this id; retention may have removed it");
+    }
+    return jsonResponse(request, http::status::ok, std::move(*document));
+  }
+  return jsonError(request, http::status::not_found,
+                   "unknown endpoint; use summary, timeline, top, tags, geo, health, feed or "
+                   "event");
+}
+
+Response DashboardHttp::login(const Request& request) {
+  if (request.method() != http::verb::post) {
+    return jsonError(request, http::status::method_not_allowed, "use POST");
+  }
+  std::string invalid;
+  auto parsed = boost::urls::parse_query(request.body());
+  std::string token;
+  if (parsed) {
+    for (auto param : *parsed) {
+      if (param.key == "token" && param.has_value) {
+        token.assign(param.value.begin(), param.value.end());
+      }
+    }
+  }
+  if (token.empty() || !equalSecrets(token, admin_token_)) {
+    spdlog::warn("dashboard: login with a wrong or missing admin token");
+    return jsonError(request, http::status::unauthorized, "wrong admin token");
+  }
+  std::string session = newSession();
+  Response response = makeResponse(request, http::status::no_content, "text/plain", "");
+  response.set(http::field::set_cookie,
+               fmt::format("{}={}; Path=/dashboard; Max-Age={}; HttpOnly; SameSite=Strict",
+                           kCookieName, session,
+                           std::chrono::seconds(kSessionLifetime).count()));
+  return response;
+}
+
+Response DashboardHttp::logout(const Request& request) {
+  if (request.method() != http::verb::post) {
+    return jsonError(request, http::status::method_not_allowed, "use POST");
+  }
+  if (request.count(http::field::cookie) == 1) {
+    if (auto session = sessionCookie(request[http::field::cookie])) {
+      std::lock_guard lock(sessions_mutex_);
+      if (auto it = sessions_.find(*session); it != sessions_.end()) {
+        sessions_.erase(it);
+      }
+    }
+  }
+  Response response = makeResponse(request, http::status::no_content, "text/plain", "");
+  response.set(http::field::set_cookie,
+               fmt::format("{}=; Path=/dashboard; Max-Age=0; HttpOnly; SameSite=Strict",
+                           kCookieName));
+  return response;
+}
+
+}  // namespace webtrap::collector

@@ -1,0 +1,299 @@
+#include "collector/dashboard_index.h"
+
+#include <chrono>
+#include <optional>
+
+#include <simdjson.h>
+#include <spdlog/spdlog.h>
+
+#include "collector/dashboard_sqlite.h"
+
+namespace webtrap::collector {
+namespace {
+
+using dashboard::Database;
+using dashboard::Statement;
+
+// Bump with a migration step in DashboardIndex's constructor when the
+// schema changes. The index can always be rebuilt from the store, so a
+// future version may also drop the tables and let the output refill them.
+constexpr int kIndexSchemaVersion = 1;
+
+// One row per event. `ts` is the event time in ms. The composite indexes
+// lead with the filter columns and carry the grouped column, so a count by
+// source, path or user agent over a time range reads only the index.
+constexpr const char* kIndexSchema = R"sql(
+CREATE TABLE IF NOT EXISTS facts (
+  seq INTEGER PRIMARY KEY,
+  ts INTEGER NOT NULL,
+  sensor TEXT NOT NULL,
+  source TEXT NOT NULL,
+  country TEXT NOT NULL,
+  asn INTEGER NOT NULL,
+  as_org TEXT NOT NULL,
+  lat REAL,
+  lon REAL,
+  method TEXT NOT NULL,
+  path TEXT NOT NULL,
+  user_agent TEXT NOT NULL,
+  status INTEGER NOT NULL,
+  event_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS facts_ts ON facts(ts, sensor, source);
+CREATE INDEX IF NOT EXISTS facts_sensor_ts ON facts(sensor, ts);
+CREATE INDEX IF NOT EXISTS facts_source_ts ON facts(source, ts);
+CREATE INDEX IF NOT EXISTS facts_path ON facts(ts, path);
+CREATE INDEX IF NOT EXISTS facts_user_agent ON facts(ts, user_agent);
+CREATE INDEX IF NOT EXISTS facts_country ON facts(ts, country);
+CREATE INDEX IF NOT EXISTS facts_geo ON facts(ts, lat, lon);
+CREATE TABLE IF NOT EXISTS tags (
+  kind INTEGER NOT NULL,
+  value TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  ts INTEGER NOT NULL,
+  PRIMARY KEY (kind, value, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tags_kind_ts ON tags(kind, ts, value);
+CREATE INDEX IF NOT EXISTS tags_seq ON tags(seq);
+)sql";
+
+// How often the output removes rows of events that the store's retention
+// removed.
+constexpr std::int64_t kRetentionCheckMs = 60'000;
+
+std::int64_t nowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string_view stringAt(simdjson::dom::element root, std::string_view pointer) {
+  std::string_view value;
+  if (root.at_pointer(pointer).get_string().get(value) != simdjson::SUCCESS) {
+    return {};
+  }
+  return value;
+}
+
+std::int64_t integerAt(simdjson::dom::element root, std::string_view pointer) {
+  simdjson::dom::element element;
+  if (root.at_pointer(pointer).get(element) != simdjson::SUCCESS) {
+    return 0;
+  }
+  std::int64_t value = 0;
+  if (element.get_int64().get(value) == simdjson::SUCCESS) {
+    return value;
+  }
+  std::uint64_t unsigned_value = 0;
+  if (element.get_uint64().get(unsigned_value) == simdjson::SUCCESS) {
+    return static_cast<std::int64_t>(unsigned_value);
+  }
+  return 0;
+}
+
+std::optional<double> numberAt(simdjson::dom::element root, std::string_view pointer) {
+  simdjson::dom::element element;
+  if (root.at_pointer(pointer).get(element) != simdjson::SUCCESS) {
+    return std::nullopt;
+  }
+  double value = 0;
+  if (element.get_double().get(value) != simdjson::SUCCESS) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+// Calls `each` for a string or for every string of an array at `pointer`,
+// because ECS fields such as rule.category hold one value or several.
+template <typename Each>
+void forEachString(simdjson::dom::element root, std::string_view pointer, Each&& each) {
+  simdjson::dom::element element;
+  if (root.at_pointer(pointer).get(element) != simdjson::SUCCESS) {
+    return;
+  }
+  std::string_view value;
+  if (element.get_string().get(value) == simdjson::SUCCESS) {
+    each(value);
+    return;
+  }
+  simdjson::dom::array array;
+  if (element.get_array().get(array) != simdjson::SUCCESS) {
+    return;
+  }
+  for (simdjson::dom::element item : array) {
+    if (item.get_string().get(value) == simdjson::SUCCESS) {
+      each(value);
+    }
+  }
+}
+
+}  // namespace
+
+struct DashboardIndex::Impl {
+  explicit Impl(std::filesystem::path file) : path(std::move(file)), db(path, false) {}
+
+  std::filesystem::path path;
+  Database db;
+  std::mutex mutex;  // guards db and the parser
+  simdjson::dom::parser parser;
+};
+
+DashboardIndex::DashboardIndex(std::filesystem::path path) {
+  if (path.has_parent_path()) {
+    std::filesystem::create_directories(path.parent_path());
+  }
+  impl_ = std::make_unique<Impl>(std::move(path));
+  Database& db = impl_->db;
+  db.exec("PRAGMA journal_mode=WAL");
+  // The index is rebuilt from the store after a loss, so commits skip the
+  // fsync.
+  db.exec("PRAGMA synchronous=NORMAL");
+  Statement version(db, "PRAGMA user_version");
+  int schema_version = version.step() ? static_cast<int>(version.integer(0)) : 0;
+  version.reset();
+  if (schema_version > kIndexSchemaVersion) {
+    throw dashboard::SqliteError(
+        "dashboard index " + impl_->path.string() + ": schema version " +
+        std::to_string(schema_version) +
+        " was written by a newer webtrap; delete the file, and the collector rebuilds it "
+        "from the store");
+  }
+  if (schema_version < kIndexSchemaVersion) {
+    db.exec("BEGIN IMMEDIATE");
+    db.exec(kIndexSchema);
+    db.exec(("PRAGMA user_version=" + std::to_string(kIndexSchemaVersion)).c_str());
+    db.exec("COMMIT");
+  }
+}
+
+DashboardIndex::~DashboardIndex() = default;
+
+const std::filesystem::path& DashboardIndex::path() const { return impl_->path; }
+
+void DashboardIndex::add(std::span<const StoredEvent> events) {
+  std::lock_guard lock(impl_->mutex);
+  Database& db = impl_->db;
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    Statement fact(db,
+                   "INSERT OR IGNORE INTO facts(seq, ts, sensor, source, country, asn, as_org, "
+                   "lat, lon, method, path, user_agent, status, event_id) "
+                   "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
+    Statement tag(db, "INSERT OR IGNORE INTO tags(kind, value, seq, ts) VALUES(?1, ?2, ?3, ?4)");
+    auto addTag = [&](TagKind kind, std::string_view value, const StoredEvent& event) {
+      tag.reset();
+      tag.bind(1, static_cast<std::int64_t>(kind))
+          .bind(2, value)
+          .bind(3, event.seq)
+          .bind(4, event.timestamp_ms);
+      tag.step();
+    };
+    for (const StoredEvent& event : events) {
+      fact.reset();
+      fact.bind(1, event.seq).bind(2, event.timestamp_ms).bind(3, event.sensor_id);
+      fact.bind(14, event.event_id);
+      simdjson::dom::element root;
+      if (impl_->parser.parse(event.document).get(root) != simdjson::SUCCESS) {
+        spdlog::warn("dashboard index: event {} (seq {}) is not valid JSON; indexed without its "
+                     "fields",
+                     event.event_id, event.seq);
+        fact.bind(4, std::string_view()).bind(5, std::string_view()).bind(6, std::int64_t{0});
+        fact.bind(7, std::string_view()).bindNull(8).bindNull(9);
+        fact.bind(10, std::string_view()).bind(11, std::string_view());
+        fact.bind(12, std::string_view()).bind(13, std::int64_t{0});
+        fact.step();
+        continue;
+      }
+      std::string_view source = stringAt(root, "/source/ip");
+      if (source.empty()) {
+        source = stringAt(root, "/source/address");
+      }
+      fact.bind(4, source);
+      fact.bind(5, stringAt(root, "/source/geo/country_iso_code"));
+      fact.bind(6, integerAt(root, "/source/as/number"));
+      fact.bind(7, stringAt(root, "/source/as/organization/name"));
+      auto lat = numberAt(root, "/source/geo/location/lat");
+      auto lon = numberAt(root, "/source/geo/location/lon");
+      if (lat && lon) {
+        fact.bind(8, *lat).bind(9, *lon);
+      } else {
+        fact.bindNull(8).bindNull(9);
+      }
+      fact.bind(10, stringAt(root, "/http/request/method"));
+      fact.bind(11, stringAt(root, "/url/path"));
+      fact.bind(12, stringAt(root, "/user_agent/original"));
+      fact.bind(13, integerAt(root, "/http/response/status_code"));
+      fact.step();
+      if (sqlite3_changes(db.handle()) == 0) {
+        continue;  // indexed before this batch was sent again
+      }
+      forEachString(root, "/threat/technique/id",
+                    [&](std::string_view id) { addTag(TagKind::kOat, id, event); });
+      forEachString(root, "/rule/category",
+                    [&](std::string_view category) { addTag(TagKind::kCrsCategory, category, event); });
+      forEachString(root, "/webtrap/bait_hits",
+                    [&](std::string_view bait) { addTag(TagKind::kBait, bait, event); });
+    }
+    db.exec("COMMIT");
+  } catch (...) {
+    sqlite3_exec(db.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+void DashboardIndex::removeBefore(std::int64_t seq) {
+  std::lock_guard lock(impl_->mutex);
+  Database& db = impl_->db;
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    Statement facts(db, "DELETE FROM facts WHERE seq < ?1");
+    facts.bind(1, seq).step();
+    Statement tags(db, "DELETE FROM tags WHERE seq < ?1");
+    tags.bind(1, seq).step();
+    db.exec("COMMIT");
+  } catch (...) {
+    sqlite3_exec(db.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+std::int64_t DashboardIndex::lastSeq() const {
+  std::lock_guard lock(impl_->mutex);
+  Statement last(impl_->db, "SELECT coalesce(max(seq), 0) FROM facts");
+  return last.step() ? last.integer(0) : 0;
+}
+
+DashboardIndexOutput::DashboardIndexOutput(DashboardIndex& index, Store& store)
+    : index_(index), store_(store) {
+  std::int64_t cursor = store_.cursor(name());
+  std::int64_t indexed = index_.lastSeq();
+  if (cursor > indexed) {
+    // NOTE: events between `indexed` and the cursor were finished without
+    // their rows (the index file was deleted or restored from a backup), so
+    // the output starts over; rows already there are ignored by seq.
+    spdlog::info("dashboard index {}: the output cursor {} is past the last indexed seq {}; "
+                 "indexing the stored events again",
+                 index_.path().string(), cursor, indexed);
+    store_.registerOutput(name());
+    store_.setCursor(name(), indexed);
+  }
+}
+
+std::vector<ItemResult> DashboardIndexOutput::send(std::span<const StoredEvent> batch) {
+  try {
+    index_.add(batch);
+  } catch (const std::exception& error) {
+    throw TransientError(error.what());
+  }
+  std::int64_t now = nowMs();
+  if (now - last_retention_check_ms_ >= kRetentionCheckMs && !batch.empty()) {
+    last_retention_check_ms_ = now;
+    auto first = store_.readAfter(0, 1, 0);
+    if (!first.empty()) {
+      index_.removeBefore(first.front().seq);
+    }
+  }
+  return std::vector<ItemResult>(batch.size());
+}
+
+}  // namespace webtrap::collector

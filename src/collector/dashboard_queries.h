@@ -1,0 +1,67 @@
+// The read-only queries behind the built-in dashboard. Each returns one JSON
+// document (RFC 8259, built with JsonWriter) for one panel, counted from the
+// dashboard index (dashboard_index.h) and, for health and the detail view,
+// from the store.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "collector/dashboard_index.h"
+#include "collector/store.h"
+
+namespace webtrap::collector {
+
+// Filters shared by every panel. Empty strings match everything. Times are
+// event times in ms since the epoch, `from_ms` included, `to_ms` excluded.
+struct DashboardFilter {
+  std::int64_t from_ms = 0;
+  std::int64_t to_ms = std::numeric_limits<std::int64_t>::max();
+  std::string sensor;
+  std::string oat;     // an OAT id such as OAT-014
+  std::string source;  // a client address as stored in source.ip
+};
+
+// Columns the top-N panel can count by.
+enum class TopField { kSource, kPath, kUserAgent, kCountry };
+
+class DashboardQueries {
+ public:
+  // `index_path` is the file of a DashboardIndex; it is opened read-only on
+  // each call, so one DashboardQueries serves any number of threads.
+  DashboardQueries(std::filesystem::path index_path, Store& store);
+
+  // {"events", "sources", "first_ms", "last_ms"}
+  std::string summary(const DashboardFilter& filter) const;
+  // {"bucket_ms", "from_ms", "points": [{"t", "count"}]}: events per time
+  // bucket, about `buckets` buckets over the filter's range, or over the
+  // events' own range when the filter has none.
+  std::string timeline(const DashboardFilter& filter, int buckets) const;
+  // {"field", "items": [{"value", "count"}]}, most frequent first. Sources
+  // also carry "country", "asn" and "as_org" from their latest event.
+  std::string top(const DashboardFilter& filter, TopField field, int limit) const;
+  // {"kind", "items": [{"value", "count"}]}: events per OAT id, CRS
+  // category or bait.
+  std::string tags(const DashboardFilter& filter, TagKind kind, int limit) const;
+  // {"points": [{"lat", "lon", "count"}]}: events per location rounded to
+  // 0.1 degree, only for events with GeoIP coordinates.
+  std::string geo(const DashboardFilter& filter, int limit) const;
+  // {"sensors": [...], "outputs": [...]}: per sensor the events in range, the
+  // time of its newest event, when the collector last received from it and
+  // the difference (shipping lag); per output its queue depth and lag.
+  std::string health(const DashboardFilter& filter, std::int64_t now_ms) const;
+  // {"events": [...]}: the newest events, newest first, with their tags.
+  std::string feed(const DashboardFilter& filter, int limit) const;
+  // The whole stored ECS document of one event, nullopt when not found.
+  std::optional<std::string> event(std::string_view event_id) const;
+
+ private:
+  std::filesystem::path index_path_;
+  Store& store_;
+};
+
+}  // namespace webtrap::collector

@@ -1,0 +1,50 @@
+// The built-in dashboard as one collector component: its configuration
+// section (`dashboard`), the index file and the output that fills it, the
+// queries and the HTTP handler that the admin listener calls.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include <yaml-cpp/yaml.h>
+
+#include "collector/dashboard_http.h"
+#include "collector/dashboard_index.h"
+#include "collector/dashboard_queries.h"
+#include "collector/output_runner.h"
+#include "collector/store.h"
+#include "common/metrics.h"
+
+namespace webtrap::collector {
+
+struct DashboardOptions {
+  bool enabled = false;
+  std::filesystem::path index_path;  // empty: <state_dir>/dashboard.sqlite
+};
+
+// Parses the `dashboard` section: `enabled` (bool) and `index_path`. A null
+// node gives the defaults (disabled). Throws ConfigError.
+DashboardOptions parseDashboardOptions(const YAML::Node& node);
+
+class DashboardService {
+ public:
+  // Opens the index. `admin_token` must be set: throws ConfigError when it
+  // is empty, because the dashboard is never served open.
+  DashboardService(const DashboardOptions& options, const std::filesystem::path& state_dir,
+                   const std::string& admin_token, Store& store, MetricsRegistry& metrics);
+  ~DashboardService();
+  DashboardService(const DashboardService&) = delete;
+  DashboardService& operator=(const DashboardService&) = delete;
+
+  void start();  // starts the output that fills the index
+  void stop();
+  DashboardHttp& http() { return *http_; }
+
+ private:
+  std::unique_ptr<DashboardIndex> index_;
+  std::unique_ptr<OutputRunner> runner_;
+  std::unique_ptr<DashboardQueries> queries_;
+  std::unique_ptr<DashboardHttp> http_;
+};
+
+}  // namespace webtrap::collector

@@ -1,0 +1,470 @@
+#include "collector/dashboard_queries.h"
+
+#include <gtest/gtest.h>
+#include <simdjson.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "collector/dashboard_index.h"
+#include "collector/output_runner.h"
+#include "common/json_writer.h"
+
+namespace webtrap::collector {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::int64_t kBaseMs = 1'780'000'000'000;  // 2026-05-28, a fixed event time
+
+struct Fields {
+  std::string sensor = "s1";
+  std::string source = "198.51.100.4";
+  std::string country;
+  std::int64_t asn = 0;
+  std::string as_org;
+  bool located = false;
+  double lat = 0;
+  double lon = 0;
+  std::string path = "/";
+  std::string user_agent = "curl/7.88";
+  std::vector<std::string> oat;
+  std::vector<std::string> categories;
+  std::vector<std::string> baits;
+};
+
+// Writes an ECS document with the fields the dashboard index reads, in the
+// nesting that ecs.cpp writes.
+std::string ecsDocument(const std::string& id, const Fields& fields) {
+  std::string out;
+  JsonWriter json(out);
+  json.beginObject();
+  json.key("event");
+  json.beginObject();
+  json.member("id", id);
+  json.endObject();
+  json.key("source");
+  json.beginObject();
+  json.member("ip", fields.source);
+  json.member("address", fields.source);
+  if (!fields.country.empty() || fields.located) {
+    json.key("geo");
+    json.beginObject();
+    if (!fields.country.empty()) {
+      json.member("country_iso_code", fields.country);
+    }
+    if (fields.located) {
+      json.key("location");
+      json.beginObject();
+      json.key("lat");
+      json.raw(std::to_string(fields.lat));
+      json.key("lon");
+      json.raw(std::to_string(fields.lon));
+      json.endObject();
+    }
+    json.endObject();
+  }
+  if (fields.asn != 0) {
+    json.key("as");
+    json.beginObject();
+    json.member("number", fields.asn);
+    json.key("organization");
+    json.beginObject();
+    json.member("name", fields.as_org);
+    json.endObject();
+    json.endObject();
+  }
+  json.endObject();
+  json.key("http");
+  json.beginObject();
+  json.key("request");
+  json.beginObject();
+  json.member("method", "GET");
+  json.endObject();
+  json.key("response");
+  json.beginObject();
+  json.member("status_code", std::int64_t{404});
+  json.endObject();
+  json.endObject();
+  json.key("url");
+  json.beginObject();
+  json.member("path", fields.path);
+  json.endObject();
+  json.key("user_agent");
+  json.beginObject();
+  json.member("original", fields.user_agent);
+  json.endObject();
+  auto stringArray = [&](const std::vector<std::string>& values) {
+    json.beginArray();
+    for (const auto& value : values) {
+      json.string(value);
+    }
+    json.endArray();
+  };
+  if (!fields.categories.empty()) {
+    json.key("rule");
+    json.beginObject();
+    json.key("category");
+    // One category is written as a string, several as an array, as ecs.cpp does.
+    if (fields.categories.size() == 1) {
+      json.string(fields.categories.front());
+    } else {
+      stringArray(fields.categories);
+    }
+    json.endObject();
+  }
+  if (!fields.oat.empty()) {
+    json.key("threat");
+    json.beginObject();
+    json.key("technique");
+    json.beginObject();
+    json.key("id");
+    stringArray(fields.oat);
+    json.endObject();
+    json.endObject();
+  }
+  json.key("webtrap");
+  json.beginObject();
+  json.key("bait_hits");
+  stringArray(fields.baits);
+  json.endObject();
+  json.endObject();
+  return out;
+}
+
+simdjson::dom::element parse(simdjson::dom::parser& parser, const std::string& json) {
+  simdjson::dom::element root;
+  EXPECT_EQ(parser.parse(json).get(root), simdjson::SUCCESS) << json;
+  return root;
+}
+
+// Returns the count of `value` in an {"items": [{"value", "count"}]} answer, 0 when absent.
+std::int64_t countOf(const std::string& json, std::string_view value) {
+  simdjson::dom::parser parser;
+  auto root = parse(parser, json);
+  for (simdjson::dom::element item : root["items"].get_array()) {
+    if (std::string_view(item["value"].get_string()) == value) {
+      return item["count"].get_int64();
+    }
+  }
+  return 0;
+}
+
+std::int64_t integerField(const std::string& json, const char* pointer) {
+  simdjson::dom::parser parser;
+  auto root = parse(parser, json);
+  std::int64_t value = -1;
+  EXPECT_EQ(root.at_pointer(pointer).get_int64().get(value), simdjson::SUCCESS) << json;
+  return value;
+}
+
+class DashboardTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("webtrap-dashboard-test-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    StoreOptions options;
+    options.path = dir_ / "store.sqlite";
+    options.synchronous = "normal";
+    store_ = std::make_unique<Store>(options);
+    index_ = std::make_unique<DashboardIndex>(dir_ / "dashboard.sqlite");
+    queries_ = std::make_unique<DashboardQueries>(dir_ / "dashboard.sqlite", *store_);
+  }
+  void TearDown() override {
+    queries_.reset();
+    index_.reset();
+    store_.reset();
+    fs::remove_all(dir_);
+  }
+
+  // Stores one event and indexes everything stored so far.
+  void addEvent(const std::string& id, std::int64_t ts, const Fields& fields) {
+    NewEvent event{id, ts, fields.sensor, fields.source, ecsDocument(id, fields)};
+    store_->insert(std::span<const NewEvent>(&event, 1));
+  }
+  void indexAll() {
+    auto events = store_->readAfter(index_->lastSeq(), 100000, 1 << 30);
+    index_->add(events);
+  }
+
+  fs::path dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<DashboardIndex> index_;
+  std::unique_ptr<DashboardQueries> queries_;
+};
+
+// Three sources, two sensors, over three hours:
+//   a: 198.51.100.4, s1, OAT-014 + sqli category, 4 events in hour 0
+//   b: 203.0.113.9, s2, OAT-008 + bait env_file, 2 events in hour 1
+//   c: 192.0.2.77, s1, no tags, 1 event in hour 2
+void fillThreeSources(DashboardTest& test, auto add) {
+  Fields a;
+  a.source = "198.51.100.4";
+  a.country = "DE";
+  a.asn = 64500;
+  a.as_org = "Example Net";
+  a.located = true;
+  a.lat = 52.52;
+  a.lon = 13.40;
+  a.path = "/wp-login.php";
+  a.user_agent = "sqlmap/1.7";
+  a.oat = {"OAT-014"};
+  a.categories = {"attack-sqli"};
+  Fields b;
+  b.sensor = "s2";
+  b.source = "203.0.113.9";
+  b.country = "FR";
+  b.path = "/.env";
+  b.user_agent = "python-requests/2.31";
+  b.oat = {"OAT-008", "OAT-014"};
+  b.categories = {"attack-rce", "attack-sqli"};
+  b.baits = {"env_file"};
+  Fields c;
+  c.source = "192.0.2.77";
+  (void)test;
+  for (int i = 0; i < 4; ++i) {
+    add("a" + std::to_string(i), kBaseMs + i * 1000, a);
+  }
+  for (int i = 0; i < 2; ++i) {
+    add("b" + std::to_string(i), kBaseMs + 3'600'000 + i * 1000, b);
+  }
+  add("c0", kBaseMs + 7'200'000, c);
+}
+
+TEST_F(DashboardTest, CountsMatchStoredEvents) {
+  fillThreeSources(*this, [&](auto id, auto ts, auto fields) { addEvent(id, ts, fields); });
+  indexAll();
+  DashboardFilter all;
+  EXPECT_EQ(integerField(queries_->summary(all), "/events"), 7);
+  EXPECT_EQ(integerField(queries_->summary(all), "/sources"), 3);
+
+  std::string sources = queries_->top(all, TopField::kSource, 10);
+  EXPECT_EQ(countOf(sources, "198.51.100.4"), 4);
+  EXPECT_EQ(countOf(sources, "203.0.113.9"), 2);
+  EXPECT_EQ(countOf(sources, "192.0.2.77"), 1);
+  EXPECT_NE(sources.find("\"country\":\"DE\""), std::string::npos) << sources;
+  EXPECT_NE(sources.find("\"as_org\":\"Example Net\""), std::string::npos) << sources;
+
+  EXPECT_EQ(countOf(queries_->top(all, TopField::kPath, 10), "/.env"), 2);
+  EXPECT_EQ(countOf(queries_->top(all, TopField::kUserAgent, 10), "sqlmap/1.7"), 4);
+  EXPECT_EQ(countOf(queries_->top(all, TopField::kCountry, 10), "FR"), 2);
+
+  std::string oat = queries_->tags(all, TagKind::kOat, 10);
+  EXPECT_EQ(countOf(oat, "OAT-014"), 6);
+  EXPECT_EQ(countOf(oat, "OAT-008"), 2);
+  std::string crs = queries_->tags(all, TagKind::kCrsCategory, 10);
+  EXPECT_EQ(countOf(crs, "attack-sqli"), 6);
+  EXPECT_EQ(countOf(crs, "attack-rce"), 2);
+  EXPECT_EQ(countOf(queries_->tags(all, TagKind::kBait, 10), "env_file"), 2);
+
+  std::string geo = queries_->geo(all, 100);
+  EXPECT_NE(geo.find("{\"lat\":52.5,\"lon\":13.4,\"count\":4}"), std::string::npos) << geo;
+
+  std::string timeline = queries_->timeline(all, 3);
+  simdjson::dom::parser parser;
+  auto root = parse(parser, timeline);
+  std::int64_t total = 0;
+  for (simdjson::dom::element point : root["points"].get_array()) {
+    total += std::int64_t(point["count"].get_int64());
+  }
+  EXPECT_EQ(total, 7) << timeline;
+  EXPECT_EQ(integerField(timeline, "/bucket_ms") % 60'000, 0);
+}
+
+TEST_F(DashboardTest, FiltersChangeCounts) {
+  fillThreeSources(*this, [&](auto id, auto ts, auto fields) { addEvent(id, ts, fields); });
+  indexAll();
+  DashboardFilter by_sensor;
+  by_sensor.sensor = "s2";
+  EXPECT_EQ(integerField(queries_->summary(by_sensor), "/events"), 2);
+  EXPECT_EQ(countOf(queries_->tags(by_sensor, TagKind::kOat, 10), "OAT-014"), 2);
+
+  DashboardFilter by_oat;
+  by_oat.oat = "OAT-014";
+  EXPECT_EQ(integerField(queries_->summary(by_oat), "/events"), 6);
+  EXPECT_EQ(countOf(queries_->top(by_oat, TopField::kSource, 10), "192.0.2.77"), 0);
+
+  DashboardFilter by_source;
+  by_source.source = "192.0.2.77";
+  EXPECT_EQ(integerField(queries_->summary(by_source), "/events"), 1);
+  EXPECT_EQ(countOf(queries_->tags(by_source, TagKind::kOat, 10), "OAT-014"), 0);
+
+  DashboardFilter by_time;
+  by_time.from_ms = kBaseMs + 3'600'000;
+  by_time.to_ms = kBaseMs + 7'200'000;  // excluded: c0 is at exactly this time
+  EXPECT_EQ(integerField(queries_->summary(by_time), "/events"), 2);
+  EXPECT_EQ(countOf(queries_->tags(by_time, TagKind::kOat, 10), "OAT-014"), 2);
+
+  DashboardFilter nothing;
+  nothing.sensor = "no-such-sensor";
+  EXPECT_EQ(integerField(queries_->summary(nothing), "/events"), 0);
+}
+
+TEST_F(DashboardTest, FeedAndEventDetail) {
+  fillThreeSources(*this, [&](auto id, auto ts, auto fields) { addEvent(id, ts, fields); });
+  indexAll();
+  std::string feed = queries_->feed(DashboardFilter{}, 2);
+  simdjson::dom::parser parser;
+  auto root = parse(parser, feed);
+  auto events = root["events"].get_array();
+  ASSERT_EQ(events.size(), 2u) << feed;
+  EXPECT_EQ(std::string_view(events.at(0)["event_id"].get_string()), "c0");
+  EXPECT_EQ(std::string_view(events.at(1)["event_id"].get_string()), "b1");
+  EXPECT_EQ(events.at(1)["baits"].get_array().size(), 1u);
+
+  auto detail = queries_->event("b1");
+  ASSERT_TRUE(detail.has_value());
+  EXPECT_NE(detail->find("\"path\":\"/.env\""), std::string::npos) << *detail;
+  EXPECT_FALSE(queries_->event("missing").has_value());
+}
+
+TEST_F(DashboardTest, HealthListsSensorsAndOutputs) {
+  SensorInfo sensor;
+  sensor.sensor_id = "s1";
+  sensor.group = "g";
+  sensor.token_sha256 = std::string(64, 'a');
+  store_->enrolSensor(sensor);
+  store_->noteSensorSeen("s1", kBaseMs + 7'200'000 + 1500, 5);
+  fillThreeSources(*this, [&](auto id, auto ts, auto fields) { addEvent(id, ts, fields); });
+  indexAll();
+  store_->registerOutput("dashboard");
+  store_->setCursor("dashboard", 3);
+  std::string health = queries_->health(DashboardFilter{}, kBaseMs + 8'000'000);
+  EXPECT_NE(health.find("\"sensor\":\"s1\",\"events\":5"), std::string::npos) << health;
+  EXPECT_NE(health.find("\"shipping_lag_ms\":1500"), std::string::npos) << health;
+  EXPECT_NE(health.find("\"output\":\"dashboard\",\"cursor\":3,\"queue_depth\":4"),
+            std::string::npos)
+      << health;
+}
+
+TEST_F(DashboardTest, OutputIndexesAndRebuilds) {
+  fillThreeSources(*this, [&](auto id, auto ts, auto fields) { addEvent(id, ts, fields); });
+  {
+    auto output = std::make_unique<DashboardIndexOutput>(*index_, *store_);
+    auto events = store_->readAfter(0, 100, 1 << 20);
+    auto results = output->send(events);
+    EXPECT_EQ(results.size(), 7u);
+    // A batch sent again after a crash adds nothing.
+    output->send(events);
+  }
+  EXPECT_EQ(integerField(queries_->summary(DashboardFilter{}), "/events"), 7);
+  EXPECT_EQ(countOf(queries_->tags(DashboardFilter{}, TagKind::kOat, 10), "OAT-014"), 6);
+
+  // A deleted index file with a cursor left in the store starts over.
+  store_->registerOutput("dashboard");
+  store_->setCursor("dashboard", 7);
+  queries_.reset();
+  index_.reset();
+  fs::remove(dir_ / "dashboard.sqlite");
+  fs::remove(dir_ / "dashboard.sqlite-wal");
+  fs::remove(dir_ / "dashboard.sqlite-shm");
+  index_ = std::make_unique<DashboardIndex>(dir_ / "dashboard.sqlite");
+  DashboardIndexOutput output(*index_, *store_);
+  EXPECT_EQ(store_->cursor("dashboard"), 0);
+}
+
+TEST_F(DashboardTest, DocumentTextIsNotSql) {
+  Fields hostile;
+  hostile.path = "/x' OR 1=1; DROP TABLE facts; --";
+  hostile.user_agent = "<script>alert(1)</script>";
+  addEvent("h0", kBaseMs, hostile);
+  indexAll();
+  DashboardFilter filter;
+  filter.source = "' OR ''='";
+  EXPECT_EQ(integerField(queries_->summary(filter), "/events"), 0);
+  EXPECT_EQ(countOf(queries_->top(DashboardFilter{}, TopField::kPath, 10), hostile.path), 1);
+}
+
+// Fills the index with WEBTRAP_DASHBOARD_EVENTS events (default 200,000;
+// bench/dashboard/run.sh sets 1,000,000) and times every panel's query.
+TEST_F(DashboardTest, QueriesAreFastOnLargeIndex) {
+  const char* env = std::getenv("WEBTRAP_DASHBOARD_EVENTS");
+  const int total = env ? std::atoi(env) : 200'000;
+  const int sources = 5000;
+  std::vector<StoredEvent> batch;
+  const auto fill_start = Clock::now();
+  for (int i = 0; i < total; ++i) {
+    Fields fields;
+    fields.sensor = "s" + std::to_string(i % 8);
+    fields.source = "10." + std::to_string(i % sources / 250) + "." +
+                    std::to_string(i % 250) + ".1";
+    fields.country = i % 3 == 0 ? "US" : "DE";
+    fields.located = i % 2 == 0;
+    fields.lat = (i % 170) - 85;
+    fields.lon = (i % 350) - 175;
+    fields.path = "/p" + std::to_string(i % 2000);
+    fields.user_agent = "agent-" + std::to_string(i % 200);
+    fields.oat = {"OAT-0" + std::to_string(10 + i % 11)};
+    fields.categories = {i % 2 ? "attack-sqli" : "attack-xss"};
+    if (i % 10 == 0) {
+      fields.baits = {"robots"};
+    }
+    StoredEvent event;
+    event.seq = i + 1;
+    event.event_id = "e" + std::to_string(i);
+    // 30 days of events.
+    event.timestamp_ms = kBaseMs + static_cast<std::int64_t>(i) * (30LL * 86'400'000 / total);
+    event.sensor_id = fields.sensor;
+    event.document = ecsDocument(event.event_id, fields);
+    batch.push_back(std::move(event));
+    if (batch.size() == 5000) {
+      index_->add(batch);
+      batch.clear();
+    }
+  }
+  index_->add(batch);
+  const double fill_seconds =
+      std::chrono::duration<double>(Clock::now() - fill_start).count();
+  std::printf("dashboard index: %d events indexed in %.1f s (%.0f events/s)\n", total,
+              fill_seconds, total / fill_seconds);
+
+  DashboardFilter all;
+  DashboardFilter last_day;
+  last_day.from_ms = kBaseMs + 29LL * 86'400'000;
+  DashboardFilter by_sensor;
+  by_sensor.sensor = "s3";
+  DashboardFilter by_oat;
+  by_oat.oat = "OAT-014";
+  DashboardFilter by_source;
+  by_source.source = "10.0.7.1";
+  double slowest = 0;
+  for (const auto& [name, filter] :
+       {std::pair{"all", all}, {"last_day", last_day}, {"sensor", by_sensor}, {"oat", by_oat},
+        {"source", by_source}}) {
+    std::vector<std::pair<const char*, std::function<std::string()>>> panels = {
+        {"summary", [&] { return queries_->summary(filter); }},
+        {"timeline", [&] { return queries_->timeline(filter, 120); }},
+        {"top_sources", [&] { return queries_->top(filter, TopField::kSource, 10); }},
+        {"top_paths", [&] { return queries_->top(filter, TopField::kPath, 10); }},
+        {"top_agents", [&] { return queries_->top(filter, TopField::kUserAgent, 10); }},
+        {"countries", [&] { return queries_->top(filter, TopField::kCountry, 10); }},
+        {"oat", [&] { return queries_->tags(filter, TagKind::kOat, 25); }},
+        {"crs", [&] { return queries_->tags(filter, TagKind::kCrsCategory, 25); }},
+        {"baits", [&] { return queries_->tags(filter, TagKind::kBait, 25); }},
+        {"geo", [&] { return queries_->geo(filter, 2000); }},
+        {"health", [&] { return queries_->health(filter, kBaseMs); }},
+        {"feed", [&] { return queries_->feed(filter, 50); }},
+    };
+    for (const auto& [panel, query] : panels) {
+      const auto start = Clock::now();
+      std::string answer = query();
+      const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      slowest = std::max(slowest, seconds);
+      std::printf("dashboard query %-8s %-12s %7.1f ms\n", name, panel, seconds * 1000);
+      EXPECT_LT(seconds, 1.0) << name << " " << panel;
+      EXPECT_FALSE(answer.empty());
+    }
+  }
+  std::printf("dashboard queries: slowest %.1f ms on %d events\n", slowest * 1000, total);
+  EXPECT_EQ(integerField(queries_->summary(all), "/events"), total);
+}
+
+}  // namespace
+}  // namespace webtrap::collector

@@ -1,0 +1,348 @@
+// The built-in dashboard of the webtrap collector.
+//
+// Every value shown comes from attacker-controlled records, so text reaches
+// the page only through textContent and element attributes set from code;
+// the page never parses strings as HTML. The Content-Security-Policy of the
+// collector also forbids inline script.
+'use strict';
+
+const api = '/dashboard/api/';
+const charts = {};
+let refreshTimer = null;
+
+function byId(id) {
+  return document.getElementById(id);
+}
+
+// Reads the filters and the open event from the URL fragment, so a view
+// can be bookmarked: #range=86400000&sensor=s1&oat=OAT-014&source=...&event=ID
+function hashParameters() {
+  return new URLSearchParams(location.hash.slice(1));
+}
+
+function filterQuery() {
+  const hash = hashParameters();
+  const query = new URLSearchParams();
+  const range = hash.get('range');
+  if (range) {
+    query.set('from', String(Date.now() - Number(range)));
+  }
+  for (const key of ['sensor', 'oat', 'source']) {
+    const value = hash.get(key);
+    if (value) {
+      query.set(key, value);
+    }
+  }
+  return query;
+}
+
+class Unauthorized extends Error {}
+
+async function getJson(endpoint, extra) {
+  const query = filterQuery();
+  for (const [key, value] of Object.entries(extra || {})) {
+    query.set(key, value);
+  }
+  const response = await fetch(api + endpoint + '?' + query.toString(), {
+    credentials: 'same-origin',
+    cache: 'no-store',
+  });
+  if (response.status === 401) {
+    throw new Unauthorized();
+  }
+  if (!response.ok) {
+    throw new Error(endpoint + ': HTTP ' + response.status);
+  }
+  return response.json();
+}
+
+function cell(row, text, className) {
+  const td = document.createElement('td');
+  td.textContent = text === undefined || text === null ? '' : String(text);
+  if (className) {
+    td.className = className;
+  }
+  row.appendChild(td);
+  return td;
+}
+
+function fillTable(id, rows, columns) {
+  const body = byId(id).querySelector('tbody');
+  body.replaceChildren();
+  for (const item of rows) {
+    const tr = document.createElement('tr');
+    for (const column of columns) {
+      cell(tr, column.value(item), column.className);
+    }
+    body.appendChild(tr);
+  }
+}
+
+function formatTime(ms) {
+  if (!ms) {
+    return '';
+  }
+  return new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+}
+
+function formatDuration(ms) {
+  if (ms === null || ms === undefined) {
+    return '';
+  }
+  const seconds = Math.round(ms / 1000);
+  if (seconds < 120) {
+    return seconds + ' s';
+  }
+  if (seconds < 7200) {
+    return Math.round(seconds / 60) + ' min';
+  }
+  return Math.round(seconds / 3600) + ' h';
+}
+
+function barChart(id, items) {
+  const labels = items.map((item) => item.value);
+  const data = items.map((item) => item.count);
+  if (charts[id]) {
+    charts[id].data.labels = labels;
+    charts[id].data.datasets[0].data = data;
+    charts[id].update();
+    return;
+  }
+  charts[id] = new Chart(byId(id), {
+    type: 'bar',
+    data: { labels, datasets: [{ label: 'events', data, backgroundColor: '#3b6fb6' }] },
+    options: { animation: false, maintainAspectRatio: false, indexAxis: 'y',
+               plugins: { legend: { display: false } } },
+  });
+}
+
+function timelineChart(timeline) {
+  const labels = timeline.points.map((point) => formatTime(point.t));
+  const data = timeline.points.map((point) => point.count);
+  if (charts.timeline) {
+    charts.timeline.data.labels = labels;
+    charts.timeline.data.datasets[0].data = data;
+    charts.timeline.update();
+    return;
+  }
+  charts.timeline = new Chart(byId('chart-timeline'), {
+    type: 'bar',
+    data: { labels, datasets: [{ label: 'events', data, backgroundColor: '#b6463b' }] },
+    options: { animation: false, maintainAspectRatio: false,
+               plugins: { legend: { display: false } } },
+  });
+}
+
+// The map is a scatter plot on longitude and latitude axes with a grid
+// every 30 degrees, drawn offline: no tiles or outlines are fetched.
+function mapChart(geo) {
+  const data = geo.points.map((point) => ({ x: point.lon, y: point.lat, r: 3 + Math.min(12, Math.log2(point.count + 1) * 2), count: point.count }));
+  byId('map-note').textContent = geo.points.length === 0
+    ? 'No event in this view has a GeoIP location (the collector needs a GeoIP city database).'
+    : geo.points.length + ' locations; dot size grows with the event count.';
+  if (charts.map) {
+    charts.map.data.datasets[0].data = data;
+    charts.map.update();
+    return;
+  }
+  charts.map = new Chart(byId('chart-map'), {
+    type: 'bubble',
+    data: { datasets: [{ label: 'events', data, backgroundColor: 'rgba(182,70,59,0.6)' }] },
+    options: {
+      animation: false, maintainAspectRatio: false,
+      plugins: { legend: { display: false },
+                 tooltip: { callbacks: { label: (context) => context.raw.count + ' events at ' + context.raw.y + ', ' + context.raw.x } } },
+      scales: {
+        x: { min: -180, max: 180, ticks: { stepSize: 30 }, title: { display: true, text: 'longitude' } },
+        y: { min: -90, max: 90, ticks: { stepSize: 30 }, title: { display: true, text: 'latitude' } },
+      },
+    },
+  });
+}
+
+function setHash(changes) {
+  const hash = hashParameters();
+  for (const [key, value] of Object.entries(changes)) {
+    if (value) {
+      hash.set(key, value);
+    } else {
+      hash.delete(key);
+    }
+  }
+  location.hash = hash.toString();
+}
+
+function fillFeed(feed) {
+  const body = byId('table-feed').querySelector('tbody');
+  body.replaceChildren();
+  for (const event of feed.events) {
+    const tr = document.createElement('tr');
+    tr.dataset.eventId = event.event_id;
+    cell(tr, formatTime(event.ts_ms));
+    cell(tr, event.sensor);
+    cell(tr, event.source);
+    cell(tr, event.method);
+    cell(tr, event.path);
+    cell(tr, event.status || '');
+    cell(tr, event.user_agent);
+    cell(tr, event.oat.join(' '));
+    cell(tr, event.event_id);
+    tr.addEventListener('click', () => setHash({ event: event.event_id }));
+    body.appendChild(tr);
+  }
+}
+
+async function showDetail() {
+  const id = hashParameters().get('event');
+  const panel = byId('panel-detail');
+  if (!id) {
+    panel.hidden = true;
+    return;
+  }
+  const response = await fetch(api + 'event?' + new URLSearchParams({ id }).toString(),
+                               { credentials: 'same-origin', cache: 'no-store' });
+  if (response.status === 401) {
+    throw new Unauthorized();
+  }
+  byId('detail-id').textContent = id;
+  if (response.ok) {
+    byId('detail-json').textContent = JSON.stringify(await response.json(), null, 2);
+  } else {
+    byId('detail-json').textContent = 'Not found: HTTP ' + response.status;
+  }
+  panel.hidden = false;
+  panel.scrollIntoView();
+}
+
+async function loadLive() {
+  const [health, feed] = await Promise.all([getJson('health'), getJson('feed', { limit: '50' })]);
+  fillTable('table-sensors', health.sensors, [
+    { value: (s) => s.sensor },
+    { value: (s) => s.events },
+    { value: (s) => formatTime(s.newest_event_ms) },
+    { value: (s) => formatTime(s.last_seen_ms) },
+    { value: (s) => formatDuration(s.shipping_lag_ms) },
+    { value: (s) => formatDuration(s.silent_ms) },
+  ]);
+  fillTable('table-outputs', health.outputs, [
+    { value: (o) => o.output },
+    { value: (o) => o.queue_depth, className: 'count' },
+    { value: (o) => formatDuration(o.lag_ms) },
+  ]);
+  fillFeed(feed);
+}
+
+async function loadAll() {
+  document.body.dataset.state = 'loading';
+  const [summary, timeline, oat, crs, bait, sources, paths, agents, geo] = await Promise.all([
+    getJson('summary'),
+    getJson('timeline', { limit: '120' }),
+    getJson('tags', { kind: 'oat' }),
+    getJson('tags', { kind: 'crs' }),
+    getJson('tags', { kind: 'bait' }),
+    getJson('top', { field: 'source' }),
+    getJson('top', { field: 'path' }),
+    getJson('top', { field: 'user_agent' }),
+    getJson('geo'),
+  ]);
+  byId('summary-events').textContent = String(summary.events);
+  byId('summary-sources').textContent = String(summary.sources);
+  timelineChart(timeline);
+  mapChart(geo);
+  const counts = [{ value: (item) => item.value }, { value: (item) => item.count, className: 'count' }];
+  barChart('chart-oat', oat.items);
+  fillTable('table-oat', oat.items, counts);
+  barChart('chart-crs', crs.items);
+  fillTable('table-crs', crs.items, counts);
+  fillTable('table-bait', bait.items, counts);
+  fillTable('table-sources', sources.items, [
+    { value: (s) => s.value },
+    { value: (s) => s.country },
+    { value: (s) => (s.asn ? 'AS' + s.asn + ' ' + s.as_org : '') },
+    { value: (s) => s.count, className: 'count' },
+  ]);
+  fillTable('table-paths', paths.items, counts);
+  fillTable('table-agents', agents.items, counts);
+  await loadLive();
+  await showDetail();
+  byId('status').textContent = 'Updated ' + formatTime(Date.now());
+  document.body.dataset.state = 'ready';
+}
+
+function showLogin() {
+  byId('panels').hidden = true;
+  byId('login').hidden = false;
+  document.body.dataset.state = 'login';
+}
+
+async function run(loader) {
+  try {
+    await loader();
+  } catch (error) {
+    if (error instanceof Unauthorized) {
+      showLogin();
+      return;
+    }
+    byId('status').textContent = 'Loading failed: ' + error.message;
+    document.body.dataset.state = 'error';
+  }
+}
+
+function filtersFromHash() {
+  const hash = hashParameters();
+  byId('filter-range').value = hash.get('range') || '';
+  byId('filter-sensor').value = hash.get('sensor') || '';
+  byId('filter-oat').value = hash.get('oat') || '';
+  byId('filter-source').value = hash.get('source') || '';
+}
+
+function start() {
+  byId('panels').hidden = false;
+  byId('login').hidden = true;
+  filtersFromHash();
+  run(loadAll);
+  clearInterval(refreshTimer);
+  refreshTimer = setInterval(() => {
+    if (document.body.dataset.state === 'ready') {
+      run(loadLive);
+    }
+  }, 5000);
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  byId('filters').addEventListener('submit', (event) => {
+    event.preventDefault();
+    setHash({
+      range: byId('filter-range').value,
+      sensor: byId('filter-sensor').value.trim(),
+      oat: byId('filter-oat').value.trim(),
+      source: byId('filter-source').value.trim(),
+      event: '',
+    });
+  });
+  byId('filter-clear').addEventListener('click', () => {
+    location.hash = '';
+  });
+  byId('detail-close').addEventListener('click', () => setHash({ event: '' }));
+  byId('login-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const body = new URLSearchParams({ token: byId('login-token').value });
+    const response = await fetch('/dashboard/login', { method: 'POST', body, credentials: 'same-origin' });
+    if (response.ok) {
+      byId('login-token').value = '';
+      byId('login-error').textContent = '';
+      start();
+    } else {
+      byId('login-error').textContent = 'Login failed: wrong token.';
+    }
+  });
+  byId('logout').addEventListener('click', async () => {
+    await fetch('/dashboard/logout', { method: 'POST', credentials: 'same-origin' });
+    showLogin();
+  });
+  window.addEventListener('hashchange', () => {
+    filtersFromHash();
+    run(loadAll);
+  });
+  start();
+});
