@@ -303,6 +303,7 @@ CREATE TABLE IF NOT EXISTS sightings(
   uuid TEXT PRIMARY KEY, attribute_uuid TEXT NOT NULL, event_uuid TEXT NOT NULL,
   source TEXT NOT NULL, date INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS sightings_attribute ON sightings(attribute_uuid, date);
+CREATE TABLE IF NOT EXISTS pushed(key TEXT PRIMARY KEY, state INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS event_hashes(
   event_uuid TEXT PRIMARY KEY, timestamp INTEGER NOT NULL, lines TEXT NOT NULL);
 )sql";
@@ -1366,6 +1367,228 @@ std::string MispModel::renderHashes() {
     out += read.text(0);
   }
   return out;
+}
+
+
+// ---------------------------------------------------------------- push tracking
+
+std::optional<std::string> MispModel::renderEventForAdd(const std::string& uuid,
+                                                        std::int64_t* timestamp_out) {
+  Statement event(impl_->db, "SELECT info, date, timestamp FROM events WHERE uuid=?");
+  event.bind(1, uuid);
+  if (!event.step()) {
+    return std::nullopt;
+  }
+  if (timestamp_out) {
+    *timestamp_out = event.integer(2);
+  }
+  std::string out;
+  JsonWriter w(out);
+  w.beginObject();
+  w.key("Event");
+  w.beginObject();
+  w.member("uuid", uuid);
+  w.member("info", event.text(0));
+  w.member("date", event.text(1));
+  w.member("published", false);
+  w.member("analysis", std::to_string(options_.analysis));
+  w.member("threat_level_id", std::to_string(options_.threat_level_id));
+  w.member("distribution", std::to_string(options_.distribution));
+  writeOrg(w, "Orgc", options_);
+  writeTags(w, eventTags(options_));
+  w.endObject();
+  w.endObject();
+  return out;
+}
+
+namespace {
+
+constexpr const char* kPushAttributeColumns =
+    "uuid, relation, type, category, value, to_ids, disable_correlation, comment, timestamp, "
+    "origin";
+
+// One attribute row (kPushAttributeColumns) as MISP's attributes/add or an
+// object's attribute takes it.
+void writePushAttribute(JsonWriter& w, Statement& a, bool in_object) {
+  w.beginObject();
+  w.member("uuid", a.text(0));
+  if (in_object) {
+    w.member("object_relation", a.text(1));
+  }
+  w.member("type", a.text(2));
+  w.member("category", a.text(3));
+  w.member("value", a.text(4));
+  w.member("to_ids", a.integer(5) != 0);
+  w.member("disable_correlation", a.integer(6) != 0);
+  w.member("distribution", "5");
+  w.member("comment", a.text(7));
+  w.member("timestamp", std::to_string(a.integer(8)));
+  w.endObject();
+}
+
+}  // namespace
+
+std::vector<MispModel::PendingItem> MispModel::unsentAttributes(const std::string& event_uuid,
+                                                                std::size_t limit) {
+  Statement read(impl_->db,
+                 fmt::format("SELECT {} FROM attributes a WHERE event_uuid=? AND object_uuid IS "
+                             "NULL AND NOT EXISTS (SELECT 1 FROM pushed p WHERE p.key=a.uuid) "
+                             "ORDER BY uuid LIMIT ?",
+                             kPushAttributeColumns)
+                     .c_str());
+  read.bind(1, event_uuid).bind(2, static_cast<std::int64_t>(limit));
+  std::vector<PendingItem> out;
+  while (read.step()) {
+    PendingItem item;
+    item.uuid = read.text(0);
+    item.origin = read.text(9);
+    JsonWriter w(item.json);
+    writePushAttribute(w, read, false);
+    out.push_back(std::move(item));
+  }
+  return out;
+}
+
+std::vector<MispModel::PendingItem> MispModel::unsentObjects(const std::string& event_uuid,
+                                                             std::size_t limit) {
+  Statement objects(impl_->db,
+                    "SELECT uuid, name, comment, first_seen, last_seen, timestamp FROM objects o "
+                    "WHERE event_uuid=? AND NOT EXISTS (SELECT 1 FROM pushed p WHERE p.key=o.uuid) "
+                    "ORDER BY uuid LIMIT ?");
+  Statement members(impl_->db, fmt::format("SELECT {} FROM attributes WHERE object_uuid=? "
+                                           "ORDER BY relation",
+                                           kPushAttributeColumns)
+                                   .c_str());
+  objects.bind(1, event_uuid).bind(2, static_cast<std::int64_t>(limit));
+  std::vector<PendingItem> out;
+  while (objects.step()) {
+    PendingItem item;
+    item.uuid = objects.text(0);
+    const Template& t = templateNamed(objects.text(1));
+    JsonWriter w(item.json);
+    w.beginObject();
+    w.key("Object");
+    w.beginObject();
+    w.member("uuid", item.uuid);
+    w.member("name", t.name);
+    w.member("meta-category", t.meta_category);
+    w.member("description", t.description);
+    w.member("template_uuid", t.uuid);
+    w.member("template_version", t.version);
+    w.member("distribution", "5");
+    w.member("comment", objects.text(2));
+    w.member("timestamp", std::to_string(objects.integer(5)));
+    w.member("first_seen", seenText(objects.integer(3)));
+    w.member("last_seen", seenText(objects.integer(4)));
+    w.key("Attribute");
+    w.beginArray();
+    members.bind(1, item.uuid);
+    while (members.step()) {
+      if (item.origin.empty()) {
+        item.origin = members.text(9);
+      }
+      writePushAttribute(w, members, true);
+    }
+    members.reset();
+    w.endArray();
+    w.endObject();
+    w.endObject();
+    out.push_back(std::move(item));
+  }
+  return out;
+}
+
+std::vector<MispModel::PendingSighting> MispModel::unsentSightings(const std::string& event_uuid,
+                                                                   std::size_t limit,
+                                                                   bool in_flight_only) {
+  Statement read(impl_->db,
+                 "SELECT s.uuid, s.attribute_uuid, s.source, s.date, p.state FROM sightings s "
+                 "JOIN pushed a ON a.key=s.attribute_uuid AND a.state=2 "
+                 "LEFT JOIN pushed p ON p.key=s.uuid "
+                 "WHERE s.event_uuid=? AND (p.state IS NULL OR p.state=1) AND (?=0 OR p.state=1) "
+                 "ORDER BY s.date, s.uuid LIMIT ?");
+  read.bind(1, event_uuid).bind(2, std::int64_t{in_flight_only});
+  read.bind(3, static_cast<std::int64_t>(limit));
+  std::vector<PendingSighting> out;
+  while (read.step()) {
+    out.push_back({read.text(0), read.text(1), read.text(2), read.integer(3),
+                   !read.isNull(4) && read.integer(4) == 1});
+  }
+  return out;
+}
+
+std::vector<MispModel::PendingTag> MispModel::unsentTags(const std::string& event_uuid,
+                                                         std::size_t limit) {
+  Statement read(impl_->db,
+                 "SELECT t.attribute_uuid, t.name FROM attributes a "
+                 "JOIN pushed s ON s.key=a.uuid AND s.state=2 "
+                 "JOIN tags t ON t.attribute_uuid=a.uuid "
+                 "WHERE a.event_uuid=? AND NOT EXISTS (SELECT 1 FROM pushed p "
+                 "WHERE p.key='tag|' || t.attribute_uuid || '|' || t.name) "
+                 "ORDER BY t.attribute_uuid, t.name LIMIT ?");
+  read.bind(1, event_uuid).bind(2, static_cast<std::int64_t>(limit));
+  std::vector<PendingTag> out;
+  while (read.step()) {
+    out.push_back({read.text(0), read.text(1)});
+  }
+  return out;
+}
+
+std::int64_t MispModel::sentSightingCount(const std::string& attribute_uuid,
+                                          const std::string& source, std::int64_t date) {
+  Statement read(impl_->db,
+                 "SELECT count(*) FROM sightings s JOIN pushed p ON p.key=s.uuid AND p.state=2 "
+                 "WHERE s.attribute_uuid=? AND s.source=? AND s.date=?");
+  read.bind(1, attribute_uuid).bind(2, source).bind(3, date);
+  read.step();
+  return read.integer(0);
+}
+
+void MispModel::markPushed(const std::vector<std::string>& keys, PushState state) {
+  if (keys.empty()) {
+    return;
+  }
+  Statement mark(impl_->db, "INSERT OR REPLACE INTO pushed(key, state) VALUES(?,?)");
+  Statement members(impl_->db,
+                    "INSERT OR REPLACE INTO pushed(key, state) "
+                    "SELECT uuid, ? FROM attributes WHERE object_uuid=?");
+  impl_->exec("BEGIN IMMEDIATE");
+  try {
+    for (const auto& key : keys) {
+      mark.bind(1, key).bind(2, static_cast<std::int64_t>(state)).run();
+      members.bind(1, static_cast<std::int64_t>(state)).bind(2, key).run();
+    }
+    impl_->exec("COMMIT");
+  } catch (...) {
+    sqlite3_exec(impl_->db, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+void MispModel::clearPushed(const std::vector<std::string>& keys) {
+  if (keys.empty()) {
+    return;
+  }
+  Statement erase(impl_->db, "DELETE FROM pushed WHERE key=?");
+  impl_->exec("BEGIN IMMEDIATE");
+  try {
+    for (const auto& key : keys) {
+      erase.bind(1, key).run();
+    }
+    impl_->exec("COMMIT");
+  } catch (...) {
+    sqlite3_exec(impl_->db, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+std::optional<MispModel::PushState> MispModel::pushState(const std::string& key) {
+  Statement read(impl_->db, "SELECT state FROM pushed WHERE key=?");
+  read.bind(1, key);
+  if (!read.step()) {
+    return std::nullopt;
+  }
+  return static_cast<PushState>(read.integer(0));
 }
 
 }  // namespace webtrap::collector

@@ -167,6 +167,58 @@ class MispModel {
 
   const MispModelOptions& options() const { return options_; }
 
+  // ---- Push tracking, for the MISP REST output (the feed leaves it empty).
+  // Each item sent to MISP is remembered by a key in its own table: the
+  // event uuid for the event add, "publish|<event uuid>" for a publish call,
+  // the uuid of an attribute, object or sighting, and tagKey() for a tag on
+  // an attribute. Marking an object marks its member attributes too.
+
+  // {"Event": {...}} without attributes and objects, for events/add, with
+  // the event tags. std::nullopt when the model does not hold the event.
+  std::optional<std::string> renderEventForAdd(const std::string& uuid,
+                                               std::int64_t* timestamp = nullptr);
+
+  struct PendingItem {
+    std::string uuid;
+    std::string json;    // the attribute or {"Object": {...}}
+    std::string origin;  // the webtrap event id of its first hit
+  };
+  struct PendingSighting {
+    std::string uuid;
+    std::string attribute_uuid;
+    std::string source;
+    std::int64_t date = 0;  // seconds
+    bool in_flight = false;  // sent once without a known answer
+  };
+  struct PendingTag {
+    std::string attribute_uuid;
+    std::string name;
+  };
+  // Items of `event_uuid` not marked yet, in uuid order, at most `limit`.
+  // Attributes are those outside objects, without first_seen/last_seen
+  // (MISP's strict event schema has no such keys). Sightings and tags are
+  // listed only once their attribute (or its object) is marked sent.
+  std::vector<PendingItem> unsentAttributes(const std::string& event_uuid, std::size_t limit);
+  std::vector<PendingItem> unsentObjects(const std::string& event_uuid, std::size_t limit);
+  // With `in_flight_only`, only the sightings marked kInFlight.
+  std::vector<PendingSighting> unsentSightings(const std::string& event_uuid, std::size_t limit,
+                                               bool in_flight_only = false);
+  std::vector<PendingTag> unsentTags(const std::string& event_uuid, std::size_t limit);
+  // The number of sightings with this attribute, source and date marked sent.
+  std::int64_t sentSightingCount(const std::string& attribute_uuid, const std::string& source,
+                                 std::int64_t date);
+
+  enum class PushState { kInFlight = 1, kSent = 2, kRejected = 3 };
+  // Marks `keys` in one transaction.
+  void markPushed(const std::vector<std::string>& keys, PushState state);
+  // Forgets the marks of `keys` (sent again later).
+  void clearPushed(const std::vector<std::string>& keys);
+  std::optional<PushState> pushState(const std::string& key);
+  static std::string tagKey(const std::string& attribute_uuid, const std::string& name) {
+    return "tag|" + attribute_uuid + "|" + name;
+  }
+  static std::string publishKey(const std::string& event_uuid) { return "publish|" + event_uuid; }
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
