@@ -204,6 +204,10 @@ const std::vector<Section>& sections() {
        "Static MISP feed output (`path`, event grouping and tags), with the runner keys; see "
        "docs/misp.md.",
        &CollectorConfig::misp_feed},
+      {"outputs.misp", "map",
+       "MISP REST output (`url`, `api_key_env`, `state_path`, `publish`, event grouping and "
+       "tags), with the runner keys; see docs/misp.md.",
+       &CollectorConfig::misp},
       {"behaviour", "map",
        "Behavioural OAT tagger: window, key cap and thresholds, listed as `behaviour.*` below.",
        &CollectorConfig::behaviour},

@@ -62,6 +62,7 @@ struct CollectorConfig {
   YAML::Node elasticsearch;  // outputs.elasticsearch
   YAML::Node ndjson;         // outputs.ndjson
   YAML::Node misp_feed;      // outputs.misp_feed
+  YAML::Node misp;           // outputs.misp (the MISP REST output)
   YAML::Node behaviour;      // behaviour (the behavioural OAT tagger)
 
   std::filesystem::path source;  // the file loaded; empty for the built-in default

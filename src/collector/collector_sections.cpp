@@ -7,6 +7,7 @@
 #include "collector/elasticsearch_setup.h"
 #include "collector/file_input.h"
 #include "collector/misp_feed_output.h"
+#include "collector/misp_rest_output.h"
 #include "collector/ndjson_output.h"
 #include "collector/output_runner.h"
 #include "common/error.h"
@@ -32,6 +33,10 @@ void validateSections(const CollectorConfig& config) {
   if (present(config.misp_feed)) {
     parseMispFeedOptions(config.misp_feed);
     parseRunnerOptions(config.misp_feed, "outputs.misp_feed");
+  }
+  if (present(config.misp)) {
+    parseMispRestOptions(config.misp);
+    parseRunnerOptions(config.misp, "outputs.misp");
   }
   if (present(config.file_inputs)) {
     parseFileInputs(config.file_inputs);
@@ -99,6 +104,14 @@ OutputSet::OutputSet(const CollectorConfig& config, Store& store, MetricsRegistr
     impl_->runners.push_back(std::make_unique<OutputRunner>(
         store, std::move(output), parseRunnerOptions(config.misp_feed, "outputs.misp_feed"),
         metrics));
+  }
+  if (present(config.misp)) {
+    auto output = std::make_unique<MispRestOutput>(
+        parseMispRestOptions(config.misp), metrics,
+        [&store](const DeadLetter& letter) { store.addDeadLetter(letter); });
+    impl_->names.emplace_back(output->name());
+    impl_->runners.push_back(std::make_unique<OutputRunner>(
+        store, std::move(output), parseRunnerOptions(config.misp, "outputs.misp"), metrics));
   }
 }
 
