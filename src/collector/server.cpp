@@ -33,6 +33,7 @@
 #include "common/error.h"
 #include "common/ids.h"
 #include "common/json_writer.h"
+#include "common/log_throttle.h"
 #include "common/metrics.h"
 
 namespace webtrap::collector {
@@ -452,8 +453,7 @@ struct ServerCounters {
 // touch it, and they run one after another.
 struct AcceptBackoff {
   std::chrono::milliseconds delay{0};
-  std::chrono::steady_clock::time_point last_log{};
-  std::uint64_t failures_since_log = 0;
+  LogThrottle log{kAcceptErrorLogInterval};
 };
 
 struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Impl> {
@@ -500,8 +500,7 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   AcceptBackoff ingest_backoff;
   AcceptBackoff admin_backoff;
   std::mutex rejection_log_mutex;
-  std::chrono::steady_clock::time_point rejection_last_log{};
-  std::uint64_t rejections_since_log = 0;
+  LogThrottle rejection_log{kSensorRejectionLogInterval};
 
   PublishedReadSlots published_slots;
 
@@ -591,17 +590,12 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   // for all sensors together, with the number left out since the last line.
   void logSensorRejection(const std::string& message) {
     std::lock_guard lock(rejection_log_mutex);
-    ++rejections_since_log;
-    auto now = std::chrono::steady_clock::now();
-    if (rejection_last_log != std::chrono::steady_clock::time_point{} &&
-        now - rejection_last_log < kSensorRejectionLogInterval) {
+    if (!rejection_log.admit()) {
       return;
     }
     spdlog::warn("collector: rejected an ingest request with 403: {} ({} rejections since the "
                  "last message)",
-                 message, rejections_since_log);
-    rejection_last_log = now;
-    rejections_since_log = 0;
+                 message, rejection_log.takeSuppressed() + 1);
   }
 
   // Sets webtrap_collector_sensor_revoked for every enrolled sensor from the
@@ -1333,16 +1327,12 @@ void retryAcceptLater(const ImplPtr& impl, beast::error_code ec, const char* lis
   backoff.delay = backoff.delay.count() == 0 ? kAcceptRetryInitial
                                              : std::min(backoff.delay * 2, kAcceptRetryMax);
   impl->counters.acceptFailures(listener).inc();
-  ++backoff.failures_since_log;
-  auto now = std::chrono::steady_clock::now();
-  bool never_logged = backoff.last_log == std::chrono::steady_clock::time_point{};
-  if (never_logged || now - backoff.last_log >= kAcceptErrorLogInterval) {
+  if (backoff.log.admit()) {
     spdlog::warn("collector: accept on the {} listener failed: {} ({} failures since the last "
                  "message); retrying in {} ms. EMFILE or ENFILE means no file descriptor is "
                  "free: raise RLIMIT_NOFILE or lower limits.max_connections",
-                 listener, ec.message(), backoff.failures_since_log, backoff.delay.count());
-    backoff.last_log = now;
-    backoff.failures_since_log = 0;
+                 listener, ec.message(), backoff.log.takeSuppressed() + 1,
+                 backoff.delay.count());
   }
   timer.expires_after(backoff.delay);
   timer.async_wait([impl, rearm](beast::error_code timer_ec) {
