@@ -7,7 +7,6 @@
 #include <optional>
 
 #include <boost/url/parse.hpp>
-#include <boost/url/parse_query.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -126,19 +125,24 @@ struct ApiParameters {
   std::map<std::string, std::string, std::less<>> other;
 };
 
-// Decodes the query string. Returns the name of the first invalid
+// Decodes the parameters of a query string (percent-encoding and `+` for
+// a space, as browsers send them). Returns the name of the first invalid
 // parameter, if any, in `invalid`.
 ApiParameters parseParameters(std::string_view query, std::string& invalid) {
   ApiParameters parameters;
-  auto parsed = boost::urls::parse_query(query);
+  if (query.empty()) {
+    return parameters;
+  }
+  std::string origin_form = "/?";
+  origin_form += query;
+  auto parsed = boost::urls::parse_origin_form(origin_form);
   if (!parsed) {
     invalid = "query";
     return parameters;
   }
-  for (auto param : *parsed) {
-    std::string key(param.key.begin(), param.key.end());
-    std::string value = param.has_value ? std::string(param.value.begin(), param.value.end())
-                                        : std::string();
+  for (const auto& param : parsed->params()) {
+    const std::string& key = param.key;
+    const std::string& value = param.value;
     if (value.empty()) {
       continue;
     }
@@ -248,7 +252,10 @@ std::string DashboardHttp::newSession() {
 }
 
 Response DashboardHttp::route(const Request& request) {
-  std::string_view target = request.target();
+  // Built from data and size: converting Beast's string_view to a
+  // std::string_view goes through a temporary std::string, which would dangle.
+  const auto beast_target = request.target();
+  std::string_view target(beast_target.data(), beast_target.size());
   std::string_view path = target.substr(0, target.find('?'));
   std::string_view query =
       path.size() < target.size() ? target.substr(path.size() + 1) : std::string_view();
@@ -386,15 +393,9 @@ Response DashboardHttp::login(const Request& request) {
     return jsonError(request, http::status::method_not_allowed, "use POST");
   }
   std::string invalid;
-  auto parsed = boost::urls::parse_query(request.body());
-  std::string token;
-  if (parsed) {
-    for (auto param : *parsed) {
-      if (param.key == "token" && param.has_value) {
-        token.assign(param.value.begin(), param.value.end());
-      }
-    }
-  }
+  ApiParameters form = parseParameters(request.body(), invalid);
+  auto field = form.other.find("token");
+  std::string token = field == form.other.end() ? std::string() : field->second;
   if (token.empty() || !equalSecrets(token, admin_token_)) {
     spdlog::warn("dashboard: login with a wrong or missing admin token");
     return jsonError(request, http::status::unauthorized, "wrong admin token");

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "collector/dashboard_http.h"
 #include "collector/dashboard_index.h"
 #include "collector/output_runner.h"
 #include "common/json_writer.h"
@@ -285,6 +286,8 @@ TEST_F(DashboardTest, FiltersChangeCounts) {
   by_sensor.sensor = "s2";
   EXPECT_EQ(integerField(queries_->summary(by_sensor), "/events"), 2);
   EXPECT_EQ(countOf(queries_->tags(by_sensor, TagKind::kOat, 10), "OAT-014"), 2);
+  EXPECT_EQ(countOf(queries_->top(by_sensor, TopField::kUserAgent, 10), "python-requests/2.31"),
+            2);
 
   DashboardFilter by_oat;
   by_oat.oat = "OAT-014";
@@ -464,6 +467,72 @@ TEST_F(DashboardTest, QueriesAreFastOnLargeIndex) {
   }
   std::printf("dashboard queries: slowest %.1f ms on %d events\n", slowest * 1000, total);
   EXPECT_EQ(integerField(queries_->summary(all), "/events"), total);
+}
+
+}  // namespace
+}  // namespace webtrap::collector
+
+namespace webtrap::collector {
+namespace {
+
+DashboardHttp::Request makeRequest(boost::beast::http::verb verb, std::string target,
+                                   std::string authorization = "") {
+  DashboardHttp::Request request{verb, target, 11};
+  if (!authorization.empty()) {
+    request.set(boost::beast::http::field::authorization, authorization);
+  }
+  return request;
+}
+
+TEST_F(DashboardTest, HttpChecksTokenAndParameters) {
+  fillThreeSources(*this, [&](auto id, auto ts, auto fields) { addEvent(id, ts, fields); });
+  indexAll();
+  DashboardHttp http(*queries_, "secret-token");
+  namespace beast_http = boost::beast::http;
+
+  auto closed = http.handle(makeRequest(beast_http::verb::get, "/dashboard/api/summary"));
+  EXPECT_EQ(closed.result(), beast_http::status::unauthorized);
+  auto wrong = http.handle(
+      makeRequest(beast_http::verb::get, "/dashboard/api/summary", "Bearer secret-tokeN"));
+  EXPECT_EQ(wrong.result(), beast_http::status::unauthorized);
+
+  auto tags = http.handle(
+      makeRequest(beast_http::verb::get, "/dashboard/api/tags?limit=3&kind=oat", "Bearer secret-token"));
+  EXPECT_EQ(tags.result(), beast_http::status::ok) << tags.body();
+  EXPECT_EQ(countOf(tags.body(), "OAT-014"), 6) << tags.body();
+  auto filtered = http.handle(makeRequest(
+      beast_http::verb::get, "/dashboard/api/top?x=1&field=user_agent&sensor=s2",
+      "Bearer secret-token"));
+  EXPECT_EQ(countOf(filtered.body(), "python-requests/2.31"), 2) << filtered.body();
+  EXPECT_EQ(countOf(filtered.body(), "sqlmap/1.7"), 0) << filtered.body();
+  auto encoded = http.handle(makeRequest(beast_http::verb::get, "/dashboard/api/summary?sensor=s%32",
+                                         "Bearer secret-token"));
+  EXPECT_EQ(integerField(encoded.body(), "/events"), 2) << encoded.body();
+  auto invalid = http.handle(makeRequest(beast_http::verb::get, "/dashboard/api/summary?from=abc",
+                                         "Bearer secret-token"));
+  EXPECT_EQ(invalid.result(), beast_http::status::bad_request);
+
+  auto page = http.handle(makeRequest(beast_http::verb::get, "/dashboard/"));
+  EXPECT_EQ(page.result(), beast_http::status::ok);
+  std::string policy(page["Content-Security-Policy"]);
+  EXPECT_NE(policy.find("script-src 'self'"), std::string::npos) << policy;
+  EXPECT_EQ(policy.find("unsafe-inline"), std::string::npos) << policy;
+  EXPECT_EQ(std::string(page["X-Content-Type-Options"]), "nosniff");
+
+  auto login = makeRequest(beast_http::verb::post, "/dashboard/login");
+  login.body() = "token=secret-token";
+  login.prepare_payload();
+  auto logged_in = http.handle(login);
+  EXPECT_EQ(logged_in.result(), beast_http::status::no_content);
+  std::string cookie(logged_in[beast_http::field::set_cookie]);
+  EXPECT_NE(cookie.find("HttpOnly"), std::string::npos) << cookie;
+  EXPECT_NE(cookie.find("SameSite=Strict"), std::string::npos) << cookie;
+  auto with_cookie = makeRequest(beast_http::verb::get, "/dashboard/api/summary");
+  with_cookie.set(beast_http::field::cookie, "other=1; " + cookie.substr(0, cookie.find(';')));
+  EXPECT_EQ(http.handle(with_cookie).result(), beast_http::status::ok);
+  auto forged = makeRequest(beast_http::verb::get, "/dashboard/api/summary");
+  forged.set(beast_http::field::cookie, "webtrap_dashboard=" + std::string(64, '0'));
+  EXPECT_EQ(http.handle(forged).result(), beast_http::status::unauthorized);
 }
 
 }  // namespace
