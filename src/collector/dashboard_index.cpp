@@ -20,8 +20,9 @@ using dashboard::Statement;
 constexpr int kIndexSchemaVersion = 1;
 
 // One row per event. `ts` is the event time in ms. The composite indexes
-// lead with the filter columns and carry the grouped column, so a count by
-// source, path or user agent over a time range reads only the index.
+// lead with the time and carry the grouped column, so a count by source,
+// path, user agent, country or location filtered by time alone reads only
+// the index. A sensor, source or OAT filter reads the rows it selects.
 constexpr const char* kIndexSchema = R"sql(
 CREATE TABLE IF NOT EXISTS facts (
   seq INTEGER PRIMARY KEY,
