@@ -47,10 +47,10 @@ MISP_DOUBLE = SOURCE_DIR / "tests" / "tools" / "misp_double.py"
 ES_DOUBLE = SOURCE_DIR / "tests" / "tools" / "es_double.py"
 API_KEY = "webtrapintegrationkey00000000000000000000"
 check = feed.check
-# The same 300 sources over two days as the feed test, with fewer records:
-# the output sends one request per sighting and per attribute tag, and the
-# double serves about 150 such requests a second on the 2-CPU build
-# machine, so 10,000 records take several minutes (see docs/misp.md).
+# The same 300 sources over two days as the feed test, with fewer records.
+# The output sends one request per sighting and per attribute tag. In one
+# 10,000-record run on the 2-CPU build machine the double took about 280 of
+# them a second, so that run needs several minutes (see docs/misp.md).
 feed.RECORDS = int(os.environ.get("WEBTRAP_MISP_REST_RECORDS", "2000"))
 
 
