@@ -6,9 +6,9 @@
 #
 # WORK_DIR (default build-images/) contains containers.conf and the ccache
 # folder that every image build reuses. When no debian:bookworm-slim image is
-# present, the script makes one with debootstrap from the apt mirror, because
-# no registry is reachable; on a machine with a registry, pull the real image
-# first and the script uses it.
+# present, the script makes one with debootstrap from the apt mirror, for
+# machines that reach no registry. Elsewhere, pull the real image first and
+# the script uses it.
 set -euo pipefail
 source_dir=$(cd "$(dirname "$0")/../.." && pwd)
 work=${1:-$source_dir/build-images}
@@ -41,9 +41,10 @@ fi
 
 # Each build runs at the lowest CPU priority, and the build stage gets the
 # ccache folder, so a rebuild after a small change compiles only that change.
+# --format docker keeps the HEALTHCHECK, which the OCI image format drops.
 for target in probe collector; do
   echo "build-images: building webtrap-$target"
-  nice -n 19 podman build --pull=never --network=host \
+  nice -n 19 podman build --pull=never --network=host --format docker \
     -v "$work/ccache:/ccache" \
     -f "$source_dir/deploy/docker/webtrap.Dockerfile" --target "$target" \
     -t "webtrap-$target:latest" "$source_dir"
