@@ -200,6 +200,10 @@ const std::vector<Section>& sections() {
       {"outputs.ndjson", "map",
        "NDJSON file output (`path`, `rotate_size`), with the runner keys; see docs/collector.md.",
        &CollectorConfig::ndjson},
+      {"outputs.stix", "map",
+       "STIX 2.1 bundle output (`path`, `sightings`, event grouping and tags), with the runner "
+       "keys; see docs/stix.md.",
+       &CollectorConfig::stix},
       {"outputs.misp_feed", "map",
        "Static MISP feed output (`path`, event grouping and tags), with the runner keys; see "
        "docs/misp.md.",

@@ -61,6 +61,7 @@ struct CollectorConfig {
   YAML::Node enrich;         // enrich
   YAML::Node elasticsearch;  // outputs.elasticsearch
   YAML::Node ndjson;         // outputs.ndjson
+  YAML::Node stix;           // outputs.stix (STIX 2.1 bundles)
   YAML::Node misp_feed;      // outputs.misp_feed
   YAML::Node misp;           // outputs.misp (the MISP REST output)
   YAML::Node behaviour;      // behaviour (the behavioural OAT tagger)

@@ -10,6 +10,7 @@
 #include "collector/misp_rest_output.h"
 #include "collector/ndjson_output.h"
 #include "collector/output_runner.h"
+#include "collector/stix_output.h"
 #include "common/error.h"
 #include "probe/config.h"
 
@@ -40,6 +41,10 @@ void validateSections(const CollectorConfig& config) {
   }
   if (present(config.file_inputs)) {
     parseFileInputs(config.file_inputs);
+  }
+  if (present(config.stix)) {
+    parseStixOutputOptions(config.stix);
+    parseRunnerOptions(config.stix, "outputs.stix");
   }
   behaviourOptions(config);
   publishedFolders(config);
@@ -112,6 +117,12 @@ OutputSet::OutputSet(const CollectorConfig& config, Store& store, MetricsRegistr
     impl_->names.emplace_back(output->name());
     impl_->runners.push_back(std::make_unique<OutputRunner>(
         store, std::move(output), parseRunnerOptions(config.misp, "outputs.misp"), metrics));
+  }
+  if (present(config.stix)) {
+    auto output = std::make_unique<StixOutput>(parseStixOutputOptions(config.stix));
+    impl_->names.emplace_back(output->name());
+    impl_->runners.push_back(std::make_unique<OutputRunner>(
+        store, std::move(output), parseRunnerOptions(config.stix, "outputs.stix"), metrics));
   }
 }
 

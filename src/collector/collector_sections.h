@@ -1,8 +1,8 @@
 // The configuration sections that other components own (inputs.files,
-// enrich, outputs.elasticsearch, outputs.ndjson, outputs.misp_feed) and the
-// running parts built from them. The core configuration keeps these sections
-// as YAML nodes; the functions here hand each one to its owner's parse
-// function.
+// enrich, outputs.elasticsearch, outputs.ndjson, outputs.misp_feed,
+// outputs.stix) and the running parts built from them. The core
+// configuration keeps these sections as YAML nodes; the functions here hand
+// each one to its owner's parse function.
 #pragma once
 
 #include <functional>
