@@ -26,6 +26,7 @@
 #include "cli/logging.h"
 #include "collector/collector_config.h"
 #include "collector/collector_sections.h"
+#include "collector/dashboard_service.h"
 #include "collector/ingest.h"
 #include "collector/retention.h"
 #include "collector/server.h"
@@ -241,6 +242,13 @@ int runCollector(const CollectorOptions& options) {
   server_options.modsecurity_http_input = config.modsecurity_http_input;
   server_options.tls = tls ? &*tls : nullptr;
   server_options.published_folders = publishedFolders(config);
+  std::unique_ptr<DashboardService> dashboard;
+  if (DashboardOptions dashboard_options = parseDashboardOptions(config.dashboard);
+      dashboard_options.enabled) {
+    dashboard = std::make_unique<DashboardService>(dashboard_options, config.state_dir,
+                                                   config.admin_token, *store, metrics);
+    server_options.dashboard = &dashboard->http();
+  }
 
   boost::asio::io_context io;
   CollectorServer server(io, server_options, *store, ingest, metrics,
@@ -251,6 +259,9 @@ int runCollector(const CollectorOptions& options) {
   }
 
   outputs.start();
+  if (dashboard) {
+    dashboard->start();
+  }
   files.start();
   RetentionTask retention(*store, metrics,
                           std::chrono::milliseconds(config.retention_interval_ms));
@@ -298,6 +309,9 @@ int runCollector(const CollectorOptions& options) {
   files.stop();
   retention.stop();
   outputs.stop();
+  if (dashboard) {
+    dashboard->stop();
+  }
   spdlog::info("collector: stopped received={} stored={} duplicates={} rejected={}",
                metrics.counter("webtrap_collector_input_received_total", "", "input=\"probe\"")
                        .value() +

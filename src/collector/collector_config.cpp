@@ -215,6 +215,10 @@ const std::vector<Section>& sections() {
       {"behaviour", "map",
        "Behavioural OAT tagger: window, key cap and thresholds, listed as `behaviour.*` below.",
        &CollectorConfig::behaviour},
+      {"dashboard", "map",
+       "Built-in dashboard on the admin listener (`enabled`, `index_path`); needs admin.token. "
+       "See docs/dashboard.md.",
+       &CollectorConfig::dashboard},
   };
   return kSections;
 }

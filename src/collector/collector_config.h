@@ -65,6 +65,7 @@ struct CollectorConfig {
   YAML::Node misp_feed;      // outputs.misp_feed
   YAML::Node misp;           // outputs.misp (the MISP REST output)
   YAML::Node behaviour;      // behaviour (the behavioural OAT tagger)
+  YAML::Node dashboard;      // dashboard (the built-in dashboard)
 
   std::filesystem::path source;  // the file loaded; empty for the built-in default
 };
