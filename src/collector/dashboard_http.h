@@ -36,6 +36,9 @@ class DashboardHttp {
 
   // True for targets under /dashboard, which handle() answers.
   static bool handles(std::string_view target);
+  // NOTE: runs on the admin listener's I/O thread, which the ingest
+  // listener shares, so a slow query delays ingest connections on that
+  // thread for as long as it runs.
   Response handle(const Request& request);
 
  private:
