@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <ctime>
@@ -285,7 +286,11 @@ std::int64_t parseHttpDate(std::string_view text) {
   }
   parts.tm_mon = month;
   parts.tm_year -= 1900;
-  return static_cast<std::int64_t>(timegm(&parts));
+  // timegm() carries an out-of-range field over ("31 Feb" is 3 March), so
+  // the date counts only when it formats back to the same text, which also
+  // checks the weekday.
+  auto seconds = static_cast<std::int64_t>(timegm(&parts));
+  return httpDate(seconds) == text ? seconds : -1;
 }
 
 PublishedFolder parsePublishedFolder(const YAML::Node& node, const std::string& key) {
@@ -437,6 +442,12 @@ PublishedFileResponse servePublishedFile(const PublishedFolder& folder, const Re
   if (::fstat(fd.get(), &status) != 0 || !S_ISREG(status.st_mode)) {
     return denied(textResponse(request, http::status::not_found, "not found"), "not_regular");
   }
+  // The writer renames each file into place, so it has one link. A second
+  // link may be a hard link to a file elsewhere on the file system, which
+  // O_NOFOLLOW does not catch.
+  if (status.st_nlink != 1) {
+    return denied(textResponse(request, http::status::not_found, "not found"), "hardlink");
+  }
   auto size = static_cast<std::uint64_t>(status.st_size);
   if (size > folder.max_file_bytes) {
     spdlog::warn(
@@ -454,10 +465,20 @@ PublishedFileResponse servePublishedFile(const PublishedFolder& folder, const Re
       static_cast<std::int64_t>(status.st_mtim.tv_sec) * 1000000000 + status.st_mtim.tv_nsec;
   std::string etag =
       fmt::format("\"{:x}-{:x}-{:x}\"", static_cast<std::uint64_t>(status.st_ino), size, mtime_ns);
-  std::string last_modified = httpDate(status.st_mtim.tv_sec);
+  // Last-Modified has whole seconds, so a file changed in the current
+  // second may change again within it and keep the same value. Such a file
+  // gets no Last-Modified, and If-Modified-Since cannot make it a 304. The
+  // change time counts too: a rename updates it, while the mtime is that of
+  // the write, which may be older than a response sent in between.
+  const std::int64_t now_s = static_cast<std::int64_t>(std::time(nullptr));
+  const std::int64_t changed_s =
+      std::max<std::int64_t>(status.st_mtim.tv_sec, status.st_ctim.tv_sec);
+  const bool settled = changed_s < now_s;
   Response response = makeResponse(request, http::status::ok);
   response.set(http::field::etag, etag);
-  response.set(http::field::last_modified, last_modified);
+  if (settled) {
+    response.set(http::field::last_modified, httpDate(changed_s));
+  }
   response.set(http::field::cache_control, "no-cache");
   response.set("X-Content-Type-Options", "nosniff");
 
@@ -466,8 +487,9 @@ PublishedFileResponse servePublishedFile(const PublishedFolder& folder, const Re
   if (request.count(http::field::if_none_match) > 0) {
     not_modified = noneMatchHits(request[http::field::if_none_match], etag);
   } else if (request.count(http::field::if_modified_since) > 0) {
+    // A date after the current time is not a date this server sent, and is ignored.
     std::int64_t since = parseHttpDate(request[http::field::if_modified_since]);
-    not_modified = since >= 0 && status.st_mtim.tv_sec <= since;
+    not_modified = settled && since >= 0 && since <= now_s && changed_s <= since;
   }
   if (not_modified) {
     response.result(http::status::not_modified);

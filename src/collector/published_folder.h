@@ -66,7 +66,7 @@ struct PublishedFileResponse {
   boost::beast::http::response<boost::beast::http::string_body> response;
   // Empty when the request was served (200 or 304) or the file is missing
   // (404); otherwise why it was denied: token, method, name, symlink,
-  // not_regular, too_large, busy or read_error.
+  // not_regular, hardlink, too_large, busy or read_error.
   std::string_view denied;
   std::uint64_t body_bytes = 0;     // body bytes in the response (0 for HEAD and 304)
   std::shared_ptr<void> read_slot;  // held until the response is written

@@ -434,7 +434,7 @@ struct ServerCounters {
     return registry.counter("webtrap_collector_published_denied_total",
                             "Requests for files of published folders that were denied, by "
                             "folder and reason (token, method, name, symlink, not_regular, "
-                            "too_large, busy, read_error)",
+                            "too_large, hardlink, busy, read_error)",
                             fmt::format("folder=\"{}\",reason=\"{}\"", folder, reason));
   }
 
@@ -477,7 +477,7 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
       counters.publishedBytes(folder.name);
       counters.publishedNotModified(folder.name);
       for (std::string_view reason : {"token", "method", "name", "symlink", "not_regular",
-                                      "too_large", "busy", "read_error"}) {
+                                      "too_large", "hardlink", "busy", "read_error"}) {
         counters.publishedDenied(folder.name, reason);
       }
     }

@@ -3,9 +3,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -46,6 +50,27 @@ class PublishedFolderTest : public ::testing::Test {
 
   void write(const std::string& name, const std::string& content) {
     std::ofstream(root_ / name, std::ios::binary) << content;
+  }
+
+  // Waits until the current second is later than the last change of every
+  // file, so that they get a Last-Modified.
+  void settle() {
+    std::time_t changed = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(root_ / "feed")) {
+      struct stat status {};
+      ASSERT_EQ(::stat(entry.path().c_str(), &status), 0);
+      changed = std::max({changed, status.st_mtime, status.st_ctime});
+    }
+    while (std::time(nullptr) <= changed) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+  PublishedFileResponse getSince(const std::string& target, const std::string& since) {
+    Request request{http::verb::get, target, 11};
+    request.set(http::field::authorization, std::string("Bearer ") + kToken);
+    request.set(http::field::if_modified_since, since);
+    return servePublishedFile(folder_, request, slots_);
   }
 
   PublishedFileResponse get(const std::string& target, http::verb method = http::verb::get,
@@ -139,9 +164,14 @@ TEST(HttpDate, FormatsAndParses) {
   EXPECT_EQ(parseHttpDate("Sun Nov  6 08:49:37 1994"), -1);
   EXPECT_EQ(parseHttpDate("Sun, 06 Foo 1994 08:49:37 GMT"), -1);
   EXPECT_EQ(parseHttpDate("Sun, 0x Nov 1994 08:49:37 GMT"), -1);
+  // Fields out of range are not carried over into a later date.
+  EXPECT_EQ(parseHttpDate("Mon, 99 Nov 2026 08:49:37 GMT"), -1);
+  EXPECT_EQ(parseHttpDate("Sun, 06 Nov 1994 25:49:37 GMT"), -1);
+  EXPECT_EQ(parseHttpDate("Mon, 06 Nov 1994 08:49:37 GMT"), -1);  // 6 Nov 1994 was a Sunday
 }
 
 TEST_F(PublishedFolderTest, ServesFileWithHeaders) {
+  settle();
   PublishedFileResponse result = get("/feeds/misp/manifest.json");
   EXPECT_EQ(result.response.result(), http::status::ok);
   EXPECT_TRUE(result.denied.empty());
@@ -183,6 +213,35 @@ TEST_F(PublishedFolderTest, RevalidationGivesNotModified) {
   EXPECT_NE(changed.response[http::field::etag], etag);
 }
 
+TEST_F(PublishedFolderTest, FileChangedThisSecondIsNotRevalidatedByDate) {
+  // A file rewritten twice within one second keeps its Last-Modified
+  // second, so a 304 by date could hide the second version.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    std::time_t before = std::time(nullptr);
+    write("feed/manifest.json", "{\"a\": 3}\n");
+    PublishedFileResponse fresh = getSince("/feeds/misp/manifest.json", httpDate(before));
+    if (std::time(nullptr) != before) {
+      continue;  // the second ended mid-test; try again
+    }
+    EXPECT_EQ(fresh.response.result(), http::status::ok);
+    EXPECT_EQ(fresh.response.body(), "{\"a\": 3}\n");
+    EXPECT_TRUE(fresh.response[http::field::last_modified].empty());
+    EXPECT_FALSE(fresh.response[http::field::etag].empty());
+    break;
+  }
+
+  settle();
+  PublishedFileResponse settled = get("/feeds/misp/manifest.json");
+  std::string last_modified{settled.response[http::field::last_modified]};
+  ASSERT_FALSE(last_modified.empty());
+  EXPECT_EQ(getSince("/feeds/misp/manifest.json", last_modified).response.result(),
+            http::status::not_modified);
+  // A date after the current time was not sent by this server and is ignored.
+  EXPECT_EQ(getSince("/feeds/misp/manifest.json", httpDate(std::time(nullptr) + 3600))
+                .response.result(),
+            http::status::ok);
+}
+
 TEST_F(PublishedFolderTest, TokenForms) {
   EXPECT_EQ(get("/feeds/misp/hashes.csv", http::verb::get, kToken).response.result(),
             http::status::ok);
@@ -219,6 +278,14 @@ TEST_F(PublishedFolderTest, DeniesSymlinksAndSpecialFiles) {
 
   ASSERT_EQ(::mkfifo((root_ / "feed" / kEventName).c_str(), 0600), 0);
   EXPECT_EQ(get(std::string("/feeds/misp/") + kEventName).denied, "not_regular");
+  std::filesystem::remove(root_ / "feed" / kEventName);
+
+  // A hard link to a file outside the folder is not followed either.
+  std::filesystem::create_hard_link(root_ / "outside.json", root_ / "feed" / kEventName);
+  PublishedFileResponse hard_link = get(std::string("/feeds/misp/") + kEventName);
+  EXPECT_EQ(hard_link.response.result(), http::status::not_found);
+  EXPECT_EQ(hard_link.denied, "hardlink");
+  EXPECT_TRUE(hard_link.response.body().find("secret") == std::string::npos);
   std::filesystem::remove(root_ / "feed" / kEventName);
 
   std::filesystem::create_directory(root_ / "feed" / kEventName);
