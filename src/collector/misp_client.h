@@ -3,7 +3,8 @@
 //   - every request sends `Authorization: <key>` (the bare key),
 //     `Accept: application/json` and `Content-Type: application/json`.
 //     Without the Accept header MISP responds to a GET with a 302 to
-//     /users/login, so an HTML response throws MispConfigError;
+//     /users/login, so an HTML response throws MispConfigError, and so
+//     does any other body that is not JSON;
 //   - an event uuid that already exists gets 404 "Event already exists" with
 //     a Location header, which addEvent returns as kExists, not as an error;
 //   - a duplicate attribute or object uuid gets 403 with `saved: false`,

@@ -642,6 +642,25 @@ TEST(MispClient, SavedUuidMismatchIsTransient) {
   EXPECT_THROW(client.addAttributes("12", attributes), TransientError);
 }
 
+TEST(MispClient, BodyThatIsNotJsonIsConfigError) {
+  // A proxy or another application at the URL answers 200 with plain text.
+  // Rejecting the event for good would drop a whole day of a group.
+  OneShotServer server(
+      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"
+      "Connection: close\r\n\r\nOK");
+  MispClient client(optionsFor(server));
+  try {
+    client.addEvent(eventJson(kEventUuid));
+    FAIL() << "expected MispConfigError";
+  } catch (const MispAuthError& error) {
+    FAIL() << "expected MispConfigError, not MispAuthError: " << error.what();
+  } catch (const MispConfigError& error) {
+    std::string message = error.what();
+    EXPECT_NE(message.find("not JSON"), std::string::npos) << message;
+    EXPECT_NE(message.find("outputs.misp.url"), std::string::npos) << message;
+  }
+}
+
 MispClientOptions parseClientKeys(const std::string& yaml) {
   MispClientOptions options;
   YAML::Node node = YAML::Load(yaml);
