@@ -1130,13 +1130,34 @@ const BehaviourOptions& BehaviourTagger::options() const { return impl_->options
 
 std::vector<KeyVerdicts> BehaviourTagger::verdicts(std::int64_t now_ms,
                                                    std::size_t limit) const {
+  // Most recently seen first. The table is a heap of at most `limit` rows
+  // whose front is the row that sorts last, so a request copies `limit`
+  // rows, not every key with a verdict (up to behaviour.max_keys).
+  auto before = [](std::int64_t a_ms, const std::string& a_key, std::int64_t b_ms,
+                   const std::string& b_key) {
+    return a_ms > b_ms || (a_ms == b_ms && a_key < b_key);
+  };
+  auto row_before = [&](const KeyVerdicts& a, const KeyVerdicts& b) {
+    return before(a.newest_ms, a.key, b.newest_ms, b.key);
+  };
   std::vector<KeyVerdicts> table;
+  if (limit == 0) {
+    return table;
+  }
   for (const auto& shard : impl_->shards) {
     std::lock_guard lock(shard->mutex);
     for (const Impl::Entry& entry : shard->entries) {
       const KeyState& state = entry.state;
       if (!state.verdicts) {
         continue;
+      }
+      if (table.size() >= limit) {
+        const KeyVerdicts& last = table.front();
+        if (!before(state.newest_ms, state.verdicts->key, last.newest_ms, last.key)) {
+          continue;
+        }
+        std::pop_heap(table.begin(), table.end(), row_before);
+        table.pop_back();
       }
       KeyVerdicts& row = table.emplace_back();
       row.key = state.verdicts->key;
@@ -1145,14 +1166,10 @@ std::vector<KeyVerdicts> BehaviourTagger::verdicts(std::int64_t now_ms,
       row.user_agent = state.verdicts->user_agent;
       row.newest_ms = state.newest_ms;
       impl_->appendVerdicts(*state.verdicts, state.newest_ms, now_ms, row.verdicts);
+      std::push_heap(table.begin(), table.end(), row_before);
     }
   }
-  std::sort(table.begin(), table.end(), [](const KeyVerdicts& a, const KeyVerdicts& b) {
-    return a.newest_ms > b.newest_ms || (a.newest_ms == b.newest_ms && a.key < b.key);
-  });
-  if (table.size() > limit) {
-    table.resize(limit);
-  }
+  std::sort_heap(table.begin(), table.end(), row_before);
   return table;
 }
 
