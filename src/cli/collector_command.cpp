@@ -742,8 +742,11 @@ void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
   sensors->callback([options, &runner] { runner = [options] { return runSensors(*options); }; });
 
   CLI::App* setup = command->add_subcommand(
-      "setup-elasticsearch", "Install the index template and ILM policy in Elasticsearch");
-  setup->callback([options, &runner] { runner = [options] { return runSetupElasticsearch(*options); }; });
+      "setup-elasticsearch",
+      "Install the index template and ILM policy in Elasticsearch, and the Kibana dashboard "
+      "when outputs.elasticsearch.kibana is set");
+  setup->callback(
+      [options, &runner] { runner = [options] { return runSetupElasticsearch(*options); }; });
 
   CLI::App* letters =
       command->add_subcommand("dead-letters", "Print dead letters, newest first, as NDJSON");
