@@ -402,6 +402,11 @@ class Store:
         self.object_by_uuid: dict[str, int] = {}
         self.value_index: dict[tuple, int] = {}  # (event id, type, category, value) -> attribute id
         self.ids_by_value: dict[str, set[int]] = {}  # value, and each part of a composite value -> attribute ids
+        # Indexes for restSearch, so that a search does not scan every
+        # attribute: whole value -> attribute ids, event id -> attribute ids
+        # (object attributes included).
+        self.ids_by_whole_value: dict[str, set[int]] = {}
+        self.ids_by_event: dict[int, list[int]] = {}
         self.next_id = {"event": 1, "attribute": 1, "object": 1, "sighting": 1, "tag": 1, "taxonomy": 1}
         self.schema_samples: list[str] = []
         self.stats = {
@@ -413,7 +418,7 @@ class Store:
             "attributes_edited": 0, "objects_created": 0, "objects_rejected": 0,
             "object_template_violations": 0, "object_template_version_mismatches": 0,
             "sightings_created": 0, "sightings_unmatched": 0,
-            "tags_created": 0, "tags_attached": 0, "tags_already_attached": 0,
+            "tags_created": 0, "tags_attached": 0, "tags_already_attached": 0, "tags_attached_inline": 0,
             "taxonomies_imported": 0, "taxonomy_schema_violations": 0,
             "schema_violations": 0, "schema_checked": 0, "statuses": {},
             "requests_without_json_accept": 0, "bodies_without_json_content_type": 0,
@@ -603,6 +608,7 @@ class Store:
             self.value_index[key] = attribute["id"]
         self.attributes[attribute["id"]] = attribute
         self.attribute_by_uuid[attribute["uuid"]] = attribute["id"]
+        self.ids_by_event.setdefault(event["id"], []).append(attribute["id"])
         self.index_value(attribute)
         self.stats["attributes_created"] += 1
         delay = self.faults.attribute_delay_ms
@@ -621,10 +627,12 @@ class Store:
     def index_value(self, attribute: dict) -> None:
         for key in self.value_keys(attribute):
             self.ids_by_value.setdefault(key, set()).add(attribute["id"])
+        self.ids_by_whole_value.setdefault(attribute["value"], set()).add(attribute["id"])
 
     def unindex_value(self, attribute: dict) -> None:
         for key in self.value_keys(attribute):
             self.ids_by_value.get(key, set()).discard(attribute["id"])
+        self.ids_by_whole_value.get(attribute["value"], set()).discard(attribute["id"])
 
     def add_attribute(self, event: dict, item: object, url: str, moment: int, check_schema: bool = True) -> dict:
         """Validate and save one attribute outside an object, or raise ApiError 403.
@@ -642,10 +650,17 @@ class Store:
                 self.stats["attributes_rejected"] += 1
             raise ApiError(403, fail_body("Could not add Attribute", url, errors))
         attribute = self.save_attribute(event, fields, 0, moment)
+        # MISP saves a "Tag" list of {"name": ...} sent with an attribute, on
+        # attributes/add (MISP issue #4938, fixed in 2019) and inside an
+        # events/add. NOTE: no fixture records it; a name given twice is
+        # attached once, as attachTagToObject does.
         for tag in as_list(item.get("Tag")):  # type: ignore[union-attr]
             name = tag.get("name") if isinstance(tag, dict) else None
             if name:
-                attribute["tag_ids"].append(self.find_or_create_tag(str(name))["id"])
+                tag_id = self.find_or_create_tag(str(name))["id"]
+                if tag_id not in attribute["tag_ids"]:
+                    attribute["tag_ids"].append(tag_id)
+                    self.stats["tags_attached_inline"] += 1
         self.touch_event(event, moment)
         return attribute
 
@@ -1372,9 +1387,9 @@ class Handler(BaseHTTPRequestHandler):
             events = [event for event in events if event["timestamp"] >= since]
         if "value" in body:
             wanted = {str(value) for value in as_list(body["value"])}
-            events = [event for event in events
-                      if any(attribute["value"] in wanted and attribute["event_id"] == event["id"]
-                             for attribute in store.attributes.values())]
+            event_ids = {store.attributes[attribute_id]["event_id"] for value in wanted
+                         for attribute_id in store.ids_by_whole_value.get(value, ())}
+            events = [event for event in events if event["id"] in event_ids]
         events = self.page(events, body)
         metadata = as_bool(body.get("metadata", False))
         response = [{"Event": store.event_view(event, metadata)} for event in events]
@@ -1437,8 +1452,8 @@ class Handler(BaseHTTPRequestHandler):
     def attributes_search(self, body: object) -> tuple[int, object, dict]:
         store = self.store
         body = body if isinstance(body, dict) else {}
-        attributes = [attribute for attribute in sorted(store.attributes.values(), key=lambda item: item["id"])
-                      if not attribute["deleted"]]
+        attributes = [store.attributes[attribute_id] for attribute_id in sorted(self.search_candidates(body))
+                      if not store.attributes[attribute_id]["deleted"]]
         filters = {"value": "value", "type": "type", "category": "category", "uuid": "uuid",
                    "object_relation": "object_relation"}
         for key, field in filters.items():
@@ -1456,6 +1471,33 @@ class Handler(BaseHTTPRequestHandler):
         include_uuid = as_bool(body.get("includeEventUuid", False))
         views = [store.attribute_search_view(attribute, include_uuid) for attribute in attributes]
         return 200, {"response": {"Attribute": views}}, self.search_headers(len(views))
+
+    def search_candidates(self, body: dict):
+        """The ids of the attributes an attributes/restSearch can return, from the store's indexes.
+
+        This narrows the search by uuid, value or event before the filters
+        of attributes_search run, so that a search costs what it finds
+        rather than what the double holds. The filters still decide.
+        """
+        store = self.store
+        candidates = None
+        if body.get("uuid") is not None:
+            candidates = {store.attribute_by_uuid[str(value)] for value in as_list(body["uuid"])
+                          if str(value) in store.attribute_by_uuid}
+        if body.get("value") is not None:
+            found = set()
+            for value in as_list(body["value"]):
+                found |= store.ids_by_whole_value.get(str(value), set())
+            candidates = found if candidates is None else candidates & found
+        if "eventid" in body:
+            found = set()
+            for value in as_list(body["eventid"]):
+                event = store.find_event(str(value))
+                # eventid matches an event's id or its uuid as sent, not lowercased.
+                if event is not None and str(value) in (str(event["id"]), event["uuid"]):
+                    found.update(store.ids_by_event.get(event["id"], ()))
+            candidates = found if candidates is None else candidates & found
+        return store.attributes.keys() if candidates is None else candidates
 
     # ---- objects, sightings, tags ----
 
