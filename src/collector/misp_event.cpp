@@ -1408,8 +1408,11 @@ constexpr const char* kPushAttributeColumns =
     "origin";
 
 // One attribute row (kPushAttributeColumns) as MISP's attributes/add or an
-// object's attribute takes it.
-void writePushAttribute(JsonWriter& w, Statement& a, bool in_object) {
+// object's attribute takes it. `tags` go in a "Tag" list of {"name": ...},
+// which attributes/add saves with the attribute (MISP issue #4938, fixed in
+// 2019). objects/add ignores such a list, so object attributes get none.
+void writePushAttribute(JsonWriter& w, Statement& a, bool in_object,
+                        const std::vector<std::string>& tags = {}) {
   w.beginObject();
   w.member("uuid", a.text(0));
   if (in_object) {
@@ -1423,6 +1426,16 @@ void writePushAttribute(JsonWriter& w, Statement& a, bool in_object) {
   w.member("distribution", "5");
   w.member("comment", a.text(7));
   w.member("timestamp", std::to_string(a.integer(8)));
+  if (!tags.empty()) {
+    w.key("Tag");
+    w.beginArray();
+    for (const auto& tag : tags) {
+      w.beginObject();
+      w.member("name", tag);
+      w.endObject();
+    }
+    w.endArray();
+  }
   w.endObject();
 }
 
@@ -1436,14 +1449,24 @@ std::vector<MispModel::PendingItem> MispModel::unsentAttributes(const std::strin
                              "ORDER BY uuid LIMIT ?",
                              kPushAttributeColumns)
                      .c_str());
+  Statement tags(impl_->db, "SELECT name FROM tags WHERE attribute_uuid=? ORDER BY name");
   read.bind(1, event_uuid).bind(2, static_cast<std::int64_t>(limit));
   std::vector<PendingItem> out;
   while (read.step()) {
     PendingItem item;
     item.uuid = read.text(0);
     item.origin = read.text(9);
+    std::vector<std::string> names;
+    tags.bind(1, item.uuid);
+    while (tags.step()) {
+      names.push_back(tags.text(0));
+    }
+    tags.reset();
+    for (const auto& name : names) {
+      item.tag_keys.push_back(tagKey(item.uuid, name));
+    }
     JsonWriter w(item.json);
-    writePushAttribute(w, read, false);
+    writePushAttribute(w, read, false, names);
     out.push_back(std::move(item));
   }
   return out;

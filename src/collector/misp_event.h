@@ -182,6 +182,9 @@ class MispModel {
     std::string uuid;
     std::string json;    // the attribute or {"Object": {...}}
     std::string origin;  // the webtrap event id of its first hit
+    // tagKey() of each tag sent inside `json` as a "Tag" list (attributes
+    // outside objects only; objects/add ignores tags inside an object).
+    std::vector<std::string> tag_keys;
   };
   struct PendingSighting {
     std::string uuid;
@@ -196,8 +199,9 @@ class MispModel {
   };
   // Items of `event_uuid` not marked yet, in uuid order, at most `limit`.
   // Attributes are those outside objects, without first_seen/last_seen
-  // (MISP's strict event schema has no such keys). Sightings and tags are
-  // listed only once their attribute (or its object) is marked sent.
+  // (MISP's strict event schema has no such keys), with their tags at the
+  // time of the call in a "Tag" list. Sightings and tags are listed only
+  // once their attribute (or its object) is marked sent.
   std::vector<PendingItem> unsentAttributes(const std::string& event_uuid, std::size_t limit);
   std::vector<PendingItem> unsentObjects(const std::string& event_uuid, std::size_t limit);
   // With `in_flight_only`, only the sightings marked kInFlight.

@@ -411,6 +411,11 @@ void MispRestOutput::pushAttributes(const std::string& uuid) {
         case MispItemResult::Status::kSaved:
           metrics_->attributes_sent.inc();
           sent.push_back(items[i].uuid);
+          // MISP saved the inline tags with the attribute. A duplicate may
+          // come from an earlier send without them, so its tags go out
+          // through attachTag.
+          sent.insert(sent.end(), items[i].tag_keys.begin(), items[i].tag_keys.end());
+          metrics_->tags_attached.inc(items[i].tag_keys.size());
           break;
         case MispItemResult::Status::kDuplicate:
           metrics_->duplicates.inc();

@@ -319,6 +319,18 @@ TEST_F(MispRestOutputTest, PushesEverythingOnceAndNothingOnAResend) {
   EXPECT_EQ(4, metric(metrics_, "webtrap_collector_misp_events_created_total"));
   // Hits that are not first hits of their source in their event.
   EXPECT_GT(counts.sightings, 1500);
+  // The tags an ip-src has when it is first sent go inline in attributes/add;
+  // the others (object attributes, later tags) by one attachTag each.
+  {
+    simdjson::dom::element s = stats();
+    std::int64_t inline_tags = s["tags_attached_inline"].get_int64().value();
+    std::int64_t attached = s["tags_attached"].get_int64().value();
+    EXPECT_GT(inline_tags, 0);
+    EXPECT_GT(attached, 0);
+    EXPECT_EQ(inline_tags + attached, counts.attribute_tags);
+    EXPECT_EQ(s["tags_already_attached"].get_int64().value(), 0);
+    EXPECT_EQ(counts.attribute_tags, metric(metrics_, "webtrap_collector_misp_tags_attached_total"));
+  }
 
   // At-least-once delivery: the same events again change nothing in MISP.
   std::int64_t requests = stats().at_pointer("/api_requests").get_int64().value_unsafe();
