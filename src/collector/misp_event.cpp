@@ -1605,6 +1605,18 @@ void MispModel::clearPushed(const std::vector<std::string>& keys) {
   }
 }
 
+void MispModel::forgetPushedEvent(const std::string& event_uuid) {
+  Statement erase(impl_->db,
+                  "DELETE FROM pushed WHERE state<>3 AND key IN ("
+                  "SELECT ?1 UNION ALL SELECT 'publish|' || ?1 "
+                  "UNION ALL SELECT uuid FROM attributes WHERE event_uuid=?1 "
+                  "UNION ALL SELECT uuid FROM objects WHERE event_uuid=?1 "
+                  "UNION ALL SELECT uuid FROM sightings WHERE event_uuid=?1 "
+                  "UNION ALL SELECT 'tag|' || t.attribute_uuid || '|' || t.name FROM tags t "
+                  "JOIN attributes a ON a.uuid=t.attribute_uuid WHERE a.event_uuid=?1)");
+  erase.bind(1, event_uuid).run();
+}
+
 std::optional<MispModel::PushState> MispModel::pushState(const std::string& key) {
   Statement read(impl_->db, "SELECT state FROM pushed WHERE key=?");
   read.bind(1, key);

@@ -217,6 +217,10 @@ class MispModel {
   void markPushed(const std::vector<std::string>& keys, PushState state);
   // Forgets the marks of `keys` (sent again later).
   void clearPushed(const std::vector<std::string>& keys);
+  // Forgets that the event and its attributes, objects, tags and sightings
+  // were sent (or are in flight), so that all of them are sent again to an
+  // event that is gone from MISP. Items MISP rejected stay rejected.
+  void forgetPushedEvent(const std::string& event_uuid);
   std::optional<PushState> pushState(const std::string& key);
   static std::string tagKey(const std::string& attribute_uuid, const std::string& name) {
     return "tag|" + attribute_uuid + "|" + name;

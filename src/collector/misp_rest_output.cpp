@@ -335,7 +335,8 @@ void MispRestOutput::reject(const std::string& what, const std::string& event_id
 
 void MispRestOutput::eventMissing(const std::string& uuid, const MispRequestError& error) {
   if (error.status == 404) {
-    model_->clearPushed({uuid});
+    // The retry creates the event again, with everything it holds.
+    model_->forgetPushedEvent(uuid);
     throw TransientError(fmt::format(
         "MISP output: event {} is not in MISP any more ({}); adding it again", uuid,
         error.what()));

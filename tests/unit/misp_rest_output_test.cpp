@@ -377,6 +377,28 @@ TEST_F(MispRestOutputTest, AnOutageAndARestartSendOnlyTheRest) {
   expectSameAsModel(out->model());
 }
 
+TEST_F(MispRestOutputTest, AnEventGoneFromMispIsSentAgainWhole) {
+  // Mostly new sources, so every batch adds attributes to each event.
+  std::vector<StoredEvent> events = makeEvents(1000, 2000);
+  {
+    auto out = output(options());
+    sendAll(*out, std::vector<StoredEvent>(events.begin(), events.begin() + 300), 300);
+  }
+  // MISP loses the events (restored from an empty backup, or deleted by an
+  // analyst): a new, empty double. The next attributes/add gets 404, and
+  // the recreated event must hold the earlier items too.
+  double_ = std::make_unique<DoubleProcess>(
+      "misp_double.py",
+      std::vector<std::string>{"--api-key", kApiKey, "--quiet", "--data-dir",
+                               (testing::sharedDir() / "misp").string()});
+  auto out = output(options());
+  int failures =
+      sendWithRetries(*out, std::vector<StoredEvent>(events.begin() + 300, events.end()), 400);
+  EXPECT_GT(failures, 0);
+  expectSameAsModel(out->model());
+  EXPECT_TRUE(letters_.empty());
+}
+
 TEST_F(MispRestOutputTest, AWrongKeyIsRetriedAndNothingIsDropped) {
   std::vector<StoredEvent> events = makeEvents(300, 30);
   {
