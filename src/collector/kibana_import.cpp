@@ -39,13 +39,18 @@ bool validSpaceId(const std::string& space) {
   return true;
 }
 
+std::filesystem::path dashboardPath(const KibanaOptions& options) {
+  return options.dashboard_file.empty()
+             ? probe::dataDirectory() / "data" / "kibana" / "webtrap-dashboard.ndjson"
+             : std::filesystem::path(options.dashboard_file);
+}
+
 std::string readDashboard(const KibanaOptions& options) {
-  std::filesystem::path path = options.dashboard_file.empty()
-                                   ? probe::dataDirectory() / "data" / "kibana" /
-                                         "webtrap-dashboard.ndjson"
-                                   : std::filesystem::path(options.dashboard_file);
+  std::filesystem::path path = dashboardPath(options);
+  std::error_code error;
+  // A folder opens as a stream that reads nothing, which would import nothing.
   std::ifstream stream(path, std::ios::binary);
-  if (!stream) {
+  if (!stream || !std::filesystem::is_regular_file(path, error)) {
     throw std::runtime_error(fmt::format(
         "setup-elasticsearch: cannot read the Kibana dashboard {}; it ships in data/kibana/ of the "
         "source tree, or set {} to another saved objects file",
@@ -402,10 +407,27 @@ std::string setDataViewTitle(std::string_view ndjson, const std::string& title) 
 }
 
 void importKibanaDashboard(const KibanaOptions& options, const std::string& index_pattern) {
-  const std::string ndjson = setDataViewTitle(readDashboard(options), index_pattern);
+  std::string ndjson;
+  try {
+    ndjson = setDataViewTitle(readDashboard(options), index_pattern);
+  } catch (const std::runtime_error& error) {
+    if (std::string_view(error.what()).starts_with("setup-elasticsearch:")) {
+      throw;
+    }
+    throw std::runtime_error(fmt::format(
+        "setup-elasticsearch: {} ({}); set {} to a saved objects export, one JSON object a line",
+        error.what(), dashboardPath(options).string(), keyPath("dashboard_file")));
+  }
   std::size_t object_count = 0;
   for (char c : ndjson) {
     object_count += c == '\n' ? 1 : 0;
+  }
+  // An empty file would be "imported" with nothing in Kibana.
+  if (object_count == 0) {
+    throw std::runtime_error(fmt::format(
+        "setup-elasticsearch: the Kibana dashboard {} holds no saved objects; set {} to a saved "
+        "objects export, one JSON object a line",
+        dashboardPath(options).string(), keyPath("dashboard_file")));
   }
   const std::string url = fmt::format("{}{}/api/saved_objects/_import?overwrite=true", options.url,
                                       options.space.empty() ? "" : "/s/" + options.space);

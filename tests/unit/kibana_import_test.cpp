@@ -1,6 +1,10 @@
 // The Kibana import's pure parts: the kibana configuration keys, the import
 // response parser and the data view retitling. The HTTP exchange is covered
 // by tests/integration/test_kibana_dashboard.py against the Kibana double.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -142,6 +146,34 @@ TEST(DataViewTitle, RejectsALineThatIsNotAnObject) {
   } catch (const std::runtime_error& error) {
     EXPECT_NE(std::string(error.what()).find("line 2"), std::string::npos) << error.what();
   }
+}
+
+// A dashboard file that holds no saved objects, is a folder or has a line
+// that is not JSON fails before any request, naming the file and the key.
+// The URL is never reached: a request would fail with "cannot reach Kibana".
+TEST(KibanaDashboardFile, EmptyFolderOrBadLineFailsNamingTheKey) {
+  std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("kibana-file-test-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "empty.ndjson").flush();
+  std::ofstream(dir / "blank.ndjson") << "\n  \n";
+  std::ofstream(dir / "bad.ndjson") << "{\"type\":\"search\"}\nnot json\n";
+  KibanaOptions options;
+  options.url = "http://127.0.0.1:1";
+  for (const std::string name : {"empty.ndjson", "blank.ndjson", "", "bad.ndjson"}) {
+    options.dashboard_file = (dir / name).string();
+    try {
+      importKibanaDashboard(options, "logs-webtrap-default");
+      ADD_FAILURE() << name << ": expected an error";
+    } catch (const std::runtime_error& error) {
+      std::string message = error.what();
+      EXPECT_NE(message.find("outputs.elasticsearch.kibana.dashboard_file"), std::string::npos)
+          << message;
+      EXPECT_EQ(message.find("cannot reach Kibana"), std::string::npos) << message;
+      EXPECT_NE(message.find(options.dashboard_file), std::string::npos) << message;
+    }
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
