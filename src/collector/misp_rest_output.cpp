@@ -214,7 +214,12 @@ MispRestOutput::MispRestOutput(MispRestOptions options, MetricsRegistry& metrics
   try {
     model_ = std::make_unique<MispModel>(options_.state_path, options_.model);
   } catch (const std::exception& e) {
-    throw ConfigError(fmt::format("{}.state_path: {}", kSection, e.what()));
+    // A new state sends MISP only later records; the items' fixed uuids
+    // keep them from being added twice.
+    throw ConfigError(fmt::format(
+        "{}.state_path: `{}` cannot be used ({}); give a file this output wrote, or move the "
+        "damaged file away to start with an empty state, which sends only later records",
+        kSection, options_.state_path.string(), e.what()));
   }
   try {
     client_ = std::make_unique<MispClient>(options_.client);

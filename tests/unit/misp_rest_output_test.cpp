@@ -307,6 +307,27 @@ TEST(MispRestOptionsTest, ParsesKeySourcesAndRejectsMistakes) {
   fs::remove_all(dir);
 }
 
+TEST(MispRestOptionsTest, ADamagedStateFileIsNamedWithTheFix) {
+  fs::path dir = testing::makeTempDir("misp-rest-state");
+  std::ofstream(dir / "state.sqlite") << "this is not an SQLite database, it is long enough\n";
+  MispRestOptions o;
+  o.client.url = "http://127.0.0.1:1";
+  o.client.api_key = kApiKey;
+  o.state_path = dir / "state.sqlite";
+  o.publish = MispPublish::kNever;
+  MetricsRegistry metrics;
+  try {
+    MispRestOutput output(o, metrics, nullptr);
+    ADD_FAILURE() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    std::string message = e.what();
+    EXPECT_NE(message.find("outputs.misp.state_path"), std::string::npos) << message;
+    EXPECT_NE(message.find((dir / "state.sqlite").string()), std::string::npos) << message;
+    EXPECT_NE(message.find("move the damaged file away"), std::string::npos) << message;
+  }
+  fs::remove_all(dir);
+}
+
 TEST_F(MispRestOutputTest, PushesEverythingOnceAndNothingOnAResend) {
   std::vector<StoredEvent> events = makeEvents(2000, 120);
   auto out = output(options());
