@@ -293,6 +293,8 @@ CREATE TABLE IF NOT EXISTS attributes(
   disable_correlation INTEGER NOT NULL, comment TEXT NOT NULL,
   first_seen INTEGER, last_seen INTEGER, timestamp INTEGER NOT NULL, origin TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS attributes_event ON attributes(event_uuid, object_uuid, uuid);
+-- An object's attributes, for objects/add and for marking them pushed.
+CREATE INDEX IF NOT EXISTS attributes_object ON attributes(object_uuid, relation);
 CREATE TABLE IF NOT EXISTS tags(
   attribute_uuid TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY(attribute_uuid, name))
   WITHOUT ROWID;
