@@ -201,8 +201,8 @@ const std::vector<Section>& sections() {
        "NDJSON file output (`path`, `rotate_size`), with the runner keys; see docs/collector.md.",
        &CollectorConfig::ndjson},
       {"outputs.stix", "map",
-       "STIX 2.1 bundle output (`path`, `sightings`, event grouping and tags), with the runner "
-       "keys; see docs/stix.md.",
+       "STIX 2.1 bundle output (`path`, `sightings`, `serve`, event grouping and tags), with "
+       "the runner keys; see docs/stix.md.",
        &CollectorConfig::stix},
       {"outputs.misp_feed", "map",
        "Static MISP feed output (`path`, event grouping and tags), with the runner keys; see "

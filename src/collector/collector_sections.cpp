@@ -57,6 +57,11 @@ std::vector<PublishedFolder> publishedFolders(const CollectorConfig& config) {
       folders.push_back(std::move(*serve));
     }
   }
+  if (present(config.stix)) {
+    if (auto serve = parseStixOutputOptions(config.stix).serve) {
+      folders.push_back(std::move(*serve));
+    }
+  }
   checkPublishedPrefixes(folders);
   return folders;
 }

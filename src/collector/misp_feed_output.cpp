@@ -5,21 +5,7 @@
 namespace webtrap::collector {
 
 bool isMispFeedFileName(std::string_view name) {
-  if (name == "manifest.json" || name == "hashes.csv") {
-    return true;
-  }
-  constexpr std::string_view kSuffix = ".json";
-  if (name.size() != 36 + kSuffix.size() || !name.ends_with(kSuffix)) {
-    return false;
-  }
-  for (std::size_t i = 0; i < 36; ++i) {
-    char c = name[i];
-    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-      return false;
-    }
-  }
-  return true;
+  return name == "manifest.json" || name == "hashes.csv" || isEventFileName(name);
 }
 
 MispFeedOptions parseMispFeedOptions(const YAML::Node& node) {

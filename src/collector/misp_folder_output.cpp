@@ -17,6 +17,21 @@
 #include "common/file_io.h"
 
 namespace webtrap::collector {
+
+bool isEventFileName(std::string_view name) {
+  constexpr std::string_view kSuffix = ".json";
+  if (name.size() != 36 + kSuffix.size() || !name.ends_with(kSuffix)) {
+    return false;
+  }
+  for (std::size_t i = 0; i < 36; ++i) {
+    char c = name[i];
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
+  }
+  return true;
+}
 namespace {
 
 std::string errnoText(int error) {

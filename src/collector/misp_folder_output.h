@@ -53,6 +53,10 @@ MispFolderOptions parseMispFolderOptions(const YAML::Node& node, std::string_vie
                                          const ExtraKeyParser& extra = {},
                                          std::string_view extra_names = {});
 
+// Returns true when `name` is "<uuid>.json" with a lowercase uuid, the name
+// of one event's file in a MISP feed or STIX folder.
+bool isEventFileName(std::string_view name);
+
 // Writes `content` to `folder`/.`name`.tmp, fsyncs it and renames it to
 // `folder`/`name`. Throws TransientError whose message starts with `label`.
 void writeFileAtomically(const std::filesystem::path& folder, const std::string& name,

@@ -149,10 +149,19 @@ struct StixOutput::State {
   }
 };
 
+bool isStixFileName(std::string_view name) {
+  return name == "index.json" || isEventFileName(name);
+}
+
 StixOutputOptions parseStixOutputOptions(const YAML::Node& node) {
   StixOutputOptions options;
-  auto extra = [&options](const std::string& key, const YAML::Node& value,
-                          const std::string& path) {
+  std::optional<YAML::Node> serve;
+  auto extra = [&options, &serve](const std::string& key, const YAML::Node& value,
+                                  const std::string& path) {
+    if (key == "serve") {
+      serve = value;
+      return true;
+    }
     if (key != "sightings") {
       return false;
     }
@@ -160,8 +169,15 @@ StixOutputOptions parseStixOutputOptions(const YAML::Node& node) {
         config_values::parseBool(config_values::scalarText(value, path), path);
     return true;
   };
-  static_cast<MispFolderOptions&>(options) =
-      parseMispFolderOptions(node, kSection, "var/collector/stix", extra, "sightings, ");
+  static_cast<MispFolderOptions&>(options) = parseMispFolderOptions(
+      node, kSection, "var/collector/stix", extra, "sightings, serve, ");
+  if (serve) {
+    PublishedFolder folder = parsePublishedFolder(*serve, std::string(kSection) + ".serve");
+    folder.name = "stix";
+    folder.folder = options.path;
+    folder.is_published_name = isStixFileName;
+    options.serve = std::move(folder);
+  }
   return options;
 }
 

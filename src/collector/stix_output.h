@@ -27,20 +27,28 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <yaml-cpp/yaml.h>
 
 #include "collector/misp_folder_output.h"
+#include "collector/published_folder.h"
 #include "collector/stix_bundle.h"
 
 namespace webtrap::collector {
 
 struct StixOutputOptions : MispFolderOptions {
   bool sightings = true;  // a sighting SRO for each indicator
+  std::optional<PublishedFolder> serve;  // set: the collector serves the folder
 };
 
-// Parses `outputs.stix`: path (required), state_path, sightings, the model
-// keys (kMispModelKeys) and the runner keys. Throws ConfigError.
+// Returns true for the names of the folder's files: index.json and
+// <uuid>.json with a lowercase uuid.
+bool isStixFileName(std::string_view name);
+
+// Parses `outputs.stix`: path (required), state_path, sightings, serve (see
+// parsePublishedFolder), the model keys (kMispModelKeys) and the runner
+// keys. Throws ConfigError.
 StixOutputOptions parseStixOutputOptions(const YAML::Node& node);
 
 class StixOutput : public MispFolderOutput {

@@ -588,8 +588,23 @@ TEST(StixOutputOptionsTest, ParsesAndRejects) {
   EXPECT_TRUE(parse("{path: x}").sightings);
   EXPECT_THROW(parse("{sightings: true}"), ConfigError);  // no path
   EXPECT_THROW(parse("{path: x, sightings: maybe}"), ConfigError);
-  EXPECT_THROW(parse("{path: x, serve: {prefix: /stix}}"), ConfigError);
+  EXPECT_THROW(parse("{path: x, serve: {prefix: /stix}}"), ConfigError);  // no token
   EXPECT_THROW(parse("{path: x, tlp: amber}"), ConfigError);
+}
+
+TEST(StixOutputOptionsTest, ServePublishesBundlesOnly) {
+  StixOutputOptions options = parseStixOutputOptions(YAML::Load(
+      "{path: var/stix, serve: {prefix: /feeds/stix, token: 0123456789abcdef0123}}"));
+  ASSERT_TRUE(options.serve.has_value());
+  EXPECT_EQ(options.serve->name, "stix");
+  EXPECT_EQ(options.serve->prefix, "/feeds/stix");
+  EXPECT_EQ(options.serve->folder, "var/stix");
+  EXPECT_TRUE(options.serve->is_published_name("index.json"));
+  EXPECT_TRUE(options.serve->is_published_name("2bb61a18-3693-52b2-84b7-ab98d8bfdb29.json"));
+  EXPECT_FALSE(options.serve->is_published_name("2BB61A18-3693-52B2-84B7-AB98D8BFDB29.json"));
+  EXPECT_FALSE(options.serve->is_published_name("manifest.json"));
+  EXPECT_FALSE(options.serve->is_published_name(".index.json.tmp"));
+  EXPECT_FALSE(parseStixOutputOptions(YAML::Load("{path: x}")).serve.has_value());
 }
 
 }  // namespace
