@@ -434,10 +434,15 @@ void MispRestOutput::pushAttributes(const std::string& uuid) {
           break;
       }
     }
-    model_->markPushed(sent, MispModel::PushState::kSent);
-    model_->markPushed(rejected, MispModel::PushState::kRejected);
-    sent_in_this_event_ = sent_in_this_event_ || !sent.empty();
+    markDone(sent, rejected);
   }
+}
+
+void MispRestOutput::markDone(const std::vector<std::string>& sent,
+                              const std::vector<std::string>& rejected) {
+  model_->markPushed(sent, MispModel::PushState::kSent);
+  model_->markPushed(rejected, MispModel::PushState::kRejected);
+  sent_in_this_event_ = sent_in_this_event_ || !sent.empty();
 }
 
 void MispRestOutput::pushObjects(const std::string& uuid) {
@@ -449,11 +454,7 @@ void MispRestOutput::pushObjects(const std::string& uuid) {
     std::vector<std::string> sent;
     std::vector<std::string> rejected;
     // Marks what was done so far, also when a call throws.
-    auto mark = [&] {
-      model_->markPushed(sent, MispModel::PushState::kSent);
-      model_->markPushed(rejected, MispModel::PushState::kRejected);
-      sent_in_this_event_ = sent_in_this_event_ || !sent.empty();
-    };
+    auto mark = [&] { markDone(sent, rejected); };
     try {
       for (const auto& item : items) {
         MispItemResult result;
@@ -490,11 +491,7 @@ void MispRestOutput::pushTags(const std::string& uuid) {
     }
     std::vector<std::string> sent;
     std::vector<std::string> rejected;
-    auto mark = [&] {
-      model_->markPushed(sent, MispModel::PushState::kSent);
-      model_->markPushed(rejected, MispModel::PushState::kRejected);
-      sent_in_this_event_ = sent_in_this_event_ || !sent.empty();
-    };
+    auto mark = [&] { markDone(sent, rejected); };
     try {
       for (const auto& tag : tags) {
         const std::string key = MispModel::tagKey(tag.attribute_uuid, tag.name);

@@ -55,6 +55,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <yaml-cpp/yaml.h>
 
@@ -122,6 +123,9 @@ class MispRestOutput : public Output {
   void pushObjects(const std::string& uuid);
   void pushTags(const std::string& uuid);
   void pushSightings(const std::string& uuid);
+  // Marks the sent and rejected keys of an event's attributes, objects or
+  // tags and notes whether anything was sent for the event.
+  void markDone(const std::vector<std::string>& sent, const std::vector<std::string>& rejected);
   void reconcileSightings(const std::string& uuid);
   void publishDue(std::int64_t now_s);
   void publish(const std::string& uuid);
