@@ -17,6 +17,7 @@
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
 
+#include "collector/sqlite_statement.h"
 #include "common/config_values.h"
 #include "common/error.h"
 #include "common/json_writer.h"
@@ -220,61 +221,9 @@ const Template& templateNamed(std::string_view name) {
 
 // ---------------------------------------------------------------- SQLite
 
-class Statement {
+class Statement : public SqliteStatement {
  public:
-  Statement(sqlite3* db, const char* sql) {
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK) {
-      throw std::runtime_error(
-          fmt::format("MISP state: preparing `{}` failed: {}", sql, sqlite3_errmsg(db)));
-    }
-  }
-  ~Statement() { sqlite3_finalize(stmt_); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-
-  Statement& bind(int index, std::string_view text) {
-    sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Statement& bind(int index, std::int64_t value) {
-    sqlite3_bind_int64(stmt_, index, value);
-    return *this;
-  }
-  Statement& bindNull(int index) {
-    sqlite3_bind_null(stmt_, index);
-    return *this;
-  }
-  // Returns true when a row is ready.
-  bool step() {
-    int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) {
-      return true;
-    }
-    if (rc != SQLITE_DONE) {
-      throw std::runtime_error(
-          fmt::format("MISP state: {}", sqlite3_errmsg(sqlite3_db_handle(stmt_))));
-    }
-    return false;
-  }
-  void run() {
-    step();
-    reset();
-  }
-  void reset() {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-  }
-  std::string text(int column) const {
-    const unsigned char* value = sqlite3_column_text(stmt_, column);
-    return value ? std::string(reinterpret_cast<const char*>(value),
-                               static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)))
-                 : std::string();
-  }
-  std::int64_t integer(int column) const { return sqlite3_column_int64(stmt_, column); }
-  bool isNull(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
-
- private:
-  sqlite3_stmt* stmt_ = nullptr;
+  Statement(sqlite3* db, const char* sql) : SqliteStatement(db, sql, "MISP state") {}
 };
 
 constexpr const char* kSchema = R"sql(

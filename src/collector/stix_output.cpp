@@ -12,6 +12,7 @@
 
 #include "common/config_values.h"
 #include "common/error.h"
+#include "collector/sqlite_statement.h"
 #include "common/json_writer.h"
 
 namespace webtrap::collector {
@@ -34,53 +35,9 @@ std::int64_t nowMilliseconds() {
       .count();
 }
 
-// One prepared statement, finalized on destruction.
-class Query {
+class Query : public SqliteStatement {
  public:
-  Query(sqlite3* db, const char* sql) : db_(db) {
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK) {
-      throw std::runtime_error(
-          fmt::format("STIX state: preparing `{}` failed: {}", sql, sqlite3_errmsg(db)));
-    }
-  }
-  ~Query() { sqlite3_finalize(stmt_); }
-  Query(const Query&) = delete;
-  Query& operator=(const Query&) = delete;
-
-  Query& bind(int index, std::string_view text) {
-    sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Query& bind(int index, std::int64_t value) {
-    sqlite3_bind_int64(stmt_, index, value);
-    return *this;
-  }
-  // Returns true when a row is ready.
-  bool step() {
-    int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) {
-      return true;
-    }
-    if (rc != SQLITE_DONE) {
-      throw std::runtime_error(fmt::format("STIX state: {}", sqlite3_errmsg(db_)));
-    }
-    return false;
-  }
-  void reset() {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-  }
-  std::string text(int column) const {
-    const unsigned char* value = sqlite3_column_text(stmt_, column);
-    return value ? std::string(reinterpret_cast<const char*>(value),
-                               static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)))
-                 : std::string();
-  }
-  std::int64_t integer(int column) const { return sqlite3_column_int64(stmt_, column); }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
+  Query(sqlite3* db, const char* sql) : SqliteStatement(db, sql, "STIX state") {}
 };
 
 // Appends one object: type, spec_version and id first, then the version
