@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "collector/connection_options.h"
 #include "collector/elasticsearch_output.h"
 #include "common/config_values.h"
 #include "common/error.h"
@@ -100,27 +101,13 @@ ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node) {
       has_data_stream = true;
     } else if (key == "index") {
       options.index = checkedIndexPattern(scalarText(value, path), path);
-    } else if (key == "username") {
-      options.username = scalarText(value, path);
-    } else if (key == "password") {
-      options.password = scalarText(value, path);
-    } else if (key == "api_key") {
-      options.api_key = scalarText(value, path);
-    } else if (key == "ca_file") {
-      options.ca_file = parsePemFilePath(scalarText(value, path), path);
-    } else if (key == "tls_verify") {
-      options.tls_verify = parseBool(scalarText(value, path), path);
+    } else if (parseConnectionKey(key, value, path, options)) {
+      // username, password, api_key, ca_file, tls_verify, proxy, timeout,
+      // connect_timeout
     } else if (key == "client_certificate") {
       options.client_certificate = parsePemFilePath(scalarText(value, path), path);
     } else if (key == "client_key") {
       options.client_key = parsePemFilePath(scalarText(value, path), path);
-    } else if (key == "proxy") {
-      options.proxy = scalarText(value, path);
-    } else if (key == "timeout") {
-      options.timeout = std::chrono::milliseconds(parseMilliseconds(scalarText(value, path), path));
-    } else if (key == "connect_timeout") {
-      options.connect_timeout =
-          std::chrono::milliseconds(parseMilliseconds(scalarText(value, path), path));
     } else if (key == "compression") {
       std::string text = scalarText(value, path);
       if (text == "gzip") {

@@ -11,6 +11,7 @@
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
 
+#include "collector/connection_options.h"
 #include "collector/curl_support.h"
 #include "common/config_values.h"
 #include "common/encoding.h"
@@ -250,23 +251,9 @@ KibanaOptions parseKibanaOptions(const YAML::Node& node, const std::string& es_u
       if (options.space == "default") {
         options.space.clear();
       }
-    } else if (key == "username") {
-      options.username = scalarText(value, path);
-    } else if (key == "password") {
-      options.password = scalarText(value, path);
-    } else if (key == "api_key") {
-      options.api_key = scalarText(value, path);
-    } else if (key == "ca_file") {
-      options.ca_file = parsePemFilePath(scalarText(value, path), path);
-    } else if (key == "tls_verify") {
-      options.tls_verify = parseBool(scalarText(value, path), path);
-    } else if (key == "proxy") {
-      options.proxy = scalarText(value, path);
-    } else if (key == "timeout") {
-      options.timeout = std::chrono::milliseconds(parseMilliseconds(scalarText(value, path), path));
-    } else if (key == "connect_timeout") {
-      options.connect_timeout =
-          std::chrono::milliseconds(parseMilliseconds(scalarText(value, path), path));
+    } else if (parseConnectionKey(key, value, path, options)) {
+      // username, password, api_key, ca_file, tls_verify, proxy, timeout,
+      // connect_timeout
     } else if (key == "dashboard_file") {
       options.dashboard_file = scalarText(value, path);
     } else {
