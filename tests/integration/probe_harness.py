@@ -21,6 +21,12 @@ SOURCE_DIR = pathlib.Path(os.environ.get("WEBTRAP_SOURCE_DIR", pathlib.Path(__fi
 SHARED_DIR = pathlib.Path(os.environ.get("WEBTRAP_SHARED_DIR", SOURCE_DIR.parent / "shared"))
 
 
+def ctime(seconds):
+    """Return the asctime(3) form of a UTC time, as libmodsecurity writes it."""
+    t = time.gmtime(seconds)
+    return f"{time.strftime('%a %b', t)} {t.tm_mday:2d} {time.strftime('%H:%M:%S %Y', t)}"
+
+
 def wait_for(condition, timeout, what):
     """Polls `condition` until it returns a true value or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout

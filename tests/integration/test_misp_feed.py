@@ -39,7 +39,7 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from probe_harness import BIN, SHARED_DIR, SOURCE_DIR, wait_for  # noqa: E402
+from probe_harness import BIN, SHARED_DIR, SOURCE_DIR, ctime, wait_for  # noqa: E402
 
 sys.path.insert(0, str(SOURCE_DIR / "tests" / "tools"))
 # The MISP test double's copy of MISP's attribute value validation.
@@ -71,12 +71,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def ctime(seconds):
-    """Return the asctime(3) form of a UTC time, as libmodsecurity writes it."""
-    t = time.gmtime(seconds)
-    return f"{time.strftime('%a %b', t)} {t.tm_mday:2d} {time.strftime('%H:%M:%S %Y', t)}"
 
 
 def write_spools(workdir):

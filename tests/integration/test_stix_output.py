@@ -35,7 +35,7 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from probe_harness import BIN, SOURCE_DIR, wait_for  # noqa: E402
+from probe_harness import BIN, SOURCE_DIR, ctime, wait_for  # noqa: E402
 
 MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
 VALIDATOR = SOURCE_DIR / "tests" / "tools" / "validate_stix.py"
@@ -59,12 +59,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def ctime(seconds):
-    """Return the asctime(3) form of a UTC time, as libmodsecurity writes it."""
-    t = time.gmtime(seconds)
-    return f"{time.strftime('%a %b', t)} {t.tm_mday:2d} {time.strftime('%H:%M:%S %Y', t)}"
 
 
 def write_spools(workdir):
