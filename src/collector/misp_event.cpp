@@ -1079,6 +1079,25 @@ void writeOrg(JsonWriter& w, const char* key, const MispModelOptions& options) {
   w.endObject();
 }
 
+// Writes an object's own members, up to but not including its
+// "Attribute" array, from a row of `SELECT uuid, name, comment,
+// first_seen, last_seen, timestamp FROM objects`. The feed file and the
+// objects/add body both use it.
+void writeObjectMembers(JsonWriter& w, Statement& objects) {
+  const Template& t = templateNamed(objects.text(1));
+  w.member("uuid", objects.text(0));
+  w.member("name", t.name);
+  w.member("meta-category", t.meta_category);
+  w.member("description", t.description);
+  w.member("template_uuid", t.uuid);
+  w.member("template_version", t.version);
+  w.member("distribution", "5");
+  w.member("comment", objects.text(2));
+  w.member("timestamp", std::to_string(objects.integer(5)));
+  w.member("first_seen", seenText(objects.integer(3)));
+  w.member("last_seen", seenText(objects.integer(4)));
+}
+
 }  // namespace
 
 std::optional<std::string> MispModel::renderEvent(const std::string& uuid,
@@ -1212,19 +1231,8 @@ std::optional<std::string> MispModel::renderEvent(const std::string& uuid,
   w.beginArray();
   while (objects.step()) {
     const std::string object_uuid = objects.text(0);
-    const Template& t = templateNamed(objects.text(1));
     w.beginObject();
-    w.member("uuid", object_uuid);
-    w.member("name", t.name);
-    w.member("meta-category", t.meta_category);
-    w.member("description", t.description);
-    w.member("template_uuid", t.uuid);
-    w.member("template_version", t.version);
-    w.member("distribution", "5");
-    w.member("comment", objects.text(2));
-    w.member("timestamp", std::to_string(objects.integer(5)));
-    w.member("first_seen", seenText(objects.integer(3)));
-    w.member("last_seen", seenText(objects.integer(4)));
+    writeObjectMembers(w, objects);
     w.key("Attribute");
     w.beginArray();
     members.bind(1, uuid).bind(2, object_uuid);
@@ -1438,22 +1446,11 @@ std::vector<MispModel::PendingItem> MispModel::unsentObjects(const std::string& 
   while (objects.step()) {
     PendingItem item;
     item.uuid = objects.text(0);
-    const Template& t = templateNamed(objects.text(1));
     JsonWriter w(item.json);
     w.beginObject();
     w.key("Object");
     w.beginObject();
-    w.member("uuid", item.uuid);
-    w.member("name", t.name);
-    w.member("meta-category", t.meta_category);
-    w.member("description", t.description);
-    w.member("template_uuid", t.uuid);
-    w.member("template_version", t.version);
-    w.member("distribution", "5");
-    w.member("comment", objects.text(2));
-    w.member("timestamp", std::to_string(objects.integer(5)));
-    w.member("first_seen", seenText(objects.integer(3)));
-    w.member("last_seen", seenText(objects.integer(4)));
+    writeObjectMembers(w, objects);
     w.key("Attribute");
     w.beginArray();
     members.bind(1, item.uuid);
