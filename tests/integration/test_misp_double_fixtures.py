@@ -438,6 +438,16 @@ def check_stats_after_replay(double: Double, fixtures: list[tuple[str, dict]]) -
           f"the fixtures have {without_accept}")
     check(stats["bodies_without_json_content_type"] == 0,
           f"stats: {stats['bodies_without_json_content_type']} bodies without a JSON Content-Type")
+    failed_objects = [str(fixture["response"]["body"].get("errors")) for fixture in authenticated
+                      if fixture["request"]["path"].startswith("/objects/add")
+                      and fixture["response"]["status"] == 403]
+    duplicate_objects = sum(1 for errors in failed_objects if "The UUID provided is not unique" in errors)
+    check(duplicate_objects > 0, "the fixtures re-send no object uuid")
+    check(stats["object_duplicates"] == duplicate_objects,
+          f"stats: {stats['object_duplicates']} object duplicates, the fixtures have {duplicate_objects}")
+    check(stats["objects_rejected"] == len(failed_objects) - duplicate_objects,
+          f"stats: {stats['objects_rejected']} objects rejected, the fixtures have "
+          f"{len(failed_objects) - duplicate_objects}")
     expected = expected_schema_violations(fixtures)
     if expected is not None:
         check(stats["schema_violations"] == expected,

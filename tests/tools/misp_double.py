@@ -415,7 +415,7 @@ class Store:
             "soft_failures": 0,
             "events_created": 0, "event_add_existing": 0, "events_published": 0,
             "attributes_created": 0, "attribute_duplicates": 0, "attributes_rejected": 0,
-            "attributes_edited": 0, "objects_created": 0, "objects_rejected": 0,
+            "attributes_edited": 0, "objects_created": 0, "object_duplicates": 0, "objects_rejected": 0,
             "object_template_violations": 0, "object_template_version_mismatches": 0,
             "sightings_created": 0, "sightings_unmatched": 0,
             "tags_created": 0, "tags_attached": 0, "tags_already_attached": 0, "tags_attached_inline": 0,
@@ -798,7 +798,13 @@ class Store:
                     attribute_fields["category"] = allowed[0]
             validated.append(attribute_fields)
         if problems:
-            self.stats["objects_rejected"] += 1
+            # MISP 2.5.1 returns this 403 for a re-sent object uuid. A client
+            # takes it as "already there", so the double counts it apart from
+            # rejections, as it does attribute duplicates.
+            if problems == [f"uuid: {DUPLICATE_UUID}"]:
+                self.stats["object_duplicates"] += 1
+            else:
+                self.stats["objects_rejected"] += 1
             raise ApiError(403, fail_body("Could not add Object", url,
                                           "Object could not be saved.\n" + "\n".join(problems)))
 
