@@ -3,10 +3,31 @@
 # loopback with the built-in defaults. The probe's shipper sends each record
 # to the collector, which keeps it in its embedded SQLite store. This terminal
 # prints each record once it is stored. Ctrl-C stops both.
+# --skip-build runs the existing build/webtrap without building it again
+# (scripts/record-demo.sh uses it). The package check always runs, and it
+# calls apt-get only when a package is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+skip_build=false
+for option in "$@"; do
+  case $option in
+    --skip-build) skip_build=true ;;
+    *) echo "run.sh: unknown option $option; the only option is --skip-build" >&2; exit 2 ;;
+  esac
+done
+
 ./scripts/install-deps.sh
-./scripts/build.sh webtrap
+if $skip_build; then
+  if [[ ! -x build/webtrap ]]; then
+    echo "run.sh: build/webtrap not found; run without --skip-build to build it" >&2
+    exit 1
+  fi
+  echo "run.sh: --skip-build: using the existing build/webtrap," \
+    "built $(date -u -r build/webtrap '+%Y-%m-%d %H:%M UTC')"
+else
+  ./scripts/build.sh webtrap
+fi
 
 mkdir -p var/spool var/state var/collector var/log
 webtrap=./build/webtrap
