@@ -23,7 +23,14 @@ repo=$PWD
 output=docs/demo/webtrap-demo.cast
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --output) output=$2; shift 2 ;;
+    --output)
+      if [[ $# -lt 2 ]]; then
+        echo "record-demo.sh: --output needs a file name" >&2
+        exit 2
+      fi
+      output=$2
+      shift 2
+      ;;
     *) echo "record-demo.sh: unknown option $1; the only option is --output FILE" >&2; exit 2 ;;
   esac
 done
@@ -41,7 +48,7 @@ rows=30
 idle_time_limit=1.5
 socket=webtrap-demo-$$
 
-for tool in asciinema tmux whatweb curl; do
+for tool in asciinema tmux whatweb curl ss python3; do
   if ! command -v "$tool" >/dev/null; then
     echo "record-demo.sh: $tool not found; run ./scripts/install-deps.sh --with-tests --with-docs" >&2
     exit 1
