@@ -69,7 +69,8 @@ while IFS= read -r name; do
   if grep -qw -- "$name" "$plan"; then
     pass
   else
-    fail "docs/test-plan.md does not name the ctest test $name"
+    fail "docs/test-plan.md does not name the ctest test $name; add a case row for it" \
+         "and a line in the test index at the end of the page"
   fi
 done <"$names"
 
