@@ -3,6 +3,7 @@
 #include "cli/logging.h"
 
 #include <CLI/CLI.hpp>
+#include <fmt/ranges.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -18,6 +19,13 @@ void setupLogging(const std::string& level) {
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %l %v", spdlog::pattern_time_type::utc);
   logger->set_level(parsed);
   spdlog::set_default_logger(logger);
+}
+
+void logEnvironmentKeys(std::string_view program, const std::vector<std::string>& keys) {
+  if (!keys.empty()) {
+    spdlog::info("{}: configuration keys set from the environment: {}", program,
+                 fmt::join(keys, ", "));
+  }
 }
 
 }  // namespace webtrap::cli

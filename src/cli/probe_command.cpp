@@ -17,6 +17,7 @@
 
 #include "cli/commands.h"
 #include "cli/logging.h"
+#include "common/config_environment.h"
 #include "common/error.h"
 #include "probe/baits.h"
 #include "probe/config.h"
@@ -162,7 +163,9 @@ int runProbe(const ProbeOptions& options) {
     return 0;
   }
 
-  probe::ProbeConfig config = probe::loadProbeConfig(options.config_path);
+  probe::ProbeConfig config =
+      probe::loadProbeConfig(options.config_path, config_environment::processEnvironment());
+  logEnvironmentKeys("probe", config.environment_keys);
   applyOverrides(options, config);
 
   // The shipper is forked first, while this process has one thread and no

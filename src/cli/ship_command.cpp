@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "cli/logging.h"
 #include "common/admin_listener.h"
+#include "common/config_environment.h"
 #include "common/config_values.h"
 #include "common/error.h"
 #include "common/metrics.h"
@@ -75,7 +76,9 @@ class ShipMetricsServer {
 
 int runShip(const ShipOptions& options) {
   setupLogging(options.log_level);
-  probe::ProbeConfig config = probe::loadProbeConfig(options.config_path);
+  probe::ProbeConfig config =
+      probe::loadProbeConfig(options.config_path, config_environment::processEnvironment());
+  logEnvironmentKeys("ship", config.environment_keys);
   if (!options.spool_dir.empty()) {
     config.spool.dir = options.spool_dir;
   }

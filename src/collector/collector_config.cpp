@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <charconv>
 #include <functional>
+#include <string_view>
 
 #include <fmt/format.h>
 
 #include "collector/behaviour.h"
 #include "collector/collector_sections.h"
+#include "common/config_environment.h"
 #include "common/config_table.h"
 #include "common/config_values.h"
 #include "common/error.h"
@@ -230,6 +232,32 @@ bool isSectionPrefix(const std::string& key) {
          });
 }
 
+// The kind of each key for environment overrides. Keys inside a section
+// are checked by the section's owner during validation, so only its lists
+// are named here.
+config_environment::KeyKind collectorKeyKind(const std::string& key) {
+  using config_environment::KeyKind;
+  if (config_table::findOption(options(), key) != nullptr) {
+    return KeyKind::kValue;
+  }
+  if (key == "outputs.elasticsearch.urls" || key == "behaviour.session_cookies") {
+    return KeyKind::kList;
+  }
+  for (const Section& section : sections()) {
+    if (key == section.key) {
+      return std::string_view(section.type) == "list" ? KeyKind::kList : KeyKind::kMap;
+    }
+    // A list section, such as inputs.files, has no keys to address.
+    if (config_table::isInGroup(key, section.key)) {
+      return std::string_view(section.type) == "map" ? KeyKind::kChecked : KeyKind::kUnknown;
+    }
+  }
+  if (isSectionPrefix(key)) {
+    return KeyKind::kMap;
+  }
+  return KeyKind::kUnknown;
+}
+
 // Parses one key: a section is kept whole for its owner, and an option is
 // parsed at once. Returns false for any other key.
 bool applyKey(CollectorConfig& config, const std::string& key, const YAML::Node& value) {
@@ -271,18 +299,30 @@ void finish(CollectorConfig& config, bool store_path_set) {
   validateSections(config);
 }
 
-CollectorConfig parseRoot(const YAML::Node& root, const std::string& name) {
+CollectorConfig parseRoot(YAML::Node root, const std::string& name,
+                          const std::vector<std::string>& environment) {
+  std::vector<config_environment::Override> overrides =
+      config_environment::readOverrides(environment);
+  config_environment::applyOverrides(
+      root, overrides, config_environment::Schema{collectorKeyKind, "collector"}, name);
+
   CollectorConfig config;
-  config_table::KeyWalk walk{
-      .apply = [&](const std::string& key,
-                   const YAML::Node& value) { return applyKey(config, key, value); },
-      .is_group = isSectionPrefix,
-      .program = "collector",
-  };
-  config_table::walkTopLevel(root, name, walk);
-  bool store_path_set = root.IsMap() && root["store"] && root["store"].IsMap() &&
-                        root["store"]["path"];
-  finish(config, store_path_set);
+  config.environment_keys = config_environment::describeOverrides(overrides);
+  try {
+    config_table::KeyWalk walk{
+        .apply = [&](const std::string& key,
+                     const YAML::Node& value) { return applyKey(config, key, value); },
+        .is_group = isSectionPrefix,
+        .program = "collector",
+    };
+    config_table::walkTopLevel(root, name, walk);
+    const YAML::Node& view = root;
+    bool store_path_set = view.IsMap() && view["store"] && view["store"].IsMap() &&
+                          view["store"]["path"];
+    finish(config, store_path_set);
+  } catch (const ConfigError& error) {
+    throw config_environment::nameVariables(error, overrides);
+  }
   return config;
 }
 
@@ -293,17 +333,20 @@ ListenAddress parseListenAddress(const std::string& text, const std::string& key
   return {parsed.host, parsed.port};
 }
 
-CollectorConfig loadCollectorConfig(const std::filesystem::path& path) {
+CollectorConfig loadCollectorConfig(const std::filesystem::path& path,
+                                    const std::vector<std::string>& environment) {
   if (path.empty()) {
-    return parseRoot(YAML::Node(), "built-in default");
+    return parseRoot(YAML::Node(), "built-in default", environment);
   }
-  CollectorConfig config = parseRoot(config_table::loadYamlFile(path), path.string());
+  CollectorConfig config =
+      parseRoot(config_table::loadYamlFile(path), path.string(), environment);
   config.source = path;
   return config;
 }
 
-CollectorConfig parseCollectorConfig(const std::string& yaml_text, const std::string& name) {
-  return parseRoot(config_table::parseYamlText(yaml_text, name), name);
+CollectorConfig parseCollectorConfig(const std::string& yaml_text, const std::string& name,
+                                     const std::vector<std::string>& environment) {
+  return parseRoot(config_table::parseYamlText(yaml_text, name), name, environment);
 }
 
 std::string collectorConfigurationReference() {

@@ -68,14 +68,23 @@ struct CollectorConfig {
   YAML::Node dashboard;      // dashboard (the built-in dashboard)
 
   std::filesystem::path source;  // the file loaded; empty for the built-in default
+
+  // "listen from WEBTRAP__LISTEN" for each key set from the environment:
+  // names only, for the start log.
+  std::vector<std::string> environment_keys;
 };
 
-// Loads `path`, or the built-in default when `path` is empty. Throws
-// ConfigError naming the key, the value and the fix.
-CollectorConfig loadCollectorConfig(const std::filesystem::path& path);
+// Loads `path`, or the built-in default when `path` is empty, with the
+// WEBTRAP__ variables of `environment` (NAME=VALUE strings) written over the
+// file's keys before validation (see common/config_environment.h). Throws
+// ConfigError naming the key, the value and the fix, and the variable when
+// the key came from the environment.
+CollectorConfig loadCollectorConfig(const std::filesystem::path& path,
+                                    const std::vector<std::string>& environment = {});
 
 // Parses YAML text, for tests; `name` stands for the file name in errors.
-CollectorConfig parseCollectorConfig(const std::string& yaml_text, const std::string& name);
+CollectorConfig parseCollectorConfig(const std::string& yaml_text, const std::string& name,
+                                     const std::vector<std::string>& environment = {});
 
 // Every key as a Markdown table, the body of docs/collector-configuration.md.
 std::string collectorConfigurationReference();

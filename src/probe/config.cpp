@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include "common/config_environment.h"
 #include "common/config_table.h"
 #include "common/config_values.h"
 #include "common/error.h"
@@ -359,6 +360,22 @@ bool applyKey(ProbeConfig& config, const std::string& key, const YAML::Node& val
   return config_table::applyScalarOption(options(), key, value, config);
 }
 
+// The kind of each key for environment overrides: the two lists, the
+// options of the table and their groups.
+config_environment::KeyKind probeKeyKind(const std::string& key) {
+  using config_environment::KeyKind;
+  if (key == "listeners" || key == "modsecurity.extra_rules") {
+    return KeyKind::kList;
+  }
+  if (config_table::findOption(options(), key) != nullptr) {
+    return KeyKind::kValue;
+  }
+  if (config_table::hasGroup(options(), key)) {
+    return KeyKind::kMap;
+  }
+  return KeyKind::kUnknown;
+}
+
 std::string hostName() {
   char name[256] = {};
   if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') {
@@ -389,14 +406,23 @@ ListenerConfig parseListenAddress(const std::string& text, const std::string& wh
   return listener;
 }
 
-ProbeConfig loadProbeConfig(const std::filesystem::path& path) {
+ProbeConfig loadProbeConfig(const std::filesystem::path& path,
+                            const std::vector<std::string>& environment) {
   ProbeConfig config;
   config.sensor_id = hostName();
   config.personas_dir = dataDirectory() / "personas";
   config.inspector.webtrap_rules = dataDirectory() / "rules";
   config.spool.dir = "var/spool";
 
-  if (!path.empty()) {
+  std::vector<config_environment::Override> overrides =
+      config_environment::readOverrides(environment);
+  std::string name = path.empty() ? "built-in default" : path.string();
+  YAML::Node root = path.empty() ? YAML::Node() : config_table::loadYamlFile(path);
+  config_environment::applyOverrides(
+      root, overrides, config_environment::Schema{probeKeyKind, "probe"}, name);
+  config.environment_keys = config_environment::describeOverrides(overrides);
+
+  try {
     config_table::KeyWalk walk{
         .apply = [&](const std::string& key,
                      const YAML::Node& value) { return applyKey(config, key, value); },
@@ -406,12 +432,14 @@ ProbeConfig loadProbeConfig(const std::filesystem::path& path) {
         // probe files.
         .allow_empty_group = false,
     };
-    config_table::walkTopLevel(config_table::loadYamlFile(path), path.string(), walk);
-  }
+    config_table::walkTopLevel(root, name, walk);
 
-  config.inspector.body_limit = config.body_capture_bytes;
-  if (!config.admin_listen.empty()) {
-    parseListenAddress(config.admin_listen, "admin.listen");
+    config.inspector.body_limit = config.body_capture_bytes;
+    if (!config.admin_listen.empty()) {
+      parseListenAddress(config.admin_listen, "admin.listen");
+    }
+  } catch (const ConfigError& error) {
+    throw config_environment::nameVariables(error, overrides);
   }
   return config;
 }

@@ -71,11 +71,19 @@ struct ProbeConfig {
   PipelineConfig pipeline;
   SpoolConfig spool;
   shipper::ShipperConfig shipper;
+
+  // "shipper.url from WEBTRAP__SHIPPER__URL" for each key set from the
+  // environment: names only, for the start log.
+  std::vector<std::string> environment_keys;
 };
 
-// Loads `path`, or the built-in defaults when `path` is empty. Throws
-// ConfigError naming the key, the value and the fix, for unknown keys too.
-ProbeConfig loadProbeConfig(const std::filesystem::path& path);
+// Loads `path`, or the built-in defaults when `path` is empty, with the
+// WEBTRAP__ variables of `environment` (NAME=VALUE strings) written over the
+// file's keys before validation (see common/config_environment.h). Throws
+// ConfigError naming the key, the value and the fix, for unknown keys too,
+// and the variable when the key came from the environment.
+ProbeConfig loadProbeConfig(const std::filesystem::path& path,
+                            const std::vector<std::string>& environment = {});
 
 // Parses "ADDR:PORT", "[V6]:PORT" or "PORT" into a listener. Throws
 // ConfigError naming `what` (the key or flag).
