@@ -15,6 +15,7 @@ compile_packages=(
   libspdlog-dev libfmt-dev zlib1g-dev libjemalloc-dev
   libdeflate-dev  # whole-buffer gzip decompression of collector request bodies
   libjs-chart.js  # Chart.js, compiled into the collector's dashboard
+  python3-pyshp  # reads the Natural Earth shapefile for the dashboard's map
   libhowardhinnant-date-dev  # IANA time zones for audit log time stamps
   libgtest-dev libgmock-dev
   ccache  # compiler cache, reused between image builds (docs/deployment.md)
@@ -43,6 +44,12 @@ runtime_packages=(
 # without a Docker engine, debootstrap makes the base image without a
 # registry, and docker-compose checks and runs deploy/compose/compose.yaml.
 container_packages=(podman runc debootstrap docker-compose)
+
+# The dashboard map's world outline is built from the Natural Earth
+# shapefile naturalearth_lowres in this package. It is unpacked into
+# .peers/geopandas and not installed, because installing it would pull in
+# pandas, shapely and their dependencies, which webtrap does not use.
+geopandas_deb=python3-geopandas
 
 # Python libraries that `cloud-init schema` imports. The cloud-init package
 # itself is unpacked into .peers/cloud-init and not installed, because an
@@ -146,8 +153,25 @@ unpack_cloud_init() {
   dpkg -x "$root"/debs/cloud-init_*.deb "$root/cloud-init"
 }
 
+unpack_geopandas() {
+  local root
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.peers
+  if [[ -e $root/geopandas/usr/lib/python3/dist-packages/geopandas/datasets/naturalearth_lowres/naturalearth_lowres.shp ]]; then
+    return
+  fi
+  echo "install-deps.sh: unpacking $geopandas_deb into $root/geopandas"
+  mkdir -p "$root/debs" "$root/geopandas"
+  # apt-get download needs the package lists, which the Dockerfile deletes.
+  (cd "$root/debs" && { apt-get download "$geopandas_deb" ||
+    { apt-get update -q && apt-get download "$geopandas_deb"; }; })
+  dpkg -x "$root"/debs/"$geopandas_deb"_*.deb "$root/geopandas"
+}
+
 # Runs the steps that follow package installation.
 run_post_install_steps() {
+  if [[ $base != runtime ]]; then
+    unpack_geopandas
+  fi
   if $with_bench; then
     unpack_syslog_ng
   fi

@@ -23,6 +23,8 @@ extern const char kDashboardJs[];
 extern const std::size_t kDashboardJs_size;
 extern const char kChartJs[];
 extern const std::size_t kChartJs_size;
+extern const char kWorldOutlineJson[];
+extern const std::size_t kWorldOutlineJson_size;
 }  // namespace webtrap::collector::dashboard_assets
 
 namespace webtrap::collector {
@@ -292,6 +294,10 @@ Response DashboardHttp::route(const Request& request) {
   if (path == "/dashboard/chart.min.js") {
     return makeResponse(request, http::status::ok, "text/javascript; charset=utf-8",
                         std::string(kChartJs, kChartJs_size));
+  }
+  if (path == "/dashboard/world-outline.json") {
+    return makeResponse(request, http::status::ok, "application/json",
+                        std::string(kWorldOutlineJson, kWorldOutlineJson_size));
   }
   if (path.starts_with("/dashboard/api/")) {
     if (!authorized(request)) {

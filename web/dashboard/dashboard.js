@@ -133,13 +133,68 @@ function timelineChart(timeline) {
   });
 }
 
-// The map is a scatter plot on longitude and latitude axes with a grid
-// every 30 degrees, drawn offline: no tiles or outlines are fetched.
-function mapChart(geo) {
+// Country polygons from Natural Earth, converted at build time by
+// scripts/world_outline.py and served by the collector: a list of countries,
+// each a list of rings [lon, lat, lon, lat, ...]. Null until loaded.
+let worldOutline = null;
+
+async function loadWorldOutline() {
+  if (worldOutline) {
+    return;
+  }
+  const response = await fetch('world-outline.json', { credentials: 'same-origin' });
+  if (!response.ok) {
+    throw new Error('world-outline.json: HTTP ' + response.status);
+  }
+  worldOutline = (await response.json()).countries;
+}
+
+// Draws the countries under the map's points, clipped to the plot area. It
+// runs before the datasets draw, so the dots stay on top.
+const worldOutlinePlugin = {
+  id: 'worldOutline',
+  beforeDatasetsDraw(chart) {
+    if (!worldOutline) {
+      return;
+    }
+    const { ctx, chartArea, scales } = chart;
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(chartArea.left, chartArea.top, chartArea.right - chartArea.left,
+             chartArea.bottom - chartArea.top);
+    ctx.clip();
+    ctx.fillStyle = 'rgba(120,135,155,0.25)';
+    ctx.strokeStyle = '#7d8899';
+    ctx.lineWidth = 0.75;
+    for (const country of worldOutline) {
+      ctx.beginPath();
+      for (const ring of country) {
+        ctx.moveTo(scales.x.getPixelForValue(ring[0]), scales.y.getPixelForValue(ring[1]));
+        for (let i = 2; i < ring.length; i += 2) {
+          ctx.lineTo(scales.x.getPixelForValue(ring[i]), scales.y.getPixelForValue(ring[i + 1]));
+        }
+        ctx.closePath();
+      }
+      // Holes are rings of the same country, so even-odd leaves them empty.
+      ctx.fill('evenodd');
+      ctx.stroke();
+    }
+    ctx.restore();
+  },
+};
+
+// The map is a bubble chart on longitude and latitude axes with a grid every
+// 30 degrees and the world outline underneath, drawn offline: no tiles are
+// fetched.
+function mapChart(geo, outlineError) {
   const data = geo.points.map((point) => ({ x: point.lon, y: point.lat, r: 3 + Math.min(12, Math.log2(point.count + 1) * 2), count: point.count }));
-  byId('map-note').textContent = geo.points.length === 0
+  let note = geo.points.length === 0
     ? 'No event in this view has a GeoIP location (the collector needs a GeoIP city database).'
     : geo.points.length + ' locations; dot size grows with the event count.';
+  if (outlineError) {
+    note += ' The world outline failed to load: ' + outlineError.message;
+  }
+  byId('map-note').textContent = note;
   if (charts.map) {
     charts.map.data.datasets[0].data = data;
     charts.map.update();
@@ -148,6 +203,7 @@ function mapChart(geo) {
   charts.map = new Chart(byId('chart-map'), {
     type: 'bubble',
     data: { datasets: [{ label: 'events', data, backgroundColor: 'rgba(182,70,59,0.6)' }] },
+    plugins: [worldOutlinePlugin],
     options: {
       animation: false, maintainAspectRatio: false,
       plugins: { legend: { display: false },
@@ -234,6 +290,12 @@ async function loadLive() {
 
 async function loadAll() {
   document.body.dataset.state = 'loading';
+  // A missing outline leaves the map's points usable, so its error only
+  // goes into the map's note.
+  let outlineError = null;
+  const outlineLoaded = loadWorldOutline().catch((error) => {
+    outlineError = error;
+  });
   const [summary, timeline, oat, crs, bait, sources, paths, agents, geo] = await Promise.all([
     getJson('summary'),
     getJson('timeline', { limit: '120' }),
@@ -248,7 +310,8 @@ async function loadAll() {
   byId('summary-events').textContent = String(summary.events);
   byId('summary-sources').textContent = String(summary.sources);
   timelineChart(timeline);
-  mapChart(geo);
+  await outlineLoaded;
+  mapChart(geo, outlineError);
   const counts = [{ value: (item) => item.value }, { value: (item) => item.count, className: 'count' }];
   barChart('chart-oat', oat.items);
   fillTable('table-oat', oat.items, counts);
