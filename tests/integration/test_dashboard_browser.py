@@ -12,6 +12,8 @@ the dashboard. Chromium, driven through the DevTools protocol
 - the panels show the counts of the records the probe wrote;
 - a filter changes the counts;
 - the detail view shows a whole record;
+- the map draws the world outline: land pixels are painted, ocean pixels
+  are not;
 - the payload is shown as text and never runs (no marker set, no element
   made from it).
 
@@ -129,6 +131,55 @@ class Browser:
                     self.process.kill()
                     self.process.wait()
             self.log.close()
+
+
+# Places well inside a land mass or an ocean of Natural Earth's 1:110m
+# countries, off the map's 30-degree grid lines. The test's records have no
+# GeoIP location, so no dot covers them.
+LAND_POINTS = [("Brazil", -52, -10), ("Siberia", 100, 62), ("Australia", 134, -25),
+               ("Sahara", 10, 22), ("Canada", -105, 58)]
+OCEAN_POINTS = [("South Pacific", -130, -40), ("Indian Ocean", 75, -25),
+                ("North Atlantic", -40, 35), ("North Pacific", -160, 35)]
+
+
+def map_alpha(browser, lon, lat):
+    """Return the alpha of the map canvas pixel at lon, lat (0 where nothing is drawn)."""
+    return browser.evaluate(f"""(() => {{
+      const chart = Chart.getChart('chart-map');
+      const ratio = chart.currentDevicePixelRatio;
+      const x = Math.round(chart.scales.x.getPixelForValue({lon}) * ratio);
+      const y = Math.round(chart.scales.y.getPixelForValue({lat}) * ratio);
+      return chart.ctx.getImageData(x, y, 1, 1).data[3];
+    }})()""")
+
+
+def check_world_outline(admin, browser):
+    """Check the outline asset and that the map canvas shows land, not sea."""
+    response = urllib.request.urlopen(
+        f"http://127.0.0.1:{admin}/dashboard/world-outline.json", timeout=10)
+    check(response.headers["Content-Type"] == "application/json",
+          f"world-outline.json Content-Type: {response.headers['Content-Type']}")
+    check(response.headers["X-Content-Type-Options"] == "nosniff",
+          "nosniff missing on world-outline.json")
+    body = response.read()
+    check(len(body) < 300_000, f"world-outline.json is {len(body)} bytes, expected < 300 KB")
+    outline = json.loads(body)
+    countries = outline["countries"]
+    check(len(countries) > 150, f"world-outline.json has {len(countries)} countries")
+    for country in countries:
+        for ring in country:
+            check(len(ring) >= 6 and len(ring) % 2 == 0, f"ring with {len(ring)} numbers")
+            check(all(-180 <= lon <= 180 for lon in ring[0::2]), "longitude out of range")
+            check(all(-90 <= lat <= 90 for lat in ring[1::2]), "latitude out of range")
+    note = browser.evaluate("document.getElementById('map-note').textContent")
+    check("outline failed" not in note, f"map note: {note}")
+    for name, lon, lat in LAND_POINTS:
+        alpha = map_alpha(browser, lon, lat)
+        check(alpha > 0, f"map pixel at {name} ({lon}, {lat}) is empty; the land is not drawn")
+    for name, lon, lat in OCEAN_POINTS:
+        alpha = map_alpha(browser, lon, lat)
+        check(alpha == 0, f"map pixel at {name} ({lon}, {lat}) has alpha {alpha}; "
+                          "the ocean should stay empty")
 
 
 def table_counts(browser, table_id):
@@ -277,6 +328,7 @@ shipper:
             feed_rows = browser.evaluate(
                 "document.querySelectorAll('#table-feed tbody tr').length")
             check(feed_rows == total, f"live feed shows {feed_rows} rows, expected {total}")
+            check_world_outline(admin, browser)
             browser.screenshot(shots / "overview.png")
 
             # A filter changes the counts: the most frequent OAT id, then an unknown sensor.
@@ -338,8 +390,8 @@ shipper:
             if browser is not None:
                 browser.close()
             probe.stop()
-    print(f"dashboard browser test: {total} records, panels, filters, detail and XSS checks "
-          "passed")
+    print(f"dashboard browser test: {total} records, panels, map outline, filters, detail and "
+          "XSS checks passed")
     return 0
 
 
