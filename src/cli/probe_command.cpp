@@ -172,7 +172,14 @@ int runProbe(const ProbeOptions& options) {
   // seccomp filter yet, because the filter below denies connect().
   std::unique_ptr<shipper::ShipperProcess> shipper_process;
   if (config.shipper.isEnabled()) {
-    shipper::resolveShipperConfig(config.shipper);
+    try {
+      shipper::resolveShipperConfig(config.shipper);
+    } catch (const ConfigError& error) {
+      // The shipper keys are checked after loading, so the variables that set
+      // them are named here.
+      throw config_environment::nameVariables(
+          error, config_environment::readOverrides(config_environment::processEnvironment()));
+    }
     shipper_process = shipper::ShipperProcess::start(config);
   }
 

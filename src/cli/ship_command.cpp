@@ -82,7 +82,14 @@ int runShip(const ShipOptions& options) {
   if (!options.spool_dir.empty()) {
     config.spool.dir = options.spool_dir;
   }
-  shipper::resolveShipperConfig(config.shipper);
+  try {
+    shipper::resolveShipperConfig(config.shipper);
+  } catch (const ConfigError& error) {
+    // The shipper keys are checked after loading, so the variables that set
+    // them are named here.
+    throw config_environment::nameVariables(
+        error, config_environment::readOverrides(config_environment::processEnvironment()));
+  }
 
   struct sigaction action {};
   action.sa_handler = onShipStop;
