@@ -64,10 +64,6 @@ std::int64_t nowMilliseconds() {
       .count();
 }
 
-std::string isoFromMilliseconds(std::int64_t ms) {
-  return isoTimestamp(std::chrono::system_clock::time_point(std::chrono::milliseconds(ms)));
-}
-
 CollectorConfig loadConfig(const CollectorOptions& options) {
   return loadCollectorConfig(options.config_path);
 }
@@ -164,7 +160,7 @@ HealthReport healthReport(const CollectorConfig& config, Store& store, const Ing
     writer.member("group", sensor.group);
     writer.key("last_seen");
     if (sensor.last_seen_ms > 0) {
-      writer.string(isoFromMilliseconds(sensor.last_seen_ms));
+      writer.string(isoTimestampFromUnixMs(sensor.last_seen_ms));
       writer.member("silent_seconds", (now_ms - sensor.last_seen_ms) / 1000);
     } else {
       writer.null();
@@ -172,7 +168,7 @@ HealthReport healthReport(const CollectorConfig& config, Store& store, const Ing
     writer.member("records", static_cast<std::int64_t>(sensor.records));
     writer.key("revoked");
     if (sensor.revoked_ms != 0) {
-      writer.string(isoFromMilliseconds(sensor.revoked_ms));
+      writer.string(isoTimestampFromUnixMs(sensor.revoked_ms));
     } else {
       writer.null();
     }
@@ -510,7 +506,7 @@ int runRevoke(const CollectorOptions& options) {
   }
   if (before->revoked_ms != 0) {
     fmt::print("Sensor \"{}\" was already revoked at {}.\n", options.sensor_id,
-               isoFromMilliseconds(before->revoked_ms));
+               isoTimestampFromUnixMs(before->revoked_ms));
     return 0;
   }
   fmt::print("Revoked sensor \"{}\". A running collector rejects its token from the next "
@@ -531,17 +527,17 @@ int runSensors(const CollectorOptions& options) {
     writer.beginObject();
     writer.member("sensor_id", sensor.sensor_id);
     writer.member("group", sensor.group);
-    writer.member("enrolled", isoFromMilliseconds(sensor.enrolled_ms));
+    writer.member("enrolled", isoTimestampFromUnixMs(sensor.enrolled_ms));
     writer.key("last_seen");
     if (sensor.last_seen_ms > 0) {
-      writer.string(isoFromMilliseconds(sensor.last_seen_ms));
+      writer.string(isoTimestampFromUnixMs(sensor.last_seen_ms));
     } else {
       writer.null();
     }
     writer.member("records", static_cast<std::int64_t>(sensor.records));
     writer.key("revoked");
     if (sensor.revoked_ms != 0) {
-      writer.string(isoFromMilliseconds(sensor.revoked_ms));
+      writer.string(isoTimestampFromUnixMs(sensor.revoked_ms));
     } else {
       writer.null();
     }
@@ -572,7 +568,7 @@ int runDeadLetters(const CollectorOptions& options) {
     JsonWriter writer(line);
     writer.beginObject();
     writer.member("id", letter.id);
-    writer.member("at", isoFromMilliseconds(letter.at_ms));
+    writer.member("at", isoTimestampFromUnixMs(letter.at_ms));
     writer.member("output", letter.output);
     writer.member("event_id", letter.event_id);
     writer.member("reason", letter.reason);

@@ -143,10 +143,6 @@ bool equalsInConstantTime(std::string_view given, std::string_view expected) {
          CRYPTO_memcmp(given.data(), expected.data(), expected.size()) == 0;
 }
 
-std::string isoFromMilliseconds(std::int64_t ms) {
-  return isoTimestamp(std::chrono::system_clock::time_point(std::chrono::milliseconds(ms)));
-}
-
 struct X509Deleter {
   void operator()(X509* certificate) const { X509_free(certificate); }
 };
@@ -560,7 +556,7 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
       reason = "revoked";
       return fmt::format("sensor \"{}\" was revoked at {}; enrol it again with `webtrap "
                          "collector enrol` to get a new token",
-                         sensor.sensor_id, isoFromMilliseconds(sensor.revoked_ms));
+                         sensor.sensor_id, isoTimestampFromUnixMs(sensor.revoked_ms));
     }
     bool bound = !sensor.certificate_sha256.empty() || !sensor.certificate_cn.empty();
     if (!bound) {

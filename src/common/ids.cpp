@@ -174,6 +174,10 @@ std::string isoTimestamp(std::chrono::system_clock::time_point time) {
   return std::string(text, length > 0 ? static_cast<std::size_t>(length) : 0);
 }
 
+std::string isoTimestampFromUnixMs(std::int64_t unix_ms) {
+  return isoTimestamp(std::chrono::system_clock::time_point(std::chrono::milliseconds(unix_ms)));
+}
+
 std::string ctimeTimestamp(std::chrono::system_clock::time_point time) {
   static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
   static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",

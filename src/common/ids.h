@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 
 namespace webtrap {
@@ -17,6 +18,9 @@ std::string newUuidV7(std::chrono::system_clock::time_point now);
 // Returns the ISO 8601 UTC form with microseconds, such as
 // "2026-12-04T12:00:00.123456Z".
 std::string isoTimestamp(std::chrono::system_clock::time_point time);
+
+// Returns isoTimestamp of `unix_ms`, milliseconds since the Unix epoch.
+std::string isoTimestampFromUnixMs(std::int64_t unix_ms);
 
 // Returns the asctime(3) form that libmodsecurity 3.0.9 writes into
 // transaction.time_stamp, such as "Fri Dec  4 12:00:00 2026", but in UTC and

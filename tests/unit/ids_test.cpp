@@ -129,6 +129,12 @@ TEST(Timestamps, IsoBeforeEpochRoundsDown) {
   EXPECT_EQ(isoTimestamp(time), "1969-12-31T23:59:59.999999Z");
 }
 
+TEST(Timestamps, IsoFromUnixMilliseconds) {
+  EXPECT_EQ(isoTimestampFromUnixMs(1796385600123), "2026-12-04T12:00:00.123000Z");
+  EXPECT_EQ(isoTimestampFromUnixMs(0), "1970-01-01T00:00:00.000000Z");
+  EXPECT_EQ(isoTimestampFromUnixMs(-1), "1969-12-31T23:59:59.999000Z");
+}
+
 TEST(Timestamps, CtimePadsDayWithSpace) {
   auto time = system_clock::time_point(std::chrono::microseconds(1796385600123456));
   EXPECT_EQ(ctimeTimestamp(time), "Fri Dec  4 12:00:00 2026");
