@@ -23,10 +23,6 @@ namespace {
 
 using simdjson::dom::element;
 
-bool startsWithIgnoreCase(std::string_view text, std::string_view prefix) {
-  return text.size() >= prefix.size() && equalsIgnoreCase(text.substr(0, prefix.size()), prefix);
-}
-
 // Event ids and uuids go into URL paths, so only letters, digits and '-'
 // are allowed.
 void checkPathSegment(std::string_view segment, std::string_view what) {

@@ -40,6 +40,9 @@ int hexDigitValue(char c);
 // ASCII case-insensitive equality; bytes >= 0x80 compare exactly.
 bool equalsIgnoreCase(std::string_view a, std::string_view b);
 
+// True when `text` starts with `prefix`, compared as equalsIgnoreCase does.
+bool startsWithIgnoreCase(std::string_view text, std::string_view prefix);
+
 // Returns `text` with ASCII letters in lower case; other bytes unchanged.
 std::string asciiLowercase(std::string_view text);
 

@@ -387,10 +387,6 @@ std::string inspectedTarget(const std::string& target) {
   return target.substr(0, question + 1) + std::string(firstFields(query));
 }
 
-bool startsWithIgnoreCase(std::string_view text, std::string_view prefix) {
-  return text.size() >= prefix.size() && equalsIgnoreCase(text.substr(0, prefix.size()), prefix);
-}
-
 // Returns the boundary parameter of a multipart Content-Type, unquoted, or
 // an empty string.
 std::string multipartBoundary(std::string_view content_type) {

@@ -155,6 +155,14 @@ TEST(CaseInsensitive, ComparesAsciiOnly) {
   EXPECT_TRUE(equalsIgnoreCase("", ""));
 }
 
+TEST(CaseInsensitive, StartsWithComparesPrefixOnly) {
+  EXPECT_TRUE(startsWithIgnoreCase("Text/HTML; charset=utf-8", "text/html"));
+  EXPECT_TRUE(startsWithIgnoreCase("multipart/form-data", ""));
+  EXPECT_FALSE(startsWithIgnoreCase("text", "text/html"));
+  EXPECT_FALSE(startsWithIgnoreCase("application/json", "text/"));
+  EXPECT_FALSE(startsWithIgnoreCase("\xC3\x89t\xC3\xA9", "\xC3\xA9"));  // É is not é
+}
+
 TEST(AsciiLowercase, LowersAsciiLettersOnly) {
   EXPECT_EQ(asciiLowercase("Admin@Example.COM"), "admin@example.com");
   EXPECT_EQ(asciiLowercase("\xC3\x89"), "\xC3\x89");  // É keeps its bytes
