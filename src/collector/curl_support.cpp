@@ -14,6 +14,27 @@ void initCurlOnce() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
+void setCommonCurlOptions(CURL* curl, const CurlTransferOptions& options) {
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(options.timeout.count()));
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+                   static_cast<long>(options.connect_timeout.count()));
+  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(curl, CURLOPT_USERAGENT, "webtrap-collector/" WEBTRAP_VERSION);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, curlAppendBody);
+  // An empty string offers every encoding libcurl was built to decode. That
+  // pays off because JSON responses such as Elasticsearch's _bulk repeat keys.
+  curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, options.tls_verify ? 1L : 0L);
+  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, options.tls_verify ? 2L : 0L);
+  if (!options.ca_file.empty()) {
+    curl_easy_setopt(curl, CURLOPT_CAINFO, options.ca_file.c_str());
+  }
+  if (!options.proxy.empty()) {
+    curl_easy_setopt(curl, CURLOPT_PROXY, options.proxy.c_str());
+  }
+}
+
 std::size_t curlAppendBody(char* data, std::size_t size, std::size_t count, void* user) {
   auto* capture = static_cast<CurlBodyCapture*>(user);
   std::size_t bytes = size * count;

@@ -5,6 +5,7 @@
 
 #include <curl/curl.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -14,6 +15,23 @@ namespace webtrap::collector {
 
 // Calls curl_global_init once per process, before the first easy handle.
 void initCurlOnce();
+
+// Transfer settings that every output's HTTP client takes from its config.
+struct CurlTransferOptions {
+  std::chrono::milliseconds timeout{0};          // whole request, 0 for no limit
+  std::chrono::milliseconds connect_timeout{0};  // connection phase only, 0 for libcurl's default
+  bool tls_verify = true;                        // check the server certificate and host name
+  std::string ca_file;                           // CA bundle, empty for the system default
+  // Proxy URL. When empty, libcurl reads http_proxy, https_proxy and no_proxy.
+  std::string proxy;
+};
+
+// Sets the options that the Elasticsearch, MISP and Kibana clients share.
+// These are no signals, http and https only, the webtrap user agent, the
+// timeouts, body capture through curlAppendBody, every Content-Encoding
+// libcurl can decode, and the TLS and proxy settings. Callers still set
+// CURLOPT_WRITEDATA, the headers, the URL and authentication.
+void setCommonCurlOptions(CURL* curl, const CurlTransferOptions& options);
 
 // Largest response body kept, after libcurl decompresses it. By estimate a
 // _bulk item takes a few hundred bytes, or a few KiB with an error and its

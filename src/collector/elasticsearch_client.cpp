@@ -68,23 +68,11 @@ ElasticsearchClient::ElasticsearchClient(ElasticsearchOptions options)
     throw std::runtime_error("elasticsearch client: curl_easy_init failed");
   }
   CURL* curl = impl_->curl;
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  setCommonCurlOptions(curl, {options_.timeout, options_.connect_timeout, options_.tls_verify,
+                              options_.ca_file, options_.proxy});
   curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.timeout.count()));
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
-                   static_cast<long>(options_.connect_timeout.count()));
-  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(curl, CURLOPT_USERAGENT, "webtrap-collector/" WEBTRAP_VERSION);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, curlAppendBody);
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, curlCaptureHeader);
-  // Accept gzip and deflate responses, because bulk responses repeat the same keys.
-  curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
-  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, options_.tls_verify ? 1L : 0L);
-  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, options_.tls_verify ? 2L : 0L);
-  if (!options_.ca_file.empty()) {
-    curl_easy_setopt(curl, CURLOPT_CAINFO, options_.ca_file.c_str());
-  }
   if (!options_.client_certificate.empty()) {
     curl_easy_setopt(curl, CURLOPT_SSLCERT, options_.client_certificate.c_str());
     curl_easy_setopt(curl, CURLOPT_SSLKEY, options_.client_key.c_str());

@@ -125,23 +125,9 @@ KibanaResponse postImport(const KibanaOptions& options, const std::string& url,
   curl_easy_setopt(handle, CURLOPT_URL, url.c_str());
   curl_easy_setopt(handle, CURLOPT_MIMEPOST, mime.get());
   curl_easy_setopt(handle, CURLOPT_HTTPHEADER, header_list.get());
-  curl_easy_setopt(handle, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(handle, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(handle, CURLOPT_USERAGENT, "webtrap-collector/" WEBTRAP_VERSION);
-  curl_easy_setopt(handle, CURLOPT_TIMEOUT_MS, static_cast<long>(options.timeout.count()));
-  curl_easy_setopt(handle, CURLOPT_CONNECTTIMEOUT_MS,
-                   static_cast<long>(options.connect_timeout.count()));
-  curl_easy_setopt(handle, CURLOPT_WRITEFUNCTION, curlAppendBody);
+  setCommonCurlOptions(handle, {options.timeout, options.connect_timeout, options.tls_verify,
+                                options.ca_file, options.proxy});
   curl_easy_setopt(handle, CURLOPT_WRITEDATA, &capture);
-  curl_easy_setopt(handle, CURLOPT_ACCEPT_ENCODING, "");
-  curl_easy_setopt(handle, CURLOPT_SSL_VERIFYPEER, options.tls_verify ? 1L : 0L);
-  curl_easy_setopt(handle, CURLOPT_SSL_VERIFYHOST, options.tls_verify ? 2L : 0L);
-  if (!options.ca_file.empty()) {
-    curl_easy_setopt(handle, CURLOPT_CAINFO, options.ca_file.c_str());
-  }
-  if (!options.proxy.empty()) {
-    curl_easy_setopt(handle, CURLOPT_PROXY, options.proxy.c_str());
-  }
   if (!options.username.empty()) {
     curl_easy_setopt(handle, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
     curl_easy_setopt(handle, CURLOPT_USERNAME, options.username.c_str());

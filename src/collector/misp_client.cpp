@@ -266,27 +266,13 @@ MispClient::MispClient(MispClientOptions options)
     throw std::runtime_error("misp client: curl_easy_init failed");
   }
   CURL* curl = impl_->curl;
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  setCommonCurlOptions(curl, {options_.timeout, options_.connect_timeout, options_.tls_verify,
+                              options_.ca_file, options_.proxy});
   curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.timeout.count()));
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
-                   static_cast<long>(options_.connect_timeout.count()));
-  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(curl, CURLOPT_USERAGENT, "webtrap-collector/" WEBTRAP_VERSION);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, curlAppendBody);
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, curlCaptureHeader);
-  curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
   // Redirects are not followed: MISP's 302 to /users/login means the
   // request was not taken as an API request, and is reported as such.
   curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, options_.tls_verify ? 1L : 0L);
-  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, options_.tls_verify ? 2L : 0L);
-  if (!options_.ca_file.empty()) {
-    curl_easy_setopt(curl, CURLOPT_CAINFO, options_.ca_file.c_str());
-  }
-  if (!options_.proxy.empty()) {
-    curl_easy_setopt(curl, CURLOPT_PROXY, options_.proxy.c_str());
-  }
   // MISP wants the bare key: "Bearer <key>" gets 403.
   impl_->authorization = "Authorization: " + options_.api_key;
   if (!options_.tls_verify) {
