@@ -578,6 +578,21 @@ MispRecord readMispRecord(const StoredEvent& event) {
   return record;
 }
 
+std::vector<MispRecord> readMispRecords(std::span<const StoredEvent> batch,
+                                        std::string_view label,
+                                        std::vector<ItemResult>& results) {
+  std::vector<MispRecord> records;
+  records.reserve(batch.size());
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    try {
+      records.push_back(readMispRecord(batch[i]));
+    } catch (const std::exception& e) {
+      results[i] = {Delivery::kRejected, fmt::format("{}: {}", label, e.what())};
+    }
+  }
+  return records;
+}
+
 MispEventKey mispEventKey(const MispModelOptions& options, const MispRecord& record) {
   MispEventKey key;
   key.date = utcDay(record.timestamp_ms);

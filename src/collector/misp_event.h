@@ -28,6 +28,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -107,6 +108,13 @@ inline constexpr std::size_t kMispMaxValueBytes = 1024;
 // Reads `event`'s document. Throws std::runtime_error when it is not a JSON
 // object.
 MispRecord readMispRecord(const StoredEvent& event);
+
+// Reads every event of `batch` with readMispRecord. An event that cannot be
+// read is left out and marked kRejected at its index in `results` (sized to
+// the batch by the caller), with its error after `label` and a colon.
+std::vector<MispRecord> readMispRecords(std::span<const StoredEvent> batch,
+                                        std::string_view label,
+                                        std::vector<ItemResult>& results);
 
 // The uuid and the grouping key of the MISP event that `record` belongs to.
 struct MispEventKey {

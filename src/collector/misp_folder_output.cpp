@@ -207,15 +207,7 @@ void MispFolderOutput::writeFiles() {
 
 std::vector<ItemResult> MispFolderOutput::send(std::span<const StoredEvent> batch) {
   std::vector<ItemResult> results(batch.size());
-  std::vector<MispRecord> records;
-  records.reserve(batch.size());
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    try {
-      records.push_back(readMispRecord(batch[i]));
-    } catch (const std::exception& e) {
-      results[i] = {Delivery::kRejected, fmt::format("{}: {}", label_, e.what())};
-    }
-  }
+  std::vector<MispRecord> records = readMispRecords(batch, label_, results);
   try {
     model_->apply(records, nowSeconds());
   } catch (const std::exception& e) {

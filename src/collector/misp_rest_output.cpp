@@ -271,15 +271,7 @@ void MispRestOutput::runPublisher() {
 
 std::vector<ItemResult> MispRestOutput::send(std::span<const StoredEvent> batch) {
   std::vector<ItemResult> results(batch.size());
-  std::vector<MispRecord> records;
-  records.reserve(batch.size());
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    try {
-      records.push_back(readMispRecord(batch[i]));
-    } catch (const std::exception& e) {
-      results[i] = {Delivery::kRejected, fmt::format("MISP: {}", e.what())};
-    }
-  }
+  std::vector<MispRecord> records = readMispRecords(batch, "MISP", results);
   std::lock_guard lock(mutex_);
   try {
     model_->apply(records, nowSeconds());
