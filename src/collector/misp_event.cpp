@@ -19,6 +19,7 @@
 
 #include "collector/sqlite_statement.h"
 #include "common/config_values.h"
+#include "common/encoding.h"
 #include "common/error.h"
 #include "common/json_writer.h"
 
@@ -72,14 +73,7 @@ int hexValue(char c) {
 
 // Cuts `text` to at most `limit` bytes at a UTF-8 character boundary.
 std::string cutUtf8(std::string_view text, std::size_t limit) {
-  if (text.size() <= limit) {
-    return std::string(text);
-  }
-  std::size_t end = limit;
-  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) {
-    --end;
-  }
-  return std::string(text.substr(0, end));
+  return std::string(utf8Prefix(text, limit));
 }
 
 std::string utcDay(std::int64_t timestamp_ms) {

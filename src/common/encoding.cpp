@@ -43,6 +43,18 @@ std::size_t utf8SequenceLength(std::string_view bytes, std::size_t pos) {
   return 0;
 }
 
+std::string_view utf8Prefix(std::string_view text, std::size_t max_bytes) {
+  if (text.size() <= max_bytes) {
+    return text;
+  }
+  std::size_t end = max_bytes;
+  // Back up over continuation bytes (10xxxxxx) to the start of a character.
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) {
+    --end;
+  }
+  return text.substr(0, end);
+}
+
 bool appendSanitizedUtf8(std::string& out, std::string_view bytes) {
   static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
   bool valid = true;

@@ -23,6 +23,10 @@ std::size_t utf8SequenceLength(std::string_view bytes, std::size_t pos);
 // of a well-formed UTF-8 sequence. Returns false when a byte was replaced.
 bool appendSanitizedUtf8(std::string& out, std::string_view bytes);
 
+// Returns the longest start of `text` that has at most `max_bytes` bytes and
+// does not split a UTF-8 sequence. Bytes are not checked otherwise.
+std::string_view utf8Prefix(std::string_view text, std::size_t max_bytes);
+
 // Standard base64 (RFC 4648 section 4) with padding.
 std::string base64Encode(std::string_view bytes);
 void appendBase64(std::string& out, std::string_view bytes);

@@ -48,14 +48,7 @@ bool isCardField(std::string_view lower_name) {
 
 // Cuts `text` to at most `max` bytes without splitting a UTF-8 sequence.
 std::string bounded(std::string_view text, std::size_t max) {
-  if (text.size() <= max) {
-    return std::string(text);
-  }
-  std::size_t cut = max;
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) {
-    --cut;
-  }
-  return std::string(text.substr(0, cut));
+  return std::string(utf8Prefix(text, max));
 }
 
 bool startsWithIgnoreCase(std::string_view text, std::size_t pos, std::string_view prefix) {

@@ -147,6 +147,16 @@ TEST(Sha256, MovedFromStartsOver) {
   EXPECT_EQ(original.finalHex(), sha256Hex("x"));
 }
 
+TEST(Utf8Prefix, CutsAtCharacterStart) {
+  EXPECT_EQ(utf8Prefix("abc", 5), "abc");
+  EXPECT_EQ(utf8Prefix("abc", 3), "abc");
+  EXPECT_EQ(utf8Prefix("abcdef", 2), "ab");
+  EXPECT_EQ(utf8Prefix("a\xC3\xA9", 2), "a");                      // é is two bytes
+  EXPECT_EQ(utf8Prefix("a\xF0\x9F\x98\x80z", 4), "a");             // U+1F600 is four
+  EXPECT_EQ(utf8Prefix("a\xF0\x9F\x98\x80z", 5), "a\xF0\x9F\x98\x80");
+  EXPECT_EQ(utf8Prefix("\xC3\xA9", 0), "");
+}
+
 TEST(CaseInsensitive, ComparesAsciiOnly) {
   EXPECT_TRUE(equalsIgnoreCase("Content-Type", "content-TYPE"));
   EXPECT_FALSE(equalsIgnoreCase("Host", "Hosts"));
