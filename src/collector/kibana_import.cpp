@@ -197,18 +197,6 @@ std::string credentialKeys(const KibanaOptions& options) {
   }
 }
 
-std::string describe(const KibanaImportError& error) {
-  std::string text = fmt::format("{} {}", error.type, error.id);
-  if (!error.title.empty() && error.title != error.id) {
-    text += fmt::format(" (\"{}\")", error.title);
-  }
-  text += ": " + error.error_type;
-  if (!error.detail.empty()) {
-    text += " " + error.detail;
-  }
-  return text;
-}
-
 }  // namespace
 
 KibanaOptions parseKibanaOptions(const YAML::Node& node, const std::string& es_username,
@@ -326,6 +314,20 @@ KibanaImportResult parseKibanaImportResponse(std::string_view body) {
   return result;
 }
 
+std::string describeKibanaImportError(const KibanaImportError& error) {
+  std::string text = fmt::format("{} {}", error.type, error.id);
+  if (!error.title.empty() && error.title != error.id) {
+    std::string_view title = utf8Prefix(error.title, kMaxPrintedTitleBytes);
+    std::string_view cut_marker = title.size() < error.title.size() ? "..." : "";
+    text += fmt::format(" (\"{}{}\")", title, cut_marker);
+  }
+  text += ": " + error.error_type;
+  if (!error.detail.empty()) {
+    text += " " + error.detail;
+  }
+  return text;
+}
+
 std::string setDataViewTitle(std::string_view ndjson, const std::string& title) {
   simdjson::dom::parser parser;
   std::string output;
@@ -419,7 +421,7 @@ void importKibanaDashboard(const KibanaOptions& options, const std::string& inde
   if (!result.success || !result.errors.empty()) {
     std::string lines;
     for (const auto& error : result.errors) {
-      lines += "\n  " + describe(error);
+      lines += "\n  " + describeKibanaImportError(error);
     }
     throw std::runtime_error(fmt::format(
         "setup-elasticsearch: Kibana imported {} of {} saved objects; these failed:{}",

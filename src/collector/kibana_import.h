@@ -62,6 +62,16 @@ struct KibanaImportResult {
 // Throws std::runtime_error when it is not an import result.
 KibanaImportResult parseKibanaImportResponse(std::string_view body);
 
+// Maximum length, in bytes, of an object title that describeKibanaImportError
+// prints. Titles are free text and may run to kilobytes. The start is enough
+// to recognise the object, and the id names it exactly.
+inline constexpr std::size_t kMaxPrintedTitleBytes = 80;
+
+// Returns one line for `error`: type, id, title and error type with its
+// detail. A title longer than kMaxPrintedTitleBytes is cut at a UTF-8
+// character boundary and ends in "...".
+std::string describeKibanaImportError(const KibanaImportError& error);
+
 // Returns `ndjson` with attributes.title of every index-pattern object (data
 // view) set to `title`. Other lines are kept as they are, blank lines
 // dropped. Throws std::runtime_error naming the line that is not a JSON

@@ -113,6 +113,21 @@ TEST(KibanaImportResponse, ErrorsWithTheirDetails) {
   EXPECT_EQ(result.errors[2].detail, "bad panelsJSON");
 }
 
+TEST(KibanaImportResponse, DescribeCutsLongTitle) {
+  KibanaImportError error{"dashboard", "d1", "Dash", "unknown", "bad panelsJSON"};
+  EXPECT_EQ(describeKibanaImportError(error), "dashboard d1 (\"Dash\"): unknown bad panelsJSON");
+
+  error.title = std::string(kMaxPrintedTitleBytes, 'x');
+  EXPECT_EQ(describeKibanaImportError(error),
+            "dashboard d1 (\"" + error.title + "\"): unknown bad panelsJSON");
+
+  // "é" is two bytes; the one that straddles the limit is left out whole.
+  error.title = std::string(kMaxPrintedTitleBytes - 1, 'x') + "\xC3\xA9" + std::string(5000, 'y');
+  EXPECT_EQ(describeKibanaImportError(error),
+            "dashboard d1 (\"" + std::string(kMaxPrintedTitleBytes - 1, 'x') +
+                "...\"): unknown bad panelsJSON");
+}
+
 TEST(KibanaImportResponse, RejectsOtherBodies) {
   EXPECT_THROW(parseKibanaImportResponse("<html>"), std::runtime_error);
   EXPECT_THROW(parseKibanaImportResponse(R"({"statusCode":404})"), std::runtime_error);
