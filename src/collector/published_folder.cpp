@@ -317,6 +317,7 @@ PublishedFolder parsePublishedFolder(const YAML::Node& node, const std::string& 
       }
       std::string text = scalarText(entry.second, path);
       folder.token = name == "token" ? text : readTokenFile(text, path);
+      folder.token_setting = name;
       checkToken(folder.token, path);
       has_token = true;
     } else if (name == "allow_anonymous") {
@@ -403,9 +404,12 @@ PublishedFileResponse servePublishedFile(const PublishedFolder& folder, const Re
     bool ok = request.count(http::field::authorization) == 1 &&
               tokenMatches(tokenOf(request[http::field::authorization]), folder.token);
     if (!ok) {
-      Response response = textResponse(request, http::status::unauthorized,
-                                       "missing or wrong token; send Authorization: Bearer "
-                                       "<serve.token>");
+      std::string message =
+          folder.token_setting == "token_file"
+              ? "missing or wrong token; send Authorization: Bearer <the token in "
+                "serve.token_file>"
+              : "missing or wrong token; send Authorization: Bearer <serve.token>";
+      Response response = textResponse(request, http::status::unauthorized, message);
       response.set(http::field::www_authenticate, "Bearer");
       return denied(std::move(response), "token");
     }

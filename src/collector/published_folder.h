@@ -31,6 +31,9 @@ struct PublishedFolder {
   std::string prefix;  // URL path prefix, such as /feeds/misp, without a trailing slash
   std::filesystem::path folder;
   std::string token;  // empty only when allow_anonymous is set
+  // The setting the token came from, "token" or "token_file", which the
+  // 401 message names.
+  std::string token_setting = "token";
   bool allow_anonymous = false;
   std::uint64_t max_file_bytes = 64ULL << 20;
   // File names that may be served; a name reaching it contains no '/'.

@@ -95,6 +95,7 @@ TEST(PublishedFolderOptions, ParsesTokenAndPrefix) {
   PublishedFolder folder = parse(std::string("{prefix: /feeds/misp, token: ") + kToken + "}");
   EXPECT_EQ(folder.prefix, "/feeds/misp");
   EXPECT_EQ(folder.token, kToken);
+  EXPECT_EQ(folder.token_setting, "token");
   EXPECT_FALSE(folder.allow_anonymous);
   EXPECT_EQ(folder.max_file_bytes, 64ULL << 20);
 }
@@ -126,8 +127,22 @@ TEST_F(PublishedFolderTest, ReadsTokenFile) {
   PublishedFolder folder =
       parse("{prefix: /feeds/misp, token_file: " + (root_ / "token").string() + "}");
   EXPECT_EQ(folder.token, kToken);
+  EXPECT_EQ(folder.token_setting, "token_file");
   EXPECT_THROW(parse("{prefix: /f, token_file: " + (root_ / "missing").string() + "}"),
                ConfigError);
+}
+
+TEST_F(PublishedFolderTest, UnauthorizedNamesTokenSetting) {
+  auto denied = get("/feeds/misp/hashes.csv", http::verb::get, "Bearer wrong");
+  EXPECT_EQ(denied.response.result(), http::status::unauthorized);
+  EXPECT_NE(denied.response.body().find("<serve.token>"), std::string::npos)
+      << denied.response.body();
+
+  folder_.token_setting = "token_file";
+  denied = get("/feeds/misp/hashes.csv", http::verb::get, "Bearer wrong");
+  EXPECT_EQ(denied.response.result(), http::status::unauthorized);
+  EXPECT_NE(denied.response.body().find("<the token in serve.token_file>"), std::string::npos)
+      << denied.response.body();
 }
 
 TEST(PublishedFolderOptions, OverlappingPrefixesRejected) {
