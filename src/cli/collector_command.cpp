@@ -43,7 +43,7 @@ using namespace webtrap::collector;
 
 struct CollectorOptions {
   std::string config_path;
-  std::string log_level = "info";
+  std::string log_level;  // empty: --log-level not given
   std::string ports_file;
   bool print_reference = false;
 
@@ -62,6 +62,15 @@ std::int64_t nowMilliseconds() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+// Sets up logging at --log-level, or at `default_level` when it was not
+// given. The service and setup-elasticsearch default to info, where their
+// progress lines are. The one-shot commands that print a result default to
+// warn, which leaves out the store's open, checkpoint and close lines but
+// keeps warnings and errors.
+void setupLoggingOr(const CollectorOptions& options, const std::string& default_level) {
+  setupLogging(options.log_level.empty() ? default_level : options.log_level);
 }
 
 CollectorConfig loadConfig(const CollectorOptions& options) {
@@ -204,7 +213,7 @@ void writePortsFile(const std::string& path, std::uint16_t ingest, std::uint16_t
 }
 
 int runCollector(const CollectorOptions& options) {
-  setupLogging(options.log_level);
+  setupLoggingOr(options, "info");
   if (options.print_reference) {
     fmt::print("{}", collectorConfigurationReference());
     return 0;
@@ -392,7 +401,7 @@ std::string enrolFingerprint(const CollectorOptions& options) {
 }
 
 int runEnrol(const CollectorOptions& options) {
-  setupLogging(options.log_level);
+  setupLoggingOr(options, "warn");
   if (options.sensor_id.empty()) {
     throw ConfigError("--sensor-id: missing; name the sensor, such as --sensor-id web1");
   }
@@ -490,7 +499,7 @@ int runEnrol(const CollectorOptions& options) {
 }
 
 int runRevoke(const CollectorOptions& options) {
-  setupLogging(options.log_level);
+  setupLoggingOr(options, "warn");
   CollectorConfig config = loadConfig(options);
   auto store = openStore(config);
   std::optional<SensorInfo> before;
@@ -518,7 +527,7 @@ int runRevoke(const CollectorOptions& options) {
 
 // One JSON line per enrolled sensor, including revoked ones.
 int runSensors(const CollectorOptions& options) {
-  setupLogging(options.log_level);
+  setupLoggingOr(options, "warn");
   CollectorConfig config = loadConfig(options);
   auto store = openStore(config);
   for (const auto& sensor : store->sensors()) {
@@ -550,14 +559,14 @@ int runSensors(const CollectorOptions& options) {
 }
 
 int runSetupElasticsearch(const CollectorOptions& options) {
-  setupLogging(options.log_level);
+  setupLoggingOr(options, "info");
   CollectorConfig config = loadConfig(options);
   setupElasticsearchFromConfig(config);
   return 0;
 }
 
 int runDeadLetters(const CollectorOptions& options) {
-  setupLogging(options.log_level);
+  setupLoggingOr(options, "warn");
   CollectorConfig config = loadConfig(options);
   auto store = openStore(config);
   auto letters = store->deadLetters(options.limit);
@@ -580,7 +589,7 @@ int runDeadLetters(const CollectorOptions& options) {
 }
 
 int runCount(const CollectorOptions& options) {
-  setupLogging(options.log_level);
+  setupLoggingOr(options, "warn");
   CollectorConfig config = loadConfig(options);
   auto store = openStore(config);
   std::string line;
@@ -653,7 +662,7 @@ std::string tailLine(simdjson::ondemand::parser& parser, const StoredEvent& even
 }
 
 int runTail(const CollectorOptions& options) {
-  setupLogging(options.log_level == "info" ? "warn" : options.log_level);
+  setupLoggingOr(options, "warn");
   CollectorConfig config = loadConfig(options);
   auto store = openStore(config);
   std::int64_t after = std::max<std::int64_t>(0, store->lastSeq() -
@@ -685,7 +694,9 @@ void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
   command->require_subcommand(0, 1);
   command->add_option("--config", options->config_path, "YAML configuration file")
       ->check(CLI::ExistingFile);
-  command->add_option("--log-level", options->log_level, "trace, debug, info, warn or error");
+  command->add_option("--log-level", options->log_level,
+                      "trace, debug, info, warn or error (default: info for the service and "
+                      "setup-elasticsearch, warn for the other subcommands)");
   command->add_option("--ports-file", options->ports_file,
                       "Write the bound ingest and admin ports to this JSON file once ready");
   command->add_flag("--config-reference", options->print_reference,
