@@ -2,10 +2,8 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <simdjson.h>
@@ -87,13 +85,6 @@ const Parsed* byId(const std::vector<Parsed>& objects, const std::string& id) {
     }
   }
   return nullptr;
-}
-
-std::string readFile(const fs::path& path) {
-  std::ifstream file(path, std::ios::binary);
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
 }
 
 // A MISP event as MispModel::renderEvent writes it, with every item the
