@@ -197,6 +197,22 @@ std::string credentialKeys(const KibanaOptions& options) {
   }
 }
 
+// Reads the dashboard file with its data view retitled to `index_pattern`.
+// Throws std::runtime_error that names dashboard_file when the file cannot
+// be read or a line is not a JSON object.
+std::string readRetitledDashboard(const KibanaOptions& options, const std::string& index_pattern) {
+  try {
+    return setDataViewTitle(readDashboard(options), index_pattern);
+  } catch (const std::runtime_error& error) {
+    if (std::string_view(error.what()).starts_with("setup-elasticsearch:")) {
+      throw;
+    }
+    throw std::runtime_error(fmt::format(
+        "setup-elasticsearch: {} ({}); set {} to a saved objects export, one JSON object a line",
+        error.what(), dashboardPath(options).string(), keyPath("dashboard_file")));
+  }
+}
+
 }  // namespace
 
 KibanaOptions parseKibanaOptions(const YAML::Node& node, const std::string& es_username,
@@ -382,17 +398,7 @@ std::string setDataViewTitle(std::string_view ndjson, const std::string& title) 
 }
 
 void importKibanaDashboard(const KibanaOptions& options, const std::string& index_pattern) {
-  std::string ndjson;
-  try {
-    ndjson = setDataViewTitle(readDashboard(options), index_pattern);
-  } catch (const std::runtime_error& error) {
-    if (std::string_view(error.what()).starts_with("setup-elasticsearch:")) {
-      throw;
-    }
-    throw std::runtime_error(fmt::format(
-        "setup-elasticsearch: {} ({}); set {} to a saved objects export, one JSON object a line",
-        error.what(), dashboardPath(options).string(), keyPath("dashboard_file")));
-  }
+  std::string ndjson = readRetitledDashboard(options, index_pattern);
   std::size_t object_count = 0;
   for (char c : ndjson) {
     object_count += c == '\n' ? 1 : 0;
@@ -400,16 +406,18 @@ void importKibanaDashboard(const KibanaOptions& options, const std::string& inde
   // An empty file would be "imported" with nothing in Kibana.
   if (object_count == 0) {
     throw std::runtime_error(fmt::format(
-        "setup-elasticsearch: the Kibana dashboard {} holds no saved objects; set {} to a saved "
-        "objects export, one JSON object a line",
+        "setup-elasticsearch: the Kibana dashboard {} contains no saved objects; set {} to a "
+        "saved objects export, one JSON object a line",
         dashboardPath(options).string(), keyPath("dashboard_file")));
   }
+
   const std::string url = fmt::format("{}{}/api/saved_objects/_import?overwrite=true", options.url,
                                       options.space.empty() ? "" : "/s/" + options.space);
   KibanaResponse response = postImport(options, url, ndjson);
   if (response.status != 200) {
     failImport(options, url, response);
   }
+
   KibanaImportResult result;
   try {
     result = parseKibanaImportResponse(response.body);
@@ -432,6 +440,7 @@ void importKibanaDashboard(const KibanaOptions& options, const std::string& inde
                  "{}",
                  result.success_count, object_count);
   }
+
   spdlog::info("setup-elasticsearch: imported {} Kibana saved objects (data view {}) into space "
                "{} at {}",
                result.success_count, index_pattern,

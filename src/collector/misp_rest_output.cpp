@@ -97,6 +97,112 @@ struct MispRestOutput::Metrics {
   Counter& config_errors;
 };
 
+namespace {
+
+// Returns the API key in the environment variable `name`, trimmed. Throws
+// ConfigError naming `path` when the variable is unset or empty.
+std::string apiKeyFromEnvironment(const std::string& name, const std::string& path) {
+  const char* value = name.empty() ? nullptr : std::getenv(name.c_str());
+  if (value == nullptr || trimmed(value).empty()) {
+    throw ConfigError(fmt::format(
+        "{}: the environment variable `{}` is not set or empty; export it with the "
+        "automation key of an API-enabled MISP user",
+        path, name));
+  }
+  return trimmed(value);
+}
+
+// Returns the API key in `file`, trimmed. Throws ConfigError naming `path`
+// when the file cannot be read or is empty.
+std::string apiKeyFromFile(const std::string& file, const std::string& path) {
+  std::ifstream in(file);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in || trimmed(text.str()).empty()) {
+    throw ConfigError(fmt::format(
+        "{}: `{}` cannot be read or is empty; give a file (mode 0600) that contains only the "
+        "automation key of an API-enabled MISP user",
+        path, file));
+  }
+  return trimmed(text.str());
+}
+
+MispPublish parsePublish(const std::string& text, const std::string& path) {
+  if (text == "never") {
+    return MispPublish::kNever;
+  }
+  if (text == "when_day_closes") {
+    return MispPublish::kWhenDayCloses;
+  }
+  if (text == "always") {
+    return MispPublish::kAlways;
+  }
+  throw ConfigError(
+      fmt::format("{}: `{}` is not valid; give never, when_day_closes or always", path, text));
+}
+
+// Counts the sightings in an events/view body by "attribute uuid|source|
+// date_sighting". Throws TransientError when the body is not JSON.
+std::map<std::string, std::int64_t> countSightings(const std::string& body) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (parser.parse(body).get(root) != simdjson::SUCCESS) {
+    throw TransientError("MISP output: events/view returned a body that is not JSON");
+  }
+  std::map<std::string, std::int64_t> counts;
+  simdjson::dom::array attributes;
+  if (root.at_pointer("/Event/Attribute").get_array().get(attributes) != simdjson::SUCCESS) {
+    return counts;
+  }
+  for (simdjson::dom::element attribute : attributes) {
+    std::string_view attribute_uuid;
+    simdjson::dom::array sightings;
+    if (attribute["uuid"].get_string().get(attribute_uuid) != simdjson::SUCCESS ||
+        attribute["Sighting"].get_array().get(sightings) != simdjson::SUCCESS) {
+      continue;
+    }
+    for (simdjson::dom::element sighting : sightings) {
+      std::string_view source;
+      std::string_view date;
+      if (sighting["source"].get_string().get(source) != simdjson::SUCCESS) {
+        source = {};
+      }
+      if (sighting["date_sighting"].get_string().get(date) != simdjson::SUCCESS) {
+        continue;
+      }
+      ++counts[fmt::format("{}|{}|{}", attribute_uuid, source, date)];
+    }
+  }
+  return counts;
+}
+
+// Throws ConfigError naming the key when url, the API key or state_path is
+// missing, or when more than one API key source is set.
+void checkRequiredKeys(const MispRestOptions& options, bool has_url, int key_sources) {
+  if (!has_url) {
+    throw ConfigError(fmt::format(
+        "{}.url: missing; give MISP's base URL, such as `url: https://misp.example`", kSection));
+  }
+  if (key_sources == 0) {
+    throw ConfigError(fmt::format(
+        "{}.api_key: missing; give the automation key of an API-enabled MISP user with "
+        "api_key_env (an environment variable), api_key_file (a file) or api_key",
+        kSection));
+  }
+  if (key_sources > 1) {
+    throw ConfigError(fmt::format(
+        "{}: more than one of api_key, api_key_env and api_key_file is set; keep one", kSection));
+  }
+  if (options.state_path.empty()) {
+    throw ConfigError(fmt::format(
+        "{}.state_path: missing; give the SQLite file that keeps what was sent to MISP, such "
+        "as `state_path: var/collector/misp.state.sqlite`",
+        kSection));
+  }
+}
+
+}  // namespace
+
 MispRestOptions parseMispRestOptions(const YAML::Node& node) {
   using namespace config_values;
   if (!node || !node.IsMap()) {
@@ -105,6 +211,7 @@ MispRestOptions parseMispRestOptions(const YAML::Node& node) {
         "MISP_API_KEY, state_path: var/collector/misp.state.sqlite}}`",
         kSection));
   }
+
   MispRestOptions options;
   options.client.section = kSection;
   bool has_url = false;
@@ -114,29 +221,13 @@ MispRestOptions parseMispRestOptions(const YAML::Node& node) {
     const std::string path = std::string(kSection) + "." + key;
     if (key == "api_key_env") {
       std::string name = scalarText(entry.second, path);
-      const char* value = name.empty() ? nullptr : std::getenv(name.c_str());
-      if (value == nullptr || trimmed(value).empty()) {
-        throw ConfigError(fmt::format(
-            "{}: the environment variable `{}` is not set or empty; export it with the "
-            "automation key of an API-enabled MISP user",
-            path, name));
-      }
-      YAML::Node key_node(trimmed(value));
+      YAML::Node key_node(apiKeyFromEnvironment(name, path));
       parseMispClientKey(options.client, "api_key", key_node, path);
       options.api_key_source = "api_key_env " + name;
       ++key_sources;
     } else if (key == "api_key_file") {
       std::string file = scalarText(entry.second, path);
-      std::ifstream in(file);
-      std::stringstream text;
-      text << in.rdbuf();
-      if (!in || trimmed(text.str()).empty()) {
-        throw ConfigError(fmt::format(
-            "{}: `{}` cannot be read or is empty; give a file (mode 0600) that holds only the "
-            "automation key of an API-enabled MISP user",
-            path, file));
-      }
-      YAML::Node key_node(trimmed(text.str()));
+      YAML::Node key_node(apiKeyFromFile(file, path));
       parseMispClientKey(options.client, "api_key", key_node, path);
       options.api_key_source = "api_key_file " + file;
       ++key_sources;
@@ -148,17 +239,7 @@ MispRestOptions parseMispRestOptions(const YAML::Node& node) {
       }
       options.state_path = text;
     } else if (key == "publish") {
-      std::string text = scalarText(entry.second, path);
-      if (text == "never") {
-        options.publish = MispPublish::kNever;
-      } else if (text == "when_day_closes") {
-        options.publish = MispPublish::kWhenDayCloses;
-      } else if (text == "always") {
-        options.publish = MispPublish::kAlways;
-      } else {
-        throw ConfigError(fmt::format(
-            "{}: `{}` is not valid; give never, when_day_closes or always", path, text));
-      }
+      options.publish = parsePublish(scalarText(entry.second, path), path);
     } else if (key == "publish_delay") {
       options.publish_delay =
           std::chrono::milliseconds(parseMilliseconds(scalarText(entry.second, path), path));
@@ -182,26 +263,8 @@ MispRestOptions parseMispRestOptions(const YAML::Node& node) {
           path, kMispClientKeys, kMispModelKeys));
     }
   }
-  if (!has_url) {
-    throw ConfigError(fmt::format(
-        "{}.url: missing; give MISP's base URL, such as `url: https://misp.example`", kSection));
-  }
-  if (key_sources == 0) {
-    throw ConfigError(fmt::format(
-        "{}.api_key: missing; give the automation key of an API-enabled MISP user with "
-        "api_key_env (an environment variable), api_key_file (a file) or api_key",
-        kSection));
-  }
-  if (key_sources > 1) {
-    throw ConfigError(fmt::format(
-        "{}: more than one of api_key, api_key_env and api_key_file is set; keep one", kSection));
-  }
-  if (options.state_path.empty()) {
-    throw ConfigError(fmt::format(
-        "{}.state_path: missing; give the SQLite file that keeps what was sent to MISP, such "
-        "as `state_path: var/collector/misp.state.sqlite`",
-        kSection));
-  }
+
+  checkRequiredKeys(options, has_url, key_sources);
   finishMispModelOptions(options.model);
   return options;
 }
@@ -346,34 +409,24 @@ void MispRestOutput::pushEvent(const std::string& uuid) {
   if (!header) {
     return;
   }
+
   std::optional<MispModel::PushState> state = model_->pushState(uuid);
   if (state == MispModel::PushState::kRejected) {
     model_->markClean(uuid, timestamp);
     return;
   }
   sent_in_this_event_ = false;
-  if (!state) {
-    try {
-      MispAddEventResult result = client_->addEvent(*header);
-      if (result.status == MispAddEventResult::Status::kCreated) {
-        metrics_->events_created.inc();
-      } else {
-        metrics_->duplicates.inc();
-      }
-    } catch (const MispRequestError& e) {
-      reject("event " + uuid, "", e.what(), *header);
-      model_->markPushed({uuid}, MispModel::PushState::kRejected);
-      model_->markClean(uuid, timestamp);
-      return;
-    }
-    model_->markPushed({uuid}, MispModel::PushState::kSent);
-    sent_in_this_event_ = true;
+  if (!state && !addEventHeader(uuid, *header)) {
+    model_->markClean(uuid, timestamp);
+    return;
   }
+
   pushAttributes(uuid);
   pushObjects(uuid);
   pushTags(uuid);
   pushSightings(uuid);
   model_->markClean(uuid, timestamp);
+
   if (sent_in_this_event_) {
     if (options_.publish == MispPublish::kAlways) {
       publish(uuid);
@@ -382,6 +435,24 @@ void MispRestOutput::pushEvent(const std::string& uuid) {
       model_->clearPushed({MispModel::publishKey(uuid)});
     }
   }
+}
+
+bool MispRestOutput::addEventHeader(const std::string& uuid, const std::string& header) {
+  try {
+    MispAddEventResult result = client_->addEvent(header);
+    if (result.status == MispAddEventResult::Status::kCreated) {
+      metrics_->events_created.inc();
+    } else {
+      metrics_->duplicates.inc();
+    }
+  } catch (const MispRequestError& e) {
+    reject("event " + uuid, "", e.what(), header);
+    model_->markPushed({uuid}, MispModel::PushState::kRejected);
+    return false;
+  }
+  model_->markPushed({uuid}, MispModel::PushState::kSent);
+  sent_in_this_event_ = true;
+  return true;
 }
 
 void MispRestOutput::pushAttributes(const std::string& uuid) {
@@ -555,38 +626,15 @@ void MispRestOutput::reconcileSightings(const std::string& uuid) {
   MispResponse response = client_->request("GET", "/events/view/" + uuid, "");
   std::map<std::string, std::int64_t> in_misp;
   if (response.status == 200) {
-    simdjson::dom::parser parser;
-    simdjson::dom::element root;
-    if (parser.parse(response.body).get(root) != simdjson::SUCCESS) {
-      throw TransientError("MISP output: events/view returned a body that is not JSON");
-    }
-    simdjson::dom::array attributes;
-    if (root.at_pointer("/Event/Attribute").get_array().get(attributes) == simdjson::SUCCESS) {
-      for (simdjson::dom::element attribute : attributes) {
-        std::string_view attribute_uuid;
-        simdjson::dom::array sightings;
-        if (attribute["uuid"].get_string().get(attribute_uuid) != simdjson::SUCCESS ||
-            attribute["Sighting"].get_array().get(sightings) != simdjson::SUCCESS) {
-          continue;
-        }
-        for (simdjson::dom::element sighting : sightings) {
-          std::string_view source;
-          std::string_view date;
-          if (sighting["source"].get_string().get(source) != simdjson::SUCCESS) {
-            source = {};
-          }
-          if (sighting["date_sighting"].get_string().get(date) != simdjson::SUCCESS) {
-            continue;
-          }
-          ++in_misp[fmt::format("{}|{}|{}", attribute_uuid, source, date)];
-        }
-      }
-    }
+    in_misp = countSightings(response.body);
   } else if (response.status != 404) {
     throw TransientError(fmt::format(
         "MISP output: events/view/{} returned HTTP {} while checking sightings", uuid,
         response.status));
   }
+
+  // Groups the sightings in flight by the same key, with the number of
+  // sightings of that key sent before them.
   std::vector<MispModel::PendingSighting> in_flight =
       model_->unsentSightings(uuid, std::numeric_limits<std::int32_t>::max(), true);
   std::map<std::string, std::vector<std::string>> by_key;
@@ -598,6 +646,9 @@ void MispRestOutput::reconcileSightings(const std::string& uuid) {
     }
     by_key[key].push_back(s.uuid);
   }
+
+  // Of each key's sightings in flight, as many as MISP has beyond those sent
+  // before count as found. The rest are sent again.
   std::vector<std::string> found;
   std::vector<std::string> missing;
   for (auto& [key, uuids] : by_key) {
@@ -606,6 +657,7 @@ void MispRestOutput::reconcileSightings(const std::string& uuid) {
       (static_cast<std::int64_t>(i) < present ? found : missing).push_back(uuids[i]);
     }
   }
+
   model_->markPushed(found, MispModel::PushState::kSent);
   model_->clearPushed(missing);
   metrics_->reconciled.inc(found.size());

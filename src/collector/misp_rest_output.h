@@ -119,6 +119,10 @@ class MispRestOutput : public Output {
 
   void pushLocked(std::int64_t now_s);
   void pushEvent(const std::string& uuid);
+  // Adds the event itself (events/add) and marks it sent. Returns false
+  // when MISP rejected it, which sends it to the dead-letter store and marks
+  // it rejected.
+  bool addEventHeader(const std::string& uuid, const std::string& header);
   void pushAttributes(const std::string& uuid);
   void pushObjects(const std::string& uuid);
   void pushTags(const std::string& uuid);
@@ -126,6 +130,8 @@ class MispRestOutput : public Output {
   // Marks the sent and rejected keys of an event's attributes, objects or
   // tags and notes whether anything was sent for the event.
   void markDone(const std::vector<std::string>& sent, const std::vector<std::string>& rejected);
+  // Looks up the sightings left in flight in MISP, marks those found as
+  // sent and the rest as unsent.
   void reconcileSightings(const std::string& uuid);
   void publishDue(std::int64_t now_s);
   void publish(const std::string& uuid);
