@@ -395,14 +395,14 @@ void throwIfAuthFailure(const MispResponse& response, element document, std::str
 element parseBody(simdjson::dom::parser& parser, const MispResponse& response,
                   std::string_view what, const std::string& section) {
   element document;
-  // MISP answers every API call with JSON, so another body comes from
+  // MISP returns JSON for every API call, so another body comes from
   // something else at the URL (a proxy, another application). It is a
   // setting to fix, not a verdict on the item: rejecting the item for good
   // would drop data that a fixed setting would deliver.
   if (parser.parse(response.body).get(document) != simdjson::SUCCESS) {
     throw MispConfigError(fmt::format("misp: {} returned HTTP {} with a body that is not JSON: "
                                       "\"{}\"; check that {}.url is MISP's base URL and that "
-                                      "no proxy in between answers in MISP's place",
+                                      "no proxy in between responds in MISP's place",
                                       what, response.status, response.body.substr(0, 200),
                                       section));
   }

@@ -10,7 +10,7 @@
 //   - a duplicate attribute or object uuid gets 403 with `saved: false`,
 //     which is a per-item kDuplicate, not an error;
 //   - tag and sighting calls can fail with HTTP 200 and `saved: false`, or
-//     with a 200 that holds only a `message`, so the body decides;
+//     with a 200 that contains only a `message`, so the body decides;
 //   - 401 and a 403 without `saved` (wrong key, or a role without the
 //     permission) throw MispAuthError, which retrying does not fix;
 //   - 429, 5xx, timeouts and connection failures throw TransientError, with

@@ -1290,7 +1290,7 @@ std::string MispModel::renderManifest() {
 // The hashes.csv lines of each event are kept with the event timestamp they
 // were computed for, so only events changed since the last call are read
 // again.
-// NOTE: the file still covers every event the state holds, so its size
+// NOTE: the file still covers every event the state contains, so its size
 // grows with the history. Nothing prunes old events yet.
 std::string MispModel::renderHashes() {
   sqlite3* db = impl_->db;

@@ -162,7 +162,7 @@ class MispModel {
   void markClean(const std::string& uuid, std::int64_t timestamp);
 
   // {"Event": {...}} for one event, with its attributes, objects, tags and
-  // sightings; std::nullopt when the model does not hold it. `timestamp`
+  // sightings; std::nullopt when the model does not contain it. `timestamp`
   // receives the event timestamp.
   std::optional<std::string> renderEvent(const std::string& uuid,
                                          std::int64_t* timestamp = nullptr);
@@ -182,7 +182,7 @@ class MispModel {
   // an attribute. Marking an object marks its member attributes too.
 
   // {"Event": {...}} without attributes and objects, for events/add, with
-  // the event tags. std::nullopt when the model does not hold the event.
+  // the event tags. std::nullopt when the model does not contain the event.
   std::optional<std::string> renderEventForAdd(const std::string& uuid,
                                                std::int64_t* timestamp = nullptr);
 
@@ -199,7 +199,7 @@ class MispModel {
     std::string attribute_uuid;
     std::string source;
     std::int64_t date = 0;  // seconds
-    bool in_flight = false;  // sent once without a known answer
+    bool in_flight = false;  // sent once without a known response
   };
   struct PendingTag {
     std::string attribute_uuid;

@@ -95,7 +95,7 @@ class MispFolderOutput : public Output {
   void writeAtStart(const std::string& index_name);
 
   // Returns the file content of event `uuid` and its model timestamp, or
-  // std::nullopt when the model does not hold the event.
+  // std::nullopt when the model does not contain the event.
   virtual std::optional<std::string> renderEventFile(const std::string& uuid,
                                                      std::int64_t* timestamp) = 0;
   // Writes the folder-level files, after the event files of a round.

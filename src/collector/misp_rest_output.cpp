@@ -395,7 +395,7 @@ void MispRestOutput::reject(const std::string& what, const std::string& event_id
 
 void MispRestOutput::eventMissing(const std::string& uuid, const MispRequestError& error) {
   if (error.status == 404) {
-    // The retry creates the event again, with everything it holds.
+    // The retry creates the event again, with everything it contains.
     model_->forgetPushedEvent(uuid);
     throw TransientError(fmt::format(
         "MISP output: event {} is not in MISP any more ({}); adding it again", uuid,
@@ -558,7 +558,7 @@ void MispRestOutput::pushTags(const std::string& uuid) {
     try {
       for (const auto& tag : tags) {
         const std::string key = MispModel::tagKey(tag.attribute_uuid, tag.name);
-        // An already attached tag answers saved: true, so a resend is harmless.
+        // MISP returns saved: true for a tag already attached, so a resend is harmless.
         MispSaveResult result = client_->attachTag(tag.attribute_uuid, tag.name);
         if (result.saved) {
           metrics_->tags_attached.inc();

@@ -2,7 +2,7 @@
 // events into a MISP instance through its REST API.
 //
 // The runner hands it batches from the durable queue through its own
-// cursor, so a slow or unreachable MISP never holds back another output.
+// cursor, so a slow or unreachable MISP never delays another output.
 // Each batch is applied to a MispModel kept in this output's own SQLite
 // state database (one event per sensor group and UTC day, ip-src per
 // source, http-request and credential objects, sightings, tags). Then every
@@ -12,7 +12,7 @@
 //
 // What was sent is marked in the state database, so a restart or a kill
 // sends only the rest. Attributes and objects carry deterministic uuids, so
-// MISP's duplicate answers (403 saved:false, "Event already exists") count
+// MISP's duplicate responses (403 saved:false, "Event already exists") count
 // as sent. Sightings carry no uuid that MISP keeps, so each group of
 // sightings is marked "in flight" before it is sent. Sightings left in
 // flight by a failure or a kill are checked against the event's sightings in

@@ -2,13 +2,13 @@
 // that a consumer such as a MISP instance pulling the MISP feed can fetch
 // its files over the collector's own HTTP or HTTPS listener.
 //
-// Only GET and HEAD are answered, and only for regular files directly in the
+// Only GET and HEAD are served, and only for regular files directly in the
 // folder whose names the output accepts (for the MISP feed: manifest.json,
 // hashes.csv and <uuid>.json). Each file is opened once, without following a
 // symlink, and read whole from that descriptor, so a file that the output
 // renames over the old one mid-request gives the old or the new body, never
-// a mix. Responses carry ETag and Last-Modified and answer If-None-Match and
-// If-Modified-Since with 304.
+// a mix. Responses carry ETag and Last-Modified, and a matching If-None-Match
+// or If-Modified-Since gets 304.
 #pragma once
 
 #include <atomic>

@@ -67,7 +67,7 @@ void appendObject(std::string& out, const StixObject& object, std::int64_t creat
 }  // namespace
 
 // The output's own tables, in the model's state database through a second
-// connection, so that one file holds all the state of the output.
+// connection, so that one file contains all the state of the output.
 struct StixOutput::State {
   sqlite3* db = nullptr;
 

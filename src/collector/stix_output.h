@@ -2,7 +2,7 @@
 // consumers that take STIX rather than MISP (threat intelligence platforms,
 // SIEMs, a TAXII server's import).
 //
-// The folder holds <event uuid>.json, a bundle with the id
+// The folder contains <event uuid>.json, a bundle with the id
 // bundle--<event uuid> (stix_bundle.h says what it contains), and
 // index.json, which lists every bundle with its file, event and the time of
 // its latest object version:
