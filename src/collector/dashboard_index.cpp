@@ -3,6 +3,7 @@
 #include <chrono>
 #include <optional>
 
+#include <fmt/format.h>
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
 
@@ -15,9 +16,9 @@ using dashboard::Database;
 using dashboard::Statement;
 
 // Bump with a migration step in DashboardIndex's constructor when the
-// schema changes. The index can always be rebuilt from the store, so a
-// future version may also drop the tables and let the output refill them.
-constexpr int kIndexSchemaVersion = 1;
+// schema changes. Version 1 had no rollup tables: it is dropped, and the
+// output refills the index from the store.
+constexpr int kIndexSchemaVersion = 2;
 
 // One row per event. `ts` is the event time in ms. The composite indexes
 // lead with the time and carry the grouped column, so a count by source,
@@ -56,11 +57,113 @@ CREATE TABLE IF NOT EXISTS tags (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tags_kind_ts ON tags(kind, ts, value);
 CREATE INDEX IF NOT EXISTS tags_seq ON tags(seq);
+CREATE INDEX IF NOT EXISTS tags_value_ts ON tags(kind, value, ts);
+CREATE TABLE IF NOT EXISTS hourly_counts (
+  oat TEXT NOT NULL,
+  hour INTEGER NOT NULL,
+  sensor TEXT NOT NULL,
+  events INTEGER NOT NULL,
+  PRIMARY KEY (oat, hour, sensor)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS daily_values (
+  field INTEGER NOT NULL,
+  oat TEXT NOT NULL,
+  day INTEGER NOT NULL,
+  sensor TEXT NOT NULL,
+  value TEXT NOT NULL,
+  events INTEGER NOT NULL,
+  PRIMARY KEY (field, oat, day, sensor, value)
+) WITHOUT ROWID;
+)sql";
+
+// The tables of schema version 1, dropped by the migration to version 2.
+constexpr const char* kDropVersion1 = R"sql(
+DROP TABLE IF EXISTS facts;
+DROP TABLE IF EXISTS tags;
+)sql";
+
+// The rows that one call of applyRollups() adds to or removes from the
+// rollups: rollup_batch has their seqs, rollup_dims one row per seq and
+// OAT dimension ('' for every event, and each of its OAT ids).
+constexpr const char* kRollupTempTables = R"sql(
+CREATE TEMP TABLE IF NOT EXISTS rollup_batch(seq INTEGER PRIMARY KEY);
+CREATE TEMP TABLE IF NOT EXISTS rollup_dims(seq INTEGER NOT NULL, oat TEXT NOT NULL);
 )sql";
 
 // How often the output removes rows of events that the store's retention
 // removed.
 constexpr std::int64_t kRetentionCheckMs = 60'000;
+
+// The SQL for the hour or day number of `column` (floor division, so that
+// times before 1970 fall in the right unit too).
+std::string unitOf(std::string_view column, std::int64_t unit_ms) {
+  return fmt::format("(({0} - (({0} % {1}) + {1}) % {1}) / {1})", column, unit_ms);
+}
+
+// Adds (sign 1) or subtracts (sign -1) the facts and tags of the events in
+// temp.rollup_batch to or from the rollup tables. Both directions count
+// the same rows with the same expressions, so subtracting what was added
+// leaves the rollups as they were.
+void applyRollups(Database& db, int sign) {
+  db.exec("DELETE FROM temp.rollup_dims");
+  db.exec("INSERT INTO temp.rollup_dims(seq, oat) SELECT seq, '' FROM temp.rollup_batch");
+  db.exec("INSERT INTO temp.rollup_dims(seq, oat) SELECT t.seq, t.value FROM temp.rollup_batch b "
+          "JOIN tags t ON t.seq = b.seq WHERE t.kind = 1");
+  const std::string hour = unitOf("f.ts", kRollupHourMs);
+  const std::string day = unitOf("f.ts", kRollupDayMs);
+  db.exec(fmt::format(
+              "INSERT INTO hourly_counts(oat, hour, sensor, events) "
+              "SELECT d.oat, {0} AS h, f.sensor, {1} * count(*) FROM temp.rollup_dims d "
+              "JOIN facts f ON f.seq = d.seq WHERE 1 GROUP BY d.oat, h, f.sensor "
+              "ON CONFLICT(oat, hour, sensor) DO UPDATE SET events = events + excluded.events",
+              hour, sign)
+              .c_str());
+  const std::pair<RollupField, std::string> values[] = {
+      {RollupField::kSource, "f.source"},
+      {RollupField::kPath, "f.path"},
+      {RollupField::kUserAgent, "f.user_agent"},
+      {RollupField::kCountry, "f.country"},
+      {RollupField::kLocation, std::string(kLocationCell)},
+  };
+  for (const auto& [field, expression] : values) {
+    db.exec(fmt::format(
+                "INSERT INTO daily_values(field, oat, day, sensor, value, events) "
+                "SELECT {0}, d.oat, {1} AS dd, f.sensor, {2} AS v, {3} * count(*) "
+                "FROM temp.rollup_dims d JOIN facts f ON f.seq = d.seq WHERE {4} "
+                "GROUP BY d.oat, dd, f.sensor, v "
+                "ON CONFLICT(field, oat, day, sensor, value) DO UPDATE SET "
+                "events = events + excluded.events",
+                static_cast<int>(field), day, expression, sign,
+                field == RollupField::kLocation ? "f.lat IS NOT NULL AND f.lon IS NOT NULL" : "1")
+                .c_str());
+  }
+  db.exec(fmt::format(
+              "INSERT INTO daily_values(field, oat, day, sensor, value, events) "
+              "SELECT {0} + t.kind, d.oat, {1} AS dd, f.sensor, t.value, {2} * count(*) "
+              "FROM temp.rollup_dims d JOIN facts f ON f.seq = d.seq JOIN tags t ON t.seq = d.seq "
+              "WHERE 1 GROUP BY t.kind, d.oat, dd, f.sensor, t.value "
+              "ON CONFLICT(field, oat, day, sensor, value) DO UPDATE SET "
+              "events = events + excluded.events",
+              kRollupTagFieldBase, day, sign)
+              .c_str());
+  if (sign < 0) {
+    // Rows that reached 0 are deleted by their key prefix (field, oat,
+    // day), so the cleanup reads only the days that lost events.
+    db.exec(fmt::format("DELETE FROM hourly_counts WHERE oat IN (SELECT oat FROM temp.rollup_dims) "
+                        "AND hour IN (SELECT {0} FROM temp.rollup_batch b JOIN facts f "
+                        "ON f.seq = b.seq) AND events = 0",
+                        hour)
+                .c_str());
+    db.exec(fmt::format("DELETE FROM daily_values WHERE field IN (1, 2, 3, 4, 5, 11, 12, 13) "
+                        "AND oat IN (SELECT oat FROM temp.rollup_dims) "
+                        "AND day IN (SELECT {0} FROM temp.rollup_batch b JOIN facts f "
+                        "ON f.seq = b.seq) AND events = 0",
+                        day)
+                .c_str());
+  }
+  db.exec("DELETE FROM temp.rollup_dims");
+  db.exec("DELETE FROM temp.rollup_batch");
+}
 
 std::int64_t nowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -159,12 +262,20 @@ DashboardIndex::DashboardIndex(std::filesystem::path path) {
         " was written by a newer webtrap; delete the file, and the collector rebuilds it "
         "from the store");
   }
+  db.exec("PRAGMA temp_store=MEMORY");
   if (schema_version < kIndexSchemaVersion) {
     db.exec("BEGIN IMMEDIATE");
+    if (schema_version == 1) {
+      spdlog::info("dashboard index {}: schema version 1 has no rollups; dropping its rows, "
+                   "the output indexes the stored events again",
+                   impl_->path.string());
+      db.exec(kDropVersion1);
+    }
     db.exec(kIndexSchema);
     db.exec(("PRAGMA user_version=" + std::to_string(kIndexSchemaVersion)).c_str());
     db.exec("COMMIT");
   }
+  db.exec(kRollupTempTables);
 }
 
 DashboardIndex::~DashboardIndex() = default;
@@ -181,6 +292,12 @@ void DashboardIndex::add(std::span<const StoredEvent> events) {
                    "lat, lon, method, path, user_agent, status, event_id) "
                    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
     Statement tag(db, "INSERT OR IGNORE INTO tags(kind, value, seq, ts) VALUES(?1, ?2, ?3, ?4)");
+    Statement added(db, "INSERT INTO temp.rollup_batch(seq) VALUES(?1)");
+    auto noteAdded = [&](std::int64_t seq) {
+      added.reset();
+      added.bind(1, seq);
+      added.step();
+    };
     auto addTag = [&](TagKind kind, std::string_view value, const StoredEvent& event) {
       tag.reset();
       tag.bind(1, static_cast<std::int64_t>(kind))
@@ -203,6 +320,9 @@ void DashboardIndex::add(std::span<const StoredEvent> events) {
         fact.bind(10, std::string_view()).bind(11, std::string_view());
         fact.bind(12, std::string_view()).bind(13, std::int64_t{0});
         fact.step();
+        if (sqlite3_changes(db.handle()) != 0) {
+          noteAdded(event.seq);
+        }
         continue;
       }
       std::string_view source = stringAt(root, "/source/ip");
@@ -228,6 +348,7 @@ void DashboardIndex::add(std::span<const StoredEvent> events) {
       if (sqlite3_changes(db.handle()) == 0) {
         continue;  // indexed before this batch was sent again
       }
+      noteAdded(event.seq);
       forEachString(root, "/threat/technique/id",
                     [&](std::string_view id) { addTag(TagKind::kOat, id, event); });
       forEachString(root, "/rule/category",
@@ -235,8 +356,10 @@ void DashboardIndex::add(std::span<const StoredEvent> events) {
       forEachString(root, "/webtrap/bait_hits",
                     [&](std::string_view bait) { addTag(TagKind::kBait, bait, event); });
     }
+    applyRollups(db, 1);
     db.exec("COMMIT");
   } catch (...) {
+    // The temp tables are rolled back with the rest.
     sqlite3_exec(db.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
     throw;
   }
@@ -247,12 +370,16 @@ void DashboardIndex::removeBefore(std::int64_t seq) {
   Database& db = impl_->db;
   db.exec("BEGIN IMMEDIATE");
   try {
+    Statement removed(db, "INSERT INTO temp.rollup_batch(seq) SELECT seq FROM facts WHERE seq < ?1");
+    removed.bind(1, seq).step();
+    applyRollups(db, -1);
     Statement facts(db, "DELETE FROM facts WHERE seq < ?1");
     facts.bind(1, seq).step();
     Statement tags(db, "DELETE FROM tags WHERE seq < ?1");
     tags.bind(1, seq).step();
     db.exec("COMMIT");
   } catch (...) {
+    // The temp tables are rolled back with the rest.
     sqlite3_exec(db.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
     throw;
   }

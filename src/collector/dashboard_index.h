@@ -4,6 +4,17 @@
 // dashboard's queries count these rows through their indexes instead of
 // parsing stored documents, so they stay fast on a million events.
 //
+// Rollups keep the counts that the panels read most, so a query over a long
+// range reads a few rows per hour or day instead of every event:
+//   hourly_counts(oat, hour, sensor, events): events per hour and sensor;
+//   daily_values(field, oat, day, sensor, value, events): events per day,
+//     sensor and value of one field (RollupField).
+// `oat` is '' for the counts of every event; an event with OAT ids is
+// counted once more under each of them, so an OAT filter reads the rollups
+// too. Hours and days are UTC, counted from the epoch. The rollups change
+// in the transaction that adds or removes the rows they count, so they
+// always match the facts and tags tables.
+//
 // The index is filled by an output ("dashboard") that reads the store
 // through its own cursor, like every other output, so the insert path of
 // the store is unchanged and ingest pays nothing for the dashboard. Rows are
@@ -25,6 +36,25 @@ namespace webtrap::collector {
 
 // Tag kinds in the index's tags table.
 enum class TagKind : int { kOat = 1, kCrsCategory = 2, kBait = 3 };
+
+// The units of the rollup tables, in ms.
+inline constexpr std::int64_t kRollupHourMs = 3'600'000;
+inline constexpr std::int64_t kRollupDayMs = 86'400'000;
+
+// The `field` of a daily_values row. Tags are kRollupTagFieldBase plus
+// their TagKind.
+enum class RollupField : int {
+  kSource = 1,
+  kPath = 2,
+  kUserAgent = 3,
+  kCountry = 4,
+  kLocation = 5,  // value is kLocationCell of the event's coordinates
+};
+inline constexpr int kRollupTagFieldBase = 10;
+
+// The SQL expression (over the facts table as `f`) of an event's map cell:
+// its latitude and longitude rounded to 0.1 degree, as "lat,lon".
+inline constexpr std::string_view kLocationCell = "printf('%.1f,%.1f', f.lat, f.lon)";
 
 class DashboardIndex {
  public:

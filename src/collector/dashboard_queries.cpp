@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <map>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <fmt/format.h>
@@ -16,7 +18,8 @@ using dashboard::Database;
 using dashboard::Statement;
 
 // The conditions on the facts table (alias f) for a filter. Values are
-// bound as named parameters, never spliced into the SQL.
+// bound as named parameters, never spliced into the SQL. The time range is
+// :from and :to, bound by bindFilter() or bindRange().
 std::string factsCondition(const DashboardFilter& filter) {
   std::string sql = "f.ts >= :from AND f.ts < :to";
   if (!filter.sensor.empty()) {
@@ -26,30 +29,219 @@ std::string factsCondition(const DashboardFilter& filter) {
     sql += " AND f.source = :source";
   }
   if (!filter.oat.empty()) {
-    sql += " AND f.seq IN (SELECT seq FROM tags WHERE kind = 1 AND value = :oat)";
+    sql += " AND EXISTS (SELECT 1 FROM tags o WHERE o.kind = 1 AND o.value = :oat AND "
+           "o.seq = f.seq)";
   }
   return sql;
 }
 
-bool hasFactsFilter(const DashboardFilter& filter) {
-  return !filter.sensor.empty() || !filter.source.empty() || !filter.oat.empty();
+void bindText(Statement& statement, const char* name, std::string_view value) {
+  if (int index = statement.parameter(name); index > 0) {
+    statement.bind(index, value);
+  }
+}
+
+void bindInteger(Statement& statement, const char* name, std::int64_t value) {
+  if (int index = statement.parameter(name); index > 0) {
+    statement.bind(index, value);
+  }
 }
 
 void bindFilter(Statement& statement, const DashboardFilter& filter) {
-  auto bindIfPresent = [&](const char* name, std::string_view value) {
-    if (int index = statement.parameter(name); index > 0) {
-      statement.bind(index, value);
+  bindInteger(statement, ":from", filter.from_ms);
+  bindInteger(statement, ":to", filter.to_ms);
+  bindText(statement, ":sensor", filter.sensor);
+  bindText(statement, ":source", filter.source);
+  bindText(statement, ":oat", filter.oat);
+}
+
+// A time range in ms, `from` included, `to` excluded.
+struct TimeSpan {
+  std::int64_t from = 0;
+  std::int64_t to = 0;
+};
+
+std::int64_t floorDiv(std::int64_t value, std::int64_t unit) {
+  std::int64_t quotient = value / unit;
+  return (value % unit != 0 && value < 0) ? quotient - 1 : quotient;
+}
+
+// A filter's time range split for the rollups: whole units [first_unit,
+// end_unit) are read from a rollup table, and the parts of units at the
+// edges of the range (`edges`) from the raw rows.
+struct RangePlan {
+  std::int64_t first_unit = 0;
+  std::int64_t end_unit = 0;  // first_unit == end_unit: no rollup rows
+  std::vector<TimeSpan> edges;
+};
+
+RangePlan planRange(const DashboardFilter& filter, std::int64_t unit_ms) {
+  RangePlan plan;
+  const std::int64_t from = filter.from_ms;
+  const std::int64_t to = filter.to_ms;
+  if (to <= from) {
+    return plan;
+  }
+  // Rollups only keep counts per sensor and OAT id, so a source filter is
+  // counted from the raw rows (through the index on source).
+  if (!filter.source.empty()) {
+    plan.edges.push_back({from, to});
+    return plan;
+  }
+  std::int64_t first = floorDiv(from, unit_ms);
+  if (first * unit_ms < from) {
+    ++first;
+  }
+  const std::int64_t end = floorDiv(to, unit_ms);
+  if (first >= end) {
+    plan.edges.push_back({from, to});
+    return plan;
+  }
+  plan.first_unit = first;
+  plan.end_unit = end;
+  if (from < first * unit_ms) {
+    plan.edges.push_back({from, first * unit_ms});
+  }
+  if (end * unit_ms < to) {
+    plan.edges.push_back({end * unit_ms, to});
+  }
+  return plan;
+}
+
+// The conditions on a rollup table (hourly_counts or daily_values) for a
+// filter, with the unit range as :first and :end.
+std::string rollupCondition(const DashboardFilter& filter, std::string_view unit_column) {
+  std::string sql = fmt::format("oat = :oat_dim AND {0} >= :first AND {0} < :end", unit_column);
+  if (!filter.sensor.empty()) {
+    sql += " AND sensor = :sensor";
+  }
+  return sql;
+}
+
+void bindRollup(Statement& statement, const DashboardFilter& filter, const RangePlan& plan) {
+  bindText(statement, ":oat_dim", filter.oat);
+  bindText(statement, ":sensor", filter.sensor);
+  bindInteger(statement, ":first", plan.first_unit);
+  bindInteger(statement, ":end", plan.end_unit);
+}
+
+// Binds the filter with the time range replaced by `span`.
+void bindRange(Statement& statement, const DashboardFilter& filter, TimeSpan span) {
+  bindFilter(statement, filter);
+  bindInteger(statement, ":from", span.from);
+  bindInteger(statement, ":to", span.to);
+}
+
+using ValueCounts = std::unordered_map<std::string, std::int64_t>;
+
+// Counts events per value of `field` over the filter's range: whole days
+// from daily_values, the edges from the raw rows through `raw_sql`, which
+// selects (value, count) with the facts conditions for :from and :to.
+ValueCounts countValues(Database& db, const DashboardFilter& filter, int field,
+                        const std::string& raw_sql) {
+  ValueCounts counts;
+  RangePlan plan = planRange(filter, kRollupDayMs);
+  if (plan.first_unit < plan.end_unit) {
+    Statement rows(db, "SELECT value, sum(events) FROM daily_values WHERE field = :field AND " +
+                           rollupCondition(filter, "day") + " GROUP BY value");
+    bindRollup(rows, filter, plan);
+    bindInteger(rows, ":field", field);
+    while (rows.step()) {
+      counts[std::string(rows.text(0))] += rows.integer(1);
     }
+  }
+  if (!plan.edges.empty()) {
+    Statement rows(db, raw_sql);
+    for (TimeSpan span : plan.edges) {
+      rows.reset();
+      bindRange(rows, filter, span);
+      bindInteger(rows, ":kind", field - kRollupTagFieldBase);
+      while (rows.step()) {
+        counts[std::string(rows.text(0))] += rows.integer(1);
+      }
+    }
+  }
+  return counts;
+}
+
+// Returns the non-empty values with a count above 0, most frequent first,
+// then by value in byte order as SQLite's BINARY collation sorts, at most
+// `limit` of them.
+std::vector<std::pair<std::string, std::int64_t>> topCounts(ValueCounts counts, int limit) {
+  std::vector<std::pair<std::string, std::int64_t>> items;
+  items.reserve(counts.size());
+  for (auto& [value, count] : counts) {
+    if (count > 0 && !value.empty()) {
+      items.emplace_back(value, count);
+    }
+  }
+  auto order = [](const auto& a, const auto& b) {
+    return a.second != b.second ? a.second > b.second : a.first < b.first;
   };
-  if (int index = statement.parameter(":from"); index > 0) {
-    statement.bind(index, filter.from_ms);
+  const std::size_t keep = std::min<std::size_t>(items.size(), static_cast<std::size_t>(limit));
+  std::partial_sort(items.begin(), items.begin() + static_cast<std::ptrdiff_t>(keep), items.end(),
+                    order);
+  items.resize(keep);
+  return items;
+}
+
+// Counts events per sensor over the filter's range: whole hours from
+// hourly_counts, the edges from the raw rows.
+std::map<std::string, std::int64_t, std::less<>> countBySensor(Database& db,
+                                                               const DashboardFilter& filter) {
+  std::map<std::string, std::int64_t, std::less<>> counts;
+  RangePlan plan = planRange(filter, kRollupHourMs);
+  if (plan.first_unit < plan.end_unit) {
+    Statement rows(db, "SELECT sensor, sum(events) FROM hourly_counts WHERE " +
+                           rollupCondition(filter, "hour") + " GROUP BY sensor");
+    bindRollup(rows, filter, plan);
+    while (rows.step()) {
+      counts[std::string(rows.text(0))] += rows.integer(1);
+    }
   }
-  if (int index = statement.parameter(":to"); index > 0) {
-    statement.bind(index, filter.to_ms);
+  if (!plan.edges.empty()) {
+    Statement rows(db, "SELECT f.sensor, count(*) FROM facts f WHERE " + factsCondition(filter) +
+                           " GROUP BY f.sensor");
+    for (TimeSpan span : plan.edges) {
+      rows.reset();
+      bindRange(rows, filter, span);
+      while (rows.step()) {
+        counts[std::string(rows.text(0))] += rows.integer(1);
+      }
+    }
   }
-  bindIfPresent(":sensor", filter.sensor);
-  bindIfPresent(":source", filter.source);
-  bindIfPresent(":oat", filter.oat);
+  std::erase_if(counts, [](const auto& entry) { return entry.second <= 0; });
+  return counts;
+}
+
+// Returns the time of the oldest (or the newest) event that matches the
+// filter, 0 when none does. Each form walks one index in time order and
+// stops at the first match.
+std::int64_t edgeTime(Database& db, const DashboardFilter& filter, bool newest) {
+  const char* order = newest ? "DESC" : "ASC";
+  std::string sql;
+  if (!filter.source.empty()) {
+    sql = fmt::format("SELECT f.ts FROM facts f INDEXED BY facts_source_ts WHERE {} "
+                      "ORDER BY f.ts {} LIMIT 1",
+                      factsCondition(filter), order);
+  } else if (!filter.oat.empty()) {
+    std::string sensor = filter.sensor.empty() ? "" : " AND f.sensor = :sensor";
+    sql = fmt::format("SELECT t.ts FROM tags t INDEXED BY tags_value_ts JOIN facts f "
+                      "ON f.seq = t.seq WHERE t.kind = 1 AND t.value = :oat AND t.ts >= :from "
+                      "AND t.ts < :to{} ORDER BY t.ts {} LIMIT 1",
+                      sensor, order);
+  } else if (!filter.sensor.empty()) {
+    sql = fmt::format("SELECT f.ts FROM facts f INDEXED BY facts_sensor_ts WHERE {} "
+                      "ORDER BY f.ts {} LIMIT 1",
+                      factsCondition(filter), order);
+  } else {
+    sql = fmt::format("SELECT f.ts FROM facts f INDEXED BY facts_ts WHERE {} "
+                      "ORDER BY f.ts {} LIMIT 1",
+                      factsCondition(filter), order);
+  }
+  Statement rows(db, sql);
+  bindFilter(rows, filter);
+  return rows.step() ? rows.integer(0) : 0;
 }
 
 std::string_view columnFor(TopField field) {
@@ -78,16 +270,31 @@ std::string_view tagKindName(TagKind kind) {
   return "oat";
 }
 
-void writeCountItems(JsonWriter& json, Statement& rows) {
+void writeCountItems(JsonWriter& json,
+                     const std::vector<std::pair<std::string, std::int64_t>>& items) {
   json.key("items");
   json.beginArray();
-  while (rows.step()) {
+  for (const auto& [value, count] : items) {
     json.beginObject();
-    json.member("value", rows.text(0));
-    json.member("count", rows.integer(1));
+    json.member("value", value);
+    json.member("count", count);
     json.endObject();
   }
   json.endArray();
+}
+
+RollupField rollupFieldFor(TopField field) {
+  switch (field) {
+    case TopField::kSource:
+      return RollupField::kSource;
+    case TopField::kPath:
+      return RollupField::kPath;
+    case TopField::kUserAgent:
+      return RollupField::kUserAgent;
+    case TopField::kCountry:
+      return RollupField::kCountry;
+  }
+  return RollupField::kSource;
 }
 
 }  // namespace
@@ -97,47 +304,103 @@ DashboardQueries::DashboardQueries(std::filesystem::path index_path, Store& stor
 
 std::string DashboardQueries::summary(const DashboardFilter& filter) const {
   Database db(index_path_, true);
-  Statement rows(db, "SELECT count(*), count(DISTINCT f.source), min(f.ts), max(f.ts) "
-                     "FROM facts f WHERE " + factsCondition(filter));
-  bindFilter(rows, filter);
-  rows.step();
+  std::int64_t events = 0;
+  for (const auto& [sensor, count] : countBySensor(db, filter)) {
+    events += count;
+  }
+  // Distinct sources cannot be summed, so the values of whole days and of
+  // the edges go through one set. The empty address (an event whose
+  // document had none) counts as a source, as count(DISTINCT source) does.
+  ValueCounts sources =
+      countValues(db, filter, static_cast<int>(RollupField::kSource),
+                  "SELECT f.source, count(*) FROM facts f WHERE " + factsCondition(filter) +
+                      " GROUP BY f.source");
+  std::int64_t distinct = 0;
+  for (const auto& [source, count] : sources) {
+    distinct += count > 0 ? 1 : 0;
+  }
   std::string out;
   JsonWriter json(out);
   json.beginObject();
-  json.member("events", rows.integer(0));
-  json.member("sources", rows.integer(1));
-  json.member("first_ms", rows.integer(2));
-  json.member("last_ms", rows.integer(3));
+  json.member("events", events);
+  json.member("sources", distinct);
+  json.member("first_ms", events > 0 ? edgeTime(db, filter, false) : 0);
+  json.member("last_ms", events > 0 ? edgeTime(db, filter, true) : 0);
   json.endObject();
   return out;
 }
+
+namespace {
+
+// Returns the width of a timeline bucket for about `buckets` buckets over
+// `span_ms`: whole hours, or, for ranges up to a day, a whole number of
+// minutes that divides an hour. Hour buckets start on the hour, so each
+// covers whole hourly_counts rows.
+std::int64_t timelineBucketMs(std::int64_t span_ms, int buckets) {
+  constexpr std::int64_t kMinuteMs = 60'000;
+  std::int64_t bucket_ms = std::max<std::int64_t>(kMinuteMs, (span_ms + buckets - 1) / buckets);
+  if (span_ms > kRollupDayMs) {
+    bucket_ms = std::max(bucket_ms, kRollupHourMs);
+  }
+  if (bucket_ms >= kRollupHourMs) {
+    return (bucket_ms + kRollupHourMs - 1) / kRollupHourMs * kRollupHourMs;
+  }
+  for (std::int64_t minutes : {1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30}) {
+    if (minutes * kMinuteMs >= bucket_ms) {
+      return minutes * kMinuteMs;
+    }
+  }
+  return kRollupHourMs;
+}
+
+}  // namespace
 
 std::string DashboardQueries::timeline(const DashboardFilter& filter, int buckets) const {
   Database db(index_path_, true);
   std::int64_t from = filter.from_ms;
   std::int64_t to = filter.to_ms;
-  if (from == 0 || to == std::numeric_limits<std::int64_t>::max()) {
-    Statement range(db, "SELECT min(f.ts), max(f.ts) FROM facts f WHERE " +
-                            factsCondition(filter));
-    bindFilter(range, filter);
-    range.step();
-    if (from == 0) {
-      from = range.integer(0);
-    }
-    if (to == std::numeric_limits<std::int64_t>::max()) {
-      to = range.integer(1) + 1;
-    }
+  if (from == 0) {
+    from = edgeTime(db, filter, false);
+  }
+  if (to == std::numeric_limits<std::int64_t>::max()) {
+    to = edgeTime(db, filter, true) + 1;
   }
   buckets = std::clamp(buckets, 1, 1000);
-  // Buckets are whole minutes, so the chart's labels are round times.
-  std::int64_t bucket_ms = std::max<std::int64_t>(60'000, (to - from + buckets - 1) / buckets);
-  bucket_ms = (bucket_ms + 59'999) / 60'000 * 60'000;
-  from = from / bucket_ms * bucket_ms;
-  Statement rows(db, "SELECT (f.ts - :start) / :bucket AS b, count(*) FROM facts f WHERE " +
-                         factsCondition(filter) + " GROUP BY b ORDER BY b");
-  bindFilter(rows, filter);
-  rows.bind(rows.parameter(":start"), from);
-  rows.bind(rows.parameter(":bucket"), bucket_ms);
+  const std::int64_t bucket_ms = timelineBucketMs(std::max<std::int64_t>(0, to - from), buckets);
+  from = floorDiv(from, bucket_ms) * bucket_ms;
+
+  std::map<std::int64_t, std::int64_t> points;  // bucket number to events
+  // Sub-hour buckets are counted from the raw rows (a range of a day at
+  // most, see timelineBucketMs); hour buckets from the rollups.
+  RangePlan plan = bucket_ms >= kRollupHourMs ? planRange(filter, kRollupHourMs)
+                                              : RangePlan{0, 0, {{filter.from_ms, filter.to_ms}}};
+  if (plan.first_unit < plan.end_unit) {
+    Statement rows(db, "SELECT (hour * :hour_ms - :start) / :bucket AS b, sum(events) "
+                       "FROM hourly_counts WHERE " + rollupCondition(filter, "hour") +
+                       " GROUP BY b");
+    bindRollup(rows, filter, plan);
+    bindInteger(rows, ":hour_ms", kRollupHourMs);
+    bindInteger(rows, ":start", from);
+    bindInteger(rows, ":bucket", bucket_ms);
+    while (rows.step()) {
+      points[rows.integer(0)] += rows.integer(1);
+    }
+  }
+  Statement raw(db, "SELECT (f.ts - :start) / :bucket AS b, count(*) FROM facts f WHERE " +
+                        factsCondition(filter) + " GROUP BY b");
+  for (TimeSpan span : plan.edges) {
+    if (span.to <= span.from) {
+      continue;
+    }
+    raw.reset();
+    bindRange(raw, filter, span);
+    bindInteger(raw, ":start", from);
+    bindInteger(raw, ":bucket", bucket_ms);
+    while (raw.step()) {
+      points[raw.integer(0)] += raw.integer(1);
+    }
+  }
+
   std::string out;
   JsonWriter json(out);
   json.beginObject();
@@ -145,10 +408,13 @@ std::string DashboardQueries::timeline(const DashboardFilter& filter, int bucket
   json.member("from_ms", from);
   json.key("points");
   json.beginArray();
-  while (rows.step()) {
+  for (const auto& [bucket, count] : points) {
+    if (count <= 0) {
+      continue;
+    }
     json.beginObject();
-    json.member("t", from + rows.integer(0) * bucket_ms);
-    json.member("count", rows.integer(1));
+    json.member("t", from + bucket * bucket_ms);
+    json.member("count", count);
     json.endObject();
   }
   json.endArray();
@@ -160,17 +426,17 @@ std::string DashboardQueries::top(const DashboardFilter& filter, TopField field,
                                   int limit) const {
   Database db(index_path_, true);
   std::string_view column = columnFor(field);
-  Statement rows(db, fmt::format("SELECT f.{0}, count(*) AS n FROM facts f WHERE {1} AND "
-                                 "f.{0} != '' GROUP BY f.{0} ORDER BY n DESC, f.{0} LIMIT :limit",
-                                 column, factsCondition(filter)));
-  bindFilter(rows, filter);
-  rows.bind(rows.parameter(":limit"), static_cast<std::int64_t>(std::clamp(limit, 1, 1000)));
+  auto items = topCounts(
+      countValues(db, filter, static_cast<int>(rollupFieldFor(field)),
+                  fmt::format("SELECT f.{0}, count(*) FROM facts f WHERE {1} GROUP BY f.{0}",
+                              column, factsCondition(filter))),
+      std::clamp(limit, 1, 1000));
   std::string out;
   JsonWriter json(out);
   json.beginObject();
   json.member("field", column);
   if (field != TopField::kSource) {
-    writeCountItems(json, rows);
+    writeCountItems(json, items);
     json.endObject();
     return out;
   }
@@ -180,12 +446,12 @@ std::string DashboardQueries::top(const DashboardFilter& filter, TopField field,
                     "ORDER BY ts DESC LIMIT 1");
   json.key("items");
   json.beginArray();
-  while (rows.step()) {
+  for (const auto& [value, count] : items) {
     json.beginObject();
-    json.member("value", rows.text(0));
-    json.member("count", rows.integer(1));
+    json.member("value", value);
+    json.member("count", count);
     geo.reset();
-    geo.bind(1, rows.text(0));
+    geo.bind(1, value);
     if (geo.step()) {
       json.member("country", geo.text(0));
       json.member("asn", geo.integer(1));
@@ -198,50 +464,62 @@ std::string DashboardQueries::top(const DashboardFilter& filter, TopField field,
   return out;
 }
 
+namespace {
+
+// The raw count of one tag kind for countValues(). INDEXED BY and CROSS
+// JOIN fix which table leads: the tags of the time range (index
+// tags_kind_ts), unless a source filter selects fewer rows through the
+// facts' source index.
+std::string rawTagsSql(const DashboardFilter& filter) {
+  if (!filter.source.empty()) {
+    return "SELECT t.value, count(*) FROM facts f CROSS JOIN tags t ON t.seq = f.seq "
+           "WHERE t.kind = :kind AND " + factsCondition(filter) + " GROUP BY t.value";
+  }
+  return "SELECT t.value, count(*) FROM tags t INDEXED BY tags_kind_ts CROSS JOIN facts f "
+         "ON f.seq = t.seq WHERE t.kind = :kind AND t.ts >= :from AND t.ts < :to AND " +
+         factsCondition(filter) + " GROUP BY t.value";
+}
+
+}  // namespace
+
 std::string DashboardQueries::tags(const DashboardFilter& filter, TagKind kind,
                                    int limit) const {
   Database db(index_path_, true);
-  // Without a filter on the facts, the tags table alone gives the counts
-  // (index tags_kind_ts covers it).
-  std::string sql =
-      hasFactsFilter(filter)
-          ? "SELECT t.value, count(*) AS n FROM tags t JOIN facts f ON f.seq = t.seq "
-            "WHERE t.kind = :kind AND " + factsCondition(filter) +
-                " GROUP BY t.value ORDER BY n DESC, t.value LIMIT :limit"
-          : "SELECT t.value, count(*) AS n FROM tags t WHERE t.kind = :kind AND t.ts >= :from "
-            "AND t.ts < :to GROUP BY t.value ORDER BY n DESC, t.value LIMIT :limit";
-  Statement rows(db, sql);
-  bindFilter(rows, filter);
-  rows.bind(rows.parameter(":kind"), static_cast<std::int64_t>(kind));
-  rows.bind(rows.parameter(":limit"), static_cast<std::int64_t>(std::clamp(limit, 1, 1000)));
+  auto items = topCounts(
+      countValues(db, filter, kRollupTagFieldBase + static_cast<int>(kind), rawTagsSql(filter)),
+      std::clamp(limit, 1, 1000));
   std::string out;
   JsonWriter json(out);
   json.beginObject();
   json.member("kind", tagKindName(kind));
-  writeCountItems(json, rows);
+  writeCountItems(json, items);
   json.endObject();
   return out;
 }
 
 std::string DashboardQueries::geo(const DashboardFilter& filter, int limit) const {
   Database db(index_path_, true);
-  Statement rows(db, "SELECT round(f.lat, 1) AS la, round(f.lon, 1) AS lo, count(*) AS n "
-                     "FROM facts f WHERE " + factsCondition(filter) +
-                     " AND f.lat IS NOT NULL GROUP BY la, lo ORDER BY n DESC LIMIT :limit");
-  bindFilter(rows, filter);
-  rows.bind(rows.parameter(":limit"), static_cast<std::int64_t>(std::clamp(limit, 1, 10000)));
+  auto cells = topCounts(
+      countValues(db, filter, static_cast<int>(RollupField::kLocation),
+                  fmt::format("SELECT {0} AS v, count(*) FROM facts f WHERE {1} AND f.lat IS NOT "
+                              "NULL AND f.lon IS NOT NULL GROUP BY v",
+                              kLocationCell, factsCondition(filter))),
+      std::clamp(limit, 1, 10000));
   std::string out;
   JsonWriter json(out);
   json.beginObject();
   json.key("points");
   json.beginArray();
-  while (rows.step()) {
+  for (const auto& [cell, count] : cells) {
+    // The cell is "lat,lon", each written by printf("%.1f"), so each part
+    // is a JSON number.
+    const auto comma = cell.find(',');
     json.beginObject();
     json.key("lat");
-    json.raw(fmt::format("{:.1f}", rows.real(0)));
+    json.raw(std::string_view(cell).substr(0, comma));
     json.key("lon");
-    json.raw(fmt::format("{:.1f}", rows.real(1)));
-    json.member("count", rows.integer(2));
+    json.raw(std::string_view(cell).substr(comma + 1));
+    json.member("count", count);
     json.endObject();
   }
   json.endArray();
@@ -261,13 +539,12 @@ std::string DashboardQueries::health(const DashboardFilter& filter, std::int64_t
   std::map<std::string, SensorRow, std::less<>> sensors;
   {
     Database db(index_path_, true);
-    Statement rows(db, "SELECT f.sensor, count(*), max(f.ts) FROM facts f WHERE " +
-                           factsCondition(filter) + " GROUP BY f.sensor");
-    bindFilter(rows, filter);
-    while (rows.step()) {
-      SensorRow& row = sensors[std::string(rows.text(0))];
-      row.events = rows.integer(1);
-      row.newest_ms = rows.integer(2);
+    for (const auto& [sensor, count] : countBySensor(db, filter)) {
+      SensorRow& row = sensors[sensor];
+      row.events = count;
+      DashboardFilter of_sensor = filter;
+      of_sensor.sensor = sensor;
+      row.newest_ms = edgeTime(db, of_sensor, true);
     }
   }
   for (const SensorInfo& info : store_.sensors()) {
@@ -342,6 +619,11 @@ std::string DashboardQueries::feed(const DashboardFilter& filter, int limit) con
   std::string condition = factsCondition(filter);
   condition.replace(0, std::string_view("f.ts >= :from AND f.ts < :to").size(),
                     "+f.ts >= :from AND +f.ts < :to");
+  // The same for a sensor filter: otherwise SQLite reads every event of the
+  // sensor through facts_sensor_ts and sorts them.
+  if (const auto at = condition.find("f.sensor = :sensor"); at != std::string::npos) {
+    condition.insert(at, "+");
+  }
   Statement rows(db, "SELECT f.seq, f.ts, f.sensor, f.source, f.country, f.method, f.path, "
                      "f.user_agent, f.status, f.event_id FROM facts f WHERE " +
                      condition + " ORDER BY f.seq DESC LIMIT :limit");

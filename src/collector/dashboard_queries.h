@@ -29,9 +29,10 @@ struct DashboardFilter {
 // Columns the top-N panel can count by.
 enum class TopField { kSource, kPath, kUserAgent, kCountry };
 
-// NOTE: every query counts the index rows of its whole time range, so its
-// time grows with the events in range: under a second at 200,000 events but
-// up to 2.7 s at 1,000,000 on a loaded 2-CPU machine (docs/benchmarks.md).
+// Counts come from the index's rollups (hours and days) and, for the parts
+// of the range at its edges and for a source filter, from the raw rows, so
+// they are exact. The work per query grows with the days in the range and
+// the events in its edge days, not with all events in range.
 class DashboardQueries {
  public:
   // `index_path` is the file of a DashboardIndex; it is opened read-only on
