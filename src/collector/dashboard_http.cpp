@@ -185,8 +185,11 @@ std::int64_t nowMs() {
 
 }  // namespace
 
-DashboardHttp::DashboardHttp(DashboardQueries& queries, std::string admin_token)
-    : queries_(queries), admin_token_(std::move(admin_token)) {
+DashboardHttp::DashboardHttp(DashboardQueries& queries, std::string admin_token,
+                             std::size_t query_threads, std::size_t max_queued_queries)
+    : queries_(queries),
+      admin_token_(std::move(admin_token)),
+      workers_(query_threads, max_queued_queries) {
   if (admin_token_.empty()) {
     throw std::invalid_argument(
         "the dashboard needs admin.token: it is never served without one");
@@ -207,6 +210,34 @@ Response DashboardHttp::handle(const Request& request) {
     return jsonError(request, http::status::internal_server_error,
                      "the dashboard query failed; see the collector's log");
   }
+}
+
+void DashboardHttp::handleAsync(Request request, std::function<void(Response)> done) {
+  const auto beast_target = request.target();
+  std::string target(beast_target.data(), beast_target.size());
+  if (!target.starts_with("/dashboard/api/")) {
+    done(handle(request));
+    return;
+  }
+  auto shared_request = std::make_shared<Request>(std::move(request));
+  auto shared_done = std::make_shared<std::function<void(Response)>>(std::move(done));
+  if (workers_.submit([this, shared_request, shared_done] {
+        (*shared_done)(handle(*shared_request));
+      })) {
+    return;
+  }
+  {
+    std::lock_guard lock(busy_log_mutex_);
+    if (busy_log_.admit()) {
+      spdlog::warn("dashboard: every query worker is busy and the queue is full; returned 503 "
+                   "for {} ({} such responses since the last message)",
+                   target, busy_log_.takeSuppressed() + 1);
+    }
+  }
+  Response busy = jsonError(*shared_request, http::status::service_unavailable,
+                            "the dashboard is busy with other queries; retry shortly");
+  busy.set(http::field::retry_after, std::to_string(kBusyRetryAfterSeconds));
+  (*shared_done)(std::move(busy));
 }
 
 bool DashboardHttp::authorized(const Request& request) {

@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -23,6 +24,8 @@
 #include <boost/beast/http.hpp>
 
 #include "collector/dashboard_queries.h"
+#include "collector/dashboard_workers.h"
+#include "common/log_throttle.h"
 
 namespace webtrap::collector {
 
@@ -31,15 +34,27 @@ class DashboardHttp {
   using Request = boost::beast::http::request<boost::beast::http::string_body>;
   using Response = boost::beast::http::response<boost::beast::http::string_body>;
 
+  // Query workers: threads beside the admin listener's I/O threads, and
+  // requests that may wait for one before the next gets 503.
+  static constexpr std::size_t kQueryThreads = 2;
+  static constexpr std::size_t kMaxQueuedQueries = 32;
+  static constexpr int kBusyRetryAfterSeconds = 1;
+
   // `admin_token` must not be empty: the dashboard is never served open.
-  DashboardHttp(DashboardQueries& queries, std::string admin_token);
+  DashboardHttp(DashboardQueries& queries, std::string admin_token,
+                std::size_t query_threads = kQueryThreads,
+                std::size_t max_queued_queries = kMaxQueuedQueries);
 
   // True for targets under /dashboard, which handle() answers.
   static bool handles(std::string_view target);
-  // NOTE: runs on the admin listener's I/O thread, which the ingest
-  // listener shares, so a slow query delays ingest connections on that
-  // thread for as long as it runs.
+  // Answers a request on the calling thread.
   Response handle(const Request& request);
+  // Answers a request and passes the response to `done`: requests under
+  // /dashboard/api/ on a query worker thread, others at once on the calling
+  // thread. When every worker is busy and the queue is full, `done` gets
+  // 503 with Retry-After at once.
+  void handleAsync(Request request, std::function<void(Response)> done);
+  DashboardWorkers& workers() { return workers_; }
 
  private:
   Response route(const Request& request);
@@ -54,6 +69,10 @@ class DashboardHttp {
   std::mutex sessions_mutex_;
   // Session id to its expiry, in steady-clock time.
   std::map<std::string, std::chrono::steady_clock::time_point, std::less<>> sessions_;
+  std::mutex busy_log_mutex_;
+  LogThrottle busy_log_{std::chrono::seconds(60)};
+  // Last, so that its threads stop before the members they use go.
+  DashboardWorkers workers_;
 };
 
 }  // namespace webtrap::collector

@@ -629,12 +629,10 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
                         "application/json", keyVerdictsJson(table) + "\n");
   }
 
-  // Handles an admin request at once (no store writes).
+  // Handles an admin request at once (no store writes). Dashboard requests
+  // go to DashboardHttp::handleAsync() before this; the dashboard checks the
+  // admin token itself, because it also accepts its session cookie.
   Response handleAdmin(const Request& request) {
-    // The dashboard checks the admin token itself, because it also accepts its session cookie.
-    if (options.dashboard && DashboardHttp::handles(request.target())) {
-      return options.dashboard->handle(request);
-    }
     if (!options.admin_token.empty()) {
       auto credential = credentialOf(request[http::field::authorization], false);
       if (request.count(http::field::authorization) > 1) {
@@ -1081,7 +1079,27 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         if (self->handleReadError(body_ec)) {
           return;
         }
-        self->send(self->impl_->handleAdmin(self->parser_->release()), false);
+        Request request = self->parser_->release();
+        DashboardHttp* dashboard = self->impl_->options.dashboard;
+        if (dashboard && DashboardHttp::handles(request.target())) {
+          // Dashboard queries run on the dashboard's workers, so a slow one
+          // does not hold up this I/O thread. The response is posted back
+          // to this connection's executor. The work guard (shared, because
+          // std::function copies its target) keeps io_context::run() going
+          // until the response is sent.
+          beast::get_lowest_layer(self->stream_).expires_never();
+          using WorkGuard = decltype(asio::make_work_guard(self->stream_.get_executor()));
+          auto work = std::make_shared<WorkGuard>(self->stream_.get_executor());
+          dashboard->handleAsync(
+              std::move(request), [self, work](Response response) mutable {
+                asio::post(self->stream_.get_executor(),
+                           [self, response = std::move(response)]() mutable {
+                             self->send(std::move(response), false);
+                           });
+              });
+          return;
+        }
+        self->send(self->impl_->handleAdmin(request), false);
       });
       return;
     }
