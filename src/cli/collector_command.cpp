@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <thread>
 
 #include <boost/asio/io_context.hpp>
@@ -29,8 +30,10 @@
 #include "collector/dashboard_service.h"
 #include "collector/ingest.h"
 #include "collector/retention.h"
+#include "collector/sensor_token.h"
 #include "collector/server.h"
 #include "collector/store.h"
+#include "common/config_environment.h"
 #include "common/encoding.h"
 #include "common/error.h"
 #include "common/ids.h"
@@ -51,6 +54,7 @@ struct CollectorOptions {
   std::string group = "default";
   std::string collector_url;
   std::string token_file;
+  std::string existing_token_file;  // "-": standard input
   std::string client_certificate_file;
   std::string client_certificate_sha256;
   std::string client_certificate_cn;
@@ -74,7 +78,10 @@ void setupLoggingOr(const CollectorOptions& options, const std::string& default_
 }
 
 CollectorConfig loadConfig(const CollectorOptions& options) {
-  return loadCollectorConfig(options.config_path);
+  CollectorConfig config =
+      loadCollectorConfig(options.config_path, config_environment::processEnvironment());
+  logEnvironmentKeys("collector", config.environment_keys);
+  return config;
 }
 
 // Opens the store, making its folder first.
@@ -416,9 +423,15 @@ int runEnrol(const CollectorOptions& options) {
                                   config.source.empty() ? "the built-in configuration"
                                                         : config.source.string()));
   }
+  bool reuse_token = !options.existing_token_file.empty();
+  if (reuse_token && !options.token_file.empty()) {
+    throw ConfigError("--token-file and --existing-token-file both given; the token already "
+                      "exists, so leave out --token-file");
+  }
+  std::string token = reuse_token ? readSensorToken(options.existing_token_file, std::cin)
+                                  : newToken();
   auto store = openStore(config);
 
-  std::string token = newToken();
   SensorInfo sensor;
   sensor.sensor_id = options.sensor_id;
   sensor.group = options.group;
@@ -428,12 +441,28 @@ int runEnrol(const CollectorOptions& options) {
   sensor.certificate_cn = options.client_certificate_cn;
   bool replaced = false;
   bool was_revoked = false;
+  bool same_token = false;
   for (const auto& existing : store->sensors()) {
     if (existing.sensor_id == options.sensor_id) {
       // The store keeps a known sensor's last_seen and record count.
       replaced = true;
       was_revoked = existing.revoked_ms != 0;
+      same_token = existing.token_sha256 == sensor.token_sha256;
+    } else if (existing.token_sha256 == sensor.token_sha256) {
+      throw ConfigError(fmt::format("--existing-token-file {}: this token is already enrolled "
+                                    "for sensor \"{}\" in {}; every sensor needs its own "
+                                    "token, so give the token of sensor \"{}\"",
+                                    options.existing_token_file, existing.sensor_id,
+                                    config.store.path.string(), options.sensor_id));
     }
+  }
+  if (was_revoked && same_token) {
+    // Revocation must hold: the token of a revoked sensor is never accepted again.
+    throw ConfigError(fmt::format("--existing-token-file {}: sensor \"{}\" was revoked with this "
+                                  "token, which stays rejected; enrol it without "
+                                  "--existing-token-file to make a new token, then enrol that "
+                                  "token on the other collectors",
+                                  options.existing_token_file, options.sensor_id));
   }
   store->enrolSensor(sensor);
 
@@ -450,10 +479,18 @@ int runEnrol(const CollectorOptions& options) {
                       address.port);
   }
 
-  fmt::print("Enrolled sensor \"{}\" (group \"{}\"){}.\n", sensor.sensor_id, sensor.group,
-             was_revoked ? ", lifting its revocation; its old token stays rejected"
-             : replaced  ? ", replacing its previous token"
-                         : "");
+  std::string token_origin;
+  if (reuse_token) {
+    token_origin = options.existing_token_file == "-"
+                       ? " with the token read from standard input"
+                       : fmt::format(" with the token in {}", options.existing_token_file);
+  }
+  fmt::print("Enrolled sensor \"{}\" (group \"{}\"){}{}.\n", sensor.sensor_id, sensor.group,
+             token_origin,
+             was_revoked  ? ", lifting its revocation; its old token stays rejected"
+             : same_token ? ", keeping its token"
+             : replaced   ? ", replacing its previous token"
+                          : "");
   if (!fingerprint.empty()) {
     fmt::print("Records are accepted only with the client certificate of SHA-256 {}.\n",
                fingerprint);
@@ -463,7 +500,16 @@ int runEnrol(const CollectorOptions& options) {
                "\"{}\".\n",
                sensor.certificate_cn);
   }
-  if (!options.token_file.empty()) {
+  // The token file the probe reads, for the lines below. A token given with
+  // --existing-token-file is not printed, because its owner has it already.
+  std::string token_path = options.token_file;
+  if (reuse_token) {
+    token_path = options.existing_token_file == "-" ? "/path/to/the/sensor/token"
+                                                     : options.existing_token_file;
+    fmt::print("The collector keeps only the token's SHA-256.\n\n");
+    fmt::print("Paste into the probe's configuration file:\n\n");
+    fmt::print("shipper:\n  url: {}\n  token_file: {}\n", url, token_path);
+  } else if (!options.token_file.empty()) {
     writeTokenFile(options.token_file, token);
     fmt::print("Token written to {} (mode 0600; the collector keeps only its SHA-256).\n\n",
                options.token_file);
@@ -488,10 +534,10 @@ int runEnrol(const CollectorOptions& options) {
   // cannot hold `user:token@`, so the token is the last path segment.
   fmt::print("\nFor nginx or Apache with ModSecurity v3 reporting directly (the token is part "
              "of the URL, so keep this file readable by the web server only):\n\n");
-  // With --token-file the token stays out of the terminal, so the line
-  // names the file to take it from.
+  // With --token-file or --existing-token-file the token stays out of the
+  // terminal, so the line names the file to take it from.
   std::string token_text =
-      options.token_file.empty() ? token : fmt::format("TOKEN-FROM-{}", options.token_file);
+      token_path.empty() ? token : fmt::format("TOKEN-FROM-{}", token_path);
   fmt::print("SecAuditEngine RelevantOnly\nSecAuditLogFormat JSON\nSecAuditLogType HTTPS\n"
              "SecAuditLog {}/v1/modsecurity/{}\n",
              url, token_text);
@@ -712,6 +758,10 @@ void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
                     "(default: from `listen`)");
   enrol->add_option("--token-file", options->token_file,
                     "Write the token to this file (mode 0600) and print token_file instead");
+  enrol->add_option("--existing-token-file", options->existing_token_file,
+                    "Enrol the token in this file (- reads standard input) instead of making a "
+                    "new one, such as the token another collector made for this sensor, so one "
+                    "probe can ship to several collectors");
   // An empty value (such as an unset shell variable) would otherwise enrol
   // the sensor without the certificate binding that the option requests.
   CLI::Validator non_empty(
