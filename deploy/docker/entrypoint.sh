@@ -1,7 +1,11 @@
 #!/bin/bash
 # Starts webtrap in a container. The configuration is the YAML file in
-# WEBTRAP_CONFIG (mount your own over /etc/webtrap/), and these environment
-# variables override its keys through the command-line options that exist:
+# WEBTRAP_CONFIG (mount your own over /etc/webtrap/). The binary itself reads
+# a WEBTRAP__<KEY> variable for every key of that file, such as
+# WEBTRAP__SHIPPER__URL for shipper.url (docs/configuration.md); this script
+# passes them on untouched. It also maps these older variables to
+# command-line options, which take precedence over the file and over the
+# WEBTRAP__ variables:
 #
 #   all roles:  WEBTRAP_LOG_LEVEL      --log-level (trace, debug, info, warn, error)
 #   probe:      WEBTRAP_SENSOR_ID      --sensor-id
@@ -15,8 +19,6 @@
 # WEBTRAP_ROLE (probe, collector or ship) picks the subcommand. Arguments
 # given to the container are appended, so `enrol --sensor-id web1` works
 # with the collector image.
-# NOTE: keys without a command-line option (such as shipper.url or the
-# collector's listen and outputs) can only be set in the YAML file.
 set -euo pipefail
 
 role=${WEBTRAP_ROLE:?WEBTRAP_ROLE is not set; set it to probe, collector or ship}
