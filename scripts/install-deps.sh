@@ -77,13 +77,18 @@ test_packages=(
 bench_packages=(rsyslog)
 syslog_ng_debs=(syslog-ng-core libivykis0 libnet1 libwrap0)
 
-usage="options: --with-tests, --with-bench, --with-containers, --with-cloud-init,
+# What scripts/record-demo.sh records the terminal demo with. The test of the
+# cast reads the committed file only, so CI does not install these.
+docs_packages=(asciinema tmux)
+
+usage="options: --with-tests, --with-bench, --with-containers, --with-cloud-init, --with-docs,
   --build-only (compile packages only), --runtime-only (libraries to run webtrap),
   --print (print the selected package names, one per line, and exit)"
 with_tests=false
 with_bench=false
 with_containers=false
 with_cloud_init=false
+with_docs=false
 base=full
 print_only=false
 for option in "$@"; do
@@ -92,6 +97,7 @@ for option in "$@"; do
     --with-bench) with_bench=true ;;
     --with-containers) with_containers=true ;;
     --with-cloud-init) with_cloud_init=true ;;
+    --with-docs) with_docs=true ;;
     --build-only) base=build ;;
     --runtime-only) base=runtime ;;
     --print) print_only=true ;;
@@ -115,6 +121,9 @@ if $with_containers; then
 fi
 if $with_cloud_init; then
   want+=("${cloud_init_python_packages[@]}")
+fi
+if $with_docs; then
+  want+=("${docs_packages[@]}")
 fi
 
 if $print_only; then
