@@ -55,6 +55,10 @@ class DashboardHttp {
   // 503 with Retry-After at once.
   void handleAsync(Request request, std::function<void(Response)> done);
   DashboardWorkers& workers() { return workers_; }
+  // Stops the query workers (see DashboardWorkers::stop()). Call it before
+  // the io_context of the connections waiting for a query is destroyed,
+  // because their queued tasks hold work on it.
+  void stopQueries() { workers_.stop(); }
 
  private:
   Response route(const Request& request);

@@ -58,6 +58,9 @@ DashboardService::~DashboardService() { stop(); }
 void DashboardService::start() { runner_->start(); }
 
 void DashboardService::stop() {
+  if (http_) {
+    http_->stopQueries();
+  }
   if (runner_) {
     runner_->stop();
   }

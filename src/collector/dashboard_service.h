@@ -37,6 +37,8 @@ class DashboardService {
   DashboardService& operator=(const DashboardService&) = delete;
 
   void start();  // starts the output that fills the index
+  // Stops the query workers and the output. The collector calls it after
+  // its I/O threads stop and before their io_context goes.
   void stop();
   DashboardHttp& http() { return *http_; }
 

@@ -16,16 +16,23 @@ DashboardWorkers::DashboardWorkers(std::size_t threads, std::size_t max_queued)
   }
 }
 
-DashboardWorkers::~DashboardWorkers() {
+DashboardWorkers::~DashboardWorkers() { stop(); }
+
+void DashboardWorkers::stop() {
+  std::deque<std::function<void()>> dropped;
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
-    queue_.clear();
+    dropped.swap(queue_);
   }
   wake_.notify_all();
   for (std::thread& thread : threads_) {
-    thread.join();
+    if (thread.joinable()) {
+      thread.join();
+    }
   }
+  // The dropped tasks are destroyed here, outside the lock, because they
+  // may own connections whose destructors run more code.
 }
 
 bool DashboardWorkers::submit(std::function<void()> task) {

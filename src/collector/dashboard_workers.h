@@ -18,8 +18,7 @@ class DashboardWorkers {
   // Starts `threads` threads (at least 1). At most `max_queued` tasks wait
   // for a thread; tasks that are running do not count.
   DashboardWorkers(std::size_t threads, std::size_t max_queued);
-  // Stops the threads after their running tasks. Queued tasks are dropped
-  // without running.
+  // Calls stop().
   ~DashboardWorkers();
   DashboardWorkers(const DashboardWorkers&) = delete;
   DashboardWorkers& operator=(const DashboardWorkers&) = delete;
@@ -29,6 +28,10 @@ class DashboardWorkers {
   bool submit(std::function<void()> task);
   // Returns the number of tasks waiting for a thread.
   std::size_t queued();
+  // Waits for the running tasks to end and stops the threads. Queued tasks
+  // are dropped without running, and submit() returns false from then on.
+  // Safe to call more than once.
+  void stop();
 
  private:
   void run();

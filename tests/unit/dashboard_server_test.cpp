@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -20,6 +21,7 @@
 #include "collector/dashboard_http.h"
 #include "collector/dashboard_index.h"
 #include "collector/dashboard_queries.h"
+#include "collector/dashboard_workers.h"
 #include "collector/enrich.h"
 #include "collector/ingest.h"
 #include "collector/server.h"
@@ -165,6 +167,43 @@ TEST_F(DashboardServerTest, SlowQueryDoesNotBlockHealthz) {
   auto answered = readResponse(*waiting);
   EXPECT_EQ(answered.result(), http::status::ok) << answered.body();
   EXPECT_NE(answered.body().find("\"events\":0"), std::string::npos) << answered.body();
+}
+
+}  // namespace
+}  // namespace webtrap::collector
+
+namespace webtrap::collector {
+namespace {
+
+TEST(DashboardWorkersTest, BoundsQueueAndStops) {
+  DashboardWorkers workers(1, 2);
+  std::promise<void> started;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  ASSERT_TRUE(workers.submit([&started, released] {
+    started.set_value();
+    released.wait();
+  }));
+  started.get_future().wait();
+
+  std::atomic<int> ran{0};
+  EXPECT_TRUE(workers.submit([&ran] { ++ran; }));
+  EXPECT_TRUE(workers.submit([&ran] { ++ran; }));
+  EXPECT_FALSE(workers.submit([&ran] { ++ran; })) << "a third task fit in a queue of two";
+  EXPECT_EQ(workers.queued(), 2u);
+
+  // stop() waits for the running task, so it runs on another thread until
+  // the task is released. The queued tasks are dropped without running.
+  std::thread stopper([&workers] { workers.stop(); });
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (workers.queued() != 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  release.set_value();
+  stopper.join();
+  EXPECT_EQ(ran.load(), 0);
+  EXPECT_EQ(workers.queued(), 0u);
+  EXPECT_FALSE(workers.submit([&ran] { ++ran; })) << "a stopped pool took a task";
 }
 
 }  // namespace
