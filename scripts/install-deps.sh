@@ -68,6 +68,7 @@ test_packages=(
   nginx libnginx-mod-http-modsecurity apache2 tshark
   libapache2-mod-security2  # mod_security2 audit records for the decoder tests
   libmaxmind-db-writer-perl  # builds the small GeoIP databases the tests use
+  graphviz  # dot renders docs/diagrams (the docs target and its test)
 )
 
 # Peers of the collector benchmark (bench/collector/run.sh). syslog-ng-core
