@@ -149,8 +149,9 @@ ApiParameters parseParameters(std::string_view query, std::string& invalid) {
       continue;
     }
     if (key == "from" || key == "to") {
+      // Any int64: record times may lie before 1970.
       auto number = parseInteger(value);
-      if (!number || *number < 0) {
+      if (!number) {
         invalid = key;
         return parameters;
       }

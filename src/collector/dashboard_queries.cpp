@@ -88,10 +88,9 @@ RangePlan planRange(const DashboardFilter& filter, std::int64_t unit_ms) {
     plan.edges.push_back({from, to});
     return plan;
   }
-  std::int64_t first = floorDiv(from, unit_ms);
-  if (first * unit_ms < from) {
-    ++first;
-  }
+  // The first whole unit, rounded up without multiplying back, which
+  // could overflow for a `from` near the int64 minimum.
+  const std::int64_t first = from / unit_ms + (from % unit_ms > 0 ? 1 : 0);
   const std::int64_t end = floorDiv(to, unit_ms);
   if (first >= end) {
     plan.edges.push_back({from, to});
@@ -357,14 +356,20 @@ std::int64_t timelineBucketMs(std::int64_t span_ms, int buckets) {
 
 std::string DashboardQueries::timeline(const DashboardFilter& filter, int buckets) const {
   Database db(index_path_, true);
+  // Bucket arithmetic runs on the range clamped to +-kTimelineLimitMs, so
+  // that no ends sent by a client overflow (ISO 8601 record times lie
+  // well inside it). Counting still uses the filter's own range.
+  constexpr std::int64_t kTimelineLimitMs = 1'000'000'000'000'000'000;  // about 31.7 million years
   std::int64_t from = filter.from_ms;
   std::int64_t to = filter.to_ms;
-  if (from == 0) {
+  if (from == std::numeric_limits<std::int64_t>::min()) {
     from = edgeTime(db, filter, false);
   }
   if (to == std::numeric_limits<std::int64_t>::max()) {
-    to = edgeTime(db, filter, true) + 1;
+    to = std::min(edgeTime(db, filter, true), kTimelineLimitMs) + 1;
   }
+  from = std::clamp(from, -kTimelineLimitMs, kTimelineLimitMs);
+  to = std::clamp(to, -kTimelineLimitMs, kTimelineLimitMs + 1);
   buckets = std::clamp(buckets, 1, 1000);
   const std::int64_t bucket_ms = timelineBucketMs(std::max<std::int64_t>(0, to - from), buckets);
   from = floorDiv(from, bucket_ms) * bucket_ms;

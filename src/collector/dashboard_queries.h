@@ -18,8 +18,10 @@ namespace webtrap::collector {
 
 // Filters shared by every panel. Empty strings match everything. Times are
 // event times in ms since the epoch, `from_ms` included, `to_ms` excluded.
+// Event times come from the records, so they may lie before 1970: the
+// default range is open at both ends, and negative times are valid.
 struct DashboardFilter {
-  std::int64_t from_ms = 0;
+  std::int64_t from_ms = std::numeric_limits<std::int64_t>::min();
   std::int64_t to_ms = std::numeric_limits<std::int64_t>::max();
   std::string sensor;
   std::string oat;     // an OAT id such as OAT-014

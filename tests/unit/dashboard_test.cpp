@@ -922,5 +922,78 @@ TEST_F(DashboardTest, HttpChecksTokenAndParameters) {
   EXPECT_EQ(http.handle(forged).result(), beast_http::status::unauthorized);
 }
 
+
+// Sums the counts of a timeline response and checks that its bucket width
+// is positive.
+std::int64_t timelineTotal(const std::string& json) {
+  simdjson::dom::parser parser;
+  auto root = parse(parser, json);
+  std::int64_t bucket_ms = root["bucket_ms"].get_int64();
+  EXPECT_GT(bucket_ms, 0) << json;
+  std::int64_t total = 0;
+  for (simdjson::dom::element point : root["points"].get_array()) {
+    total += point["count"].get_int64();
+  }
+  return total;
+}
+
+// Record times are attacker-controlled: a probe record may carry any ISO
+// 8601 time, also one before 1970. The view without a time range ("all",
+// the page's default) must still show such events, in every panel and in
+// the live feed, or a record dated 1969 would hide from the dashboard.
+TEST_F(DashboardTest, EventsBeforeEpochAreShown) {
+  Fields old_fields;
+  old_fields.path = "/before-1970";
+  old_fields.oat = {"OAT-014"};
+  addEvent("old0", -5 * kRollupDayMs - 1234, old_fields);  // 1969-12-26
+  addEvent("old1", -1, old_fields);                          // 1969-12-31T23:59:59.999Z
+  addEvent("new0", kBaseMs, Fields{});
+  indexAll();
+  DashboardHttp http(*queries_, "secret-token");
+  namespace beast_http = boost::beast::http;
+  auto get = [&](const std::string& target) {
+    auto response = http.handle(makeRequest(beast_http::verb::get, target, "Bearer secret-token"));
+    EXPECT_EQ(response.result(), beast_http::status::ok) << target << ": " << response.body();
+    return response.body();
+  };
+
+  EXPECT_EQ(integerField(get("/dashboard/api/summary"), "/events"), 3);
+  EXPECT_EQ(integerField(get("/dashboard/api/summary"), "/first_ms"), -5 * kRollupDayMs - 1234);
+  EXPECT_EQ(countOf(get("/dashboard/api/top?field=path"), "/before-1970"), 2);
+  EXPECT_EQ(countOf(get("/dashboard/api/tags?kind=oat"), "OAT-014"), 2);
+  EXPECT_EQ(timelineTotal(get("/dashboard/api/timeline?limit=120")), 3);
+  std::string feed = get("/dashboard/api/feed?limit=10");
+  EXPECT_NE(feed.find("\"old0\""), std::string::npos) << feed;
+  EXPECT_NE(feed.find("\"old1\""), std::string::npos) << feed;
+  EXPECT_EQ(integerField(get("/dashboard/api/health"), "/sensors/0/events"), 3);
+
+  // A range that starts before 1970 is a valid filter too.
+  const std::string before = std::to_string(-kRollupDayMs);
+  EXPECT_EQ(integerField(get("/dashboard/api/summary?from=" + before + "&to=0"), "/events"), 1);
+  EXPECT_EQ(integerField(get("/dashboard/api/summary?to=0"), "/events"), 2);
+}
+
+// from and to are any int64 the admin sends; the bucket arithmetic must not
+// overflow into a negative or zero bucket width.
+TEST_F(DashboardTest, TimelineHandlesExtremeRanges) {
+  fillThreeSources(*this, [&](auto id, auto ts, auto fields) { addEvent(id, ts, fields); });
+  indexAll();
+  DashboardHttp http(*queries_, "secret-token");
+  namespace beast_http = boost::beast::http;
+  for (const std::string query :
+       {"from=1&to=9223372036854775806&limit=1", "from=1&to=9223372036854775806&limit=7",
+        "from=-9223372036854775808&to=9223372036854775806&limit=1",
+        "from=-9223372036854775808&limit=1", "to=9223372036854775806&limit=3",
+        "from=-9223372036854775807&to=9223372036854775807&limit=1000"}) {
+    auto response = http.handle(makeRequest(
+        beast_http::verb::get, "/dashboard/api/timeline?" + query, "Bearer secret-token"));
+    ASSERT_EQ(response.result(), beast_http::status::ok) << query << ": " << response.body();
+    EXPECT_EQ(timelineTotal(response.body()), 7) << query << ": " << response.body();
+    auto summary = http.handle(makeRequest(
+        beast_http::verb::get, "/dashboard/api/summary?" + query, "Bearer secret-token"));
+    EXPECT_EQ(integerField(summary.body(), "/events"), 7) << query << ": " << summary.body();
+  }
+}
+
 }  // namespace
 }  // namespace webtrap::collector
