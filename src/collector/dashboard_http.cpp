@@ -60,6 +60,12 @@ Response makeResponse(const DashboardHttp::Request& request, http::status status
   response.body() = std::move(body);
   response.keep_alive(request.keep_alive());
   response.prepare_payload();
+  if (request.method() == http::verb::head) {
+    // The headers of the GET response without its body (RFC 9110, 9.3.2).
+    const std::size_t size = response.body().size();
+    response.body().clear();
+    response.content_length(size);
+  }
   return response;
 }
 

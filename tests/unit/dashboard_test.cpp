@@ -995,5 +995,25 @@ TEST_F(DashboardTest, TimelineHandlesExtremeRanges) {
   }
 }
 
+// A response to HEAD has the headers of the GET response and no body
+// (RFC 9110, 9.3.2); a body would be read by a keep-alive client as the
+// start of its next response.
+TEST_F(DashboardTest, HeadAnswersWithoutBody) {
+  DashboardHttp http(*queries_, "secret-token");
+  namespace beast_http = boost::beast::http;
+  for (const char* target : {"/dashboard/", "/dashboard/world-outline.json",
+                             "/dashboard/dashboard.js"}) {
+    auto get = http.handle(makeRequest(beast_http::verb::get, target));
+    auto head = http.handle(makeRequest(beast_http::verb::head, target));
+    ASSERT_EQ(get.result(), beast_http::status::ok) << target;
+    EXPECT_EQ(head.result(), beast_http::status::ok) << target;
+    EXPECT_TRUE(head.body().empty()) << target << ": HEAD got " << head.body().size()
+                                     << " bytes of body";
+    EXPECT_EQ(std::string(head[beast_http::field::content_length]),
+              std::to_string(get.body().size()))
+        << target;
+  }
+}
+
 }  // namespace
 }  // namespace webtrap::collector
