@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "collector/dashboard_sqlite.h"
+#include "common/oat_ontology.h"
 
 namespace webtrap::collector {
 namespace {
@@ -16,9 +17,11 @@ using dashboard::Database;
 using dashboard::Statement;
 
 // Bump with a migration step in DashboardIndex's constructor when the
-// schema changes. Version 1 had no rollup tables: it is dropped, and the
-// output refills the index from the store.
-constexpr int kIndexSchemaVersion = 2;
+// schema changes. Older versions are dropped, and the output refills the
+// index from the store: version 1 had no rollup tables, and version 2 kept
+// an OAT dimension for every OAT id, including ids that no OAT version
+// defines.
+constexpr int kIndexSchemaVersion = 3;
 
 // One row per event. `ts` is the event time in ms. The composite indexes
 // lead with the time and carry the grouped column, so a count by source,
@@ -76,18 +79,22 @@ CREATE TABLE IF NOT EXISTS daily_values (
 ) WITHOUT ROWID;
 )sql";
 
-// The tables of schema version 1, dropped by the migration to version 2.
-constexpr const char* kDropVersion1 = R"sql(
+// The tables of schema versions 1 and 2, dropped by the migration.
+constexpr const char* kDropOlderVersions = R"sql(
 DROP TABLE IF EXISTS facts;
 DROP TABLE IF EXISTS tags;
+DROP TABLE IF EXISTS hourly_counts;
+DROP TABLE IF EXISTS daily_values;
 )sql";
 
 // The rows that one call of applyRollups() adds to or removes from the
 // rollups: rollup_batch has their seqs, rollup_dims one row per seq and
-// OAT dimension ('' for every event, and each of its OAT ids).
+// OAT dimension ('' for every event, and each of its OAT ids that
+// rollup_oat_ids lists).
 constexpr const char* kRollupTempTables = R"sql(
 CREATE TEMP TABLE IF NOT EXISTS rollup_batch(seq INTEGER PRIMARY KEY);
 CREATE TEMP TABLE IF NOT EXISTS rollup_dims(seq INTEGER NOT NULL, oat TEXT NOT NULL);
+CREATE TEMP TABLE IF NOT EXISTS rollup_oat_ids(id TEXT PRIMARY KEY);
 )sql";
 
 // How often the output removes rows of events that the store's retention
@@ -107,8 +114,12 @@ std::string unitOf(std::string_view column, std::int64_t unit_ms) {
 void applyRollups(Database& db, int sign) {
   db.exec("DELETE FROM temp.rollup_dims");
   db.exec("INSERT INTO temp.rollup_dims(seq, oat) SELECT seq, '' FROM temp.rollup_batch");
+  // Only the ontology's OAT ids get a dimension: an event's rows in
+  // daily_values are its dimensions times its values, so a dimension per
+  // id of a record with thousands of made-up ids would add millions of rows.
   db.exec("INSERT INTO temp.rollup_dims(seq, oat) SELECT t.seq, t.value FROM temp.rollup_batch b "
-          "JOIN tags t ON t.seq = b.seq WHERE t.kind = 1");
+          "JOIN tags t ON t.seq = b.seq WHERE t.kind = 1 AND t.value IN "
+          "(SELECT id FROM temp.rollup_oat_ids)");
   const std::string hour = unitOf("f.ts", kRollupHourMs);
   const std::string day = unitOf("f.ts", kRollupDayMs);
   db.exec(fmt::format(
@@ -265,17 +276,27 @@ DashboardIndex::DashboardIndex(std::filesystem::path path) {
   db.exec("PRAGMA temp_store=MEMORY");
   if (schema_version < kIndexSchemaVersion) {
     db.exec("BEGIN IMMEDIATE");
-    if (schema_version == 1) {
-      spdlog::info("dashboard index {}: schema version 1 has no rollups; dropping its rows, "
-                   "the output indexes the stored events again",
-                   impl_->path.string());
-      db.exec(kDropVersion1);
+    if (schema_version > 0) {
+      spdlog::info("dashboard index {}: dropping the rows of schema version {}; the output "
+                   "indexes the stored events again",
+                   impl_->path.string(), schema_version);
+      db.exec(kDropOlderVersions);
     }
     db.exec(kIndexSchema);
     db.exec(("PRAGMA user_version=" + std::to_string(kIndexSchemaVersion)).c_str());
     db.exec("COMMIT");
   }
   db.exec(kRollupTempTables);
+  Statement oat_id(db, "INSERT OR IGNORE INTO temp.rollup_oat_ids(id) VALUES(?1)");
+  for (const oat::Threat& threat : oat::Ontology::embedded().threats()) {
+    oat_id.reset();
+    oat_id.bind(1, std::string_view(threat.id));
+    oat_id.step();
+  }
+}
+
+bool hasOatRollups(std::string_view oat_id) {
+  return oat::Ontology::embedded().find(oat_id) != nullptr;
 }
 
 DashboardIndex::~DashboardIndex() = default;

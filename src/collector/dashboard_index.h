@@ -10,8 +10,8 @@
 //   daily_values(field, oat, day, sensor, value, events): events per day,
 //     sensor and value of one field (RollupField).
 // `oat` is '' for the counts of every event; an event with OAT ids is
-// counted once more under each of them, so an OAT filter reads the rollups
-// too. Hours and days are UTC, counted from the epoch. The rollups change
+// counted once more under each id of the OAT ontology (OAT-001 to OAT-021),
+// so an OAT filter on those ids reads the rollups too. Hours and days are UTC, counted from the epoch. The rollups change
 // in the transaction that adds or removes the rows they count, so they
 // always match the facts and tags tables.
 //
@@ -55,6 +55,11 @@ inline constexpr int kRollupTagFieldBase = 10;
 // The SQL expression (over the facts table as `f`) of an event's map cell:
 // its latitude and longitude rounded to 0.1 degree, as "lat,lon".
 inline constexpr std::string_view kLocationCell = "printf('%.1f,%.1f', f.lat, f.lon)";
+
+// Returns true when the rollups keep counts for the OAT id `oat_id`: the
+// ids of the embedded OAT ontology. Other ids, which a record may carry by
+// the thousand, are counted from the raw rows.
+bool hasOatRollups(std::string_view oat_id);
 
 class DashboardIndex {
  public:

@@ -82,9 +82,10 @@ RangePlan planRange(const DashboardFilter& filter, std::int64_t unit_ms) {
   if (to <= from) {
     return plan;
   }
-  // Rollups only keep counts per sensor and OAT id, so a source filter is
-  // counted from the raw rows (through the index on source).
-  if (!filter.source.empty()) {
+  // Rollups only keep counts per sensor and known OAT id, so a source
+  // filter (through the index on source) and a filter on an OAT id outside
+  // the ontology are counted from the raw rows.
+  if (!filter.source.empty() || (!filter.oat.empty() && !hasOatRollups(filter.oat))) {
     plan.edges.push_back({from, to});
     return plan;
   }

@@ -1015,5 +1015,88 @@ TEST_F(DashboardTest, HeadAnswersWithoutBody) {
   }
 }
 
+
+// threat.technique.id is copied from the record, so a record may carry
+// thousands of OAT ids, also ones that no OAT version defines. The rollups
+// keep an OAT dimension only for the ontology's ids, so the rows that one
+// event adds grow with its tags, not with the square of them, and a filter
+// on an unknown id is still counted exactly from the raw rows.
+TEST_F(DashboardTest, ManyOatIdsStayLinear) {
+  constexpr int kUnknownIds = 1000;
+  Fields flood;
+  flood.oat = {"OAT-014", "OAT-008"};
+  for (int i = 0; i < kUnknownIds; ++i) {
+    flood.oat.push_back(fmt::format("OAT-X{:04}", i));
+  }
+  flood.categories = {"attack-sqli", "attack-rce"};
+  addEvent("flood", kBaseMs + 3 * kRollupDayMs + 5000, flood);
+  fillThreeSources(*this, [&](auto id, auto ts, auto fields) { addEvent(id, ts, fields); });
+  const auto started = Clock::now();
+  indexAll();
+  const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+
+  std::int64_t rollup_rows = 0;
+  {
+    dashboard::Database db(dir_ / "dashboard.sqlite", true);
+    dashboard::Statement rows(db, "SELECT (SELECT count(*) FROM daily_values) + "
+                                  "(SELECT count(*) FROM hourly_counts)");
+    ASSERT_TRUE(rows.step());
+    rollup_rows = rows.integer(0);
+  }
+  // About 3 dimensions ('' and two known ids) times 1,000 tags; the square
+  // would be over a million rows.
+  EXPECT_LT(rollup_rows, 20 * kUnknownIds) << "indexing took " << seconds << " s";
+
+  // Whole days (rollups) and days with range ends inside them (raw rows).
+  for (const auto& [from, to] : {std::pair{kBaseMs - kRollupDayMs, kBaseMs + 10 * kRollupDayMs},
+                                 std::pair{kBaseMs + 1000, kBaseMs + 3 * kRollupDayMs + 6000}}) {
+    DashboardFilter unknown;
+    unknown.from_ms = from;
+    unknown.to_ms = to;
+    unknown.oat = "OAT-X0007";
+    EXPECT_EQ(integerField(queries_->summary(unknown), "/events"), 1);
+    EXPECT_EQ(countOf(queries_->tags(unknown, TagKind::kCrsCategory, 10), "attack-rce"), 1);
+    EXPECT_EQ(countOf(queries_->top(unknown, TopField::kPath, 10), "/"), 1);
+    DashboardFilter known = unknown;
+    known.oat = "OAT-014";
+    // a0..a3 and b0..b1 carry OAT-014 too, but a0 is before the second range.
+    const std::int64_t expected = from == kBaseMs + 1000 ? 6 : 7;
+    EXPECT_EQ(integerField(queries_->summary(known), "/events"), expected);
+    EXPECT_EQ(countOf(queries_->tags(known, TagKind::kOat, 2000), "OAT-X0100"), 1);
+    DashboardFilter all;
+    all.from_ms = from;
+    all.to_ms = to;
+    EXPECT_EQ(countOf(queries_->tags(all, TagKind::kOat, 2000), "OAT-X0500"), 1);
+    EXPECT_EQ(countOf(queries_->tags(all, TagKind::kOat, 2000), "OAT-014"), expected);
+  }
+}
+
+// An index of schema version 2 may hold rollup rows for made-up OAT ids,
+// so opening it drops every table and the output indexes the store again.
+TEST_F(DashboardTest, SchemaVersionTwoIsRebuilt) {
+  fillThreeSources(*this, [&](auto id, auto ts, auto fields) { addEvent(id, ts, fields); });
+  indexAll();
+  ASSERT_EQ(index_->lastSeq(), 7);
+  index_.reset();
+  {
+    dashboard::Database db(dir_ / "dashboard.sqlite", false);
+    db.exec("INSERT INTO daily_values(field, oat, day, sensor, value, events) "
+            "VALUES(11, 'OAT-X1', 1, 's1', 'OAT-X1', 1)");
+    db.exec("PRAGMA user_version=2");
+  }
+  index_ = std::make_unique<DashboardIndex>(dir_ / "dashboard.sqlite");
+  EXPECT_EQ(index_->lastSeq(), 0);
+  {
+    dashboard::Database db(dir_ / "dashboard.sqlite", true);
+    dashboard::Statement rows(db, "SELECT count(*) FROM daily_values");
+    ASSERT_TRUE(rows.step());
+    EXPECT_EQ(rows.integer(0), 0);
+  }
+  indexAll();
+  DashboardFilter all;
+  EXPECT_EQ(integerField(queries_->summary(all), "/events"), 7);
+  EXPECT_EQ(countOf(queries_->tags(all, TagKind::kOat, 10), "OAT-014"), 6);
+}
+
 }  // namespace
 }  // namespace webtrap::collector
