@@ -441,7 +441,12 @@ Response DashboardHttp::login(const Request& request) {
   auto field = form.other.find("token");
   std::string token = field == form.other.end() ? std::string() : field->second;
   if (token.empty() || !equalSecrets(token, admin_token_)) {
-    spdlog::warn("dashboard: login with a wrong or missing admin token");
+    std::lock_guard lock(login_log_mutex_);
+    if (login_log_.admit()) {
+      spdlog::warn("dashboard: login with a wrong or missing admin token ({} such logins since "
+                   "the last message)",
+                   login_log_.takeSuppressed() + 1);
+    }
     return jsonError(request, http::status::unauthorized, "wrong admin token");
   }
   std::string session = newSession();

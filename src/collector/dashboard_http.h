@@ -75,6 +75,10 @@ class DashboardHttp {
   std::map<std::string, std::chrono::steady_clock::time_point, std::less<>> sessions_;
   std::mutex busy_log_mutex_;
   LogThrottle busy_log_{std::chrono::seconds(60)};
+  // Failed logins, logged once a minute with a count, because anyone who
+  // reaches the listener can post them as fast as it answers.
+  std::mutex login_log_mutex_;
+  LogThrottle login_log_{std::chrono::seconds(60)};
   // Last, so that its threads stop before the members they use go.
   DashboardWorkers workers_;
 };
