@@ -202,7 +202,9 @@ def main():
     if failures:
         print(f"deploy lab: {len(failures)} failed")
         return 1
-    print("deploy lab: images built, corpus replayed into both probes, every record "
+    images = ("images already built" if os.environ.get("WEBTRAP_SKIP_IMAGE_BUILD") == "1"
+             else "images built")
+    print(f"deploy lab: {images}, corpus replayed into both probes, every record "
           "stored and in the MISP feed")
     return 0
 
