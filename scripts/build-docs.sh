@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Renders every Graphviz source in docs/diagrams/*.dot to SVG.
 #
-#   scripts/build-docs.sh [OUTPUT_DIR]     (default: build/docs/diagrams)
+#   scripts/build-docs.sh [OUTPUT_DIR]     (default: docs/diagrams)
 #
-# `cmake --build build --target docs` runs this script with
-# build/docs/diagrams. The SVG files are build outputs and are not committed.
+# `cmake --build build --target docs` runs this script with docs/diagrams,
+# so the SVG files next to their sources are rendered again; they are
+# committed so that the pages show them without a build.
+# tests/integration/test_docs_architecture.sh fails when a committed SVG
+# differs from a fresh render by the same Graphviz version.
 # A render fails on a syntax error (dot exits non-zero) and also on any
 # warning dot prints, because a warning means an attribute or a node was not
 # drawn as written.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-output=${1:-$root/build/docs/diagrams}
+output=${1:-$root/docs/diagrams}
 
 if ! command -v dot >/dev/null; then
   echo "build-docs.sh: the dot command is missing; install Debian's graphviz package" \
