@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every libFuzzer target (request capture, record serialization) for a
-# bounded time with AddressSanitizer and UBSan. A crash or sanitizer report
-# makes libFuzzer exit non-zero, which fails this test.
+# Runs every libFuzzer target in fuzz/ (request capture, record serialization,
+# audit record decoding) for a bounded time with AddressSanitizer and UBSan. A
+# crash or sanitizer report makes libFuzzer exit non-zero, which fails this test.
 set -euo pipefail
 seconds="${WEBTRAP_FUZZ_SECONDS:-20}"
 export WEBTRAP_FUZZ_BUILD="${WEBTRAP_FUZZ_BUILD:-$(dirname "$WEBTRAP_BIN")/fuzz-build}"
