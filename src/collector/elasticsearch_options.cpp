@@ -152,7 +152,8 @@ ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node) {
                                   kSection, options.username));
   }
   if (options.username.empty() && !options.password.empty()) {
-    throw ConfigError(fmt::format("{}.username: missing; the password needs a username", kSection));
+    throw ConfigError(fmt::format("{0}.username: missing; {0}.password is set and needs a username",
+                                  kSection));
   }
   if (!options.username.empty() && !options.api_key.empty()) {
     throw ConfigError(fmt::format("{}: both username and api_key are set; keep one of them",

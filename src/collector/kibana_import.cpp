@@ -263,8 +263,8 @@ KibanaOptions parseKibanaOptions(const YAML::Node& node, const std::string& es_u
                                   keyPath("password"), options.username));
   }
   if (options.username.empty() && !options.password.empty()) {
-    throw ConfigError(fmt::format("{}: missing; the password needs a username",
-                                  keyPath("username")));
+    throw ConfigError(fmt::format("{}: missing; {} is set and needs a username",
+                                  keyPath("username"), keyPath("password")));
   }
   if (!options.username.empty() && !options.api_key.empty()) {
     throw ConfigError(fmt::format("{}: both username and api_key are set; keep one of them",

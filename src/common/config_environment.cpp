@@ -10,11 +10,59 @@
 namespace webtrap::config_environment {
 namespace {
 
+// A key whose last level has the word token, password, secret or proxy, or
+// the words api and key, such as admin.token or outputs.elasticsearch.api_key.
+// A last word of file, env or path names where a secret is kept (token_file,
+// api_key_env), and a plural such as min_passwords is a count, so neither is
+// hidden.
 bool isSecretKey(const std::string& key) {
   std::string last = key.substr(key.rfind('.') + 1);
-  return last.find("token") != std::string::npos || last.find("password") != std::string::npos ||
-         last.find("api_key") != std::string::npos || last.find("secret") != std::string::npos ||
-         last == "proxy";
+  std::vector<std::string> words;
+  for (std::size_t start = 0; start <= last.size();) {
+    std::size_t end = last.find('_', start);
+    if (end == std::string::npos) {
+      end = last.size();
+    }
+    words.push_back(last.substr(start, end - start));
+    start = end + 1;
+  }
+  const std::string& final_word = words.back();
+  if (final_word == "file" || final_word == "env" || final_word == "path") {
+    return false;
+  }
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    const std::string& word = words[i];
+    if (word == "token" || word == "password" || word == "secret" || word == "proxy") {
+      return true;
+    }
+    if (word == "api" && i + 1 < words.size() && words[i + 1] == "key") {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool isKeyCharacter(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+// Whether `message` names `key` as a whole key: shipper.token matches in
+// "shipper.token and shipper.token_file", but not in "shipper.token_file" or
+// "shipper.tokens".
+bool mentionsKey(const std::string& message, const std::string& key) {
+  for (std::size_t at = message.find(key); at != std::string::npos;
+       at = message.find(key, at + 1)) {
+    bool starts_word = at == 0 || (!isKeyCharacter(message[at - 1]) && message[at - 1] != '.');
+    std::size_t end = at + key.size();
+    bool ends_word = end == message.size() || !isKeyCharacter(message[end]);
+    if (ends_word && message[end] == '.' && end + 1 < message.size()) {
+      ends_word = !isKeyCharacter(message[end + 1]);
+    }
+    if (starts_word && ends_word) {
+      return true;
+    }
+  }
+  return false;
 }
 
 // Converts WEBTRAP__SHIPPER__TOKEN_FILE to shipper.token_file.
@@ -197,8 +245,10 @@ ConfigError nameVariables(const ConfigError& error, const std::vector<Override>&
   subject = subject.substr(0, subject.find('['));
   std::vector<std::string> notes;
   for (const Override& item : overrides) {
+    // A message about two keys, such as "shipper.token and
+    // shipper.token_file are both set", names the second one in its text.
     bool about_key = subject == item.key || subject.starts_with(item.key + ".") ||
-                     item.key.starts_with(subject + ".");
+                     item.key.starts_with(subject + ".") || mentionsKey(message, item.key);
     if (about_key) {
       notes.push_back(fmt::format("{} from {}", item.key, item.variable));
     }
@@ -208,9 +258,12 @@ ConfigError nameVariables(const ConfigError& error, const std::vector<Override>&
     if (!isSecretKey(item.key) || item.value.empty()) {
       continue;
     }
+    // The search goes on after the replacement, which may itself contain
+    // a short value such as "d".
+    const std::string replacement = "(hidden)";
     for (std::size_t at = message.find(item.value); at != std::string::npos;
-         at = message.find(item.value, at)) {
-      message.replace(at, item.value.size(), "(hidden)");
+         at = message.find(item.value, at + replacement.size())) {
+      message.replace(at, item.value.size(), replacement);
       hidden = true;
     }
   }

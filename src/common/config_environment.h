@@ -59,9 +59,10 @@ void applyOverrides(YAML::Node& root, const std::vector<Override>& overrides,
                     const Schema& schema, const std::string& file_name);
 
 // Returns `error` with the variables named when its message is about a key
-// that `overrides` set, or about a group that contains one. The value of a
-// secret key (token, password, api_key, secret, proxy) is hidden in the
-// message.
+// that `overrides` set, about a group that contains one, or names such a key
+// in its text. The value of a secret key (one whose last level has the word
+// token, password, secret or proxy, or api_key, and does not end in _file,
+// _env or _path) is hidden in the message.
 ConfigError nameVariables(const ConfigError& error, const std::vector<Override>& overrides);
 
 // "shipper.url from WEBTRAP__SHIPPER__URL" for each override: names only,

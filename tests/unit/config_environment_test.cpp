@@ -12,6 +12,7 @@
 #include "collector/collector_config.h"
 #include "common/error.h"
 #include "probe/config.h"
+#include "shipper/shipper_config.h"
 
 namespace webtrap {
 namespace {
@@ -331,6 +332,81 @@ TEST(EnvironmentErrors, KeepsOtherValues) {
   ConfigError named = config_environment::nameVariables(
       ConfigError("spool.dir: cannot use many"), overrides);
   EXPECT_STREQ(named.what(), "spool.dir: cannot use many");
+}
+
+TEST(EnvironmentErrors, ShortSecretEndsHiding) {
+  // "(hidden)" contains the value, so the replacement must not be searched
+  // again.
+  auto overrides = config_environment::readOverrides({"WEBTRAP__ADMIN__TOKEN=d"});
+  ConfigError named =
+      config_environment::nameVariables(ConfigError("store.path: bad d and d"), overrides);
+  EXPECT_STREQ(named.what(), "store.path: ba(hidden) (hidden) an(hidden) (hidden)");
+}
+
+TEST(EnvironmentErrors, KeepsCountsAndPaths) {
+  auto overrides = config_environment::readOverrides(
+      {"WEBTRAP__BEHAVIOUR__CREDENTIAL_CRACKING__MIN_PASSWORDS=1",
+       "WEBTRAP__SHIPPER__TOKEN_FILE=/etc/webtrap/token",
+       "WEBTRAP__OUTPUTS__MISP__API_KEY_ENV=MISP_KEY"});
+  ConfigError named = config_environment::nameVariables(
+      ConfigError("shipper.token_file: cannot read \"/etc/webtrap/token\"; 1 MISP_KEY"),
+      overrides);
+  std::string message = named.what();
+  EXPECT_THAT(message, HasSubstr("cannot read \"/etc/webtrap/token\""));
+  EXPECT_THAT(message, HasSubstr("; 1 MISP_KEY"));
+}
+
+TEST(EnvironmentErrors, HidesSecretKeyWords) {
+  auto overrides = config_environment::readOverrides(
+      {"WEBTRAP__OUTPUTS__ELASTICSEARCH__PASSWORD=pw-value",
+       "WEBTRAP__OUTPUTS__ELASTICSEARCH__API_KEY=key-value",
+       "WEBTRAP__ADMIN__TOKEN=token-value", "WEBTRAP__SHIPPER__PROXY=proxy-value"});
+  ConfigError named = config_environment::nameVariables(
+      ConfigError("x: pw-value key-value token-value proxy-value"), overrides);
+  EXPECT_STREQ(named.what(), "x: (hidden) (hidden) (hidden) (hidden)");
+}
+
+TEST(EnvironmentErrors, NamesVariableOfKeyInText) {
+  auto overrides = config_environment::readOverrides(
+      {"WEBTRAP__SHIPPER__TOKEN=env-token-value", "WEBTRAP__SHIPPER__BATCH_MAX_BYTES=1"});
+  ConfigError named = config_environment::nameVariables(
+      ConfigError("shipper.token and shipper.token_file are both set; keep one of them"),
+      overrides);
+  std::string message = named.what();
+  EXPECT_THAT(message, HasSubstr("shipper.token from WEBTRAP__SHIPPER__TOKEN"));
+  EXPECT_THAT(message, Not(HasSubstr("WEBTRAP__SHIPPER__BATCH_MAX_BYTES")));
+}
+
+TEST(EnvironmentErrors, IgnoresLongerKeyInText) {
+  auto overrides = config_environment::readOverrides({"WEBTRAP__SHIPPER__TOKEN=env-token-value"});
+  ConfigError named = config_environment::nameVariables(
+      ConfigError("shipper.url: needs shipper.token_file or shipper.tokens."), overrides);
+  EXPECT_THAT(named.what(), Not(HasSubstr("WEBTRAP__SHIPPER__TOKEN")));
+}
+
+TEST(ShipperEnvironment, TokenWithTokenFileNamesVariable) {
+  auto path = writeConfig("shipper:\n  url: http://127.0.0.1:7380\n  token_file: /tmp/t\n");
+  Environment environment = {"WEBTRAP__SHIPPER__TOKEN=env-token-value"};
+  probe::ProbeConfig config = probe::loadProbeConfig(path, environment);
+  std::string message;
+  try {
+    shipper::resolveShipperConfig(config.shipper);
+  } catch (const ConfigError& error) {
+    message =
+        config_environment::nameVariables(error, config_environment::readOverrides(environment))
+            .what();
+  }
+  EXPECT_THAT(message, HasSubstr("both set"));
+  EXPECT_THAT(message, HasSubstr("WEBTRAP__SHIPPER__TOKEN"));
+  EXPECT_THAT(message, Not(HasSubstr("env-token-value")));
+}
+
+TEST(CollectorEnvironment, PasswordWithoutUsernameNamesVariable) {
+  std::string message = collectorError(
+      "", {"WEBTRAP__OUTPUTS__ELASTICSEARCH__URL=http://127.0.0.1:9200",
+           "WEBTRAP__OUTPUTS__ELASTICSEARCH__PASSWORD=es-pass-value"});
+  EXPECT_THAT(message, HasSubstr("WEBTRAP__OUTPUTS__ELASTICSEARCH__PASSWORD"));
+  EXPECT_THAT(message, Not(HasSubstr("es-pass-value")));
 }
 
 }  // namespace
