@@ -464,6 +464,17 @@ int runEnrol(const CollectorOptions& options) {
                                   "token on the other collectors",
                                   options.existing_token_file, options.sensor_id));
   }
+  if (reuse_token) {
+    std::optional<std::string> revoked_sensor = store->retiredTokenSensor(sensor.token_sha256);
+    if (revoked_sensor.has_value()) {
+      // Revocation must hold even after the sensor got a new token.
+      throw ConfigError(fmt::format("--existing-token-file {}: this token was revoked for "
+                                    "sensor \"{}\" in {} and stays rejected; enrol sensor "
+                                    "\"{}\" without --existing-token-file to make a new token",
+                                    options.existing_token_file, *revoked_sensor,
+                                    config.store.path.string(), options.sensor_id));
+    }
+  }
   store->enrolSensor(sensor);
 
   std::string url = options.collector_url;

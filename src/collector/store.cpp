@@ -24,7 +24,7 @@ namespace webtrap::collector {
 namespace {
 
 // Bump when the schema changes, and teach openSchema() to migrate.
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 
 // Retention deletes at most this many events per transaction, so inserts
 // wait for the write lock at most one chunk's time.
@@ -90,6 +90,20 @@ constexpr const char* kSchemaVersion2 = R"sql(
 ALTER TABLE sensors ADD COLUMN revoked_ms INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sensors ADD COLUMN certificate_sha256 TEXT NOT NULL DEFAULT '';
 ALTER TABLE sensors ADD COLUMN certificate_cn TEXT NOT NULL DEFAULT '';
+)sql";
+
+// Version 3: the hashes of revoked tokens, kept after the sensor gets a new
+// token, so that `enrol --existing-token-file` never accepts one again. A
+// version 2 store adds the tokens of the sensors revoked at the upgrade,
+// but not those already replaced by an earlier enrol.
+constexpr const char* kSchemaVersion3 = R"sql(
+CREATE TABLE IF NOT EXISTS retired_tokens (
+  token_sha256 TEXT PRIMARY KEY,
+  sensor_id TEXT NOT NULL,
+  retired_ms INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO retired_tokens(token_sha256, sensor_id, retired_ms)
+  SELECT token_sha256, sensor_id, revoked_ms FROM sensors WHERE revoked_ms != 0;
 )sql";
 
 // Names in the counters table. Per-output retention counts use the prefix
@@ -509,6 +523,9 @@ void Store::Impl::open() {
       writer->exec(kSchema, "creating the schema");
       if (schema_version < 2) {
         writer->exec(kSchemaVersion2, "adding the sensor revocation columns");
+      }
+      if (schema_version < 3) {
+        writer->exec(kSchemaVersion3, "adding the retired token list");
       }
       writer->exec(fmt::format("PRAGMA user_version={}", kSchemaVersion).c_str(),
                    "creating the schema");
@@ -1279,6 +1296,17 @@ void Store::enrolSensor(const SensorInfo& sensor) {
 bool Store::revokeSensor(std::string_view sensor_id, std::int64_t at_ms) {
   std::lock_guard lock(impl_->write_mutex);
   Connection& writer = *impl_->writer;
+  // The token is retired first, so a failure between the two statements
+  // leaves it rejected by enrol rather than forgotten.
+  sqlite3_stmt* retire = writer.prepare(
+      "INSERT OR IGNORE INTO retired_tokens(token_sha256, sensor_id, retired_ms) "
+      "SELECT token_sha256, sensor_id, ?1 FROM sensors WHERE sensor_id = ?2");
+  {
+    ResetGuard reset_retire(retire);
+    sqlite3_bind_int64(retire, 1, at_ms);
+    bindText(retire, 2, sensor_id);
+    writer.step(retire, "retiring a revoked sensor's token");
+  }
   sqlite3_stmt* stmt = writer.prepare(
       "UPDATE sensors SET revoked_ms = CASE WHEN revoked_ms = 0 THEN ?1 ELSE revoked_ms END "
       "WHERE sensor_id = ?2");
@@ -1287,6 +1315,18 @@ bool Store::revokeSensor(std::string_view sensor_id, std::int64_t at_ms) {
   bindText(stmt, 2, sensor_id);
   writer.step(stmt, "revoking a sensor");
   return sqlite3_changes(writer.db()) > 0;
+}
+
+std::optional<std::string> Store::retiredTokenSensor(std::string_view token_sha256) const {
+  Impl::Reader reader(*impl_);
+  sqlite3_stmt* stmt =
+      reader->prepare("SELECT sensor_id FROM retired_tokens WHERE token_sha256 = ?1");
+  ResetGuard reset(stmt);
+  bindText(stmt, 1, token_sha256);
+  if (!reader->step(stmt, "looking up a retired token")) {
+    return std::nullopt;
+  }
+  return columnText(stmt, 0);
 }
 
 std::optional<SensorInfo> Store::findSensorByTokenHash(std::string_view token_sha256) const {

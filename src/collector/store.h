@@ -180,6 +180,9 @@ class Store {
   // unknown. Revoking a sensor again keeps the first time. Returns false
   // when no sensor has this id. enrolSensor() on the same id lifts it.
   bool revokeSensor(std::string_view sensor_id, std::int64_t at_ms);
+  // Returns the id of the sensor that was revoked with this token, which
+  // stays retired after the sensor is enrolled with a new one.
+  std::optional<std::string> retiredTokenSensor(std::string_view token_sha256) const;
   std::optional<SensorInfo> findSensorByTokenHash(std::string_view token_sha256) const;
   std::vector<SensorInfo> sensors() const;
   // Notes records from a sensor. The update is kept in memory and written

@@ -99,7 +99,7 @@ PRAGMA user_version=1;
     with sqlite3.connect(state / "store.sqlite") as database:
         version = database.execute("PRAGMA user_version").fetchone()[0]
     database.close()
-    check(version == 2, f"schema version after the upgrade: {version}, expected 2")
+    check(version == 3, f"schema version after the upgrade: {version}, expected 3")
 
 
 def main():
