@@ -1099,7 +1099,15 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
               });
           return;
         }
-        self->send(self->impl_->handleAdmin(request), false);
+        Response response = self->impl_->handleAdmin(request);
+        if (request.method() == http::verb::head) {
+          // The headers of the GET response without its body (RFC 9110,
+          // 9.3.2); a body would be read as the client's next response.
+          const std::size_t size = response.body().size();
+          response.body().clear();
+          response.content_length(size);
+        }
+        self->send(std::move(response), false);
       });
       return;
     }
