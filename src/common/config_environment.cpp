@@ -122,7 +122,15 @@ YAML::Node parseListValue(const Override& item) {
   std::string problem;
   YAML::Node list;
   try {
-    list = YAML::Load(item.value);
+    // YAML::Load() would take the first document and drop the rest of the
+    // value, so every document is read and exactly one is accepted.
+    std::vector<YAML::Node> documents = YAML::LoadAll(item.value);
+    if (documents.size() > 1) {
+      problem = fmt::format(" (the value has {} YAML documents, separated by ---)",
+                            documents.size());
+    } else if (documents.size() == 1) {
+      list = documents.front();
+    }
   } catch (const YAML::Exception& error) {
     problem = fmt::format(" (invalid YAML: {})", error.msg);
   }

@@ -169,6 +169,15 @@ TEST(ProbeEnvironment, RejectsListValueThatIsNoList) {
   EXPECT_THAT(error, HasSubstr("YAML flow sequence, such as [first, second]"));
 }
 
+TEST(ProbeEnvironment, RejectsSecondYamlDocument) {
+  // Only the whole value may apply, so a second document is not dropped.
+  std::string error =
+      probeError("", {"WEBTRAP__MODSECURITY__EXTRA_RULES=[/etc/a.conf]\n---\n[/etc/b.conf]"});
+  EXPECT_THAT(error, HasSubstr("WEBTRAP__MODSECURITY__EXTRA_RULES: modsecurity.extra_rules "
+                               "takes a list"));
+  EXPECT_THAT(error, HasSubstr("2 YAML documents"));
+}
+
 TEST(ProbeEnvironment, RejectsInvalidYamlList) {
   std::string error = probeError("", {"WEBTRAP__LISTENERS=[{address: 127.0.0.1:9000"});
   EXPECT_THAT(error, HasSubstr("WEBTRAP__LISTENERS: listeners takes a list (invalid YAML"));
