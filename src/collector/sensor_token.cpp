@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
 #include <fstream>
+#include <system_error>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "common/error.h"
 
@@ -49,6 +52,21 @@ std::string readAtMost(std::istream& input) {
 std::string readSensorToken(const std::string& path, std::istream& input) {
   if (path == "-") {
     return parseSensorToken(readAtMost(input), "--existing-token-file - (standard input)");
+  }
+  std::error_code error;
+  std::filesystem::file_status status = std::filesystem::status(path, error);
+  if (!error && std::filesystem::is_directory(status)) {
+    throw ConfigError(fmt::format("--existing-token-file {}: is a folder; give the token file "
+                                  "of the sensor, such as the probe's shipper.token_file",
+                                  path));
+  }
+  using std::filesystem::perms;
+  if (!error && (status.permissions() & perms::others_read) != perms::none) {
+    // Enrol goes on, because the file can be tightened later without a new
+    // token.
+    spdlog::warn("--existing-token-file {}: the token file is readable by other users (mode "
+                 "{:04o}); run chmod 600 {} so that only its owner can read the sensor token",
+                 path, static_cast<unsigned>(status.permissions() & perms::mask), path);
   }
   std::ifstream file(path, std::ios::binary);
   if (!file) {
