@@ -7,6 +7,8 @@
 
 #include <fstream>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -98,6 +100,31 @@ void applyOverrides(const ProbeOptions& options, probe::ProbeConfig& config) {
   if (options.paranoia_level != 0) config.inspector.paranoia_level = options.paranoia_level;
 }
 
+// Logs a warning for each key that a WEBTRAP__ variable set and a
+// command-line option replaces, so the variable is not dropped unnoticed.
+void warnReplacedVariables(const ProbeOptions& options) {
+  bool listen = !options.listen.empty() || !options.listen_tls.empty() ||
+                !options.listen_bait.empty();
+  const std::vector<std::pair<std::string, const char*>> replaced = {
+      {listen ? "listeners" : "", "--listen"},
+      {options.spool_dir.empty() ? "" : "spool.dir", "--spool"},
+      {options.state_dir.empty() ? "" : "state_dir", "--state-dir"},
+      {options.sensor_id.empty() ? "" : "sensor.id", "--sensor-id"},
+      {options.admin_listen.empty() ? "" : "admin.listen", "--admin-listen"},
+      {options.paranoia_level == 0 ? "" : "modsecurity.paranoia_level", "--paranoia-level"},
+  };
+  for (const auto& item :
+       config_environment::readOverrides(config_environment::processEnvironment())) {
+    for (const auto& [key, option] : replaced) {
+      if (item.key == key) {
+        spdlog::warn("probe: {} from {} is replaced by {} on the command line; unset the "
+                     "variable or leave out the option",
+                     item.key, item.variable, option);
+      }
+    }
+  }
+}
+
 // Switches to an unprivileged user after the ports are bound. The spool and
 // state folders are handed to that user so it can go on writing them.
 void dropPrivileges(const probe::ProbeConfig& config) {
@@ -166,6 +193,7 @@ int runProbe(const ProbeOptions& options) {
   probe::ProbeConfig config =
       probe::loadProbeConfig(options.config_path, config_environment::processEnvironment());
   logEnvironmentKeys("probe", config.environment_keys);
+  warnReplacedVariables(options);
   applyOverrides(options, config);
 
   // The shipper is forked first, while this process has one thread and no

@@ -80,6 +80,14 @@ int runShip(const ShipOptions& options) {
       probe::loadProbeConfig(options.config_path, config_environment::processEnvironment());
   logEnvironmentKeys("ship", config.environment_keys);
   if (!options.spool_dir.empty()) {
+    for (const auto& item :
+         config_environment::readOverrides(config_environment::processEnvironment())) {
+      if (item.key == "spool.dir") {
+        spdlog::warn("ship: spool.dir from {} is replaced by --spool on the command line; "
+                     "unset the variable or leave out the option",
+                     item.variable);
+      }
+    }
     config.spool.dir = options.spool_dir;
   }
   try {

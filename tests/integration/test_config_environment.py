@@ -114,7 +114,8 @@ def check_ship_error_names_variable(run):
     config.write_text("shipper:\n  token: abc\n")
     spool = run.folder / "ship-spool"
     spool.mkdir()
-    environment = dict(os.environ, WEBTRAP__SHIPPER__URL="http://collector.invalid:7380")
+    environment = dict(os.environ, WEBTRAP__SHIPPER__URL="http://collector.invalid:7380",
+                       WEBTRAP__SPOOL__DIR=str(run.folder / "unused-spool"))
     result = subprocess.run([BIN, "ship", "--config", str(config), "--spool", str(spool),
                              "--until-idle", "--metrics-listen", "off"], env=environment,
                             capture_output=True, text=True, timeout=60)
@@ -122,6 +123,8 @@ def check_ship_error_names_variable(run):
     check("uses plain http to the non-loopback host" in result.stderr, result.stderr)
     check("[set in the environment: shipper.url from WEBTRAP__SHIPPER__URL;" in result.stderr,
           f"ship error does not name WEBTRAP__SHIPPER__URL: {result.stderr}")
+    check("spool.dir from WEBTRAP__SPOOL__DIR is replaced by --spool" in result.stderr,
+          f"no warning that --spool replaces WEBTRAP__SPOOL__DIR: {result.stderr}")
     print("ship: a rejected shipper.url names WEBTRAP__SHIPPER__URL")
 
 
@@ -156,12 +159,49 @@ def check_probe_listeners(run):
     print(f"probe: listens on 127.0.0.1:{port} from WEBTRAP__LISTENERS")
 
 
+def check_probe_command_line_wins(run):
+    """A command-line option replaces a variable, with a warning naming both."""
+    folder = run.folder
+    config = folder / "probe-cli.yaml"
+    config.write_text(f"state_dir: {folder / 'probe-cli-state'}\n"
+                      f"spool:\n  dir: {folder / 'spool-cli'}\n"
+                      "admin:\n  listen: ''\nhardening:\n  seccomp: false\n")
+    port = free_port()
+    environment = dict(os.environ, WEBTRAP__LISTENERS="[{address: '127.0.0.1:1'}]",
+                       WEBTRAP__SENSOR__ID="env-sensor")
+    log_path = folder / "probe-cli.log"
+    with open(log_path, "wb") as log:
+        probe = subprocess.Popen([BIN, "probe", "--config", str(config), "--listen",
+                                  f"127.0.0.1:{port}", "--sensor-id", "cli-sensor"],
+                                 stdout=log, stderr=subprocess.STDOUT, env=environment)
+    try:
+        def accepting():
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return True
+            except OSError:
+                check(probe.poll() is None, "probe exited:\n" + log_path.read_text())
+                return False
+        wait_for(accepting, 60, f"the probe on port {port}")
+        text = log_path.read_text()
+        check("listeners from WEBTRAP__LISTENERS is replaced by --listen" in text,
+              "no warning that --listen replaces WEBTRAP__LISTENERS:\n" + text)
+        check("sensor.id from WEBTRAP__SENSOR__ID is replaced by --sensor-id" in text,
+              "no warning that --sensor-id replaces WEBTRAP__SENSOR__ID:\n" + text)
+        check("sensor=cli-sensor" in text, "the probe did not use --sensor-id:\n" + text)
+    finally:
+        probe.terminate()
+        probe.wait(timeout=30)
+    print("probe: command-line options replace variables, with a warning")
+
+
 def main():
     with CollectorRun("webtrap-config-environment-") as run:
         check_collector_listens_where_told(run)
         check_collector_start_errors(run)
         check_ship_error_names_variable(run)
         check_probe_listeners(run)
+        check_probe_command_line_wins(run)
     print("config environment: all checks passed")
     return 0
 
