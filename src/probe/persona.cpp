@@ -64,8 +64,6 @@ constexpr std::string_view kAllowNoFile = "OPTIONS,HEAD,GET,POST";
 constexpr std::size_t kLimitRequestLine = 8190;
 constexpr std::size_t kLimitRequestFieldSize = 8190;
 
-constexpr std::string_view kErrorContentType = "text/html; charset=iso-8859-1";
-
 std::string_view reasonPhrase(int status) {
   switch (status) {
     case 200:
@@ -535,7 +533,12 @@ std::string DataPersona::render(const PersonaTemplate& page, const RequestView& 
 void DataPersona::finish(PersonaResponse& response, HeaderProfile profile, const RequestView& view,
                          const std::map<std::string, std::string>& values,
                          const std::vector<HeaderField>& route_headers) const {
-  response.reason = std::string(reasonPhrase(response.status));
+  if (auto phrase = data_.reason_phrases.find(response.status);
+      phrase != data_.reason_phrases.end()) {
+    response.reason = phrase->second;
+  } else {
+    response.reason = std::string(reasonPhrase(response.status));
+  }
   const CapturedRequest& request = *view.request;
 
   // Keep-alive as Apache's ap_set_keepalive decides it, with the countdown
@@ -601,7 +604,7 @@ PersonaResponse DataPersona::errorResponse(int status, const RequestView& view,
   if (response.status != 413 && !view.head) {
     values["Content-Length"] = std::to_string(response.body.size());
   }
-  values["Content-Type"] = std::string(kErrorContentType);
+  values["Content-Type"] = data_.error_content_type;
   for (auto& field : extra) {
     values[field.name] = field.value;
   }

@@ -80,6 +80,10 @@ struct PersonaData {
   std::string server_name;
   int keep_alive_timeout = 5;
   int keep_alive_max = 100;
+  // Content-Type of the server's own error pages (Apache's by default).
+  std::string error_content_type = "text/html; charset=iso-8859-1";
+  // Reason phrases that replace the built-in ones, by status code.
+  std::map<int, std::string> reason_phrases;
   std::time_t last_modified = 0;
   // Media types mod_deflate compresses (AddOutputFilterByType DEFLATE).
   std::vector<std::string> deflate_types;

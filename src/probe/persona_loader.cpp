@@ -23,7 +23,8 @@ constexpr std::uintmax_t kMaxFileBytes = 1024 * 1024;
 const std::set<std::string> kTopKeys = {
     "name",          "product", "server_header", "server_name", "keep_alive",
     "last_modified", "php",     "bait_field",    "bait_cookie", "header_profiles",
-    "error_pages",   "routes",  "deflate_types", "forms",       "shop"};
+    "error_pages",   "routes",  "deflate_types", "forms",       "shop",
+    "error_content_type", "reason_phrases"};
 const std::set<std::string> kRouteKeys = {
     "name", "path",      "aliases",  "match",        "kind",         "profile", "status",
     "body", "post_body", "template", "headers",      "content_type", "session", "set_bait_cookie",
@@ -288,6 +289,12 @@ class Loader {
       data.keep_alive_timeout = node["keep_alive"]["timeout"].as<int>(5);
       data.keep_alive_max = node["keep_alive"]["max"].as<int>(100);
     }
+    if (node["error_content_type"]) {
+      data.error_content_type = text(node["error_content_type"], "error_content_type", true);
+    }
+    if (node["reason_phrases"]) {
+      readReasonPhrases(node["reason_phrases"], data);
+    }
     if (node["last_modified"]) {
       data.last_modified = timestamp(node["last_modified"], "last_modified");
     }
@@ -475,6 +482,33 @@ class Loader {
         throw fail("header_profiles",
                    "missing one of static, php, error, options, static_gzip, php_gzip; add it");
       }
+    }
+  }
+
+  // Reason phrases by status code, for a server whose phrases differ from
+  // the built-in (Apache's) ones, such as nginx's "405 Not Allowed".
+  void readReasonPhrases(const YAML::Node& node, PersonaData& data) const {
+    if (!node.IsMap()) {
+      throw fail("reason_phrases", "expected a map of status codes to phrases");
+    }
+    for (const auto& entry : node) {
+      std::string key = "reason_phrases." + entry.first.as<std::string>();
+      int status = 0;
+      try {
+        status = entry.first.as<int>();
+      } catch (const YAML::Exception&) {
+        throw fail(key, "expected an HTTP status code");
+      }
+      if (status < 100 || status > 599) {
+        throw fail(key, "expected an HTTP status code");
+      }
+      std::string phrase = text(entry.second, key, true);
+      bool printable = std::all_of(phrase.begin(), phrase.end(),
+                                   [](unsigned char c) { return c >= 0x20 && c < 0x7f; });
+      if (phrase.empty() || !printable) {
+        throw fail(key, "expected a phrase of printable ASCII characters");
+      }
+      data.reason_phrases[status] = std::move(phrase);
     }
   }
 

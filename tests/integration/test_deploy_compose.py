@@ -116,6 +116,36 @@ def listener_addresses(config):
     return addresses
 
 
+def check_lab_personas(failures):
+    """Check that the lab's probes imitate different servers, each with a
+    persona folder that exists."""
+    personas = {}
+    for path in sorted(LAB.glob("probe-*.yaml")):
+        persona = yaml.safe_load(path.read_text()).get("persona")
+        if not persona or not (SOURCE / "personas" / persona / "persona.yaml").is_file():
+            failures.append(f"{path.name}: persona {persona!r} is not a folder in personas/")
+        personas[path.name] = persona
+    if len(set(personas.values())) != len(personas):
+        failures.append(f"the lab probes share a persona: {personas}")
+
+
+def check_server_header(label, config_path, port, failures):
+    """Check that GET / on the probe's web listener names the persona's server."""
+    persona = yaml.safe_load(config_path.read_text()).get("persona")
+    persona_file = SOURCE / "personas" / str(persona) / "persona.yaml"
+    if not persona_file.is_file():
+        return  # check_lab_personas reports it
+    expected = yaml.safe_load(persona_file.read_text())["server_header"]
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            server = response.headers.get("Server")
+    except OSError as error:
+        failures.append(f"{label}: GET / failed: {error}")
+        return
+    if server != expected:
+        failures.append(f"{label}: Server {server!r}, expected {expected!r} of {persona}")
+
+
 def check_lab_addresses(failures):
     seen = {}
     for path in sorted(LAB.glob("*.yaml")):
@@ -200,6 +230,10 @@ def run_config(role, path, work, failures):
                 failures.append(f"{label}: no admin listener in {ports}")
             else:
                 check_health(label, ports["admin"], failures)
+            if role == "probe" and path.parent == LAB and "http" in ports:
+                check_server_header(label, path, ports["http"], failures)
+            elif role == "probe" and path.parent == LAB:
+                failures.append(f"{label}: no http listener in {ports}")
             if process.poll() is not None:
                 failures.append(f"{label}: exited {process.returncode} after start: "
                                 f"{log_file.read_text()[-2000:]}")
@@ -236,6 +270,7 @@ def main():
     failures = []
     check_compose(failures)
     check_lab_addresses(failures)
+    check_lab_personas(failures)
     check_configs_start(failures)
     for failure in failures:
         print(f"FAIL: {failure}")

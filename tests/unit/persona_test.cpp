@@ -798,5 +798,51 @@ TEST_F(PersonaLoaderTest, RejectsMissingFolder) {
   EXPECT_THROW(Persona::load(dir_.path() / "missing"), ConfigError);
 }
 
+TEST_F(PersonaLoaderTest, RejectsBadReasonPhrase) {
+  std::string error =
+      loadError("server_name: \"\"", "server_name: \"\"\nreason_phrases:\n  405: \"Not\\r\\nX: y\"");
+  EXPECT_NE(error.find("reason_phrases.405"), std::string::npos) << error;
+  error = loadError("server_name: \"\"", "server_name: \"\"\nreason_phrases:\n  abc: Nope");
+  EXPECT_NE(error.find("reason_phrases.abc"), std::string::npos) << error;
+}
+
+// The nginx persona sets the two keys that the Apache persona leaves at
+// their defaults: nginx's error page Content-Type and its reason phrases.
+TEST(NginxPersonaTest, ErrorPagesUseNginxTypeAndPhrases) {
+  std::unique_ptr<Persona> persona =
+      Persona::load(kSourceDir / "personas" / "nginx-debian-php");
+  TempDir state;
+  MetricsRegistry metrics;
+  Baits baits(BaitsConfig{state.path() / "bait-secret"}, metrics);
+  CapturedRequest request;
+  request.parsed = true;
+  request.method = "PUT";
+  request.target = "/robots.txt";
+  request.http_version = "1.1";
+  request.request_line = "PUT /robots.txt HTTP/1.1";
+  request.headers = {{"Host", "www.example.com"}};
+  request.client = {"198.51.100.7", 40000};
+  request.server = {"127.0.0.1", 8080};
+  RouteOutcome outcome;
+  PersonaResponse response = persona->respond(request, baits, outcome);
+  EXPECT_EQ(response.status, 405);
+  EXPECT_EQ(response.reason, "Not Allowed");
+  ASSERT_NE(findHeader(response.headers, "Content-Type"), nullptr);
+  EXPECT_EQ(*findHeader(response.headers, "Content-Type"), "text/html");
+  EXPECT_EQ(findHeader(response.headers, "Allow"), nullptr);
+  EXPECT_EQ(findHeader(response.headers, "Keep-Alive"), nullptr);
+
+  request.method = "GET";
+  request.target = "/nope";
+  request.request_line = "GET /nope HTTP/1.1";
+  outcome = RouteOutcome{};
+  response = persona->respond(request, baits, outcome);
+  EXPECT_EQ(response.status, 404);
+  EXPECT_EQ(response.reason, "Not Found");  // not overridden: the built-in phrase
+  ASSERT_FALSE(response.headers.empty());
+  EXPECT_EQ(response.headers.front().name, "Server");
+  EXPECT_EQ(response.headers.front().value, "nginx/1.22.1");
+}
+
 }  // namespace
 }  // namespace webtrap::probe
