@@ -73,22 +73,6 @@ def requests(port):
     }
 
 
-def exchange(port, raw):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(raw)
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            try:
-                data = sock.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                break
-            if not data:
-                break
-            chunks.append(data)
-    return b"".join(chunks)
-
-
 # The persona names a fixed Apache version, while the installed apache2 may
 # have been updated since.
 VERSION = re.compile(rb"Apache/2\.4\.\d+")
@@ -139,8 +123,8 @@ def main():
         apache_requests = requests(apache_port)
         probe_requests = requests(probe_port)
         for name in apache_requests:
-            expected = normalise(exchange(apache_port, apache_requests[name]), apache_port)
-            actual = normalise(exchange(probe_port, probe_requests[name]), probe_port)
+            expected = normalise(probe_harness.send_raw(apache_port, apache_requests[name]), apache_port)
+            actual = normalise(probe_harness.send_raw(probe_port, probe_requests[name]), probe_port)
             if expected[0] != actual[0]:
                 failures += 1
                 print(f"FAIL {name}: headers differ\n  apache: {expected[0]!r}\n"

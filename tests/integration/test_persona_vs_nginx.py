@@ -84,22 +84,6 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def exchange(port, raw):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(raw)
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            try:
-                data = sock.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                break
-            if not data:
-                break
-            chunks.append(data)
-    return b"".join(chunks)
-
-
 def parse(response):
     head, _, body = response.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
@@ -116,7 +100,7 @@ def get(port, target, method=b"GET", body=b""):
     if body:
         raw += (b"Content-Type: application/x-www-form-urlencoded\r\n"
                 b"Content-Length: " + str(len(body)).encode() + b"\r\n")
-    return parse(exchange(port, raw + b"\r\n" + body))
+    return parse(probe_harness.send_raw(port, raw + b"\r\n" + body))
 
 
 def check_routes(port, failures):
@@ -309,8 +293,8 @@ def compare_requests(nginx_port, probe_port, failures):
             # The persona's .env differs from the one in nginx's root, but
             # its Content-Type must be nginx's default_type.
             names_only = (NAMES_ONLY - {b"Content-Type"}) | {b"Content-Length"}
-        expected = normalise(exchange(nginx_port, raw), nginx_port, names_only)
-        actual = normalise(exchange(probe_port, probe_requests[name]), probe_port, names_only)
+        expected = normalise(probe_harness.send_raw(nginx_port, raw), nginx_port, names_only)
+        actual = normalise(probe_harness.send_raw(probe_port, probe_requests[name]), probe_port, names_only)
         if name == "env_file":
             expected, actual = expected[:2], actual[:2]
         if expected != actual:
@@ -357,7 +341,7 @@ def compare_php_headers(nginx_port, probe_port, failures):
                     nginx_raw += data
         else:
             nginx_raw = read_response(nginx_port, raw)
-        probe_raw = exchange(probe_port, raw)
+        probe_raw = probe_harness.send_raw(probe_port, raw)
         nginx_names = [b"Content-Length" if n == b"Transfer-Encoding" else n
                        for n, _ in parse(nginx_raw)[1]]
         probe_names = [n for n, _ in parse(probe_raw)[1]]
@@ -389,7 +373,7 @@ def compare_error_pages(nginx_port, failures):
     version = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr
     server = re.search(r"nginx/[0-9.]+", version).group(0).encode()
     for status, raw in triggers.items():
-        got_status, headers, body = parse(exchange(nginx_port, raw))
+        got_status, headers, body = parse(probe_harness.send_raw(nginx_port, raw))
         page = (PERSONA / "errors" / f"{status}.html").read_bytes().replace(b"{{server}}", server)
         if got_status != str(status).encode():
             failures.append(f"error page {status}: nginx answered {got_status!r}")
