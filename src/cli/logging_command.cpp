@@ -7,6 +7,8 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "common/config_environment.h"
+
 namespace webtrap::cli {
 
 void setupLogging(const std::string& level) {
@@ -25,6 +27,13 @@ void logEnvironmentKeys(std::string_view program, const std::vector<std::string>
   if (!keys.empty()) {
     spdlog::info("{}: configuration keys set from the environment: {}", program,
                  fmt::join(keys, ", "));
+  }
+  for (const std::string& name :
+       config_environment::findMisspelledVariables(config_environment::processEnvironment())) {
+    spdlog::warn("{}: the environment variable {} sets nothing, because a variable that sets "
+                 "a key starts with exactly WEBTRAP__ (two underscores, upper case); rename "
+                 "it, such as WEBTRAP__SHIPPER__URL, or unset it",
+                 program, name);
   }
 }
 

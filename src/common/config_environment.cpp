@@ -282,6 +282,25 @@ ConfigError nameVariables(const ConfigError& error, const std::vector<Override>&
                                  message, fmt::join(notes, ", ")));
 }
 
+std::vector<std::string> findMisspelledVariables(const std::vector<std::string>& environment) {
+  std::vector<std::string> names;
+  for (const std::string& entry : environment) {
+    std::string name = entry.substr(0, entry.find('='));
+    if (name.starts_with(kPrefix) || name.find("__") == std::string::npos ||
+        name.size() < 8) {
+      continue;
+    }
+    std::string start = name.substr(0, 8);
+    for (char& c : start) {
+      c = static_cast<char>(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c);
+    }
+    if (start == "WEBTRAP_") {
+      names.push_back(name);
+    }
+  }
+  return names;
+}
+
 std::vector<std::string> describeOverrides(const std::vector<Override>& overrides) {
   std::vector<std::string> lines;
   for (const Override& item : overrides) {

@@ -65,6 +65,13 @@ void applyOverrides(YAML::Node& root, const std::vector<Override>& overrides,
 // _env or _path) is hidden in the message.
 ConfigError nameVariables(const ConfigError& error, const std::vector<Override>& overrides);
 
+// Returns the names of the variables of `environment` that look like a
+// misspelled WEBTRAP__ variable: a name that starts with WEBTRAP_ in any
+// case and contains `__`, but does not start with exactly WEBTRAP__. Such
+// a variable sets nothing. WEBTRAP_DATA_DIR and the container entrypoint's
+// variables have no `__`, so they are not listed.
+std::vector<std::string> findMisspelledVariables(const std::vector<std::string>& environment);
+
 // "shipper.url from WEBTRAP__SHIPPER__URL" for each override: names only,
 // never values.
 std::vector<std::string> describeOverrides(const std::vector<Override>& overrides);

@@ -118,6 +118,15 @@ TEST(EnvironmentNames, RejectsKeyInsideOtherKey) {
                                "WEBTRAP__OUTPUTS__NDJSON__PATH__X: both set"));
 }
 
+TEST(EnvironmentNames, FindsMisspelledPrefix) {
+  Environment environment = {"WEBTRAP_SHIPPER__URL=https://a", "webtrap__io_threads=2",
+                             "Webtrap__IO_THREADS=2",           "WEBTRAP__IO_THREADS=2",
+                             "WEBTRAP_DATA_DIR=/usr/share/webtrap", "WEBTRAP_LISTEN=x y",
+                             "PATH=/bin"};
+  EXPECT_THAT(config_environment::findMisspelledVariables(environment),
+              ElementsAre("WEBTRAP_SHIPPER__URL", "webtrap__io_threads", "Webtrap__IO_THREADS"));
+}
+
 TEST(EnvironmentNames, DescribesNamesNotValues) {
   auto overrides = config_environment::readOverrides({"WEBTRAP__SHIPPER__TOKEN=s3cret-value"});
   EXPECT_THAT(config_environment::describeOverrides(overrides),
