@@ -42,6 +42,27 @@ bool isSecretKey(const std::string& key) {
   return false;
 }
 
+// Returns the password of a URL value such as https://user:pass@host, or ""
+// when the value has none.
+std::string urlPassword(const std::string& value) {
+  std::size_t scheme_end = value.find("://");
+  if (scheme_end == std::string::npos) {
+    return "";
+  }
+  std::size_t authority = scheme_end + 3;
+  std::size_t authority_end = value.find_first_of("/?#", authority);
+  std::size_t at = value.rfind('@', authority_end == std::string::npos ? std::string::npos
+                                                                       : authority_end - 1);
+  if (at == std::string::npos || at < authority) {
+    return "";
+  }
+  std::size_t colon = value.find(':', authority);
+  if (colon == std::string::npos || colon > at) {
+    return "";
+  }
+  return value.substr(colon + 1, at - colon - 1);
+}
+
 bool isKeyCharacter(char c) {
   return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
 }
@@ -263,15 +284,18 @@ ConfigError nameVariables(const ConfigError& error, const std::vector<Override>&
   }
   bool hidden = false;
   for (const Override& item : overrides) {
-    if (!isSecretKey(item.key) || item.value.empty()) {
+    // A secret key hides its whole value, and any other key the password
+    // of a URL such as http://user:pass@host.
+    std::string secret = isSecretKey(item.key) ? item.value : urlPassword(item.value);
+    if (secret.empty()) {
       continue;
     }
     // The search goes on after the replacement, which may itself contain
     // a short value such as "d".
     const std::string replacement = "(hidden)";
-    for (std::size_t at = message.find(item.value); at != std::string::npos;
-         at = message.find(item.value, at + replacement.size())) {
-      message.replace(at, item.value.size(), replacement);
+    for (std::size_t at = message.find(secret); at != std::string::npos;
+         at = message.find(secret, at + replacement.size())) {
+      message.replace(at, secret.size(), replacement);
       hidden = true;
     }
   }

@@ -62,7 +62,8 @@ void applyOverrides(YAML::Node& root, const std::vector<Override>& overrides,
 // that `overrides` set, about a group that contains one, or names such a key
 // in its text. The value of a secret key (one whose last level has the word
 // token, password, secret or proxy, or api_key, and does not end in _file,
-// _env or _path) is hidden in the message.
+// _env or _path) is hidden in the message, and so is the password of any
+// URL value such as http://user:pass@host.
 ConfigError nameVariables(const ConfigError& error, const std::vector<Override>& overrides);
 
 // Returns the names of the variables of `environment` that look like a

@@ -427,5 +427,22 @@ TEST(CollectorEnvironment, PasswordWithoutUsernameNamesVariable) {
   EXPECT_THAT(message, Not(HasSubstr("es-pass-value")));
 }
 
+TEST(ShipperEnvironment, HidesPasswordInUrl) {
+  auto path = writeConfig("shipper:\n  token: abc\n");
+  Environment environment = {"WEBTRAP__SHIPPER__URL=http://user:url-pass-value@collector.invalid:7380"};
+  probe::ProbeConfig config = probe::loadProbeConfig(path, environment);
+  std::string message;
+  try {
+    shipper::resolveShipperConfig(config.shipper);
+  } catch (const ConfigError& error) {
+    message =
+        config_environment::nameVariables(error, config_environment::readOverrides(environment))
+            .what();
+  }
+  EXPECT_THAT(message, HasSubstr("uses plain http"));
+  EXPECT_THAT(message, HasSubstr("http://user:(hidden)@collector.invalid:7380"));
+  EXPECT_THAT(message, Not(HasSubstr("url-pass-value")));
+}
+
 }  // namespace
 }  // namespace webtrap
