@@ -1,9 +1,17 @@
 #!/usr/bin/env python3
 """Build the images, run the compose lab, and replay the exploit corpus.
 
-Opt-in: runs only with WEBTRAP_TEST_IMAGES=1, because a first image build
-compiles webtrap from scratch inside the build stage (many minutes on two
-CPUs). Later runs reuse the ccache folder in build-images/ccache.
+Runs whenever podman and docker-compose are installed
+(scripts/install-deps.sh --with-containers). WEBTRAP_TEST_IMAGES picks how
+the images get webtrap:
+- unset or `prebuilt`: the runtime stages of deploy/docker/webtrap.Dockerfile
+  get the binary this test runs (WEBTRAP_BIN's build folder), through
+  `build-images.sh --prebuilt`. About a minute, so the README's test
+  command can afford it.
+- `1` or `full`: the whole Dockerfile, build stage included, compiles
+  webtrap inside the image (15 to 30 minutes cold on two CPUs; later runs
+  reuse the ccache folder in build-images/ccache).
+- `0`: skipped.
 
 Steps, all on loopback:
 1. deploy/podman/build-images.sh builds webtrap-probe and webtrap-collector.
@@ -18,7 +26,8 @@ Steps, all on loopback:
 5. docker-compose down -v removes the containers and volumes, and the API
    service is stopped by its PID.
 
-Exits 77 (skipped) without WEBTRAP_TEST_IMAGES=1, podman or docker-compose.
+Exits 77 (skipped) with WEBTRAP_TEST_IMAGES=0, or without podman or
+docker-compose.
 """
 
 import json
@@ -161,9 +170,13 @@ def run_lab(environment, failures):
 
 
 def main():
-    if os.environ.get("WEBTRAP_TEST_IMAGES") != "1":
-        print("deploy lab: SKIPPED, set WEBTRAP_TEST_IMAGES=1 to build the images and run the lab")
+    mode = os.environ.get("WEBTRAP_TEST_IMAGES", "prebuilt")
+    if mode == "0":
+        print("deploy lab: SKIPPED, WEBTRAP_TEST_IMAGES=0")
         return 77
+    if mode not in ("prebuilt", "1", "full"):
+        print(f"FAIL: WEBTRAP_TEST_IMAGES={mode!r} is not one of prebuilt, full (or 1), 0")
+        return 1
     for tool in ("podman", "docker-compose"):
         if shutil.which(tool) is None:
             print(f"deploy lab: SKIPPED, {tool} is not installed "
@@ -182,8 +195,10 @@ def main():
     # WEBTRAP_SKIP_IMAGE_BUILD=1 uses the images already built, to rerun the lab alone.
     if os.environ.get("WEBTRAP_SKIP_IMAGE_BUILD") != "1":
         image_work = pathlib.Path(os.environ.get("WEBTRAP_IMAGE_WORK", SOURCE / "build-images"))
-        subprocess.run([str(SOURCE / "deploy" / "podman" / "build-images.sh"), str(image_work)],
-                       env=environment, check=True)
+        command = [str(SOURCE / "deploy" / "podman" / "build-images.sh")]
+        if mode == "prebuilt":
+            command += ["--prebuilt", str(pathlib.Path(WEBTRAP).resolve().parent)]
+        subprocess.run(command + [str(image_work)], env=environment, check=True)
 
     socket_path = work / "podman.sock"
     service = subprocess.Popen(["podman", "system", "service", "--time=0",
@@ -203,7 +218,8 @@ def main():
         print(f"deploy lab: {len(failures)} failed")
         return 1
     images = ("images already built" if os.environ.get("WEBTRAP_SKIP_IMAGE_BUILD") == "1"
-             else "images built")
+              else "images built with the test's own binary" if mode == "prebuilt"
+              else "images built from source")
     print(f"deploy lab: {images}, corpus replayed into both probes, every record "
           "stored and in the MISP feed")
     return 0
