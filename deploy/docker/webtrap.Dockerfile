@@ -3,13 +3,9 @@
 #   docker build -f deploy/docker/webtrap.Dockerfile --target collector -t webtrap-collector .
 # Podman builds the same file (docs/deployment.md). The package lists come
 # from scripts/install-deps.sh, which both stages run.
-#
-# INSTALL_FROM names the stage whose /install tree the runtime images get:
-# `build` (the default) compiles webtrap here; `prebuilt` takes a tree that
-# `cmake --install` wrote on a Debian 12 host, from a build context that
-# deploy/podman/build-images.sh --prebuilt prepares. The lab test uses it to
-# reuse the binary the test command has just built.
-ARG INSTALL_FROM=build
+# deploy/podman/build-images.sh --prebuilt replaces the build stage with a
+# folder holding a host build's `cmake --install` tree (podman build
+# --build-context build=FOLDER), so the runtime stages get that binary.
 
 FROM debian:bookworm-slim AS build
 COPY scripts/install-deps.sh /src/scripts/install-deps.sh
@@ -25,11 +21,6 @@ RUN cmake -S /src -B /src/build-image -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
     && DESTDIR=/install cmake --install /src/build-image --strip \
     && install -m 0755 /src/deploy/docker/entrypoint.sh /install/usr/bin/webtrap-entrypoint
 
-FROM scratch AS prebuilt
-COPY install/ /install/
-
-FROM ${INSTALL_FROM} AS installed
-
 FROM debian:bookworm-slim AS runtime
 COPY scripts/install-deps.sh /tmp/install-deps.sh
 RUN /tmp/install-deps.sh --runtime-only \
@@ -42,7 +33,7 @@ RUN groupadd --system --gid 10001 webtrap \
         --no-create-home --shell /usr/sbin/nologin webtrap \
     && install -d -o webtrap -g webtrap -m 0750 /var/lib/webtrap /var/lib/webtrap-tokens \
     && install -d -m 0755 /etc/webtrap
-COPY --from=installed /install/usr/ /usr/
+COPY --from=build /install/usr/ /usr/
 # The binary was built in /src, which does not exist here: read the personas,
 # rules and Elasticsearch templates from the installed data folder.
 ENV WEBTRAP_DATA_DIR=/usr/share/webtrap

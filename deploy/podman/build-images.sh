@@ -54,28 +54,25 @@ if ! podman image exists "$base"; then
   rm -rf "$rootfs"
 fi
 
+install_from=()
+if [[ -n $prebuilt ]]; then
+  # A folder in place of the build stage: the runtime stages copy its
+  # /install/usr, as they would copy the build stage's.
+  stage=$work/prebuilt
+  rm -rf "$stage"
+  DESTDIR=$stage/install cmake --install "$prebuilt" --prefix /usr --strip >/dev/null
+  install -m 0755 "$source_dir/deploy/docker/entrypoint.sh" "$stage/install/usr/bin/webtrap-entrypoint"
+  install_from=(--build-context "build=$stage")
+  echo "build-images: using the webtrap built in $prebuilt"
+fi
 # Each build runs at the lowest CPU priority, and the build stage gets the
 # ccache folder, so a rebuild after a small change compiles only that change.
 # --format docker keeps the HEALTHCHECK, which the OCI image format drops.
-context=$source_dir
-install_from=()
-if [[ -n $prebuilt ]]; then
-  # A small build context with only what the runtime stages copy.
-  context=$work/prebuilt-context
-  rm -rf "$context"
-  mkdir -p "$context/scripts" "$context/deploy/docker"
-  cp "$source_dir/scripts/install-deps.sh" "$context/scripts/"
-  cp "$source_dir"/deploy/docker/{probe.yaml,collector.yaml,entrypoint.sh} "$context/deploy/docker/"
-  DESTDIR=$context/install cmake --install "$prebuilt" --prefix /usr --strip >/dev/null
-  install -m 0755 "$source_dir/deploy/docker/entrypoint.sh" "$context/install/usr/bin/webtrap-entrypoint"
-  install_from=(--build-arg INSTALL_FROM=prebuilt)
-  echo "build-images: using the webtrap built in $prebuilt"
-fi
 for target in probe collector; do
   echo "build-images: building webtrap-$target"
   nice -n 19 podman build --pull=never --network=host --format docker \
     -v "$work/ccache:/ccache" "${install_from[@]}" \
     -f "$source_dir/deploy/docker/webtrap.Dockerfile" --target "$target" \
-    -t "webtrap-$target:latest" "$context"
+    -t "webtrap-$target:latest" "$source_dir"
 done
 podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'webtrap-(probe|collector)'
