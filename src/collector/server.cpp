@@ -10,8 +10,10 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 
 #include <sys/resource.h>
@@ -64,9 +66,15 @@ constexpr int kRetryAfterSeconds = 5;
 // Requests admitted per ingest worker (being decoded, committed or waiting
 // for a worker). Past this, senders get 503 and retry.
 constexpr std::uint32_t kQueuedRequestsPerWorker = 8;
-// Open connections allowed on the admin listener; further ones are closed at
-// once, so scrapers cannot use up the file descriptors of the ingest side.
+// Open connections allowed on the admin listener, so scrapers cannot use up
+// the file descriptors of the ingest side. At the limit, a new connection
+// replaces the connection idle longest (no byte of a request received). If
+// none is idle, the new connection is closed at once.
 constexpr std::uint32_t kMaxAdminConnections = 16;
+// Time an admin connection gets for a request head, from its first byte (or
+// from the accept). It is shorter than limits.read_timeout, so connections
+// that send half a head free their slot within seconds.
+constexpr auto kAdminHeadTimeout = std::chrono::seconds(5);
 // Wait before retrying a failed accept (EMFILE, ENFILE, ENOBUFS and the
 // like), doubled after each further failure up to the maximum. Retrying at
 // once would spin, because the pending connection stays in the backlog.
@@ -370,7 +378,12 @@ struct ServerCounters {
                               "was taken")),
         admin_connections_rejected(registry.counter(
             "webtrap_collector_admin_connections_rejected_total",
-            "Admin connections closed at once because the admin connection limit was reached")) {
+            "Admin connections closed at once because the admin connection limit was reached "
+            "and no admin connection was idle")),
+        admin_connections_evicted(registry.counter(
+            "webtrap_collector_admin_connections_evicted_total",
+            "Idle admin connections closed to make room for a new one at the admin connection "
+            "limit")) {
     // Registered up front, so that /metrics shows them as 0 before the first event.
     for (std::string_view reason : {"revoked", "certificate"}) {
       sensorRejected(reason);
@@ -443,6 +456,21 @@ struct ServerCounters {
   Gauge& in_flight;
   Counter& busy;
   Counter& admin_connections_rejected;
+  Counter& admin_connections_evicted;
+};
+
+// Admin connection state used by the admin listener's idle list. The fields
+// are guarded by CollectorServer::Impl::admin_mutex.
+struct AdminConnection {
+  virtual ~AdminConnection() = default;
+  // Closes the connection on its own strand. Called after `evicted` was set.
+  virtual void evict() = 0;
+
+  // Position of this connection in Impl::idle_admin while it waits for a
+  // request with no byte of it received.
+  std::optional<std::list<std::weak_ptr<AdminConnection>>::iterator> idle_position;
+  // Chosen to make room: its slot now belongs to a new connection.
+  bool evicted = false;
 };
 
 // Retry state of one accept loop. Only the loop's own completion handlers
@@ -491,6 +519,35 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   tcp::acceptor admin_acceptor;
   std::atomic<std::uint32_t> open_connections{0};
   std::atomic<std::uint32_t> open_admin_connections{0};
+  std::mutex admin_mutex;
+  // Idle admin connections, the one idle longest first. Guarded by admin_mutex.
+  std::list<std::weak_ptr<AdminConnection>> idle_admin;
+
+  // Takes the slot of the admin connection idle longest and closes it.
+  // Returns false when no admin connection is idle.
+  bool evictIdleAdmin() {
+    std::shared_ptr<AdminConnection> victim;
+    {
+      std::lock_guard lock(admin_mutex);
+      for (auto it = idle_admin.begin(); it != idle_admin.end(); ++it) {
+        // An expired entry belongs to a connection being destroyed, and its
+        // destructor removes it.
+        if (auto connection = it->lock()) {
+          idle_admin.erase(it);
+          connection->idle_position.reset();
+          connection->evicted = true;
+          victim = std::move(connection);
+          break;
+        }
+      }
+    }
+    if (!victim) {
+      return false;
+    }
+    counters.admin_connections_evicted.inc();
+    victim->evict();
+    return true;
+  }
   asio::steady_timer ingest_retry_timer;
   asio::steady_timer admin_retry_timer;
   AcceptBackoff ingest_backoff;
@@ -957,15 +1014,28 @@ using ImplPtr = std::shared_ptr<CollectorServer::Impl>;
 
 // One HTTP/1.1 connection on either listener, over plain TCP or TLS.
 template <class Stream>
-class Session : public std::enable_shared_from_this<Session<Stream>> {
+class Session : public std::enable_shared_from_this<Session<Stream>>, public AdminConnection {
  public:
   Session(ImplPtr impl, Stream stream, bool admin)
       : impl_(std::move(impl)), stream_(std::move(stream)), admin_(admin) {}
 
-  ~Session() {
+  ~Session() override {
     releaseSlot();
     if (admin_) {
-      impl_->open_admin_connections.fetch_sub(1);
+      bool slot_taken_over = false;
+      {
+        std::lock_guard lock(impl_->admin_mutex);
+        if (idle_position) {
+          impl_->idle_admin.erase(*idle_position);
+          idle_position.reset();
+        }
+        slot_taken_over = evicted;
+      }
+      // An evicted connection's slot was handed to the connection that
+      // evicted it.
+      if (!slot_taken_over) {
+        impl_->open_admin_connections.fetch_sub(1);
+      }
     } else {
       impl_->open_connections.fetch_sub(1);
       impl_->counters.connections_open.add(-1);
@@ -1024,10 +1094,74 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     } else {
       parser_->body_limit(boost::none);
     }
+    if (admin_) {
+      if (buffer_.size() == 0) {
+        waitForAdminRequest();
+      } else {
+        // The next request was sent with the last one (pipelined).
+        beast::get_lowest_layer(stream_).expires_after(adminHeadTimeout());
+        readHeader();
+      }
+      return;
+    }
     // One deadline covers the header and the body of a request.
     auto timeout = requests_ == 0 ? limits().read_timeout_ms
                                   : limits().idle_timeout_ms + limits().read_timeout_ms;
     beast::get_lowest_layer(stream_).expires_after(std::chrono::milliseconds(timeout));
+    readHeader();
+  }
+
+  std::chrono::milliseconds adminHeadTimeout() const {
+    return std::min<std::chrono::milliseconds>(
+        kAdminHeadTimeout, std::chrono::milliseconds(limits().read_timeout_ms));
+  }
+
+  // Waits for the first byte of an admin request. Meanwhile the connection
+  // is idle: the admin listener may close it to make room for a new one.
+  void waitForAdminRequest() {
+    beast::get_lowest_layer(stream_).expires_after(
+        requests_ == 0 ? adminHeadTimeout()
+                       : std::chrono::milliseconds(limits().idle_timeout_ms));
+    {
+      std::lock_guard lock(impl_->admin_mutex);
+      idle_position = impl_->idle_admin.insert(
+          impl_->idle_admin.end(), std::weak_ptr<AdminConnection>(this->shared_from_this()));
+    }
+    stream_.async_read_some(buffer_.prepare(4096), [self = this->shared_from_this()](
+                                                       beast::error_code ec, std::size_t bytes) {
+      self->onAdminRequestStart(ec, bytes);
+    });
+  }
+
+  void onAdminRequestStart(beast::error_code ec, std::size_t bytes) {
+    {
+      std::lock_guard lock(impl_->admin_mutex);
+      if (evicted) {
+        // evict() closes the connection. Bytes that arrived meanwhile are
+        // dropped, as with any keep-alive connection closed by the server.
+        return;
+      }
+      if (idle_position) {
+        impl_->idle_admin.erase(*idle_position);
+        idle_position.reset();
+      }
+    }
+    buffer_.commit(bytes);
+    if (handleReadError(ec)) {
+      return;
+    }
+    beast::get_lowest_layer(stream_).expires_after(adminHeadTimeout());
+    readHeader();
+  }
+
+  void evict() override {
+    asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
+      // Nothing is being written: the connection was waiting for a request.
+      beast::get_lowest_layer(self->stream_).close();
+    });
+  }
+
+  void readHeader() {
     http::async_read_header(stream_, buffer_, *parser_,
                             [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
                               self->onHeader(ec);
@@ -1075,6 +1209,10 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     ++requests_;
 
     if (admin_) {
+      // The head arrived in time. A body (the admin endpoints take none)
+      // gets limits.read_timeout.
+      beast::get_lowest_layer(stream_).expires_after(
+          std::chrono::milliseconds(limits().read_timeout_ms));
       readBody([self = this->shared_from_this()](beast::error_code body_ec) {
         if (self->handleReadError(body_ec)) {
           return;
@@ -1412,12 +1550,20 @@ void acceptAdmin(ImplPtr impl) {
           return;
         }
         impl->admin_backoff.delay = std::chrono::milliseconds(0);
-        if (impl->open_admin_connections.load() >= kMaxAdminConnections) {
+        // Only this loop adds to open_admin_connections, so the count
+        // cannot grow between the check and the increment. An evicted
+        // connection hands its slot to the new one.
+        bool admitted = true;
+        if (impl->open_admin_connections.load() < kMaxAdminConnections) {
+          impl->open_admin_connections.fetch_add(1);
+        } else if (!impl->evictIdleAdmin()) {
+          admitted = false;
+        }
+        if (!admitted) {
           impl->counters.admin_connections_rejected.inc();
           beast::error_code ignored;
           socket.close(ignored);
         } else {
-          impl->open_admin_connections.fetch_add(1);
           std::make_shared<Session<beast::tcp_stream>>(impl, beast::tcp_stream(std::move(socket)),
                                                        true)
               ->start();

@@ -16,8 +16,10 @@ Each check starts its own collector on 127.0.0.1:
   before it sends its body, and one with a wrong token or a body over
   limits.max_body_bytes gets its final status without being asked for the
   body. A wrong token gets 401 even when the body is also too large;
-- admin listener: past 16 open connections a new one is closed at once, the
-  ingest listener keeps working meanwhile, and an admin request with a body
+- admin listener: past 16 open connections that each sent half a request
+  head (none idle), a new one is closed at once. With 16 that sent nothing
+  (idle), a new one stays open and the oldest is closed instead. The
+  ingest listener keeps working while the admin listener is full, and an admin request with a body
   over 64 KiB gets 413;
 - accept backoff: with RLIMIT_NOFILE 64 and 100 open connections, accepts
   fail with EMFILE. The collector logs the failure with its retry delay,
@@ -323,8 +325,12 @@ def check_admin_connection_cap(folder, records):
         token, _ = enrol_sensor(collector.config, "admin-cap-sensor")
         collector.start()
         admin = collector.ports["admin"]
+        # Each sends half a request head, so none is idle and none can be
+        # closed to make room for a new connection.
         for _ in range(ADMIN_CONNECTION_CAP):
-            sockets.append(socket.create_connection(("127.0.0.1", admin), timeout=5))
+            sock = socket.create_connection(("127.0.0.1", admin), timeout=5)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            sockets.append(sock)
         time.sleep(0.3)
         for index, sock in enumerate(sockets):
             check(not closed_within(sock, 0.01), f"admin connection {index + 1} was closed "
@@ -343,6 +349,23 @@ def check_admin_connection_cap(folder, records):
         values = wait_for(lambda: try_metrics(collector), 5, "a free admin connection slot")
         check(values["webtrap_collector_admin_connections_rejected_total"] >= 1,
               "admin_connections_rejected_total")
+        for sock in sockets:
+            sock.close()
+        sockets = []
+        time.sleep(0.3)
+
+        # Connections that sent nothing are idle, so a new one replaces the
+        # one idle longest.
+        for _ in range(ADMIN_CONNECTION_CAP):
+            sockets.append(socket.create_connection(("127.0.0.1", admin), timeout=5))
+            time.sleep(0.02)
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", admin), timeout=5)
+        check(closed_within(sockets[0], 1),
+              "the admin connection idle longest stayed open when a new one came at the cap")
+        check(not closed_within(extra, 0.3),
+              "a new admin connection was closed although an idle one could make room")
+        extra.close()
         for sock in sockets:
             sock.close()
         sockets = []

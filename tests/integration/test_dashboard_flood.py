@@ -13,7 +13,13 @@ them timelines with int64-limit ranges, while the test checks that:
 - a query without the token gets 401, and world-outline.json needs no
   token and serves JSON only at its own path;
 - HEAD for the outline, /healthz and /metrics returns a length and no
-  body, so a GET pipelined after it is answered next.
+  body, so a GET pipelined after it is answered next;
+- with the admin listener's 16 connections idle on keep-alive, /healthz
+  on a new connection answers within 1 s, because the connection idle
+  longest is closed to make room (and counted in /metrics);
+- 16 connections that each send half a request head are closed once the
+  admin head timeout (5 s) has passed, and /healthz answers within 1 s
+  after that, not after limits.read_timeout (30 s).
 """
 
 import http.client
@@ -32,6 +38,9 @@ SENSOR = "flood-sensor"
 CLIENTS = 8
 SECONDS = 4.0
 AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
+# kMaxAdminConnections and kAdminHeadTimeout in src/collector/server.cpp.
+ADMIN_CONNECTIONS = 16
+ADMIN_HEAD_TIMEOUT = 5.0
 QUERIES = [
     "summary", "timeline?limit=120", "tags?kind=oat", "top?field=path", "geo", "health",
     "feed?limit=500", "timeline?from=1&to=9223372036854775806&limit=1",
@@ -170,6 +179,87 @@ def check_head(port, target):
         check(length == len(get_body), f"HEAD {target} length {length}, GET body {len(get_body)}")
 
 
+def healthz_within(port, seconds):
+    """Asks for /healthz on new connections until one gets 200.
+
+    Returns the seconds that took, or None if none did within `seconds`.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=seconds)
+            connection.request("GET", "/healthz", headers=AUTH)
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            if response.status == 200:
+                return time.monotonic() - started
+        except (OSError, http.client.HTTPException):
+            time.sleep(0.05)
+    return None
+
+
+def closed_by_server(sock, seconds):
+    """True if the server closes `sock` within `seconds` without sending anything."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def metric(port, name):
+    _, body = get(port, "/metrics", AUTH)
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"/metrics has no {name}")
+
+
+def check_admin_connection_limit(port):
+    """Fills the admin listener with idle, then with half-sent connections."""
+    idle = []
+    for _ in range(ADMIN_CONNECTIONS):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/healthz", headers=AUTH)
+        response = connection.getresponse()
+        response.read()
+        check(response.status == 200, f"/healthz on an idle connection got {response.status}")
+        idle.append(connection)
+        time.sleep(0.02)
+    took = healthz_within(port, 1.0)
+    check(took is not None,
+          f"/healthz got no answer within 1 s with {ADMIN_CONNECTIONS} idle admin connections")
+    check(closed_by_server(idle[0].sock, 2.0),
+          "the admin connection idle longest was not closed to make room")
+    check(metric(port, "webtrap_collector_admin_connections_evicted_total") >= 1,
+          "admin_connections_evicted_total did not count the eviction")
+
+    half = []
+    for _ in range(ADMIN_CONNECTIONS):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        half.append(sock)
+        time.sleep(0.05)
+    sent = time.monotonic()
+    for connection in idle:
+        connection.close()
+    time.sleep(max(0.0, sent + ADMIN_HEAD_TIMEOUT - time.monotonic()))
+    half_took = healthz_within(port, 1.0)
+    check(half_took is not None,
+          f"/healthz got no answer within 1 s once {ADMIN_CONNECTIONS} half-sent heads were "
+          f"{ADMIN_HEAD_TIMEOUT:.0f} s old")
+    check(all(closed_by_server(sock, 1.0) for sock in half),
+          "connections with half a request head were not closed after the head timeout")
+    for sock in half:
+        sock.close()
+    print(f"admin connection limit: /healthz {took * 1000:.1f} ms with "
+          f"{ADMIN_CONNECTIONS} idle connections, {half_took * 1000:.1f} ms after "
+          f"{ADMIN_CONNECTIONS} half-sent heads timed out")
+
+
 def main():
     with CollectorRun("webtrap-dashboard-flood-") as run:
         folder = run.folder
@@ -203,6 +293,7 @@ dashboard: {{enabled: true}}
         check(events == len(times), f"the dashboard shows {events} of {len(times)} events")
 
         check_outline_and_head(admin)
+        check_admin_connection_limit(admin)
         before = rss_kib(collector.pid)
         worst = 0.0
         succeeded = 0
