@@ -45,11 +45,11 @@ class DashboardHttp {
                 std::size_t query_threads = kQueryThreads,
                 std::size_t max_queued_queries = kMaxQueuedQueries);
 
-  // True for targets under /dashboard, which handle() answers.
+  // True for targets under /dashboard, which handle() serves.
   static bool handles(std::string_view target);
-  // Answers a request on the calling thread.
+  // Handles a request on the calling thread.
   Response handle(const Request& request);
-  // Answers a request and passes the response to `done`: requests under
+  // Handles a request and passes the response to `done`: requests under
   // /dashboard/api/ on a query worker thread, others at once on the calling
   // thread. When every worker is busy and the queue is full, `done` gets
   // 503 with Retry-After at once.
@@ -76,7 +76,7 @@ class DashboardHttp {
   std::mutex busy_log_mutex_;
   LogThrottle busy_log_{std::chrono::seconds(60)};
   // Failed logins, logged once a minute with a count, because anyone who
-  // reaches the listener can post them as fast as it answers.
+  // reaches the listener can post them as fast as it responds.
   std::mutex login_log_mutex_;
   LogThrottle login_log_{std::chrono::seconds(60)};
   // Last, so that its threads stop before the members they use go.

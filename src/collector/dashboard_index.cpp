@@ -120,6 +120,7 @@ void applyRollups(Database& db, int sign) {
   db.exec("INSERT INTO temp.rollup_dims(seq, oat) SELECT t.seq, t.value FROM temp.rollup_batch b "
           "JOIN tags t ON t.seq = b.seq WHERE t.kind = 1 AND t.value IN "
           "(SELECT id FROM temp.rollup_oat_ids)");
+
   const std::string hour = unitOf("f.ts", kRollupHourMs);
   const std::string day = unitOf("f.ts", kRollupDayMs);
   db.exec(fmt::format(
@@ -129,6 +130,7 @@ void applyRollups(Database& db, int sign) {
               "ON CONFLICT(oat, hour, sensor) DO UPDATE SET events = events + excluded.events",
               hour, sign)
               .c_str());
+
   const std::pair<RollupField, std::string> values[] = {
       {RollupField::kSource, "f.source"},
       {RollupField::kPath, "f.path"},
@@ -148,6 +150,7 @@ void applyRollups(Database& db, int sign) {
                 field == RollupField::kLocation ? "f.lat IS NOT NULL AND f.lon IS NOT NULL" : "1")
                 .c_str());
   }
+
   db.exec(fmt::format(
               "INSERT INTO daily_values(field, oat, day, sensor, value, events) "
               "SELECT {0} + t.kind, d.oat, {1} AS dd, f.sensor, t.value, {2} * count(*) "
@@ -157,6 +160,7 @@ void applyRollups(Database& db, int sign) {
               "events = events + excluded.events",
               kRollupTagFieldBase, day, sign)
               .c_str());
+
   if (sign < 0) {
     // Rows that reached 0 are deleted by their key prefix (field, oat,
     // day), so the cleanup reads only the days that lost events.
@@ -172,6 +176,7 @@ void applyRollups(Database& db, int sign) {
                         day)
                 .c_str());
   }
+
   db.exec("DELETE FROM temp.rollup_dims");
   db.exec("DELETE FROM temp.rollup_batch");
 }

@@ -57,7 +57,7 @@ def start_failure(command, config, variables):
     return result.returncode, result.stderr
 
 
-def check_collector_listens_where_told(run):
+def check_collector_listens_on_variable_port(run):
     folder = run.folder
     config = folder / "collector.yaml"
     config.write_text(f"listen: 127.0.0.1:1\nadmin:\n  listen: 127.0.0.1:0\n"
@@ -197,7 +197,7 @@ def check_probe_command_line_wins(run):
 
 def main():
     with CollectorRun("webtrap-config-environment-") as run:
-        check_collector_listens_where_told(run)
+        check_collector_listens_on_variable_port(run)
         check_collector_start_errors(run)
         check_ship_error_names_variable(run)
         check_probe_listeners(run)

@@ -13,7 +13,7 @@ them timelines with int64-limit ranges, while the test checks that:
 - a query without the token gets 401, and world-outline.json needs no
   token and serves JSON only at its own path;
 - HEAD for the outline, /healthz and /metrics returns a length and no
-  body, so a GET pipelined after it is answered next;
+  body, so the server reads a GET pipelined after it as the next request;
 - with the admin listener's 16 connections idle on keep-alive, /healthz
   on a new connection answers within 1 s, because the connection idle
   longest is closed to make room (and counted in /metrics);

@@ -670,7 +670,7 @@ TEST_F(DashboardTest, RollupsMatchPlainCounts) {
 // store would write it for the sqlite3 tool. It uses the store's columns
 // timestamp_ms, sensor_id and source_ip where they exist. The store has no
 // index on these columns, so each query reads every document.
-// Returns the seconds taken to step through every row of the answer.
+// Returns the seconds taken to step through every row of the result.
 double peerQuery(const fs::path& store_path, std::string_view panel,
                  const DashboardFilter& filter) {
   std::string where = "e.timestamp_ms >= :from AND e.timestamp_ms < :to";
