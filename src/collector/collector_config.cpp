@@ -218,8 +218,9 @@ const std::vector<Section>& sections() {
        "Behavioural OAT tagger: window, key cap and thresholds, listed as `behaviour.*` below.",
        &CollectorConfig::behaviour},
       {"dashboard", "map",
-       "Built-in dashboard on the admin listener (`enabled`, `index_path`); needs admin.token. "
-       "See docs/dashboard.md.",
+       "Built-in dashboard on the admin listener (`enabled`, `index_path`, "
+       "`login_max_failures`, `login_window`, `login_max_clients`); needs admin.token. See "
+       "docs/dashboard.md.",
        &CollectorConfig::dashboard},
   };
   return kSections;

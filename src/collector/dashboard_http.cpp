@@ -190,12 +190,24 @@ std::int64_t nowMs() {
       .count();
 }
 
+Counter& loginsRejected(MetricsRegistry& registry, std::string_view reason) {
+  return registry.counter("webtrap_collector_dashboard_logins_rejected_total",
+                          "Dashboard logins and Bearer tokens rejected, by reason (wrong_token: "
+                          "401 for a wrong or missing token; rate_limited: 429 because the "
+                          "client address failed too often)",
+                          fmt::format("reason=\"{}\"", reason));
+}
+
 }  // namespace
 
 DashboardHttp::DashboardHttp(DashboardQueries& queries, std::string admin_token,
-                             std::size_t query_threads, std::size_t max_queued_queries)
+                             std::size_t query_threads, std::size_t max_queued_queries,
+                             LoginLimitOptions login_limits, MetricsRegistry* metrics)
     : queries_(queries),
       admin_token_(std::move(admin_token)),
+      login_limiter_(login_limits),
+      logins_wrong_token_(loginsRejected(metrics ? *metrics : own_metrics_, "wrong_token")),
+      logins_rate_limited_(loginsRejected(metrics ? *metrics : own_metrics_, "rate_limited")),
       workers_(query_threads, max_queued_queries) {
   if (admin_token_.empty()) {
     throw std::invalid_argument(
@@ -208,9 +220,10 @@ bool DashboardHttp::handles(std::string_view target) {
          target.starts_with("/dashboard?");
 }
 
-Response DashboardHttp::handle(const Request& request) {
+Response DashboardHttp::handle(const Request& request,
+                               const boost::asio::ip::address& client) {
   try {
-    return route(request);
+    return route(request, client);
   } catch (const std::exception& error) {
     spdlog::error("dashboard: {} {} failed: {}", std::string(request.method_string()),
                   std::string(request.target()), error.what());
@@ -219,17 +232,18 @@ Response DashboardHttp::handle(const Request& request) {
   }
 }
 
-void DashboardHttp::handleAsync(Request request, std::function<void(Response)> done) {
+void DashboardHttp::handleAsync(Request request, boost::asio::ip::address client,
+                                std::function<void(Response)> done) {
   const auto beast_target = request.target();
   std::string target(beast_target.data(), beast_target.size());
   if (!target.starts_with("/dashboard/api/")) {
-    done(handle(request));
+    done(handle(request, client));
     return;
   }
   auto shared_request = std::make_shared<Request>(std::move(request));
   auto shared_done = std::make_shared<std::function<void(Response)>>(std::move(done));
-  if (workers_.submit([this, shared_request, shared_done] {
-        (*shared_done)(handle(*shared_request));
+  if (workers_.submit([this, shared_request, shared_done, client] {
+        (*shared_done)(handle(*shared_request, client));
       })) {
     return;
   }
@@ -247,13 +261,70 @@ void DashboardHttp::handleAsync(Request request, std::function<void(Response)> d
   (*shared_done)(std::move(busy));
 }
 
-bool DashboardHttp::authorized(const Request& request) {
-  if (request.count(http::field::authorization) == 1) {
-    auto token = bearerToken(request[http::field::authorization]);
-    if (token && equalSecrets(*token, admin_token_)) {
-      return true;
+DashboardHttp::Access DashboardHttp::authorize(const Request& request,
+                                               const boost::asio::ip::address& client,
+                                               LoginLimiter::Clock::duration& retry_after) {
+  // A session id is 256 random bits, so a wrong cookie is no token guess
+  // and is not counted. A page reloaded after a restart sends a stale one
+  // with each of its queries.
+  if (validSession(request)) {
+    return Access::kGranted;
+  }
+  if (request.count(http::field::authorization) != 1) {
+    return Access::kDenied;
+  }
+  auto token = bearerToken(request[http::field::authorization]);
+  if (!token) {
+    return Access::kDenied;
+  }
+  const std::string client_key = LoginLimiter::clientKey(client);
+  retry_after = login_limiter_.retryAfter(client_key, LoginLimiter::Clock::now());
+  if (retry_after > LoginLimiter::Clock::duration::zero()) {
+    return Access::kRateLimited;
+  }
+  if (!equalSecrets(*token, admin_token_)) {
+    recordFailedLogin(client_key, "Authorization header");
+    return Access::kDenied;
+  }
+  login_limiter_.recordSuccess(client_key);
+  return Access::kGranted;
+}
+
+void DashboardHttp::recordFailedLogin(const std::string& client_key, std::string_view kind) {
+  login_limiter_.recordFailure(client_key, LoginLimiter::Clock::now());
+  logins_wrong_token_.inc();
+  std::lock_guard lock(login_log_mutex_);
+  if (login_log_.admit()) {
+    spdlog::warn("dashboard: login with a wrong or missing admin token in the {} from {} ({} "
+                 "such logins since the last message)",
+                 kind, client_key, login_log_.takeSuppressed() + 1);
+  }
+}
+
+Response DashboardHttp::rateLimited(const Request& request, const std::string& client_key,
+                                    LoginLimiter::Clock::duration retry_after) {
+  logins_rate_limited_.inc();
+  const LoginLimitOptions& limits = login_limiter_.options();
+  // Whole seconds, rounded up, so a client that waits that long is let in.
+  const auto seconds =
+      std::chrono::ceil<std::chrono::seconds>(retry_after).count();
+  {
+    std::lock_guard lock(limited_log_mutex_);
+    if (limited_log_.admit()) {
+      spdlog::warn("dashboard: rejected a login from {} with 429, because it failed {} times "
+                   "within {} s ({} such rejections since the last message)",
+                   client_key, limits.max_failures, limits.window.count(),
+                   limited_log_.takeSuppressed() + 1);
     }
   }
+  Response response = jsonError(
+      request, http::status::too_many_requests,
+      fmt::format("too many failed logins from this address; retry after {} s", seconds));
+  response.set(http::field::retry_after, std::to_string(seconds));
+  return response;
+}
+
+bool DashboardHttp::validSession(const Request& request) {
   if (request.count(http::field::cookie) == 0) {
     return false;
   }
@@ -291,7 +362,7 @@ std::string DashboardHttp::newSession() {
   return id;
 }
 
-Response DashboardHttp::route(const Request& request) {
+Response DashboardHttp::route(const Request& request, const boost::asio::ip::address& client) {
   // Built from data and size: converting Beast's string_view to a
   // std::string_view goes through a temporary std::string, which would dangle.
   const auto beast_target = request.target();
@@ -301,7 +372,7 @@ Response DashboardHttp::route(const Request& request) {
       path.size() < target.size() ? target.substr(path.size() + 1) : std::string_view();
 
   if (path == "/dashboard/login") {
-    return login(request);
+    return login(request, client);
   }
   if (path == "/dashboard/logout") {
     return logout(request);
@@ -338,7 +409,12 @@ Response DashboardHttp::route(const Request& request) {
                         std::string(kWorldOutlineJson, kWorldOutlineJson_size));
   }
   if (path.starts_with("/dashboard/api/")) {
-    if (!authorized(request)) {
+    LoginLimiter::Clock::duration retry_after{};
+    const Access access = authorize(request, client, retry_after);
+    if (access == Access::kRateLimited) {
+      return rateLimited(request, LoginLimiter::clientKey(client), retry_after);
+    }
+    if (access == Access::kDenied) {
       Response response = jsonError(request, http::status::unauthorized,
                                     "log in with the collector's admin.token, or send "
                                     "Authorization: Bearer <admin.token>");
@@ -432,23 +508,26 @@ Response DashboardHttp::api(const Request& request, std::string_view name,
                    "event");
 }
 
-Response DashboardHttp::login(const Request& request) {
+Response DashboardHttp::login(const Request& request, const boost::asio::ip::address& client) {
   if (request.method() != http::verb::post) {
     return jsonError(request, http::status::method_not_allowed, "use POST");
+  }
+  // A blocked client gets 429 before its token is checked, so guesses past
+  // the limit learn nothing.
+  const std::string client_key = LoginLimiter::clientKey(client);
+  if (auto retry_after = login_limiter_.retryAfter(client_key, LoginLimiter::Clock::now());
+      retry_after > LoginLimiter::Clock::duration::zero()) {
+    return rateLimited(request, client_key, retry_after);
   }
   std::string invalid;
   ApiParameters form = parseParameters(request.body(), invalid);
   auto field = form.other.find("token");
   std::string token = field == form.other.end() ? std::string() : field->second;
   if (token.empty() || !equalSecrets(token, admin_token_)) {
-    std::lock_guard lock(login_log_mutex_);
-    if (login_log_.admit()) {
-      spdlog::warn("dashboard: login with a wrong or missing admin token ({} such logins since "
-                   "the last message)",
-                   login_log_.takeSuppressed() + 1);
-    }
+    recordFailedLogin(client_key, "login form");
     return jsonError(request, http::status::unauthorized, "wrong admin token");
   }
+  login_limiter_.recordSuccess(client_key);
   std::string session = newSession();
   Response response = makeResponse(request, http::status::no_content, "text/plain", "");
   response.set(http::field::set_cookie,

@@ -6,7 +6,9 @@
 // Protection: every endpoint but the page shell and its assets requires
 // the collector's admin token, either as `Authorization: Bearer TOKEN` or as
 // a session cookie that POST /dashboard/login sets after checking the token
-// (HttpOnly, SameSite=Strict, Path=/dashboard). Every response carries a
+// (HttpOnly, SameSite=Strict, Path=/dashboard). Failed logins and wrong
+// Bearer tokens are limited per client address (LoginLimiter). Past the
+// limit, the client gets 429 with Retry-After. Every response carries a
 // Content-Security-Policy without inline script or style and
 // X-Content-Type-Options: nosniff. The page writes record text with
 // textContent only.
@@ -21,11 +23,14 @@
 #include <string>
 #include <string_view>
 
+#include <boost/asio/ip/address.hpp>
 #include <boost/beast/http.hpp>
 
 #include "collector/dashboard_queries.h"
 #include "collector/dashboard_workers.h"
+#include "collector/login_limiter.h"
 #include "common/log_throttle.h"
+#include "common/metrics.h"
 
 namespace webtrap::collector {
 
@@ -41,19 +46,24 @@ class DashboardHttp {
   static constexpr int kBusyRetryAfterSeconds = 1;
 
   // `admin_token` must not be empty: the dashboard is never served open.
+  // The login counters go to `metrics` when it is set, else to a registry
+  // of this object's own.
   DashboardHttp(DashboardQueries& queries, std::string admin_token,
                 std::size_t query_threads = kQueryThreads,
-                std::size_t max_queued_queries = kMaxQueuedQueries);
+                std::size_t max_queued_queries = kMaxQueuedQueries,
+                LoginLimitOptions login_limits = {}, MetricsRegistry* metrics = nullptr);
 
   // True for targets under /dashboard, which handle() serves.
   static bool handles(std::string_view target);
-  // Handles a request on the calling thread.
-  Response handle(const Request& request);
+  // Handles a request from `client` (the peer address, which failed logins
+  // are counted by) on the calling thread.
+  Response handle(const Request& request, const boost::asio::ip::address& client = {});
   // Handles a request and passes the response to `done`: requests under
   // /dashboard/api/ on a query worker thread, others at once on the calling
   // thread. When every worker is busy and the queue is full, `done` gets
   // 503 with Retry-After at once.
-  void handleAsync(Request request, std::function<void(Response)> done);
+  void handleAsync(Request request, boost::asio::ip::address client,
+                   std::function<void(Response)> done);
   DashboardWorkers& workers() { return workers_; }
   // Stops the query workers (see DashboardWorkers::stop()). Call it before
   // the io_context of the connections waiting for a query is destroyed,
@@ -61,11 +71,23 @@ class DashboardHttp {
   void stopQueries() { workers_.stop(); }
 
  private:
-  Response route(const Request& request);
+  enum class Access { kGranted, kDenied, kRateLimited };
+
+  Response route(const Request& request, const boost::asio::ip::address& client);
   Response api(const Request& request, std::string_view path, std::string_view query);
-  Response login(const Request& request);
+  Response login(const Request& request, const boost::asio::ip::address& client);
   Response logout(const Request& request);
-  bool authorized(const Request& request);
+  // Checks the session cookie, then the Bearer token. A wrong Bearer token
+  // counts as a failed login of `client`. Sets `retry_after` for
+  // kRateLimited.
+  Access authorize(const Request& request, const boost::asio::ip::address& client,
+                   LoginLimiter::Clock::duration& retry_after);
+  bool validSession(const Request& request);
+  // Counts and logs a failed login or Bearer token of `client_key`.
+  void recordFailedLogin(const std::string& client_key, std::string_view kind);
+  // Returns 429 for a client blocked by the login limit, counted and logged.
+  Response rateLimited(const Request& request, const std::string& client_key,
+                       LoginLimiter::Clock::duration retry_after);
   std::string newSession();
 
   DashboardQueries& queries_;
@@ -79,6 +101,14 @@ class DashboardHttp {
   // reaches the listener can post them as fast as it responds.
   std::mutex login_log_mutex_;
   LogThrottle login_log_{std::chrono::seconds(60)};
+  // Logins rejected with 429, logged once a minute with a count.
+  std::mutex limited_log_mutex_;
+  LogThrottle limited_log_{std::chrono::seconds(60)};
+  LoginLimiter login_limiter_;
+  // Used when the constructor gets no registry, as in unit tests.
+  MetricsRegistry own_metrics_;
+  Counter& logins_wrong_token_;
+  Counter& logins_rate_limited_;
   // Last, so that its threads stop before the members they use go.
   DashboardWorkers workers_;
 };

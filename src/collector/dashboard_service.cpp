@@ -23,8 +23,32 @@ DashboardOptions parseDashboardOptions(const YAML::Node& node) {
       options.enabled = config_values::parseBool(config_values::scalarText(entry.second, path), path);
     } else if (key == "index_path") {
       options.index_path = config_values::scalarText(entry.second, path);
+    } else if (key == "login_max_failures") {
+      options.login_limits.max_failures = config_values::narrow<std::uint32_t>(
+          config_values::parseUnsigned(config_values::scalarText(entry.second, path), path),
+          path);
+    } else if (key == "login_window") {
+      const std::string text = config_values::scalarText(entry.second, path);
+      const std::uint64_t ms = config_values::parseMilliseconds(text, path);
+      if (ms < 1000 || ms % 1000 != 0) {
+        throw ConfigError(fmt::format("{}: \"{}\" is not a whole number of seconds of at least "
+                                      "1 s; use a value such as 300s or 5m",
+                                      path, text));
+      }
+      options.login_limits.window = std::chrono::seconds(ms / 1000);
+    } else if (key == "login_max_clients") {
+      const std::uint64_t clients =
+          config_values::parseUnsigned(config_values::scalarText(entry.second, path), path);
+      if (clients == 0) {
+        throw ConfigError(fmt::format("{}: must be at least 1; it bounds the client addresses "
+                                      "whose failed logins are remembered",
+                                      path));
+      }
+      options.login_limits.max_clients = config_values::narrow<std::size_t>(clients, path);
     } else {
-      throw ConfigError(fmt::format("{}: unknown key; valid keys are enabled and index_path", path));
+      throw ConfigError(fmt::format("{}: unknown key; valid keys are enabled, index_path, "
+                                    "login_max_failures, login_window and login_max_clients",
+                                    path));
     }
   }
   return options;
@@ -48,9 +72,13 @@ DashboardService::DashboardService(const DashboardOptions& options,
   runner_options.flush_interval = std::chrono::milliseconds(200);
   runner_ = std::make_unique<OutputRunner>(store, std::move(output), runner_options, metrics);
   queries_ = std::make_unique<DashboardQueries>(path, store);
-  http_ = std::make_unique<DashboardHttp>(*queries_, admin_token);
-  spdlog::info("dashboard: index {}, served on the admin listener under /dashboard/",
-               path.string());
+  http_ = std::make_unique<DashboardHttp>(*queries_, admin_token, DashboardHttp::kQueryThreads,
+                                          DashboardHttp::kMaxQueuedQueries,
+                                          options.login_limits, &metrics);
+  spdlog::info("dashboard: index {}, served on the admin listener under /dashboard/; logins "
+               "limited to {} failures per client address within {} s (0: no limit)",
+               path.string(), options.login_limits.max_failures,
+               options.login_limits.window.count());
 }
 
 DashboardService::~DashboardService() { stop(); }

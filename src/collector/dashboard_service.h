@@ -11,6 +11,7 @@
 #include "collector/dashboard_http.h"
 #include "collector/dashboard_index.h"
 #include "collector/dashboard_queries.h"
+#include "collector/login_limiter.h"
 #include "collector/output_runner.h"
 #include "collector/store.h"
 #include "common/metrics.h"
@@ -20,10 +21,13 @@ namespace webtrap::collector {
 struct DashboardOptions {
   bool enabled = false;
   std::filesystem::path index_path;  // empty: <state_dir>/dashboard.sqlite
+  LoginLimitOptions login_limits;
 };
 
-// Parses the `dashboard` section: `enabled` (bool) and `index_path`. A null
-// node gives the defaults (disabled). Throws ConfigError.
+// Parses the `dashboard` section: `enabled` (bool), `index_path`,
+// `login_max_failures`, `login_window` (a duration of whole seconds) and
+// `login_max_clients`. A null node gives the defaults (disabled). Throws
+// ConfigError.
 DashboardOptions parseDashboardOptions(const YAML::Node& node);
 
 class DashboardService {

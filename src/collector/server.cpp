@@ -1228,8 +1228,12 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
           beast::get_lowest_layer(self->stream_).expires_never();
           using WorkGuard = decltype(asio::make_work_guard(self->stream_.get_executor()));
           auto work = std::make_shared<WorkGuard>(self->stream_.get_executor());
+          // The peer address, which the dashboard counts failed logins by.
+          // A socket that failed already gives the unspecified address.
+          beast::error_code peer_ec;
+          auto peer = beast::get_lowest_layer(self->stream_).socket().remote_endpoint(peer_ec);
           dashboard->handleAsync(
-              std::move(request), [self, work](Response response) mutable {
+              std::move(request), peer.address(), [self, work](Response response) mutable {
                 asio::post(self->stream_.get_executor(),
                            [self, response = std::move(response)]() mutable {
                              self->send(std::move(response), false);

@@ -1,7 +1,7 @@
 // The dashboard on a real admin listener (CollectorServer on loopback). Its
 // queries run on the dashboard's workers, so a query that is still running
 // does not hold up /healthz on the same I/O thread. A full queue gets 503
-// with Retry-After.
+// with Retry-After. Failed logins are limited per client address.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -21,11 +21,14 @@
 #include "collector/dashboard_http.h"
 #include "collector/dashboard_index.h"
 #include "collector/dashboard_queries.h"
+#include "collector/dashboard_service.h"
 #include "collector/dashboard_workers.h"
 #include "collector/enrich.h"
 #include "collector/ingest.h"
 #include "collector/server.h"
+#include "collector/login_limiter.h"
 #include "collector/store.h"
+#include "common/error.h"
 #include "common/metrics.h"
 
 namespace webtrap::collector {
@@ -39,6 +42,9 @@ using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kToken = "dashboard-server-test-token";
+// The fixture's login limit: 3 failures within a minute block an address.
+constexpr std::uint32_t kTestMaxFailures = 3;
+constexpr std::chrono::seconds kTestWindow{60};
 
 class DashboardServerTest : public ::testing::Test {
  protected:
@@ -57,7 +63,11 @@ class DashboardServerTest : public ::testing::Test {
     index_ = std::make_unique<DashboardIndex>(dir_ / "dashboard.sqlite");
     queries_ = std::make_unique<DashboardQueries>(dir_ / "dashboard.sqlite", *store_);
     // One query thread and a queue of one, so the test can fill both.
-    dashboard_ = std::make_unique<DashboardHttp>(*queries_, kToken, 1, 1);
+    LoginLimitOptions login_limits;
+    login_limits.max_failures = kTestMaxFailures;
+    login_limits.window = kTestWindow;
+    dashboard_ =
+        std::make_unique<DashboardHttp>(*queries_, kToken, 1, 1, login_limits, &metrics_);
     ServerOptions options;
     options.ingest = {"127.0.0.1", 0};
     options.admin = ListenAddress{"127.0.0.1", 0};
@@ -95,6 +105,30 @@ class DashboardServerTest : public ::testing::Test {
     request.set(http::field::authorization, std::string("Bearer ") + kToken);
     http::write(*socket, request);
     return socket;
+  }
+
+  // Sends `request` from `local_address` and returns the response. Every
+  // address in 127.0.0.0/8 reaches the listener on 127.0.0.1, so a test can
+  // play several clients.
+  http::response<http::string_body> exchange(http::request<http::string_body> request,
+                                             const std::string& local_address) {
+    tcp::socket socket(client_io_);
+    socket.open(tcp::v4());
+    socket.bind(tcp::endpoint(asio::ip::make_address(local_address), 0));
+    socket.connect(
+        tcp::endpoint(asio::ip::make_address("127.0.0.1"), server_->adminPort()));
+    request.set(http::field::host, "127.0.0.1");
+    request.prepare_payload();
+    http::write(socket, request);
+    return readResponse(socket);
+  }
+
+  http::response<http::string_body> postLogin(const std::string& token,
+                                              const std::string& local_address) {
+    http::request<http::string_body> request{http::verb::post, "/dashboard/login", 11};
+    request.set(http::field::content_type, "application/x-www-form-urlencoded");
+    request.body() = "token=" + token;
+    return exchange(std::move(request), local_address);
   }
 
   static http::response<http::string_body> readResponse(tcp::socket& socket) {
@@ -169,11 +203,193 @@ TEST_F(DashboardServerTest, SlowQueryDoesNotBlockHealthz) {
   EXPECT_NE(answered.body().find("\"events\":0"), std::string::npos) << answered.body();
 }
 
+// Returns the value of one sample line of a Prometheus text exposition, -1
+// when it is missing.
+long long sampleValue(const std::string& exposition, const std::string& series) {
+  const std::string prefix = series + " ";
+  for (std::size_t at = 0; at < exposition.size();) {
+    std::size_t end = exposition.find('\n', at);
+    if (end == std::string::npos) {
+      end = exposition.size();
+    }
+    std::string_view line(exposition.data() + at, end - at);
+    if (line.starts_with(prefix)) {
+      return std::stoll(std::string(line.substr(prefix.size())));
+    }
+    at = end + 1;
+  }
+  return -1;
+}
+
+// Anyone who reaches the admin listener may guess the admin token. After
+// kTestMaxFailures failures, that address gets 429 with Retry-After, even
+// with the right token, while another address still logs in. A wrong
+// Bearer token counts like a failed login, and /metrics counts both.
+TEST_F(DashboardServerTest, FailedLoginsGet429PerAddress) {
+  const std::string attacker = "127.0.0.1";
+  const std::string admin = "127.0.0.2";
+  for (std::uint32_t i = 0; i < kTestMaxFailures; ++i) {
+    auto failed = postLogin("guess-" + std::to_string(i), attacker);
+    EXPECT_EQ(failed.result(), http::status::unauthorized) << "attempt " << i << ": "
+                                                           << failed.body();
+  }
+
+  auto limited = postLogin("guess-next", attacker);
+  EXPECT_EQ(limited.result(), http::status::too_many_requests) << limited.body();
+  const std::string retry_after(limited[http::field::retry_after]);
+  ASSERT_FALSE(retry_after.empty()) << "429 without Retry-After";
+  EXPECT_GT(std::stoll(retry_after), 0);
+  EXPECT_LE(std::stoll(retry_after), kTestWindow.count());
+
+  auto right_but_blocked = postLogin(kToken, attacker);
+  EXPECT_EQ(right_but_blocked.result(), http::status::too_many_requests)
+      << "a blocked address could still test a token";
+
+  http::request<http::string_body> bearer{http::verb::get, "/dashboard/api/summary", 11};
+  bearer.set(http::field::authorization, "Bearer guess-bearer");
+  auto bearer_limited = exchange(bearer, attacker);
+  EXPECT_EQ(bearer_limited.result(), http::status::too_many_requests) << bearer_limited.body();
+
+  auto other_address = postLogin(kToken, admin);
+  EXPECT_EQ(other_address.result(), http::status::no_content) << other_address.body();
+  EXPECT_FALSE(std::string(other_address[http::field::set_cookie]).empty());
+
+  // Wrong Bearer tokens from a third address block it too.
+  const std::string scanner = "127.0.0.3";
+  for (std::uint32_t i = 0; i < kTestMaxFailures; ++i) {
+    EXPECT_EQ(exchange(bearer, scanner).result(), http::status::unauthorized) << i;
+  }
+  EXPECT_EQ(exchange(bearer, scanner).result(), http::status::too_many_requests);
+
+  http::request<http::string_body> metrics_request{http::verb::get, "/metrics", 11};
+  metrics_request.set(http::field::authorization, std::string("Bearer ") + kToken);
+  auto metrics = exchange(metrics_request, admin);
+  ASSERT_EQ(metrics.result(), http::status::ok) << metrics.body();
+  EXPECT_EQ(sampleValue(metrics.body(),
+                        "webtrap_collector_dashboard_logins_rejected_total{reason=\"rate_limited\"}"),
+            4)
+      << metrics.body();
+  EXPECT_EQ(sampleValue(metrics.body(),
+                        "webtrap_collector_dashboard_logins_rejected_total{reason=\"wrong_token\"}"),
+            2 * kTestMaxFailures)
+      << metrics.body();
+}
+
 }  // namespace
 }  // namespace webtrap::collector
 
 namespace webtrap::collector {
 namespace {
+
+using LimiterClock = LoginLimiter::Clock;
+
+TEST(LoginLimiterTest, BlocksUntilWindowPasses) {
+  LoginLimiter limiter(LoginLimitOptions{3, std::chrono::seconds(60), 100});
+  const auto start = LimiterClock::now();
+  limiter.recordFailure("192.0.2.1", start);
+  limiter.recordFailure("192.0.2.1", start + std::chrono::seconds(1));
+  EXPECT_EQ(limiter.retryAfter("192.0.2.1", start + std::chrono::seconds(2)),
+            LimiterClock::duration::zero())
+      << "blocked after 2 of 3 failures";
+  limiter.recordFailure("192.0.2.1", start + std::chrono::seconds(2));
+  EXPECT_EQ(limiter.retryAfter("192.0.2.1", start + std::chrono::seconds(2)),
+            std::chrono::seconds(60));
+  EXPECT_EQ(limiter.retryAfter("192.0.2.1", start + std::chrono::seconds(61)),
+            std::chrono::seconds(1));
+  EXPECT_EQ(limiter.retryAfter("192.0.2.2", start + std::chrono::seconds(2)),
+            LimiterClock::duration::zero())
+      << "another address was blocked";
+  EXPECT_EQ(limiter.retryAfter("192.0.2.1", start + std::chrono::seconds(62)),
+            LimiterClock::duration::zero())
+      << "still blocked after the window";
+
+  // After the block, a new window starts: one failure does not block again.
+  limiter.recordFailure("192.0.2.1", start + std::chrono::seconds(63));
+  EXPECT_EQ(limiter.retryAfter("192.0.2.1", start + std::chrono::seconds(63)),
+            LimiterClock::duration::zero());
+}
+
+TEST(LoginLimiterTest, FailuresOutsideWindowDoNotAddUp) {
+  LoginLimiter limiter(LoginLimitOptions{2, std::chrono::seconds(10), 100});
+  const auto start = LimiterClock::now();
+  limiter.recordFailure("192.0.2.1", start);
+  limiter.recordFailure("192.0.2.1", start + std::chrono::seconds(10));
+  EXPECT_EQ(limiter.retryAfter("192.0.2.1", start + std::chrono::seconds(10)),
+            LimiterClock::duration::zero());
+  limiter.recordFailure("192.0.2.1", start + std::chrono::seconds(11));
+  EXPECT_GT(limiter.retryAfter("192.0.2.1", start + std::chrono::seconds(11)),
+            LimiterClock::duration::zero());
+}
+
+TEST(LoginLimiterTest, SuccessForgetsFailures) {
+  LoginLimiter limiter(LoginLimitOptions{2, std::chrono::seconds(60), 100});
+  const auto start = LimiterClock::now();
+  limiter.recordFailure("192.0.2.1", start);
+  limiter.recordSuccess("192.0.2.1");
+  limiter.recordFailure("192.0.2.1", start);
+  EXPECT_EQ(limiter.retryAfter("192.0.2.1", start), LimiterClock::duration::zero());
+  EXPECT_EQ(limiter.trackedClients(), 1u);
+}
+
+TEST(LoginLimiterTest, EvictsOldestClient) {
+  LoginLimiter limiter(LoginLimitOptions{1, std::chrono::seconds(60), 2});
+  const auto start = LimiterClock::now();
+  limiter.recordFailure("192.0.2.1", start);
+  limiter.recordFailure("192.0.2.2", start + std::chrono::seconds(1));
+  // A new failure of .1 makes .2 the client quiet longest.
+  limiter.recordFailure("192.0.2.1", start + std::chrono::seconds(2));
+  limiter.recordFailure("192.0.2.3", start + std::chrono::seconds(3));
+  EXPECT_EQ(limiter.trackedClients(), 2u);
+  const auto now = start + std::chrono::seconds(4);
+  EXPECT_GT(limiter.retryAfter("192.0.2.1", now), LimiterClock::duration::zero());
+  EXPECT_EQ(limiter.retryAfter("192.0.2.2", now), LimiterClock::duration::zero())
+      << "the oldest client was not evicted";
+  EXPECT_GT(limiter.retryAfter("192.0.2.3", now), LimiterClock::duration::zero());
+  for (int i = 0; i < 1000; ++i) {
+    limiter.recordFailure("198.51.100." + std::to_string(i % 250) + "/" + std::to_string(i), now);
+  }
+  EXPECT_EQ(limiter.trackedClients(), 2u);
+}
+
+TEST(LoginLimiterTest, ZeroFailuresTurnsLimitOff) {
+  LoginLimiter limiter(LoginLimitOptions{0, std::chrono::seconds(60), 100});
+  const auto start = LimiterClock::now();
+  for (int i = 0; i < 100; ++i) {
+    limiter.recordFailure("192.0.2.1", start);
+  }
+  EXPECT_EQ(limiter.retryAfter("192.0.2.1", start), LimiterClock::duration::zero());
+  EXPECT_EQ(limiter.trackedClients(), 0u);
+}
+
+TEST(LoginLimiterTest, KeysIpv6ByPrefix) {
+  using boost::asio::ip::make_address;
+  EXPECT_EQ(LoginLimiter::clientKey(make_address("203.0.113.7")), "203.0.113.7");
+  EXPECT_EQ(LoginLimiter::clientKey(make_address("::ffff:203.0.113.7")), "203.0.113.7");
+  EXPECT_EQ(LoginLimiter::clientKey(make_address("2001:db8:1:2:aaaa::1")), "2001:db8:1:2::/64");
+  EXPECT_EQ(LoginLimiter::clientKey(make_address("2001:db8:1:2:bbbb::9")),
+            LoginLimiter::clientKey(make_address("2001:db8:1:2:aaaa::1")));
+  EXPECT_NE(LoginLimiter::clientKey(make_address("2001:db8:1:3::1")),
+            LoginLimiter::clientKey(make_address("2001:db8:1:2::1")));
+}
+
+TEST(DashboardOptionsTest, ParsesLoginLimits) {
+  DashboardOptions defaults = parseDashboardOptions(YAML::Load("{enabled: true}"));
+  EXPECT_EQ(defaults.login_limits.max_failures, 10u);
+  EXPECT_EQ(defaults.login_limits.window, std::chrono::seconds(300));
+  EXPECT_EQ(defaults.login_limits.max_clients, 10000u);
+
+  DashboardOptions set = parseDashboardOptions(YAML::Load(
+      "{enabled: true, login_max_failures: 5, login_window: 2m, login_max_clients: 50}"));
+  EXPECT_EQ(set.login_limits.max_failures, 5u);
+  EXPECT_EQ(set.login_limits.window, std::chrono::seconds(120));
+  EXPECT_EQ(set.login_limits.max_clients, 50u);
+
+  for (const char* invalid : {"{login_window: 500ms}", "{login_window: 1500ms}",
+                              "{login_window: 60}", "{login_max_clients: 0}",
+                              "{login_max_failures: -1}", "{login_limit: 3}"}) {
+    EXPECT_THROW(parseDashboardOptions(YAML::Load(invalid)), ConfigError) << invalid;
+  }
+}
 
 TEST(DashboardWorkersTest, BoundsQueueAndStops) {
   DashboardWorkers workers(1, 2);

@@ -1103,7 +1103,9 @@ TEST_F(DashboardTest, SchemaVersionTwoIsRebuilt) {
 
 // Anyone who reaches the admin listener can post logins. A failed one is
 // logged, but not once per request: one connection made about 10,000
-// failed logins a second, each a line in the collector's log.
+// failed logins a second, each a line in the collector's log. Past the
+// login limit the address gets 429, and those rejections are logged once
+// too.
 TEST_F(DashboardTest, FailedLoginsLogThrottled) {
   DashboardHttp http(*queries_, "secret-token");
   namespace beast_http = boost::beast::http;
@@ -1112,22 +1114,31 @@ TEST_F(DashboardTest, FailedLoginsLogThrottled) {
   auto capture = std::make_shared<spdlog::logger>(
       "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
   spdlog::set_default_logger(capture);
+  const auto client = boost::asio::ip::make_address("192.0.2.10");
   int unauthorized = 0;
+  int limited = 0;
   for (int i = 0; i < 500; ++i) {
     auto login = makeRequest(beast_http::verb::post, "/dashboard/login");
     login.body() = "token=guess-" + std::to_string(i);
     login.prepare_payload();
-    unauthorized += http.handle(login).result() == beast_http::status::unauthorized ? 1 : 0;
+    const auto status = http.handle(login, client).result();
+    unauthorized += status == beast_http::status::unauthorized ? 1 : 0;
+    limited += status == beast_http::status::too_many_requests ? 1 : 0;
   }
   spdlog::set_default_logger(previous);
-  EXPECT_EQ(unauthorized, 500);
+  const LoginLimitOptions defaults;
+  EXPECT_EQ(unauthorized, static_cast<int>(defaults.max_failures));
+  EXPECT_EQ(limited, 500 - static_cast<int>(defaults.max_failures));
   const std::string log = captured.str();
-  std::size_t lines = 0;
-  for (auto at = log.find("login with a wrong"); at != std::string::npos;
-       at = log.find("login with a wrong", at + 1)) {
-    ++lines;
-  }
-  EXPECT_EQ(lines, 1u) << log.substr(0, 400);
+  auto countLines = [&log](std::string_view text) {
+    std::size_t lines = 0;
+    for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) {
+      ++lines;
+    }
+    return lines;
+  };
+  EXPECT_EQ(countLines("login with a wrong"), 1u) << log.substr(0, 400);
+  EXPECT_EQ(countLines("rejected a login from 192.0.2.10 with 429"), 1u) << log.substr(0, 400);
 }
 
 }  // namespace

@@ -395,6 +395,9 @@ document.addEventListener('DOMContentLoaded', () => {
       byId('login-token').value = '';
       byId('login-error').textContent = '';
       start();
+    } else if (response.status === 429) {
+      byId('login-error').textContent = 'Too many failed logins from this address; try again in ' +
+        (response.headers.get('Retry-After') || 'a few') + ' s.';
     } else {
       byId('login-error').textContent = 'Login failed: wrong token.';
     }
