@@ -38,18 +38,54 @@ function filterQuery() {
 
 class Unauthorized extends Error {}
 
+// The collector responds to a query with 503 and Retry-After when its
+// query workers are busy and their queue is full. A query then waits
+// Retry-After seconds (at least 100 ms, at most busyMaxWaitMs) and is sent
+// again, at most busyRetries times.
+const busyRetries = 3;
+const busyMaxWaitMs = 5000;
+// Used when Retry-After is missing or an HTTP date instead of seconds.
+const busyDefaultWaitMs = 1000;
+
+function busyWaitMs(response) {
+  const header = (response.headers.get('Retry-After') || '').trim();
+  const seconds = /^\d+$/.test(header) ? Number(header) : NaN;
+  const wait = Number.isFinite(seconds) ? seconds * 1000 : busyDefaultWaitMs;
+  return Math.min(Math.max(wait, 100), busyMaxWaitMs);
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// Fetches an API URL, retrying after 503 as described above. `name` labels
+// the query in the status line and in errors. Throws Unauthorized for 401.
+async function fetchApi(name, url) {
+  for (let attempt = 0; ; attempt++) {
+    const response = await fetch(url, { credentials: 'same-origin', cache: 'no-store' });
+    if (response.status === 401) {
+      throw new Unauthorized();
+    }
+    if (response.status !== 503) {
+      return response;
+    }
+    if (attempt >= busyRetries) {
+      throw new Error(name + ': HTTP 503, the collector is busy with other queries; gave up ' +
+                      'after ' + busyRetries + ' retries');
+    }
+    const wait = busyWaitMs(response);
+    byId('status').textContent = 'The collector is busy; retrying ' + name + ' in ' +
+      Math.ceil(wait / 1000) + ' s (retry ' + (attempt + 1) + ' of ' + busyRetries + ')';
+    await sleep(wait);
+  }
+}
+
 async function getJson(endpoint, extra) {
   const query = filterQuery();
   for (const [key, value] of Object.entries(extra || {})) {
     query.set(key, value);
   }
-  const response = await fetch(api + endpoint + '?' + query.toString(), {
-    credentials: 'same-origin',
-    cache: 'no-store',
-  });
-  if (response.status === 401) {
-    throw new Unauthorized();
-  }
+  const response = await fetchApi(endpoint, api + endpoint + '?' + query.toString());
   if (!response.ok) {
     throw new Error(endpoint + ': HTTP ' + response.status);
   }
@@ -255,11 +291,7 @@ async function showDetail() {
     panel.hidden = true;
     return;
   }
-  const response = await fetch(api + 'event?' + new URLSearchParams({ id }).toString(),
-                               { credentials: 'same-origin', cache: 'no-store' });
-  if (response.status === 401) {
-    throw new Unauthorized();
-  }
+  const response = await fetchApi('event', api + 'event?' + new URLSearchParams({ id }).toString());
   byId('detail-id').textContent = id;
   if (response.ok) {
     byId('detail-json').textContent = JSON.stringify(await response.json(), null, 2);
@@ -328,7 +360,6 @@ async function loadAll() {
   fillTable('table-agents', agents.items, counts);
   await loadLive();
   await showDetail();
-  byId('status').textContent = 'Updated ' + formatTime(Date.now());
   document.body.dataset.state = 'ready';
 }
 
@@ -341,6 +372,7 @@ function showLogin() {
 async function run(loader) {
   try {
     await loader();
+    byId('status').textContent = 'Updated ' + formatTime(Date.now());
   } catch (error) {
     if (error instanceof Unauthorized) {
       showLogin();
