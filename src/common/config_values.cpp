@@ -39,7 +39,14 @@ std::uint64_t parseBytes(const std::string& text, const std::string& key) {
       {"M", 1ull << 20}, {"MiB", 1ull << 20}, {"G", 1ull << 30}, {"GiB", 1ull << 30}};
   for (const auto& [name, factor] : kUnits) {
     if (unit == name && digits > 0) {
-      return parseUnsigned(text.substr(0, digits), key) * factor;
+      std::uint64_t count = parseUnsigned(text.substr(0, digits), key);
+      // Without this check, 17179869184GiB would wrap around to 0 bytes.
+      if (count > std::numeric_limits<std::uint64_t>::max() / factor) {
+        throw ConfigError(fmt::format("{}: size \"{}\" is too large (more than 16 EiB); use a "
+                                      "smaller size such as 1GiB",
+                                      key, text));
+      }
+      return count * factor;
     }
   }
   throw ConfigError(fmt::format("{}: invalid size \"{}\"; use bytes with an optional unit, such as "
@@ -70,7 +77,17 @@ std::uint64_t parseMilliseconds(const std::string& text, const std::string& key)
                                   "s, m, h or d, such as 20s or 500ms",
                                   key, text));
   }
-  return parseUnsigned(text.substr(0, digits), key) * factor;
+  std::uint64_t count = parseUnsigned(text.substr(0, digits), key);
+  // Timers take signed 64-bit milliseconds, so a longer duration would wrap
+  // around to a short or negative one.
+  constexpr auto kMaxMilliseconds =
+      static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  if (count > kMaxMilliseconds / factor) {
+    throw ConfigError(fmt::format("{}: duration \"{}\" is too long (more than 292 million "
+                                  "years); use a shorter duration such as 30d",
+                                  key, text));
+  }
+  return count * factor;
 }
 
 bool parseBool(const std::string& text, const std::string& key) {
