@@ -7,6 +7,7 @@
 
 #include "collector/connection_options.h"
 #include "collector/elasticsearch_output.h"
+#include "common/config_table.h"
 #include "common/config_values.h"
 #include "common/error.h"
 
@@ -73,7 +74,7 @@ ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node) {
   bool has_data_stream = false;
   std::optional<YAML::Node> kibana_node;
   for (const auto& entry : node) {
-    const std::string key = entry.first.as<std::string>();
+    const std::string key = config_table::keyText(entry.first, std::string(kSection));
     const std::string path = keyPath(key);
     const YAML::Node& value = entry.second;
     if (key == "url" || key == "urls") {

@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 
+#include "common/config_table.h"
 #include "common/config_values.h"
 #include "common/error.h"
 
@@ -274,7 +275,7 @@ EnrichOptions parseEnrichOptions(const YAML::Node& node) {
         "give it as a map");
   }
   for (const auto& entry : node) {
-    const std::string key = entry.first.as<std::string>();
+    const std::string key = config_table::keyText(entry.first, "enrich");
     if (key == "geoip_city") {
       options.geoip_city = config_values::scalarText(entry.second, "enrich.geoip_city");
     } else if (key == "geoip_asn") {

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/config_table.h"
 #include "common/config_values.h"
 #include "common/error.h"
 
@@ -84,7 +85,7 @@ FileInputOptions parseOneFileInput(const YAML::Node& node, const std::string& pr
   FileInputOptions options;
   bool has_path = false;
   for (const auto& entry : node) {
-    std::string name = entry.first.as<std::string>();
+    std::string name = config_table::keyText(entry.first, prefix);
     std::string key = prefix + "." + name;
     const YAML::Node& value = entry.second;
     if (name == "path") {

@@ -13,6 +13,7 @@
 
 #include "collector/connection_options.h"
 #include "collector/curl_support.h"
+#include "common/config_table.h"
 #include "common/config_values.h"
 #include "common/encoding.h"
 #include "common/error.h"
@@ -225,7 +226,7 @@ KibanaOptions parseKibanaOptions(const YAML::Node& node, const std::string& es_u
   }
   KibanaOptions options;
   for (const auto& entry : node) {
-    const std::string key = entry.first.as<std::string>();
+    const std::string key = config_table::keyText(entry.first, std::string(kSection));
     const std::string path = keyPath(key);
     const YAML::Node& value = entry.second;
     if (key == "url") {

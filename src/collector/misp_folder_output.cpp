@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/config_table.h"
 #include "common/config_values.h"
 #include "common/error.h"
 #include "common/file_io.h"
@@ -84,7 +85,7 @@ MispFolderOptions parseMispFolderOptions(const YAML::Node& node, std::string_vie
   MispFolderOptions options;
   bool has_path = false;
   for (const auto& entry : node) {
-    const std::string key = entry.first.as<std::string>();
+    const std::string key = config_table::keyText(entry.first, std::string(section));
     const std::string path = std::string(section) + "." + key;
     if (key == "path") {
       std::string text = scalarText(entry.second, path);

@@ -13,6 +13,7 @@
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
 
+#include "common/config_table.h"
 #include "common/config_values.h"
 #include "common/error.h"
 
@@ -217,7 +218,7 @@ MispRestOptions parseMispRestOptions(const YAML::Node& node) {
   bool has_url = false;
   int key_sources = 0;
   for (const auto& entry : node) {
-    const std::string key = entry.first.as<std::string>();
+    const std::string key = config_table::keyText(entry.first, std::string(kSection));
     const std::string path = std::string(kSection) + "." + key;
     if (key == "api_key_env") {
       std::string name = scalarText(entry.second, path);

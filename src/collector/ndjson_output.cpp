@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/config_table.h"
 #include "common/config_values.h"
 #include "common/error.h"
 #include "common/file_io.h"
@@ -56,7 +57,7 @@ NdjsonOutputOptions parseNdjsonOutputOptions(const YAML::Node& node) {
   NdjsonOutputOptions options;
   bool has_path = false;
   for (const auto& entry : node) {
-    const std::string key = entry.first.as<std::string>();
+    const std::string key = config_table::keyText(entry.first, std::string(kSection));
     const std::string path = std::string(kSection) + "." + key;
     if (key == "path") {
       std::string text = scalarText(entry.second, path);

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/config_table.h"
 #include "common/config_values.h"
 #include "common/error.h"
 
@@ -55,7 +56,7 @@ OutputRunnerOptions parseRunnerOptions(const YAML::Node& node, const std::string
                                   section));
   }
   for (const auto& entry : node) {
-    const std::string key = entry.first.as<std::string>();
+    const std::string key = config_table::keyText(entry.first, std::string(section));
     const std::string path = section + "." + key;
     if (key == "batch_max_events") {
       options.batch_max_events =

@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/config_table.h"
 #include "common/config_values.h"
 #include "common/encoding.h"
 #include "common/error.h"
@@ -305,7 +306,7 @@ PublishedFolder parsePublishedFolder(const YAML::Node& node, const std::string& 
   bool has_prefix = false;
   bool has_token = false;
   for (const auto& entry : node) {
-    const std::string name = entry.first.as<std::string>();
+    const std::string name = config_table::keyText(entry.first, key);
     const std::string path = key + "." + name;
     if (name == "prefix") {
       folder.prefix = scalarText(entry.second, path);

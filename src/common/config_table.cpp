@@ -13,6 +13,22 @@ bool isInGroup(std::string_view declared, const std::string& key) {
   return declared.size() > key.size() && declared.starts_with(key) && declared[key.size()] == '.';
 }
 
+std::string keyText(const YAML::Node& key, const std::string& where) {
+  if (key.IsNull()) {
+    throw ConfigError(fmt::format("{}: the key at line {} is empty; write a name before the colon",
+                                  where.empty() ? "top level" : where, key.Mark().line + 1));
+  }
+  if (!key.IsScalar()) {
+    YAML::Emitter written;
+    written << YAML::Flow << key;
+    throw ConfigError(fmt::format("{}{}: the key at line {} is a list or map, not a name; write "
+                                  "a plain name such as `id:`",
+                                  where.empty() ? "" : where + ".", written.c_str(),
+                                  key.Mark().line + 1));
+  }
+  return key.Scalar();
+}
+
 std::string scalarTextOrEmpty(const YAML::Node& value, const std::string& key) {
   return value.IsNull() ? std::string() : config_values::scalarText(value, key);
 }
@@ -30,7 +46,8 @@ void walkKeys(const YAML::Node& node, const std::string& prefix, const KeyWalk& 
   // yaml-cpp keeps a repeated key and the last one would silently win.
   std::set<std::string> seen;
   for (const auto& entry : node) {
-    std::string key = prefix + entry.first.as<std::string>();
+    std::string where = prefix.empty() ? "" : prefix.substr(0, prefix.size() - 1);
+    std::string key = prefix + keyText(entry.first, where);
     const YAML::Node& value = entry.second;
     if (!seen.insert(key).second) {
       throw ConfigError(fmt::format("{}: the key appears twice at line {}; keep one of them", key,

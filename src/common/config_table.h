@@ -44,6 +44,12 @@ bool hasGroup(const std::vector<Option<Apply>>& options, const std::string& key)
                      [&](const Option<Apply>& option) { return isInGroup(option.key, key); });
 }
 
+// The text of a map key found in the map named `where` (the dotted path of
+// its parent, or "" at the top level). YAML allows a list or a map as a
+// key, as in `[id]: x`, and an empty key, as in `: x`, but no configuration
+// key is either, so both are a ConfigError naming `where` and the line.
+std::string keyText(const YAML::Node& key, const std::string& where);
+
 // The text of a scalar value, or "" for a key written with no value.
 std::string scalarTextOrEmpty(const YAML::Node& value, const std::string& key);
 

@@ -310,7 +310,7 @@ void applyListeners(ProbeConfig& config, const YAML::Node& node) {
                                 "persona");
     }
     for (const auto& entry : item) {
-      std::string key = entry.first.as<std::string>();
+      std::string key = config_table::keyText(entry.first, where);
       if (!kListenerKeys.contains(key)) {
         throw ConfigError(fmt::format("{}.{}: unknown key; known keys are name, address, tls, "
                                       "bait, persona",
