@@ -283,8 +283,12 @@ void finish(CollectorConfig& config, bool store_path_set) {
   }
   if (!has_certificate &&
       (!config.tls.client_ca.empty() || config.tls.require_client_certificate)) {
-    throw ConfigError("tls.client_ca: client certificates need TLS; set tls.certificate and "
-                      "tls.private_key too");
+    // Name the key that is set, which may be either of the two.
+    const char* key = config.tls.client_ca.empty() ? "tls.require_client_certificate"
+                                                   : "tls.client_ca";
+    throw ConfigError(fmt::format("{}: client certificates need TLS; set tls.certificate and "
+                                  "tls.private_key too",
+                                  key));
   }
   if (config.tls.require_client_certificate && config.tls.client_ca.empty()) {
     throw ConfigError("tls.require_client_certificate: true needs tls.client_ca, the CA that "
