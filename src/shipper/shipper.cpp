@@ -274,6 +274,9 @@ const char* shipperErrorLabel(ShipperError kind) {
       return "spool_read";
     case ShipperError::kSpoolTruncated:
       return "spool_truncated";
+        rejected(registry.counter("webtrap_shipper_records_rejected_total",
+                                  "Records the collector rejected as too large even alone (413), "
+                                  "saved to shipper-rejected.ndjson and skipped.")),
   }
   return "unknown";
 }
@@ -292,6 +295,7 @@ struct ShipperMetrics::Impl {
         retries(registry.counter("webtrap_shipper_retries_total",
                                  "Batches sent again after a failed attempt.")),
         failures(registry.counter("webtrap_shipper_failures_total",
+  Counter& rejected;
                                   "Failed attempts: connection errors and non-200 responses.")),
         dropped(registry.counter("webtrap_shipper_dropped_total",
                                  "Records the spool deleted at its disk cap before shipping.")),
@@ -318,6 +322,7 @@ struct ShipperMetrics::Impl {
   Counter* errors[kShipperErrorKinds] = {};
   std::mutex mutex;
 };
+  raise(impl_->rejected, counters.rejected);
 
 ShipperMetrics::ShipperMetrics(MetricsRegistry& registry)
     : impl_(std::make_unique<Impl>(registry)) {}
@@ -521,6 +526,7 @@ void Shipper::Impl::onSuccess(const SpoolBatch& batch, std::size_t payload_bytes
 void Shipper::Impl::rejectOversizedRecord(const SpoolBatch& batch) {
   std::filesystem::path path = spool_dir / "shipper-rejected.ndjson";
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  counters.rejected.fetch_add(batch.records);
   bool saved = fd >= 0 &&
                ::write(fd, batch.body.data(), batch.body.size()) ==
                    static_cast<ssize_t>(batch.body.size()) &&
@@ -633,6 +639,7 @@ void Shipper::Impl::run(bool until_idle) {
       resend_pending = false;
     }
     HttpResult result = http->post(payload);
+               counters.rejected.load(),
     if (result.aborted) {
       break;
     }
@@ -650,7 +657,7 @@ void Shipper::Impl::run(bool until_idle) {
   }
 
   spdlog::info("shipper: stopped records_read={} records_sent={} batches_sent={} retries={} "
-               "failures={} dropped={} backlog_bytes={} offset={} {}",
+               "failures={} dropped={} rejected={} backlog_bytes={} offset={} {}",
                counters.records_read.load(), counters.records_sent.load(),
                counters.batches_sent.load(),
                counters.retries.load(), counters.failures.load(), counters.dropped.load(),

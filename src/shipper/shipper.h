@@ -62,6 +62,9 @@ struct ShipperCounters {
   std::atomic<std::uint64_t> retries{0};
   std::atomic<std::uint64_t> failures{0};
   std::atomic<std::uint64_t> dropped{0};  // records lost to the spool's disk cap
+  // Records the collector rejected as too large even alone, saved to
+  // DIR/shipper-rejected.ndjson and skipped.
+  std::atomic<std::uint64_t> rejected{0};
   std::atomic<std::int64_t> backlog_bytes{0};
   std::atomic<std::int64_t> last_success_seconds{0};
   std::atomic<std::uint64_t> errors[kShipperErrorKinds] = {};
