@@ -16,27 +16,6 @@
 namespace webtrap::collector {
 namespace {
 
-std::string gzipCompress(std::string_view input) {
-  z_stream stream{};
-  // windowBits 15 + 16 selects the gzip wrapper.
-  if (deflateInit2(&stream, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
-    throw std::runtime_error("elasticsearch output: zlib deflateInit2 failed");
-  }
-  std::string output;
-  output.resize(deflateBound(&stream, input.size()) + 32);
-  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(input.data()));
-  stream.avail_in = static_cast<uInt>(input.size());
-  stream.next_out = reinterpret_cast<Bytef*>(output.data());
-  stream.avail_out = static_cast<uInt>(output.size());
-  int result = deflate(&stream, Z_FINISH);
-  deflateEnd(&stream);
-  if (result != Z_STREAM_END) {
-    throw std::runtime_error("elasticsearch output: zlib deflate did not finish");
-  }
-  output.resize(stream.total_out);
-  return output;
-}
-
 // How long a URL that refused a connection is tried only after the others.
 constexpr std::chrono::seconds kSkipFailedUrl{30};
 
@@ -105,7 +84,8 @@ ElasticsearchResponse ElasticsearchClient::request(std::string_view method, std:
   CURL* curl = impl_->curl;
   std::string compressed;
   if (gzip && !body.empty()) {
-    compressed = gzipCompress(body);
+    // Level 1 (Z_BEST_SPEED): _bulk bodies are large and sent often.
+    compressed = gzipCompress(body, Z_BEST_SPEED);
     body = compressed;
   }
 

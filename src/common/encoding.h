@@ -1,5 +1,6 @@
-// Byte-level helpers shared by the probe and the collector: UTF-8 checks,
-// base64, hex, SHA-256 and ASCII case-insensitive comparison.
+// Byte-level helpers shared by the probe, the shipper and the collector:
+// UTF-8 checks, base64, hex, SHA-256, gzip compression and ASCII
+// case-insensitive comparison.
 #pragma once
 
 #include <cstddef>
@@ -40,6 +41,10 @@ std::string hexEncode(std::string_view bytes);
 
 // Returns the value of one hex digit (either case), or -1 for any other byte.
 int hexDigitValue(char c);
+
+// Compresses `input` as one gzip member (RFC 1952) with zlib at `level`
+// (0-9, or Z_DEFAULT_COMPRESSION). Throws std::runtime_error when zlib fails.
+std::string gzipCompress(std::string_view input, int level);
 
 // ASCII case-insensitive equality; bytes >= 0x80 compare exactly.
 bool equalsIgnoreCase(std::string_view a, std::string_view b);

@@ -17,6 +17,7 @@
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
 
+#include "common/encoding.h"
 #include "common/error.h"
 #include "common/log_throttle.h"
 #include "common/metrics.h"
@@ -35,28 +36,6 @@ constexpr auto kRetryLogPeriod = std::chrono::seconds(30);
 constexpr std::size_t kMaxResponseBytes = 64 * 1024;
 // After a 413, the batch limits stay halved this long before they double.
 constexpr auto kKeepHalvedBatch = std::chrono::seconds(30);
-
-std::string gzipCompress(const std::string& input) {
-  z_stream stream{};
-  // windowBits 15 + 16 selects the gzip wrapper instead of zlib's.
-  if (deflateInit2(&stream, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8,
-                   Z_DEFAULT_STRATEGY) != Z_OK) {
-    throw std::runtime_error("zlib deflateInit2 failed");
-  }
-  std::string output;
-  output.resize(deflateBound(&stream, input.size()));
-  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(input.data()));
-  stream.avail_in = static_cast<uInt>(input.size());
-  stream.next_out = reinterpret_cast<Bytef*>(output.data());
-  stream.avail_out = static_cast<uInt>(output.size());
-  int result = deflate(&stream, Z_FINISH);
-  deflateEnd(&stream);
-  if (result != Z_STREAM_END) {
-    throw std::runtime_error(fmt::format("zlib deflate failed: {}", result));
-  }
-  output.resize(stream.total_out);
-  return output;
-}
 
 struct HttpResult {
   long status = 0;         // 0: no HTTP response
@@ -629,7 +608,7 @@ void Shipper::Impl::run(bool until_idle) {
 
     std::string compressed;
     if (config.gzip) {
-      compressed = gzipCompress(batch.body);
+      compressed = gzipCompress(batch.body, Z_DEFAULT_COMPRESSION);
     }
     const std::string& payload = config.gzip ? compressed : batch.body;
     if (resend_pending) {

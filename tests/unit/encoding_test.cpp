@@ -1,6 +1,10 @@
 #include "common/encoding.h"
 
+#include <zlib.h>
+
+#include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -109,6 +113,68 @@ TEST(Base64, RoundTripsRandomBytes) {
 TEST(Hex, EncodesLowercase) {
   EXPECT_EQ(hexEncode(std::string_view("\x00\x0f\xab\xff", 4)), "000fabff");
   EXPECT_EQ(hexEncode(""), "");
+}
+
+// Inflates one gzip member with zlib, or returns nullopt when zlib rejects it.
+std::optional<std::string> gunzipWithZlib(std::string_view member) {
+  z_stream stream{};
+  if (inflateInit2(&stream, 15 + 16) != Z_OK) {
+    return std::nullopt;
+  }
+  std::string output;
+  char buffer[4096];
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(member.data()));
+  stream.avail_in = static_cast<uInt>(member.size());
+  int result = Z_OK;
+  while (result == Z_OK) {
+    stream.next_out = reinterpret_cast<Bytef*>(buffer);
+    stream.avail_out = sizeof buffer;
+    result = inflate(&stream, Z_NO_FLUSH);
+    output.append(buffer, sizeof buffer - stream.avail_out);
+  }
+  bool whole = result == Z_STREAM_END && stream.avail_in == 0;
+  inflateEnd(&stream);
+  if (!whole) {
+    return std::nullopt;
+  }
+  return output;
+}
+
+TEST(Gzip, RoundTripsThroughZlib) {
+  std::mt19937 random(11);
+  std::string noise;
+  for (int i = 0; i < 100000; ++i) {
+    noise.push_back(static_cast<char>(random()));
+  }
+  std::string lines;
+  for (int i = 0; i < 5000; ++i) {
+    lines += "{\"line\":" + std::to_string(i) + "}\n";
+  }
+  for (int level : {Z_BEST_SPEED, Z_DEFAULT_COMPRESSION, Z_BEST_COMPRESSION}) {
+    for (const std::string& input : {std::string(), std::string("a"), noise, lines}) {
+      std::string member = gzipCompress(input, level);
+      auto inflated = gunzipWithZlib(member);
+      ASSERT_TRUE(inflated.has_value()) << "level " << level << ", " << input.size() << " bytes";
+      EXPECT_EQ(*inflated, input) << "level " << level << ", " << input.size() << " bytes";
+    }
+  }
+}
+
+TEST(Gzip, WritesGzipHeader) {
+  std::string member = gzipCompress("text", Z_DEFAULT_COMPRESSION);
+  ASSERT_GE(member.size(), 18u);
+  EXPECT_EQ(static_cast<unsigned char>(member[0]), 0x1f);
+  EXPECT_EQ(static_cast<unsigned char>(member[1]), 0x8b);
+  EXPECT_EQ(member[2], 8);  // CM: deflate
+}
+
+TEST(Gzip, CompressesRepeatedText) {
+  std::string repeated(100000, 'x');
+  EXPECT_LT(gzipCompress(repeated, Z_BEST_SPEED).size(), 1000u);
+}
+
+TEST(Gzip, RejectsInvalidLevel) {
+  EXPECT_THROW(gzipCompress("text", 42), std::runtime_error);
 }
 
 TEST(Sha256, MatchesKnownDigests) {
