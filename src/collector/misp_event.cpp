@@ -21,6 +21,7 @@
 #include "common/config_values.h"
 #include "common/encoding.h"
 #include "common/error.h"
+#include "common/ids.h"
 #include "common/json_writer.h"
 
 namespace webtrap::collector {
@@ -29,14 +30,7 @@ namespace {
 // ---------------------------------------------------------------- hashing
 
 std::string hexOf(const unsigned char* bytes, std::size_t size) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(size * 2);
-  for (std::size_t i = 0; i < size; ++i) {
-    out.push_back(kDigits[bytes[i] >> 4]);
-    out.push_back(kDigits[bytes[i] & 0x0f]);
-  }
-  return out;
+  return hexEncode(std::string_view(reinterpret_cast<const char*>(bytes), size));
 }
 
 std::size_t digest(const EVP_MD* md, std::string_view a, std::string_view b, unsigned char* out) {
@@ -51,22 +45,6 @@ std::size_t digest(const EVP_MD* md, std::string_view a, std::string_view b, uns
     throw std::runtime_error("MISP model: OpenSSL digest failed");
   }
   return size;
-}
-
-std::string sha256Hex(std::string_view value) {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  std::size_t size = digest(EVP_sha256(), value, {}, out);
-  return hexOf(out, size);
-}
-
-int hexValue(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
 }
 
 // ---------------------------------------------------------------- text
@@ -370,8 +348,8 @@ std::string uuidV5(std::string_view name_space, std::string_view name) {
     if (name_space[i] == '-') {
       continue;
     }
-    int high = hexValue(name_space[i]);
-    int low = i + 1 < name_space.size() ? hexValue(name_space[i + 1]) : -1;
+    int high = hexDigitValue(name_space[i]);
+    int low = i + 1 < name_space.size() ? hexDigitValue(name_space[i + 1]) : -1;
     if (high < 0 || low < 0) {
       throw std::invalid_argument("uuidV5: the namespace is not a valid uuid");
     }
@@ -453,12 +431,7 @@ bool parseMispModelKey(MispModelOptions& options, const std::string& key, const 
     options.org_name = text;
   } else if (key == "org_uuid") {
     std::string text = scalarText(value, path);
-    bool valid = text.size() == 36;
-    for (std::size_t i = 0; valid && i < text.size(); ++i) {
-      bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-      valid = dash ? text[i] == '-' : hexValue(text[i]) >= 0;
-    }
-    if (!valid) {
+    if (!isUuidText(text)) {
       throw ConfigError(
           fmt::format("{}: `{}` is not a uuid; give the uuid of your organisation "
                       "in MISP (Administration, List Organisations)",

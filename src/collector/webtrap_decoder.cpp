@@ -10,6 +10,7 @@
 
 #include "collector/audit_decoder_internal.h"
 #include "common/encoding.h"
+#include "common/ids.h"
 
 namespace webtrap::collector::decoder {
 
@@ -17,20 +18,6 @@ namespace {
 
 constexpr std::string_view kWebtrap = "webtrap";
 constexpr std::int64_t kSchemaVersion = 1;
-
-// Returns true for the 36-character UUID text form, any version, either case.
-bool isUuidText(std::string_view text) {
-  if (text.size() != 36) {
-    return false;
-  }
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    bool dash_position = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash_position ? text[i] != '-' : hexDigitValue(text[i]) < 0) {
-      return false;
-    }
-  }
-  return true;
-}
 
 // Calls `handle(item, item_field)` for each element of the array at `value`,
 // where `item_field` names the element, such as "webtrap.baits[2]". One

@@ -13,6 +13,8 @@
 
 #include <openssl/rand.h>
 
+#include "common/encoding.h"
+
 namespace webtrap {
 
 namespace {
@@ -195,6 +197,19 @@ std::string ctimeTimestamp(std::chrono::system_clock::time_point time) {
                              kDays[parts.tm_wday % 7], kMonths[parts.tm_mon % 12], parts.tm_mday,
                              parts.tm_hour, parts.tm_min, parts.tm_sec, parts.tm_year + 1900);
   return std::string(text, length > 0 ? static_cast<std::size_t>(length) : 0);
+}
+
+bool isUuidText(std::string_view text) {
+  if (text.size() != 36) {
+    return false;
+  }
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    bool dash_position = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash_position ? text[i] != '-' : hexDigitValue(text[i]) < 0) {
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace webtrap

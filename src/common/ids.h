@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace webtrap {
 
@@ -14,6 +15,10 @@ namespace webtrap {
 // millisecond.
 std::string newUuidV7();
 std::string newUuidV7(std::chrono::system_clock::time_point now);
+
+// Returns true for the 36-character UUID text form (8-4-4-4-12 hex digits),
+// of any version and in either case.
+bool isUuidText(std::string_view text);
 
 // Returns the ISO 8601 UTC form with microseconds, such as
 // "2026-12-04T12:00:00.123456Z".

@@ -177,6 +177,18 @@ TEST(Gzip, RejectsInvalidLevel) {
   EXPECT_THROW(gzipCompress("text", 42), std::runtime_error);
 }
 
+TEST(Hex, DigitValueOfEitherCase) {
+  EXPECT_EQ(hexDigitValue('0'), 0);
+  EXPECT_EQ(hexDigitValue('9'), 9);
+  EXPECT_EQ(hexDigitValue('a'), 10);
+  EXPECT_EQ(hexDigitValue('f'), 15);
+  EXPECT_EQ(hexDigitValue('A'), 10);
+  EXPECT_EQ(hexDigitValue('F'), 15);
+  for (char c : std::string_view("gG/:@`-x \0\xff", 11)) {
+    EXPECT_EQ(hexDigitValue(c), -1) << "byte " << static_cast<int>(static_cast<unsigned char>(c));
+  }
+}
+
 TEST(Sha256, MatchesKnownDigests) {
   EXPECT_EQ(sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");

@@ -118,6 +118,23 @@ TEST(UuidV7, ForkedChildDoesNotRepeatParent) {
   EXPECT_NE(child_id.substr(14), parent_id.substr(14));
 }
 
+TEST(UuidText, AcceptsAnyVersionAndCase) {
+  EXPECT_TRUE(isUuidText("6f1e2b0c-9a55-4c7e-8d2f-0b9a3c4d5e6f"));
+  EXPECT_TRUE(isUuidText("6F1E2B0C-9A55-4C7E-8D2F-0B9A3C4D5E6F"));
+  EXPECT_TRUE(isUuidText("00000000-0000-0000-0000-000000000000"));
+  EXPECT_TRUE(isUuidText(newUuidV7()));
+}
+
+TEST(UuidText, RejectsOtherText) {
+  EXPECT_FALSE(isUuidText(""));
+  EXPECT_FALSE(isUuidText("6f1e2b0c-9a55-4c7e-8d2f-0b9a3c4d5e6"));    // 35 characters
+  EXPECT_FALSE(isUuidText("6f1e2b0c-9a55-4c7e-8d2f-0b9a3c4d5e6f0"));  // 37 characters
+  EXPECT_FALSE(isUuidText("6f1e2b0c9a55-4c7e-8d2f-0b9a3c4d5e6f0"));   // dash moved
+  EXPECT_FALSE(isUuidText("6f1e2b0c-9a55-4c7e-8d2f-0b9a3c4d5e6g"));   // g is not hex
+  EXPECT_FALSE(isUuidText("6f1e2b0c-9a55-4c7e-8d2f+0b9a3c4d5e6f"));   // + for a dash
+  EXPECT_FALSE(isUuidText("{6f1e2b0c-9a55-4c7e-8d2f-0b9a3c4d5e6}"));  // braces
+}
+
 TEST(Timestamps, IsoHasMicroseconds) {
   auto time = system_clock::time_point(std::chrono::microseconds(1796385600123456));
   EXPECT_EQ(isoTimestamp(time), "2026-12-04T12:00:00.123456Z");
