@@ -8,6 +8,7 @@
 
 #include "collector/card_masking.h"
 #include "collector/ecs.h"
+#include "common/ndjson_lines.h"
 
 namespace webtrap::collector {
 namespace {
@@ -239,24 +240,13 @@ std::string Ingest::lastStoreError() const {
 IngestResult Ingest::ingestLines(std::string_view ndjson, const IngestSource& source) {
   std::int64_t now_ms = nowMilliseconds();
   Prepared prepared;
-  std::size_t start = 0;
-  while (start < ndjson.size()) {
-    std::size_t end = ndjson.find('\n', start);
-    if (end == std::string_view::npos) {
-      end = ndjson.size();
-    }
-    std::string_view line = ndjson.substr(start, end - start);
-    if (!line.empty() && line.back() == '\r') {
-      line.remove_suffix(1);
-    }
-    if (line.find_first_not_of(" \t") != std::string_view::npos) {
-      // The next lines of the batch follow this one in memory, so the
-      // decoder can parse most lines in place.
-      std::size_t readable_after = ndjson.size() - (start + line.size());
-      prepareOne(line, readable_after, source, now_ms, prepared);
-    }
-    start = end + 1;
-  }
+  forEachRecordLine(ndjson, [&](std::string_view line) {
+    // The next lines of the batch follow this one in memory, so the
+    // decoder can parse most lines in place.
+    std::size_t line_end = static_cast<std::size_t>(line.data() - ndjson.data()) + line.size();
+    std::size_t readable_after = ndjson.size() - line_end;
+    prepareOne(line, readable_after, source, now_ms, prepared);
+  });
   return commit(prepared, source, now_ms);
 }
 

@@ -18,6 +18,7 @@
 #include "common/encoding.h"
 #include "common/error.h"
 #include "common/json_writer.h"
+#include "common/ndjson_lines.h"
 #include "probe/config.h"
 
 namespace webtrap::collector {
@@ -349,17 +350,11 @@ std::string setDataViewTitle(std::string_view ndjson, const std::string& title) 
   simdjson::dom::parser parser;
   std::string output;
   std::size_t line_number = 0;
-  std::size_t start = 0;
-  while (start < ndjson.size()) {
-    std::size_t end = ndjson.find('\n', start);
-    if (end == std::string_view::npos) {
-      end = ndjson.size();
-    }
-    std::string_view line = ndjson.substr(start, end - start);
-    start = end + 1;
+  // Unlike an ingest body, a line keeps its '\r', which is copied out with it.
+  forEachLine(ndjson, [&](std::string_view line) {
     ++line_number;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) {
-      continue;
+      return;
     }
     simdjson::dom::object object;
     if (parser.parse(line.data(), line.size()).get_object().get(object)) {
@@ -370,7 +365,7 @@ std::string setDataViewTitle(std::string_view ndjson, const std::string& title) 
     if (object["type"].get_string().get(type) || type != "index-pattern") {
       output.append(line);
       output += '\n';
-      continue;
+      return;
     }
     JsonWriter writer(output);
     writer.beginObject();
@@ -394,7 +389,7 @@ std::string setDataViewTitle(std::string_view ndjson, const std::string& title) 
     }
     writer.endObject();
     output += '\n';
-  }
+  });
   return output;
 }
 

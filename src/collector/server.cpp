@@ -37,6 +37,7 @@
 #include "common/json_writer.h"
 #include "common/log_throttle.h"
 #include "common/metrics.h"
+#include "common/ndjson_lines.h"
 
 namespace webtrap::collector {
 
@@ -931,29 +932,17 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     std::vector<AuditRecord> records;
     std::vector<DeadLetter> rejected;
     std::uint64_t oversized = 0;
-    std::size_t start = 0;
-    while (start < body.size()) {
-      std::size_t end = body.find('\n', start);
-      if (end == std::string_view::npos) {
-        end = body.size();
-      }
-      std::string_view line = body.substr(start, end - start);
-      start = end + 1;
-      if (!line.empty() && line.back() == '\r') {
-        line.remove_suffix(1);
-      }
-      if (line.find_first_not_of(" \t") == std::string_view::npos) {
-        continue;
-      }
+    // The same lines as Ingest::ingestLines() takes from the body.
+    forEachRecordLine(body, [&](std::string_view line) {
       if (line.size() > max_record) {
         rejected.push_back(oversizedLetter(line, source));
         ++oversized;
-        continue;
+        return;
       }
       DecodeResult decoded = decodeAuditRecord(line, decode);
       if (decoded.ok) {
         records.push_back(std::move(decoded.record));
-        continue;
+        return;
       }
       // The same reason and payload as Ingest::ingestLines() gives an
       // undecodable line; ingestDecoded() masks and cuts the payload.
@@ -962,7 +951,7 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
                                   source.sensor_id, decoded.error);
       letter.payload = std::string(line);
       rejected.push_back(std::move(letter));
-    }
+    });
     IngestResult result = ingest.ingestDecoded(records, std::move(rejected), source);
     counters.oversizedRecords(inputLabel(source.input)).inc(oversized);
     return result;
