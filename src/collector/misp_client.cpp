@@ -11,6 +11,7 @@
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
 
+#include "collector/connection_options.h"
 #include "collector/curl_support.h"
 #include "collector/stored_event.h"
 #include "common/config_values.h"
@@ -213,12 +214,8 @@ bool parseMispClientKey(MispClientOptions& options, const std::string& key,
                                     "\"Bearer\"",
                                     path));
     }
-  } else if (key == "ca_file") {
-    options.ca_file = parsePemFilePath(scalarText(value, path), path);
-  } else if (key == "tls_verify") {
-    options.tls_verify = parseBool(scalarText(value, path), path);
-  } else if (key == "proxy") {
-    options.proxy = scalarText(value, path);
+  } else if (parseTlsProxyKey(key, value, path, options)) {
+    // ca_file, tls_verify, proxy
   } else if (key == "timeout" || key == "connect_timeout") {
     std::chrono::milliseconds duration(parseMilliseconds(scalarText(value, path), path));
     // libcurl takes 0 as "no timeout", which would let a stalled MISP block the output.
