@@ -308,26 +308,21 @@ CollectorConfig parseRoot(YAML::Node root, const std::string& name,
                           const std::vector<std::string>& environment) {
   std::vector<config_environment::Override> overrides =
       config_environment::readOverrides(environment);
-  config_environment::applyOverrides(
-      root, overrides, config_environment::Schema{collectorKeyKind, "collector"}, name);
-
   CollectorConfig config;
-  config.environment_keys = config_environment::describeOverrides(overrides);
-  try {
-    config_table::KeyWalk walk{
-        .apply = [&](const std::string& key,
-                     const YAML::Node& value) { return applyKey(config, key, value); },
-        .is_group = isSectionPrefix,
-        .program = "collector",
-    };
-    config_table::walkTopLevel(root, name, walk);
-    const YAML::Node& view = root;
-    bool store_path_set = view.IsMap() && view["store"] && view["store"].IsMap() &&
-                          view["store"]["path"];
-    finish(config, store_path_set);
-  } catch (const ConfigError& error) {
-    throw config_environment::nameVariables(error, overrides);
-  }
+  config.environment_keys = config_environment::parseWithOverrides(
+      root, overrides, config_environment::Schema{collectorKeyKind, "collector"}, name, [&] {
+        config_table::KeyWalk walk{
+            .apply = [&](const std::string& key,
+                         const YAML::Node& value) { return applyKey(config, key, value); },
+            .is_group = isSectionPrefix,
+            .program = "collector",
+        };
+        config_table::walkTopLevel(root, name, walk);
+        const YAML::Node& view = root;
+        bool store_path_set = view.IsMap() && view["store"] && view["store"].IsMap() &&
+                              view["store"]["path"];
+        finish(config, store_path_set);
+      });
   return config;
 }
 

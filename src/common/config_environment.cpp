@@ -333,4 +333,17 @@ std::vector<std::string> describeOverrides(const std::vector<Override>& override
   return lines;
 }
 
+std::vector<std::string> parseWithOverrides(YAML::Node& root, const std::vector<Override>& overrides,
+                                            const Schema& schema, const std::string& file_name,
+                                            const std::function<void()>& parse) {
+  applyOverrides(root, overrides, schema, file_name);
+  std::vector<std::string> described = describeOverrides(overrides);
+  try {
+    parse();
+  } catch (const ConfigError& error) {
+    throw nameVariables(error, overrides);
+  }
+  return described;
+}
+
 }  // namespace webtrap::config_environment

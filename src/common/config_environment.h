@@ -66,6 +66,15 @@ void applyOverrides(YAML::Node& root, const std::vector<Override>& overrides,
 // URL value such as http://user:pass@host.
 ConfigError nameVariables(const ConfigError& error, const std::vector<Override>& overrides);
 
+// Writes `overrides` into `root` with applyOverrides(), then runs `parse`,
+// which reads the configuration out of `root`. A ConfigError that `parse`
+// throws is rethrown as nameVariables() returns it, so a message about a key
+// that a variable set names that variable. Returns describeOverrides(), for
+// the environment_keys of the probe and collector configurations.
+std::vector<std::string> parseWithOverrides(YAML::Node& root, const std::vector<Override>& overrides,
+                                            const Schema& schema, const std::string& file_name,
+                                            const std::function<void()>& parse);
+
 // Returns the names of the variables of `environment` that look like a
 // misspelled WEBTRAP__ variable: a name that starts with WEBTRAP_ in any
 // case and contains `__`, but does not start with exactly WEBTRAP__. Such

@@ -418,29 +418,25 @@ ProbeConfig loadProbeConfig(const std::filesystem::path& path,
       config_environment::readOverrides(environment);
   std::string name = path.empty() ? "built-in default" : path.string();
   YAML::Node root = path.empty() ? YAML::Node() : config_table::loadYamlFile(path);
-  config_environment::applyOverrides(
-      root, overrides, config_environment::Schema{probeKeyKind, "probe"}, name);
-  config.environment_keys = config_environment::describeOverrides(overrides);
+  config.environment_keys = config_environment::parseWithOverrides(
+      root, overrides, config_environment::Schema{probeKeyKind, "probe"}, name, [&] {
+        config_table::KeyWalk walk{
+            .apply = [&](const std::string& key,
+                         const YAML::Node& value) { return applyKey(config, key, value); },
+            .is_group =
+                [](const std::string& key) { return config_table::hasGroup(options(), key); },
+            .program = "probe",
+            // A group written with no value, such as `tls:` alone, is an
+            // error in probe files.
+            .allow_empty_group = false,
+        };
+        config_table::walkTopLevel(root, name, walk);
 
-  try {
-    config_table::KeyWalk walk{
-        .apply = [&](const std::string& key,
-                     const YAML::Node& value) { return applyKey(config, key, value); },
-        .is_group = [](const std::string& key) { return config_table::hasGroup(options(), key); },
-        .program = "probe",
-        // A group written with no value, such as `tls:` alone, is an error in
-        // probe files.
-        .allow_empty_group = false,
-    };
-    config_table::walkTopLevel(root, name, walk);
-
-    config.inspector.body_limit = config.body_capture_bytes;
-    if (!config.admin_listen.empty()) {
-      parseListenAddress(config.admin_listen, "admin.listen");
-    }
-  } catch (const ConfigError& error) {
-    throw config_environment::nameVariables(error, overrides);
-  }
+        config.inspector.body_limit = config.body_capture_bytes;
+        if (!config.admin_listen.empty()) {
+          parseListenAddress(config.admin_listen, "admin.listen");
+        }
+      });
   return config;
 }
 
