@@ -19,10 +19,10 @@ import unittest
 
 import yaml
 
-from probe_harness import SOURCE_DIR, Probe, wait_for
+from probe_harness import SOURCE_DIR, Probe
 from tool_harness import (RequestCapture, bait_kinds, complete_records, is_marker,
                           port_count_differences, records_by_port, rule_ids, schema_errors,
-                          tshark_missing)
+                          tshark_missing, wait_pipeline_drained)
 
 CONFIG = """
 sensor:
@@ -61,6 +61,8 @@ class ToolRun:
 
 
 class AttackToolsTest(unittest.TestCase):
+    maxDiff = None  # show every differing client port on failure
+
     @classmethod
     def setUpClass(cls):
         missing = [tool for tool in TOOLS if not shutil.which(tool)]
@@ -93,11 +95,8 @@ class AttackToolsTest(unittest.TestCase):
             total = sum(sent.values())
             self.assertGreater(total, 0, f"{args[0]} sent no request:\n{output[-3000:]}")
 
-            def tool_records():
-                return [r for r in complete_records(probe) if not is_marker(r)]
-
-            wait_for(lambda: len(tool_records()) >= total, 60, f"{total} records")
-            records = tool_records()
+            wait_pipeline_drained(probe)
+            records = [r for r in complete_records(probe) if not is_marker(r)]
             differences = port_count_differences(sent, records_by_port(records))
             self.assertEqual(differences, [], f"{args[0]}: {capture.summary()}")
             self.assertEqual(len(records), total)

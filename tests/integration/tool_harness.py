@@ -133,7 +133,9 @@ class RequestCapture:
         self._ready = threading.Event()
         self._lock = threading.Lock()
         args = [
-            "tshark", "-i", interface, "-n", "-l",
+            # A 64 MiB capture buffer (-B, default 2 MiB) makes dropped packets
+            # less likely while other work keeps the CPUs busy.
+            "tshark", "-i", interface, "-n", "-l", "-B", "64",
             "-f", f"tcp dst port {port}",
             "-d", f"tcp.port=={port},http",
             "-Y", "tcp.len > 0",
@@ -243,6 +245,23 @@ class RequestCapture:
         for stream in self.streams():
             counts[stream.client_port] += stream.sent()
         return counts
+
+
+def wait_pipeline_drained(probe, timeout=300):
+    """Waits until the probe has written or dropped a record for every answered request.
+
+    Inspections run behind the answers, so on a busy machine the last records
+    reach the spool long after the tool has finished.
+    """
+
+    def drained():
+        metrics = probe.metrics()
+        jobs = metrics.get("webtrap_pipeline_jobs_total", 0)
+        done = (metrics.get("webtrap_records_written_total", 0)
+                + metrics.get("webtrap_records_dropped_total", 0))
+        return jobs == done
+
+    wait_for(drained, timeout, "the probe to record every answered request")
 
 
 def records_by_port(records):
