@@ -445,7 +445,7 @@ Response DashboardHttp::api(const Request& request, std::string_view name,
   }
   if (name == "timeline") {
     return jsonResponse(request, http::status::ok,
-                        queries_.timeline(filter, limitParameter(parameters, 120)));
+                        queries_.timeline(filter, limitParameter(parameters, 120), nowMs()));
   }
   if (name == "top") {
     std::string_view field = parameter("field");

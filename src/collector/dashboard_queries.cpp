@@ -355,8 +355,27 @@ std::int64_t timelineBucketMs(std::int64_t span_ms, int buckets) {
 
 }  // namespace
 
-std::string DashboardQueries::timeline(const DashboardFilter& filter, int buckets) const {
+std::string DashboardQueries::timeline(const DashboardFilter& input, int buckets,
+                                       std::int64_t now_ms) const {
   Database db(index_path_, true);
+  // Record times come from the records, so a wrong sensor clock or a
+  // forged record may be dated decades ahead. An open end stops at now plus
+  // the slack. The events after it are left out of the buckets and counted
+  // in later_events, and the summary, the other panels and the feed still
+  // count them.
+  constexpr std::int64_t kInt64Max = std::numeric_limits<std::int64_t>::max();
+  const bool open_end = input.to_ms == kInt64Max;
+  DashboardFilter filter = input;
+  std::int64_t later_events = 0;
+  if (open_end) {
+    filter.to_ms = now_ms > kInt64Max - kTimelineFutureSlackMs ? kInt64Max
+                                                                : now_ms + kTimelineFutureSlackMs;
+    DashboardFilter later = input;
+    later.from_ms = std::max(input.from_ms, filter.to_ms);
+    for (const auto& [sensor, count] : countBySensor(db, later)) {
+      later_events += count;
+    }
+  }
   // Bucket arithmetic runs on the range clamped to +-kTimelineLimitMs, so
   // that no ends sent by a client overflow (ISO 8601 record times lie
   // well inside it). Counting still uses the filter's own range.
@@ -366,7 +385,7 @@ std::string DashboardQueries::timeline(const DashboardFilter& filter, int bucket
   if (from == std::numeric_limits<std::int64_t>::min()) {
     from = edgeTime(db, filter, false);
   }
-  if (to == std::numeric_limits<std::int64_t>::max()) {
+  if (open_end) {
     to = std::min(edgeTime(db, filter, true), kTimelineLimitMs) + 1;
   }
   from = std::clamp(from, -kTimelineLimitMs, kTimelineLimitMs);
@@ -412,6 +431,8 @@ std::string DashboardQueries::timeline(const DashboardFilter& filter, int bucket
   json.beginObject();
   json.member("bucket_ms", bucket_ms);
   json.member("from_ms", from);
+  json.member("to_ms", filter.to_ms);
+  json.member("later_events", later_events);
   json.key("points");
   json.beginArray();
   for (const auto& [bucket, count] : points) {

@@ -28,6 +28,10 @@ struct DashboardFilter {
   std::string source;  // a client address as stored in source.ip
 };
 
+// How far past the current time an open timeline range reaches, because
+// sensor clocks may run a little ahead of the collector's.
+inline constexpr std::int64_t kTimelineFutureSlackMs = 3'600'000;
+
 // Columns the top-N panel can count by.
 enum class TopField { kSource, kPath, kUserAgent, kCountry };
 
@@ -43,10 +47,13 @@ class DashboardQueries {
 
   // {"events", "sources", "first_ms", "last_ms"}
   std::string summary(const DashboardFilter& filter) const;
-  // {"bucket_ms", "from_ms", "points": [{"t", "count"}]}: events per time
-  // bucket, about `buckets` buckets over the filter's range, or over the
-  // events' own range when the filter has none.
-  std::string timeline(const DashboardFilter& filter, int buckets) const;
+  // {"bucket_ms", "from_ms", "to_ms", "later_events", "points": [{"t",
+  // "count"}]}: events per time bucket, about `buckets` buckets over the
+  // filter's range, or over the events' own range where the filter has no
+  // end. An open end stops at `now_ms` plus kTimelineFutureSlackMs, so one
+  // record dated far ahead does not stretch the buckets. "later_events"
+  // counts the events left out past that end (0 for an explicit `to_ms`).
+  std::string timeline(const DashboardFilter& filter, int buckets, std::int64_t now_ms) const;
   // {"field", "items": [{"value", "count"}]}, most frequent first. Sources
   // also carry "country", "asn" and "as_org" from their latest event.
   std::string top(const DashboardFilter& filter, TopField field, int limit) const;

@@ -278,7 +278,7 @@ TEST_F(DashboardTest, CountsMatchStoredEvents) {
   std::string geo = queries_->geo(all, 100);
   EXPECT_NE(geo.find("{\"lat\":52.5,\"lon\":13.4,\"count\":4}"), std::string::npos) << geo;
 
-  std::string timeline = queries_->timeline(all, 3);
+  std::string timeline = queries_->timeline(all, 3, kBaseMs + kRollupDayMs);
   simdjson::dom::parser parser;
   auto root = parse(parser, timeline);
   std::int64_t total = 0;
@@ -506,7 +506,7 @@ void expectPlainCounts(DashboardQueries& queries, const std::vector<PlainEvent>&
   }
   EXPECT_EQ(answered_cells, cells) << geo;
 
-  std::string timeline = queries.timeline(filter, 120);
+  std::string timeline = queries.timeline(filter, 120, kBaseMs + 30 * kRollupDayMs);
   auto timeline_root = parse(parser, timeline);
   const std::int64_t bucket_ms = timeline_root["bucket_ms"].get_int64();
   std::int64_t timeline_total = 0;
@@ -829,7 +829,7 @@ TEST_F(DashboardTest, QueriesAreFastOnLargeIndex) {
         {"source", by_source}}) {
     std::vector<std::pair<const char*, std::function<std::string()>>> panels = {
         {"summary", [&] { return queries_->summary(filter); }},
-        {"timeline", [&] { return queries_->timeline(filter, 120); }},
+        {"timeline", [&] { return queries_->timeline(filter, 120, kBaseMs + 60 * kRollupDayMs); }},
         {"top_sources", [&] { return queries_->top(filter, TopField::kSource, 10); }},
         {"top_paths", [&] { return queries_->top(filter, TopField::kPath, 10); }},
         {"top_agents", [&] { return queries_->top(filter, TopField::kUserAgent, 10); }},
@@ -996,6 +996,77 @@ TEST_F(DashboardTest, TimelineHandlesExtremeRanges) {
         beast_http::verb::get, "/dashboard/api/summary?" + query, "Bearer secret-token"));
     EXPECT_EQ(integerField(summary.body(), "/events"), 7) << query << ": " << summary.body();
   }
+}
+
+// A record dated far ahead (a wrong sensor clock or a forged time) must not
+// stretch the timeline of the page's default view, whose range has no end:
+// that end stops shortly after now, so the bucket width stays what it is
+// without the record. A range with an explicit end still shows the record,
+// and the summary and the feed count it.
+TEST_F(DashboardTest, FarFutureRecordKeepsDefaultTimeline) {
+  fillThreeSources(*this, [&](auto id, auto ts, auto fields) { addEvent(id, ts, fields); });
+  indexAll();
+  DashboardHttp http(*queries_, "secret-token");
+  namespace beast_http = boost::beast::http;
+  auto get = [&](const std::string& target) {
+    auto response = http.handle(makeRequest(beast_http::verb::get, target, "Bearer secret-token"));
+    EXPECT_EQ(response.result(), beast_http::status::ok) << target << ": " << response.body();
+    return response.body();
+  };
+  // The page's "all" view has neither end, its "last N" views only a start.
+  const std::vector<std::string> open_ended = {"limit=120", "limit=120&from=0"};
+  std::map<std::string, std::int64_t> bucket_before;
+  for (const std::string& query : open_ended) {
+    bucket_before[query] = integerField(get("/dashboard/api/timeline?" + query), "/bucket_ms");
+  }
+
+  constexpr std::int64_t kYear2100Ms = 4'102'444'800'000;  // 2100-01-01T00:00:00Z
+  Fields outlier;
+  outlier.path = "/from-2100";
+  addEvent("future0", kYear2100Ms, outlier);
+  indexAll();
+
+  for (const std::string& query : open_ended) {
+    const std::string after = get("/dashboard/api/timeline?" + query);
+    EXPECT_EQ(integerField(after, "/bucket_ms"), bucket_before[query]) << query << ": " << after;
+    EXPECT_EQ(timelineTotal(after), 7) << query << ": " << after;
+    EXPECT_EQ(integerField(after, "/later_events"), 1) << query << ": " << after;
+    EXPECT_LT(integerField(after, "/to_ms"), kYear2100Ms) << query << ": " << after;
+  }
+
+  const std::string explicit_end =
+      get("/dashboard/api/timeline?limit=120&to=" + std::to_string(kYear2100Ms + 1));
+  EXPECT_EQ(timelineTotal(explicit_end), 8) << explicit_end;
+  EXPECT_EQ(integerField(explicit_end, "/later_events"), 0) << explicit_end;
+  EXPECT_GT(integerField(explicit_end, "/bucket_ms"), bucket_before["limit=120"]) << explicit_end;
+
+  const std::string summary = get("/dashboard/api/summary");
+  EXPECT_EQ(integerField(summary, "/events"), 8) << summary;
+  EXPECT_EQ(integerField(summary, "/last_ms"), kYear2100Ms) << summary;
+  EXPECT_EQ(countOf(get("/dashboard/api/top?field=path"), "/from-2100"), 1);
+  const std::string feed = get("/dashboard/api/feed?limit=10");
+  EXPECT_NE(feed.find("\"future0\""), std::string::npos) << feed;
+}
+
+// The open end of the timeline follows the `now_ms` it is given, plus
+// kTimelineFutureSlackMs: an event just inside the slack is shown, one just
+// past it is counted in later_events.
+TEST_F(DashboardTest, TimelineOpenEndFollowsNow) {
+  const std::int64_t now = kBaseMs + kRollupDayMs;
+  addEvent("past", now - 60'000, Fields{});
+  addEvent("inside", now + kTimelineFutureSlackMs - 1, Fields{});
+  addEvent("outside", now + kTimelineFutureSlackMs, Fields{});
+  indexAll();
+  DashboardFilter all;
+  const std::string timeline = queries_->timeline(all, 120, now);
+  EXPECT_EQ(timelineTotal(timeline), 2) << timeline;
+  EXPECT_EQ(integerField(timeline, "/later_events"), 1) << timeline;
+  EXPECT_EQ(integerField(timeline, "/to_ms"), now + kTimelineFutureSlackMs) << timeline;
+  // Per-minute buckets: the range is the two shown events, about an hour.
+  EXPECT_LE(integerField(timeline, "/bucket_ms"), 60'000) << timeline;
+  const std::string later = queries_->timeline(all, 120, now + kRollupDayMs);
+  EXPECT_EQ(timelineTotal(later), 3) << later;
+  EXPECT_EQ(integerField(later, "/later_events"), 0) << later;
 }
 
 // A response to HEAD has the headers of the GET response and no body

@@ -15,7 +15,9 @@ function byId(id) {
 }
 
 // Reads the filters and the open event from the URL fragment, so a view
-// can be bookmarked: #range=86400000&sensor=s1&oat=OAT-014&source=...&event=ID
+// can be bookmarked: #range=86400000&sensor=s1&oat=OAT-014&source=...&event=ID.
+// `from` and `to` (ms since the epoch) set an explicit range, and `from`
+// takes the place of `range`.
 function hashParameters() {
   return new URLSearchParams(location.hash.slice(1));
 }
@@ -26,6 +28,12 @@ function filterQuery() {
   const range = hash.get('range');
   if (range) {
     query.set('from', String(Date.now() - Number(range)));
+  }
+  for (const key of ['from', 'to']) {
+    const value = hash.get(key);
+    if (value && /^-?\d+$/.test(value)) {
+      query.set(key, value);
+    }
   }
   for (const key of ['sensor', 'oat', 'source']) {
     const value = hash.get(key);
@@ -167,6 +175,25 @@ function timelineChart(timeline) {
     options: { animation: false, maintainAspectRatio: false,
                plugins: { legend: { display: false } } },
   });
+}
+
+// Shows how many events the timeline leaves out because they are dated
+// after the end of a range without one (now plus a slack, set by the
+// collector), and links to a range that ends after the newest of them.
+function timelineNote(timeline, summary) {
+  const note = byId('timeline-note');
+  note.replaceChildren();
+  if (!timeline.later_events) {
+    return;
+  }
+  note.append(timeline.later_events + ' events dated after ' + formatTime(timeline.to_ms) +
+              ' are not on this timeline; the counts, tables and live feed include them. ');
+  const link = document.createElement('a');
+  const hash = hashParameters();
+  hash.set('to', String(summary.last_ms + 1));
+  link.href = '#' + hash.toString();
+  link.textContent = 'Show them on the timeline';
+  note.appendChild(link);
 }
 
 // Country polygons from Natural Earth, converted at build time by
@@ -342,6 +369,7 @@ async function loadAll() {
   byId('summary-events').textContent = String(summary.events);
   byId('summary-sources').textContent = String(summary.sources);
   timelineChart(timeline);
+  timelineNote(timeline, summary);
   await outlineLoaded;
   mapChart(geo, outlineError);
   const counts = [{ value: (item) => item.value }, { value: (item) => item.count, className: 'count' }];
