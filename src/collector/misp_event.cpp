@@ -12,6 +12,7 @@
 #include <set>
 #include <stdexcept>
 #include <unordered_map>
+#include <utility>
 
 #include <fmt/format.h>
 #include <simdjson.h>
@@ -20,8 +21,8 @@
 #include "collector/sqlite_statement.h"
 #include "common/config_values.h"
 #include "common/encoding.h"
-#include "common/error.h"
 #include "common/ids.h"
+#include "common/error.h"
 #include "common/json_writer.h"
 
 namespace webtrap::collector {
@@ -620,6 +621,27 @@ struct MispModel::Impl {
   }
   bool changed() const { return sqlite3_changes(db) > 0; }
 
+  // Runs `body` in a BEGIN IMMEDIATE transaction and commits it. When `body`
+  // or the commit throws, `on_failure` runs, the transaction is rolled back
+  // and the exception is rethrown.
+  template <class Body, class OnFailure>
+  void writeTransaction(Body&& body, OnFailure&& on_failure) {
+    exec("BEGIN IMMEDIATE");
+    try {
+      body();
+      exec("COMMIT");
+    } catch (...) {
+      on_failure();
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      throw;
+    }
+  }
+
+  template <class Body>
+  void writeTransaction(Body&& body) {
+    writeTransaction(std::forward<Body>(body), [] {});
+  }
+
   // Marks the event changed and returns its new timestamp.
   std::int64_t touch(const std::string& event_uuid) {
     auto found = touched.find(event_uuid);
@@ -1014,19 +1036,17 @@ MispModel::~MispModel() {
 std::size_t MispModel::apply(const std::vector<MispRecord>& records, std::int64_t now_s) {
   impl_->now = now_s;
   impl_->touched.clear();
-  impl_->exec("BEGIN IMMEDIATE");
-  try {
-    for (const auto& record : records) {
-      impl_->applyRecord(options_, record);
-    }
-    impl_->resetStatements();
-    impl_->exec("COMMIT");
-  } catch (...) {
-    impl_->resetStatements();
-    sqlite3_exec(impl_->db, "ROLLBACK", nullptr, nullptr, nullptr);
-    impl_->touched.clear();
-    throw;
-  }
+  impl_->writeTransaction(
+      [&] {
+        for (const auto& record : records) {
+          impl_->applyRecord(options_, record);
+        }
+        impl_->resetStatements();
+      },
+      [&] {
+        impl_->resetStatements();
+        impl_->touched.clear();
+      });
   std::size_t changed = impl_->touched.size();
   impl_->touched.clear();
   return changed;
@@ -1080,6 +1100,37 @@ void writeObjectMembers(JsonWriter& w, Statement& objects) {
   w.member("last_seen", seenText(objects.integer(4)));
 }
 
+// Writes the members of an event that the feed file and the events/add body
+// share, after its uuid, info and date.
+void writeEventSettings(JsonWriter& w, const MispModelOptions& options) {
+  w.member("analysis", std::to_string(options.analysis));
+  w.member("threat_level_id", std::to_string(options.threat_level_id));
+  w.member("distribution", std::to_string(options.distribution));
+  writeOrg(w, "Orgc", options);
+  writeTags(w, eventTags(options));
+}
+
+// Writes the members of an attribute that the feed file and the
+// attributes/add and objects/add bodies share, from a row whose first
+// columns are uuid, relation, type, category, value, to_ids,
+// disable_correlation and comment. The row's timestamp is at
+// `timestamp_column`, because the feed's rows have first_seen and last_seen
+// before it.
+void writeAttributeMembers(JsonWriter& w, Statement& a, bool in_object, int timestamp_column) {
+  w.member("uuid", a.text(0));
+  if (in_object) {
+    w.member("object_relation", a.text(1));
+  }
+  w.member("type", a.text(2));
+  w.member("category", a.text(3));
+  w.member("value", a.text(4));
+  w.member("to_ids", a.integer(5) != 0);
+  w.member("disable_correlation", a.integer(6) != 0);
+  w.member("distribution", "5");
+  w.member("comment", a.text(7));
+  w.member("timestamp", std::to_string(a.integer(timestamp_column)));
+}
+
 }  // namespace
 
 std::optional<std::string> MispModel::renderEvent(const std::string& uuid,
@@ -1117,18 +1168,7 @@ std::optional<std::string> MispModel::renderEvent(const std::string& uuid,
     // comment, first_seen, last_seen, timestamp.
     const std::string attribute_uuid = a.text(0);
     w.beginObject();
-    w.member("uuid", attribute_uuid);
-    if (in_object) {
-      w.member("object_relation", a.text(1));
-    }
-    w.member("type", a.text(2));
-    w.member("category", a.text(3));
-    w.member("value", a.text(4));
-    w.member("to_ids", a.integer(5) != 0);
-    w.member("disable_correlation", a.integer(6) != 0);
-    w.member("distribution", "5");
-    w.member("comment", a.text(7));
-    w.member("timestamp", std::to_string(a.integer(10)));
+    writeAttributeMembers(w, a, in_object, 10);
     if (!a.isNull(8)) {
       w.member("first_seen", seenText(a.integer(8)));
       w.member("last_seen", seenText(a.integer(9)));
@@ -1178,11 +1218,7 @@ std::optional<std::string> MispModel::renderEvent(const std::string& uuid,
   w.member("timestamp", std::to_string(timestamp));
   w.member("publish_timestamp", "0");
   w.member("published", false);
-  w.member("analysis", std::to_string(options_.analysis));
-  w.member("threat_level_id", std::to_string(options_.threat_level_id));
-  w.member("distribution", std::to_string(options_.distribution));
-  writeOrg(w, "Orgc", options_);
-  writeTags(w, eventTags(options_));
+  writeEventSettings(w, options_);
 
   const char* kAttributeColumns =
       "uuid, relation, type, category, value, to_ids, disable_correlation, comment, "
@@ -1281,26 +1317,22 @@ std::string MispModel::renderHashes() {
     Statement store(db,
                     "INSERT OR REPLACE INTO event_hashes(event_uuid, timestamp, lines) "
                     "VALUES(?,?,?)");
-    impl_->exec("BEGIN IMMEDIATE");
-    try {
-      for (const auto& [uuid, timestamp] : changed) {
-        std::string lines;
-        values.bind(1, uuid);
-        while (values.step()) {
-          lines += md5Hex(values.text(0));
-          lines += ',';
-          lines += uuid;
-          lines += '\n';
-        }
-        values.reset();
-        store.bind(1, uuid).bind(2, timestamp).bind(3, lines).run();
-      }
-      impl_->exec("COMMIT");
-    } catch (...) {
-      values.reset();
-      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-      throw;
-    }
+    impl_->writeTransaction(
+        [&] {
+          for (const auto& [uuid, timestamp] : changed) {
+            std::string lines;
+            values.bind(1, uuid);
+            while (values.step()) {
+              lines += md5Hex(values.text(0));
+              lines += ',';
+              lines += uuid;
+              lines += '\n';
+            }
+            values.reset();
+            store.bind(1, uuid).bind(2, timestamp).bind(3, lines).run();
+          }
+        },
+        [&] { values.reset(); });
   }
   Statement read(db, "SELECT lines FROM event_hashes ORDER BY event_uuid");
   std::string out;
@@ -1332,11 +1364,7 @@ std::optional<std::string> MispModel::renderEventForAdd(const std::string& uuid,
   w.member("info", event.text(0));
   w.member("date", event.text(1));
   w.member("published", false);
-  w.member("analysis", std::to_string(options_.analysis));
-  w.member("threat_level_id", std::to_string(options_.threat_level_id));
-  w.member("distribution", std::to_string(options_.distribution));
-  writeOrg(w, "Orgc", options_);
-  writeTags(w, eventTags(options_));
+  writeEventSettings(w, options_);
   w.endObject();
   w.endObject();
   return out;
@@ -1355,27 +1383,9 @@ constexpr const char* kPushAttributeColumns =
 void writePushAttribute(JsonWriter& w, Statement& a, bool in_object,
                         const std::vector<std::string>& tags = {}) {
   w.beginObject();
-  w.member("uuid", a.text(0));
-  if (in_object) {
-    w.member("object_relation", a.text(1));
-  }
-  w.member("type", a.text(2));
-  w.member("category", a.text(3));
-  w.member("value", a.text(4));
-  w.member("to_ids", a.integer(5) != 0);
-  w.member("disable_correlation", a.integer(6) != 0);
-  w.member("distribution", "5");
-  w.member("comment", a.text(7));
-  w.member("timestamp", std::to_string(a.integer(8)));
+  writeAttributeMembers(w, a, in_object, 8);
   if (!tags.empty()) {
-    w.key("Tag");
-    w.beginArray();
-    for (const auto& tag : tags) {
-      w.beginObject();
-      w.member("name", tag);
-      w.endObject();
-    }
-    w.endArray();
+    writeTags(w, tags);
   }
   w.endObject();
 }
@@ -1505,17 +1515,12 @@ void MispModel::markPushed(const std::vector<std::string>& keys, PushState state
   Statement members(impl_->db,
                     "INSERT OR REPLACE INTO pushed(key, state) "
                     "SELECT uuid, ? FROM attributes WHERE object_uuid=?");
-  impl_->exec("BEGIN IMMEDIATE");
-  try {
+  impl_->writeTransaction([&] {
     for (const auto& key : keys) {
       mark.bind(1, key).bind(2, static_cast<std::int64_t>(state)).run();
       members.bind(1, static_cast<std::int64_t>(state)).bind(2, key).run();
     }
-    impl_->exec("COMMIT");
-  } catch (...) {
-    sqlite3_exec(impl_->db, "ROLLBACK", nullptr, nullptr, nullptr);
-    throw;
-  }
+  });
 }
 
 void MispModel::clearPushed(const std::vector<std::string>& keys) {
@@ -1523,16 +1528,11 @@ void MispModel::clearPushed(const std::vector<std::string>& keys) {
     return;
   }
   Statement erase(impl_->db, "DELETE FROM pushed WHERE key=?");
-  impl_->exec("BEGIN IMMEDIATE");
-  try {
+  impl_->writeTransaction([&] {
     for (const auto& key : keys) {
       erase.bind(1, key).run();
     }
-    impl_->exec("COMMIT");
-  } catch (...) {
-    sqlite3_exec(impl_->db, "ROLLBACK", nullptr, nullptr, nullptr);
-    throw;
-  }
+  });
 }
 
 void MispModel::forgetPushedEvent(const std::string& event_uuid) {
