@@ -26,34 +26,29 @@ import ipaddress
 import json
 import os
 import pathlib
-import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from probe_harness import BIN, SHARED_DIR, SOURCE_DIR, ctime, wait_for  # noqa: E402
+from group_spools import GROUPS, load_json, query_read_only, write_group_spools  # noqa: E402
+from probe_harness import BIN, SHARED_DIR, SOURCE_DIR, wait_for  # noqa: E402
 
 sys.path.insert(0, str(SOURCE_DIR / "tests" / "tools"))
 # The MISP test double's copy of MISP's attribute value validation.
 from misp_double import value_error  # noqa: E402
 
 MISP_DIR = SHARED_DIR / "misp"
-MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
 VALIDATOR = SOURCE_DIR / "tests" / "tools" / "validate_json_schema.py"
 OAT_TAXONOMY = SOURCE_DIR / "data" / "misp" / "owasp-oat" / "machinetag.json"
 
 RECORDS = 10000
 SOURCES = 300
-GROUPS = ("edge", "core")
-DAY_ONE = 1796342400  # 2026-12-04 00:00:00 UTC
 # The namespace of the model's uuids: uuid5(NAMESPACE_URL, "urn:webtrap:misp:v1").
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:webtrap:misp:v1")
 MAX_VALUE_BYTES = 1024
@@ -74,34 +69,9 @@ def free_port():
 
 
 def write_spools(workdir):
-    """Write one spool file per group from generated probe records and return the canary hits."""
-    generated = workdir / "generated.ndjson"
-    subprocess.run([sys.executable, str(MAKE_RECORDS), "--count", str(RECORDS), "--seed", "11",
-                    "--probe-output", str(generated)], check=True, capture_output=True,
-                   timeout=300)
-    rnd = random.Random(5)
-    sources = [f"198.51.{i // 200}.{i % 200 + 1}" if i % 3 else f"2001:db8::{i:x}"
-               for i in range(SOURCES)]
-    files = {group: open(workdir / f"{group}.ndjson", "w") for group in GROUPS}
-    canaries = 0
-    for index, line in enumerate(generated.read_text().splitlines()):
-        record = json.loads(line)
-        source = rnd.randrange(SOURCES)
-        group = GROUPS[source % 2] if rnd.random() > 0.1 else GROUPS[(source + 1) % 2]
-        seconds = DAY_ONE + index * (2 * 86400) // RECORDS
-        micros = rnd.randrange(1000000)
-        record["transaction"]["client_ip"] = sources[source]
-        record["transaction"]["time_stamp"] = ctime(seconds)
-        record["webtrap"]["@timestamp"] = time.strftime(
-            "%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
-        if index % 97 == 0:
-            record["webtrap"]["baits"] = [{"kind": "credential_canary",
-                                           "detail": f"user=admin password=pw{index % 5}"}]
-            canaries += 1
-        files[group].write(json.dumps(record) + "\n")
-    for f in files.values():
-        f.close()
-    return canaries
+    """Write one spool file per group, a tenth of the records in the other group, and return the canary hits."""
+    return write_group_spools(workdir, RECORDS, SOURCES, make_records_seed=11, seed=5,
+                              canary_every=97, canary_passwords=5, mixed_group_share=0.1)
 
 
 class Collector:
@@ -156,19 +126,8 @@ outputs:
                     return float(line.rsplit(" ", 1)[1])
         return None
 
-    @staticmethod
-    def query(path, sql):
-        """Run one read-only query; the collector may be writing meanwhile (WAL)."""
-        if not path.exists():
-            return None
-        try:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-            try:
-                return db.execute(sql).fetchall()
-            finally:
-                db.close()
-        except sqlite3.OperationalError:
-            return None  # schema not created yet, or busy
+    # test_misp_rest.py and test_misp_feed_serving.py call it through this class.
+    query = staticmethod(query_read_only)
 
     def sightings(self):
         rows = self.query(self.state, "SELECT count(*) FROM sightings")
@@ -232,11 +191,6 @@ def expected_from_documents(documents):
                                      cut(doc.get("user_agent", {}).get("original", ""),
                                          MAX_VALUE_BYTES), ip))
     return events
-
-
-def load_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def strip_newer_fields(event):

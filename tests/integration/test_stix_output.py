@@ -23,9 +23,7 @@ import ipaddress
 import json
 import os
 import pathlib
-import random
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -35,15 +33,13 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from probe_harness import BIN, SOURCE_DIR, ctime, wait_for  # noqa: E402
+from group_spools import GROUPS, load_json, query_read_only, write_group_spools  # noqa: E402
+from probe_harness import BIN, SOURCE_DIR, wait_for  # noqa: E402
 
-MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
 VALIDATOR = SOURCE_DIR / "tests" / "tools" / "validate_stix.py"
 
 RECORDS = 2000
 SOURCES = 120
-GROUPS = ("edge", "core")
-DAY_ONE = 1796342400  # 2026-12-04 00:00:00 UTC
 SCO_NAMESPACE = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")
 
 failures = []
@@ -63,41 +59,8 @@ def free_port():
 
 def write_spools(workdir):
     """Write one spool file per group from generated probe records."""
-    generated = workdir / "generated.ndjson"
-    subprocess.run([sys.executable, str(MAKE_RECORDS), "--count", str(RECORDS), "--seed", "23",
-                    "--probe-output", str(generated)], check=True, capture_output=True,
-                   timeout=300)
-    rnd = random.Random(9)
-    sources = [f"198.51.{i // 200}.{i % 200 + 1}" if i % 3 else f"2001:db8::{i:x}"
-               for i in range(SOURCES)]
-    files = {group: open(workdir / f"{group}.ndjson", "w") for group in GROUPS}
-    for index, line in enumerate(generated.read_text().splitlines()):
-        record = json.loads(line)
-        source = rnd.randrange(SOURCES)
-        seconds = DAY_ONE + index * (2 * 86400) // RECORDS
-        record["transaction"]["client_ip"] = sources[source]
-        record["transaction"]["time_stamp"] = ctime(seconds)
-        record["webtrap"]["@timestamp"] = time.strftime(
-            "%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rnd.randrange(1000000):06d}Z"
-        if index % 53 == 0:
-            record["webtrap"]["baits"] = [{"kind": "credential_canary",
-                                           "detail": f"user=admin password=pw{index % 4}"}]
-        files[GROUPS[source % 2]].write(json.dumps(record) + "\n")
-    for f in files.values():
-        f.close()
-
-
-def query(path, sql):
-    if not path.exists():
-        return None
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return db.execute(sql).fetchall()
-        finally:
-            db.close()
-    except sqlite3.OperationalError:
-        return None
+    write_group_spools(workdir, RECORDS, SOURCES, make_records_seed=23, seed=9, canary_every=53,
+                       canary_passwords=4)
 
 
 def run_collector(workdir, spools, name, to_ids):
@@ -130,8 +93,8 @@ outputs:
     store = run / "state" / "store.sqlite"
 
     def caught_up():
-        last = query(store, "SELECT count(*), max(seq) FROM events")
-        cursors = query(store, "SELECT output, seq FROM cursors")
+        last = query_read_only(store, "SELECT count(*), max(seq) FROM events")
+        cursors = query_read_only(store, "SELECT output, seq FROM cursors")
         if not last or not cursors or last[0][0] < RECORDS:
             return False
         done = {output: seq for output, seq in cursors}
@@ -149,11 +112,6 @@ outputs:
             process.terminate()
             process.wait(timeout=60)
     return run / "feed", run / "stix"
-
-
-def load_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def sco_id(kind, properties):
