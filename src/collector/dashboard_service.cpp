@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/config_table.h"
 #include "common/config_values.h"
 #include "common/error.h"
 
@@ -17,7 +18,7 @@ DashboardOptions parseDashboardOptions(const YAML::Node& node) {
     throw ConfigError("dashboard: expected a map such as `dashboard: {enabled: true}`");
   }
   for (const auto& entry : node) {
-    const std::string key = entry.first.as<std::string>();
+    const std::string key = config_table::keyText(entry.first, "dashboard");
     const std::string path = "dashboard." + key;
     if (key == "enabled") {
       options.enabled = config_values::parseBool(config_values::scalarText(entry.second, path), path);
