@@ -31,6 +31,7 @@
 #include <gtest/gtest.h>
 
 #include "collector/collector_config.h"
+#include "collector/dashboard_service.h"
 #include "common/error.h"
 #include "probe/config.h"
 
@@ -61,6 +62,8 @@ const std::vector<std::string> kOddValues = {
     "[]",
     "{a: 1}",
     "{}",
+    "{[a]: 1}",
+    "{~: 1}",
     "~",
     "true",
     "!!binary aGVsbG8=",
@@ -137,7 +140,9 @@ Loader probeLoader() {
 Loader collectorLoader() {
   return {"collector", referenceKeys(collector::collectorConfigurationReference()),
           [](const std::string& text, const fs::path& file) {
-            collector::parseCollectorConfig(text, file.string());
+            collector::CollectorConfig config = collector::parseCollectorConfig(text, file.string());
+            // `webtrap collector` reads the dashboard section when it starts.
+            collector::parseDashboardOptions(config.dashboard);
           }};
 }
 
