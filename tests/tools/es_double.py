@@ -38,10 +38,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from double_server import serve
+import double_server
+from double_server import exchange_entry, require_loopback, serve, server_class_for
 
 DEFAULT_VERSION = "8.15.0"
-LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 # Characters Elasticsearch does not allow in index names (8.x).
 INVALID_INDEX_CHARS = set('\\/*?"<>| ,#:')
 
@@ -65,7 +65,7 @@ def error_body(status: int, error_type: str, reason: str, **extra) -> dict:
     return {"error": {"root_cause": [dict(cause)], **cause}, "status": status}
 
 
-class Faults:
+class Faults(double_server.Faults):
     """Injected failures, set from the command line or POST /_double/faults."""
 
     FIELDS = {
@@ -97,22 +97,9 @@ class Faults:
         self.reject_type = "document_parsing_exception"
         self.down_until = 0.0
 
-    def update(self, values: dict) -> None:
-        for key, value in values.items():
-            if key not in self.FIELDS:
-                raise ValueError(f"unknown fault {key!r}; known: {', '.join(sorted(self.FIELDS))}")
-            value = self.FIELDS[key](value)
-            if key == "down_seconds":
-                self.down_until = time.monotonic() + value if value > 0 else 0.0
-            else:
-                setattr(self, key, value)
+    def validate(self) -> None:
         if self.fail_status not in (429, 500, 502, 503):
             raise ValueError(f"fail_status {self.fail_status} is not one of 429, 500, 502, 503")
-
-    def as_dict(self) -> dict:
-        result = {key: getattr(self, key) for key in self.FIELDS if key != "down_seconds"}
-        result["down_seconds"] = max(0.0, self.down_until - time.monotonic())
-        return result
 
 
 class Index:
@@ -357,14 +344,7 @@ class Handler(BaseHTTPRequestHandler):
         state = self.state
         if state.record_limit <= 0 or self.path.startswith("/_double"):
             return
-        entry = {
-            "method": self.command,
-            "path": self.path,
-            "request_headers": {k: v for k, v in self.headers.items()},
-            "request_body": getattr(self, "_body_text", ""),
-            "status": status,
-            "response_body": payload.decode("utf-8", "replace"),
-        }
+        entry = exchange_entry(self, status, payload)
         with state.lock:
             state.recent.append(entry)
             del state.recent[:-state.record_limit]
@@ -1191,14 +1171,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 
 
 def build_server(args: argparse.Namespace) -> DoubleServer:
-    if args.host not in LOOPBACK_HOSTS:
-        raise SystemExit(f"es_double: --host {args.host} is not a loopback address; use 127.0.0.1 or ::1")
-    server_class = DoubleServer
-    if ":" in args.host:
-        class DoubleServer6(DoubleServer):
-            address_family = __import__("socket").AF_INET6
-        server_class = DoubleServer6
-    server = server_class((args.host, args.port), Handler)
+    require_loopback(args.host, "es_double")
+    server = server_class_for(DoubleServer, args.host)((args.host, args.port), Handler)
     state = State(fast=args.fast)
     state.random = random.Random(args.seed)
     state.record_limit = args.record

@@ -34,9 +34,9 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-from double_server import serve
+import double_server
+from double_server import exchange_entry, require_loopback, serve, server_class_for
 
-LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 DEFAULT_DATA_DIR = pathlib.Path(__file__).resolve().parents[3] / "shared" / "misp"
 DEFAULT_API_KEY = "webtrap-test-key-org-admin-0000000000000"
 JSON_TYPE = "application/json; charset=UTF-8"
@@ -309,7 +309,7 @@ def as_bool(value: object) -> bool:
 # ---- faults ---------------------------------------------------------------------
 
 
-class Faults:
+class Faults(double_server.Faults):
     """Injected failures, set from the command line or POST /_double/faults."""
 
     FIELDS = {
@@ -340,17 +340,11 @@ class Faults:
         self.down_until = 0.0
         self.outage_started = False
 
-    def update(self, values: dict) -> None:
-        for key, value in values.items():
-            if key not in self.FIELDS:
-                raise ValueError(f"unknown fault {key!r}; known: {', '.join(sorted(self.FIELDS))}")
-            value = self.FIELDS[key](value)
-            if key == "down_seconds":
-                self.down_until = time.monotonic() + value if value > 0 else 0.0
-            else:
-                setattr(self, key, value)
-            if key == "unavailable_after":
-                self.outage_started = False
+    def after_set(self, key: str) -> None:
+        if key == "unavailable_after":
+            self.outage_started = False
+
+    def validate(self) -> None:
         if self.fail_status not in (500, 502, 503, 504):
             raise ValueError(f"fail_status {self.fail_status} is not one of 500, 502, 503, 504")
         if self.outage_mode not in ("close", "503"):
@@ -358,11 +352,6 @@ class Faults:
         for key in ("fail_rate", "fail_after_write_rate"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"{key} {getattr(self, key)} is not between 0 and 1")
-
-    def as_dict(self) -> dict:
-        result = {key: getattr(self, key) for key in self.FIELDS if key != "down_seconds"}
-        result["down_seconds"] = max(0.0, self.down_until - time.monotonic())
-        return result
 
     def is_down(self) -> bool:
         return self.down_until > time.monotonic()
@@ -1118,10 +1107,7 @@ class Handler(BaseHTTPRequestHandler):
             statuses = store.stats["statuses"]
             statuses[str(status)] = statuses.get(str(status), 0) + 1
             if store.record_limit > 0 and not self.path.startswith("/_double"):
-                store.recent.append({"method": self.command, "path": self.path,
-                                     "request_headers": dict(self.headers.items()),
-                                     "request_body": getattr(self, "_body_text", ""),
-                                     "status": status, "response_body": payload.decode("utf-8", "replace")})
+                store.recent.append(exchange_entry(self, status, payload))
                 del store.recent[:-store.record_limit]
         self.flush_headers()
 
@@ -1675,16 +1661,11 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 
 
 def build_server(args: argparse.Namespace) -> DoubleServer:
-    if args.host not in LOOPBACK_HOSTS:
-        raise SystemExit(f"misp_double: --host {args.host} is not a loopback address; use 127.0.0.1 or ::1")
+    require_loopback(args.host, "misp_double")
     data_dir = pathlib.Path(args.data_dir)
     if not (data_dir / "describeTypes.json").exists():
         raise SystemExit(f"misp_double: {data_dir} has no describeTypes.json; set --data-dir to the MISP data folder")
-    server_class = DoubleServer
-    if ":" in args.host:
-        class DoubleServer6(DoubleServer):
-            address_family = __import__("socket").AF_INET6
-        server_class = DoubleServer6
+    server_class = server_class_for(DoubleServer, args.host)
     org = {"id": 1, "name": args.org_name, "uuid": args.org_uuid}
     store = Store(MispData(data_dir), org, args.creator_email)
     store.random = random.Random(args.seed)
