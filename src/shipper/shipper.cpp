@@ -253,9 +253,6 @@ const char* shipperErrorLabel(ShipperError kind) {
       return "spool_read";
     case ShipperError::kSpoolTruncated:
       return "spool_truncated";
-        rejected(registry.counter("webtrap_shipper_records_rejected_total",
-                                  "Records the collector rejected as too large even alone (413), "
-                                  "saved to shipper-rejected.ndjson and skipped.")),
   }
   return "unknown";
 }
@@ -274,10 +271,12 @@ struct ShipperMetrics::Impl {
         retries(registry.counter("webtrap_shipper_retries_total",
                                  "Batches sent again after a failed attempt.")),
         failures(registry.counter("webtrap_shipper_failures_total",
-  Counter& rejected;
                                   "Failed attempts: connection errors and non-200 responses.")),
         dropped(registry.counter("webtrap_shipper_dropped_total",
                                  "Records the spool deleted at its disk cap before shipping.")),
+        rejected(registry.counter("webtrap_shipper_records_rejected_total",
+                                  "Records the collector rejected as too large even alone (413), "
+                                  "saved to shipper-rejected.ndjson and skipped.")),
         backlog(registry.gauge("webtrap_shipper_backlog_bytes", "Unshipped bytes in the spool.")),
         last_success(registry.gauge("webtrap_shipper_last_success_timestamp_seconds",
                                     "Unix time of the last acknowledged batch.")) {
@@ -296,12 +295,12 @@ struct ShipperMetrics::Impl {
   Counter& retries;
   Counter& failures;
   Counter& dropped;
+  Counter& rejected;
   Gauge& backlog;
   Gauge& last_success;
   Counter* errors[kShipperErrorKinds] = {};
   std::mutex mutex;
 };
-  raise(impl_->rejected, counters.rejected);
 
 ShipperMetrics::ShipperMetrics(MetricsRegistry& registry)
     : impl_(std::make_unique<Impl>(registry)) {}
@@ -323,6 +322,7 @@ void ShipperMetrics::update(const ShipperCounters& counters) {
   raise(impl_->retries, counters.retries);
   raise(impl_->failures, counters.failures);
   raise(impl_->dropped, counters.dropped);
+  raise(impl_->rejected, counters.rejected);
   for (std::size_t i = 0; i < kShipperErrorKinds; ++i) {
     raise(*impl_->errors[i], counters.errors[i]);
   }
@@ -505,7 +505,6 @@ void Shipper::Impl::onSuccess(const SpoolBatch& batch, std::size_t payload_bytes
 void Shipper::Impl::rejectOversizedRecord(const SpoolBatch& batch) {
   std::filesystem::path path = spool_dir / "shipper-rejected.ndjson";
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-  counters.rejected.fetch_add(batch.records);
   bool saved = fd >= 0 &&
                ::write(fd, batch.body.data(), batch.body.size()) ==
                    static_cast<ssize_t>(batch.body.size()) &&
@@ -527,6 +526,7 @@ void Shipper::Impl::rejectOversizedRecord(const SpoolBatch& batch) {
                 batch.body.size(), path.string());
   commitBatch(batch);
   persisted = reader.position();
+  counters.rejected.fetch_add(batch.records);
 }
 
 void Shipper::Impl::onFailure(const SpoolBatch& batch, const HttpResult& result) {
@@ -618,7 +618,6 @@ void Shipper::Impl::run(bool until_idle) {
       resend_pending = false;
     }
     HttpResult result = http->post(payload);
-               counters.rejected.load(),
     if (result.aborted) {
       break;
     }
@@ -640,6 +639,7 @@ void Shipper::Impl::run(bool until_idle) {
                counters.records_read.load(), counters.records_sent.load(),
                counters.batches_sent.load(),
                counters.retries.load(), counters.failures.load(), counters.dropped.load(),
+               counters.rejected.load(),
                reader.backlogBytes(), segmentFileName(reader.position().segment),
                reader.position().offset);
 }
