@@ -175,6 +175,12 @@ const std::vector<Option>& options() {
          }
          c.pipeline.worker_nice = static_cast<int>(nice);
        }},
+      {"pipeline.drain_timeout", "duration", "5s",
+       "On stop, time to inspect queued requests; the rest are recorded uninspected (shed).",
+       [](ProbeConfig& c, const std::string& v) {
+         c.pipeline.drain_timeout_ms = narrow<std::uint32_t>(
+             parseMilliseconds(v, "pipeline.drain_timeout"), "pipeline.drain_timeout");
+       }},
       {"spool.dir", "path", "var/spool", "Folder of the NDJSON record segments.",
        [](ProbeConfig& c, const std::string& v) { c.spool.dir = v; }},
       {"spool.segment_bytes", "size", "64MiB", "Segment size before rotation.",

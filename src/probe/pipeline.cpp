@@ -78,6 +78,9 @@ void Pipeline::runWorker() {
       queue_.pop_front();
       queued_bytes_ -= jobBytes(job);
       queue_depth_.set(static_cast<std::int64_t>(queue_.size()));
+      if (queue_.empty()) {
+        queue_empty_.notify_all();
+      }
     }
 
     InspectionResult result = inspector_.inspect(job.request, job.response, job.outcome,
@@ -99,14 +102,33 @@ void Pipeline::writeRecord(const PipelineJob& job, const InspectionResult& inspe
 }
 
 void Pipeline::drain() {
+  std::deque<PipelineJob> uninspected;
   {
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     if (stopping_ && workers_.empty()) {
       return;
     }
     stopping_ = true;
+    ready_.notify_all();
+    queue_empty_.wait_for(lock, std::chrono::milliseconds(config_.drain_timeout_ms),
+                          [this] { return queue_.empty(); });
+    uninspected.swap(queue_);
+    queued_bytes_ = 0;
+    queue_depth_.set(0);
   }
-  ready_.notify_all();
+
+  if (!uninspected.empty()) {
+    spdlog::warn("pipeline: recording {} queued requests uninspected because "
+                 "pipeline.drain_timeout ({} ms) passed while stopping",
+                 uninspected.size(), config_.drain_timeout_ms);
+    InspectionResult shed;
+    shed.status = InspectionStatus::kShed;
+    shed.error = "not inspected: the probe stopped and pipeline.drain_timeout passed";
+    for (const PipelineJob& job : uninspected) {
+      shed_.inc();
+      writeRecord(job, shed);
+    }
+  }
   for (auto& worker : workers_) {
     worker.join();
   }

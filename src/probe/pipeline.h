@@ -39,8 +39,10 @@ class Pipeline {
   // Never blocks on inspection.
   void submit(PipelineJob job);
 
-  // Stops taking work, inspects what is queued, writes it, and joins the
-  // workers.
+  // Stops taking work and joins the workers. Queued jobs are inspected until
+  // the queue is empty or `drain_timeout_ms` passes. The jobs still queued
+  // then are recorded uninspected and marked as shed. So a supervisor's stop
+  // timeout (10 s in Docker) does not kill the probe before it writes them.
   void drain();
 
   std::size_t queueDepth() const;
@@ -57,6 +59,7 @@ class Pipeline {
 
   mutable std::mutex mutex_;
   std::condition_variable ready_;
+  std::condition_variable queue_empty_;
   std::deque<PipelineJob> queue_;
   std::uint64_t queued_bytes_ = 0;
   bool stopping_ = false;

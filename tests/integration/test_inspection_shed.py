@@ -130,5 +130,48 @@ class InspectionShedTest(unittest.TestCase):
               file=sys.stderr)
 
 
+STOP_CONFIG = """
+sensor:
+  id: shed-stop
+pipeline:
+  workers: 1
+  queue_limit: 1000
+  drain_timeout: 0s
+"""
+STOP_REQUESTS = 96
+
+
+class StopDrainTest(unittest.TestCase):
+    """A stop with inspections queued writes the rest uninspected at once."""
+
+    def test_stop_records_queued_requests_uninspected(self):
+        probe = Probe(STOP_CONFIG)
+        try:
+            requests = burst_requests(0)
+            requests = (requests * (STOP_REQUESTS // len(requests) + 1))[:STOP_REQUESTS]
+            with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
+                responses = list(pool.map(lambda item: send_raw(probe.http_port, item[1]),
+                                          requests))
+            for (marker, _), response in zip(requests, responses):
+                self.assertTrue(response.startswith(b"HTTP/1.1 "),
+                                f"{marker}: {response[:60]!r}")
+            queued = probe.metrics().get("webtrap_inspection_queue_depth")
+        finally:
+            code = probe.stop()
+        self.assertEqual(code, 0, probe.log_text()[-3000:])
+        self.assertGreater(queued, 0, "the requests were inspected before the stop")
+
+        records = probe.records()
+        self.assertEqual(len(records), STOP_REQUESTS)
+        uninspected = [r for r in records
+                       if "drain_timeout" in r["webtrap"]["inspection"].get("error", "")]
+        self.assertTrue(uninspected, f"no record says it was left uninspected at the stop; "
+                                     f"{queued:.0f} requests were queued")
+        for record in uninspected:
+            self.assertEqual(record["webtrap"]["inspection"]["status"], "shed")
+        self.assertIn(f"recording {len(uninspected)} queued requests uninspected",
+                      probe.log_text())
+
+
 if __name__ == "__main__":
     unittest.main()
