@@ -255,7 +255,13 @@ class ShipperTest(unittest.TestCase):
         self.stand_in.max_body_bytes = largest * 3 + 10
         try:
             before = self.stand_in.snapshot()["statuses"].get(413, 0)
+            # The 20 records wait in the spool behind 503s, so that a batch
+            # of more than three forms however slowly the probe writes them.
+            self.stand_in.set_mode("503")
             self.send(20)
+            wait_for(lambda: len(self.probe.event_ids()) >= self.sent, 30,
+                     "the 20 records in the spool")
+            self.stand_in.set_mode("ok")
             self.wait_delivered()
             self.assertGreater(self.stand_in.snapshot()["statuses"].get(413, 0), before)
         finally:
@@ -296,6 +302,10 @@ class ShipperTest(unittest.TestCase):
         # A slow collector keeps batches in flight when the probe is killed.
         self.stand_in.set_mode("slow", slow_seconds=1.5)
         self.send(20)
+        # The records must be in the spool before the kill: a SIGKILL loses
+        # requests still waiting in the probe's inspection queue.
+        wait_for(lambda: len(self.probe.event_ids()) >= self.sent, 30,
+                 "the 20 records in the spool")
         time.sleep(0.5)
         supervisor = children_of(self.probe.process.pid)[0]
         workers = children_of(supervisor)
