@@ -277,12 +277,16 @@ shipper:
             base = f"http://127.0.0.1:{admin}/dashboard/"
             browser.command("Page.navigate", url=base)
             browser.wait_state("login")
+            panels_display = "getComputedStyle(document.getElementById('panels')).display"
+            check(browser.evaluate(panels_display) == "none",
+                  "the panels show under the login form before a login")
             browser.screenshot(shots / "login.png")
             browser.evaluate(f"""
               document.getElementById('login-token').value = {json.dumps(ADMIN_TOKEN)};
               document.getElementById('login-form').requestSubmit();
             """)
             browser.wait_state("ready")
+            check(browser.evaluate(panels_display) == "grid", "the panels are hidden after login")
             check(browser.evaluate("document.cookie") == "",
                   "the session cookie is readable from script; it must be HttpOnly")
 

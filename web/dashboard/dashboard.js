@@ -333,16 +333,16 @@ async function loadLive() {
   const [health, feed] = await Promise.all([getJson('health'), getJson('feed', { limit: '50' })]);
   fillTable('table-sensors', health.sensors, [
     { value: (s) => s.sensor },
-    { value: (s) => s.events },
+    { value: (s) => s.events, className: 'count' },
     { value: (s) => formatTime(s.newest_event_ms) },
     { value: (s) => formatTime(s.last_seen_ms) },
-    { value: (s) => formatDuration(s.shipping_lag_ms) },
-    { value: (s) => formatDuration(s.silent_ms) },
+    { value: (s) => formatDuration(s.shipping_lag_ms), className: 'count' },
+    { value: (s) => formatDuration(s.silent_ms), className: 'count' },
   ]);
   fillTable('table-outputs', health.outputs, [
     { value: (o) => o.output },
     { value: (o) => o.queue_depth, className: 'count' },
-    { value: (o) => formatDuration(o.lag_ms) },
+    { value: (o) => formatDuration(o.lag_ms), className: 'count' },
   ]);
   fillFeed(feed);
 }
