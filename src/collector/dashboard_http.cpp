@@ -523,7 +523,13 @@ Response DashboardHttp::login(const Request& request, const boost::asio::ip::add
   ApiParameters form = parseParameters(request.body(), invalid);
   auto field = form.other.find("token");
   std::string token = field == form.other.end() ? std::string() : field->second;
-  if (token.empty() || !equalSecrets(token, admin_token_)) {
+  // A body without a token guesses nothing, so it is not a failed login.
+  if (token.empty()) {
+    return jsonError(request, http::status::bad_request,
+                     "missing form field token; send the admin token as an "
+                     "application/x-www-form-urlencoded body: token=<admin.token>");
+  }
+  if (!equalSecrets(token, admin_token_)) {
     recordFailedLogin(client_key, "login form");
     return jsonError(request, http::status::unauthorized, "wrong admin token");
   }

@@ -909,6 +909,16 @@ TEST_F(DashboardTest, HttpChecksTokenAndParameters) {
   EXPECT_EQ(policy.find("unsafe-inline"), std::string::npos) << policy;
   EXPECT_EQ(std::string(page["X-Content-Type-Options"]), "nosniff");
 
+  // A JSON body carries no form field, so the response names the form field.
+  auto json_login = makeRequest(beast_http::verb::post, "/dashboard/login");
+  json_login.set(beast_http::field::content_type, "application/json");
+  json_login.body() = R"({"token":"secret-token"})";
+  json_login.prepare_payload();
+  auto json_answer = http.handle(json_login);
+  EXPECT_EQ(json_answer.result(), beast_http::status::bad_request);
+  EXPECT_NE(json_answer.body().find("missing form field token"), std::string::npos)
+      << json_answer.body();
+
   auto login = makeRequest(beast_http::verb::post, "/dashboard/login");
   login.body() = "token=secret-token";
   login.prepare_payload();
