@@ -722,6 +722,12 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     if (target == "/v1/oat/verdicts") {
       return oatVerdicts(request);
     }
+    // Enabled dashboards never reach this handler (see above).
+    if (target.starts_with("/dashboard")) {
+      return jsonError(request, http::status::not_found,
+                       "the dashboard is off; set dashboard.enabled: true and admin.token in "
+                       "the collector's configuration (docs/dashboard.md)");
+    }
     return jsonError(request, http::status::not_found,
                      "not found; use /metrics, /healthz or /v1/oat/verdicts");
   }

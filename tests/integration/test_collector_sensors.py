@@ -26,6 +26,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 from probe_harness import BIN, SOURCE_DIR, CollectorRun, collector_ports, enrol_sensor
@@ -158,6 +159,14 @@ state_dir: {folder / "state"}
         health_sensors = {entry["sensor_id"]: entry for entry in health["sensors"]}
         check(health_sensors["sensor-a"]["revoked"] is not None, f"/healthz: {health_sensors}")
         check(health_sensors["sensor-b"]["revoked"] is None, f"/healthz: {health_sensors}")
+        # With the dashboard off, the 404 at its address names the setting.
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/dashboard/", timeout=10)
+            check(False, "/dashboard/ answered 2xx with the dashboard off")
+        except urllib.error.HTTPError as error:
+            body = error.read().decode()
+            check(error.code == 404, f"/dashboard/ with the dashboard off: {error.code}")
+            check("dashboard.enabled" in body, f"/dashboard/ 404 does not say how: {body}")
         values = metrics(ports["admin"])
         check(values.get('webtrap_collector_sensor_revoked{sensor="sensor-a"}') == "1",
               "metrics: sensor-a is not shown as revoked")
