@@ -91,6 +91,8 @@ webtrap: a probe and a collector are running on loopback (Ctrl-C stops both)
   probe:     metrics http://127.0.0.1:9101/metrics, log var/log/probe.log
   collector: metrics http://127.0.0.1:9102/metrics, health http://127.0.0.1:9102/healthz,
              log var/log/collector.log, store var/collector/store.sqlite
+  dashboard: http://127.0.0.1:9102/dashboard/ once etc/collector.yaml sets
+             admin.token and dashboard.enabled: true (docs/dashboard.md)
 Each request the probe receives appears below once the collector has stored it:
 TEXT
 "$webtrap" collector --config etc/collector.yaml tail --follow --last 0 &

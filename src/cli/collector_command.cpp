@@ -281,13 +281,14 @@ int runCollector(const CollectorOptions& options) {
 
   auto output_names = outputs.names();
   spdlog::info("collector: started version={} listen={}:{} tls={} mtls={} admin={} store={} "
-               "outputs=[{}] file_inputs={}",
+               "outputs=[{}] dashboard={} file_inputs={}",
                WEBTRAP_VERSION, ingest_address.host, server.ingestPort(), tls.has_value(),
                !config.tls.client_ca.empty(),
                server_options.admin
                    ? fmt::format("{}:{}", server_options.admin->host, server.adminPort())
                    : std::string("off"),
-               config.store.path.string(), fmt::join(output_names, ","), files.size());
+               config.store.path.string(), fmt::join(output_names, ","),
+               dashboard ? "on" : "off", files.size());
 
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   std::thread stopper;
