@@ -58,6 +58,17 @@ def find_chromium():
     return None
 
 
+def browser_missing():
+    """Returns why Chromium cannot be driven here, or None when it can."""
+    if find_chromium() is None:
+        return "chromium not found; install Debian's chromium package"
+    try:
+        import websocket  # noqa: F401
+    except ImportError:
+        return "python3-websocket not installed; it drives Chromium"
+    return None
+
+
 class Browser:
     """Headless Chromium with one page, driven through the DevTools protocol."""
 
@@ -218,15 +229,11 @@ def replay_attacks(probe):
 
 
 def main():
+    missing = browser_missing()
+    if missing:
+        print(missing, file=sys.stderr)
+        return 77
     chromium = find_chromium()
-    if chromium is None:
-        print("chromium not found; install Debian's chromium package", file=sys.stderr)
-        return 77
-    try:
-        import websocket  # noqa: F401
-    except ImportError:
-        print("python3-websocket not installed; it drives Chromium", file=sys.stderr)
-        return 77
 
     with CollectorRun("webtrap-dashboard-") as run:
         folder = run.folder

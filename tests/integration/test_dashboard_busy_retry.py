@@ -184,17 +184,13 @@ def check_gives_up(browser, stand_in):
 
 
 def main():
-    from test_dashboard_browser import Browser, find_chromium
+    from test_dashboard_browser import Browser, browser_missing, find_chromium
 
+    missing = browser_missing()
+    if missing:
+        print(missing, file=sys.stderr)
+        return 77
     chromium = find_chromium()
-    if chromium is None:
-        print("chromium not found; install Debian's chromium package", file=sys.stderr)
-        return 77
-    try:
-        import websocket  # noqa: F401
-    except ImportError:
-        print("python3-websocket not installed; it drives Chromium", file=sys.stderr)
-        return 77
     if not CHART_JS.exists():
         print(f"{CHART_JS} not found; install the libjs-chart.js package", file=sys.stderr)
         return 77
