@@ -12,6 +12,7 @@
 #include "collector/curl_support.h"
 #include "collector/elasticsearch_output.h"
 #include "common/encoding.h"
+#include "common/gzip.h"
 
 namespace webtrap::collector {
 namespace {

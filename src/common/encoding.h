@@ -42,10 +42,6 @@ std::string hexEncode(std::string_view bytes);
 // Returns the value of one hex digit (either case), or -1 for any other byte.
 int hexDigitValue(char c);
 
-// Compresses `input` as one gzip member (RFC 1952) with zlib at `level`
-// (0-9, or Z_DEFAULT_COMPRESSION). Throws std::runtime_error when zlib fails.
-std::string gzipCompress(std::string_view input, int level);
-
 // ASCII case-insensitive equality; bytes >= 0x80 compare exactly.
 bool equalsIgnoreCase(std::string_view a, std::string_view b);
 

@@ -17,8 +17,8 @@
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
 
-#include "common/encoding.h"
 #include "common/error.h"
+#include "common/gzip.h"
 #include "common/log_throttle.h"
 #include "common/metrics.h"
 #include "shipper/spool_reader.h"

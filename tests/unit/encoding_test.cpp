@@ -1,4 +1,5 @@
 #include "common/encoding.h"
+#include "common/gzip.h"
 
 #include <zlib.h>
 
