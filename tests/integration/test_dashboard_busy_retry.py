@@ -12,7 +12,7 @@ with 200, or always with 503. Headless Chromium loads the page, and the test
 checks that:
 
 - each query is sent again after the Retry-After delay and the panels
-  fill, while the status line says the collector is busy;
+  fill, while the status line shows that the collector is busy;
 - a Retry-After of an hour is cut to the page's maximum wait, and the page
   gives up after its retry limit and shows the error.
 """

@@ -1009,8 +1009,8 @@ TEST_F(DashboardTest, TimelineHandlesExtremeRanges) {
 }
 
 // A record dated far ahead (a wrong sensor clock or a forged time) must not
-// stretch the timeline of the page's default view, whose range has no end:
-// that end stops shortly after now, so the bucket width stays what it is
+// stretch the timeline of the page's default view, whose range has no end.
+// That end stops shortly after now, so the bucket width stays what it is
 // without the record. A range with an explicit end still shows the record,
 // and the summary and the feed count it.
 TEST_F(DashboardTest, FarFutureRecordKeepsDefaultTimeline) {
@@ -1080,7 +1080,7 @@ TEST_F(DashboardTest, TimelineOpenEndFollowsNow) {
 }
 
 // A response to HEAD has the headers of the GET response and no body
-// (RFC 9110, 9.3.2); a body would be read by a keep-alive client as the
+// (RFC 9110, 9.3.2), because a keep-alive client would read a body as the
 // start of its next response.
 TEST_F(DashboardTest, HeadAnswersWithoutBody) {
   DashboardHttp http(*queries_, "secret-token");
@@ -1103,8 +1103,8 @@ TEST_F(DashboardTest, HeadAnswersWithoutBody) {
 // threat.technique.id is copied from the record, so a record may carry
 // thousands of OAT ids, also ones that no OAT version defines. The rollups
 // keep an OAT dimension only for the ontology's ids, so the rows that one
-// event adds grow with its tags, not with the square of them, and a filter
-// on an unknown id is still counted exactly from the raw rows.
+// event adds grow with its tags, not with the square of them. A filter on
+// an unknown id is still counted exactly from the raw rows.
 TEST_F(DashboardTest, ManyOatIdsStayLinear) {
   constexpr int kUnknownIds = 1000;
   Fields flood;
