@@ -3,7 +3,7 @@
 // guess admin tokens as fast as it responds, so after `max_failures` failed
 // attempts within `window`, a client is blocked for `window` (429 with
 // Retry-After). Clients are tracked by address: an IPv4 address, or the
-// /64 prefix of an IPv6 address, because one host usually holds a whole
+// /64 prefix of an IPv6 address, because one host usually gets a whole
 // /64. At most `max_clients` are tracked, and the one whose last failure is
 // oldest is forgotten first.
 #pragma once

@@ -60,10 +60,10 @@ void applyOverrides(YAML::Node& root, const std::vector<Override>& overrides,
 
 // Returns `error` with the variables named when its message is about a key
 // that `overrides` set, about a group that contains one, or names such a key
-// in its text. The value of a secret key (one whose last level has the word
-// token, password, secret or proxy, or api_key, and does not end in _file,
-// _env or _path) is hidden in the message, and so is the password of any
-// URL value such as http://user:pass@host.
+// in its text. The message hides the value of a secret key: one whose last
+// level has the word token, password, secret or proxy, or api_key, and does
+// not end in _file, _env or _path. It also hides the password of any URL
+// value such as http://user:pass@host.
 ConfigError nameVariables(const ConfigError& error, const std::vector<Override>& overrides);
 
 // Writes `overrides` into `root` with applyOverrides(), then runs `parse`,

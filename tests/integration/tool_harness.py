@@ -248,10 +248,10 @@ class RequestCapture:
 
 
 def wait_pipeline_drained(probe, timeout=300):
-    """Waits until the probe has written or dropped a record for every answered request.
+    """Waits until the probe has written or dropped a record for every request it responded to.
 
-    Inspections run behind the answers, so on a busy machine the last records
-    reach the spool long after the tool has finished.
+    Inspection runs after the response is sent, so on a busy machine the last
+    records reach the spool long after the tool has finished.
     """
 
     def drained():
