@@ -359,11 +359,13 @@ std::string DashboardQueries::timeline(const DashboardFilter& input, int buckets
                                        std::int64_t now_ms) const {
   Database db(index_path_, true);
   // Record times come from the records, so a wrong sensor clock or a
-  // forged record may be dated decades ahead. An open end stops at now plus
-  // the slack. The events after it are left out of the buckets and counted
-  // in later_events, and the summary, the other panels and the feed still
-  // count them.
+  // forged record may be dated decades ahead or back. An open end stops at
+  // now plus the future slack, and an open start at the oldest receive
+  // time minus the past slack. The events outside are left out of the
+  // buckets and counted in later_events and earlier_events, and the
+  // summary, the other panels and the feed still count them.
   constexpr std::int64_t kInt64Max = std::numeric_limits<std::int64_t>::max();
+  constexpr std::int64_t kInt64Min = std::numeric_limits<std::int64_t>::min();
   const bool open_end = input.to_ms == kInt64Max;
   DashboardFilter filter = input;
   std::int64_t later_events = 0;
@@ -376,13 +378,30 @@ std::string DashboardQueries::timeline(const DashboardFilter& input, int buckets
       later_events += count;
     }
   }
+  const bool open_start = input.from_ms == kInt64Min;
+  std::optional<std::int64_t> open_from_ms;
+  std::int64_t earlier_events = 0;
+  if (open_start) {
+    if (std::optional<std::int64_t> received = store_.firstReceivedMs()) {
+      open_from_ms = *received < kInt64Min + kTimelinePastSlackMs
+                         ? kInt64Min
+                         : *received - kTimelinePastSlackMs;
+      filter.from_ms = *open_from_ms;
+      DashboardFilter earlier = filter;
+      earlier.from_ms = kInt64Min;
+      earlier.to_ms = std::min(filter.to_ms, *open_from_ms);
+      for (const auto& [sensor, count] : countBySensor(db, earlier)) {
+        earlier_events += count;
+      }
+    }
+  }
   // Bucket arithmetic runs on the range clamped to +-kTimelineLimitMs, so
   // that no ends sent by a client overflow (ISO 8601 record times lie
   // well inside it). Counting still uses the filter's own range.
   constexpr std::int64_t kTimelineLimitMs = 1'000'000'000'000'000'000;  // about 31.7 million years
   std::int64_t from = filter.from_ms;
   std::int64_t to = filter.to_ms;
-  if (from == std::numeric_limits<std::int64_t>::min()) {
+  if (open_start) {
     from = edgeTime(db, filter, false);
   }
   if (open_end) {
@@ -432,6 +451,13 @@ std::string DashboardQueries::timeline(const DashboardFilter& input, int buckets
   json.member("bucket_ms", bucket_ms);
   json.member("from_ms", from);
   json.member("to_ms", filter.to_ms);
+  json.key("open_from_ms");
+  if (open_from_ms) {
+    json.integer(*open_from_ms);
+  } else {
+    json.null();
+  }
+  json.member("earlier_events", earlier_events);
   json.member("later_events", later_events);
   json.key("points");
   json.beginArray();
@@ -558,22 +584,16 @@ std::string DashboardQueries::health(const DashboardFilter& filter, std::int64_t
   struct SensorRow {
     std::int64_t events = 0;
     std::int64_t newest_ms = 0;
+    // How far newest_ms lies after the collector's clock, 0 when it does not.
+    std::int64_t ahead_ms = 0;
+    // The newest event dated no later than the collector's clock, 0 for none.
+    std::int64_t newest_in_time_ms = 0;
     std::int64_t last_seen_ms = 0;
     std::uint64_t records = 0;
     bool enrolled = false;
     bool revoked = false;
   };
   std::map<std::string, SensorRow, std::less<>> sensors;
-  {
-    Database db(index_path_, true);
-    for (const auto& [sensor, count] : countBySensor(db, filter)) {
-      SensorRow& row = sensors[sensor];
-      row.events = count;
-      DashboardFilter of_sensor = filter;
-      of_sensor.sensor = sensor;
-      row.newest_ms = edgeTime(db, of_sensor, true);
-    }
-  }
   for (const SensorInfo& info : store_.sensors()) {
     if (!filter.sensor.empty() && info.sensor_id != filter.sensor) {
       continue;
@@ -583,6 +603,28 @@ std::string DashboardQueries::health(const DashboardFilter& filter, std::int64_t
     row.revoked = info.revoked_ms != 0;
     row.last_seen_ms = info.last_seen_ms;
     row.records = info.records;
+  }
+  {
+    Database db(index_path_, true);
+    for (const auto& [sensor, count] : countBySensor(db, filter)) {
+      SensorRow& row = sensors[sensor];
+      row.events = count;
+      DashboardFilter of_sensor = filter;
+      of_sensor.sensor = sensor;
+      row.newest_ms = edgeTime(db, of_sensor, true);
+      // No event can have happened after the collector received it. So an
+      // event dated after the last receipt from its sensor comes from a
+      // clock that runs ahead, or is forged. A sensor without receipts,
+      // such as a ModSecurity input, is compared with now. The shipping lag
+      // is measured to the newest event dated before that point.
+      const std::int64_t clock_ms = row.last_seen_ms > 0 ? row.last_seen_ms : now_ms;
+      row.newest_in_time_ms = row.newest_ms;
+      if (row.newest_ms > clock_ms) {
+        row.ahead_ms = row.newest_ms - clock_ms;
+        of_sensor.to_ms = std::min(of_sensor.to_ms, clock_ms + 1);
+        row.newest_in_time_ms = edgeTime(db, of_sensor, true);
+      }
+    }
   }
 
   std::string out;
@@ -596,13 +638,14 @@ std::string DashboardQueries::health(const DashboardFilter& filter, std::int64_t
     json.member("sensor", id);
     json.member("events", row.events);
     json.member("newest_event_ms", row.newest_ms);
+    json.member("newest_event_ahead_ms", row.ahead_ms);
     json.member("enrolled", row.enrolled);
     json.member("revoked", row.revoked);
     json.member("last_seen_ms", row.last_seen_ms);
     json.member("records", static_cast<std::int64_t>(row.records));
     json.key("shipping_lag_ms");
-    if (row.last_seen_ms > 0 && row.newest_ms > 0) {
-      json.integer(std::max<std::int64_t>(0, row.last_seen_ms - row.newest_ms));
+    if (row.last_seen_ms > 0 && row.newest_in_time_ms > 0) {
+      json.integer(row.last_seen_ms - row.newest_in_time_ms);
     } else {
       json.null();
     }

@@ -32,6 +32,14 @@ struct DashboardFilter {
 // sensor clocks may run a little ahead of the collector's.
 inline constexpr std::int64_t kTimelineFutureSlackMs = 3'600'000;
 
+// How far before the collector received its oldest stored event an open
+// timeline range starts. Record times are what the sensors claim, so one
+// record dated 1970 would otherwise stretch the buckets over decades.
+// Receive times come from the collector's own clock. The slack keeps
+// records on the timeline that a sensor's spool held for up to 7 days
+// while the collector was out of reach.
+inline constexpr std::int64_t kTimelinePastSlackMs = 7 * 86'400'000LL;
+
 // Columns the top-N panel can count by.
 enum class TopField { kSource, kPath, kUserAgent, kCountry };
 
@@ -47,12 +55,16 @@ class DashboardQueries {
 
   // {"events", "sources", "first_ms", "last_ms"}
   std::string summary(const DashboardFilter& filter) const;
-  // {"bucket_ms", "from_ms", "to_ms", "later_events", "points": [{"t",
-  // "count"}]}: events per time bucket, about `buckets` buckets over the
-  // filter's range, or over the events' own range where the filter has no
-  // end. An open end stops at `now_ms` plus kTimelineFutureSlackMs, so one
-  // record dated far ahead does not stretch the buckets. "later_events"
-  // counts the events left out past that end (0 for an explicit `to_ms`).
+  // {"bucket_ms", "from_ms", "to_ms", "open_from_ms", "earlier_events",
+  // "later_events", "points": [{"t", "count"}]}: events per time bucket,
+  // about `buckets` buckets over the filter's range, or over the events' own
+  // range where the filter has no end. An open end stops at `now_ms` plus
+  // kTimelineFutureSlackMs, and an open start (`from_ms` at the int64
+  // minimum) at the store's oldest receive time minus kTimelinePastSlackMs
+  // ("open_from_ms", null for an explicit start or an empty store). So one
+  // record dated far ahead or far back does not stretch the buckets.
+  // "later_events" and "earlier_events" count the events left out past
+  // those ends (0 for an explicit end).
   std::string timeline(const DashboardFilter& filter, int buckets, std::int64_t now_ms) const;
   // {"field", "items": [{"value", "count"}]}, most frequent first. Sources
   // also carry "country", "asn" and "as_org" from their latest event.
@@ -63,9 +75,12 @@ class DashboardQueries {
   // {"points": [{"lat", "lon", "count"}]}: events per location rounded to
   // 0.1 degree, only for events with GeoIP coordinates.
   std::string geo(const DashboardFilter& filter, int limit) const;
-  // {"sensors": [...], "outputs": [...]}: per sensor the events in range, the
-  // time of its newest event, when the collector last received from it and
-  // the difference (shipping lag); per output its queue depth and lag.
+  // {"sensors": [...], "outputs": [...]}: per sensor the events in range,
+  // the time of its newest event, how far that lies after the collector's
+  // clock (newest_event_ahead_ms: after the last receipt from the sensor,
+  // or after `now_ms` without one), when the collector last received from
+  // it, and the shipping lag: the last receipt minus the newest event dated
+  // no later than it. Per output, its queue depth and lag.
   std::string health(const DashboardFilter& filter, std::int64_t now_ms) const;
   // {"events": [...]}: the newest events, newest first, with their tags.
   std::string feed(const DashboardFilter& filter, int limit) const;

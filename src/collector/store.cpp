@@ -1413,4 +1413,14 @@ std::optional<std::int64_t> Store::timestampAfter(std::int64_t seq) const {
   return sqlite3_column_int64(stmt, 0);
 }
 
+std::optional<std::int64_t> Store::firstReceivedMs() const {
+  Impl::Reader reader(*impl_);
+  sqlite3_stmt* stmt = reader->prepare("SELECT received_ms FROM events ORDER BY seq LIMIT 1");
+  ResetGuard reset(stmt);
+  if (!reader->step(stmt, "reading the first receive time")) {
+    return std::nullopt;
+  }
+  return sqlite3_column_int64(stmt, 0);
+}
+
 }  // namespace webtrap::collector

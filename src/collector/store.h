@@ -204,6 +204,9 @@ class Store {
   const std::filesystem::path& path() const;
   // Event time of the first event after `seq`, or nullopt when none.
   std::optional<std::int64_t> timestampAfter(std::int64_t seq) const;
+  // Receive time (the collector's clock) of the oldest stored event, the
+  // first by seq, or nullopt when the store is empty.
+  std::optional<std::int64_t> firstReceivedMs() const;
 
  private:
   struct Impl;

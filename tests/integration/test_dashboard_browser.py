@@ -9,13 +9,19 @@ user agent and a header. It ships its records to a collector that serves
 the dashboard. Chromium, driven through the DevTools protocol
 (python3-websocket), logs in with the admin token and checks that:
 
+- the login page shows the login form alone: the panels, the header's
+  filters and the log out button are hidden until the login, and hidden
+  again after a log out and after a 401 from an ended session;
 - the panels show the counts of the records the probe wrote;
 - a filter changes the counts;
 - the detail view shows a whole record;
 - the map draws the world outline: land pixels are painted, ocean pixels
   are not;
 - the payload is shown as text and never runs (no marker set, no element
-  made from it).
+  made from it);
+- records dated 1970 and 2100 from a second sensor stay off the default
+  timeline, which says so and links to ranges that show them, and the
+  sensor table marks the 2100 record as ahead of the collector's clock.
 
 Screenshots of each view go to WEBTRAP_SCREENSHOT_DIR when it is set
 (docs/dashboard holds the committed ones), else to the test's folder.
@@ -34,12 +40,18 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+import uuid
 
 from probe_harness import (BIN, CollectorRun, Probe, collector_ports, enrol_sensor, send_raw,
                            wait_for)
 
 ADMIN_TOKEN = "dashboard-admin-token-0123456789abcdef"
 SENSOR = "dash-probe"
+# A second sensor whose records are dated far back and far ahead.
+SKEWED_SENSOR = "skewed-clock"
+SKEWED_TIMES = {"past": "1970-01-02T00:00:00Z", "ahead": "2100-01-01T00:00:00Z"}
+# Controls that a visitor without a session must not see.
+SIGNED_IN_ONLY = ("panels", "filters", "logout")
 XSS_PATH = '/q<script>window.__xss=1</script>"><img/src=x/onerror=window.__xss=2>'
 XSS_AGENT = '"><img src=x onerror="window.__xss=3"><script>window.__xss=4</script>'
 XSS_HEADER = '<script>window.__xss=5</script>'
@@ -193,6 +205,117 @@ def check_world_outline(admin, browser):
                           "the ocean should stay empty")
 
 
+def shown(browser, element_id):
+    """Whether the element is rendered: displayed, not invisible, with a box."""
+    return browser.evaluate(f"""(() => {{
+      const element = document.getElementById({json.dumps(element_id)});
+      const style = getComputedStyle(element);
+      return style.display !== 'none' && style.visibility !== 'hidden' &&
+             element.getClientRects().length > 0;
+    }})()""")
+
+
+def check_signed_in_view(browser, signed_in, when):
+    """Check that the panels, filters and log out button show only with a session."""
+    for element_id in SIGNED_IN_ONLY:
+        check(shown(browser, element_id) == signed_in,
+              f"{when}: #{element_id} is {'hidden' if signed_in else 'shown'}")
+    check(shown(browser, "login") != signed_in,
+          f"{when}: the login form is {'shown' if signed_in else 'hidden'}")
+
+
+def reload_panels(browser, hash_text, expected_state):
+    """Set the URL fragment, which reloads every panel, and wait for `expected_state`."""
+    browser.evaluate(f"""
+      document.body.dataset.state = 'reloading';
+      location.hash = {json.dumps(hash_text)};
+    """)
+    browser.wait_state(expected_state)
+
+
+def log_in(browser):
+    browser.evaluate(f"""
+      document.getElementById('login-token').value = {json.dumps(ADMIN_TOKEN)};
+      document.getElementById('login-form').requestSubmit();
+    """)
+    browser.wait_state("ready")
+
+
+def skewed_record(timestamp, path):
+    """A probe record of SKEWED_SENSOR dated `timestamp` (ISO 8601)."""
+    event_id = str(uuid.uuid4())
+    return json.dumps({
+        "transaction": {
+            "client_ip": "203.0.113.5", "time_stamp": "Fri Dec  4 12:00:00 2026",
+            "server_id": SKEWED_SENSOR, "client_port": 40000, "host_ip": "127.0.0.1",
+            "host_port": 8080, "unique_id": event_id,
+            "request": {"method": "GET", "http_version": 1.1, "uri": path,
+                        "headers": {"Host": "shop.example", "User-Agent": "skewed/1"}},
+            "response": {"http_code": 404, "headers": {}},
+            "producer": {"modsecurity": "ModSecurity v3.0.9 (Linux)"},
+            "messages": [],
+        },
+        "webtrap": {"schema_version": 1, "event_id": event_id, "@timestamp": timestamp,
+                    "sensor": {"id": SKEWED_SENSOR}},
+    })
+
+
+def check_skewed_dates(browser, admin, ingest, token, total):
+    """Send SKEWED_TIMES records and check the timeline note and the sensor table."""
+    body = "".join(skewed_record(timestamp, f"/skewed/{name}") + "\n"
+                   for name, timestamp in SKEWED_TIMES.items()).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{ingest}/v1/records", data=body, method="POST",
+        headers={"Authorization": "Bearer " + token, "Content-Type": "application/x-ndjson"})
+    stored = json.loads(urllib.request.urlopen(request, timeout=30).read())["stored"]
+    check(stored == len(SKEWED_TIMES), f"the collector stored {stored} of the skewed records")
+    expected = total + len(SKEWED_TIMES)
+    wait_for(lambda: api(admin, "summary")["events"] == expected, 60,
+             f"{expected} events in the dashboard index")
+    timeline = api(admin, "timeline?limit=120")
+    check(timeline["earlier_events"] == 1 and timeline["later_events"] == 1,
+          f"timeline without a range: {timeline}")
+
+    reload_panels(browser, "", "ready")
+    shown_total = int(browser.evaluate("document.getElementById('summary-events').textContent"))
+    check(shown_total == expected, f"summary shows {shown_total} events, expected {expected}")
+    notes = browser.evaluate("""[...document.querySelectorAll('#timeline-note .left-out')].map(
+      (line) => [line.textContent, line.querySelector('a').getAttribute('href')])""")
+    check(len(notes) == 2, f"timeline notes: {notes}")
+    earlier, later = notes
+    check(earlier[0].startswith("1 event dated before ") and "from=86400000" in earlier[1],
+          f"the note on the record dated 1970: {earlier}")
+    check(later[0].startswith("1 event dated after ") and "to=4102444800001" in later[1],
+          f"the note on the record dated 2100: {later}")
+    newest = browser.evaluate(f"""[...document.querySelectorAll('#table-sensors tbody tr')]
+      .find((row) => row.cells[0].textContent === {json.dumps(SKEWED_SENSOR)})
+      .cells[2].textContent""")
+    check(newest.startswith("2100-01-01 00:00:00Z (ahead of the collector's clock by "),
+          f"newest event of {SKEWED_SENSOR}: {newest}")
+
+    # The link under the timeline puts the record dated 1970 on it.
+    browser.evaluate("document.querySelector('#timeline-note .left-out a').click()")
+    wait_for(lambda: "from=86400000" in browser.evaluate("location.hash"), 10, "hash with from")
+    browser.wait_state("ready")
+    check(api(admin, "timeline?limit=120&from=86400000")["earlier_events"] == 0,
+          "a timeline with a start counts earlier events")
+    reload_panels(browser, "", "ready")
+
+
+def check_log_out(browser):
+    """Log out with the button, log in again, then end the session behind the page's back."""
+    browser.evaluate("document.getElementById('logout').click()")
+    browser.wait_state("login")
+    check_signed_in_view(browser, False, "after a log out")
+    log_in(browser)
+    check_signed_in_view(browser, True, "after a second login")
+    # Another tab logs out: the page's next query gets 401.
+    browser.evaluate("fetch('/dashboard/logout', {method: 'POST', credentials: 'same-origin'})"
+                     ".then((response) => response.status)")
+    reload_panels(browser, "sensor=" + SENSOR, "login")
+    check_signed_in_view(browser, False, "after a 401")
+
+
 def table_counts(browser, table_id):
     """The rows of a two-column count table as {value: count}."""
     return browser.evaluate(f"""
@@ -246,6 +369,7 @@ state_dir: {folder / "state"}
 dashboard: {{enabled: true}}
 """)
         sensor_token, _ = enrol_sensor(config, SENSOR)
+        skewed_token, _ = enrol_sensor(config, SKEWED_SENSOR)
         collector = run.start(config)
         ports = collector_ports(collector, folder)
         admin = ports["admin"]
@@ -287,13 +411,11 @@ shipper:
             panels_display = "getComputedStyle(document.getElementById('panels')).display"
             check(browser.evaluate(panels_display) == "none",
                   "the panels show under the login form before a login")
+            check_signed_in_view(browser, False, "before a login")
             browser.screenshot(shots / "login.png")
-            browser.evaluate(f"""
-              document.getElementById('login-token').value = {json.dumps(ADMIN_TOKEN)};
-              document.getElementById('login-form').requestSubmit();
-            """)
-            browser.wait_state("ready")
+            log_in(browser)
             check(browser.evaluate(panels_display) == "grid", "the panels are hidden after login")
+            check_signed_in_view(browser, True, "after the login")
             check(browser.evaluate("document.cookie") == "",
                   "the session cookie is readable from script; it must be HttpOnly")
 
@@ -397,12 +519,15 @@ shipper:
             feed_text = browser.evaluate("document.getElementById('table-feed').textContent")
             check(XSS_PATH in feed_text and XSS_AGENT in feed_text,
                   "the live feed does not show the payload as text")
+
+            check_skewed_dates(browser, admin, ports["ingest"], skewed_token, total)
+            check_log_out(browser)
         finally:
             if browser is not None:
                 browser.close()
             probe.stop()
-    print(f"dashboard browser test: {total} records, panels, map outline, filters, detail and "
-          "XSS checks passed")
+    print(f"dashboard browser test: {total} records, login view, panels, map outline, filters, "
+          "detail, XSS, skewed dates and log out checks passed")
     return 0
 
 

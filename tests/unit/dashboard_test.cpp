@@ -200,12 +200,28 @@ class DashboardTest : public ::testing::Test {
     NewEvent event{id, ts, fields.sensor, fields.source, ecsDocument(id, fields)};
     store_->insert(std::span<const NewEvent>(&event, 1));
   }
+  // Indexes everything stored so far. The store stamps each event with the
+  // wall clock as its receive time, but these tests date their events
+  // around kBaseMs, so the events not indexed yet get `received_ms_`
+  // instead, as if the collector had received them then. The timeline's
+  // open start depends on it (kTimelinePastSlackMs).
   void indexAll() {
+    setReceivedMs(index_->lastSeq(), received_ms_);
     auto events = store_->readAfter(index_->lastSeq(), 100000, 1 << 30);
     index_->add(events);
   }
+  // Sets the receive time of the stored events after `after_seq`, through
+  // a second connection to the store's file.
+  void setReceivedMs(std::int64_t after_seq, std::int64_t received_ms) {
+    dashboard::Database db(dir_ / "store.sqlite", false);
+    dashboard::Statement update(db, "UPDATE events SET received_ms = ?1 WHERE seq > ?2");
+    update.bind(1, received_ms);
+    update.bind(2, after_seq);
+    update.step();
+  }
 
   fs::path dir_;
+  std::int64_t received_ms_ = kBaseMs;
   std::unique_ptr<Store> store_;
   std::unique_ptr<DashboardIndex> index_;
   std::unique_ptr<DashboardQueries> queries_;
@@ -952,8 +968,11 @@ std::int64_t timelineTotal(const std::string& json) {
 
 // Record times are attacker-controlled: a probe record may carry any ISO
 // 8601 time, also one before 1970. The view without a time range ("all",
-// the page's default) must still show such events, in every panel and in
-// the live feed, or a record dated 1969 would hide from the dashboard.
+// the page's default) must still count such events, in every panel and in
+// the live feed, or a record dated 1969 would hide from the dashboard. The
+// timeline of that view starts shortly before the collector received its
+// first event, so it counts them in earlier_events, and a range with a
+// start before 1970 puts them on it.
 TEST_F(DashboardTest, EventsBeforeEpochAreShown) {
   Fields old_fields;
   old_fields.path = "/before-1970";
@@ -974,7 +993,13 @@ TEST_F(DashboardTest, EventsBeforeEpochAreShown) {
   EXPECT_EQ(integerField(get("/dashboard/api/summary"), "/first_ms"), -5 * kRollupDayMs - 1234);
   EXPECT_EQ(countOf(get("/dashboard/api/top?field=path"), "/before-1970"), 2);
   EXPECT_EQ(countOf(get("/dashboard/api/tags?kind=oat"), "OAT-014"), 2);
-  EXPECT_EQ(timelineTotal(get("/dashboard/api/timeline?limit=120")), 3);
+  const std::string timeline = get("/dashboard/api/timeline?limit=120");
+  EXPECT_EQ(timelineTotal(timeline), 1) << timeline;
+  EXPECT_EQ(integerField(timeline, "/earlier_events"), 2) << timeline;
+  const std::string from_1969 =
+      get("/dashboard/api/timeline?limit=120&from=" + std::to_string(-6 * kRollupDayMs));
+  EXPECT_EQ(timelineTotal(from_1969), 3) << from_1969;
+  EXPECT_EQ(integerField(from_1969, "/earlier_events"), 0) << from_1969;
   std::string feed = get("/dashboard/api/feed?limit=10");
   EXPECT_NE(feed.find("\"old0\""), std::string::npos) << feed;
   EXPECT_NE(feed.find("\"old1\""), std::string::npos) << feed;
@@ -1056,6 +1081,142 @@ TEST_F(DashboardTest, FarFutureRecordKeepsDefaultTimeline) {
   EXPECT_EQ(countOf(get("/dashboard/api/top?field=path"), "/from-2100"), 1);
   const std::string feed = get("/dashboard/api/feed?limit=10");
   EXPECT_NE(feed.find("\"future0\""), std::string::npos) << feed;
+}
+
+// A record dated far back (a wrong sensor clock or a forged time) must not
+// stretch the timeline of the page's default view either. Its range has no
+// start, so the timeline starts kTimelinePastSlackMs before the collector
+// received its oldest stored event, and the bucket width stays what it is
+// without the record. A range with an explicit start still shows the
+// record, and the summary and the feed count it.
+TEST_F(DashboardTest, FarPastRecordKeepsDefaultTimeline) {
+  fillThreeSources(*this, [&](auto id, auto ts, auto fields) { addEvent(id, ts, fields); });
+  indexAll();
+  DashboardHttp http(*queries_, "secret-token");
+  namespace beast_http = boost::beast::http;
+  auto get = [&](const std::string& target) {
+    auto response = http.handle(makeRequest(beast_http::verb::get, target, "Bearer secret-token"));
+    EXPECT_EQ(response.result(), beast_http::status::ok) << target << ": " << response.body();
+    return response.body();
+  };
+  // The page's "all" view has no start; the link under the timeline for
+  // events dated ahead sets only an end.
+  const std::vector<std::string> open_started = {
+      "limit=120", "limit=120&to=" + std::to_string(kBaseMs + kRollupDayMs)};
+  std::map<std::string, std::int64_t> bucket_before;
+  for (const std::string& query : open_started) {
+    bucket_before[query] = integerField(get("/dashboard/api/timeline?" + query), "/bucket_ms");
+  }
+
+  // A record dated 1970 and one dated 2001, both received with the others.
+  constexpr std::int64_t kYear1970Ms = 86'400'000;       // 1970-01-02T00:00:00Z
+  constexpr std::int64_t kYear2001Ms = 978'307'200'000;  // 2001-01-01T00:00:00Z
+  Fields outlier;
+  outlier.path = "/from-the-past";
+  addEvent("past1970", kYear1970Ms, outlier);
+  addEvent("past2001", kYear2001Ms, outlier);
+  indexAll();
+
+  for (const std::string& query : open_started) {
+    const std::string after = get("/dashboard/api/timeline?" + query);
+    EXPECT_EQ(integerField(after, "/bucket_ms"), bucket_before[query]) << query << ": " << after;
+    EXPECT_EQ(timelineTotal(after), 7) << query << ": " << after;
+    EXPECT_EQ(integerField(after, "/earlier_events"), 2) << query << ": " << after;
+    EXPECT_EQ(integerField(after, "/open_from_ms"), kBaseMs - kTimelinePastSlackMs)
+        << query << ": " << after;
+    EXPECT_GT(integerField(after, "/from_ms"), kYear2001Ms) << query << ": " << after;
+  }
+
+  const std::string explicit_start =
+      get("/dashboard/api/timeline?limit=120&from=" + std::to_string(kYear1970Ms));
+  EXPECT_EQ(timelineTotal(explicit_start), 9) << explicit_start;
+  EXPECT_EQ(integerField(explicit_start, "/earlier_events"), 0) << explicit_start;
+  EXPECT_NE(explicit_start.find("\"open_from_ms\":null"), std::string::npos) << explicit_start;
+  EXPECT_GT(integerField(explicit_start, "/bucket_ms"), bucket_before["limit=120"])
+      << explicit_start;
+
+  const std::string summary = get("/dashboard/api/summary");
+  EXPECT_EQ(integerField(summary, "/events"), 9) << summary;
+  EXPECT_EQ(integerField(summary, "/first_ms"), kYear1970Ms) << summary;
+  EXPECT_EQ(countOf(get("/dashboard/api/top?field=path"), "/from-the-past"), 2);
+  const std::string feed = get("/dashboard/api/feed?limit=10");
+  EXPECT_NE(feed.find("\"past1970\""), std::string::npos) << feed;
+  EXPECT_NE(feed.find("\"past2001\""), std::string::npos) << feed;
+}
+
+// The open start of the timeline follows the receive time of the oldest
+// stored event, minus kTimelinePastSlackMs: an event dated at that start is
+// shown, one a millisecond before it is counted in earlier_events. An
+// empty store leaves the start open.
+TEST_F(DashboardTest, TimelineOpenStartFollowsFirstReceipt) {
+  DashboardFilter all;
+  const std::string empty = queries_->timeline(all, 120, kBaseMs);
+  EXPECT_NE(empty.find("\"open_from_ms\":null"), std::string::npos) << empty;
+  EXPECT_EQ(integerField(empty, "/earlier_events"), 0) << empty;
+
+  received_ms_ = kBaseMs + 10 * kRollupDayMs;
+  const std::int64_t start = received_ms_ - kTimelinePastSlackMs;
+  addEvent("outside", start - 1, Fields{});
+  addEvent("inside", start, Fields{});
+  addEvent("recent", received_ms_ - 60'000, Fields{});
+  indexAll();
+  // Events received later do not move the start.
+  received_ms_ += 5 * kRollupDayMs;
+  addEvent("later", received_ms_ - 60'000, Fields{});
+  indexAll();
+  const std::string timeline = queries_->timeline(all, 120, received_ms_);
+  EXPECT_EQ(timelineTotal(timeline), 3) << timeline;
+  EXPECT_EQ(integerField(timeline, "/earlier_events"), 1) << timeline;
+  EXPECT_EQ(integerField(timeline, "/open_from_ms"), start) << timeline;
+  EXPECT_EQ(integerField(timeline, "/from_ms") % integerField(timeline, "/bucket_ms"), 0)
+      << timeline;
+  EXPECT_LE(integerField(timeline, "/from_ms"), start) << timeline;
+}
+
+// A sensor whose clock runs ahead sends events dated after the collector
+// received them. The health row states how far its newest event lies
+// after the last receipt (after now for a sensor without receipts), and the
+// shipping lag is measured to its newest event dated before that receipt.
+TEST_F(DashboardTest, HealthMarksSensorClockAhead) {
+  SensorInfo sensor;
+  sensor.sensor_id = "s1";
+  sensor.group = "g";
+  sensor.token_sha256 = std::string(64, 'a');
+  store_->enrolSensor(sensor);
+  const std::int64_t last_seen = kBaseMs + 600'000;
+  store_->noteSensorSeen("s1", last_seen, 3);
+  addEvent("s1-first", kBaseMs, Fields{});
+  addEvent("s1-second", kBaseMs + 60'000, Fields{});
+  addEvent("s1-ahead", kBaseMs + kRollupDayMs, Fields{});
+  // s2 is not enrolled, like the sensor of a ModSecurity input: its events
+  // are compared with now.
+  Fields unenrolled;
+  unenrolled.sensor = "s2";
+  addEvent("s2-first", kBaseMs, unenrolled);
+  addEvent("s2-ahead", kBaseMs + 2 * kRollupDayMs, unenrolled);
+  indexAll();
+  const std::int64_t now = kBaseMs + 700'000;
+
+  const std::string health = queries_->health(DashboardFilter{}, now);
+  EXPECT_EQ(integerField(health, "/sensors/0/newest_event_ms"), kBaseMs + kRollupDayMs) << health;
+  EXPECT_EQ(integerField(health, "/sensors/0/newest_event_ahead_ms"), kRollupDayMs - 600'000)
+      << health;
+  EXPECT_EQ(integerField(health, "/sensors/0/shipping_lag_ms"), 540'000) << health;
+  EXPECT_EQ(integerField(health, "/sensors/1/newest_event_ahead_ms"), 2 * kRollupDayMs - 700'000)
+      << health;
+  simdjson::dom::parser parser;
+  auto unenrolled_row = parse(parser, health).at_pointer("/sensors/1");
+  EXPECT_EQ(std::string_view(unenrolled_row["sensor"].get_string().value()), "s2") << health;
+  EXPECT_TRUE(unenrolled_row["shipping_lag_ms"].is_null()) << health;
+
+  // Without the event dated ahead in the range, nothing is marked.
+  DashboardFilter before_ahead;
+  before_ahead.to_ms = kBaseMs + 120'000;
+  const std::string in_time = queries_->health(before_ahead, now);
+  EXPECT_EQ(integerField(in_time, "/sensors/0/newest_event_ms"), kBaseMs + 60'000) << in_time;
+  EXPECT_EQ(integerField(in_time, "/sensors/0/newest_event_ahead_ms"), 0) << in_time;
+  EXPECT_EQ(integerField(in_time, "/sensors/0/shipping_lag_ms"), 540'000) << in_time;
+  EXPECT_EQ(integerField(in_time, "/sensors/1/newest_event_ahead_ms"), 0) << in_time;
 }
 
 // The open end of the timeline follows the `now_ms` it is given, plus

@@ -68,11 +68,16 @@ function sleep(ms) {
 
 // Fetches an API URL, retrying after 503 as described above. `name` labels
 // the query in the status line and in errors. Throws Unauthorized for 401.
+// Any other status proves a session, so the dashboard is shown, unless the
+// login form went up meanwhile (a log out while the query ran).
 async function fetchApi(name, url) {
   for (let attempt = 0; ; attempt++) {
     const response = await fetch(url, { credentials: 'same-origin', cache: 'no-store' });
     if (response.status === 401) {
       throw new Unauthorized();
+    }
+    if (document.body.dataset.state !== 'login') {
+      setSignedIn(true);
     }
     if (response.status !== 503) {
       return response;
@@ -177,23 +182,43 @@ function timelineChart(timeline) {
   });
 }
 
+// Appends to `note` a sentence on events left off the timeline and a link
+// that sets `key` in the URL fragment to `value`, a range that takes them in.
+function appendLeftOut(note, text, key, value) {
+  const line = document.createElement('span');
+  line.className = 'left-out';
+  line.append(text + '; the counts, tables and live feed include them. ');
+  const link = document.createElement('a');
+  const hash = hashParameters();
+  hash.set(key, String(value));
+  link.href = '#' + hash.toString();
+  link.textContent = 'Show them on the timeline';
+  line.appendChild(link);
+  note.appendChild(line);
+}
+
 // Shows how many events the timeline leaves out because they are dated
-// after the end of a range without one (now plus a slack, set by the
-// collector), and links to a range that ends after the newest of them.
+// outside a range without an end or a start, and links to ranges that
+// take them in. The collector sets both ends, because record times come
+// from the sensors. An open end is now plus a slack, and an open start is
+// a slack before the collector received its oldest stored event.
 function timelineNote(timeline, summary) {
   const note = byId('timeline-note');
   note.replaceChildren();
-  if (!timeline.later_events) {
-    return;
+  if (timeline.earlier_events) {
+    appendLeftOut(note, leftOutText(timeline.earlier_events, 'before', timeline.open_from_ms),
+                  'from', summary.first_ms);
   }
-  note.append(timeline.later_events + ' events dated after ' + formatTime(timeline.to_ms) +
-              ' are not on this timeline; the counts, tables and live feed include them. ');
-  const link = document.createElement('a');
-  const hash = hashParameters();
-  hash.set('to', String(summary.last_ms + 1));
-  link.href = '#' + hash.toString();
-  link.textContent = 'Show them on the timeline';
-  note.appendChild(link);
+  if (timeline.later_events) {
+    appendLeftOut(note, leftOutText(timeline.later_events, 'after', timeline.to_ms),
+                  'to', summary.last_ms + 1);
+  }
+}
+
+function leftOutText(count, side, ms) {
+  const events = count === 1 ? '1 event dated ' : count + ' events dated ';
+  const verb = count === 1 ? ' is' : ' are';
+  return events + side + ' ' + formatTime(ms) + verb + ' not on this timeline';
 }
 
 // Country polygons from Natural Earth, converted at build time by
@@ -329,12 +354,24 @@ async function showDetail() {
   panel.scrollIntoView();
 }
 
+// A sensor's newest event time, marked when it lies after the collector's
+// clock (the last receipt from the sensor): that sensor's clock runs ahead,
+// or the record was forged. Less than a second is ordinary clock skew.
+function newestEventText(sensor) {
+  const text = formatTime(sensor.newest_event_ms);
+  if (!(sensor.newest_event_ahead_ms >= 1000)) {
+    return text;
+  }
+  return text + ' (ahead of the collector\'s clock by ' +
+    formatDuration(sensor.newest_event_ahead_ms) + ')';
+}
+
 async function loadLive() {
   const [health, feed] = await Promise.all([getJson('health'), getJson('feed', { limit: '50' })]);
   fillTable('table-sensors', health.sensors, [
     { value: (s) => s.sensor },
     { value: (s) => s.events, className: 'count' },
-    { value: (s) => formatTime(s.newest_event_ms) },
+    { value: newestEventText },
     { value: (s) => formatTime(s.last_seen_ms) },
     { value: (s) => formatDuration(s.shipping_lag_ms), className: 'count' },
     { value: (s) => formatDuration(s.silent_ms), className: 'count' },
@@ -388,13 +425,26 @@ async function loadAll() {
   fillTable('table-agents', agents.items, counts);
   await loadLive();
   await showDetail();
-  document.body.dataset.state = 'ready';
+  // A log out while the queries ran leaves the login form up.
+  if (document.body.dataset.state !== 'login') {
+    document.body.dataset.state = 'ready';
+  }
 }
 
+// The login form alone, with the filters and the log out button hidden:
+// before a login, after a log out, and when the session ended (401).
 function showLogin() {
-  byId('panels').hidden = true;
-  byId('login').hidden = false;
+  setSignedIn(false);
   document.body.dataset.state = 'login';
+}
+
+// Shows the panels, the filters and the log out button once a session
+// exists, or else the login form alone.
+function setSignedIn(signedIn) {
+  byId('panels').hidden = !signedIn;
+  byId('filters').hidden = !signedIn;
+  byId('logout').hidden = !signedIn;
+  byId('login').hidden = signedIn;
 }
 
 async function run(loader) {
@@ -406,7 +456,18 @@ async function run(loader) {
       showLogin();
       return;
     }
-    byId('status').textContent = 'Loading failed: ' + error.message;
+    if (document.body.dataset.state === 'login') {
+      return;
+    }
+    const message = 'Loading failed: ' + error.message;
+    if (byId('panels').hidden) {
+      // No response proved a session (the collector is unreachable, for
+      // example), so the login form stays the only view.
+      showLogin();
+      byId('login-error').textContent = message;
+      return;
+    }
+    byId('status').textContent = message;
     document.body.dataset.state = 'error';
   }
 }
@@ -419,9 +480,11 @@ function filtersFromHash() {
   byId('filter-source').value = hash.get('source') || '';
 }
 
+// Loads every panel. The dashboard shows once a query gets any status but
+// 401 (see fetchApi), so a browser without a session sees the login form
+// and nothing else.
 function start() {
-  byId('panels').hidden = false;
-  byId('login').hidden = true;
+  document.body.dataset.state = 'loading';
   filtersFromHash();
   run(loadAll);
   clearInterval(refreshTimer);
@@ -454,9 +517,10 @@ document.addEventListener('DOMContentLoaded', () => {
     if (response.ok) {
       byId('login-token').value = '';
       byId('login-error').textContent = '';
+      setSignedIn(true);
       start();
     } else if (response.status === 429) {
-      byId('login-error').textContent = 'Too many failed logins from this address; try again in ' +
+      byId('login-error').textContent = 'Too many wrong admin tokens from this address; try again in ' +
         (response.headers.get('Retry-After') || 'a few') + ' s.';
     } else {
       byId('login-error').textContent = 'Login failed: wrong token.';
