@@ -6,14 +6,22 @@
 # --skip-build runs the existing build/webtrap without building it again
 # (scripts/record-demo.sh uses it). The package check always runs, and it
 # calls apt-get only when a package is missing.
+# --dashboard also serves the collector's dashboard on its admin listener,
+# with an admin token generated at the first such run and kept in
+# var/state/admin.token, and prints the dashboard's URL and the token.
+# etc/collector.yaml stays as it is: the token and dashboard.enabled reach
+# the collector as WEBTRAP__ environment variables, which take the place of
+# the file's admin.token (docs/collector-configuration.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 skip_build=false
+dashboard=false
 for option in "$@"; do
   case $option in
     --skip-build) skip_build=true ;;
-    *) echo "run.sh: unknown option $option; the only option is --skip-build" >&2; exit 2 ;;
+    --dashboard) dashboard=true ;;
+    *) echo "run.sh: unknown option $option; the options are --skip-build and --dashboard" >&2; exit 2 ;;
   esac
 done
 
@@ -37,12 +45,17 @@ webtrap=./build/webtrap
 "$webtrap" collector --config etc/collector.yaml enrol --sensor-id demo-probe --group lab \
   --token-file var/state/shipper.token >/dev/null 2>>var/log/collector.log
 
-# The probe's own configuration plus the shipper section that points at the
-# collector on loopback.
-{
-  cat etc/probe.yaml
-  printf '\nshipper:\n  url: http://127.0.0.1:7380\n  token_file: var/state/shipper.token\n'
-} >var/state/probe-with-shipper.yaml
+# The dashboard's admin token: 32 random bytes in hex, made once and kept
+# readable by the owner only, so a bookmarked login keeps working across runs.
+collector_environment=()
+if $dashboard; then
+  admin_token_file=var/state/admin.token
+  if [[ ! -s $admin_token_file ]]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$admin_token_file")
+  fi
+  admin_token=$(<"$admin_token_file")
+  collector_environment=(WEBTRAP__ADMIN__TOKEN="$admin_token" WEBTRAP__DASHBOARD__ENABLED=true)
+fi
 
 collector_pid=""
 probe_pid=""
@@ -67,8 +80,8 @@ rm -f var/collector/ports.json
 # Without it, the collector and the probe's shipper would stop at once and
 # leave the last records in the spool. Now only this script gets the SIGINT,
 # and stop_all stops the probe before the collector.
-setsid "$webtrap" collector --config etc/collector.yaml --ports-file var/collector/ports.json \
-  >>var/log/collector.log 2>&1 &
+env "${collector_environment[@]}" setsid "$webtrap" collector --config etc/collector.yaml \
+  --ports-file var/collector/ports.json >>var/log/collector.log 2>&1 &
 collector_pid=$!
 for _ in $(seq 100); do
   [[ -s var/collector/ports.json ]] && break
@@ -79,9 +92,42 @@ for _ in $(seq 100); do
   fi
   sleep 0.1
 done
+if [[ ! -s var/collector/ports.json ]]; then
+  echo "webtrap: the collector wrote no var/collector/ports.json within 10 s;" \
+    "see var/log/collector.log" >&2
+  exit 1
+fi
+
+# The ports the collector bound ({"ingest": 7380, "admin": 9102} with
+# etc/collector.yaml), so the shipper and the lines below follow that file.
+ports=$(<var/collector/ports.json)
+ingest_port=$(sed -n 's/.*"ingest": *\([0-9]*\).*/\1/p' <<<"$ports")
+admin_port=$(sed -n 's/.*"admin": *\([0-9]*\).*/\1/p' <<<"$ports")
+if [[ -z $ingest_port || -z $admin_port ]]; then
+  echo "webtrap: no ingest or admin port in var/collector/ports.json: $ports" >&2
+  exit 1
+fi
+
+# The probe's own configuration plus the shipper section that points at the
+# collector on loopback.
+{
+  cat etc/probe.yaml
+  printf '\nshipper:\n  url: http://127.0.0.1:%s\n  token_file: var/state/shipper.token\n' \
+    "$ingest_port"
+} >var/state/probe-with-shipper.yaml
 
 setsid "$webtrap" probe --config var/state/probe-with-shipper.yaml >>var/log/probe.log 2>&1 &
 probe_pid=$!
+
+admin_url=http://127.0.0.1:$admin_port
+if $dashboard; then
+  dashboard_lines="  dashboard: $admin_url/dashboard/ (log in with the admin token)
+             admin token: $admin_token (kept in $admin_token_file)
+             /metrics and /healthz need the header Authorization: Bearer <admin token> too"
+else
+  dashboard_lines="  dashboard: off unless etc/collector.yaml turns it on; ./scripts/run.sh --dashboard
+             turns it on with a generated admin token (docs/dashboard.md)"
+fi
 
 cat <<TEXT
 webtrap: a probe and a collector are running on loopback (Ctrl-C stops both)
@@ -89,10 +135,9 @@ webtrap: a probe and a collector are running on loopback (Ctrl-C stops both)
   tls:       https://127.0.0.1:8443/  (self-signed certificate)
   bait:      http://127.0.0.1:8888/   (a port no real user visits)
   probe:     metrics http://127.0.0.1:9101/metrics, log var/log/probe.log
-  collector: metrics http://127.0.0.1:9102/metrics, health http://127.0.0.1:9102/healthz,
+  collector: metrics $admin_url/metrics, health $admin_url/healthz,
              log var/log/collector.log, store var/collector/store.sqlite
-  dashboard: http://127.0.0.1:9102/dashboard/ once etc/collector.yaml sets
-             admin.token and dashboard.enabled: true (docs/dashboard.md)
+$dashboard_lines
 Each request the probe receives appears below once the collector has stored it:
 TEXT
 "$webtrap" collector --config etc/collector.yaml tail --follow --last 0 &

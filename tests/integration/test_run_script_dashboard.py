@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""The README's quick start script, scripts/run.sh, with and without --dashboard.
+
+The script runs in a copy of the tree's scripts/ and etc/ in a temporary
+folder, with build/webtrap linked to WEBTRAP_BIN, so its var/ is the test's
+own. The copied etc/collector.yaml binds port 0 and the copied
+etc/probe.yaml binds free ports, so the run does not collide with
+anything on the README's ports. The copied scripts/install-deps.sh is a
+stand-in that checks nothing, because a test must not install packages.
+Everything listens on loopback.
+
+- Without options, /healthz on the collector's admin listener needs no
+  token, /dashboard/ is 404, and the banner names the option that turns it on.
+- With --dashboard, the banner prints the dashboard's URL and a generated
+  admin token, which var/state/admin.token keeps with mode 0600. The page
+  loads, the API answers 401 without the token and 200 with it, a login
+  with the token sets the session cookie, and a request sent to the probe
+  reaches the dashboard through the shipper.
+- A second run with --dashboard keeps the same token.
+- SIGINT stops the script, the probe and the collector.
+"""
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from probe_harness import BIN, SOURCE_DIR, send_raw, wait_for
+
+START_TIMEOUT = 60
+STOP_TIMEOUT = 30
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def free_port_on_both_loopbacks():
+    """A TCP port free on 127.0.0.1 and on ::1 at the time of the call."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET) as v4:
+            v4.bind(("127.0.0.1", 0))
+            port = v4.getsockname()[1]
+            try:
+                with socket.socket(socket.AF_INET6) as v6:
+                    v6.bind(("::1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no port free on both 127.0.0.1 and ::1 after 50 tries")
+
+
+def make_tree(folder, http_port):
+    """Copy what run.sh needs into `folder` and return the path of the copied run.sh."""
+    (folder / "scripts").mkdir()
+    shutil.copy2(SOURCE_DIR / "scripts/run.sh", folder / "scripts/run.sh")
+    stand_in = folder / "scripts/install-deps.sh"
+    stand_in.write_text("#!/usr/bin/env bash\n"
+                        "echo 'install-deps.sh: stand-in of the run script test, checks nothing'\n")
+    stand_in.chmod(0o755)
+    (folder / "build").mkdir()
+    (folder / "build/webtrap").symlink_to(pathlib.Path(BIN).resolve())
+
+    (folder / "etc").mkdir()
+    collector = (SOURCE_DIR / "etc/collector.yaml").read_text()
+    for default in ("127.0.0.1:7380", "127.0.0.1:9102"):
+        check(default in collector, f"etc/collector.yaml no longer listens on {default}; "
+              "update this test's port rewrite")
+        collector = collector.replace(default, "127.0.0.1:0")
+    (folder / "etc/collector.yaml").write_text(collector)
+
+    probe = (SOURCE_DIR / "etc/probe.yaml").read_text()
+    replacements = {"127.0.0.1:8080": f"127.0.0.1:{http_port}",
+                    "[::1]:8080": f"[::1]:{http_port}",
+                    "127.0.0.1:8443": "127.0.0.1:0", "127.0.0.1:8888": "127.0.0.1:0",
+                    "127.0.0.1:9101": "127.0.0.1:0"}
+    for default, replacement in replacements.items():
+        check(default in probe, f"etc/probe.yaml no longer listens on {default}; "
+              "update this test's port rewrite")
+        probe = probe.replace(default, replacement)
+    (folder / "etc/probe.yaml").write_text(probe)
+    return folder / "scripts/run.sh"
+
+
+class RunScript:
+    """scripts/run.sh started in its own session, its output in a file."""
+
+    def __init__(self, script, folder, *options):
+        self.folder = folder
+        self.output_path = folder / f"run-{'-'.join(o.strip('-') for o in options) or 'plain'}.txt"
+        self.output = open(self.output_path, "wb")
+        self.process = subprocess.Popen([str(script), "--skip-build", *options], cwd=folder,
+                                        stdout=self.output, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def text(self):
+        return self.output_path.read_text(errors="replace")
+
+    def wait_banner(self):
+        """Wait for the line run.sh prints after starting both, and return the output."""
+        marker = "Each request the probe receives appears below"
+        wait_for(lambda: marker in self.text() or self.process.poll() is not None,
+                 START_TIMEOUT, "run.sh's banner")
+        check(marker in self.text(), f"run.sh exited with {self.process.poll()} before its "
+              f"banner:\n{self.text()}\n{log_tails(self.folder)}")
+        return self.text()
+
+    def stop(self):
+        """Send SIGINT as Ctrl-C does, wait for the stop line, and end any leftover process."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.output.close()
+        leftovers = processes_in(self.folder)
+        for pid in leftovers:
+            os.kill(pid, signal.SIGKILL)
+        return leftovers
+
+
+def processes_in(folder):
+    """PIDs of webtrap processes whose working folder is `folder` (started by run.sh)."""
+    pids = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (pathlib.Path(os.readlink(entry / "cwd")) == folder
+                    and "webtrap" in (entry / "cmdline").read_bytes().decode(errors="replace")):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def log_tails(folder):
+    parts = []
+    for name in ("collector.log", "probe.log"):
+        path = folder / "var/log" / name
+        if path.exists():
+            parts.append(f"--- {path}\n{path.read_text(errors='replace')[-3000:]}")
+    return "\n".join(parts)
+
+
+def admin_port(folder):
+    return json.loads((folder / "var/collector/ports.json").read_text())["admin"]
+
+
+def accepts(port):
+    """Whether a TCP connection to 127.0.0.1:`port` succeeds."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def http_get(url, headers=None):
+    """Return (status, body) of a GET, also for an error status."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def check_plain_run(script, folder):
+    run = RunScript(script, folder)
+    try:
+        banner = run.wait_banner()
+        check("dashboard: off unless etc/collector.yaml turns it on" in banner
+              and "--dashboard" in banner, f"the banner does not say how to turn the dashboard "
+              f"on:\n{banner}")
+        check("admin token:" not in banner, f"a run without --dashboard printed a token:\n{banner}")
+        check(not (folder / "var/state/admin.token").exists(),
+              "a run without --dashboard made var/state/admin.token")
+        port = admin_port(folder)
+        status, _ = http_get(f"http://127.0.0.1:{port}/healthz")
+        check(status == 200, f"/healthz without a token answered {status}; the default run "
+              "has no admin token")
+        status, _ = http_get(f"http://127.0.0.1:{port}/dashboard/")
+        check(status == 404, f"/dashboard/ answered {status} without --dashboard, expected 404")
+    finally:
+        leftovers = run.stop()
+    check(not leftovers, f"processes left after SIGINT: {leftovers}")
+    check("webtrap: stopped" in run.text(), f"no stop line after SIGINT:\n{run.text()}")
+
+
+def check_dashboard_run(script, folder, http_port):
+    run = RunScript(script, folder, "--dashboard")
+    try:
+        banner = run.wait_banner()
+        port = admin_port(folder)
+        url = f"http://127.0.0.1:{port}/dashboard/"
+        check(f"dashboard: {url}" in banner, f"the banner lacks the dashboard URL {url}:\n{banner}")
+        match = re.search(r"admin token: ([0-9a-f]+) \(kept in var/state/admin\.token\)", banner)
+        check(match is not None, f"the banner lacks the admin token:\n{banner}")
+        token = match.group(1)
+        check(len(token) == 64, f"the admin token has {len(token)} hex digits, expected 64")
+        token_file = folder / "var/state/admin.token"
+        check(token_file.read_text() == token, "var/state/admin.token differs from the banner")
+        mode = stat.S_IMODE(token_file.stat().st_mode)
+        check(mode == 0o600, f"var/state/admin.token has mode {mode:o}, expected 600")
+
+        status, page = http_get(url)
+        check(status == 200 and b"<title>webtrap dashboard</title>" in page,
+              f"GET {url}: {status} {page[:200]!r}")
+        summary_url = f"http://127.0.0.1:{port}/dashboard/api/summary"
+        status, _ = http_get(summary_url)
+        check(status == 401, f"the summary without a token answered {status}, expected 401")
+        bearer = {"Authorization": f"Bearer {token}"}
+        status, body = http_get(summary_url, bearer)
+        check(status == 200, f"the summary with the printed token answered {status}: {body!r}")
+        status, _ = http_get(f"http://127.0.0.1:{port}/healthz", bearer)
+        check(status == 200, f"/healthz with the token answered {status}")
+
+        login = urllib.request.Request(f"http://127.0.0.1:{port}/dashboard/login",
+                                       data=f"token={token}".encode(), method="POST")
+        with urllib.request.urlopen(login, timeout=10) as response:
+            check(response.status == 204, f"the login answered {response.status}, expected 204")
+            cookie = response.headers.get("Set-Cookie", "")
+        check("HttpOnly" in cookie, f"the login set no session cookie: {cookie!r}")
+
+        # A request to the probe reaches the dashboard through the shipper,
+        # which run.sh points at the collector's ingest port. run.sh prints
+        # its banner before the probe has bound its ports.
+        wait_for(lambda: accepts(http_port), 30, f"the probe on 127.0.0.1:{http_port}")
+        send_raw(http_port, b"GET /run-script-check HTTP/1.1\r\nHost: shop.example\r\n"
+                            b"Connection: close\r\n\r\n")
+        wait_for(lambda: json.loads(http_get(summary_url, bearer)[1])["events"] >= 1, 60,
+                 "the probe's record in the dashboard")
+    finally:
+        leftovers = run.stop()
+    check(not leftovers, f"processes left after SIGINT: {leftovers}")
+    check("webtrap: stopped" in run.text(), f"no stop line after SIGINT:\n{run.text()}")
+    return token
+
+
+def main():
+    if not pathlib.Path(BIN).exists():
+        print(f"webtrap binary not found at {BIN}; build it or set WEBTRAP_BIN", file=sys.stderr)
+        return 1
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-run-script-")).resolve()
+    # When the test runs as root, the probe's shipper drops to an
+    # unprivileged user, which must be able to reach var/spool in here.
+    folder.chmod(0o755)
+    try:
+        http_port = free_port_on_both_loopbacks()
+        script = make_tree(folder, http_port)
+        try:
+            check_plain_run(script, folder)
+            first_token = check_dashboard_run(script, folder, http_port)
+            second_token = check_dashboard_run(script, folder, http_port)
+            check(second_token == first_token, "a second run with --dashboard printed a new token")
+        except AssertionError:
+            print(log_tails(folder), file=sys.stderr)
+            raise
+    finally:
+        if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
+            shutil.rmtree(folder, ignore_errors=True)
+    print("run.sh: default run without a dashboard, --dashboard with URL, token, login and a "
+          "shipped record, the same token on the next run, and the stop all passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
