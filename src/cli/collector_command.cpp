@@ -248,17 +248,23 @@ int runCollector(const CollectorOptions& options) {
   if (!config.admin_listen.empty()) {
     server_options.admin = parseListenAddress(config.admin_listen, "admin.listen");
   }
-  server_options.admin_token = config.admin_token;
+  // The dashboard.login_* limits cover every admin route, so they apply
+  // with the dashboard off too.
+  const DashboardOptions dashboard_options = parseDashboardOptions(config.dashboard);
+  if (!config.admin_token.empty()) {
+    server_options.admin_guard = std::make_shared<AdminTokenGuard>(
+        config.admin_token, dashboard_options.login_limits, &metrics);
+  }
+  server_options.admin_trusted_proxies = config.admin_trusted_proxies;
   server_options.limits = config.limits;
   server_options.probe_input = config.probe_input;
   server_options.modsecurity_http_input = config.modsecurity_http_input;
   server_options.tls = tls ? &*tls : nullptr;
   server_options.published_folders = publishedFolders(config);
   std::unique_ptr<DashboardService> dashboard;
-  if (DashboardOptions dashboard_options = parseDashboardOptions(config.dashboard);
-      dashboard_options.enabled) {
+  if (dashboard_options.enabled) {
     dashboard = std::make_unique<DashboardService>(dashboard_options, config.state_dir,
-                                                   config.admin_token, *store, metrics);
+                                                   server_options.admin_guard, *store, metrics);
     server_options.dashboard = &dashboard->http();
   }
 

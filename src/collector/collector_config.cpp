@@ -52,6 +52,8 @@ std::uint32_t parseTimeout(const std::string& text, const char* key) {
   return static_cast<std::uint32_t>(milliseconds);
 }
 
+constexpr const char* kTrustedProxiesKey = "admin.trusted_proxies";
+
 Apply setBool(bool CollectorConfig::*member, const char* key) {
   return [member, key](CollectorConfig& c, const std::string& v) { c.*member = parseBool(v, key); };
 }
@@ -89,8 +91,25 @@ const std::vector<Option>& options() {
          c.admin_listen = v;
        }},
       {"admin.token", "string", "none",
-       "When set, the admin listener requires `Authorization: Bearer TOKEN`.",
+       "When set, the admin listener requires `Authorization: Bearer TOKEN`. Wrong tokens on "
+       "any admin route count against one limit per client address (dashboard.login_*).",
        [](CollectorConfig& c, const std::string& v) { c.admin_token = v; }},
+      // A list: applyKey() parses it, and this setter gets only a missing
+      // value or a single value written where the list belongs.
+      {kTrustedProxiesKey, "address list", "[] (X-Forwarded-For ignored)",
+       "Addresses or CIDR networks of reverse proxies in front of the admin listener. For a "
+       "request from one of them, wrong admin tokens count against the right-most "
+       "X-Forwarded-For address that is not itself listed, and from any other peer the header "
+       "is ignored. A header entry there that is not an address counts the proxy. List only "
+       "your proxies, because a listed address can name any client.",
+       [](CollectorConfig& c, const std::string& v) {
+         if (!v.empty()) {
+           throw ConfigError(fmt::format("{}: expected a list, found \"{}\"; write it as `{}: "
+                                         "[{}]`",
+                                         kTrustedProxiesKey, v, kTrustedProxiesKey, v));
+         }
+         c.admin_trusted_proxies = {};
+       }},
       {"state_dir", "path", "var/collector", "Folder of the store when store.path is not set.",
        [](CollectorConfig& c, const std::string& v) { c.state_dir = v; }},
       {"io_threads", "count", "2",
@@ -218,9 +237,9 @@ const std::vector<Section>& sections() {
        "Behavioural OAT tagger: window, key cap and thresholds, listed as `behaviour.*` below.",
        &CollectorConfig::behaviour},
       {"dashboard", "map",
-       "Built-in dashboard on the admin listener (`enabled`, `index_path`, "
-       "`login_max_failures`, `login_window`, `login_max_clients`); needs admin.token. See "
-       "docs/dashboard.md.",
+       "Built-in dashboard on the admin listener (`enabled`, `index_path`); needs admin.token. "
+       "Its `login_max_failures`, `login_window` and `login_max_clients` limit wrong admin "
+       "tokens on every admin route, also with the dashboard off. See docs/dashboard.md.",
        &CollectorConfig::dashboard},
   };
   return kSections;
@@ -238,6 +257,9 @@ bool isSectionPrefix(const std::string& key) {
 // are named here.
 config_environment::KeyKind collectorKeyKind(const std::string& key) {
   using config_environment::KeyKind;
+  if (key == kTrustedProxiesKey) {
+    return KeyKind::kList;
+  }
   if (config_table::findOption(options(), key) != nullptr) {
     return KeyKind::kValue;
   }
@@ -262,6 +284,24 @@ config_environment::KeyKind collectorKeyKind(const std::string& key) {
 // Parses one key: a section is kept whole for its owner, and an option is
 // parsed at once. Returns false for any other key.
 bool applyKey(CollectorConfig& config, const std::string& key, const YAML::Node& value) {
+  if (key == kTrustedProxiesKey && value.IsMap()) {
+    throw ConfigError(fmt::format("{}: expected a list, found a map; write it as `{}: "
+                                  "[10.0.0.5, 192.0.2.0/24]`",
+                                  key, key));
+  }
+  if (key == kTrustedProxiesKey && value.IsSequence()) {
+    std::vector<std::string> entries;
+    for (std::size_t i = 0; i < value.size(); ++i) {
+      if (!value[i].IsScalar()) {
+        throw ConfigError(fmt::format("{}[{}]: expected an address or a CIDR network, such as "
+                                      "10.0.0.5 or 10.0.0.0/8",
+                                      key, i));
+      }
+      entries.push_back(value[i].Scalar());
+    }
+    config.admin_trusted_proxies = TrustedProxies::parse(entries, key);
+    return true;
+  }
   const auto& all_sections = sections();
   auto section = std::find_if(all_sections.begin(), all_sections.end(),
                               [&](const Section& s) { return key == s.key; });

@@ -13,6 +13,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "collector/store.h"
+#include "collector/trusted_proxies.h"
 
 namespace webtrap::collector {
 
@@ -45,6 +46,7 @@ struct CollectorConfig {
   IngestTlsOptions tls;
   std::string admin_listen = "127.0.0.1:9102";  // empty: no admin listener
   std::string admin_token;                      // empty: /metrics and /healthz are open
+  TrustedProxies admin_trusted_proxies;         // empty: X-Forwarded-For is ignored
   std::filesystem::path state_dir = "var/collector";
   StoreOptions store;  // store.path defaults to <state_dir>/store.sqlite
   IngestLimits limits;

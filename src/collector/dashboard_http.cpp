@@ -1,6 +1,5 @@
 #include "collector/dashboard_http.h"
 
-#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include <charconv>
@@ -83,11 +82,6 @@ Response jsonError(const DashboardHttp::Request& request, http::status status,
   json.member("error", message);
   json.endObject();
   return jsonResponse(request, status, std::move(body));
-}
-
-bool equalSecrets(std::string_view given, std::string_view expected) {
-  return given.size() == expected.size() &&
-         CRYPTO_memcmp(given.data(), expected.data(), expected.size()) == 0;
 }
 
 std::optional<std::string_view> bearerToken(std::string_view header) {
@@ -193,27 +187,43 @@ std::int64_t nowMs() {
 Counter& loginsRejected(MetricsRegistry& registry, std::string_view reason) {
   return registry.counter("webtrap_collector_dashboard_logins_rejected_total",
                           "Dashboard logins and Bearer tokens rejected, by reason (wrong_token: "
-                          "401 for a wrong or missing token; rate_limited: 429 because the "
-                          "client address failed too often)",
+                          "401 for a wrong token; rate_limited: 429 because the client address "
+                          "sent too many wrong admin tokens on any admin route)",
                           fmt::format("reason=\"{}\"", reason));
+}
+
+std::shared_ptr<AdminTokenGuard> makeTokenGuard(std::string admin_token,
+                                                LoginLimitOptions login_limits,
+                                                MetricsRegistry* metrics) {
+  if (admin_token.empty()) {
+    throw std::invalid_argument(
+        "the dashboard needs admin.token: it is never served without one");
+  }
+  return std::make_shared<AdminTokenGuard>(std::move(admin_token), login_limits, metrics);
 }
 
 }  // namespace
 
-DashboardHttp::DashboardHttp(DashboardQueries& queries, std::string admin_token,
+DashboardHttp::DashboardHttp(DashboardQueries& queries,
+                             std::shared_ptr<AdminTokenGuard> token_guard,
                              std::size_t query_threads, std::size_t max_queued_queries,
-                             LoginLimitOptions login_limits, MetricsRegistry* metrics)
+                             MetricsRegistry* metrics)
     : queries_(queries),
-      admin_token_(std::move(admin_token)),
-      login_limiter_(login_limits),
+      token_guard_(std::move(token_guard)),
       logins_wrong_token_(loginsRejected(metrics ? *metrics : own_metrics_, "wrong_token")),
       logins_rate_limited_(loginsRejected(metrics ? *metrics : own_metrics_, "rate_limited")),
       workers_(query_threads, max_queued_queries) {
-  if (admin_token_.empty()) {
+  if (!token_guard_) {
     throw std::invalid_argument(
         "the dashboard needs admin.token: it is never served without one");
   }
 }
+
+DashboardHttp::DashboardHttp(DashboardQueries& queries, std::string admin_token,
+                             std::size_t query_threads, std::size_t max_queued_queries,
+                             LoginLimitOptions login_limits, MetricsRegistry* metrics)
+    : DashboardHttp(queries, makeTokenGuard(std::move(admin_token), login_limits, metrics),
+                    query_threads, max_queued_queries, metrics) {}
 
 bool DashboardHttp::handles(std::string_view target) {
   return target == kPrefix || target.starts_with("/dashboard/") ||
@@ -277,50 +287,24 @@ DashboardHttp::Access DashboardHttp::authorize(const Request& request,
   if (!token) {
     return Access::kDenied;
   }
-  const std::string client_key = LoginLimiter::clientKey(client);
-  retry_after = login_limiter_.retryAfter(client_key, LoginLimiter::Clock::now());
+  retry_after = token_guard_->blockedFor(client, AdminRoute::kDashboardApi);
   if (retry_after > LoginLimiter::Clock::duration::zero()) {
     return Access::kRateLimited;
   }
-  if (!equalSecrets(*token, admin_token_)) {
-    recordFailedLogin(client_key, "Authorization header");
+  if (!token_guard_->check(*token, client, AdminRoute::kDashboardApi)) {
+    logins_wrong_token_.inc();
     return Access::kDenied;
   }
-  login_limiter_.recordSuccess(client_key);
   return Access::kGranted;
 }
 
-void DashboardHttp::recordFailedLogin(const std::string& client_key, std::string_view kind) {
-  login_limiter_.recordFailure(client_key, LoginLimiter::Clock::now());
-  logins_wrong_token_.inc();
-  std::lock_guard lock(login_log_mutex_);
-  if (login_log_.admit()) {
-    spdlog::warn("dashboard: login with a wrong or missing admin token in the {} from {} ({} "
-                 "such logins since the last message)",
-                 kind, client_key, login_log_.takeSuppressed() + 1);
-  }
-}
-
-Response DashboardHttp::rateLimited(const Request& request, const std::string& client_key,
+Response DashboardHttp::rateLimited(const Request& request,
                                     LoginLimiter::Clock::duration retry_after) {
   logins_rate_limited_.inc();
-  const LoginLimitOptions& limits = login_limiter_.options();
-  // Whole seconds, rounded up, so a client that waits that long is let in.
-  const auto seconds =
-      std::chrono::ceil<std::chrono::seconds>(retry_after).count();
-  {
-    std::lock_guard lock(limited_log_mutex_);
-    if (limited_log_.admit()) {
-      spdlog::warn("dashboard: rejected a login from {} with 429, because it failed {} times "
-                   "within {} s ({} such rejections since the last message)",
-                   client_key, limits.max_failures, limits.window.count(),
-                   limited_log_.takeSuppressed() + 1);
-    }
-  }
-  Response response = jsonError(
-      request, http::status::too_many_requests,
-      fmt::format("too many failed logins from this address; retry after {} s", seconds));
-  response.set(http::field::retry_after, std::to_string(seconds));
+  Response response = jsonError(request, http::status::too_many_requests,
+                                AdminTokenGuard::blockedMessage(retry_after));
+  response.set(http::field::retry_after,
+               std::to_string(AdminTokenGuard::retryAfterSeconds(retry_after)));
   return response;
 }
 
@@ -412,7 +396,7 @@ Response DashboardHttp::route(const Request& request, const boost::asio::ip::add
     LoginLimiter::Clock::duration retry_after{};
     const Access access = authorize(request, client, retry_after);
     if (access == Access::kRateLimited) {
-      return rateLimited(request, LoginLimiter::clientKey(client), retry_after);
+      return rateLimited(request, retry_after);
     }
     if (access == Access::kDenied) {
       Response response = jsonError(request, http::status::unauthorized,
@@ -514,10 +498,9 @@ Response DashboardHttp::login(const Request& request, const boost::asio::ip::add
   }
   // A blocked client gets 429 before its token is checked, so guesses past
   // the limit learn nothing.
-  const std::string client_key = LoginLimiter::clientKey(client);
-  if (auto retry_after = login_limiter_.retryAfter(client_key, LoginLimiter::Clock::now());
+  if (auto retry_after = token_guard_->blockedFor(client, AdminRoute::kDashboardLogin);
       retry_after > LoginLimiter::Clock::duration::zero()) {
-    return rateLimited(request, client_key, retry_after);
+    return rateLimited(request, retry_after);
   }
   std::string invalid;
   ApiParameters form = parseParameters(request.body(), invalid);
@@ -529,11 +512,10 @@ Response DashboardHttp::login(const Request& request, const boost::asio::ip::add
                      "missing form field token; send the admin token as an "
                      "application/x-www-form-urlencoded body: token=<admin.token>");
   }
-  if (!equalSecrets(token, admin_token_)) {
-    recordFailedLogin(client_key, "login form");
+  if (!token_guard_->check(token, client, AdminRoute::kDashboardLogin)) {
+    logins_wrong_token_.inc();
     return jsonError(request, http::status::unauthorized, "wrong admin token");
   }
-  login_limiter_.recordSuccess(client_key);
   std::string session = newSession();
   Response response = makeResponse(request, http::status::no_content, "text/plain", "");
   response.set(http::field::set_cookie,

@@ -7,8 +7,9 @@
 // the collector's admin token, either as `Authorization: Bearer TOKEN` or as
 // a session cookie that POST /dashboard/login sets after checking the token
 // (HttpOnly, SameSite=Strict, Path=/dashboard). Failed logins and wrong
-// Bearer tokens are limited per client address (LoginLimiter). Past the
-// limit, the client gets 429 with Retry-After. Every response carries a
+// Bearer tokens are limited per client address by the AdminTokenGuard that
+// the whole admin listener shares. Past the limit, the client gets 429
+// with Retry-After. Every response carries a
 // Content-Security-Policy without inline script or style and
 // X-Content-Type-Options: nosniff. The page writes record text with
 // textContent only.
@@ -26,6 +27,7 @@
 #include <boost/asio/ip/address.hpp>
 #include <boost/beast/http.hpp>
 
+#include "collector/admin_token_guard.h"
 #include "collector/dashboard_queries.h"
 #include "collector/dashboard_workers.h"
 #include "collector/login_limiter.h"
@@ -45,9 +47,16 @@ class DashboardHttp {
   static constexpr std::size_t kMaxQueuedQueries = 32;
   static constexpr int kBusyRetryAfterSeconds = 1;
 
-  // `admin_token` must not be empty: the dashboard is never served open.
-  // The login counters go to `metrics` when it is set, else to a registry
-  // of this object's own.
+  // Checks tokens with `token_guard`, which the admin listener must share
+  // (ServerOptions::admin_guard). The login counters go to `metrics` when
+  // it is set, else to a registry of this object's own.
+  DashboardHttp(DashboardQueries& queries, std::shared_ptr<AdminTokenGuard> token_guard,
+                std::size_t query_threads = kQueryThreads,
+                std::size_t max_queued_queries = kMaxQueuedQueries,
+                MetricsRegistry* metrics = nullptr);
+  // Makes a guard of its own for `admin_token`, for tests of the dashboard
+  // alone. `admin_token` must not be empty: the dashboard is never served
+  // open.
   DashboardHttp(DashboardQueries& queries, std::string admin_token,
                 std::size_t query_threads = kQueryThreads,
                 std::size_t max_queued_queries = kMaxQueuedQueries,
@@ -55,8 +64,8 @@ class DashboardHttp {
 
   // True for targets under /dashboard, which handle() serves.
   static bool handles(std::string_view target);
-  // Handles a request from `client` (the peer address, which failed logins
-  // are counted by) on the calling thread.
+  // Handles a request from `client` (the client address, which failed
+  // logins are counted by) on the calling thread.
   Response handle(const Request& request, const boost::asio::ip::address& client = {});
   // Handles a request and passes the response to `done`: requests under
   // /dashboard/api/ on a query worker thread, others at once on the calling
@@ -65,6 +74,7 @@ class DashboardHttp {
   void handleAsync(Request request, boost::asio::ip::address client,
                    std::function<void(Response)> done);
   DashboardWorkers& workers() { return workers_; }
+  const AdminTokenGuard& tokenGuard() const { return *token_guard_; }
   // Stops the query workers (see DashboardWorkers::stop()). Call it before
   // the io_context of the connections waiting for a query is destroyed,
   // because their queued tasks hold work on it.
@@ -83,28 +93,17 @@ class DashboardHttp {
   Access authorize(const Request& request, const boost::asio::ip::address& client,
                    LoginLimiter::Clock::duration& retry_after);
   bool validSession(const Request& request);
-  // Counts and logs a failed login or Bearer token of `client_key`.
-  void recordFailedLogin(const std::string& client_key, std::string_view kind);
-  // Returns 429 for a client blocked by the login limit, counted and logged.
-  Response rateLimited(const Request& request, const std::string& client_key,
-                       LoginLimiter::Clock::duration retry_after);
+  // Returns 429 for a client blocked by the login limit, counted.
+  Response rateLimited(const Request& request, LoginLimiter::Clock::duration retry_after);
   std::string newSession();
 
   DashboardQueries& queries_;
-  std::string admin_token_;
+  std::shared_ptr<AdminTokenGuard> token_guard_;
   std::mutex sessions_mutex_;
   // Session id to its expiry, in steady-clock time.
   std::map<std::string, std::chrono::steady_clock::time_point, std::less<>> sessions_;
   std::mutex busy_log_mutex_;
   LogThrottle busy_log_{std::chrono::seconds(60)};
-  // Failed logins, logged once a minute with a count, because anyone who
-  // reaches the listener can post them as fast as it responds.
-  std::mutex login_log_mutex_;
-  LogThrottle login_log_{std::chrono::seconds(60)};
-  // Logins rejected with 429, logged once a minute with a count.
-  std::mutex limited_log_mutex_;
-  LogThrottle limited_log_{std::chrono::seconds(60)};
-  LoginLimiter login_limiter_;
   // Used when the constructor gets no registry, as in unit tests.
   MetricsRegistry own_metrics_;
   Counter& logins_wrong_token_;

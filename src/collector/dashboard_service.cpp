@@ -57,9 +57,9 @@ DashboardOptions parseDashboardOptions(const YAML::Node& node) {
 
 DashboardService::DashboardService(const DashboardOptions& options,
                                    const std::filesystem::path& state_dir,
-                                   const std::string& admin_token, Store& store,
+                                   std::shared_ptr<AdminTokenGuard> token_guard, Store& store,
                                    MetricsRegistry& metrics) {
-  if (admin_token.empty()) {
+  if (!token_guard) {
     throw ConfigError(
         "dashboard.enabled: the dashboard needs admin.token, because it shows records to "
         "whoever can reach the admin listener; set admin.token or disable the dashboard");
@@ -73,13 +73,11 @@ DashboardService::DashboardService(const DashboardOptions& options,
   runner_options.flush_interval = std::chrono::milliseconds(200);
   runner_ = std::make_unique<OutputRunner>(store, std::move(output), runner_options, metrics);
   queries_ = std::make_unique<DashboardQueries>(path, store);
-  http_ = std::make_unique<DashboardHttp>(*queries_, admin_token, DashboardHttp::kQueryThreads,
-                                          DashboardHttp::kMaxQueuedQueries,
-                                          options.login_limits, &metrics);
-  spdlog::info("dashboard: index {}, served on the admin listener under /dashboard/; logins "
-               "limited to {} failures per client address within {} s (0: no limit)",
-               path.string(), options.login_limits.max_failures,
-               options.login_limits.window.count());
+  http_ = std::make_unique<DashboardHttp>(*queries_, std::move(token_guard),
+                                          DashboardHttp::kQueryThreads,
+                                          DashboardHttp::kMaxQueuedQueries, &metrics);
+  spdlog::info("dashboard: index {}, served on the admin listener under /dashboard/",
+               path.string());
 }
 
 DashboardService::~DashboardService() { stop(); }

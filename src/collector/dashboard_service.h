@@ -21,6 +21,8 @@ namespace webtrap::collector {
 struct DashboardOptions {
   bool enabled = false;
   std::filesystem::path index_path;  // empty: <state_dir>/dashboard.sqlite
+  // The limit of every admin token check on the admin listener, also when
+  // the dashboard is off (see AdminTokenGuard).
   LoginLimitOptions login_limits;
 };
 
@@ -32,10 +34,12 @@ DashboardOptions parseDashboardOptions(const YAML::Node& node);
 
 class DashboardService {
  public:
-  // Opens the index. `admin_token` must be set: throws ConfigError when it
-  // is empty, because the dashboard is never served open.
+  // Opens the index. `token_guard` checks the admin token and must be the
+  // admin listener's own guard. Throws ConfigError when it is null (no
+  // admin.token), because the dashboard is never served open.
   DashboardService(const DashboardOptions& options, const std::filesystem::path& state_dir,
-                   const std::string& admin_token, Store& store, MetricsRegistry& metrics);
+                   std::shared_ptr<AdminTokenGuard> token_guard, Store& store,
+                   MetricsRegistry& metrics);
   ~DashboardService();
   DashboardService(const DashboardService&) = delete;
   DashboardService& operator=(const DashboardService&) = delete;

@@ -62,16 +62,6 @@ void LoginLimiter::recordFailure(const std::string& client, Clock::time_point no
   }
 }
 
-void LoginLimiter::recordSuccess(const std::string& client) {
-  std::lock_guard lock(mutex_);
-  auto found = by_client_.find(client);
-  if (found == by_client_.end()) {
-    return;
-  }
-  entries_.erase(found->second);
-  by_client_.erase(found);
-}
-
 std::size_t LoginLimiter::trackedClients() {
   std::lock_guard lock(mutex_);
   return entries_.size();

@@ -1,11 +1,13 @@
-// A limit on failed logins per client address, for the dashboard's login
-// and its Bearer token check. Anyone who reaches the admin listener can
-// guess admin tokens as fast as it responds, so after `max_failures` failed
-// attempts within `window`, a client is blocked for `window` (429 with
-// Retry-After). Clients are tracked by address: an IPv4 address, or the
-// /64 prefix of an IPv6 address, because one host usually gets a whole
-// /64. At most `max_clients` are tracked, and the one whose last failure is
-// oldest is forgotten first.
+// A limit on failed admin tokens per client address, shared by every
+// route of the admin listener that checks the token (AdminTokenGuard).
+// Anyone who reaches the admin listener can guess admin tokens as fast as
+// it responds, so after `max_failures` failed attempts within `window`, a
+// client is blocked for `window` (429 with Retry-After). Clients are
+// tracked by address: an IPv4 address, or the /64 prefix of an IPv6
+// address, because one host usually gets a whole /64. At most
+// `max_clients` are tracked, and the one whose last failure is oldest is
+// forgotten first. A right token clears no count, because clients that
+// share a key would clear each other's failures.
 #pragma once
 
 #include <chrono>
@@ -42,8 +44,6 @@ class LoginLimiter {
   Clock::duration retryAfter(const std::string& client, Clock::time_point now);
   // Counts a failed attempt of `client`.
   void recordFailure(const std::string& client, Clock::time_point now);
-  // Forgets the failures of `client` after it logged in.
-  void recordSuccess(const std::string& client);
   // Returns the number of clients tracked now.
   std::size_t trackedClients();
   const LoginLimitOptions& options() const { return options_; }

@@ -497,6 +497,12 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
         ingest_retry_timer(io_context),
         admin_retry_timer(io_context),
         published_slots(kMaxPublishedReads) {
+    if (options.dashboard != nullptr &&
+        (!options.admin_guard || &options.dashboard->tokenGuard() != options.admin_guard.get())) {
+      throw std::invalid_argument(
+          "ServerOptions: the dashboard must use admin_guard, or a client blocked on one admin "
+          "route could go on guessing the admin token on another");
+    }
     // Registered up front, so that /metrics shows them as 0 before the first request.
     for (const PublishedFolder& folder : options.published_folders) {
       counters.publishedBytes(folder.name);
@@ -687,27 +693,72 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
                         "application/json", keyVerdictsJson(table) + "\n");
   }
 
-  // Handles an admin request at once (no store writes). Dashboard requests
-  // go to DashboardHttp::handleAsync() before this; the dashboard checks the
-  // admin token itself, because it also accepts its session cookie.
-  Response handleAdmin(const Request& request) {
-    if (!options.admin_token.empty()) {
-      auto credential = credentialOf(request[http::field::authorization], false);
-      if (request.count(http::field::authorization) > 1) {
-        credential.reset();
-      }
-      if (!credential || !equalsInConstantTime(*credential, options.admin_token)) {
-        auto response = jsonError(request, http::status::unauthorized,
-                                  "missing or wrong admin token; send Authorization: Bearer "
-                                  "<admin.token>");
-        response.set(http::field::www_authenticate, "Bearer");
+  // Returns the client address of an admin request from `peer`: the peer,
+  // or the address that a trusted proxy put in X-Forwarded-For.
+  asio::ip::address adminClient(const Request& request, const asio::ip::address& peer) const {
+    if (options.admin_trusted_proxies.empty()) {
+      return peer;
+    }
+    std::vector<std::string_view> forwarded_for;
+    for (auto [it, end] = request.equal_range("X-Forwarded-For"); it != end; ++it) {
+      forwarded_for.emplace_back(it->value().data(), it->value().size());
+    }
+    return options.admin_trusted_proxies.clientAddress(peer, forwarded_for);
+  }
+
+  // Checks the admin token of a request to `route` from `client` with
+  // admin_guard. Returns 401 or 429 to send, or nullopt when the request
+  // may go on. Without a token the request gets 401 and counts as no
+  // failure, because it guessed nothing.
+  std::optional<Response> checkAdminToken(const Request& request, AdminRoute route,
+                                          const asio::ip::address& client) {
+    AdminTokenGuard& guard = *options.admin_guard;
+    auto credential = credentialOf(request[http::field::authorization], false);
+    if (request.count(http::field::authorization) > 1) {
+      credential.reset();
+    }
+    if (credential) {
+      if (auto retry_after = guard.blockedFor(client, route);
+          retry_after > AdminTokenGuard::Clock::duration::zero()) {
+        auto response = jsonError(request, http::status::too_many_requests,
+                                  AdminTokenGuard::blockedMessage(retry_after));
+        response.set(http::field::retry_after,
+                     std::to_string(AdminTokenGuard::retryAfterSeconds(retry_after)));
         return response;
+      }
+      if (guard.check(*credential, client, route)) {
+        return std::nullopt;
+      }
+    }
+    auto response = jsonError(request, http::status::unauthorized,
+                              "missing or wrong admin token; send Authorization: Bearer "
+                              "<admin.token>");
+    response.set(http::field::www_authenticate, "Bearer");
+    return response;
+  }
+
+  // Handles an admin request from `client` at once (no store writes).
+  // Dashboard requests go to DashboardHttp::handleAsync() before this; the
+  // dashboard checks the admin token itself, with the same guard, because
+  // it also accepts its session cookie.
+  Response handleAdmin(const Request& request, const asio::ip::address& client) {
+    std::string_view target = request.target();
+    if (options.admin_guard) {
+      AdminRoute route = AdminRoute::kOther;
+      if (target == "/metrics") {
+        route = AdminRoute::kMetrics;
+      } else if (target == "/healthz") {
+        route = AdminRoute::kHealthz;
+      } else if (target == "/v1/oat/verdicts") {
+        route = AdminRoute::kOatVerdicts;
+      }
+      if (auto rejection = checkAdminToken(request, route, client)) {
+        return std::move(*rejection);
       }
     }
     if (request.method() != http::verb::get && request.method() != http::verb::head) {
       return jsonError(request, http::status::method_not_allowed, "use GET");
     }
-    std::string_view target = request.target();
     if (target == "/metrics") {
       refreshSensorGauges();
       return makeResponse(request.version(), request.keep_alive(), http::status::ok,
@@ -1213,6 +1264,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
           return;
         }
         Request request = self->parser_->release();
+        // The client that wrong admin tokens are counted by. A socket that
+        // failed already gives the unspecified address.
+        beast::error_code peer_ec;
+        auto peer = beast::get_lowest_layer(self->stream_).socket().remote_endpoint(peer_ec);
+        const asio::ip::address client = self->impl_->adminClient(request, peer.address());
         DashboardHttp* dashboard = self->impl_->options.dashboard;
         if (dashboard && DashboardHttp::handles(request.target())) {
           // Dashboard queries run on the dashboard's workers, so a slow one
@@ -1223,12 +1279,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
           beast::get_lowest_layer(self->stream_).expires_never();
           using WorkGuard = decltype(asio::make_work_guard(self->stream_.get_executor()));
           auto work = std::make_shared<WorkGuard>(self->stream_.get_executor());
-          // The peer address, which the dashboard counts failed logins by.
-          // A socket that failed already gives the unspecified address.
-          beast::error_code peer_ec;
-          auto peer = beast::get_lowest_layer(self->stream_).socket().remote_endpoint(peer_ec);
           dashboard->handleAsync(
-              std::move(request), peer.address(), [self, work](Response response) mutable {
+              std::move(request), client, [self, work](Response response) mutable {
                 asio::post(self->stream_.get_executor(),
                            [self, response = std::move(response)]() mutable {
                              self->send(std::move(response), false);
@@ -1236,7 +1288,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
               });
           return;
         }
-        Response response = self->impl_->handleAdmin(request);
+        Response response = self->impl_->handleAdmin(request, client);
         if (request.method() == http::verb::head) {
           // The headers of the GET response without its body (RFC 9110,
           // 9.3.2); a body would be read as the client's next response.
@@ -1610,6 +1662,20 @@ void CollectorServer::start() {
   }
   acceptIngest(impl_);
   warnAboutDescriptorLimit(impl_->options);
+  if (impl_->options.admin) {
+    const ServerOptions& options = impl_->options;
+    if (options.admin_guard) {
+      const LoginLimitOptions& limits = options.admin_guard->limits();
+      spdlog::info("collector: admin listener requires admin.token; wrong tokens limited to {} "
+                   "per client address within {} s (0: no limit); trusted proxies: {}",
+                   limits.max_failures, limits.window.count(),
+                   options.admin_trusted_proxies.empty()
+                       ? std::string("none")
+                       : options.admin_trusted_proxies.describe());
+    } else {
+      spdlog::info("collector: admin listener is open, because admin.token is not set");
+    }
+  }
   for (const PublishedFolder& folder : impl_->options.published_folders) {
     spdlog::info("collector: serving {} read-only at {}/ on the ingest listener ({})",
                  folder.folder.string(), folder.prefix,

@@ -1,6 +1,7 @@
 // The collector's network side: the ingest listener (POST /v1/records for
 // probe batches, POST /v1/modsecurity for libmodsecurity's HTTPS audit log)
-// over HTTP or HTTPS, and the admin listener (GET /metrics, GET /healthz).
+// over HTTP or HTTPS, and the admin listener (GET /metrics, GET /healthz,
+// GET /v1/oat/verdicts and the dashboard).
 // The ingest listener also serves the published output folders read-only
 // (GET and HEAD under each folder's prefix; see published_folder.h).
 #pragma once
@@ -18,11 +19,13 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ssl/context.hpp>
 
+#include "collector/admin_token_guard.h"
 #include "collector/collector_config.h"
 #include "collector/dashboard_http.h"
 #include "collector/ingest.h"
 #include "collector/published_folder.h"
 #include "collector/store.h"
+#include "collector/trusted_proxies.h"
 #include "common/metrics.h"
 
 namespace webtrap::collector {
@@ -36,7 +39,12 @@ struct HealthReport {
 struct ServerOptions {
   ListenAddress ingest;
   std::optional<ListenAddress> admin;  // nullopt: no admin listener
-  std::string admin_token;             // empty: admin endpoints are open
+  // Checks the admin token on every admin route and limits wrong tokens
+  // per client; null: the admin endpoints are open. The dashboard must use
+  // this same guard, so a client blocked on one route is blocked on all.
+  std::shared_ptr<AdminTokenGuard> admin_guard;
+  // Peers whose X-Forwarded-For names the client of an admin request.
+  TrustedProxies admin_trusted_proxies;
   IngestLimits limits;
   bool probe_input = true;
   bool modsecurity_http_input = true;

@@ -124,6 +124,55 @@ TEST(CollectorConfig, RejectsBadValues) {
   EXPECT_THAT(parseError("limits: 5\n"), HasSubstr("limits: expected a map"));
 }
 
+TEST(CollectorConfig, ParsesTrustedProxies) {
+  EXPECT_TRUE(loadCollectorConfig({}).admin_trusted_proxies.empty());
+  CollectorConfig config = parseCollectorConfig(
+      "admin:\n  trusted_proxies: [10.0.0.5, 192.0.2.0/24, \"fd00::/8\"]\n", "test.yaml");
+  EXPECT_EQ(config.admin_trusted_proxies.describe(), "10.0.0.5/32, 192.0.2.0/24, fd00::/8");
+  CollectorConfig block_list = parseCollectorConfig(
+      "admin:\n  trusted_proxies:\n    - 10.0.0.5\n    - ::1\n", "test.yaml");
+  EXPECT_EQ(block_list.admin_trusted_proxies.describe(), "10.0.0.5/32, ::1/128");
+  EXPECT_TRUE(parseCollectorConfig("admin: {trusted_proxies: []}\n", "test.yaml")
+                  .admin_trusted_proxies.empty());
+  EXPECT_TRUE(parseCollectorConfig("admin: {trusted_proxies: }\n", "test.yaml")
+                  .admin_trusted_proxies.empty());
+
+  CollectorConfig from_environment = parseCollectorConfig(
+      "admin: {token: t}\n", "test.yaml",
+      {"WEBTRAP__ADMIN__TRUSTED_PROXIES=[10.0.0.0/8, 192.0.2.1]"});
+  EXPECT_EQ(from_environment.admin_trusted_proxies.describe(), "10.0.0.0/8, 192.0.2.1/32");
+}
+
+TEST(CollectorConfig, RejectsBadTrustedProxies) {
+  EXPECT_THAT(parseError("admin: {trusted_proxies: [10.0.0.0/33]}\n"),
+              HasSubstr("admin.trusted_proxies: invalid entry \"10.0.0.0/33\": the prefix "
+                        "length must be a number from 1 to 32"));
+  EXPECT_THAT(parseError("admin: {trusted_proxies: [10.0.0.1/8]}\n"),
+              HasSubstr("write the network as 10.0.0.0/8"));
+  EXPECT_THAT(parseError("admin: {trusted_proxies: [proxy.example]}\n"),
+              HasSubstr("admin.trusted_proxies: invalid entry \"proxy.example\": not an IPv4 "
+                        "or IPv6 address"));
+  EXPECT_THAT(parseError("admin: {trusted_proxies: [0.0.0.0/0]}\n"),
+              HasSubstr("trusts every address"));
+  EXPECT_THAT(parseError("admin: {trusted_proxies: 10.0.0.5}\n"),
+              HasSubstr("admin.trusted_proxies: expected a list, found \"10.0.0.5\"; write it "
+                        "as `admin.trusted_proxies: [10.0.0.5]`"));
+  EXPECT_THAT(parseError("admin: {trusted_proxies: {a: 1}}\n"),
+              HasSubstr("admin.trusted_proxies: expected a list, found a map"));
+  EXPECT_THAT(parseError("admin: {trusted_proxies: [[10.0.0.5]]}\n"),
+              HasSubstr("admin.trusted_proxies[0]: expected an address or a CIDR network"));
+  EXPECT_THAT(parseError("admin: {trusted_proxies: [10.0.0.5, ~]}\n"),
+              HasSubstr("admin.trusted_proxies[1]: expected an address or a CIDR network"));
+  EXPECT_THAT(parseError("admin: {trusted_proxy: [10.0.0.5]}\n"),
+              HasSubstr("admin.trusted_proxy: unknown configuration key"));
+  try {
+    parseCollectorConfig("", "test.yaml", {"WEBTRAP__ADMIN__TRUSTED_PROXIES=10.0.0.5"});
+    ADD_FAILURE() << "a single value from the environment was accepted";
+  } catch (const ConfigError& error) {
+    EXPECT_THAT(error.what(), HasSubstr("WEBTRAP__ADMIN__TRUSTED_PROXIES"));
+  }
+}
+
 TEST(CollectorConfig, SectionErrorsNameTheirLine) {
   EXPECT_THAT(parseError("behaviour:\n  window: 1m\n  window: 2m\n"),
               HasSubstr("appears twice at line 3"));
@@ -142,6 +191,7 @@ TEST(CollectorConfig, ChecksTlsCombinations) {
 TEST(CollectorConfig, ReferenceListsEveryKey) {
   std::string reference = collectorConfigurationReference();
   for (const char* key : {"| listen |", "| tls.client_ca |", "| admin.token |",
+                          "| admin.trusted_proxies |",
                           "| store.retention.max_size |", "| limits.max_decompressed_bytes |",
                           "| inputs.files |", "| outputs.elasticsearch |", "| outputs.ndjson |",
                           "| enrich |"}) {

@@ -1,7 +1,8 @@
 // The dashboard on a real admin listener (CollectorServer on loopback). Its
 // queries run on the dashboard's workers, so a query that is still running
 // does not hold up /healthz on the same I/O thread. A full queue gets 503
-// with Retry-After. Failed logins are limited per client address.
+// with Retry-After. Wrong admin tokens on every admin route are limited per
+// client address, and behind a trusted proxy per X-Forwarded-For client.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -10,14 +11,17 @@
 #include <filesystem>
 #include <future>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 
+#include "collector/admin_token_guard.h"
 #include "collector/dashboard_http.h"
 #include "collector/dashboard_index.h"
 #include "collector/dashboard_queries.h"
@@ -28,6 +32,7 @@
 #include "collector/server.h"
 #include "collector/login_limiter.h"
 #include "collector/store.h"
+#include "collector/trusted_proxies.h"
 #include "common/error.h"
 #include "common/metrics.h"
 
@@ -45,6 +50,9 @@ constexpr const char* kToken = "dashboard-server-test-token";
 // The fixture's login limit: 3 failures within a minute block an address.
 constexpr std::uint32_t kTestMaxFailures = 3;
 constexpr std::chrono::seconds kTestWindow{60};
+// The fixture's reverse proxy, listed in admin_trusted_proxies. Every
+// other loopback address is an untrusted peer.
+constexpr const char* kProxy = "127.0.0.9";
 
 class DashboardServerTest : public ::testing::Test {
  protected:
@@ -66,12 +74,13 @@ class DashboardServerTest : public ::testing::Test {
     LoginLimitOptions login_limits;
     login_limits.max_failures = kTestMaxFailures;
     login_limits.window = kTestWindow;
-    dashboard_ =
-        std::make_unique<DashboardHttp>(*queries_, kToken, 1, 1, login_limits, &metrics_);
+    auto guard = std::make_shared<AdminTokenGuard>(kToken, login_limits, &metrics_);
+    dashboard_ = std::make_unique<DashboardHttp>(*queries_, guard, 1, 1, &metrics_);
     ServerOptions options;
     options.ingest = {"127.0.0.1", 0};
     options.admin = ListenAddress{"127.0.0.1", 0};
-    options.admin_token = kToken;
+    options.admin_guard = guard;
+    options.admin_trusted_proxies = TrustedProxies::parse({kProxy}, "admin.trusted_proxies");
     options.dashboard = dashboard_.get();
     server_ = std::make_unique<CollectorServer>(io_, options, *store_, *ingest_, metrics_, [] {
       return HealthReport{true, "{\"status\":\"ok\"}"};
@@ -129,6 +138,31 @@ class DashboardServerTest : public ::testing::Test {
     request.set(http::field::content_type, "application/x-www-form-urlencoded");
     request.body() = "token=" + token;
     return exchange(std::move(request), local_address);
+  }
+
+  // Sends GET `target` with `token` as a Bearer token (none when empty) and
+  // the X-Forwarded-For value `forwarded_for` (none when empty) from
+  // `local_address`.
+  http::response<http::string_body> getWithToken(const std::string& target,
+                                                 const std::string& token,
+                                                 const std::string& local_address,
+                                                 const std::string& forwarded_for = "") {
+    http::request<http::string_body> request{http::verb::get, target, 11};
+    if (!token.empty()) {
+      request.set(http::field::authorization, "Bearer " + token);
+    }
+    if (!forwarded_for.empty()) {
+      request.set("X-Forwarded-For", forwarded_for);
+    }
+    return exchange(std::move(request), local_address);
+  }
+
+  // Returns the exposition of /metrics, read with the right token from
+  // 127.0.0.254, an address no test blocks.
+  std::string scrapeMetrics() {
+    auto response = getWithToken("/metrics", kToken, "127.0.0.254");
+    EXPECT_EQ(response.result(), http::status::ok) << response.body();
+    return response.body();
   }
 
   static http::response<http::string_body> readResponse(tcp::socket& socket) {
@@ -275,6 +309,204 @@ TEST_F(DashboardServerTest, FailedLoginsGet429PerAddress) {
       << metrics.body();
 }
 
+std::string rejectedSeries(const std::string& route, const std::string& reason) {
+  return "webtrap_collector_admin_token_rejected_total{route=\"" + route + "\",reason=\"" +
+         reason + "\"}";
+}
+
+// /metrics, /healthz and /v1/oat/verdicts check the admin token too, so
+// guesses there count against the same limit as the dashboard's login.
+// Once blocked, the address gets 429 on every route, with the right token
+// too, while another address keeps its access.
+TEST_F(DashboardServerTest, MetricsGuessesGet429OnEveryRoute) {
+  const std::string attacker = "127.0.0.1";
+  for (std::uint32_t i = 0; i < kTestMaxFailures; ++i) {
+    auto failed = getWithToken("/metrics", "guess-" + std::to_string(i), attacker);
+    EXPECT_EQ(failed.result(), http::status::unauthorized) << "attempt " << i << ": "
+                                                           << failed.body();
+  }
+
+  auto limited = getWithToken("/metrics", "guess-next", attacker);
+  EXPECT_EQ(limited.result(), http::status::too_many_requests) << limited.body();
+  const std::string retry_after(limited[http::field::retry_after]);
+  ASSERT_FALSE(retry_after.empty()) << "429 without Retry-After";
+  EXPECT_GT(std::stoll(retry_after), 0);
+  EXPECT_LE(std::stoll(retry_after), kTestWindow.count());
+  EXPECT_NE(limited.body().find("too many wrong admin tokens"), std::string::npos)
+      << limited.body();
+
+  for (const char* target :
+       {"/metrics", "/healthz", "/v1/oat/verdicts", "/dashboard/api/summary", "/unknown"}) {
+    auto right_but_blocked = getWithToken(target, kToken, attacker);
+    EXPECT_EQ(right_but_blocked.result(), http::status::too_many_requests)
+        << target << ": " << right_but_blocked.body();
+    EXPECT_FALSE(std::string(right_but_blocked[http::field::retry_after]).empty()) << target;
+  }
+  auto login = postLogin(kToken, attacker);
+  EXPECT_EQ(login.result(), http::status::too_many_requests) << login.body();
+
+  const std::string scraper = "127.0.0.2";
+  EXPECT_EQ(getWithToken("/metrics", kToken, scraper).result(), http::status::ok);
+  EXPECT_EQ(getWithToken("/healthz", kToken, scraper).result(), http::status::ok);
+  EXPECT_EQ(postLogin(kToken, scraper).result(), http::status::no_content);
+
+  const std::string metrics = scrapeMetrics();
+  EXPECT_EQ(sampleValue(metrics, rejectedSeries("/metrics", "wrong_token")), kTestMaxFailures)
+      << metrics;
+  EXPECT_EQ(sampleValue(metrics, rejectedSeries("/metrics", "rate_limited")), 2) << metrics;
+  EXPECT_EQ(sampleValue(metrics, rejectedSeries("/healthz", "rate_limited")), 1) << metrics;
+  EXPECT_EQ(sampleValue(metrics, rejectedSeries("/v1/oat/verdicts", "rate_limited")), 1)
+      << metrics;
+  EXPECT_EQ(sampleValue(metrics, rejectedSeries("/dashboard/api", "rate_limited")), 1)
+      << metrics;
+  EXPECT_EQ(sampleValue(metrics, rejectedSeries("/dashboard/login", "rate_limited")), 1)
+      << metrics;
+  EXPECT_EQ(sampleValue(metrics, rejectedSeries("other", "rate_limited")), 1) << metrics;
+  EXPECT_EQ(sampleValue(metrics, rejectedSeries("/healthz", "wrong_token")), 0) << metrics;
+  // The dashboard's own counter keeps counting the dashboard's routes only.
+  EXPECT_EQ(sampleValue(metrics,
+                        "webtrap_collector_dashboard_logins_rejected_total{reason=\"rate_limited\"}"),
+            2)
+      << metrics;
+  EXPECT_EQ(sampleValue(metrics,
+                        "webtrap_collector_dashboard_logins_rejected_total{reason=\"wrong_token\"}"),
+            0)
+      << metrics;
+}
+
+// Failed dashboard logins block /metrics for that address too.
+TEST_F(DashboardServerTest, FailedLoginsBlockMetrics) {
+  const std::string attacker = "127.0.0.3";
+  for (std::uint32_t i = 0; i < kTestMaxFailures; ++i) {
+    EXPECT_EQ(postLogin("guess-" + std::to_string(i), attacker).result(),
+              http::status::unauthorized)
+        << i;
+  }
+  auto scrape = getWithToken("/metrics", kToken, attacker);
+  EXPECT_EQ(scrape.result(), http::status::too_many_requests) << scrape.body();
+  EXPECT_FALSE(std::string(scrape[http::field::retry_after]).empty());
+}
+
+// A scraper with the right token keeps its access while another address
+// guesses. Right tokens clear no count, neither the scraper's nor the
+// guessing address's own, so right tokens between the guesses do not buy
+// more guesses.
+TEST_F(DashboardServerTest, RightTokenClearsNoCount) {
+  const std::string attacker = "127.0.0.4";
+  const std::string scraper = "127.0.0.5";
+  for (std::uint32_t i = 0; i < kTestMaxFailures; ++i) {
+    EXPECT_EQ(getWithToken("/metrics", kToken, scraper).result(), http::status::ok) << i;
+    EXPECT_EQ(getWithToken("/metrics", kToken, attacker).result(), http::status::ok) << i;
+    EXPECT_EQ(getWithToken("/metrics", "guess", attacker).result(), http::status::unauthorized)
+        << i;
+  }
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(getWithToken("/metrics", "guess", attacker).result(),
+              http::status::too_many_requests)
+        << i;
+    EXPECT_EQ(getWithToken("/metrics", kToken, scraper).result(), http::status::ok) << i;
+  }
+}
+
+// A request without a token guesses nothing: it gets 401 and is not
+// counted, however often it comes.
+TEST_F(DashboardServerTest, MissingTokenIsNotCounted) {
+  const std::string client = "127.0.0.6";
+  for (std::uint32_t i = 0; i < 3 * kTestMaxFailures; ++i) {
+    auto response = getWithToken("/metrics", "", client);
+    EXPECT_EQ(response.result(), http::status::unauthorized) << i << ": " << response.body();
+  }
+  EXPECT_EQ(getWithToken("/metrics", kToken, client).result(), http::status::ok);
+}
+
+// A peer that is not a trusted proxy cannot spread its guesses over made-up
+// addresses in X-Forwarded-For, nor get another address blocked by naming it.
+TEST_F(DashboardServerTest, ForwardedForFromUntrustedPeerIgnored) {
+  const std::string attacker = "127.0.0.7";
+  for (std::uint32_t i = 0; i < kTestMaxFailures; ++i) {
+    auto failed =
+        getWithToken("/metrics", "guess", attacker, "198.51.100." + std::to_string(i + 1));
+    EXPECT_EQ(failed.result(), http::status::unauthorized) << i << ": " << failed.body();
+  }
+  EXPECT_EQ(getWithToken("/metrics", kToken, attacker, "198.51.100.200").result(),
+            http::status::too_many_requests);
+  EXPECT_EQ(getWithToken("/metrics", kToken, "127.0.0.8", attacker).result(), http::status::ok);
+}
+
+// Behind the trusted proxy, wrong tokens count against the client that the
+// proxy names in X-Forwarded-For: the right-most address that is not the
+// proxy itself. Other clients behind the proxy, and the proxy itself, keep
+// their access. A header with an entry that is not an address counts the
+// proxy.
+TEST_F(DashboardServerTest, ForwardedForFromTrustedProxyNamesClient) {
+  const std::string blocked = "198.51.100.7";
+  for (std::uint32_t i = 0; i < kTestMaxFailures; ++i) {
+    auto failed = getWithToken("/metrics", "guess", kProxy, blocked);
+    EXPECT_EQ(failed.result(), http::status::unauthorized) << i << ": " << failed.body();
+  }
+  struct Case {
+    std::string forwarded_for;
+    http::status expected;
+  };
+  const std::vector<Case> cases = {
+      {blocked, http::status::too_many_requests},
+      {blocked + ", " + kProxy, http::status::too_many_requests},
+      {blocked + ":50123", http::status::too_many_requests},
+      {"::ffff:" + blocked, http::status::too_many_requests},
+      // The client wrote the blocked address, and the proxy appended its own.
+      {blocked + ", 198.51.100.8", http::status::ok},
+      {"198.51.100.8", http::status::ok},
+      {"[2001:db8::1]:443", http::status::ok},
+      // No header: the proxy itself is the client.
+      {"", http::status::ok},
+      {" , ,", http::status::ok},
+      // Not addresses: the proxy is the client.
+      {"unknown", http::status::ok},
+      {blocked + ", 300.1.1.1", http::status::ok},
+      {blocked + ", [2001:db8::1", http::status::ok},
+      {blocked + ", 198.51.100.8:http", http::status::ok},
+      {blocked + ", " + std::string(200, '1'), http::status::ok},
+      {blocked + ", _hidden", http::status::ok},
+  };
+  for (const Case& test_case : cases) {
+    auto response = getWithToken("/metrics", kToken, kProxy, test_case.forwarded_for);
+    EXPECT_EQ(response.result(), test_case.expected)
+        << "X-Forwarded-For: " << test_case.forwarded_for << ": " << response.body();
+  }
+
+  // Header lines of one field form one list, so the last line names the client.
+  http::request<http::string_body> two_lines{http::verb::get, "/metrics", 11};
+  two_lines.set(http::field::authorization, std::string("Bearer ") + kToken);
+  two_lines.insert("X-Forwarded-For", "198.51.100.8");
+  two_lines.insert("X-Forwarded-For", blocked);
+  EXPECT_EQ(exchange(two_lines, kProxy).result(), http::status::too_many_requests);
+
+  // Wrong tokens with a broken header count against the proxy itself.
+  for (std::uint32_t i = 0; i < kTestMaxFailures; ++i) {
+    EXPECT_EQ(getWithToken("/metrics", "guess", kProxy, "unknown").result(),
+              http::status::unauthorized)
+        << i;
+  }
+  EXPECT_EQ(getWithToken("/metrics", kToken, kProxy).result(), http::status::too_many_requests);
+  EXPECT_EQ(getWithToken("/metrics", kToken, kProxy, "198.51.100.8").result(), http::status::ok);
+}
+
+// A dashboard with a guard of its own would let a client blocked on the
+// dashboard go on guessing on /metrics, so the server rejects it.
+TEST_F(DashboardServerTest, ServerRequiresSharedGuard) {
+  ServerOptions options;
+  options.ingest = {"127.0.0.1", 0};
+  options.admin = ListenAddress{"127.0.0.1", 0};
+  options.admin_guard = std::make_shared<AdminTokenGuard>(kToken, LoginLimitOptions{});
+  options.dashboard = dashboard_.get();
+  auto health = [] { return HealthReport{true, "{}"}; };
+  EXPECT_THROW(CollectorServer(io_, options, *store_, *ingest_, metrics_, health),
+               std::invalid_argument);
+  options.admin_guard.reset();
+  EXPECT_THROW(CollectorServer(io_, options, *store_, *ingest_, metrics_, health),
+               std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace webtrap::collector
 
@@ -321,14 +553,57 @@ TEST(LoginLimiterTest, FailuresOutsideWindowDoNotAddUp) {
             LimiterClock::duration::zero());
 }
 
-TEST(LoginLimiterTest, SuccessForgetsFailures) {
-  LoginLimiter limiter(LoginLimitOptions{2, std::chrono::seconds(60), 100});
-  const auto start = LimiterClock::now();
-  limiter.recordFailure("192.0.2.1", start);
-  limiter.recordSuccess("192.0.2.1");
-  limiter.recordFailure("192.0.2.1", start);
-  EXPECT_EQ(limiter.retryAfter("192.0.2.1", start), LimiterClock::duration::zero());
-  EXPECT_EQ(limiter.trackedClients(), 1u);
+// Clients that share a key (one IPv6 /64, a NAT, a proxy that is not
+// trusted) must not clear each other's failures with a right token.
+TEST(AdminTokenGuardTest, RightTokenClearsNoCount) {
+  using boost::asio::ip::make_address;
+  MetricsRegistry metrics;
+  AdminTokenGuard guard("right-token", LoginLimitOptions{2, std::chrono::seconds(60), 100},
+                        &metrics);
+  const auto client = make_address("192.0.2.1");
+  EXPECT_FALSE(guard.check("wrong-token", client, AdminRoute::kMetrics));
+  EXPECT_FALSE(guard.check("right-tokeN", client, AdminRoute::kMetrics));
+  EXPECT_FALSE(guard.check("", client, AdminRoute::kMetrics));
+  EXPECT_TRUE(guard.check("right-token", make_address("192.0.2.2"), AdminRoute::kMetrics));
+  EXPECT_GT(guard.blockedFor(client, AdminRoute::kDashboardLogin),
+            AdminTokenGuard::Clock::duration::zero())
+      << "a right token of another client cleared the count";
+
+  const auto shared = make_address("2001:db8:1:2::10");
+  const auto neighbour = make_address("2001:db8:1:2::20");
+  EXPECT_FALSE(guard.check("wrong-token", shared, AdminRoute::kHealthz));
+  EXPECT_TRUE(guard.check("right-token", neighbour, AdminRoute::kHealthz));
+  EXPECT_TRUE(guard.check("right-token", shared, AdminRoute::kHealthz));
+  EXPECT_FALSE(guard.check("wrong-token", shared, AdminRoute::kHealthz));
+  EXPECT_GT(guard.blockedFor(neighbour, AdminRoute::kHealthz),
+            AdminTokenGuard::Clock::duration::zero())
+      << "a right token from the same /64 cleared the count";
+
+  auto count = [&metrics](const char* route, const char* reason) {
+    return metrics
+        .counter("webtrap_collector_admin_token_rejected_total", "",
+                 std::string("route=\"") + route + "\",reason=\"" + reason + "\"")
+        .value();
+  };
+  EXPECT_EQ(count("/metrics", "wrong_token"), 3u);
+  EXPECT_EQ(count("/healthz", "wrong_token"), 2u);
+  EXPECT_EQ(count("/dashboard/login", "rate_limited"), 1u);
+  EXPECT_EQ(count("/healthz", "rate_limited"), 1u);
+  EXPECT_EQ(count("/metrics", "rate_limited"), 0u);
+}
+
+TEST(AdminTokenGuardTest, RejectsEmptyToken) {
+  EXPECT_THROW(AdminTokenGuard("", LoginLimitOptions{}), std::invalid_argument);
+}
+
+TEST(AdminTokenGuardTest, RetryAfterRoundsUp) {
+  using std::chrono::milliseconds;
+  EXPECT_EQ(AdminTokenGuard::retryAfterSeconds(milliseconds(1)), 1);
+  EXPECT_EQ(AdminTokenGuard::retryAfterSeconds(milliseconds(1500)), 2);
+  EXPECT_EQ(AdminTokenGuard::retryAfterSeconds(std::chrono::seconds(60)), 60);
+  const std::string message = AdminTokenGuard::blockedMessage(milliseconds(1500));
+  EXPECT_NE(message.find("too many wrong admin tokens"), std::string::npos) << message;
+  EXPECT_NE(message.find("retry after 2 s"), std::string::npos) << message;
 }
 
 TEST(LoginLimiterTest, EvictsOldestClient) {

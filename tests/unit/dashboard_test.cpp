@@ -1379,8 +1379,10 @@ TEST_F(DashboardTest, FailedLoginsLogThrottled) {
     }
     return lines;
   };
-  EXPECT_EQ(countLines("login with a wrong"), 1u) << log.substr(0, 400);
-  EXPECT_EQ(countLines("rejected a login from 192.0.2.10 with 429"), 1u) << log.substr(0, 400);
+  EXPECT_EQ(countLines("wrong admin token from 192.0.2.10 on /dashboard/login"), 1u)
+      << log.substr(0, 400);
+  EXPECT_EQ(countLines("rejected a request from 192.0.2.10 on /dashboard/login with 429"), 1u)
+      << log.substr(0, 400);
 }
 
 }  // namespace
