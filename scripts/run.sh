@@ -8,7 +8,7 @@
 # calls apt-get only when a package is missing.
 # --dashboard also serves the collector's dashboard on its admin listener,
 # with an admin token generated at the first such run and kept in
-# var/state/admin.token, and prints the dashboard's URL and the token.
+# var/collector/admin.token, and prints the dashboard's URL and the token.
 # etc/collector.yaml stays as it is: the token and dashboard.enabled reach
 # the collector as WEBTRAP__ environment variables, which take the place of
 # the file's admin.token (docs/collector-configuration.md).
@@ -24,6 +24,17 @@ for option in "$@"; do
     *) echo "run.sh: unknown option $option; the options are --skip-build and --dashboard" >&2; exit 2 ;;
   esac
 done
+
+# One run per folder: a second one would enrol the sensor again, which
+# replaces the shipper token of the running probe. The lock is inherited by
+# the collector, the probe and the tail, so it lasts while any of them runs.
+mkdir -p var
+exec {run_lock}>var/run.lock
+if ! flock --nonblock "$run_lock"; then
+  echo "run.sh: another run.sh, or a probe or collector that it started, is running in" \
+    "$(pwd) (it holds var/run.lock); stop it with Ctrl-C first" >&2
+  exit 1
+fi
 
 ./scripts/install-deps.sh
 if $skip_build; then
@@ -47,13 +58,41 @@ webtrap=./build/webtrap
 
 # The dashboard's admin token: 32 random bytes in hex, made once and kept
 # readable by the owner only, so a bookmarked login keeps working across runs.
+# It lives in the collector's folder, because the probe, run as root, hands
+# var/state to its unprivileged user, and the probe faces the attackers.
 collector_environment=()
 if $dashboard; then
-  admin_token_file=var/state/admin.token
+  admin_token_file=var/collector/admin.token
+  if [[ -e var/state/admin.token && ! -e $admin_token_file ]]; then
+    # Where run.sh kept the token before; the move keeps logins working.
+    mv var/state/admin.token "$admin_token_file"
+    chown "$(id -u):$(id -g)" "$admin_token_file"
+    echo "run.sh: moved the admin token from var/state/admin.token to $admin_token_file," \
+      "out of the probe's folder"
+  fi
   if [[ ! -s $admin_token_file ]]; then
     (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$admin_token_file")
   fi
-  admin_token=$(<"$admin_token_file")
+  if ! admin_token=$(<"$admin_token_file") 2>/dev/null || [[ ! -r $admin_token_file ]]; then
+    echo "run.sh: cannot read the admin token from $admin_token_file; make it a file" \
+      "readable by $(id -un), or delete it so that run.sh generates a new token" >&2
+    exit 1
+  fi
+  # A Bearer token (RFC 6750, token68): letters, digits and -._~+/ with
+  # optional trailing '=', so it fits in the Authorization header.
+  if [[ ! $admin_token =~ ^[A-Za-z0-9._~+/-]+=*$ ]]; then
+    echo "run.sh: $admin_token_file does not hold a usable admin token (it must be one" \
+      "word of letters, digits and -._~+/ with optional trailing =); fix it, or delete it" \
+      "so that run.sh generates a new token" >&2
+    exit 1
+  fi
+  admin_token_mode=$(stat -c %a "$admin_token_file")
+  if (( 8#$admin_token_mode & 8#077 )); then
+    chmod 600 "$admin_token_file"
+    echo "run.sh: $admin_token_file had mode $admin_token_mode, so other users could read" \
+      "the admin token; set it to 600. Delete the file for a new token if someone may have" \
+      "read it."
+  fi
   collector_environment=(WEBTRAP__ADMIN__TOKEN="$admin_token" WEBTRAP__DASHBOARD__ENABLED=true)
 fi
 
@@ -116,8 +155,26 @@ fi
     "$ingest_port"
 } >var/state/probe-with-shipper.yaml
 
-setsid "$webtrap" probe --config var/state/probe-with-shipper.yaml >>var/log/probe.log 2>&1 &
+rm -f var/state/probe-ports.json
+setsid "$webtrap" probe --config var/state/probe-with-shipper.yaml \
+  --ports-file var/state/probe-ports.json >>var/log/probe.log 2>&1 &
 probe_pid=$!
+# The banner below is printed only once the probe listens, so it never
+# shows a URL or token of a run that is about to stop.
+for _ in $(seq 300); do
+  [[ -s var/state/probe-ports.json ]] && break
+  if ! kill -0 "$probe_pid" 2>/dev/null; then
+    echo "webtrap: the probe did not start; see var/log/probe.log" >&2
+    tail -n 5 var/log/probe.log >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+if [[ ! -s var/state/probe-ports.json ]]; then
+  echo "webtrap: the probe wrote no var/state/probe-ports.json within 30 s;" \
+    "see var/log/probe.log" >&2
+  exit 1
+fi
 
 admin_url=http://127.0.0.1:$admin_port
 if $dashboard; then

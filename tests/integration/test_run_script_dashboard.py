@@ -12,11 +12,18 @@ Everything listens on loopback.
 - Without options, /healthz on the collector's admin listener needs no
   token, /dashboard/ is 404, and the banner names the option that turns it on.
 - With --dashboard, the banner prints the dashboard's URL and a generated
-  admin token, which var/state/admin.token keeps with mode 0600. The page
-  loads, the API answers 401 without the token and 200 with it, a login
-  with the token sets the session cookie, and a request sent to the probe
-  reaches the dashboard through the shipper.
-- A second run with --dashboard keeps the same token.
+  admin token. var/collector/admin.token keeps it with mode 0600 and the
+  test's owner, also when the probe runs as root and hands its var/state
+  to an unprivileged user. The page loads, the API answers 401
+  without the token and 200 with it, a login with the token sets the
+  session cookie, and a request sent to the probe reaches the dashboard
+  through the shipper.
+- While one run is going, a second one in the same folder stops at once
+  with an error that names var/run.lock, and prints no token.
+- A second run with --dashboard keeps the same token, and sets a token
+  file of mode 0644 back to 0600 with a notice.
+- A token file that holds no usable token, or a probe port in use, stops
+  the run with an error that names the cause, before any banner or token.
 - SIGINT stops the script, the probe and the collector.
 """
 
@@ -187,8 +194,8 @@ def check_plain_run(script, folder):
               and "--dashboard" in banner, f"the banner does not say how to turn the dashboard "
               f"on:\n{banner}")
         check("admin token:" not in banner, f"a run without --dashboard printed a token:\n{banner}")
-        check(not (folder / "var/state/admin.token").exists(),
-              "a run without --dashboard made var/state/admin.token")
+        check(not (folder / "var/collector/admin.token").exists(),
+              "a run without --dashboard made var/collector/admin.token")
         port = admin_port(folder)
         status, _ = http_get(f"http://127.0.0.1:{port}/healthz")
         check(status == 200, f"/healthz without a token answered {status}; the default run "
@@ -201,21 +208,48 @@ def check_plain_run(script, folder):
     check("webtrap: stopped" in run.text(), f"no stop line after SIGINT:\n{run.text()}")
 
 
-def check_dashboard_run(script, folder, http_port):
+def run_to_end(script, folder, *options):
+    """Run run.sh --skip-build with `options` to its end and return (exit status, output)."""
+    result = subprocess.run([str(script), "--skip-build", *options], cwd=folder,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, timeout=START_TIMEOUT)
+    return result.returncode, result.stdout.decode(errors="replace")
+
+
+def check_second_run_rejected(script, folder):
+    """A run in a folder where another one is going stops before it changes anything."""
+    status, output = run_to_end(script, folder, "--dashboard")
+    check(status != 0, f"a second run.sh in the same folder exited with 0:\n{output}")
+    check("var/run.lock" in output and "another run.sh" in output,
+          f"the second run.sh does not name the running one:\n{output}")
+    check("admin token:" not in output, f"the rejected run printed a token:\n{output}")
+
+
+def check_dashboard_run(script, folder, http_port, while_running=None):
     run = RunScript(script, folder, "--dashboard")
     try:
         banner = run.wait_banner()
         port = admin_port(folder)
         url = f"http://127.0.0.1:{port}/dashboard/"
         check(f"dashboard: {url}" in banner, f"the banner lacks the dashboard URL {url}:\n{banner}")
-        match = re.search(r"admin token: ([0-9a-f]+) \(kept in var/state/admin\.token\)", banner)
+        match = re.search(r"admin token: ([0-9a-f]+) \(kept in var/collector/admin\.token\)",
+                          banner)
         check(match is not None, f"the banner lacks the admin token:\n{banner}")
         token = match.group(1)
         check(len(token) == 64, f"the admin token has {len(token)} hex digits, expected 64")
-        token_file = folder / "var/state/admin.token"
-        check(token_file.read_text() == token, "var/state/admin.token differs from the banner")
+        token_file = folder / "var/collector/admin.token"
+        check(token_file.read_text() == token, "var/collector/admin.token differs from the banner")
         mode = stat.S_IMODE(token_file.stat().st_mode)
-        check(mode == 0o600, f"var/state/admin.token has mode {mode:o}, expected 600")
+        check(mode == 0o600, f"var/collector/admin.token has mode {mode:o}, expected 600")
+        # Run as root, the probe hands var/state to its unprivileged user,
+        # which must not be able to read the admin token.
+        check(token_file.stat().st_uid == os.getuid(),
+              f"var/collector/admin.token belongs to uid {token_file.stat().st_uid}, "
+              f"not to the user who ran run.sh ({os.getuid()})")
+        check(not (folder / "var/state/admin.token").exists(),
+              "the admin token is in var/state, the probe's folder")
+        if while_running is not None:
+            while_running()
 
         status, page = http_get(url)
         check(status == 200 and b"<title>webtrap dashboard</title>" in page,
@@ -237,9 +271,9 @@ def check_dashboard_run(script, folder, http_port):
         check("HttpOnly" in cookie, f"the login set no session cookie: {cookie!r}")
 
         # A request to the probe reaches the dashboard through the shipper,
-        # which run.sh points at the collector's ingest port. run.sh prints
-        # its banner before the probe has bound its ports.
-        wait_for(lambda: accepts(http_port), 30, f"the probe on 127.0.0.1:{http_port}")
+        # which run.sh points at the collector's ingest port.
+        check(accepts(http_port), f"the banner was printed before the probe listened on "
+              f"127.0.0.1:{http_port}")
         send_raw(http_port, b"GET /run-script-check HTTP/1.1\r\nHost: shop.example\r\n"
                             b"Connection: close\r\n\r\n")
         wait_for(lambda: json.loads(http_get(summary_url, bearer)[1])["events"] >= 1, 60,
@@ -249,6 +283,36 @@ def check_dashboard_run(script, folder, http_port):
     check(not leftovers, f"processes left after SIGINT: {leftovers}")
     check("webtrap: stopped" in run.text(), f"no stop line after SIGINT:\n{run.text()}")
     return token
+
+
+def check_bad_token_file(script, folder):
+    """A token file that cannot be sent as a Bearer token stops the run before the banner."""
+    token_file = folder / "var/collector/admin.token"
+    token_file.write_text("  two words \n")
+    token_file.chmod(0o600)
+    try:
+        status, output = run_to_end(script, folder, "--dashboard")
+    finally:
+        token_file.unlink()
+    check(status != 0, f"run.sh accepted a token with spaces:\n{output}")
+    check("var/collector/admin.token does not hold a usable admin token" in output
+          and "delete it" in output, f"the error does not name the file and the fix:\n{output}")
+    check("admin token:" not in output, f"run.sh printed a token it did not use:\n{output}")
+
+
+def check_probe_port_in_use(script, folder, http_port):
+    """A probe that cannot listen stops the run before the banner and its token."""
+    with socket.socket(socket.AF_INET) as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", http_port))
+        taken.listen()
+        status, output = run_to_end(script, folder, "--dashboard")
+    check(status != 0, f"run.sh exited with 0 while the probe's port was in use:\n{output}")
+    check("the probe did not start; see var/log/probe.log" in output,
+          f"run.sh does not say that the probe did not start:\n{output}")
+    check("admin token:" not in output,
+          f"run.sh printed a token for a run that stopped:\n{output}")
+    check(not processes_in(folder), "processes left after the probe did not start")
 
 
 def main():
@@ -264,9 +328,16 @@ def main():
         script = make_tree(folder, http_port)
         try:
             check_plain_run(script, folder)
-            first_token = check_dashboard_run(script, folder, http_port)
+            first_token = check_dashboard_run(
+                script, folder, http_port, lambda: check_second_run_rejected(script, folder))
+            token_file = folder / "var/collector/admin.token"
+            token_file.chmod(0o644)
             second_token = check_dashboard_run(script, folder, http_port)
             check(second_token == first_token, "a second run with --dashboard printed a new token")
+            check("had mode 644" in (folder / "run-dashboard.txt").read_text(errors="replace"),
+                  "run.sh did not say that it set the token file of mode 0644 to 0600")
+            check_bad_token_file(script, folder)
+            check_probe_port_in_use(script, folder, http_port)
         except AssertionError:
             print(log_tails(folder), file=sys.stderr)
             raise
@@ -274,7 +345,8 @@ def main():
         if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
             shutil.rmtree(folder, ignore_errors=True)
     print("run.sh: default run without a dashboard, --dashboard with URL, token, login and a "
-          "shipped record, the same token on the next run, and the stop all passed")
+          "shipped record, a rejected second run, the same token on the next run, a bad token "
+          "file, a probe port in use, and the stop all passed")
     return 0
 
 
