@@ -125,6 +125,14 @@ ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node) {
                                       "15MiB is the usual _bulk size)",
                                       path, options.request_max_bytes));
       }
+    } else if (key == "parallel_requests") {
+      const std::uint64_t count = parseUnsigned(scalarText(value, path), path);
+      if (count < 1 || count > 16) {
+        throw ConfigError(fmt::format("{}: {} is out of range; use 1 to 16, such as 2 for a "
+                                      "remote cluster",
+                                      path, count));
+      }
+      options.parallel_requests = static_cast<std::uint32_t>(count);
     } else if (key == "kibana") {
       kibana_node = value;
     } else if (key == "batch_max_events" || key == "batch_max_bytes" || key == "flush_interval" ||
@@ -134,7 +142,7 @@ ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node) {
       throw ConfigError(fmt::format(
           "{}: unknown key; the keys are url, data_stream, index, username, password, api_key, "
           "ca_file, tls_verify, client_certificate, client_key, proxy, timeout, connect_timeout, "
-          "compression, request_max_bytes, kibana, batch_max_events, batch_max_bytes, "
+          "compression, request_max_bytes, parallel_requests, kibana, batch_max_events, batch_max_bytes, "
           "flush_interval, retry_initial, retry_max",
           path));
     }

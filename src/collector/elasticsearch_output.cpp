@@ -1,7 +1,10 @@
 #include "collector/elasticsearch_output.h"
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <exception>
+#include <thread>
 
 #include <fmt/format.h>
 #include <simdjson.h>
@@ -16,6 +19,10 @@ constexpr std::string_view kLabels = R"(output="elasticsearch")";
 
 // Bytes of an action line besides the index name and id.
 constexpr std::size_t kActionOverhead = 40;
+
+// A batch is cut into parallel requests only when each carries at least
+// this many bytes.
+constexpr std::size_t kMinParallelBytes = 512 * 1024;
 
 std::string itemReason(long status, std::string_view type, std::string_view reason,
                        std::string_view cause_type, std::string_view cause_reason) {
@@ -218,18 +225,29 @@ struct ElasticsearchOutput::Metrics {
   Gauge& last_latency_ms;
 };
 
+struct ElasticsearchOutput::Lane {
+  explicit Lane(const ElasticsearchOptions& options) : client(options) {}
+  ElasticsearchClient client;
+  std::string body;
+};
+
 ElasticsearchOutput::ElasticsearchOutput(ElasticsearchOptions options, MetricsRegistry& metrics)
-    : options_(options), client_(std::move(options)), metrics_(std::make_unique<Metrics>(metrics)) {
+    : options_(std::move(options)), metrics_(std::make_unique<Metrics>(metrics)) {
   if (options_.index.empty()) {
     data_stream_action_ = R"({"create":{"_index":")";
     appendJsonEscaped(data_stream_action_, options_.data_stream);
     data_stream_action_ += R"(","_id":")";
   }
-  spdlog::info("elasticsearch output: {} URL(s) starting with {}, target {}{}", options_.urls.size(),
-               options_.urls.front(),
+  const std::uint32_t lanes = std::max<std::uint32_t>(options_.parallel_requests, 1);
+  for (std::uint32_t i = 0; i < lanes; ++i) {
+    lanes_.push_back(std::make_unique<Lane>(options_));
+  }
+  spdlog::info("elasticsearch output: {} URL(s) starting with {}, target {}{}, {} request(s) in "
+               "flight",
+               options_.urls.size(), options_.urls.front(),
                options_.index.empty() ? "data stream " + options_.data_stream
                                       : "indices " + options_.index,
-               options_.compression ? ", gzip" : "");
+               options_.compression ? ", gzip" : "", lanes);
 }
 
 ElasticsearchOutput::~ElasticsearchOutput() = default;
@@ -265,28 +283,12 @@ void ElasticsearchOutput::appendBulkItem(std::string& body, const StoredEvent& e
 
 std::vector<ItemResult> ElasticsearchOutput::send(std::span<const StoredEvent> batch) {
   std::vector<ItemResult> results(batch.size());
-  // Positions in `batch` of the events of the next request. A request
-  // contains at most request_max_bytes, unless a single event is larger.
-  std::vector<std::size_t> chunk;
-  std::size_t chunk_bytes = 0;
-
-  auto flushChunk = [&] {
-    if (chunk.empty()) {
-      return;
-    }
-    std::vector<const StoredEvent*> events;
-    events.reserve(chunk.size());
-    for (std::size_t position : chunk) {
-      events.push_back(&batch[position]);
-    }
-    std::vector<ItemResult> chunk_results = sendRequest(events);
-    for (std::size_t i = 0; i < chunk.size(); ++i) {
-      results[chunk[i]] = std::move(chunk_results[i]);
-    }
-    chunk.clear();
-    chunk_bytes = 0;
-  };
-
+  // The events that can be framed, with their size in a _bulk body.
+  std::vector<std::size_t> sendable;
+  std::vector<std::size_t> item_bytes;
+  sendable.reserve(batch.size());
+  item_bytes.reserve(batch.size());
+  std::size_t total_bytes = 0;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const StoredEvent& event = batch[i];
     // A raw newline would split the document across NDJSON lines, and an
@@ -300,20 +302,90 @@ std::vector<ItemResult> ElasticsearchOutput::send(std::span<const StoredEvent> b
                           "which NDJSON cannot carry"};
       continue;
     }
-    std::size_t item_bytes = event.document.size() + event.event_id.size() + kActionOverhead + 64;
-    if (!chunk.empty() && chunk_bytes + item_bytes > options_.request_max_bytes) {
-      flushChunk();
-    }
-    chunk.push_back(i);
-    chunk_bytes += item_bytes;
+    const std::size_t bytes = event.document.size() + event.event_id.size() + kActionOverhead + 64;
+    sendable.push_back(i);
+    item_bytes.push_back(bytes);
+    total_bytes += bytes;
   }
-  flushChunk();
+  if (sendable.empty()) {
+    return results;
+  }
+
+  // Cut the batch into requests of at most request_max_bytes (a single
+  // larger event goes alone). When every lane's share would still carry
+  // kMinParallelBytes, cut it into at least one request per lane, so that
+  // every lane has work while a small batch still goes in one request.
+  // Events go by their offset in the batch: request r starts at the first
+  // event that begins past r / count of the bytes, so the cut yields
+  // `count` requests of about equal size.
+  const std::size_t lane_count = std::min(lanes_.size(), sendable.size());
+  const std::size_t max_bytes = options_.request_max_bytes;
+  std::size_t count = (total_bytes + max_bytes - 1) / max_bytes;
+  if (total_bytes / lane_count >= kMinParallelBytes) {
+    count = std::max(count, lane_count);
+  }
+  count = std::clamp<std::size_t>(count, 1, sendable.size());
+  std::vector<std::vector<const StoredEvent*>> requests;
+  std::vector<std::vector<std::size_t>> positions;
+  std::size_t offset = 0;         // bytes of the events before event k
+  std::size_t current_bytes = 0;  // bytes in the last request so far
+  std::size_t next_cut = 0;       // the offset where the next request starts
+  for (std::size_t k = 0; k < sendable.size(); ++k) {
+    const bool past_share = offset >= next_cut;
+    const bool too_large = current_bytes + item_bytes[k] > max_bytes;
+    if (requests.empty() || (current_bytes > 0 && (past_share || too_large))) {
+      requests.emplace_back();
+      positions.emplace_back();
+      current_bytes = 0;
+      next_cut = total_bytes / count * requests.size() +
+                 (total_bytes % count) * requests.size() / count;
+    }
+    requests.back().push_back(&batch[sendable[k]]);
+    positions.back().push_back(sendable[k]);
+    current_bytes += item_bytes[k];
+    offset += item_bytes[k];
+  }
+
+  // Lane n sends requests n, n + lanes, n + 2 * lanes, ... in turn, and
+  // stops at its first failure. Once every lane has finished, the first
+  // failure in request order is thrown. The runner then sends the whole
+  // batch again, and the events already indexed come back as 409s, which
+  // count as delivered.
+  std::vector<std::exception_ptr> failures(requests.size());
+  auto runLane = [&](std::size_t lane) {
+    for (std::size_t r = lane; r < requests.size(); r += lane_count) {
+      try {
+        std::vector<ItemResult> request_results = sendRequest(*lanes_[lane], requests[r]);
+        for (std::size_t i = 0; i < positions[r].size(); ++i) {
+          results[positions[r][i]] = std::move(request_results[i]);
+        }
+      } catch (...) {
+        failures[r] = std::current_exception();
+        return;
+      }
+    }
+  };
+  const std::size_t busy_lanes = std::min(lane_count, requests.size());
+  std::vector<std::thread> threads;
+  threads.reserve(busy_lanes - 1);
+  for (std::size_t lane = 1; lane < busy_lanes; ++lane) {
+    threads.emplace_back(runLane, lane);
+  }
+  runLane(0);
+  for (std::thread& thread : threads) {
+    thread.join();
+  }
+  for (const std::exception_ptr& failure : failures) {
+    if (failure) {
+      std::rethrow_exception(failure);
+    }
+  }
   return results;
 }
 
 std::vector<ItemResult> ElasticsearchOutput::sendRequest(
-    std::span<const StoredEvent* const> events) {
-  std::string& body = body_;
+    Lane& lane, std::span<const StoredEvent* const> events) {
+  std::string& body = lane.body;
   body.clear();
   std::size_t reserve = 0;
   for (const StoredEvent* event : events) {
@@ -328,7 +400,7 @@ std::vector<ItemResult> ElasticsearchOutput::sendRequest(
   metrics_->requests.inc();
   ElasticsearchResponse response;
   try {
-    response = client_.request("POST", "/_bulk", body, "application/x-ndjson", options_.compression);
+    response = lane.client.request("POST", "/_bulk", body, "application/x-ndjson", options_.compression);
   } catch (const TransientError&) {
     metrics_->request_errors.inc();
     throw;
@@ -370,8 +442,8 @@ std::vector<ItemResult> ElasticsearchOutput::sendRequest(
       spdlog::warn("elasticsearch output: HTTP {} for {} events ({}); splitting the request", status,
                    events.size(), error_text);
       std::size_t half = events.size() / 2;
-      std::vector<ItemResult> results = sendRequest(events.first(half));
-      std::vector<ItemResult> rest = sendRequest(events.subspan(half));
+      std::vector<ItemResult> results = sendRequest(lane, events.first(half));
+      std::vector<ItemResult> rest = sendRequest(lane, events.subspan(half));
       results.insert(results.end(), std::make_move_iterator(rest.begin()),
                      std::make_move_iterator(rest.end()));
       return results;

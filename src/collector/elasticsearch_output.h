@@ -59,6 +59,10 @@ struct ElasticsearchOptions {
   // Upper bound of one _bulk body before gzip; a larger batch is split into
   // several requests.
   std::uint64_t request_max_bytes = 5ULL << 20;
+  // How many _bulk requests of one batch may be in flight at once, each on
+  // its own connection. A batch is cut into this many requests when each
+  // would still be large, so the cluster indexes several at once.
+  std::uint32_t parallel_requests = 1;
   // Set by the kibana subsection: setup-elasticsearch then imports the
   // dashboard into that Kibana.
   std::optional<KibanaOptions> kibana;
@@ -67,8 +71,8 @@ struct ElasticsearchOptions {
 // Parses `outputs.elasticsearch`: url (a string or a list), data_stream,
 // index, username, password, api_key, ca_file, tls_verify,
 // client_certificate, client_key, proxy, timeout, connect_timeout,
-// compression, request_max_bytes, and the kibana subsection (see
-// parseKibanaOptions). The runner keys (batch_max_events,
+// compression, request_max_bytes, parallel_requests, and the kibana
+// subsection (see parseKibanaOptions). The runner keys (batch_max_events,
 // batch_max_bytes, flush_interval, retry_initial, retry_max) are skipped for
 // parseRunnerOptions(). Throws ConfigError naming the key and the fix.
 ElasticsearchOptions parseElasticsearchOptions(const YAML::Node& node);
@@ -127,19 +131,22 @@ class ElasticsearchOutput : public Output {
 
  private:
   struct Metrics;
+  // A connection of its own and the body buffer of one request in flight.
+  struct Lane;
 
-  // Sends one _bulk request. Splits it on a whole-request 400 or 413.
-  std::vector<ItemResult> sendRequest(std::span<const StoredEvent* const> events);
+  // Sends one _bulk request on `lane`. Splits it on a whole-request 400 or
+  // 413.
+  std::vector<ItemResult> sendRequest(Lane& lane, std::span<const StoredEvent* const> events);
 
   ElasticsearchOptions options_;
-  ElasticsearchClient client_;
   std::unique_ptr<Metrics> metrics_;
   // With a data stream every action line starts the same way: the text up
   // to the _id's opening quote, escaped once. Empty with dated indices.
   std::string data_stream_action_;
-  // The request body, kept between requests so its capacity (up to
-  // request_max_bytes) is allocated once.
-  std::string body_;
+  // parallel_requests lanes. Lane 0 runs on the caller's thread, the others
+  // on threads started for each batch. A lane's body keeps its capacity (up
+  // to request_max_bytes) between requests.
+  std::vector<std::unique_ptr<Lane>> lanes_;
 };
 
 struct BulkResponseItems {

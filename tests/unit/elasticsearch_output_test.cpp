@@ -432,6 +432,74 @@ TEST(ElasticsearchOutput, SplitsLargeBatches) {
   EXPECT_EQ(control.stat("/distinct_ids"), 100);
 }
 
+// Events whose documents carry `padding_bytes` more, so that a batch is
+// large enough to be cut into parallel requests.
+std::vector<StoredEvent> makeLargeEvents(int count, std::size_t padding_bytes, int first = 1) {
+  std::vector<StoredEvent> events = makeEvents(count, first);
+  const std::string padding(padding_bytes, 'x');
+  for (auto& event : events) {
+    event.document.pop_back();
+    event.document += R"(,"message":")" + padding + "\"}";
+  }
+  return events;
+}
+
+TEST(ElasticsearchOutput, ParallelRequestsOverlap) {
+  // Every response waits 1.5 s, so two requests one after the other take at
+  // least 3 s, and two in flight together about 1.5 s.
+  DoubleProcess double_process({"--delay-ms", "1500"});
+  DoubleControl control(double_process);
+  MetricsRegistry metrics;
+  auto options = optionsFor(double_process);
+  options.parallel_requests = 2;
+  ElasticsearchOutput output(options, metrics);
+
+  // 200 events of about 6 KB: 1.2 MB, cut into two requests of about 600 KB.
+  auto started = std::chrono::steady_clock::now();
+  auto results = output.send(makeLargeEvents(200, 6000));
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+
+  EXPECT_EQ(countDelivery(results, Delivery::kDelivered), 200u);
+  EXPECT_EQ(control.stat("/bulk_requests"), 2);
+  EXPECT_EQ(control.stat("/distinct_ids"), 200);
+  EXPECT_LT(seconds, 2.8) << "the two requests did not overlap";
+}
+
+TEST(ElasticsearchOutput, SmallBatchStaysOneRequest) {
+  DoubleProcess double_process;
+  DoubleControl control(double_process);
+  MetricsRegistry metrics;
+  auto options = optionsFor(double_process);
+  options.parallel_requests = 4;
+  ElasticsearchOutput output(options, metrics);
+
+  EXPECT_EQ(countDelivery(output.send(makeEvents(50)), Delivery::kDelivered), 50u);
+  EXPECT_EQ(control.stat("/bulk_requests"), 1);
+}
+
+TEST(ElasticsearchOutput, OneFailedParallelRequestFailsTheBatch) {
+  DoubleProcess double_process;
+  DoubleControl control(double_process);
+  MetricsRegistry metrics;
+  auto options = optionsFor(double_process);
+  options.parallel_requests = 2;
+  ElasticsearchOutput output(options, metrics);
+  auto batch = makeLargeEvents(200, 6000);
+  control.setFaults(R"({"fail_next":1,"fail_status":429})");
+
+  // One of the two requests gets 429: the batch as a whole must be sent
+  // again, and the other request's events then come back as 409s.
+  EXPECT_THROW(output.send(batch), TransientError);
+  const std::int64_t indexed_first = control.stat("/distinct_ids");
+  EXPECT_GT(indexed_first, 50);
+  EXPECT_LT(indexed_first, 150);
+  auto results = output.send(batch);
+  EXPECT_EQ(countDelivery(results, Delivery::kDelivered), 200u);
+  EXPECT_EQ(control.stat("/distinct_ids"), 200);
+  EXPECT_EQ(control.stat("/conflicts"), indexed_first);
+}
+
 TEST(ElasticsearchOutput, FailsOverToNextUrl) {
   DoubleProcess double_process;
   DoubleControl control(double_process);
@@ -520,14 +588,8 @@ TEST(ElasticsearchOutput, ThroughputAgainstFastDouble) {
   constexpr int kBatches = 20;
   constexpr int kBatchSize = 1000;
   std::vector<std::vector<StoredEvent>> batches;
-  const std::string padding(1300, 'x');
   for (int b = 0; b < kBatches; ++b) {
-    auto events = makeEvents(kBatchSize, b * kBatchSize);
-    for (auto& event : events) {
-      event.document.pop_back();
-      event.document += R"(,"message":")" + padding + "\"}";
-    }
-    batches.push_back(std::move(events));
+    batches.push_back(makeLargeEvents(kBatchSize, 1300, b * kBatchSize));
   }
 
   auto started = std::chrono::steady_clock::now();
@@ -615,6 +677,7 @@ TEST(ElasticsearchOptionsParse, Defaults) {
   EXPECT_TRUE(options.tls_verify);
   EXPECT_FALSE(options.compression);
   EXPECT_EQ(options.request_max_bytes, 5u << 20);
+  EXPECT_EQ(options.parallel_requests, 1u);
 }
 
 TEST(ElasticsearchOptionsParse, AllKeys) {
@@ -628,6 +691,7 @@ timeout: 5s
 connect_timeout: 500ms
 compression: gzip
 request_max_bytes: 10MiB
+parallel_requests: 4
 batch_max_events: 500
 flush_interval: 1s
 )"));
@@ -641,6 +705,7 @@ flush_interval: 1s
   EXPECT_EQ(options.connect_timeout, std::chrono::milliseconds(500));
   EXPECT_TRUE(options.compression);
   EXPECT_EQ(options.request_max_bytes, 10u << 20);
+  EXPECT_EQ(options.parallel_requests, 4u);
 }
 
 TEST(ElasticsearchOptionsParse, InvalidValuesNameTheKey) {
@@ -659,6 +724,8 @@ TEST(ElasticsearchOptionsParse, InvalidValuesNameTheKey) {
       {"{ca_file: /nonexistent/ca.pem}", "ca_file: file \"/nonexistent/ca.pem\" not found"},
       {"{timeout: 30}", "outputs.elasticsearch.timeout"},
       {"{request_max_bytes: 10}", "too small"},
+      {"{parallel_requests: 0}", "outputs.elasticsearch.parallel_requests: 0 is out of range"},
+      {"{parallel_requests: 17}", "use 1 to 16"},
       {"{url: []}", "empty"},
   };
   for (const auto& test_case : cases) {
