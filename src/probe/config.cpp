@@ -412,18 +412,18 @@ ListenerConfig parseListenAddress(const std::string& text, const std::string& wh
   return listener;
 }
 
-ProbeConfig loadProbeConfig(const std::filesystem::path& path,
-                            const std::vector<std::string>& environment) {
+namespace {
+
+// Reads the configuration out of `root`, the parsed document named `name` in
+// messages, with `overrides` written over it.
+ProbeConfig parseRoot(YAML::Node root, const std::string& name,
+                      const std::vector<config_environment::Override>& overrides) {
   ProbeConfig config;
   config.sensor_id = hostName();
   config.personas_dir = dataDirectory() / "personas";
   config.inspector.webtrap_rules = dataDirectory() / "rules";
   config.spool.dir = "var/spool";
 
-  std::vector<config_environment::Override> overrides =
-      config_environment::readOverrides(environment);
-  std::string name = path.empty() ? "built-in default" : path.string();
-  YAML::Node root = path.empty() ? YAML::Node() : config_table::loadYamlFile(path);
   config.environment_keys = config_environment::parseWithOverrides(
       root, overrides, config_environment::Schema{probeKeyKind, "probe"}, name, [&] {
         config_table::KeyWalk walk{
@@ -444,6 +444,27 @@ ProbeConfig loadProbeConfig(const std::filesystem::path& path,
         }
       });
   return config;
+}
+
+}  // namespace
+
+ProbeConfig loadProbeConfig(const std::filesystem::path& path,
+                            const std::vector<std::string>& environment) {
+  // The variables are checked before the file is read, so a bad variable
+  // name is reported first.
+  std::vector<config_environment::Override> overrides =
+      config_environment::readOverrides(environment);
+  if (path.empty()) {
+    return parseRoot(YAML::Node(), "built-in default", overrides);
+  }
+  return parseRoot(config_table::loadYamlFile(path), path.string(), overrides);
+}
+
+ProbeConfig parseProbeConfig(const std::string& yaml_text, const std::string& name,
+                             const std::vector<std::string>& environment) {
+  std::vector<config_environment::Override> overrides =
+      config_environment::readOverrides(environment);
+  return parseRoot(config_table::parseYamlText(yaml_text, name), name, overrides);
 }
 
 std::string configurationReference() {

@@ -86,6 +86,11 @@ struct ProbeConfig {
 ProbeConfig loadProbeConfig(const std::filesystem::path& path,
                             const std::vector<std::string>& environment = {});
 
+// Parses YAML text as loadProbeConfig() parses a file; `name` is the file
+// name in errors. Used by tests and the fuzz target.
+ProbeConfig parseProbeConfig(const std::string& yaml_text, const std::string& name,
+                             const std::vector<std::string>& environment = {});
+
 // Parses "ADDR:PORT", "[V6]:PORT" or "PORT" into a listener. Throws
 // ConfigError naming `what` (the key or flag).
 ListenerConfig parseListenAddress(const std::string& text, const std::string& what);
