@@ -7,6 +7,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "common/config_table.h"
+
 namespace webtrap::config_environment {
 namespace {
 
@@ -144,14 +146,8 @@ YAML::Node parseListValue(const Override& item) {
   YAML::Node list;
   try {
     // YAML::Load() would take the first document and drop the rest of the
-    // value, so every document is read and exactly one is accepted.
-    std::vector<YAML::Node> documents = YAML::LoadAll(item.value);
-    if (documents.size() > 1) {
-      problem = fmt::format(" (the value has {} YAML documents, separated by ---)",
-                            documents.size());
-    } else if (documents.size() == 1) {
-      list = documents.front();
-    }
+    // value, and YAML::LoadAll() never returns for a value such as ", a".
+    list = config_table::loadOneDocument(item.value);
   } catch (const YAML::Exception& error) {
     problem = fmt::format(" (invalid YAML: {})", error.msg);
   }

@@ -1,8 +1,11 @@
 #include "common/config_table.h"
 
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #include <fmt/format.h>
+#include <yaml-cpp/eventhandler.h>
 
 #include "common/config_values.h"
 #include "common/error.h"
@@ -25,6 +28,12 @@ std::string keyText(const YAML::Node& key, const std::string& where) {
                                   "a plain name such as `id:`",
                                   where.empty() ? "" : where + ".", written.c_str(),
                                   key.Mark().line + 1));
+  }
+  // Messages start with the key, and what() would end at its NUL byte.
+  if (key.Scalar().find('\0') != std::string::npos) {
+    throw ConfigError(fmt::format("{}: the key at line {} contains a NUL byte (\\0); write a "
+                                  "plain name such as `id:`",
+                                  where.empty() ? "top level" : where, key.Mark().line + 1));
   }
   return key.Scalar();
 }
@@ -84,12 +93,63 @@ void walkTopLevel(const YAML::Node& root, const std::string& name, const KeyWalk
   }
 }
 
+namespace {
+
+// Records where the last document of a YAML stream started.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  YAML::Mark last_start;
+
+  void OnDocumentStart(const YAML::Mark& mark) override { last_start = mark; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+}  // namespace
+
+YAML::Node loadOneDocument(const std::string& yaml_text) {
+  YAML::Node root = YAML::Load(yaml_text);
+  // The text is parsed again, one document at a time, to find a second
+  // document. yaml-cpp 0.7 reads a stray `,` outside brackets as an empty
+  // document that never consumes it, so that YAML::Load() returns a null
+  // node for ",\nkey: value" and YAML::LoadAll() loops until memory runs
+  // out. Two calls of HandleNextDocument() find such a text too.
+  std::istringstream stream(yaml_text);
+  YAML::Parser parser(stream);
+  DocumentStarts starts;
+  if (parser.HandleNextDocument(starts) && parser.HandleNextDocument(starts)) {
+    throw YAML::ParserException(starts.last_start,
+                                "a second YAML document starts here, after a `---` line or at "
+                                "a `,` outside brackets; keep one document");
+  }
+  return root;
+}
+
 YAML::Node loadYamlFile(const std::filesystem::path& path) {
-  try {
-    return YAML::LoadFile(path.string());
-  } catch (const YAML::BadFile&) {
+  std::error_code error_code;
+  if (std::filesystem::is_directory(path, error_code)) {
+    throw ConfigError(fmt::format("{}: is a folder, not a configuration file; give the path of "
+                                  "the YAML file",
+                                  path.string()));
+  }
+  std::ifstream file(path, std::ios::binary);
+  if (!file) {
     throw ConfigError(
         fmt::format("{}: cannot read the configuration file; check the path", path.string()));
+  }
+  std::ostringstream text;
+  text << file.rdbuf();
+  try {
+    return loadOneDocument(text.str());
   } catch (const YAML::Exception& error) {
     throw ConfigError(fmt::format("{}: invalid YAML at line {}: {}", path.string(),
                                   error.mark.line + 1, error.msg));
@@ -98,7 +158,7 @@ YAML::Node loadYamlFile(const std::filesystem::path& path) {
 
 YAML::Node parseYamlText(const std::string& yaml_text, const std::string& name) {
   try {
-    return YAML::Load(yaml_text);
+    return loadOneDocument(yaml_text);
   } catch (const YAML::Exception& error) {
     throw ConfigError(
         fmt::format("{}: invalid YAML at line {}: {}", name, error.mark.line + 1, error.msg));

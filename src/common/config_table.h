@@ -108,12 +108,17 @@ void walkKeys(const YAML::Node& node, const std::string& prefix, const KeyWalk& 
 // empty file applies no key, and a top level that is not a map is an error.
 void walkTopLevel(const YAML::Node& root, const std::string& name, const KeyWalk& walk);
 
-// Reads and parses the YAML file at `path`. Throws ConfigError when the file
-// cannot be read or is not valid YAML.
+// Parses `yaml_text` as one YAML document, or a null node when it holds
+// none. Throws YAML::Exception for invalid YAML and for a second document,
+// which YAML::Load() would drop without a word.
+YAML::Node loadOneDocument(const std::string& yaml_text);
+
+// Reads and parses the YAML file at `path` with loadOneDocument(). Throws
+// ConfigError when the file cannot be read or is not one valid YAML document.
 YAML::Node loadYamlFile(const std::filesystem::path& path);
 
-// Parses `yaml_text`, named `name` in messages. Throws ConfigError when it is
-// not valid YAML.
+// Parses `yaml_text`, named `name` in messages, with loadOneDocument().
+// Throws ConfigError when it is not one valid YAML document.
 YAML::Node parseYamlText(const std::string& yaml_text, const std::string& name);
 
 }  // namespace webtrap::config_table

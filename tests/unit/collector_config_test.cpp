@@ -178,6 +178,15 @@ TEST(CollectorConfig, SectionErrorsNameTheirLine) {
               HasSubstr("appears twice at line 3"));
 }
 
+TEST(CollectorConfig, SecondDocumentIsRejected) {
+  // yaml-cpp 0.7 reads a leading `,` as an empty document, so the keys after
+  // it were ignored without an error (found by probe_config_fuzz).
+  EXPECT_THAT(parseError(",\nlisten: 0.0.0.0:7380\n"),
+              HasSubstr("test.yaml: invalid YAML at line 1: a second YAML document"));
+  EXPECT_THAT(parseError("listen: 127.0.0.1:1\n---\nlisten: 127.0.0.1:2\n"),
+              HasSubstr("test.yaml: invalid YAML at line 2: a second YAML document"));
+}
+
 TEST(CollectorConfig, ChecksTlsCombinations) {
   EXPECT_THAT(parseError("tls: {certificate: /a.pem}\n"), HasSubstr("set both"));
   EXPECT_THAT(parseError("tls: {client_ca: /ca.pem}\n"), HasSubstr("client certificates need TLS"));

@@ -184,7 +184,21 @@ TEST(ProbeEnvironment, RejectsSecondYamlDocument) {
       probeError("", {"WEBTRAP__MODSECURITY__EXTRA_RULES=[/etc/a.conf]\n---\n[/etc/b.conf]"});
   EXPECT_THAT(error, HasSubstr("WEBTRAP__MODSECURITY__EXTRA_RULES: modsecurity.extra_rules "
                                "takes a list"));
-  EXPECT_THAT(error, HasSubstr("2 YAML documents"));
+  EXPECT_THAT(error, HasSubstr("a second YAML document starts here"));
+}
+
+TEST(ProbeEnvironment, RejectsListValueWithStrayComma) {
+  // yaml-cpp 0.7 reads a leading `,` as documents without end, so that
+  // YAML::LoadAll() allocated until memory ran out (found by
+  // probe_config_fuzz).
+  for (const char* value : {",", ", [a]", ",\n[/etc/a.conf]"}) {
+    std::string error =
+        probeError("", {std::string("WEBTRAP__MODSECURITY__EXTRA_RULES=") + value});
+    EXPECT_THAT(error, HasSubstr("WEBTRAP__MODSECURITY__EXTRA_RULES: modsecurity.extra_rules "
+                                 "takes a list"))
+        << value;
+    EXPECT_THAT(error, HasSubstr("a second YAML document starts here")) << value;
+  }
 }
 
 TEST(ProbeEnvironment, RejectsInvalidYamlList) {

@@ -110,6 +110,55 @@ TEST(ProbeConfig, BrokenYamlNamesLine) {
   EXPECT_THAT(loadError("sensor:\n  id: [unclosed\n"), HasSubstr("invalid YAML at line"));
 }
 
+TEST(ProbeConfig, SecondDocumentIsRejected) {
+  // yaml-cpp 0.7 reads a leading `,` as an empty document, so the keys after
+  // it were ignored without an error (found by probe_config_fuzz).
+  EXPECT_THAT(loadError(",\nsensor: {id: edge-1}\n"),
+              HasSubstr("invalid YAML at line 1: a second YAML document starts here"));
+  EXPECT_THAT(loadError("sensor: {id: a}\n---\nsensor: {id: b}\n"),
+              HasSubstr("invalid YAML at line 2: a second YAML document starts here"));
+  EXPECT_THAT(loadError("sensor: {id: a}\n...\n,\n"),
+              HasSubstr("invalid YAML at line 3: a second YAML document starts here"));
+  ProbeConfig marked = loadProbeConfig(writeConfig("---\nsensor: {id: edge-1}\n...\n"));
+  EXPECT_EQ(marked.sensor_id, "edge-1");
+}
+
+TEST(ProbeConfig, KeyWithNulByteIsNamedByLine) {
+  // The message started with the key, so what() ended at its NUL byte and
+  // was empty (found by probe_config_fuzz).
+  EXPECT_THAT(loadError("sensor: {id: a}\n\"\\0shipper\": x\n"),
+              HasSubstr("top level: the key at line 2 contains a NUL byte"));
+  EXPECT_THAT(loadError(std::string("spool:\n  \"d") + '\0' + "ir\": x\n"),
+              HasSubstr("spool: the key at line 2 contains a NUL byte"));
+  EXPECT_THAT(loadError("listeners:\n  - {\"\\0\": 1}\n"),
+              HasSubstr("listeners[0]: the key at line 2 contains a NUL byte"));
+}
+
+TEST(ProbeConfig, ParsesTextLikeFile) {
+  const std::string text = "sensor: {id: edge-1}\nlisteners:\n  - {address: 8080}\n";
+  ProbeConfig from_text = parseProbeConfig(text, "text.yaml");
+  ProbeConfig from_file = loadProbeConfig(writeConfig(text));
+  EXPECT_EQ(from_text.sensor_id, from_file.sensor_id);
+  ASSERT_EQ(from_text.listeners.size(), 1u);
+  EXPECT_EQ(from_text.listeners[0].port, 8080);
+  try {
+    parseProbeConfig("colour: blue\n", "text.yaml");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& error) {
+    EXPECT_THAT(error.what(), HasSubstr("colour: unknown configuration key"));
+  }
+}
+
+TEST(ProbeConfig, FolderIsNotAFile) {
+  std::filesystem::path folder = std::filesystem::temp_directory_path();
+  try {
+    loadProbeConfig(folder);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& error) {
+    EXPECT_THAT(error.what(), HasSubstr(folder.string() + ": is a folder"));
+  }
+}
+
 TEST(ProbeConfig, MissingFileIsNamed) {
   try {
     loadProbeConfig("/nonexistent/probe.yaml");
