@@ -1217,13 +1217,15 @@ bool Store::Impl::removeChunk(std::int64_t now_ms, RetentionSummary& summary) {
     event_count -= removed.size();
     event_bytes -= removed_bytes;
     summary.removed += removed.size();
-    for (const auto& [output, count] : undelivered) {
+    // A named pair, not a structured binding, because clang 14 cannot
+    // capture a structured binding in a lambda.
+    for (const auto& output_count : undelivered) {
       auto it = std::find_if(summary.removed_undelivered.begin(), summary.removed_undelivered.end(),
-                             [&](const auto& entry) { return entry.first == output; });
+                             [&](const auto& entry) { return entry.first == output_count.first; });
       if (it == summary.removed_undelivered.end()) {
-        summary.removed_undelivered.emplace_back(output, count);
+        summary.removed_undelivered.emplace_back(output_count.first, output_count.second);
       } else {
-        it->second += count;
+        it->second += output_count.second;
       }
     }
     return removed.size() == static_cast<std::size_t>(kRetentionChunk) ||
