@@ -60,6 +60,10 @@ AdminTokenGuard::AdminTokenGuard(std::string token, LoginLimitOptions limits,
     wrong_token_[index] = &rejectedCounter(*metrics, route, "wrong_token");
     rate_limited_[index] = &rejectedCounter(*metrics, route, "rate_limited");
   }
+  clients_evicted_ = &metrics->counter(
+      "webtrap_collector_admin_token_clients_evicted_total",
+      "Clients whose wrong admin tokens still counted, forgotten because "
+      "dashboard.login_max_clients other clients sent wrong tokens since");
 }
 
 AdminTokenGuard::Clock::duration AdminTokenGuard::blockedFor(
@@ -87,9 +91,18 @@ bool AdminTokenGuard::check(std::string_view given, const boost::asio::ip::addre
     return true;
   }
   const std::string client_key = LoginLimiter::clientKey(client);
-  limiter_.recordFailure(client_key, Clock::now());
+  const bool evicted_counting = limiter_.recordFailure(client_key, Clock::now());
   wrong_token_[static_cast<std::size_t>(route)]->inc();
   std::lock_guard lock(log_mutex_);
+  if (evicted_counting) {
+    clients_evicted_->inc();
+    if (evicted_log_.admit()) {
+      spdlog::warn("admin listener: forgot a client whose wrong admin tokens still counted, "
+                   "because {} clients sent wrong tokens; raise dashboard.login_max_clients if "
+                   "this repeats ({} such clients since the last message)",
+                   limiter_.options().max_clients, evicted_log_.takeSuppressed() + 1);
+    }
+  }
   if (failure_log_.admit()) {
     spdlog::warn("admin listener: wrong admin token from {} on {} ({} such failures since the "
                  "last message)",

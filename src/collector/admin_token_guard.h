@@ -68,11 +68,13 @@ class AdminTokenGuard {
   // By route, registered up front so that /metrics shows them as 0.
   std::array<Counter*, kAdminRouteCount> wrong_token_{};
   std::array<Counter*, kAdminRouteCount> rate_limited_{};
+  Counter* clients_evicted_ = nullptr;
   // Anyone who reaches the listener can send tokens as fast as it responds,
   // so failures and 429s are each logged once a minute with a count.
   std::mutex log_mutex_;
   LogThrottle failure_log_{std::chrono::seconds(60)};
   LogThrottle blocked_log_{std::chrono::seconds(60)};
+  LogThrottle evicted_log_{std::chrono::seconds(60)};
 };
 
 }  // namespace webtrap::collector

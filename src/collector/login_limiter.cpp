@@ -32,24 +32,22 @@ LoginLimiter::Clock::duration LoginLimiter::retryAfter(const std::string& client
   return found->second->blocked_until - now;
 }
 
-void LoginLimiter::recordFailure(const std::string& client, Clock::time_point now) {
+bool LoginLimiter::recordFailure(const std::string& client, Clock::time_point now) {
   if (options_.max_failures == 0 || options_.max_clients == 0) {
-    return;
+    return false;
   }
   std::lock_guard lock(mutex_);
+  bool evicted_counting = false;
   auto found = by_client_.find(client);
   std::list<Entry>::iterator entry;
   if (found != by_client_.end()) {
     entry = found->second;
-    // The most recent failure goes last, so eviction takes the client
-    // that has been quiet longest.
-    entries_.splice(entries_.end(), entries_, entry);
   } else {
-    while (entries_.size() >= options_.max_clients) {
-      by_client_.erase(entries_.front().client);
-      entries_.pop_front();
+    while (unblocked_.size() + blocked_.size() >= options_.max_clients) {
+      evicted_counting = evictOne(now) || evicted_counting;
     }
-    entry = entries_.insert(entries_.end(), Entry{client, now, 0, Clock::time_point::min()});
+    entry = unblocked_.insert(unblocked_.end(),
+                              Entry{client, now, 0, Clock::time_point::min(), now, false});
     by_client_.emplace(client, entry);
   }
   if (now - entry->window_start >= options_.window) {
@@ -57,14 +55,37 @@ void LoginLimiter::recordFailure(const std::string& client, Clock::time_point no
     entry->failures = 0;
   }
   ++entry->failures;
+  entry->last_failure = now;
   if (entry->failures >= options_.max_failures) {
     entry->blocked_until = now + options_.window;
   }
+  // The most recent failure or block goes last in its list. Splicing keeps
+  // the iterator in by_client_ valid, also from one list to the other.
+  const bool blocked = entry->blocked_until > now;
+  std::list<Entry>& source = entry->in_blocked ? blocked_ : unblocked_;
+  std::list<Entry>& target = blocked ? blocked_ : unblocked_;
+  target.splice(target.end(), source, entry);
+  entry->in_blocked = blocked;
+  return evicted_counting;
+}
+
+bool LoginLimiter::evictOne(Clock::time_point now) {
+  std::list<Entry>* victims = &blocked_;
+  if (!unblocked_.empty() && (blocked_.empty() || blocked_.front().blocked_until > now)) {
+    victims = &unblocked_;
+  }
+  const Entry& victim = victims->front();
+  // A block lasts `window` past its failure, so an entry whose last
+  // failure is `window` old no longer counts, blocked or not.
+  const bool counting = now - victim.last_failure < options_.window;
+  by_client_.erase(victim.client);
+  victims->pop_front();
+  return counting;
 }
 
 std::size_t LoginLimiter::trackedClients() {
   std::lock_guard lock(mutex_);
-  return entries_.size();
+  return unblocked_.size() + blocked_.size();
 }
 
 }  // namespace webtrap::collector

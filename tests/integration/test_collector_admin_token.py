@@ -16,6 +16,9 @@ Every address in 127.0.0.0/8 reaches it, so the test plays several clients:
   spread its guesses;
 - through 127.0.0.9 the client named in X-Forwarded-For is blocked, while
   another client behind it and the proxy itself are not;
+- with login_max_clients at 20, one wrong token from each of 30 more
+  clients behind the proxy does not free the blocked client, and
+  /metrics counts the clients forgotten while their failures counted;
 - invalid admin.trusted_proxies values stop the collector at start with an
   error that names the key, the value and the fix.
 
@@ -32,6 +35,7 @@ from probe_harness import BIN, CollectorRun, collector_ports
 TOKEN = "admin-token-test-secret"
 MAX_FAILURES = 3
 WINDOW_S = 60
+MAX_CLIENTS = 20
 PROXY = "127.0.0.9"
 
 
@@ -152,6 +156,24 @@ def check_forwarded_for_from_trusted_proxy(admin):
     print("ok: behind the trusted proxy, the X-Forwarded-For client is blocked, and only it")
 
 
+def check_eviction_keeps_block(admin):
+    blocked = "198.51.100.7"
+    status, _, _ = admin.get("/metrics", PROXY, TOKEN, forwarded_for=blocked)
+    check(status == 429, f"the client behind the proxy is no longer blocked: {status}")
+    others = MAX_CLIENTS + 10
+    for number in range(others):
+        client = f"203.0.113.{number + 1}"
+        status, _, body = admin.get("/metrics", PROXY, "guess", forwarded_for=client)
+        check(status == 401, f"one wrong token from {client}: {status} {body}")
+    status, _, _ = admin.get("/metrics", PROXY, TOKEN, forwarded_for=blocked)
+    check(status == 429, f"{others} other clients with one wrong token each freed the blocked "
+          f"client: {status}")
+    evicted = admin.metric("webtrap_collector_admin_token_clients_evicted_total")
+    check(evicted >= others - MAX_CLIENTS, f"clients forgotten while they counted: {evicted}, "
+          f"expected at least {others - MAX_CLIENTS}")
+    print("ok: a blocked client stays blocked while other clients fill the limit's table")
+
+
 def check_config_errors(run):
     cases = [
         ("[10.0.0.0/33]", "invalid entry \"10.0.0.0/33\"", "from 1 to 32"),
@@ -186,6 +208,7 @@ dashboard:
   enabled: true
   login_max_failures: {MAX_FAILURES}
   login_window: {WINDOW_S}s
+  login_max_clients: {MAX_CLIENTS}
 """)
         os.environ["WEBTRAP__ADMIN__TRUSTED_PROXIES"] = f"[{PROXY}]"
         try:
@@ -196,6 +219,7 @@ dashboard:
         check_guesses_blocked_on_every_route(admin)
         check_forwarded_for_from_untrusted_peer(admin)
         check_forwarded_for_from_trusted_proxy(admin)
+        check_eviction_keeps_block(admin)
         log = (run.folder / "collector.log").read_text(errors="replace")
         check(f"trusted proxies: {PROXY}/32" in log, "the start log does not list the proxy")
         check("wrong admin token from 127.0.0.1 on /metrics" in log,

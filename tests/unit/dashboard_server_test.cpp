@@ -626,6 +626,64 @@ TEST(LoginLimiterTest, EvictsOldestClient) {
   EXPECT_EQ(limiter.trackedClients(), 2u);
 }
 
+// A blocked attacker with many addresses must not free its own block with
+// one cheap failure from each of max_clients other addresses.
+TEST(LoginLimiterTest, BlockedClientOutlastsEviction) {
+  LoginLimiter limiter(LoginLimitOptions{3, std::chrono::seconds(60), 4});
+  const auto start = LimiterClock::now();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_FALSE(limiter.recordFailure("192.0.2.1", start));
+  }
+  ASSERT_GT(limiter.retryAfter("192.0.2.1", start), LimiterClock::duration::zero());
+  int evicted_counting = 0;
+  for (int i = 0; i < 40; ++i) {
+    const auto now = start + std::chrono::milliseconds(100 * (i + 1));
+    evicted_counting += limiter.recordFailure("198.51.100." + std::to_string(i), now) ? 1 : 0;
+  }
+  const auto now = start + std::chrono::seconds(5);
+  EXPECT_GT(limiter.retryAfter("192.0.2.1", now), LimiterClock::duration::zero())
+      << "failures of other addresses pushed the blocked client out";
+  EXPECT_EQ(limiter.trackedClients(), 4u);
+  EXPECT_EQ(evicted_counting, 37) << "each address past the first 3 pushed out one that counted";
+}
+
+// When every tracked client is blocked, the one whose block ends first
+// goes, and a block that has ended goes before an unblocked client.
+TEST(LoginLimiterTest, EvictsEndedBlockFirst) {
+  LoginLimiter limiter(LoginLimitOptions{2, std::chrono::seconds(10), 2});
+  const auto start = LimiterClock::now();
+  limiter.recordFailure("192.0.2.1", start);
+  limiter.recordFailure("192.0.2.1", start);
+  limiter.recordFailure("192.0.2.2", start + std::chrono::seconds(11));
+  // .1's block ended at 10 s, so it goes, not .2 with one failure left.
+  EXPECT_FALSE(limiter.recordFailure("192.0.2.3", start + std::chrono::seconds(12)))
+      << "an ended block was reported as a limit lost";
+  limiter.recordFailure("192.0.2.2", start + std::chrono::seconds(13));
+  EXPECT_GT(limiter.retryAfter("192.0.2.2", start + std::chrono::seconds(13)),
+            LimiterClock::duration::zero())
+      << "the unblocked client went before the ended block";
+
+  // Both tracked clients blocked: .2 (blocked at 13 s) goes before .3.
+  limiter.recordFailure("192.0.2.3", start + std::chrono::seconds(14));
+  EXPECT_TRUE(limiter.recordFailure("192.0.2.4", start + std::chrono::seconds(15)));
+  const auto now = start + std::chrono::seconds(16);
+  EXPECT_EQ(limiter.retryAfter("192.0.2.2", now), LimiterClock::duration::zero());
+  EXPECT_GT(limiter.retryAfter("192.0.2.3", now), LimiterClock::duration::zero());
+  EXPECT_EQ(limiter.trackedClients(), 2u);
+}
+
+TEST(AdminTokenGuardTest, CountsEvictedClients) {
+  using boost::asio::ip::make_address;
+  MetricsRegistry metrics;
+  AdminTokenGuard guard("right-token", LoginLimitOptions{5, std::chrono::seconds(60), 2},
+                        &metrics);
+  EXPECT_FALSE(guard.check("wrong", make_address("192.0.2.1"), AdminRoute::kMetrics));
+  EXPECT_FALSE(guard.check("wrong", make_address("192.0.2.2"), AdminRoute::kMetrics));
+  EXPECT_FALSE(guard.check("wrong", make_address("192.0.2.3"), AdminRoute::kMetrics));
+  EXPECT_EQ(metrics.counter("webtrap_collector_admin_token_clients_evicted_total", "").value(),
+            1u);
+}
+
 TEST(LoginLimiterTest, ZeroFailuresTurnsLimitOff) {
   LoginLimiter limiter(LoginLimitOptions{0, std::chrono::seconds(60), 100});
   const auto start = LimiterClock::now();
