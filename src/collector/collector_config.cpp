@@ -293,9 +293,13 @@ bool applyKey(CollectorConfig& config, const std::string& key, const YAML::Node&
     std::vector<std::string> entries;
     for (std::size_t i = 0; i < value.size(); ++i) {
       if (!value[i].IsScalar()) {
-        throw ConfigError(fmt::format("{}[{}]: expected an address or a CIDR network, such as "
-                                      "10.0.0.5 or 10.0.0.0/8",
-                                      key, i));
+        const char* found = value[i].IsSequence() ? "a list"
+                            : value[i].IsMap()    ? "a map"
+                                                  : "an empty entry";
+        throw ConfigError(fmt::format("{}[{}]: expected an address or a CIDR network, found {}; "
+                                      "write one address or network per entry, as in `{}: "
+                                      "[10.0.0.5, 10.0.0.0/8]`",
+                                      key, i, found, key));
       }
       entries.push_back(value[i].Scalar());
     }

@@ -137,6 +137,19 @@ TrustedProxies TrustedProxies::parse(const std::vector<std::string>& entries,
       throw ConfigError(fmt::format("{}: invalid entry \"{}\": not an IPv4 or IPv6 address; {}",
                                     key, printable(entry), kEntryExamples));
     }
+    if (const auto percent = entry.find('%'); percent < slash) {
+      // Peers are matched by their bytes, so a zone index would be dropped
+      // without a word and the entry would match that address on every
+      // interface.
+      throw ConfigError(fmt::format("{}: invalid entry \"{}\": a zone index ({}) is not "
+                                    "supported; write the address without it, as {}",
+                                    key, printable(entry),
+                                    printable(entry.substr(percent, slash - percent)),
+                                    printable(entry.substr(0, percent) +
+                                              (slash == std::string::npos
+                                                   ? std::string()
+                                                   : entry.substr(slash)))));
+    }
     if (address.is_v6() && address.to_v6().is_v4_mapped()) {
       throw ConfigError(fmt::format("{}: invalid entry \"{}\": an IPv4-mapped IPv6 address; "
                                     "write the IPv4 address, which also matches mapped peers",

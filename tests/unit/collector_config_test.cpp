@@ -160,9 +160,16 @@ TEST(CollectorConfig, RejectsBadTrustedProxies) {
   EXPECT_THAT(parseError("admin: {trusted_proxies: {a: 1}}\n"),
               HasSubstr("admin.trusted_proxies: expected a list, found a map"));
   EXPECT_THAT(parseError("admin: {trusted_proxies: [[10.0.0.5]]}\n"),
-              HasSubstr("admin.trusted_proxies[0]: expected an address or a CIDR network"));
+              HasSubstr("admin.trusted_proxies[0]: expected an address or a CIDR network, "
+                        "found a list; write one address or network per entry"));
   EXPECT_THAT(parseError("admin: {trusted_proxies: [10.0.0.5, ~]}\n"),
-              HasSubstr("admin.trusted_proxies[1]: expected an address or a CIDR network"));
+              HasSubstr("admin.trusted_proxies[1]: expected an address or a CIDR network, "
+                        "found an empty entry"));
+  EXPECT_THAT(parseError("admin: {trusted_proxies: [{a: 1}]}\n"),
+              HasSubstr("admin.trusted_proxies[0]: expected an address or a CIDR network, "
+                        "found a map"));
+  EXPECT_THAT(parseError("admin: {trusted_proxies: [\"fe80::1%eth0\"]}\n"),
+              HasSubstr("a zone index (%eth0) is not supported"));
   EXPECT_THAT(parseError("admin: {trusted_proxy: [10.0.0.5]}\n"),
               HasSubstr("admin.trusted_proxy: unknown configuration key"));
   try {

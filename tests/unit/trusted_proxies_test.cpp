@@ -95,6 +95,17 @@ TEST(TrustedProxies, RejectsInvalidEntries) {
   }
 }
 
+// Boost accepts a zone index, which TrustedProxies would drop, so
+// fe80::1%eth0 would match fe80::1 on every interface.
+TEST(TrustedProxies, RejectsZoneIndex) {
+  EXPECT_THAT(parseError("fe80::1%eth0"),
+              HasSubstr("admin.trusted_proxies: invalid entry \"fe80::1%eth0\": a zone index "
+                        "(%eth0) is not supported; write the address without it, as fe80::1"));
+  EXPECT_THAT(parseError("fe80::%2/64"),
+              HasSubstr("a zone index (%2) is not supported; write the address without it, as "
+                        "fe80::/64"));
+}
+
 // Boost parses addresses as C strings, so "10.0.0.1" followed by a NUL byte
 // would pass as 10.0.0.1. The error shows control bytes as \xNN, because
 // the message is a C string too.
