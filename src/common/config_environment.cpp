@@ -141,6 +141,31 @@ std::string mapMessage(const Override& item) {
                      item.variable, item.key, item.variable);
 }
 
+// Returns the value of `item` for an error message: control bytes as \xNN,
+// and at most 80 bytes followed by "..." when longer. A value that may hold
+// a secret is "(hidden)", because nameVariables() hides only the whole
+// value, not an escaped or cut one.
+std::string shownValue(const Override& item) {
+  if (isSecretKey(item.key) || !urlPassword(item.value).empty()) {
+    return "(hidden)";
+  }
+  constexpr std::size_t kMaxShown = 80;
+  const std::string_view value = item.value;
+  std::string shown;
+  for (char c : value.substr(0, kMaxShown)) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f) {
+      shown += fmt::format("\\x{:02x}", byte);
+    } else {
+      shown += c;
+    }
+  }
+  if (value.size() > kMaxShown) {
+    shown += "...";
+  }
+  return shown;
+}
+
 YAML::Node parseListValue(const Override& item) {
   std::string problem;
   YAML::Node list;
@@ -152,9 +177,10 @@ YAML::Node parseListValue(const Override& item) {
     problem = fmt::format(" (invalid YAML: {})", error.msg);
   }
   if (!problem.empty() || !list.IsSequence()) {
-    throw ConfigError(fmt::format("{}: {} takes a list{}; write the value as a YAML flow "
-                                  "sequence, such as [first, second], or [] for an empty list",
-                                  item.variable, item.key, problem));
+    throw ConfigError(fmt::format("{}: {} takes a list{}, found \"{}\"; write the value as a "
+                                  "YAML flow sequence, such as [first, second], or [] for an "
+                                  "empty list",
+                                  item.variable, item.key, problem, shownValue(item)));
   }
   return list;
 }

@@ -177,6 +177,8 @@ TEST(CollectorConfig, RejectsBadTrustedProxies) {
     ADD_FAILURE() << "a single value from the environment was accepted";
   } catch (const ConfigError& error) {
     EXPECT_THAT(error.what(), HasSubstr("WEBTRAP__ADMIN__TRUSTED_PROXIES"));
+    EXPECT_THAT(error.what(), HasSubstr("takes a list, found \"10.0.0.5\"; write the value as a "
+                                        "YAML flow sequence"));
   }
 }
 

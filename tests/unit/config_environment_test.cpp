@@ -178,6 +178,22 @@ TEST(ProbeEnvironment, RejectsListValueThatIsNoList) {
   EXPECT_THAT(error, HasSubstr("YAML flow sequence, such as [first, second]"));
 }
 
+// The value is shown with control bytes escaped and cut after 80 bytes,
+// because a variable can hold a whole file. A value with a URL password is
+// hidden, because a cut one would escape the hiding of secrets.
+TEST(ProbeEnvironment, ListErrorShowsValue) {
+  std::string error =
+      probeError("", {"WEBTRAP__MODSECURITY__EXTRA_RULES=a\tb" + std::string(100, 'c')});
+  EXPECT_THAT(error, HasSubstr("found \"a\\x09b" + std::string(77, 'c') +
+                               "...\"; write the value"));
+
+  std::string with_password =
+      probeError("", {"WEBTRAP__MODSECURITY__EXTRA_RULES=http://user:" + std::string(90, 'p') +
+                      "@rules.example/a.conf"});
+  EXPECT_THAT(with_password, HasSubstr("found \"(hidden)\"; write the value"));
+  EXPECT_THAT(with_password, Not(HasSubstr("ppp")));
+}
+
 TEST(ProbeEnvironment, RejectsSecondYamlDocument) {
   // Only the whole value may apply, so a second document is not dropped.
   std::string error =
