@@ -890,6 +890,15 @@ DashboardHttp::Request makeRequest(boost::beast::http::verb verb, std::string ta
   return request;
 }
 
+// GETs `target` from `http` with the token "secret-token", expects 200 and
+// returns the body.
+std::string getOk(DashboardHttp& http, const std::string& target) {
+  auto response =
+      http.handle(makeRequest(boost::beast::http::verb::get, target, "Bearer secret-token"));
+  EXPECT_EQ(response.result(), boost::beast::http::status::ok) << target << ": " << response.body();
+  return response.body();
+}
+
 TEST_F(DashboardTest, HttpChecksTokenAndParameters) {
   fillThreeSources(*this, [&](auto id, auto ts, auto fields) { addEvent(id, ts, fields); });
   indexAll();
@@ -982,12 +991,7 @@ TEST_F(DashboardTest, EventsBeforeEpochAreShown) {
   addEvent("new0", kBaseMs, Fields{});
   indexAll();
   DashboardHttp http(*queries_, "secret-token");
-  namespace beast_http = boost::beast::http;
-  auto get = [&](const std::string& target) {
-    auto response = http.handle(makeRequest(beast_http::verb::get, target, "Bearer secret-token"));
-    EXPECT_EQ(response.result(), beast_http::status::ok) << target << ": " << response.body();
-    return response.body();
-  };
+  auto get = [&](const std::string& target) { return getOk(http, target); };
 
   EXPECT_EQ(integerField(get("/dashboard/api/summary"), "/events"), 3);
   EXPECT_EQ(integerField(get("/dashboard/api/summary"), "/first_ms"), -5 * kRollupDayMs - 1234);
@@ -1042,12 +1046,7 @@ TEST_F(DashboardTest, FarFutureRecordKeepsDefaultTimeline) {
   fillThreeSources(*this, [&](auto id, auto ts, auto fields) { addEvent(id, ts, fields); });
   indexAll();
   DashboardHttp http(*queries_, "secret-token");
-  namespace beast_http = boost::beast::http;
-  auto get = [&](const std::string& target) {
-    auto response = http.handle(makeRequest(beast_http::verb::get, target, "Bearer secret-token"));
-    EXPECT_EQ(response.result(), beast_http::status::ok) << target << ": " << response.body();
-    return response.body();
-  };
+  auto get = [&](const std::string& target) { return getOk(http, target); };
   // The page's "all" view has neither end, its "last N" views only a start.
   const std::vector<std::string> open_ended = {"limit=120", "limit=120&from=0"};
   std::map<std::string, std::int64_t> bucket_before;
@@ -1093,12 +1092,7 @@ TEST_F(DashboardTest, FarPastRecordKeepsDefaultTimeline) {
   fillThreeSources(*this, [&](auto id, auto ts, auto fields) { addEvent(id, ts, fields); });
   indexAll();
   DashboardHttp http(*queries_, "secret-token");
-  namespace beast_http = boost::beast::http;
-  auto get = [&](const std::string& target) {
-    auto response = http.handle(makeRequest(beast_http::verb::get, target, "Bearer secret-token"));
-    EXPECT_EQ(response.result(), beast_http::status::ok) << target << ": " << response.body();
-    return response.body();
-  };
+  auto get = [&](const std::string& target) { return getOk(http, target); };
   // The page's "all" view has no start; the link under the timeline for
   // events dated ahead sets only an end.
   const std::vector<std::string> open_started = {
