@@ -7,7 +7,9 @@
 #   TARGET   fuzz target names, default every fuzz/*_fuzz.cpp
 # Environment: WEBTRAP_FUZZ_BUILD sets the build folder (default build-fuzz).
 # Each target keeps its corpus in fuzz/corpus-<target>/ (ignored by git), so
-# later runs start from what earlier runs found. Crash inputs are written to
+# later runs start from what earlier runs found. A target with a folder
+# fuzz/seeds/<target>/ (in git) also runs every file in it first: seed inputs
+# and the inputs of fixed crashes. Crash inputs are written to
 # the build folder, and the script exits non-zero on the first failing target.
 set -euo pipefail
 
@@ -46,9 +48,14 @@ for target in "${targets[@]}"; do
       fi
     done
   fi
-  echo "== $target: ${seconds}s, corpus $corpus"
+  # libFuzzer reads every corpus folder but writes new inputs to the first.
+  corpora=("$corpus")
+  if [[ -d $source_dir/fuzz/seeds/$target ]]; then
+    corpora+=("$source_dir/fuzz/seeds/$target")
+  fi
+  echo "== $target: ${seconds}s, corpus ${corpora[*]}"
   # libFuzzer exits 77 on a crash by default, which ctest reads as a skip.
   (cd "$build_dir" &&
     "$build_dir/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 \
-      -timeout=10 -rss_limit_mb=2048 -error_exitcode=1 -timeout_exitcode=1 "$corpus")
+      -timeout=10 -rss_limit_mb=2048 -error_exitcode=1 -timeout_exitcode=1 "${corpora[@]}")
 done

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every libFuzzer target in fuzz/ (request capture, record serialization,
-# audit record decoding) for a bounded time with AddressSanitizer and UBSan. A
-# crash or sanitizer report makes libFuzzer exit non-zero, which fails this test.
+# audit record decoding, the probe and collector configuration loaders) for a
+# bounded time with AddressSanitizer and UBSan, starting with the inputs in
+# fuzz/seeds/<target>/. A crash or sanitizer report makes libFuzzer exit
+# non-zero, which fails this test.
 set -euo pipefail
 seconds="${WEBTRAP_FUZZ_SECONDS:-20}"
 export WEBTRAP_FUZZ_BUILD="${WEBTRAP_FUZZ_BUILD:-$(dirname "$WEBTRAP_BIN")/fuzz-build}"
