@@ -7,7 +7,6 @@
 #include <fstream>
 #include <limits>
 #include <map>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <simdjson.h>
@@ -116,16 +115,14 @@ std::string apiKeyFromEnvironment(const std::string& name, const std::string& pa
 // Returns the API key in `file`, trimmed. Throws ConfigError naming `path`
 // when the file cannot be read or is empty.
 std::string apiKeyFromFile(const std::string& file, const std::string& path) {
-  std::ifstream in(file);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in || trimmed(text.str()).empty()) {
+  const std::string text = trimmed(config_values::readSecretFile(file, path));
+  if (text.empty()) {
     throw ConfigError(fmt::format(
-        "{}: `{}` cannot be read or is empty; give a file (mode 0600) that contains only the "
-        "automation key of an API-enabled MISP user",
+        "{}: `{}` is empty; give a file (mode 0600) that contains only the automation key of an "
+        "API-enabled MISP user",
         path, file));
   }
-  return trimmed(text.str());
+  return text;
 }
 
 MispPublish parsePublish(const std::string& text, const std::string& path) {

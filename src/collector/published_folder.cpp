@@ -9,7 +9,6 @@
 #include <charconv>
 #include <ctime>
 #include <fstream>
-#include <sstream>
 #include <system_error>
 
 #include <openssl/crypto.h>
@@ -74,14 +73,7 @@ void checkPrefix(const std::string& prefix, const std::string& key) {
 }
 
 std::string readTokenFile(const std::string& path, const std::string& key) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) {
-    throw ConfigError(
-        fmt::format("{}: cannot read \"{}\"; give a file that contains the token", key, path));
-  }
-  std::stringstream content;
-  content << file.rdbuf();
-  std::string token = content.str();
+  std::string token = config_values::readSecretFile(path, key);
   while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' ||
                             token.back() == '\t')) {
     token.pop_back();

@@ -1,7 +1,13 @@
 #include "common/config_values.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cctype>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <filesystem>
 
 #include <boost/asio/ip/address.hpp>
@@ -165,6 +171,54 @@ std::string parsePemFilePath(const std::string& path, const std::string& key) {
                                   key, path));
   }
   return path;
+}
+
+std::string readSecretFile(const std::string& path, const std::string& key) {
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    throw ConfigError(fmt::format("{}: cannot read \"{}\" ({}); check the path and its "
+                                  "permissions",
+                                  key, path, std::strerror(errno)));
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat info {};
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    throw ConfigError(fmt::format("{}: \"{}\" is not a regular file (a folder, device or FIFO); "
+                                  "give a file that contains only the secret",
+                                  key, path));
+  }
+  if (static_cast<std::uint64_t>(info.st_size) > kMaxSecretFileBytes) {
+    throw ConfigError(fmt::format("{}: \"{}\" has {} bytes, more than the {} a secret file may "
+                                  "have; give a file that contains only the secret",
+                                  key, path, info.st_size, kMaxSecretFileBytes));
+  }
+  std::string content;
+  char buffer[4096];
+  while (true) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      throw ConfigError(fmt::format("{}: reading \"{}\" failed ({}); check the file", key, path,
+                                    std::strerror(errno)));
+    }
+    if (n == 0) {
+      break;
+    }
+    content.append(buffer, static_cast<std::size_t>(n));
+    // The file may grow after fstat; never hold more than the limit.
+    if (content.size() > kMaxSecretFileBytes) {
+      throw ConfigError(fmt::format("{}: \"{}\" has more than {} bytes; give a file that "
+                                    "contains only the secret",
+                                    key, path, kMaxSecretFileBytes));
+    }
+  }
+  return content;
 }
 
 }  // namespace webtrap::config_values

@@ -49,6 +49,16 @@ std::string parseHttpUrl(const std::string& text, const std::string& key,
 // The path of an existing regular file, such as a PEM CA bundle.
 std::string parsePemFilePath(const std::string& path, const std::string& key);
 
+// The largest file readSecretFile() reads: a token or an API key is far
+// smaller.
+inline constexpr std::size_t kMaxSecretFileBytes = 64 * 1024;
+
+// Reads the whole file that contains the secret of setting `key`, such as
+// shipper.token_file. A FIFO, a device such as /dev/zero, a folder or a
+// file over kMaxSecretFileBytes is rejected at once, because reading it
+// could block or fill memory. Throws ConfigError naming the key and path.
+std::string readSecretFile(const std::string& path, const std::string& key);
+
 template <typename T>
 T narrow(std::uint64_t value, const std::string& key) {
   if (value > std::numeric_limits<T>::max()) {

@@ -240,7 +240,8 @@ const std::vector<Option>& options() {
        "Sensor token sent as `Authorization: Bearer`. Prefer token_file.",
        [](ProbeConfig& c, const std::string& v) { c.shipper.token = v; }},
       {"shipper.token_file", "path", "none",
-       "File that contains the sensor token, read at start (before dropping privileges).",
+       "Regular file of at most 64 KiB that contains the sensor token, read at start (before "
+       "dropping privileges).",
        [](ProbeConfig& c, const std::string& v) { c.shipper.token_file = v; }},
       {"shipper.ca_file", "path", "system CA bundle",
        "PEM CA bundle that verifies the collector's certificate.",

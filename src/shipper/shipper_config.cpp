@@ -12,6 +12,7 @@
 #include <boost/asio/ip/address.hpp>
 #include <fmt/format.h>
 
+#include "common/config_values.h"
 #include "common/error.h"
 
 namespace webtrap::shipper {
@@ -112,15 +113,7 @@ void requireReadable(const std::filesystem::path& path, const char* key) {
 }
 
 std::string readToken(const std::filesystem::path& path) {
-  std::ifstream file(path);
-  if (!file) {
-    throw ConfigError(fmt::format("shipper.token_file: cannot read \"{}\"; check the path and "
-                                  "its permissions",
-                                  path.string()));
-  }
-  std::stringstream content;
-  content << file.rdbuf();
-  std::string token = content.str();
+  std::string token = config_values::readSecretFile(path.string(), "shipper.token_file");
   auto not_space = [](unsigned char c) { return !std::isspace(c); };
   token.erase(token.begin(), std::find_if(token.begin(), token.end(), not_space));
   token.erase(std::find_if(token.rbegin(), token.rend(), not_space).base(), token.end());

@@ -1,5 +1,6 @@
 #include "common/config_table.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "common/config_values.h"
 #include "common/error.h"
 
 namespace webtrap::config_table {
@@ -167,6 +169,53 @@ TEST(ConfigTable, LoadYamlFileReadsMap) {
   std::filesystem::remove(path);
   ASSERT_TRUE(root.IsMap());
   EXPECT_EQ(root["listen"].as<std::string>(), "127.0.0.1:1");
+}
+
+
+// readSecretFile reads a token file whole, and rejects at once what is not
+// a small regular file, naming the key.
+class SecretFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("webtrap-secret-file-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string errorFor(const std::string& path) {
+    try {
+      config_values::readSecretFile(path, "x.token_file");
+    } catch (const ConfigError& error) {
+      return error.what();
+    }
+    ADD_FAILURE() << "no ConfigError for " << path;
+    return "";
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(SecretFileTest, ReadsRegularFile) {
+  std::ofstream(dir_ / "token") << "abc123\n";
+  EXPECT_EQ(config_values::readSecretFile((dir_ / "token").string(), "x.token_file"), "abc123\n");
+}
+
+TEST_F(SecretFileTest, RejectsWhatIsNotARegularFile) {
+  const auto fifo = dir_ / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  for (const std::string path : {fifo.string(), std::string("/dev/zero"), dir_.string()}) {
+    std::string message = errorFor(path);
+    EXPECT_THAT(message, HasSubstr("x.token_file"));
+    EXPECT_THAT(message, HasSubstr("not a regular file")) << path;
+  }
+}
+
+TEST_F(SecretFileTest, RejectsLargeAndMissingFiles) {
+  std::ofstream(dir_ / "large") << std::string(config_values::kMaxSecretFileBytes + 1, 'a');
+  EXPECT_THAT(errorFor((dir_ / "large").string()), HasSubstr("more than"));
+  EXPECT_THAT(errorFor((dir_ / "missing").string()), HasSubstr("cannot read"));
 }
 
 }  // namespace

@@ -1,3 +1,4 @@
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -361,6 +362,29 @@ TEST(ShipperConfig, ReadsTokenFile) {
   config.token = "other";
   EXPECT_THROW(resolveShipperConfig(config), ConfigError);  // both set
   fs::remove(file);
+}
+
+// A token_file that names a FIFO or a device fails at once with the key,
+// because reading a FIFO waits for a writer and /dev/zero never ends.
+TEST(ShipperConfig, TokenFileMustBeRegularFile) {
+  fs::path fifo = fs::temp_directory_path() / ("webtrap-token-fifo-" + std::to_string(::getpid()));
+  fs::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  for (const fs::path& path : {fifo, fs::path("/dev/zero")}) {
+    ShipperConfig config;
+    config.url = "https://collector.example";
+    config.token_file = path;
+    try {
+      resolveShipperConfig(config);
+      ADD_FAILURE() << "no ConfigError for " << path;
+    } catch (const ConfigError& error) {
+      EXPECT_NE(std::string(error.what()).find("shipper.token_file"), std::string::npos)
+          << error.what();
+      EXPECT_NE(std::string(error.what()).find("not a regular file"), std::string::npos)
+          << error.what();
+    }
+  }
+  fs::remove(fifo);
 }
 
 TEST(ShipperConfig, ParsesProbeYamlSection) {
