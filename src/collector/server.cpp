@@ -1243,6 +1243,26 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
       }
       return true;
     }
+    if (ec.category() == http::make_error_code(http::error::bad_method).category()) {
+      // A malformed request head or chunk. The client learns why, and the
+      // response counter shows how often it happens.
+      const bool too_large = ec == http::error::header_limit;
+      const http::status status =
+          too_large ? http::status::request_header_fields_too_large : http::status::bad_request;
+      const std::string message =
+          too_large ? fmt::format("request head larger than {} bytes; send fewer or shorter "
+                                  "header fields",
+                                  kMaxHeaderBytes)
+                    : fmt::format("malformed HTTP request: {}; check the client's framing and "
+                                  "header fields",
+                                  ec.message());
+      spdlog::debug("collector: rejected a request: {}", message);
+      Request head;
+      head.version(11);
+      impl_->counters.response(admin_ ? "admin" : endpoint_, static_cast<unsigned>(status)).inc();
+      reject(jsonError(head, status, message));
+      return true;
+    }
     spdlog::debug("collector: read failed: {}", ec.message());
     close();
     return true;

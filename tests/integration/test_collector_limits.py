@@ -21,6 +21,9 @@ Each check starts its own collector on 127.0.0.1:
   (idle), a new one stays open and the oldest is closed instead. The
   ingest listener keeps working while the admin listener is full, and an admin request with a body
   over 64 KiB gets 413;
+- malformed requests: a header field with a NUL byte gets 400 and a head
+  over 64 KiB gets 431, on the ingest and the admin listener, each with a
+  message and counted in webtrap_collector_http_responses_total;
 - accept backoff: with RLIMIT_NOFILE 64 and 100 open connections, accepts
   fail with EMFILE. The collector logs the failure with its retry delay,
   does not spin, and serves again once the connections close.
@@ -382,6 +385,34 @@ def check_admin_connection_cap(folder, records):
         collector.stop()
 
 
+def check_malformed_requests(folder, records):
+    collector = Collector(folder, "")
+    try:
+        collector.start()
+        cases = (("a NUL byte in a header field",
+                  b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Note: a\x00b\r\n\r\n", 400,
+                  b"malformed HTTP request"),
+                 ("a 70 KB header field",
+                  b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Note: " + b"a" * 70000 +
+                  b"\r\n\r\n", 431, b"request head larger than"))
+        for listener in ("ingest", "admin"):
+            for case, request, expected, text in cases:
+                with socket.create_connection(("127.0.0.1", collector.ports[listener]),
+                                              timeout=10) as sock:
+                    sock.sendall(request)
+                    status, answer = read_response(sock)
+                check(status == expected, f"{listener}, {case}: status {status}, expected {expected}")
+                check(text in answer, f"{listener}, {case}: message {answer[:200]!r}")
+        values = collector.metrics()
+        for endpoint in ("other", "admin"):
+            for status in (400, 431):
+                name = f'webtrap_collector_http_responses_total{{endpoint="{endpoint}",status="{status}"}}'
+                check(values.get(name) == 1, f"{name}: {values.get(name)}, expected 1")
+        check(collector.process.poll() is None, "the collector exited after malformed requests")
+    finally:
+        collector.stop()
+
+
 def try_metrics(collector):
     try:
         return collector.metrics()
@@ -442,6 +473,7 @@ def main():
               ("max_record_bytes", check_max_record_bytes),
               ("Expect: 100-continue", check_expect_continue),
               ("admin connection cap", check_admin_connection_cap),
+              ("malformed requests", check_malformed_requests),
               ("accept backoff", check_accept_backoff))
     failures = []
     try:
