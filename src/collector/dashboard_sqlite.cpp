@@ -2,10 +2,17 @@
 
 #include <fmt/format.h>
 
+#include "common/file_io.h"
+
 namespace webtrap::collector::dashboard {
 
 Database::Database(const std::filesystem::path& path, bool read_only) : path_(path) {
   int flags = read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  if (!read_only) {
+    // The index repeats sources, paths and user agents from the store, so
+    // it is private to the collector's user like the store.
+    createPrivateFile(path);
+  }
   int rc = sqlite3_open_v2(path.c_str(), &db_, flags | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string detail = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);

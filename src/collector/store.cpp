@@ -20,6 +20,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/file_io.h"
+
 namespace webtrap::collector {
 namespace {
 
@@ -447,6 +449,9 @@ void Store::Impl::open() {
     }
   }
 
+  // The store keeps attackers' requests and the honeytokens they took, so
+  // a new store is private to the collector's user.
+  createPrivateFile(path);
   writer = std::make_unique<Connection>(path, true);
   // 64 KiB pages (the SQLite maximum), applied only when the file is new.
   // ECS documents of ModSecurity records are 3 to 10 KB, because

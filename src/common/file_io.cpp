@@ -30,4 +30,11 @@ void syncFolder(const std::filesystem::path& folder) {
   }
 }
 
+void createPrivateFile(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    ::close(fd);
+  }
+}
+
 }  // namespace webtrap

@@ -14,4 +14,10 @@ int writeAll(int fd, std::string_view bytes);
 // crash. Errors are ignored, because some file systems reject a folder fsync.
 void syncFolder(const std::filesystem::path& folder);
 
+// Creates `path` as an empty file that only its owner may read and write
+// (mode 0600), unless it exists. A SQLite database created this way gives
+// its WAL and shared-memory files the same mode. Errors are left to the
+// open that follows, which reports them with its own context.
+void createPrivateFile(const std::filesystem::path& path);
+
 }  // namespace webtrap

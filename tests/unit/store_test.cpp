@@ -1,9 +1,11 @@
 #include "collector/store.h"
 
+#include "collector/dashboard_sqlite.h"
 #include "collector/retention.h"
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -79,6 +81,24 @@ TEST_F(StoreTest, InsertCountsDuplicates) {
   EXPECT_EQ(store.lastSeq(), 4);
   EXPECT_EQ(store.duplicateCount(), 1u);
   EXPECT_EQ(store.sizeBytes(), 400u);
+}
+
+// A new store, its WAL and the dashboard index keep attackers' requests,
+// so only the collector's user may read them.
+TEST_F(StoreTest, NewFilesArePrivate) {
+  const mode_t old_mask = ::umask(022);
+  {
+    Store store(options_);
+    store.insert(makeEvents("p", 2));
+    dashboard::Database index(dir_ / "dashboard.sqlite", false);
+    index.exec("CREATE TABLE t (x)");
+    for (const char* name : {"store.sqlite", "store.sqlite-wal", "dashboard.sqlite"}) {
+      struct stat info {};
+      ASSERT_EQ(::stat((dir_ / name).c_str(), &info), 0) << name;
+      EXPECT_EQ(info.st_mode & 0777, 0600u) << name;
+    }
+  }
+  ::umask(old_mask);
 }
 
 TEST_F(StoreTest, DuplicateInsideOneBatch) {
