@@ -32,7 +32,7 @@ mkdir -p var
 exec {run_lock}>var/run.lock
 if ! flock --nonblock "$run_lock"; then
   echo "run.sh: another run.sh, or a probe or collector that it started, is running in" \
-    "$(pwd) (it holds var/run.lock); stop it with Ctrl-C first" >&2
+    "$(pwd) (it has the lock on var/run.lock); stop it with Ctrl-C first" >&2
   exit 1
 fi
 

@@ -108,7 +108,7 @@ void walkKeys(const YAML::Node& node, const std::string& prefix, const KeyWalk& 
 // empty file applies no key, and a top level that is not a map is an error.
 void walkTopLevel(const YAML::Node& root, const std::string& name, const KeyWalk& walk);
 
-// Parses `yaml_text` as one YAML document, or a null node when it holds
+// Parses `yaml_text` as one YAML document, or a null node when it contains
 // none. Throws YAML::Exception for invalid YAML and for a second document,
 // which YAML::Load() would drop without a word.
 YAML::Node loadOneDocument(const std::string& yaml_text);

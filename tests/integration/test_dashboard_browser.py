@@ -20,7 +20,7 @@ the dashboard. Chromium, driven through the DevTools protocol
 - the payload is shown as text and never runs (no marker set, no element
   made from it);
 - records dated 1970 and 2100 from a second sensor stay off the default
-  timeline, which says so and links to ranges that show them, and the
+  timeline, which notes this and links to ranges that show them, and the
   sensor table marks the 2100 record as ahead of the collector's clock.
 
 Screenshots of each view go to WEBTRAP_SCREENSHOT_DIR when it is set

@@ -14,7 +14,7 @@ Everything listens on loopback.
 - With --dashboard, the banner prints the dashboard's URL and a generated
   admin token. var/collector/admin.token keeps it with mode 0600 and the
   test's owner, also when the probe runs as root and hands its var/state
-  to an unprivileged user. The page loads, the API answers 401
+  to an unprivileged user. The page loads, the API returns 401
   without the token and 200 with it, a login with the token sets the
   session cookie, and a request sent to the probe reaches the dashboard
   through the shipper.

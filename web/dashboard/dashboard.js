@@ -481,7 +481,7 @@ function filtersFromHash() {
 }
 
 // Loads every panel. The dashboard shows once a query gets any status but
-// 401 (see fetchApi), so a browser without a session sees the login form
+// 401 (see fetchApi), so a browser without a session gets the login form
 // and nothing else.
 function start() {
   document.body.dataset.state = 'loading';
