@@ -113,6 +113,25 @@ stop_all() {
 }
 trap stop_all INT TERM HUP EXIT
 
+# Waits until the process NAME (PID) has written its ports file, or exits
+# with an error that points at LOG: when the process ends first (with the
+# last LINES lines of LOG), or after SECONDS.
+# Usage: wait_for_ports NAME PID FILE LOG SECONDS LINES
+wait_for_ports() {
+  local name=$1 pid=$2 file=$3 log=$4 seconds=$5 lines=$6
+  for _ in $(seq $((seconds * 10))); do
+    [[ -s $file ]] && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "webtrap: the $name did not start; see $log" >&2
+      tail -n "$lines" "$log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "webtrap: the $name wrote no $file within $seconds s; see $log" >&2
+  exit 1
+}
+
 rm -f var/collector/ports.json
 # setsid gives the collector and the probe sessions of their own, because a
 # Ctrl-C in the terminal sends SIGINT to the whole foreground process group.
@@ -122,20 +141,7 @@ rm -f var/collector/ports.json
 env "${collector_environment[@]}" setsid "$webtrap" collector --config etc/collector.yaml \
   --ports-file var/collector/ports.json >>var/log/collector.log 2>&1 &
 collector_pid=$!
-for _ in $(seq 100); do
-  [[ -s var/collector/ports.json ]] && break
-  if ! kill -0 "$collector_pid" 2>/dev/null; then
-    echo "webtrap: the collector did not start; see var/log/collector.log" >&2
-    tail -n 20 var/log/collector.log >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-if [[ ! -s var/collector/ports.json ]]; then
-  echo "webtrap: the collector wrote no var/collector/ports.json within 10 s;" \
-    "see var/log/collector.log" >&2
-  exit 1
-fi
+wait_for_ports collector "$collector_pid" var/collector/ports.json var/log/collector.log 10 20
 
 # The ports the collector bound ({"ingest": 7380, "admin": 9102} with
 # etc/collector.yaml), so the shipper and the lines below follow that file.
@@ -161,20 +167,7 @@ setsid "$webtrap" probe --config var/state/probe-with-shipper.yaml \
 probe_pid=$!
 # The banner below is printed only once the probe listens, so it never
 # shows a URL or token of a run that is about to stop.
-for _ in $(seq 300); do
-  [[ -s var/state/probe-ports.json ]] && break
-  if ! kill -0 "$probe_pid" 2>/dev/null; then
-    echo "webtrap: the probe did not start; see var/log/probe.log" >&2
-    tail -n 5 var/log/probe.log >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-if [[ ! -s var/state/probe-ports.json ]]; then
-  echo "webtrap: the probe wrote no var/state/probe-ports.json within 30 s;" \
-    "see var/log/probe.log" >&2
-  exit 1
-fi
+wait_for_ports probe "$probe_pid" var/state/probe-ports.json var/log/probe.log 30 5
 
 admin_url=http://127.0.0.1:$admin_port
 if $dashboard; then

@@ -22,7 +22,7 @@ Everything listens on loopback.
   with an error that names var/run.lock, and prints no token.
 - A second run with --dashboard keeps the same token, and sets a token
   file of mode 0644 back to 0600 with a notice.
-- A token file that holds no usable token, or a probe port in use, stops
+- A token file that contains no usable token, or a probe port in use, stops
   the run with an error that names the cause, before any banner or token.
 - SIGINT stops the script, the probe and the collector.
 """
