@@ -60,6 +60,7 @@ struct CollectorOptions {
   std::string client_certificate_cn;
   std::size_t limit = 20;
   bool follow = false;
+  bool documents = false;  // tail: whole ECS documents instead of summary lines
 };
 
 std::int64_t nowMilliseconds() {
@@ -729,17 +730,22 @@ int runTail(const CollectorOptions& options) {
   setupLoggingOr(options, "warn");
   CollectorConfig config = loadConfig(options);
   auto store = openStore(config);
-  std::int64_t after = std::max<std::int64_t>(0, store->lastSeq() -
-                                                     static_cast<std::int64_t>(options.limit));
+  const std::int64_t last = store->lastSeq();
+  std::int64_t after = std::max<std::int64_t>(0, last - static_cast<std::int64_t>(options.limit));
   simdjson::ondemand::parser parser;
   while (true) {
     auto events = store->readAfter(after, 500, 4 << 20);
     for (const auto& event : events) {
-      fmt::print("{}\n", tailLine(parser, event));
+      if (options.documents) {
+        fmt::print("{}\n", event.document);
+      } else {
+        fmt::print("{}\n", tailLine(parser, event));
+      }
       after = event.seq;
     }
     std::fflush(stdout);
-    if (!options.follow) {
+    // One read returns at most 500 events or 4 MiB, so --last may need more.
+    if (!options.follow && (events.empty() || after >= last)) {
       return 0;
     }
     if (events.empty()) {
@@ -837,6 +843,8 @@ void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
       "tail", "Print the newest stored events, one line each; --follow keeps printing new ones");
   tail->add_option("--last", options->limit, "Number of stored events to print first");
   tail->add_flag("--follow,-f", options->follow, "Keep printing events as they are stored");
+  tail->add_flag("--documents", options->documents,
+                 "Print each event's whole ECS document as one JSON line (NDJSON)");
   tail->callback([options, &runner] { runner = [options] { return runTail(*options); }; });
 
   command->callback([command, options, &runner] {

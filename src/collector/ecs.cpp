@@ -323,7 +323,7 @@ RuleSummary summarizeRules(const AuditRecord& record) {
 }
 
 void writeEvent(JsonWriter& writer, const AuditRecord& record, const RuleSummary& rules,
-                std::int64_t ingest_ms) {
+                std::int64_t ingest_ms, std::size_t* original_at) {
   const bool alert = !record.messages.empty();
   writer.key("event");
   writer.beginObject();
@@ -353,7 +353,13 @@ void writeEvent(JsonWriter& writer, const AuditRecord& record, const RuleSummary
   if (rules.severity) {
     writer.member("severity", static_cast<std::int64_t>(*rules.severity));
   }
-  writer.member("original", record.original);
+  // event.original is the event object's last member, after at least
+  // "kind", so spliceOriginal() inserts it with a leading comma.
+  if (original_at != nullptr) {
+    *original_at = writer.output().size();
+  } else {
+    writer.member("original", record.original);
+  }
   writer.endObject();
 }
 
@@ -673,7 +679,7 @@ void writeWebtrap(JsonWriter& writer, const AuditRecord& record, const SensorFac
 std::string buildEcsDocument(const AuditRecord& record, const GeoFacts& geo,
                              const SensorFacts& sensor, std::int64_t ingest_ms,
                              std::span<const OatTag> behaviour_tags,
-                             std::span<const OatVerdict> verdicts) {
+                             std::span<const OatVerdict> verdicts, std::size_t* original_at) {
   std::string out;
   // The document contains the original record escaped (about 1.1 times its
   // size) and most of its values again as fields, so it is about twice the
@@ -698,7 +704,7 @@ std::string buildEcsDocument(const AuditRecord& record, const GeoFacts& geo,
   writer.beginObject();
   writer.member("version", kEcsVersion);
   writer.endObject();
-  writeEvent(writer, record, rules, ingest_ms);
+  writeEvent(writer, record, rules, ingest_ms, original_at);
   writeEndpoint(writer, "source", record.client_ip, record.client_port, &geo);
   writeEndpoint(writer, "destination", record.server_ip, record.server_port, nullptr);
   writeHttp(writer, record, body_content);
@@ -719,6 +725,19 @@ std::string buildEcsDocument(const AuditRecord& record, const GeoFacts& geo,
                timestamp_missing, oat_tags, verdicts);
   writer.endObject();
   return out;
+}
+
+void spliceOriginal(std::string& out, std::string_view stripped, std::size_t original_at,
+                    std::string_view original) {
+  constexpr std::string_view kKey = ",\"original\":\"";
+  original_at = std::min(original_at, stripped.size());
+  out.reserve(out.size() + stripped.size() + kKey.size() + original.size() + original.size() / 4 +
+              1);
+  out.append(stripped.substr(0, original_at));
+  out.append(kKey);
+  appendJsonEscaped(out, original);
+  out.push_back('"');
+  out.append(stripped.substr(original_at));
 }
 
 }  // namespace webtrap::collector

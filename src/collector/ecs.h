@@ -41,9 +41,19 @@ struct SensorFacts {
 // merged with the record's own tags into threat.technique.* and
 // webtrap.oat[], one entry per OAT id (ecs_threat.h). `verdicts`, the
 // verdicts of the record's window keys after it, become webtrap.oat_verdicts[].
+// When `original_at` is given, event.original is left out and *original_at
+// is set to the offset where spliceOriginal() puts it back. The store uses
+// this to keep the original records of a batch once, outside the documents.
 std::string buildEcsDocument(const AuditRecord& record, const GeoFacts& geo,
                              const SensorFacts& sensor, std::int64_t ingest_ms,
                              std::span<const OatTag> behaviour_tags = {},
-                             std::span<const OatVerdict> verdicts = {});
+                             std::span<const OatVerdict> verdicts = {},
+                             std::size_t* original_at = nullptr);
+
+// Appends to `out` the document that buildEcsDocument() would have built with
+// event.original: `stripped` (built with `original_at`) with `original` put
+// back at `original_at`. The result is byte for byte the full document.
+void spliceOriginal(std::string& out, std::string_view stripped, std::size_t original_at,
+                    std::string_view original);
 
 }  // namespace webtrap::collector

@@ -62,6 +62,11 @@ struct Ingest::Prepared {
   std::vector<NewEvent> events;
   std::vector<DeadLetter> rejected;
   std::size_t received = 0;
+  // The batch text when its request body may be stored in place of each
+  // document's event.original; empty otherwise. `whole_batch` turns false
+  // at the first line whose original is not the line as received.
+  std::string_view batch_text;
+  bool whole_batch = true;
 };
 
 Ingest::Ingest(Store& store, const Enricher& enricher, MetricsRegistry& metrics,
@@ -131,7 +136,8 @@ void Ingest::countBytes(InputKind input, std::uint64_t bytes) {
 }
 
 void Ingest::prepareOne(std::string_view json, std::size_t readable_after,
-                        const IngestSource& source, std::int64_t now_ms, Prepared& prepared) {
+                        std::size_t line_offset, const IngestSource& source, std::int64_t now_ms,
+                        Prepared& prepared) {
   ++prepared.received;
   DecodeOptions options;
   options.format = source.format;
@@ -146,14 +152,18 @@ void Ingest::prepareOne(std::string_view json, std::size_t readable_after,
     letter.payload = maskDeadLetterPayload(json);
     letter.at_ms = now_ms;
     prepared.rejected.push_back(std::move(letter));
+    // The stored body would keep this line, unmasked, outside the
+    // dead-letter store.
+    prepared.whole_batch = false;
     return;
   }
 
-  prepareRecord(decoded.record, source, now_ms, prepared);
+  prepareRecord(decoded.record, source, now_ms, prepared, json, line_offset);
 }
 
 void Ingest::prepareRecord(const AuditRecord& record, const IngestSource& source,
-                           std::int64_t now_ms, Prepared& prepared) {
+                           std::int64_t now_ms, Prepared& prepared, std::string_view line,
+                           std::size_t line_offset) {
   GeoFacts geo = enricher_.lookup(record.client_ip);
   SensorFacts facts;
   facts.sensor_id = source.sensor_id.empty() ? record.sensor_id : source.sensor_id;
@@ -172,12 +182,24 @@ void Ingest::prepareRecord(const AuditRecord& record, const IngestSource& source
   if (behaviour_ != nullptr) {
     behaviour_tags = behaviour_->observe(record, now_ms, &verdicts);
   }
-  event.document = buildEcsDocument(record, geo, facts, now_ms, behaviour_tags, verdicts);
+  // The decoder may have changed the text (invalid UTF-8 replaced, card
+  // numbers masked); then the document keeps its own original.
+  if (!prepared.batch_text.empty() && prepared.whole_batch && record.original == line) {
+    std::size_t original_at = 0;
+    event.document =
+        buildEcsDocument(record, geo, facts, now_ms, behaviour_tags, verdicts, &original_at);
+    event.original_at = original_at;
+    event.original_offset = line_offset;
+    event.original_length = line.size();
+  } else {
+    prepared.whole_batch = false;
+    event.document = buildEcsDocument(record, geo, facts, now_ms, behaviour_tags, verdicts);
+  }
   prepared.events.push_back(std::move(event));
 }
 
 IngestResult Ingest::commit(Prepared& prepared, const IngestSource& source,
-                            std::int64_t now_ms) {
+                            std::int64_t now_ms, const OriginalBatch* batch) {
   InputCounters& c = counters(source.input);
   c.received->inc(prepared.received);
 
@@ -195,7 +217,7 @@ IngestResult Ingest::commit(Prepared& prepared, const IngestSource& source,
     // as "rejected" has its lines kept, and a failed commit keeps none of
     // them, so the sender's retry after the 503 does not store them twice.
     InsertSummary summary =
-        store_.insert(prepared.events, prepared.rejected, note ? &*note : nullptr);
+        store_.insert(prepared.events, prepared.rejected, note ? &*note : nullptr, batch);
     result.stored = summary.stored;
     result.duplicates = summary.duplicates;
   } catch (const std::exception& error) {
@@ -237,16 +259,40 @@ std::string Ingest::lastStoreError() const {
   return last_store_error_;
 }
 
-IngestResult Ingest::ingestLines(std::string_view ndjson, const IngestSource& source) {
+IngestResult Ingest::ingestLines(std::string_view ndjson, const IngestSource& source,
+                                 std::string_view gzip) {
   std::int64_t now_ms = nowMilliseconds();
   Prepared prepared;
+  if (!gzip.empty()) {
+    prepared.batch_text = ndjson;
+  }
   forEachRecordLine(ndjson, [&](std::string_view line) {
     // The next lines of the batch follow this one in memory, so the
     // decoder can parse most lines in place.
-    std::size_t line_end = static_cast<std::size_t>(line.data() - ndjson.data()) + line.size();
-    std::size_t readable_after = ndjson.size() - line_end;
-    prepareOne(line, readable_after, source, now_ms, prepared);
+    std::size_t line_offset = static_cast<std::size_t>(line.data() - ndjson.data());
+    std::size_t readable_after = ndjson.size() - line_offset - line.size();
+    prepareOne(line, readable_after, line_offset, source, now_ms, prepared);
   });
+  if (prepared.batch_text.empty()) {
+    return commit(prepared, source, now_ms);
+  }
+  if (prepared.whole_batch) {
+    OriginalBatch batch{gzip, ndjson.size()};
+    return commit(prepared, source, now_ms, &batch);
+  }
+  // Some line cannot be kept by reference, so no line is: the documents
+  // built before that line get their originals back.
+  std::string whole;
+  for (NewEvent& event : prepared.events) {
+    if (event.original_at == std::string::npos) {
+      continue;
+    }
+    whole.clear();
+    spliceOriginal(whole, event.document, event.original_at,
+                   ndjson.substr(event.original_offset, event.original_length));
+    event.document.swap(whole);
+    event.original_at = std::string::npos;
+  }
   return commit(prepared, source, now_ms);
 }
 
@@ -270,7 +316,7 @@ IngestResult Ingest::ingestDecoded(std::span<const AuditRecord> records,
 IngestResult Ingest::ingestRecord(std::string_view json, const IngestSource& source) {
   std::int64_t now_ms = nowMilliseconds();
   Prepared prepared;
-  prepareOne(json, 0, source, now_ms, prepared);
+  prepareOne(json, 0, 0, source, now_ms, prepared);
   return commit(prepared, source, now_ms);
 }
 

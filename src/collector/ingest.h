@@ -63,7 +63,12 @@ class Ingest {
 
   // Ingests NDJSON text: one record per line, empty lines skipped. Thread
   // safe; concurrent calls decode in parallel and commit one by one.
-  IngestResult ingestLines(std::string_view ndjson, const IngestSource& source);
+  // `gzip`, when not empty, is the request body that inflated to `ndjson`.
+  // When every line decodes to a record whose original is the line itself,
+  // the store keeps that body once in place of an escaped copy of each
+  // line in its document (see OriginalBatch).
+  IngestResult ingestLines(std::string_view ndjson, const IngestSource& source,
+                           std::string_view gzip = {});
 
   // Ingests one JSON record (the whole text, newlines allowed).
   IngestResult ingestRecord(std::string_view json, const IngestSource& source);
@@ -105,11 +110,14 @@ class Ingest {
   struct Prepared;
   // `readable_after`: bytes after `json` that the decoder may read (see
   // DecodeOptions::readable_after).
-  void prepareOne(std::string_view json, std::size_t readable_after, const IngestSource& source,
-                  std::int64_t now_ms, Prepared& prepared);
+  // `line_offset`: where `json` starts in the batch text, when the batch
+  // may be stored by reference (Prepared::batch_text is set).
+  void prepareOne(std::string_view json, std::size_t readable_after, std::size_t line_offset,
+                  const IngestSource& source, std::int64_t now_ms, Prepared& prepared);
   void prepareRecord(const AuditRecord& record, const IngestSource& source, std::int64_t now_ms,
-                     Prepared& prepared);
-  IngestResult commit(Prepared& prepared, const IngestSource& source, std::int64_t now_ms);
+                     Prepared& prepared, std::string_view line = {}, std::size_t line_offset = 0);
+  IngestResult commit(Prepared& prepared, const IngestSource& source, std::int64_t now_ms,
+                      const OriginalBatch* batch = nullptr);
   InputCounters& counters(InputKind input);
   SensorMetrics& sensorMetrics(const std::string& sensor_id);
 

@@ -5,7 +5,6 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
-#include <libdeflate.h>
 
 #include <algorithm>
 #include <chrono>
@@ -31,6 +30,7 @@
 #include <spdlog/spdlog.h>
 
 #include "collector/card_masking.h"
+#include "collector/gunzip.h"
 #include "common/encoding.h"
 #include "common/error.h"
 #include "common/ids.h"
@@ -229,73 +229,6 @@ bool anyLineStartsWithObject(std::string_view body) {
 }
 
 }  // namespace
-
-// Inflates each gzip member whole with libdeflate, which needs an output
-// buffer large enough for the member. The buffer starts at the size that the
-// last member's trailer states (its size modulo 2^32) and doubles up to
-// `max_bytes` whenever a member does not fit. Each retry inflates that member
-// again. A sender controls the trailer, so it only sets the first guess, and
-// that guess is capped at what deflate can produce from the body's size.
-std::optional<std::string> gunzip(std::string_view compressed, std::uint64_t max_bytes) {
-  struct DecompressorDeleter {
-    void operator()(libdeflate_decompressor* decompressor) const {
-      libdeflate_free_decompressor(decompressor);
-    }
-  };
-  thread_local std::unique_ptr<libdeflate_decompressor, DecompressorDeleter> decompressor(
-      libdeflate_alloc_decompressor());
-  if (!decompressor) {
-    throw std::bad_alloc();
-  }
-
-  // The smallest gzip member: a 10-byte header, an empty deflate block and
-  // the 8-byte trailer.
-  constexpr std::size_t kMinMemberBytes = 18;
-  // Deflate expands at most about 1032 to 1 (258 bytes from one 2-bit
-  // length/distance pair), so no honest trailer states more than this.
-  constexpr std::uint64_t kMaxDeflateRatio = 1032;
-  std::uint64_t capacity = 4096;
-  if (compressed.size() >= kMinMemberBytes) {
-    const auto* tail =
-        reinterpret_cast<const unsigned char*>(compressed.data() + compressed.size() - 4);
-    std::uint64_t hint = tail[0] | (tail[1] << 8) | (tail[2] << 16) |
-                         (static_cast<std::uint64_t>(tail[3]) << 24);
-    hint = std::min<std::uint64_t>(hint, compressed.size() * kMaxDeflateRatio);
-    capacity = std::max<std::uint64_t>(capacity, hint);
-  }
-  capacity = std::min(capacity, max_bytes);
-
-  std::string out;
-  std::size_t produced = 0;
-  std::size_t consumed = 0;
-  do {
-    if (out.size() < capacity) {
-      out.resize(capacity);
-    }
-    std::size_t member_in = 0;
-    std::size_t member_out = 0;
-    libdeflate_result result = libdeflate_gzip_decompress_ex(
-        decompressor.get(), compressed.data() + consumed, compressed.size() - consumed,
-        out.data() + produced, out.size() - produced, &member_in, &member_out);
-    if (result == LIBDEFLATE_INSUFFICIENT_SPACE) {
-      if (out.size() >= max_bytes) {
-        return std::nullopt;
-      }
-      capacity = std::min<std::uint64_t>(max_bytes, std::uint64_t{out.size()} * 2);
-      continue;
-    }
-    if (result != LIBDEFLATE_SUCCESS) {
-      // libdeflate names no reason: a bad header, bad deflate data, a
-      // checksum mismatch and a truncated member all give LIBDEFLATE_BAD_DATA.
-      throw std::invalid_argument("invalid or truncated gzip data");
-    }
-    produced += member_out;
-    consumed += member_in;
-    // Another gzip member may follow (concatenated gzip files are valid).
-  } while (consumed < compressed.size());
-  out.resize(produced);
-  return out;
-}
 
 std::string certificateFileSha256(const std::filesystem::path& path) {
   std::unique_ptr<BIO, decltype(&BIO_free)> file(BIO_new_file(path.c_str(), "r"), &BIO_free);
@@ -977,10 +910,11 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   // limits.max_record_bytes is decoded here, line by line, so that its
   // records and the dead letters of its long lines share one commit. Every
   // other batch takes Ingest::ingestLines(), which parses lines in place.
-  IngestResult ingestBatch(std::string_view body, const IngestSource& source) {
+  IngestResult ingestBatch(std::string_view body, const IngestSource& source,
+                           std::string_view gzip) {
     std::uint64_t max_record = options.limits.max_record_bytes;
     if (body.size() <= max_record || !hasLineLongerThan(body, max_record)) {
-      return ingest.ingestLines(body, source);
+      return ingest.ingestLines(body, source, gzip);
     }
     DecodeOptions decode;
     decode.format = source.format;
@@ -1019,7 +953,8 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     IngestResult result;
     try {
       if (source.input == InputKind::kProbe) {
-        result = ingestBatch(body, source);
+        // A gzip body is still in the request (see onIngestBody).
+        result = ingestBatch(body, source, request.body());
       } else if (recordLength(body) > options.limits.max_record_bytes) {
         std::vector<DeadLetter> rejected;
         rejected.push_back(oversizedLetter(body, source));
@@ -1419,8 +1354,13 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
     // returning while the connection has no pending operation, which would
     // leave a committed batch unanswered at shutdown.
     beast::get_lowest_layer(stream_).expires_never();
+    // A gzip body stays in the request: the store may keep it whole in
+    // place of each document's event.original. Any other body was moved.
     auto shared_request = std::make_shared<Request>(std::move(request));
-    shared_request->body().clear();
+    if (source_.input != InputKind::kProbe ||
+        !equalsIgnoreCase((*shared_request)[http::field::content_encoding], "gzip")) {
+      shared_request->body().clear();
+    }
     auto shared_body = std::make_shared<std::string>(std::move(body));
     std::string endpoint_name(endpoint_);
     asio::post(impl_->workers, [self = this->shared_from_this(), shared_request, shared_body,

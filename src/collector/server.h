@@ -64,11 +64,6 @@ boost::asio::ssl::context makeIngestTlsContext(const IngestTlsOptions& options);
 // binding is stored in. Throws ConfigError naming the file.
 std::string certificateFileSha256(const std::filesystem::path& path);
 
-// Decompresses a gzip body (one or more members). Returns nullopt when the
-// output would pass `max_bytes`; throws std::invalid_argument when the body
-// is not valid gzip.
-std::optional<std::string> gunzip(std::string_view compressed, std::uint64_t max_bytes);
-
 class CollectorServer {
  public:
   CollectorServer(boost::asio::io_context& io, ServerOptions options, Store& store,

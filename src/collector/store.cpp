@@ -20,13 +20,15 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "collector/ecs.h"
+#include "collector/gunzip.h"
 #include "common/file_io.h"
 
 namespace webtrap::collector {
 namespace {
 
 // Bump when the schema changes, and teach openSchema() to migrate.
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 // Retention deletes at most this many events per transaction, so inserts
 // wait for the write lock at most one chunk's time.
@@ -107,6 +109,26 @@ CREATE TABLE IF NOT EXISTS retired_tokens (
 INSERT OR IGNORE INTO retired_tokens(token_sha256, sensor_id, retired_ms)
   SELECT token_sha256, sensor_id, revoked_ms FROM sensors WHERE revoked_ms != 0;
 )sql";
+
+// Version 4: probe batches kept once, as received (gzip), keyed by the seq
+// of their first stored event. An event with original_batch set has a
+// document without event.original, which goes back in at original_at from
+// bytes [original_offset, original_offset + original_length) of the
+// inflated batch. Events of older versions keep whole documents (NULL).
+constexpr const char* kSchemaVersion4 = R"sql(
+ALTER TABLE events ADD COLUMN original_batch INTEGER;
+ALTER TABLE events ADD COLUMN original_offset INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN original_length INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN original_at INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS batches (
+  first_seq INTEGER PRIMARY KEY,
+  inflated_size INTEGER NOT NULL,
+  body BLOB NOT NULL
+);
+)sql";
+
+// `,"original":""` around an original put back into its document.
+constexpr std::size_t kOriginalMemberBytes = 14;
 
 // Names in the counters table. Per-output retention counts use the prefix
 // followed by the output name.
@@ -317,6 +339,7 @@ struct Store::Impl {
     std::span<const NewEvent> events;
     std::span<const DeadLetter> dead_letters;
     const SensorNote* note = nullptr;
+    const OriginalBatch* batch = nullptr;
     InsertSummary summary;
     std::exception_ptr error;
     bool done = false;
@@ -328,6 +351,10 @@ struct Store::Impl {
   };
 
   StoreOptions options;
+  // Identity of this store in the per-thread cache of the last inflated
+  // batch (see originalBatchText), which may hold another store's batch.
+  const std::uint64_t instance = next_instance.fetch_add(1) + 1;
+  static inline std::atomic<std::uint64_t> next_instance{0};
   std::unique_ptr<Connection> writer;
   std::mutex write_mutex;  // guards `writer`
 
@@ -394,6 +421,7 @@ struct Store::Impl {
     Reader(const Reader&) = delete;
     Reader& operator=(const Reader&) = delete;
     Connection* operator->() const { return connection_.get(); }
+    Connection& operator*() const { return *connection_; }
 
    private:
     const Impl& impl_;
@@ -408,6 +436,14 @@ struct Store::Impl {
   // Returns false when the checkpoint failed or gave up (SQLITE_BUSY).
   bool checkpoint(int mode);
   void writeDeadLetter(const DeadLetter& letter);
+  // Sets `document` to the whole document of an event read with the columns
+  // original_batch, original_offset, original_length and original_at at
+  // `column` to column + 3 and the stored document at `document_column`.
+  void readDocument(Connection& reader, sqlite3_stmt* stmt, int document_column, int column,
+                    std::int64_t seq, std::string& document) const;
+  // Returns the inflated text of the batch whose first event is `first_seq`.
+  const std::string& originalBatchText(Connection& reader, std::int64_t first_seq,
+                                       std::int64_t seq) const;
   // Runs `write` without an fsync of its own (see setCursor in store.h).
   template <typename Write>
   void writeWithoutFsync(Write&& write);
@@ -531,6 +567,9 @@ void Store::Impl::open() {
       }
       if (schema_version < 3) {
         writer->exec(kSchemaVersion3, "adding the retired token list");
+      }
+      if (schema_version < 4) {
+        writer->exec(kSchemaVersion4, "adding the original batch table");
       }
       writer->exec(fmt::format("PRAGMA user_version={}", kSchemaVersion).c_str(),
                    "creating the schema");
@@ -790,13 +829,21 @@ bool Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
     writer->exec("BEGIN IMMEDIATE", "starting an insert");
     sqlite3_stmt* insert = writer->prepare(
         "INSERT OR IGNORE INTO events(seq, event_id, timestamp_ms, received_ms, sensor_id, "
-        "source_ip, size, document) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+        "source_ip, size, document, original_batch, original_offset, original_length, "
+        "original_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
     for (InsertRequest* request : group) {
       request->summary = {};
       for (const DeadLetter& letter : request->dead_letters) {
         writeDeadLetter(letter);
       }
+      // The batch's key is the seq of its first stored event. The events of
+      // one request get consecutive seqs, which retention relies on.
+      const std::int64_t batch_seq = seq + 1;
       for (const NewEvent& event : request->events) {
+        const bool by_reference = event.original_at != std::string::npos;
+        const std::uint64_t size =
+            event.document.size() +
+            (by_reference ? kOriginalMemberBytes + event.original_length : 0);
         ResetGuard reset(insert);
         sqlite3_bind_int64(insert, 1, seq + 1);
         bindText(insert, 2, event.event_id);
@@ -804,18 +851,38 @@ bool Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
         sqlite3_bind_int64(insert, 4, received_ms);
         bindText(insert, 5, event.sensor_id);
         bindText(insert, 6, event.source_ip);
-        sqlite3_bind_int64(insert, 7, static_cast<std::int64_t>(event.document.size()));
+        sqlite3_bind_int64(insert, 7, static_cast<std::int64_t>(size));
         bindText(insert, 8, event.document);
+        if (by_reference) {
+          sqlite3_bind_int64(insert, 9, batch_seq);
+          sqlite3_bind_int64(insert, 10, static_cast<std::int64_t>(event.original_offset));
+          sqlite3_bind_int64(insert, 11, static_cast<std::int64_t>(event.original_length));
+          sqlite3_bind_int64(insert, 12, static_cast<std::int64_t>(event.original_at));
+        } else {
+          sqlite3_bind_null(insert, 9);
+          sqlite3_bind_int64(insert, 10, 0);
+          sqlite3_bind_int64(insert, 11, 0);
+          sqlite3_bind_int64(insert, 12, 0);
+        }
         writer->step(insert, "inserting an event");
         if (sqlite3_changes(writer->db()) == 1) {
           ++seq;
           ++stored;
-          bytes += event.document.size();
+          bytes += size;
           ++request->summary.stored;
         } else {
           ++duplicate_count;
           ++request->summary.duplicates;
         }
+      }
+      if (request->batch != nullptr && request->summary.stored > 0) {
+        sqlite3_stmt* keep = writer->prepare(
+            "INSERT INTO batches(first_seq, inflated_size, body) VALUES(?1, ?2, ?3)");
+        ResetGuard reset(keep);
+        sqlite3_bind_int64(keep, 1, batch_seq);
+        sqlite3_bind_int64(keep, 2, static_cast<std::int64_t>(request->batch->inflated_size));
+        bindBlob(keep, 3, request->batch->gzip);
+        writer->step(keep, "storing a batch");
       }
     }
     if (stored > 0) {
@@ -930,20 +997,104 @@ Store::~Store() {
   spdlog::info("store {}: closed", impl_->options.path.string());
 }
 
+const std::string& Store::Impl::originalBatchText(Connection& reader, std::int64_t first_seq,
+                                                  std::int64_t seq) const {
+  // The last batch inflated on this thread. A reader goes through a batch's
+  // events in order, so a batch is inflated about once per reading call.
+  // Batches never change and their keys are never reused, so an entry
+  // cannot go stale.
+  struct Cached {
+    std::uint64_t instance = 0;
+    std::int64_t first_seq = 0;
+    std::string text;
+  };
+  thread_local Cached cached;
+  if (cached.instance == instance && cached.first_seq == first_seq) {
+    return cached.text;
+  }
+  sqlite3_stmt* read =
+      reader.prepare("SELECT inflated_size, body FROM batches WHERE first_seq = ?1");
+  ResetGuard reset(read);
+  sqlite3_bind_int64(read, 1, first_seq);
+  const std::string where = options.path.string();
+  if (!reader.step(read, "reading a batch")) {
+    throw StoreError(fmt::format("store {}: event {} refers to batch {}, which is missing; the "
+                                 "store is damaged, restore it from a backup",
+                                 where, seq, first_seq),
+                     SQLITE_CORRUPT, false);
+  }
+  auto inflated_size = static_cast<std::uint64_t>(sqlite3_column_int64(read, 0));
+  const auto* body = static_cast<const char*>(sqlite3_column_blob(read, 1));
+  std::string_view gzip(body ? body : "", static_cast<std::size_t>(sqlite3_column_bytes(read, 1)));
+  std::optional<std::string> text;
+  try {
+    text = gunzip(gzip, inflated_size);
+  } catch (const std::invalid_argument&) {
+  }
+  if (!text || text->size() != inflated_size) {
+    throw StoreError(fmt::format("store {}: batch {} (of event {}) does not inflate to its {} "
+                                 "bytes; the store is damaged, restore it from a backup",
+                                 where, first_seq, seq, inflated_size),
+                     SQLITE_CORRUPT, false);
+  }
+  cached.instance = instance;
+  cached.first_seq = first_seq;
+  cached.text = std::move(*text);
+  return cached.text;
+}
+
+void Store::Impl::readDocument(Connection& reader, sqlite3_stmt* stmt, int document_column,
+                               int column, std::int64_t seq, std::string& document) const {
+  if (sqlite3_column_type(stmt, column) == SQLITE_NULL) {
+    assignColumnText(stmt, document_column, document);
+    return;
+  }
+  const std::int64_t first_seq = sqlite3_column_int64(stmt, column);
+  auto offset = static_cast<std::uint64_t>(sqlite3_column_int64(stmt, column + 1));
+  auto length = static_cast<std::uint64_t>(sqlite3_column_int64(stmt, column + 2));
+  auto at = static_cast<std::size_t>(sqlite3_column_int64(stmt, column + 3));
+  // The batch is read first, on another statement, and the document after
+  // it, so nothing runs on the connection while the document's bytes are
+  // in use.
+  const std::string& text = originalBatchText(reader, first_seq, seq);
+  const auto* stored = static_cast<const char*>(sqlite3_column_blob(stmt, document_column));
+  std::string_view stripped(stored ? stored : "",
+                            static_cast<std::size_t>(sqlite3_column_bytes(stmt, document_column)));
+  if (offset > text.size() || length > text.size() - offset || at > stripped.size()) {
+    throw StoreError(fmt::format("store {}: event {} points outside its batch {}; the store is "
+                                 "damaged, restore it from a backup",
+                                 options.path.string(), seq, first_seq),
+                     SQLITE_CORRUPT, false);
+  }
+  document.clear();
+  spliceOriginal(document, stripped, at, std::string_view(text).substr(offset, length));
+}
+
 InsertSummary Store::insert(std::span<const NewEvent> events) {
   return insert(events, {});
 }
 
 InsertSummary Store::insert(std::span<const NewEvent> events,
-                            std::span<const DeadLetter> dead_letters, const SensorNote* note) {
+                            std::span<const DeadLetter> dead_letters, const SensorNote* note,
+                            const OriginalBatch* batch) {
   if (events.empty() && dead_letters.empty() && note == nullptr) {
     return {};
+  }
+  // Checked before the request joins a group, so that it fails alone.
+  if (batch == nullptr) {
+    for (const NewEvent& event : events) {
+      if (event.original_at != std::string::npos) {
+        throw std::invalid_argument(
+            "invalid insert: an event has original_at set but no batch was given");
+      }
+    }
   }
   Impl& impl = *impl_;
   Impl::InsertRequest request;
   request.events = events;
   request.dead_letters = dead_letters;
   request.note = note;
+  request.batch = batch;
   std::unique_lock lock(impl.group_mutex);
   impl.group_pending.push_back(&request);
   while (!request.done) {
@@ -994,7 +1145,8 @@ void Store::readAfter(std::int64_t after_seq, std::size_t max_count, std::size_t
   }
   Impl::Reader reader(*impl_);
   sqlite3_stmt* stmt = reader->prepare(
-      "SELECT seq, event_id, timestamp_ms, sensor_id, size, document FROM events "
+      "SELECT seq, event_id, timestamp_ms, sensor_id, size, document, original_batch, "
+      "original_offset, original_length, original_at FROM events "
       "WHERE seq > ?1 ORDER BY seq LIMIT ?2");
   ResetGuard reset(stmt);
   sqlite3_bind_int64(stmt, 1, after_seq);
@@ -1015,7 +1167,7 @@ void Store::readAfter(std::int64_t after_seq, std::size_t max_count, std::size_t
     assignColumnText(stmt, 1, event.event_id);
     event.timestamp_ms = sqlite3_column_int64(stmt, 2);
     assignColumnText(stmt, 3, event.sensor_id);
-    assignColumnText(stmt, 5, event.document);
+    impl_->readDocument(*reader, stmt, 5, 6, event.seq, event.document);
     bytes += event.document.size();
   }
   // Entries past `count` are destroyed, so only the entries in use keep
@@ -1028,7 +1180,8 @@ std::int64_t Store::lastSeq() const { return impl_->last_seq.load(); }
 std::optional<StoredEvent> Store::findEvent(std::string_view event_id) const {
   Impl::Reader reader(*impl_);
   sqlite3_stmt* stmt = reader->prepare(
-      "SELECT seq, event_id, timestamp_ms, sensor_id, document FROM events WHERE event_id = ?1");
+      "SELECT seq, event_id, timestamp_ms, sensor_id, document, original_batch, original_offset, "
+      "original_length, original_at FROM events WHERE event_id = ?1");
   ResetGuard reset(stmt);
   bindText(stmt, 1, event_id);
   if (!reader->step(stmt, "reading an event by id")) {
@@ -1039,7 +1192,7 @@ std::optional<StoredEvent> Store::findEvent(std::string_view event_id) const {
   event.event_id = columnText(stmt, 1);
   event.timestamp_ms = sqlite3_column_int64(stmt, 2);
   event.sensor_id = columnText(stmt, 3);
-  event.document = columnText(stmt, 4);
+  impl_->readDocument(*reader, stmt, 4, 5, event.seq, event.document);
   return event;
 }
 
@@ -1187,6 +1340,17 @@ bool Store::Impl::removeChunk(std::int64_t now_ms, RetentionSummary& summary) {
       sqlite3_bind_int64(remove, 1, last_removed);
       writer->step(remove, "removing events");
     }
+    {
+      // A batch's events have consecutive seqs, so only the batch of the
+      // first remaining event can still be in use among those that start
+      // at or before the last removed seq.
+      sqlite3_stmt* remove = writer->prepare(
+          "DELETE FROM batches WHERE first_seq <= ?1 AND first_seq IS NOT "
+          "(SELECT original_batch FROM events WHERE seq > ?1 ORDER BY seq LIMIT 1)");
+      ResetGuard reset(remove);
+      sqlite3_bind_int64(remove, 1, last_removed);
+      writer->step(remove, "removing batches");
+    }
 
     // Count, per output, the removed events after its cursor, then move the
     // cursors past the gap so the queue depth stays true.
@@ -1259,7 +1423,7 @@ RetentionSummary Store::enforceRetention(std::int64_t now_ms) {
 RetentionSummary Store::retentionTotals() const {
   Impl::Reader reader(*impl_);
   RetentionSummary totals;
-  totals.removed = static_cast<std::uint64_t>(impl_->readCounter(*reader.operator->(),
+  totals.removed = static_cast<std::uint64_t>(impl_->readCounter(*reader,
                                                                  kRetentionRemoved));
   sqlite3_stmt* stmt = reader->prepare(
       "SELECT name, value FROM counters WHERE substr(name, 1, ?2) = ?1 ORDER BY name");

@@ -47,7 +47,9 @@ struct StoreOptions {
   // The age limit applies to the time an event was stored, not its event
   // time, so an old log read by the file input is kept as long as new ones.
   std::int64_t retention_max_age_ms = 30LL * 24 * 3600 * 1000;  // 0: no limit
-  // The size limit counts document bytes. The file is larger by the indexes
+  // The size limit counts document bytes, with an original record kept
+  // outside its document counted at its length as received. The file is
+  // smaller by the batches' compression and larger by the indexes
   // and SQLite's page overhead, and it does not shrink: SQLite reuses freed
   // pages for new events.
   std::uint64_t retention_max_bytes = 10ULL << 30;  // 0: no limit
@@ -127,8 +129,11 @@ class Store {
   // with undecodable lines costs one commit. `note`, when given, adds to its
   // sensor's last_seen_ms and records in that transaction, so a failed
   // commit does not count the batch that its sender will send again.
+  // `batch` must be given when an event has original_at set: its body is
+  // stored with the events, in the same transaction, and readAfter() and
+  // findEvent() put each original back into its document.
   InsertSummary insert(std::span<const NewEvent> events, std::span<const DeadLetter> dead_letters,
-                       const SensorNote* note = nullptr);
+                       const SensorNote* note = nullptr, const OriginalBatch* batch = nullptr);
 
   // Events after `after_seq`, in order, at most `max_count` events and
   // about `max_bytes` of documents (always at least one event if any).

@@ -29,6 +29,22 @@ struct NewEvent {
   std::string sensor_id;
   std::string source_ip;
   std::string document;
+  // Set when `document` was built without event.original (see
+  // buildEcsDocument) because the original is line [original_offset,
+  // original_offset + original_length) of the batch passed with the insert.
+  // npos: `document` is whole.
+  std::size_t original_at = std::string::npos;
+  std::size_t original_offset = 0;
+  std::size_t original_length = 0;
+};
+
+// A probe batch as received: gzip of NDJSON text whose lines are the
+// original records. The store keeps it once, so the documents of its events
+// need not carry their originals. Storing the compressed body writes about a
+// tenth of the bytes of escaped originals in every document.
+struct OriginalBatch {
+  std::string_view gzip;           // the request body, gzip as sent
+  std::uint64_t inflated_size = 0;  // bytes of NDJSON text it inflates to
 };
 
 enum class Delivery {

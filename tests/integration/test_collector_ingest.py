@@ -16,6 +16,7 @@ import os
 import pathlib
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -307,6 +308,27 @@ def run(workdir, collector):
     ids = collector.output_ids()
     check(len(ids) == totals["stored"] and len(set(ids)) == len(ids),
           f"NDJSON output: {len(ids)} lines, {len(set(ids))} distinct, {totals['stored']} stored")
+
+    # Probe batches keep their originals once, in the store's batches table,
+    # yet every document still carries its record exactly as sent, and
+    # `tail --documents` prints the documents the output wrote.
+    written = collector.output_path.read_text().splitlines()
+    originals = {json.loads(line)["event"]["original"] for line in written}
+    missing = [line for line in real + bulk if line.decode() not in originals]
+    check(not missing, f"{len(missing)} probe records lack their event.original, first: "
+          f"{missing[:1]}")
+    with sqlite3.connect(collector.state / "store.sqlite") as database:
+        batches = database.execute("SELECT count(*) FROM batches").fetchone()[0]
+        by_reference = database.execute(
+            "SELECT count(*) FROM events WHERE original_batch IS NOT NULL").fetchone()[0]
+    database.close()
+    check(batches > 0 and by_reference == len(real) + len(bulk),
+          f"store: {batches} batches, {by_reference} events by reference, expected "
+          f"{len(real) + len(bulk)}")
+    tailed = collector.command("tail", "--last", str(len(written)), "--documents").splitlines()
+    check(sorted(tailed) == sorted(written),
+          f"tail --documents printed {len(tailed)} lines that differ from the "
+          f"{len(written)} the output wrote")
 
     # Acknowledged records survive a SIGKILL right after the ack.
     status, ack = collector.post_batch(extra[3:], token)

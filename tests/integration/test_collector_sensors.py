@@ -100,7 +100,7 @@ PRAGMA user_version=1;
     with sqlite3.connect(state / "store.sqlite") as database:
         version = database.execute("PRAGMA user_version").fetchone()[0]
     database.close()
-    check(version == 3, f"schema version after the upgrade: {version}, expected 3")
+    check(version == 4, f"schema version after the upgrade: {version}, expected 4")
 
 
 def main():

@@ -8,6 +8,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "collector/gunzip.h"
 #include "collector/server.h"
 #include "common/error.h"
 

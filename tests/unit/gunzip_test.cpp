@@ -8,7 +8,7 @@
 
 #include <gtest/gtest.h>
 
-#include "collector/server.h"
+#include "collector/gunzip.h"
 
 namespace webtrap::collector {
 namespace {

@@ -4,10 +4,13 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <regex>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
+#include "common/gzip.h"
 #include "ingest_fixture.h"
 
 namespace webtrap::collector {
@@ -86,6 +89,92 @@ TEST_F(IngestTest, FailedCommitKeepsNoDeadLetters) {
   EXPECT_EQ(store_->eventCount(), 1u);
   EXPECT_EQ(store_->deadLetterCount(), 1u);
   EXPECT_EQ(deadLetterCounter(), 1u);
+}
+
+// Rows of the store's batches table.
+std::int64_t batchRows(const fs::path& database) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(database.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM batches", -1, &stmt, nullptr), SQLITE_OK);
+  EXPECT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  std::int64_t rows = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return rows;
+}
+
+// The stored documents, in order, without event.ingested, which differs
+// from one ingest to the next.
+std::vector<std::string> documentsWithoutIngestTime(const Store& store) {
+  static const std::regex ingested(R"re("ingested":"[^"]*")re");
+  std::vector<std::string> documents;
+  for (const StoredEvent& event : store.readAfter(0, 1000, 1 << 24)) {
+    documents.push_back(std::regex_replace(event.document, ingested, R"("ingested":"")"));
+  }
+  return documents;
+}
+
+// The same batch ingested with its gzip body into this test's store and
+// without it into a second store must give the same documents.
+class IngestBatchTest : public IngestTest {
+ protected:
+  std::vector<std::string> documentsWithoutBatch(const std::string& text) {
+    StoreOptions options;
+    options.path = dir_ / "inline.sqlite";
+    options.synchronous = "normal";
+    Store store(options);
+    MetricsRegistry metrics;
+    Ingest ingest(store, *enricher_, metrics, [] {});
+    ingest.ingestLines(text, source_);
+    EXPECT_EQ(batchRows(options.path), 0);
+    return documentsWithoutIngestTime(store);
+  }
+};
+
+TEST_F(IngestBatchTest, GzipBatchStoredOnceWithWholeDocuments) {
+  // A CRLF line end, an escaped quote and a two-byte UTF-8 letter.
+  std::string text = recordLine("a") + "\r\n" + recordLine("b\\\"q") + "\n\n" +
+                     recordLine("caf\xc3\xa9") + "\n";
+  std::string gzip = gzipCompress(text, 6);
+  IngestResult result = ingest_->ingestLines(text, source_, gzip);
+  EXPECT_EQ(result.stored, 3u);
+  EXPECT_EQ(batchRows(store_->path()), 1);
+
+  std::vector<std::string> documents = documentsWithoutIngestTime(*store_);
+  ASSERT_EQ(documents.size(), 3u);
+  EXPECT_EQ(documents, documentsWithoutBatch(text));
+  EXPECT_NE(documents[1].find(R"("original":"{\"transaction\")"), std::string::npos)
+      << documents[1];
+
+  // A resend is all duplicates and stores no second body.
+  result = ingest_->ingestLines(text, source_, gzip);
+  EXPECT_EQ(result.duplicates, 3u);
+  EXPECT_EQ(batchRows(store_->path()), 1);
+}
+
+TEST_F(IngestBatchTest, ChangedOrRejectedLineKeepsOriginalsInDocuments) {
+  // The card number is masked, so that record's original is not its line,
+  // and the stored body would keep the number. A line that cannot be
+  // decoded would stay in the body unmasked too.
+  const std::vector<std::string> odd_lines = {
+      R"({"transaction":{"client_ip":"203.0.113.9","time_stamp":"Fri Dec  4 15:41:52 2026",)"
+      R"("client_port":51000,"unique_id":"card","request":{"method":"GET",)"
+      R"("uri":"/pay?n=4111111111111111","headers":{}}}})",
+      R"({"broken": 1})"};
+  for (const std::string& odd : odd_lines) {
+    TearDown();
+    SetUp();
+    std::string text = recordLine("a") + "\n" + odd + "\n" + recordLine("b") + "\n";
+    ingest_->ingestLines(text, source_, gzipCompress(text, 6));
+    EXPECT_EQ(batchRows(store_->path()), 0) << odd;
+    std::vector<std::string> documents = documentsWithoutIngestTime(*store_);
+    EXPECT_EQ(documents, documentsWithoutBatch(text)) << odd;
+    for (const std::string& document : documents) {
+      EXPECT_NE(document.find(R"("original":")"), std::string::npos) << document;
+      EXPECT_EQ(document.find("4111111111111111"), std::string::npos) << document;
+    }
+  }
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 #include "collector/store.h"
 
 #include "collector/dashboard_sqlite.h"
+#include "collector/ecs.h"
+#include "common/gzip.h"
 #include "collector/retention.h"
 
 #include <gtest/gtest.h>
@@ -799,6 +801,132 @@ TEST_F(StoreTest, InvalidCheckpointPagesRejected) {
   options_.checkpoint_pages = 10;
   options_.checkpoint_blocking_pages = 5;
   EXPECT_THROW(Store store(options_), StoreError);
+}
+
+// An event whose document leaves out event.original, which is line
+// `line` of `text` (lines end with a newline).
+NewEvent referencedEvent(const std::string& id, const std::string& text, int line) {
+  NewEvent event = makeEvent(id);
+  event.document = "{\"event\":{\"id\":\"" + id + "\"},\"n\":1}";
+  event.original_at = event.document.find("}");
+  std::size_t start = 0;
+  for (int i = 0; i < line; ++i) {
+    start = text.find('\n', start) + 1;
+  }
+  event.original_offset = start;
+  event.original_length = text.find('\n', start) - start;
+  return event;
+}
+
+std::string wholeDocument(const std::string& id, std::string_view original) {
+  std::string out;
+  std::string stripped = "{\"event\":{\"id\":\"" + id + "\"},\"n\":1}";
+  spliceOriginal(out, stripped, stripped.find("}"), original);
+  return out;
+}
+
+std::int64_t batchRows(const fs::path& database) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(database.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM batches", -1, &stmt, nullptr), SQLITE_OK);
+  EXPECT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  std::int64_t rows = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return rows;
+}
+
+TEST(SpliceOriginal, GivesTheDocumentBuiltWithTheOriginal) {
+  std::string out = "prefix ";
+  spliceOriginal(out, R"({"event":{"kind":"alert"},"x":1})", 24, "{\"a\":\"\xc3\xa9\\n\"}\t");
+  EXPECT_EQ(out,
+            R"(prefix {"event":{"kind":"alert","original":"{\"a\":\"é\\n\"}\u0009"},"x":1})");
+}
+
+TEST_F(StoreTest, BatchOriginalsPutBackOnRead) {
+  Store store(options_);
+  const std::string text = "{\"a\":1}\n{\"b\":\"\\\"q\\\"\"}\n{\"c\":\"\xc3\xa9\"}\n";
+  const std::string gzip = gzipCompress(text, 6);
+  const OriginalBatch batch{gzip, text.size()};
+  std::vector<NewEvent> events = {referencedEvent("r0", text, 0), referencedEvent("r1", text, 1),
+                                  makeEvent("inline"), referencedEvent("r2", text, 2)};
+  InsertSummary summary = store.insert(events, {}, nullptr, &batch);
+  EXPECT_EQ(summary.stored, 4u);
+  EXPECT_EQ(batchRows(options_.path), 1);
+
+  auto read = store.readAfter(0, 100, 1 << 20);
+  ASSERT_EQ(read.size(), 4u);
+  EXPECT_EQ(read[0].document, wholeDocument("r0", "{\"a\":1}"));
+  EXPECT_EQ(read[1].document, wholeDocument("r1", "{\"b\":\"\\\"q\\\"\"}"));
+  EXPECT_EQ(read[2].document, events[2].document);
+  EXPECT_EQ(read[3].document, wholeDocument("r2", "{\"c\":\"\xc3\xa9\"}"));
+  auto found = store.findEvent("r1");
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->document, read[1].document);
+
+  // A resent batch stores nothing, not even its body.
+  summary = store.insert(events, {}, nullptr, &batch);
+  EXPECT_EQ(summary.duplicates, 4u);
+  EXPECT_EQ(batchRows(options_.path), 1);
+
+  // An event without its original needs the batch.
+  std::vector<NewEvent> orphan = {referencedEvent("r9", text, 0)};
+  EXPECT_THROW(store.insert(orphan), std::invalid_argument);
+  EXPECT_EQ(store.eventCount(), 4u);
+}
+
+TEST_F(StoreTest, RetentionRemovesBatchesNoEventUses) {
+  // Each event counts 26 bytes of document, 14 of `,"original":""` and its
+  // original's length as received: 49, 49, 51 and 50 bytes.
+  options_.retention_max_bytes = 50;
+  Store store(options_);
+  store.registerOutput("es");
+  const std::string first = "{\"one\":1}\n{\"two\":2}\n";
+  const std::string second = "{\"three\":3}\n{\"four\":4}\n";
+  const std::string first_gzip = gzipCompress(first, 1);
+  const std::string second_gzip = gzipCompress(second, 1);
+  const OriginalBatch first_batch{first_gzip, first.size()};
+  const OriginalBatch second_batch{second_gzip, second.size()};
+  store.insert(std::vector<NewEvent>{referencedEvent("a", first, 0), referencedEvent("b", first, 1)},
+               {}, nullptr, &first_batch);
+  store.insert(
+      std::vector<NewEvent>{referencedEvent("c", second, 0), referencedEvent("d", second, 1)}, {},
+      nullptr, &second_batch);
+  ASSERT_EQ(batchRows(options_.path), 2);
+
+  // The second batch's last event stays, so its batch stays too.
+  RetentionSummary summary = store.enforceRetention(nowMs());
+  EXPECT_EQ(summary.removed, 3u);
+  EXPECT_EQ(batchRows(options_.path), 1);
+  auto left = store.readAfter(0, 100, 1 << 20);
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].document, wholeDocument("d", "{\"four\":4}"));
+  EXPECT_EQ(store.sizeBytes(), 50u);
+}
+
+TEST_F(StoreTest, DamagedBatchNamesEventAndBatch) {
+  {
+    Store store(options_);
+    const std::string text = "{\"a\":1}\n";
+    const std::string gzip = gzipCompress(text, 6);
+    const OriginalBatch batch{gzip, text.size()};
+    store.insert(std::vector<NewEvent>{referencedEvent("a", text, 0)}, {}, nullptr, &batch);
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(options_.path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE batches SET body = x'1f8b00'", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+
+  Store store(options_);
+  try {
+    store.readAfter(0, 10, 1 << 20);
+    FAIL() << "a damaged batch was read";
+  } catch (const StoreError& error) {
+    EXPECT_NE(std::string(error.what()).find("batch 1 (of event 1)"), std::string::npos)
+        << error.what();
+  }
 }
 
 }  // namespace
