@@ -351,10 +351,19 @@ struct Store::Impl {
   };
 
   StoreOptions options;
-  // Identity of this store in the per-thread cache of the last inflated
-  // batch (see originalBatchText), which may hold another store's batch.
-  const std::uint64_t instance = next_instance.fetch_add(1) + 1;
-  static inline std::atomic<std::uint64_t> next_instance{0};
+  // The batches inflated last, newest first, shared by every reader: an
+  // output and its read-ahead thread go through the same batches. Batches
+  // never change and their keys are never reused, so an entry cannot go
+  // stale. At most kCachedBatches entries and, beyond the newest one,
+  // kCachedBatchBytes of text.
+  struct CachedBatch {
+    std::int64_t first_seq = 0;
+    std::shared_ptr<const std::string> text;
+  };
+  static constexpr std::size_t kCachedBatches = 4;
+  static constexpr std::size_t kCachedBatchBytes = 32u << 20;
+  mutable std::mutex batch_cache_mutex;
+  mutable std::vector<CachedBatch> batch_cache;
   std::unique_ptr<Connection> writer;
   std::mutex write_mutex;  // guards `writer`
 
@@ -439,11 +448,13 @@ struct Store::Impl {
   // Sets `document` to the whole document of an event read with the columns
   // original_batch, original_offset, original_length and original_at at
   // `column` to column + 3 and the stored document at `document_column`.
+  // `batch` keeps the batch last used by this read, so that consecutive
+  // events of one batch look it up once.
   void readDocument(Connection& reader, sqlite3_stmt* stmt, int document_column, int column,
-                    std::int64_t seq, std::string& document) const;
+                    std::int64_t seq, std::string& document, CachedBatch& batch) const;
   // Returns the inflated text of the batch whose first event is `first_seq`.
-  const std::string& originalBatchText(Connection& reader, std::int64_t first_seq,
-                                       std::int64_t seq) const;
+  std::shared_ptr<const std::string> originalBatchText(Connection& reader, std::int64_t first_seq,
+                                                       std::int64_t seq) const;
   // Runs `write` without an fsync of its own (see setCursor in store.h).
   template <typename Write>
   void writeWithoutFsync(Write&& write);
@@ -997,20 +1008,16 @@ Store::~Store() {
   spdlog::info("store {}: closed", impl_->options.path.string());
 }
 
-const std::string& Store::Impl::originalBatchText(Connection& reader, std::int64_t first_seq,
-                                                  std::int64_t seq) const {
-  // The last batch inflated on this thread. A reader goes through a batch's
-  // events in order, so a batch is inflated about once per reading call.
-  // Batches never change and their keys are never reused, so an entry
-  // cannot go stale.
-  struct Cached {
-    std::uint64_t instance = 0;
-    std::int64_t first_seq = 0;
-    std::string text;
-  };
-  thread_local Cached cached;
-  if (cached.instance == instance && cached.first_seq == first_seq) {
-    return cached.text;
+std::shared_ptr<const std::string> Store::Impl::originalBatchText(Connection& reader,
+                                                                  std::int64_t first_seq,
+                                                                  std::int64_t seq) const {
+  {
+    std::lock_guard lock(batch_cache_mutex);
+    for (const CachedBatch& entry : batch_cache) {
+      if (entry.first_seq == first_seq) {
+        return entry.text;
+      }
+    }
   }
   sqlite3_stmt* read =
       reader.prepare("SELECT inflated_size, body FROM batches WHERE first_seq = ?1");
@@ -1037,14 +1044,23 @@ const std::string& Store::Impl::originalBatchText(Connection& reader, std::int64
                                  where, first_seq, seq, inflated_size),
                      SQLITE_CORRUPT, false);
   }
-  cached.instance = instance;
-  cached.first_seq = first_seq;
-  cached.text = std::move(*text);
-  return cached.text;
+  auto shared = std::make_shared<const std::string>(std::move(*text));
+  std::lock_guard lock(batch_cache_mutex);
+  batch_cache.insert(batch_cache.begin(), CachedBatch{first_seq, shared});
+  std::size_t bytes = 0;
+  std::size_t keep = 0;
+  while (keep < batch_cache.size() && keep < kCachedBatches &&
+         (keep == 0 || bytes + batch_cache[keep].text->size() <= kCachedBatchBytes)) {
+    bytes += batch_cache[keep].text->size();
+    ++keep;
+  }
+  batch_cache.resize(keep);
+  return shared;
 }
 
 void Store::Impl::readDocument(Connection& reader, sqlite3_stmt* stmt, int document_column,
-                               int column, std::int64_t seq, std::string& document) const {
+                               int column, std::int64_t seq, std::string& document,
+                               CachedBatch& batch) const {
   if (sqlite3_column_type(stmt, column) == SQLITE_NULL) {
     assignColumnText(stmt, document_column, document);
     return;
@@ -1056,7 +1072,11 @@ void Store::Impl::readDocument(Connection& reader, sqlite3_stmt* stmt, int docum
   // The batch is read first, on another statement, and the document after
   // it, so nothing runs on the connection while the document's bytes are
   // in use.
-  const std::string& text = originalBatchText(reader, first_seq, seq);
+  if (!batch.text || batch.first_seq != first_seq) {
+    batch.text = originalBatchText(reader, first_seq, seq);
+    batch.first_seq = first_seq;
+  }
+  const std::string& text = *batch.text;
   const auto* stored = static_cast<const char*>(sqlite3_column_blob(stmt, document_column));
   std::string_view stripped(stored ? stored : "",
                             static_cast<std::size_t>(sqlite3_column_bytes(stmt, document_column)));
@@ -1152,6 +1172,7 @@ void Store::readAfter(std::int64_t after_seq, std::size_t max_count, std::size_t
   sqlite3_bind_int64(stmt, 1, after_seq);
   sqlite3_bind_int64(stmt, 2, static_cast<std::int64_t>(std::min<std::size_t>(max_count, INT32_MAX)));
   std::size_t bytes = 0;
+  Impl::CachedBatch batch;
   while (reader->step(stmt, "reading events")) {
     // The size column is read before the document, so the event that
     // would overflow the byte budget is never copied.
@@ -1167,7 +1188,7 @@ void Store::readAfter(std::int64_t after_seq, std::size_t max_count, std::size_t
     assignColumnText(stmt, 1, event.event_id);
     event.timestamp_ms = sqlite3_column_int64(stmt, 2);
     assignColumnText(stmt, 3, event.sensor_id);
-    impl_->readDocument(*reader, stmt, 5, 6, event.seq, event.document);
+    impl_->readDocument(*reader, stmt, 5, 6, event.seq, event.document, batch);
     bytes += event.document.size();
   }
   // Entries past `count` are destroyed, so only the entries in use keep
@@ -1192,7 +1213,8 @@ std::optional<StoredEvent> Store::findEvent(std::string_view event_id) const {
   event.event_id = columnText(stmt, 1);
   event.timestamp_ms = sqlite3_column_int64(stmt, 2);
   event.sensor_id = columnText(stmt, 3);
-  impl_->readDocument(*reader, stmt, 4, 5, event.seq, event.document);
+  Impl::CachedBatch batch;
+  impl_->readDocument(*reader, stmt, 4, 5, event.seq, event.document, batch);
   return event;
 }
 

@@ -876,6 +876,50 @@ TEST_F(StoreTest, BatchOriginalsPutBackOnRead) {
   EXPECT_EQ(store.eventCount(), 4u);
 }
 
+TEST_F(StoreTest, ManyBatchesReadFromSeveralThreads) {
+  // More batches than the store keeps inflated, read in an order that
+  // jumps between them, from two threads at once.
+  Store store(options_);
+  constexpr int kBatches = 7;
+  std::vector<std::string> texts;
+  for (int b = 0; b < kBatches; ++b) {
+    std::string text;
+    for (int line = 0; line < 3; ++line) {
+      text += "{\"batch\":" + std::to_string(b) + ",\"line\":" + std::to_string(line) + "}\n";
+    }
+    texts.push_back(text);
+    const std::string gzip = gzipCompress(text, 1);
+    const OriginalBatch batch{gzip, text.size()};
+    std::vector<NewEvent> events;
+    for (int line = 0; line < 3; ++line) {
+      events.push_back(referencedEvent("b" + std::to_string(b) + "l" + std::to_string(line),
+                                       text, line));
+    }
+    store.insert(events, {}, nullptr, &batch);
+  }
+  std::atomic<int> wrong{0};
+  auto readAll = [&](int offset) {
+    for (int round = 0; round < 20; ++round) {
+      for (int i = 0; i < kBatches * 3; ++i) {
+        int b = (i * 5 + offset + round) % kBatches;
+        int line = i % 3;
+        std::string id = "b" + std::to_string(b) + "l" + std::to_string(line);
+        auto event = store.findEvent(id);
+        std::string original =
+            "{\"batch\":" + std::to_string(b) + ",\"line\":" + std::to_string(line) + "}";
+        if (!event || event->document != wholeDocument(id, original)) {
+          ++wrong;
+        }
+      }
+    }
+  };
+  std::thread other(readAll, 3);
+  readAll(0);
+  other.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(store.readAfter(0, 100, 1 << 20).size(), static_cast<std::size_t>(kBatches * 3));
+}
+
 TEST_F(StoreTest, RetentionRemovesBatchesNoEventUses) {
   // Each event counts 26 bytes of document, 14 of `,"original":""` and its
   // original's length as received: 49, 49, 51 and 50 bytes.
