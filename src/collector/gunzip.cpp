@@ -16,7 +16,8 @@ namespace webtrap::collector {
 // `max_bytes` whenever a member does not fit. Each retry inflates that member
 // again. A sender controls the trailer, so it only sets the first guess, and
 // that guess is capped at what deflate can produce from the body's size.
-std::optional<std::string> gunzip(std::string_view compressed, std::uint64_t max_bytes) {
+std::optional<std::string> gunzip(std::string_view compressed, std::uint64_t max_bytes,
+                                  bool* plain_headers) {
   struct DecompressorDeleter {
     void operator()(libdeflate_decompressor* decompressor) const {
       libdeflate_free_decompressor(decompressor);
@@ -48,7 +49,17 @@ std::optional<std::string> gunzip(std::string_view compressed, std::uint64_t max
   std::string out;
   std::size_t produced = 0;
   std::size_t consumed = 0;
+  if (plain_headers != nullptr) {
+    *plain_headers = true;
+  }
   do {
+    // Byte 3 of a member's header is FLG: FTEXT, FHCRC, FEXTRA, FNAME and
+    // FCOMMENT (RFC 1952). Any but FTEXT adds bytes that inflate to nothing.
+    constexpr unsigned char kFlagsBeyondText = 0xfe;
+    if (plain_headers != nullptr && compressed.size() - consumed > 3 &&
+        (static_cast<unsigned char>(compressed[consumed + 3]) & kFlagsBeyondText) != 0) {
+      *plain_headers = false;
+    }
     if (out.size() < capacity) {
       out.resize(capacity);
     }

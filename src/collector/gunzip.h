@@ -11,7 +11,9 @@ namespace webtrap::collector {
 
 // Decompresses a gzip body (one or more members). Returns nullopt when the
 // output would pass `max_bytes`; throws std::invalid_argument when the body
-// is not valid gzip.
-std::optional<std::string> gunzip(std::string_view compressed, std::uint64_t max_bytes);
+// is not valid gzip. `plain_headers`, when given, is set to false if a
+// member's header has an extra field, a file name, a comment or a header CRC.
+std::optional<std::string> gunzip(std::string_view compressed, std::uint64_t max_bytes,
+                                  bool* plain_headers = nullptr);
 
 }  // namespace webtrap::collector

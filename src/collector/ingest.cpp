@@ -67,7 +67,23 @@ struct Ingest::Prepared {
   // at the first line whose original is not the line as received.
   std::string_view batch_text;
   bool whole_batch = true;
+  std::size_t line_bytes = 0;  // bytes of the record lines in batch_text
 };
+
+namespace {
+
+// A gzip body is stored only when it is about as large as what it stands
+// for. Bytes outside the record lines (blank lines, padding), empty gzip
+// members and stored deflate blocks are otherwise kept without being part
+// of any document, and retention would not count them.
+bool bodyFitsLines(std::string_view gzip, std::string_view text, std::size_t line_bytes,
+                   std::size_t lines) {
+  constexpr std::size_t kGzipOverheadBytes = 1024;
+  const std::size_t line_ends = 2 * lines + 2;  // CR LF after each line, at most
+  return text.size() <= line_bytes + line_ends && gzip.size() <= text.size() + kGzipOverheadBytes;
+}
+
+}  // namespace
 
 Ingest::Ingest(Store& store, const Enricher& enricher, MetricsRegistry& metrics,
                std::function<void()> on_commit, BehaviourTagger* behaviour)
@@ -139,6 +155,7 @@ void Ingest::prepareOne(std::string_view json, std::size_t readable_after,
                         std::size_t line_offset, const IngestSource& source, std::int64_t now_ms,
                         Prepared& prepared) {
   ++prepared.received;
+  prepared.line_bytes += json.size();
   DecodeOptions options;
   options.format = source.format;
   options.origin = source.origin.empty() ? source.sensor_id : source.origin;
@@ -276,12 +293,13 @@ IngestResult Ingest::ingestLines(std::string_view ndjson, const IngestSource& so
   if (prepared.batch_text.empty()) {
     return commit(prepared, source, now_ms);
   }
-  if (prepared.whole_batch) {
+  if (prepared.whole_batch &&
+      bodyFitsLines(gzip, ndjson, prepared.line_bytes, prepared.received)) {
     OriginalBatch batch{gzip, ndjson.size()};
     return commit(prepared, source, now_ms, &batch);
   }
-  // Some line cannot be kept by reference, so no line is: the documents
-  // built before that line get their originals back.
+  // Some line cannot be kept by reference, or the body carries more than
+  // its lines, so no line is: the documents get their originals back.
   std::string whole;
   for (NewEvent& event : prepared.events) {
     if (event.original_at == std::string::npos) {

@@ -194,6 +194,21 @@ void OutputRunner::run() {
       continue;
     }
 
+    // An event whose original record went with a damaged batch cannot be
+    // sent whole. The events before it are sent first; then it goes to the
+    // dead-letter store, so that one damaged batch holds back nothing else.
+    if (!batch.front().damage.empty()) {
+      if (!deadLetterDamaged(batch)) {
+        break;
+      }
+      continue;
+    }
+    auto damaged = std::find_if(batch.begin(), batch.end(),
+                                [](const StoredEvent& event) { return !event.damage.empty(); });
+    if (damaged != batch.end()) {
+      batch.erase(damaged, batch.end());
+    }
+
     // A batch is full when it reached the event limit or when events stored
     // before the read were left out (the byte limit cut it). Otherwise wait
     // up to flush_interval, counted from the first sight of these events.
@@ -221,6 +236,35 @@ void OutputRunner::run() {
   } catch (const std::exception& e) {
     spdlog::error("output {}: flush at stop failed: {}", name_, e.what());
   }
+}
+
+bool OutputRunner::deadLetterDamaged(const std::vector<StoredEvent>& batch) {
+  std::vector<DeadLetter> letters;
+  for (const StoredEvent& event : batch) {
+    if (event.damage.empty()) {
+      break;
+    }
+    letters.push_back(DeadLetter{0, name_, event.event_id,
+                                 "the event's original record is lost: " + event.damage,
+                                 event.document, nowMs()});
+  }
+  const std::int64_t first = batch.front().seq;
+  const std::int64_t last = batch[letters.size() - 1].seq;
+  try {
+    store_.addDeadLetters(letters);
+  } catch (const std::exception& e) {
+    logRetry(fmt::format("output {}: storing the dead letters of {} events (seq {}-{}) failed: "
+                         "{}; retrying",
+                         name_, letters.size(), first, last, e.what()));
+    return sleepFor(options_.retry_initial);
+  }
+  metrics_->dead_lettered.inc(letters.size());
+  spdlog::error("output {}: dead-lettered {} events (seq {} to {}) whose original records are "
+                "lost: {}",
+                name_, letters.size(), first, last, batch.front().damage);
+  advanceCursor(last);
+  updateGauges();
+  return true;
 }
 
 void OutputRunner::sendBatch(std::vector<StoredEvent>& batch) {

@@ -86,6 +86,10 @@ class OutputRunner {
   // the path without retries the events are left in place, so run() reuses
   // their strings for the next read.
   void sendBatch(std::vector<StoredEvent>& batch);
+  // Dead-letters the events at the front of `batch` whose damage is set
+  // and moves the cursor past them. Returns false when the runner stops
+  // while waiting to retry a failed write.
+  bool deadLetterDamaged(const std::vector<StoredEvent>& batch);
   // Waits until a notify() finds at least `min_events` events after the
   // cursor, or until the deadline or stop().
   bool waitForEvents(std::chrono::steady_clock::time_point deadline, std::size_t min_events);

@@ -837,9 +837,13 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   }
 
   // Decompresses and checks the body of an admitted ingest request. Returns
-  // a response when the body is rejected, or fills `body`.
+  // a response when the body is rejected, or fills `body`. `keep_gzip` is
+  // set when the request's gzip body may be stored in place of the
+  // documents' originals: its member headers carry nothing that inflates
+  // to nothing (see Ingest::ingestLines for the other conditions).
   std::optional<Response> decodeIngestBody(Request& request, const IngestSource& source,
-                                           std::string& body) {
+                                           std::string& body, bool& keep_gzip) {
+    keep_gzip = false;
     bool is_records = source.input == InputKind::kProbe;
     bool is_modsecurity = !is_records;
     ingest.countBytes(source.input, request.body().size());
@@ -850,7 +854,8 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     } else if (equalsIgnoreCase(encoding, "gzip")) {
       std::optional<std::string> inflated;
       try {
-        inflated = gunzip(request.body(), options.limits.max_decompressed_bytes);
+        inflated =
+            gunzip(request.body(), options.limits.max_decompressed_bytes, &keep_gzip);
       } catch (const std::invalid_argument& error) {
         return jsonError(request, http::status::bad_request,
                          fmt::format("body is not valid gzip: {}", error.what()));
@@ -1342,7 +1347,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
     }
     Request request = parser_->release();
     std::string body;
-    if (auto rejection = impl_->decodeIngestBody(request, source_, body)) {
+    bool keep_gzip = false;
+    if (auto rejection = impl_->decodeIngestBody(request, source_, body, keep_gzip)) {
       impl_->counters.response(endpoint_, rejection->result_int()).inc();
       send(std::move(*rejection), false);
       return;
@@ -1357,8 +1363,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
     // A gzip body stays in the request: the store may keep it whole in
     // place of each document's event.original. Any other body was moved.
     auto shared_request = std::make_shared<Request>(std::move(request));
-    if (source_.input != InputKind::kProbe ||
-        !equalsIgnoreCase((*shared_request)[http::field::content_encoding], "gzip")) {
+    if (source_.input != InputKind::kProbe || !keep_gzip) {
       shared_request->body().clear();
     }
     auto shared_body = std::make_shared<std::string>(std::move(body));

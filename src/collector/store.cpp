@@ -449,12 +449,18 @@ struct Store::Impl {
   // original_batch, original_offset, original_length and original_at at
   // `column` to column + 3 and the stored document at `document_column`.
   // `batch` keeps the batch last used by this read, so that consecutive
-  // events of one batch look it up once.
+  // events of one batch look it up once. When the batch is missing or
+  // damaged, `damage` gets the reason and `document` the stored document,
+  // which lacks event.original; otherwise `damage` is cleared.
   void readDocument(Connection& reader, sqlite3_stmt* stmt, int document_column, int column,
-                    std::int64_t seq, std::string& document, CachedBatch& batch) const;
-  // Returns the inflated text of the batch whose first event is `first_seq`.
+                    std::int64_t seq, std::string& document, std::string& damage,
+                    CachedBatch& batch) const;
+  // Returns the inflated text of the batch whose first event is `first_seq`,
+  // or nullptr with the reason in `damage` when the batch is missing or
+  // does not inflate to its size.
   std::shared_ptr<const std::string> originalBatchText(Connection& reader, std::int64_t first_seq,
-                                                       std::int64_t seq) const;
+                                                       std::int64_t seq,
+                                                       std::string& damage) const;
   // Runs `write` without an fsync of its own (see setCursor in store.h).
   template <typename Write>
   void writeWithoutFsync(Write&& write);
@@ -585,6 +591,10 @@ void Store::Impl::open() {
       writer->exec(fmt::format("PRAGMA user_version={}", kSchemaVersion).c_str(),
                    "creating the schema");
       writer->exec("COMMIT", "creating the schema");
+      if (schema_version > 0) {
+        spdlog::info("store {}: upgraded the schema from version {} to {}", path.string(),
+                     schema_version, kSchemaVersion);
+      }
     } catch (...) {
       sqlite3_exec(writer->db(), "ROLLBACK", nullptr, nullptr, nullptr);
       throw;
@@ -1010,7 +1020,8 @@ Store::~Store() {
 
 std::shared_ptr<const std::string> Store::Impl::originalBatchText(Connection& reader,
                                                                   std::int64_t first_seq,
-                                                                  std::int64_t seq) const {
+                                                                  std::int64_t seq,
+                                                                  std::string& damage) const {
   {
     std::lock_guard lock(batch_cache_mutex);
     for (const CachedBatch& entry : batch_cache) {
@@ -1025,10 +1036,10 @@ std::shared_ptr<const std::string> Store::Impl::originalBatchText(Connection& re
   sqlite3_bind_int64(read, 1, first_seq);
   const std::string where = options.path.string();
   if (!reader.step(read, "reading a batch")) {
-    throw StoreError(fmt::format("store {}: event {} refers to batch {}, which is missing; the "
-                                 "store is damaged, restore it from a backup",
-                                 where, seq, first_seq),
-                     SQLITE_CORRUPT, false);
+    damage = fmt::format("store {}: event {} refers to batch {}, which is missing; the store is "
+                         "damaged, restore it from a backup",
+                         where, seq, first_seq);
+    return nullptr;
   }
   auto inflated_size = static_cast<std::uint64_t>(sqlite3_column_int64(read, 0));
   const auto* body = static_cast<const char*>(sqlite3_column_blob(read, 1));
@@ -1039,12 +1050,17 @@ std::shared_ptr<const std::string> Store::Impl::originalBatchText(Connection& re
   } catch (const std::invalid_argument&) {
   }
   if (!text || text->size() != inflated_size) {
-    throw StoreError(fmt::format("store {}: batch {} (of event {}) does not inflate to its {} "
-                                 "bytes; the store is damaged, restore it from a backup",
-                                 where, first_seq, seq, inflated_size),
-                     SQLITE_CORRUPT, false);
+    damage = fmt::format("store {}: batch {} (of event {}) does not inflate to its {} bytes; the "
+                         "store is damaged, restore it from a backup",
+                         where, first_seq, seq, inflated_size);
+    return nullptr;
   }
   auto shared = std::make_shared<const std::string>(std::move(*text));
+  // A batch larger than the cache's budget is not kept: a reader holds it
+  // only for the length of one read.
+  if (shared->size() > kCachedBatchBytes) {
+    return shared;
+  }
   std::lock_guard lock(batch_cache_mutex);
   batch_cache.insert(batch_cache.begin(), CachedBatch{first_seq, shared});
   std::size_t bytes = 0;
@@ -1060,7 +1076,8 @@ std::shared_ptr<const std::string> Store::Impl::originalBatchText(Connection& re
 
 void Store::Impl::readDocument(Connection& reader, sqlite3_stmt* stmt, int document_column,
                                int column, std::int64_t seq, std::string& document,
-                               CachedBatch& batch) const {
+                               std::string& damage, CachedBatch& batch) const {
+  damage.clear();
   if (sqlite3_column_type(stmt, column) == SQLITE_NULL) {
     assignColumnText(stmt, document_column, document);
     return;
@@ -1073,18 +1090,28 @@ void Store::Impl::readDocument(Connection& reader, sqlite3_stmt* stmt, int docum
   // it, so nothing runs on the connection while the document's bytes are
   // in use.
   if (!batch.text || batch.first_seq != first_seq) {
-    batch.text = originalBatchText(reader, first_seq, seq);
+    batch.text = originalBatchText(reader, first_seq, seq, damage);
     batch.first_seq = first_seq;
   }
-  const std::string& text = *batch.text;
   const auto* stored = static_cast<const char*>(sqlite3_column_blob(stmt, document_column));
   std::string_view stripped(stored ? stored : "",
                             static_cast<std::size_t>(sqlite3_column_bytes(stmt, document_column)));
+  if (!batch.text) {
+    if (damage.empty()) {  // the batch failed for an earlier event of this read
+      damage = fmt::format("store {}: batch {} of event {} is missing or damaged; restore the "
+                           "store from a backup",
+                           options.path.string(), first_seq, seq);
+    }
+    document.assign(stripped);
+    return;
+  }
+  const std::string& text = *batch.text;
   if (offset > text.size() || length > text.size() - offset || at > stripped.size()) {
-    throw StoreError(fmt::format("store {}: event {} points outside its batch {}; the store is "
-                                 "damaged, restore it from a backup",
-                                 options.path.string(), seq, first_seq),
-                     SQLITE_CORRUPT, false);
+    damage = fmt::format("store {}: event {} points outside its batch {}; the store is damaged, "
+                         "restore it from a backup",
+                         options.path.string(), seq, first_seq);
+    document.assign(stripped);
+    return;
   }
   document.clear();
   spliceOriginal(document, stripped, at, std::string_view(text).substr(offset, length));
@@ -1175,7 +1202,9 @@ void Store::readAfter(std::int64_t after_seq, std::size_t max_count, std::size_t
   Impl::CachedBatch batch;
   while (reader->step(stmt, "reading events")) {
     // The size column is read before the document, so the event that
-    // would overflow the byte budget is never copied.
+    // would overflow the byte budget is mostly never copied. It counts an
+    // original kept in a batch unescaped, so the document may be larger,
+    // which the check after the read catches.
     auto size = static_cast<std::size_t>(sqlite3_column_int64(stmt, 4));
     if (count > 0 && bytes + size > max_bytes) {
       break;
@@ -1188,7 +1217,11 @@ void Store::readAfter(std::int64_t after_seq, std::size_t max_count, std::size_t
     assignColumnText(stmt, 1, event.event_id);
     event.timestamp_ms = sqlite3_column_int64(stmt, 2);
     assignColumnText(stmt, 3, event.sensor_id);
-    impl_->readDocument(*reader, stmt, 5, 6, event.seq, event.document, batch);
+    impl_->readDocument(*reader, stmt, 5, 6, event.seq, event.document, event.damage, batch);
+    if (count > 1 && bytes + event.document.size() > max_bytes) {
+      --count;
+      break;
+    }
     bytes += event.document.size();
   }
   // Entries past `count` are destroyed, so only the entries in use keep
@@ -1214,7 +1247,7 @@ std::optional<StoredEvent> Store::findEvent(std::string_view event_id) const {
   event.timestamp_ms = sqlite3_column_int64(stmt, 2);
   event.sensor_id = columnText(stmt, 3);
   Impl::CachedBatch batch;
-  impl_->readDocument(*reader, stmt, 4, 5, event.seq, event.document, batch);
+  impl_->readDocument(*reader, stmt, 4, 5, event.seq, event.document, event.damage, batch);
   return event;
 }
 

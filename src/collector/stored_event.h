@@ -20,6 +20,9 @@ struct StoredEvent {
   std::int64_t timestamp_ms = 0;  // event time
   std::string sensor_id;
   std::string document;
+  // Empty, or why `document` lacks event.original: the batch that keeps it
+  // is missing or damaged. The output runner dead-letters such an event.
+  std::string damage;
 };
 
 // A new event on its way into the store.
@@ -40,8 +43,9 @@ struct NewEvent {
 
 // A probe batch as received: gzip of NDJSON text whose lines are the
 // original records. The store keeps it once, so the documents of its events
-// need not carry their originals. Storing the compressed body writes about a
-// tenth of the bytes of escaped originals in every document.
+// need not carry their originals. With the records of
+// bench/collector/make_records.py, the compressed body is about a tenth of
+// the bytes of the escaped originals it replaces.
 struct OriginalBatch {
   std::string_view gzip;           // the request body, gzip as sent
   std::uint64_t inflated_size = 0;  // bytes of NDJSON text it inflates to

@@ -115,5 +115,22 @@ TEST(Gunzip, RejectsBadData) {
   EXPECT_THROW(gunzip(corrupted, 1 << 20), std::invalid_argument);
 }
 
+TEST(Gunzip, ReportsHeaderFieldsOfAnyMember) {
+  std::string text = lines(10);
+  bool plain = false;
+  ASSERT_TRUE(gunzip(gzipMember(text) + gzipMember(text), 1 << 20, &plain).has_value());
+  EXPECT_TRUE(plain);
+
+  // FCOMMENT (bit 4 of FLG): a zero-terminated comment after the 10-byte
+  // header, which inflates to nothing.
+  std::string commented = gzipMember(text);
+  commented[3] = static_cast<char>(commented[3] | 0x10);
+  commented.insert(10, std::string("a comment", 10));
+  auto inflated = gunzip(gzipMember(text) + commented, 1 << 20, &plain);
+  ASSERT_TRUE(inflated.has_value());
+  EXPECT_EQ(*inflated, text + text);
+  EXPECT_FALSE(plain);
+}
+
 }  // namespace
 }  // namespace webtrap::collector

@@ -177,5 +177,28 @@ TEST_F(IngestBatchTest, ChangedOrRejectedLineKeepsOriginalsInDocuments) {
   }
 }
 
+TEST_F(IngestBatchTest, PaddedBodyKeepsOriginalsInDocuments) {
+  // Bytes that belong to no document: blank lines between the records, and
+  // empty gzip members after them.
+  std::string padded = recordLine("a") + "\n" + std::string(4096, '\n') + recordLine("b") + "\n";
+  std::string text = recordLine("c") + "\n" + recordLine("d") + "\n";
+  std::string empty_members;
+  for (int i = 0; i < 100; ++i) {
+    empty_members += gzipCompress("", 1);
+  }
+  ingest_->ingestLines(padded, source_, gzipCompress(padded, 6));
+  ingest_->ingestLines(text, source_, gzipCompress(text, 6) + empty_members);
+  EXPECT_EQ(batchRows(store_->path()), 0);
+  EXPECT_EQ(store_->eventCount(), 4u);
+  for (const std::string& document : documentsWithoutIngestTime(*store_)) {
+    EXPECT_NE(document.find(R"("original":")"), std::string::npos) << document;
+  }
+
+  // The same lines with CRLF ends and one blank line are kept by reference.
+  std::string crlf = recordLine("e") + "\r\n\r\n" + recordLine("f") + "\r\n";
+  ingest_->ingestLines(crlf, source_, gzipCompress(crlf, 6));
+  EXPECT_EQ(batchRows(store_->path()), 1);
+}
+
 }  // namespace
 }  // namespace webtrap::collector

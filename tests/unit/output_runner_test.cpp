@@ -1,6 +1,7 @@
 #include "collector/output_runner.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -10,6 +11,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/gzip.h"
 
 namespace webtrap::collector {
 namespace {
@@ -188,6 +190,66 @@ TEST_F(OutputRunnerTest, RejectedGoesToDeadLetters) {
   EXPECT_EQ(letter.payload, "{\"id\":\"r1\"}");
   EXPECT_EQ(counter("webtrap_collector_output_dead_lettered_total", "fake"), 1u);
   EXPECT_EQ(counter("webtrap_collector_output_delivered_total", "fake"), 3u);
+}
+
+// Stores `count` events whose originals are kept in one gzip batch, the
+// lines {"n":0} to {"n":count-1}.
+void insertBatch(Store& store, const std::string& prefix, int count) {
+  std::string text;
+  std::vector<NewEvent> events = makeEvents(prefix, count);
+  for (int i = 0; i < count; ++i) {
+    std::string line = "{\"n\":" + std::to_string(i) + "}";
+    NewEvent& event = events[i];
+    event.original_at = event.document.size() - 1;
+    event.original_offset = text.size();
+    event.original_length = line.size();
+    text += line + "\n";
+  }
+  const std::string gzip = gzipCompress(text, 1);
+  const OriginalBatch batch{gzip, text.size()};
+  store.insert(events, {}, nullptr, &batch);
+}
+
+TEST_F(OutputRunnerTest, DamagedBatchDeadLettersOnlyItsEvents) {
+  insertBatch(*store_, "a", 3);  // seq 1-3
+  insertBatch(*store_, "b", 3);  // seq 4-6, damaged below
+  insertBatch(*store_, "c", 3);  // seq 7-9
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(store_->path().c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "DELETE FROM batches WHERE first_seq = 4", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+
+  std::mutex mutex;
+  std::vector<std::string> sent;
+  auto output = std::make_unique<FakeOutput>("fake", [&](auto batch, int) {
+    std::lock_guard lock(mutex);
+    for (const StoredEvent& event : batch) {
+      sent.push_back(event.document);
+    }
+    return std::vector<ItemResult>(batch.size());
+  });
+  OutputRunner runner(*store_, std::move(output), runner_options_, metrics_);
+  runner.start();
+  ASSERT_TRUE(waitUntil([&] { return runner.cursor() == 9; }));
+  runner.stop();
+
+  std::vector<std::string> expected;
+  for (const std::string prefix : {"a", "c"}) {
+    for (int i = 0; i < 3; ++i) {
+      expected.push_back("{\"id\":\"" + prefix + std::to_string(i) + "\",\"original\":\"{\\\"n\\\":" +
+                         std::to_string(i) + "}\"}");
+    }
+  }
+  EXPECT_EQ(sent, expected);
+  ASSERT_EQ(store_->deadLetterCount(), 3u);
+  DeadLetter letter = store_->deadLetters(3).back();
+  EXPECT_EQ(letter.event_id, "b0");
+  EXPECT_EQ(letter.payload, "{\"id\":\"b0\"}");
+  EXPECT_NE(letter.reason.find("original record is lost"), std::string::npos) << letter.reason;
+  EXPECT_NE(letter.reason.find("batch 4"), std::string::npos) << letter.reason;
+  EXPECT_EQ(counter("webtrap_collector_output_dead_lettered_total", "fake"), 3u);
+  EXPECT_EQ(counter("webtrap_collector_output_delivered_total", "fake"), 6u);
 }
 
 TEST_F(OutputRunnerTest, TransientErrorBacksOffAndResends) {

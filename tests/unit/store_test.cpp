@@ -950,12 +950,15 @@ TEST_F(StoreTest, RetentionRemovesBatchesNoEventUses) {
 }
 
 TEST_F(StoreTest, DamagedBatchNamesEventAndBatch) {
+  const std::string text = "{\"a\":1}\n{\"b\":2}\n";
   {
     Store store(options_);
-    const std::string text = "{\"a\":1}\n";
     const std::string gzip = gzipCompress(text, 6);
     const OriginalBatch batch{gzip, text.size()};
-    store.insert(std::vector<NewEvent>{referencedEvent("a", text, 0)}, {}, nullptr, &batch);
+    store.insert(std::vector<NewEvent>{makeEvent("whole")});
+    store.insert(std::vector<NewEvent>{referencedEvent("a", text, 0), referencedEvent("b", text, 1)},
+                 {}, nullptr, &batch);
+    store.insert(std::vector<NewEvent>{makeEvent("after")});
   }
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(options_.path.c_str(), &db), SQLITE_OK);
@@ -963,14 +966,53 @@ TEST_F(StoreTest, DamagedBatchNamesEventAndBatch) {
             SQLITE_OK);
   sqlite3_close(db);
 
+  // The read goes on past the damaged batch: its events come with the
+  // reason and the stored document, the others whole.
   Store store(options_);
-  try {
-    store.readAfter(0, 10, 1 << 20);
-    FAIL() << "a damaged batch was read";
-  } catch (const StoreError& error) {
-    EXPECT_NE(std::string(error.what()).find("batch 1 (of event 1)"), std::string::npos)
-        << error.what();
+  auto read = store.readAfter(0, 10, 1 << 20);
+  ASSERT_EQ(read.size(), 4u);
+  EXPECT_EQ(read[0].damage, "");
+  EXPECT_EQ(read[0].document, makeEvent("whole").document);
+  for (int i : {1, 2}) {
+    std::string reason = "batch 2 (of event " + std::to_string(i + 1) + ") does not inflate";
+    EXPECT_NE(read[i].damage.find(reason), std::string::npos) << read[i].damage;
+    EXPECT_EQ(read[i].document.find("original"), std::string::npos) << read[i].document;
   }
+  EXPECT_EQ(read[3].damage, "");
+  EXPECT_EQ(read[3].document, makeEvent("after").document);
+  auto found = store.findEvent("b");
+  ASSERT_TRUE(found.has_value());
+  EXPECT_FALSE(found->damage.empty());
+}
+
+TEST_F(StoreTest, ReadStopsAtByteBudgetOfWholeDocuments) {
+  // The size column counts each original unescaped, so these documents
+  // are larger than their size says, and the budget must still hold.
+  std::string text;
+  std::vector<NewEvent> events;
+  for (int i = 0; i < 4; ++i) {
+    std::string line(100, '"');
+    NewEvent event = makeEvent("q" + std::to_string(i));
+    event.document = "{\"event\":{\"id\":\"q" + std::to_string(i) + "\"}}";
+    event.original_at = event.document.size() - 2;
+    event.original_offset = text.size();
+    event.original_length = line.size();
+    text += line + "\n";
+    events.push_back(event);
+  }
+  Store store(options_);
+  const std::string gzip = gzipCompress(text, 6);
+  const OriginalBatch batch{gzip, text.size()};
+  store.insert(events, {}, nullptr, &batch);
+  // Each document is 235 bytes and counts 135: the second fits the budget
+  // by its size but not by its document.
+  auto read = store.readAfter(0, 10, 400);
+  std::size_t bytes = 0;
+  for (const StoredEvent& event : read) {
+    bytes += event.document.size();
+  }
+  EXPECT_EQ(read.size(), 1u);
+  EXPECT_LE(bytes, 400u);
 }
 
 }  // namespace
