@@ -386,8 +386,9 @@ bool namesFileOrKey(const std::string& message, const fs::path& file, const std:
   std::vector<std::string> parts = {
       first_dot == std::string::npos ? key : key.substr(0, first_dot),
       last_dot == std::string::npos ? key : key.substr(last_dot + 1)};
-  // A multi-line plain key is named with its lines folded into one.
-  std::string folded_text = collapseWhitespace(text);
+  // A multi-line plain key is named with its lines folded into one, and
+  // control bytes are written as \xHH in messages (ConfigError).
+  std::string folded_text = collapseWhitespace(withVisibleControlBytes(text));
   for (std::string part : parts) {
     if (std::size_t bracket = part.find('['); bracket != std::string::npos && bracket > 0) {
       part.erase(bracket);

@@ -134,6 +134,19 @@ TEST(ProbeConfig, KeyWithNulByteIsNamedByLine) {
               HasSubstr("listeners[0]: the key at line 2 contains a NUL byte"));
 }
 
+TEST(ProbeConfig, ValueWithNulByteShownEscaped) {
+  // what() is a C string, so a NUL byte in a quoted value used to end the
+  // message there, before the fix it names.
+  std::string message = loadError("listeners:\n  - {address: \"127.0.0.1:80\\0x\"}\n");
+  EXPECT_THAT(message, HasSubstr("127.0.0.1:80\\x00x"));
+  EXPECT_EQ(std::string(message.c_str()), message);
+}
+
+TEST(ConfigErrorText, ControlBytesMadeVisible) {
+  ConfigError error(std::string("key: \"a\0b\x1b[2J\x7f\"\nnext line\tend", 29));
+  EXPECT_STREQ(error.what(), "key: \"a\\x00b\\x1b[2J\\x7f\"\nnext line\tend");
+}
+
 TEST(ProbeConfig, ParsesTextLikeFile) {
   const std::string text = "sensor: {id: edge-1}\nlisteners:\n  - {address: 8080}\n";
   ProbeConfig from_text = parseProbeConfig(text, "text.yaml");
