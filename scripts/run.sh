@@ -162,12 +162,39 @@ fi
 } >var/state/probe-with-shipper.yaml
 
 rm -f var/state/probe-ports.json
+# The probe appends to its log; the banner reads only this run's lines.
+probe_log_start=$(stat -c %s var/log/probe.log 2>/dev/null || echo 0)
 setsid "$webtrap" probe --config var/state/probe-with-shipper.yaml \
   --ports-file var/state/probe-ports.json >>var/log/probe.log 2>&1 &
 probe_pid=$!
 # The banner below is printed only once the probe listens, so it never
 # shows a URL or token of a run that is about to stop.
 wait_for_ports probe "$probe_pid" var/state/probe-ports.json var/log/probe.log 30 5
+
+# One banner line per probe listener, from the probe's log lines
+# "probe: listening name=N address=A port=P tls=T bait=B", so the banner
+# shows what etc/probe.yaml configured and the ports actually bound.
+listener_lines=""
+while read -r name address port tls bait; do
+  [[ $address == *:* ]] && address="[$address]"
+  scheme=http
+  note=""
+  if [[ $tls == true ]]; then
+    scheme=https
+    note="  (self-signed certificate)"
+  fi
+  [[ $bait == true ]] && note="$note  (bait: a port no real user visits)"
+  listener_lines+=$(printf '  %-10s %s://%s:%s/%s' "$name:" "$scheme" "$address" "$port" "$note")
+  listener_lines+=$'\n'
+done < <(tail -c "+$((probe_log_start + 1))" var/log/probe.log |
+  sed -n 's/.*probe: listening name=\([^ ]*\) address=\([^ ]*\) port=\([0-9]*\) tls=\([a-z]*\) bait=\([a-z]*\).*/\1 \2 \3 \4 \5/p')
+probe_ports=$(<var/state/probe-ports.json)
+probe_admin_port=$(sed -n 's/.*"admin": *\([0-9]*\).*/\1/p' <<<"$probe_ports")
+if [[ -n $probe_admin_port ]]; then
+  probe_metrics="metrics http://127.0.0.1:$probe_admin_port/metrics, "
+else
+  probe_metrics=""
+fi
 
 admin_url=http://127.0.0.1:$admin_port
 if $dashboard; then
@@ -181,10 +208,8 @@ fi
 
 cat <<TEXT
 webtrap: a probe and a collector are running on loopback (Ctrl-C stops both)
-  web:       http://127.0.0.1:8080/   and http://[::1]:8080/
-  tls:       https://127.0.0.1:8443/  (self-signed certificate)
-  bait:      http://127.0.0.1:8888/   (a port no real user visits)
-  probe:     metrics http://127.0.0.1:9101/metrics, log var/log/probe.log
+probe listeners (etc/probe.yaml):
+${listener_lines}  probe:     ${probe_metrics}log var/log/probe.log
   collector: metrics $admin_url/metrics, health $admin_url/healthz,
              log var/log/collector.log, store var/collector/store.sqlite
 $dashboard_lines

@@ -722,8 +722,17 @@ std::string tailLine(simdjson::ondemand::parser& parser, const StoredEvent& even
     url = url.substr(0, 97) + "...";
   }
   std::string from = country == "-" ? source : fmt::format("{} ({})", source, country);
-  return fmt::format("{}  {}  {}  {} {}  {}  rules: {}", timestamp, sensor, from, method, url,
-                     status, rules.empty() ? "none" : rules);
+  // The probe listener, so that a request to a bait port does not read
+  // like the same request to the web port.
+  std::string listener = text("/webtrap/listener/name");
+  bool bait = false;
+  doc.rewind();
+  if (doc.at_pointer("/webtrap/listener/bait").get_bool().get(bait) != simdjson::SUCCESS) {
+    bait = false;
+  }
+  std::string via = listener == "-" ? "" : fmt::format("  via {}{}", listener, bait ? " (bait)" : "");
+  return fmt::format("{}  {}  {}  {} {}  {}  rules: {}{}", timestamp, sensor, from, method, url,
+                     status, rules.empty() ? "none" : rules, via);
 }
 
 int runTail(const CollectorOptions& options) {
@@ -736,6 +745,10 @@ int runTail(const CollectorOptions& options) {
   while (true) {
     auto events = store->readAfter(after, 500, 4 << 20);
     for (const auto& event : events) {
+      if (!event.damage.empty()) {
+        fmt::print(stderr, "webtrap: event {} (seq {}) is printed without event.original: {}\n",
+                   event.event_id, event.seq, event.damage);
+      }
       if (options.documents) {
         fmt::print("{}\n", event.document);
       } else {

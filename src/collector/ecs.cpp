@@ -614,6 +614,13 @@ void writeWebtrap(JsonWriter& writer, const AuditRecord& record, const SensorFac
     writer.endObject();
   }
   writeStringIfPresent(writer, "persona", record.persona);
+  if (!record.listener.empty()) {
+    writer.key("listener");
+    writer.beginObject();
+    writer.member("name", record.listener);
+    writer.member("bait", record.bait_listener);
+    writer.endObject();
+  }
   writeStringArray(writer, "bait_hits", record.bait_hits);
   writeWebtrapOat(writer, oat_tags);
   if (!verdicts.empty()) {

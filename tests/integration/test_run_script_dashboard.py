@@ -232,6 +232,18 @@ def check_dashboard_run(script, folder, http_port, while_running=None):
         port = admin_port(folder)
         url = f"http://127.0.0.1:{port}/dashboard/"
         check(f"dashboard: {url}" in banner, f"the banner lacks the dashboard URL {url}:\n{banner}")
+        # The banner lists the listeners the probe bound, not the defaults:
+        # this tree's etc/probe.yaml moved every port.
+        probe_ports = json.loads((folder / "var/state/probe-ports.json").read_text())
+        expected = [f"http:      http://127.0.0.1:{http_port}/",
+                    f"http-v6:   http://[::1]:{http_port}/",
+                    f"https:     https://127.0.0.1:{probe_ports['https']}/  (self-signed",
+                    f"bait-8888: http://127.0.0.1:{probe_ports['bait-8888']}/  (bait:",
+                    f"metrics http://127.0.0.1:{probe_ports['admin']}/metrics"]
+        for line in expected:
+            check(line in banner, f"the banner lacks {line!r}:\n{banner}")
+        check(":8443/" not in banner and ":9101/" not in banner,
+              f"the banner shows a default port that this tree does not use:\n{banner}")
         match = re.search(r"admin token: ([0-9a-f]+) \(kept in var/collector/admin\.token\)",
                           banner)
         check(match is not None, f"the banner lacks the admin token:\n{banner}")
@@ -278,6 +290,16 @@ def check_dashboard_run(script, folder, http_port, while_running=None):
                             b"Connection: close\r\n\r\n")
         wait_for(lambda: json.loads(http_get(summary_url, bearer)[1])["events"] >= 1, 60,
                  "the probe's record in the dashboard")
+        # The terminal line of each record names the listener, so a request
+        # to the bait port reads differently from the same one on the web port.
+        wait_for(lambda: "GET /run-script-check" in run.text(), 30, "the record's terminal line")
+        check(re.search(r"GET /run-script-check .*via http$", run.text(), re.M),
+              f"the terminal line does not name the listener http:\n{run.text()}")
+        send_raw(probe_ports["bait-8888"], b"GET /bait-check HTTP/1.1\r\nHost: shop.example\r\n"
+                                          b"Connection: close\r\n\r\n")
+        wait_for(lambda: "GET /bait-check" in run.text(), 60, "the bait request's terminal line")
+        check(re.search(r"GET /bait-check .*via bait-8888 \(bait\)$", run.text(), re.M),
+              f"the terminal line does not mark the bait listener:\n{run.text()}")
     finally:
         leftovers = run.stop()
     check(not leftovers, f"processes left after SIGINT: {leftovers}")

@@ -189,6 +189,8 @@ AuditRecord probeRecord() {
   record.sensor_id = "sensor-1";
   record.sensor_group = "dmz";
   record.persona = "wordpress";
+  record.listener = "bait-8888";
+  record.bait_listener = true;
   record.bait_hits = {"form_field"};
   record.tags = {"OAT-008"};
   record.original = originalJson(record);
@@ -348,6 +350,8 @@ TEST(EcsDocument, ProbeAlertFields) {
   EXPECT_EQ(stringAt(document, "/webtrap/sensor/id"), "sensor-1");
   EXPECT_EQ(stringAt(document, "/webtrap/sensor/group"), "dmz");
   EXPECT_EQ(stringAt(document, "/webtrap/persona"), "wordpress");
+  EXPECT_EQ(stringAt(document, "/webtrap/listener/name"), "bait-8888");
+  EXPECT_TRUE(document.at_pointer("/webtrap/listener/bait").get_bool().value());
   EXPECT_EQ(stringsAt(document, "/webtrap/bait_hits"), (std::vector<std::string>{"form_field"}));
   EXPECT_FALSE(document.at_pointer("/webtrap/request/body_content_truncated").get_bool().value());
   EXPECT_EQ(stringAt(document, "/webtrap/rules/1/id"), "77050");
@@ -614,6 +618,8 @@ TEST(EcsDocument, ProbeRecordThroughDecoder) {
   EXPECT_EQ(stringAt(document, "/observer/name"), "sensor-9");
   EXPECT_EQ(stringAt(document, "/webtrap/sensor/group"), "cloud");
   EXPECT_EQ(stringAt(document, "/webtrap/persona"), "wordpress");
+  EXPECT_EQ(stringAt(document, "/webtrap/listener/name"), "web");
+  EXPECT_FALSE(document.at_pointer("/webtrap/listener/bait").get_bool().value());
   EXPECT_EQ(stringAt(document, "/rule/id"), "77050");
   EXPECT_EQ(stringAt(document, "/rule/category"), "honeytrap");
   EXPECT_EQ(stringAt(document, "/destination/ip"), "::1");
