@@ -12,6 +12,7 @@
 
 #include "common/gzip.h"
 #include "ingest_fixture.h"
+#include "sqlite_rows.h"
 
 namespace webtrap::collector {
 namespace {
@@ -91,18 +92,7 @@ TEST_F(IngestTest, FailedCommitKeepsNoDeadLetters) {
   EXPECT_EQ(deadLetterCounter(), 1u);
 }
 
-// Rows of the store's batches table.
-std::int64_t batchRows(const fs::path& database) {
-  sqlite3* db = nullptr;
-  EXPECT_EQ(sqlite3_open(database.c_str(), &db), SQLITE_OK);
-  sqlite3_stmt* stmt = nullptr;
-  EXPECT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM batches", -1, &stmt, nullptr), SQLITE_OK);
-  EXPECT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-  std::int64_t rows = sqlite3_column_int64(stmt, 0);
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
-  return rows;
-}
+std::int64_t batchRows(const fs::path& database) { return countRows(database, "batches"); }
 
 // The stored documents, in order, without event.ingested, which differs
 // from one ingest to the next.

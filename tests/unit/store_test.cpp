@@ -2,8 +2,9 @@
 
 #include "collector/dashboard_sqlite.h"
 #include "collector/ecs.h"
-#include "common/gzip.h"
 #include "collector/retention.h"
+#include "common/gzip.h"
+#include "sqlite_rows.h"
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
@@ -825,17 +826,7 @@ std::string wholeDocument(const std::string& id, std::string_view original) {
   return out;
 }
 
-std::int64_t batchRows(const fs::path& database) {
-  sqlite3* db = nullptr;
-  EXPECT_EQ(sqlite3_open(database.c_str(), &db), SQLITE_OK);
-  sqlite3_stmt* stmt = nullptr;
-  EXPECT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM batches", -1, &stmt, nullptr), SQLITE_OK);
-  EXPECT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-  std::int64_t rows = sqlite3_column_int64(stmt, 0);
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
-  return rows;
-}
+std::int64_t batchRows(const fs::path& database) { return countRows(database, "batches"); }
 
 TEST(SpliceOriginal, GivesTheDocumentBuiltWithTheOriginal) {
   std::string out = "prefix ";

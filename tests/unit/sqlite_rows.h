@@ -1,0 +1,33 @@
+// Reads a row count from a SQLite file through a connection of its own, for
+// the tests that check what the store wrote.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+
+namespace webtrap::collector {
+
+// Returns the number of rows of `table` in `database`, or -1 on failure.
+inline std::int64_t countRows(const std::filesystem::path& database, const std::string& table) {
+  sqlite3* db = nullptr;
+  std::int64_t rows = -1;
+  if (sqlite3_open(database.c_str(), &db) == SQLITE_OK) {
+    sqlite3_stmt* stmt = nullptr;
+    std::string sql = "SELECT count(*) FROM " + table;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW) {
+      rows = sqlite3_column_int64(stmt, 0);
+    }
+    sqlite3_finalize(stmt);
+  }
+  sqlite3_close(db);
+  EXPECT_GE(rows, 0) << "cannot count the rows of " << table << " in " << database;
+  return rows;
+}
+
+}  // namespace webtrap::collector
