@@ -13,9 +13,11 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <set>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -115,11 +117,15 @@ INSERT OR IGNORE INTO retired_tokens(token_sha256, sensor_id, retired_ms)
 // document without event.original, which goes back in at original_at from
 // bytes [original_offset, original_offset + original_length) of the
 // inflated batch. Events of older versions keep whole documents (NULL).
+// The upgrade adds only the columns that are missing, so a store whose
+// version number was set back still opens.
+constexpr std::pair<const char*, const char*> kVersion4Columns[] = {
+    {"original_batch", "INTEGER"},
+    {"original_offset", "INTEGER NOT NULL DEFAULT 0"},
+    {"original_length", "INTEGER NOT NULL DEFAULT 0"},
+    {"original_at", "INTEGER NOT NULL DEFAULT 0"},
+};
 constexpr const char* kSchemaVersion4 = R"sql(
-ALTER TABLE events ADD COLUMN original_batch INTEGER;
-ALTER TABLE events ADD COLUMN original_offset INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE events ADD COLUMN original_length INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE events ADD COLUMN original_at INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS batches (
   first_seq INTEGER PRIMARY KEY,
   inflated_size INTEGER NOT NULL,
@@ -586,6 +592,20 @@ void Store::Impl::open() {
         writer->exec(kSchemaVersion3, "adding the retired token list");
       }
       if (schema_version < 4) {
+        std::set<std::string, std::less<>> columns;
+        sqlite3_stmt* info = writer->prepare("PRAGMA table_info(events)");
+        {
+          ResetGuard reset(info);
+          while (writer->step(info, "reading the event columns")) {
+            columns.insert(columnText(info, 1));
+          }
+        }
+        for (const auto& [name, type] : kVersion4Columns) {
+          if (!columns.contains(name)) {
+            writer->exec(fmt::format("ALTER TABLE events ADD COLUMN {} {}", name, type).c_str(),
+                         "adding the original batch columns");
+          }
+        }
         writer->exec(kSchemaVersion4, "adding the original batch table");
       }
       writer->exec(fmt::format("PRAGMA user_version={}", kSchemaVersion).c_str(),

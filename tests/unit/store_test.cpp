@@ -911,6 +911,39 @@ TEST_F(StoreTest, ManyBatchesReadFromSeveralThreads) {
   EXPECT_EQ(store.readAfter(0, 100, 1 << 20).size(), static_cast<std::size_t>(kBatches * 3));
 }
 
+TEST_F(StoreTest, UpgradeAddsOnlyMissingColumns) {
+  // A version 3 store has no batch columns; a store whose version number
+  // was set back to 3 has them already. Both open as version 4.
+  fs::create_directories(dir_);
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(options_.path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "CREATE TABLE events (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL "
+                           "UNIQUE, timestamp_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL, "
+                           "sensor_id TEXT NOT NULL, source_ip TEXT NOT NULL, size INTEGER NOT "
+                           "NULL, document TEXT NOT NULL); "
+                           "INSERT INTO events VALUES(1, 'old', 1, 1, 's', '192.0.2.1', 2, '{}'); "
+                           "PRAGMA user_version=3;",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  for (int round = 0; round < 2; ++round) {
+    {
+      Store store(options_);
+      auto read = store.readAfter(0, 10, 1 << 20);
+      ASSERT_EQ(read.size(), 1u) << round;
+      EXPECT_EQ(read[0].document, "{}");
+    }
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(options_.path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version=3", nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  EXPECT_EQ(countRows(options_.path, "batches"), 0);
+}
+
 TEST_F(StoreTest, RetentionRemovesBatchesNoEventUses) {
   // Each event counts 26 bytes of document, 14 of `,"original":""` and its
   // original's length as received: 49, 49, 51 and 50 bytes.
