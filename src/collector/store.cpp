@@ -363,8 +363,9 @@ struct Store::Impl {
   // stale. At most kCachedBatches entries and, beyond the newest one,
   // kCachedBatchBytes of text.
   struct CachedBatch {
-    std::int64_t first_seq = 0;
+    std::int64_t first_seq = 0;  // 0: none, since seqs start at 1
     std::shared_ptr<const std::string> text;
+    std::string damage;  // why `text` is null, when the batch is missing or damaged
   };
   static constexpr std::size_t kCachedBatches = 4;
   static constexpr std::size_t kCachedBatchBytes = 32u << 20;
@@ -1076,8 +1077,8 @@ std::shared_ptr<const std::string> Store::Impl::originalBatchText(Connection& re
     return nullptr;
   }
   auto shared = std::make_shared<const std::string>(std::move(*text));
-  // A batch larger than the cache's budget is not kept: a reader holds it
-  // only for the length of one read.
+  // A batch larger than the cache's budget is not cached, so it stays in
+  // memory only while one read uses it.
   if (shared->size() > kCachedBatchBytes) {
     return shared;
   }
@@ -1109,19 +1110,17 @@ void Store::Impl::readDocument(Connection& reader, sqlite3_stmt* stmt, int docum
   // The batch is read first, on another statement, and the document after
   // it, so nothing runs on the connection while the document's bytes are
   // in use.
-  if (!batch.text || batch.first_seq != first_seq) {
-    batch.text = originalBatchText(reader, first_seq, seq, damage);
+  // A batch that failed for an earlier event of this read is not read again.
+  if (batch.first_seq != first_seq) {
+    batch.damage.clear();
+    batch.text = originalBatchText(reader, first_seq, seq, batch.damage);
     batch.first_seq = first_seq;
   }
   const auto* stored = static_cast<const char*>(sqlite3_column_blob(stmt, document_column));
   std::string_view stripped(stored ? stored : "",
                             static_cast<std::size_t>(sqlite3_column_bytes(stmt, document_column)));
   if (!batch.text) {
-    if (damage.empty()) {  // the batch failed for an earlier event of this read
-      damage = fmt::format("store {}: batch {} of event {} is missing or damaged; restore the "
-                           "store from a backup",
-                           options.path.string(), first_seq, seq);
-    }
+    damage = batch.damage;
     document.assign(stripped);
     return;
   }

@@ -871,6 +871,7 @@ TEST_F(StoreTest, ManyBatchesReadFromSeveralThreads) {
   // More batches than the store keeps inflated, read in an order that
   // jumps between them, from two threads at once.
   Store store(options_);
+
   constexpr int kBatches = 7;
   std::vector<std::string> texts;
   for (int b = 0; b < kBatches; ++b) {
@@ -888,6 +889,7 @@ TEST_F(StoreTest, ManyBatchesReadFromSeveralThreads) {
     }
     store.insert(events, {}, nullptr, &batch);
   }
+
   std::atomic<int> wrong{0};
   auto readAll = [&](int offset) {
     for (int round = 0; round < 20; ++round) {
@@ -904,6 +906,7 @@ TEST_F(StoreTest, ManyBatchesReadFromSeveralThreads) {
       }
     }
   };
+
   std::thread other(readAll, 3);
   readAll(0);
   other.join();
@@ -998,8 +1001,8 @@ TEST_F(StoreTest, DamagedBatchNamesEventAndBatch) {
   EXPECT_EQ(read[0].damage, "");
   EXPECT_EQ(read[0].document, makeEvent("whole").document);
   for (int i : {1, 2}) {
-    std::string reason = "batch 2 (of event " + std::to_string(i + 1) + ") does not inflate";
-    EXPECT_NE(read[i].damage.find(reason), std::string::npos) << read[i].damage;
+    EXPECT_NE(read[i].damage.find("batch 2 (of event 2) does not inflate"), std::string::npos)
+        << read[i].damage;
     EXPECT_EQ(read[i].document.find("original"), std::string::npos) << read[i].document;
   }
   EXPECT_EQ(read[3].damage, "");
@@ -1011,7 +1014,8 @@ TEST_F(StoreTest, DamagedBatchNamesEventAndBatch) {
 
 TEST_F(StoreTest, ReadStopsAtByteBudgetOfWholeDocuments) {
   // The size column counts each original unescaped, so these documents
-  // are larger than their size says, and the budget must still hold.
+  // are larger than their size column, and the read must still keep to
+  // its budget.
   std::string text;
   std::vector<NewEvent> events;
   for (int i = 0; i < 4; ++i) {
