@@ -750,9 +750,9 @@ int runTail(const CollectorOptions& options) {
                    event.event_id, event.seq, event.damage);
       }
       if (options.documents) {
-        fmt::print("{}\n", event.document);
+        fmt::print("{}\n", terminalSafe(event.document));
       } else {
-        fmt::print("{}\n", tailLine(parser, event));
+        fmt::print("{}\n", terminalSafe(tailLine(parser, event)));
       }
       after = event.seq;
     }

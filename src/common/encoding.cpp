@@ -290,4 +290,43 @@ int hexDigitValue(char c) {
   return -1;
 }
 
+std::string terminalSafe(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    auto byte = static_cast<unsigned char>(text[i]);
+    unsigned code = 0;
+    std::size_t length = 0;
+    if (byte < 0x20 || byte == 0x7f) {
+      code = byte;
+      length = 1;
+    } else if (byte == 0xc2 && i + 1 < text.size()) {
+      auto next = static_cast<unsigned char>(text[i + 1]);
+      if (next >= 0x80 && next <= 0x9f) {
+        code = next;
+        length = 2;
+      }
+    } else if (byte == 0xe2 && i + 2 < text.size()) {
+      auto second = static_cast<unsigned char>(text[i + 1]);
+      auto third = static_cast<unsigned char>(text[i + 2]);
+      if ((second == 0x80 && third >= 0xaa && third <= 0xae) ||
+          (second == 0x81 && third >= 0xa6 && third <= 0xa9)) {
+        code = 0x2000u | ((second & 0x3fu) << 6) | (third & 0x3fu);
+        length = 3;
+      }
+    }
+    if (length == 0) {
+      out.push_back(text[i]);
+      continue;
+    }
+    static constexpr char kHex[] = "0123456789abcdef";
+    out += "\\u";
+    for (int shift = 12; shift >= 0; shift -= 4) {
+      out.push_back(kHex[(code >> shift) & 0xfu]);
+    }
+    i += length - 1;
+  }
+  return out;
+}
+
 }  // namespace webtrap

@@ -36,6 +36,16 @@ void appendBase64(std::string& out, std::string_view bytes);
 // the alphabet, bad padding or a length that is not a multiple of 4.
 std::optional<std::string> base64Decode(std::string_view text);
 
+// Returns `text` with each character a terminal may obey written as
+// \uXXXX, for text that attackers choose (URLs, headers) before it is
+// printed. These are C0 controls, DEL, C1 controls (U+0080 to U+009F, of
+// which U+009B starts an escape sequence on some terminals), and the
+// bidirectional embeddings, overrides and isolates (U+202A to U+202E,
+// U+2066 to U+2069), which reorder what is shown. Inside a JSON string the escape means the
+// same character, so a JSON document without raw control bytes outside its
+// strings stays valid and equal.
+std::string terminalSafe(std::string_view text);
+
 // Lowercase hexadecimal, two digits per byte.
 std::string hexEncode(std::string_view bytes);
 

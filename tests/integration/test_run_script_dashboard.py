@@ -300,6 +300,15 @@ def check_dashboard_run(script, folder, http_port, while_running=None):
         wait_for(lambda: "GET /bait-check" in run.text(), 60, "the bait request's terminal line")
         check(re.search(r"GET /bait-check .*via bait-8888 \(bait\)$", run.text(), re.M),
               f"the terminal line does not mark the bait listener:\n{run.text()}")
+        # A path with a C1 escape (U+009B) and a right-to-left override
+        # (U+202E) reaches the terminal escaped, so it cannot drive it.
+        send_raw(http_port, "GET /c1-check\u009b31m\u202e HTTP/1.1\r\nHost: shop.example\r\n"
+                            "Connection: close\r\n\r\n".encode())
+        wait_for(lambda: "GET /c1-check" in run.text(), 60, "the C1 request's terminal line")
+        check("GET /c1-check\\u009b31m\\u202e " in run.text(),
+              f"the terminal line does not escape U+009B and U+202E:\n{run.text()}")
+        check("\u009b" not in run.text() and "\u202e" not in run.text(),
+              f"the terminal got a raw U+009B or U+202E:\n{run.text()!r}")
     finally:
         leftovers = run.stop()
     check(not leftovers, f"processes left after SIGINT: {leftovers}")

@@ -259,5 +259,18 @@ TEST(AsciiLowercase, LowersAsciiLettersOnly) {
   EXPECT_EQ(asciiLowercase(""), "");
 }
 
+TEST(TerminalSafe, EscapesWhatTerminalsObey) {
+  // ESC, CSI as one C1 character (U+009B), DEL, a right-to-left override
+  // (U+202E) and a first strong isolate (U+2068), between plain text.
+  EXPECT_EQ(terminalSafe("GET /a\x1b[2J\xc2\x9b" "31m\x7f\xe2\x80\xae" "b\xe2\x81\xa8!\t"),
+            "GET /a\\u001b[2J\\u009b31m\\u007f\\u202eb\\u2068!\\u0009");
+  // Letters next to those ranges stay: U+00A0, U+00E9, U+2029 and U+206A.
+  const std::string letters = "\xc2\xa0\xc3\xa9\xe2\x80\xa9\xe2\x81\xaa caf\xc3\xa9";
+  EXPECT_EQ(terminalSafe(letters), letters);
+  // A cut-off sequence at the end stays as it is.
+  EXPECT_EQ(terminalSafe("x\xc2"), "x\xc2");
+  EXPECT_EQ(terminalSafe("x\xe2\x80"), "x\xe2\x80");
+}
+
 }  // namespace
 }  // namespace webtrap
