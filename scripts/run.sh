@@ -6,6 +6,8 @@
 # --skip-build runs the existing build/webtrap without building it again
 # (scripts/record-demo.sh uses it). The package check always runs, and it
 # calls apt-get only when a package is missing.
+# --jobs=N builds with at most N compiler processes, where ninja's default
+# runs more than one per CPU, to leave CPUs to other work on a shared machine.
 # --dashboard also serves the collector's dashboard on its admin listener,
 # with an admin token generated at the first such run and kept in
 # var/collector/admin.token, and prints the dashboard's URL and the token.
@@ -17,11 +19,25 @@ cd "$(dirname "$0")/.."
 
 skip_build=false
 dashboard=false
+build_jobs=()
 for option in "$@"; do
   case $option in
     --skip-build) skip_build=true ;;
     --dashboard) dashboard=true ;;
-    *) echo "run.sh: unknown option $option; the options are --skip-build and --dashboard" >&2; exit 2 ;;
+    --jobs=*)
+      jobs=${option#--jobs=}
+      if [[ ! $jobs =~ ^[1-9][0-9]*$ ]]; then
+        echo "run.sh: invalid --jobs value \"$jobs\"; give a whole number of at least 1," \
+          "for example --jobs=1" >&2
+        exit 2
+      fi
+      build_jobs=(-j "$jobs")
+      ;;
+    *)
+      echo "run.sh: unknown option $option; the options are --skip-build, --jobs=N and" \
+        "--dashboard" >&2
+      exit 2
+      ;;
   esac
 done
 
@@ -45,7 +61,7 @@ if $skip_build; then
   echo "run.sh: --skip-build: using the existing build/webtrap," \
     "built $(date -u -r build/webtrap '+%Y-%m-%d %H:%M UTC')"
 else
-  ./scripts/build.sh webtrap
+  ./scripts/build.sh "${build_jobs[@]}" webtrap
 fi
 
 mkdir -p var/spool var/state var/collector var/log

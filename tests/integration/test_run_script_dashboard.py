@@ -216,6 +216,17 @@ def run_to_end(script, folder, *options):
     return result.returncode, result.stdout.decode(errors="replace")
 
 
+def check_bad_jobs_rejected(script, folder):
+    """An invalid --jobs value stops run.sh before it builds or starts anything."""
+    for value in ("0", "two", ""):
+        status, output = run_to_end(script, folder, f"--jobs={value}")
+        check(status == 2, f"run.sh --jobs={value} exited with {status}, expected 2:\n{output}")
+        check(f'invalid --jobs value "{value}"' in output and "--jobs=1" in output,
+              f"run.sh --jobs={value} does not name the value and the fix:\n{output}")
+        check("webtrap: a probe and a collector are running" not in output,
+              f"run.sh --jobs={value} started the probe and collector:\n{output}")
+
+
 def check_second_run_rejected(script, folder):
     """A run in a folder where another one is going stops before it changes anything."""
     status, output = run_to_end(script, folder, "--dashboard")
@@ -369,6 +380,7 @@ def main():
                   "run.sh did not say that it set the token file of mode 0644 to 0600")
             check_bad_token_file(script, folder)
             check_probe_port_in_use(script, folder, http_port)
+            check_bad_jobs_rejected(script, folder)
         except AssertionError:
             print(log_tails(folder), file=sys.stderr)
             raise
@@ -377,7 +389,7 @@ def main():
             shutil.rmtree(folder, ignore_errors=True)
     print("run.sh: default run without a dashboard, --dashboard with URL, token, login and a "
           "shipped record, a rejected second run, the same token on the next run, a bad token "
-          "file, a probe port in use, and the stop all passed")
+          "file, a probe port in use, invalid --jobs values, and the stop all passed")
     return 0
 
 
