@@ -62,12 +62,12 @@ struct Ingest::Prepared {
   std::vector<NewEvent> events;
   std::vector<DeadLetter> rejected;
   std::size_t received = 0;
-  // The batch text when its request body may be stored in place of each
-  // document's event.original; empty otherwise. `whole_batch` turns false
-  // at the first line whose original is not the line as received.
-  std::string_view batch_text;
+  // True when the request body may be stored in place of each document's
+  // event.original. `whole_batch` turns false at the first line whose
+  // original is not the line as received.
+  bool by_reference = false;
   bool whole_batch = true;
-  std::size_t line_bytes = 0;  // bytes of the record lines in batch_text
+  std::size_t line_bytes = 0;  // bytes of the record lines of the batch
 };
 
 namespace {
@@ -201,7 +201,7 @@ void Ingest::prepareRecord(const AuditRecord& record, const IngestSource& source
   }
   // The decoder may have changed the text (invalid UTF-8 replaced, card
   // numbers masked); then the document keeps its own original.
-  if (!prepared.batch_text.empty() && prepared.whole_batch && record.original == line) {
+  if (prepared.by_reference && prepared.whole_batch && record.original == line) {
     std::size_t original_at = 0;
     event.document =
         buildEcsDocument(record, geo, facts, now_ms, behaviour_tags, verdicts, &original_at);
@@ -280,9 +280,7 @@ IngestResult Ingest::ingestLines(std::string_view ndjson, const IngestSource& so
                                  std::string_view gzip) {
   std::int64_t now_ms = nowMilliseconds();
   Prepared prepared;
-  if (!gzip.empty()) {
-    prepared.batch_text = ndjson;
-  }
+  prepared.by_reference = !gzip.empty() && !ndjson.empty();
   forEachRecordLine(ndjson, [&](std::string_view line) {
     // The next lines of the batch follow this one in memory, so the
     // decoder can parse most lines in place.
@@ -290,7 +288,7 @@ IngestResult Ingest::ingestLines(std::string_view ndjson, const IngestSource& so
     std::size_t readable_after = ndjson.size() - line_offset - line.size();
     prepareOne(line, readable_after, line_offset, source, now_ms, prepared);
   });
-  if (prepared.batch_text.empty()) {
+  if (!prepared.by_reference) {
     return commit(prepared, source, now_ms);
   }
   if (prepared.whole_batch &&

@@ -111,7 +111,7 @@ class Ingest {
   // `readable_after`: bytes after `json` that the decoder may read (see
   // DecodeOptions::readable_after).
   // `line_offset`: where `json` starts in the batch text, when the batch
-  // may be stored by reference (Prepared::batch_text is set).
+  // may be stored by reference (Prepared::by_reference is set).
   void prepareOne(std::string_view json, std::size_t readable_after, std::size_t line_offset,
                   const IngestSource& source, std::int64_t now_ms, Prepared& prepared);
   void prepareRecord(const AuditRecord& record, const IngestSource& source, std::int64_t now_ms,
