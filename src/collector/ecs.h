@@ -55,5 +55,8 @@ std::string buildEcsDocument(const AuditRecord& record, const GeoFacts& geo,
 // back at `original_at`. The result is byte for byte the full document.
 void spliceOriginal(std::string& out, std::string_view stripped, std::size_t original_at,
                     std::string_view original);
+// An upper bound, for reserving, of the bytes spliceOriginal() appends for a
+// JSON record as original (escaping anything else may need more).
+std::size_t splicedBytes(std::size_t stripped_bytes, std::size_t original_bytes);
 
 }  // namespace webtrap::collector

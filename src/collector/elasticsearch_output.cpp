@@ -277,7 +277,7 @@ void ElasticsearchOutput::appendBulkItem(std::string& body, const StoredEvent& e
   }
   appendJsonEscaped(body, event.event_id);
   body += "\"}}\n";
-  body += event.document;
+  appendWholeDocument(body, event);
   body += '\n';
 }
 
@@ -293,7 +293,8 @@ std::vector<ItemResult> ElasticsearchOutput::send(std::span<const StoredEvent> b
     const StoredEvent& event = batch[i];
     // A raw newline would split the document across NDJSON lines, and an
     // empty document is not JSON: Elasticsearch would reject the whole
-    // request, so these are rejected here.
+    // request, so these are rejected here. An original kept apart is
+    // escaped as it goes into the body, so only the stored part is searched.
     if (event.document.empty() || event.document.find('\n') != std::string::npos) {
       results[i] = {Delivery::kRejected,
                     event.document.empty()
@@ -302,7 +303,7 @@ std::vector<ItemResult> ElasticsearchOutput::send(std::span<const StoredEvent> b
                           "which NDJSON cannot carry"};
       continue;
     }
-    const std::size_t bytes = event.document.size() + event.event_id.size() + kActionOverhead + 64;
+    const std::size_t bytes = wholeDocumentBytes(event) + event.event_id.size() + kActionOverhead + 64;
     sendable.push_back(i);
     item_bytes.push_back(bytes);
     total_bytes += bytes;
@@ -389,7 +390,7 @@ std::vector<ItemResult> ElasticsearchOutput::sendRequest(
   body.clear();
   std::size_t reserve = 0;
   for (const StoredEvent* event : events) {
-    reserve += event->document.size() + event->event_id.size() + kActionOverhead + 64;
+    reserve += wholeDocumentBytes(*event) + event->event_id.size() + kActionOverhead + 64;
   }
   body.reserve(reserve);
   for (const StoredEvent* event : events) {

@@ -121,6 +121,8 @@ class ElasticsearchOutput : public Output {
   std::string_view name() const override { return "elasticsearch"; }
 
   std::vector<ItemResult> send(std::span<const StoredEvent> batch) override;
+  // Each original goes from its batch straight into the _bulk body.
+  OriginalForm originalForm() const override { return OriginalForm::kApart; }
 
   // The index or data stream an event goes to.
   std::string targetFor(const StoredEvent& event) const;

@@ -175,7 +175,8 @@ void OutputRunner::run() {
     const std::int64_t from = cursor();
     std::vector<StoredEvent>& batch = batch_;
     try {
-      store_.readAfter(from, options_.batch_max_events, options_.batch_max_bytes, batch);
+      store_.readAfter(from, options_.batch_max_events, options_.batch_max_bytes, batch,
+                       output_->originalForm());
     } catch (const std::exception& e) {
       logRetry(fmt::format("output {}: reading the store after seq {} failed: {}; retrying", name_,
                            from, e.what()));
@@ -246,7 +247,7 @@ bool OutputRunner::deadLetterDamaged(const std::vector<StoredEvent>& batch) {
     }
     letters.push_back(DeadLetter{0, name_, event.event_id,
                                  "the event's original record is lost: " + event.damage,
-                                 event.document, nowMs()});
+                                 wholeDocument(event), nowMs()});
   }
   const std::int64_t first = batch.front().seq;
   const std::int64_t last = batch[letters.size() - 1].seq;
@@ -327,7 +328,7 @@ void OutputRunner::sendBatch(std::vector<StoredEvent>& batch) {
           break;
         case Delivery::kRejected:
           letters.push_back(
-              DeadLetter{0, name_, event.event_id, result.reason, event.document, nowMs()});
+              DeadLetter{0, name_, event.event_id, result.reason, wholeDocument(event), nowMs()});
           rejected.push_back(i);
           break;
         case Delivery::kRetry:

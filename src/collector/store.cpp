@@ -452,16 +452,18 @@ struct Store::Impl {
   // Returns false when the checkpoint failed or gave up (SQLITE_BUSY).
   bool checkpoint(int mode);
   void writeDeadLetter(const DeadLetter& letter);
-  // Sets `document` to the whole document of an event read with the columns
+  // Sets `event.document` to the whole document of an event read with the columns
   // original_batch, original_offset, original_length and original_at at
   // `column` to column + 3 and the stored document at `document_column`.
   // `batch` keeps the batch last used by this read, so that consecutive
   // events of one batch look it up once. When the batch is missing or
   // damaged, `damage` gets the reason and `document` the stored document,
   // which lacks event.original; otherwise `damage` is cleared.
+  // With OriginalForm::kApart, `event.document` gets the stored document
+  // and the original stays apart in `event` (StoredEvent::original_at).
   void readDocument(Connection& reader, sqlite3_stmt* stmt, int document_column, int column,
-                    std::int64_t seq, std::string& document, std::string& damage,
-                    CachedBatch& batch) const;
+                    StoredEvent& event, CachedBatch& batch,
+                    OriginalForm form = OriginalForm::kWhole) const;
   // Returns the inflated text of the batch whose first event is `first_seq`,
   // or nullptr with the reason in `damage` when the batch is missing or
   // does not inflate to its size.
@@ -1096,9 +1098,15 @@ std::shared_ptr<const std::string> Store::Impl::originalBatchText(Connection& re
 }
 
 void Store::Impl::readDocument(Connection& reader, sqlite3_stmt* stmt, int document_column,
-                               int column, std::int64_t seq, std::string& document,
-                               std::string& damage, CachedBatch& batch) const {
+                               int column, StoredEvent& event, CachedBatch& batch,
+                               OriginalForm form) const {
+  std::string& document = event.document;
+  std::string& damage = event.damage;
+  const std::int64_t seq = event.seq;
   damage.clear();
+  event.original_at = std::string::npos;
+  event.original = {};
+  event.original_text.reset();
   if (sqlite3_column_type(stmt, column) == SQLITE_NULL) {
     assignColumnText(stmt, document_column, document);
     return;
@@ -1132,8 +1140,16 @@ void Store::Impl::readDocument(Connection& reader, sqlite3_stmt* stmt, int docum
     document.assign(stripped);
     return;
   }
+  std::string_view original = std::string_view(text).substr(offset, length);
+  if (form == OriginalForm::kApart) {
+    document.assign(stripped);
+    event.original_at = at;
+    event.original = original;
+    event.original_text = batch.text;
+    return;
+  }
   document.clear();
-  spliceOriginal(document, stripped, at, std::string_view(text).substr(offset, length));
+  spliceOriginal(document, stripped, at, original);
 }
 
 InsertSummary Store::insert(std::span<const NewEvent> events) {
@@ -1203,7 +1219,7 @@ std::vector<StoredEvent> Store::readAfter(std::int64_t after_seq, std::size_t ma
 }
 
 void Store::readAfter(std::int64_t after_seq, std::size_t max_count, std::size_t max_bytes,
-                      std::vector<StoredEvent>& events) const {
+                      std::vector<StoredEvent>& events, OriginalForm form) const {
   std::size_t count = 0;
   if (max_count == 0) {
     events.clear();
@@ -1236,12 +1252,13 @@ void Store::readAfter(std::int64_t after_seq, std::size_t max_count, std::size_t
     assignColumnText(stmt, 1, event.event_id);
     event.timestamp_ms = sqlite3_column_int64(stmt, 2);
     assignColumnText(stmt, 3, event.sensor_id);
-    impl_->readDocument(*reader, stmt, 5, 6, event.seq, event.document, event.damage, batch);
-    if (count > 1 && bytes + event.document.size() > max_bytes) {
+    impl_->readDocument(*reader, stmt, 5, 6, event, batch, form);
+    const std::size_t document_bytes = wholeDocumentBytes(event);
+    if (count > 1 && bytes + document_bytes > max_bytes) {
       --count;
       break;
     }
-    bytes += event.document.size();
+    bytes += document_bytes;
   }
   // Entries past `count` are destroyed, so only the entries in use keep
   // their capacity for the next call.
@@ -1266,7 +1283,7 @@ std::optional<StoredEvent> Store::findEvent(std::string_view event_id) const {
   event.timestamp_ms = sqlite3_column_int64(stmt, 2);
   event.sensor_id = columnText(stmt, 3);
   Impl::CachedBatch batch;
-  impl_->readDocument(*reader, stmt, 4, 5, event.seq, event.document, event.damage, batch);
+  impl_->readDocument(*reader, stmt, 4, 5, event, batch);
   return event;
 }
 

@@ -142,8 +142,12 @@ class Store {
   // The same, into `events`, whose strings keep their capacity from the
   // last call, so a reader that passes the same vector each time allocates
   // nothing once the documents stop growing.
+  // With OriginalForm::kApart, originals kept in probe batches stay apart
+  // from their documents (StoredEvent::original_at), and the byte budget
+  // counts them at wholeDocumentBytes().
   void readAfter(std::int64_t after_seq, std::size_t max_count, std::size_t max_bytes,
-                 std::vector<StoredEvent>& events) const;
+                 std::vector<StoredEvent>& events,
+                 OriginalForm form = OriginalForm::kWhole) const;
 
   std::int64_t lastSeq() const;
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -23,7 +24,29 @@ struct StoredEvent {
   // Empty, or why `document` lacks event.original: the batch that keeps it
   // is missing or damaged. The output runner dead-letters such an event.
   std::string damage;
+  // Set only by a read that asks for originals apart (OriginalForm::kApart):
+  // `document` then lacks event.original, which goes back in at this
+  // offset from `original`, a view into `original_text`. npos: `document`
+  // is whole. appendWholeDocument() writes the document either way.
+  std::size_t original_at = std::string::npos;
+  std::string_view original;
+  std::shared_ptr<const std::string> original_text;
 };
+
+// How Store::readAfter hands out originals kept in a probe batch.
+enum class OriginalForm {
+  kWhole,  // put back into each document
+  kApart,  // left apart (StoredEvent::original), for an output that writes
+           // the document straight into its request and so saves a copy
+};
+
+// Appends the event's whole document, with event.original, to `out`.
+void appendWholeDocument(std::string& out, const StoredEvent& event);
+// The event's whole document.
+std::string wholeDocument(const StoredEvent& event);
+// About the bytes appendWholeDocument() adds: exact for a whole document,
+// an estimate from the original's size otherwise.
+std::size_t wholeDocumentBytes(const StoredEvent& event);
 
 // A new event on its way into the store.
 struct NewEvent {
@@ -79,6 +102,9 @@ class Output {
   // Sends `batch` and returns one result per event, in order. Throws
   // TransientError when nothing in the batch can be judged.
   virtual std::vector<ItemResult> send(std::span<const StoredEvent> batch) = 0;
+  // How send() wants originals kept in probe batches. An output that
+  // answers kApart must write each document with appendWholeDocument().
+  virtual OriginalForm originalForm() const { return OriginalForm::kWhole; }
   // Called when the runner stops, so buffered data reaches its target.
   virtual void flush() {}
 };

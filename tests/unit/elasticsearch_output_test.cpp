@@ -291,6 +291,37 @@ TEST(ElasticsearchOutput, RawNewlineRejectedLocally) {
   EXPECT_EQ(control.stat("/items"), 2);
 }
 
+TEST(ElasticsearchOutput, OriginalApartIndexedWhole) {
+  DoubleProcess double_process;
+  DoubleControl control(double_process);
+  MetricsRegistry metrics;
+  ElasticsearchOutput output(optionsFor(double_process), metrics);
+  EXPECT_EQ(output.originalForm(), OriginalForm::kApart);
+  auto text = std::make_shared<const std::string>(
+      "{\"first\":1}\n{\"q\":\"x\\\"y\",\"n\":1}\n");
+  std::vector<StoredEvent> events = makeEvents(3);
+  for (int i : {1, 2}) {
+    StoredEvent& event = events[i];
+    event.original_text = text;
+    event.original = std::string_view(*text).substr(12, text->size() - 13);
+    event.original_at = event.document.find(R"("},"source")") + 1;
+  }
+  // Only the stored part is searched for raw newlines.
+  events[2].document.insert(events[2].document.size() - 1, ",\n\"a\":1");
+
+  auto results = output.send(events);
+
+  EXPECT_EQ(results[0].delivery, Delivery::kDelivered);
+  EXPECT_EQ(results[1].delivery, Delivery::kDelivered);
+  EXPECT_EQ(results[2].delivery, Delivery::kRejected);
+  EXPECT_NE(results[2].reason.find("raw newline"), std::string::npos) << results[2].reason;
+  auto doc = control.get("/logs-webtrap-default/_doc/evt-00002");
+  EXPECT_EQ(doc.status, 200);
+  EXPECT_NE(doc.body.find(R"("event":{"id":"evt-00002","original":"{\"q\":\"x\\\"y\",\"n\":1}"})"),
+            std::string::npos)
+      << doc.body;
+}
+
 TEST(ElasticsearchOutput, SlowResponseWithinTimeout) {
   DoubleProcess double_process;
   DoubleControl control(double_process);

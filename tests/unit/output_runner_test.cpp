@@ -54,6 +54,9 @@ class FakeOutput : public Output {
 
   void flush() override { flushed_ = true; }
 
+  OriginalForm originalForm() const override { return form_; }
+  void setOriginalForm(OriginalForm form) { form_ = form; }
+
   std::vector<std::vector<std::int64_t>> calls() const {
     std::lock_guard lock(mutex_);
     return calls_;
@@ -67,6 +70,7 @@ class FakeOutput : public Output {
  private:
   std::string name_;
   Handler handler_;
+  OriginalForm form_ = OriginalForm::kWhole;
   mutable std::mutex mutex_;
   std::vector<std::vector<std::int64_t>> calls_;
   std::vector<Clock::time_point> call_times_;
@@ -250,6 +254,46 @@ TEST_F(OutputRunnerTest, DamagedBatchDeadLettersOnlyItsEvents) {
   EXPECT_NE(letter.reason.find("batch 4"), std::string::npos) << letter.reason;
   EXPECT_EQ(counter("webtrap_collector_output_dead_lettered_total", "fake"), 3u);
   EXPECT_EQ(counter("webtrap_collector_output_delivered_total", "fake"), 6u);
+}
+
+TEST_F(OutputRunnerTest, OriginalsApartDeadLetterWhole) {
+  insertBatch(*store_, "p", 3);
+  std::mutex mutex;
+  std::vector<std::string> stripped;
+  std::vector<std::string> whole;
+  auto output = std::make_unique<FakeOutput>("fake", [&](auto batch, int) {
+    std::lock_guard lock(mutex);
+    std::vector<ItemResult> results(batch.size());
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      stripped.push_back(batch[i].document);
+      whole.push_back(wholeDocument(batch[i]));
+      if (batch[i].event_id == "p1") {
+        results[i] = {Delivery::kRejected, "mapping error"};
+      }
+    }
+    return results;
+  });
+  output->setOriginalForm(OriginalForm::kApart);
+  OutputRunner runner(*store_, std::move(output), runner_options_, metrics_);
+  runner.start();
+  ASSERT_TRUE(waitUntil([&] { return runner.cursor() == 3; }));
+  runner.stop();
+
+  std::vector<std::string> expected_stripped;
+  std::vector<std::string> expected_whole;
+  for (int i = 0; i < 3; ++i) {
+    const std::string id = "p" + std::to_string(i);
+    expected_stripped.push_back("{\"id\":\"" + id + "\"}");
+    expected_whole.push_back("{\"id\":\"" + id + "\",\"original\":\"{\\\"n\\\":" +
+                             std::to_string(i) + "}\"}");
+  }
+  EXPECT_EQ(stripped, expected_stripped);
+  EXPECT_EQ(whole, expected_whole);
+  // The dead-letter store keeps the whole document, original included.
+  ASSERT_EQ(store_->deadLetterCount(), 1u);
+  DeadLetter letter = store_->deadLetters(1).back();
+  EXPECT_EQ(letter.event_id, "p1");
+  EXPECT_EQ(letter.payload, expected_whole[1]);
 }
 
 TEST_F(OutputRunnerTest, TransientErrorBacksOffAndResends) {

@@ -867,6 +867,43 @@ TEST_F(StoreTest, BatchOriginalsPutBackOnRead) {
   EXPECT_EQ(store.eventCount(), 4u);
 }
 
+TEST_F(StoreTest, BatchOriginalsApartOnRequest) {
+  Store store(options_);
+  const std::string text = "{\"a\":1}\n{\"b\":\"\\\"q\\\"\"}\n";
+  const std::string gzip = gzipCompress(text, 6);
+  const OriginalBatch batch{gzip, text.size()};
+  std::vector<NewEvent> events = {referencedEvent("r0", text, 0), makeEvent("inline"),
+                                  referencedEvent("r1", text, 1)};
+  store.insert(events, {}, nullptr, &batch);
+
+  const auto whole = store.readAfter(0, 100, 1 << 20);
+  std::vector<StoredEvent> apart;
+  store.readAfter(0, 100, 1 << 20, apart, OriginalForm::kApart);
+  ASSERT_EQ(whole.size(), 3u);
+  ASSERT_EQ(apart.size(), 3u);
+  EXPECT_EQ(apart[0].document, events[0].document);
+  EXPECT_EQ(apart[0].original, "{\"a\":1}");
+  EXPECT_EQ(apart[0].original_at, events[0].original_at);
+  EXPECT_EQ(apart[1].original_at, std::string::npos);
+  EXPECT_EQ(apart[2].original, "{\"b\":\"\\\"q\\\"\"}");
+  for (std::size_t i = 0; i < whole.size(); ++i) {
+    EXPECT_EQ(wholeDocument(apart[i]), whole[i].document) << i;
+    EXPECT_EQ(whole[i].original_at, std::string::npos) << i;
+    std::string appended = "x";
+    appendWholeDocument(appended, apart[i]);
+    EXPECT_EQ(appended, "x" + whole[i].document) << i;
+  }
+
+  // Reading into the same vector again, whole, clears what was kept apart.
+  store.readAfter(0, 100, 1 << 20, apart);
+  ASSERT_EQ(apart.size(), 3u);
+  for (std::size_t i = 0; i < whole.size(); ++i) {
+    EXPECT_EQ(apart[i].document, whole[i].document) << i;
+    EXPECT_EQ(apart[i].original_at, std::string::npos) << i;
+    EXPECT_EQ(apart[i].original_text, nullptr) << i;
+  }
+}
+
 TEST_F(StoreTest, ManyBatchesReadFromSeveralThreads) {
   // More batches than the store keeps inflated, read in an order that
   // jumps between them, from two threads at once.
