@@ -12,6 +12,8 @@ const char* toString(InspectionStatus status) {
       return "shed";
     case InspectionStatus::kFailed:
       return "failed";
+    case InspectionStatus::kInterrupted:
+      return "interrupted";
   }
   return "unknown";
 }

@@ -30,6 +30,9 @@ enum class InspectionStatus {
   kCached,    // the same inspected bytes were seen before; matches copied
   kShed,      // the queue was full, so the request was recorded uninspected
   kFailed,    // libmodsecurity returned an error, named in `error`
+  // Recorded uninspected from the inspection journal at the start after the
+  // probe was killed (SIGKILL, a crash) while the request was queued.
+  kInterrupted,
 };
 
 const char* toString(InspectionStatus status);

@@ -1,0 +1,697 @@
+#include "probe/journal.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <condition_variable>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <zlib.h>
+
+#include "common/error.h"
+#include "common/file_io.h"
+#include "common/log_throttle.h"
+
+namespace webtrap::probe {
+
+namespace {
+
+constexpr std::string_view kJournalFolder = "inspection-journal";
+constexpr std::string_view kJournalSuffix = ".journal";
+constexpr int kJournalDigits = 12;
+constexpr int kMaxCreateAttempts = 1000;
+
+// "E " or "D ", 8 hex digits of CRC, a space.
+constexpr std::size_t kHeaderSize = 11;
+
+// Damaged lines logged one by one in a recovery; the rest are only counted.
+constexpr std::uint64_t kDamagedLinesLogged = 10;
+
+std::uint64_t parseJournalFileName(std::string_view name) {
+  if (name.size() != kJournalDigits + kJournalSuffix.size() || !name.ends_with(kJournalSuffix)) {
+    return 0;
+  }
+  std::uint64_t number = 0;
+  auto [end, error] = std::from_chars(name.data(), name.data() + kJournalDigits, number);
+  if (error != std::errc() || end != name.data() + kJournalDigits) {
+    return 0;
+  }
+  return number;
+}
+
+std::uint32_t crcOf(std::string_view text, std::uint32_t crc = 0) {
+  return static_cast<std::uint32_t>(
+      crc32(crc, reinterpret_cast<const Bytef*>(text.data()), static_cast<uInt>(text.size())));
+}
+
+// Returns one journal line: kind, CRC of the payload, payload, newline.
+std::string makeLine(char kind, std::string_view first, std::string_view second) {
+  std::uint32_t crc = crcOf(first);
+  if (!second.empty()) {
+    crc = crcOf(" ", crc);
+    crc = crcOf(second, crc);
+  }
+  std::string line;
+  line.reserve(kHeaderSize + first.size() + 1 + second.size() + 1);
+  line += kind;
+  line += fmt::format(" {:08x} ", crc);
+  line += first;
+  if (!second.empty()) {
+    line += ' ';
+    line += second;
+  }
+  line += '\n';
+  return line;
+}
+
+struct ParsedLine {
+  char kind = 0;
+  std::string_view payload;
+};
+
+// Parses one line without its newline. Returns std::nullopt, with the
+// reason in `reason`, when the line is damaged.
+std::optional<ParsedLine> parseLine(std::string_view line, const char*& reason) {
+  if (line.size() < kHeaderSize + 1 || line[1] != ' ' || line[10] != ' ' ||
+      (line[0] != 'E' && line[0] != 'D')) {
+    reason = "not a journal line";
+    return std::nullopt;
+  }
+  std::uint32_t expected = 0;
+  auto [end, error] = std::from_chars(line.data() + 2, line.data() + 10, expected, 16);
+  if (error != std::errc() || end != line.data() + 10) {
+    reason = "invalid CRC field";
+    return std::nullopt;
+  }
+  ParsedLine parsed{line[0], line.substr(kHeaderSize)};
+  if (crcOf(parsed.payload) != expected) {
+    reason = "CRC mismatch";
+    return std::nullopt;
+  }
+  if (parsed.kind == 'E') {
+    std::size_t space = parsed.payload.find(' ');
+    if (space == 0 || space == std::string_view::npos || space + 1 == parsed.payload.size()) {
+      reason = "entry without an event id and a record";
+      return std::nullopt;
+    }
+  }
+  return parsed;
+}
+
+// Reads a whole file. Returns false, with errno set, when it cannot be read.
+bool readFile(const std::filesystem::path& path, std::string& content) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return false;
+  }
+  content.clear();
+  char buffer[64 * 1024];
+  while (true) {
+    ssize_t got = ::read(fd, buffer, sizeof buffer);
+    if (got < 0 && errno == EINTR) {
+      continue;
+    }
+    if (got < 0) {
+      int error = errno;
+      ::close(fd);
+      errno = error;
+      return false;
+    }
+    if (got == 0) {
+      break;
+    }
+    content.append(buffer, static_cast<std::size_t>(got));
+  }
+  ::close(fd);
+  return true;
+}
+
+// Calls `visit(offset, line, whole)` for each line of `content`, without its
+// newline. A last line without a newline is passed with `whole` false.
+template <typename Visit>
+void forEachLine(std::string_view content, Visit visit) {
+  std::size_t start = 0;
+  while (start < content.size()) {
+    std::size_t end = content.find('\n', start);
+    if (end == std::string_view::npos) {
+      visit(start, content.substr(start), false);
+      return;
+    }
+    visit(start, content.substr(start, end - start), true);
+    start = end + 1;
+  }
+}
+
+struct FileHandle {
+  int fd = -1;
+  explicit FileHandle(int descriptor) : fd(descriptor) {}
+  ~FileHandle() {
+    if (fd >= 0) {
+      ::close(fd);
+    }
+  }
+  FileHandle(const FileHandle&) = delete;
+  FileHandle& operator=(const FileHandle&) = delete;
+};
+
+struct JournalFile {
+  std::uint64_t bytes = 0;
+  std::uint64_t pending = 0;  // entries not yet marked done
+};
+
+Counter& recoveredCounter(MetricsRegistry& metrics) {
+  return metrics.counter("webtrap_journal_records_recovered_total",
+                         "Records appended to the spool from the inspection journal at start.");
+}
+
+Counter& damagedCounter(MetricsRegistry& metrics) {
+  return metrics.counter("webtrap_journal_lines_damaged_total",
+                         "Damaged inspection journal lines skipped at start.");
+}
+
+std::vector<std::uint64_t> listJournalFiles(const std::filesystem::path& dir) {
+  std::vector<std::uint64_t> numbers;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    std::uint64_t number = parseJournalFileName(entry.path().filename().native());
+    if (number != 0 && entry.is_regular_file(error)) {
+      numbers.push_back(number);
+    }
+  }
+  if (error) {
+    throw ConfigError(fmt::format("inspection journal folder '{}' cannot be listed: {}; make it "
+                                  "readable or move it away",
+                                  dir.string(), error.message()));
+  }
+  std::sort(numbers.begin(), numbers.end());
+  return numbers;
+}
+
+}  // namespace
+
+std::filesystem::path journalDirectory(const std::filesystem::path& spool_dir) {
+  return spool_dir / kJournalFolder;
+}
+
+std::string journalFileName(std::uint64_t number) {
+  return fmt::format("{:0{}}{}", number, kJournalDigits, kJournalSuffix);
+}
+
+JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
+                               MetricsRegistry& metrics) {
+  Counter& recovered_total = recoveredCounter(metrics);
+  Counter& damaged_total = damagedCounter(metrics);
+  JournalRecovery result;
+  std::error_code error;
+  if (!std::filesystem::exists(dir, error)) {
+    return result;
+  }
+  std::vector<std::uint64_t> numbers = listJournalFiles(dir);
+  if (numbers.empty()) {
+    return result;
+  }
+  spdlog::info("journal: recovering queued requests of the last run dir={} files={}",
+               dir.string(), numbers.size());
+
+  // Pass 1: the done ids. A done line always follows its entry, in the same
+  // file or a later one, so every file is read before any entry is replayed.
+  // Damaged lines are counted in pass 2.
+  std::unordered_set<std::string> done;
+  std::string content;
+  for (std::uint64_t number : numbers) {
+    if (!readFile(dir / journalFileName(number), content)) {
+      continue;
+    }
+    forEachLine(content, [&](std::size_t, std::string_view line, bool whole) {
+      const char* reason = nullptr;
+      std::optional<ParsedLine> parsed = whole ? parseLine(line, reason) : std::nullopt;
+      if (!parsed || parsed->kind != 'D') {
+        return;
+      }
+      std::string_view ids = parsed->payload;
+      while (!ids.empty()) {
+        std::size_t space = ids.find(' ');
+        done.emplace(ids.substr(0, space));
+        ids = space == std::string_view::npos ? std::string_view() : ids.substr(space + 1);
+      }
+    });
+  }
+
+  // Pass 2: every entry that no done line names goes to the spool.
+  std::vector<std::uint64_t> unreadable;
+  for (std::uint64_t number : numbers) {
+    std::filesystem::path path = dir / journalFileName(number);
+    if (!readFile(path, content)) {
+      int read_error = errno;
+      // NOTE: the file is kept, so the next start tries again, but its
+      // entries are not in this run's spool.
+      spdlog::error("journal: reading {} failed: {}; its queued requests are not recovered, "
+                    "and the file is kept for the next start",
+                    path.string(), std::strerror(read_error));
+      unreadable.push_back(number);
+      continue;
+    }
+    ++result.files;
+    forEachLine(content, [&](std::size_t offset, std::string_view line, bool whole) {
+      const char* reason = "line without its newline (the write was cut short)";
+      std::optional<ParsedLine> parsed = whole ? parseLine(line, reason) : std::nullopt;
+      if (!parsed) {
+        ++result.damaged;
+        damaged_total.inc();
+        if (result.damaged <= kDamagedLinesLogged) {
+          spdlog::warn("journal: skipping damaged line file={} offset={} bytes={} reason={}",
+                       path.string(), offset, line.size(), reason);
+        }
+        return;
+      }
+      if (parsed->kind != 'E') {
+        return;
+      }
+      ++result.entries;
+      std::size_t space = parsed->payload.find(' ');
+      std::string event_id(parsed->payload.substr(0, space));
+      if (done.contains(event_id)) {
+        return;
+      }
+      if (spool.append(parsed->payload.substr(space + 1)) == AppendResult::kWritten) {
+        ++result.recovered;
+        recovered_total.inc();
+      } else {
+        ++result.dropped;
+      }
+    });
+  }
+
+  // The recovered records must be on disk before their journal goes.
+  spool.flush();
+  for (std::uint64_t number : numbers) {
+    if (std::find(unreadable.begin(), unreadable.end(), number) != unreadable.end()) {
+      continue;
+    }
+    std::filesystem::path path = dir / journalFileName(number);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      spdlog::error("journal: deleting {} failed: {}; the next start recovers its requests "
+                    "again, as duplicates",
+                    path.string(), std::strerror(errno));
+    }
+  }
+  syncFolder(dir);
+
+  if (result.damaged > kDamagedLinesLogged) {
+    spdlog::warn("journal: {} more damaged lines skipped without a log line",
+                 result.damaged - kDamagedLinesLogged);
+  }
+  auto log_level = result.dropped > 0 ? spdlog::level::warn : spdlog::level::info;
+  spdlog::log(log_level,
+              "journal: recovery done files={} entries={} recovered={} already_spooled={} "
+              "damaged_lines={} dropped_by_spool={}",
+              result.files, result.entries, result.recovered,
+              result.entries - result.recovered - result.dropped, result.damaged,
+              result.dropped);
+  return result;
+}
+
+struct InspectionJournal::Impl {
+  Impl(const JournalConfig& journal_config, Spool& journal_spool, MetricsRegistry& metrics);
+
+  std::uint64_t append(std::string_view event_id, std::string_view record);
+  void markDone(std::uint64_t ticket, std::string_view event_id);
+  void commit();
+  void close();
+  void stop();
+
+  bool openFile();
+  void closeFile();
+  bool writeLine(const std::string& line);
+  void writeDoneLocked(const std::string& ids);
+  std::vector<std::uint64_t> takeFinishedLocked();
+  void deleteFiles(const std::vector<std::uint64_t>& numbers);
+  void syncFile(const std::shared_ptr<FileHandle>& handle);
+  void countWriteError(int error, const char* operation);
+  void updateGauges();
+  void runSyncThread();
+
+  std::filesystem::path path(std::uint64_t number) const {
+    return config.dir / journalFileName(number);
+  }
+
+  JournalConfig config;
+  Spool& spool;
+
+  Counter& entries_total;
+  Counter& write_errors;
+  Gauge& bytes_gauge;
+  Gauge& pending_gauge;
+
+  mutable std::mutex mutex;
+  std::map<std::uint64_t, JournalFile> files;  // this run's files, oldest first
+  std::shared_ptr<FileHandle> file;            // the open file, the last in `files`
+  std::uint64_t current = 0;                   // its number, 0 when none is open
+  std::uint64_t next_number = 1;
+  std::uint64_t total_bytes = 0;
+  std::uint64_t total_pending = 0;
+  std::string done_ids;  // space-separated, not yet written
+  std::size_t done_count = 0;
+  LogThrottle error_log{std::chrono::seconds(10)};
+
+  bool dirty = false;
+  bool stopping = false;
+  std::condition_variable wake_sync;
+  std::thread sync_thread;
+};
+
+InspectionJournal::Impl::Impl(const JournalConfig& journal_config, Spool& journal_spool,
+                              MetricsRegistry& metrics)
+    : config(journal_config),
+      spool(journal_spool),
+      entries_total(metrics.counter("webtrap_journal_entries_total",
+                                    "Queued requests written to the inspection journal.")),
+      write_errors(metrics.counter(
+          "webtrap_journal_write_errors_total",
+          "Failed inspection journal writes; each leaves a queued request unprotected.")),
+      bytes_gauge(metrics.gauge("webtrap_journal_bytes", "Bytes in this run's journal files.")),
+      pending_gauge(metrics.gauge("webtrap_journal_pending",
+                                  "Journal entries whose record is not yet in the spool.")) {
+  // Register the recovery counters too, so /metrics shows them as 0.
+  recoveredCounter(metrics);
+  damagedCounter(metrics);
+  if (config.file_bytes == 0) {
+    throw ConfigError("inspection journal: file_bytes is 0; use a positive size");
+  }
+  if (config.fsync == FsyncPolicy::kInterval && config.fsync_interval_ms == 0) {
+    throw ConfigError(
+        "spool.fsync_interval is 0: set a positive interval or use spool.fsync: always");
+  }
+  std::error_code error;
+  std::filesystem::create_directories(config.dir, error);
+  if (error) {
+    throw ConfigError(fmt::format("inspection journal folder '{}' cannot be created: {}; make "
+                                  "spool.dir writable or set pipeline.journal: false",
+                                  config.dir.string(), error.message()));
+  }
+  // Files left by a recovery that could not delete them are kept for the
+  // next recovery. This run numbers its files after them.
+  std::vector<std::uint64_t> left = listJournalFiles(config.dir);
+  if (!left.empty()) {
+    next_number = left.back() + 1;
+  }
+  if (config.fsync != FsyncPolicy::kNever) {
+    sync_thread = std::thread([this] { runSyncThread(); });
+  }
+}
+
+bool InspectionJournal::Impl::openFile() {
+  for (int attempt = 0; attempt < kMaxCreateAttempts; ++attempt) {
+    std::uint64_t number = next_number++;
+    int fd = ::open(path(number).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC,
+                    0640);
+    if (fd < 0 && errno == EEXIST) {
+      continue;
+    }
+    if (fd < 0) {
+      return false;
+    }
+    file = std::make_shared<FileHandle>(fd);
+    current = number;
+    files[number] = JournalFile{};
+    if (config.fsync != FsyncPolicy::kNever) {
+      syncFolder(config.dir);
+    }
+    return true;
+  }
+  errno = EEXIST;
+  return false;
+}
+
+// Closes the open file, synced unless the policy is kNever. Its entries
+// stay pending in `files`.
+void InspectionJournal::Impl::closeFile() {
+  if (file && config.fsync != FsyncPolicy::kNever) {
+    syncFile(file);
+  }
+  file.reset();
+  current = 0;
+}
+
+bool InspectionJournal::Impl::writeLine(const std::string& line) {
+  JournalFile& target = files[current];
+  int error = writeAll(file->fd, line);
+  if (error == 0) {
+    target.bytes += line.size();
+    total_bytes += line.size();
+    if (config.fsync != FsyncPolicy::kNever) {
+      dirty = true;
+    }
+    return true;
+  }
+  // Cut a torn line back off, so the next line does not join it. When that
+  // fails, the file is closed: recovery then finds one damaged line at its
+  // end.
+  if (::ftruncate(file->fd, static_cast<off_t>(target.bytes)) != 0) {
+    struct stat info {};
+    if (::fstat(file->fd, &info) == 0 && static_cast<std::uint64_t>(info.st_size) > target.bytes) {
+      total_bytes += static_cast<std::uint64_t>(info.st_size) - target.bytes;
+      target.bytes = static_cast<std::uint64_t>(info.st_size);
+    }
+    closeFile();
+  }
+  errno = error;
+  return false;
+}
+
+void InspectionJournal::Impl::countWriteError(int error, const char* operation) {
+  write_errors.inc();
+  if (error_log.admit()) {
+    spdlog::error("journal: {} failed in {}: {}; queued requests are not protected against a "
+                  "kill until writes work again (lines left out of this log: {})",
+                  operation, config.dir.string(), std::strerror(error),
+                  error_log.takeSuppressed());
+  }
+}
+
+void InspectionJournal::Impl::updateGauges() {
+  bytes_gauge.set(static_cast<std::int64_t>(total_bytes));
+  pending_gauge.set(static_cast<std::int64_t>(total_pending));
+}
+
+std::uint64_t InspectionJournal::Impl::append(std::string_view event_id,
+                                              std::string_view record) {
+  std::string line = makeLine('E', event_id, record);
+  std::lock_guard lock(mutex);
+  if (file && files[current].bytes > 0 &&
+      files[current].bytes + line.size() > config.file_bytes) {
+    closeFile();
+  }
+  if (!file && !openFile()) {
+    countWriteError(errno, "file creation");
+    return 0;
+  }
+  if (!writeLine(line)) {
+    countWriteError(errno, "write");
+    updateGauges();
+    return 0;
+  }
+  std::uint64_t ticket = current;
+  files[ticket].pending += 1;
+  total_pending += 1;
+  entries_total.inc();
+  updateGauges();
+  return ticket;
+}
+
+// Removes from `files` the closed files that may go: every entry in them
+// and in every older file is done. Done lines name entries of the same or
+// an older file, so no file goes before the entries its done lines name.
+std::vector<std::uint64_t> InspectionJournal::Impl::takeFinishedLocked() {
+  std::vector<std::uint64_t> finished;
+  for (auto it = files.begin(); it != files.end();) {
+    if ((file && it->first == current) || it->second.pending > 0) {
+      break;
+    }
+    finished.push_back(it->first);
+    total_bytes -= std::min(total_bytes, it->second.bytes);
+    it = files.erase(it);
+  }
+  return finished;
+}
+
+void InspectionJournal::Impl::deleteFiles(const std::vector<std::uint64_t>& numbers) {
+  for (std::uint64_t number : numbers) {
+    if (::unlink(path(number).c_str()) != 0 && errno != ENOENT) {
+      countWriteError(errno, "deletion of a finished file");
+    }
+  }
+}
+
+void InspectionJournal::Impl::writeDoneLocked(const std::string& ids) {
+  if (ids.empty()) {
+    return;
+  }
+  if (!file && !openFile()) {
+    countWriteError(errno, "file creation");
+    return;
+  }
+  if (!writeLine(makeLine('D', ids, {}))) {
+    // Only duplicates follow: recovery appends these records again.
+    countWriteError(errno, "write of done ids");
+  }
+}
+
+void InspectionJournal::Impl::markDone(std::uint64_t ticket, std::string_view event_id) {
+  if (ticket == 0) {
+    return;
+  }
+  std::vector<std::uint64_t> finished;
+  {
+    std::lock_guard lock(mutex);
+    auto it = files.find(ticket);
+    if (it != files.end() && it->second.pending > 0) {
+      it->second.pending -= 1;
+      total_pending -= 1;
+    }
+    if (!done_ids.empty()) {
+      done_ids += ' ';
+    }
+    done_ids += event_id;
+    done_count += 1;
+    if (config.fsync == FsyncPolicy::kNever && (done_count >= kDoneBatch || total_pending == 0)) {
+      writeDoneLocked(done_ids);
+      done_ids.clear();
+      done_count = 0;
+      finished = takeFinishedLocked();
+    }
+    updateGauges();
+  }
+  deleteFiles(finished);
+}
+
+void InspectionJournal::Impl::commit() {
+  std::string ids;
+  std::vector<std::uint64_t> finished;
+  {
+    std::lock_guard lock(mutex);
+    ids.swap(done_ids);
+    done_count = 0;
+    finished = takeFinishedLocked();
+  }
+  // The records that `ids` name, and the entries of `finished`, were
+  // appended to the spool before this point, so this fsync covers them.
+  if (config.fsync != FsyncPolicy::kNever && (!ids.empty() || !finished.empty())) {
+    spool.flush();
+  }
+  std::shared_ptr<FileHandle> handle;
+  {
+    std::lock_guard lock(mutex);
+    writeDoneLocked(ids);
+    if (dirty) {
+      handle = file;
+      dirty = false;
+    }
+    updateGauges();
+  }
+  if (handle && config.fsync != FsyncPolicy::kNever) {
+    syncFile(handle);
+  }
+  deleteFiles(finished);
+}
+
+void InspectionJournal::Impl::close() {
+  commit();
+  std::vector<std::uint64_t> numbers;
+  {
+    std::lock_guard lock(mutex);
+    if (total_pending > 0) {
+      spdlog::warn("journal: closed with {} entries pending; the next start appends them to "
+                   "the spool",
+                   total_pending);
+      return;
+    }
+    file.reset();
+    current = 0;
+    for (const auto& [number, state] : files) {
+      numbers.push_back(number);
+    }
+    files.clear();
+    total_bytes = 0;
+    dirty = false;
+    updateGauges();
+  }
+  deleteFiles(numbers);
+  if (!numbers.empty() && config.fsync != FsyncPolicy::kNever) {
+    syncFolder(config.dir);
+  }
+}
+
+void InspectionJournal::Impl::syncFile(const std::shared_ptr<FileHandle>& handle) {
+  if (::fdatasync(handle->fd) != 0) {
+    countWriteError(errno, "fdatasync");
+  }
+}
+
+void InspectionJournal::Impl::runSyncThread() {
+  const auto interval = std::chrono::milliseconds(config.fsync_interval_ms);
+  std::unique_lock lock(mutex);
+  while (!stopping) {
+    wake_sync.wait_for(lock, interval, [this] { return stopping; });
+    if (stopping) {
+      break;
+    }
+    lock.unlock();
+    commit();
+    lock.lock();
+  }
+}
+
+void InspectionJournal::Impl::stop() {
+  {
+    std::lock_guard lock(mutex);
+    stopping = true;
+  }
+  wake_sync.notify_all();
+  if (sync_thread.joinable()) {
+    sync_thread.join();
+  }
+}
+
+InspectionJournal::InspectionJournal(const JournalConfig& config, Spool& spool,
+                                     MetricsRegistry& metrics)
+    : impl_(std::make_unique<Impl>(config, spool, metrics)) {}
+
+InspectionJournal::~InspectionJournal() {
+  impl_->stop();
+  impl_->close();
+}
+
+std::uint64_t InspectionJournal::append(std::string_view event_id, std::string_view record) {
+  return impl_->append(event_id, record);
+}
+
+void InspectionJournal::markDone(std::uint64_t ticket, std::string_view event_id) {
+  impl_->markDone(ticket, event_id);
+}
+
+void InspectionJournal::commit() { impl_->commit(); }
+
+void InspectionJournal::close() { impl_->close(); }
+
+std::uint64_t InspectionJournal::pendingEntries() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->total_pending;
+}
+
+}  // namespace webtrap::probe

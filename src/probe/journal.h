@@ -1,0 +1,128 @@
+// The inspection journal: a copy on disk of every request that waits in the
+// inspection queue, so that a probe killed with SIGKILL, or one that
+// crashes, loses none of them. The next start appends the copies whose
+// inspected record never reached the spool to the spool, with inspection
+// status "interrupted".
+//
+// Layout: the folder <spool.dir>/inspection-journal holds the files
+// 000000000001.journal, 000000000002.journal, ... (names sort in write
+// order). Each line is "<kind> <crc> <payload>\n", where <crc> is the CRC-32
+// (zlib) of <payload> in 8 lowercase hex digits, and <kind> is
+//   E  an entry. Payload "<event id> <record>": a queued request, written
+//      as the audit record the spool gets if the request is never inspected.
+//   D  done ids. Payload "<event id> <event id> ...": requests whose
+//      inspected record was appended to the spool.
+// A line without its newline, or whose CRC does not match, is damaged (the
+// process died during the write, or the disk lost a page). Recovery skips
+// it, logs it and counts it. A damaged D line can only cause duplicates.
+//
+// Bounds: a file is closed once it passes file_bytes, and deleted once
+// every entry in it and in every older file is done. So the journal holds
+// the queued requests plus at most one file of done entries.
+//
+// Durability: lines are written with write(2), so after a SIGKILL the page
+// cache keeps them. Under spool.fsync "never", done ids are written in
+// batches of kDoneBatch, and at once when no entry is pending. Under
+// "interval" and "always", a thread commits every fsync_interval: it fsyncs
+// the spool, then writes the done ids collected before that fsync, fsyncs
+// the journal and deletes the finished files. So a done id never reaches
+// the disk before the record it names. After a SIGKILL, recovery appends
+// again the records that were spooled but not yet committed as done (at
+// most one interval, or one batch, of them). The collector keeps one
+// document per event id, so these duplicates are harmless.
+//
+// Metrics: webtrap_journal_entries_total, webtrap_journal_records_recovered_total,
+// webtrap_journal_lines_damaged_total, webtrap_journal_write_errors_total,
+// webtrap_journal_bytes (gauge: bytes in the journal files) and
+// webtrap_journal_pending (gauge: entries whose record is not yet spooled).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string_view>
+
+#include "common/metrics.h"
+#include "probe/spool.h"
+
+namespace webtrap::probe {
+
+struct JournalConfig {
+  std::filesystem::path dir;               // the journal's own folder
+  std::uint64_t file_bytes = 8ull << 20;   // a file is closed past this size
+  FsyncPolicy fsync = FsyncPolicy::kInterval;  // the spool's policy
+  std::uint32_t fsync_interval_ms = 1000;
+};
+
+// Done ids buffered before one D line is written under FsyncPolicy::kNever.
+inline constexpr std::size_t kDoneBatch = 64;
+
+// Returns the journal folder of a spool folder: <spool_dir>/inspection-journal.
+std::filesystem::path journalDirectory(const std::filesystem::path& spool_dir);
+
+// Returns "000000000042.journal" for 42.
+std::string journalFileName(std::uint64_t number);
+
+// Counts of one recovery.
+struct JournalRecovery {
+  std::uint64_t files = 0;      // journal files read
+  std::uint64_t entries = 0;    // whole entry lines read
+  std::uint64_t recovered = 0;  // records appended to the spool
+  std::uint64_t dropped = 0;    // records the spool did not store (disk cap, write error)
+  std::uint64_t damaged = 0;    // damaged lines skipped
+};
+
+// Appends to `spool` the record of every entry in the journal files of
+// `dir` that no done line names, fsyncs the spool, then deletes the files.
+// Run it before the probe takes traffic and before an InspectionJournal
+// opens `dir`. A missing folder is an empty journal. Damaged lines are
+// skipped, logged and counted, never thrown. Throws ConfigError when the
+// folder exists but cannot be listed.
+JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
+                               MetricsRegistry& metrics);
+
+class InspectionJournal {
+ public:
+  // Creates the folder if needed. Run recoverJournal() on it first: files
+  // left in it are counted in webtrap_journal_bytes and deleted with the
+  // others once every entry is done. Throws ConfigError when the folder
+  // cannot be created, or when file_bytes or, under kInterval,
+  // fsync_interval_ms is 0.
+  InspectionJournal(const JournalConfig& config, Spool& spool, MetricsRegistry& metrics);
+
+  // Calls close().
+  ~InspectionJournal();
+
+  InspectionJournal(const InspectionJournal&) = delete;
+  InspectionJournal& operator=(const InspectionJournal&) = delete;
+
+  // Appends an entry for a request about to be queued, with `record` (one
+  // line of JSON) as its audit record. Returns the ticket to pass to
+  // markDone(), or 0 when the write failed. A failure is counted and logged,
+  // and the request is then not protected. Thread-safe.
+  std::uint64_t append(std::string_view event_id, std::string_view record);
+
+  // Notes that the record of the entry `ticket` is in the spool (or was
+  // dropped by it), so recovery must not append it. A ticket of 0 is
+  // ignored. Thread-safe.
+  void markDone(std::uint64_t ticket, std::string_view event_id);
+
+  // Writes the done ids collected so far and deletes finished files, after
+  // an fsync of the spool unless the policy is kNever.
+  void commit();
+
+  // Commits, then deletes every journal file when no entry is pending, so
+  // that a clean stop leaves nothing to recover. Entries still pending stay
+  // on disk for the next start, with a warning. Call it after the last
+  // markDone(). Later appends open a new file.
+  void close();
+
+  // Entries appended and not yet marked done.
+  std::uint64_t pendingEntries() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace webtrap::probe

@@ -1,0 +1,386 @@
+#include "probe/journal.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "probe/spool.h"
+
+namespace webtrap::probe {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A fresh spool folder per test, with the journal folder inside it.
+class JournalTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("webtrap-journal-test-" + std::to_string(::getpid()) + "-" +
+            testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    journal_dir_ = journalDirectory(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  SpoolConfig spoolConfig() const {
+    SpoolConfig config;
+    config.dir = dir_;
+    config.fsync = FsyncPolicy::kNever;
+    return config;
+  }
+
+  JournalConfig journalConfig(FsyncPolicy fsync = FsyncPolicy::kNever,
+                              std::uint64_t file_bytes = 1 << 20) const {
+    JournalConfig config;
+    config.dir = journal_dir_;
+    config.file_bytes = file_bytes;
+    config.fsync = fsync;
+    config.fsync_interval_ms = 3600 * 1000;  // tests commit by hand
+    return config;
+  }
+
+  // Runs `work` with a spool and a journal in a child process that then
+  // kills itself with SIGKILL, as the OOM killer would, so no destructor
+  // runs.
+  void runAndKill(const std::function<void(Spool&, InspectionJournal&)>& work,
+                  std::uint64_t file_bytes = 1 << 20) {
+    pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      MetricsRegistry metrics;
+      auto* spool = new Spool(spoolConfig(), metrics);
+      auto* journal =
+          new InspectionJournal(journalConfig(FsyncPolicy::kNever, file_bytes), *spool, metrics);
+      work(*spool, *journal);
+      ::kill(::getpid(), SIGKILL);
+      ::_exit(1);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFSIGNALED(status));
+    ASSERT_EQ(WTERMSIG(status), SIGKILL);
+  }
+
+  // Recovers the journal into the spool, as a new start does.
+  JournalRecovery recover(MetricsRegistry& metrics) {
+    Spool spool(spoolConfig(), metrics);
+    return recoverJournal(journal_dir_, spool, metrics);
+  }
+
+  // The records in the spool segments, in write order.
+  std::vector<std::string> spoolRecords() const {
+    std::vector<fs::path> segments;
+    for (const auto& entry : fs::directory_iterator(dir_)) {
+      if (entry.path().filename().native().starts_with("segment-")) {
+        segments.push_back(entry.path());
+      }
+    }
+    std::sort(segments.begin(), segments.end());
+    std::vector<std::string> records;
+    for (const auto& segment : segments) {
+      std::ifstream in(segment, std::ios::binary);
+      std::string line;
+      while (std::getline(in, line)) {
+        records.push_back(line);
+      }
+    }
+    return records;
+  }
+
+  std::vector<fs::path> journalFiles() const {
+    std::vector<fs::path> files;
+    if (!fs::exists(journal_dir_)) {
+      return files;
+    }
+    for (const auto& entry : fs::directory_iterator(journal_dir_)) {
+      files.push_back(entry.path());
+    }
+    std::sort(files.begin(), files.end());
+    return files;
+  }
+
+  std::uint64_t journalBytes() const {
+    std::uint64_t bytes = 0;
+    for (const auto& file : journalFiles()) {
+      bytes += fs::file_size(file);
+    }
+    return bytes;
+  }
+
+  static std::string readFile(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream content;
+    content << in.rdbuf();
+    return content.str();
+  }
+
+  static std::string record(int i) { return "{\"record\":" + std::to_string(i) + "}"; }
+  static std::string eventId(int i) { return "event-" + std::to_string(i); }
+
+  fs::path dir_;
+  fs::path journal_dir_;
+};
+
+TEST_F(JournalTest, RecoveryAppendsEntriesNotDone) {
+  runAndKill([](Spool& spool, InspectionJournal& journal) {
+    std::uint64_t tickets[3];
+    for (int i = 0; i < 3; ++i) {
+      tickets[i] = journal.append(eventId(i), record(i));
+    }
+    spool.append(record(0));
+    journal.markDone(tickets[0], eventId(0));
+    spool.append(record(2));
+    journal.markDone(tickets[2], eventId(2));
+    journal.commit();
+  });
+  ASSERT_FALSE(journalFiles().empty());
+  ASSERT_EQ(spoolRecords().size(), 2u);
+
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics);
+  EXPECT_EQ(result.entries, 3u);
+  EXPECT_EQ(result.recovered, 1u);
+  EXPECT_EQ(result.damaged, 0u);
+  EXPECT_EQ(spoolRecords(), (std::vector<std::string>{record(0), record(2), record(1)}));
+  EXPECT_EQ(metrics.counter("webtrap_journal_records_recovered_total", "").value(), 1u);
+  EXPECT_TRUE(journalFiles().empty());
+}
+
+TEST_F(JournalTest, DoneIdsNotCommittedAreReplayed) {
+  // Done ids wait for a batch, so after a kill their records come twice.
+  runAndKill([](Spool& spool, InspectionJournal& journal) {
+    std::uint64_t first = journal.append(eventId(0), record(0));
+    journal.append(eventId(1), record(1));
+    spool.append(record(0));
+    journal.markDone(first, eventId(0));
+  });
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics);
+  EXPECT_EQ(result.recovered, 2u);
+  EXPECT_EQ(spoolRecords(), (std::vector<std::string>{record(0), record(0), record(1)}));
+}
+
+TEST_F(JournalTest, FullDoneBatchIsWrittenWithoutCommit) {
+  const int total = static_cast<int>(kDoneBatch) + 6;
+  runAndKill([total](Spool&, InspectionJournal& journal) {
+    std::vector<std::uint64_t> tickets;
+    for (int i = 0; i < total; ++i) {
+      tickets.push_back(journal.append(eventId(i), record(i)));
+    }
+    for (int i = 0; i < static_cast<int>(kDoneBatch); ++i) {
+      journal.markDone(tickets[static_cast<std::size_t>(i)], eventId(i));
+    }
+  });
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics);
+  EXPECT_EQ(result.entries, static_cast<std::uint64_t>(total));
+  EXPECT_EQ(result.recovered, 6u);
+  std::vector<std::string> expected;
+  for (int i = static_cast<int>(kDoneBatch); i < total; ++i) {
+    expected.push_back(record(i));
+  }
+  EXPECT_EQ(spoolRecords(), expected);
+}
+
+TEST_F(JournalTest, DoneIdsWrittenWhenNothingPending) {
+  runAndKill([](Spool&, InspectionJournal& journal) {
+    std::uint64_t ticket = journal.append(eventId(0), record(0));
+    journal.markDone(ticket, eventId(0));
+  });
+  MetricsRegistry metrics;
+  EXPECT_EQ(recover(metrics).recovered, 0u);
+  EXPECT_TRUE(spoolRecords().empty());
+}
+
+TEST_F(JournalTest, TruncatedLastLineSkippedAndCounted) {
+  runAndKill([](Spool&, InspectionJournal& journal) {
+    for (int i = 0; i < 3; ++i) {
+      journal.append(eventId(i), record(i));
+    }
+  });
+  std::vector<fs::path> files = journalFiles();
+  ASSERT_EQ(files.size(), 1u);
+  // Cut the last entry in the middle, as a kill during its write would.
+  fs::resize_file(files[0], fs::file_size(files[0]) - 5);
+
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics);
+  EXPECT_EQ(result.damaged, 1u);
+  EXPECT_EQ(result.recovered, 2u);
+  EXPECT_EQ(spoolRecords(), (std::vector<std::string>{record(0), record(1)}));
+  EXPECT_EQ(metrics.counter("webtrap_journal_lines_damaged_total", "").value(), 1u);
+  EXPECT_TRUE(journalFiles().empty());
+}
+
+TEST_F(JournalTest, CorruptedLineSkippedAndCounted) {
+  runAndKill([](Spool&, InspectionJournal& journal) {
+    for (int i = 0; i < 3; ++i) {
+      journal.append(eventId(i), record(i));
+    }
+  });
+  std::vector<fs::path> files = journalFiles();
+  ASSERT_EQ(files.size(), 1u);
+  std::string content = readFile(files[0]);
+  std::size_t middle = content.find(record(1));
+  ASSERT_NE(middle, std::string::npos);
+  content[middle + 2] = 'X';
+  std::ofstream(files[0], std::ios::binary | std::ios::trunc) << content;
+
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics);
+  EXPECT_EQ(result.damaged, 1u);
+  EXPECT_EQ(spoolRecords(), (std::vector<std::string>{record(0), record(2)}));
+}
+
+TEST_F(JournalTest, GarbageFileDoesNotFailRecovery) {
+  fs::create_directories(journal_dir_);
+  std::ofstream(journal_dir_ / journalFileName(1), std::ios::binary)
+      << std::string(100, '\0') << "\nE zzzzzzzz id {}\nD\n";
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics);
+  EXPECT_EQ(result.damaged, 3u);
+  EXPECT_EQ(result.recovered, 0u);
+  EXPECT_TRUE(journalFiles().empty());
+}
+
+TEST_F(JournalTest, MissingFolderIsEmptyJournal) {
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics);
+  EXPECT_EQ(result.files, 0u);
+  EXPECT_EQ(result.recovered, 0u);
+  EXPECT_FALSE(fs::exists(journal_dir_));
+}
+
+TEST_F(JournalTest, RotationKeepsJournalBounded) {
+  const std::uint64_t file_bytes = 4096;
+  MetricsRegistry metrics;
+  Spool spool(spoolConfig(), metrics);
+  InspectionJournal journal(journalConfig(FsyncPolicy::kNever, file_bytes), spool, metrics);
+  std::string padding(150, 'p');
+
+  // Steady load: up to 8 requests queued at any time, 2,000 in all.
+  std::vector<std::pair<std::uint64_t, int>> queued;
+  std::uint64_t max_bytes = 0;
+  std::size_t max_files = 0;
+  for (int i = 0; i < 2000; ++i) {
+    std::uint64_t ticket = journal.append(eventId(i), record(i) + padding);
+    ASSERT_NE(ticket, 0u);
+    queued.emplace_back(ticket, i);
+    if (queued.size() == 8) {
+      for (const auto& [done_ticket, id] : queued) {
+        spool.append(record(id));
+        journal.markDone(done_ticket, eventId(id));
+      }
+      queued.clear();
+    }
+    max_bytes = std::max(max_bytes, journalBytes());
+    max_files = std::max(max_files, journalFiles().size());
+  }
+  // The open file and the one before it, each past file_bytes by at most
+  // its last entry and one done line.
+  EXPECT_LE(max_bytes, 2 * file_bytes + 1024);
+  EXPECT_LE(max_files, 2u);
+  EXPECT_EQ(metrics.counter("webtrap_journal_entries_total", "").value(), 2000u);
+
+  for (const auto& [done_ticket, id] : queued) {
+    journal.markDone(done_ticket, eventId(id));
+  }
+  EXPECT_EQ(journal.pendingEntries(), 0u);
+  journal.close();
+  EXPECT_TRUE(journalFiles().empty());
+  EXPECT_EQ(metrics.gauge("webtrap_journal_bytes", "").value(), 0);
+}
+
+TEST_F(JournalTest, PendingEntryKeepsItsFileAfterRotation) {
+  const std::uint64_t file_bytes = 1024;
+  MetricsRegistry metrics;
+  Spool spool(spoolConfig(), metrics);
+  auto journal = std::make_unique<InspectionJournal>(
+      journalConfig(FsyncPolicy::kNever, file_bytes), spool, metrics);
+  std::string padding(200, 'p');
+  std::uint64_t stuck = journal->append(eventId(0), record(0) + padding);
+  for (int i = 1; i < 50; ++i) {
+    std::uint64_t ticket = journal->append(eventId(i), record(i) + padding);
+    journal->markDone(ticket, eventId(i));
+  }
+  EXPECT_TRUE(fs::exists(journal_dir_ / journalFileName(stuck)));
+  EXPECT_EQ(journal->pendingEntries(), 1u);
+
+  // A stop with an entry pending keeps the files for the next start.
+  journal->close();
+  EXPECT_FALSE(journalFiles().empty());
+  journal.reset();
+  JournalRecovery result = recoverJournal(journal_dir_, spool, metrics);
+  EXPECT_EQ(result.recovered, 1u);
+  EXPECT_EQ(spoolRecords(), (std::vector<std::string>{record(0) + padding}));
+}
+
+TEST_F(JournalTest, CleanCloseLeavesNothingToRecover) {
+  MetricsRegistry metrics;
+  Spool spool(spoolConfig(), metrics);
+  {
+    InspectionJournal journal(journalConfig(), spool, metrics);
+    for (int i = 0; i < 10; ++i) {
+      std::uint64_t ticket = journal.append(eventId(i), record(i));
+      spool.append(record(i));
+      journal.markDone(ticket, eventId(i));
+    }
+    journal.close();
+    EXPECT_TRUE(journalFiles().empty());
+  }
+  JournalRecovery result = recoverJournal(journal_dir_, spool, metrics);
+  EXPECT_EQ(result.files, 0u);
+  EXPECT_EQ(spoolRecords().size(), 10u);
+}
+
+TEST_F(JournalTest, IntervalPolicyFsyncsSpoolBeforeDoneIds) {
+  MetricsRegistry metrics;
+  Spool spool(spoolConfig(), metrics);
+  InspectionJournal journal(journalConfig(FsyncPolicy::kInterval), spool, metrics);
+  std::uint64_t ticket = journal.append(eventId(0), record(0));
+  journal.append(eventId(1), record(1));
+  spool.append(record(0));
+  journal.markDone(ticket, eventId(0));
+
+  std::vector<fs::path> files = journalFiles();
+  ASSERT_EQ(files.size(), 1u);
+  EXPECT_EQ(readFile(files[0]).find("\nD "), std::string::npos)
+      << "done ids are written before the spool's fsync";
+  Counter& fsyncs = metrics.counter("webtrap_spool_fsyncs_total", "");
+  std::uint64_t before = fsyncs.value();
+  journal.commit();
+  EXPECT_EQ(fsyncs.value(), before + 1);
+  EXPECT_NE(readFile(files[0]).find("\nD "), std::string::npos);
+}
+
+TEST_F(JournalTest, RecoveryKeepsLeftFilesNumbering) {
+  // Files that a recovery could not delete stay, and a new journal numbers its
+  // files after them.
+  fs::create_directories(journal_dir_);
+  std::ofstream(journal_dir_ / journalFileName(7), std::ios::binary) << "";
+  MetricsRegistry metrics;
+  Spool spool(spoolConfig(), metrics);
+  InspectionJournal journal(journalConfig(), spool, metrics);
+  EXPECT_EQ(journal.append(eventId(0), record(0)), 8u);
+}
+
+TEST(JournalFileName, IsNumberedAndPadded) {
+  EXPECT_EQ(journalFileName(42), "000000000042.journal");
+  EXPECT_EQ(journalDirectory("/var/spool/webtrap"),
+            fs::path("/var/spool/webtrap/inspection-journal"));
+}
+
+}  // namespace
+}  // namespace webtrap::probe
