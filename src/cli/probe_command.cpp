@@ -25,6 +25,7 @@
 #include "probe/config.h"
 #include "probe/hardening.h"
 #include "probe/inspector.h"
+#include "probe/journal.h"
 #include "probe/persona.h"
 #include "probe/pipeline.h"
 #include "probe/server.h"
@@ -235,6 +236,18 @@ int runProbe(const ProbeOptions& options) {
   probe::Baits baits(probe::BaitsConfig{config.state_dir / "bait-secret"}, metrics);
   probe::Inspector inspector(config.inspector, metrics);
   probe::Spool spool(config.spool, metrics);
+  // Requests that a SIGKILL left in the last run's inspection queue go to
+  // the spool before any new request, also when the journal is now off.
+  std::filesystem::path journal_dir = probe::journalDirectory(config.spool.dir);
+  probe::recoverJournal(journal_dir, spool, metrics);
+  std::optional<probe::InspectionJournal> journal;
+  if (config.pipeline.journal) {
+    probe::JournalConfig journal_config;
+    journal_config.dir = journal_dir;
+    journal_config.fsync = config.spool.fsync;
+    journal_config.fsync_interval_ms = config.spool.fsync_interval_ms;
+    journal.emplace(journal_config, spool, metrics);
+  }
 
   probe::RecordMeta meta;
   meta.sensor_id = config.sensor_id;
@@ -244,7 +257,8 @@ int runProbe(const ProbeOptions& options) {
                      ->product();
   meta.engine_version = inspector.engineVersion();
   meta.components = inspector.components();
-  probe::Pipeline pipeline(config.pipeline, inspector, spool, meta, metrics);
+  probe::Pipeline pipeline(config.pipeline, inspector, spool, meta, metrics,
+                           journal ? &*journal : nullptr);
 
   std::optional<boost::asio::ssl::context> tls;
   bool any_tls = std::any_of(config.listeners.begin(), config.listeners.end(),

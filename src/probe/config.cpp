@@ -181,6 +181,13 @@ const std::vector<Option>& options() {
          c.pipeline.drain_timeout_ms = narrow<std::uint32_t>(
              parseMilliseconds(v, "pipeline.drain_timeout"), "pipeline.drain_timeout");
        }},
+      {"pipeline.journal", "bool", "true",
+       "Write each request that waits for inspection to a journal in spool.dir, so that the "
+       "next start records the requests a SIGKILL or crash left uninspected (status "
+       "interrupted). A journal left by an earlier run is recovered even when false.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.pipeline.journal = parseBool(v, "pipeline.journal");
+       }},
       {"spool.dir", "path", "var/spool", "Folder of the NDJSON record segments.",
        [](ProbeConfig& c, const std::string& v) { c.spool.dir = v; }},
       {"spool.segment_bytes", "size", "64MiB", "Segment size before rotation.",

@@ -51,6 +51,7 @@ struct PipelineConfig {
   std::uint64_t queue_max_bytes = 256ull << 20;  // their captured bytes
   int worker_nice = 10;  // inspection threads yield the CPU to the threads that respond
   std::uint32_t drain_timeout_ms = 5000;  // inspection time on stop; the rest is shed
+  bool journal = true;  // journal queued requests so that a SIGKILL loses none
 };
 
 struct ProbeConfig {

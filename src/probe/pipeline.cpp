@@ -11,11 +11,12 @@
 namespace webtrap::probe {
 
 Pipeline::Pipeline(const PipelineConfig& config, Inspector& inspector, Spool& spool,
-                   RecordMeta meta, MetricsRegistry& metrics)
+                   RecordMeta meta, MetricsRegistry& metrics, InspectionJournal* journal)
     : config_(config),
       inspector_(inspector),
       spool_(spool),
       meta_(std::move(meta)),
+      journal_(journal),
       submitted_(metrics.counter("webtrap_pipeline_jobs_total",
                                  "Answered requests handed to the record pipeline.")),
       shed_(metrics.counter("webtrap_inspections_shed_total",
@@ -38,14 +39,43 @@ std::uint64_t Pipeline::jobBytes(const PipelineJob& job) {
   return job.request.body.size() + job.request.raw_head.size() + job.response.body.size() + 512;
 }
 
+bool Pipeline::hasRoomLocked(std::uint64_t bytes) const {
+  return queue_.size() < config_.queue_limit &&
+         queued_bytes_ + bytes <= config_.queue_max_bytes && !stopping_;
+}
+
+// Writes the job to the journal as the record it gets if the probe dies
+// before a worker inspects it.
+void Pipeline::writeJournalEntry(PipelineJob& job) {
+  InspectionResult interrupted;
+  interrupted.status = InspectionStatus::kInterrupted;
+  interrupted.error =
+      "not inspected: the probe stopped without draining its inspection queue (killed or "
+      "crashed); recorded from the inspection journal at the next start";
+  RecordMeta meta = meta_;
+  meta.event_id = job.event_id;
+  std::string record = serializeRecord(job.request, job.response, job.outcome, interrupted, meta);
+  job.journal_ticket = journal_->append(job.event_id, record);
+}
+
 void Pipeline::submit(PipelineJob job) {
   submitted_.inc();
+  std::uint64_t bytes = jobBytes(job);
+  if (journal_ != nullptr) {
+    // The journal write happens outside the lock, so workers keep taking
+    // jobs meanwhile. A full queue skips it: a shed job is written at once.
+    bool room = false;
+    {
+      std::lock_guard lock(mutex_);
+      room = hasRoomLocked(bytes);
+    }
+    if (room) {
+      writeJournalEntry(job);
+    }
+  }
   {
     std::lock_guard lock(mutex_);
-    std::uint64_t bytes = jobBytes(job);
-    bool room = queue_.size() < config_.queue_limit &&
-                queued_bytes_ + bytes <= config_.queue_max_bytes && !stopping_;
-    if (room) {
+    if (hasRoomLocked(bytes)) {
       queued_bytes_ += bytes;
       queue_.push_back(std::move(job));
       queue_depth_.set(static_cast<std::int64_t>(queue_.size()));
@@ -58,7 +88,7 @@ void Pipeline::submit(PipelineJob job) {
   shed_.inc();
   InspectionResult shed;
   shed.status = InspectionStatus::kShed;
-  writeRecord(job, shed);
+  finishJob(job, shed);
 }
 
 void Pipeline::runWorker() {
@@ -86,7 +116,17 @@ void Pipeline::runWorker() {
     InspectionResult result = inspector_.inspect(job.request, job.response, job.outcome,
                                                  job.event_id);
     job.request.timings.inspection_us = result.duration_us;
-    writeRecord(job, result);
+    finishJob(job, result);
+  }
+}
+
+// Writes the job's record to the spool and marks its journal entry done.
+// A record the spool drops is marked done too: the spool counted it, and a
+// recovery would meet the same disk cap.
+void Pipeline::finishJob(const PipelineJob& job, const InspectionResult& inspection) {
+  writeRecord(job, inspection);
+  if (journal_ != nullptr) {
+    journal_->markDone(job.journal_ticket, job.event_id);
   }
 }
 
@@ -126,7 +166,7 @@ void Pipeline::drain() {
     shed.error = "not inspected: the probe stopped and pipeline.drain_timeout passed";
     for (const PipelineJob& job : uninspected) {
       shed_.inc();
-      writeRecord(job, shed);
+      finishJob(job, shed);
     }
   }
   for (auto& worker : workers_) {
@@ -134,6 +174,9 @@ void Pipeline::drain() {
   }
   workers_.clear();
   spool_.flush();
+  if (journal_ != nullptr) {
+    journal_->close();
+  }
 }
 
 std::size_t Pipeline::queueDepth() const {

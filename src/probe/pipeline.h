@@ -13,6 +13,7 @@
 #include "probe/capture.h"
 #include "probe/config.h"
 #include "probe/inspector.h"
+#include "probe/journal.h"
 #include "probe/record.h"
 #include "probe/response.h"
 #include "probe/spool.h"
@@ -24,31 +25,39 @@ struct PipelineJob {
   PersonaResponse response;
   RouteOutcome outcome;
   std::string event_id;
+  std::uint64_t journal_ticket = 0;  // from InspectionJournal::append, 0 when not journaled
 };
 
 class Pipeline {
  public:
   // `meta` carries the fields shared by every record (sensor, persona,
-  // engine); the event id is set per job.
+  // engine); the event id is set per job. With a `journal`, each queued job
+  // is written to it first and marked done once its record is in the spool,
+  // so a SIGKILL loses no queued job. Without one, it does.
   Pipeline(const PipelineConfig& config, Inspector& inspector, Spool& spool, RecordMeta meta,
-           MetricsRegistry& metrics);
+           MetricsRegistry& metrics, InspectionJournal* journal = nullptr);
   ~Pipeline();
 
   // Queues a job for inspection. When the queue is full the job is recorded
   // at once, uninspected and marked as shed, so no record is lost to load.
-  // Never blocks on inspection.
+  // Never blocks on inspection. With a journal, a queued job is first
+  // written to it as an uninspected record with status "interrupted".
   void submit(PipelineJob job);
 
   // Stops taking work and joins the workers. Queued jobs are inspected until
   // the queue is empty or `drain_timeout_ms` passes. The jobs still queued
   // then are recorded uninspected and marked as shed. So a supervisor's stop
   // timeout (10 s in Docker) does not kill the probe before it writes them.
+  // Then the journal is closed, so a clean stop leaves none to recover.
   void drain();
 
   std::size_t queueDepth() const;
 
  private:
   void runWorker();
+  bool hasRoomLocked(std::uint64_t bytes) const;
+  void writeJournalEntry(PipelineJob& job);
+  void finishJob(const PipelineJob& job, const InspectionResult& inspection);
   void writeRecord(const PipelineJob& job, const InspectionResult& inspection);
   static std::uint64_t jobBytes(const PipelineJob& job);
 
@@ -56,6 +65,7 @@ class Pipeline {
   Inspector& inspector_;
   Spool& spool_;
   RecordMeta meta_;
+  InspectionJournal* journal_;
 
   mutable std::mutex mutex_;
   std::condition_variable ready_;

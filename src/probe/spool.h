@@ -14,6 +14,9 @@
 //     "shipped": when the disk cap is reached, the spool deletes them first,
 //     silently, under both full policies. Without the file nothing counts as
 //     shipped.
+//   inspection-journal/
+//     The inspection queue's journal (probe/journal.h). The spool and the
+//     shipper do not read it, and it does not count against max_bytes.
 //
 // Disk cap: before an append would take the segments past max_bytes, the
 // spool deletes shipped segments. If that is not enough, kDropNew drops the
