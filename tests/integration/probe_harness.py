@@ -39,14 +39,18 @@ def wait_for(condition, timeout, what):
 
 
 class Probe:
-    """A probe process with one plain, one TLS, one IPv6 and one bait listener, all on port 0."""
+    """A probe process with one plain, one TLS, one IPv6 and one bait listener, all on port 0.
 
-    def __init__(self, config_text="", extra_args=()):
+    `spool` is the spool folder, by default a new one in the probe's own
+    temporary folder. Pass an earlier probe's `spool` to restart on it.
+    """
+
+    def __init__(self, config_text="", extra_args=(), spool=None):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-test-"))
         os.chmod(self.dir, 0o755)
         if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
             atexit.register(shutil.rmtree, self.dir, True)
-        self.spool = self.dir / "spool"
+        self.spool = pathlib.Path(spool) if spool else self.dir / "spool"
         self.ports_file = self.dir / "ports.json"
         config = self.dir / "probe.yaml"
         config.write_text(config_text or "sensor:\n  id: test-probe\n")

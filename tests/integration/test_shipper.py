@@ -302,8 +302,9 @@ class ShipperTest(unittest.TestCase):
         # A slow collector keeps batches in flight when the probe is killed.
         self.stand_in.set_mode("slow", slow_seconds=1.5)
         self.send(20)
-        # The records must be in the spool before the kill: a SIGKILL loses
-        # requests still waiting in the probe's inspection queue.
+        # The records must be in the spool before the kill, so that the
+        # restart tests the shipper's offset and not the recovery of the
+        # inspection journal.
         wait_for(lambda: len(self.probe.event_ids()) >= self.sent, 30,
                  "the 20 records in the spool")
         time.sleep(0.5)

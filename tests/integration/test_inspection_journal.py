@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""F13: a probe killed with SIGKILL while requests wait for inspection loses none.
+
+The probe runs with one inspection thread. Eight client threads send POSTs
+whose 900 form fields each cost libmodsecurity some milliseconds, so most
+of them are still queued when every response has arrived. Once 8 records
+are in the spool, the test kills the probe with SIGKILL, checks that the spool lacks some requests and
+that the inspection journal contains files, and starts a probe on the same
+spool. The test checks that:
+
+- the second probe's spool has a record for every answered request, and at
+  most two per request (an inspected record whose done id was not yet
+  written is recovered again, as a duplicate), with fewer duplicates than
+  records spooled before the kill;
+- the recovered records have `inspection.status` `interrupted`, no rule
+  matches, an `inspection.error` that names the journal, and
+  `webtrap_journal_records_recovered_total` counts them;
+- the first probe journaled every request (`webtrap_journal_entries_total`);
+- the second probe records the requests it takes after the restart, and its
+  clean stop leaves the journal folder empty.
+
+A last case checks that an invalid `pipeline.journal` value stops the start
+with an error that names the key.
+"""
+
+import concurrent.futures
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.parse
+
+from probe_harness import BIN, Probe, send_raw, wait_for
+
+# A short fsync interval makes the journal commit its done ids often, so
+# that the records spooled before the kill are mostly not recovered again.
+CONFIG = """
+sensor:
+  id: journal-kill
+pipeline:
+  workers: 1
+  queue_limit: 1000
+spool:
+  fsync_interval: 100ms
+"""
+REQUESTS = 96
+FIELDS = 900
+CLIENTS = 8
+AFTER_RESTART = 4
+SPOOLED_BEFORE_KILL = 8
+
+
+def post(marker):
+    # Distinct bodies, so that no inspection result comes from the cache.
+    body = "&".join(f"f{j}={marker}-{j}" for j in range(FIELDS)).encode()
+    return (f"POST /blog/post.php?marker={marker} HTTP/1.1\r\nHost: www.example.com\r\n"
+            f"User-Agent: Mozilla/5.0\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+def marker_of(record):
+    target = record["webtrap"]["request"]["line"].split(" ")[1]
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)["marker"][0]
+
+
+class InspectionJournalTest(unittest.TestCase):
+    def test_sigkill_loses_no_queued_request(self):
+        markers = [f"kill-{i}" for i in range(REQUESTS)]
+        first = Probe(CONFIG)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
+                responses = list(pool.map(lambda m: send_raw(first.http_port, post(m)),
+                                          markers))
+            for marker, response in zip(markers, responses):
+                self.assertTrue(response.startswith(b"HTTP/1.1 "),
+                                f"{marker}: {response[:60]!r}")
+            # Kill once some records are in the spool, so that the journal
+            # has done ids as well as pending entries.
+            wait_for(lambda: first.metrics().get("webtrap_records_written_total", 0)
+                     >= SPOOLED_BEFORE_KILL, 60, f"{SPOOLED_BEFORE_KILL} records")
+            time.sleep(0.5)
+            metrics = first.metrics()
+        finally:
+            # SIGKILL to the probe this test started, by its PID.
+            first.process.kill()
+            first.process.wait()
+            first.stop()
+
+        queued = metrics.get("webtrap_inspection_queue_depth", 0)
+        self.assertGreater(queued, 0, "the requests were inspected before the kill")
+        self.assertEqual(metrics.get("webtrap_journal_entries_total"), REQUESTS)
+        self.assertGreater(metrics.get("webtrap_journal_pending", 0), 0)
+        before = {marker_of(r) for r in first.records()}
+        self.assertGreaterEqual(len(before), SPOOLED_BEFORE_KILL)
+        self.assertLess(len(before), REQUESTS, "the kill lost no request from the spool")
+        journal_files = list((first.spool / "inspection-journal").glob("*.journal"))
+        self.assertTrue(journal_files, "the killed probe left no journal file")
+
+        # The second probe recovers before it binds its ports, so the records
+        # are in the spool once it is ready. It then takes a few requests, so
+        # that its stop has journal files to remove.
+        second = Probe(CONFIG, spool=first.spool)
+        later = [f"later-{i}" for i in range(AFTER_RESTART)]
+        try:
+            records = second.records()
+            metrics = second.metrics()
+            for marker in later:
+                self.assertTrue(send_raw(second.http_port, post(marker)).startswith(b"HTTP/1.1 "))
+        finally:
+            code = second.stop()
+        self.assertEqual(code, 0, second.log_text()[-3000:])
+        later_records = [r for r in second.records() if marker_of(r).startswith("later-")]
+        self.assertEqual(sorted(marker_of(r) for r in later_records), sorted(later))
+
+        by_marker = {}
+        for record in records:
+            by_marker.setdefault(marker_of(record), []).append(record)
+        self.assertEqual(sorted(by_marker), sorted(markers))
+        for marker, copies in by_marker.items():
+            self.assertLessEqual(len(copies), 2, marker)
+        # Done ids committed before the kill keep those records from coming twice.
+        self.assertLess(len(records) - REQUESTS, len(before), "every spooled record came twice")
+
+        recovered = [r for r in records if r["webtrap"]["inspection"]["status"] == "interrupted"]
+        self.assertTrue(recovered, "no record was recovered from the journal")
+        self.assertEqual(metrics.get("webtrap_journal_records_recovered_total"), len(recovered))
+        self.assertEqual(metrics.get("webtrap_journal_lines_damaged_total"), 0)
+        for record in recovered:
+            inspection = record["webtrap"]["inspection"]
+            self.assertFalse(inspection.get("rule_ids"), marker_of(record))
+            self.assertFalse(record["transaction"].get("messages"), marker_of(record))
+            self.assertIn("inspection journal", inspection.get("error", ""), marker_of(record))
+        # Every request that the first probe did not spool was recovered.
+        recovered_markers = {marker_of(r) for r in recovered}
+        self.assertEqual(set(markers) - before - recovered_markers, set())
+        for record in records:
+            self.assertIn(record["webtrap"]["inspection"]["status"],
+                          ("complete", "cached", "interrupted"), marker_of(record))
+
+        self.assertIn(f"recovered={len(recovered)}", second.log_text())
+        self.assertEqual(list((first.spool / "inspection-journal").iterdir()), [],
+                         "a clean stop left journal files")
+        print(f"{queued:.0f} of {REQUESTS} requests queued at the kill, {len(before)} spooled, "
+              f"{len(recovered)} recovered, {len(records) - REQUESTS} duplicates",
+              file=sys.stderr)
+
+    def test_invalid_journal_value_is_rejected(self):
+        with tempfile.TemporaryDirectory(prefix="webtrap-test-") as folder:
+            config = f"{folder}/probe.yaml"
+            with open(config, "w") as out:
+                out.write("sensor:\n  id: journal-config\npipeline:\n  journal: maybe\n")
+            result = subprocess.run(
+                [BIN, "probe", "--config", config, "--listen", "127.0.0.1:0",
+                 "--spool", f"{folder}/spool", "--state-dir", f"{folder}/state",
+                 "--admin-listen", "off"],
+                capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn('pipeline.journal: invalid boolean "maybe"', result.stdout + result.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
