@@ -36,6 +36,7 @@
 #include "collector/audit_record.h"
 #include "collector/behaviour.h"
 #include "collector/ecs.h"
+#include "collector/gunzip.h"
 #include "collector/enrich.h"
 #include "collector/server.h"
 #include "common/json_writer.h"
