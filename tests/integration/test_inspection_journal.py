@@ -12,8 +12,9 @@ spool. The test checks that:
   most two per request (an inspected record whose done id was not yet
   written is recovered again, as a duplicate), with fewer duplicates than
   records spooled before the kill;
-- the recovered records have `inspection.status` `interrupted`, no rule
-  matches, an `inspection.error` that names the journal, and
+- the recovered records are valid against docs/record-schema.json and have
+  `inspection.status` `interrupted`, no rule matches, an `inspection.error`
+  that names the journal, and
   `webtrap_journal_records_recovered_total` counts them;
 - the first probe journaled every request (`webtrap_journal_entries_total`);
 - the second probe records the requests it takes after the restart, and its
@@ -24,6 +25,7 @@ with an error that names the key.
 """
 
 import concurrent.futures
+import json
 import subprocess
 import sys
 import tempfile
@@ -31,7 +33,9 @@ import time
 import unittest
 import urllib.parse
 
-from probe_harness import BIN, Probe, send_raw, wait_for
+import jsonschema
+
+from probe_harness import BIN, SOURCE_DIR, Probe, send_raw, wait_for
 
 # A short fsync interval makes the journal commit its done ids often, so
 # that the records spooled before the kill are mostly not recovered again.
@@ -126,7 +130,11 @@ class InspectionJournalTest(unittest.TestCase):
         self.assertTrue(recovered, "no record was recovered from the journal")
         self.assertEqual(metrics.get("webtrap_journal_records_recovered_total"), len(recovered))
         self.assertEqual(metrics.get("webtrap_journal_lines_damaged_total"), 0)
+        schema = json.loads((SOURCE_DIR / "docs" / "record-schema.json").read_text())
+        validator = jsonschema.Draft202012Validator(schema)
         for record in recovered:
+            errors = [error.message for error in validator.iter_errors(record)]
+            self.assertEqual(errors, [], marker_of(record))
             inspection = record["webtrap"]["inspection"]
             self.assertFalse(inspection.get("rule_ids"), marker_of(record))
             self.assertFalse(record["transaction"].get("messages"), marker_of(record))
