@@ -350,6 +350,13 @@ struct InspectionJournal::Impl {
     return config.dir / journalFileName(number);
   }
 
+  // Whether journal lines are fdatasynced, at each commit and when a file
+  // is closed. Only under kAlways, because an fdatasync of the file that the
+  // I/O threads append to stalls their writes. In one measurement at 3,000
+  // GET/s on loopback (bench/constant_rate_load.cpp, shared 2-CPU VM), p99
+  // response time was about 1.1 ms with it and 0.5 ms without.
+  bool syncsData() const { return config.fsync == FsyncPolicy::kAlways; }
+
   JournalConfig config;
   Spool& spool;
 
@@ -441,7 +448,7 @@ bool InspectionJournal::Impl::openFile() {
 // Closes the open file, synced unless the policy is kNever. Its entries
 // stay pending in `files`.
 void InspectionJournal::Impl::closeFile() {
-  if (file && config.fsync != FsyncPolicy::kNever) {
+  if (file && syncsData()) {
     syncFile(file);
   }
   file.reset();
@@ -454,7 +461,7 @@ bool InspectionJournal::Impl::writeLine(const std::string& line) {
   if (error == 0) {
     target.bytes += line.size();
     total_bytes += line.size();
-    if (config.fsync != FsyncPolicy::kNever) {
+    if (syncsData()) {
       dirty = true;
     }
     return true;
@@ -604,7 +611,7 @@ void InspectionJournal::Impl::commit() {
     }
     updateGauges();
   }
-  if (handle && config.fsync != FsyncPolicy::kNever) {
+  if (handle) {
     syncFile(handle);
   }
   deleteFiles(finished);

@@ -24,12 +24,16 @@
 // cache keeps them. Under spool.fsync "never", done ids are written in
 // batches of kDoneBatch, and at once when no entry is pending. Under
 // "interval" and "always", a thread commits every fsync_interval: it fsyncs
-// the spool, then writes the done ids collected before that fsync, fsyncs
-// the journal and deletes the finished files. So a done id never reaches
-// the disk before the record it names. After a SIGKILL, recovery appends
-// again the records that were spooled but not yet committed as done (at
-// most one interval, or one batch, of them). The collector keeps one
-// document per event id, so these duplicates are harmless.
+// the spool, then writes the done ids collected before that fsync and
+// deletes the finished files. So a done id never reaches the disk before
+// the record it names. Only under "always" does it also fsync the journal.
+// NOTE: under "interval", a power loss can therefore take queued requests
+// whose entries the kernel had not yet written back (its dirty page expiry,
+// 30 s by default on Linux), where the spool loses one interval.
+// After a SIGKILL, recovery appends again the records that were spooled
+// but not yet committed as done (at most one interval, or one batch, of
+// them). The collector keeps one document per event id, so these
+// duplicates are harmless.
 //
 // Metrics: webtrap_journal_entries_total, webtrap_journal_records_recovered_total,
 // webtrap_journal_lines_damaged_total, webtrap_journal_write_errors_total,
