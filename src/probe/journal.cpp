@@ -6,156 +6,33 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <condition_variable>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <system_error>
 #include <thread>
-#include <unordered_set>
 #include <vector>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-#include <zlib.h>
 
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/log_throttle.h"
+#include "probe/journal_lines.h"
 
 namespace webtrap::probe {
 
 namespace {
 
-constexpr std::string_view kJournalFolder = "inspection-journal";
-constexpr std::string_view kJournalSuffix = ".journal";
-constexpr int kJournalDigits = 12;
+using journal_lines::damagedCounter;
+using journal_lines::listJournalFiles;
+using journal_lines::makeLine;
+using journal_lines::recoveredCounter;
+
 constexpr int kMaxCreateAttempts = 1000;
-
-// "E " or "D ", 8 hex digits of CRC, a space.
-constexpr std::size_t kHeaderSize = 11;
-
-// Damaged lines logged one by one in a recovery; the rest are only counted.
-constexpr std::uint64_t kDamagedLinesLogged = 10;
-
-std::uint64_t parseJournalFileName(std::string_view name) {
-  if (name.size() != kJournalDigits + kJournalSuffix.size() || !name.ends_with(kJournalSuffix)) {
-    return 0;
-  }
-  std::uint64_t number = 0;
-  auto [end, error] = std::from_chars(name.data(), name.data() + kJournalDigits, number);
-  if (error != std::errc() || end != name.data() + kJournalDigits) {
-    return 0;
-  }
-  return number;
-}
-
-std::uint32_t crcOf(std::string_view text, std::uint32_t crc = 0) {
-  return static_cast<std::uint32_t>(
-      crc32(crc, reinterpret_cast<const Bytef*>(text.data()), static_cast<uInt>(text.size())));
-}
-
-// Returns one journal line: kind, CRC of the payload, payload, newline.
-std::string makeLine(char kind, std::string_view first, std::string_view second) {
-  std::uint32_t crc = crcOf(first);
-  if (!second.empty()) {
-    crc = crcOf(" ", crc);
-    crc = crcOf(second, crc);
-  }
-  std::string line;
-  line.reserve(kHeaderSize + first.size() + 1 + second.size() + 1);
-  line += kind;
-  line += fmt::format(" {:08x} ", crc);
-  line += first;
-  if (!second.empty()) {
-    line += ' ';
-    line += second;
-  }
-  line += '\n';
-  return line;
-}
-
-struct ParsedLine {
-  char kind = 0;
-  std::string_view payload;
-};
-
-// Parses one line without its newline. Returns std::nullopt, with the
-// reason in `reason`, when the line is damaged.
-std::optional<ParsedLine> parseLine(std::string_view line, const char*& reason) {
-  if (line.size() < kHeaderSize + 1 || line[1] != ' ' || line[10] != ' ' ||
-      (line[0] != 'E' && line[0] != 'D')) {
-    reason = "not a journal line";
-    return std::nullopt;
-  }
-  std::uint32_t expected = 0;
-  auto [end, error] = std::from_chars(line.data() + 2, line.data() + 10, expected, 16);
-  if (error != std::errc() || end != line.data() + 10) {
-    reason = "invalid CRC field";
-    return std::nullopt;
-  }
-  ParsedLine parsed{line[0], line.substr(kHeaderSize)};
-  if (crcOf(parsed.payload) != expected) {
-    reason = "CRC mismatch";
-    return std::nullopt;
-  }
-  if (parsed.kind == 'E') {
-    std::size_t space = parsed.payload.find(' ');
-    if (space == 0 || space == std::string_view::npos || space + 1 == parsed.payload.size()) {
-      reason = "entry without an event id and a record";
-      return std::nullopt;
-    }
-  }
-  return parsed;
-}
-
-// Reads a whole file. Returns false, with errno set, when it cannot be read.
-bool readFile(const std::filesystem::path& path, std::string& content) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return false;
-  }
-  content.clear();
-  char buffer[64 * 1024];
-  while (true) {
-    ssize_t got = ::read(fd, buffer, sizeof buffer);
-    if (got < 0 && errno == EINTR) {
-      continue;
-    }
-    if (got < 0) {
-      int error = errno;
-      ::close(fd);
-      errno = error;
-      return false;
-    }
-    if (got == 0) {
-      break;
-    }
-    content.append(buffer, static_cast<std::size_t>(got));
-  }
-  ::close(fd);
-  return true;
-}
-
-// Calls `visit(offset, line, whole)` for each line of `content`, without its
-// newline. A last line without a newline is passed with `whole` false.
-template <typename Visit>
-void forEachLine(std::string_view content, Visit visit) {
-  std::size_t start = 0;
-  while (start < content.size()) {
-    std::size_t end = content.find('\n', start);
-    if (end == std::string_view::npos) {
-      visit(start, content.substr(start), false);
-      return;
-    }
-    visit(start, content.substr(start, end - start), true);
-    start = end + 1;
-  }
-}
 
 struct FileHandle {
   int fd = -1;
@@ -174,157 +51,7 @@ struct JournalFile {
   std::uint64_t pending = 0;  // entries not yet marked done
 };
 
-Counter& recoveredCounter(MetricsRegistry& metrics) {
-  return metrics.counter("webtrap_journal_records_recovered_total",
-                         "Records appended to the spool from the inspection journal at start.");
-}
-
-Counter& damagedCounter(MetricsRegistry& metrics) {
-  return metrics.counter("webtrap_journal_lines_damaged_total",
-                         "Damaged inspection journal lines skipped at start.");
-}
-
-std::vector<std::uint64_t> listJournalFiles(const std::filesystem::path& dir) {
-  std::vector<std::uint64_t> numbers;
-  std::error_code error;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
-    std::uint64_t number = parseJournalFileName(entry.path().filename().native());
-    if (number != 0 && entry.is_regular_file(error)) {
-      numbers.push_back(number);
-    }
-  }
-  if (error) {
-    throw ConfigError(fmt::format("inspection journal folder '{}' cannot be listed: {}; make it "
-                                  "readable or move it away",
-                                  dir.string(), error.message()));
-  }
-  std::sort(numbers.begin(), numbers.end());
-  return numbers;
-}
-
 }  // namespace
-
-std::filesystem::path journalDirectory(const std::filesystem::path& spool_dir) {
-  return spool_dir / kJournalFolder;
-}
-
-std::string journalFileName(std::uint64_t number) {
-  return fmt::format("{:0{}}{}", number, kJournalDigits, kJournalSuffix);
-}
-
-JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
-                               MetricsRegistry& metrics) {
-  Counter& recovered_total = recoveredCounter(metrics);
-  Counter& damaged_total = damagedCounter(metrics);
-  JournalRecovery result;
-  std::error_code error;
-  if (!std::filesystem::exists(dir, error)) {
-    return result;
-  }
-  std::vector<std::uint64_t> numbers = listJournalFiles(dir);
-  if (numbers.empty()) {
-    return result;
-  }
-  spdlog::info("journal: recovering queued requests of the last run dir={} files={}",
-               dir.string(), numbers.size());
-
-  // Pass 1: the done ids. A done line always follows its entry, in the same
-  // file or a later one, so every file is read before any entry is replayed.
-  // Damaged lines are counted in pass 2.
-  std::unordered_set<std::string> done;
-  std::string content;
-  for (std::uint64_t number : numbers) {
-    if (!readFile(dir / journalFileName(number), content)) {
-      continue;
-    }
-    forEachLine(content, [&](std::size_t, std::string_view line, bool whole) {
-      const char* reason = nullptr;
-      std::optional<ParsedLine> parsed = whole ? parseLine(line, reason) : std::nullopt;
-      if (!parsed || parsed->kind != 'D') {
-        return;
-      }
-      std::string_view ids = parsed->payload;
-      while (!ids.empty()) {
-        std::size_t space = ids.find(' ');
-        done.emplace(ids.substr(0, space));
-        ids = space == std::string_view::npos ? std::string_view() : ids.substr(space + 1);
-      }
-    });
-  }
-
-  // Pass 2: every entry that no done line names goes to the spool.
-  std::vector<std::uint64_t> unreadable;
-  for (std::uint64_t number : numbers) {
-    std::filesystem::path path = dir / journalFileName(number);
-    if (!readFile(path, content)) {
-      int read_error = errno;
-      // NOTE: the file is kept, so the next start tries again, but its
-      // entries are not in this run's spool.
-      spdlog::error("journal: reading {} failed: {}; its queued requests are not recovered, "
-                    "and the file is kept for the next start",
-                    path.string(), std::strerror(read_error));
-      unreadable.push_back(number);
-      continue;
-    }
-    ++result.files;
-    forEachLine(content, [&](std::size_t offset, std::string_view line, bool whole) {
-      const char* reason = "line without its newline (the write was cut short)";
-      std::optional<ParsedLine> parsed = whole ? parseLine(line, reason) : std::nullopt;
-      if (!parsed) {
-        ++result.damaged;
-        damaged_total.inc();
-        if (result.damaged <= kDamagedLinesLogged) {
-          spdlog::warn("journal: skipping damaged line file={} offset={} bytes={} reason={}",
-                       path.string(), offset, line.size(), reason);
-        }
-        return;
-      }
-      if (parsed->kind != 'E') {
-        return;
-      }
-      ++result.entries;
-      std::size_t space = parsed->payload.find(' ');
-      std::string event_id(parsed->payload.substr(0, space));
-      if (done.contains(event_id)) {
-        return;
-      }
-      if (spool.append(parsed->payload.substr(space + 1)) == AppendResult::kWritten) {
-        ++result.recovered;
-        recovered_total.inc();
-      } else {
-        ++result.dropped;
-      }
-    });
-  }
-
-  // The recovered records must be on disk before their journal goes.
-  spool.flush();
-  for (std::uint64_t number : numbers) {
-    if (std::find(unreadable.begin(), unreadable.end(), number) != unreadable.end()) {
-      continue;
-    }
-    std::filesystem::path path = dir / journalFileName(number);
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-      spdlog::error("journal: deleting {} failed: {}; the next start recovers its requests "
-                    "again, as duplicates",
-                    path.string(), std::strerror(errno));
-    }
-  }
-  syncFolder(dir);
-
-  if (result.damaged > kDamagedLinesLogged) {
-    spdlog::warn("journal: {} more damaged lines skipped without a log line",
-                 result.damaged - kDamagedLinesLogged);
-  }
-  auto log_level = result.dropped > 0 ? spdlog::level::warn : spdlog::level::info;
-  spdlog::log(log_level,
-              "journal: recovery done files={} entries={} recovered={} already_spooled={} "
-              "damaged_lines={} dropped_by_spool={}",
-              result.files, result.entries, result.recovered,
-              result.entries - result.recovered - result.dropped, result.damaged,
-              result.dropped);
-  return result;
-}
 
 struct InspectionJournal::Impl {
   Impl(const JournalConfig& journal_config, Spool& journal_spool, MetricsRegistry& metrics);

@@ -1,0 +1,129 @@
+#include "probe/journal_lines.h"
+
+#include <algorithm>
+#include <charconv>
+#include <system_error>
+
+#include <fmt/format.h>
+#include <zlib.h>
+
+#include "common/error.h"
+#include "probe/journal.h"
+
+namespace webtrap::probe {
+
+namespace {
+
+constexpr std::string_view kJournalFolder = "inspection-journal";
+constexpr std::string_view kJournalSuffix = ".journal";
+constexpr int kJournalDigits = 12;
+
+// "E " or "D ", 8 hex digits of CRC, a space.
+constexpr std::size_t kHeaderSize = 11;
+
+std::uint32_t crcOf(std::string_view text, std::uint32_t crc = 0) {
+  return static_cast<std::uint32_t>(
+      crc32(crc, reinterpret_cast<const Bytef*>(text.data()), static_cast<uInt>(text.size())));
+}
+
+}  // namespace
+
+std::filesystem::path journalDirectory(const std::filesystem::path& spool_dir) {
+  return spool_dir / kJournalFolder;
+}
+
+std::string journalFileName(std::uint64_t number) {
+  return fmt::format("{:0{}}{}", number, kJournalDigits, kJournalSuffix);
+}
+
+namespace journal_lines {
+
+std::uint64_t parseJournalFileName(std::string_view name) {
+  if (name.size() != kJournalDigits + kJournalSuffix.size() || !name.ends_with(kJournalSuffix)) {
+    return 0;
+  }
+  std::uint64_t number = 0;
+  auto [end, error] = std::from_chars(name.data(), name.data() + kJournalDigits, number);
+  if (error != std::errc() || end != name.data() + kJournalDigits) {
+    return 0;
+  }
+  return number;
+}
+
+std::string makeLine(char kind, std::string_view first, std::string_view second) {
+  std::uint32_t crc = crcOf(first);
+  if (!second.empty()) {
+    crc = crcOf(" ", crc);
+    crc = crcOf(second, crc);
+  }
+  std::string line;
+  line.reserve(kHeaderSize + first.size() + 1 + second.size() + 1);
+  line += kind;
+  line += fmt::format(" {:08x} ", crc);
+  line += first;
+  if (!second.empty()) {
+    line += ' ';
+    line += second;
+  }
+  line += '\n';
+  return line;
+}
+
+std::optional<ParsedLine> parseLine(std::string_view line, const char*& reason) {
+  if (line.size() < kHeaderSize + 1 || line[1] != ' ' || line[10] != ' ' ||
+      (line[0] != 'E' && line[0] != 'D')) {
+    reason = "not a journal line";
+    return std::nullopt;
+  }
+  std::uint32_t expected = 0;
+  auto [end, error] = std::from_chars(line.data() + 2, line.data() + 10, expected, 16);
+  if (error != std::errc() || end != line.data() + 10) {
+    reason = "invalid CRC field";
+    return std::nullopt;
+  }
+  ParsedLine parsed{line[0], line.substr(kHeaderSize)};
+  if (crcOf(parsed.payload) != expected) {
+    reason = "CRC mismatch";
+    return std::nullopt;
+  }
+  if (parsed.kind == 'E') {
+    std::size_t space = parsed.payload.find(' ');
+    if (space == 0 || space == std::string_view::npos || space + 1 == parsed.payload.size()) {
+      reason = "entry without an event id and a record";
+      return std::nullopt;
+    }
+  }
+  return parsed;
+}
+
+std::vector<std::uint64_t> listJournalFiles(const std::filesystem::path& dir) {
+  std::vector<std::uint64_t> numbers;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    std::uint64_t number = parseJournalFileName(entry.path().filename().native());
+    if (number != 0 && entry.is_regular_file(error)) {
+      numbers.push_back(number);
+    }
+  }
+  if (error) {
+    throw ConfigError(fmt::format("inspection journal folder '{}' cannot be listed: {}; make it "
+                                  "readable or move it away",
+                                  dir.string(), error.message()));
+  }
+  std::sort(numbers.begin(), numbers.end());
+  return numbers;
+}
+
+Counter& recoveredCounter(MetricsRegistry& metrics) {
+  return metrics.counter("webtrap_journal_records_recovered_total",
+                         "Records appended to the spool from the inspection journal at start.");
+}
+
+Counter& damagedCounter(MetricsRegistry& metrics) {
+  return metrics.counter("webtrap_journal_lines_damaged_total",
+                         "Damaged inspection journal lines skipped at start.");
+}
+
+}  // namespace journal_lines
+
+}  // namespace webtrap::probe
