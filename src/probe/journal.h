@@ -4,7 +4,7 @@
 // inspected record never reached the spool to the spool, with inspection
 // status "interrupted".
 //
-// Layout: the folder <spool.dir>/inspection-journal holds the files
+// Layout: the folder <spool.dir>/inspection-journal contains the files
 // 000000000001.journal, 000000000002.journal, ... (names sort in write
 // order). Each line is "<kind> <crc> <payload>\n", where <crc> is the CRC-32
 // (zlib) of <payload> in 8 lowercase hex digits, and <kind> is
@@ -17,8 +17,10 @@
 // it, logs it and counts it. A damaged D line can only cause duplicates.
 //
 // Bounds: a file is closed once it passes file_bytes, and deleted once
-// every entry in it and in every older file is done. So the journal holds
-// the queued requests plus at most one file of done entries.
+// every entry in it and in every older file is done. Workers take jobs in
+// queue order, so the journal stays near the bytes of the queued requests
+// plus one or two files. NOTE: one request whose inspection takes long
+// keeps its file and every newer file until it is done.
 //
 // Durability: lines are written with write(2), so after a SIGKILL the page
 // cache keeps them. Under spool.fsync "never", done ids are written in
@@ -88,8 +90,8 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
 class InspectionJournal {
  public:
   // Creates the folder if needed. Run recoverJournal() on it first: files
-  // left in it are counted in webtrap_journal_bytes and deleted with the
-  // others once every entry is done. Throws ConfigError when the folder
+  // left in it (those a recovery could not delete) are not touched, and new
+  // files are numbered after them. Throws ConfigError when the folder
   // cannot be created, or when file_bytes or, under kInterval,
   // fsync_interval_ms is 0.
   InspectionJournal(const JournalConfig& config, Spool& spool, MetricsRegistry& metrics);
