@@ -7,6 +7,12 @@
 
 namespace webtrap {
 
+FileHandle::~FileHandle() {
+  if (fd >= 0) {
+    ::close(fd);
+  }
+}
+
 int writeAll(int fd, std::string_view bytes) {
   std::size_t written = 0;
   while (written < bytes.size()) {

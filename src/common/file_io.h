@@ -1,10 +1,19 @@
-// Small POSIX file helpers shared by the outputs that write files.
+// Small POSIX file helpers shared by the parts that write files.
 #pragma once
 
 #include <filesystem>
 #include <string_view>
 
 namespace webtrap {
+
+// Owns a file descriptor and closes it when destroyed; -1 is none.
+struct FileHandle {
+  int fd = -1;
+  explicit FileHandle(int descriptor) : fd(descriptor) {}
+  ~FileHandle();
+  FileHandle(const FileHandle&) = delete;
+  FileHandle& operator=(const FileHandle&) = delete;
+};
 
 // Writes all of `bytes` to `fd`, retrying short writes and EINTR. Returns 0,
 // or the errno of the write that failed.

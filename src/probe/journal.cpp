@@ -34,18 +34,6 @@ using journal_lines::recoveredCounter;
 
 constexpr int kMaxCreateAttempts = 1000;
 
-struct FileHandle {
-  int fd = -1;
-  explicit FileHandle(int descriptor) : fd(descriptor) {}
-  ~FileHandle() {
-    if (fd >= 0) {
-      ::close(fd);
-    }
-  }
-  FileHandle(const FileHandle&) = delete;
-  FileHandle& operator=(const FileHandle&) = delete;
-};
-
 struct JournalFile {
   std::uint64_t bytes = 0;
   std::uint64_t pending = 0;  // entries not yet marked done

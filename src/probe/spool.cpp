@@ -20,6 +20,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/error.h"
+#include "common/file_io.h"
 
 namespace webtrap::probe {
 
@@ -83,18 +84,6 @@ int checkWritable(const std::filesystem::path& dir) {
   ::unlink(probe.c_str());
   return 0;
 }
-
-struct FileHandle {
-  int fd = -1;
-  explicit FileHandle(int descriptor) : fd(descriptor) {}
-  ~FileHandle() {
-    if (fd >= 0) {
-      ::close(fd);
-    }
-  }
-  FileHandle(const FileHandle&) = delete;
-  FileHandle& operator=(const FileHandle&) = delete;
-};
 
 struct Segment {
   std::uint64_t number = 0;
