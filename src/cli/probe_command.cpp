@@ -238,15 +238,29 @@ int runProbe(const ProbeOptions& options) {
   probe::Spool spool(config.spool, metrics);
   // Requests that a SIGKILL left in the last run's inspection queue go to
   // the spool before any new request, also when the journal is now off.
+  // A journal folder that cannot be used does not stop the probe: it runs
+  // without the journal, and the error and the gauge say so.
   std::filesystem::path journal_dir = probe::journalDirectory(config.spool.dir);
-  probe::recoverJournal(journal_dir, spool, metrics);
+  std::unique_ptr<FileHandle> journal_lock;
   std::optional<probe::InspectionJournal> journal;
-  if (config.pipeline.journal) {
-    probe::JournalConfig journal_config;
-    journal_config.dir = journal_dir;
-    journal_config.fsync = config.spool.fsync;
-    journal_config.fsync_interval_ms = config.spool.fsync_interval_ms;
-    journal.emplace(journal_config, spool, metrics);
+  Gauge& journal_enabled = metrics.gauge(
+      "webtrap_journal_enabled",
+      "1 while the inspection journal protects queued requests, 0 when it is off or failed.");
+  try {
+    journal_lock = probe::lockJournalDirectory(journal_dir);
+    probe::recoverJournal(journal_dir, spool, metrics);
+    if (config.pipeline.journal) {
+      probe::JournalConfig journal_config;
+      journal_config.dir = journal_dir;
+      journal_config.fsync = config.spool.fsync;
+      journal_config.fsync_interval_ms = config.spool.fsync_interval_ms;
+      journal.emplace(journal_config, spool, metrics);
+      journal_enabled.set(1);
+    }
+  } catch (const ConfigError& error) {
+    spdlog::error("journal: {}. The probe runs without the inspection journal, so a SIGKILL "
+                  "loses the requests still queued for inspection",
+                  error.what());
   }
 
   probe::RecordMeta meta;

@@ -8,8 +8,9 @@
 // 000000000001.journal, 000000000002.journal, ... (names sort in write
 // order). Each line is "<kind> <crc> <payload>\n", where <crc> is the CRC-32
 // (zlib) of <payload> in 8 lowercase hex digits, and <kind> is
-//   E  an entry. Payload "<event id> <record>": a queued request, written
-//      as the audit record the spool gets if the request is never inspected.
+//   E  an entry. Payload "<event id> <record>": a request written before
+//      its response is sent (queued or shed), as the audit record the spool
+//      gets if the request is never inspected.
 //   D  done ids. Payload "<event id> <event id> ...": requests whose
 //      inspected record was appended to the spool.
 // A line without its newline, or whose CRC does not match, is damaged (the
@@ -19,8 +20,10 @@
 // Bounds: a file is closed once it passes file_bytes, and deleted once
 // every entry in it and in every older file is done. Workers take jobs in
 // queue order, so the journal stays near the bytes of the queued requests
-// plus one or two files. NOTE: one request whose inspection takes long
-// keeps its file and every newer file until it is done.
+// plus one or two files. Under "interval" and "always", done files go only
+// at a commit, so a flood of shed requests adds up to one fsync_interval of
+// their entries. NOTE: one request whose inspection takes long keeps its
+// file and every newer file until it is done.
 //
 // Durability: lines are written with write(2), so after a SIGKILL the page
 // cache keeps them. Under spool.fsync "never", done ids are written in
@@ -41,6 +44,9 @@
 // webtrap_journal_lines_damaged_total, webtrap_journal_write_errors_total,
 // webtrap_journal_bytes (gauge: bytes in the journal files) and
 // webtrap_journal_pending (gauge: entries whose record is not yet spooled).
+// The probe adds webtrap_journal_enabled (gauge: 0 when the journal is off,
+// or when lockJournalDirectory(), recovery or the journal's start failed and
+// the probe runs without it).
 #pragma once
 
 #include <cstdint>
@@ -48,6 +54,7 @@
 #include <memory>
 #include <string_view>
 
+#include "common/file_io.h"
 #include "common/metrics.h"
 #include "probe/spool.h"
 
@@ -86,6 +93,15 @@ struct JournalRecovery {
 // folder exists but cannot be listed.
 JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
                                MetricsRegistry& metrics);
+
+// Creates the journal folder `dir` if needed and takes an exclusive
+// flock(2) on it, so that a second probe started on the same spool.dir
+// neither recovers nor deletes the files of a running one. The lock lasts
+// until the returned handle is destroyed or the process exits (a SIGKILL
+// too). Throws ConfigError, naming `dir` and the fix, when the folder cannot
+// be created or opened (for example because a file has its name) or when
+// another process holds the lock.
+std::unique_ptr<FileHandle> lockJournalDirectory(const std::filesystem::path& dir);
 
 class InspectionJournal {
  public:

@@ -3,6 +3,7 @@
 #include "probe/journal.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,8 +15,10 @@
 #include <unordered_set>
 #include <vector>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/error.h"
 #include "common/file_io.h"
 #include "probe/journal_lines.h"
 
@@ -77,6 +80,36 @@ void forEachLine(std::string_view content, Visit visit) {
 }
 
 }  // namespace
+
+std::unique_ptr<FileHandle> lockJournalDirectory(const std::filesystem::path& dir) {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) {
+    throw ConfigError(fmt::format("inspection journal folder '{}' cannot be created: {}; move "
+                                  "away what has its name, or make spool.dir writable",
+                                  dir.string(), error.message()));
+  }
+  auto handle = std::make_unique<FileHandle>(
+      ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (handle->fd < 0) {
+    throw ConfigError(fmt::format("inspection journal folder '{}' cannot be opened: {}; move "
+                                  "away what has its name, or make it readable",
+                                  dir.string(), std::strerror(errno)));
+  }
+  if (::flock(handle->fd, LOCK_EX | LOCK_NB) != 0) {
+    int lock_error = errno;
+    if (lock_error == EWOULDBLOCK) {
+      throw ConfigError(fmt::format("inspection journal folder '{}' is locked by another process, "
+                                    "most likely a probe running on the same spool.dir; give "
+                                    "each probe its own spool.dir",
+                                    dir.string()));
+    }
+    throw ConfigError(fmt::format("inspection journal folder '{}' cannot be locked: {}; put "
+                                  "spool.dir on a local file system that supports flock(2)",
+                                  dir.string(), std::strerror(lock_error)));
+  }
+  return handle;
+}
 
 JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
                                MetricsRegistry& metrics) {

@@ -36,7 +36,11 @@ Pipeline::Pipeline(const PipelineConfig& config, Inspector& inspector, Spool& sp
 Pipeline::~Pipeline() { drain(); }
 
 std::uint64_t Pipeline::jobBytes(const PipelineJob& job) {
-  return job.request.body.size() + job.request.raw_head.size() + job.response.body.size() + 512;
+  return jobBytes(job.request, job.response);
+}
+
+std::uint64_t Pipeline::jobBytes(const CapturedRequest& request, const PersonaResponse& response) {
+  return request.body.size() + request.raw_head.size() + response.body.size() + 512;
 }
 
 bool Pipeline::hasRoomLocked(std::uint64_t bytes) const {
@@ -46,22 +50,37 @@ bool Pipeline::hasRoomLocked(std::uint64_t bytes) const {
 
 // Writes the job to the journal as the record it gets if the probe dies
 // before a worker inspects it.
-void Pipeline::writeJournalEntry(PipelineJob& job) {
+std::uint64_t Pipeline::writeJournalEntry(const CapturedRequest& request,
+                                          const PersonaResponse& response,
+                                          const RouteOutcome& outcome,
+                                          const std::string& event_id) {
   InspectionResult interrupted;
   interrupted.status = InspectionStatus::kInterrupted;
   interrupted.error =
       "not inspected: the probe stopped without draining its inspection queue (killed or "
       "crashed); recorded from the inspection journal at the next start";
   RecordMeta meta = meta_;
-  meta.event_id = job.event_id;
-  std::string record = serializeRecord(job.request, job.response, job.outcome, interrupted, meta);
-  job.journal_ticket = journal_->append(job.event_id, record);
+  meta.event_id = event_id;
+  std::string record = serializeRecord(request, response, outcome, interrupted, meta);
+  return journal_->append(event_id, record);
+}
+
+std::uint64_t Pipeline::journalBeforeResponse(const CapturedRequest& request,
+                                              const PersonaResponse& response,
+                                              const RouteOutcome& outcome,
+                                              const std::string& event_id) {
+  // Also with the queue full: a shed job is spooled only after its
+  // response, so it needs the entry as much as a queued one.
+  if (journal_ == nullptr) {
+    return 0;
+  }
+  return writeJournalEntry(request, response, outcome, event_id);
 }
 
 void Pipeline::submit(PipelineJob job) {
   submitted_.inc();
   std::uint64_t bytes = jobBytes(job);
-  if (journal_ != nullptr) {
+  if (journal_ != nullptr && job.journal_ticket == 0) {
     // The journal write happens outside the lock, so workers keep taking
     // jobs meanwhile. A full queue skips it: a shed job is written at once.
     bool room = false;
@@ -70,7 +89,7 @@ void Pipeline::submit(PipelineJob job) {
       room = hasRoomLocked(bytes);
     }
     if (room) {
-      writeJournalEntry(job);
+      job.journal_ticket = writeJournalEntry(job.request, job.response, job.outcome, job.event_id);
     }
   }
   {

@@ -44,6 +44,17 @@ class Pipeline {
   // written to it as an uninspected record with status "interrupted".
   void submit(PipelineJob job);
 
+  // Writes the journal entry of a request before its response is sent, so
+  // that a SIGKILL right after the client has read the response still finds
+  // the request at the next start. Returns the ticket for
+  // PipelineJob::journal_ticket, or 0 without a journal or when the write
+  // failed. The entry is written even when the queue is full, because a
+  // shed job reaches the spool only after its response. submit() journals
+  // a job whose ticket is 0 if it queues it.
+  std::uint64_t journalBeforeResponse(const CapturedRequest& request,
+                                      const PersonaResponse& response,
+                                      const RouteOutcome& outcome, const std::string& event_id);
+
   // Stops taking work and joins the workers. Queued jobs are inspected until
   // the queue is empty or `drain_timeout_ms` passes. The jobs still queued
   // then are recorded uninspected and marked as shed. So a supervisor's stop
@@ -56,10 +67,12 @@ class Pipeline {
  private:
   void runWorker();
   bool hasRoomLocked(std::uint64_t bytes) const;
-  void writeJournalEntry(PipelineJob& job);
+  std::uint64_t writeJournalEntry(const CapturedRequest& request, const PersonaResponse& response,
+                                  const RouteOutcome& outcome, const std::string& event_id);
   void finishJob(const PipelineJob& job, const InspectionResult& inspection);
   void writeRecord(const PipelineJob& job, const InspectionResult& inspection);
   static std::uint64_t jobBytes(const PipelineJob& job);
+  static std::uint64_t jobBytes(const CapturedRequest& request, const PersonaResponse& response);
 
   PipelineConfig config_;
   Inspector& inspector_;

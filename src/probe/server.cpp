@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <utility>
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ssl/stream.hpp>
@@ -291,6 +292,12 @@ class HttpSession {
 
   void doWrite(PersonaResponse response, bool keep_alive) {
     keep_alive_ = keep_alive;
+    // The journal entry is written before the response leaves, so that a
+    // client that has read the response never lacks its record after a
+    // SIGKILL. Its record then has a null response_us.
+    event_id_ = newUuidV7();
+    journal_ticket_ = services_->pipeline->journalBeforeResponse(reader_.request(), response,
+                                                                 outcome_, event_id_);
     wire_ = serializeResponse(response);
     response_ = std::move(response);
     asio::async_write(derived().stream(), asio::buffer(wire_),
@@ -322,7 +329,9 @@ class HttpSession {
     job.request = std::move(reader_.request());
     job.response = std::move(response);
     job.outcome = std::move(outcome_);
-    job.event_id = newUuidV7();
+    job.event_id = event_id_.empty() ? newUuidV7() : std::move(event_id_);
+    job.journal_ticket = std::exchange(journal_ticket_, 0);
+    event_id_.clear();
     services_->pipeline->submit(std::move(job));
   }
 
@@ -333,6 +342,8 @@ class HttpSession {
   RouteOutcome outcome_;
   PersonaResponse response_;
   std::string wire_;
+  std::string event_id_;             // set by doWrite(), moved into the job by handOff()
+  std::uint64_t journal_ticket_ = 0;  // the journal entry written by doWrite(), 0 when none
   std::uint64_t request_index_ = 0;
   bool keep_alive_ = false;
   bool started_ = false;

@@ -15,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/error.h"
 #include "probe/spool.h"
 
 namespace webtrap::probe {
@@ -374,6 +375,36 @@ TEST_F(JournalTest, RecoveryKeepsLeftFilesNumbering) {
   Spool spool(spoolConfig(), metrics);
   InspectionJournal journal(journalConfig(), spool, metrics);
   EXPECT_EQ(journal.append(eventId(0), record(0)), 8u);
+}
+
+TEST_F(JournalTest, LockRejectsSecondHolder) {
+  std::unique_ptr<FileHandle> first = lockJournalDirectory(journal_dir_);
+  ASSERT_TRUE(fs::is_directory(journal_dir_));
+  try {
+    lockJournalDirectory(journal_dir_);
+    FAIL() << "a second lock on the journal folder was granted";
+  } catch (const ConfigError& error) {
+    EXPECT_NE(std::string(error.what()).find("locked by another process"), std::string::npos)
+        << error.what();
+    EXPECT_NE(std::string(error.what()).find(journal_dir_.string()), std::string::npos)
+        << error.what();
+  }
+  first.reset();
+  EXPECT_NE(lockJournalDirectory(journal_dir_), nullptr);
+}
+
+TEST_F(JournalTest, LockOnFileNamesPath) {
+  fs::create_directories(dir_);
+  std::ofstream(journal_dir_, std::ios::binary) << "not a folder";
+  try {
+    lockJournalDirectory(journal_dir_);
+    FAIL() << "a file in place of the journal folder was locked";
+  } catch (const ConfigError& error) {
+    EXPECT_NE(std::string(error.what()).find(journal_dir_.string()), std::string::npos)
+        << error.what();
+    EXPECT_NE(std::string(error.what()).find("move away"), std::string::npos) << error.what();
+  }
+  EXPECT_TRUE(fs::is_regular_file(journal_dir_));
 }
 
 TEST(JournalFileName, IsNumberedAndPadded) {

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""The inspection journal under a kill right after a response, a shared spool and a bad folder.
+
+- A probe killed with SIGKILL as soon as the client has read a response
+  still records that request at its next start, also when the full queue
+  shed it.
+- A second probe started on the spool of a running one starts without the
+  journal (error log, `webtrap_journal_enabled` 0). It neither recovers nor
+  deletes the first probe's journal, so a SIGKILL of the first probe then
+  loses none of the first probe's queued requests.
+- A file in place of the journal folder does not stop the start: the probe
+  logs the path, runs without the journal and records its requests.
+"""
+
+import concurrent.futures
+import os
+import pathlib
+import shutil
+import socket
+import tempfile
+import unittest
+import urllib.parse
+
+from probe_harness import Probe, send_raw
+
+CONFIG = """
+sensor:
+  id: journal-attacks
+pipeline:
+  workers: 1
+  queue_limit: 1000
+spool:
+  fsync_interval: 100ms
+"""
+# Every request is shed: none fits in the queue.
+SHED_CONFIG = CONFIG.replace("queue_limit: 1000", "queue_limit: 0")
+FIELDS = 900
+
+
+def slow_post(marker):
+    # 900 form fields cost libmodsecurity some milliseconds, so requests queue.
+    body = "&".join(f"f{j}={marker}-{j}" for j in range(FIELDS)).encode()
+    return (f"POST /blog/post.php?marker={marker} HTTP/1.1\r\nHost: www.example.com\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+def marker_of(record):
+    target = record["webtrap"]["request"]["line"].split(" ")[1]
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)
+    return query.get("marker", [""])[0]
+
+
+def kill(probe):
+    """Sends SIGKILL to the probe this test started, by its PID."""
+    probe.process.kill()
+    probe.process.wait()
+    probe.stop()
+
+
+def new_spool_folder():
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-test-"))
+    # The probe drops root for "nobody", which must reach the spool.
+    os.chmod(folder, 0o755)
+    if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
+        import atexit
+        atexit.register(shutil.rmtree, folder, True)
+    return folder / "spool"
+
+
+class JournalAttackTest(unittest.TestCase):
+    def test_sigkill_after_response_keeps_request(self):
+        self.check_sigkill_after_response(CONFIG, "queued")
+
+    def test_sigkill_after_shed_response_keeps_request(self):
+        self.check_sigkill_after_response(SHED_CONFIG, "shed")
+
+    def check_sigkill_after_response(self, config, case):
+        for attempt in range(3):
+            marker = f"answered-{case}-{attempt}"
+            first = Probe(config)
+            request = (f"GET /index.php?marker={marker} HTTP/1.1\r\n"
+                       f"Host: www.example.com\r\n\r\n").encode()
+            # A keep-alive request: the probe does not close the connection,
+            # so the kill follows the response by the time of one recv().
+            with socket.create_connection(("127.0.0.1", first.http_port), timeout=10) as sock:
+                sock.sendall(request)
+                response = sock.recv(65536)
+                kill(first)
+            self.assertTrue(response.startswith(b"HTTP/1.1 "), response[:60])
+
+            second = Probe(config, spool=first.spool)
+            try:
+                markers = [marker_of(r) for r in second.records()]
+            finally:
+                second.stop()
+            self.assertIn(marker, markers,
+                          f"attempt {attempt}: an answered request has no record after SIGKILL")
+
+    def test_second_probe_keeps_first_journal(self):
+        markers = [f"first-{i}" for i in range(24)]
+        first = Probe(CONFIG)
+        second = None
+        try:
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                responses = list(pool.map(lambda m: send_raw(first.http_port, slow_post(m)),
+                                          markers))
+            for marker, response in zip(markers, responses):
+                self.assertTrue(response.startswith(b"HTTP/1.1 "), marker)
+            self.assertGreater(first.metrics().get("webtrap_journal_pending", 0), 0,
+                               "the requests were inspected before the second probe started")
+            journal = first.spool / "inspection-journal"
+
+            second = Probe(CONFIG, spool=first.spool)
+            second_metrics = second.metrics()
+            self.assertEqual(second_metrics.get("webtrap_journal_enabled"), 0)
+            self.assertEqual(second_metrics.get("webtrap_journal_records_recovered_total", 0), 0)
+            log = second.log_text()
+            self.assertIn("is locked by another process", log)
+            self.assertIn(str(journal), log)
+            self.assertEqual(first.metrics().get("webtrap_journal_enabled"), 1)
+            self.assertTrue(list(journal.glob("*.journal")),
+                            "the second probe deleted the running probe's journal")
+        finally:
+            kill(first)
+            if second is not None:
+                second.stop()
+
+        third = Probe(CONFIG, spool=first.spool)
+        try:
+            recorded = {marker_of(r) for r in third.records()}
+        finally:
+            third.stop()
+        self.assertEqual(set(markers) - recorded, set(), "answered requests lost")
+
+    def test_journal_folder_file_does_not_stop_start(self):
+        spool = new_spool_folder()
+        spool.mkdir()
+        in_the_way = spool / "inspection-journal"
+        in_the_way.write_text("not a folder\n")
+        probe = Probe(CONFIG, spool=spool)
+        try:
+            response = send_raw(probe.http_port, slow_post("no-journal"))
+            self.assertTrue(response.startswith(b"HTTP/1.1 "), response[:60])
+            records = probe.wait_records(1)
+            metrics = probe.metrics()
+        finally:
+            code = probe.stop()
+        self.assertEqual(code, 0, probe.log_text()[-3000:])
+        self.assertEqual([marker_of(r) for r in records], ["no-journal"])
+        self.assertEqual(metrics.get("webtrap_journal_enabled"), 0)
+        log = probe.log_text()
+        self.assertIn(f"inspection journal folder '{in_the_way}'", log)
+        self.assertIn("runs without the inspection journal", log)
+        self.assertEqual(in_the_way.read_text(), "not a folder\n")
+
+
+if __name__ == "__main__":
+    unittest.main()
