@@ -80,7 +80,7 @@ std::uint64_t Pipeline::journalBeforeResponse(const CapturedRequest& request,
 void Pipeline::submit(PipelineJob job) {
   submitted_.inc();
   std::uint64_t bytes = jobBytes(job);
-  if (journal_ != nullptr && job.journal_ticket == 0) {
+  if (journal_ != nullptr && !job.journal_attempted) {
     // The journal write happens outside the lock, so workers keep taking
     // jobs meanwhile. A full queue skips it: a shed job is written at once.
     bool room = false;

@@ -26,6 +26,9 @@ struct PipelineJob {
   RouteOutcome outcome;
   std::string event_id;
   std::uint64_t journal_ticket = 0;  // from InspectionJournal::append, 0 when not journaled
+  // Whether journalBeforeResponse() ran for this job, so that submit() does
+  // not write (or count a failed write) a second time.
+  bool journal_attempted = false;
 };
 
 class Pipeline {
@@ -50,7 +53,7 @@ class Pipeline {
   // PipelineJob::journal_ticket, or 0 without a journal or when the write
   // failed. The entry is written even when the queue is full, because a
   // shed job reaches the spool only after its response. submit() journals
-  // a job whose ticket is 0 if it queues it.
+  // a job without PipelineJob::journal_attempted if it queues it.
   std::uint64_t journalBeforeResponse(const CapturedRequest& request,
                                       const PersonaResponse& response,
                                       const RouteOutcome& outcome, const std::string& event_id);

@@ -329,6 +329,9 @@ class HttpSession {
     job.request = std::move(reader_.request());
     job.response = std::move(response);
     job.outcome = std::move(outcome_);
+    // An empty event_id_ means no response was sent, so doWrite() wrote no
+    // journal entry and submit() does.
+    job.journal_attempted = !event_id_.empty();
     job.event_id = event_id_.empty() ? newUuidV7() : std::move(event_id_);
     job.journal_ticket = std::exchange(journal_ticket_, 0);
     event_id_.clear();

@@ -10,13 +10,17 @@
   loses none of the first probe's queued requests.
 - A file in place of the journal folder does not stop the start: the probe
   logs the path, runs without the journal and records its requests.
+- On a full disk (a small tmpfs, so root only) the probe keeps running and
+  counts each request that it could not journal once.
 """
 
+import atexit
 import concurrent.futures
 import os
 import pathlib
 import shutil
 import socket
+import subprocess
 import tempfile
 import unittest
 import urllib.parse
@@ -63,7 +67,6 @@ def new_spool_folder():
     # The probe drops root for "nobody", which must reach the spool.
     os.chmod(folder, 0o755)
     if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
-        import atexit
         atexit.register(shutil.rmtree, folder, True)
     return folder / "spool"
 
@@ -153,6 +156,45 @@ class JournalAttackTest(unittest.TestCase):
         self.assertIn(f"inspection journal folder '{in_the_way}'", log)
         self.assertIn("runs without the inspection journal", log)
         self.assertEqual(in_the_way.read_text(), "not a folder\n")
+
+    def test_full_disk_counts_each_unprotected_request(self):
+        # A 6 MiB tmpfs, nearly filled, so that journal writes fail with ENOSPC.
+        mount_point = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-test-tmpfs-"))
+        os.chmod(mount_point, 0o755)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs",
+                                  str(mount_point)], capture_output=True)
+        if mounted.returncode != 0:
+            mount_point.rmdir()
+            self.skipTest(f"mounting a tmpfs needs root: {mounted.stderr.decode().strip()}")
+        try:
+            os.chmod(mount_point, 0o755)
+            spool = mount_point / "spool"
+            # No commit runs during the test, so no done-id write can fail
+            # and every journal write error belongs to one request.
+            probe = Probe(CONFIG.replace("fsync_interval: 100ms", "fsync_interval: 1h"),
+                          spool=spool)
+            try:
+                (mount_point / "filler").write_bytes(b"x" * (5 * 1024 * 1024 + 700 * 1024))
+                markers = [f"full-{i}" for i in range(40)]
+                with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                    responses = list(pool.map(
+                        lambda m: send_raw(probe.http_port, slow_post(m)), markers))
+                for marker, response in zip(markers, responses):
+                    self.assertTrue(response.startswith(b"HTTP/1.1 "), marker)
+                metrics = probe.metrics()
+                self.assertIsNone(probe.process.poll(), "the probe exited on a full disk")
+            finally:
+                probe.stop()
+            entries = metrics.get("webtrap_journal_entries_total", 0)
+            errors = metrics.get("webtrap_journal_write_errors_total", 0)
+            self.assertGreater(errors, 0, "no journal write failed; the filler left too much room")
+            # Each request is either journaled or counted once as unprotected.
+            self.assertEqual(entries + errors, len(markers))
+            log = probe.log_text()
+            self.assertIn(f"write failed in {spool / 'inspection-journal'}", log)
+        finally:
+            subprocess.run(["umount", str(mount_point)], check=True)
+            mount_point.rmdir()
 
 
 if __name__ == "__main__":
