@@ -3,7 +3,7 @@
 
 The collector stores 3,000 probe records in gzip batches of 100 under
 `store.retention.max_size: 2MiB` with a pass every 100 ms. The
-Elasticsearch test double answers each `_bulk` request after 300 ms, so
+Elasticsearch test double responds to each `_bulk` request after 300 ms, so
 retention removes most events while the output still has some in flight.
 The test checks that:
 
