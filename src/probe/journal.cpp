@@ -101,8 +101,9 @@ InspectionJournal::Impl::Impl(const JournalConfig& journal_config, Spool& journa
                               MetricsRegistry& metrics)
     : config(journal_config),
       spool(journal_spool),
-      entries_total(metrics.counter("webtrap_journal_entries_total",
-                                    "Requests written to the inspection journal before their response (queued or shed).")),
+      entries_total(metrics.counter(
+          "webtrap_journal_entries_total",
+          "Requests written to the inspection journal before their response (queued or shed).")),
       write_errors(metrics.counter(
           "webtrap_journal_write_errors_total",
           "Failed inspection journal writes; each leaves a queued request unprotected.")),
