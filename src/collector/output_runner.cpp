@@ -174,10 +174,15 @@ void OutputRunner::run() {
     const std::int64_t last_seq = store_.lastSeq();
     const std::int64_t from = cursor();
     std::vector<StoredEvent>& batch = batch_;
+    // From here until endInFlight(), retention counts no event it removes
+    // after the cursor as undelivered unless this runner leaves it
+    // unfinished.
+    store_.beginInFlight(name_, from);
     try {
       store_.readAfter(from, options_.batch_max_events, options_.batch_max_bytes, batch,
                        output_->originalForm());
     } catch (const std::exception& e) {
+      store_.endInFlight(name_, {});
       logRetry(fmt::format("output {}: reading the store after seq {} failed: {}; retrying", name_,
                            from, e.what()));
       if (!sleepFor(options_.retry_initial)) {
@@ -186,6 +191,7 @@ void OutputRunner::run() {
       continue;
     }
     if (batch.empty()) {
+      store_.endInFlight(name_, {});
       if (last_seq > from) {
         advanceCursor(last_seq);
       }
@@ -199,7 +205,17 @@ void OutputRunner::run() {
     // sent whole. The events before it are sent first; then it goes to the
     // dead-letter store, so that one damaged batch holds back nothing else.
     if (!batch.front().damage.empty()) {
-      if (!deadLetterDamaged(batch)) {
+      std::vector<std::int64_t> finished;
+      for (const StoredEvent& event : batch) {
+        if (event.damage.empty()) {
+          break;
+        }
+        finished.push_back(event.seq);
+      }
+      const bool stored = deadLetterDamaged(batch);
+      store_.endInFlight(name_, stored ? std::span<const std::int64_t>(finished)
+                                       : std::span<const std::int64_t>());
+      if (!stored) {
         break;
       }
       continue;
@@ -222,13 +238,16 @@ void OutputRunner::run() {
       }
       const auto deadline = first_pending + options_.flush_interval;
       if (now < deadline) {
+        // The batch is read again after the wait.
+        store_.endInFlight(name_, {});
         updateGauges();
         waitForEvents(deadline, options_.batch_max_events);
         continue;
       }
     }
     pending = false;
-    sendBatch(batch);
+    std::vector<std::int64_t> finished = sendBatch(batch);
+    store_.endInFlight(name_, finished);
     updateGauges();
   }
 
@@ -268,8 +287,21 @@ bool OutputRunner::deadLetterDamaged(const std::vector<StoredEvent>& batch) {
   return true;
 }
 
-void OutputRunner::sendBatch(std::vector<StoredEvent>& batch) {
+std::vector<std::int64_t> OutputRunner::sendBatch(std::vector<StoredEvent>& batch) {
   const std::int64_t batch_last = batch.back().seq;
+  // The seqs of `batch` without those of `unfinished`, in order.
+  auto finishedSeqs = [&batch](std::span<const StoredEvent> unfinished) {
+    std::vector<std::int64_t> seqs;
+    std::size_t next = 0;
+    for (const StoredEvent& event : batch) {
+      if (next < unfinished.size() && unfinished[next].seq == event.seq) {
+        ++next;
+        continue;
+      }
+      seqs.push_back(event.seq);
+    }
+    return seqs;
+  };
   // The first attempt sends `batch` in place. Events to send again are
   // moved into `retry_events`, which later attempts send.
   std::vector<StoredEvent> retry_events;
@@ -286,7 +318,7 @@ void OutputRunner::sendBatch(std::vector<StoredEvent>& batch) {
                            name_, remaining.size(), remaining.front().seq, remaining.back().seq,
                            e.what(), delay.count()));
       if (!sleepFor(delay)) {
-        return;
+        return finishedSeqs(remaining);
       }
       continue;
     } catch (const std::exception& e) {
@@ -299,7 +331,7 @@ void OutputRunner::sendBatch(std::vector<StoredEvent>& batch) {
                     name_, remaining.size(), remaining.front().seq, remaining.back().seq, e.what(),
                     delay.count());
       if (!sleepFor(delay)) {
-        return;
+        return finishedSeqs(remaining);
       }
       continue;
     }
@@ -310,7 +342,7 @@ void OutputRunner::sendBatch(std::vector<StoredEvent>& batch) {
                     "ms",
                     name_, results.size(), remaining.size(), delay.count());
       if (!sleepFor(delay)) {
-        return;
+        return finishedSeqs(remaining);
       }
       continue;
     }
@@ -370,9 +402,10 @@ void OutputRunner::sendBatch(std::vector<StoredEvent>& batch) {
                          delay.count()));
     updateGauges();
     if (!sleepFor(delay)) {
-      return;
+      return finishedSeqs(remaining);
     }
   }
+  return finishedSeqs({});
 }
 
 bool OutputRunner::waitForEvents(Clock::time_point deadline, std::size_t min_events) {

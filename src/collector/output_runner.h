@@ -84,8 +84,10 @@ class OutputRunner {
   void run();
   // Sends `batch` until every event is finished or the runner stops. On
   // the path without retries the events are left in place, so run() reuses
-  // their strings for the next read.
-  void sendBatch(std::vector<StoredEvent>& batch);
+  // their strings for the next read. Returns the sorted seqs of the events
+  // it finished (delivered or dead-lettered): all of `batch`, unless the
+  // runner stopped first.
+  std::vector<std::int64_t> sendBatch(std::vector<StoredEvent>& batch);
   // Dead-letters the events at the front of `batch` whose damage is set
   // and moves the cursor past them. Returns false when the runner stops
   // while waiting to retry a failed write.

@@ -94,6 +94,9 @@ RetentionSummary RetentionTask::runOnce(std::int64_t now_ms) {
   for (const auto& [output, count] : summary.removed_undelivered) {
     undeliveredCounter(output).inc(count);
   }
+  for (const auto& [output, count] : summary.late_undelivered) {
+    undeliveredCounter(output).inc(count);
+  }
   if (summary.removed > 0) {
     std::string undelivered;
     for (const auto& [output, count] : summary.removed_undelivered) {

@@ -374,6 +374,20 @@ struct Store::Impl {
   std::unique_ptr<Connection> writer;
   std::mutex write_mutex;  // guards `writer`
 
+  // Per output, the seqs read for a send that has not finished
+  // (Store::beginInFlight), and those of them that retention removed
+  // meanwhile: they count as removed undelivered only if the send leaves
+  // them unfinished. `late_undelivered` keeps such counts until the next
+  // retention pass reports them.
+  struct InFlight {
+    std::int64_t first = 0;
+    std::int64_t last = -1;
+    std::vector<std::int64_t> removed;
+  };
+  std::mutex in_flight_mutex;
+  std::map<std::string, InFlight, std::less<>> in_flight;
+  std::map<std::string, std::uint64_t, std::less<>> late_undelivered;
+
   mutable std::mutex pool_mutex;
   mutable std::vector<std::unique_ptr<Connection>> idle_readers;
 
@@ -1085,7 +1099,7 @@ std::shared_ptr<const std::string> Store::Impl::originalBatchText(Connection& re
     return shared;
   }
   std::lock_guard lock(batch_cache_mutex);
-  batch_cache.insert(batch_cache.begin(), CachedBatch{first_seq, shared});
+  batch_cache.insert(batch_cache.begin(), CachedBatch{first_seq, shared, {}});
   std::size_t bytes = 0;
   std::size_t keep = 0;
   while (keep < batch_cache.size() && keep < kCachedBatches &&
@@ -1445,16 +1459,34 @@ bool Store::Impl::removeChunk(std::int64_t now_ms, RetentionSummary& summary) {
 
     // Count, per output, the removed events after its cursor, then move the
     // cursors past the gap so the queue depth stays true.
+    // Removed events that an output has in flight are not counted yet: the
+    // output finishes them from memory, and endInFlight() counts those it
+    // leaves unfinished.
     std::vector<std::pair<std::string, std::uint64_t>> undelivered;
+    std::vector<std::pair<std::string, std::vector<std::int64_t>>> removed_in_flight;
     {
       sqlite3_stmt* cursors = writer->prepare("SELECT output, seq FROM cursors");
       ResetGuard reset(cursors);
+      std::lock_guard flight_lock(in_flight_mutex);
       while (writer->step(cursors, "reading cursors")) {
+        std::string output = columnText(cursors, 0);
         std::int64_t cursor = sqlite3_column_int64(cursors, 1);
         auto first_after = std::upper_bound(removed.begin(), removed.end(), cursor);
-        auto count = static_cast<std::uint64_t>(removed.end() - first_after);
+        auto flight = in_flight.find(output);
+        std::vector<std::int64_t> removed_sends;
+        if (flight != in_flight.end()) {
+          for (auto it = first_after; it != removed.end(); ++it) {
+            if (*it >= flight->second.first && *it <= flight->second.last) {
+              removed_sends.push_back(*it);
+            }
+          }
+        }
+        auto count = static_cast<std::uint64_t>(removed.end() - first_after) - removed_sends.size();
         if (count > 0) {
-          undelivered.emplace_back(columnText(cursors, 0), count);
+          undelivered.emplace_back(output, count);
+        }
+        if (!removed_sends.empty()) {
+          removed_in_flight.emplace_back(std::move(output), std::move(removed_sends));
         }
       }
     }
@@ -1474,6 +1506,15 @@ bool Store::Impl::removeChunk(std::int64_t now_ms, RetentionSummary& summary) {
     addToCounter(kEventBytes, -static_cast<std::int64_t>(removed_bytes));
     writer->exec("COMMIT", "committing retention");
 
+    {
+      std::lock_guard flight_lock(in_flight_mutex);
+      for (auto& [output, seqs] : removed_in_flight) {
+        auto flight = in_flight.find(output);
+        if (flight != in_flight.end()) {
+          flight->second.removed.insert(flight->second.removed.end(), seqs.begin(), seqs.end());
+        }
+      }
+    }
     event_count -= removed.size();
     event_bytes -= removed_bytes;
     summary.removed += removed.size();
@@ -1500,6 +1541,14 @@ RetentionSummary Store::enforceRetention(std::int64_t now_ms) {
   RetentionSummary summary;
   while (impl_->removeChunk(now_ms, summary)) {
   }
+  {
+    // Counted by endInFlight() since the last pass, and already stored.
+    std::lock_guard flight_lock(impl_->in_flight_mutex);
+    for (const auto& [output, count] : impl_->late_undelivered) {
+      summary.late_undelivered.emplace_back(output, count);
+    }
+    impl_->late_undelivered.clear();
+  }
   if (impl_->options.retention_max_age_ms > 0) {
     std::lock_guard lock(impl_->write_mutex);
     Connection& writer = *impl_->writer;
@@ -1509,6 +1558,46 @@ RetentionSummary Store::enforceRetention(std::int64_t now_ms) {
     writer.step(stmt, "removing old dead letters");
   }
   return summary;
+}
+
+void Store::beginInFlight(std::string_view output, std::int64_t after_seq) {
+  std::lock_guard flight_lock(impl_->in_flight_mutex);
+  Impl::InFlight& flight = impl_->in_flight[std::string(output)];
+  flight.first = after_seq + 1;
+  flight.last = INT64_MAX;
+  flight.removed.clear();
+}
+
+void Store::endInFlight(std::string_view output, std::span<const std::int64_t> finished) {
+  std::uint64_t lost = 0;
+  {
+    std::lock_guard flight_lock(impl_->in_flight_mutex);
+    auto flight = impl_->in_flight.find(output);
+    if (flight == impl_->in_flight.end()) {
+      return;
+    }
+    std::vector<std::int64_t> removed = std::move(flight->second.removed);
+    impl_->in_flight.erase(flight);
+    for (std::int64_t seq : removed) {
+      lost += std::binary_search(finished.begin(), finished.end(), seq) ? 0 : 1;
+    }
+    if (lost == 0) {
+      return;
+    }
+    impl_->late_undelivered[std::string(output)] += lost;
+  }
+  spdlog::warn("output {}: retention removed {} events while the output had them in flight, "
+               "before it finished them; counted as removed undelivered",
+               output, lost);
+  try {
+    std::lock_guard lock(impl_->write_mutex);
+    impl_->addToCounter(std::string(kUndeliveredPrefix) + std::string(output),
+                        static_cast<std::int64_t>(lost));
+  } catch (const std::exception& e) {
+    spdlog::error("store {}: saving the count of {} events removed undelivered for output {} "
+                  "failed: {}",
+                  impl_->options.path.string(), lost, output, e.what());
+  }
 }
 
 RetentionSummary Store::retentionTotals() const {

@@ -106,6 +106,9 @@ struct RetentionSummary {
   std::uint64_t removed = 0;
   // Per output, events removed before that output delivered them.
   std::vector<std::pair<std::string, std::uint64_t>> removed_undelivered;
+  // Per output, events removed during an earlier pass while the output had
+  // them in flight, which it then left unfinished (Store::endInFlight).
+  std::vector<std::pair<std::string, std::uint64_t>> late_undelivered;
 };
 
 class Store {
@@ -163,6 +166,16 @@ class Store {
   std::int64_t cursor(std::string_view output) const;  // 0 for an unknown output
   void setCursor(std::string_view output, std::int64_t seq);
   std::vector<std::string> outputs() const;  // registered output names
+
+  // Marks the events after `after_seq` as in flight for `output`: it is
+  // about to read them for a send. Retention may remove them meanwhile but
+  // does not count them as removed undelivered, because the output may
+  // still finish them from memory. Call it before the read.
+  void beginInFlight(std::string_view output, std::int64_t after_seq);
+  // Ends the send. Events in flight that retention removed meanwhile and
+  // that are not in `finished` (sorted seqs the output delivered or
+  // dead-lettered) are counted as removed undelivered now.
+  void endInFlight(std::string_view output, std::span<const std::int64_t> finished);
 
   void addDeadLetter(const DeadLetter& letter);
   void addDeadLetters(std::span<const DeadLetter> letters);  // in one transaction

@@ -11,12 +11,9 @@ The test checks that:
   the same `_bulk` request framed (no damaged or empty document), and the
   output dead-lettered nothing;
 - delivered plus `webtrap_collector_retention_removed_undelivered_total`
-  is at most the stored events. This fails now: retention counts the
-  events that the output read before the pass, and then delivers, as
-  removed undelivered too, because Store::Impl::removeChunk in
-  src/collector/store.cpp compares the removed seqs with the persisted
-  cursor only, so the counter overstates the loss by up to the events in
-  flight. The test is marked as an expected failure until that changes.
+  is at most the stored events: retention does not count as undelivered
+  the events that the output had read before the pass and then delivered
+  (Store::beginInFlight and Store::endInFlight).
 """
 
 import gzip
@@ -48,7 +45,6 @@ def metric_values(port):
 
 
 class RetentionInFlightTest(unittest.TestCase):
-    @unittest.expectedFailure
     def test_removed_undelivered_excludes_delivered(self):
         with CollectorRun("webtrap-retention-in-flight-") as run:
             folder = run.folder

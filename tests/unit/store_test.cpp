@@ -523,6 +523,41 @@ TEST_F(StoreTest, RetentionBySizeRemovesOldestFirst) {
   EXPECT_EQ(store.cursor("es"), 6);
 }
 
+TEST_F(StoreTest, RetentionInFlightCountsOnlyUnfinished) {
+  options_.retention_max_bytes = 4500;
+  Store store(options_);
+  store.registerOutput("es");
+  store.insert(makeEvents("f", 10, 1000));
+  store.setCursor("es", 2);
+
+  // The output has read seqs 3 to 5 when retention removes seqs 1 to 6.
+  store.beginInFlight("es", 2);
+  RetentionSummary summary = store.enforceRetention(nowMs());
+  EXPECT_EQ(summary.removed, 6u);
+  ASSERT_EQ(summary.removed_undelivered.size(), 0u);
+
+  // It delivered 3 and 5, not 4; seq 6 it never read.
+  const std::vector<std::int64_t> finished = {3, 5};
+  store.endInFlight("es", finished);
+  RetentionSummary totals = store.retentionTotals();
+  ASSERT_EQ(totals.removed_undelivered.size(), 1u);
+  EXPECT_EQ(totals.removed_undelivered[0].first, "es");
+  EXPECT_EQ(totals.removed_undelivered[0].second, 2u);
+
+  // The next pass reports the late count once, for the metric.
+  summary = store.enforceRetention(nowMs());
+  ASSERT_EQ(summary.late_undelivered.size(), 1u);
+  EXPECT_EQ(summary.late_undelivered[0].second, 2u);
+  EXPECT_TRUE(store.enforceRetention(nowMs()).late_undelivered.empty());
+
+  // Without a send in flight, removals count at once again.
+  store.insert(makeEvents("g", 3, 1000));
+  summary = store.enforceRetention(nowMs());
+  EXPECT_EQ(summary.removed, 3u);
+  ASSERT_EQ(summary.removed_undelivered.size(), 1u);
+  EXPECT_EQ(summary.removed_undelivered[0].second, 3u);
+}
+
 TEST_F(StoreTest, RetentionSpansSeveralChunks) {
   options_.retention_max_bytes = 1000 * 100;
   Store store(options_);
