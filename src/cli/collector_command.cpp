@@ -731,6 +731,12 @@ std::string tailLine(simdjson::ondemand::parser& parser, const StoredEvent& even
     bait = false;
   }
   std::string via = listener == "-" ? "" : fmt::format("  via {}{}", listener, bait ? " (bait)" : "");
+  // A request the probe did not inspect has no rule matches, which must not
+  // read like a clean request.
+  std::string inspection = text("/webtrap/inspection/status");
+  if (inspection != "-" && inspection != "complete" && inspection != "cached") {
+    rules += fmt::format("{}({} inspection)", rules.empty() ? "none " : " ", inspection);
+  }
   return fmt::format("{}  {}  {}  {} {}  {}  rules: {}{}", timestamp, sensor, from, method, url,
                      status, rules.empty() ? "none" : rules, via);
 }

@@ -24,7 +24,7 @@ namespace webtrap::collector {
 
 namespace {
 
-// What spliceOriginal() writes before the escaped original.
+// The member key that spliceOriginal() writes before the escaped original.
 constexpr std::string_view kOriginalKey = ",\"original\":\"";
 
 using std::string_view;
@@ -622,6 +622,15 @@ void writeWebtrap(JsonWriter& writer, const AuditRecord& record, const SensorFac
     writer.beginObject();
     writer.member("name", record.listener);
     writer.member("bait", record.bait_listener);
+    writer.endObject();
+  }
+  if (!record.inspection_status.empty() || record.anomaly_score) {
+    writer.key("inspection");
+    writer.beginObject();
+    writeStringIfPresent(writer, "status", record.inspection_status);
+    if (record.anomaly_score) {
+      writer.member("anomaly_score", *record.anomaly_score);
+    }
     writer.endObject();
   }
   writeStringArray(writer, "bait_hits", record.bait_hits);

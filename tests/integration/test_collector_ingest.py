@@ -198,6 +198,11 @@ def main():
 
 def run(workdir, collector):
     real = real_probe_records(workdir)
+    # One record as the probe writes it when its inspection queue was full:
+    # it has no rule matches, and `tail` must not show it as a clean request.
+    shed = json.loads(real[0])
+    shed["webtrap"]["inspection"]["status"] = "shed"
+    real[0] = json.dumps(shed, separators=(",", ":")).encode()
     bulk = generated_records(workdir, BULK_RECORDS, seed=11)
     extra = generated_records(workdir, 300, seed=12)
 
@@ -332,6 +337,10 @@ def run(workdir, collector):
     check(as_values(tailed) == as_values(written),
           f"tail --documents printed {len(tailed)} lines that differ from the "
           f"{len(written)} the output wrote")
+    lines = collector.command("tail", "--last", str(len(written))).splitlines()
+    marked = [line for line in lines if "inspection)" in line]
+    check(len(marked) == 1 and "(shed inspection)" in marked[0],
+          f"tail lines marking an uninspected request: {marked[:3]}")
 
     # Acknowledged records survive a SIGKILL right after the ack.
     status, ack = collector.post_batch(extra[3:], token)

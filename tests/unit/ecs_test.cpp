@@ -191,6 +191,8 @@ AuditRecord probeRecord() {
   record.persona = "wordpress";
   record.listener = "bait-8888";
   record.bait_listener = true;
+  record.inspection_status = "interrupted";
+  record.anomaly_score = 10;
   record.bait_hits = {"form_field"};
   record.tags = {"OAT-008"};
   record.original = originalJson(record);
@@ -352,6 +354,8 @@ TEST(EcsDocument, ProbeAlertFields) {
   EXPECT_EQ(stringAt(document, "/webtrap/persona"), "wordpress");
   EXPECT_EQ(stringAt(document, "/webtrap/listener/name"), "bait-8888");
   EXPECT_TRUE(document.at_pointer("/webtrap/listener/bait").get_bool().value());
+  EXPECT_EQ(stringAt(document, "/webtrap/inspection/status"), "interrupted");
+  EXPECT_EQ(document.at_pointer("/webtrap/inspection/anomaly_score").get_int64().value(), 10);
   EXPECT_EQ(stringsAt(document, "/webtrap/bait_hits"), (std::vector<std::string>{"form_field"}));
   EXPECT_FALSE(document.at_pointer("/webtrap/request/body_content_truncated").get_bool().value());
   EXPECT_EQ(stringAt(document, "/webtrap/rules/1/id"), "77050");
@@ -620,6 +624,7 @@ TEST(EcsDocument, ProbeRecordThroughDecoder) {
   EXPECT_EQ(stringAt(document, "/webtrap/persona"), "wordpress");
   EXPECT_EQ(stringAt(document, "/webtrap/listener/name"), "web");
   EXPECT_FALSE(document.at_pointer("/webtrap/listener/bait").get_bool().value());
+  EXPECT_EQ(stringAt(document, "/webtrap/inspection/status"), "complete");
   EXPECT_EQ(stringAt(document, "/rule/id"), "77050");
   EXPECT_EQ(stringAt(document, "/rule/category"), "honeytrap");
   EXPECT_EQ(stringAt(document, "/destination/ip"), "::1");
