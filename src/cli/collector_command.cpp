@@ -100,6 +100,20 @@ std::unique_ptr<Store> openStore(const CollectorConfig& config) {
   return std::make_unique<Store>(config.store);
 }
 
+// Opens the store for a command that only reads it. A missing store is an
+// error, not a new empty one: a relative state_dir read from another folder
+// would otherwise report no events.
+std::unique_ptr<Store> openExistingStore(const CollectorConfig& config) {
+  std::error_code ec;
+  if (!std::filesystem::exists(config.store.path, ec)) {
+    throw ConfigError(fmt::format(
+        "store.path: the store \"{}\" does not exist; run this command from the folder the "
+        "collector runs in, or set state_dir (or store.path) to an absolute path",
+        std::filesystem::absolute(config.store.path, ec).string()));
+  }
+  return openStore(config);
+}
+
 // Builds the /healthz response: the store, each output's depth and lag, each
 // sensor's last record.
 HealthReport healthReport(const CollectorConfig& config, Store& store, const Ingest& ingest) {
@@ -594,7 +608,7 @@ int runRevoke(const CollectorOptions& options) {
 int runSensors(const CollectorOptions& options) {
   setupLoggingOr(options, "warn");
   CollectorConfig config = loadConfig(options);
-  auto store = openStore(config);
+  auto store = openExistingStore(config);
   for (const auto& sensor : store->sensors()) {
     std::string line;
     JsonWriter writer(line);
@@ -633,7 +647,7 @@ int runSetupElasticsearch(const CollectorOptions& options) {
 int runDeadLetters(const CollectorOptions& options) {
   setupLoggingOr(options, "warn");
   CollectorConfig config = loadConfig(options);
-  auto store = openStore(config);
+  auto store = openExistingStore(config);
   auto letters = store->deadLetters(options.limit);
   fmt::print(stderr, "dead letters: {} in the store, showing {}\n", store->deadLetterCount(),
              letters.size());
@@ -656,7 +670,7 @@ int runDeadLetters(const CollectorOptions& options) {
 int runCount(const CollectorOptions& options) {
   setupLoggingOr(options, "warn");
   CollectorConfig config = loadConfig(options);
-  auto store = openStore(config);
+  auto store = openExistingStore(config);
   std::string line;
   JsonWriter writer(line);
   writer.beginObject();
@@ -744,7 +758,7 @@ std::string tailLine(simdjson::ondemand::parser& parser, const StoredEvent& even
 int runTail(const CollectorOptions& options) {
   setupLoggingOr(options, "warn");
   CollectorConfig config = loadConfig(options);
-  auto store = openStore(config);
+  auto store = openExistingStore(config);
   const std::int64_t last = store->lastSeq();
   std::int64_t after = std::max<std::int64_t>(0, last - static_cast<std::int64_t>(options.limit));
   simdjson::ondemand::parser parser;

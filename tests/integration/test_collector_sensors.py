@@ -14,7 +14,9 @@ collector running:
   with 401 and accepts the new one, with its record count kept.
 
 A store written before sensors could be revoked (schema version 1) is
-upgraded at open: its sensors keep their tokens and can be revoked.
+upgraded at open: its sensors keep their tokens and can be revoked. Before
+the first enrolment, the commands that only read the store fail with an
+error naming its path and create no store.
 
 Exit status: 0 pass, 1 a check failed, 77 bench/collector/make_records.py is
 missing.
@@ -118,6 +120,15 @@ def main():
 admin: {{listen: 127.0.0.1:0}}
 state_dir: {folder / "state"}
 """)
+        # Commands that only read the store fail on a missing store and
+        # create none, so a wrong folder cannot report an empty store.
+        for command in ("count", "sensors", "tail", "dead-letters"):
+            result = collector_command(config, command)
+            check(result.returncode == 2 and "does not exist" in result.stderr
+                  and str(folder / "state" / "store.sqlite") in result.stderr,
+                  f"`collector {command}` without a store: {result.returncode} {result.stderr}")
+            check(not (folder / "state" / "store.sqlite").exists(),
+                  f"`collector {command}` created the store")
         token_a, _ = enrol_sensor(config, "sensor-a")
         token_b, _ = enrol_sensor(config, "sensor-b")
         collector = run.start(config)
