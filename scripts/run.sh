@@ -234,4 +234,23 @@ TEXT
 "$webtrap" collector --config etc/collector.yaml tail --follow --last 0 &
 tail_pid=$!
 # Either one stopping ends the demo; the trap stops the other.
-wait -n "$collector_pid" "$probe_pid" || true
+stopped_pid=""
+stopped_status=0
+wait -n -p stopped_pid "$collector_pid" "$probe_pid" || stopped_status=$?
+# Empty when Ctrl-C interrupted the wait rather than a process ending.
+if [[ -n $stopped_pid ]]; then
+  stopped_name=collector
+  [[ $stopped_pid == "$probe_pid" ]] && stopped_name=probe
+  if (( stopped_status > 128 )); then
+    echo "run.sh: the $stopped_name was killed by signal" \
+      "$(kill -l $((stopped_status - 128)) 2>/dev/null || echo $((stopped_status - 128)));" \
+      "see var/log/$stopped_name.log" >&2
+  else
+    echo "run.sh: the $stopped_name exited with status $stopped_status; see" \
+      "var/log/$stopped_name.log" >&2
+  fi
+  if [[ $stopped_name == probe ]]; then
+    echo "run.sh: run ./scripts/run.sh again: the probe records the requests it had answered" \
+      "but not yet recorded (kept in var/spool/inspection-journal/) and ships the spool" >&2
+  fi
+fi

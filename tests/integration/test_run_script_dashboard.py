@@ -25,6 +25,8 @@ Everything listens on loopback.
 - A token file that contains no usable token, or a probe port in use, stops
   the run with an error that names the cause, before any banner or token.
 - SIGINT stops the script, the probe and the collector.
+- A probe killed with SIGKILL ends the run with a line that names the
+  signal and tells the user that a new run records the journaled requests.
 """
 
 import json
@@ -154,6 +156,13 @@ def processes_in(folder):
     return pids
 
 
+def parent_of(pid):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    return 0
+
+
 def log_tails(folder):
     parts = []
     for name in ("collector.log", "probe.log"):
@@ -206,6 +215,28 @@ def check_plain_run(script, folder):
         leftovers = run.stop()
     check(not leftovers, f"processes left after SIGINT: {leftovers}")
     check("webtrap: stopped" in run.text(), f"no stop line after SIGINT:\n{run.text()}")
+
+
+def check_probe_killed(script, folder):
+    """A probe killed under run.sh ends the run with the signal and how to recover."""
+    run = RunScript(script, folder)
+    try:
+        run.wait_banner()
+        # The probe run.sh started, not the processes the probe starts.
+        probes = [pid for pid in processes_in(folder)
+                  if b"probe" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:2]
+                  and parent_of(pid) == run.process.pid]
+        check(len(probes) == 1, f"expected one probe started by run.sh, found {probes}")
+        os.kill(probes[0], signal.SIGKILL)
+        run.process.wait(timeout=STOP_TIMEOUT)
+    finally:
+        leftovers = run.stop()
+    check(not leftovers, f"processes left after the probe was killed: {leftovers}")
+    text = run.text()
+    check("the probe was killed by signal KILL" in text,
+          f"run.sh did not name the probe's signal:\n{text}")
+    check("run ./scripts/run.sh again" in text and "inspection-journal" in text,
+          f"run.sh did not say how to recover the probe's requests:\n{text}")
 
 
 def run_to_end(script, folder, *options):
@@ -370,6 +401,7 @@ def main():
         script = make_tree(folder, http_port)
         try:
             check_plain_run(script, folder)
+            check_probe_killed(script, folder)
             first_token = check_dashboard_run(
                 script, folder, http_port, lambda: check_second_run_rejected(script, folder))
             token_file = folder / "var/collector/admin.token"
@@ -388,7 +420,7 @@ def main():
         if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
             shutil.rmtree(folder, ignore_errors=True)
     print("run.sh: default run without a dashboard, --dashboard with URL, token, login and a "
-          "shipped record, a rejected second run, the same token on the next run, a bad token "
+          "shipped record, a killed probe, a rejected second run, the same token on the next run, a bad token "
           "file, a probe port in use, invalid --jobs values, and the stop all passed")
     return 0
 
