@@ -243,12 +243,13 @@ int runProbe(const ProbeOptions& options) {
   std::filesystem::path journal_dir = probe::journalDirectory(config.spool.dir);
   std::unique_ptr<FileHandle> journal_lock;
   std::optional<probe::InspectionJournal> journal;
+  std::uint64_t journal_records_recovered = 0;
   Gauge& journal_enabled = metrics.gauge(
       "webtrap_journal_enabled",
       "1 while the inspection journal protects queued requests, 0 when it is off or failed.");
   try {
     journal_lock = probe::lockJournalDirectory(journal_dir);
-    probe::recoverJournal(journal_dir, spool, metrics);
+    journal_records_recovered = probe::recoverJournal(journal_dir, spool, metrics).recovered;
     if (config.pipeline.journal) {
       probe::JournalConfig journal_config;
       journal_config.dir = journal_dir;
@@ -347,10 +348,19 @@ int runProbe(const ProbeOptions& options) {
   }
 
   pipeline.drain();
-  spdlog::info("probe: stopped requests={} records_written={} parse_errors={}",
+  // The drain may spool records after a Ctrl-C has already stopped the
+  // shipper, so the unshipped bytes are counted once both are done.
+  if (shipper_process) {
+    shipper_process->stop();
+  }
+  // records_written counts this run's requests, journal_records_recovered
+  // the records of the last run that its journal added to the spool at start.
+  spdlog::info("probe: stopped requests={} records_written={} journal_records_recovered={} "
+               "parse_errors={} unshipped_bytes={}",
                server_metrics.requests.value(),
                metrics.counter("webtrap_records_written_total", "").value(),
-               server_metrics.parse_errors.value());
+               journal_records_recovered, server_metrics.parse_errors.value(),
+               spool.unshippedBytes());
   return 0;
 }
 

@@ -157,6 +157,7 @@ struct Spool::Impl {
   bool isShipped(const Segment& segment) const;
   std::uint64_t unshippedRecords(const Segment& segment) const;
   void refreshShippedOffset();
+  std::uint64_t unshippedBytes();
   void forgetMissingSegments();
   bool writeRecord(std::string_view record);
   void syncFile(const std::shared_ptr<FileHandle>& file);
@@ -374,6 +375,20 @@ void Spool::Impl::refreshShippedOffset() {
   shipped.segment = position->segment;
   shipped.offset = position->offset;
   forgetMissingSegments();
+}
+
+std::uint64_t Spool::Impl::unshippedBytes() {
+  std::lock_guard lock(mutex);
+  refreshShippedOffset();
+  std::uint64_t bytes = 0;
+  for (const Segment& segment : segments) {
+    if (!shipped.valid || segment.number > shipped.segment) {
+      bytes += segment.bytes;
+    } else if (segment.number == shipped.segment) {
+      bytes += segment.bytes - std::min(segment.bytes, shipped.offset);
+    }
+  }
+  return bytes;
 }
 
 void Spool::Impl::forgetMissingSegments() {
@@ -636,6 +651,10 @@ AppendResult Spool::append(std::string_view record) {
 
 void Spool::flush() {
   impl_->flush();
+}
+
+std::uint64_t Spool::unshippedBytes() {
+  return impl_->unshippedBytes();
 }
 
 }  // namespace webtrap::probe

@@ -103,6 +103,12 @@ class Spool {
   // Fsyncs the open segment, whatever the fsync policy.
   void flush();
 
+  // Returns the bytes of the segments after the position in shipped.offset:
+  // every segment's bytes when the file is missing or malformed. Thread-safe.
+  // NOTE: a shipper that finds its segment rewritten reads it again from the
+  // start, which this count does not see.
+  std::uint64_t unshippedBytes();
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

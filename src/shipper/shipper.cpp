@@ -634,13 +634,17 @@ void Shipper::Impl::run(bool until_idle) {
     onFailure(batch, result);
   }
 
+  // Listed again, because the probe may have spooled records since the last
+  // read, for example during an interval wait.
+  std::uint64_t backlog = reader.currentBacklogBytes();
+  counters.backlog_bytes.store(static_cast<std::int64_t>(backlog));
   spdlog::info("shipper: stopped records_read={} records_sent={} batches_sent={} retries={} "
                "failures={} dropped={} rejected={} backlog_bytes={} offset={} {}",
                counters.records_read.load(), counters.records_sent.load(),
                counters.batches_sent.load(),
                counters.retries.load(), counters.failures.load(), counters.dropped.load(),
                counters.rejected.load(),
-               reader.backlogBytes(), segmentFileName(reader.position().segment),
+               backlog, segmentFileName(reader.position().segment),
                reader.position().offset);
 }
 

@@ -254,9 +254,8 @@ SpoolFingerprint SpoolReader::takeFingerprint(SpoolPosition end, const std::stri
   return fingerprint;
 }
 
-void SpoolReader::listSegments() {
-  previous_sizes_ = std::move(sizes_);
-  sizes_.clear();
+std::map<std::uint64_t, std::uint64_t> SpoolReader::readSegmentSizes() const {
+  std::map<std::uint64_t, std::uint64_t> sizes;
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(dir_, error)) {
     std::uint64_t number = parseSegmentFileName(entry.path().filename().native());
@@ -266,9 +265,15 @@ void SpoolReader::listSegments() {
     std::error_code size_error;
     std::uint64_t size = entry.file_size(size_error);
     if (!size_error) {
-      sizes_[number] = size;
+      sizes[number] = size;
     }
   }
+  return sizes;
+}
+
+void SpoolReader::listSegments() {
+  previous_sizes_ = std::move(sizes_);
+  sizes_ = readSegmentSizes();
 }
 
 // Counts the lines of the closed segments ahead of the position once, so
@@ -422,15 +427,24 @@ void SpoolReader::closeSegment() {
   fd_segment_ = 0;
 }
 
-void SpoolReader::updateBacklog() {
-  backlog_bytes_ = 0;
-  for (const auto& [number, size] : sizes_) {
+std::uint64_t SpoolReader::backlogOf(const std::map<std::uint64_t, std::uint64_t>& sizes) const {
+  std::uint64_t backlog = 0;
+  for (const auto& [number, size] : sizes) {
     if (number > position_.segment) {
-      backlog_bytes_ += size;
+      backlog += size;
     } else if (number == position_.segment) {
-      backlog_bytes_ += size - std::min(size, position_.offset);
+      backlog += size - std::min(size, position_.offset);
     }
   }
+  return backlog;
+}
+
+void SpoolReader::updateBacklog() {
+  backlog_bytes_ = backlogOf(sizes_);
+}
+
+std::uint64_t SpoolReader::currentBacklogBytes() const {
+  return backlogOf(readSegmentSizes());
 }
 
 SpoolBatch SpoolReader::next(std::uint64_t max_records, std::uint64_t max_bytes) {

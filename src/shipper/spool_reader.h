@@ -112,6 +112,10 @@ class SpoolReader {
   // Unshipped bytes in the spool, as of the last next().
   std::uint64_t backlogBytes() const { return backlog_bytes_; }
 
+  // Unshipped bytes in the spool now, after the position: lists the
+  // segments again, so it includes records appended since the last next().
+  std::uint64_t currentBacklogBytes() const;
+
   // Records lost because the spool deleted their segment before they were
   // shipped, since this reader was made.
   std::uint64_t droppedRecords() const { return dropped_records_; }
@@ -138,6 +142,7 @@ class SpoolReader {
   const char* mismatchOf(int fd) const;
   SpoolFingerprint takeFingerprint(SpoolPosition end, const std::string& tail) const;
   void writeFingerprintFile();
+  std::map<std::uint64_t, std::uint64_t> readSegmentSizes() const;
   void listSegments();
   void countAhead();
   void normalizePosition();
@@ -145,6 +150,7 @@ class SpoolReader {
   bool openSegment(std::uint64_t number);
   void closeSegment();
   bool writeOffsetFile();
+  std::uint64_t backlogOf(const std::map<std::uint64_t, std::uint64_t>& sizes) const;
   void updateBacklog();
 
   std::filesystem::path dir_;

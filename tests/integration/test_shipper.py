@@ -8,6 +8,7 @@ and SIGKILL) and of its worker process. The stand-in (tests/tools/collector_stan
 implements POST /v1/records, so this tests the shipper, not the collector.
 """
 
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -24,7 +25,7 @@ import unittest
 import urllib.error
 import urllib.request
 
-from probe_harness import BIN, SOURCE_DIR, wait_for
+from probe_harness import BIN, SOURCE_DIR, send_raw, wait_for
 
 sys.path.insert(0, str(SOURCE_DIR / "tests" / "tools"))
 from collector_stand_in import CollectorStandIn  # noqa: E402
@@ -70,6 +71,31 @@ def alive(pid):
     except OSError:
         return False
     return state[state.rindex(")") + 2] != "Z"
+
+
+def heavy_post(index):
+    """A POST of 900 form fields, which takes libmodsecurity some milliseconds to inspect."""
+    body = "&".join(f"f{j}={index}-{j}" for j in range(900)).encode()
+    return (f"POST /blog/post.php?marker=heavy-{index} HTTP/1.1\r\nHost: www.example.com\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+def unshipped_bytes(spool):
+    """The bytes of the spool segments after the position in shipped.offset."""
+    offset_file = spool / "shipped.offset"
+    shipped_name, shipped_offset = "", 0
+    if offset_file.exists():
+        shipped_name, offset_text = offset_file.read_text().split()
+        shipped_offset = int(offset_text)
+    total = 0
+    for segment in sorted(spool.glob("segment-*.ndjson")):
+        size = segment.stat().st_size
+        if segment.name > shipped_name:
+            total += size
+        elif segment.name == shipped_name:
+            total += max(0, size - shipped_offset)
+    return total
 
 
 class ProbeProcess:
@@ -318,6 +344,39 @@ class ShipperTest(unittest.TestCase):
         self.wait_delivered()
         counts = self.stand_in.snapshot()["event_counts"]
         self.assertTrue(all(counts[i] >= 1 for i in self.probe.event_ids()))
+
+    def test_ctrl_c_stop_logs_unshipped_bytes(self):
+        # Ctrl-C sends SIGINT to the probe and its shipper processes at once.
+        # The shipper stops first, and the probe then spools the records of
+        # its inspection queue, so only the probe's stop line has the final
+        # unshipped bytes.
+        workdir = self.workdir / "ctrl-c"
+        workdir.mkdir()
+        os.chmod(workdir, 0o755)
+        probe = ProbeProcess(workdir, CONFIG.format(url=self.stand_in.url, token=TOKEN) +
+                             "pipeline:\n  workers: 1\n  queue_limit: 1000\n")
+        probe.start()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                responses = list(pool.map(lambda i: send_raw(probe.http_port, heavy_post(i)),
+                                          range(40)))
+            self.assertTrue(all(r.startswith(b"HTTP/1.1 ") for r in responses))
+            self.assertGreater(probe.metrics().get("webtrap_inspection_queue_depth", 0), 0,
+                               "every request was inspected before the stop")
+            supervisor = children_of(probe.process.pid)[0]
+            for pid in [probe.process.pid, supervisor, *children_of(supervisor)]:
+                os.kill(pid, signal.SIGINT)
+            probe.process.wait(timeout=60)
+        finally:
+            probe.stop()
+        log = probe.log_text()
+        self.assertEqual(probe.process.returncode, 0, log[-3000:])
+
+        expected = unshipped_bytes(probe.spool)
+        self.assertGreater(expected, 0, "the shipper sent the records spooled after its stop")
+        stopped = re.search(r"probe: stopped .*\bunshipped_bytes=(\d+)", log)
+        self.assertIsNotNone(stopped, log[-3000:])
+        self.assertEqual(int(stopped.group(1)), expected)
 
     def test_9_second_shipper_is_rejected(self):
         result = subprocess.run([BIN, "ship", "--config", str(self.probe.config), "--spool",

@@ -58,6 +58,21 @@ TEST_F(SpoolReaderTest, ReadsWholeLinesAndPersistsOffset) {
   EXPECT_EQ(reader.next(100, 1 << 20).records, 0u);
 }
 
+TEST_F(SpoolReaderTest, CurrentBacklogSeesNewRecords) {
+  append(1, "{\"a\":1}\n");
+  SpoolReader reader(dir_);
+  reader.loadOffset();
+  ASSERT_TRUE(reader.commit(reader.next(100, 1 << 20)));
+  EXPECT_EQ(reader.backlogBytes(), 0u);
+  EXPECT_EQ(reader.currentBacklogBytes(), 0u);
+
+  // Records spooled after the last next(), in this segment and a new one.
+  append(1, "{\"a\":2}\n");
+  append(2, "{\"a\":3}\n");
+  EXPECT_EQ(reader.backlogBytes(), 0u) << "backlogBytes() is as of the last next()";
+  EXPECT_EQ(reader.currentBacklogBytes(), 16u);
+}
+
 TEST_F(SpoolReaderTest, UncommittedBatchIsReadAgain) {
   append(1, "{\"a\":1}\n");
   SpoolReader reader(dir_);

@@ -266,6 +266,33 @@ TEST_F(SpoolTest, DeleteOldestCountsOnlyPastOffset) {
   EXPECT_EQ(droppedFull(), 1u);
 }
 
+TEST_F(SpoolTest, UnshippedBytesFollowOffset) {
+  {
+    Spool spool(config(20, 1000), metrics_);
+    spool.append(record(0));
+    spool.append(record(1));
+  }
+  // Segment 1 is from before the restart, segment 2 from this run.
+  MetricsRegistry fresh;
+  Spool spool(config(20, 1000), fresh);
+  spool.append(record(2));
+  spool.append(record(3));
+  ASSERT_EQ(segments().size(), 2u);
+  EXPECT_EQ(spool.unshippedBytes(), 40u) << "without shipped.offset nothing is shipped";
+
+  writeShippedOffset("segment-000000000001.ndjson", 10);
+  EXPECT_EQ(spool.unshippedBytes(), 30u);
+  writeShippedOffset("segment-000000000002.ndjson", 10);
+  EXPECT_EQ(spool.unshippedBytes(), 10u);
+  spool.append(record(4));
+  EXPECT_EQ(spool.unshippedBytes(), 20u);
+  writeShippedOffset("segment-000000000003.ndjson", 10);
+  EXPECT_EQ(spool.unshippedBytes(), 0u);
+
+  std::ofstream(dir_ / "shipped.offset") << "segment-000000000002.ndjson ten\n";
+  EXPECT_EQ(spool.unshippedBytes(), 50u) << "a malformed offset counts every byte";
+}
+
 TEST_F(SpoolTest, DeleteOldestCountsSegmentsFromBeforeRestart) {
   {
     Spool spool(config(20, 40, FullPolicy::kDeleteOldest), metrics_);
