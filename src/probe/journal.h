@@ -81,6 +81,10 @@ struct JournalRecovery {
   std::uint64_t files = 0;      // journal files read
   std::uint64_t entries = 0;    // whole entry lines read
   std::uint64_t recovered = 0;  // records appended to the spool
+  // Entries skipped because a done line names them. An entry whose record
+  // was spooled but whose done id was not yet written counts as recovered,
+  // and its record is then in the spool twice.
+  std::uint64_t skipped_done = 0;
   std::uint64_t dropped = 0;    // records the spool did not store (disk cap, write error)
   std::uint64_t damaged = 0;    // damaged lines skipped
 };

@@ -185,6 +185,7 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
       std::size_t space = parsed->payload.find(' ');
       std::string event_id(parsed->payload.substr(0, space));
       if (done.contains(event_id)) {
+        ++result.skipped_done;
         return;
       }
       if (spool.append(parsed->payload.substr(space + 1)) == AppendResult::kWritten) {
@@ -216,11 +217,13 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
                  result.damaged - kDamagedLinesLogged);
   }
   auto log_level = result.dropped > 0 ? spdlog::level::warn : spdlog::level::info;
+  // Recovery does not read the spool, so it cannot tell which recovered
+  // records were spooled before the kill without their done id.
   spdlog::log(log_level,
-              "journal: recovery done files={} entries={} recovered={} already_spooled={} "
-              "damaged_lines={} dropped_by_spool={}",
-              result.files, result.entries, result.recovered,
-              result.entries - result.recovered - result.dropped, result.damaged,
+              "journal: recovery done files={} entries={} recovered={} skipped_done={} "
+              "damaged_lines={} dropped_by_spool={}; recovered may include records already spooled "
+              "whose done id was not yet written, and the collector keeps one per event id",
+              result.files, result.entries, result.recovered, result.skipped_done, result.damaged,
               result.dropped);
   return result;
 }

@@ -18,7 +18,9 @@ spool. The test checks that:
   `webtrap_journal_records_recovered_total` counts them;
 - the first probe journaled every request (`webtrap_journal_entries_total`);
 - the second probe records the requests it takes after the restart, and its
-  clean stop leaves the journal folder empty.
+  clean stop leaves the journal folder empty;
+- the recovery line counts the entries skipped for a done id, and the stop
+  line gives the recovered records next to this run's records.
 
 A last case checks that an invalid `pipeline.journal` value stops the start
 with an error that names the key.
@@ -26,6 +28,7 @@ with an error that names the key.
 
 import concurrent.futures
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -146,7 +149,21 @@ class InspectionJournalTest(unittest.TestCase):
             self.assertIn(record["webtrap"]["inspection"]["status"],
                           ("complete", "cached", "interrupted"), marker_of(record))
 
-        self.assertIn(f"recovered={len(recovered)}", second.log_text())
+        # The recovery line and the stop line count the recovered records as
+        # the metric does. The recovery line counts the entries that a done
+        # line names, not the spooled records whose done id was lost.
+        log = second.log_text()
+        counts = re.search(r"journal: recovery done .* entries=(\d+) recovered=(\d+) "
+                           r"skipped_done=(\d+) damaged_lines=0 dropped_by_spool=0", log)
+        self.assertIsNotNone(counts, log[-3000:])
+        entries, recovered_count, skipped_done = (int(group) for group in counts.groups())
+        self.assertEqual(recovered_count, len(recovered))
+        self.assertEqual(skipped_done, entries - recovered_count)
+        self.assertGreater(skipped_done, 0, "no entry had a done id at the kill")
+        self.assertNotIn("already_spooled", log)
+        self.assertRegex(log, rf"probe: stopped requests={AFTER_RESTART} "
+                              rf"records_written={AFTER_RESTART} "
+                              rf"journal_records_recovered={len(recovered)} ")
         self.assertEqual(list((first.spool / "inspection-journal").iterdir()), [],
                          "a clean stop left journal files")
         print(f"{queued:.0f} of {REQUESTS} requests queued at the kill, {len(before)} spooled, "

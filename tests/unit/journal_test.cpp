@@ -14,6 +14,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "common/error.h"
 #include "probe/spool.h"
@@ -171,6 +173,37 @@ TEST_F(JournalTest, DoneIdsNotCommittedAreReplayed) {
   JournalRecovery result = recover(metrics);
   EXPECT_EQ(result.recovered, 2u);
   EXPECT_EQ(spoolRecords(), (std::vector<std::string>{record(0), record(0), record(1)}));
+}
+
+// Recovery does not read the spool, so its line counts the entries skipped
+// for a done id, and a record spooled without its done id is recovered.
+TEST_F(JournalTest, RecoveryLogCountsSkippedDoneEntries) {
+  runAndKill([](Spool& spool, InspectionJournal& journal) {
+    std::uint64_t committed = journal.append(eventId(0), record(0));
+    std::uint64_t uncommitted = journal.append(eventId(1), record(1));
+    journal.append(eventId(2), record(2));
+    spool.append(record(0));
+    journal.markDone(committed, eventId(0));
+    journal.commit();
+    spool.append(record(1));
+    journal.markDone(uncommitted, eventId(1));
+  });
+  std::ostringstream captured;
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured)));
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics);
+  spdlog::set_default_logger(previous);
+
+  EXPECT_EQ(result.entries, 3u);
+  EXPECT_EQ(result.skipped_done, 1u);
+  EXPECT_EQ(result.recovered, 2u);
+  const std::string log = captured.str();
+  EXPECT_NE(log.find("entries=3 recovered=2 skipped_done=1 "), std::string::npos) << log;
+  EXPECT_EQ(log.find("already_spooled"), std::string::npos) << log;
+  EXPECT_EQ(spoolRecords(),
+            (std::vector<std::string>{record(0), record(1), record(1), record(2)}));
 }
 
 TEST_F(JournalTest, FullDoneBatchIsWrittenWithoutCommit) {
