@@ -912,19 +912,21 @@ def render_markdown(results: list[RunResult], workloads: list[str], args, facts:
 
 
 def write_page(path: str, text: str) -> None:
-    """Write the probe page to path, keeping the collector section already in it."""
-    collector_section = ""
+    """Write the probe page to path, keeping what follows it: the collector
+    section and the sections after it (the dashboard queries), which other
+    benchmarks write."""
+    rest = ""
     if os.path.exists(path):
         with open(path) as handle:
             old = handle.read()
         begin = old.find(COLLECTOR_BEGIN_MARKER)
         end = old.find(COLLECTOR_END_MARKER)
         if begin >= 0 and end > begin:
-            collector_section = old[begin:end + len(COLLECTOR_END_MARKER)] + "\n"
+            rest = old[begin:].rstrip("\n") + "\n"
     with open(path, "w") as handle:
         handle.write(text.rstrip("\n") + "\n")
-        if collector_section:
-            handle.write("\n" + collector_section)
+        if rest:
+            handle.write("\n" + rest)
 
 
 # --- main ---------------------------------------------------------------------
