@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 BIN = os.environ.get("WEBTRAP_BIN", "build/webtrap")
@@ -107,14 +108,7 @@ class Probe:
 
     def metrics(self):
         """The admin listener's counters as a dict of 'name{labels}' to float."""
-        url = f"http://127.0.0.1:{self.admin_port}/metrics"
-        text = urllib.request.urlopen(url, timeout=10).read().decode()
-        values = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                values[name] = float(value)
-        return values
+        return metrics_at(self.admin_port)
 
     def stop(self):
         if self.process.poll() is None:
@@ -213,3 +207,37 @@ def collector_ports(collector, folder):
     if collector.poll() is not None:
         raise AssertionError("collector exited at start")
     return json.loads(ports_file.read_text())
+
+
+def parse_metrics(text):
+    """Prometheus text as a dict of 'name{labels}' to float."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def metrics_at(port):
+    """The counters of the admin listener on 127.0.0.1:`port`."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    return parse_metrics(urllib.request.urlopen(url, timeout=10).read().decode())
+
+
+def form_post(marker, fields):
+    """A raw POST of `fields` form fields to /blog/post.php?marker=MARKER.
+    Each marker gives a distinct body, so no inspection result comes from the
+    cache, and 900 fields cost libmodsecurity some milliseconds, so such
+    requests queue for inspection."""
+    body = "&".join(f"f{j}={marker}-{j}" for j in range(fields)).encode()
+    return (f"POST /blog/post.php?marker={marker} HTTP/1.1\r\nHost: www.example.com\r\n"
+            f"User-Agent: Mozilla/5.0\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+def record_marker(record):
+    """The `marker` query parameter of a record's request line, or ""."""
+    target = record["webtrap"]["request"]["line"].split(" ")[1]
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)
+    return query.get("marker", [""])[0]

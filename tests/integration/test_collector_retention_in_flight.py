@@ -26,22 +26,13 @@ import unittest
 import urllib.request
 
 from probe_harness import (BIN, SOURCE_DIR, CollectorRun, collector_ports, enrol_sensor,
-                           wait_for)
+                           metrics_at, wait_for)
 
 MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
 ES_DOUBLE = SOURCE_DIR / "tests" / "tools" / "es_double.py"
 RECORDS = 3000
 PER_BATCH = 100
 
-
-def metric_values(port):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values
 
 
 class RetentionInFlightTest(unittest.TestCase):
@@ -92,10 +83,10 @@ outputs:
                     self.assertEqual(ack.get("stored"), PER_BATCH, ack)
 
                 depth = 'webtrap_collector_output_queue_depth{output="elasticsearch"}'
-                wait_for(lambda: metric_values(ports["admin"]).get(depth) == 0, 60,
+                wait_for(lambda: metrics_at(ports["admin"]).get(depth) == 0, 60,
                          "an empty Elasticsearch queue")
                 time.sleep(1)
-                metrics = metric_values(ports["admin"])
+                metrics = metrics_at(ports["admin"])
                 recorded = json.loads(urllib.request.urlopen(
                     f"http://127.0.0.1:{es_port}/_double/requests", timeout=10).read())
             finally:

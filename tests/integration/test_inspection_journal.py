@@ -34,11 +34,11 @@ import sys
 import tempfile
 import time
 import unittest
-import urllib.parse
 
 import jsonschema
 
-from probe_harness import BIN, SOURCE_DIR, Probe, send_raw, wait_for
+from probe_harness import (BIN, SOURCE_DIR, Probe, form_post, record_marker, send_raw,
+                           wait_for)
 
 # A short fsync interval makes the journal commit its done ids often, so
 # that the records spooled before the kill are mostly not recovered again.
@@ -58,17 +58,6 @@ AFTER_RESTART = 4
 SPOOLED_BEFORE_KILL = 8
 
 
-def post(marker):
-    # Distinct bodies, so that no inspection result comes from the cache.
-    body = "&".join(f"f{j}={marker}-{j}" for j in range(FIELDS)).encode()
-    return (f"POST /blog/post.php?marker={marker} HTTP/1.1\r\nHost: www.example.com\r\n"
-            f"User-Agent: Mozilla/5.0\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
-
-
-def marker_of(record):
-    target = record["webtrap"]["request"]["line"].split(" ")[1]
-    return urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)["marker"][0]
 
 
 class InspectionJournalTest(unittest.TestCase):
@@ -77,7 +66,7 @@ class InspectionJournalTest(unittest.TestCase):
         first = Probe(CONFIG)
         try:
             with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
-                responses = list(pool.map(lambda m: send_raw(first.http_port, post(m)),
+                responses = list(pool.map(lambda m: send_raw(first.http_port, form_post(m, FIELDS)),
                                           markers))
             for marker, response in zip(markers, responses):
                 self.assertTrue(response.startswith(b"HTTP/1.1 "),
@@ -98,7 +87,7 @@ class InspectionJournalTest(unittest.TestCase):
         self.assertGreater(queued, 0, "the requests were inspected before the kill")
         self.assertEqual(metrics.get("webtrap_journal_entries_total"), REQUESTS)
         self.assertGreater(metrics.get("webtrap_journal_pending", 0), 0)
-        before = {marker_of(r) for r in first.records()}
+        before = {record_marker(r) for r in first.records()}
         self.assertGreaterEqual(len(before), SPOOLED_BEFORE_KILL)
         self.assertLess(len(before), REQUESTS, "the kill lost no request from the spool")
         journal_files = list((first.spool / "inspection-journal").glob("*.journal"))
@@ -113,16 +102,17 @@ class InspectionJournalTest(unittest.TestCase):
             records = second.records()
             metrics = second.metrics()
             for marker in later:
-                self.assertTrue(send_raw(second.http_port, post(marker)).startswith(b"HTTP/1.1 "))
+                response = send_raw(second.http_port, form_post(marker, FIELDS))
+                self.assertTrue(response.startswith(b"HTTP/1.1 "))
         finally:
             code = second.stop()
         self.assertEqual(code, 0, second.log_text()[-3000:])
-        later_records = [r for r in second.records() if marker_of(r).startswith("later-")]
-        self.assertEqual(sorted(marker_of(r) for r in later_records), sorted(later))
+        later_records = [r for r in second.records() if record_marker(r).startswith("later-")]
+        self.assertEqual(sorted(record_marker(r) for r in later_records), sorted(later))
 
         by_marker = {}
         for record in records:
-            by_marker.setdefault(marker_of(record), []).append(record)
+            by_marker.setdefault(record_marker(record), []).append(record)
         self.assertEqual(sorted(by_marker), sorted(markers))
         for marker, copies in by_marker.items():
             self.assertLessEqual(len(copies), 2, marker)
@@ -137,17 +127,17 @@ class InspectionJournalTest(unittest.TestCase):
         validator = jsonschema.Draft202012Validator(schema)
         for record in recovered:
             errors = [error.message for error in validator.iter_errors(record)]
-            self.assertEqual(errors, [], marker_of(record))
+            self.assertEqual(errors, [], record_marker(record))
             inspection = record["webtrap"]["inspection"]
-            self.assertFalse(inspection.get("rule_ids"), marker_of(record))
-            self.assertFalse(record["transaction"].get("messages"), marker_of(record))
-            self.assertIn("inspection journal", inspection.get("error", ""), marker_of(record))
+            self.assertFalse(inspection.get("rule_ids"), record_marker(record))
+            self.assertFalse(record["transaction"].get("messages"), record_marker(record))
+            self.assertIn("inspection journal", inspection.get("error", ""), record_marker(record))
         # Every request that the first probe did not spool was recovered.
-        recovered_markers = {marker_of(r) for r in recovered}
+        recovered_markers = {record_marker(r) for r in recovered}
         self.assertEqual(set(markers) - before - recovered_markers, set())
         for record in records:
             self.assertIn(record["webtrap"]["inspection"]["status"],
-                          ("complete", "cached", "interrupted"), marker_of(record))
+                          ("complete", "cached", "interrupted"), record_marker(record))
 
         # The recovery line and the stop line count the recovered records as
         # the metric does. The recovery line counts the entries that a done

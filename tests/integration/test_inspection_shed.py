@@ -21,9 +21,8 @@ MAX_BURSTS in all.
 import concurrent.futures
 import sys
 import unittest
-import urllib.parse
 
-from probe_harness import Probe, send_raw
+from probe_harness import Probe, record_marker, send_raw
 
 CONFIG = """
 sensor:
@@ -44,10 +43,6 @@ def post(target, body):
             f"Content-Type: application/x-www-form-urlencoded\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 
-
-def marker_of(record):
-    target = record["webtrap"]["request"]["line"].split(" ")[1]
-    return urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)["marker"][0]
 
 
 def burst_requests(burst):
@@ -88,12 +83,12 @@ class InspectionShedTest(unittest.TestCase):
                                 f"{marker}: {response[:60]!r}")
             sent += [marker for marker, _ in requests]
             records = self.probe.wait_records(len(sent), timeout=60)
-            if any(marker_of(r).startswith("bait-") and r["webtrap"]["inspection"]["status"]
+            if any(record_marker(r).startswith("bait-") and r["webtrap"]["inspection"]["status"]
                    == "shed" for r in records):
                 break
 
         # Every request is recorded once.
-        self.assertEqual(sorted(marker_of(r) for r in records), sorted(sent))
+        self.assertEqual(sorted(record_marker(r) for r in records), sorted(sent))
 
         shed = [r for r in records if r["webtrap"]["inspection"]["status"] == "shed"]
         inspected = [r for r in records if r["webtrap"]["inspection"]["status"] != "shed"]
@@ -102,8 +97,8 @@ class InspectionShedTest(unittest.TestCase):
         for record in inspected:
             self.assertIn(record["webtrap"]["inspection"]["status"], ("complete", "cached"))
         for record in shed:
-            self.assertFalse(record["webtrap"]["inspection"].get("rule_ids"), marker_of(record))
-            self.assertFalse(record["transaction"].get("messages"), marker_of(record))
+            self.assertFalse(record["webtrap"]["inspection"].get("rule_ids"), record_marker(record))
+            self.assertFalse(record["transaction"].get("messages"), record_marker(record))
 
         metrics = self.probe.metrics()
         self.assertEqual(metrics.get("webtrap_inspections_shed_total"), len(shed))
@@ -111,20 +106,20 @@ class InspectionShedTest(unittest.TestCase):
         self.assertEqual(metrics.get("webtrap_records_written_total"), len(sent))
         self.assertEqual(metrics.get("webtrap_inspection_queue_depth"), 0)
 
-        shed_baits = [r for r in shed if marker_of(r).startswith("bait-")]
+        shed_baits = [r for r in shed if record_marker(r).startswith("bait-")]
         self.assertTrue(shed_baits, f"no bait request was shed in {MAX_BURSTS} bursts "
                                     f"({len(shed)} of {len(sent)} requests shed)")
         for record in shed_baits:
             baits = {bait["kind"]: bait["detail"] for bait in record["webtrap"]["baits"]}
-            self.assertEqual(baits.get("form_field"), "bags=true", marker_of(record))
+            self.assertEqual(baits.get("form_field"), "bags=true", record_marker(record))
             tags = {tag["id"]: tag["reason"] for tag in record["webtrap"]["oat"]}
-            self.assertEqual(tags.get("OAT-014"), "bait:form_field", marker_of(record))
-            self.assertEqual(tags.get("OAT-007"), "route:login POST", marker_of(record))
-            self.assertIn("OAT-008", tags, marker_of(record))
+            self.assertEqual(tags.get("OAT-014"), "bait:form_field", record_marker(record))
+            self.assertEqual(tags.get("OAT-007"), "route:login POST", record_marker(record))
+            self.assertIn("OAT-008", tags, record_marker(record))
 
         # An inspected bait request also matches rule 77050, which shed ones skip.
         for record in inspected:
-            if marker_of(record).startswith("bait-"):
+            if record_marker(record).startswith("bait-"):
                 self.assertIn("77050", record["webtrap"]["inspection"]["rule_ids"])
         print(f"{len(shed)} of {len(sent)} requests shed, {len(shed_baits)} of them bait POSTs",
               file=sys.stderr)

@@ -23,9 +23,8 @@ import socket
 import subprocess
 import tempfile
 import unittest
-import urllib.parse
 
-from probe_harness import Probe, send_raw
+from probe_harness import Probe, form_post, record_marker, send_raw
 
 CONFIG = """
 sensor:
@@ -41,18 +40,6 @@ SHED_CONFIG = CONFIG.replace("queue_limit: 1000", "queue_limit: 0")
 FIELDS = 900
 
 
-def slow_post(marker):
-    # 900 form fields cost libmodsecurity some milliseconds, so requests queue.
-    body = "&".join(f"f{j}={marker}-{j}" for j in range(FIELDS)).encode()
-    return (f"POST /blog/post.php?marker={marker} HTTP/1.1\r\nHost: www.example.com\r\n"
-            f"Content-Type: application/x-www-form-urlencoded\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
-
-
-def marker_of(record):
-    target = record["webtrap"]["request"]["line"].split(" ")[1]
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)
-    return query.get("marker", [""])[0]
 
 
 def kill(probe):
@@ -94,7 +81,7 @@ class JournalAttackTest(unittest.TestCase):
 
             second = Probe(config, spool=first.spool)
             try:
-                markers = [marker_of(r) for r in second.records()]
+                markers = [record_marker(r) for r in second.records()]
             finally:
                 second.stop()
             self.assertIn(marker, markers,
@@ -106,7 +93,7 @@ class JournalAttackTest(unittest.TestCase):
         second = None
         try:
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
-                responses = list(pool.map(lambda m: send_raw(first.http_port, slow_post(m)),
+                responses = list(pool.map(lambda m: send_raw(first.http_port, form_post(m, FIELDS)),
                                           markers))
             for marker, response in zip(markers, responses):
                 self.assertTrue(response.startswith(b"HTTP/1.1 "), marker)
@@ -131,7 +118,7 @@ class JournalAttackTest(unittest.TestCase):
 
         third = Probe(CONFIG, spool=first.spool)
         try:
-            recorded = {marker_of(r) for r in third.records()}
+            recorded = {record_marker(r) for r in third.records()}
         finally:
             third.stop()
         self.assertEqual(set(markers) - recorded, set(), "answered requests lost")
@@ -143,14 +130,14 @@ class JournalAttackTest(unittest.TestCase):
         in_the_way.write_text("not a folder\n")
         probe = Probe(CONFIG, spool=spool)
         try:
-            response = send_raw(probe.http_port, slow_post("no-journal"))
+            response = send_raw(probe.http_port, form_post("no-journal", FIELDS))
             self.assertTrue(response.startswith(b"HTTP/1.1 "), response[:60])
             records = probe.wait_records(1)
             metrics = probe.metrics()
         finally:
             code = probe.stop()
         self.assertEqual(code, 0, probe.log_text()[-3000:])
-        self.assertEqual([marker_of(r) for r in records], ["no-journal"])
+        self.assertEqual([record_marker(r) for r in records], ["no-journal"])
         self.assertEqual(metrics.get("webtrap_journal_enabled"), 0)
         log = probe.log_text()
         self.assertIn(f"inspection journal folder '{in_the_way}'", log)
@@ -178,7 +165,7 @@ class JournalAttackTest(unittest.TestCase):
                 markers = [f"full-{i}" for i in range(40)]
                 with concurrent.futures.ThreadPoolExecutor(8) as pool:
                     responses = list(pool.map(
-                        lambda m: send_raw(probe.http_port, slow_post(m)), markers))
+                        lambda m: send_raw(probe.http_port, form_post(m, FIELDS)), markers))
                 for marker, response in zip(markers, responses):
                     self.assertTrue(response.startswith(b"HTTP/1.1 "), marker)
                 metrics = probe.metrics()
