@@ -24,7 +24,7 @@ struct StoredEvent {
   // Empty, or why `document` lacks event.original: the batch that keeps it
   // is missing or damaged. The output runner dead-letters such an event.
   std::string damage;
-  // Set only by a read that asks for originals apart (OriginalForm::kApart):
+  // Set only by a read that requests originals apart (OriginalForm::kApart):
   // `document` then lacks event.original, which goes back in at this
   // offset from `original`, a view into `original_text`. npos: `document`
   // is whole. appendWholeDocument() writes the document either way.
@@ -33,7 +33,7 @@ struct StoredEvent {
   std::shared_ptr<const std::string> original_text;
 };
 
-// How Store::readAfter hands out originals kept in a probe batch.
+// The form in which Store::readAfter returns originals kept in a probe batch.
 enum class OriginalForm {
   kWhole,  // put back into each document
   kApart,  // left apart (StoredEvent::original), for an output that writes
@@ -102,8 +102,9 @@ class Output {
   // Sends `batch` and returns one result per event, in order. Throws
   // TransientError when nothing in the batch can be judged.
   virtual std::vector<ItemResult> send(std::span<const StoredEvent> batch) = 0;
-  // How send() wants originals kept in probe batches. An output that
-  // answers kApart must write each document with appendWholeDocument().
+  // The form in which send() expects originals kept in probe batches. An
+  // output that returns kApart must write each document with
+  // appendWholeDocument().
   virtual OriginalForm originalForm() const { return OriginalForm::kWhole; }
   // Called when the runner stops, so buffered data reaches its target.
   virtual void flush() {}
