@@ -239,7 +239,7 @@ int runProbe(const ProbeOptions& options) {
   // Requests that a SIGKILL left in the last run's inspection queue go to
   // the spool before any new request, also when the journal is now off.
   // A journal folder that cannot be used does not stop the probe: it runs
-  // without the journal, and the error and the gauge say so.
+  // without the journal, logs the error and sets webtrap_journal_enabled to 0.
   std::filesystem::path journal_dir = probe::journalDirectory(config.spool.dir);
   std::unique_ptr<FileHandle> journal_lock;
   std::optional<probe::InspectionJournal> journal;
