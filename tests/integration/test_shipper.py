@@ -25,7 +25,7 @@ import unittest
 import urllib.error
 import urllib.request
 
-from probe_harness import BIN, SOURCE_DIR, send_raw, wait_for
+from probe_harness import BIN, SOURCE_DIR, metrics_at, send_raw, wait_for
 
 sys.path.insert(0, str(SOURCE_DIR / "tests" / "tools"))
 from collector_stand_in import CollectorStandIn  # noqa: E402
@@ -145,14 +145,7 @@ class ProbeProcess:
             pass  # the persona's 404 is fine: every request is recorded
 
     def metrics(self):
-        url = f"http://127.0.0.1:{self.admin_port}/metrics"
-        text = urllib.request.urlopen(url, timeout=10).read().decode()
-        values = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                values[name] = float(value)
-        return values
+        return metrics_at(self.admin_port)
 
     def event_ids(self):
         """Event ids of every whole record in the spool."""

@@ -29,9 +29,9 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
-from probe_harness import BIN, SOURCE_DIR, collector_ports, enrol_sensor, start_collector, wait_for
+from probe_harness import (BIN, SOURCE_DIR, collector_ports, enrol_sensor, metrics_at,
+                           start_collector, wait_for)
 
 MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
 TOTAL_RECORDS = 3000
@@ -48,19 +48,6 @@ def log(message):
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def parse_metrics(text):
-    """Parses Prometheus text into a dict of 'name{labels}' to float."""
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            series, value = line.rsplit(" ", 1)
-            values[series] = float(value)
-    return values
-
-
-def get_metrics(port):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        return parse_metrics(response.read().decode())
 
 
 class SpoolWriter(threading.Thread):
@@ -224,7 +211,7 @@ def main():
                         segment != "none" and offset > 0,
                         f"{segment} {offset}")
 
-        collector_metrics = get_metrics(ports["admin"])
+        collector_metrics = metrics_at(ports["admin"])
         received = collector_metrics.get('webtrap_collector_input_received_total{input="probe"}', 0)
         duplicates = collector_metrics.get(
             'webtrap_collector_input_duplicates_total{input="probe"}', 0)
@@ -237,9 +224,9 @@ def main():
                     f"received={received:.0f} expected={TOTAL_RECORDS + duplicates:.0f}")
 
         # The last shipper read only what followed the offset it resumed from.
-        wait_for(lambda: get_metrics(shipper.metrics_port)["webtrap_shipper_backlog_bytes"] == 0,
+        wait_for(lambda: metrics_at(shipper.metrics_port)["webtrap_shipper_backlog_bytes"] == 0,
                  10, "an empty backlog in the last shipper's /metrics")
-        values = get_metrics(shipper.metrics_port)
+        values = metrics_at(shipper.metrics_port)
         read = values["webtrap_shipper_records_read_total"]
         sent = values["webtrap_shipper_records_sent_total"]
         log(f"last shipper: read={read:.0f} sent={sent:.0f} "
