@@ -6,7 +6,7 @@
 
 namespace webtrap {
 
-// Owns a file descriptor and closes it when destroyed; -1 is none.
+// Owns a file descriptor and closes it when destroyed (-1 means no descriptor).
 struct FileHandle {
   int fd = -1;
   explicit FileHandle(int descriptor) : fd(descriptor) {}

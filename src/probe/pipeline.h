@@ -43,8 +43,9 @@ class Pipeline {
 
   // Queues a job for inspection. When the queue is full the job is recorded
   // at once, uninspected and marked as shed, so no record is lost to load.
-  // Never blocks on inspection. With a journal, a queued job is first
-  // written to it as an uninspected record with status "interrupted".
+  // Never blocks on inspection. With a journal, a queued job that
+  // journalBeforeResponse() did not write is first written to it as an
+  // uninspected record with status "interrupted".
   void submit(PipelineJob job);
 
   // Writes the journal entry of a request before its response is sent, so

@@ -26,7 +26,7 @@ Everything listens on loopback.
   the run with an error that names the cause, before any banner or token.
 - SIGINT stops the script, the probe and the collector.
 - A probe killed with SIGKILL ends the run with a line that names the
-  signal and tells the user that a new run records the journaled requests.
+  signal and states that a new run records the journaled requests.
 """
 
 import json
