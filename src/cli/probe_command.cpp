@@ -348,10 +348,12 @@ int runProbe(const ProbeOptions& options) {
   }
 
   pipeline.drain();
-  // The drain may spool records after a Ctrl-C has already stopped the
-  // shipper, so the unshipped bytes are counted once both are done.
+  // The drain spools the records of the inspection queue; the shipper's
+  // final pass sends them. A shipper stopped by a signal of its own (kill
+  // of every process) has none, so the unshipped bytes are counted once
+  // both are done.
   if (shipper_process) {
-    shipper_process->stop();
+    shipper_process->stopAfterFinalPass();
   }
   // records_written counts this run's requests, journal_records_recovered
   // the records of the last run that its journal added to the spool at start.

@@ -100,7 +100,7 @@ std::string shorten(std::string_view text) {
 class HttpClient {
  public:
   HttpClient(const ShipperConfig& config, const std::atomic<bool>& stop)
-      : config_(config), stop_(stop), url_(recordsUrl(config.url)), handle_(curl_easy_init()) {
+      : config_(config), stop_(&stop), url_(recordsUrl(config.url)), handle_(curl_easy_init()) {
     if (handle_ == nullptr) {
       throw ConfigError("shipper: libcurl could not create a handle");
     }
@@ -159,7 +159,7 @@ class HttpClient {
     curl_easy_setopt(handle_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
     curl_easy_setopt(handle_, CURLOPT_WRITEDATA, &result.body);
     CURLcode code = curl_easy_perform(handle_);
-    if (code == CURLE_ABORTED_BY_CALLBACK && stop_.load()) {
+    if (code == CURLE_ABORTED_BY_CALLBACK) {
       result.aborted = true;
       return result;
     }
@@ -179,6 +179,13 @@ class HttpClient {
 
   const std::string& url() const { return url_; }
 
+  // From now on, a request is cut off when `stop` is set or `deadline`
+  // passes, in place of the stop flag given to the constructor.
+  void abortWhen(const std::atomic<bool>& stop, Clock::time_point deadline) {
+    stop_ = &stop;
+    deadline_ = deadline;
+  }
+
  private:
   static std::size_t onBody(char* data, std::size_t size, std::size_t count, void* user) {
     auto* body = static_cast<std::string*>(user);
@@ -190,11 +197,13 @@ class HttpClient {
   }
 
   static int onProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-    return static_cast<HttpClient*>(user)->stop_.load() ? 1 : 0;
+    auto* client = static_cast<HttpClient*>(user);
+    return client->stop_->load() || Clock::now() >= client->deadline_ ? 1 : 0;
   }
 
   const ShipperConfig& config_;
-  const std::atomic<bool>& stop_;
+  const std::atomic<bool>* stop_;
+  Clock::time_point deadline_ = Clock::time_point::max();
   std::string url_;
   CURL* handle_;
   curl_slist* headers_ = nullptr;
@@ -336,6 +345,8 @@ struct Shipper::Impl {
   ~Impl();
 
   void run(bool until_idle);
+  HttpResult send(const SpoolBatch& batch);
+  void finalPass(std::chrono::milliseconds budget);
   void lockSpool();
   bool sleepFor(std::int64_t milliseconds);
   std::int64_t backoffDelay();
@@ -580,6 +591,80 @@ void Shipper::Impl::onFailure(const SpoolBatch& batch, const HttpResult& result)
   sleepFor(delay);
 }
 
+// Sends `batch` once. A 200 whose acknowledgement can be read counts as
+// delivered (onSuccess); any other 200 comes back as a 502.
+HttpResult Shipper::Impl::send(const SpoolBatch& batch) {
+  std::string compressed;
+  if (config.gzip) {
+    compressed = gzipCompress(batch.body, Z_DEFAULT_COMPRESSION);
+  }
+  const std::string& payload = config.gzip ? compressed : batch.body;
+  if (resend_pending) {
+    // Counted here, when the batch goes out again, so a shipper stopped
+    // during its backoff wait does not count a resend it never made.
+    counters.retries.fetch_add(1);
+    resend_pending = false;
+  }
+  HttpResult result = http->post(payload);
+  if (result.aborted) {
+    return result;
+  }
+  Acknowledgement ack;
+  if (result.status == 200 && parseAcknowledgement(result.body, ack)) {
+    onSuccess(batch, payload.size(), ack);
+    return result;
+  }
+  if (result.status == 200) {
+    result.status = 502;  // an acknowledgement that cannot be read confirms nothing
+    result.body = "invalid acknowledgement: " + shorten(result.body);
+    result.invalid_acknowledgement = true;
+  }
+  return result;
+}
+
+// After a stop, sends the records left in the spool once more, so that the records
+// the probe spooled while it stopped reach the collector now rather than at
+// the next start. Bounded by `budget` and without retries: the first
+// failure ends it, and what is left stays in the spool.
+void Shipper::Impl::finalPass(std::chrono::milliseconds budget) {
+  const std::atomic<bool> no_stop{false};
+  Clock::time_point deadline = Clock::now() + budget;
+  http->abortWhen(no_stop, deadline);
+  std::uint64_t records = 0;
+  std::string outcome = "spool_empty";
+  while (true) {
+    if (Clock::now() >= deadline) {
+      outcome = "time_limit";
+      break;
+    }
+    SpoolBatch batch = reader.next(limit_records, limit_bytes);
+    publishReaderState();
+    if (batch.records == 0) {
+      if (!(reader.position() == persisted) && commitBatch(batch)) {
+        persisted = reader.position();
+      }
+      break;
+    }
+    HttpResult result = send(batch);
+    if (result.aborted) {
+      outcome = "time_limit";
+      break;
+    }
+    if (result.status != 200) {
+      counters.failures.fetch_add(1);
+      counters.countError(errorKindOf(result));
+      outcome = result.status == 0 ? fmt::format("connection_error ({})", result.error)
+                                   : fmt::format("http_{}", result.status);
+      break;
+    }
+    records += batch.records;
+  }
+  http->abortWhen(stop, Clock::time_point::max());
+  spdlog::info("shipper: final pass after the probe's stop records_sent={} outcome={} "
+               "limit_ms={}",
+               records, outcome, budget.count());
+}
+
 void Shipper::Impl::run(bool until_idle) {
   spdlog::info("shipper: starting url={} proxy={} spool={} batch_max_records={} "
                "batch_max_bytes={} gzip={} tls_ca={} client_certificate={}",
@@ -606,32 +691,17 @@ void Shipper::Impl::run(bool until_idle) {
       continue;
     }
 
-    std::string compressed;
-    if (config.gzip) {
-      compressed = gzipCompress(batch.body, Z_DEFAULT_COMPRESSION);
-    }
-    const std::string& payload = config.gzip ? compressed : batch.body;
-    if (resend_pending) {
-      // Counted here, when the batch goes out again, so a shipper stopped
-      // during its backoff wait does not count a resend it never made.
-      counters.retries.fetch_add(1);
-      resend_pending = false;
-    }
-    HttpResult result = http->post(payload);
+    HttpResult result = send(batch);
     if (result.aborted) {
       break;
     }
-    Acknowledgement ack;
-    if (result.status == 200 && parseAcknowledgement(result.body, ack)) {
-      onSuccess(batch, payload.size(), ack);
-      continue;
+    if (result.status != 200) {
+      onFailure(batch, result);
     }
-    if (result.status == 200) {
-      result.status = 502;  // an acknowledgement that cannot be read confirms nothing
-      result.body = "invalid acknowledgement: " + shorten(result.body);
-      result.invalid_acknowledgement = true;
-    }
-    onFailure(batch, result);
+  }
+  std::uint32_t final_pass_ms = counters.final_pass_ms.load();
+  if (final_pass_ms > 0) {
+    finalPass(std::chrono::milliseconds(final_pass_ms));
   }
 
   // Listed again, because the probe may have spooled records since the last

@@ -68,6 +68,10 @@ struct ShipperCounters {
   std::atomic<std::int64_t> backlog_bytes{0};
   std::atomic<std::int64_t> last_success_seconds{0};
   std::atomic<std::uint64_t> errors[kShipperErrorKinds] = {};
+  // Not a metric: set by the probe before it stops the shipper. When above
+  // 0, the worker sends the records left in the spool once more, for at most this
+  // many milliseconds and without retries, before it exits.
+  std::atomic<std::uint32_t> final_pass_ms{0};
 
   void countError(ShipperError kind) {
     errors[static_cast<std::size_t>(kind)].fetch_add(1, std::memory_order_relaxed);
@@ -75,6 +79,7 @@ struct ShipperCounters {
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::int64_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
 // Copies ShipperCounters into a MetricsRegistry as the webtrap_shipper_*
 // metrics. Call update() before each render; the counters only ever grow.

@@ -29,6 +29,7 @@ constexpr auto kRestartMax = std::chrono::seconds(60);
 // A worker that ran this long counts as healthy, so the backoff starts over.
 constexpr auto kHealthyRun = std::chrono::seconds(60);
 constexpr auto kStopGrace = std::chrono::seconds(5);
+static_assert(kFinalPassLimit < kStopGrace, "the final pass must end before the worker is killed");
 
 // Set by SIGTERM or SIGINT in the supervisor and the worker.
 std::atomic<bool> g_stop{false};
@@ -215,6 +216,9 @@ std::unique_ptr<ShipperProcess> ShipperProcess::start(const probe::ProbeConfig& 
     throw std::runtime_error(fmt::format("shipper: fork failed: {}", std::strerror(error)));
   }
   if (supervisor == 0) {
+    // Its own process group: a terminal's Ctrl-C then stops only the probe,
+    // which stops the shipper after spooling its last records.
+    setpgid(0, 0);
     runSupervisor(config, *counters, probe);
   }
   return std::unique_ptr<ShipperProcess>(new ShipperProcess(supervisor, counters));
@@ -245,6 +249,13 @@ bool ShipperProcess::checkRunning() {
     return false;
   }
   return true;
+}
+
+void ShipperProcess::stopAfterFinalPass() {
+  if (!exited_) {
+    counters_->final_pass_ms.store(static_cast<std::uint32_t>(kFinalPassLimit.count()));
+  }
+  stop();
 }
 
 void ShipperProcess::stop() {

@@ -10,6 +10,11 @@
 //     └─ shipper supervisor (run_as user, seccomp: no execve)
 //          └─ shipper worker: reads the spool, POSTs to the collector
 //
+// The supervisor starts its own process group, so the SIGINT of a Ctrl-C in
+// a terminal reaches only the probe. The probe first spools the records of
+// its inspection queue. Then it stops the shipper, whose worker sends those
+// records in a final pass (stopAfterFinalPass).
+//
 // The supervisor only restarts the worker, with a backoff from 1s to 60s,
 // when it exits or crashes. It exists because the probe itself cannot fork a
 // new worker once its own filter is in place. Both children set
@@ -24,6 +29,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <memory>
 
 #include "shipper/shipper.h"
@@ -34,6 +40,10 @@ struct ProbeConfig;
 
 namespace webtrap::shipper {
 
+// How long the worker's final pass at the probe's stop may take. Below the
+// supervisor's 5s grace before it kills the worker.
+inline constexpr std::chrono::milliseconds kFinalPassLimit{3000};
+
 class ShipperProcess {
  public:
   // Forks the supervisor, which drops privileges to config.run_as when
@@ -42,7 +52,7 @@ class ShipperProcess {
   // resolveShipperConfig(). Returns in the probe only.
   static std::unique_ptr<ShipperProcess> start(const probe::ProbeConfig& config);
 
-  // Stops the supervisor and its worker (SIGTERM, then SIGKILL after 5s).
+  // Calls stop().
   ~ShipperProcess();
 
   ShipperProcess(const ShipperProcess&) = delete;
@@ -53,7 +63,14 @@ class ShipperProcess {
   // Returns false, and logs once, when the supervisor has exited.
   bool checkRunning();
 
+  // Stops the supervisor and its worker: SIGTERM, then SIGKILL after 10s.
+  // Call stopAfterFinalPass() instead once the probe has spooled its last
+  // records.
   void stop();
+
+  // Like stop(), but the worker first sends the records left in the spool, for at
+  // most kFinalPassLimit and without retries.
+  void stopAfterFinalPass();
 
  private:
   ShipperProcess(pid_t supervisor, ShipperCounters* counters);

@@ -109,14 +109,15 @@ class ProbeProcess:
         self.process = None
         self.log = None
 
-    def start(self):
+    def start(self, new_group=False):
         ports_file = self.dir / "ports.json"
         ports_file.unlink(missing_ok=True)
         self.log = open(self.dir / "probe.log", "ab")
         args = [BIN, "probe", "--config", str(self.config), "--listen", "127.0.0.1:0",
                 "--spool", str(self.spool), "--state-dir", str(self.dir / "state"),
                 "--admin-listen", "127.0.0.1:0", "--ports-file", str(ports_file)]
-        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=new_group)
         wait_for(lambda: ports_file.exists() or self.process.poll() is not None, 60,
                  "the probe's ports file")
         if self.process.poll() is not None:
@@ -338,38 +339,88 @@ class ShipperTest(unittest.TestCase):
         counts = self.stand_in.snapshot()["event_counts"]
         self.assertTrue(all(counts[i] >= 1 for i in self.probe.event_ids()))
 
-    def test_ctrl_c_stop_logs_unshipped_bytes(self):
-        # Ctrl-C sends SIGINT to the probe and its shipper processes at once.
-        # The shipper stops first, and the probe then spools the records of
-        # its inspection queue, so only the probe's stop line has the final
-        # unshipped bytes.
-        workdir = self.workdir / "ctrl-c"
+    def start_queued_probe(self, name):
+        """A probe in its own process group, as a shell starts a command, with
+        40 heavy POSTs answered and most of them still queued for inspection."""
+        workdir = self.workdir / name
         workdir.mkdir()
         os.chmod(workdir, 0o755)
         probe = ProbeProcess(workdir, CONFIG.format(url=self.stand_in.url, token=TOKEN) +
                              "pipeline:\n  workers: 1\n  queue_limit: 1000\n")
-        probe.start()
+        probe.start(new_group=True)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda i: send_raw(probe.http_port, heavy_post(i)),
+                                      range(40)))
+        self.assertTrue(all(r.startswith(b"HTTP/1.1 ") for r in responses))
+        self.assertGreater(probe.metrics().get("webtrap_inspection_queue_depth", 0), 0,
+                           "every request was inspected before the stop")
+        return probe
+
+    def stop_line_unshipped(self, probe):
+        log = probe.log_text()
+        self.assertEqual(probe.process.returncode, 0, log[-3000:])
+        stopped = re.search(r"probe: stopped .*\bunshipped_bytes=(\d+)", log)
+        self.assertIsNotNone(stopped, log[-3000:])
+        self.assertEqual(int(stopped.group(1)), unshipped_bytes(probe.spool), log[-3000:])
+        return int(stopped.group(1)), log
+
+    def test_ctrl_c_final_pass(self):
+        # A terminal's Ctrl-C sends SIGINT to the foreground process group.
+        # The shipper has a group of its own, so it keeps running while the
+        # probe spools its inspection queue, then sends those records.
+        self.stand_in.set_mode("ok")
+        probe = self.start_queued_probe("ctrl-c")
         try:
-            with concurrent.futures.ThreadPoolExecutor(8) as pool:
-                responses = list(pool.map(lambda i: send_raw(probe.http_port, heavy_post(i)),
-                                          range(40)))
-            self.assertTrue(all(r.startswith(b"HTTP/1.1 ") for r in responses))
-            self.assertGreater(probe.metrics().get("webtrap_inspection_queue_depth", 0), 0,
-                               "every request was inspected before the stop")
+            os.killpg(probe.process.pid, signal.SIGINT)
+            probe.process.wait(timeout=60)
+        finally:
+            probe.stop()
+        unshipped, log = self.stop_line_unshipped(probe)
+        self.assertEqual(unshipped, 0, log[-3000:])
+        self.assertRegex(log, r"shipper: final pass after the probe's stop records_sent=[1-9]\d* "
+                              r"outcome=spool_empty")
+        self.assertRegex(log, r"shipper: stopped .*\bbacklog_bytes=0\b")
+        counts = self.stand_in.snapshot()["event_counts"]
+        ids = probe.event_ids()
+        self.assertEqual(len(ids), 40)
+        self.assertEqual([i for i in ids if i not in counts], [])
+
+    def test_final_pass_503(self):
+        # No retries in the final pass: a failing collector ends it at the
+        # first attempt, and the records wait in the spool for the next start.
+        probe = self.start_queued_probe("final-pass-503")
+        self.stand_in.set_mode("503")
+        try:
+            started = time.monotonic()
+            os.killpg(probe.process.pid, signal.SIGINT)
+            probe.process.wait(timeout=60)
+            elapsed = time.monotonic() - started
+        finally:
+            probe.stop()
+            self.stand_in.set_mode("ok")
+        unshipped, log = self.stop_line_unshipped(probe)
+        self.assertGreater(unshipped, 0, log[-3000:])
+        self.assertRegex(log, r"shipper: final pass after the probe's stop records_sent=0 "
+                              r"outcome=http_503")
+        # The drain of the queue takes most of it; a retry loop would run
+        # into the supervisor's 5 s grace and the kill after it.
+        self.assertNotIn("did not stop within", log)
+        self.assertLess(elapsed, 30)
+
+    def test_signal_to_every_process(self):
+        # A signal sent to each process (kill of every pid) stops the shipper
+        # before the probe spools its queue: no final pass runs, and the
+        # probe's stop line gives the bytes that the next start ships.
+        probe = self.start_queued_probe("every-pid")
+        try:
             supervisor = children_of(probe.process.pid)[0]
             for pid in [probe.process.pid, supervisor, *children_of(supervisor)]:
                 os.kill(pid, signal.SIGINT)
             probe.process.wait(timeout=60)
         finally:
             probe.stop()
-        log = probe.log_text()
-        self.assertEqual(probe.process.returncode, 0, log[-3000:])
-
-        expected = unshipped_bytes(probe.spool)
-        self.assertGreater(expected, 0, "the shipper sent the records spooled after its stop")
-        stopped = re.search(r"probe: stopped .*\bunshipped_bytes=(\d+)", log)
-        self.assertIsNotNone(stopped, log[-3000:])
-        self.assertEqual(int(stopped.group(1)), expected)
+        unshipped, log = self.stop_line_unshipped(probe)
+        self.assertGreater(unshipped, 0, "the shipper sent the records spooled after its stop")
 
     def test_9_second_shipper_is_rejected(self):
         result = subprocess.run([BIN, "ship", "--config", str(self.probe.config), "--spool",
