@@ -206,7 +206,7 @@ def main():
         if browser is not None:
             browser.close()
         stand_in.close()
-    shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
     print(f"dashboard busy retry: status while waiting {busy!r}; gave up after {elapsed:.1f} s "
           f"with {error!r}")
     return 0

@@ -105,7 +105,11 @@ def start_apache(capture):
         start_new_session=True)
     if not capture.wait_for_port(port, time.monotonic() + 15):
         process.kill()
-        raise RuntimeError("apache2 did not start: " + (root / "error.log").read_text())
+        process.wait()
+        error_log = root / "error.log"
+        message = error_log.read_text() if error_log.exists() else "no error log"
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError("apache2 did not start: " + message)
     return process, port, root
 
 

@@ -244,9 +244,11 @@ def start_nginx(fastcgi_port):
                 break
             time.sleep(0.1)
     process.kill()
+    process.wait()
     error_log = root / "error.log"
-    raise RuntimeError("nginx did not start: "
-                       + (error_log.read_text() if error_log.exists() else "no error log"))
+    message = error_log.read_text() if error_log.exists() else "no error log"
+    shutil.rmtree(root, ignore_errors=True)
+    raise RuntimeError("nginx did not start: " + message)
 
 
 def requests(port):

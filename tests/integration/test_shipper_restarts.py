@@ -256,13 +256,14 @@ def main():
             except subprocess.TimeoutExpired:
                 collector.kill()
                 collector.wait()
-        if checks.failures or os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
+        if os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
             log(f"test folder kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
     if checks.failures:
-        log(f"{len(checks.failures)} check(s) failed")
+        log(f"{len(checks.failures)} check(s) failed; set WEBTRAP_KEEP_TEST_DIRS=1 to keep "
+            "the test folder for inspection")
         return 1
     log("all checks passed")
     return 0

@@ -19,6 +19,7 @@
 #include "collector/store.h"
 #include "common/error.h"
 #include "common/metrics.h"
+#include "temp_path.h"
 
 namespace webtrap::collector {
 namespace {
@@ -926,10 +927,8 @@ TEST_F(BehaviourTest, ConcurrentObserversKeepEveryCount) {
 // The tagger's tags reach the stored document through ingest.
 TEST(BehaviourIngestTest, StoredDocumentCarriesBehaviourTags) {
   namespace fs = std::filesystem;
-  fs::path dir = fs::temp_directory_path() /
-                 ("webtrap-behaviour-ingest-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  test_support::TempDir temp_dir("webtrap-behaviour-ingest");
+  const fs::path& dir = temp_dir.path();
   {
     StoreOptions store_options;
     store_options.path = dir / "store.sqlite";
@@ -965,7 +964,6 @@ TEST(BehaviourIngestTest, StoredDocumentCarriesBehaviourTags) {
     EXPECT_NE(last.find("\"provisional\":true"), std::string::npos) << last;
     EXPECT_NE(last.find("\"oat_verdicts\":[{\"id\":\"OAT-008\""), std::string::npos) << last;
   }
-  fs::remove_all(dir);
 }
 
 TEST(BehaviourOptionsTest, DefaultsWhenSectionAbsent) {

@@ -11,6 +11,7 @@
 #include "collector/gunzip.h"
 #include "collector/server.h"
 #include "common/error.h"
+#include "temp_path.h"
 
 namespace webtrap::collector {
 namespace {
@@ -229,9 +230,8 @@ TEST(CollectorConfig, LoadsShippedExamples) {
   std::ifstream example_file(etc / "collector-elasticsearch.example.yaml");
   std::string example((std::istreambuf_iterator<char>(example_file)),
                       std::istreambuf_iterator<char>());
-  auto folder = std::filesystem::temp_directory_path() /
-                ("webtrap-collector-config-" + std::to_string(getpid()));
-  std::filesystem::create_directories(folder);
+  test_support::TempDir temp_dir("webtrap-collector-config");
+  const std::filesystem::path& folder = temp_dir.path();
   for (const char* name : {"elasticsearch-ca.pem", "sensors-ca.pem", "collector.crt",
                            "collector.key"}) {
     std::ofstream(folder / name) << "placeholder\n";
@@ -246,7 +246,6 @@ TEST(CollectorConfig, LoadsShippedExamples) {
   }
   replaced += rest;
   CollectorConfig full = parseCollectorConfig(replaced, "collector-elasticsearch.example.yaml");
-  std::filesystem::remove_all(folder);
   EXPECT_EQ(full.listen, "0.0.0.0:7380");
   EXPECT_EQ(full.tls.client_ca, folder / "sensors-ca.pem");
   EXPECT_TRUE(full.elasticsearch.IsMap());

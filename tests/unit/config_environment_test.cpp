@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "probe/config.h"
 #include "shipper/shipper_config.h"
+#include "temp_path.h"
 
 namespace webtrap {
 namespace {
@@ -23,13 +24,9 @@ using ::testing::Not;
 
 using Environment = std::vector<std::string>;
 
-std::filesystem::path writeConfig(const std::string& text) {
-  static int counter = 0;
-  auto path = std::filesystem::temp_directory_path() /
-              ("webtrap-config-environment-test-" + std::to_string(getpid()) + "-" +
-               std::to_string(counter++) + ".yaml");
-  std::ofstream(path) << text;
-  return path;
+// The file is removed when the returned object goes out of scope.
+test_support::TempFile writeConfig(const std::string& text) {
+  return test_support::TempFile("webtrap-config-environment-test", text, ".yaml");
 }
 
 std::string readError(const Environment& environment) {

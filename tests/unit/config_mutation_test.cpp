@@ -34,6 +34,7 @@
 #include "collector/dashboard_service.h"
 #include "common/error.h"
 #include "probe/config.h"
+#include "temp_path.h"
 
 namespace webtrap {
 namespace {
@@ -116,10 +117,10 @@ std::string nestedYaml(const std::string& key, const std::string& value) {
   }
 }
 
-fs::path scratchFile(const std::string& stem) {
-  fs::path path = fs::temp_directory_path() /
-                  ("webtrap-config-mutation-" + std::to_string(getpid()) + "-" + stem + ".yaml");
-  return path;
+// An empty file that the loaders overwrite. It is removed when the returned
+// object goes out of scope.
+test_support::TempFile scratchFile(const std::string& stem) {
+  return test_support::TempFile("webtrap-config-mutation-" + stem, {}, ".yaml");
 }
 
 struct Loader {
@@ -172,7 +173,8 @@ Outcome tryLoad(const Loader& loader, const std::string& text, const fs::path& f
 
 void checkEveryKey(const Loader& loader) {
   ASSERT_GT(loader.keys.size(), 20u) << loader.name << ": the reference table was not read";
-  fs::path file = scratchFile(loader.name + "-keys");
+  test_support::TempFile scratch = scratchFile(loader.name + "-keys");
+  const fs::path& file = scratch.path();
   int rejected = 0;
   for (const std::string& key : loader.keys) {
     for (const std::string& value : kOddValues) {
@@ -191,7 +193,6 @@ void checkEveryKey(const Loader& loader) {
           << "` does not name the key: " << outcome.message;
     }
   }
-  fs::remove(file);
   // Most of the values are wrong for most keys.
   EXPECT_GT(rejected, static_cast<int>(loader.keys.size()));
 }
@@ -209,7 +210,8 @@ void checkOverflow(const Loader& loader, const std::string& reference) {
       {"size", {"17179869184GiB", "18014398509481984M", "18446744073709551615K"}},
       {"duration", {"213503982334601d", "5124095576030432h", "9223372036854775808ms"}},
   };
-  fs::path file = scratchFile(loader.name + "-overflow");
+  test_support::TempFile scratch = scratchFile(loader.name + "-overflow");
+  const fs::path& file = scratch.path();
   int checked = 0;
   for (const auto& [type, values] : kinds) {
     std::vector<std::string> keys = referenceKeys(reference, type);
@@ -226,7 +228,6 @@ void checkOverflow(const Loader& loader, const std::string& reference) {
       }
     }
   }
-  fs::remove(file);
   EXPECT_GT(checked, 10);
 }
 
@@ -409,7 +410,8 @@ void checkRandomEdits(const Loader& loader, const std::string& example) {
   std::string original((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
   // The collector checks that a CA file of an output exists when it loads
   // the file, so the example's path is replaced with one that exists.
-  fs::path ca_file = scratchFile(loader.name + "-ca");
+  test_support::TempFile ca_scratch = scratchFile(loader.name + "-ca");
+  const fs::path& ca_file = ca_scratch.path();
   std::ofstream(ca_file) << "-----BEGIN CERTIFICATE-----\n";
   for (std::size_t at = original.find("/etc/webtrap/elasticsearch-ca.pem");
        at != std::string::npos; at = original.find("/etc/webtrap/elasticsearch-ca.pem")) {
@@ -418,7 +420,8 @@ void checkRandomEdits(const Loader& loader, const std::string& example) {
   std::uint64_t seed = environmentNumber("WEBTRAP_MUTATION_SEED", 20261205);
   std::uint64_t rounds = environmentNumber("WEBTRAP_MUTATION_ROUNDS", 600);
   Mutator mutator(seed ^ std::hash<std::string>{}(example));
-  fs::path file = scratchFile(loader.name + "-edits");
+  test_support::TempFile scratch = scratchFile(loader.name + "-edits");
+  const fs::path& file = scratch.path();
 
   Outcome baseline = tryLoad(loader, original, file);
   ASSERT_TRUE(baseline.loaded) << "etc/" << example << ": " << baseline.message;
@@ -439,8 +442,6 @@ void checkRandomEdits(const Loader& loader, const std::string& example) {
                     << text << "--- end ---";
     }
   }
-  fs::remove(file);
-  fs::remove(ca_file);
   EXPECT_GT(loaded, 0) << "no edit of etc/" << example << " loaded; the edits are too rough";
 }
 

@@ -15,6 +15,7 @@
 
 #include "common/config_values.h"
 #include "common/error.h"
+#include "temp_path.h"
 
 namespace webtrap::config_table {
 namespace {
@@ -162,11 +163,8 @@ TEST(ConfigTable, YamlErrorsNameSource) {
 }
 
 TEST(ConfigTable, LoadYamlFileReadsMap) {
-  std::filesystem::path path = std::filesystem::temp_directory_path() /
-                               ("webtrap-config-table-" + std::to_string(::getpid()) + ".yaml");
-  std::ofstream(path) << "listen: 127.0.0.1:1\n";
-  YAML::Node root = loadYamlFile(path);
-  std::filesystem::remove(path);
+  test_support::TempFile file("webtrap-config-table", "listen: 127.0.0.1:1\n", ".yaml");
+  YAML::Node root = loadYamlFile(file);
   ASSERT_TRUE(root.IsMap());
   EXPECT_EQ(root["listen"].as<std::string>(), "127.0.0.1:1");
 }

@@ -6,19 +6,16 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
+#include "temp_path.h"
 
 namespace webtrap::probe {
 namespace {
 
 using ::testing::HasSubstr;
 
-std::filesystem::path writeConfig(const std::string& text) {
-  static int counter = 0;
-  auto path = std::filesystem::temp_directory_path() /
-              ("webtrap-config-test-" + std::to_string(getpid()) + "-" +
-               std::to_string(counter++) + ".yaml");
-  std::ofstream(path) << text;
-  return path;
+// The file is removed when the returned object goes out of scope.
+test_support::TempFile writeConfig(const std::string& text) {
+  return test_support::TempFile("webtrap-config-test", text, ".yaml");
 }
 
 std::string loadError(const std::string& text) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "temp_path.h"
 
 namespace webtrap::probe {
 namespace {
@@ -640,22 +641,19 @@ TEST(InspectorCache, LoopbackClientKeyedApart) {
 }
 
 TEST(InspectorCache, AddressRuleKeysByClient) {
-  auto path = fs::temp_directory_path() / "webtrap-inspector-test-address.conf";
-  {
-    std::ofstream out(path);
-    out << "SecRule REMOTE_ADDR \"@ipMatch 192.0.2.99\" "
-           "\"id:77998,phase:1,pass,log,msg:'Listed client'\"\n";
-  }
+  test_support::TempFile rule_file("webtrap-inspector-test-address",
+                                   "SecRule REMOTE_ADDR \"@ipMatch 192.0.2.99\" "
+                                   "\"id:77998,phase:1,pass,log,msg:'Listed client'\"\n",
+                                   ".conf");
   MetricsRegistry metrics;
   InspectorConfig config = baseConfig(1, 16);
-  config.extra_rules = {path};
+  config.extra_rules = {rule_file.path()};
   Inspector inspector(config, metrics);
   auto request = makeRequest("GET", "/", browserHeaders());
 
   auto unlisted = inspector.inspect(request, pageResponse(), {}, "a");
   request.client = {"192.0.2.99", 40000};
   auto listed = inspector.inspect(request, pageResponse(), {}, "b");
-  fs::remove(path);
 
   EXPECT_EQ(findMatch(unlisted, "77998"), nullptr);
   EXPECT_EQ(listed.status, InspectionStatus::kComplete);
@@ -818,8 +816,8 @@ TEST(InspectorRobustness, UnusualRequestsComplete) {
 }
 
 TEST(InspectorConfigErrors, InvalidRuleFileNamesFile) {
-  auto folder = fs::temp_directory_path() / "webtrap-inspector-test-rules";
-  fs::create_directories(folder);
+  test_support::TempDir temp_dir("webtrap-inspector-test-rules");
+  const fs::path& folder = temp_dir.path();
   {
     std::ofstream out(folder / "broken.conf");
     out << "SecRule ARGS \"@rx x\" \"id:77999,phase:2,pass,nosuchaction\"\n";
@@ -834,7 +832,6 @@ TEST(InspectorConfigErrors, InvalidRuleFileNamesFile) {
   } catch (const ConfigError& error) {
     EXPECT_NE(std::string(error.what()).find("broken.conf"), std::string::npos) << error.what();
   }
-  fs::remove_all(folder);
 }
 
 TEST(InspectorConfigErrors, MissingRulesFolderRejected) {

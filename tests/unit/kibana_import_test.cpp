@@ -14,6 +14,7 @@
 #include "collector/elasticsearch_output.h"
 #include "collector/kibana_import.h"
 #include "common/error.h"
+#include "temp_path.h"
 
 namespace webtrap::collector {
 namespace {
@@ -167,9 +168,8 @@ TEST(DataViewTitle, RejectsALineThatIsNotAnObject) {
 // that is not JSON fails before any request, naming the file and the key.
 // The URL is never reached: a request would fail with "cannot reach Kibana".
 TEST(KibanaDashboardFile, EmptyFolderOrBadLineFailsNamingTheKey) {
-  std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / ("kibana-file-test-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  test_support::TempDir temp_dir("kibana-file-test");
+  const std::filesystem::path& dir = temp_dir.path();
   std::ofstream(dir / "empty.ndjson").flush();
   std::ofstream(dir / "blank.ndjson") << "\n  \n";
   std::ofstream(dir / "bad.ndjson") << "{\"type\":\"search\"}\nnot json\n";
@@ -188,7 +188,6 @@ TEST(KibanaDashboardFile, EmptyFolderOrBadLineFailsNamingTheKey) {
       EXPECT_NE(message.find(options.dashboard_file), std::string::npos) << message;
     }
   }
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

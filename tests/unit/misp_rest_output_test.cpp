@@ -22,6 +22,7 @@
 #include "common/error.h"
 #include "common/metrics.h"
 #include "double_process.h"
+#include "temp_path.h"
 
 namespace webtrap::collector {
 namespace {
@@ -264,7 +265,8 @@ TEST(MispRestOptionsTest, ParsesKeySourcesAndRejectsMistakes) {
   EXPECT_TRUE(o.model.to_ids);
   EXPECT_EQ(o.state_path, "s.db");
 
-  fs::path dir = testing::makeTempDir("misp-rest-options");
+  test_support::TempDir temp_dir("misp-rest-options");
+  const fs::path& dir = temp_dir.path();
   std::ofstream(dir / "key") << "filekey0123\n";
   o = parse(fmt::format("{{url: 'http://127.0.0.1:1', api_key_file: '{}', state_path: s.db}}",
                         (dir / "key").string()));
@@ -304,11 +306,11 @@ TEST(MispRestOptionsTest, ParsesKeySourcesAndRejectsMistakes) {
                     (dir / "key").string() + "', state_path: s}")
                 .find("filekey0123"),
             std::string::npos);
-  fs::remove_all(dir);
 }
 
 TEST(MispRestOptionsTest, ADamagedStateFileIsNamedWithTheFix) {
-  fs::path dir = testing::makeTempDir("misp-rest-state");
+  test_support::TempDir temp_dir("misp-rest-state");
+  const fs::path& dir = temp_dir.path();
   std::ofstream(dir / "state.sqlite") << "this is not an SQLite database, it is long enough\n";
   MispRestOptions o;
   o.client.url = "http://127.0.0.1:1";
@@ -325,7 +327,6 @@ TEST(MispRestOptionsTest, ADamagedStateFileIsNamedWithTheFix) {
     EXPECT_NE(message.find((dir / "state.sqlite").string()), std::string::npos) << message;
     EXPECT_NE(message.find("move the damaged file away"), std::string::npos) << message;
   }
-  fs::remove_all(dir);
 }
 
 TEST_F(MispRestOutputTest, PushesEverythingOnceAndNothingOnAResend) {

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
+#include "temp_path.h"
 
 namespace webtrap::collector {
 namespace {
@@ -39,13 +40,9 @@ std::string readError(const std::string& path) {
   return "";
 }
 
-std::filesystem::path writeFile(const std::string& text) {
-  static int counter = 0;
-  auto path = std::filesystem::temp_directory_path() /
-              ("webtrap-sensor-token-test-" + std::to_string(getpid()) + "-" +
-               std::to_string(counter++));
-  std::ofstream(path, std::ios::binary) << text;
-  return path;
+// The file is removed when the returned object goes out of scope.
+test_support::TempFile writeFile(const std::string& text) {
+  return test_support::TempFile("webtrap-sensor-token-test", text);
 }
 
 TEST(SensorToken, TrimsWhiteSpace) {

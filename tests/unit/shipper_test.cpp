@@ -16,6 +16,7 @@
 #include "shipper/shipper_config.h"
 #include "shipper/spool_reader.h"
 #include "spool_fixture.h"
+#include "temp_path.h"
 
 namespace webtrap::shipper {
 namespace {
@@ -366,24 +367,22 @@ TEST(ShipperConfig, RejectsOtherSchemesAndMissingToken) {
 }
 
 TEST(ShipperConfig, ReadsTokenFile) {
-  fs::path file = fs::temp_directory_path() / ("webtrap-token-" + std::to_string(::getpid()));
-  std::ofstream(file) << "  s3cret\n";
+  test_support::TempFile file("webtrap-token", "  s3cret\n");
   ShipperConfig config;
   config.url = "https://collector.example";
-  config.token_file = file;
+  config.token_file = file.path();
   resolveShipperConfig(config);
   EXPECT_EQ(config.token, "s3cret");
 
   config.token = "other";
   EXPECT_THROW(resolveShipperConfig(config), ConfigError);  // both set
-  fs::remove(file);
 }
 
 // A token_file that names a FIFO or a device fails at once with the key,
 // because reading a FIFO waits for a writer and /dev/zero never ends.
 TEST(ShipperConfig, TokenFileMustBeRegularFile) {
-  fs::path fifo = fs::temp_directory_path() / ("webtrap-token-fifo-" + std::to_string(::getpid()));
-  fs::remove(fifo);
+  test_support::TempDir temp_dir("webtrap-token-fifo");
+  fs::path fifo = temp_dir / "token";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   for (const fs::path& path : {fifo, fs::path("/dev/zero")}) {
     ShipperConfig config;
@@ -399,22 +398,20 @@ TEST(ShipperConfig, TokenFileMustBeRegularFile) {
           << error.what();
     }
   }
-  fs::remove(fifo);
 }
 
 TEST(ShipperConfig, ParsesProbeYamlSection) {
-  fs::path file = fs::temp_directory_path() / ("webtrap-shipper-yaml-" + std::to_string(::getpid()));
-  std::ofstream(file) << "shipper:\n"
-                         "  url: https://collector.example:7380\n"
-                         "  token: abc\n"
-                         "  batch_max_records: 250\n"
-                         "  batch_max_bytes: 2MiB\n"
-                         "  interval: 250ms\n"
-                         "  retry_initial: 1s\n"
-                         "  retry_max: 2m\n"
-                         "  gzip: false\n";
+  test_support::TempFile file("webtrap-shipper-yaml",
+                              "shipper:\n"
+                              "  url: https://collector.example:7380\n"
+                              "  token: abc\n"
+                              "  batch_max_records: 250\n"
+                              "  batch_max_bytes: 2MiB\n"
+                              "  interval: 250ms\n"
+                              "  retry_initial: 1s\n"
+                              "  retry_max: 2m\n"
+                              "  gzip: false\n");
   probe::ProbeConfig config = probe::loadProbeConfig(file);
-  fs::remove(file);
   EXPECT_TRUE(config.shipper.isEnabled());
   EXPECT_EQ(config.shipper.url, "https://collector.example:7380");
   EXPECT_EQ(config.shipper.token, "abc");
@@ -436,15 +433,13 @@ TEST(ShipperConfig, EnabledFollowsUrlAndFlag) {
 }
 
 TEST(ShipperConfig, RejectsUnknownShipperKey) {
-  fs::path file = fs::temp_directory_path() / ("webtrap-shipper-key-" + std::to_string(::getpid()));
-  std::ofstream(file) << "shipper:\n  urll: https://collector.example\n";
+  test_support::TempFile file("webtrap-shipper-key", "shipper:\n  urll: https://collector.example\n");
   try {
     probe::loadProbeConfig(file);
     ADD_FAILURE() << "expected a ConfigError";
   } catch (const ConfigError& error) {
     EXPECT_NE(std::string(error.what()).find("shipper.urll"), std::string::npos) << error.what();
   }
-  fs::remove(file);
 }
 
 TEST(ShipperConfig, RejectsRetryInitialAboveMax) {
@@ -457,14 +452,12 @@ TEST(ShipperConfig, RejectsRetryInitialAboveMax) {
 }
 
 TEST(ShipperConfig, ParsesProxyKey) {
-  fs::path file =
-      fs::temp_directory_path() / ("webtrap-shipper-proxy-" + std::to_string(::getpid()));
-  std::ofstream(file) << "shipper:\n"
-                         "  url: https://collector.example:7380\n"
-                         "  token: abc\n"
-                         "  proxy: http://proxy.example:3128\n";
+  test_support::TempFile file("webtrap-shipper-proxy",
+                              "shipper:\n"
+                              "  url: https://collector.example:7380\n"
+                              "  token: abc\n"
+                              "  proxy: http://proxy.example:3128\n");
   probe::ProbeConfig config = probe::loadProbeConfig(file);
-  fs::remove(file);
   EXPECT_EQ(config.shipper.proxy, "http://proxy.example:3128");
   EXPECT_NO_THROW(resolveShipperConfig(config.shipper));
 }
