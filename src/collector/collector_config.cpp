@@ -5,6 +5,7 @@
 #include <functional>
 #include <string_view>
 
+#include <boost/asio/ip/address.hpp>
 #include <fmt/format.h>
 
 #include "collector/behaviour.h"
@@ -92,7 +93,8 @@ const std::vector<Option>& options() {
        }},
       {"admin.token", "string", "none",
        "When set, the admin listener requires `Authorization: Bearer TOKEN`. Wrong tokens on "
-       "any admin route count against one limit per client address (dashboard.login_*).",
+       "any admin route count against one limit per client address (dashboard.login_*). With "
+       "admin.listen on an address other than loopback, at least 16 characters.",
        [](CollectorConfig& c, const std::string& v) { c.admin_token = v; }},
       // A list: applyKey() parses it, and this setter gets only a missing
       // value or a single value written where the list belongs.
@@ -316,6 +318,30 @@ bool applyKey(CollectorConfig& config, const std::string& key, const YAML::Node&
   return config_table::applyScalarOption(options(), key, value, config);
 }
 
+// Whether `listen` (admin.listen, a numeric address) is a loopback address.
+bool listensOnLoopback(const std::string& listen) {
+  ListenAddress address = parseListenAddress(listen, "admin.listen");
+  boost::system::error_code error;
+  boost::asio::ip::address ip = boost::asio::ip::make_address(address.host, error);
+  return !error && ip.is_loopback();
+}
+
+// The per-address limit on wrong admin tokens does not stop guesses spread
+// over more addresses than dashboard.login_max_clients, so an admin
+// listener that the network reaches needs a token too long to guess.
+void requireStrongAdminToken(const CollectorConfig& config) {
+  if (config.admin_listen.empty() || config.admin_token.empty() ||
+      config.admin_token.size() >= kMinNetworkAdminTokenLength ||
+      listensOnLoopback(config.admin_listen)) {
+    return;
+  }
+  throw ConfigError(fmt::format(
+      "admin.token: {} characters is too short for an admin listener on {}, which the network "
+      "reaches: guesses from many addresses get past the per-address limit; use at least {} "
+      "random characters, for example from `openssl rand -hex 32`, or listen on 127.0.0.1",
+      config.admin_token.size(), config.admin_listen, kMinNetworkAdminTokenLength));
+}
+
 void finish(CollectorConfig& config, bool store_path_set) {
   if (!store_path_set) {
     config.store.path = config.state_dir / "store.sqlite";
@@ -344,6 +370,7 @@ void finish(CollectorConfig& config, bool store_path_set) {
                                   config.limits.max_decompressed_bytes,
                                   config.limits.max_body_bytes));
   }
+  requireStrongAdminToken(config);
   // The sections are parsed once here, so a bad key fails at start.
   validateSections(config);
 }

@@ -41,6 +41,10 @@ struct IngestLimits {
   std::uint32_t max_connections = 1024;
 };
 
+// The shortest admin.token accepted with an admin listener on an address
+// other than loopback.
+inline constexpr std::size_t kMinNetworkAdminTokenLength = 16;
+
 struct CollectorConfig {
   std::string listen = "127.0.0.1:7380";
   IngestTlsOptions tls;

@@ -84,6 +84,25 @@ TEST(CollectorConfig, ParsesMaxRecordBytes) {
               HasSubstr("limits.max_record_bytes"));
 }
 
+TEST(CollectorConfig, NetworkAdminListenerNeedsLongToken) {
+  EXPECT_THAT(parseError("admin: {listen: 0.0.0.0:9102, token: short-token}\n"),
+              HasSubstr("admin.token: 11 characters is too short for an admin listener on "
+                        "0.0.0.0:9102"));
+  EXPECT_THAT(parseError("admin: {listen: \"[2001:db8::1]:9102\", token: abc}\n"),
+              HasSubstr("openssl rand -hex 32"));
+  EXPECT_THAT(parseError("admin: {listen: 192.0.2.7:9102, token: abc}\n"),
+              HasSubstr("at least 16 random characters"));
+  // Loopback, a long token, or no token at all (then the listener is open
+  // and logs a warning at start) are accepted.
+  for (const char* text : {"admin: {listen: 127.0.0.1:9102, token: abc}\n",
+                           "admin: {listen: \"[::1]:9102\", token: abc}\n",
+                           "admin: {listen: 127.0.0.2:9102, token: abc}\n",
+                           "admin: {listen: 0.0.0.0:9102, token: 0123456789abcdef}\n",
+                           "admin: {listen: 0.0.0.0:9102}\n"}) {
+    EXPECT_EQ(parseError(text), "") << text;
+  }
+}
+
 TEST(CollectorConfig, StorePathOverridesStateDir) {
   CollectorConfig config =
       parseCollectorConfig("state_dir: /a\nstore: {path: /b/c.sqlite}\n", "test.yaml");
