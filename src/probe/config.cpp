@@ -147,6 +147,27 @@ const std::vector<Option>& options() {
        [](ProbeConfig& c, const std::string& v) {
          c.inspector.cache_entries = parseUnsigned(v, "modsecurity.cache_entries");
        }},
+      {"modsecurity.match_string_max_bytes", "size", "2KiB",
+       "Bytes kept of each rule message's message, data, match and reference text in a record, "
+       "at least 128. Longer text ends in \" [truncated by webtrap from N bytes]\".",
+       [](ProbeConfig& c, const std::string& v) {
+         std::uint64_t bytes = parseBytes(v, "modsecurity.match_string_max_bytes");
+         if (bytes < kMinTruncatedBytes) {
+           throw ConfigError(fmt::format(
+               "modsecurity.match_string_max_bytes: invalid value {}; use at least {} bytes, "
+               "room for the truncation marker",
+               v, kMinTruncatedBytes));
+         }
+         c.inspector.match_limits.max_string_bytes = bytes;
+       }},
+      {"modsecurity.match_details_max_bytes", "size", "64KiB",
+       "Estimated JSON bytes of all rule messages in one record. Past it, repeated messages of a "
+       "rule are dropped and each further rule keeps one message with 256 bytes per text; "
+       "inspection.details_cut counts what was cut.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.inspector.match_limits.max_total_bytes =
+             parseBytes(v, "modsecurity.match_details_max_bytes");
+       }},
       {"pipeline.workers", "count", "2", "Inspection threads.",
        [](ProbeConfig& c, const std::string& v) {
          c.pipeline.workers =

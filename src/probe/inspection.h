@@ -1,6 +1,7 @@
 // Results of inspecting one request with ModSecurity.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -37,12 +38,59 @@ enum class InspectionStatus {
 
 const char* toString(InspectionStatus status);
 
+// Limits on the rule match text kept for one request. libmodsecurity 3.0.9
+// reports some rules (CRS 942100) once per matched variable, and each copy
+// carries the `reference` text of every variable that rule matched before
+// it. So n matching fields give about n^2 / 2 reference entries: a 65 KB
+// form of 1000 such fields gave a 5.3 MB record without these limits.
+struct MatchDetailLimits {
+  // Bytes of each of message, data, match and reference, marker included.
+  std::size_t max_string_bytes = 2048;
+  // Estimated JSON bytes of all matches of one request (see
+  // boundMatchDetails). Past it, repeats of a rule id are dropped and the
+  // first match of each further rule id keeps kReducedStringBytes per string.
+  std::size_t max_total_bytes = 64 * 1024;
+};
+
+// Strings of a match past the total budget keep at most this many bytes.
+inline constexpr std::size_t kReducedStringBytes = 256;
+
+// Counts of what boundMatchDetails cut from one request's matches.
+struct MatchDetailCuts {
+  std::uint64_t truncated_strings = 0;  // kept strings that end in the marker
+  std::uint64_t reduced_matches = 0;    // kept past the budget with kReducedStringBytes strings
+  std::uint64_t omitted_matches = 0;    // repeats of a rule id dropped past the budget
+
+  bool any() const { return truncated_strings + reduced_matches + omitted_matches > 0; }
+};
+
 struct InspectionResult {
   InspectionStatus status = InspectionStatus::kShed;
   std::vector<RuleMatch> matches;
   std::string error;
   std::int64_t duration_us = 0;
   int anomaly_score = 0;  // TX:ANOMALY_SCORE after the request phases
+  MatchDetailCuts details_cut;
 };
+
+// Cuts `text` to at most `max_bytes` bytes (at least kMinTruncatedBytes),
+// ending in " [truncated by webtrap from N bytes]" with N the length before
+// the cut. Cuts at a UTF-8 character boundary, and masks card numbers in the
+// kept part first, so that a number cut in half shows no more digits than
+// the record writer would show of the whole one. Returns true when it cut.
+bool truncateMatchText(std::string& text, std::size_t max_bytes);
+
+// Smallest useful max_bytes for truncateMatchText: the marker and some text.
+inline constexpr std::size_t kMinTruncatedBytes = 128;
+
+// Bounds the rule match text of one request in place. Message, data, match
+// and reference are cut to limits.max_string_bytes. Then matches are charged against
+// limits.max_total_bytes: first the first match of each rule id in order,
+// then the repeats. A repeat that does not fit is dropped, and a first match
+// that does not fit keeps only kReducedStringBytes per string, so every rule
+// id that fired keeps one match with its severity, tags and phase. Matches
+// keep their order. The size is bounded by max_total_bytes plus about
+// 1.5 KB per distinct rule id past the budget.
+MatchDetailCuts boundMatchDetails(std::vector<RuleMatch>& matches, const MatchDetailLimits& limits);
 
 }  // namespace webtrap::probe

@@ -24,6 +24,7 @@
 
 #include "common/encoding.h"
 #include "common/error.h"
+#include "common/log_throttle.h"
 
 namespace webtrap::probe {
 namespace {
@@ -263,6 +264,7 @@ class KeyHasher {
 struct CachedResult {
   std::vector<RuleMatch> matches;
   int anomaly_score = 0;
+  MatchDetailCuts details_cut;
 };
 
 // Least recently used map from cache key to result, shared by all workers.
@@ -485,7 +487,23 @@ struct Inspector::Impl {
                                    "Inspections answered from the result cache.")),
         rule_matches(
             metrics.counter("webtrap_rule_matches_total",
-                            "Rule messages reported by ModSecurity, cached ones included.")) {
+                            "Rule messages reported by ModSecurity, cached ones included.")),
+        cut_strings(metrics.counter(
+            "webtrap_match_details_cut_total",
+            "Rule match details cut to bound the record size, by kind, cached ones included.",
+            R"(kind="truncated_string")")),
+        cut_reduced(metrics.counter(
+            "webtrap_match_details_cut_total",
+            "Rule match details cut to bound the record size, by kind, cached ones included.",
+            R"(kind="reduced_match")")),
+        cut_omitted(metrics.counter(
+            "webtrap_match_details_cut_total",
+            "Rule match details cut to bound the record size, by kind, cached ones included.",
+            R"(kind="omitted_match")")),
+        cut_records(metrics.counter(
+            "webtrap_match_details_cut_records_total",
+            "Inspection results whose rule match details were cut, cached ones included.")),
+        match_limits(config.match_limits) {
     engine->setConnectorInformation("webtrap " WEBTRAP_VERSION);
     engine->setServerLogCb(discardServerLog, modsecurity::RuleMessageLogProperty);
     loadRules(config);
@@ -657,6 +675,8 @@ struct Inspector::Impl {
       }
       out.matches.push_back(toRuleMatch(message));
     }
+    // Bounded here, before the result reaches the cache or the record writer.
+    out.details_cut = boundMatchDetails(out.matches, match_limits);
     return error;
   }
 
@@ -675,6 +695,33 @@ struct Inspector::Impl {
   Counter& failed;
   Counter& cache_hits;
   Counter& rule_matches;
+  Counter& cut_strings;
+  Counter& cut_reduced;
+  Counter& cut_omitted;
+  Counter& cut_records;
+  MatchDetailLimits match_limits;
+  LogThrottle cut_log{std::chrono::seconds(60)};
+
+  // Counts the cuts of a result and logs them, once a minute at most.
+  void countCuts(const MatchDetailCuts& cuts, const std::string& transaction_id) {
+    if (!cuts.any()) {
+      return;
+    }
+    cut_strings.inc(cuts.truncated_strings);
+    cut_reduced.inc(cuts.reduced_matches);
+    cut_omitted.inc(cuts.omitted_matches);
+    cut_records.inc();
+    std::lock_guard lock(cut_log_mutex);
+    if (cut_log.admit()) {
+      spdlog::warn(
+          "rule match details cut to bound the record: event_id={} truncated_strings={} "
+          "reduced_matches={} omitted_matches={} (max_string_bytes={} max_total_bytes={}); "
+          "{} similar lines suppressed",
+          transaction_id, cuts.truncated_strings, cuts.reduced_matches, cuts.omitted_matches,
+          match_limits.max_string_bytes, match_limits.max_total_bytes, cut_log.takeSuppressed());
+    }
+  }
+  std::mutex cut_log_mutex;
 };
 
 Inspector::Inspector(const InspectorConfig& config, MetricsRegistry& metrics)
@@ -705,10 +752,12 @@ InspectionResult Inspector::inspect(const CapturedRequest& request, const Person
         result.status = InspectionStatus::kCached;
         result.matches = std::move(hit->matches);
         result.anomaly_score = hit->anomaly_score;
+        result.details_cut = hit->details_cut;
         result.duration_us = microsecondsSince(start);
         impl_->cached.inc();
         impl_->cache_hits.inc();
         impl_->rule_matches.inc(result.matches.size());
+        impl_->countCuts(result.details_cut, transaction_id);
         return result;
       }
     }
@@ -717,6 +766,7 @@ InspectionResult Inspector::inspect(const CapturedRequest& request, const Person
     result.error = impl_->run(request, response, outcome, response_body, transaction_id, fresh);
     result.status = result.error.empty() ? InspectionStatus::kComplete : InspectionStatus::kFailed;
     result.anomaly_score = fresh.anomaly_score;
+    result.details_cut = fresh.details_cut;
     if (impl_->cache && result.status == InspectionStatus::kComplete) {
       impl_->cache->insert(key, fresh);
     }
@@ -735,6 +785,7 @@ InspectionResult Inspector::inspect(const CapturedRequest& request, const Person
     impl_->failed.inc();
   }
   impl_->rule_matches.inc(result.matches.size());
+  impl_->countCuts(result.details_cut, transaction_id);
   return result;
 }
 

@@ -22,6 +22,7 @@ struct InspectorConfig {
   int paranoia_level = 1;
   std::uint64_t body_limit = 1 << 20;  // bytes given to ModSecurity
   std::size_t cache_entries = 8192;    // 0 turns the result cache off
+  MatchDetailLimits match_limits;      // rule match text kept per request
 };
 
 class Inspector {

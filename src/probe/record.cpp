@@ -478,6 +478,17 @@ void writeInspection(RecordWriter& writer, const InspectionResult& inspection) {
     }
   }
   writer.endArray();
+
+  // Present only when the inspector cut rule match text to bound the record.
+  const MatchDetailCuts& cuts = inspection.details_cut;
+  if (cuts.any()) {
+    json.key("details_cut");
+    json.beginObject();
+    json.member("truncated_strings", static_cast<std::int64_t>(cuts.truncated_strings));
+    json.member("reduced_matches", static_cast<std::int64_t>(cuts.reduced_matches));
+    json.member("omitted_matches", static_cast<std::int64_t>(cuts.omitted_matches));
+    json.endObject();
+  }
   writer.endObject();
 }
 
