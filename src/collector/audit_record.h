@@ -94,6 +94,14 @@ struct AuditRecord {
   std::vector<std::string> issued_tokens;  // webtrap.issued_tokens
   std::string inspection_status;           // webtrap.inspection.status
   std::optional<std::int64_t> anomaly_score;  // webtrap.inspection.anomaly_score
+  // webtrap.inspection.details_cut: what the probe cut from the rule
+  // messages to bound the record; absent when nothing was cut.
+  struct DetailsCut {
+    std::uint64_t truncated_strings = 0;
+    std::uint64_t reduced_matches = 0;
+    std::uint64_t omitted_matches = 0;
+  };
+  std::optional<DetailsCut> details_cut;
   std::string request_body_sha256;            // webtrap.request.body_sha256
   bool request_body_truncated = false;        // webtrap.request.body_truncated
   std::vector<OatTag> oat_tags;  // webtrap.oat: per-request tags from the probe

@@ -108,6 +108,19 @@ std::string auditRecordToJson(const AuditRecord& record) {
   } else {
     json.null();
   }
+  json.key("details_cut");
+  if (record.details_cut) {
+    json.beginObject();
+    json.key("truncated_strings");
+    json.unsignedInteger(record.details_cut->truncated_strings);
+    json.key("reduced_matches");
+    json.unsignedInteger(record.details_cut->reduced_matches);
+    json.key("omitted_matches");
+    json.unsignedInteger(record.details_cut->omitted_matches);
+    json.endObject();
+  } else {
+    json.null();
+  }
   json.member("invalid_utf8", record.invalid_utf8);
   json.member("original_base64", record.original_base64);
   json.member("original", record.original);

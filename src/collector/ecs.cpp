@@ -624,12 +624,23 @@ void writeWebtrap(JsonWriter& writer, const AuditRecord& record, const SensorFac
     writer.member("bait", record.bait_listener);
     writer.endObject();
   }
-  if (!record.inspection_status.empty() || record.anomaly_score) {
+  if (!record.inspection_status.empty() || record.anomaly_score || record.details_cut) {
     writer.key("inspection");
     writer.beginObject();
     writeStringIfPresent(writer, "status", record.inspection_status);
     if (record.anomaly_score) {
       writer.member("anomaly_score", *record.anomaly_score);
+    }
+    if (record.details_cut) {
+      writer.key("details_cut");
+      writer.beginObject();
+      writer.key("truncated_strings");
+      writer.unsignedInteger(record.details_cut->truncated_strings);
+      writer.key("reduced_matches");
+      writer.unsignedInteger(record.details_cut->reduced_matches);
+      writer.key("omitted_matches");
+      writer.unsignedInteger(record.details_cut->omitted_matches);
+      writer.endObject();
     }
     writer.endObject();
   }

@@ -457,6 +457,19 @@ void decodeWebtrapObject(ondemand::value value, AuditRecord& record, WebtrapExtr
                  fmt::format("expected a whole number, got '{}'", text.substr(0, 40)));
           }
           record.anomaly_score = score;
+        } else if (name == "details_cut") {
+          AuditRecord::DetailsCut cut;
+          forEachMember(v, "webtrap.inspection.details_cut",
+                        [&](std::string_view part, ondemand::value count) {
+            if (part == "truncated_strings") {
+              cut.truncated_strings = readCount(count, "webtrap.inspection.details_cut");
+            } else if (part == "reduced_matches") {
+              cut.reduced_matches = readCount(count, "webtrap.inspection.details_cut");
+            } else if (part == "omitted_matches") {
+              cut.omitted_matches = readCount(count, "webtrap.inspection.details_cut");
+            }
+          });
+          record.details_cut = cut;
         }
       });
     } else if (key == "encoded") {

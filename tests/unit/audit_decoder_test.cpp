@@ -246,6 +246,20 @@ std::string probeRecord() {
                                 parts.meta);
 }
 
+TEST(AuditDecoder, ProbeRecordDetailsCut) {
+  ProbeRecordParts parts = probeParts();
+  parts.inspection.details_cut.truncated_strings = 4;
+  parts.inspection.details_cut.reduced_matches = 2;
+  parts.inspection.details_cut.omitted_matches = 930;
+  DecodeResult result = decode(probe::serializeRecord(parts.request, parts.response,
+                                                      parts.outcome, parts.inspection, parts.meta));
+  ASSERT_TRUE(result.ok) << result.error;
+  ASSERT_TRUE(result.record.details_cut.has_value());
+  EXPECT_EQ(result.record.details_cut->truncated_strings, 4u);
+  EXPECT_EQ(result.record.details_cut->reduced_matches, 2u);
+  EXPECT_EQ(result.record.details_cut->omitted_matches, 930u);
+}
+
 TEST(AuditDecoder, ProbeRecordFields) {
   DecodeResult result = decode(probeRecord(), RecordFormat::kAuto, "Pacific/Auckland");
   ASSERT_TRUE(result.ok) << result.error;
@@ -266,6 +280,7 @@ TEST(AuditDecoder, ProbeRecordFields) {
   EXPECT_EQ(record.inspection_status, "complete");
   ASSERT_TRUE(record.anomaly_score.has_value());
   EXPECT_EQ(*record.anomaly_score, 5);
+  EXPECT_FALSE(record.details_cut.has_value()) << "nothing was cut from this record";
   EXPECT_EQ(record.request_body, "user=a&pass=b%27--");
   ASSERT_TRUE(record.request_body_bytes.has_value());
   EXPECT_EQ(*record.request_body_bytes, 18u);

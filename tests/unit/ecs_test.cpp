@@ -193,6 +193,7 @@ AuditRecord probeRecord() {
   record.bait_listener = true;
   record.inspection_status = "interrupted";
   record.anomaly_score = 10;
+  record.details_cut = AuditRecord::DetailsCut{3, 1, 7};
   record.bait_hits = {"form_field"};
   record.tags = {"OAT-008"};
   record.original = originalJson(record);
@@ -356,6 +357,9 @@ TEST(EcsDocument, ProbeAlertFields) {
   EXPECT_TRUE(document.at_pointer("/webtrap/listener/bait").get_bool().value());
   EXPECT_EQ(stringAt(document, "/webtrap/inspection/status"), "interrupted");
   EXPECT_EQ(document.at_pointer("/webtrap/inspection/anomaly_score").get_int64().value(), 10);
+  EXPECT_EQ(integerAt(document, "/webtrap/inspection/details_cut/truncated_strings"), 3);
+  EXPECT_EQ(integerAt(document, "/webtrap/inspection/details_cut/reduced_matches"), 1);
+  EXPECT_EQ(integerAt(document, "/webtrap/inspection/details_cut/omitted_matches"), 7);
   EXPECT_EQ(stringsAt(document, "/webtrap/bait_hits"), (std::vector<std::string>{"form_field"}));
   EXPECT_FALSE(document.at_pointer("/webtrap/request/body_content_truncated").get_bool().value());
   EXPECT_EQ(stringAt(document, "/webtrap/rules/1/id"), "77050");
