@@ -29,8 +29,11 @@ namespace {
 
 using journal_lines::damagedCounter;
 using journal_lines::listJournalFiles;
+using journal_lines::makeEntryLine;
 using journal_lines::makeLine;
 using journal_lines::recoveredCounter;
+using journal_lines::rejectedCounter;
+using journal_lines::skippedFilesCounter;
 
 constexpr int kMaxCreateAttempts = 1000;
 
@@ -44,7 +47,7 @@ struct JournalFile {
 struct InspectionJournal::Impl {
   Impl(const JournalConfig& journal_config, Spool& journal_spool, MetricsRegistry& metrics);
 
-  std::uint64_t append(std::string_view event_id, std::string_view record);
+  std::uint64_t append(std::string_view event_id, std::string_view entry);
   void markDone(std::uint64_t ticket, std::string_view event_id);
   void commit();
   void close();
@@ -113,6 +116,8 @@ InspectionJournal::Impl::Impl(const JournalConfig& journal_config, Spool& journa
   // Register the recovery counters too, so /metrics shows them as 0.
   recoveredCounter(metrics);
   damagedCounter(metrics);
+  rejectedCounter(metrics);
+  skippedFilesCounter(metrics);
   if (config.file_bytes == 0) {
     throw ConfigError("inspection journal: file_bytes is 0; use a positive size");
   }
@@ -213,8 +218,8 @@ void InspectionJournal::Impl::updateGauges() {
 }
 
 std::uint64_t InspectionJournal::Impl::append(std::string_view event_id,
-                                              std::string_view record) {
-  std::string line = makeLine('E', event_id, record);
+                                              std::string_view entry) {
+  std::string line = makeEntryLine(event_id, entry);
   std::lock_guard lock(mutex);
   if (file && files[current].bytes > 0 &&
       files[current].bytes + line.size() > config.file_bytes) {
@@ -269,7 +274,7 @@ void InspectionJournal::Impl::writeDoneLocked(const std::string& ids) {
     countWriteError(errno, "file creation");
     return;
   }
-  if (!writeLine(makeLine('D', ids, {}))) {
+  if (!writeLine(makeLine(journal_lines::kDone, ids, {}))) {
     // Only duplicates follow: recovery appends these records again.
     countWriteError(errno, "write of done ids");
   }
@@ -400,8 +405,8 @@ InspectionJournal::~InspectionJournal() {
   impl_->close();
 }
 
-std::uint64_t InspectionJournal::append(std::string_view event_id, std::string_view record) {
-  return impl_->append(event_id, record);
+std::uint64_t InspectionJournal::append(std::string_view event_id, std::string_view entry) {
+  return impl_->append(event_id, entry);
 }
 
 void InspectionJournal::markDone(std::uint64_t ticket, std::string_view event_id) {

@@ -8,14 +8,26 @@
 // 000000000001.journal, 000000000002.journal, ... (names sort in write
 // order). Each line is "<kind> <crc> <payload>\n", where <crc> is the CRC-32
 // (zlib) of <payload> in 8 lowercase hex digits, and <kind> is
-//   E  an entry. Payload "<event id> <record>": a request written before
-//      its response is sent (queued or shed), as the audit record the spool
-//      gets if the request is never inspected.
+//   R  an entry. Payload "<event id> <escaped entry>": a request written
+//      before its response is sent (queued or shed). The entry holds the
+//      inputs of its audit record in binary (probe/journal_entry.h), with
+//      each backslash and newline byte escaped. The I/O thread only copies
+//      bytes to write it, and recovery builds the record from it, with
+//      inspection status "interrupted".
 //   D  done ids. Payload "<event id> <event id> ...": requests whose
 //      inspected record was appended to the spool.
+//   E  an entry written by probes before the R entry: "<event id> <record>",
+//      the whole record as JSON. Recovery still reads these, so a journal
+//      left by such a probe loses nothing at an upgrade. Probes of that
+//      version count R lines as damaged, so a downgrade loses the entries.
 // A line without its newline, or whose CRC does not match, is damaged (the
 // process died during the write, or the disk lost a page). Recovery skips
 // it, logs it and counts it. A damaged D line can only cause duplicates.
+// An entry with a valid CRC that cannot be decoded (for example a format
+// byte from a newer probe) or whose record the collector's decoder rejects
+// is rejected: skipped, logged and counted, and its file is still deleted.
+// Recovery opens files with O_NOFOLLOW, and skips, logs, counts and keeps a
+// symbolic link or anything else that is not a regular file.
 //
 // Bounds: a file is closed once it passes file_bytes, and deleted once
 // every entry in it and in every older file is done. Workers take jobs in
@@ -41,7 +53,8 @@
 // duplicates are harmless.
 //
 // Metrics: webtrap_journal_entries_total, webtrap_journal_records_recovered_total,
-// webtrap_journal_lines_damaged_total, webtrap_journal_write_errors_total,
+// webtrap_journal_lines_damaged_total, webtrap_journal_entries_rejected_total,
+// webtrap_journal_files_skipped_total, webtrap_journal_write_errors_total,
 // webtrap_journal_bytes (gauge: bytes in the journal files) and
 // webtrap_journal_pending (gauge: entries whose record is not yet spooled).
 // The probe adds webtrap_journal_enabled (gauge: 0 when the journal is off,
@@ -87,13 +100,22 @@ struct JournalRecovery {
   std::uint64_t skipped_done = 0;
   std::uint64_t dropped = 0;    // records the spool did not store (disk cap, write error)
   std::uint64_t damaged = 0;    // damaged lines skipped
+  // Entries with a valid CRC skipped because they could not be decoded or
+  // gave a record that the collector's decoder rejects.
+  std::uint64_t rejected = 0;
+  std::uint64_t legacy = 0;     // entries of the earlier whole-record format read
+  // Files named like journal files skipped because they are symbolic links
+  // or not regular files. They are left in the folder.
+  std::uint64_t skipped_files = 0;
 };
 
 // Appends to `spool` the record of every entry in the journal files of
-// `dir` that no done line names, fsyncs the spool, then deletes the files.
+// `dir` that no done line names, fsyncs the spool, then deletes the files
+// it read.
 // Run it before the probe takes traffic and before an InspectionJournal
-// opens `dir`. A missing folder is an empty journal. Damaged lines are
-// skipped, logged and counted, never thrown. Throws ConfigError when the
+// opens `dir`. A missing folder is an empty journal. Damaged lines,
+// rejected entries and skipped files are logged and counted, never thrown.
+// Throws ConfigError when the
 // folder exists but cannot be listed.
 JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
                                MetricsRegistry& metrics);
@@ -122,11 +144,11 @@ class InspectionJournal {
   InspectionJournal(const InspectionJournal&) = delete;
   InspectionJournal& operator=(const InspectionJournal&) = delete;
 
-  // Appends an entry for a request about to be queued, with `record` (one
-  // line of JSON) as its audit record. Returns the ticket to pass to
+  // Appends an entry line for a request about to be queued, with `entry`
+  // from encodeJournalEntry() (any bytes). Returns the ticket to pass to
   // markDone(), or 0 when the write failed. A failure is counted and logged,
   // and the request is then not protected. Thread-safe.
-  std::uint64_t append(std::string_view event_id, std::string_view record);
+  std::uint64_t append(std::string_view event_id, std::string_view entry);
 
   // Notes that the record of the entry `ticket` is in the spool (or was
   // dropped by it), so recovery must not append it. A ticket of 0 is

@@ -69,9 +69,66 @@ std::string makeLine(char kind, std::string_view first, std::string_view second)
   return line;
 }
 
+std::string makeEntryLine(std::string_view event_id, std::string_view entry) {
+  std::string line;
+  // Most entries need few escapes, so a small margin avoids a reallocation.
+  line.reserve(kHeaderSize + event_id.size() + 1 + entry.size() + entry.size() / 16 + 16);
+  line.append(kHeaderSize, ' ');
+  line += event_id;
+  line += ' ';
+  const char* next = entry.data();
+  const char* end = next + entry.size();
+  while (next < end) {
+    const char* special = next;
+    while (special < end && *special != '\n' && *special != '\\') {
+      ++special;
+    }
+    line.append(next, special);
+    if (special == end) {
+      break;
+    }
+    line += '\\';
+    line += *special == '\n' ? 'n' : '\\';
+    next = special + 1;
+  }
+  std::string_view payload = std::string_view(line).substr(kHeaderSize);
+  char header[kHeaderSize + 1];
+  fmt::format_to_n(header, sizeof header, "{} {:08x} ", kEntry, crcOf(payload));
+  line.replace(0, kHeaderSize, header, kHeaderSize);
+  line += '\n';
+  return line;
+}
+
+bool unescapeEntry(std::string_view escaped, std::string& entry) {
+  entry.clear();
+  entry.reserve(escaped.size());
+  std::size_t start = 0;
+  while (start < escaped.size()) {
+    std::size_t backslash = escaped.find('\\', start);
+    if (backslash == std::string_view::npos) {
+      entry.append(escaped.substr(start));
+      break;
+    }
+    entry.append(escaped.substr(start, backslash - start));
+    if (backslash + 1 == escaped.size()) {
+      return false;
+    }
+    char code = escaped[backslash + 1];
+    if (code == 'n') {
+      entry += '\n';
+    } else if (code == '\\') {
+      entry += '\\';
+    } else {
+      return false;
+    }
+    start = backslash + 2;
+  }
+  return true;
+}
+
 std::optional<ParsedLine> parseLine(std::string_view line, const char*& reason) {
   if (line.size() < kHeaderSize + 1 || line[1] != ' ' || line[10] != ' ' ||
-      (line[0] != 'E' && line[0] != 'D')) {
+      (line[0] != kEntry && line[0] != kLegacyEntry && line[0] != kDone)) {
     reason = "not a journal line";
     return std::nullopt;
   }
@@ -86,10 +143,10 @@ std::optional<ParsedLine> parseLine(std::string_view line, const char*& reason) 
     reason = "CRC mismatch";
     return std::nullopt;
   }
-  if (parsed.kind == 'E') {
+  if (parsed.kind == kEntry || parsed.kind == kLegacyEntry) {
     std::size_t space = parsed.payload.find(' ');
     if (space == 0 || space == std::string_view::npos || space + 1 == parsed.payload.size()) {
-      reason = "entry without an event id and a record";
+      reason = "entry without an event id and a request";
       return std::nullopt;
     }
   }
@@ -101,7 +158,9 @@ std::vector<std::uint64_t> listJournalFiles(const std::filesystem::path& dir) {
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
     std::uint64_t number = parseJournalFileName(entry.path().filename().native());
-    if (number != 0 && entry.is_regular_file(error)) {
+    // Every type is listed, symbolic links too, so that recovery, which
+    // opens each with O_NOFOLLOW, counts and logs those it skips.
+    if (number != 0) {
       numbers.push_back(number);
     }
   }
@@ -122,6 +181,20 @@ Counter& recoveredCounter(MetricsRegistry& metrics) {
 Counter& damagedCounter(MetricsRegistry& metrics) {
   return metrics.counter("webtrap_journal_lines_damaged_total",
                          "Damaged inspection journal lines skipped at start.");
+}
+
+Counter& rejectedCounter(MetricsRegistry& metrics) {
+  return metrics.counter(
+      "webtrap_journal_entries_rejected_total",
+      "Inspection journal entries with a valid CRC skipped at start because they could not be "
+      "decoded or gave an invalid record.");
+}
+
+Counter& skippedFilesCounter(MetricsRegistry& metrics) {
+  return metrics.counter(
+      "webtrap_journal_files_skipped_total",
+      "Files named like inspection journal files skipped at start because they are symbolic "
+      "links or not regular files.");
 }
 
 }  // namespace journal_lines

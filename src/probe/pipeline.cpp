@@ -8,6 +8,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "probe/journal_entry.h"
+
 namespace webtrap::probe {
 
 Pipeline::Pipeline(const PipelineConfig& config, Inspector& inspector, Spool& spool,
@@ -48,21 +50,17 @@ bool Pipeline::hasRoomLocked(std::uint64_t bytes) const {
          queued_bytes_ + bytes <= config_.queue_max_bytes && !stopping_;
 }
 
-// Writes the job to the journal as the record it gets if the probe dies
-// before a worker inspects it.
+// Writes the job to the journal. The entry contains the inputs of its
+// record, so this costs copies of the request's bytes. Recovery serializes
+// the record (status "interrupted") only for a job the probe did not finish.
 std::uint64_t Pipeline::writeJournalEntry(const CapturedRequest& request,
                                           const PersonaResponse& response,
                                           const RouteOutcome& outcome,
                                           const std::string& event_id) {
-  InspectionResult interrupted;
-  interrupted.status = InspectionStatus::kInterrupted;
-  interrupted.error =
-      "not inspected: the probe stopped without draining its inspection queue (killed or "
-      "crashed); recorded from the inspection journal at the next start";
-  RecordMeta meta = meta_;
-  meta.event_id = event_id;
-  std::string record = serializeRecord(request, response, outcome, interrupted, meta);
-  return journal_->append(event_id, record);
+  std::string entry;
+  entry.reserve(jobBytes(request, response) + request.raw_head.size());
+  encodeJournalEntry(entry, request, response, outcome, meta_);
+  return journal_->append(event_id, entry);
 }
 
 std::uint64_t Pipeline::journalBeforeResponse(const CapturedRequest& request,

@@ -44,8 +44,8 @@ class Pipeline {
   // Queues a job for inspection. When the queue is full the job is recorded
   // at once, uninspected and marked as shed, so no record is lost to load.
   // Never blocks on inspection. With a journal, a queued job that
-  // journalBeforeResponse() did not write is first written to it as an
-  // uninspected record with status "interrupted".
+  // journalBeforeResponse() did not write is first written to it, so that
+  // a kill leaves its record, with status "interrupted", to the next start.
   void submit(PipelineJob job);
 
   // Writes the journal entry of a request before its response is sent, so

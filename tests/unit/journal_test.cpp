@@ -18,6 +18,8 @@
 #include <spdlog/spdlog.h>
 
 #include "common/error.h"
+#include "probe/journal_entry.h"
+#include "probe/journal_lines.h"
 #include "probe/spool.h"
 
 namespace webtrap::probe {
@@ -129,8 +131,55 @@ class JournalTest : public testing::Test {
     return content.str();
   }
 
-  static std::string record(int i) { return "{\"record\":" + std::to_string(i) + "}"; }
-  static std::string eventId(int i) { return "event-" + std::to_string(i); }
+  // Request i: a POST to /journal-test/<i>/ whose body is `body_bytes`
+  // bytes, with the bytes that the line escaping changes.
+  static JournalEntry sample(int i, std::size_t body_bytes) {
+    JournalEntry sample;
+    CapturedRequest& request = sample.request;
+    request.connection_id = "c-" + std::to_string(i);
+    request.client = {"203.0.113.7", static_cast<std::uint16_t>(40000 + i)};
+    request.server = {"127.0.0.1", 8080};
+    request.listener = "web";
+    request.parsed = true;
+    request.method = "POST";
+    request.target = "/journal-test/" + std::to_string(i) + "/";
+    request.http_version = "1.1";
+    request.request_line = "POST " + request.target + " HTTP/1.1";
+    request.headers = {{"Host", "shop.example"}, {"User-Agent", "a\\b"}};
+    request.body = "a=1\nb=\\2";
+    request.body.resize(std::max(body_bytes, request.body.size()), 'p');
+    request.body_size = request.body.size();
+    request.body_sha256 = std::string(64, '0');
+    request.received_at = std::chrono::system_clock::time_point(std::chrono::seconds(1796385600));
+    request.timings = {100, 150, -1, -1};
+    sample.response.headers = {{"Server", "Apache"}};
+    sample.response.body = "<html>\n</html>";
+    sample.outcome.route = "page";
+    sample.outcome.route_kind = "page";
+    sample.meta.event_id = eventId(i);
+    sample.meta.sensor_id = "sensor-1";
+    sample.meta.persona = "wordpress";
+    return sample;
+  }
+
+  // The journal entry of request i.
+  static std::string entry(int i, std::size_t body_bytes = 0) {
+    JournalEntry request = sample(i, body_bytes);
+    std::string encoded;
+    encodeJournalEntry(encoded, request.request, request.response, request.outcome, request.meta);
+    return encoded;
+  }
+
+  // The record that recovery writes for entry(i, body_bytes).
+  static std::string record(int i, std::size_t body_bytes = 0) {
+    return serializeInterruptedRecord(sample(i, body_bytes));
+  }
+
+  // A UUIDv7 text, as the collector's decoder requires of an event id.
+  static std::string eventId(int i) {
+    std::string digits = std::to_string(i);
+    return "01938f5e-1c2a-7abc-8def-" + std::string(12 - digits.size(), '0') + digits;
+  }
 
   fs::path dir_;
   fs::path journal_dir_;
@@ -140,7 +189,7 @@ TEST_F(JournalTest, RecoveryAppendsEntriesNotDone) {
   runAndKill([](Spool& spool, InspectionJournal& journal) {
     std::uint64_t tickets[3];
     for (int i = 0; i < 3; ++i) {
-      tickets[i] = journal.append(eventId(i), record(i));
+      tickets[i] = journal.append(eventId(i), entry(i));
     }
     spool.append(record(0));
     journal.markDone(tickets[0], eventId(0));
@@ -164,8 +213,8 @@ TEST_F(JournalTest, RecoveryAppendsEntriesNotDone) {
 TEST_F(JournalTest, DoneIdsNotCommittedAreReplayed) {
   // Done ids wait for a batch, so after a kill their records come twice.
   runAndKill([](Spool& spool, InspectionJournal& journal) {
-    std::uint64_t first = journal.append(eventId(0), record(0));
-    journal.append(eventId(1), record(1));
+    std::uint64_t first = journal.append(eventId(0), entry(0));
+    journal.append(eventId(1), entry(1));
     spool.append(record(0));
     journal.markDone(first, eventId(0));
   });
@@ -179,9 +228,9 @@ TEST_F(JournalTest, DoneIdsNotCommittedAreReplayed) {
 // for a done id, and a record spooled without its done id is recovered.
 TEST_F(JournalTest, RecoveryLogCountsSkippedDoneEntries) {
   runAndKill([](Spool& spool, InspectionJournal& journal) {
-    std::uint64_t committed = journal.append(eventId(0), record(0));
-    std::uint64_t uncommitted = journal.append(eventId(1), record(1));
-    journal.append(eventId(2), record(2));
+    std::uint64_t committed = journal.append(eventId(0), entry(0));
+    std::uint64_t uncommitted = journal.append(eventId(1), entry(1));
+    journal.append(eventId(2), entry(2));
     spool.append(record(0));
     journal.markDone(committed, eventId(0));
     journal.commit();
@@ -211,7 +260,7 @@ TEST_F(JournalTest, FullDoneBatchIsWrittenWithoutCommit) {
   runAndKill([total](Spool&, InspectionJournal& journal) {
     std::vector<std::uint64_t> tickets;
     for (int i = 0; i < total; ++i) {
-      tickets.push_back(journal.append(eventId(i), record(i)));
+      tickets.push_back(journal.append(eventId(i), entry(i)));
     }
     for (int i = 0; i < static_cast<int>(kDoneBatch); ++i) {
       journal.markDone(tickets[static_cast<std::size_t>(i)], eventId(i));
@@ -230,7 +279,7 @@ TEST_F(JournalTest, FullDoneBatchIsWrittenWithoutCommit) {
 
 TEST_F(JournalTest, DoneIdsWrittenWhenNothingPending) {
   runAndKill([](Spool&, InspectionJournal& journal) {
-    std::uint64_t ticket = journal.append(eventId(0), record(0));
+    std::uint64_t ticket = journal.append(eventId(0), entry(0));
     journal.markDone(ticket, eventId(0));
   });
   MetricsRegistry metrics;
@@ -241,7 +290,7 @@ TEST_F(JournalTest, DoneIdsWrittenWhenNothingPending) {
 TEST_F(JournalTest, TruncatedLastLineSkippedAndCounted) {
   runAndKill([](Spool&, InspectionJournal& journal) {
     for (int i = 0; i < 3; ++i) {
-      journal.append(eventId(i), record(i));
+      journal.append(eventId(i), entry(i));
     }
   });
   std::vector<fs::path> files = journalFiles();
@@ -261,13 +310,13 @@ TEST_F(JournalTest, TruncatedLastLineSkippedAndCounted) {
 TEST_F(JournalTest, CorruptedLineSkippedAndCounted) {
   runAndKill([](Spool&, InspectionJournal& journal) {
     for (int i = 0; i < 3; ++i) {
-      journal.append(eventId(i), record(i));
+      journal.append(eventId(i), entry(i));
     }
   });
   std::vector<fs::path> files = journalFiles();
   ASSERT_EQ(files.size(), 1u);
   std::string content = readFile(files[0]);
-  std::size_t middle = content.find(record(1));
+  std::size_t middle = content.find("/journal-test/1/");
   ASSERT_NE(middle, std::string::npos);
   content[middle + 2] = 'X';
   std::ofstream(files[0], std::ios::binary | std::ios::trunc) << content;
@@ -289,6 +338,90 @@ TEST_F(JournalTest, GarbageFileDoesNotFailRecovery) {
   EXPECT_TRUE(journalFiles().empty());
 }
 
+// Files left by probes that wrote the whole record in an E line.
+TEST_F(JournalTest, LegacyEntryLinesAreRecovered) {
+  fs::create_directories(journal_dir_);
+  std::ofstream(journal_dir_ / journalFileName(1), std::ios::binary)
+      << journal_lines::makeLine(journal_lines::kLegacyEntry, eventId(0), record(0))
+      << journal_lines::makeLine(journal_lines::kLegacyEntry, eventId(1), record(1))
+      << journal_lines::makeLine(journal_lines::kDone, eventId(0), {});
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics);
+  EXPECT_EQ(result.entries, 2u);
+  EXPECT_EQ(result.legacy, 2u);
+  EXPECT_EQ(result.skipped_done, 1u);
+  EXPECT_EQ(result.recovered, 1u);
+  EXPECT_EQ(result.rejected, 0u);
+  EXPECT_EQ(spoolRecords(), (std::vector<std::string>{record(1)}));
+  EXPECT_TRUE(journalFiles().empty());
+}
+
+TEST_F(JournalTest, UnreadableEntriesRejectedAndCounted) {
+  std::string newer_format = entry(1);
+  newer_format[0] = static_cast<char>(kJournalEntryFormat + 1);
+  std::string truncated = entry(2);
+  truncated.resize(truncated.size() - 3);
+  fs::create_directories(journal_dir_);
+  std::ofstream(journal_dir_ / journalFileName(1), std::ios::binary)
+      << journal_lines::makeEntryLine(eventId(0), entry(0))
+      << journal_lines::makeEntryLine(eventId(1), newer_format)
+      << journal_lines::makeEntryLine(eventId(2), truncated)
+      // A well-formed E line whose record is not an audit record.
+      << journal_lines::makeLine(journal_lines::kLegacyEntry, eventId(3), "{\"record\":3}")
+      // A valid record under another entry's event id.
+      << journal_lines::makeLine(journal_lines::kLegacyEntry, eventId(4), record(5))
+      << journal_lines::makeEntryLine(eventId(6), entry(6));
+
+  std::ostringstream captured;
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured)));
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics);
+  spdlog::set_default_logger(previous);
+
+  EXPECT_EQ(result.entries, 6u);
+  EXPECT_EQ(result.rejected, 4u);
+  EXPECT_EQ(result.damaged, 0u);
+  EXPECT_EQ(result.recovered, 2u);
+  EXPECT_EQ(spoolRecords(), (std::vector<std::string>{record(0), record(6)}));
+  EXPECT_EQ(metrics.counter("webtrap_journal_entries_rejected_total", "").value(), 4u);
+  const std::string log = captured.str();
+  EXPECT_NE(log.find("event_id=" + eventId(1) + " reason=unknown entry format 2"), std::string::npos) << log;
+  EXPECT_NE(log.find("event_id=" + eventId(2) + " reason=the entry ends inside a field"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("event_id=" + eventId(3) + " reason=the collector's decoder rejects"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("event_id=" + eventId(4) + " reason=its record has the event id '" + eventId(5) + "'"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("rejected=4 "), std::string::npos) << log;
+  EXPECT_TRUE(journalFiles().empty());
+}
+
+TEST_F(JournalTest, SymlinkNamedLikeJournalFileSkipped) {
+  // The link points at a valid journal file outside the folder, so only
+  // O_NOFOLLOW keeps recovery from reading it.
+  fs::create_directories(journal_dir_);
+  fs::path outside = dir_ / "outside.journal";
+  std::ofstream(outside, std::ios::binary) << journal_lines::makeEntryLine(eventId(9), entry(9));
+  fs::create_symlink(outside, journal_dir_ / journalFileName(2));
+  std::ofstream(journal_dir_ / journalFileName(3), std::ios::binary)
+      << journal_lines::makeEntryLine(eventId(0), entry(0));
+
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics);
+  EXPECT_EQ(result.skipped_files, 1u);
+  EXPECT_EQ(result.files, 1u);
+  EXPECT_EQ(result.recovered, 1u);
+  EXPECT_EQ(spoolRecords(), (std::vector<std::string>{record(0)}));
+  EXPECT_EQ(metrics.counter("webtrap_journal_files_skipped_total", "").value(), 1u);
+  EXPECT_TRUE(fs::is_symlink(journal_dir_ / journalFileName(2)));
+  EXPECT_FALSE(fs::exists(journal_dir_ / journalFileName(3)));
+  EXPECT_TRUE(fs::exists(outside));
+}
+
 TEST_F(JournalTest, MissingFolderIsEmptyJournal) {
   MetricsRegistry metrics;
   JournalRecovery result = recover(metrics);
@@ -298,18 +431,17 @@ TEST_F(JournalTest, MissingFolderIsEmptyJournal) {
 }
 
 TEST_F(JournalTest, RotationKeepsJournalBounded) {
-  const std::uint64_t file_bytes = 4096;
+  const std::uint64_t file_bytes = 8192;
   MetricsRegistry metrics;
   Spool spool(spoolConfig(), metrics);
   InspectionJournal journal(journalConfig(FsyncPolicy::kNever, file_bytes), spool, metrics);
-  std::string padding(150, 'p');
 
   // Steady load: up to 8 requests queued at any time, 2,000 in all.
   std::vector<std::pair<std::uint64_t, int>> queued;
   std::uint64_t max_bytes = 0;
   std::size_t max_files = 0;
   for (int i = 0; i < 2000; ++i) {
-    std::uint64_t ticket = journal.append(eventId(i), record(i) + padding);
+    std::uint64_t ticket = journal.append(eventId(i), entry(i, 150));
     ASSERT_NE(ticket, 0u);
     queued.emplace_back(ticket, i);
     if (queued.size() == 8) {
@@ -343,10 +475,9 @@ TEST_F(JournalTest, PendingEntryKeepsItsFileAfterRotation) {
   Spool spool(spoolConfig(), metrics);
   auto journal = std::make_unique<InspectionJournal>(
       journalConfig(FsyncPolicy::kNever, file_bytes), spool, metrics);
-  std::string padding(200, 'p');
-  std::uint64_t stuck = journal->append(eventId(0), record(0) + padding);
+  std::uint64_t stuck = journal->append(eventId(0), entry(0, 200));
   for (int i = 1; i < 50; ++i) {
-    std::uint64_t ticket = journal->append(eventId(i), record(i) + padding);
+    std::uint64_t ticket = journal->append(eventId(i), entry(i, 200));
     journal->markDone(ticket, eventId(i));
   }
   EXPECT_TRUE(fs::exists(journal_dir_ / journalFileName(stuck)));
@@ -358,7 +489,7 @@ TEST_F(JournalTest, PendingEntryKeepsItsFileAfterRotation) {
   journal.reset();
   JournalRecovery result = recoverJournal(journal_dir_, spool, metrics);
   EXPECT_EQ(result.recovered, 1u);
-  EXPECT_EQ(spoolRecords(), (std::vector<std::string>{record(0) + padding}));
+  EXPECT_EQ(spoolRecords(), (std::vector<std::string>{record(0, 200)}));
 }
 
 TEST_F(JournalTest, CleanCloseLeavesNothingToRecover) {
@@ -367,7 +498,7 @@ TEST_F(JournalTest, CleanCloseLeavesNothingToRecover) {
   {
     InspectionJournal journal(journalConfig(), spool, metrics);
     for (int i = 0; i < 10; ++i) {
-      std::uint64_t ticket = journal.append(eventId(i), record(i));
+      std::uint64_t ticket = journal.append(eventId(i), entry(i));
       spool.append(record(i));
       journal.markDone(ticket, eventId(i));
     }
@@ -383,8 +514,8 @@ TEST_F(JournalTest, IntervalPolicyFsyncsSpoolBeforeDoneIds) {
   MetricsRegistry metrics;
   Spool spool(spoolConfig(), metrics);
   InspectionJournal journal(journalConfig(FsyncPolicy::kInterval), spool, metrics);
-  std::uint64_t ticket = journal.append(eventId(0), record(0));
-  journal.append(eventId(1), record(1));
+  std::uint64_t ticket = journal.append(eventId(0), entry(0));
+  journal.append(eventId(1), entry(1));
   spool.append(record(0));
   journal.markDone(ticket, eventId(0));
 
@@ -407,7 +538,7 @@ TEST_F(JournalTest, RecoveryKeepsLeftFilesNumbering) {
   MetricsRegistry metrics;
   Spool spool(spoolConfig(), metrics);
   InspectionJournal journal(journalConfig(), spool, metrics);
-  EXPECT_EQ(journal.append(eventId(0), record(0)), 8u);
+  EXPECT_EQ(journal.append(eventId(0), entry(0)), 8u);
 }
 
 TEST_F(JournalTest, LockRejectsSecondHolder) {

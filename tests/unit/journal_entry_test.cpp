@@ -1,0 +1,212 @@
+#include "probe/journal_entry.h"
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "collector/audit_record.h"
+#include "common/encoding.h"
+#include "probe/journal_lines.h"
+
+namespace webtrap::probe {
+namespace {
+
+using namespace std::string_literals;
+using std::chrono::microseconds;
+using std::chrono::system_clock;
+
+RecordMeta testMeta() {
+  RecordMeta meta;
+  meta.event_id = "01939a8e-5f2c-7d41-8a10-0123456789ab";
+  meta.sensor_id = "sensor-1";
+  meta.sensor_group = "lab";
+  meta.persona = "wordpress";
+  meta.product = "Apache/2.4.41 (Ubuntu)";
+  meta.engine_version = "ModSecurity v3.0.9 (Linux)";
+  meta.components = {"OWASP_CRS/3.3.4", "webtrap-honeytrap/1"};
+  return meta;
+}
+
+// A request that sets every field the entry carries, with the bytes that
+// need care: newlines and backslashes (the line escaping), a NUL and
+// invalid UTF-8 (webtrap.encoded), and a card number (masking).
+CapturedRequest richRequest() {
+  CapturedRequest request;
+  request.connection_id = "c-77";
+  request.request_index = 3;
+  request.client = {"2001:db8::7", 51515};
+  request.server = {"127.0.0.1", 8443};
+  request.listener = "web-tls";
+  request.bait_listener = true;
+  request.tls = {true, "shop.example", "TLSv1.3", "TLS_AES_128_GCM_SHA256"};
+  request.parsed = true;
+  request.request_line = "POST /checkout?x=\\n\xff HTTP/1.1";
+  request.method = "POST";
+  request.target = "/checkout?x=\\n\xff";
+  request.http_version = "1.1";
+  request.headers = {{"Host", "shop.example"},
+                     {"X-Dup", "a\\b"},
+                     {"x-dup", "second"},
+                     {"User-Agent", "ua\0nul"s}};
+  request.body = "card=4111111111111111&note=line1\nline2\\\\n\r\n\x00\xc3"s;
+  request.body_size = 9000;
+  request.body_sha256 = sha256Hex(request.body);
+  request.body_truncated = true;
+  request.chunked = true;
+  request.received_at = system_clock::time_point(microseconds(1796385600123456));
+  request.timings = {120, 180, -1, -1};
+  return request;
+}
+
+PersonaResponse richResponse() {
+  PersonaResponse response;
+  response.status = 302;
+  response.reason = "Found";
+  response.headers = {{"Server", "Apache/2.4.41 (Ubuntu)"}, {"Set-Cookie", "s=1\\2"}};
+  response.body = "<html>\nmoved\\</html>";
+  response.close_connection = true;
+  return response;
+}
+
+RouteOutcome richOutcome() {
+  RouteOutcome outcome;
+  outcome.route = "checkout";
+  outcome.route_kind = "checkout";
+  outcome.baits = {{"credential_canary", "user=a\nb"}, {"robots", ""}};
+  outcome.tx = {{"honeytrap_route", "checkout"}, {"bait", "1"}};
+  outcome.issued_tokens = {"AKIAFAKE0000EXAMPLE", "ghp_fake"};
+  outcome.form.kind = "checkout";
+  outcome.form.username = "alice";
+  outcome.form.password_sha256 = std::string(64, 'a');
+  outcome.form.email = "a@example.com";
+  outcome.form.coupon = "SAVE10";
+  outcome.form.cards = {{"411111", "1111", true, "0123456789abcdef"}};
+  outcome.form.links = 2;
+  outcome.form.text_bytes = 40;
+  return outcome;
+}
+
+std::string encodeRich() {
+  std::string encoded;
+  encodeJournalEntry(encoded, richRequest(), richResponse(), richOutcome(), testMeta());
+  return encoded;
+}
+
+std::string expectedRecord(const CapturedRequest& request, const PersonaResponse& response,
+                           const RouteOutcome& outcome) {
+  return serializeRecord(request, response, outcome, interruptedInspection(), testMeta());
+}
+
+TEST(JournalEntry, RecoveredRecordEqualsSerializedRecord) {
+  std::string reason;
+  std::optional<JournalEntry> decoded =
+      decodeJournalEntry(encodeRich(), testMeta().event_id, reason);
+  ASSERT_TRUE(decoded) << reason;
+  EXPECT_EQ(serializeInterruptedRecord(*decoded),
+            expectedRecord(richRequest(), richResponse(), richOutcome()));
+  EXPECT_EQ(decoded->outcome.tx, richOutcome().tx);
+  EXPECT_EQ(decoded->response.reason, "Found");
+  EXPECT_TRUE(decoded->response.close_connection);
+}
+
+TEST(JournalEntry, UnparsedRequestRecordMatches) {
+  CapturedRequest request;
+  request.connection_id = "c-9";
+  request.client = {"198.51.100.2", 40000};
+  request.server = {"127.0.0.1", 8080};
+  request.listener = "web";
+  request.parse_error = "invalid request line";
+  request.raw_head = "GARBAGE\r\n\\\n\x80";
+  request.raw_head_truncated = true;
+  request.received_at = system_clock::time_point(microseconds(1796385600000001));
+  PersonaResponse none;
+  none.status = 0;
+  RouteOutcome outcome;
+  outcome.route = "parse_error";
+
+  std::string encoded;
+  encodeJournalEntry(encoded, request, none, outcome, testMeta());
+  std::string reason;
+  std::optional<JournalEntry> decoded = decodeJournalEntry(encoded, testMeta().event_id, reason);
+  ASSERT_TRUE(decoded) << reason;
+  EXPECT_EQ(serializeInterruptedRecord(*decoded), expectedRecord(request, none, outcome));
+}
+
+TEST(JournalEntry, RecoveredRecordIsAcceptedByCollector) {
+  std::string reason;
+  std::optional<JournalEntry> decoded =
+      decodeJournalEntry(encodeRich(), testMeta().event_id, reason);
+  ASSERT_TRUE(decoded) << reason;
+  collector::DecodeResult result = collector::decodeAuditRecord(
+      serializeInterruptedRecord(*decoded), collector::RecordFormat::kWebtrap, "test");
+  ASSERT_TRUE(result.ok) << result.error;
+  EXPECT_EQ(result.record.event_id, testMeta().event_id);
+  EXPECT_EQ(result.record.inspection_status, "interrupted");
+}
+
+TEST(JournalEntry, EveryTruncationIsRejected) {
+  std::string encoded = encodeRich();
+  for (std::size_t size = 0; size < encoded.size(); ++size) {
+    std::string reason;
+    EXPECT_FALSE(decodeJournalEntry(encoded.substr(0, size), "id", reason))
+        << "a prefix of " << size << " of " << encoded.size() << " bytes was decoded";
+    EXPECT_FALSE(reason.empty()) << "no reason for a prefix of " << size << " bytes";
+  }
+}
+
+TEST(JournalEntry, TrailingBytesAreRejected) {
+  std::string reason;
+  EXPECT_FALSE(decodeJournalEntry(encodeRich() + "x", "id", reason));
+  EXPECT_EQ(reason, "bytes left after the last field");
+}
+
+TEST(JournalEntry, UnknownFormatIsRejected) {
+  std::string encoded = encodeRich();
+  encoded[0] = static_cast<char>(kJournalEntryFormat + 1);
+  std::string reason;
+  EXPECT_FALSE(decodeJournalEntry(encoded, "id", reason));
+  EXPECT_NE(reason.find("unknown entry format 2"), std::string::npos) << reason;
+}
+
+TEST(JournalEntry, HugeCountIsRejected) {
+  // The meta's component count sits after five empty strings.
+  std::string encoded;
+  encodeJournalEntry(encoded, CapturedRequest{}, PersonaResponse{}, RouteOutcome{}, RecordMeta{});
+  const std::size_t count_offset = 1 + 5 * 4;
+  for (std::size_t i = 0; i < 4; ++i) {
+    encoded[count_offset + i] = '\xff';
+  }
+  std::string reason;
+  EXPECT_FALSE(decodeJournalEntry(encoded, "id", reason));
+  EXPECT_EQ(reason, "an element count exceeds the entry's size");
+}
+
+TEST(JournalEntryLine, EscapingRoundTrips) {
+  const std::string entry = encodeRich() + "\\n\n\\\\\n"s;
+  std::string line = journal_lines::makeEntryLine("event-1", entry);
+  ASSERT_EQ(line.back(), '\n');
+  std::string_view body(line.data(), line.size() - 1);
+  EXPECT_EQ(body.find('\n'), std::string_view::npos) << "a newline was left in the line";
+
+  const char* line_error = nullptr;
+  std::optional<journal_lines::ParsedLine> parsed = journal_lines::parseLine(body, line_error);
+  ASSERT_TRUE(parsed) << line_error;
+  EXPECT_EQ(parsed->kind, journal_lines::kEntry);
+  ASSERT_TRUE(parsed->payload.starts_with("event-1 "));
+  std::string unescaped;
+  ASSERT_TRUE(journal_lines::unescapeEntry(parsed->payload.substr(8), unescaped));
+  EXPECT_EQ(unescaped, entry);
+}
+
+TEST(JournalEntryLine, InvalidEscapeIsRejected) {
+  std::string unescaped;
+  EXPECT_FALSE(journal_lines::unescapeEntry("ab\\x", unescaped));
+  EXPECT_FALSE(journal_lines::unescapeEntry("ab\\", unescaped));
+  EXPECT_TRUE(journal_lines::unescapeEntry("a\\\\b\\nc", unescaped));
+  EXPECT_EQ(unescaped, "a\\b\nc");
+}
+
+}  // namespace
+}  // namespace webtrap::probe
