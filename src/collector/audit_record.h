@@ -12,6 +12,10 @@
 
 #include "common/request_facts.h"
 
+namespace webtrap {
+class JsonWriter;
+}
+
 namespace webtrap::collector {
 
 enum class RecordFormat {
@@ -178,5 +182,9 @@ std::optional<RecordFormat> parseRecordFormat(std::string_view name);
 // Returns the record as one JSON object (no trailing newline), every field of
 // the struct under its own name: what `webtrap decode` prints.
 std::string auditRecordToJson(const AuditRecord& record);
+
+// Writes `cut` as an object of its three counts, the layout of the probe
+// record's webtrap.inspection.details_cut.
+void writeDetailsCut(JsonWriter& json, const AuditRecord::DetailsCut& cut);
 
 }  // namespace webtrap::collector

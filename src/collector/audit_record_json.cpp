@@ -51,6 +51,17 @@ void writeMessages(JsonWriter& json, const std::vector<RuleMessage>& messages) {
 
 }  // namespace
 
+void writeDetailsCut(JsonWriter& json, const AuditRecord::DetailsCut& cut) {
+  json.beginObject();
+  json.key("truncated_strings");
+  json.unsignedInteger(cut.truncated_strings);
+  json.key("reduced_matches");
+  json.unsignedInteger(cut.reduced_matches);
+  json.key("omitted_matches");
+  json.unsignedInteger(cut.omitted_matches);
+  json.endObject();
+}
+
 std::string auditRecordToJson(const AuditRecord& record) {
   std::string out;
   out.reserve(record.original.size() * 2 + 1024);
@@ -110,14 +121,7 @@ std::string auditRecordToJson(const AuditRecord& record) {
   }
   json.key("details_cut");
   if (record.details_cut) {
-    json.beginObject();
-    json.key("truncated_strings");
-    json.unsignedInteger(record.details_cut->truncated_strings);
-    json.key("reduced_matches");
-    json.unsignedInteger(record.details_cut->reduced_matches);
-    json.key("omitted_matches");
-    json.unsignedInteger(record.details_cut->omitted_matches);
-    json.endObject();
+    writeDetailsCut(json, *record.details_cut);
   } else {
     json.null();
   }

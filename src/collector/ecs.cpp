@@ -633,14 +633,7 @@ void writeWebtrap(JsonWriter& writer, const AuditRecord& record, const SensorFac
     }
     if (record.details_cut) {
       writer.key("details_cut");
-      writer.beginObject();
-      writer.key("truncated_strings");
-      writer.unsignedInteger(record.details_cut->truncated_strings);
-      writer.key("reduced_matches");
-      writer.unsignedInteger(record.details_cut->reduced_matches);
-      writer.key("omitted_matches");
-      writer.unsignedInteger(record.details_cut->omitted_matches);
-      writer.endObject();
+      writeDetailsCut(writer, *record.details_cut);
     }
     writer.endObject();
   }
