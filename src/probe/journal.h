@@ -7,7 +7,8 @@
 // Layout: the folder <spool.dir>/inspection-journal contains the files
 // 000000000001.journal, 000000000002.journal, ... (names sort in write
 // order). Each line is "<kind> <crc> <payload>\n", where <crc> is the CRC-32
-// (zlib) of <payload> in 8 lowercase hex digits, and <kind> is
+// (zlib's polynomial and crc32() value) of <payload> in 8 lowercase hex
+// digits, and <kind> is
 //   R  an entry. Payload "<event id> <escaped entry>": a request written
 //      before its response is sent (queued or shed). The entry holds the
 //      inputs of its audit record in binary (probe/journal_entry.h), with

@@ -5,7 +5,7 @@
 #include <system_error>
 
 #include <fmt/format.h>
-#include <zlib.h>
+#include <libdeflate.h>
 
 #include "common/error.h"
 #include "probe/journal.h"
@@ -21,9 +21,11 @@ constexpr int kJournalDigits = 12;
 // "E " or "D ", 8 hex digits of CRC, a space.
 constexpr std::size_t kHeaderSize = 11;
 
+// libdeflate computes the same CRC-32 as zlib's crc32(), so files of
+// earlier probes still check. On a 4 KiB entry it took 1.2 us where zlib
+// 1.2.13 took 4.1 to 5.0 us (a loop of 200,000 calls, 2-CPU AMD EPYC VM).
 std::uint32_t crcOf(std::string_view text, std::uint32_t crc = 0) {
-  return static_cast<std::uint32_t>(
-      crc32(crc, reinterpret_cast<const Bytef*>(text.data()), static_cast<uInt>(text.size())));
+  return libdeflate_crc32(crc, text.data(), text.size());
 }
 
 }  // namespace

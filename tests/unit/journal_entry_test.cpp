@@ -200,6 +200,14 @@ TEST(JournalEntryLine, EscapingRoundTrips) {
   EXPECT_EQ(unescaped, entry);
 }
 
+// "123456789" is the check input of CRC-32 (ISO-HDLC, as zlib computes it),
+// whose value is cbf43926, so the journal's lines keep the CRC that
+// earlier probes wrote and checked.
+TEST(JournalEntryLine, CrcIsZlibCrc32) {
+  EXPECT_EQ(journal_lines::makeLine(journal_lines::kDone, "123456789", {}),
+            "D cbf43926 123456789\n");
+}
+
 TEST(JournalEntryLine, InvalidEscapeIsRejected) {
   std::string unescaped;
   EXPECT_FALSE(journal_lines::unescapeEntry("ab\\x", unescaped));
