@@ -110,15 +110,18 @@ bool cutText(std::string& text, std::size_t max_bytes, std::size_t original_size
 }
 
 // Cuts the long strings of `match` to `max_bytes` each and sets bit i of
-// `cut_mask` for each string i that it cut.
-void cutLongStrings(RuleMatch& match, std::size_t max_bytes, const StringSizes& sizes,
+// `cut_mask` for each string i that it cut. Returns true when it cut any.
+bool cutLongStrings(RuleMatch& match, std::size_t max_bytes, const StringSizes& sizes,
                     unsigned& cut_mask) {
   auto strings = longStrings(match);
+  bool cut_any = false;
   for (std::size_t i = 0; i < strings.size(); ++i) {
     if (cutText(*strings[i], max_bytes, sizes[i])) {
       cut_mask |= 1u << i;
+      cut_any = true;
     }
   }
+  return cut_any;
 }
 
 }  // namespace
@@ -164,8 +167,11 @@ MatchDetailCuts boundMatchDetails(std::vector<RuleMatch>& matches,
     if (spent + cost <= limits.max_total_bytes) {
       spent += cost;
     } else if (first[i]) {
-      cutLongStrings(matches[i], kReducedStringBytes, sizes[i], cut_masks[i]);
-      cuts.reduced_matches += 1;
+      // A match whose texts all fit in kReducedStringBytes stays whole, so
+      // it is not counted as reduced.
+      if (cutLongStrings(matches[i], kReducedStringBytes, sizes[i], cut_masks[i])) {
+        cuts.reduced_matches += 1;
+      }
       spent += matchCost(matches[i]);
     } else {
       omit[i] = true;

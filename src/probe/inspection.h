@@ -58,7 +58,8 @@ inline constexpr std::size_t kReducedStringBytes = 256;
 // Counts of what boundMatchDetails cut from one request's matches.
 struct MatchDetailCuts {
   std::uint64_t truncated_strings = 0;  // kept strings that end in the marker
-  std::uint64_t reduced_matches = 0;    // kept past the budget with kReducedStringBytes strings
+  // Kept past the budget, with at least one text cut to kReducedStringBytes.
+  std::uint64_t reduced_matches = 0;
   std::uint64_t omitted_matches = 0;    // repeats of a rule id dropped past the budget
 
   bool any() const { return truncated_strings + reduced_matches + omitted_matches > 0; }

@@ -283,6 +283,27 @@ TEST(MatchBound, RulesPastBudgetKeepReducedMatch) {
   EXPECT_TRUE(endsWithMarker(last.data, 2000)) << last.data;
 }
 
+TEST(MatchBound, ShortMatchPastBudgetNotCountedReduced) {
+  // Every text of these matches fits in kReducedStringBytes, so a budget of
+  // 0 bytes leaves them whole: nothing is cut and no details_cut is written.
+  std::vector<RuleMatch> matches;
+  for (int rule = 0; rule < 3; ++rule) {
+    matches.push_back(growingMatch(std::to_string(920000 + rule), 0));
+  }
+  const std::vector<RuleMatch> original = matches;
+  MatchDetailLimits limits;
+  limits.max_total_bytes = 0;
+  MatchDetailCuts cuts = boundMatchDetails(matches, limits);
+  ASSERT_EQ(matches.size(), original.size());
+  for (std::size_t i = 0; i < matches.size(); ++i) {
+    EXPECT_EQ(matches[i].data, original[i].data);
+    EXPECT_EQ(matches[i].reference, original[i].reference);
+  }
+  EXPECT_EQ(cuts.reduced_matches, 0u);
+  EXPECT_EQ(cuts.truncated_strings, 0u);
+  EXPECT_FALSE(cuts.any());
+}
+
 TEST(MatchBound, ControlBytesStayUnderBound) {
   CapturedRequest request = formRequest("a=1");
   std::vector<RuleMatch> matches;
