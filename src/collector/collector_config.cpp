@@ -94,7 +94,8 @@ const std::vector<Option>& options() {
       {"admin.token", "string", "none",
        "When set, the admin listener requires `Authorization: Bearer TOKEN`. Wrong tokens on "
        "any admin route count against one limit per client address (dashboard.login_*). With "
-       "admin.listen on an address other than loopback, at least 16 characters.",
+       "admin.listen on an address other than loopback, or with admin.trusted_proxies set, at "
+       "least 16 characters.",
        [](CollectorConfig& c, const std::string& v) { c.admin_token = v; }},
       // A list: applyKey() parses it, and this setter gets only a missing
       // value or a single value written where the list belongs.
@@ -328,18 +329,30 @@ bool listensOnLoopback(const std::string& listen) {
 
 // The per-address limit on wrong admin tokens does not stop guesses spread
 // over more addresses than dashboard.login_max_clients, so an admin
-// listener that the network reaches needs a token too long to guess.
+// listener that the network reaches needs a token too long to guess. A
+// loopback listener with admin.trusted_proxies set is such a listener: the
+// listed reverse proxies forward the network's requests, and each client
+// address in X-Forwarded-For gets a limit of its own.
 void requireStrongAdminToken(const CollectorConfig& config) {
   if (config.admin_listen.empty() || config.admin_token.empty() ||
-      config.admin_token.size() >= kMinNetworkAdminTokenLength ||
-      listensOnLoopback(config.admin_listen)) {
+      config.admin_token.size() >= kMinNetworkAdminTokenLength) {
     return;
   }
-  throw ConfigError(fmt::format(
-      "admin.token: {} characters is too short for an admin listener on {}, which the network "
-      "reaches: guesses from many addresses get past the per-address limit; use at least {} "
-      "random characters, for example from `openssl rand -hex 32`, or listen on 127.0.0.1",
-      config.admin_token.size(), config.admin_listen, kMinNetworkAdminTokenLength));
+  if (!listensOnLoopback(config.admin_listen)) {
+    throw ConfigError(fmt::format(
+        "admin.token: {} characters is too short for an admin listener on {}, which the network "
+        "reaches: guesses from many addresses get past the per-address limit; use at least {} "
+        "random characters, for example from `openssl rand -hex 32`, or listen on 127.0.0.1",
+        config.admin_token.size(), config.admin_listen, kMinNetworkAdminTokenLength));
+  }
+  if (!config.admin_trusted_proxies.empty()) {
+    throw ConfigError(fmt::format(
+        "admin.token: {} characters is too short for an admin listener behind the reverse "
+        "proxies of admin.trusted_proxies, which forward requests from the network: guesses "
+        "from many addresses get past the per-address limit; use at least {} random "
+        "characters, for example from `openssl rand -hex 32`",
+        config.admin_token.size(), kMinNetworkAdminTokenLength));
+  }
 }
 
 void finish(CollectorConfig& config, bool store_path_set) {

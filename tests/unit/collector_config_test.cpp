@@ -103,6 +103,19 @@ TEST(CollectorConfig, NetworkAdminListenerNeedsLongToken) {
   }
 }
 
+TEST(CollectorConfig, ProxiedAdminListenerNeedsLongToken) {
+  // Behind a listed reverse proxy, a loopback listener serves the network,
+  // and each X-Forwarded-For address gets a limit of its own.
+  EXPECT_THAT(parseError("admin: {listen: 127.0.0.1:9102, token: short-token, "
+                         "trusted_proxies: [127.0.0.1]}\n"),
+              HasSubstr("admin.token: 11 characters is too short for an admin listener behind "
+                        "the reverse proxies of admin.trusted_proxies"));
+  EXPECT_EQ(parseError("admin: {listen: 127.0.0.1:9102, token: 0123456789abcdef, "
+                       "trusted_proxies: [127.0.0.1]}\n"),
+            "");
+  EXPECT_EQ(parseError("admin: {listen: 127.0.0.1:9102, token: abc, trusted_proxies: []}\n"), "");
+}
+
 TEST(CollectorConfig, StorePathOverridesStateDir) {
   CollectorConfig config =
       parseCollectorConfig("state_dir: /a\nstore: {path: /b/c.sqlite}\n", "test.yaml");
@@ -159,7 +172,7 @@ TEST(CollectorConfig, ParsesTrustedProxies) {
                   .admin_trusted_proxies.empty());
 
   CollectorConfig from_environment = parseCollectorConfig(
-      "admin: {token: t}\n", "test.yaml",
+      "admin: {token: 0123456789abcdef}\n", "test.yaml",
       {"WEBTRAP__ADMIN__TRUSTED_PROXIES=[10.0.0.0/8, 192.0.2.1]"});
   EXPECT_EQ(from_environment.admin_trusted_proxies.describe(), "10.0.0.0/8, 192.0.2.1/32");
 }
