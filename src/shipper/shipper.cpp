@@ -693,6 +693,9 @@ void Shipper::Impl::run(bool until_idle) {
 
     HttpResult result = send(batch);
     if (result.aborted) {
+      // The final pass sends this batch again, and the collector may have
+      // stored it already, so that send counts as a retry.
+      resend_pending = true;
       break;
     }
     if (result.status != 200) {

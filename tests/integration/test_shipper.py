@@ -320,7 +320,9 @@ class ShipperTest(unittest.TestCase):
 
     def test_8_probe_sigkill_restart_loses_nothing(self):
         # A slow collector keeps batches in flight when the probe is killed.
-        self.stand_in.set_mode("slow", slow_seconds=1.5)
+        # Longer than the probe's 1 s grace and drain before it stops the
+        # shipper, so the stop finds the first batch still in flight.
+        self.stand_in.set_mode("slow", slow_seconds=5)
         self.send(20)
         # The records must be in the spool before the kill, so that the
         # restart tests the shipper's offset and not the recovery of the
@@ -406,6 +408,40 @@ class ShipperTest(unittest.TestCase):
         # into the supervisor's 5 s grace and the kill after it.
         self.assertNotIn("did not stop within", log)
         self.assertLess(elapsed, 30)
+
+    def test_final_pass_counts_cut_send_as_retry(self):
+        # The stop cuts off the batch in flight to a slow collector, and the
+        # final pass sends it again: the stop line counts that second send.
+        workdir = self.workdir / "cut-send"
+        workdir.mkdir()
+        os.chmod(workdir, 0o755)
+        probe = ProbeProcess(workdir, CONFIG.format(url=self.stand_in.url, token=TOKEN))
+
+        # Longer than the probe's 1 s grace and drain before it stops the
+        # shipper, so the stop finds the first batch still in flight.
+        self.stand_in.set_mode("slow", slow_seconds=5)
+        try:
+            probe.start(new_group=True)
+            before = self.stand_in.snapshot()["requests"]
+            for index in range(5):
+                probe.request(f"/cut-send/{index}")
+            wait_for(lambda: self.stand_in.snapshot()["requests"] > before, 30,
+                     "a batch in flight to the slow stand-in")
+            os.killpg(probe.process.pid, signal.SIGINT)
+            # Only the batch in flight waits; the final pass gets a quick 200.
+            self.stand_in.set_mode("ok")
+            probe.process.wait(timeout=60)
+        finally:
+            probe.stop()
+            self.stand_in.set_mode("ok")
+
+        log = probe.log_text()
+        self.assertRegex(log, r"shipper: final pass after the probe's stop records_sent=5 "
+                              r"outcome=spool_empty", log[-3000:])
+        stopped = re.search(r"shipper: stopped .*\bbatches_sent=(\d+) retries=(\d+)", log)
+        self.assertIsNotNone(stopped, log[-3000:])
+        self.assertEqual(int(stopped.group(1)), 1, log[-3000:])
+        self.assertEqual(int(stopped.group(2)), 1, log[-3000:])
 
     def test_signal_to_every_process(self):
         # A signal sent to each process (kill of every pid) stops the shipper
