@@ -319,12 +319,19 @@ bool applyKey(CollectorConfig& config, const std::string& key, const YAML::Node&
   return config_table::applyScalarOption(options(), key, value, config);
 }
 
-// Whether `listen` (admin.listen, a numeric address) is a loopback address.
+// Whether `listen` (admin.listen, a numeric address) is a loopback address,
+// also in its IPv4-mapped IPv6 form such as [::ffff:127.0.0.1].
 bool listensOnLoopback(const std::string& listen) {
   ListenAddress address = parseListenAddress(listen, "admin.listen");
   boost::system::error_code error;
   boost::asio::ip::address ip = boost::asio::ip::make_address(address.host, error);
-  return !error && ip.is_loopback();
+  if (error) {
+    return false;
+  }
+  if (ip.is_v6() && ip.to_v6().is_v4_mapped()) {
+    return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, ip.to_v6()).is_loopback();
+  }
+  return ip.is_loopback();
 }
 
 // The per-address limit on wrong admin tokens does not stop guesses spread

@@ -92,11 +92,14 @@ TEST(CollectorConfig, NetworkAdminListenerNeedsLongToken) {
               HasSubstr("openssl rand -hex 32"));
   EXPECT_THAT(parseError("admin: {listen: 192.0.2.7:9102, token: abc}\n"),
               HasSubstr("at least 16 random characters"));
+  EXPECT_THAT(parseError("admin: {listen: \"[::ffff:192.0.2.7]:9102\", token: abc}\n"),
+              HasSubstr("at least 16 random characters"));
   // Loopback, a long token, or no token at all (then the listener is open
   // and logs a warning at start) are accepted.
   for (const char* text : {"admin: {listen: 127.0.0.1:9102, token: abc}\n",
                            "admin: {listen: \"[::1]:9102\", token: abc}\n",
                            "admin: {listen: 127.0.0.2:9102, token: abc}\n",
+                           "admin: {listen: \"[::ffff:127.0.0.1]:9102\", token: abc}\n",
                            "admin: {listen: 0.0.0.0:9102, token: 0123456789abcdef}\n",
                            "admin: {listen: 0.0.0.0:9102}\n"}) {
     EXPECT_EQ(parseError(text), "") << text;
