@@ -217,10 +217,17 @@ std::unique_ptr<ShipperProcess> ShipperProcess::start(const probe::ProbeConfig& 
   }
   if (supervisor == 0) {
     // Its own process group: a terminal's Ctrl-C then stops only the probe,
-    // which stops the shipper after spooling its last records.
+    // which stops the shipper after spooling its last records. The group is
+    // in the background of the probe's terminal, where a terminal with
+    // `stty tostop` would stop it at its first log line with SIGTTOU;
+    // ignoring that signal lets the write go through.
     setpgid(0, 0);
+    signal(SIGTTOU, SIG_IGN);
     runSupervisor(config, *counters, probe);
   }
+  // Also set here, so that a Ctrl-C right after the fork, before the child
+  // runs, finds the supervisor already in its own group.
+  setpgid(supervisor, supervisor);
   return std::unique_ptr<ShipperProcess>(new ShipperProcess(supervisor, counters));
 }
 
