@@ -5,6 +5,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include <boost/pfr/core.hpp>
 #include <fmt/format.h>
 
 namespace webtrap::probe {
@@ -12,8 +13,26 @@ namespace webtrap::probe {
 namespace {
 
 // A field added to one of these structs must be added to the encoder and
-// the decoder below too, or recovered records lose it silently. These sizes
-// (x86-64, libstdc++) make such a change fail to compile here.
+// the decoder below too, or recovered records lose it silently. Boost.PFR
+// counts the fields of an aggregate, so an added field fails to compile
+// here whatever its size. A size check alone misses a bool or a small
+// integer placed in padding, such as one after CapturedRequest::bait_listener.
+template <typename T, std::size_t kFields>
+constexpr bool kHasFields = boost::pfr::tuple_size_v<T> == kFields;
+static_assert(kHasFields<CapturedRequest, 23>, "CapturedRequest changed: update the entry codec");
+static_assert(kHasFields<Endpoint, 2>, "Endpoint changed: update the entry codec");
+static_assert(kHasFields<TlsInfo, 4>, "TlsInfo changed: update the entry codec");
+static_assert(kHasFields<Timings, 4>, "Timings changed: update the entry codec");
+static_assert(kHasFields<HeaderField, 2>, "HeaderField changed: update the entry codec");
+static_assert(kHasFields<PersonaResponse, 6>, "PersonaResponse changed: update the entry codec");
+static_assert(kHasFields<RouteOutcome, 6>, "RouteOutcome changed: update the entry codec");
+static_assert(kHasFields<BaitHit, 2>, "BaitHit changed: update the entry codec");
+static_assert(kHasFields<FormFacts, 8>, "FormFacts changed: update the entry codec");
+static_assert(kHasFields<CardFacts, 4>, "CardFacts changed: update the entry codec");
+static_assert(kHasFields<RecordMeta, 8>, "RecordMeta changed: update the entry codec");
+
+// The sizes (x86-64, libstdc++) catch a field whose type changed, such as
+// an int that became a 64-bit integer.
 #if defined(__x86_64__) && defined(__GLIBCXX__)
 static_assert(sizeof(CapturedRequest) == 616,
               "CapturedRequest changed: update encodeJournalEntry and decodeJournalEntry");
@@ -81,11 +100,13 @@ class EntryReader {
   std::uint64_t u64() { return fixed<std::uint64_t>(); }
   std::int64_t i64() { return static_cast<std::int64_t>(fixed<std::uint64_t>()); }
   std::string text() { return std::string(take(u32())); }
-  // Reads an element count. Every element takes at least one byte, so a
-  // count above the bytes left is invalid, and no huge vector is made.
-  std::size_t count() {
+  // Reads an element count. Every element takes at least
+  // `min_element_bytes` of the entry (its length prefixes, flags and fixed
+  // fields), so a larger count is invalid. This check bounds the vector that
+  // a crafted count makes to a few times the entry's size.
+  std::size_t count(std::size_t min_element_bytes) {
     std::uint32_t value = u32();
-    if (value > rest_.size()) {
+    if (value > rest_.size() / min_element_bytes) {
       fail("an element count exceeds the entry's size");
       return 0;
     }
@@ -143,8 +164,15 @@ void writeHeaders(EntryWriter& writer, const std::vector<HeaderField>& headers) 
   }
 }
 
+// The least bytes of one element in an entry, for EntryReader::count().
+constexpr std::size_t kMinHeaderBytes = 2 * 4;   // two empty strings
+constexpr std::size_t kMinStringBytes = 4;       // an empty string
+constexpr std::size_t kMinBaitBytes = 2 * 4;     // two empty strings
+constexpr std::size_t kMinTxBytes = 2 * 4;       // two empty strings
+constexpr std::size_t kMinCardBytes = 3 * 4 + 1;  // three empty strings and a flag
+
 std::vector<HeaderField> readHeaders(EntryReader& reader) {
-  std::vector<HeaderField> headers(reader.count());
+  std::vector<HeaderField> headers(reader.count(kMinHeaderBytes));
   for (HeaderField& header : headers) {
     header.name = reader.text();
     header.value = reader.text();
@@ -160,7 +188,7 @@ void writeStrings(EntryWriter& writer, const std::vector<std::string>& values) {
 }
 
 std::vector<std::string> readStrings(EntryReader& reader) {
-  std::vector<std::string> values(reader.count());
+  std::vector<std::string> values(reader.count(kMinStringBytes));
   for (std::string& value : values) {
     value = reader.text();
   }
@@ -311,12 +339,12 @@ void writeOutcome(EntryWriter& writer, const RouteOutcome& outcome) {
 void readOutcome(EntryReader& reader, RouteOutcome& outcome) {
   outcome.route = reader.text();
   outcome.route_kind = reader.text();
-  outcome.baits.resize(reader.count());
+  outcome.baits.resize(reader.count(kMinBaitBytes));
   for (BaitHit& bait : outcome.baits) {
     bait.kind = reader.text();
     bait.detail = reader.text();
   }
-  std::size_t tx_count = reader.count();
+  std::size_t tx_count = reader.count(kMinTxBytes);
   for (std::size_t i = 0; i < tx_count && !reader.failed(); ++i) {
     std::string name = reader.text();
     outcome.tx[std::move(name)] = reader.text();
@@ -329,7 +357,7 @@ void readOutcome(EntryReader& reader, RouteOutcome& outcome) {
   form.password_sha256 = reader.text();
   form.email = reader.text();
   form.coupon = reader.text();
-  form.cards.resize(reader.count());
+  form.cards.resize(reader.count(kMinCardBytes));
   for (CardFacts& card : form.cards) {
     card.bin = reader.text();
     card.last4 = reader.text();

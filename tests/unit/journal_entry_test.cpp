@@ -1,7 +1,11 @@
 #include "probe/journal_entry.h"
 
+#include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <new>
 #include <optional>
+#include <random>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -9,6 +13,33 @@
 #include "collector/audit_record.h"
 #include "common/encoding.h"
 #include "probe/journal_lines.h"
+
+// The size of the largest allocation made while tracking is on, so a test
+// can check that decoding a crafted entry allocates no more than a small
+// multiple of the entry's size.
+namespace {
+std::atomic<bool> g_track_allocations{false};
+std::atomic<std::size_t> g_largest_allocation{0};
+}  // namespace
+
+void* operator new(std::size_t size) {
+  if (g_track_allocations.load(std::memory_order_relaxed)) {
+    std::size_t largest = g_largest_allocation.load(std::memory_order_relaxed);
+    while (size > largest && !g_largest_allocation.compare_exchange_weak(largest, size)) {
+    }
+  }
+  if (void* memory = std::malloc(size == 0 ? 1 : size)) {
+    return memory;
+  }
+  throw std::bad_alloc();
+}
+
+// GCC cannot see that these pair with the operator new above.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+void operator delete(void* memory) noexcept { std::free(memory); }
+void operator delete(void* memory, std::size_t) noexcept { std::free(memory); }
+#pragma GCC diagnostic pop
 
 namespace webtrap::probe {
 namespace {
@@ -181,6 +212,110 @@ TEST(JournalEntry, HugeCountIsRejected) {
   std::string reason;
   EXPECT_FALSE(decodeJournalEntry(encoded, "id", reason));
   EXPECT_EQ(reason, "an element count exceeds the entry's size");
+}
+
+// Returns a RecordMeta whose strings are all empty.
+RecordMeta emptyMeta() {
+  RecordMeta meta;
+  meta.secrules_engine.clear();
+  return meta;
+}
+
+// The offset of the request's header count in an entry of empty fields:
+// the format byte; the meta (5 strings, a count, a string); the request up
+// to its headers (a string, a u64, two endpoints of a string and a u32, a
+// string, 2 flags, 3 strings, a flag, 2 strings, a flag, 4 strings).
+constexpr std::size_t kHeaderCountOffset =
+    1 + (5 * 4 + 4 + 4) + (4 + 8 + 2 * (4 + 4) + 4 + 2 + 3 * 4 + 1 + 2 * 4 + 1 + 4 * 4);
+
+// Returns an entry of empty fields whose request header count is `size`,
+// followed by `size` zero bytes: each header then reads as two empty
+// strings until the entry runs out.
+std::string entryWithHeaderCount(std::size_t size) {
+  std::string encoded;
+  encodeJournalEntry(encoded, CapturedRequest{}, PersonaResponse{}, RouteOutcome{}, emptyMeta());
+  encoded.resize(kHeaderCountOffset + 4 + size, '\0');
+  std::uint32_t count = static_cast<std::uint32_t>(size);
+  for (std::size_t i = 0; i < 4; ++i) {
+    encoded[kHeaderCountOffset + i] = static_cast<char>((count >> (8 * i)) & 0xff);
+  }
+  return encoded;
+}
+
+TEST(JournalEntry, HeaderCountOffsetIsRight) {
+  CapturedRequest request;
+  request.headers = {{"N", "V"}};
+  std::string encoded;
+  encodeJournalEntry(encoded, request, PersonaResponse{}, RouteOutcome{}, emptyMeta());
+  ASSERT_GT(encoded.size(), kHeaderCountOffset + 9);
+  EXPECT_EQ(encoded.substr(kHeaderCountOffset, 9), "\1\0\0\0\1\0\0\0N"s);
+}
+
+TEST(JournalEntry, CraftedCountAllocatesLittle) {
+  const std::size_t size = 1 << 20;
+  std::string encoded = entryWithHeaderCount(size);
+  std::string reason;
+  g_largest_allocation = 0;
+  g_track_allocations = true;
+  std::optional<JournalEntry> decoded = decodeJournalEntry(encoded, "id", reason);
+  g_track_allocations = false;
+  EXPECT_FALSE(decoded) << "an entry cut short after its headers was decoded";
+  // Each header takes at least 8 bytes of the entry (two lengths) and 64
+  // bytes of memory, so 8 times the entry's size is what a valid entry of
+  // empty headers costs.
+  EXPECT_LE(g_largest_allocation.load(), 8 * encoded.size() + 4096)
+      << "decoding a " << encoded.size() << "-byte entry allocated " << g_largest_allocation
+      << " bytes at once";
+}
+
+// Decodes entries with random bytes changed, cut or inserted. None may
+// throw, and a decoded one must serialize to a record without throwing.
+TEST(JournalEntry, MutatedEntriesNeverThrow) {
+  const std::string original = encodeRich();
+  std::mt19937 random(20261205);
+  std::size_t decoded_count = 0;
+  for (int round = 0; round < 20000; ++round) {
+    std::string mutated = original;
+    int changes = 1 + static_cast<int>(random() % 4);
+    for (int change = 0; change < changes && !mutated.empty(); ++change) {
+      std::size_t at = random() % mutated.size();
+      switch (random() % 5) {
+        case 0:
+          mutated[at] = static_cast<char>(mutated[at] ^ (1 << (random() % 8)));
+          break;
+        case 1:
+          mutated[at] = static_cast<char>(random() & 0xff);
+          break;
+        case 2:
+          mutated.resize(at);
+          break;
+        case 3:
+          mutated.insert(at, 1, static_cast<char>(random() & 0xff));
+          break;
+        default:
+          mutated.erase(at, 1 + random() % 8);
+          break;
+      }
+    }
+    std::string reason;
+    std::optional<JournalEntry> decoded;
+    ASSERT_NO_THROW(decoded = decodeJournalEntry(mutated, "01939a8e-5f2c-7d41-8a10-0123456789ab",
+                                                 reason))
+        << "round " << round;
+    if (!decoded) {
+      EXPECT_FALSE(reason.empty()) << "round " << round;
+      continue;
+    }
+    ++decoded_count;
+    std::string record;
+    ASSERT_NO_THROW(record = serializeInterruptedRecord(*decoded)) << "round " << round;
+    ASSERT_NO_THROW(
+        collector::decodeAuditRecord(record, collector::RecordFormat::kWebtrap, "test"))
+        << "round " << round;
+  }
+  // Flips inside string bytes leave the entry decodable, so some rounds
+  // must reach serializeRecord().
+  EXPECT_GT(decoded_count, 0u);
 }
 
 TEST(JournalEntryLine, EscapingRoundTrips) {
