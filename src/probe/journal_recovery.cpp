@@ -44,6 +44,10 @@ constexpr std::uint64_t kDamagedLinesLogged = 10;
 // Reads a whole regular file without following a symbolic link. Returns
 // false, with errno set, when it cannot be read: ELOOP for a symbolic link
 // and ENODEV for anything else that is not a regular file.
+// NOTE: no size limit applies, so a file far larger than the writer's
+// file_bytes (put there by hand, or a sparse file) is read into memory
+// whole. The writer's own files stay near file_bytes plus one entry line,
+// and an entry line has no fixed maximum size, so no limit is set here.
 bool readFile(const std::filesystem::path& path, std::string& content) {
   // O_NONBLOCK keeps a FIFO named like a journal file from blocking the
   // start. It does not change reads of a regular file.

@@ -22,6 +22,14 @@ spool. The test checks that:
 - the recovery line counts the entries skipped for a done id, and the stop
   line gives the recovered records next to this run's records.
 
+A fidelity case sends requests with odd features: invalid UTF-8, NUL
+bytes, duplicate and long headers, a chunked body, a GET with a body, an
+unparsed request, TLS, the bait and IPv6 listeners, baits, an issued token,
+login and checkout forms. Every one is inspected and spooled. The test
+kills the probe before any done id is committed, so the restart recovers
+each request again. Each recovered record must equal the inspected record
+of the same event id in every field that does not come from the inspection.
+
 A last case checks that an invalid `pipeline.journal` value stops the start
 with an error that names the key.
 """
@@ -29,6 +37,8 @@ with an error that names the key.
 import concurrent.futures
 import json
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -56,6 +66,85 @@ FIELDS = 900
 CLIENTS = 8
 AFTER_RESTART = 4
 SPOOLED_BEFORE_KILL = 8
+
+# An fsync interval longer than the test keeps every done id in memory, so
+# that a SIGKILL leaves the entry of every request in the journal.
+FIDELITY_CONFIG = """
+sensor:
+  id: journal-fidelity
+pipeline:
+  workers: 1
+spool:
+  fsync_interval: 600s
+"""
+# Record fields that the inspection sets, and the timings that only the
+# inspected record has (the entry is written before the response).
+INSPECTION_FIELDS = ("/transaction/messages", "/webtrap/inspection", "/webtrap/oat",
+                     "/webtrap/encoded//transaction/messages", "/webtrap/timings/inspection_us",
+                     "/webtrap/timings/response_us")
+
+
+def odd_requests(marker):
+    """(listener, raw request) pairs whose records exercise every entry field."""
+    def get(path, headers="", version="1.1", method="GET"):
+        return (f"{method} {path} HTTP/{version}\r\nHost: shop.example\r\n{headers}"
+                f"Connection: close\r\n\r\n").encode("latin-1")
+
+    def form(path, body, headers=""):
+        return (f"POST {path} HTTP/1.1\r\nHost: shop.example\r\n{headers}"
+                f"Content-Type: application/x-www-form-urlencoded\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+    chunk = b"a=1&b=\x00\xff\\n\n\\\\"
+    chunked = (f"POST /blog/post.php?marker={marker}-chunked HTTP/1.1\r\nHost: a\r\n"
+               f"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
+    chunked += b"%x\r\n" % len(chunk) + chunk + b"\r\n0\r\n\r\n"
+    return [
+        ("http", get(f"/?marker={marker}-utf8&x=\xff\xfe", "X-Bad: \xc3\x28\x00nul\r\n")),
+        ("http", get(f"/?marker={marker}-headers",
+                     "X-Dup: 1\r\nx-dup: 2\r\nX-Dup: 3\r\nX-Long: " + "A" * 20000 + "\r\n")),
+        ("http", chunked),
+        ("http", f"\x16\x03 {marker}-unparsed \xff\r\n\r\n".encode("latin-1")),
+        ("http", get(f"/robots.txt?marker={marker}-robots")),
+        ("http", get(f"/.env?marker={marker}-token")),
+        ("http", get(f"/admin/?marker={marker}-canary", "Authorization: Basic YWRtaW46c2VjcmV0\r\n")),
+        ("http", form(f"/login.php?marker={marker}-login", b"user=admin%00x&pass=pw&bags=true",
+                      "Cookie: user_role=admin\r\n")),
+        ("http", form(f"/shop/checkout.php?marker={marker}-card",
+                      b"card_name=A&card_number=4111+1111+1111+1111&cvv=123&expiry=12%2F30")),
+        ("http", get(f"/?marker={marker}-getbody", "Content-Length: 5\r\n")[:-2] + b"\r\n\x00\x01\n\\x"),
+        ("tls", get(f"/?marker={marker}-tls")),
+        ("bait", get(f"/?marker={marker}-bait")),
+        ("ipv6", get(f"/?marker={marker}-ipv6", version="1.0", method="HEAD")),
+    ]
+
+
+def send_tls(port, data):
+    """Sends bytes over TLS with SNI shop.example and returns the response."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:
+        with context.wrap_socket(plain, server_hostname="shop.example") as sock:
+            sock.sendall(data)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+
+def flatten(value, pointer=""):
+    """Maps the JSON pointer of every scalar in `value` to the scalar."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return {pointer: value}
+    flat = {}
+    for key, item in items:
+        flat.update(flatten(item, f"{pointer}/{key}"))
+    return flat
 
 
 
@@ -159,6 +248,61 @@ class InspectionJournalTest(unittest.TestCase):
         print(f"{queued:.0f} of {REQUESTS} requests queued at the kill, {len(before)} spooled, "
               f"{len(recovered)} recovered, {len(records) - REQUESTS} duplicates",
               file=sys.stderr)
+
+    def test_recovered_record_matches_inspected_record(self):
+        first = Probe(FIDELITY_CONFIG)
+        answered = 0
+        try:
+            for round_number in range(2):
+                for listener, data in odd_requests(f"odd{round_number}"):
+                    if listener == "tls":
+                        response = send_tls(first.tls_port, data)
+                    elif listener == "bait":
+                        response = send_raw(first.bait_port, data)
+                    elif listener == "ipv6":
+                        response = send_raw(first.http6_port, data, host="::1")
+                    else:
+                        response = send_raw(first.http_port, data)
+                    self.assertTrue(response.startswith(b"HTTP/1."), data[:60])
+                    answered += 1
+            wait_for(lambda: first.metrics().get("webtrap_records_written_total", 0) >= answered,
+                     60, f"{answered} inspected records")
+            metrics = first.metrics()
+        finally:
+            # SIGKILL to the probe this test started, by its PID.
+            first.process.kill()
+            first.process.wait()
+            first.stop()
+        self.assertEqual(metrics.get("webtrap_journal_entries_total"), answered)
+
+        second = Probe(FIDELITY_CONFIG, spool=first.spool)
+        try:
+            records = second.records()
+            metrics = second.metrics()
+        finally:
+            code = second.stop()
+        self.assertEqual(code, 0, second.log_text()[-3000:])
+        self.assertEqual(metrics.get("webtrap_journal_records_recovered_total"), answered)
+        self.assertEqual(metrics.get("webtrap_journal_entries_rejected_total"), 0)
+
+        # Each event has its inspected record ("complete" or "cached") and
+        # its recovered one ("interrupted").
+        by_event = {}
+        for record in records:
+            status = record["webtrap"]["inspection"]["status"]
+            kind = "recovered" if status == "interrupted" else "inspected"
+            by_event.setdefault(record["webtrap"]["event_id"], {})[kind] = record
+        self.assertEqual(len(by_event), answered)
+        for event_id, copies in by_event.items():
+            self.assertEqual(sorted(copies), ["inspected", "recovered"], event_id)
+            inspected = flatten(copies["inspected"])
+            recovered = flatten(copies["recovered"])
+            line = copies["inspected"]["webtrap"]["request"].get("line", event_id)
+            for pointer in sorted(set(inspected) | set(recovered)):
+                if pointer.startswith(INSPECTION_FIELDS):
+                    continue
+                self.assertEqual(recovered.get(pointer, "<missing>"),
+                                 inspected.get(pointer, "<missing>"), f"{line[:60]!r} {pointer}")
 
     def test_invalid_journal_value_is_rejected(self):
         with tempfile.TemporaryDirectory(prefix="webtrap-test-") as folder:

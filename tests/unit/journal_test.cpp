@@ -356,6 +356,31 @@ TEST_F(JournalTest, LegacyEntryLinesAreRecovered) {
   EXPECT_TRUE(journalFiles().empty());
 }
 
+// A journal left by an earlier probe and then appended to by this one, as
+// after an upgrade whose recovery could not delete the old file: E and R
+// lines in one file, done lines naming both kinds across files.
+TEST_F(JournalTest, MixedLegacyAndCompactEntriesRecovered) {
+  fs::create_directories(journal_dir_);
+  std::ofstream(journal_dir_ / journalFileName(1), std::ios::binary)
+      << journal_lines::makeLine(journal_lines::kLegacyEntry, eventId(0), record(0))
+      << journal_lines::makeEntryLine(eventId(1), entry(1))
+      << journal_lines::makeLine(journal_lines::kLegacyEntry, eventId(2), record(2))
+      << journal_lines::makeEntryLine(eventId(3), entry(3));
+  std::ofstream(journal_dir_ / journalFileName(2), std::ios::binary)
+      << journal_lines::makeLine(journal_lines::kDone, eventId(0) + " " + eventId(3), {})
+      << journal_lines::makeEntryLine(eventId(4), entry(4, 3000));
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics);
+  EXPECT_EQ(result.entries, 5u);
+  EXPECT_EQ(result.legacy, 2u);
+  EXPECT_EQ(result.skipped_done, 2u);
+  EXPECT_EQ(result.recovered, 3u);
+  EXPECT_EQ(result.rejected, 0u);
+  EXPECT_EQ(result.damaged, 0u);
+  EXPECT_EQ(spoolRecords(), (std::vector<std::string>{record(1), record(2), record(4, 3000)}));
+  EXPECT_TRUE(journalFiles().empty());
+}
+
 TEST_F(JournalTest, UnreadableEntriesRejectedAndCounted) {
   std::string newer_format = entry(1);
   newer_format[0] = static_cast<char>(kJournalEntryFormat + 1);
