@@ -116,7 +116,8 @@ collector_pid=""
 probe_pid=""
 tail_pid=""
 # Stops the probe first and waits for it, so its shipper can send the last
-# records while the collector still runs; then the collector and the tail.
+# records while the collector still runs; then the collector, then the
+# tail, which prints the events stored up to its stop before it exits.
 stop_all() {
   trap - INT TERM HUP EXIT
   for pid in "$probe_pid" "$collector_pid" "$tail_pid"; do
@@ -237,8 +238,9 @@ tail_pid=$!
 stopped_pid=""
 stopped_status=0
 wait -n -p stopped_pid "$collector_pid" "$probe_pid" || stopped_status=$?
-# Empty when Ctrl-C interrupted the wait rather than a process ending.
-if [[ -n $stopped_pid ]]; then
+# Unset or empty when Ctrl-C interrupted the wait rather than a process
+# ending: bash 5.2 unsets the -p variable when a trapped signal ends wait.
+if [[ -n ${stopped_pid:-} ]]; then
   stopped_name=collector
   [[ $stopped_pid == "$probe_pid" ]] && stopped_name=probe
   if (( stopped_status > 128 )); then

@@ -2,18 +2,21 @@
 // maintenance subcommands (enrol, revoke, sensors, setup-elasticsearch,
 // dead-letters, count, tail).
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/rand.h>
 
 #include <cctype>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include <boost/asio/io_context.hpp>
@@ -751,17 +754,42 @@ std::string tailLine(simdjson::ondemand::parser& parser, const StoredEvent& even
   if (inspection != "-" && inspection != "complete" && inspection != "cached") {
     rules += fmt::format("{}({} inspection)", rules.empty() ? "none " : " ", inspection);
   }
+  // Rule messages cut to bound the record (docs/records.md) are marked, so
+  // that a short message list does not read as everything that matched.
+  doc.rewind();
+  std::uint64_t omitted = 0;
+  if (doc.at_pointer("/webtrap/inspection/details_cut/omitted_matches").get_uint64().get(omitted) ==
+      simdjson::SUCCESS) {
+    rules += omitted > 0 ? fmt::format(" (messages cut, {} left out)", omitted)
+                         : std::string(" (messages cut)");
+  }
   return fmt::format("{}  {}  {}  {} {}  {}  rules: {}{}", timestamp, sensor, from, method, url,
                      status, rules.empty() ? "none" : rules, via);
 }
 
+// Set by SIGTERM or SIGINT while `tail --follow` runs.
+std::atomic<bool> g_tail_stop{false};
+
+void onTailStop(int) { g_tail_stop.store(true); }
+
 int runTail(const CollectorOptions& options) {
   setupLoggingOr(options, "warn");
+  if (options.follow) {
+    // A stop prints the events stored by then before exiting, so that
+    // the events stored just before the stop (the probe's last records,
+    // when run.sh stops everything) are not left unprinted.
+    struct sigaction action {};
+    action.sa_handler = onTailStop;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGTERM, &action, nullptr);
+    sigaction(SIGINT, &action, nullptr);
+  }
   CollectorConfig config = loadConfig(options);
   auto store = openExistingStore(config);
   const std::int64_t last = store->lastSeq();
   std::int64_t after = std::max<std::int64_t>(0, last - static_cast<std::int64_t>(options.limit));
   simdjson::ondemand::parser parser;
+  std::optional<std::int64_t> stop_at;
   while (true) {
     auto events = store->readAfter(after, 500, 4 << 20);
     for (const auto& event : events) {
@@ -781,8 +809,22 @@ int runTail(const CollectorOptions& options) {
     if (!options.follow && (events.empty() || after >= last)) {
       return 0;
     }
+    if (g_tail_stop.load()) {
+      // Prints up to the newest event stored when the stop was seen, not
+      // on and on while a busy collector keeps storing.
+      if (!stop_at) {
+        stop_at = store->lastSeq();
+      }
+      if (events.empty() || after >= *stop_at) {
+        return 0;
+      }
+      continue;
+    }
     if (events.empty()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      // Waits 500 ms in steps, so that a stop is seen within 50 ms.
+      for (int step = 0; step < 10 && !g_tail_stop.load(); ++step) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
     }
   }
 }

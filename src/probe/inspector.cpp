@@ -715,8 +715,8 @@ struct Inspector::Impl {
     if (cut_log.admit()) {
       spdlog::warn(
           "rule match details cut to bound the record: event_id={} truncated_strings={} "
-          "reduced_matches={} omitted_matches={} (max_string_bytes={} max_total_bytes={}); "
-          "{} similar lines suppressed",
+          "reduced_matches={} omitted_matches={} (modsecurity.match_string_max_bytes={} "
+          "modsecurity.match_details_max_bytes={}; docs/records.md); {} similar lines suppressed",
           transaction_id, cuts.truncated_strings, cuts.reduced_matches, cuts.omitted_matches,
           match_limits.max_string_bytes, match_limits.max_total_bytes, cut_log.takeSuppressed());
     }

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -341,6 +342,35 @@ def run(workdir, collector):
     marked = [line for line in lines if "inspection)" in line]
     check(len(marked) == 1 and "(shed inspection)" in marked[0],
           f"tail lines marking an uninspected request: {marked[:3]}")
+
+    # A stopped `tail --follow` first prints the events stored before the
+    # stop, and marks a record whose rule messages the probe cut.
+    follow = subprocess.Popen([BIN, "collector", "--config", str(collector.config), "tail",
+                               "--follow", "--last", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # caught up, so it waits between reads of the store
+        late = generated_records(workdir, 20, 77)
+        cut_record = json.loads(late[0])
+        cut_record["webtrap"].setdefault("inspection", {})["details_cut"] = {
+            "truncated_strings": 2, "reduced_matches": 0, "omitted_matches": 5}
+        late[0] = json.dumps(cut_record, separators=(",", ":")).encode()
+        status, ack = collector.post_batch(late, token)
+        check(status == 200 and ack["stored"] == len(late), f"late batch: {status} {ack}")
+        totals["stored"] += ack["stored"]
+        totals["received"] += ack["received"]
+        follow.send_signal(signal.SIGTERM)
+        printed, errors = follow.communicate(timeout=30)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+    check(follow.returncode == 0, f"tail --follow after SIGTERM: {follow.returncode} {errors}")
+    printed = printed.splitlines()
+    check(len(printed) == len(late),
+          f"tail --follow printed {len(printed)} of the {len(late)} events stored before its stop")
+    check(sum("(messages cut, 5 left out)" in line for line in printed) == 1,
+          f"tail lines marking cut rule messages: {printed[:2]}")
 
     # Acknowledged records survive a SIGKILL right after the ack.
     status, ack = collector.post_batch(extra[3:], token)
