@@ -215,6 +215,7 @@ def check_plain_run(script, folder):
         leftovers = run.stop()
     check(not leftovers, f"processes left after SIGINT: {leftovers}")
     check("webtrap: stopped" in run.text(), f"no stop line after SIGINT:\n{run.text()}")
+    check("unbound variable" not in run.text(), f"run.sh failed after SIGINT:\n{run.text()}")
 
 
 def check_probe_killed(script, folder):
@@ -355,6 +356,7 @@ def check_dashboard_run(script, folder, http_port, while_running=None):
         leftovers = run.stop()
     check(not leftovers, f"processes left after SIGINT: {leftovers}")
     check("webtrap: stopped" in run.text(), f"no stop line after SIGINT:\n{run.text()}")
+    check("unbound variable" not in run.text(), f"run.sh failed after SIGINT:\n{run.text()}")
     return token
 
 
