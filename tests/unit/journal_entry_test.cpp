@@ -221,15 +221,16 @@ RecordMeta emptyMeta() {
   return meta;
 }
 
-// The offset of the request's header count in an entry of empty fields:
-// the format byte; the meta (5 strings, a count, a string); the request up
-// to its headers (a string, a u64, two endpoints of a string and a u32, a
-// string, 2 flags, 3 strings, a flag, 2 strings, a flag, 4 strings).
+// The offset of the request's header count in an entry of empty fields.
+// The format byte comes first, then the meta (5 strings, a count, a
+// string). The request up to its headers follows: a string, a u64, two
+// endpoints of a string and a u32, a string, 2 flags, 3 strings, a flag,
+// 2 strings, a flag and 4 strings.
 constexpr std::size_t kHeaderCountOffset =
     1 + (5 * 4 + 4 + 4) + (4 + 8 + 2 * (4 + 4) + 4 + 2 + 3 * 4 + 1 + 2 * 4 + 1 + 4 * 4);
 
 // Returns an entry of empty fields whose request header count is `size`,
-// followed by `size` zero bytes: each header then reads as two empty
+// followed by `size` zero bytes. Each header then reads as two empty
 // strings until the entry runs out.
 std::string entryWithHeaderCount(std::size_t size) {
   std::string encoded;
