@@ -10,7 +10,7 @@
 // (zlib's polynomial and crc32() value) of <payload> in 8 lowercase hex
 // digits, and <kind> is
 //   R  an entry. Payload "<event id> <escaped entry>": a request written
-//      before its response is sent (queued or shed). The entry holds the
+//      before its response is sent (queued or shed). The entry contains the
 //      inputs of its audit record in binary (probe/journal_entry.h), with
 //      each backslash and newline byte escaped. The I/O thread only copies
 //      bytes to write it, and recovery builds the record from it, with

@@ -164,7 +164,7 @@ void writeHeaders(EntryWriter& writer, const std::vector<HeaderField>& headers) 
   }
 }
 
-// The least bytes of one element in an entry, for EntryReader::count().
+// The minimum size in bytes of one element in an entry, for EntryReader::count().
 constexpr std::size_t kMinHeaderBytes = 2 * 4;   // two empty strings
 constexpr std::size_t kMinStringBytes = 4;       // an empty string
 constexpr std::size_t kMinBaitBytes = 2 * 4;     // two empty strings

@@ -25,7 +25,7 @@ import unittest
 import urllib.error
 import urllib.request
 
-from probe_harness import BIN, SOURCE_DIR, metrics_at, send_raw, wait_for
+from probe_harness import BIN, SOURCE_DIR, metrics_at, parse_metrics, send_raw, wait_for
 
 sys.path.insert(0, str(SOURCE_DIR / "tests" / "tools"))
 from collector_stand_in import CollectorStandIn  # noqa: E402
@@ -693,13 +693,7 @@ class ShipMetricsTest(unittest.TestCase):
         def metrics():
             with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
                 self.assertIn("text/plain; version=0.0.4", response.headers["Content-Type"])
-                text = response.read().decode()
-            values = {}
-            for line in text.splitlines():
-                if line and not line.startswith("#"):
-                    name, value = line.rsplit(" ", 1)
-                    values[name] = float(value)
-            return values
+                return parse_metrics(response.read().decode())
 
         def wait_metrics(condition, what):
             def check():
