@@ -84,6 +84,18 @@ class JournalTest : public testing::Test {
     return recoverJournal(journal_dir_, spool, metrics);
   }
 
+  // Runs recover() with the default logger writing to `log`.
+  JournalRecovery recoverLogged(MetricsRegistry& metrics, std::string& log) {
+    std::ostringstream captured;
+    auto previous = spdlog::default_logger();
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+        "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured)));
+    JournalRecovery result = recover(metrics);
+    spdlog::set_default_logger(previous);
+    log = captured.str();
+    return result;
+  }
+
   // The records in the spool segments, in write order.
   std::vector<std::string> spoolRecords() const {
     std::vector<fs::path> segments;
@@ -237,18 +249,13 @@ TEST_F(JournalTest, RecoveryLogCountsSkippedDoneEntries) {
     spool.append(record(1));
     journal.markDone(uncommitted, eventId(1));
   });
-  std::ostringstream captured;
-  auto previous = spdlog::default_logger();
-  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
-      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured)));
   MetricsRegistry metrics;
-  JournalRecovery result = recover(metrics);
-  spdlog::set_default_logger(previous);
+  std::string log;
+  JournalRecovery result = recoverLogged(metrics, log);
 
   EXPECT_EQ(result.entries, 3u);
   EXPECT_EQ(result.skipped_done, 1u);
   EXPECT_EQ(result.recovered, 2u);
-  const std::string log = captured.str();
   EXPECT_NE(log.find("entries=3 recovered=2 skipped_done=1 "), std::string::npos) << log;
   EXPECT_EQ(log.find("already_spooled"), std::string::npos) << log;
   EXPECT_EQ(spoolRecords(),
@@ -397,13 +404,9 @@ TEST_F(JournalTest, UnreadableEntriesRejectedAndCounted) {
       << journal_lines::makeLine(journal_lines::kLegacyEntry, eventId(4), record(5))
       << journal_lines::makeEntryLine(eventId(6), entry(6));
 
-  std::ostringstream captured;
-  auto previous = spdlog::default_logger();
-  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
-      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured)));
   MetricsRegistry metrics;
-  JournalRecovery result = recover(metrics);
-  spdlog::set_default_logger(previous);
+  std::string log;
+  JournalRecovery result = recoverLogged(metrics, log);
 
   EXPECT_EQ(result.entries, 6u);
   EXPECT_EQ(result.rejected, 4u);
@@ -411,7 +414,6 @@ TEST_F(JournalTest, UnreadableEntriesRejectedAndCounted) {
   EXPECT_EQ(result.recovered, 2u);
   EXPECT_EQ(spoolRecords(), (std::vector<std::string>{record(0), record(6)}));
   EXPECT_EQ(metrics.counter("webtrap_journal_entries_rejected_total", "").value(), 4u);
-  const std::string log = captured.str();
   EXPECT_NE(log.find("event_id=" + eventId(1) + " reason=unknown entry format 2"), std::string::npos) << log;
   EXPECT_NE(log.find("event_id=" + eventId(2) + " reason=the entry ends inside a field"), std::string::npos)
       << log;
