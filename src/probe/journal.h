@@ -115,9 +115,8 @@ struct JournalRecovery {
 // it read.
 // Run it before the probe takes traffic and before an InspectionJournal
 // opens `dir`. A missing folder is an empty journal. Damaged lines,
-// rejected entries and skipped files are logged and counted, never thrown.
-// Throws ConfigError when the
-// folder exists but cannot be listed.
+// rejected entries and skipped files are logged and counted instead of
+// thrown. Throws ConfigError when the folder exists but cannot be listed.
 JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
                                MetricsRegistry& metrics);
 

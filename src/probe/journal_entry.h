@@ -2,10 +2,10 @@
 // journal for one request before its response, and how recovery rebuilds
 // the audit record from it. See probe/journal.h for the file layout.
 //
-// An entry contains the inputs of serializeRecord() (the captured request, the
-// response, the route outcome and the record metadata) as length-prefixed
-// binary fields, so writing it costs copies of the request's bytes instead
-// of a JSON serialization with escaping and card number masking. Recovery
+// An entry contains the inputs of serializeRecord() as length-prefixed
+// binary fields: the captured request, the response, the route outcome and
+// the record metadata. Writing it costs copies of the request's bytes
+// instead of a JSON serialization with escaping and card number masking. Recovery
 // runs serializeRecord() on the decoded inputs with the inspection status
 // "interrupted", which gives the record the I/O thread would have written.
 #pragma once

@@ -622,10 +622,10 @@ HttpResult Shipper::Impl::send(const SpoolBatch& batch) {
   return result;
 }
 
-// After a stop, sends the records left in the spool once more, so that the records
-// the probe spooled while it stopped reach the collector now rather than at
-// the next start. Bounded by `budget` and without retries: the first
-// failure ends it, and what is left stays in the spool.
+// Sends the records left in the spool once more after a stop, so that the
+// records the probe spooled while it stopped reach the collector now rather
+// than at the next start. Bounded by `budget` and without retries: the
+// first failure ends it, and what is left stays in the spool.
 void Shipper::Impl::finalPass(std::chrono::milliseconds budget) {
   const std::atomic<bool> no_stop{false};
   Clock::time_point deadline = Clock::now() + budget;

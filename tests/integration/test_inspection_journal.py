@@ -22,10 +22,11 @@ spool. The test checks that:
 - the recovery line counts the entries skipped for a done id, and the stop
   line gives the recovered records next to this run's records.
 
-A fidelity case sends requests with odd features. They have invalid
-UTF-8, NUL bytes, duplicate and long headers, a chunked body or a GET body;
-one is unparsed; they reach TLS, the bait and IPv6 listeners, baits, an
-issued token, login and checkout forms. Every one is inspected and spooled. The test
+A fidelity case sends requests with odd features. They carry invalid
+UTF-8, NUL bytes, duplicate and long headers, a chunked body or a GET
+body, and one is unparsed. They reach TLS, the bait and IPv6 listeners,
+baits, an issued token, login and checkout forms. Every one is inspected
+and spooled. The test
 kills the probe before any done id is committed, so the restart recovers
 each request again. Each recovered record must equal the inspected record
 of the same event id in every field that does not come from the inspection.

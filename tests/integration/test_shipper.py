@@ -342,8 +342,9 @@ class ShipperTest(unittest.TestCase):
         self.assertTrue(all(counts[i] >= 1 for i in self.probe.event_ids()))
 
     def start_queued_probe(self, name):
-        """A probe in its own process group, as a shell starts a command, with
-        40 heavy POSTs answered and most of them still queued for inspection."""
+        """Start a probe in its own process group, as a shell starts a command,
+        send it 40 heavy POSTs and return it with most of them still queued
+        for inspection."""
         workdir = self.workdir / name
         workdir.mkdir()
         os.chmod(workdir, 0o755)
