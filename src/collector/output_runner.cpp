@@ -195,6 +195,9 @@ void OutputRunner::run() {
       if (last_seq > from) {
         advanceCursor(last_seq);
       }
+      // Idle: write the cursor that sends only noted, rather than leave it
+      // for the next insert.
+      persistCursor();
       updateGauges();
       pending = false;
       waitForEvents(Clock::now() + kIdleRefresh, 1);
@@ -256,6 +259,7 @@ void OutputRunner::run() {
   } catch (const std::exception& e) {
     spdlog::error("output {}: flush at stop failed: {}", name_, e.what());
   }
+  persistCursor();
 }
 
 bool OutputRunner::deadLetterDamaged(const std::vector<StoredEvent>& batch) {
@@ -452,11 +456,22 @@ void OutputRunner::advanceCursor(std::int64_t seq) {
     cursor_ = seq;
   }
   try {
-    store_.setCursor(name_, seq);
+    // Without waiting: an insert's commit can hold the store for
+    // milliseconds, and the output would wait for it after every send.
+    store_.noteCursor(name_, seq);
   } catch (const std::exception& e) {
     // The runner goes on from its own cursor. After a crash it would resend
     // from the last persisted one, which outputs tolerate (at-least-once).
     spdlog::error("output {}: persisting the cursor at seq {} failed: {}", name_, seq, e.what());
+  }
+}
+
+void OutputRunner::persistCursor() {
+  try {
+    store_.flushCursors();
+  } catch (const std::exception& e) {
+    spdlog::error("output {}: persisting the cursor at seq {} failed: {}", name_, cursor(),
+                  e.what());
   }
 }
 

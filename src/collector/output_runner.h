@@ -97,7 +97,8 @@ class OutputRunner {
   bool waitForEvents(std::chrono::steady_clock::time_point deadline, std::size_t min_events);
   bool sleepFor(std::chrono::milliseconds delay);  // false when stopped
   std::chrono::milliseconds backoffDelay(int attempt, std::int64_t retry_after_ms);
-  void advanceCursor(std::int64_t seq);
+  void advanceCursor(std::int64_t seq);  // notes it in the store without waiting
+  void persistCursor();                  // writes noted cursors, waiting if needed
   void updateGauges();
   void logRetry(const std::string& message);
 

@@ -374,6 +374,13 @@ struct Store::Impl {
   std::unique_ptr<Connection> writer;
   std::mutex write_mutex;  // guards `writer`
 
+  // Output cursors noted without waiting for the write lock
+  // (Store::noteCursor). The next write that holds the lock writes them:
+  // an insert's group commit, retention, or flushCursors().
+  using Cursors = std::map<std::string, std::int64_t, std::less<>>;
+  mutable std::mutex cursor_mutex;
+  Cursors pending_cursors;
+
   // Per output, the seqs read for a send that has not finished
   // (Store::beginInFlight), and those of them that retention removed
   // meanwhile: they count as removed undelivered only if the send leaves
@@ -495,6 +502,15 @@ struct Store::Impl {
   void addToCounter(std::string_view name, std::int64_t delta);
   std::int64_t readCounter(Connection& connection, std::string_view name) const;
   void writePendingSeen(std::map<std::string, SensorSeen, std::less<>>& seen);
+  Cursors takePendingCursors();
+  // Puts cursors back after a write of them failed; a newer note wins.
+  void keepPendingCursors(const Cursors& cursors);
+  // Writes `cursors` with the writer; the caller holds write_mutex. A
+  // cursor never moves back, because retention may have moved it on.
+  void writeCursors(const Cursors& cursors);
+  // Writes the noted cursors in a transaction of their own; the caller
+  // holds write_mutex.
+  void flushCursorsLocked();
   void flushPendingSeen();
   void applyPendingSeen(SensorInfo& info) const;
   bool removeChunk(std::int64_t now_ms, RetentionSummary& summary);
@@ -785,6 +801,60 @@ void Store::Impl::addToCounter(std::string_view name, std::int64_t delta) {
   writer->step(stmt, "writing a counter");
 }
 
+Store::Impl::Cursors Store::Impl::takePendingCursors() {
+  Cursors cursors;
+  std::lock_guard lock(cursor_mutex);
+  cursors.swap(pending_cursors);
+  return cursors;
+}
+
+void Store::Impl::keepPendingCursors(const Cursors& cursors) {
+  std::lock_guard lock(cursor_mutex);
+  for (const auto& [output, seq] : cursors) {
+    auto [it, added] = pending_cursors.try_emplace(output, seq);
+    it->second = std::max(it->second, seq);
+  }
+}
+
+void Store::Impl::writeCursors(const Cursors& cursors) {
+  if (cursors.empty()) {
+    return;
+  }
+  sqlite3_stmt* stmt = writer->prepare(
+      "INSERT INTO cursors(output, seq, updated_ms) VALUES(?1, ?2, ?3) "
+      "ON CONFLICT(output) DO UPDATE SET seq = max(seq, excluded.seq), "
+      "updated_ms = excluded.updated_ms");
+  for (const auto& [output, seq] : cursors) {
+    ResetGuard reset(stmt);
+    bindText(stmt, 1, output);
+    sqlite3_bind_int64(stmt, 2, seq);
+    sqlite3_bind_int64(stmt, 3, nowMs());
+    writer->step(stmt, "writing a cursor");
+  }
+}
+
+void Store::Impl::flushCursorsLocked() {
+  const Cursors cursors = takePendingCursors();
+  if (cursors.empty()) {
+    return;
+  }
+  try {
+    writeWithoutFsync([&] {
+      writer->exec("BEGIN IMMEDIATE", "writing cursors");
+      try {
+        writeCursors(cursors);
+        writer->exec("COMMIT", "writing cursors");
+      } catch (...) {
+        sqlite3_exec(writer->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+        throw;
+      }
+    });
+  } catch (...) {
+    keepPendingCursors(cursors);
+    throw;
+  }
+}
+
 void Store::Impl::writePendingSeen(std::map<std::string, SensorSeen, std::less<>>& seen) {
   sqlite3_stmt* stmt = writer->prepare(
       "UPDATE sensors SET last_seen_ms = max(last_seen_ms, ?1), records = records + ?2 "
@@ -871,6 +941,7 @@ bool Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
   }
 
   std::lock_guard lock(write_mutex);
+  const Cursors cursors = takePendingCursors();
   std::int64_t seq = last_seq.load();
   std::uint64_t stored = 0;
   std::uint64_t bytes = 0;
@@ -962,6 +1033,7 @@ bool Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
       }
     }
     writePendingSeen(written);
+    writeCursors(cursors);
     writer->exec("COMMIT", "committing an insert");
     if (sync_after) {
       sqlite3_stmt* restore = writer->prepare("PRAGMA synchronous=FULL");
@@ -972,7 +1044,9 @@ bool Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
     if (sync_after) {
       sqlite3_exec(writer->db(), "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr);
     }
-    // The sensor updates were not written: keep them for the next commit.
+    // The sensor updates and cursors were not written: keep them for the
+    // next commit.
+    keepPendingCursors(cursors);
     std::lock_guard seen_lock(seen_mutex);
     for (const auto& [sensor_id, update] : seen) {
       auto& pending = pending_seen[sensor_id];
@@ -1044,6 +1118,12 @@ Store::~Store() {
     impl_->flushPendingSeen();
   } catch (const std::exception& e) {
     spdlog::error("store {}: cannot write the last sensor updates at close: {}",
+                  impl_->options.path.string(), e.what());
+  }
+  try {
+    flushCursors();
+  } catch (const std::exception& e) {
+    spdlog::error("store {}: cannot write the last output cursors at close: {}",
                   impl_->options.path.string(), e.what());
   }
   impl_->stopCheckpointer();
@@ -1313,18 +1393,34 @@ void Store::registerOutput(std::string_view output) {
 }
 
 std::int64_t Store::cursor(std::string_view output) const {
+  std::int64_t noted = 0;
+  {
+    std::lock_guard lock(impl_->cursor_mutex);
+    auto it = impl_->pending_cursors.find(output);
+    if (it != impl_->pending_cursors.end()) {
+      noted = it->second;
+    }
+  }
   Impl::Reader reader(*impl_);
   sqlite3_stmt* stmt = reader->prepare("SELECT seq FROM cursors WHERE output = ?1");
   ResetGuard reset(stmt);
   bindText(stmt, 1, output);
   if (reader->step(stmt, "reading a cursor")) {
-    return sqlite3_column_int64(stmt, 0);
+    return std::max<std::int64_t>(noted, sqlite3_column_int64(stmt, 0));
   }
-  return 0;
+  return noted;
 }
 
 void Store::setCursor(std::string_view output, std::int64_t seq) {
   std::lock_guard lock(impl_->write_mutex);
+  {
+    // This write sets the cursor, so an older note must not move it later.
+    std::lock_guard cursor_lock(impl_->cursor_mutex);
+    auto it = impl_->pending_cursors.find(output);
+    if (it != impl_->pending_cursors.end()) {
+      impl_->pending_cursors.erase(it);
+    }
+  }
   Connection& writer = *impl_->writer;
   sqlite3_stmt* stmt = writer.prepare(
       "INSERT INTO cursors(output, seq, updated_ms) VALUES(?1, ?2, ?3) "
@@ -1334,6 +1430,29 @@ void Store::setCursor(std::string_view output, std::int64_t seq) {
   sqlite3_bind_int64(stmt, 2, seq);
   sqlite3_bind_int64(stmt, 3, nowMs());
   impl_->writeWithoutFsync([&] { writer.step(stmt, "writing a cursor"); });
+}
+
+void Store::noteCursor(std::string_view output, std::int64_t seq) {
+  {
+    std::lock_guard lock(impl_->cursor_mutex);
+    auto [it, added] = impl_->pending_cursors.try_emplace(std::string(output), seq);
+    it->second = std::max(it->second, seq);
+  }
+  std::unique_lock lock(impl_->write_mutex, std::try_to_lock);
+  if (lock.owns_lock()) {
+    impl_->flushCursorsLocked();
+  }
+}
+
+void Store::flushCursors() {
+  {
+    std::lock_guard lock(impl_->cursor_mutex);
+    if (impl_->pending_cursors.empty()) {
+      return;
+    }
+  }
+  std::lock_guard lock(impl_->write_mutex);
+  impl_->flushCursorsLocked();
 }
 
 std::vector<std::string> Store::outputs() const {
@@ -1411,8 +1530,12 @@ bool Store::Impl::removeChunk(std::int64_t now_ms, RetentionSummary& summary) {
     return false;
   }
 
+  // Noted cursors are written first, so that events an output has finished
+  // are not counted as removed undelivered.
+  const Cursors cursors = takePendingCursors();
   writer->exec("BEGIN IMMEDIATE", "starting retention");
   try {
+    writeCursors(cursors);
     // Oldest first: walk from the lowest seq and stop at the first event
     // that is within both limits.
     std::vector<std::int64_t> removed;
@@ -1533,6 +1656,7 @@ bool Store::Impl::removeChunk(std::int64_t now_ms, RetentionSummary& summary) {
            removed_bytes < over_bytes;
   } catch (...) {
     sqlite3_exec(writer->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+    keepPendingCursors(cursors);
     throw;
   }
 }

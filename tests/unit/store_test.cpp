@@ -258,6 +258,78 @@ TEST_F(StoreTest, CursorsPersist) {
   EXPECT_EQ(store.outputs(), expected);
 }
 
+TEST_F(StoreTest, NotedCursorNeverMovesBackAndPersists) {
+  {
+    Store store(options_);
+    store.insert(makeEvents("n", 10));
+    store.registerOutput("es");
+    store.noteCursor("es", 6);
+    store.noteCursor("es", 4);
+    EXPECT_EQ(store.cursor("es"), 6);
+    // A cursor set outright replaces a noted one.
+    store.setCursor("es", 5);
+    EXPECT_EQ(store.cursor("es"), 5);
+    store.noteCursor("es", 8);
+    EXPECT_EQ(store.cursor("es"), 8);
+  }
+  Store store(options_);
+  EXPECT_EQ(store.cursor("es"), 8);
+}
+
+TEST_F(StoreTest, CursorsNotedDuringInsertsAreAllWritten) {
+  options_.synchronous = "full";
+  constexpr int kWriters = 4;
+  constexpr int kBatches = 30;
+  std::int64_t last_noted = 0;
+  {
+    Store store(options_);
+    store.registerOutput("es");
+    std::atomic<bool> writing{true};
+    std::vector<std::thread> writers;
+    for (int w = 0; w < kWriters; ++w) {
+      writers.emplace_back([&store, w] {
+        for (int b = 0; b < kBatches; ++b) {
+          store.insert(makeEvents("w" + std::to_string(w) + "b" + std::to_string(b) + "-", 50));
+        }
+      });
+    }
+    // Notes while the writers hold the store: each is seen at once and
+    // none goes back, whichever write ends up storing it.
+    std::thread noter([&] {
+      while (writing.load()) {
+        const std::int64_t seq = store.lastSeq();
+        store.noteCursor("es", seq);
+        EXPECT_GE(store.cursor("es"), seq);
+        last_noted = std::max(last_noted, seq);
+      }
+    });
+    for (auto& writer : writers) {
+      writer.join();
+    }
+    writing = false;
+    noter.join();
+    EXPECT_EQ(store.cursor("es"), last_noted);
+  }
+  Store store(options_);
+  EXPECT_GT(last_noted, 0);
+  EXPECT_EQ(store.cursor("es"), last_noted);
+}
+
+TEST_F(StoreTest, RetentionWritesNotedCursorsFirst) {
+  options_.retention_max_age_ms = 1000;
+  Store store(options_);
+  store.registerOutput("es");
+  store.insert(makeEvents("old", 4));
+  const std::int64_t stored = nowMs();
+  // Noted, and written at once or by retention; either way the output
+  // finished these events, so their removal counts none as undelivered.
+  store.noteCursor("es", 4);
+  RetentionSummary summary = store.enforceRetention(stored + 1000 + 30);
+  EXPECT_EQ(summary.removed, 4u);
+  EXPECT_TRUE(summary.removed_undelivered.empty());
+  EXPECT_EQ(store.cursor("es"), 4);
+}
+
 TEST_F(StoreTest, ReadAfterRespectsBounds) {
   Store store(options_);
   store.insert(makeEvents("b", 20, 1000));
