@@ -21,6 +21,10 @@ using Clock = std::chrono::steady_clock;
 // counted and the count goes into the next line.
 constexpr auto kRetryLogInterval = std::chrono::seconds(10);
 
+// A batch that is not full is sent once no event arrived for
+// flush_interval / kQuietShare.
+constexpr int kQuietShare = 10;
+
 // How often an idle runner refreshes its gauges, so the lag keeps growing
 // while nothing is delivered.
 constexpr auto kIdleRefresh = std::chrono::seconds(1);
@@ -158,9 +162,12 @@ std::int64_t OutputRunner::cursor() const {
 void OutputRunner::run() {
   // Named for top -H and perf; Linux allows 15 characters.
   pthread_setname_np(pthread_self(), ("out-" + name_).substr(0, 15).c_str());
-  // When the events of a batch that is not full were first seen.
+  // When the events of a batch that is not full were first seen, and when
+  // the last of them arrived (the last seq then).
   bool pending = false;
   Clock::time_point first_pending;
+  Clock::time_point last_arrival;
+  std::int64_t pending_last_seq = 0;
   while (true) {
     {
       std::lock_guard lock(mutex_);
@@ -231,15 +238,23 @@ void OutputRunner::run() {
 
     // A batch is full when it reached the event limit or when events stored
     // before the read were left out (the byte limit cut it). Otherwise wait
-    // up to flush_interval, counted from the first sight of these events.
+    // up to flush_interval from the first sight of these events, but only
+    // while events keep arriving: once none came for a tenth of it (the end
+    // of a burst, or a single probe batch), waiting longer only delays them.
     const bool full = batch.size() >= options_.batch_max_events || last_seq > batch.back().seq;
     if (!full) {
       const auto now = Clock::now();
       if (!pending) {
         pending = true;
         first_pending = now;
+        last_arrival = now;
+        pending_last_seq = last_seq;
+      } else if (last_seq != pending_last_seq) {
+        last_arrival = now;
+        pending_last_seq = last_seq;
       }
-      const auto deadline = first_pending + options_.flush_interval;
+      const auto deadline = std::min(first_pending + options_.flush_interval,
+                                     last_arrival + options_.flush_interval / kQuietShare);
       if (now < deadline) {
         // The batch is read again after the wait.
         store_.endInFlight(name_, {});

@@ -1,13 +1,15 @@
 // Runs one Output on its own thread against the Store.
 //
-// The runner reads batches after the output's cursor, waits up to
-// flush_interval for a fuller batch, and sends it. Delivered and rejected
+// The runner reads batches after the output's cursor and sends them. A batch
+// that is not full waits for more events while they keep coming: up to
+// flush_interval, and no longer than a tenth of it after the last new event. Delivered and rejected
 // events are finished (rejected ones go to the dead-letter store with the
 // reason). kRetry events are sent again, alone, after a backoff with full
 // jitter: a random delay between 0 and min(retry_max, retry_initial * 2^n).
 // A TransientError backs off the same way, for at least the server's
 // retry_after_ms, and resends the whole batch. The cursor is persisted only
-// past finished events, so a crash resends at most the batch in flight
+// past finished events, and is written with the store's next write, so a
+// crash resends the batch in flight and those finished since that write
 // (at-least-once; outputs remove duplicates by event id).
 //
 // Metrics, each with the label output="NAME":

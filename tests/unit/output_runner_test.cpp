@@ -402,19 +402,21 @@ TEST_F(OutputRunnerTest, StopDuringBackoffIsPrompt) {
   EXPECT_EQ(store_->cursor("fake"), 0);
 }
 
-TEST_F(OutputRunnerTest, PartialBatchWaitsForFlushInterval) {
-  runner_options_.flush_interval = 300ms;
+TEST_F(OutputRunnerTest, PartialBatchGoesOnceInputIsQuiet) {
+  runner_options_.flush_interval = 1000ms;
   runner_options_.batch_max_events = 5;
   auto output = std::make_unique<FakeOutput>("fake", [](auto b, int) { return allDelivered(b); });
   FakeOutput* fake = output.get();
   OutputRunner runner(*store_, std::move(output), runner_options_, metrics_);
   runner.start();
 
+  // No event follows these two, so they go a tenth of flush_interval later.
   const auto partial_stored = Clock::now();
   store_->insert(makeEvents("p", 2));
   runner.notify();
   ASSERT_TRUE(waitUntil([&] { return runner.cursor() == 2; }));
-  EXPECT_GE(fake->callTimes().at(0) - partial_stored, 250ms);
+  EXPECT_GE(fake->callTimes().at(0) - partial_stored, 90ms);
+  EXPECT_LT(fake->callTimes().at(0) - partial_stored, 600ms);
 
   // A full batch goes at once when notify() reports it.
   const auto full_stored = Clock::now();
@@ -422,6 +424,31 @@ TEST_F(OutputRunnerTest, PartialBatchWaitsForFlushInterval) {
   runner.notify();
   ASSERT_TRUE(waitUntil([&] { return runner.cursor() == 7; }));
   EXPECT_LT(fake->callTimes().at(1) - full_stored, 250ms);
+  runner.stop();
+}
+
+TEST_F(OutputRunnerTest, PartialBatchWaitsWhileEventsArrive) {
+  runner_options_.flush_interval = 400ms;
+  runner_options_.batch_max_events = 1000;
+  auto output = std::make_unique<FakeOutput>("fake", [](auto b, int) { return allDelivered(b); });
+  FakeOutput* fake = output.get();
+  OutputRunner runner(*store_, std::move(output), runner_options_, metrics_);
+  runner.start();
+
+  // One event every 10 ms, well inside the quiet time of 40 ms: the batch
+  // keeps waiting until flush_interval has passed since its first event.
+  const auto first_stored = Clock::now();
+  int inserted = 0;
+  while (Clock::now() - first_stored < 600ms) {
+    store_->insert(makeEvents("t" + std::to_string(inserted) + "-", 1));
+    ++inserted;
+    runner.notify();
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(waitUntil([&] { return runner.cursor() == inserted; }));
+  ASSERT_FALSE(fake->calls().empty());
+  EXPECT_GE(fake->callTimes().at(0) - first_stored, 350ms);
+  EXPECT_GE(fake->calls().at(0).size(), 10u);
   runner.stop();
 }
 
