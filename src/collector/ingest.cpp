@@ -277,7 +277,8 @@ std::string Ingest::lastStoreError() const {
 }
 
 IngestResult Ingest::ingestLines(std::string_view ndjson, const IngestSource& source,
-                                 std::string_view gzip) {
+                                 std::string_view gzip,
+                                 std::shared_ptr<const std::string> shared_text) {
   std::int64_t now_ms = nowMilliseconds();
   Prepared prepared;
   prepared.by_reference = !gzip.empty() && !ndjson.empty();
@@ -293,7 +294,10 @@ IngestResult Ingest::ingestLines(std::string_view ndjson, const IngestSource& so
   }
   if (prepared.whole_batch &&
       bodyFitsLines(gzip, ndjson, prepared.line_bytes, prepared.received)) {
-    OriginalBatch batch{gzip, ndjson.size()};
+    OriginalBatch batch{gzip, ndjson.size(), nullptr};
+    if (shared_text != nullptr && std::string_view(*shared_text) == ndjson) {
+      batch.text = std::move(shared_text);
+    }
     return commit(prepared, source, now_ms, &batch);
   }
   // Some line cannot be kept by reference, or the body carries more than

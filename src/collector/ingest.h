@@ -66,9 +66,11 @@ class Ingest {
   // `gzip`, when not empty, is the request body that inflated to `ndjson`.
   // When every line decodes to a record whose original is the line itself,
   // the store keeps that body once in place of an escaped copy of each
-  // line in its document (see OriginalBatch).
+  // line in its document (see OriginalBatch). `shared_text`, when given,
+  // owns the text that `ndjson` views, and the store may keep it cached.
   IngestResult ingestLines(std::string_view ndjson, const IngestSource& source,
-                           std::string_view gzip = {});
+                           std::string_view gzip = {},
+                           std::shared_ptr<const std::string> shared_text = nullptr);
 
   // Ingests one JSON record (the whole text, newlines allowed).
   IngestResult ingestRecord(std::string_view json, const IngestSource& source);

@@ -915,11 +915,12 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   // limits.max_record_bytes is decoded here, line by line, so that its
   // records and the dead letters of its long lines share one commit. Every
   // other batch takes Ingest::ingestLines(), which parses lines in place.
-  IngestResult ingestBatch(std::string_view body, const IngestSource& source,
-                           std::string_view gzip) {
+  IngestResult ingestBatch(const std::shared_ptr<const std::string>& shared_body,
+                           const IngestSource& source, std::string_view gzip) {
+    std::string_view body = *shared_body;
     std::uint64_t max_record = options.limits.max_record_bytes;
     if (body.size() <= max_record || !hasLineLongerThan(body, max_record)) {
-      return ingest.ingestLines(body, source, gzip);
+      return ingest.ingestLines(body, source, gzip, shared_body);
     }
     DecodeOptions decode;
     decode.format = source.format;
@@ -954,12 +955,14 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   }
 
   // Decodes and commits on a worker thread; returns the response.
-  Response runIngest(const Request& request, const std::string& body, const IngestSource& source) {
+  Response runIngest(const Request& request, const std::shared_ptr<const std::string>& shared_body,
+                     const IngestSource& source) {
+    const std::string& body = *shared_body;
     IngestResult result;
     try {
       if (source.input == InputKind::kProbe) {
         // A gzip body is still in the request (see onIngestBody).
-        result = ingestBatch(body, source, request.body());
+        result = ingestBatch(shared_body, source, request.body());
       } else if (recordLength(body) > options.limits.max_record_bytes) {
         std::vector<DeadLetter> rejected;
         rejected.push_back(oversizedLetter(body, source));
@@ -1366,12 +1369,12 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
     if (source_.input != InputKind::kProbe || !keep_gzip) {
       shared_request->body().clear();
     }
-    auto shared_body = std::make_shared<std::string>(std::move(body));
+    auto shared_body = std::make_shared<const std::string>(std::move(body));
     std::string endpoint_name(endpoint_);
     asio::post(impl_->workers, [self = this->shared_from_this(), shared_request, shared_body,
                                 source = source_, endpoint_name,
                                 work = asio::make_work_guard(stream_.get_executor())] {
-      Response response = self->impl_->runIngest(*shared_request, *shared_body, source);
+      Response response = self->impl_->runIngest(*shared_request, shared_body, source);
       self->impl_->counters.response(endpoint_name, response.result_int()).inc();
       asio::post(self->stream_.get_executor(),
                  [self, response = std::move(response)]() mutable {

@@ -357,17 +357,18 @@ struct Store::Impl {
   };
 
   StoreOptions options;
-  // The batches inflated last, newest first, shared by every reader: an
-  // output and its read-ahead thread go through the same batches. Batches
-  // never change and their keys are never reused, so an entry cannot go
-  // stale. At most kCachedBatches entries and, beyond the newest one,
-  // kCachedBatchBytes of text.
+  // The batches inflated or inserted last, newest first, shared by every
+  // reader. An insert that holds its batch's text puts it here, so an
+  // output that keeps up with the inserts reads batches without inflating
+  // them. Batches never change and their keys are never reused, so an entry
+  // cannot go stale. At most kCachedBatches entries and, beyond the newest
+  // one, kCachedBatchBytes of text.
   struct CachedBatch {
     std::int64_t first_seq = 0;  // 0: none, since seqs start at 1
     std::shared_ptr<const std::string> text;
     std::string damage;  // why `text` is null, when the batch is missing or damaged
   };
-  static constexpr std::size_t kCachedBatches = 4;
+  static constexpr std::size_t kCachedBatches = 16;
   static constexpr std::size_t kCachedBatchBytes = 32u << 20;
   mutable std::mutex batch_cache_mutex;
   mutable std::vector<CachedBatch> batch_cache;
@@ -491,6 +492,8 @@ struct Store::Impl {
   std::shared_ptr<const std::string> originalBatchText(Connection& reader, std::int64_t first_seq,
                                                        std::int64_t seq,
                                                        std::string& damage) const;
+  // Puts a batch's inflated text at the front of the cache.
+  void cacheBatch(std::int64_t first_seq, std::shared_ptr<const std::string> text) const;
   // Runs `write` without an fsync of its own (see setCursor in store.h).
   template <typename Write>
   void writeWithoutFsync(Write&& write);
@@ -942,6 +945,8 @@ bool Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
 
   std::lock_guard lock(write_mutex);
   const Cursors cursors = takePendingCursors();
+  // The texts of the batches kept by this commit, cached once it succeeds.
+  std::vector<std::pair<std::int64_t, std::shared_ptr<const std::string>>> texts;
   std::int64_t seq = last_seq.load();
   std::uint64_t stored = 0;
   std::uint64_t bytes = 0;
@@ -1012,6 +1017,10 @@ bool Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
         sqlite3_bind_int64(keep, 2, static_cast<std::int64_t>(request->batch->inflated_size));
         bindBlob(keep, 3, request->batch->gzip);
         writer->step(keep, "storing a batch");
+        if (request->batch->text != nullptr &&
+            request->batch->text->size() == request->batch->inflated_size) {
+          texts.emplace_back(batch_seq, request->batch->text);
+        }
       }
     }
     if (stored > 0) {
@@ -1059,6 +1068,9 @@ bool Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
       request->error = error;
     }
     return false;
+  }
+  for (auto& [first_seq, text] : texts) {
+    cacheBatch(first_seq, std::move(text));
   }
   last_seq = seq;
   event_count += stored;
@@ -1173,13 +1185,18 @@ std::shared_ptr<const std::string> Store::Impl::originalBatchText(Connection& re
     return nullptr;
   }
   auto shared = std::make_shared<const std::string>(std::move(*text));
+  cacheBatch(first_seq, shared);
+  return shared;
+}
+
+void Store::Impl::cacheBatch(std::int64_t first_seq, std::shared_ptr<const std::string> text) const {
   // A batch larger than the cache's budget is not cached, so it stays in
   // memory only while one read uses it.
-  if (shared->size() > kCachedBatchBytes) {
-    return shared;
+  if (text->size() > kCachedBatchBytes) {
+    return;
   }
   std::lock_guard lock(batch_cache_mutex);
-  batch_cache.insert(batch_cache.begin(), CachedBatch{first_seq, shared, {}});
+  batch_cache.insert(batch_cache.begin(), CachedBatch{first_seq, std::move(text), {}});
   std::size_t bytes = 0;
   std::size_t keep = 0;
   while (keep < batch_cache.size() && keep < kCachedBatches &&
@@ -1188,7 +1205,6 @@ std::shared_ptr<const std::string> Store::Impl::originalBatchText(Connection& re
     ++keep;
   }
   batch_cache.resize(keep);
-  return shared;
 }
 
 void Store::Impl::readDocument(Connection& reader, sqlite3_stmt* stmt, int document_column,

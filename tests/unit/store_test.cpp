@@ -1120,6 +1120,46 @@ TEST_F(StoreTest, RetentionRemovesBatchesNoEventUses) {
   EXPECT_EQ(store.sizeBytes(), 50u);
 }
 
+TEST_F(StoreTest, InsertedBatchTextReadWithoutInflating) {
+  const std::string text = "{\"a\":1}\n{\"b\":2}\n";
+  const std::string gzip = gzipCompress(text, 6);
+  Store store(options_);
+  OriginalBatch batch{gzip, text.size(), std::make_shared<const std::string>(text)};
+  store.insert(std::vector<NewEvent>{referencedEvent("a", text, 0), referencedEvent("b", text, 1)},
+               {}, nullptr, &batch);
+
+  // With the stored body damaged, only the text cached by the insert can
+  // give the originals back.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(options_.path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE batches SET body = x'1f8b00'", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto read = store.readAfter(0, 10, 1 << 20);
+  ASSERT_EQ(read.size(), 2u);
+  EXPECT_EQ(read[0].damage, "");
+  EXPECT_EQ(read[0].document, wholeDocument("a", "{\"a\":1}"));
+  EXPECT_EQ(read[1].document, wholeDocument("b", "{\"b\":2}"));
+
+  // A store opened afresh has no cached text, so it reads the damaged body.
+  Store reopened(options_);
+  auto again = reopened.readAfter(0, 10, 1 << 20);
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_NE(again[0].damage, "");
+}
+
+TEST_F(StoreTest, BatchTextOfOtherSizeNotCached) {
+  const std::string text = "{\"a\":1}\n";
+  const std::string gzip = gzipCompress(text, 6);
+  Store store(options_);
+  // A text that is not the one the body inflates to is not trusted.
+  OriginalBatch batch{gzip, text.size(), std::make_shared<const std::string>("{\"z\":9}")};
+  store.insert(std::vector<NewEvent>{referencedEvent("a", text, 0)}, {}, nullptr, &batch);
+  auto read = store.readAfter(0, 10, 1 << 20);
+  ASSERT_EQ(read.size(), 1u);
+  EXPECT_EQ(read[0].document, wholeDocument("a", "{\"a\":1}"));
+}
+
 TEST_F(StoreTest, DamagedBatchNamesEventAndBatch) {
   const std::string text = "{\"a\":1}\n{\"b\":2}\n";
   {
