@@ -202,8 +202,8 @@ void OutputRunner::run() {
       if (last_seq > from) {
         advanceCursor(last_seq);
       }
-      // Idle: write the cursor that sends only noted, rather than leave it
-      // for the next insert.
+      // Idle, so the cursor is written now: the next insert, which would
+      // write a noted cursor, may be far off.
       persistCursor();
       updateGauges();
       pending = false;

@@ -358,8 +358,8 @@ struct Store::Impl {
 
   StoreOptions options;
   // The batches inflated or inserted last, newest first, shared by every
-  // reader. An insert that holds its batch's text puts it here, so an
-  // output that keeps up with the inserts reads batches without inflating
+  // reader. An insert that has its batch's text in memory puts it here, so
+  // an output that keeps up with the inserts reads batches without inflating
   // them. Batches never change and their keys are never reused, so an entry
   // cannot go stale. At most kCachedBatches entries and, beyond the newest
   // one, kCachedBatchBytes of text.
@@ -376,8 +376,8 @@ struct Store::Impl {
   std::mutex write_mutex;  // guards `writer`
 
   // Output cursors noted without waiting for the write lock
-  // (Store::noteCursor). The next write that holds the lock writes them:
-  // an insert's group commit, retention, or flushCursors().
+  // (Store::noteCursor). The next write under the lock stores them: an
+  // insert's group commit, retention, or flushCursors().
   using Cursors = std::map<std::string, std::int64_t, std::less<>>;
   mutable std::mutex cursor_mutex;
   Cursors pending_cursors;

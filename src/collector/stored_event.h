@@ -72,9 +72,10 @@ struct NewEvent {
 struct OriginalBatch {
   std::string_view gzip;           // the request body, gzip as sent
   std::uint64_t inflated_size = 0;  // bytes of NDJSON text it inflates to
-  // The inflated text, when the caller holds it shared: the store then
-  // caches it, so that outputs reading the batch soon after need not
-  // inflate it again. Null: the store inflates the batch at its first read.
+  // The inflated text, when the caller owns it through a shared pointer.
+  // The store then caches it, so that outputs reading the batch soon after
+  // need not inflate it again. Null: the store inflates the batch at its
+  // first read.
   std::shared_ptr<const std::string> text;
 };
 

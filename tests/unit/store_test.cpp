@@ -293,8 +293,8 @@ TEST_F(StoreTest, CursorsNotedDuringInsertsAreAllWritten) {
         }
       });
     }
-    // Notes while the writers hold the store: each is seen at once and
-    // none goes back, whichever write ends up storing it.
+    // Notes taken while the writers insert: each is seen at once and none
+    // goes back, whichever write ends up storing it.
     std::thread noter([&] {
       while (writing.load()) {
         const std::int64_t seq = store.lastSeq();
@@ -313,6 +313,48 @@ TEST_F(StoreTest, CursorsNotedDuringInsertsAreAllWritten) {
   Store store(options_);
   EXPECT_GT(last_noted, 0);
   EXPECT_EQ(store.cursor("es"), last_noted);
+}
+
+TEST_F(StoreTest, NotedCursorSeenWhileAWriteStoresIt) {
+  constexpr int kWriters = 3;
+  constexpr int kBatches = 40;
+  Store store(options_);
+  store.registerOutput("es");
+  std::atomic<bool> writing{true};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&store, w] {
+      for (int b = 0; b < kBatches; ++b) {
+        store.insert(makeEvents("m" + std::to_string(w) + "b" + std::to_string(b) + "-", 200));
+      }
+    });
+  }
+  // One thread notes ever higher cursors, and another reads them. An insert
+  // that has taken a note to write it must not hide it until its commit.
+  std::atomic<std::int64_t> noted{0};
+  std::thread noter([&] {
+    while (writing.load()) {
+      store.noteCursor("es", noted.load() + 1);
+      noted.fetch_add(1);
+    }
+  });
+  std::int64_t seen = 0;
+  int moved_back = 0;
+  while (store.lastSeq() < kWriters * kBatches * 200) {
+    const std::int64_t cursor = store.cursor("es");
+    if (cursor < seen) {
+      ++moved_back;
+    }
+    seen = std::max(seen, cursor);
+  }
+  for (auto& writer : writers) {
+    writer.join();
+  }
+  writing = false;
+  noter.join();
+  EXPECT_EQ(moved_back, 0);
+  EXPECT_GT(seen, 0);
+  EXPECT_EQ(store.cursor("es"), noted.load());
 }
 
 TEST_F(StoreTest, RetentionWritesNotedCursorsFirst) {
