@@ -238,6 +238,13 @@ int runProbe(const ProbeOptions& options) {
   probe::Spool spool(config.spool, metrics);
   // Requests that a SIGKILL left in the last run's inspection queue go to
   // the spool before any new request, also when the journal is now off.
+  // Recovery inspects them with this inspector, as the workers would have.
+  // At a kill, at most queue_limit + workers + max_connections requests wait
+  // for inspection (queued, being inspected, or between the journal write
+  // and the queue). Recovery inspects that many entries at most, which
+  // bounds the start time, and records the rest uninspected.
+  // NOTE: entries of records already spooled whose done id was not yet
+  // written (up to one fsync_interval of shed requests) count against it.
   // A journal folder that cannot be used does not stop the probe: it runs
   // without the journal, logs the error and sets webtrap_journal_enabled to 0.
   std::filesystem::path journal_dir = probe::journalDirectory(config.spool.dir);
@@ -249,7 +256,14 @@ int runProbe(const ProbeOptions& options) {
       "1 while the inspection journal protects queued requests, 0 when it is off or failed.");
   try {
     journal_lock = probe::lockJournalDirectory(journal_dir);
-    journal_records_recovered = probe::recoverJournal(journal_dir, spool, metrics).recovered;
+    probe::JournalConfig writer_config;
+    probe::RecoveryOptions recovery = probe::inspectingRecovery(
+        inspector,
+        std::uint64_t{config.pipeline.queue_limit} + config.pipeline.workers +
+            config.limits.max_connections,
+        probe::maxRecoveryFileBytes(writer_config.file_bytes, config.body_capture_bytes));
+    journal_records_recovered =
+        probe::recoverJournal(journal_dir, spool, metrics, recovery).recovered;
     if (config.pipeline.journal) {
       probe::JournalConfig journal_config;
       journal_config.dir = journal_dir;

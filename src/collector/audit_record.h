@@ -97,6 +97,7 @@ struct AuditRecord {
   bool bait_listener = false;   // webtrap.listener.bait
   std::vector<std::string> issued_tokens;  // webtrap.issued_tokens
   std::string inspection_status;           // webtrap.inspection.status
+  bool inspection_recovered = false;       // webtrap.inspection.recovered
   std::optional<std::int64_t> anomaly_score;  // webtrap.inspection.anomaly_score
   // webtrap.inspection.details_cut: what the probe cut from the rule
   // messages to bound the record; absent when nothing was cut.

@@ -448,6 +448,8 @@ void decodeWebtrapObject(ondemand::value value, AuditRecord& record, WebtrapExtr
       forEachMember(member, "webtrap.inspection", [&](std::string_view name, ondemand::value v) {
         if (name == "status") {
           readStringInto(v, "webtrap.inspection.status", record.inspection_status);
+        } else if (name == "recovered") {
+          record.inspection_recovered = readBool(v, "webtrap.inspection.recovered");
         } else if (name == "anomaly_score") {
           std::string text = readScalarText(v, "webtrap.inspection.anomaly_score");
           std::int64_t score = 0;

@@ -204,8 +204,9 @@ const std::vector<Option>& options() {
        }},
       {"pipeline.journal", "bool", "true",
        "Write each request that waits for inspection to a journal in spool.dir, so that the "
-       "next start records the requests a SIGKILL or crash left uninspected (status "
-       "interrupted). A journal left by an earlier run is recovered even when false.",
+       "next start inspects and records the requests a SIGKILL or crash left uninspected "
+       "(webtrap.inspection.recovered true). A journal left by an earlier run is recovered "
+       "even when false.",
        [](ProbeConfig& c, const std::string& v) {
          c.pipeline.journal = parseBool(v, "pipeline.journal");
        }},

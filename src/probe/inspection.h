@@ -32,7 +32,8 @@ enum class InspectionStatus {
   kShed,      // the queue was full, so the request was recorded uninspected
   kFailed,    // libmodsecurity returned an error, named in `error`
   // Recorded uninspected from the inspection journal at the start after the
-  // probe was killed (SIGKILL, a crash) while the request was queued.
+  // probe was killed (SIGKILL, a crash) while the request was queued,
+  // because its inspection at the start failed or was not possible.
   kInterrupted,
 };
 
@@ -72,6 +73,10 @@ struct InspectionResult {
   std::int64_t duration_us = 0;
   int anomaly_score = 0;  // TX:ANOMALY_SCORE after the request phases
   MatchDetailCuts details_cut;
+  // Whether the record is rebuilt from the inspection journal at the start
+  // after an unclean stop (webtrap.inspection.recovered). Such a record is
+  // inspected then, or has status kInterrupted.
+  bool recovered = false;
 };
 
 // Cuts `text` to at most `max_bytes` bytes (at least kMinTruncatedBytes),

@@ -115,9 +115,14 @@ InspectionJournal::Impl::Impl(const JournalConfig& journal_config, Spool& journa
                                   "Journal entries whose record is not yet in the spool.")) {
   // Register the recovery counters too, so /metrics shows them as 0.
   recoveredCounter(metrics);
+  journal_lines::inspectedCounter(metrics);
+  for (journal_lines::Uninspected reason : journal_lines::kUninspectedReasons) {
+    journal_lines::uninspectedCounter(metrics, reason);
+  }
   damagedCounter(metrics);
   rejectedCounter(metrics);
   skippedFilesCounter(metrics);
+  journal_lines::oversizedFilesCounter(metrics);
   if (config.file_bytes == 0) {
     throw ConfigError("inspection journal: file_bytes is 0; use a positive size");
   }

@@ -1,8 +1,8 @@
 // The inspection journal: a copy on disk of every request that waits in the
 // inspection queue, so that a probe killed with SIGKILL, or one that
-// crashes, loses none of them. The next start appends the copies whose
-// inspected record never reached the spool to the spool, with inspection
-// status "interrupted".
+// crashes, loses none of them. The next start inspects the copies whose
+// inspected record never reached the spool and appends their records to
+// the spool, marked webtrap.inspection.recovered.
 //
 // Layout: the folder <spool.dir>/inspection-journal contains the files
 // 000000000001.journal, 000000000002.journal, ... (names sort in write
@@ -13,8 +13,8 @@
 //      before its response is sent (queued or shed). The entry contains the
 //      inputs of its audit record in binary (probe/journal_entry.h), with
 //      each backslash and newline byte escaped. The I/O thread only copies
-//      bytes to write it, and recovery builds the record from it, with
-//      inspection status "interrupted".
+//      bytes to write it, and recovery inspects the request and builds
+//      the record from it (see recoverJournal()).
 //   D  done ids. Payload "<event id> <event id> ...": requests whose
 //      inspected record was appended to the spool.
 //   E  an entry written by probes before the R entry: "<event id> <record>",
@@ -28,7 +28,8 @@
 // byte from a newer probe) or whose record the collector's decoder rejects
 // is rejected: skipped, logged and counted, and its file is still deleted.
 // Recovery opens files with O_NOFOLLOW, and skips, logs, counts and keeps a
-// symbolic link or anything else that is not a regular file.
+// symbolic link or anything else that is not a regular file, and a file
+// larger than RecoveryOptions::max_file_bytes.
 //
 // Bounds: a file is closed once it passes file_bytes, and deleted once
 // every entry in it and in every older file is done. Workers take jobs in
@@ -54,8 +55,11 @@
 // duplicates are harmless.
 //
 // Metrics: webtrap_journal_entries_total, webtrap_journal_records_recovered_total,
+// webtrap_journal_records_inspected_total,
+// webtrap_journal_records_uninspected_total{reason=...},
 // webtrap_journal_lines_damaged_total, webtrap_journal_entries_rejected_total,
-// webtrap_journal_files_skipped_total, webtrap_journal_write_errors_total,
+// webtrap_journal_files_skipped_total, webtrap_journal_files_oversized_total,
+// webtrap_journal_write_errors_total,
 // webtrap_journal_bytes (gauge: bytes in the journal files) and
 // webtrap_journal_pending (gauge: entries whose record is not yet spooled).
 // The probe adds webtrap_journal_enabled (gauge: 0 when the journal is off,
@@ -65,14 +69,21 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/file_io.h"
 #include "common/metrics.h"
+#include "probe/inspection.h"
 #include "probe/spool.h"
 
 namespace webtrap::probe {
+
+class Inspector;
+struct JournalEntry;
 
 struct JournalConfig {
   std::filesystem::path dir;               // the journal's own folder
@@ -90,11 +101,56 @@ std::filesystem::path journalDirectory(const std::filesystem::path& spool_dir);
 // Returns "000000000042.journal" for 42.
 std::string journalFileName(std::uint64_t number);
 
+// Returns the size past which recovery skips a journal file, for a writer
+// with `file_bytes` and a probe that keeps `body_capture_bytes` of each
+// body. The writer closes a file once it passes file_bytes, so its files
+// stay below file_bytes plus one entry line. An entry line holds the
+// captured body, the request head (at most limits.max_header_bytes, 64 KiB
+// by default, twice: raw and parsed) and the persona's response body, and
+// its escaping can double each byte. The limit is 2 * file_bytes
+// + 4 * body_capture_bytes + 16 MiB, 36 MiB at the defaults.
+// NOTE: a persona response body larger than about 6 MiB could make a valid
+// file pass it; the shipped personas' pages are far smaller.
+std::uint64_t maxRecoveryFileBytes(std::uint64_t file_bytes, std::uint64_t body_capture_bytes);
+
+// Inspects the request of a recovered entry. A throw, or a result with
+// status kFailed, counts as a failed inspection.
+using RecoveryInspect = std::function<InspectionResult(const JournalEntry& entry)>;
+
+struct RecoveryOptions {
+  // Empty: every entry is recorded uninspected, with status "interrupted".
+  RecoveryInspect inspect;
+  // transaction.producer of the records that `inspect` inspected: the
+  // inspector's engine version and rule set components. Records left
+  // uninspected keep those of the run that wrote the entry.
+  std::string engine_version;
+  std::vector<std::string> components;
+  // Entries inspected at most. The rest are recorded uninspected, so that a
+  // journal left by several unclean stops cannot hold the start for long.
+  std::uint64_t max_inspections = 4096;
+  // Journal files larger than this are skipped, counted, logged and kept.
+  std::uint64_t max_file_bytes = maxRecoveryFileBytes(8ull << 20, 1ull << 20);
+};
+
+// Returns options that inspect each entry with `inspector`, the probe's live
+// instance, through the same Inspector::inspect() call a pipeline worker
+// makes, and that name its engine and rule sets in the records.
+RecoveryOptions inspectingRecovery(Inspector& inspector, std::uint64_t max_inspections,
+                                   std::uint64_t max_file_bytes);
+
 // Counts of one recovery.
 struct JournalRecovery {
   std::uint64_t files = 0;      // journal files read
   std::uint64_t entries = 0;    // whole entry lines read
   std::uint64_t recovered = 0;  // records appended to the spool
+  // Of the records built, those inspected at recovery and those recorded
+  // uninspected with status "interrupted". Counted before the spool stores
+  // them, so they add up to recovered plus dropped.
+  std::uint64_t inspected = 0;
+  std::uint64_t uninspected = 0;
+  // Entries whose inspection threw, returned status kFailed or gave a
+  // record the collector's decoder rejects. They count as uninspected.
+  std::uint64_t inspection_failed = 0;
   // Entries skipped because a done line names them. An entry whose record
   // was spooled but whose done id was not yet written counts as recovered,
   // and its record is then in the spool twice.
@@ -108,17 +164,27 @@ struct JournalRecovery {
   // Files named like journal files skipped because they are symbolic links
   // or not regular files. They are left in the folder.
   std::uint64_t skipped_files = 0;
+  // Files skipped because they are larger than
+  // RecoveryOptions::max_file_bytes. They are left in the folder.
+  std::uint64_t oversized_files = 0;
 };
 
 // Appends to `spool` the record of every entry in the journal files of
 // `dir` that no done line names, fsyncs the spool, then deletes the files
 // it read.
+// Each entry is inspected with `options.inspect` (the first
+// max_inspections entries in journal order), and its record is the one a
+// pipeline worker writes, with webtrap.inspection.recovered true. An entry
+// that cannot be inspected (an E line has no inputs, the inspection failed,
+// the limit was reached, or there is no `inspect`) is recorded with status
+// "interrupted", marked recovered, without rule matches. Failures are
+// logged and counted, and recovery goes on.
 // Run it before the probe takes traffic and before an InspectionJournal
 // opens `dir`. A missing folder is an empty journal. Damaged lines,
 // rejected entries and skipped files are logged and counted instead of
 // thrown. Throws ConfigError when the folder exists but cannot be listed.
 JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
-                               MetricsRegistry& metrics);
+                               MetricsRegistry& metrics, const RecoveryOptions& options = {});
 
 // Creates the journal folder `dir` if needed and takes an exclusive
 // flock(2) on it, so that a second probe started on the same spool.dir

@@ -412,6 +412,7 @@ std::optional<JournalEntry> decodeJournalEntry(std::string_view encoded,
 InspectionResult interruptedInspection() {
   InspectionResult interrupted;
   interrupted.status = InspectionStatus::kInterrupted;
+  interrupted.recovered = true;
   interrupted.error =
       "not inspected: the probe stopped without draining its inspection queue (killed or "
       "crashed); recorded from the inspection journal at the next start";

@@ -5,9 +5,11 @@
 // An entry contains the inputs of serializeRecord() as length-prefixed
 // binary fields: the captured request, the response, the route outcome and
 // the record metadata. Writing it costs copies of the request's bytes
-// instead of a JSON serialization with escaping and card number masking. Recovery
-// runs serializeRecord() on the decoded inputs with the inspection status
-// "interrupted", which gives the record the I/O thread would have written.
+// instead of a JSON serialization with escaping and card number masking.
+// Recovery inspects the decoded inputs with the probe's Inspector and runs
+// serializeRecord() on them, which gives the record a pipeline worker would
+// have written, marked recovered. When the inspection fails, it uses the
+// inspection status "interrupted" instead.
 #pragma once
 
 #include <optional>
@@ -45,8 +47,9 @@ struct JournalEntry {
 std::optional<JournalEntry> decodeJournalEntry(std::string_view encoded,
                                                std::string_view event_id, std::string& reason);
 
-// Returns the inspection result of a request recovered from the journal:
-// status "interrupted", no matches, and an error that names the journal.
+// Returns the inspection result of a request recovered from the journal
+// without inspection: status "interrupted", marked recovered, no matches,
+// and an error that names the journal.
 InspectionResult interruptedInspection();
 
 // Returns the record of a request recovered from the journal:

@@ -180,6 +180,33 @@ Counter& recoveredCounter(MetricsRegistry& metrics) {
                          "Records appended to the spool from the inspection journal at start.");
 }
 
+Counter& inspectedCounter(MetricsRegistry& metrics) {
+  return metrics.counter("webtrap_journal_records_inspected_total",
+                         "Records recovered from the inspection journal at start and inspected "
+                         "then, marked webtrap.inspection.recovered.");
+}
+
+Counter& uninspectedCounter(MetricsRegistry& metrics, Uninspected reason) {
+  const char* label = R"(reason="failed")";
+  switch (reason) {
+    case Uninspected::kNoInspector:
+      label = R"(reason="no_inspector")";
+      break;
+    case Uninspected::kLegacyEntry:
+      label = R"(reason="legacy_entry")";
+      break;
+    case Uninspected::kLimit:
+      label = R"(reason="limit")";
+      break;
+    case Uninspected::kFailed:
+      break;
+  }
+  return metrics.counter("webtrap_journal_records_uninspected_total",
+                         "Records recovered from the inspection journal at start without "
+                         "inspection (status interrupted), by reason.",
+                         label);
+}
+
 Counter& damagedCounter(MetricsRegistry& metrics) {
   return metrics.counter("webtrap_journal_lines_damaged_total",
                          "Damaged inspection journal lines skipped at start.");
@@ -197,6 +224,13 @@ Counter& skippedFilesCounter(MetricsRegistry& metrics) {
       "webtrap_journal_files_skipped_total",
       "Files named like inspection journal files skipped at start because they are symbolic "
       "links or not regular files.");
+}
+
+Counter& oversizedFilesCounter(MetricsRegistry& metrics) {
+  return metrics.counter(
+      "webtrap_journal_files_oversized_total",
+      "Inspection journal files skipped and kept at start because they are larger than "
+      "recovery reads.");
 }
 
 }  // namespace journal_lines

@@ -51,9 +51,22 @@ std::optional<ParsedLine> parseLine(std::string_view line, const char*& reason);
 // Throws ConfigError when the folder cannot be listed.
 std::vector<std::uint64_t> listJournalFiles(const std::filesystem::path& dir);
 
+// The reason recovery recorded an entry uninspected, the reason label of
+// webtrap_journal_records_uninspected_total: no inspection was given
+// ("no_inspector"), an E line has no inputs to inspect ("legacy_entry"),
+// RecoveryOptions::max_inspections was reached ("limit"), or the
+// inspection failed ("failed").
+enum class Uninspected { kNoInspector, kLegacyEntry, kLimit, kFailed };
+inline constexpr Uninspected kUninspectedReasons[] = {
+    Uninspected::kNoInspector, Uninspected::kLegacyEntry, Uninspected::kLimit,
+    Uninspected::kFailed};
+
 Counter& recoveredCounter(MetricsRegistry& metrics);
+Counter& inspectedCounter(MetricsRegistry& metrics);
+Counter& uninspectedCounter(MetricsRegistry& metrics, Uninspected reason);
 Counter& damagedCounter(MetricsRegistry& metrics);
 Counter& rejectedCounter(MetricsRegistry& metrics);
 Counter& skippedFilesCounter(MetricsRegistry& metrics);
+Counter& oversizedFilesCounter(MetricsRegistry& metrics);
 
 }  // namespace webtrap::probe::journal_lines

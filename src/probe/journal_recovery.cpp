@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <exception>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -22,33 +24,41 @@
 #include "collector/audit_record.h"
 #include "common/error.h"
 #include "common/file_io.h"
+#include "probe/inspector.h"
 #include "probe/journal_entry.h"
 #include "probe/journal_lines.h"
+#include "probe/record.h"
 
 namespace webtrap::probe {
 
 namespace {
 
 using journal_lines::damagedCounter;
+using journal_lines::inspectedCounter;
 using journal_lines::listJournalFiles;
+using journal_lines::oversizedFilesCounter;
 using journal_lines::ParsedLine;
 using journal_lines::parseLine;
 using journal_lines::recoveredCounter;
 using journal_lines::rejectedCounter;
 using journal_lines::skippedFilesCounter;
+using journal_lines::Uninspected;
+using journal_lines::uninspectedCounter;
 
-// Damaged lines, and rejected entries, logged one by one in a recovery. The
-// rest are only counted.
+// Damaged lines, rejected entries and failed inspections, each logged one by
+// one in a recovery. The rest are only counted.
 constexpr std::uint64_t kDamagedLinesLogged = 10;
 
-// Reads a whole regular file without following a symbolic link. Returns
-// false, with errno set, when it cannot be read: ELOOP for a symbolic link
-// and ENODEV for anything else that is not a regular file.
-// NOTE: no size limit applies, so a file far larger than the writer's
-// file_bytes (put there by hand, or a sparse file) is read into memory
-// whole. The writer's own files stay near file_bytes plus one entry line,
-// and an entry line has no fixed maximum size, so no limit is set here.
-bool readFile(const std::filesystem::path& path, std::string& content) {
+// Interval between two progress lines of a long recovery.
+constexpr auto kProgressInterval = std::chrono::seconds(10);
+
+// Reads a whole regular file of at most `max_bytes` bytes without following
+// a symbolic link. Returns false, with errno set, when it cannot be read:
+// ELOOP for a symbolic link, ENODEV for anything else that is not a regular
+// file, and EFBIG for a file larger than `max_bytes` (its size is then in
+// `size`). A sparse file counts at its apparent size.
+bool readFile(const std::filesystem::path& path, std::uint64_t max_bytes, std::string& content,
+              std::uint64_t& size) {
   // O_NONBLOCK keeps a FIFO named like a journal file from blocking the
   // start. It does not change reads of a regular file.
   int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -65,6 +75,12 @@ bool readFile(const std::filesystem::path& path, std::string& content) {
   if (!S_ISREG(info.st_mode)) {
     ::close(fd);
     errno = ENODEV;
+    return false;
+  }
+  size = static_cast<std::uint64_t>(info.st_size);
+  if (size > max_bytes) {
+    ::close(fd);
+    errno = EFBIG;
     return false;
   }
   content.clear();
@@ -84,6 +100,14 @@ bool readFile(const std::filesystem::path& path, std::string& content) {
       break;
     }
     content.append(buffer, static_cast<std::size_t>(got));
+    // A file that grows while it is read is held to the same limit.
+    if (content.size() > max_bytes) {
+      size = content.size();
+      content.clear();
+      ::close(fd);
+      errno = EFBIG;
+      return false;
+    }
   }
   ::close(fd);
   return true;
@@ -109,9 +133,10 @@ void forEachLine(std::string_view content, Visit visit) {
 bool isSkippedType(int error) { return error == ELOOP || error == ENODEV; }
 
 // Returns an empty string when `record` is one the collector accepts, for
-// the event `event_id`, with inspection status "interrupted". Otherwise
-// returns why not.
-std::string checkRecord(std::string_view record, std::string_view event_id) {
+// the event `event_id`, with inspection status `status` and the recovered
+// mark. Otherwise returns why not.
+std::string checkRecord(std::string_view record, std::string_view event_id,
+                        std::string_view status) {
   collector::DecodeResult decoded =
       collector::decodeAuditRecord(record, collector::RecordFormat::kWebtrap, "inspection journal");
   if (!decoded.ok) {
@@ -120,40 +145,142 @@ std::string checkRecord(std::string_view record, std::string_view event_id) {
   if (decoded.record.event_id != event_id) {
     return fmt::format("its record has the event id '{}'", decoded.record.event_id);
   }
-  if (decoded.record.inspection_status != "interrupted") {
+  if (decoded.record.inspection_status != status) {
     return fmt::format("its record has the inspection status '{}'",
                        decoded.record.inspection_status);
+  }
+  if (!decoded.record.inspection_recovered) {
+    return "its record lacks webtrap.inspection.recovered";
   }
   return {};
 }
 
-// Returns the record of an entry line of kind `kind` (kEntry or
-// kLegacyEntry) for the event `event_id`, whose payload after the event id
-// is `body`. Returns std::nullopt, with the reason in `reason`, when the
-// entry cannot be decoded or its record is not one the collector accepts.
-std::optional<std::string> recordOfEntry(char kind, std::string_view event_id,
-                                         std::string_view body, std::string& reason) {
+// Adds the recovered mark to the record of an E line, unless it has it.
+// Probes before the mark wrote these records with status "interrupted"
+// right after the "inspection" key. Quotes inside JSON strings are
+// escaped, so the searched bytes occur only as the object's own key and
+// status. A record without them is left as it is, and checkRecord()
+// rejects it.
+void markLegacyRecord(std::string& record) {
+  static constexpr std::string_view kStart = R"("inspection":{"status":"interrupted")";
+  static constexpr std::string_view kMark = R"(,"recovered":true)";
+  std::size_t at = record.find(kStart);
+  if (at == std::string::npos) {
+    return;
+  }
+  at += kStart.size();
+  if (std::string_view(record).substr(at).starts_with(kMark)) {
+    return;
+  }
+  record.insert(at, kMark);
+}
+
+// One entry's record, and whether and why it was left uninspected.
+struct BuiltRecord {
   std::string record;
-  if (kind == journal_lines::kLegacyEntry) {
-    record = body;
-  } else {
-    std::string entry;
-    if (!journal_lines::unescapeEntry(body, entry)) {
+  bool inspected = false;
+  Uninspected reason = Uninspected::kNoInspector;
+  std::string failure;  // why the inspection failed, for kFailed
+};
+
+// Builds the records of the entries of one recovery, inspecting them with
+// the options' inspection while the limit allows.
+class RecordBuilder {
+ public:
+  explicit RecordBuilder(const RecoveryOptions& options) : options_(options) {}
+
+  // Returns the record of an entry line of kind `kind` (kEntry or
+  // kLegacyEntry) for the event `event_id`, whose payload after the event
+  // id is `body`. Returns std::nullopt, with the reason in `reason`, when
+  // the entry cannot be decoded or no record of it is one the collector
+  // accepts.
+  std::optional<BuiltRecord> build(char kind, std::string_view event_id, std::string_view body,
+                                   std::string& reason) {
+    BuiltRecord built;
+    if (kind == journal_lines::kLegacyEntry) {
+      built.record = body;
+      built.reason = Uninspected::kLegacyEntry;
+      markLegacyRecord(built.record);
+      reason = checkRecord(built.record, event_id, "interrupted");
+      if (!reason.empty()) {
+        return std::nullopt;
+      }
+      return built;
+    }
+
+    std::string entry_bytes;
+    if (!journal_lines::unescapeEntry(body, entry_bytes)) {
       reason = "invalid escape sequence in the entry";
       return std::nullopt;
     }
-    std::optional<JournalEntry> decoded = decodeJournalEntry(entry, event_id, reason);
-    if (!decoded) {
+    std::optional<JournalEntry> entry = decodeJournalEntry(entry_bytes, event_id, reason);
+    if (!entry) {
       return std::nullopt;
     }
-    record = serializeInterruptedRecord(*decoded);
+    if (!options_.inspect) {
+      built.reason = Uninspected::kNoInspector;
+    } else if (attempts_ >= options_.max_inspections) {
+      built.reason = Uninspected::kLimit;
+    } else {
+      ++attempts_;
+      if (inspect(*entry, event_id, built)) {
+        return built;
+      }
+    }
+
+    InspectionResult interrupted = interruptedInspection();
+    if (!built.failure.empty()) {
+      interrupted.error += "; its inspection at the start failed: " + built.failure;
+    }
+    built.record =
+        serializeRecord(entry->request, entry->response, entry->outcome, interrupted, entry->meta);
+    reason = checkRecord(built.record, event_id, "interrupted");
+    if (!reason.empty()) {
+      return std::nullopt;
+    }
+    return built;
   }
-  reason = checkRecord(record, event_id);
-  if (!reason.empty()) {
-    return std::nullopt;
+
+ private:
+  // Inspects `entry` and writes its record to `built` as a pipeline worker
+  // does, with the recovered mark. Returns false, with the reason in
+  // built.failure and the entry unchanged, when the inspection failed.
+  bool inspect(JournalEntry& entry, std::string_view event_id, BuiltRecord& built) {
+    built.reason = Uninspected::kFailed;
+    const std::int64_t uninspected_us = entry.request.timings.inspection_us;
+    try {
+      InspectionResult result = options_.inspect(entry);
+      if (result.status == InspectionStatus::kFailed) {
+        built.failure = result.error.empty() ? "libmodsecurity failed" : result.error;
+        return false;
+      }
+      result.recovered = true;
+      RecordMeta meta = entry.meta;
+      meta.engine_version = options_.engine_version;
+      meta.components = options_.components;
+      // The step Pipeline::runWorker takes between inspect() and the record.
+      entry.request.timings.inspection_us = result.duration_us;
+      std::string record =
+          serializeRecord(entry.request, entry.response, entry.outcome, result, meta);
+      std::string rejection = checkRecord(record, event_id, toString(result.status));
+      if (!rejection.empty()) {
+        entry.request.timings.inspection_us = uninspected_us;
+        built.failure = "the inspected record is invalid: " + rejection;
+        return false;
+      }
+      built.record = std::move(record);
+      built.inspected = true;
+      return true;
+    } catch (const std::exception& error) {
+      entry.request.timings.inspection_us = uninspected_us;
+      built.failure = fmt::format("exception: {}", error.what());
+      return false;
+    }
   }
-  return record;
-}
+
+  const RecoveryOptions& options_;
+  std::uint64_t attempts_ = 0;
+};
 
 }  // namespace
 
@@ -187,12 +314,34 @@ std::unique_ptr<FileHandle> lockJournalDirectory(const std::filesystem::path& di
   return handle;
 }
 
+std::uint64_t maxRecoveryFileBytes(std::uint64_t file_bytes, std::uint64_t body_capture_bytes) {
+  return 2 * file_bytes + 4 * body_capture_bytes + (16ull << 20);
+}
+
+RecoveryOptions inspectingRecovery(Inspector& inspector, std::uint64_t max_inspections,
+                                   std::uint64_t max_file_bytes) {
+  RecoveryOptions options;
+  options.inspect = [&inspector](const JournalEntry& entry) {
+    return inspector.inspect(entry.request, entry.response, entry.outcome, entry.meta.event_id);
+  };
+  options.engine_version = inspector.engineVersion();
+  options.components = inspector.components();
+  options.max_inspections = max_inspections;
+  options.max_file_bytes = max_file_bytes;
+  return options;
+}
+
 JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
-                               MetricsRegistry& metrics) {
+                               MetricsRegistry& metrics, const RecoveryOptions& options) {
   Counter& recovered_total = recoveredCounter(metrics);
+  Counter& inspected_total = inspectedCounter(metrics);
   Counter& damaged_total = damagedCounter(metrics);
   Counter& rejected_total = rejectedCounter(metrics);
   Counter& skipped_files_total = skippedFilesCounter(metrics);
+  Counter& oversized_files_total = oversizedFilesCounter(metrics);
+  for (Uninspected reason : journal_lines::kUninspectedReasons) {
+    uninspectedCounter(metrics, reason);
+  }
   JournalRecovery result;
   std::error_code error;
   if (!std::filesystem::exists(dir, error)) {
@@ -202,16 +351,21 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
   if (numbers.empty()) {
     return result;
   }
-  spdlog::info("journal: recovering queued requests of the last run dir={} files={}",
-               dir.string(), numbers.size());
+  const auto started = std::chrono::steady_clock::now();
+  auto next_progress = started + kProgressInterval;
+  spdlog::info("journal: recovering queued requests of the last run dir={} files={} "
+               "inspection={} max_inspections={} max_file_bytes={}",
+               dir.string(), numbers.size(), options.inspect ? "on" : "off",
+               options.max_inspections, options.max_file_bytes);
 
   // Pass 1: the done ids. A done line always follows its entry, in the same
   // file or a later one, so every file is read before any entry is replayed.
-  // Damaged lines are counted in pass 2.
+  // Damaged lines and oversized files are counted in pass 2.
   std::unordered_set<std::string> done;
   std::string content;
+  std::uint64_t size = 0;
   for (std::uint64_t number : numbers) {
-    if (!readFile(dir / journalFileName(number), content)) {
+    if (!readFile(dir / journalFileName(number), options.max_file_bytes, content, size)) {
       continue;
     }
     forEachLine(content, [&](std::size_t, std::string_view line, bool whole) {
@@ -230,12 +384,24 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
   }
 
   // Pass 2: every entry that no done line names goes to the spool.
+  RecordBuilder builder(options);
+  std::uint64_t past_limit = 0;  // entries left uninspected by max_inspections
   std::vector<std::uint64_t> kept_files;
   for (std::uint64_t number : numbers) {
     std::filesystem::path path = dir / journalFileName(number);
-    if (!readFile(path, content)) {
+    if (!readFile(path, options.max_file_bytes, content, size)) {
       int read_error = errno;
       kept_files.push_back(number);
+      if (read_error == EFBIG) {
+        ++result.oversized_files;
+        oversized_files_total.inc();
+        spdlog::error("journal: skipping {}: its size {} bytes is over the {} bytes recovery "
+                      "reads, far more than the journal writes to one file; its queued requests "
+                      "are not recovered, and the file is kept. Move it out of the journal "
+                      "folder, and read it with care: it was not written by this probe",
+                      path.string(), size, options.max_file_bytes);
+        continue;
+      }
       if (isSkippedType(read_error)) {
         ++result.skipped_files;
         skipped_files_total.inc();
@@ -279,9 +445,9 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
         return;
       }
       std::string rejection;
-      std::optional<std::string> record =
-          recordOfEntry(parsed->kind, event_id, parsed->payload.substr(space + 1), rejection);
-      if (!record) {
+      std::optional<BuiltRecord> built =
+          builder.build(parsed->kind, event_id, parsed->payload.substr(space + 1), rejection);
+      if (!built) {
         ++result.rejected;
         rejected_total.inc();
         if (result.rejected <= kDamagedLinesLogged) {
@@ -291,11 +457,36 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
         }
         return;
       }
-      if (spool.append(*record) == AppendResult::kWritten) {
+      if (built->inspected) {
+        ++result.inspected;
+        inspected_total.inc();
+      } else {
+        ++result.uninspected;
+        uninspectedCounter(metrics, built->reason).inc();
+        past_limit += built->reason == Uninspected::kLimit ? 1 : 0;
+      }
+      if (!built->inspected && built->reason == Uninspected::kFailed) {
+        ++result.inspection_failed;
+        if (result.inspection_failed <= kDamagedLinesLogged) {
+          spdlog::error("journal: inspecting recovered entry failed file={} offset={} "
+                        "event_id={} error={}; its record has status interrupted and no rule "
+                        "matches",
+                        path.string(), offset, event_id, built->failure);
+        }
+      }
+      if (spool.append(built->record) == AppendResult::kWritten) {
         ++result.recovered;
         recovered_total.inc();
       } else {
         ++result.dropped;
+      }
+      auto now = std::chrono::steady_clock::now();
+      if (now >= next_progress) {
+        next_progress = now + kProgressInterval;
+        spdlog::info("journal: recovery in progress file={} recovered={} inspected={} "
+                     "elapsed_ms={}",
+                     path.string(), result.recovered, result.inspected,
+                     std::chrono::duration_cast<std::chrono::milliseconds>(now - started).count());
       }
     });
   }
@@ -323,17 +514,34 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
     spdlog::error("journal: {} more entries rejected without a log line",
                   result.rejected - kDamagedLinesLogged);
   }
-  bool lost = result.dropped > 0 || result.rejected > 0 || result.skipped_files > 0;
+  if (result.inspection_failed > kDamagedLinesLogged) {
+    spdlog::error("journal: {} more failed inspections of recovered entries without a log line",
+                  result.inspection_failed - kDamagedLinesLogged);
+  }
+  if (past_limit > 0) {
+    spdlog::warn("journal: {} recovered entries past the first {} were not inspected, so their "
+                 "records have status interrupted and no rule matches; the limit is "
+                 "pipeline.queue_limit + pipeline.workers + limits.max_connections",
+                 past_limit, options.max_inspections);
+  }
+  bool lost = result.dropped > 0 || result.rejected > 0 || result.skipped_files > 0 ||
+              result.oversized_files > 0 || result.inspection_failed > 0;
   auto log_level = lost ? spdlog::level::warn : spdlog::level::info;
+  auto duration = std::chrono::steady_clock::now() - started;
   // Recovery does not read the spool, so it cannot tell which recovered
   // records were spooled before the kill without their done id.
   spdlog::log(log_level,
               "journal: recovery done files={} entries={} recovered={} skipped_done={} "
               "damaged_lines={} dropped_by_spool={} rejected={} legacy_entries={} "
-              "skipped_files={}; recovered may include records already spooled whose done id "
-              "was not yet written, and the collector keeps one per event id",
+              "skipped_files={} oversized_files={} inspected={} uninspected={} "
+              "inspection_failures={} duration_ms={}; recovered may include records already "
+              "spooled whose done id was not yet written, and the collector keeps one per "
+              "event id",
               result.files, result.entries, result.recovered, result.skipped_done, result.damaged,
-              result.dropped, result.rejected, result.legacy, result.skipped_files);
+              result.dropped, result.rejected, result.legacy, result.skipped_files,
+              result.oversized_files, result.inspected, result.uninspected,
+              result.inspection_failed,
+              std::chrono::duration_cast<std::chrono::milliseconds>(duration).count());
   return result;
 }
 

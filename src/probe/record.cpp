@@ -458,6 +458,10 @@ void writeInspection(RecordWriter& writer, const InspectionResult& inspection) {
   JsonWriter& json = writer.json();
   writer.beginObject("inspection");
   json.member("status", toString(inspection.status));
+  // Written only when true, so live records keep their size.
+  if (inspection.recovered) {
+    json.member("recovered", true);
+  }
   if (!inspection.error.empty()) {
     writer.member("error", inspection.error);
   }

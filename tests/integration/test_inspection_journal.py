@@ -12,10 +12,11 @@ spool. The test checks that:
   most two per request (an inspected record whose done id was not yet
   written is recovered again, as a duplicate), with fewer duplicates than
   records spooled before the kill;
-- the recovered records are valid against docs/record-schema.json and have
-  `inspection.status` `interrupted`, no rule matches, an `inspection.error`
-  that names the journal, and
-  `webtrap_journal_records_recovered_total` counts them;
+- the recovered records are valid against docs/record-schema.json, carry
+  `inspection.recovered` true, were inspected at the restart (status
+  `complete` or `cached`, no `inspection.error`), and
+  `webtrap_journal_records_recovered_total` and
+  `webtrap_journal_records_inspected_total` count them;
 - the first probe journaled every request (`webtrap_journal_entries_total`);
 - the second probe records the requests it takes after the restart, and its
   clean stop leaves the journal folder empty;
@@ -29,7 +30,15 @@ baits, an issued token, login and checkout forms. Every one is inspected
 and spooled. The test
 kills the probe before any done id is committed, so the restart recovers
 each request again. Each recovered record must equal the inspected record
-of the same event id in every field that does not come from the inspection.
+of the same event id in every field but the inspection status, time and
+recovered mark: the same rule matches, anomaly score and OAT tags.
+
+An attack case sends a burst of sqlmap-like requests with curl behind a
+queue of slow POSTs, kills the probe once curl has every response, puts an
+oversized file in the journal folder and restarts. Each attack request
+that the killed probe did not spool comes back inspected, with CRS SQL
+injection rule ids and the recovered mark. The oversized file is skipped,
+counted and kept.
 
 A last case checks that an invalid `pipeline.journal` value stops the start
 with an error that names the key.
@@ -37,7 +46,9 @@ with an error that names the key.
 
 import concurrent.futures
 import json
+import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -45,6 +56,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.parse
 
 import jsonschema
 
@@ -78,11 +90,38 @@ pipeline:
 spool:
   fsync_interval: 600s
 """
-# Record fields that the inspection sets, and the timings that only the
-# inspected record has (the entry is written before the response).
-INSPECTION_FIELDS = ("/transaction/messages", "/webtrap/inspection", "/webtrap/oat",
-                     "/webtrap/encoded//transaction/messages", "/webtrap/timings/inspection_us",
+# Record fields that differ between the live inspection and the one at
+# recovery: the status ("cached" live for a repeated request), the time,
+# the mark, and the response time that only the live record has (the entry
+# is written before the response).
+INSPECTION_FIELDS = ("/webtrap/inspection/status", "/webtrap/inspection/duration_us",
+                     "/webtrap/inspection/recovered", "/webtrap/timings/inspection_us",
                      "/webtrap/timings/response_us")
+
+# The attack case: one inspection thread behind slow POSTs, and done ids
+# kept in memory, so that the attack requests are queued at the kill.
+ATTACK_CONFIG = """
+sensor:
+  id: journal-attack
+pipeline:
+  workers: 1
+  queue_limit: 1000
+spool:
+  fsync_interval: 600s
+"""
+SLOW_POSTS = 48
+SQLMAP_AGENT = "sqlmap/1.7.2#stable (https://sqlmap.org)"
+# sqlmap-like payloads of the id parameter: boolean, UNION, error-based,
+# time-based and stacked queries.
+SQLMAP_PAYLOADS = (
+    "1 AND 8712=8712",
+    "1' AND 5193=5193 AND 'uYtq'='uYtq",
+    "1 UNION ALL SELECT NULL,CONCAT(0x7178787671,0x4a6d,0x7170717071),NULL-- -",
+    "1' AND EXTRACTVALUE(4217,CONCAT(0x5c,0x71787a7a71,(SELECT (ELT(4217=4217,1))),0x71))-- -",
+    "1' AND (SELECT 3520 FROM (SELECT(SLEEP(5)))wXyZ)-- -",
+    "1;SELECT PG_SLEEP(5)--",
+)
+ATTACKS = 30
 
 
 def odd_requests(marker):
@@ -209,9 +248,12 @@ class InspectionJournalTest(unittest.TestCase):
         # Done ids committed before the kill keep those records from coming twice.
         self.assertLess(len(records) - REQUESTS, len(before), "every spooled record came twice")
 
-        recovered = [r for r in records if r["webtrap"]["inspection"]["status"] == "interrupted"]
+        recovered = [r for r in records if r["webtrap"]["inspection"].get("recovered")]
         self.assertTrue(recovered, "no record was recovered from the journal")
         self.assertEqual(metrics.get("webtrap_journal_records_recovered_total"), len(recovered))
+        self.assertEqual(metrics.get("webtrap_journal_records_inspected_total"), len(recovered))
+        self.assertEqual(
+            metrics.get('webtrap_journal_records_uninspected_total{reason="failed"}'), 0)
         self.assertEqual(metrics.get("webtrap_journal_lines_damaged_total"), 0)
         schema = json.loads((SOURCE_DIR / "docs" / "record-schema.json").read_text())
         validator = jsonschema.Draft202012Validator(schema)
@@ -219,25 +261,29 @@ class InspectionJournalTest(unittest.TestCase):
             errors = [error.message for error in validator.iter_errors(record)]
             self.assertEqual(errors, [], record_marker(record))
             inspection = record["webtrap"]["inspection"]
-            self.assertFalse(inspection.get("rule_ids"), record_marker(record))
-            self.assertFalse(record["transaction"].get("messages"), record_marker(record))
-            self.assertIn("inspection journal", inspection.get("error", ""), record_marker(record))
+            self.assertIn(inspection["status"], ("complete", "cached"), record_marker(record))
+            self.assertNotIn("error", inspection, record_marker(record))
+            self.assertGreaterEqual(record["webtrap"]["timings"]["inspection_us"], 0)
         # Every request that the first probe did not spool was recovered.
         recovered_markers = {record_marker(r) for r in recovered}
         self.assertEqual(set(markers) - before - recovered_markers, set())
         for record in records:
             self.assertIn(record["webtrap"]["inspection"]["status"],
-                          ("complete", "cached", "interrupted"), record_marker(record))
+                          ("complete", "cached"), record_marker(record))
 
         # The recovery line and the stop line count the recovered records as
         # the metric does. The recovery line counts the entries that a done
         # line names, not the spooled records whose done id was lost.
         log = second.log_text()
         counts = re.search(r"journal: recovery done .* entries=(\d+) recovered=(\d+) "
-                           r"skipped_done=(\d+) damaged_lines=0 dropped_by_spool=0", log)
+                           r"skipped_done=(\d+) damaged_lines=0 dropped_by_spool=0 .* "
+                           r"inspected=(\d+) uninspected=0 inspection_failures=0 "
+                           r"duration_ms=(\d+)", log)
         self.assertIsNotNone(counts, log[-3000:])
-        entries, recovered_count, skipped_done = (int(group) for group in counts.groups())
+        entries, recovered_count, skipped_done, inspected, _ = (int(g) for g in counts.groups())
         self.assertEqual(recovered_count, len(recovered))
+        self.assertEqual(inspected, len(recovered))
+        self.assertRegex(log, r"journal: recovering queued requests .* inspection=on")
         self.assertEqual(skipped_done, entries - recovered_count)
         self.assertGreater(skipped_done, 0, "no entry had a done id at the kill")
         self.assertNotIn("already_spooled", log)
@@ -284,14 +330,16 @@ class InspectionJournalTest(unittest.TestCase):
             code = second.stop()
         self.assertEqual(code, 0, second.log_text()[-3000:])
         self.assertEqual(metrics.get("webtrap_journal_records_recovered_total"), answered)
+        self.assertEqual(metrics.get("webtrap_journal_records_inspected_total"), answered)
         self.assertEqual(metrics.get("webtrap_journal_entries_rejected_total"), 0)
 
-        # Each event has its inspected record ("complete" or "cached") and
-        # its recovered one ("interrupted").
+        # Each event has its live record and its recovered one, both
+        # inspected.
         by_event = {}
         for record in records:
-            status = record["webtrap"]["inspection"]["status"]
-            kind = "recovered" if status == "interrupted" else "inspected"
+            inspection = record["webtrap"]["inspection"]
+            self.assertIn(inspection["status"], ("complete", "cached"))
+            kind = "recovered" if inspection.get("recovered") else "inspected"
             by_event.setdefault(record["webtrap"]["event_id"], {})[kind] = record
         self.assertEqual(len(by_event), answered)
         for event_id, copies in by_event.items():
@@ -304,6 +352,83 @@ class InspectionJournalTest(unittest.TestCase):
                     continue
                 self.assertEqual(recovered.get(pointer, "<missing>"),
                                  inspected.get(pointer, "<missing>"), f"{line[:60]!r} {pointer}")
+
+    def test_sigkill_under_attack_burst_recovers_rule_matches(self):
+        curl = shutil.which("curl")
+        if curl is None:
+            print("curl not found; install it with scripts/install-deps.sh --with-tests",
+                  file=sys.stderr)
+            sys.exit(77)
+        first = Probe(ATTACK_CONFIG)
+        attacks = [f"atk-{i}" for i in range(ATTACKS)]
+        try:
+            with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
+                list(pool.map(lambda m: send_raw(first.http_port, form_post(m, FIELDS)),
+                              [f"slow-{i}" for i in range(SLOW_POSTS)]))
+            # One curl run sends the burst, ten transfers at a time.
+            command = [curl, "--silent", "--show-error", "--parallel", "--parallel-max", "10",
+                       "--user-agent", SQLMAP_AGENT, "--write-out", "%{http_code}\n"]
+            for i, marker in enumerate(attacks):
+                payload = urllib.parse.quote(SQLMAP_PAYLOADS[i % len(SQLMAP_PAYLOADS)], safe="")
+                command += ["--output", os.devnull,
+                            f"http://127.0.0.1:{first.http_port}/item.php?id={payload}"
+                            f"&marker={marker}"]
+            burst = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            metrics = first.metrics()
+        finally:
+            # SIGKILL to the probe this test started, by its PID.
+            first.process.kill()
+            first.process.wait()
+            first.stop()
+        self.assertEqual(burst.returncode, 0, burst.stderr)
+        self.assertEqual(len(burst.stdout.split()), ATTACKS, burst.stdout)
+        self.assertGreater(metrics.get("webtrap_inspection_queue_depth", 0), 0,
+                           "the requests were inspected before the kill")
+        spooled = {record_marker(r) for r in first.records()}
+        missing = [m for m in attacks if m not in spooled]
+        self.assertTrue(missing, "every attack request was spooled before the kill")
+
+        # A file far past the size the writer makes, named like a journal
+        # file: sparse, so it takes no disk space.
+        journal = first.spool / "inspection-journal"
+        oversized = journal / "000000500000.journal"
+        with open(oversized, "wb") as out:
+            out.truncate(1 << 30)
+
+        second = Probe(ATTACK_CONFIG, spool=first.spool)
+        try:
+            records = second.records()
+            metrics = second.metrics()
+        finally:
+            code = second.stop()
+        self.assertEqual(code, 0, second.log_text()[-3000:])
+        log = second.log_text()
+
+        recovered = {record_marker(r): r for r in records
+                     if r["webtrap"]["inspection"].get("recovered")}
+        schema = json.loads((SOURCE_DIR / "docs" / "record-schema.json").read_text())
+        validator = jsonschema.Draft202012Validator(schema)
+        for marker in missing:
+            self.assertIn(marker, recovered, "an attack request was lost at the kill")
+            record = recovered[marker]
+            inspection = record["webtrap"]["inspection"]
+            self.assertEqual([e.message for e in validator.iter_errors(record)], [], marker)
+            self.assertIn(inspection["status"], ("complete", "cached"), marker)
+            self.assertIn("913100", inspection["rule_ids"], f"{marker}: sqlmap's User-Agent")
+            self.assertTrue([i for i in inspection["rule_ids"] if i.startswith("942")],
+                            f"{marker}: no SQL injection rule in {inspection['rule_ids']}")
+            self.assertGreater(inspection["anomaly_score"], 0, marker)
+            self.assertTrue(record["transaction"]["messages"], marker)
+        self.assertEqual(metrics.get("webtrap_journal_records_inspected_total"), len(recovered))
+        self.assertEqual(
+            metrics.get('webtrap_journal_records_uninspected_total{reason="failed"}'), 0)
+
+        self.assertEqual(metrics.get("webtrap_journal_files_oversized_total"), 1)
+        self.assertIn(f"journal: skipping {oversized}: its size {1 << 30} bytes", log)
+        self.assertRegex(log, r"journal: recovery done .* oversized_files=1 ")
+        self.assertTrue(oversized.exists(), "recovery removed the oversized file")
+        print(f"{len(missing)} of {ATTACKS} attack requests recovered and inspected",
+              file=sys.stderr)
 
     def test_invalid_journal_value_is_rejected(self):
         with tempfile.TemporaryDirectory(prefix="webtrap-test-") as folder:

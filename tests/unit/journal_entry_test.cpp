@@ -175,6 +175,7 @@ TEST(JournalEntry, RecoveredRecordIsAcceptedByCollector) {
   ASSERT_TRUE(result.ok) << result.error;
   EXPECT_EQ(result.record.event_id, testMeta().event_id);
   EXPECT_EQ(result.record.inspection_status, "interrupted");
+  EXPECT_TRUE(result.record.inspection_recovered);
 }
 
 TEST(JournalEntry, EveryTruncationIsRejected) {
