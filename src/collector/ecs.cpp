@@ -628,6 +628,9 @@ void writeWebtrap(JsonWriter& writer, const AuditRecord& record, const SensorFac
     writer.key("inspection");
     writer.beginObject();
     writeStringIfPresent(writer, "status", record.inspection_status);
+    if (record.inspection_recovered) {
+      writer.member("recovered", true);
+    }
     if (record.anomaly_score) {
       writer.member("anomaly_score", *record.anomaly_score);
     }

@@ -192,6 +192,7 @@ AuditRecord probeRecord() {
   record.listener = "bait-8888";
   record.bait_listener = true;
   record.inspection_status = "interrupted";
+  record.inspection_recovered = true;
   record.anomaly_score = 10;
   record.details_cut = AuditRecord::DetailsCut{3, 1, 7};
   record.bait_hits = {"form_field"};
@@ -356,6 +357,7 @@ TEST(EcsDocument, ProbeAlertFields) {
   EXPECT_EQ(stringAt(document, "/webtrap/listener/name"), "bait-8888");
   EXPECT_TRUE(document.at_pointer("/webtrap/listener/bait").get_bool().value());
   EXPECT_EQ(stringAt(document, "/webtrap/inspection/status"), "interrupted");
+  EXPECT_TRUE(document.at_pointer("/webtrap/inspection/recovered").get_bool().value());
   EXPECT_EQ(document.at_pointer("/webtrap/inspection/anomaly_score").get_int64().value(), 10);
   EXPECT_EQ(integerAt(document, "/webtrap/inspection/details_cut/truncated_strings"), 3);
   EXPECT_EQ(integerAt(document, "/webtrap/inspection/details_cut/reduced_matches"), 1);
@@ -629,6 +631,7 @@ TEST(EcsDocument, ProbeRecordThroughDecoder) {
   EXPECT_EQ(stringAt(document, "/webtrap/listener/name"), "web");
   EXPECT_FALSE(document.at_pointer("/webtrap/listener/bait").get_bool().value());
   EXPECT_EQ(stringAt(document, "/webtrap/inspection/status"), "complete");
+  EXPECT_TRUE(document.at_pointer("/webtrap/inspection/recovered").error());
   EXPECT_EQ(stringAt(document, "/rule/id"), "77050");
   EXPECT_EQ(stringAt(document, "/rule/category"), "honeytrap");
   EXPECT_EQ(stringAt(document, "/destination/ip"), "::1");
