@@ -67,6 +67,7 @@
 // the probe runs without it).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -128,6 +129,10 @@ struct RecoveryOptions {
   // Entries inspected at most. The rest are recorded uninspected, so that a
   // journal left by several unclean stops cannot hold the start for long.
   std::uint64_t max_inspections = 4096;
+  // Time spent inspecting at most. Entries after it are recorded
+  // uninspected, so that large requests (45 ms each for a POST of 900 form
+  // fields) cannot hold the start for minutes either.
+  std::chrono::milliseconds max_inspection_time{10000};
   // Journal files larger than this are skipped, counted, logged and kept.
   std::uint64_t max_file_bytes = maxRecoveryFileBytes(8ull << 20, 1ull << 20);
 };

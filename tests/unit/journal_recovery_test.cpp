@@ -308,6 +308,30 @@ TEST_F(JournalRecoveryTest, LegacyEntryStaysInterrupted) {
   EXPECT_EQ(spoolRecords(), (std::vector<std::string>{serializeInterruptedRecord(entry)}));
 }
 
+TEST_F(JournalRecoveryTest, InspectionTimeLimitLeavesRestInterrupted) {
+  std::string lines;
+  for (int i = 0; i < 3; ++i) {
+    lines += journal_lines::makeEntryLine(eventId(i), encoded(attack(i)));
+  }
+  writeJournalFile(1, lines);
+
+  // No time to inspect: every entry comes back uninspected, none is lost.
+  RecoveryOptions options = inspecting();
+  options.max_inspection_time = std::chrono::milliseconds(0);
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics, options);
+  EXPECT_EQ(result.recovered, 3u);
+  EXPECT_EQ(result.inspected, 0u);
+  EXPECT_EQ(result.uninspected, 3u);
+  EXPECT_EQ(metrics.counter("webtrap_journal_records_uninspected_total", "",
+                            R"(reason="limit")").value(),
+            3u);
+  EXPECT_NE(log_.find("for at most 0 ms"), std::string::npos) << log_;
+  std::vector<std::string> records = spoolRecords();
+  ASSERT_EQ(records.size(), 3u);
+  EXPECT_EQ(records[0], serializeInterruptedRecord(attack(0)));
+}
+
 TEST_F(JournalRecoveryTest, InspectionLimitLeavesRestInterrupted) {
   std::string lines;
   for (int i = 0; i < 4; ++i) {
@@ -324,9 +348,8 @@ TEST_F(JournalRecoveryTest, InspectionLimitLeavesRestInterrupted) {
   EXPECT_EQ(metrics.counter("webtrap_journal_records_uninspected_total", "",
                             R"(reason="limit")").value(),
             2u);
-  EXPECT_NE(log_.find("2 recovered entries past the first 2 were not inspected"),
-            std::string::npos)
-      << log_;
+  EXPECT_NE(log_.find("2 recovered entries were not inspected"), std::string::npos) << log_;
+  EXPECT_NE(log_.find("inspects at most 2 entries"), std::string::npos) << log_;
   std::vector<std::string> records = spoolRecords();
   ASSERT_EQ(records.size(), 4u);
   EXPECT_EQ(records[2], serializeInterruptedRecord(attack(2)));
