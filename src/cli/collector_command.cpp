@@ -251,7 +251,18 @@ int runCollector(const CollectorOptions& options) {
   Enricher enricher(enrichOptions(config));
   OutputSet outputs(config, *store, metrics);
   BehaviourTagger behaviour(behaviourOptions(config), metrics);
-  Ingest ingest(*store, enricher, metrics, [&outputs] { outputs.notify(); }, &behaviour);
+  // Set below, before the server starts and ingest can commit. Each commit
+  // wakes the dashboard's index output like the other outputs.
+  std::unique_ptr<DashboardService> dashboard;
+  Ingest ingest(
+      *store, enricher, metrics,
+      [&outputs, &dashboard] {
+        outputs.notify();
+        if (dashboard) {
+          dashboard->notify();
+        }
+      },
+      &behaviour);
   ingest.loadSensors();
   FileInputSet files(config, *store, ingest, metrics);
   warnAboutCertificateBindings(config, *store);
@@ -279,7 +290,6 @@ int runCollector(const CollectorOptions& options) {
   server_options.modsecurity_http_input = config.modsecurity_http_input;
   server_options.tls = tls ? &*tls : nullptr;
   server_options.published_folders = publishedFolders(config);
-  std::unique_ptr<DashboardService> dashboard;
   if (dashboard_options.enabled) {
     dashboard = std::make_unique<DashboardService>(dashboard_options, config.state_dir,
                                                    server_options.admin_guard, *store, metrics);

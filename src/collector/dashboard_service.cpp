@@ -84,6 +84,8 @@ DashboardService::~DashboardService() { stop(); }
 
 void DashboardService::start() { runner_->start(); }
 
+void DashboardService::notify() { runner_->notify(); }
+
 void DashboardService::stop() {
   if (http_) {
     http_->stopQueries();

@@ -45,6 +45,7 @@ class DashboardService {
   DashboardService& operator=(const DashboardService&) = delete;
 
   void start();  // starts the output that fills the index
+  void notify();  // wakes that output: the store has new events
   // Stops the query workers and the output. The collector calls it after
   // its I/O threads stop and before their io_context goes.
   void stop();

@@ -12,6 +12,8 @@ them timelines with int64-limit ranges, while the test checks that:
   such rounds;
 - a query without the token gets 401, and world-outline.json needs no
   token and serves JSON only at its own path;
+- each insert wakes the index output: five single records show on the
+  dashboard within 0.5 s each, although the runner's idle poll is 1 s;
 - HEAD for the outline, /healthz and /metrics returns a length and no
   body, so the server reads a GET pipelined after it as the next request;
 - with the admin listener's 16 connections idle on keep-alive, /healthz
@@ -260,6 +262,31 @@ def check_admin_connection_limit(port):
           f"{ADMIN_CONNECTIONS} half-sent heads timed out")
 
 
+def check_index_follows_inserts(ingest, admin, sensor_token, events):
+    """Each insert wakes the index output, so the dashboard shows a record
+    within a fraction of the runner's 1 s idle poll. Five tries, each after
+    the runner went idle, so that an idle poll landing early by chance
+    cannot pass for the wake-up every time."""
+    lags = []
+    for attempt in range(5):
+        time.sleep(1.2)
+        body = (record(f"2026-12-04T13:{attempt:02}:00Z", f"/lag/{attempt}") + "\n").encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{ingest}/v1/records", data=body, method="POST",
+            headers={"Authorization": "Bearer " + sensor_token,
+                     "Content-Type": "application/x-ndjson"})
+        urllib.request.urlopen(request, timeout=30).read()
+        stored_at = time.monotonic()
+        events += 1
+        while time.monotonic() - stored_at < 10:
+            if json.loads(get(admin, "/dashboard/api/summary", AUTH)[1])["events"] == events:
+                break
+            time.sleep(0.01)
+        lags.append(time.monotonic() - stored_at)
+    check(max(lags) < 0.5, f"the dashboard showed new records after {lags} s, expected < 0.5 s")
+    return lags
+
+
 def main():
     with CollectorRun("webtrap-dashboard-flood-") as run:
         folder = run.folder
@@ -291,6 +318,7 @@ dashboard: {{enabled: true}}
                 break
             time.sleep(0.2)
         check(events == len(times), f"the dashboard shows {events} of {len(times)} events")
+        lags = check_index_follows_inserts(ports["ingest"], admin, sensor_token, events)
 
         check_outline_and_head(admin)
         check_admin_connection_limit(admin)
@@ -309,7 +337,8 @@ dashboard: {{enabled: true}}
               f"resident memory grew from {before} to {after} KiB over three rounds")
         check(collector.poll() is None, "the collector exited during the flood")
         print(f"dashboard flood test: {succeeded} queries from {CLIENTS} clients in "
-              f"3 x {SECONDS:.0f} s, /healthz at most {worst * 1000:.1f} ms, "
+              f"3 x {SECONDS:.0f} s, /healthz at most {worst * 1000:.1f} ms, index lag at most "
+              f"{max(lags) * 1000:.0f} ms, "
               f"RSS {before} -> {after} KiB; passed")
     return 0
 
