@@ -505,9 +505,11 @@ struct Store::Impl {
   void addToCounter(std::string_view name, std::int64_t delta);
   std::int64_t readCounter(Connection& connection, std::string_view name) const;
   void writePendingSeen(std::map<std::string, SensorSeen, std::less<>>& seen);
-  Cursors takePendingCursors();
-  // Puts cursors back after a write of them failed; a newer note wins.
-  void keepPendingCursors(const Cursors& cursors);
+  // A copy of the noted cursors. They stay noted until a write of them
+  // commits, so that cursor() never returns less meanwhile.
+  Cursors notedCursors() const;
+  // Drops the notes that a committed write stored; a newer note stays.
+  void forgetWrittenCursors(const Cursors& written);
   // Writes `cursors` with the writer; the caller holds write_mutex. A
   // cursor never moves back, because retention may have moved it on.
   void writeCursors(const Cursors& cursors);
@@ -804,18 +806,18 @@ void Store::Impl::addToCounter(std::string_view name, std::int64_t delta) {
   writer->step(stmt, "writing a counter");
 }
 
-Store::Impl::Cursors Store::Impl::takePendingCursors() {
-  Cursors cursors;
+Store::Impl::Cursors Store::Impl::notedCursors() const {
   std::lock_guard lock(cursor_mutex);
-  cursors.swap(pending_cursors);
-  return cursors;
+  return pending_cursors;
 }
 
-void Store::Impl::keepPendingCursors(const Cursors& cursors) {
+void Store::Impl::forgetWrittenCursors(const Cursors& written) {
   std::lock_guard lock(cursor_mutex);
-  for (const auto& [output, seq] : cursors) {
-    auto [it, added] = pending_cursors.try_emplace(output, seq);
-    it->second = std::max(it->second, seq);
+  for (const auto& [output, seq] : written) {
+    auto it = pending_cursors.find(output);
+    if (it != pending_cursors.end() && it->second <= seq) {
+      pending_cursors.erase(it);
+    }
   }
 }
 
@@ -837,25 +839,21 @@ void Store::Impl::writeCursors(const Cursors& cursors) {
 }
 
 void Store::Impl::flushCursorsLocked() {
-  const Cursors cursors = takePendingCursors();
+  const Cursors cursors = notedCursors();
   if (cursors.empty()) {
     return;
   }
-  try {
-    writeWithoutFsync([&] {
-      writer->exec("BEGIN IMMEDIATE", "writing cursors");
-      try {
-        writeCursors(cursors);
-        writer->exec("COMMIT", "writing cursors");
-      } catch (...) {
-        sqlite3_exec(writer->db(), "ROLLBACK", nullptr, nullptr, nullptr);
-        throw;
-      }
-    });
-  } catch (...) {
-    keepPendingCursors(cursors);
-    throw;
-  }
+  writeWithoutFsync([&] {
+    writer->exec("BEGIN IMMEDIATE", "writing cursors");
+    try {
+      writeCursors(cursors);
+      writer->exec("COMMIT", "writing cursors");
+    } catch (...) {
+      sqlite3_exec(writer->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+      throw;
+    }
+  });
+  forgetWrittenCursors(cursors);
 }
 
 void Store::Impl::writePendingSeen(std::map<std::string, SensorSeen, std::less<>>& seen) {
@@ -944,7 +942,7 @@ bool Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
   }
 
   std::lock_guard lock(write_mutex);
-  const Cursors cursors = takePendingCursors();
+  const Cursors cursors = notedCursors();
   // The texts of the batches kept by this commit, cached once it succeeds.
   std::vector<std::pair<std::int64_t, std::shared_ptr<const std::string>>> texts;
   std::int64_t seq = last_seq.load();
@@ -1044,6 +1042,7 @@ bool Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
     writePendingSeen(written);
     writeCursors(cursors);
     writer->exec("COMMIT", "committing an insert");
+    forgetWrittenCursors(cursors);
     if (sync_after) {
       sqlite3_stmt* restore = writer->prepare("PRAGMA synchronous=FULL");
       writer->step(restore, "setting synchronous");
@@ -1053,9 +1052,8 @@ bool Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
     if (sync_after) {
       sqlite3_exec(writer->db(), "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr);
     }
-    // The sensor updates and cursors were not written: keep them for the
-    // next commit.
-    keepPendingCursors(cursors);
+    // The sensor updates were not written: keep them for the next commit.
+    // The cursors are still noted.
     std::lock_guard seen_lock(seen_mutex);
     for (const auto& [sensor_id, update] : seen) {
       auto& pending = pending_seen[sensor_id];
@@ -1548,7 +1546,8 @@ bool Store::Impl::removeChunk(std::int64_t now_ms, RetentionSummary& summary) {
 
   // Noted cursors are written first, so that events an output has finished
   // are not counted as removed undelivered.
-  const Cursors cursors = takePendingCursors();
+  const Cursors cursors = notedCursors();
+  Cursors noted_during_pass;
   writer->exec("BEGIN IMMEDIATE", "starting retention");
   try {
     writeCursors(cursors);
@@ -1575,6 +1574,7 @@ bool Store::Impl::removeChunk(std::int64_t now_ms, RetentionSummary& summary) {
     }
     if (removed.empty()) {
       writer->exec("COMMIT", "ending retention");
+      forgetWrittenCursors(cursors);
       return false;
     }
     const std::int64_t last_removed = removed.back();
@@ -1604,9 +1604,14 @@ bool Store::Impl::removeChunk(std::int64_t now_ms, RetentionSummary& summary) {
     std::vector<std::pair<std::string, std::uint64_t>> undelivered;
     std::vector<std::pair<std::string, std::vector<std::int64_t>>> removed_in_flight;
     {
+      std::lock_guard flight_lock(in_flight_mutex);
+      // An output that finished a send since this pass began noted its
+      // cursor before it ended the send, so that note is pending now.
+      // Written here, it keeps the events of that send from being counted.
+      noted_during_pass = notedCursors();
+      writeCursors(noted_during_pass);
       sqlite3_stmt* cursors = writer->prepare("SELECT output, seq FROM cursors");
       ResetGuard reset(cursors);
-      std::lock_guard flight_lock(in_flight_mutex);
       while (writer->step(cursors, "reading cursors")) {
         std::string output = columnText(cursors, 0);
         std::int64_t cursor = sqlite3_column_int64(cursors, 1);
@@ -1644,6 +1649,7 @@ bool Store::Impl::removeChunk(std::int64_t now_ms, RetentionSummary& summary) {
     addToCounter(kEventCount, -static_cast<std::int64_t>(removed.size()));
     addToCounter(kEventBytes, -static_cast<std::int64_t>(removed_bytes));
     writer->exec("COMMIT", "committing retention");
+    forgetWrittenCursors(noted_during_pass);
 
     {
       std::lock_guard flight_lock(in_flight_mutex);
@@ -1672,7 +1678,6 @@ bool Store::Impl::removeChunk(std::int64_t now_ms, RetentionSummary& summary) {
            removed_bytes < over_bytes;
   } catch (...) {
     sqlite3_exec(writer->db(), "ROLLBACK", nullptr, nullptr, nullptr);
-    keepPendingCursors(cursors);
     throw;
   }
 }

@@ -329,8 +329,9 @@ TEST_F(StoreTest, NotedCursorSeenWhileAWriteStoresIt) {
       }
     });
   }
-  // One thread notes ever higher cursors, and another reads them. An insert
-  // that has taken a note to write it must not hide it until its commit.
+
+  // One thread notes ever higher cursors while this one reads them. A note
+  // that an insert is storing must stay visible until that insert commits.
   std::atomic<std::int64_t> noted{0};
   std::thread noter([&] {
     while (writing.load()) {
@@ -352,6 +353,7 @@ TEST_F(StoreTest, NotedCursorSeenWhileAWriteStoresIt) {
   }
   writing = false;
   noter.join();
+
   EXPECT_EQ(moved_back, 0);
   EXPECT_GT(seen, 0);
   EXPECT_EQ(store.cursor("es"), noted.load());
@@ -369,6 +371,38 @@ TEST_F(StoreTest, RetentionWritesNotedCursorsFirst) {
   RetentionSummary summary = store.enforceRetention(stored + 1000 + 30);
   EXPECT_EQ(summary.removed, 4u);
   EXPECT_TRUE(summary.removed_undelivered.empty());
+  EXPECT_EQ(store.cursor("es"), 4);
+}
+
+TEST_F(StoreTest, RetentionSeesCursorNotedDuringPass) {
+  options_.retention_max_age_ms = 1000;
+  Store store(options_);
+  store.registerOutput("es");
+  store.insert(makeEvents("late", 4));
+  const std::int64_t stored = nowMs();
+
+  // A second connection holds SQLite's write lock, so the pass waits in its
+  // BEGIN IMMEDIATE after it has taken the store's write lock.
+  sqlite3* holder = nullptr;
+  ASSERT_EQ(sqlite3_open(options_.path.c_str(), &holder), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(holder, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  store.beginInFlight("es", 0);
+  RetentionSummary summary;
+  std::thread pass([&] { summary = store.enforceRetention(stored + 1000 + 30); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+
+  // Meanwhile the output delivers the 4 events: it notes its cursor, which
+  // the pass holds the lock to write, and ends its send.
+  store.noteCursor("es", 4);
+  const std::vector<std::int64_t> finished = {1, 2, 3, 4};
+  store.endInFlight("es", finished);
+  ASSERT_EQ(sqlite3_exec(holder, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  pass.join();
+  sqlite3_close(holder);
+
+  EXPECT_EQ(summary.removed, 4u);
+  EXPECT_TRUE(summary.removed_undelivered.empty());
+  EXPECT_TRUE(store.retentionTotals().removed_undelivered.empty());
   EXPECT_EQ(store.cursor("es"), 4);
 }
 
