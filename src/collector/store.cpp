@@ -1651,6 +1651,11 @@ bool Store::Impl::removeChunk(std::int64_t now_ms, RetentionSummary& summary) {
     writer->exec("COMMIT", "committing retention");
     forgetWrittenCursors(noted_during_pass);
 
+    // NOTE: in_flight_mutex is released between the count above and this
+    // hand-over. A send that ends meanwhile can leave these removals
+    // uncounted, and a send that begins meanwhile can read, from a snapshot
+    // before the COMMIT, events counted above as undelivered. Holding the
+    // lock from the count through here would close both gaps.
     {
       std::lock_guard flight_lock(in_flight_mutex);
       for (auto& [output, seqs] : removed_in_flight) {
