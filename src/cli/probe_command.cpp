@@ -235,6 +235,10 @@ int runProbe(const ProbeOptions& options) {
   std::filesystem::create_directories(config.state_dir);
   probe::Baits baits(probe::BaitsConfig{config.state_dir / "bait-secret"}, metrics);
   probe::Inspector inspector(config.inspector, metrics);
+  // Before the spool is opened: a second probe on the same spool.dir stops
+  // here. The shipper, forked above, does not inherit this lock, so a
+  // shipper left running after a SIGKILL of its probe cannot hold it.
+  std::unique_ptr<FileHandle> spool_lock = probe::lockSpoolDirectory(config.spool.dir);
   probe::Spool spool(config.spool, metrics);
   // Requests that a SIGKILL left in the last run's inspection queue go to
   // the spool before any new request, also when the journal is now off.

@@ -210,7 +210,9 @@ const std::vector<Option>& options() {
        [](ProbeConfig& c, const std::string& v) {
          c.pipeline.journal = parseBool(v, "pipeline.journal");
        }},
-      {"spool.dir", "path", "var/spool", "Folder of the NDJSON record segments.",
+      {"spool.dir", "path", "var/spool",
+       "Folder of the NDJSON record segments. One probe per folder: a second probe started on it "
+       "stops with an error.",
        [](ProbeConfig& c, const std::string& v) { c.spool.dir = v; }},
       {"spool.segment_bytes", "size", "64MiB", "Segment size before rotation.",
        [](ProbeConfig& c, const std::string& v) {

@@ -200,6 +200,12 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
 // another process holds the lock.
 std::unique_ptr<FileHandle> lockJournalDirectory(const std::filesystem::path& dir);
 
+// Creates the spool folder `dir` if needed and takes the same kind of lock
+// on it. A second probe started on the same spool.dir then stops at its
+// start, instead of writing into the running probe's spool under that
+// probe's sensor. Throws ConfigError, naming `dir` and the fix.
+std::unique_ptr<FileHandle> lockSpoolDirectory(const std::filesystem::path& dir);
+
 class InspectionJournal {
  public:
   // Creates the folder if needed. Run recoverJournal() on it first: files

@@ -287,34 +287,50 @@ class RecordBuilder {
 
 }  // namespace
 
-std::unique_ptr<FileHandle> lockJournalDirectory(const std::filesystem::path& dir) {
+namespace {
+
+// Creates `dir` if needed and takes an exclusive flock(2) on it.
+// `folder_kind` names the folder in errors, such as "inspection journal
+// folder".
+std::unique_ptr<FileHandle> lockFolder(const std::filesystem::path& dir,
+                                       std::string_view folder_kind) {
   std::error_code error;
   std::filesystem::create_directories(dir, error);
   if (error) {
-    throw ConfigError(fmt::format("inspection journal folder '{}' cannot be created: {}; move "
-                                  "away what has its name, or make spool.dir writable",
-                                  dir.string(), error.message()));
+    throw ConfigError(fmt::format("{} '{}' cannot be created: {}; move away what has its name, "
+                                  "or make spool.dir writable",
+                                  folder_kind, dir.string(), error.message()));
   }
   auto handle = std::make_unique<FileHandle>(
       ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (handle->fd < 0) {
-    throw ConfigError(fmt::format("inspection journal folder '{}' cannot be opened: {}; move "
-                                  "away what has its name, or make it readable",
-                                  dir.string(), std::strerror(errno)));
+    throw ConfigError(fmt::format("{} '{}' cannot be opened: {}; move away what has its name, or "
+                                  "make it readable",
+                                  folder_kind, dir.string(), std::strerror(errno)));
   }
   if (::flock(handle->fd, LOCK_EX | LOCK_NB) != 0) {
     int lock_error = errno;
     if (lock_error == EWOULDBLOCK) {
-      throw ConfigError(fmt::format("inspection journal folder '{}' is locked by another process, "
-                                    "most likely a probe running on the same spool.dir; give "
-                                    "each probe its own spool.dir",
-                                    dir.string()));
+      throw ConfigError(fmt::format("{} '{}' is locked by another process, most likely a probe "
+                                    "running on the same spool.dir; give each probe its own "
+                                    "spool.dir (--spool DIR)",
+                                    folder_kind, dir.string()));
     }
-    throw ConfigError(fmt::format("inspection journal folder '{}' cannot be locked: {}; put "
-                                  "spool.dir on a local file system that supports flock(2)",
-                                  dir.string(), std::strerror(lock_error)));
+    throw ConfigError(fmt::format("{} '{}' cannot be locked: {}; put spool.dir on a local file "
+                                  "system that supports flock(2)",
+                                  folder_kind, dir.string(), std::strerror(lock_error)));
   }
   return handle;
+}
+
+}  // namespace
+
+std::unique_ptr<FileHandle> lockJournalDirectory(const std::filesystem::path& dir) {
+  return lockFolder(dir, "inspection journal folder");
+}
+
+std::unique_ptr<FileHandle> lockSpoolDirectory(const std::filesystem::path& dir) {
+  return lockFolder(dir, "spool folder");
 }
 
 std::uint64_t maxRecoveryFileBytes(std::uint64_t file_bytes, std::uint64_t body_capture_bytes) {

@@ -584,6 +584,25 @@ TEST_F(JournalTest, LockRejectsSecondHolder) {
   EXPECT_NE(lockJournalDirectory(journal_dir_), nullptr);
 }
 
+TEST_F(JournalTest, SpoolLockRejectsSecondProbe) {
+  const fs::path spool_dir = dir_ / "spool";
+  std::unique_ptr<FileHandle> first = lockSpoolDirectory(spool_dir);
+  ASSERT_TRUE(fs::is_directory(spool_dir));
+  // The journal folder inside it has a lock of its own.
+  EXPECT_NE(lockJournalDirectory(spool_dir / "inspection-journal"), nullptr);
+  try {
+    lockSpoolDirectory(spool_dir);
+    FAIL() << "a second lock on the spool folder was granted";
+  } catch (const ConfigError& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("spool folder '" + spool_dir.string() + "'"), std::string::npos)
+        << message;
+    EXPECT_NE(message.find("give each probe its own spool.dir"), std::string::npos) << message;
+  }
+  first.reset();
+  EXPECT_NE(lockSpoolDirectory(spool_dir), nullptr);
+}
+
 TEST_F(JournalTest, LockOnFileNamesPath) {
   fs::create_directories(dir_);
   std::ofstream(journal_dir_, std::ios::binary) << "not a folder";
