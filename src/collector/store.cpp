@@ -1603,8 +1603,13 @@ bool Store::Impl::removeChunk(std::int64_t now_ms, RetentionSummary& summary) {
     // leaves unfinished.
     std::vector<std::pair<std::string, std::uint64_t>> undelivered;
     std::vector<std::pair<std::string, std::vector<std::int64_t>>> removed_in_flight;
+    // Held from the count through the COMMIT and the hand-over below: a
+    // send that ended in between would leave these removals uncounted, and
+    // one that began would read, from a snapshot before the COMMIT, events
+    // counted here as undelivered. endInFlight() takes the write lock only
+    // after releasing this one, so the order write, then in-flight, is safe.
+    std::unique_lock flight_lock(in_flight_mutex);
     {
-      std::lock_guard flight_lock(in_flight_mutex);
       // An output that finished a send since this pass began noted its
       // cursor before it ended the send, so that note is pending now.
       // Written here, it keeps the events of that send from being counted.
@@ -1651,20 +1656,13 @@ bool Store::Impl::removeChunk(std::int64_t now_ms, RetentionSummary& summary) {
     writer->exec("COMMIT", "committing retention");
     forgetWrittenCursors(noted_during_pass);
 
-    // NOTE: in_flight_mutex is released between the count above and this
-    // hand-over. A send that ends meanwhile can leave these removals
-    // uncounted, and a send that begins meanwhile can read, from a snapshot
-    // before the COMMIT, events counted above as undelivered. Holding the
-    // lock from the count through here would close both gaps.
-    {
-      std::lock_guard flight_lock(in_flight_mutex);
-      for (auto& [output, seqs] : removed_in_flight) {
-        auto flight = in_flight.find(output);
-        if (flight != in_flight.end()) {
-          flight->second.removed.insert(flight->second.removed.end(), seqs.begin(), seqs.end());
-        }
+    for (auto& [output, seqs] : removed_in_flight) {
+      auto flight = in_flight.find(output);
+      if (flight != in_flight.end()) {
+        flight->second.removed.insert(flight->second.removed.end(), seqs.begin(), seqs.end());
       }
     }
+    flight_lock.unlock();
     event_count -= removed.size();
     event_bytes -= removed_bytes;
     summary.removed += removed.size();
