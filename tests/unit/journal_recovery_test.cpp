@@ -8,15 +8,12 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <simdjson.h>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 
 #include "probe/inspector.h"
 #include "probe/journal.h"
@@ -24,6 +21,7 @@
 #include "probe/journal_lines.h"
 #include "probe/record.h"
 #include "probe/spool.h"
+#include "spool_records.h"
 
 namespace webtrap::probe {
 namespace {
@@ -136,34 +134,11 @@ class JournalRecoveryTest : public testing::Test {
     config.dir = dir_;
     config.fsync = FsyncPolicy::kNever;
     Spool spool(config, metrics);
-    std::ostringstream captured;
-    auto previous = spdlog::default_logger();
-    spdlog::set_default_logger(std::make_shared<spdlog::logger>(
-        "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured)));
-    JournalRecovery result = recoverJournal(journal_dir_, spool, metrics, options);
-    spdlog::set_default_logger(previous);
-    log_ = captured.str();
-    return result;
+    return withCapturedLog(log_,
+                           [&] { return recoverJournal(journal_dir_, spool, metrics, options); });
   }
 
-  std::vector<std::string> spoolRecords() const {
-    std::vector<fs::path> segments;
-    for (const auto& entry : fs::directory_iterator(dir_)) {
-      if (entry.path().filename().native().starts_with("segment-")) {
-        segments.push_back(entry.path());
-      }
-    }
-    std::sort(segments.begin(), segments.end());
-    std::vector<std::string> records;
-    for (const auto& segment : segments) {
-      std::ifstream in(segment, std::ios::binary);
-      std::string line;
-      while (std::getline(in, line)) {
-        records.push_back(line);
-      }
-    }
-    return records;
-  }
+  std::vector<std::string> spoolRecords() const { return readSpoolRecords(dir_); }
 
   static MetricsRegistry* metrics_;
   static Inspector* inspector_;

@@ -9,18 +9,16 @@
 #include <fstream>
 #include <functional>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 
 #include "common/error.h"
 #include "probe/journal_entry.h"
 #include "probe/journal_lines.h"
 #include "probe/spool.h"
+#include "spool_records.h"
 
 namespace webtrap::probe {
 namespace {
@@ -86,35 +84,11 @@ class JournalTest : public testing::Test {
 
   // Runs recover() with the default logger writing to `log`.
   JournalRecovery recoverLogged(MetricsRegistry& metrics, std::string& log) {
-    std::ostringstream captured;
-    auto previous = spdlog::default_logger();
-    spdlog::set_default_logger(std::make_shared<spdlog::logger>(
-        "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured)));
-    JournalRecovery result = recover(metrics);
-    spdlog::set_default_logger(previous);
-    log = captured.str();
-    return result;
+    return withCapturedLog(log, [&] { return recover(metrics); });
   }
 
   // The records in the spool segments, in write order.
-  std::vector<std::string> spoolRecords() const {
-    std::vector<fs::path> segments;
-    for (const auto& entry : fs::directory_iterator(dir_)) {
-      if (entry.path().filename().native().starts_with("segment-")) {
-        segments.push_back(entry.path());
-      }
-    }
-    std::sort(segments.begin(), segments.end());
-    std::vector<std::string> records;
-    for (const auto& segment : segments) {
-      std::ifstream in(segment, std::ios::binary);
-      std::string line;
-      while (std::getline(in, line)) {
-        records.push_back(line);
-      }
-    }
-    return records;
-  }
+  std::vector<std::string> spoolRecords() const { return readSpoolRecords(dir_); }
 
   std::vector<fs::path> journalFiles() const {
     std::vector<fs::path> files;
