@@ -165,9 +165,9 @@ class Store {
   void registerOutput(std::string_view output);  // starts at 0 if new
   std::int64_t cursor(std::string_view output) const;  // 0 for an unknown output
   void setCursor(std::string_view output, std::int64_t seq);
-  // Moves the cursor on without waiting for another write: when one holds
-  // the store, the cursor is written with the next insert, retention pass
-  // or flushCursors(). cursor() returns it meanwhile. A noted cursor never
+  // Moves the cursor on without waiting for another write. While another
+  // write has the store's write lock, the cursor is written with the next
+  // insert, retention pass or flushCursors(). cursor() returns it meanwhile. A noted cursor never
   // moves back. Output runners use it after each send, so that a send does
   // not wait behind an insert's commit.
   void noteCursor(std::string_view output, std::int64_t seq);

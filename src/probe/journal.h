@@ -105,7 +105,7 @@ std::string journalFileName(std::uint64_t number);
 // Returns the size past which recovery skips a journal file, for a writer
 // with `file_bytes` and a probe that keeps `body_capture_bytes` of each
 // body. The writer closes a file once it passes file_bytes, so its files
-// stay below file_bytes plus one entry line. An entry line holds the
+// stay below file_bytes plus one entry line. An entry line contains the
 // captured body, the request head (at most limits.max_header_bytes, 64 KiB
 // by default, twice: raw and parsed) and the persona's response body, and
 // its escaping can double each byte. The limit is 2 * file_bytes
