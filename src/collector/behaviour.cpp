@@ -331,6 +331,10 @@ class RecentSet {
     std::uint32_t count;
   };
   std::vector<Entry> entries_;
+
+ public:
+  // Forgets every value but keeps the memory, for a key state that is reused.
+  void clear() { entries_.clear(); }
 };
 
 struct Bucket {
@@ -390,6 +394,21 @@ struct KeyState {
   RecentSet probes;
   RecentSet agents;  // source keys only
   std::unique_ptr<KeyVerdictState> verdicts;
+
+  // Returns the state to that of a key never seen, keeping the memory of
+  // its sets, so the entry of an evicted key can serve a new one.
+  void reset() {
+    buckets.fill(Bucket{});
+    newest_ms = std::numeric_limits<std::int64_t>::min();
+    span_index = -1;
+    span_current = 0;
+    span_previous = 0;
+    for (RecentSet* set : {&paths, &pages, &usernames, &passwords, &coupons, &cards, &probes,
+                           &agents}) {
+      set->clear();
+    }
+    verdicts.reset();
+  }
 };
 
 // The window of one key at one time.
@@ -464,6 +483,8 @@ struct BehaviourTagger::Impl {
     shard_cap = std::max<std::size_t>(1, options.max_keys / shard_count);
     for (std::size_t i = 0; i < shard_count; ++i) {
       shards.push_back(std::make_unique<Shard>());
+      // The index never rehashes once the shard is full.
+      shards.back()->index.reserve(shard_cap + 1);
     }
     for (int signal = 0; signal < kSignalCount; ++signal) {
       tag_counters[signal] = &metrics.counter(
@@ -1067,17 +1088,22 @@ void BehaviourTagger::Impl::observeKey(KeyKind kind, std::uint64_t key, const Ob
   auto found = shard.index.find(key);
   if (found != shard.index.end()) {
     shard.entries.splice(shard.entries.begin(), shard.entries, found->second);
+  } else if (shard.entries.size() >= shard_cap) {
+    // The least recently seen key makes room. Its entry is reset and moved
+    // to the front for the new key, so a flood of new addresses allocates
+    // nothing once the shard is full.
+    auto oldest = std::prev(shard.entries.end());
+    shard.index.erase(oldest->key);
+    evictions.inc();
+    oldest->key = key;
+    oldest->state.reset();
+    shard.entries.splice(shard.entries.begin(), shard.entries, oldest);
+    shard.index.emplace(key, shard.entries.begin());
   } else {
     shard.entries.emplace_front();
     shard.entries.front().key = key;
     shard.index.emplace(key, shard.entries.begin());
     tracked_keys.add(1);
-    while (shard.entries.size() > shard_cap) {
-      shard.index.erase(shard.entries.back().key);
-      shard.entries.pop_back();
-      tracked_keys.add(-1);
-      evictions.inc();
-    }
   }
   KeyState& state = shard.entries.front().state;
   if (kind == KeyKind::kSource) {

@@ -838,6 +838,21 @@ TEST_F(BehaviourTest, KeyCapEvictsLeastRecentlySeen) {
   EXPECT_TRUE(observe(login("192.0.2.90", "user7", "pw7", kStartMs + 1'000)).empty());
 }
 
+TEST_F(BehaviourTest, EvictedKeyLeavesNothingToItsSuccessor) {
+  // One source fills the cap (its address key and its address+agent key).
+  // The next source takes over both entries, which must start empty: with
+  // the first source's seven user names still in them, its one login would
+  // be the eighth and be tagged.
+  options.max_keys = 2;
+  for (int i = 0; i < 7; ++i) {
+    observe(login("192.0.2.93", "user" + std::to_string(i), "pw" + std::to_string(i),
+                  kStartMs + i * 100));
+  }
+  EXPECT_TRUE(observe(login("192.0.2.94", "user7", "pw7", kStartMs + 800)).empty());
+  EXPECT_EQ(metricValue("webtrap_collector_behaviour_evictions_total"), 2u);
+  EXPECT_EQ(tagger().trackedKeys(), 2u);
+}
+
 TEST_F(BehaviourTest, AgentsBehindOneAddressKeepOwnWindows) {
   // Two people behind one NAT address, five logins each: neither reaches
   // the threshold of eight user names.
