@@ -84,4 +84,12 @@ class JsonWriter {
 // false when invalid UTF-8 was replaced with U+FFFD.
 bool appendJsonEscaped(std::string& out, std::string_view bytes);
 
+// True when this CPU runs appendJsonEscaped's AVX-512 kernel (AVX-512 VBMI2
+// and BMI2), which the library then uses by default.
+bool jsonEscapeWideSupported();
+
+// Switches the AVX-512 kernel off or back on, so tests can check the SSE2
+// kernel on any CPU. Has no effect where the kernel is not supported.
+void setJsonEscapeWide(bool enabled);
+
 }  // namespace webtrap

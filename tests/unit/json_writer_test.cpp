@@ -41,6 +41,19 @@ std::string repeat(std::string_view text, int count) {
   return out;
 }
 
+// Runs `check` with each escaping kernel this CPU has: the AVX-512 one
+// where supported, then the SSE2 one. The name goes into failure messages.
+template <class Check>
+void forEachKernel(Check check) {
+  if (jsonEscapeWideSupported()) {
+    setJsonEscapeWide(true);
+    check("avx512");
+  }
+  setJsonEscapeWide(false);
+  check("sse2");
+  setJsonEscapeWide(true);
+}
+
 TEST(JsonWriter, EscapesQuoteBackslashAndControls) {
   std::string out;
   JsonWriter writer(out);
@@ -212,20 +225,23 @@ TEST(JsonWriter, EscapesAcrossBufferFlush) {
       {"\xFF", kReplacement, false},
       {"\xE2\x82", "\xEF\xBF\xBD\xEF\xBF\xBD", false},
   };
-  for (std::size_t prefix = 4080; prefix <= 4100; ++prefix) {
-    for (const Case& c : cases) {
-      std::string input(prefix, 'a');
-      input.append(c.input);
-      input.append("z");
-      std::string expected(prefix, 'a');
-      expected.append(c.escaped);
-      expected.append("z");
-      std::string out;
-      bool valid = appendJsonEscaped(out, input);
-      EXPECT_EQ(out, expected) << "prefix " << prefix << ", escaped " << c.escaped;
-      EXPECT_EQ(valid, c.valid) << "prefix " << prefix << ", escaped " << c.escaped;
+  forEachKernel([&](const char* kernel) {
+    for (std::size_t prefix = 4080; prefix <= 4100; ++prefix) {
+      for (const Case& c : cases) {
+        // A quote first, so the escaper's buffer fills from the start.
+        std::string input = "\"" + std::string(prefix, 'a');
+        input.append(c.input);
+        input.append("z");
+        std::string expected = "\\\"" + std::string(prefix, 'a');
+        expected.append(c.escaped);
+        expected.append("z");
+        std::string out;
+        bool valid = appendJsonEscaped(out, input);
+        EXPECT_EQ(out, expected) << kernel << ", prefix " << prefix << ", escaped " << c.escaped;
+        EXPECT_EQ(valid, c.valid) << kernel << ", prefix " << prefix << ", escaped " << c.escaped;
+      }
     }
-  }
+  });
 }
 
 TEST(JsonWriter, LongInputMatchesPartByPart) {
@@ -290,8 +306,8 @@ std::string referenceEscape(std::string_view bytes, bool& valid) {
   return out;
 }
 
-// The escaper works on 16-byte blocks, on runs within them and byte by byte
-// near the end, so random text of every length up to a few blocks, made of
+// The escapers work on 16- or 32-byte blocks, on runs within them and byte
+// by byte near the end, so random text of every length up to a few blocks, made of
 // pieces that take each path, must match the byte-at-a-time reference.
 TEST(JsonWriter, RandomInputMatchesReference) {
   using Pieces = std::vector<std::string_view>;
@@ -302,27 +318,29 @@ TEST(JsonWriter, RandomInputMatchesReference) {
       {"\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80"},        // well-formed UTF-8
       {"\x80", "\xBF", "\xC3", "\xE2\x82", "\xED\xA0\x80", "\xF4\x90\x80\x80", "\xFF"},
   };
-  std::mt19937 random(12345);
-  for (std::size_t length = 0; length <= 100; ++length) {
-    for (int round = 0; round < 40; ++round) {
-      const Pieces& pieces = kinds[round % std::size(kinds)];
-      std::string input;
-      while (input.size() < length) {
-        // Mostly plain letters, so runs of many lengths occur.
-        if (random() % 3 == 0) {
-          input.append(pieces[random() % pieces.size()]);
-        } else {
-          input.push_back(static_cast<char>('c' + random() % 20));
+  forEachKernel([&](const char* kernel) {
+    std::mt19937 random(12345);
+    for (std::size_t length = 0; length <= 200; ++length) {
+      for (int round = 0; round < 40; ++round) {
+        const Pieces& pieces = kinds[round % std::size(kinds)];
+        std::string input;
+        while (input.size() < length) {
+          // Mostly plain letters, so runs of many lengths occur.
+          if (random() % 3 == 0) {
+            input.append(pieces[random() % pieces.size()]);
+          } else {
+            input.push_back(static_cast<char>('c' + random() % 20));
+          }
         }
+        bool expected_valid = true;
+        std::string expected = referenceEscape(input, expected_valid);
+        std::string out = "kept";
+        bool valid = appendJsonEscaped(out, input);
+        ASSERT_EQ(out, "kept" + expected) << kernel << ", length " << length << ", round " << round;
+        ASSERT_EQ(valid, expected_valid) << kernel << ", length " << length << ", round " << round;
       }
-      bool expected_valid = true;
-      std::string expected = referenceEscape(input, expected_valid);
-      std::string out = "kept";
-      bool valid = appendJsonEscaped(out, input);
-      ASSERT_EQ(out, "kept" + expected) << "length " << length << ", round " << round;
-      ASSERT_EQ(valid, expected_valid) << "length " << length << ", round " << round;
     }
-  }
+  });
 }
 
 }  // namespace
