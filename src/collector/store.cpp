@@ -362,7 +362,8 @@ struct Store::Impl {
   // an output that keeps up with the inserts reads batches without inflating
   // them. Batches never change and their keys are never reused, so an entry
   // cannot go stale. At most kCachedBatches entries and, beyond the newest
-  // one, kCachedBatchBytes of text.
+  // one, kCachedBatchBytes of memory. The strings' capacity counts, not
+  // their size, because an inflated text can hold up to twice its size.
   struct CachedBatch {
     std::int64_t first_seq = 0;  // 0: none, since seqs start at 1
     std::shared_ptr<const std::string> text;
@@ -1190,7 +1191,7 @@ std::shared_ptr<const std::string> Store::Impl::originalBatchText(Connection& re
 void Store::Impl::cacheBatch(std::int64_t first_seq, std::shared_ptr<const std::string> text) const {
   // A batch larger than the cache's budget is not cached, so it stays in
   // memory only while one read uses it.
-  if (text->size() > kCachedBatchBytes) {
+  if (text->capacity() > kCachedBatchBytes) {
     return;
   }
   std::lock_guard lock(batch_cache_mutex);
@@ -1198,8 +1199,8 @@ void Store::Impl::cacheBatch(std::int64_t first_seq, std::shared_ptr<const std::
   std::size_t bytes = 0;
   std::size_t keep = 0;
   while (keep < batch_cache.size() && keep < kCachedBatches &&
-         (keep == 0 || bytes + batch_cache[keep].text->size() <= kCachedBatchBytes)) {
-    bytes += batch_cache[keep].text->size();
+         (keep == 0 || bytes + batch_cache[keep].text->capacity() <= kCachedBatchBytes)) {
+    bytes += batch_cache[keep].text->capacity();
     ++keep;
   }
   batch_cache.resize(keep);

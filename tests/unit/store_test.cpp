@@ -1236,6 +1236,26 @@ TEST_F(StoreTest, BatchTextOfOtherSizeNotCached) {
   EXPECT_EQ(read[0].document, wholeDocument("a", "{\"a\":1}"));
 }
 
+TEST_F(StoreTest, BatchCacheCountsCapacity) {
+  // A short text in a string whose capacity is more than the cache's whole
+  // budget (32 MiB) is not cached, so a damaged body cannot be read back.
+  const std::string text = "{\"a\":1}\n";
+  const std::string gzip = gzipCompress(text, 6);
+  auto shared = std::make_shared<std::string>(text);
+  shared->reserve((32u << 20) + 1);
+  Store store(options_);
+  OriginalBatch batch{gzip, text.size(), shared};
+  store.insert(std::vector<NewEvent>{referencedEvent("a", text, 0)}, {}, nullptr, &batch);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(options_.path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE batches SET body = x'1f8b00'", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto read = store.readAfter(0, 10, 1 << 20);
+  ASSERT_EQ(read.size(), 1u);
+  EXPECT_NE(read[0].damage, "");
+}
+
 TEST_F(StoreTest, DamagedBatchNamesEventAndBatch) {
   const std::string text = "{\"a\":1}\n{\"b\":2}\n";
   {
