@@ -5,8 +5,8 @@
 // the spool, marked webtrap.inspection.recovered.
 //
 // Layout: the folder <spool.dir>/inspection-journal contains the files
-// 000000000001.journal, 000000000002.journal, ... (names sort in write
-// order). Each line is "<kind> <crc> <payload>\n", where <crc> is the CRC-32
+// 000000000001.journal, 000000000002.journal, ... (numbered in write
+// order, with more digits past 999999999999). Each line is "<kind> <crc> <payload>\n", where <crc> is the CRC-32
 // (zlib's polynomial and crc32() value) of <payload> in 8 lowercase hex
 // digits, and <kind> is
 //   R  an entry. Payload "<event id> <escaped entry>": a request written

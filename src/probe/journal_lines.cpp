@@ -41,12 +41,27 @@ std::string journalFileName(std::uint64_t number) {
 namespace journal_lines {
 
 std::uint64_t parseJournalFileName(std::string_view name) {
-  if (name.size() != kJournalDigits + kJournalSuffix.size() || !name.ends_with(kJournalSuffix)) {
+  // Numbers past 999999999999 get more digits, so that a writer that
+  // numbers its files after a leftover 999999999999.journal still writes
+  // files that recovery lists. At most 19 digits, so the writer's next
+  // number cannot wrap around to 0.
+  constexpr std::size_t kMaxDigits = 19;
+  if (!name.ends_with(kJournalSuffix)) {
+    return 0;
+  }
+  std::string_view digits = name.substr(0, name.size() - kJournalSuffix.size());
+  if (digits.size() < kJournalDigits || digits.size() > kMaxDigits) {
     return 0;
   }
   std::uint64_t number = 0;
-  auto [end, error] = std::from_chars(name.data(), name.data() + kJournalDigits, number);
-  if (error != std::errc() || end != name.data() + kJournalDigits) {
+  auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), number);
+  if (error != std::errc() || end != digits.data() + digits.size()) {
+    return 0;
+  }
+  // Accept only the name that the writer gives the number, so that two
+  // names such as 000000000001.journal and 0000000000001.journal never
+  // share a number.
+  if (name != journalFileName(number)) {
     return 0;
   }
   return number;

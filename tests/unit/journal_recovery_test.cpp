@@ -376,6 +376,29 @@ TEST_F(JournalRecoveryTest, OversizedFileSkippedAndCounted) {
   EXPECT_NE(records[1].find(eventId(2)), std::string::npos);
 }
 
+// A writer numbers its files after any file left in the folder, so a
+// leftover 999999999999.journal makes it write 1000000000000.journal. That
+// file must be recovered, while a second name for an existing number is
+// not a journal file.
+TEST_F(JournalRecoveryTest, FileNumberPastTwelveDigitsRecovered) {
+  fs::create_directory(journal_dir_ / journalFileName(999'999'999'999));
+  writeJournalFile(1'000'000'000'000, journal_lines::makeEntryLine(eventId(0), encoded(attack(0))));
+  std::ofstream(journal_dir_ / "0000000000002.journal", std::ios::binary)
+      << journal_lines::makeEntryLine(eventId(1), encoded(attack(1)));
+  EXPECT_EQ(journalFileName(1'000'000'000'000), "1000000000000.journal");
+
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics, inspecting());
+  EXPECT_EQ(result.files, 1u);
+  EXPECT_EQ(result.recovered, 1u);
+  EXPECT_EQ(result.skipped_files, 1u);
+  EXPECT_FALSE(fs::exists(journal_dir_ / "1000000000000.journal"));
+  EXPECT_TRUE(fs::exists(journal_dir_ / "0000000000002.journal"));
+  std::vector<std::string> records = spoolRecords();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_NE(records[0].find(eventId(0)), std::string::npos);
+}
+
 TEST(JournalRecoveryLimit, FileLimitHasHeadroom) {
   // 2 * 8 MiB + 4 * 1 MiB + 16 MiB at the defaults.
   EXPECT_EQ(maxRecoveryFileBytes(8ull << 20, 1ull << 20), 36ull << 20);
