@@ -32,6 +32,16 @@ constexpr auto kIdleRefresh = std::chrono::seconds(1);
 // The maximum wait that a server's Retry-After hint may impose.
 constexpr std::int64_t kMaxRetryAfterMs = 3600 * 1000;
 
+// Returns `start + wait`, or the clock's max when the sum would overflow.
+// The clock counts nanoseconds in 64 bits, so without the check a
+// flush_interval longer than about 292 years wraps around to a deadline in
+// the past, and partial batches go at once.
+Clock::time_point addSaturated(Clock::time_point start, std::chrono::milliseconds wait) {
+  const auto room =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::time_point::max() - start);
+  return wait >= room ? Clock::time_point::max() : start + wait;
+}
+
 std::int64_t nowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -253,8 +263,9 @@ void OutputRunner::run() {
         last_arrival = now;
         pending_last_seq = last_seq;
       }
-      const auto deadline = std::min(first_pending + options_.flush_interval,
-                                     last_arrival + options_.flush_interval / kQuietShare);
+      const auto deadline =
+          std::min(addSaturated(first_pending, options_.flush_interval),
+                   addSaturated(last_arrival, options_.flush_interval / kQuietShare));
       if (now < deadline) {
         // The batch is read again after the wait.
         store_.endInFlight(name_, {});

@@ -452,6 +452,30 @@ TEST_F(OutputRunnerTest, PartialBatchWaitsWhileEventsArrive) {
   runner.stop();
 }
 
+TEST_F(OutputRunnerTest, PartialBatchWaitsForHugeFlushInterval) {
+  // About 295 years: in the clock's nanoseconds, start + flush_interval
+  // would overflow and wrap around to a deadline in the past.
+  runner_options_.flush_interval = std::chrono::milliseconds(9'300'000'000'000);
+  runner_options_.batch_max_events = 5;
+  auto output = std::make_unique<FakeOutput>("fake", [](auto b, int) { return allDelivered(b); });
+  FakeOutput* fake = output.get();
+  OutputRunner runner(*store_, std::move(output), runner_options_, metrics_);
+  runner.start();
+
+  store_->insert(makeEvents("h", 2));
+  runner.notify();
+  std::this_thread::sleep_for(300ms);
+  EXPECT_TRUE(fake->calls().empty());
+
+  // A full batch still goes at once, and stop() ends the wait.
+  store_->insert(makeEvents("i", 3));
+  runner.notify();
+  ASSERT_TRUE(waitUntil([&] { return runner.cursor() == 5; }));
+  const auto before = Clock::now();
+  runner.stop();
+  EXPECT_LT(Clock::now() - before, 1s);
+}
+
 TEST_F(OutputRunnerTest, GaugesShowDepthAndLag) {
   store_->insert(makeEvents("g", 4, nowMs() - 5000));
   auto output = std::make_unique<FakeOutput>("stuck", [](auto b, int) {
