@@ -160,6 +160,12 @@ env "${collector_environment[@]}" setsid "$webtrap" collector --config etc/colle
 collector_pid=$!
 wait_for_ports collector "$collector_pid" var/collector/ports.json var/log/collector.log 10 20
 
+# The tail starts before the probe, so the records its shipper sends from
+# an earlier run's spool are printed too. setsid keeps a terminal's Ctrl-C
+# from it as well: it stops last, after the probe's final records are stored.
+setsid "$webtrap" collector --config etc/collector.yaml tail --follow --last 0 &
+tail_pid=$!
+
 # The ports the collector bound ({"ingest": 7380, "admin": 9102} with
 # etc/collector.yaml), so the shipper and the lines below follow that file.
 ports=$(<var/collector/ports.json)
@@ -230,10 +236,9 @@ ${listener_lines}  probe:     ${probe_metrics}log var/log/probe.log
   collector: metrics $admin_url/metrics, health $admin_url/healthz,
              log var/log/collector.log, store var/collector/store.sqlite
 $dashboard_lines
-Each request the probe receives appears below once the collector has stored it:
+Each request the probe receives appears below once the collector has stored it
+(records left in var/spool/ by an earlier run may appear above this banner):
 TEXT
-"$webtrap" collector --config etc/collector.yaml tail --follow --last 0 &
-tail_pid=$!
 # Either one stopping ends the demo; the trap stops the other.
 stopped_pid=""
 stopped_status=0
@@ -254,5 +259,8 @@ if [[ -n ${stopped_pid:-} ]]; then
   if [[ $stopped_name == probe ]]; then
     echo "run.sh: run ./scripts/run.sh again: the probe records the requests it had answered" \
       "but not yet recorded (kept in var/spool/inspection-journal/) and ships the spool" >&2
+  else
+    echo "run.sh: run ./scripts/run.sh again: the collector keeps every batch it acknowledged," \
+      "and the probe's shipper sends what it had not yet sent (kept in var/spool/)" >&2
   fi
 fi

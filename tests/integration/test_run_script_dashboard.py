@@ -125,10 +125,14 @@ class RunScript:
               f"banner:\n{self.text()}\n{log_tails(self.folder)}")
         return self.text()
 
-    def stop(self):
-        """Send SIGINT as Ctrl-C does, wait for the stop line, and end any leftover process."""
+    def stop(self, group=False):
+        """Send SIGINT, wait for the stop line, and end any leftover process. With `group`,
+        SIGINT goes to run.sh's whole process group, as a terminal's Ctrl-C sends it."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            if group:
+                os.killpg(self.process.pid, signal.SIGINT)
+            else:
+                self.process.send_signal(signal.SIGINT)
         try:
             self.process.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -195,8 +199,11 @@ def http_get(url, headers=None):
         return error.code, error.read()
 
 
-def check_plain_run(script, folder):
+def check_plain_run(script, folder, http_port):
+    """The default run, stopped as a terminal's Ctrl-C stops it: the line of a request
+    sent just before the stop is still printed."""
     run = RunScript(script, folder)
+    stopped = False
     try:
         banner = run.wait_banner()
         check("dashboard: off unless etc/collector.yaml turns it on" in banner
@@ -211,9 +218,16 @@ def check_plain_run(script, folder):
               "has no admin token")
         status, _ = http_get(f"http://127.0.0.1:{port}/dashboard/")
         check(status == 404, f"/dashboard/ answered {status} without --dashboard, expected 404")
+        send_raw(http_port, b"GET /last-before-ctrl-c HTTP/1.1\r\nHost: shop.example\r\n"
+                            b"Connection: close\r\n\r\n")
+        leftovers = run.stop(group=True)
+        stopped = True
     finally:
-        leftovers = run.stop()
+        if not stopped:
+            leftovers = run.stop()
     check(not leftovers, f"processes left after SIGINT: {leftovers}")
+    check("GET /last-before-ctrl-c" in run.text(),
+          f"a Ctrl-C to the process group lost the last request's line:\n{run.text()}")
     check("webtrap: stopped" in run.text(), f"no stop line after SIGINT:\n{run.text()}")
     check("unbound variable" not in run.text(), f"run.sh failed after SIGINT:\n{run.text()}")
 
@@ -238,6 +252,28 @@ def check_probe_killed(script, folder):
           f"run.sh did not name the probe's signal:\n{text}")
     check("run ./scripts/run.sh again" in text and "inspection-journal" in text,
           f"run.sh did not say how to recover the probe's requests:\n{text}")
+
+
+def check_collector_killed(script, folder):
+    """A collector killed under run.sh ends the run with the signal and how to go on."""
+    run = RunScript(script, folder)
+    try:
+        run.wait_banner()
+        collectors = [pid for pid in processes_in(folder)
+                      if b"collector" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+                      and b"tail" not in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+                      and parent_of(pid) == run.process.pid]
+        check(len(collectors) == 1, f"expected one collector started by run.sh, found {collectors}")
+        os.kill(collectors[0], signal.SIGKILL)
+        run.process.wait(timeout=STOP_TIMEOUT)
+    finally:
+        leftovers = run.stop()
+    check(not leftovers, f"processes left after the collector was killed: {leftovers}")
+    text = run.text()
+    check("the collector was killed by signal KILL" in text,
+          f"run.sh did not name the collector's signal:\n{text}")
+    check("run ./scripts/run.sh again" in text and "var/spool/" in text,
+          f"run.sh did not say how to go on after the collector's kill:\n{text}")
 
 
 def run_to_end(script, folder, *options):
@@ -402,8 +438,9 @@ def main():
         http_port = free_port_on_both_loopbacks()
         script = make_tree(folder, http_port)
         try:
-            check_plain_run(script, folder)
+            check_plain_run(script, folder, http_port)
             check_probe_killed(script, folder)
+            check_collector_killed(script, folder)
             first_token = check_dashboard_run(
                 script, folder, http_port, lambda: check_second_run_rejected(script, folder))
             token_file = folder / "var/collector/admin.token"
@@ -421,7 +458,8 @@ def main():
     finally:
         if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
             shutil.rmtree(folder, ignore_errors=True)
-    print("run.sh: default run without a dashboard, --dashboard with URL, token, login and a "
+    print("run.sh: default run without a dashboard stopped by Ctrl-C to its group, a killed "
+          "collector, --dashboard with URL, token, login and a "
           "shipped record, a killed probe, a rejected second run, the same token on the next run, a bad token "
           "file, a probe port in use, invalid --jobs values, and the stop all passed")
     return 0
