@@ -696,6 +696,10 @@ void Shipper::Impl::run(bool until_idle) {
       // The final pass sends this batch again, and the collector may have
       // stored it already, so that send counts as a retry.
       resend_pending = true;
+      spdlog::info("shipper: the stop interrupted the send of a batch records={}; the final "
+                   "pass sends it again, and where the collector had stored it, it counts "
+                   "the records as duplicates and keeps one copy",
+                   batch.records);
       break;
     }
     if (result.status != 200) {
