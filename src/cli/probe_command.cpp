@@ -197,7 +197,12 @@ int runProbe(const ProbeOptions& options) {
   warnReplacedVariables(options);
   applyOverrides(options, config);
 
-  // The shipper is forked first, while this process has one thread and no
+  // A second probe on the same spool.dir stops here, before anything
+  // touches the spool. Its shipper, which would hand the folder to its own
+  // run_as user, is not forked yet.
+  std::unique_ptr<FileHandle> spool_lock = probe::lockSpoolDirectory(config.spool.dir);
+
+  // The shipper is forked next, while this process has one thread and no
   // seccomp filter yet, because the filter below denies connect().
   std::unique_ptr<shipper::ShipperProcess> shipper_process;
   if (config.shipper.isEnabled()) {
@@ -209,7 +214,7 @@ int runProbe(const ProbeOptions& options) {
       throw config_environment::nameVariables(
           error, config_environment::readOverrides(config_environment::processEnvironment()));
     }
-    shipper_process = shipper::ShipperProcess::start(config);
+    shipper_process = shipper::ShipperProcess::start(config, spool_lock->fd);
   }
 
   MetricsRegistry metrics;
@@ -235,10 +240,6 @@ int runProbe(const ProbeOptions& options) {
   std::filesystem::create_directories(config.state_dir);
   probe::Baits baits(probe::BaitsConfig{config.state_dir / "bait-secret"}, metrics);
   probe::Inspector inspector(config.inspector, metrics);
-  // Before the spool is opened: a second probe on the same spool.dir stops
-  // here. The shipper, forked above, does not inherit this lock, so a
-  // shipper left running after a SIGKILL of its probe cannot hold it.
-  std::unique_ptr<FileHandle> spool_lock = probe::lockSpoolDirectory(config.spool.dir);
   probe::Spool spool(config.spool, metrics);
   // Requests that a SIGKILL left in the last run's inspection queue go to
   // the spool before any new request, also when the journal is now off.

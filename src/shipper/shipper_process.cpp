@@ -198,7 +198,8 @@ std::string describeStatus(int status) {
 
 }  // namespace
 
-std::unique_ptr<ShipperProcess> ShipperProcess::start(const probe::ProbeConfig& config) {
+std::unique_ptr<ShipperProcess> ShipperProcess::start(const probe::ProbeConfig& config,
+                                                     int spool_lock_fd) {
   void* memory = mmap(nullptr, sizeof(ShipperCounters), PROT_READ | PROT_WRITE,
                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (memory == MAP_FAILED) {
@@ -216,6 +217,10 @@ std::unique_ptr<ShipperProcess> ShipperProcess::start(const probe::ProbeConfig& 
     throw std::runtime_error(fmt::format("shipper: fork failed: {}", std::strerror(error)));
   }
   if (supervisor == 0) {
+    // A flock(2) lock lasts while any copy of its descriptor is open.
+    if (spool_lock_fd >= 0) {
+      ::close(spool_lock_fd);
+    }
     // Its own process group: a terminal's Ctrl-C then stops only the probe,
     // which stops the shipper after spooling its last records. The group is
     // in the background of the probe's terminal, where a terminal with

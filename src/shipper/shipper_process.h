@@ -49,8 +49,12 @@ class ShipperProcess {
   // Forks the supervisor, which drops privileges to config.run_as when
   // started as root. Call it while the process has a single thread and
   // before the probe's seccomp filter; config.shipper must have passed
-  // resolveShipperConfig(). Returns in the probe only.
-  static std::unique_ptr<ShipperProcess> start(const probe::ProbeConfig& config);
+  // resolveShipperConfig(). The supervisor closes `spool_lock_fd` (the
+  // probe's lock on its spool folder, or -1) at once, so that a shipper left
+  // running after a SIGKILL of its probe does not hold the lock. Returns in
+  // the probe only.
+  static std::unique_ptr<ShipperProcess> start(const probe::ProbeConfig& config,
+                                               int spool_lock_fd);
 
   // Calls stop().
   ~ShipperProcess();

@@ -8,6 +8,9 @@
   journal (error log, `webtrap_journal_enabled` 0). It neither recovers nor
   deletes the first probe's journal, so a SIGKILL of the first probe then
   loses none of the first probe's queued requests.
+- A second probe with a shipper and another run_as user, refused on the
+  spool of a running probe, leaves the spool to the running probe's user,
+  which goes on creating segments.
 - A file in place of the journal folder does not stop the start: the probe
   logs the path, runs without the journal and records its requests.
 - On a full disk (a small tmpfs, so root only) the probe keeps running and
@@ -18,6 +21,7 @@ import atexit
 import concurrent.futures
 import os
 import pathlib
+import pwd
 import shutil
 import socket
 import subprocess
@@ -123,6 +127,33 @@ class JournalAttackTest(unittest.TestCase):
         finally:
             third.stop()
         self.assertEqual(set(markers) - recorded, set(), "answered requests lost")
+
+    @unittest.skipUnless(os.geteuid() == 0, "run_as needs root")
+    def test_refused_probe_leaves_spool_owner(self):
+        # The first probe runs as "daemon" with small segments. The second
+        # would run as "nobody" and has a shipper, which hands the spool to
+        # that user when it starts.
+        first = Probe(CONFIG.replace("spool:\n", "spool:\n  segment_bytes: 4KiB\n") +
+                      "run_as: daemon\n")
+        try:
+            with self.assertRaises(RuntimeError) as started:
+                Probe(CONFIG + "shipper:\n  url: http://127.0.0.1:9/\n"
+                      "  token: 0123456789abcdef0123456789abcdef\n", spool=first.spool)
+            self.assertIn("is locked by another process", str(started.exception))
+            self.assertEqual(pwd.getpwuid(first.spool.stat().st_uid).pw_name, "daemon")
+            self.assertFalse((first.spool / "shipper.lock").exists(),
+                             "the refused probe's shipper ran on the spool")
+            # Requests past several segments: each new segment is created by "daemon".
+            markers = [f"after-refusal-{i}" for i in range(12)]
+            for marker in markers:
+                response = send_raw(first.http_port, form_post(marker, 40))
+                self.assertTrue(response.startswith(b"HTTP/1.1 "), marker)
+            first.wait_records(len(markers))
+            recorded = {record_marker(r) for r in first.records()}
+            self.assertEqual(set(markers) - recorded, set(), "requests lost after the refusal")
+            self.assertGreater(len(list(first.spool.glob("segment-*.ndjson"))), 1)
+        finally:
+            first.stop()
 
     def test_journal_folder_file_does_not_stop_start(self):
         spool = new_spool_folder()
