@@ -453,8 +453,11 @@ bool OutputRunner::waitForEvents(Clock::time_point deadline, std::size_t min_eve
 }
 
 bool OutputRunner::sleepFor(std::chrono::milliseconds delay) {
+  // wait_for would add `delay` to the clock's time and wrap around past
+  // about 292 years, so a huge retry_max could end the wait at once.
+  const auto deadline = addSaturated(Clock::now(), delay);
   std::unique_lock lock(mutex_);
-  wake_.wait_for(lock, delay, [this] { return stopping_; });
+  wake_.wait_until(lock, deadline, [this] { return stopping_; });
   return !stopping_;
 }
 

@@ -476,6 +476,29 @@ TEST_F(OutputRunnerTest, PartialBatchWaitsForHugeFlushInterval) {
   EXPECT_LT(Clock::now() - before, 1s);
 }
 
+TEST_F(OutputRunnerTest, RetryWaitsForHugeRetryMax) {
+  // About 24,600 years, far past the 292 years after which the clock's
+  // nanoseconds overflow, so the first backoff delay is almost surely that
+  // long too.
+  runner_options_.retry_initial = std::chrono::milliseconds(777'600'000'000'000);
+  runner_options_.retry_max = runner_options_.retry_initial;
+  runner_options_.batch_max_events = 2;
+  auto output = std::make_unique<FakeOutput>("busy", [](auto b, int) {
+    return std::vector<ItemResult>(b.size(), {Delivery::kRetry, "busy"});
+  });
+  FakeOutput* fake = output.get();
+  OutputRunner runner(*store_, std::move(output), runner_options_, metrics_);
+  runner.start();
+  store_->insert(makeEvents("r", 2));
+  runner.notify();
+  ASSERT_TRUE(waitUntil([&] { return !fake->calls().empty(); }));
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(fake->calls().size(), 1u);
+  const auto before = Clock::now();
+  runner.stop();
+  EXPECT_LT(Clock::now() - before, 1s);
+}
+
 TEST_F(OutputRunnerTest, GaugesShowDepthAndLag) {
   store_->insert(makeEvents("g", 4, nowMs() - 5000));
   auto output = std::make_unique<FakeOutput>("stuck", [](auto b, int) {
