@@ -35,6 +35,9 @@ constexpr std::size_t kCardCap = 16;
 constexpr std::size_t kAgentCap = 8;
 constexpr std::size_t kProbeCap = 16;
 
+// Keys per shard that the tagger's index has room for from the start.
+constexpr std::size_t kReservedKeys = 4096;
+
 // A record time stamp more than this ahead of the collector's clock is taken
 // as the clock's time plus this, so one probe with a wrong clock cannot push
 // a key's window ahead and make every later record late.
@@ -483,8 +486,10 @@ struct BehaviourTagger::Impl {
     shard_cap = std::max<std::size_t>(1, options.max_keys / shard_count);
     for (std::size_t i = 0; i < shard_count; ++i) {
       shards.push_back(std::make_unique<Shard>());
-      // The index never rehashes once the shard is full.
-      shards.back()->index.reserve(shard_cap + 1);
+      // A shard of up to kReservedKeys keys never rehashes. A larger one
+      // grows its index as keys arrive, so a huge max_keys costs nothing
+      // until it is used.
+      shards.back()->index.reserve(std::min(shard_cap + 1, kReservedKeys));
     }
     for (int signal = 0; signal < kSignalCount; ++signal) {
       tag_counters[signal] = &metrics.counter(
