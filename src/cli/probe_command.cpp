@@ -267,6 +267,9 @@ int runProbe(const ProbeOptions& options) {
         std::uint64_t{config.pipeline.queue_limit} + config.pipeline.workers +
             config.limits.max_connections,
         probe::maxRecoveryFileBytes(writer_config.file_bytes, config.body_capture_bytes));
+    // As many threads as the pipeline's inspection workers, which the
+    // probe does not start before recovery ends.
+    recovery.inspect_threads = config.pipeline.workers;
     journal_records_recovered =
         probe::recoverJournal(journal_dir, spool, metrics, recovery).recovered;
     if (config.pipeline.journal) {

@@ -133,6 +133,10 @@ struct RecoveryOptions {
   // uninspected, so that large requests (45 ms each for a POST of 900 form
   // fields) cannot hold the start for minutes either.
   std::chrono::milliseconds max_inspection_time{10000};
+  // Threads that build and inspect the entries of a file at once; `inspect`
+  // must then be safe to call from several threads, as Inspector::inspect
+  // is. The records still go to the spool in the journal's order.
+  unsigned inspect_threads = 1;
   // Journal files larger than this are skipped, counted, logged and kept.
   std::uint64_t max_file_bytes = maxRecoveryFileBytes(8ull << 20, 1ull << 20);
 };

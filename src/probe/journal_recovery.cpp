@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <unordered_set>
 #include <vector>
 
@@ -220,11 +222,10 @@ class RecordBuilder {
     }
     if (!options_.inspect) {
       built.reason = Uninspected::kNoInspector;
-    } else if (attempts_ >= options_.max_inspections ||
-               std::chrono::steady_clock::now() - started_ >= options_.max_inspection_time) {
+    } else if (std::chrono::steady_clock::now() - started_ >= options_.max_inspection_time ||
+               attempts_.fetch_add(1) >= options_.max_inspections) {
       built.reason = Uninspected::kLimit;
     } else {
-      ++attempts_;
       if (inspect(*entry, event_id, built)) {
         return built;
       }
@@ -281,9 +282,41 @@ class RecordBuilder {
   }
 
   const RecoveryOptions& options_;
-  std::uint64_t attempts_ = 0;
+  // Inspections claimed so far. build() runs on several threads at once.
+  std::atomic<std::uint64_t> attempts_ = 0;
   std::chrono::steady_clock::time_point started_;
 };
+
+// One entry line of a journal file, and what build() made of it.
+struct EntryWork {
+  std::size_t offset = 0;
+  char kind = 0;
+  std::string_view event_id;
+  std::string_view body;
+  std::optional<BuiltRecord> built;
+  std::string rejection;
+};
+
+// Runs builder.build() for every item of `work`, on up to `threads`
+// threads that take items in turn, so one slow inspection holds up no other.
+void buildAll(RecordBuilder& builder, std::vector<EntryWork>& work, unsigned threads) {
+  std::atomic<std::size_t> next = 0;
+  auto run = [&] {
+    for (std::size_t i = next.fetch_add(1); i < work.size(); i = next.fetch_add(1)) {
+      EntryWork& item = work[i];
+      item.built = builder.build(item.kind, item.event_id, item.body, item.rejection);
+    }
+  };
+  std::vector<std::thread> helpers;
+  const std::size_t wanted = std::min<std::size_t>(threads, work.size());
+  for (std::size_t i = 1; i < wanted; ++i) {
+    helpers.emplace_back(run);
+  }
+  run();
+  for (std::thread& helper : helpers) {
+    helper.join();
+  }
+}
 
 }  // namespace
 
@@ -403,11 +436,11 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
   }
 
   // Pass 2: every entry that no done line names goes to the spool.
-  // NOTE: entries are inspected one at a time on this thread, before the
-  // probe takes traffic. 78 POSTs of 900 form fields took 3.5 s in the
-  // integration test on a shared 2-CPU VM, so max_inspection_time (10 s)
-  // bounds the wait, and a queue of such requests past it comes back
-  // uninspected.
+  // NOTE: entries are inspected before the probe takes traffic, on
+  // inspect_threads threads. 78 POSTs of 900 form fields took 3.5 s on one
+  // thread in the integration test on a shared 2-CPU VM, so
+  // max_inspection_time (10 s) bounds the wait, and a queue of such
+  // requests past it comes back uninspected.
   RecordBuilder builder(options);
   std::uint64_t past_limit = 0;  // entries left uninspected by max_inspections
   std::vector<std::uint64_t> kept_files;
@@ -443,6 +476,9 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
       continue;
     }
     ++result.files;
+    // The entries of the file are built on several threads, then appended
+    // to the spool in the file's order.
+    std::vector<EntryWork> work;
     forEachLine(content, [&](std::size_t offset, std::string_view line, bool whole) {
       const char* reason = "line without its newline (the write was cut short)";
       std::optional<ParsedLine> parsed = whole ? parseLine(line, reason) : std::nullopt;
@@ -468,37 +504,44 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
         ++result.skipped_done;
         return;
       }
-      std::string rejection;
-      std::optional<BuiltRecord> built =
-          builder.build(parsed->kind, event_id, parsed->payload.substr(space + 1), rejection);
-      if (!built) {
+      EntryWork& item = work.emplace_back();
+      item.offset = offset;
+      item.kind = parsed->kind;
+      item.event_id = event_id;
+      item.body = parsed->payload.substr(space + 1);
+    });
+    buildAll(builder, work, std::max(1u, options.inspect_threads));
+
+    for (EntryWork& item : work) {
+      if (!item.built) {
         ++result.rejected;
         rejected_total.inc();
         if (result.rejected <= kDamagedLinesLogged) {
           spdlog::error("journal: rejecting entry file={} offset={} event_id={} reason={}; "
                         "this request has no record",
-                        path.string(), offset, event_id, rejection);
+                        path.string(), item.offset, item.event_id, item.rejection);
         }
-        return;
+        continue;
       }
-      if (built->inspected) {
+      BuiltRecord& built = *item.built;
+      if (built.inspected) {
         ++result.inspected;
         inspected_total.inc();
       } else {
         ++result.uninspected;
-        uninspectedCounter(metrics, built->reason).inc();
-        past_limit += built->reason == Uninspected::kLimit ? 1 : 0;
+        uninspectedCounter(metrics, built.reason).inc();
+        past_limit += built.reason == Uninspected::kLimit ? 1 : 0;
       }
-      if (!built->inspected && built->reason == Uninspected::kFailed) {
+      if (!built.inspected && built.reason == Uninspected::kFailed) {
         ++result.inspection_failed;
         if (result.inspection_failed <= kDamagedLinesLogged) {
           spdlog::error("journal: inspecting recovered entry failed file={} offset={} "
                         "event_id={} error={}; its record has status interrupted and no rule "
                         "matches",
-                        path.string(), offset, event_id, built->failure);
+                        path.string(), item.offset, item.event_id, built.failure);
         }
       }
-      if (spool.append(built->record) == AppendResult::kWritten) {
+      if (spool.append(built.record) == AppendResult::kWritten) {
         ++result.recovered;
         recovered_total.inc();
       } else {
@@ -512,7 +555,7 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
                      path.string(), result.recovered, result.inspected,
                      std::chrono::duration_cast<std::chrono::milliseconds>(now - started).count());
       }
-    });
+    }
   }
 
   // The recovered records must be on disk before their journal goes.

@@ -8,8 +8,11 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -263,6 +266,45 @@ TEST_F(JournalRecoveryTest, FailedInspectionKeepsInterrupted) {
 
 // A probe before the recovered mark wrote whole records in E lines: they
 // have no inputs to inspect, so they stay interrupted and get the mark.
+TEST_F(JournalRecoveryTest, SeveralThreadsKeepJournalOrder) {
+  constexpr int kEntries = 24;
+  std::string lines;
+  for (int i = 0; i < kEntries; ++i) {
+    lines += journal_lines::makeEntryLine(eventId(i), encoded(attack(i)));
+  }
+  writeJournalFile(1, lines);
+  RecoveryOptions options = inspecting();
+  options.inspect_threads = 4;
+  RecoveryInspect real = options.inspect;
+  std::mutex mutex;
+  std::set<std::thread::id> threads;
+  options.inspect = [&](const JournalEntry& entry) {
+    {
+      std::lock_guard lock(mutex);
+      threads.insert(std::this_thread::get_id());
+    }
+    // Long enough that more than one thread takes entries.
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return real(entry);
+  };
+
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics, options);
+  EXPECT_EQ(result.recovered, static_cast<std::uint64_t>(kEntries));
+  EXPECT_EQ(result.inspected, static_cast<std::uint64_t>(kEntries));
+  EXPECT_GT(threads.size(), 1u);
+  EXPECT_LE(threads.size(), 4u);
+
+  std::vector<std::string> records = spoolRecords();
+  ASSERT_EQ(records.size(), static_cast<std::size_t>(kEntries));
+  simdjson::dom::parser parser;
+  for (int i = 0; i < kEntries; ++i) {
+    simdjson::dom::element record = parser.parse(records[static_cast<std::size_t>(i)]);
+    EXPECT_EQ(std::string_view(record.at_pointer("/webtrap/event_id").get_string()), eventId(i));
+    EXPECT_TRUE(isInspectedStatus(record)) << records[static_cast<std::size_t>(i)];
+  }
+}
+
 TEST_F(JournalRecoveryTest, LegacyEntryStaysInterrupted) {
   JournalEntry entry = attack(0);
   InspectionResult old_interrupted = interruptedInspection();
