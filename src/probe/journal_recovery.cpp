@@ -14,6 +14,7 @@
 #include <cstring>
 #include <exception>
 #include <optional>
+#include <span>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -287,6 +288,9 @@ class RecordBuilder {
   std::chrono::steady_clock::time_point started_;
 };
 
+// Entries built per thread before their records go to the spool.
+constexpr std::size_t kEntriesPerThreadChunk = 32;
+
 // One entry line of a journal file, and what build() made of it.
 struct EntryWork {
   std::size_t offset = 0;
@@ -299,7 +303,7 @@ struct EntryWork {
 
 // Runs builder.build() for every item of `work`, on up to `threads`
 // threads that take items in turn, so one slow inspection holds up no other.
-void buildAll(RecordBuilder& builder, std::vector<EntryWork>& work, unsigned threads) {
+void buildAll(RecordBuilder& builder, std::span<EntryWork> work, unsigned threads) {
   std::atomic<std::size_t> next = 0;
   auto run = [&] {
     for (std::size_t i = next.fetch_add(1); i < work.size(); i = next.fetch_add(1)) {
@@ -510,50 +514,60 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
       item.event_id = event_id;
       item.body = parsed->payload.substr(space + 1);
     });
-    buildAll(builder, work, std::max(1u, options.inspect_threads));
-
-    for (EntryWork& item : work) {
-      if (!item.built) {
-        ++result.rejected;
-        rejected_total.inc();
-        if (result.rejected <= kDamagedLinesLogged) {
-          spdlog::error("journal: rejecting entry file={} offset={} event_id={} reason={}; "
-                        "this request has no record",
-                        path.string(), item.offset, item.event_id, item.rejection);
+    // Built in chunks, so that only one chunk's records are in memory at once.
+    const unsigned threads = std::max(1u, options.inspect_threads);
+    const std::size_t chunk = kEntriesPerThreadChunk * threads;
+    for (std::size_t first = 0; first < work.size(); first += chunk) {
+      std::span<EntryWork> part =
+          std::span<EntryWork>(work).subspan(first, std::min(chunk, work.size() - first));
+      buildAll(builder, part, threads);
+      for (EntryWork& item : part) {
+        if (!item.built) {
+          ++result.rejected;
+          rejected_total.inc();
+          if (result.rejected <= kDamagedLinesLogged) {
+            spdlog::error(
+                "journal: rejecting entry file={} offset={} event_id={} reason={}; "
+                "this request has no record",
+                path.string(), item.offset, item.event_id, item.rejection);
+          }
+          continue;
         }
-        continue;
-      }
-      BuiltRecord& built = *item.built;
-      if (built.inspected) {
-        ++result.inspected;
-        inspected_total.inc();
-      } else {
-        ++result.uninspected;
-        uninspectedCounter(metrics, built.reason).inc();
-        past_limit += built.reason == Uninspected::kLimit ? 1 : 0;
-      }
-      if (!built.inspected && built.reason == Uninspected::kFailed) {
-        ++result.inspection_failed;
-        if (result.inspection_failed <= kDamagedLinesLogged) {
-          spdlog::error("journal: inspecting recovered entry failed file={} offset={} "
-                        "event_id={} error={}; its record has status interrupted and no rule "
-                        "matches",
-                        path.string(), item.offset, item.event_id, built.failure);
+        BuiltRecord& built = *item.built;
+        if (built.inspected) {
+          ++result.inspected;
+          inspected_total.inc();
+        } else {
+          ++result.uninspected;
+          uninspectedCounter(metrics, built.reason).inc();
+          past_limit += built.reason == Uninspected::kLimit ? 1 : 0;
         }
-      }
-      if (spool.append(built.record) == AppendResult::kWritten) {
-        ++result.recovered;
-        recovered_total.inc();
-      } else {
-        ++result.dropped;
-      }
-      auto now = std::chrono::steady_clock::now();
-      if (now >= next_progress) {
-        next_progress = now + kProgressInterval;
-        spdlog::info("journal: recovery in progress file={} recovered={} inspected={} "
-                     "elapsed_ms={}",
-                     path.string(), result.recovered, result.inspected,
-                     std::chrono::duration_cast<std::chrono::milliseconds>(now - started).count());
+        if (!built.inspected && built.reason == Uninspected::kFailed) {
+          ++result.inspection_failed;
+          if (result.inspection_failed <= kDamagedLinesLogged) {
+            spdlog::error(
+                "journal: inspecting recovered entry failed file={} offset={} "
+                "event_id={} error={}; its record has status interrupted and no rule "
+                "matches",
+                path.string(), item.offset, item.event_id, built.failure);
+          }
+        }
+        if (spool.append(built.record) == AppendResult::kWritten) {
+          ++result.recovered;
+          recovered_total.inc();
+        } else {
+          ++result.dropped;
+        }
+        auto now = std::chrono::steady_clock::now();
+        if (now >= next_progress) {
+          next_progress = now + kProgressInterval;
+          spdlog::info(
+              "journal: recovery in progress file={} recovered={} inspected={} "
+              "elapsed_ms={}",
+              path.string(), result.recovered, result.inspected,
+              std::chrono::duration_cast<std::chrono::milliseconds>(now - started).count());
+        }
+        item.built.reset();
       }
     }
   }

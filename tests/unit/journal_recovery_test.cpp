@@ -267,13 +267,14 @@ TEST_F(JournalRecoveryTest, FailedInspectionKeepsInterrupted) {
 // A probe before the recovered mark wrote whole records in E lines: they
 // have no inputs to inspect, so they stay interrupted and get the mark.
 TEST_F(JournalRecoveryTest, SeveralThreadsKeepJournalOrder) {
-  constexpr int kEntries = 24;
+  // More than one chunk of 32 entries per thread.
+  constexpr int kEntries = 150;
   std::string lines;
   for (int i = 0; i < kEntries; ++i) {
     lines += journal_lines::makeEntryLine(eventId(i), encoded(attack(i)));
   }
   writeJournalFile(1, lines);
-  RecoveryOptions options = inspecting();
+  RecoveryOptions options = inspecting(kEntries);
   options.inspect_threads = 4;
   RecoveryInspect real = options.inspect;
   std::mutex mutex;
@@ -284,7 +285,7 @@ TEST_F(JournalRecoveryTest, SeveralThreadsKeepJournalOrder) {
       threads.insert(std::this_thread::get_id());
     }
     // Long enough that more than one thread takes entries.
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
     return real(entry);
   };
 
