@@ -145,6 +145,24 @@ inline bool appendShortQuoted(std::string& out, std::string_view bytes, bool col
   return true;
 }
 
+// Escapes the bytes of `bytes` from `pos` on one at a time into `buffer`
+// at `write`, appending the buffer to `out` whenever `write` passes
+// `limit`, then appends what is left in it. Both kernels end with this for
+// the bytes too few for a whole step. Returns false when a byte was
+// replaced, here or before (`valid`).
+bool escapeTail(std::string& out, std::string_view bytes, std::size_t pos, char* buffer,
+                char* write, const char* limit, bool valid) {
+  while (pos < bytes.size()) {
+    if (write > limit) {
+      out.append(buffer, static_cast<std::size_t>(write - buffer));
+      write = buffer;
+    }
+    write += writeOne(bytes, pos, write, valid);
+  }
+  out.append(buffer, static_cast<std::size_t>(write - buffer));
+  return valid;
+}
+
 // Escapes `bytes`, which starts with a byte that needs escaping, onto `out`
 // through a stack buffer that is appended to `out` in pieces of up to
 // kBufferSize bytes. With SSE2 (every x86-64 CPU) it classifies 16 bytes at
@@ -220,15 +238,7 @@ bool escapeRestSse2(std::string& out, std::string_view bytes) {
   }
 #endif
 
-  while (pos < size) {
-    if (write > limit) {
-      out.append(buffer, static_cast<std::size_t>(write - buffer));
-      write = buffer;
-    }
-    write += writeOne(bytes, pos, write, valid);
-  }
-  out.append(buffer, static_cast<std::size_t>(write - buffer));
-  return valid;
+  return escapeTail(out, bytes, pos, buffer, write, limit, valid);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -291,15 +301,7 @@ escapeRestWide(std::string& out, std::string_view bytes) {
       write += writeEscape(bytes, pos, write, valid);
     }
   }
-  while (pos < size) {
-    if (write > limit) {
-      out.append(buffer, static_cast<std::size_t>(write - buffer));
-      write = buffer;
-    }
-    write += writeOne(bytes, pos, write, valid);
-  }
-  out.append(buffer, static_cast<std::size_t>(write - buffer));
-  return valid;
+  return escapeTail(out, bytes, pos, buffer, write, limit, valid);
 }
 
 bool wideEscapeSupported() {
