@@ -312,8 +312,8 @@ void buildAll(RecordBuilder& builder, std::span<EntryWork> work, unsigned thread
     }
   };
   std::vector<std::thread> helpers;
-  const std::size_t wanted = std::min<std::size_t>(threads, work.size());
-  for (std::size_t i = 1; i < wanted; ++i) {
+  const std::size_t count = std::min<std::size_t>(threads, work.size());
+  for (std::size_t i = 1; i < count; ++i) {
     helpers.emplace_back(run);
   }
   run();

@@ -131,6 +131,15 @@ class JournalRecoveryTest : public testing::Test {
     std::ofstream(journal_dir_ / journalFileName(number), std::ios::binary) << lines;
   }
 
+  // Writes the entries of attack(0) to attack(count - 1) to journal file 1.
+  void writeAttackEntries(int count) {
+    std::string lines;
+    for (int i = 0; i < count; ++i) {
+      lines += journal_lines::makeEntryLine(eventId(i), encoded(attack(i)));
+    }
+    writeJournalFile(1, lines);
+  }
+
   // Recovers with `options`, the default logger writing to log_.
   JournalRecovery recover(MetricsRegistry& metrics, const RecoveryOptions& options) {
     SpoolConfig config;
@@ -154,11 +163,7 @@ MetricsRegistry* JournalRecoveryTest::metrics_ = nullptr;
 Inspector* JournalRecoveryTest::inspector_ = nullptr;
 
 TEST_F(JournalRecoveryTest, RecoveredEntriesCarryRuleMatches) {
-  std::string lines;
-  for (int i = 0; i < 3; ++i) {
-    lines += journal_lines::makeEntryLine(eventId(i), encoded(attack(i)));
-  }
-  writeJournalFile(1, lines);
+  writeAttackEntries(3);
 
   MetricsRegistry metrics;
   JournalRecovery result = recover(metrics, inspecting());
@@ -269,11 +274,7 @@ TEST_F(JournalRecoveryTest, FailedInspectionKeepsInterrupted) {
 TEST_F(JournalRecoveryTest, SeveralThreadsKeepJournalOrder) {
   // More than one chunk of 32 entries per thread.
   constexpr int kEntries = 150;
-  std::string lines;
-  for (int i = 0; i < kEntries; ++i) {
-    lines += journal_lines::makeEntryLine(eventId(i), encoded(attack(i)));
-  }
-  writeJournalFile(1, lines);
+  writeAttackEntries(kEntries);
   RecoveryOptions options = inspecting(kEntries);
   options.inspect_threads = 4;
   RecoveryInspect real = options.inspect;
@@ -327,11 +328,7 @@ TEST_F(JournalRecoveryTest, LegacyEntryStaysInterrupted) {
 }
 
 TEST_F(JournalRecoveryTest, InspectionTimeLimitLeavesRestInterrupted) {
-  std::string lines;
-  for (int i = 0; i < 3; ++i) {
-    lines += journal_lines::makeEntryLine(eventId(i), encoded(attack(i)));
-  }
-  writeJournalFile(1, lines);
+  writeAttackEntries(3);
 
   // No time to inspect: every entry comes back uninspected, none is lost.
   RecoveryOptions options = inspecting();
@@ -351,11 +348,7 @@ TEST_F(JournalRecoveryTest, InspectionTimeLimitLeavesRestInterrupted) {
 }
 
 TEST_F(JournalRecoveryTest, InspectionLimitLeavesRestInterrupted) {
-  std::string lines;
-  for (int i = 0; i < 4; ++i) {
-    lines += journal_lines::makeEntryLine(eventId(i), encoded(attack(i)));
-  }
-  writeJournalFile(1, lines);
+  writeAttackEntries(4);
 
   MetricsRegistry metrics;
   JournalRecovery result = recover(metrics, inspecting(2));
