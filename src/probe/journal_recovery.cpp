@@ -195,11 +195,12 @@ class RecordBuilder {
 
   // Returns the record of an entry line of kind `kind` (kEntry or
   // kLegacyEntry) for the event `event_id`, whose payload after the event
-  // id is `body`. Returns std::nullopt, with the reason in `reason`, when
-  // the entry cannot be decoded or no record of it is one the collector
-  // accepts.
+  // id is `body`. `within_limit` is false for an entry past the first
+  // max_inspections, which is recorded uninspected. Returns std::nullopt,
+  // with the reason in `reason`, when the entry cannot be decoded or no
+  // record of it is one the collector accepts.
   std::optional<BuiltRecord> build(char kind, std::string_view event_id, std::string_view body,
-                                   std::string& reason) {
+                                   bool within_limit, std::string& reason) {
     BuiltRecord built;
     if (kind == journal_lines::kLegacyEntry) {
       built.record = body;
@@ -223,8 +224,8 @@ class RecordBuilder {
     }
     if (!options_.inspect) {
       built.reason = Uninspected::kNoInspector;
-    } else if (std::chrono::steady_clock::now() - started_ >= options_.max_inspection_time ||
-               attempts_.fetch_add(1) >= options_.max_inspections) {
+    } else if (!within_limit ||
+               std::chrono::steady_clock::now() - started_ >= options_.max_inspection_time) {
       built.reason = Uninspected::kLimit;
     } else {
       if (inspect(*entry, event_id, built)) {
@@ -283,8 +284,6 @@ class RecordBuilder {
   }
 
   const RecoveryOptions& options_;
-  // Inspections claimed so far. build() runs on several threads at once.
-  std::atomic<std::uint64_t> attempts_ = 0;
   std::chrono::steady_clock::time_point started_;
 };
 
@@ -297,6 +296,11 @@ struct EntryWork {
   char kind = 0;
   std::string_view event_id;
   std::string_view body;
+  // True for the first max_inspections entry lines (R) of the recovery,
+  // also those that then fail to decode. It is set in the journal's order
+  // before the threads build the entries, so their timing does not choose
+  // which entries are inspected.
+  bool within_limit = false;
   std::optional<BuiltRecord> built;
   std::string rejection;
 };
@@ -308,7 +312,8 @@ void buildAll(RecordBuilder& builder, std::span<EntryWork> work, unsigned thread
   auto run = [&] {
     for (std::size_t i = next.fetch_add(1); i < work.size(); i = next.fetch_add(1)) {
       EntryWork& item = work[i];
-      item.built = builder.build(item.kind, item.event_id, item.body, item.rejection);
+      item.built =
+          builder.build(item.kind, item.event_id, item.body, item.within_limit, item.rejection);
     }
   };
   std::vector<std::thread> helpers;
@@ -447,6 +452,7 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
   // requests past it comes back uninspected.
   RecordBuilder builder(options);
   std::uint64_t past_limit = 0;  // entries left uninspected by max_inspections
+  std::uint64_t inspectable = 0;  // entry lines (R) met so far, in the journal's order
   std::vector<std::uint64_t> kept_files;
   for (std::uint64_t number : numbers) {
     std::filesystem::path path = dir / journalFileName(number);
@@ -513,6 +519,10 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
       item.kind = parsed->kind;
       item.event_id = event_id;
       item.body = parsed->payload.substr(space + 1);
+      if (parsed->kind == journal_lines::kEntry) {
+        item.within_limit = inspectable < options.max_inspections;
+        ++inspectable;
+      }
     });
     // Built in chunks, so that only one chunk's records are in memory at once.
     const unsigned threads = std::max(1u, options.inspect_threads);

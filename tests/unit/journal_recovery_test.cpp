@@ -307,6 +307,38 @@ TEST_F(JournalRecoveryTest, SeveralThreadsKeepJournalOrder) {
   }
 }
 
+TEST_F(JournalRecoveryTest, ThreadedLimitInspectsFirstEntries) {
+  // Entry kLimit - 1 has a large body, so the other threads decode the
+  // small entries after it first. They must still not take its inspection.
+  constexpr int kEntries = 16;
+  constexpr int kLimit = 6;
+  std::string lines;
+  for (int i = 0; i < kEntries; ++i) {
+    JournalEntry entry = attack(i);
+    if (i == kLimit - 1) {
+      entry.request.method = "POST";
+      entry.request.body = std::string(4 << 20, '\x01');
+      entry.request.body_size = entry.request.body.size();
+    }
+    lines += journal_lines::makeEntryLine(eventId(i), encoded(entry));
+  }
+  writeJournalFile(1, lines);
+  RecoveryOptions options = inspecting(kLimit);
+  options.inspect_threads = 4;
+
+  MetricsRegistry metrics;
+  JournalRecovery result = recover(metrics, options);
+  EXPECT_EQ(result.recovered, static_cast<std::uint64_t>(kEntries));
+  EXPECT_EQ(result.inspected, static_cast<std::uint64_t>(kLimit));
+  std::vector<std::string> records = spoolRecords();
+  ASSERT_EQ(records.size(), static_cast<std::size_t>(kEntries));
+  simdjson::dom::parser parser;
+  for (int i = 0; i < kEntries; ++i) {
+    simdjson::dom::element record = parser.parse(records[static_cast<std::size_t>(i)]);
+    EXPECT_EQ(isInspectedStatus(record), i < kLimit) << "entry " << i;
+  }
+}
+
 TEST_F(JournalRecoveryTest, LegacyEntryStaysInterrupted) {
   JournalEntry entry = attack(0);
   InspectionResult old_interrupted = interruptedInspection();
