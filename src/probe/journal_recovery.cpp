@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -309,11 +310,24 @@ struct EntryWork {
 // threads that take items in turn, so one slow inspection holds up no other.
 void buildAll(RecordBuilder& builder, std::span<EntryWork> work, unsigned threads) {
   std::atomic<std::size_t> next = 0;
+  // The first exception of any thread (std::bad_alloc, say) stops the
+  // others from taking items and goes to the caller after they end, as it
+  // did when one thread built every entry.
+  std::mutex failure_mutex;
+  std::exception_ptr failure;
   auto run = [&] {
-    for (std::size_t i = next.fetch_add(1); i < work.size(); i = next.fetch_add(1)) {
-      EntryWork& item = work[i];
-      item.built =
-          builder.build(item.kind, item.event_id, item.body, item.within_limit, item.rejection);
+    try {
+      for (std::size_t i = next.fetch_add(1); i < work.size(); i = next.fetch_add(1)) {
+        EntryWork& item = work[i];
+        item.built =
+            builder.build(item.kind, item.event_id, item.body, item.within_limit, item.rejection);
+      }
+    } catch (...) {
+      next.store(work.size());
+      std::lock_guard lock(failure_mutex);
+      if (!failure) {
+        failure = std::current_exception();
+      }
     }
   };
   std::vector<std::thread> helpers;
@@ -324,6 +338,9 @@ void buildAll(RecordBuilder& builder, std::span<EntryWork> work, unsigned thread
   run();
   for (std::thread& helper : helpers) {
     helper.join();
+  }
+  if (failure) {
+    std::rethrow_exception(failure);
   }
 }
 

@@ -339,6 +339,29 @@ TEST_F(JournalRecoveryTest, ThreadedLimitInspectsFirstEntries) {
   }
 }
 
+TEST_F(JournalRecoveryTest, ThreadExceptionReachesCaller) {
+  // An exception that is not a std::exception passes the inspection's own
+  // catch, as a failure outside it would. On a helper thread it must reach
+  // the caller instead of ending the process.
+  constexpr int kEntries = 40;
+  writeAttackEntries(kEntries);
+  RecoveryOptions options = inspecting(kEntries);
+  options.inspect_threads = 4;
+  options.inspect = [](const JournalEntry& entry) -> InspectionResult {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (entry.meta.event_id == eventId(30)) {
+      throw 30;
+    }
+    return InspectionResult{};
+  };
+  MetricsRegistry metrics;
+  SpoolConfig config;
+  config.dir = dir_;
+  config.fsync = FsyncPolicy::kNever;
+  Spool spool(config, metrics);
+  EXPECT_THROW(recoverJournal(journal_dir_, spool, metrics, options), int);
+}
+
 TEST_F(JournalRecoveryTest, LegacyEntryStaysInterrupted) {
   JournalEntry entry = attack(0);
   InspectionResult old_interrupted = interruptedInspection();
