@@ -1011,6 +1011,16 @@ std::string wholeDocument(const std::string& id, std::string_view original) {
 
 std::int64_t batchRows(const fs::path& database) { return countRows(database, "batches"); }
 
+// Replaces every stored batch body with a gzip header alone, which does not
+// inflate.
+void damageBatchBodies(const fs::path& database) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(database.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE batches SET body = x'1f8b00'", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+}
+
 TEST(SpliceOriginal, GivesTheDocumentBuiltWithTheOriginal) {
   std::string out = "prefix ";
   spliceOriginal(out, R"({"event":{"kind":"alert"},"x":1})", 24, "{\"a\":\"\xc3\xa9\\n\"}\t");
@@ -1206,11 +1216,7 @@ TEST_F(StoreTest, InsertedBatchTextReadWithoutInflating) {
 
   // With the stored body damaged, only the text cached by the insert can
   // give the originals back.
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(options_.path.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "UPDATE batches SET body = x'1f8b00'", nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  ASSERT_NO_FATAL_FAILURE(damageBatchBodies(options_.path));
   auto read = store.readAfter(0, 10, 1 << 20);
   ASSERT_EQ(read.size(), 2u);
   EXPECT_EQ(read[0].damage, "");
@@ -1246,11 +1252,7 @@ TEST_F(StoreTest, BatchCacheCountsCapacity) {
   Store store(options_);
   OriginalBatch batch{gzip, text.size(), shared};
   store.insert(std::vector<NewEvent>{referencedEvent("a", text, 0)}, {}, nullptr, &batch);
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(options_.path.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "UPDATE batches SET body = x'1f8b00'", nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  ASSERT_NO_FATAL_FAILURE(damageBatchBodies(options_.path));
   auto read = store.readAfter(0, 10, 1 << 20);
   ASSERT_EQ(read.size(), 1u);
   EXPECT_NE(read[0].damage, "");
@@ -1267,11 +1269,7 @@ TEST_F(StoreTest, DamagedBatchNamesEventAndBatch) {
                  {}, nullptr, &batch);
     store.insert(std::vector<NewEvent>{makeEvent("after")});
   }
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(options_.path.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "UPDATE batches SET body = x'1f8b00'", nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  ASSERT_NO_FATAL_FAILURE(damageBatchBodies(options_.path));
 
   // The read goes on past the damaged batch: its events come with the
   // reason and the stored document, the others whole.
