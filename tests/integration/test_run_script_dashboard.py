@@ -232,48 +232,31 @@ def check_plain_run(script, folder, http_port):
     check("unbound variable" not in run.text(), f"run.sh failed after SIGINT:\n{run.text()}")
 
 
-def check_probe_killed(script, folder):
-    """A probe killed under run.sh ends the run with the signal and how to recover."""
+def check_part_killed(script, folder, part, hint, hint_text):
+    """A probe or collector (`part`) killed under run.sh ends the run with a line naming the
+    signal and a line telling how to go on, which contains `hint`."""
     run = RunScript(script, folder)
     try:
         run.wait_banner()
-        # The probe run.sh started, not the processes the probe starts.
-        probes = [pid for pid in processes_in(folder)
-                  if b"probe" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:2]
-                  and parent_of(pid) == run.process.pid]
-        check(len(probes) == 1, f"expected one probe started by run.sh, found {probes}")
-        os.kill(probes[0], signal.SIGKILL)
+        # The process run.sh started, not its children, and not the
+        # collector tail that run.sh also starts.
+        started = []
+        for pid in processes_in(folder):
+            argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if argv[1:2] == [part.encode()] and b"tail" not in argv \
+                    and parent_of(pid) == run.process.pid:
+                started.append(pid)
+        check(len(started) == 1, f"expected one {part} started by run.sh, found {started}")
+        os.kill(started[0], signal.SIGKILL)
         run.process.wait(timeout=STOP_TIMEOUT)
     finally:
         leftovers = run.stop()
-    check(not leftovers, f"processes left after the probe was killed: {leftovers}")
+    check(not leftovers, f"processes left after the {part} was killed: {leftovers}")
     text = run.text()
-    check("the probe was killed by signal KILL" in text,
-          f"run.sh did not name the probe's signal:\n{text}")
-    check("run ./scripts/run.sh again" in text and "inspection-journal" in text,
-          f"run.sh did not say how to recover the probe's requests:\n{text}")
-
-
-def check_collector_killed(script, folder):
-    """A collector killed under run.sh ends the run with the signal and how to go on."""
-    run = RunScript(script, folder)
-    try:
-        run.wait_banner()
-        collectors = [pid for pid in processes_in(folder)
-                      if b"collector" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
-                      and b"tail" not in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
-                      and parent_of(pid) == run.process.pid]
-        check(len(collectors) == 1, f"expected one collector started by run.sh, found {collectors}")
-        os.kill(collectors[0], signal.SIGKILL)
-        run.process.wait(timeout=STOP_TIMEOUT)
-    finally:
-        leftovers = run.stop()
-    check(not leftovers, f"processes left after the collector was killed: {leftovers}")
-    text = run.text()
-    check("the collector was killed by signal KILL" in text,
-          f"run.sh did not name the collector's signal:\n{text}")
-    check("run ./scripts/run.sh again" in text and "var/spool/" in text,
-          f"run.sh did not say how to go on after the collector's kill:\n{text}")
+    check(f"the {part} was killed by signal KILL" in text,
+          f"run.sh did not name the {part}'s signal:\n{text}")
+    check("run ./scripts/run.sh again" in text and hint in text,
+          f"run.sh did not say how to {hint_text}:\n{text}")
 
 
 def run_to_end(script, folder, *options):
@@ -439,8 +422,10 @@ def main():
         script = make_tree(folder, http_port)
         try:
             check_plain_run(script, folder, http_port)
-            check_probe_killed(script, folder)
-            check_collector_killed(script, folder)
+            check_part_killed(script, folder, "probe", "inspection-journal",
+                              "recover the probe's requests")
+            check_part_killed(script, folder, "collector", "var/spool/",
+                              "go on after the collector's kill")
             first_token = check_dashboard_run(
                 script, folder, http_port, lambda: check_second_run_rejected(script, folder))
             token_file = folder / "var/collector/admin.token"
