@@ -310,6 +310,7 @@ struct EntryWork {
 // threads that take items in turn, so one slow inspection holds up no other.
 void buildAll(RecordBuilder& builder, std::span<EntryWork> work, unsigned threads) {
   std::atomic<std::size_t> next = 0;
+
   // The first exception of any thread (std::bad_alloc, say) stops the
   // others from taking items and goes to the caller after they end, as it
   // did when one thread built every entry.
@@ -330,6 +331,7 @@ void buildAll(RecordBuilder& builder, std::span<EntryWork> work, unsigned thread
       }
     }
   };
+
   std::vector<std::thread> helpers;
   const std::size_t count = std::min<std::size_t>(threads, work.size());
   for (std::size_t i = 1; i < count; ++i) {
@@ -339,6 +341,7 @@ void buildAll(RecordBuilder& builder, std::span<EntryWork> work, unsigned thread
   for (std::thread& helper : helpers) {
     helper.join();
   }
+
   if (failure) {
     std::rethrow_exception(failure);
   }
