@@ -9,11 +9,11 @@
 #include <list>
 #include <mutex>
 #include <string_view>
-#include <unordered_map>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "collector/key_index.h"
 #include "common/encoding.h"
 #include "common/json_writer.h"
 #include "common/oat_ontology.h"
@@ -451,9 +451,10 @@ struct BehaviourTagger::Impl {
     KeyState state;
   };
   struct Shard {
+    explicit Shard(std::size_t expected_keys) : index(expected_keys) {}
     std::mutex mutex;
     std::list<Entry> entries;  // most recently seen first
-    std::unordered_map<std::uint64_t, std::list<Entry>::iterator> index;
+    KeyIndex<std::list<Entry>::iterator> index;
   };
 
   BehaviourOptions options;
@@ -485,11 +486,10 @@ struct BehaviourTagger::Impl {
     std::size_t shard_count = options.max_keys >= 1024 ? 16 : 1;
     shard_cap = std::max<std::size_t>(1, options.max_keys / shard_count);
     for (std::size_t i = 0; i < shard_count; ++i) {
-      shards.push_back(std::make_unique<Shard>());
-      // A shard of up to kReservedKeys keys never rehashes. A larger one
-      // grows its index as keys arrive, so a huge max_keys costs nothing
-      // until it is used.
-      shards.back()->index.reserve(std::min(shard_cap + 1, kReservedKeys));
+      // A shard of up to kReservedKeys keys never grows its index. A larger
+      // one grows it as keys arrive, so a huge max_keys costs nothing until
+      // it is used.
+      shards.push_back(std::make_unique<Shard>(std::min(shard_cap + 1, kReservedKeys)));
     }
     for (int signal = 0; signal < kSignalCount; ++signal) {
       tag_counters[signal] = &metrics.counter(
@@ -1090,9 +1090,8 @@ void BehaviourTagger::Impl::observeKey(KeyKind kind, std::uint64_t key, const Ob
                                        std::vector<OatVerdict>* verdicts, bool& late) {
   Shard& shard = *shards[key % shards.size()];
   std::lock_guard lock(shard.mutex);
-  auto found = shard.index.find(key);
-  if (found != shard.index.end()) {
-    shard.entries.splice(shard.entries.begin(), shard.entries, found->second);
+  if (std::list<Entry>::iterator* found = shard.index.find(key)) {
+    shard.entries.splice(shard.entries.begin(), shard.entries, *found);
   } else if (shard.entries.size() >= shard_cap) {
     // The least recently seen key makes room. Its entry is reset and moved
     // to the front for the new key, so a flood of new addresses allocates
@@ -1103,11 +1102,11 @@ void BehaviourTagger::Impl::observeKey(KeyKind kind, std::uint64_t key, const Ob
     oldest->key = key;
     oldest->state.reset();
     shard.entries.splice(shard.entries.begin(), shard.entries, oldest);
-    shard.index.emplace(key, shard.entries.begin());
+    shard.index.insert(key, shard.entries.begin());
   } else {
     shard.entries.emplace_front();
     shard.entries.front().key = key;
-    shard.index.emplace(key, shard.entries.begin());
+    shard.index.insert(key, shard.entries.begin());
     tracked_keys.add(1);
   }
   KeyState& state = shard.entries.front().state;

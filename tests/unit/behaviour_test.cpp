@@ -10,12 +10,14 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include "collector/collector_sections.h"
 #include "collector/ingest.h"
+#include "collector/key_index.h"
 #include "collector/store.h"
 #include "common/error.h"
 #include "common/metrics.h"
@@ -23,6 +25,55 @@
 
 namespace webtrap::collector {
 namespace {
+
+// Random inserts, lookups and erases against std::unordered_map. The keys
+// come from a small range, many of them multiples of a power of two, so
+// runs of occupied slots are long and erases shift many of them back.
+TEST(KeyIndexTest, MatchesUnorderedMapUnderRandomChurn) {
+  std::mt19937_64 random(7);
+  KeyIndex<int> index(4);
+  std::unordered_map<std::uint64_t, int> expected;
+  for (int step = 0; step < 200000; ++step) {
+    std::uint64_t key = random() % 3 == 0 ? (random() % 64) << 40 : random() % 700;
+    int action = static_cast<int>(random() % 3);
+    int* found = index.find(key);
+    auto it = expected.find(key);
+    ASSERT_EQ(found != nullptr, it != expected.end()) << "step " << step << " key " << key;
+    if (found != nullptr) {
+      ASSERT_EQ(*found, it->second) << "step " << step << " key " << key;
+    }
+    if (action == 0 && it == expected.end()) {
+      index.insert(key, step);
+      expected.emplace(key, step);
+    } else if (action == 1) {
+      index.erase(key);
+      expected.erase(key);
+    }
+    ASSERT_EQ(index.size(), expected.size());
+  }
+  // Every key left is still found, and no erased one is.
+  for (std::uint64_t key = 0; key < 700; ++key) {
+    EXPECT_EQ(index.find(key) != nullptr, expected.contains(key)) << key;
+  }
+  for (std::uint64_t high = 0; high < 64; ++high) {
+    EXPECT_EQ(index.find(high << 40) != nullptr, expected.contains(high << 40)) << high;
+  }
+}
+
+TEST(KeyIndexTest, GrowsAndStaysHalfEmpty) {
+  KeyIndex<std::uint64_t> index(8);
+  EXPECT_EQ(index.slotCount(), 16u);
+  for (std::uint64_t key = 0; key < 1000; ++key) {
+    index.insert(key * 16, key);
+    ASSERT_LE(2 * index.size(), index.slotCount());
+  }
+  for (std::uint64_t key = 0; key < 1000; ++key) {
+    ASSERT_NE(index.find(key * 16), nullptr) << key;
+    EXPECT_EQ(*index.find(key * 16), key);
+  }
+  EXPECT_EQ(index.find(16 * 1000), nullptr);
+}
+
 
 constexpr std::int64_t kStartMs = 1'764'849'600'000;  // 2025-12-04T12:00:00Z
 constexpr const char* kFirefox =
