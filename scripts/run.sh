@@ -67,10 +67,25 @@ fi
 mkdir -p var/spool var/state var/collector var/log
 webtrap=./build/webtrap
 
+# Prints to standard error the last LINES lines added to LOG after its
+# first START bytes. The logs keep the lines of earlier runs, which would
+# read as part of this run's failure.
+# Usage: print_log_since LOG START LINES
+print_log_since() {
+  tail -c "+$(($2 + 1))" "$1" | tail -n "$3" >&2
+}
+
 # A new token at every start: enrolling again replaces the old one, so the
-# token file and the collector's store can never disagree.
-"$webtrap" collector --config etc/collector.yaml enrol --sensor-id demo-probe --group lab \
-  --token-file var/state/shipper.token >/dev/null 2>>var/log/collector.log
+# token file and the collector's store can never disagree. A configuration
+# error stops the enrolment, so its lines are shown here.
+collector_log_start=$(stat -c %s var/log/collector.log 2>/dev/null || echo 0)
+if ! "$webtrap" collector --config etc/collector.yaml enrol --sensor-id demo-probe --group lab \
+  --token-file var/state/shipper.token >/dev/null 2>>var/log/collector.log; then
+  echo "webtrap: the collector did not start: enrolling the demo probe failed; see" \
+    "var/log/collector.log" >&2
+  print_log_since var/log/collector.log "$collector_log_start" 20
+  exit 1
+fi
 
 # The dashboard's admin token: 32 random bytes in hex, made once and kept
 # readable by the owner only, so a bookmarked login keeps working across runs.
@@ -115,32 +130,53 @@ fi
 collector_pid=""
 probe_pid=""
 tail_pid=""
+# A second Ctrl-C while stop_all waits for the probe stops the collector and
+# the tail at once too. They run in sessions of their own, so without this
+# they would outlive the script.
+hurry_stop() {
+  echo "run.sh: stopping the collector too without waiting for the probe's last records;" \
+    "those stay in var/spool/ and the next run ships them" >&2
+  local pid
+  for pid in "$collector_pid" "$tail_pid"; do
+    if [[ -n "$pid" ]]; then
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
+}
+
 # Stops the probe first and waits for it, so its shipper can send the last
 # records while the collector still runs; then the collector, then the
 # tail, which prints the events stored up to its stop before it exits.
 stop_all() {
-  trap - INT TERM HUP EXIT
+  trap - EXIT
+  trap hurry_stop INT TERM HUP
+  local pid
   for pid in "$probe_pid" "$collector_pid" "$tail_pid"; do
     if [[ -n "$pid" ]]; then
       kill -TERM "$pid" 2>/dev/null || true
-      wait "$pid" 2>/dev/null || true
+      # A trapped signal ends wait early, so wait until the process is gone.
+      while kill -0 "$pid" 2>/dev/null; do
+        wait "$pid" 2>/dev/null || true
+      done
     fi
   done
+  trap - INT TERM HUP
   echo "webtrap: stopped; logs in var/log/, records in var/collector/store.sqlite"
 }
 trap stop_all INT TERM HUP EXIT
 
 # Waits until the process NAME (PID) has written its ports file, or exits
 # with an error that points at LOG: when the process ends first (with the
-# last LINES lines of LOG), or after SECONDS.
-# Usage: wait_for_ports NAME PID FILE LOG SECONDS LINES
+# last LINES lines that this run added to LOG after byte START), or after
+# SECONDS.
+# Usage: wait_for_ports NAME PID FILE LOG START SECONDS LINES
 wait_for_ports() {
-  local name=$1 pid=$2 file=$3 log=$4 seconds=$5 lines=$6
+  local name=$1 pid=$2 file=$3 log=$4 start=$5 seconds=$6 lines=$7
   for _ in $(seq $((seconds * 10))); do
     [[ -s $file ]] && return 0
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "webtrap: the $name did not start; see $log" >&2
-      tail -n "$lines" "$log" >&2
+      print_log_since "$log" "$start" "$lines"
       exit 1
     fi
     sleep 0.1
@@ -155,10 +191,12 @@ rm -f var/collector/ports.json
 # Without it, the collector and the probe's shipper would stop at once and
 # leave the last records in the spool. Now only this script gets the SIGINT,
 # and stop_all stops the probe before the collector.
+collector_log_start=$(stat -c %s var/log/collector.log 2>/dev/null || echo 0)
 env "${collector_environment[@]}" setsid "$webtrap" collector --config etc/collector.yaml \
   --ports-file var/collector/ports.json >>var/log/collector.log 2>&1 &
 collector_pid=$!
-wait_for_ports collector "$collector_pid" var/collector/ports.json var/log/collector.log 10 20
+wait_for_ports collector "$collector_pid" var/collector/ports.json var/log/collector.log \
+  "$collector_log_start" 10 20
 
 # The tail starts before the probe, so the records its shipper sends from
 # an earlier run's spool are printed too. setsid keeps a terminal's Ctrl-C
@@ -192,7 +230,8 @@ setsid "$webtrap" probe --config var/state/probe-with-shipper.yaml \
 probe_pid=$!
 # The banner below is printed only once the probe listens, so it never
 # shows a URL or token of a run that is about to stop.
-wait_for_ports probe "$probe_pid" var/state/probe-ports.json var/log/probe.log 30 5
+wait_for_ports probe "$probe_pid" var/state/probe-ports.json var/log/probe.log \
+  "$probe_log_start" 30 5
 
 # One banner line per probe listener, from the probe's log lines
 # "probe: listening name=N address=A port=P tls=T bait=B", so the banner

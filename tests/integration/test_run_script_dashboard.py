@@ -125,14 +125,19 @@ class RunScript:
               f"banner:\n{self.text()}\n{log_tails(self.folder)}")
         return self.text()
 
-    def stop(self, group=False):
+    def stop(self, group=False, twice=False):
         """Send SIGINT, wait for the stop line, and end any leftover process. With `group`,
-        SIGINT goes to run.sh's whole process group, as a terminal's Ctrl-C sends it."""
+        SIGINT goes to run.sh's whole process group, as a terminal's Ctrl-C sends it. With
+        `twice`, a second SIGINT goes to the group 0.3 s later, as an impatient user sends it."""
         if self.process.poll() is None:
             if group:
                 os.killpg(self.process.pid, signal.SIGINT)
             else:
                 self.process.send_signal(signal.SIGINT)
+        if twice:
+            time.sleep(0.3)
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGINT)
         try:
             self.process.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -140,9 +145,10 @@ class RunScript:
             self.process.wait()
         self.output.close()
         leftovers = processes_in(self.folder)
+        described = [describe_process(pid) for pid in leftovers]
         for pid in leftovers:
             os.kill(pid, signal.SIGKILL)
-        return leftovers
+        return described
 
 
 def processes_in(folder):
@@ -158,6 +164,15 @@ def processes_in(folder):
         except OSError:
             continue
     return pids
+
+
+def describe_process(pid):
+    """`pid` with its parent and command line, for a failure message."""
+    try:
+        command = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        return f"{pid} (parent {parent_of(pid)}): {command.decode(errors='replace').strip()}"
+    except OSError:
+        return str(pid)
 
 
 def parent_of(pid):
@@ -232,6 +247,24 @@ def check_plain_run(script, folder, http_port):
     check("unbound variable" not in run.text(), f"run.sh failed after SIGINT:\n{run.text()}")
 
 
+def check_double_ctrl_c(script, folder, http_port):
+    """A second Ctrl-C while run.sh waits for the probe's final pass still stops the
+    collector and the tail, which run in sessions of their own."""
+    run = RunScript(script, folder)
+    stopped = False
+    try:
+        run.wait_banner()
+        send_raw(http_port, b"GET /before-two-ctrl-c HTTP/1.1\r\nHost: shop.example\r\n"
+                            b"Connection: close\r\n\r\n")
+        leftovers = run.stop(group=True, twice=True)
+        stopped = True
+    finally:
+        if not stopped:
+            leftovers = run.stop()
+    check(not leftovers, f"processes left after two SIGINTs: {leftovers}\n{run.text()}")
+    check("webtrap: stopped" in run.text(), f"no stop line after two SIGINTs:\n{run.text()}")
+
+
 def check_part_killed(script, folder, part, hint, hint_text):
     """A probe or collector (`part`) killed under run.sh ends the run with a line naming the
     signal and a line telling how to go on, which contains `hint`."""
@@ -259,10 +292,10 @@ def check_part_killed(script, folder, part, hint, hint_text):
           f"run.sh did not say how to {hint_text}:\n{text}")
 
 
-def run_to_end(script, folder, *options):
+def run_to_end(script, folder, *options, environment=None):
     """Run run.sh --skip-build with `options` to its end and return (exit status, output)."""
     result = subprocess.run([str(script), "--skip-build", *options], cwd=folder,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, timeout=START_TIMEOUT)
     return result.returncode, result.stdout.decode(errors="replace")
 
@@ -409,6 +442,22 @@ def check_probe_port_in_use(script, folder, http_port):
     check(not processes_in(folder), "processes left after the probe did not start")
 
 
+def check_start_error_shows_this_run(script, folder):
+    """A collector that stops at a configuration error prints that error under run.sh's
+    message, without the lines that earlier runs left in the same log."""
+    environment = dict(os.environ, WEBTRAP__NO_SUCH_KEY="1")
+    status, output = run_to_end(script, folder, environment=environment)
+    check(status != 0, f"run.sh exited with 0 while the collector could not start:\n{output}")
+    check("the collector did not start" in output and "var/log/collector.log" in output,
+          f"run.sh does not say that the collector did not start:\n{output}")
+    check("WEBTRAP__NO_SUCH_KEY" in output,
+          f"run.sh does not show the collector's error:\n{output}")
+    # collector.log has the lines of every earlier run, which all stopped.
+    check("collector: stopped" not in output,
+          f"run.sh printed log lines of an earlier run under this failure:\n{output}")
+    check(not processes_in(folder), "processes left after the collector did not start")
+
+
 def main():
     if not pathlib.Path(BIN).exists():
         print(f"webtrap binary not found at {BIN}; build it or set WEBTRAP_BIN", file=sys.stderr)
@@ -422,6 +471,7 @@ def main():
         script = make_tree(folder, http_port)
         try:
             check_plain_run(script, folder, http_port)
+            check_double_ctrl_c(script, folder, http_port)
             check_part_killed(script, folder, "probe", "inspection-journal",
                               "recover the probe's requests")
             check_part_killed(script, folder, "collector", "var/spool/",
@@ -436,6 +486,7 @@ def main():
                   "run.sh did not say that it set the token file of mode 0644 to 0600")
             check_bad_token_file(script, folder)
             check_probe_port_in_use(script, folder, http_port)
+            check_start_error_shows_this_run(script, folder)
             check_bad_jobs_rejected(script, folder)
         except AssertionError:
             print(log_tails(folder), file=sys.stderr)
@@ -443,10 +494,11 @@ def main():
     finally:
         if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
             shutil.rmtree(folder, ignore_errors=True)
-    print("run.sh: default run without a dashboard stopped by Ctrl-C to its group, a killed "
+    print("run.sh: default run without a dashboard stopped by Ctrl-C to its group, a run "
+          "stopped by two Ctrl-Cs, a killed "
           "collector, --dashboard with URL, token, login and a "
           "shipped record, a killed probe, a rejected second run, the same token on the next run, a bad token "
-          "file, a probe port in use, invalid --jobs values, and the stop all passed")
+          "file, a probe port in use, a collector configuration error shown without older log lines, invalid --jobs values, and the stop all passed")
     return 0
 
 
