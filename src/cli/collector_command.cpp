@@ -359,24 +359,19 @@ int runCollector(const CollectorOptions& options) {
   if (dashboard) {
     dashboard->stop();
   }
+  // This run's counts, summed over the inputs, as /metrics shows them.
+  auto inputTotal = [&metrics](const char* name) {
+    std::uint64_t total = 0;
+    for (const char* input : {"input=\"probe\"", "input=\"modsecurity_http\"", "input=\"file\""}) {
+      total += metrics.counter(name, "", input).value();
+    }
+    return total;
+  };
   spdlog::info("collector: stopped received={} stored={} duplicates={} rejected={}",
-               metrics.counter("webtrap_collector_input_received_total", "", "input=\"probe\"")
-                       .value() +
-                   metrics
-                       .counter("webtrap_collector_input_received_total", "",
-                                "input=\"modsecurity_http\"")
-                       .value() +
-                   metrics.counter("webtrap_collector_input_received_total", "", "input=\"file\"")
-                       .value(),
-               metrics.counter("webtrap_collector_input_stored_total", "", "input=\"probe\"")
-                       .value() +
-                   metrics
-                       .counter("webtrap_collector_input_stored_total", "",
-                                "input=\"modsecurity_http\"")
-                       .value() +
-                   metrics.counter("webtrap_collector_input_stored_total", "", "input=\"file\"")
-                       .value(),
-               store->duplicateCount(), store->deadLetterCount());
+               inputTotal("webtrap_collector_input_received_total"),
+               inputTotal("webtrap_collector_input_stored_total"),
+               inputTotal("webtrap_collector_input_duplicates_total"),
+               inputTotal("webtrap_collector_input_rejected_total"));
   return 0;
 }
 
