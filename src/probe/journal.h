@@ -111,7 +111,11 @@ std::string journalFileName(std::uint64_t number);
 // its escaping can double each byte. The limit is 2 * file_bytes
 // + 4 * body_capture_bytes + 16 MiB, 36 MiB at the defaults.
 // NOTE: a persona response body larger than about 6 MiB could make a valid
-// file pass it; the shipped personas' pages are far smaller.
+// file pass it. Persona files are at most 1 MiB, but a page's {{path}},
+// {{host}} and {{user_agent}} put request bytes in, HTML-escaped (up to six
+// times longer), so a custom page with many of them could get there. The
+// shipped personas take under 160 KiB each, and no page of theirs uses such
+// a variable more than 5 times.
 std::uint64_t maxRecoveryFileBytes(std::uint64_t file_bytes, std::uint64_t body_capture_bytes);
 
 // Inspects the request of a recovered entry. A throw, or a result with
