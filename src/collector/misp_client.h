@@ -18,7 +18,7 @@
 //   - the sighting, tag and publish calls return any other 4xx as a
 //     failure with MISP's text. The other calls throw MispRequestError.
 //
-// NOTE: the client is not an output yet. The MISP REST output will use it.
+// The MISP REST output (misp_rest_output.h) sends through it.
 #pragma once
 
 #include <chrono>
