@@ -6,7 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
-#include <set>
+#include <map>
 #include <system_error>
 
 #include <fmt/format.h>
@@ -32,6 +32,10 @@ constexpr int kRotationQuietPolls = 2;
 // and tmpfs do not use inode number 0. The finished file's own number would
 // be wrong, because the next file at the path may reuse it.
 constexpr std::uint64_t kNoFileInode = 0;
+// The maximum poll interval. condition_variable::wait_for counts in
+// nanoseconds, so an interval of about 106,752 days or more overflows and
+// the thread polls without waiting.
+constexpr std::uint64_t kMaxPollIntervalMs = 3'600'000;
 
 // A failed system call on the file being read, as opposed to an error of
 // the batch handler.
@@ -116,6 +120,9 @@ FileInputOptions parseOneFileInput(const YAML::Node& node, const std::string& pr
       if (options.poll_interval_ms == 0) {
         throw ConfigError(key + ": must be more than 0, such as 1s or 250ms");
       }
+      if (options.poll_interval_ms > kMaxPollIntervalMs) {
+        throw ConfigError(key + ": must be at most 1h, such as 1s or 250ms");
+      }
     } else if (name == "start_at") {
       std::string text = config_values::scalarText(value, key);
       if (text != "beginning" && text != "end") {
@@ -141,6 +148,18 @@ FileInputOptions parseOneFileInput(const YAML::Node& node, const std::string& pr
   return options;
 }
 
+// The path with symbolic links, "." and ".." resolved as far as it exists,
+// or only its "." and ".." when resolving fails (for example on a folder
+// that cannot be searched).
+std::string resolvedPath(const std::filesystem::path& path) {
+  std::error_code error;
+  std::filesystem::path resolved = std::filesystem::weakly_canonical(path, error);
+  if (error) {
+    resolved = path.lexically_normal();
+  }
+  return resolved.string();
+}
+
 }  // namespace
 
 std::vector<FileInputOptions> parseFileInputs(const YAML::Node& node) {
@@ -151,13 +170,18 @@ std::vector<FileInputOptions> parseFileInputs(const YAML::Node& node) {
   if (!node.IsSequence()) {
     throw ConfigError("inputs.files: expected a list of files, each with at least `path:`");
   }
-  std::set<std::string> paths;
+  // Paths are compared resolved, because two spellings of one file would
+  // store each record twice: the configured path is part of the event id.
+  std::map<std::string, std::size_t> resolved_paths;
   for (std::size_t i = 0; i < node.size(); ++i) {
     std::string prefix = fmt::format("inputs.files[{}]", i);
     FileInputOptions options = parseOneFileInput(node[i], prefix);
-    if (!paths.insert(options.path.string()).second) {
-      throw ConfigError(fmt::format("{}.path: \"{}\" is listed twice; list each file once",
-                                    prefix, options.path.string()));
+    auto [it, inserted] = resolved_paths.emplace(resolvedPath(options.path), i);
+    if (!inserted) {
+      throw ConfigError(fmt::format(
+          "{}.path: \"{}\" is listed twice: inputs.files[{}].path \"{}\" names the same file; "
+          "list each file once",
+          prefix, options.path.string(), it->second, inputs[it->second].path.string()));
     }
     inputs.push_back(std::move(options));
   }
@@ -305,6 +329,7 @@ void FileInput::discardUncommitted() {
   // Nothing after `committed` was handed over: read it again next time.
   records_.clear();
   rejected_.clear();
+  batch_bytes_ = 0;
   if (file_) {
     OpenFile& file = *file_;
     file.pending.clear();
@@ -486,13 +511,19 @@ void FileInput::takeLines(std::size_t& handled) {
     std::string_view line(file.pending.data() + start, newline - start);
     if (file.skipping) {
       file.skipping = false;  // the end of an over-long line, already rejected
+    } else if (line.size() > options_.max_record_bytes) {
+      // A line whose newline came in the same read was never checked while incomplete.
+      rejectOverlong(line, file.pending_offset + start);
+      ++handled;
     } else {
       decodeLine(line, file.pending_offset + start);
+      batch_bytes_ += line.size();
       ++handled;
     }
     start = newline + 1;
     file.batch_end = file.pending_offset + start;
-    if (records_.size() + rejected_.size() >= options_.batch_max_records) {
+    if (records_.size() + rejected_.size() >= options_.batch_max_records ||
+        batch_bytes_ >= options_.batch_max_bytes) {
       flushBatch();
     }
   }
@@ -509,18 +540,23 @@ void FileInput::takeLines(std::size_t& handled) {
   }
 }
 
-void FileInput::rejectLongLine() {
-  OpenFile& file = *file_;
+void FileInput::rejectOverlong(std::string_view line, std::uint64_t offset) {
   RejectedLine& rejected = rejected_.emplace_back();
-  rejected.path = file.path;
-  rejected.offset = file.pending_offset;
+  rejected.path = file_->path;
+  rejected.offset = offset;
   rejected.error = fmt::format(
       "record: the line is longer than max_record_size ({} bytes); only its first {} bytes are "
       "kept here. Raise max_record_size if such records are expected",
       options_.max_record_bytes, kRejectedLineKeepBytes);
-  rejected.line = file.pending.substr(0, kRejectedLineKeepBytes);
+  rejected.line = line.substr(0, kRejectedLineKeepBytes);
+  batch_bytes_ += rejected.line.size();
   counters_->lines->inc();
   counters_->rejected->inc();
+}
+
+void FileInput::rejectLongLine() {
+  OpenFile& file = *file_;
+  rejectOverlong(file.pending, file.pending_offset);
   // NOTE: the saved offset stays before this line until its newline arrives,
   // so a restart in between rejects it a second time.
   file.skipping = true;
@@ -573,6 +609,7 @@ void FileInput::flushBatch() {
     records_.clear();
     rejected_.clear();
   }
+  batch_bytes_ = 0;
   file.committed = file.batch_end;
   store_.setFileOffset(key_, {file.inode, file.committed});
   counters_->offset->set(static_cast<std::int64_t>(file.committed));

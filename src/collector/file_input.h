@@ -52,6 +52,11 @@ struct FileInputOptions {
   std::uint64_t max_record_bytes = 16ULL << 20;
   // Records handed to the core per call, at most.
   std::size_t batch_max_records = 1000;
+  // Line bytes handed to the core per call. A batch is handed over once its
+  // lines reach this size, so it contains at most this plus one line. A limit
+  // by records alone would let 1,000 lines of up to max_record_bytes each
+  // (16 GiB by default) into one batch.
+  std::uint64_t batch_max_bytes = 32ULL << 20;
 };
 
 // Parses `inputs.files`: a list of maps with the keys path (required),
@@ -112,6 +117,7 @@ class FileInput {
   void closeFile();
   std::size_t readAvailable();
   void takeLines(std::size_t& handled);
+  void rejectOverlong(std::string_view line, std::uint64_t offset);
   void rejectLongLine();
   void decodeLine(std::string_view line, std::uint64_t offset);
   void flushBatch();
@@ -127,6 +133,7 @@ class FileInput {
 
   std::vector<AuditRecord> records_;
   std::vector<RejectedLine> rejected_;
+  std::uint64_t batch_bytes_ = 0;  // line bytes in records_ and rejected_
 
   std::thread thread_;
   std::mutex mutex_;

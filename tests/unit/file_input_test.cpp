@@ -236,6 +236,22 @@ TEST_F(FileInputTest, OverlongLineRejected) {
   EXPECT_EQ(store_->fileOffset(log_.string())->offset, fs::file_size(log_));
 }
 
+TEST_F(FileInputTest, OverlongCompleteLineRejected) {
+  // A long line that arrives whole, with its newline, in one read.
+  FileInputOptions input_options = options();
+  input_options.max_record_bytes = 1024;
+  std::string line = recordLine(std::string(3000, 'x'));
+  append(log_, line + "\n" + recordLine("a") + "\n");
+  makeInput(input_options).pollOnce();
+  ASSERT_EQ(ids_.size(), 1u);
+  EXPECT_EQ(ids_[0], "a");
+  ASSERT_EQ(rejected_.size(), 1u);
+  EXPECT_EQ(rejected_[0].offset, 0u);
+  EXPECT_NE(rejected_[0].error.find("max_record_size"), std::string::npos) << rejected_[0].error;
+  EXPECT_TRUE(rejected_[0].line == line);
+  EXPECT_EQ(store_->fileOffset(log_.string())->offset, fs::file_size(log_));
+}
+
 TEST_F(FileInputTest, BatchesBounded) {
   FileInputOptions input_options = options();
   input_options.batch_max_records = 3;
@@ -243,6 +259,20 @@ TEST_F(FileInputTest, BatchesBounded) {
   for (int i = 0; i < 10; ++i) {
     text += recordLine(std::to_string(i)) + "\n";
   }
+  append(log_, text);
+  makeInput(input_options).pollOnce();
+  EXPECT_EQ(ids_.size(), 10u);
+  EXPECT_EQ(batches_, 4);
+}
+
+TEST_F(FileInputTest, BatchesBoundedByBytes) {
+  FileInputOptions input_options = options();
+  std::string text;
+  for (int i = 0; i < 10; ++i) {
+    text += recordLine(std::to_string(i)) + "\n";
+  }
+  // Each line has the same length, and three of them reach the limit.
+  input_options.batch_max_bytes = recordLine("0").size() * 5 / 2;
   append(log_, text);
   makeInput(input_options).pollOnce();
   EXPECT_EQ(ids_.size(), 10u);
@@ -345,6 +375,23 @@ TEST_F(FileInputTest, ThreadPicksUpAppends) {
   EXPECT_EQ(ids_, Ids{"a"});
 }
 
+TEST_F(FileInputTest, SameFileThroughSymlinkListedTwice) {
+  fs::create_directory(dir_ / "real");
+  fs::create_directory_symlink(dir_ / "real", dir_ / "link");
+  YAML::Node node;
+  node.push_back(YAML::Load("{path: " + (dir_ / "real" / "a.log").string() + "}"));
+  node.push_back(YAML::Load("{path: " + (dir_ / "link" / "a.log").string() + "}"));
+  try {
+    parseFileInputs(node);
+    ADD_FAILURE() << "no error for a file listed through a symlinked folder";
+  } catch (const ConfigError& error) {
+    EXPECT_TRUE(std::string(error.what()).starts_with("inputs.files[1].path: "))
+        << error.what();
+    EXPECT_NE(std::string(error.what()).find("is listed twice"), std::string::npos)
+        << error.what();
+  }
+}
+
 TEST(FileInputConfig, ParsesEveryKey) {
   YAML::Node node = YAML::Load(R"(
 - {path: /var/log/a.json, format: modsec2, sensor_id: web1, group: dmz,
@@ -379,7 +426,11 @@ TEST(FileInputConfig, ErrorsNameTheKey) {
       {"- {path: /a, timezone: Mars/Base}", "inputs.files[0].timezone: unknown time zone"},
       {"- {path: /a, format: modsec4}", "inputs.files[0].format: invalid format \"modsec4\""},
       {"- {path: /a}\n- {path: /a}", "inputs.files[1].path: \"/a\" is listed twice"},
+      {"- {path: /a/b}\n- {path: /a//b}", "inputs.files[1].path: \"/a//b\" is listed twice"},
+      {"- {path: /a/b}\n- {path: /a/./c/../b}",
+       "inputs.files[1].path: \"/a/./c/../b\" is listed twice"},
       {"- {path: /a, poll_interval: 5}", "inputs.files[0].poll_interval"},
+      {"- {path: /a, poll_interval: 200000d}", "inputs.files[0].poll_interval: must be at most"},
       {"- {path: /a, start_at: middle}", "inputs.files[0].start_at: invalid value"},
       {"- {path: /a, max_record_size: 10}", "inputs.files[0].max_record_size: must be"},
       {"{path: /a}", "inputs.files: expected a list"},
