@@ -386,6 +386,10 @@ bool FileInput::openPath() {
     // it and is read whole, also with start_at: end.
     offset = 0;
   } else if (saved && saved->inode == inode) {
+    // NOTE: a file deleted and created again while the collector was
+    // stopped can get the same inode number (ext4 reuses it at once). Only
+    // a size below the offset shows that, so a new file that grew past it
+    // loses its records before the offset.
     offset = saved->offset;
     if (offset > size) {
       spdlog::warn("file input {}: the file is shorter ({} bytes) than the saved offset {}, so "
