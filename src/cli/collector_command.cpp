@@ -3,12 +3,14 @@
 // dead-letters, count, tail).
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/rand.h>
 
 #include <cctype>
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -37,8 +39,10 @@
 #include "collector/server.h"
 #include "collector/store.h"
 #include "common/config_environment.h"
+#include "common/config_values.h"
 #include "common/encoding.h"
 #include "common/error.h"
+#include "common/file_io.h"
 #include "common/ids.h"
 #include "common/json_writer.h"
 
@@ -64,6 +68,10 @@ struct CollectorOptions {
   std::size_t limit = 20;
   bool follow = false;
   bool documents = false;  // tail: whole ECS documents instead of summary lines
+
+  std::string output_name;  // rewind: the output whose cursor moves
+  std::string since;        // rewind: a duration, such as 2h
+  std::int64_t from_seq = 0;  // rewind: the first seq to send again
 };
 
 std::int64_t nowMilliseconds() {
@@ -101,6 +109,44 @@ std::unique_ptr<Store> openStore(const CollectorConfig& config) {
     }
   }
   return std::make_unique<Store>(config.store);
+}
+
+// Locks the store for the service, or for a rewind, which must not run
+// beside it. The lock is a file next to the store, because SQLite takes its
+// own POSIX locks on the store itself. The commands that only read the
+// store, and enrol and revoke, run beside the service and take no lock.
+std::unique_ptr<FileHandle> lockStore(const CollectorConfig& config, bool for_rewind) {
+  const std::filesystem::path& store = config.store.path;
+  std::filesystem::path lock_path = store;
+  lock_path += ".lock";
+  if (!store.parent_path().empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(store.parent_path(), ec);
+  }
+  auto handle = std::make_unique<FileHandle>(
+      ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (handle->fd < 0) {
+    throw ConfigError(fmt::format("store.path: cannot open the lock file \"{}\": {}; make the "
+                                  "store's folder writable",
+                                  lock_path.string(), std::strerror(errno)));
+  }
+  if (::flock(handle->fd, LOCK_EX | LOCK_NB) == 0) {
+    return handle;
+  }
+  if (errno != EWOULDBLOCK) {
+    throw ConfigError(fmt::format("store.path: cannot lock \"{}\": {}; put the store on a local "
+                                  "file system that supports flock(2)",
+                                  lock_path.string(), std::strerror(errno)));
+  }
+  if (for_rewind) {
+    throw ConfigError(fmt::format("the store \"{}\" is in use by a running collector (it holds "
+                                  "\"{}\"); stop the collector, then run rewind again",
+                                  store.string(), lock_path.string()));
+  }
+  throw ConfigError(fmt::format("the store \"{}\" is in use by another collector or a rewind (it "
+                                "holds \"{}\"); stop that process, or give this collector its "
+                                "own state_dir",
+                                store.string(), lock_path.string()));
 }
 
 // Opens the store for a command that only reads it. A missing store is an
@@ -247,6 +293,7 @@ int runCollector(const CollectorOptions& options) {
   ListenAddress ingest_address = parseListenAddress(config.listen, "listen");
 
   MetricsRegistry metrics;
+  std::unique_ptr<FileHandle> store_lock = lockStore(config, false);
   auto store = openStore(config);
   Enricher enricher(enrichOptions(config));
   OutputSet outputs(config, *store, metrics);
@@ -675,6 +722,70 @@ int runDeadLetters(const CollectorOptions& options) {
   return 0;
 }
 
+// Moves an output's cursor back, so that the output sends the stored events
+// after it again when the collector next starts. A running output keeps its
+// cursor in memory and would write over the rewind, so the command takes
+// the store's lock and fails while a collector runs.
+int runRewind(const CollectorOptions& options) {
+  setupLoggingOr(options, "warn");
+  CollectorConfig config = loadConfig(options);
+  if (options.since.empty() == (options.from_seq == 0)) {
+    throw ConfigError("rewind: give either --since DURATION (such as 2h) or --from-seq SEQ");
+  }
+  std::unique_ptr<FileHandle> store_lock = lockStore(config, true);
+  auto store = openExistingStore(config);
+
+  std::vector<std::string> outputs = store->outputs();
+  if (std::find(outputs.begin(), outputs.end(), options.output_name) == outputs.end()) {
+    std::string names;
+    for (const std::string& name : outputs) {
+      names += names.empty() ? name : ", " + name;
+    }
+    throw ConfigError(fmt::format("--output: the store has no cursor for an output named \"{}\"; "
+                                  "its outputs are: {}",
+                                  options.output_name, names.empty() ? "none yet" : names));
+  }
+
+  const std::int64_t before = store->cursor(options.output_name);
+  std::int64_t from_seq = options.from_seq;
+  if (!options.since.empty()) {
+    const std::int64_t now_ms = nowMilliseconds();
+    std::uint64_t back_ms = std::min<std::uint64_t>(
+        config_values::parseMilliseconds(options.since, "--since"), now_ms);
+    from_seq = store->firstSeqStoredFrom(now_ms - static_cast<std::int64_t>(back_ms));
+    if (from_seq == 0 || from_seq - 1 > before) {
+      fmt::print(stderr, "rewind: {} has sent no event stored in the last {}; its cursor stays "
+                         "at {}\n",
+                 options.output_name, options.since, before);
+      return 0;
+    }
+  } else if (from_seq < 1) {
+    throw ConfigError(fmt::format("--from-seq: {} is not a seq; seqs start at 1", from_seq));
+  }
+
+  const std::int64_t after = from_seq - 1;
+  if (after > before) {
+    throw ConfigError(fmt::format("--from-seq: the output {} has sent the events up to seq {} "
+                                  "only, so seq {} is not sent yet; rewind moves a cursor back, "
+                                  "never forward",
+                                  options.output_name, before, from_seq));
+  }
+  store->setCursor(options.output_name, after);
+  spdlog::info("collector: rewound output={} cursor_before={} cursor_after={}",
+               options.output_name, before, after);
+
+  std::string line;
+  JsonWriter writer(line);
+  writer.beginObject();
+  writer.member("output", options.output_name);
+  writer.member("cursor_before", before);
+  writer.member("cursor_after", after);
+  writer.member("last_seq", store->lastSeq());
+  writer.endObject();
+  fmt::print("{}\n", line);
+  return 0;
+}
+
 int runCount(const CollectorOptions& options) {
   setupLoggingOr(options, "warn");
   CollectorConfig config = loadConfig(options);
@@ -914,6 +1025,18 @@ void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
   letters->add_option("--limit", options->limit, "Number of dead letters to print");
   letters->callback(
       [options, &runner] { runner = [options] { return runDeadLetters(*options); }; });
+
+  CLI::App* rewind = command->add_subcommand(
+      "rewind",
+      "Move an output's cursor back, so that it sends the stored events after it again; run it "
+      "while the collector is stopped");
+  rewind->add_option("--output", options->output_name,
+                     "Output whose cursor moves: elasticsearch, ndjson or another output name")
+      ->required();
+  rewind->add_option("--since", options->since,
+                     "Send again the events stored in this last span of time, such as 2h or 1d");
+  rewind->add_option("--from-seq", options->from_seq, "Send again the events from this seq on");
+  rewind->callback([options, &runner] { runner = [options] { return runRewind(*options); }; });
 
   CLI::App* count = command->add_subcommand(
       "count", "Print the number of stored events, duplicates and dead letters as JSON");

@@ -17,6 +17,7 @@
 #include <system_error>
 #include <thread>
 #include <unordered_map>
+#include <optional>
 #include <utility>
 
 #include <fmt/format.h>
@@ -1375,6 +1376,40 @@ void Store::readAfter(std::int64_t after_seq, std::size_t max_count, std::size_t
 }
 
 std::int64_t Store::lastSeq() const { return impl_->last_seq.load(); }
+
+std::int64_t Store::firstSeqStoredFrom(std::int64_t stored_ms) const {
+  Impl::Reader reader(*impl_);
+  sqlite3_stmt* stmt = reader->prepare(
+      "SELECT seq, received_ms FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1");
+  ResetGuard reset(stmt);
+  // The stored event with the smallest seq at or after `from`.
+  auto firstFrom = [&](std::int64_t from) -> std::optional<std::pair<std::int64_t, std::int64_t>> {
+    sqlite3_reset(stmt);
+    sqlite3_bind_int64(stmt, 1, from);
+    if (!reader->step(stmt, "finding an event by its store time")) {
+      return std::nullopt;
+    }
+    return std::pair{sqlite3_column_int64(stmt, 0), sqlite3_column_int64(stmt, 1)};
+  };
+  // Invariant: every event before `low` was stored before stored_ms, and
+  // the first event stored at or after it, if any, has a seq up to `high`.
+  std::int64_t low = 0;
+  std::int64_t high = lastSeq();
+  std::int64_t found = 0;
+  while (low <= high) {
+    std::int64_t middle = low + (high - low) / 2;
+    auto event = firstFrom(middle);
+    if (!event) {
+      high = middle - 1;
+    } else if (event->second >= stored_ms) {
+      found = event->first;
+      high = middle - 1;
+    } else {
+      low = event->first + 1;
+    }
+  }
+  return found;
+}
 
 std::optional<StoredEvent> Store::findEvent(std::string_view event_id) const {
   Impl::Reader reader(*impl_);

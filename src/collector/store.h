@@ -153,6 +153,12 @@ class Store {
                  OriginalForm form = OriginalForm::kWhole) const;
 
   std::int64_t lastSeq() const;
+  // The seq of the first stored event that was stored at or after
+  // `stored_ms` (Unix milliseconds), or 0 when none was. Events get their
+  // seq and time at the same commit, so the times rise with the seqs, and
+  // this is a binary search over them. A clock set back breaks that order,
+  // and the search may then return a later event.
+  std::int64_t firstSeqStoredFrom(std::int64_t stored_ms) const;
 
   // The stored event with this id, or nullopt when there is none (never
   // stored, or removed by retention). One read of the event_id index.

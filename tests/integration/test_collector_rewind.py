@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""`webtrap collector rewind` and the store lock, against a real collector.
+
+A collector tails a file of 60 libmodsecurity v3 records and writes them to
+its NDJSON output. Then:
+
+- a second collector on the same store stops at its start, naming the lock;
+- rewind fails while the collector runs, naming the running collector;
+- after the stop, rewind --from-seq 41 moves the output's cursor to 40, and
+  the next start sends events 41 to 60 again, so the file has 80 lines;
+- rewind --since 1h sends all 60 again (140 lines, each of the 60 ids);
+- bad arguments (an unknown output, a seq past the cursor, both or neither
+  of --since and --from-seq) exit 2 with a message naming the fix, and the
+  cursor stays where it was.
+"""
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+
+from probe_harness import (BIN, SOURCE_DIR, CollectorRun, collector_ports, start_collector,
+                           wait_for)
+
+MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
+RECORDS = 60
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def command(config, *args):
+    """Run `webtrap collector --config CONFIG ARGS` and return (status, stdout, stderr)."""
+    result = subprocess.run([BIN, "collector", "--config", str(config), *args],
+                            capture_output=True, text=True, timeout=60)
+    return result.returncode, result.stdout, result.stderr
+
+
+def output_ids(path):
+    """The event ids of the NDJSON output's lines, in order."""
+    if not path.exists():
+        return []
+    return [json.loads(line)["event"]["id"] for line in path.read_text().splitlines()]
+
+
+def stop(collector):
+    collector.send_signal(signal.SIGTERM)
+    check(collector.wait(timeout=30) == 0, f"collector exit status {collector.returncode}")
+
+
+def main():
+    with CollectorRun("webtrap-rewind-") as run:
+        folder = run.folder
+        records = folder / "modsec_audit.json"
+        subprocess.run([sys.executable, str(MAKE_RECORDS), "--count", str(RECORDS), "--seed", "5",
+                        "--modsecurity-output", str(records)],
+                       check=True, capture_output=True, timeout=120)
+        output = folder / "events.ndjson"
+        config = folder / "collector.yaml"
+        config.write_text(f"""listen: 127.0.0.1:0
+admin: {{listen: "127.0.0.1:0"}}
+state_dir: {folder}/state
+inputs:
+  files:
+    - {{path: {records}, format: modsec3, sensor_id: web1}}
+outputs:
+  ndjson:
+    path: {output}
+""")
+        collector = run.start(config)
+        collector_ports(collector, folder)
+        wait_for(lambda: len(output_ids(output)) >= RECORDS, 60, "the NDJSON output")
+        first_ids = output_ids(output)
+        check(len(set(first_ids)) == RECORDS, f"{len(first_ids)} lines, "
+              f"{len(set(first_ids))} distinct ids before any rewind")
+
+        # A second collector on the same store stops at its start.
+        second = subprocess.run([BIN, "collector", "--config", str(config)],
+                                capture_output=True, text=True, timeout=60)
+        check(second.returncode == 2 and "is in use by another collector" in second.stderr
+              and "store.sqlite.lock" in second.stderr,
+              f"a second collector on the store: {second.returncode} {second.stderr}")
+
+        status, _, errors = command(config, "rewind", "--output", "ndjson", "--from-seq", "41")
+        check(status == 2 and "stop the collector, then run rewind again" in errors,
+              f"rewind beside a running collector: {status} {errors}")
+        stop(collector)
+
+        # Arguments that cannot work leave the cursor alone.
+        bad = [
+            (["--output", "elastic", "--from-seq", "1"], "its outputs are: ndjson"),
+            (["--output", "ndjson", "--from-seq", str(RECORDS + 5)], "never forward"),
+            (["--output", "ndjson"], "give either --since"),
+            (["--output", "ndjson", "--since", "1h", "--from-seq", "3"], "give either --since"),
+            (["--output", "ndjson", "--since", "two hours"], "invalid duration"),
+        ]
+        for args, expected in bad:
+            status, _, errors = command(config, "rewind", *args)
+            check(status == 2 and expected in errors, f"rewind {args}: {status} {errors}")
+
+        status, printed, errors = command(config, "rewind", "--output", "ndjson",
+                                          "--from-seq", "41")
+        check(status == 0, f"rewind --from-seq 41: {status} {errors}")
+        result = json.loads(printed)
+        check(result == {"output": "ndjson", "cursor_before": RECORDS, "cursor_after": 40,
+                         "last_seq": RECORDS}, f"rewind --from-seq 41 printed {result}")
+
+        collector = run.start(config)
+        wait_for(lambda: len(output_ids(output)) >= RECORDS + 20, 60, "the events sent again")
+        stop(collector)
+        ids = output_ids(output)
+        check(ids[RECORDS:] == first_ids[40:], "after rewind --from-seq 41 the output got "
+              f"{len(ids) - RECORDS} lines that are not events 41 to 60 in order")
+
+        status, printed, errors = command(config, "rewind", "--output", "ndjson", "--since", "1h")
+        check(status == 0 and json.loads(printed)["cursor_after"] == 0,
+              f"rewind --since 1h: {status} {printed} {errors}")
+        collector = run.start(config)
+        wait_for(lambda: len(output_ids(output)) >= 2 * RECORDS + 20, 60, "the second resend")
+        stop(collector)
+        ids = output_ids(output)
+        check(len(ids) == 2 * RECORDS + 20 and ids[RECORDS + 20:] == first_ids,
+              f"after rewind --since 1h the output has {len(ids)} lines, expected "
+              f"{2 * RECORDS + 20} ending with the first {RECORDS} again")
+        run.collector = None
+    print("collector rewind: the store lock, rewind beside a running collector, bad arguments, "
+          "--from-seq and --since all passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
