@@ -380,7 +380,13 @@ bool FileInput::openPath() {
   auto size = static_cast<std::uint64_t>(info.st_size);
 
   std::uint64_t offset = 0;
-  std::optional<Store::FileOffset> saved = store_.fileOffset(key_);
+  std::optional<Store::FileOffset> saved;
+  try {
+    saved = store_.fileOffset(key_);
+  } catch (...) {
+    ::close(fd);  // the next poll opens the file again
+    throw;
+  }
   if (saved && saved->inode == kNoFileInode) {
     // The previous file was read to its end, so this one was created after
     // it and is read whole, also with start_at: end.

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include "collector/audit_time.h"
 #include "common/error.h"
@@ -29,6 +30,28 @@ std::string recordLine(const std::string& id) {
 void append(const fs::path& path, const std::string& text) {
   std::ofstream stream(path, std::ios::binary | std::ios::app);
   stream << text;
+}
+
+// Runs one SQL statement on the store file through a connection of its own.
+void execSql(const fs::path& database, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(database.c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  char* error = nullptr;
+  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
+  std::string message = error != nullptr ? error : "";
+  sqlite3_free(error);
+  sqlite3_close(db);
+  ASSERT_EQ(rc, SQLITE_OK) << sql << ": " << message;
+}
+
+// The number of file descriptors this process has open.
+std::size_t openDescriptorCount() {
+  std::size_t count = 0;
+  for ([[maybe_unused]] const auto& entry : fs::directory_iterator("/proc/self/fd")) {
+    ++count;
+  }
+  return count;
 }
 
 class FileInputTest : public ::testing::Test {
@@ -207,6 +230,21 @@ TEST_F(FileInputTest, TruncatedWhileStopped) {
   append(log_, recordLine("c") + "\n");
   makeInput().pollOnce();
   EXPECT_EQ(ids_, (Ids{"a", "b", "c"}));
+}
+
+TEST_F(FileInputTest, StoreReadErrorClosesFile) {
+  append(log_, recordLine("a") + "\n");
+  FileInput& input = makeInput();
+  // Reading the saved offset now fails, as on a store read error.
+  execSql(dir_ / "store.sqlite", "DROP TABLE file_offsets");
+  // The first failure may open store files, such as another reader connection.
+  EXPECT_ANY_THROW(input.pollOnce());
+  std::size_t before = openDescriptorCount();
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_ANY_THROW(input.pollOnce());
+  }
+  EXPECT_EQ(openDescriptorCount(), before);
+  EXPECT_TRUE(ids_.empty());
 }
 
 TEST_F(FileInputTest, StartAtEnd) {
