@@ -149,10 +149,10 @@ std::unique_ptr<FileHandle> lockStore(const CollectorConfig& config, bool for_re
                                 store.string(), lock_path.string()));
 }
 
-// Opens the store for a command that only reads it. A missing store is an
-// error, not a new empty one: a relative state_dir read from another folder
-// would otherwise report no events.
-std::unique_ptr<Store> openExistingStore(const CollectorConfig& config) {
+// Throws unless the store exists. For a command that works on an existing
+// store, a missing one is an error, not a new empty one: a relative
+// state_dir read from another folder would otherwise report no events.
+void requireExistingStore(const CollectorConfig& config) {
   std::error_code ec;
   if (!std::filesystem::exists(config.store.path, ec)) {
     throw ConfigError(fmt::format(
@@ -160,6 +160,11 @@ std::unique_ptr<Store> openExistingStore(const CollectorConfig& config) {
         "collector runs in, or set state_dir (or store.path) to an absolute path",
         std::filesystem::absolute(config.store.path, ec).string()));
   }
+}
+
+// Opens the store for a command that works on an existing one.
+std::unique_ptr<Store> openExistingStore(const CollectorConfig& config) {
+  requireExistingStore(config);
   return openStore(config);
 }
 
@@ -732,6 +737,8 @@ int runRewind(const CollectorOptions& options) {
   if (options.since.empty() == (options.from_seq == 0)) {
     throw ConfigError("rewind: give either --since DURATION (such as 2h) or --from-seq SEQ");
   }
+  // Checked first, so that a wrong folder gets no lock file.
+  requireExistingStore(config);
   std::unique_ptr<FileHandle> store_lock = lockStore(config, true);
   auto store = openExistingStore(config);
 

@@ -11,7 +11,8 @@ its NDJSON output. Then:
 - rewind --since 1h sends all 60 again (140 lines, each of the 60 ids);
 - bad arguments (an unknown output, a seq past the cursor, both or neither
   of --since and --from-seq) exit 2 with a message naming the fix, and the
-  cursor stays where it was.
+  cursor stays where it was;
+- a rewind on a store that does not exist exits 2 and makes no folder.
 """
 import json
 import pathlib
@@ -69,6 +70,13 @@ outputs:
   ndjson:
     path: {output}
 """)
+        # A store that does not exist gets an error and no lock file.
+        elsewhere = folder / "elsewhere.yaml"
+        elsewhere.write_text(f"listen: 127.0.0.1:0\nstate_dir: {folder}/missing\n")
+        status, _, errors = command(elsewhere, "rewind", "--output", "ndjson", "--since", "1h")
+        check(status == 2 and "does not exist" in errors and not (folder / "missing").exists(),
+              f"rewind on a missing store: {status} {errors}")
+
         collector = run.start(config)
         collector_ports(collector, folder)
         wait_for(lambda: len(output_ids(output)) >= RECORDS, 60, "the NDJSON output")
