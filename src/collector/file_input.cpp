@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -69,6 +70,30 @@ int openRegularFile(const std::filesystem::path& path, struct stat& info, std::s
     return -1;
   }
   return fd;
+}
+
+// Returns the offset of the first byte after the last newline before `end`
+// (0 when the file has none), so that a line the writer has not finished is
+// read whole once it is. It looks back at most `limit` bytes and returns
+// `end` when they contain no newline, because that line is too long anyway.
+std::uint64_t startOfLastLine(int fd, std::uint64_t end, std::uint64_t limit) {
+  std::vector<char> buffer(64 * 1024);
+  std::uint64_t position = end;
+  while (position > 0 && end - position < limit) {
+    std::uint64_t count =
+        std::min<std::uint64_t>({buffer.size(), position, limit - (end - position)});
+    ssize_t got = ::pread(fd, buffer.data(), count, static_cast<off_t>(position - count));
+    if (got != static_cast<ssize_t>(count)) {
+      return end;  // a read error or a file truncated meanwhile
+    }
+    for (std::uint64_t i = count; i > 0; --i) {
+      if (buffer[i - 1] == '\n') {
+        return position - count + i;
+      }
+    }
+    position -= count;
+  }
+  return position == 0 ? 0 : end;
 }
 
 RecordFormat parseFormatKey(const YAML::Node& node, const std::string& key) {
@@ -416,7 +441,7 @@ bool FileInput::openPath() {
                  key_, saved->inode);
     return openFresh();
   } else if (options_.start_at_end) {
-    offset = size;
+    offset = startOfLastLine(fd, size, options_.max_record_bytes);
   }
   return adoptFile(fd, inode, key_, offset, false);
 }

@@ -46,7 +46,8 @@ struct FileInputOptions {
   const TimeZone* time_zone = nullptr;
   std::uint64_t poll_interval_ms = 1000;
   // Where to start in a file with no saved offset: at its beginning (every
-  // record already there is read) or at its end (only new records).
+  // record already there is read) or at its end (only new records, and a
+  // last line the writer has not finished yet).
   bool start_at_end = false;
   // A line longer than this is rejected without being buffered whole.
   std::uint64_t max_record_bytes = 16ULL << 20;

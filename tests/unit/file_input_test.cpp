@@ -258,6 +258,20 @@ TEST_F(FileInputTest, StartAtEnd) {
   EXPECT_EQ(ids_, Ids{"new"});
 }
 
+TEST_F(FileInputTest, StartAtEndMidLine) {
+  // The writer is in the middle of a line when the input starts.
+  std::string line = recordLine("mid");
+  append(log_, recordLine("old") + "\n" + line.substr(0, 40));
+  FileInputOptions input_options = options();
+  input_options.start_at_end = true;
+  FileInput& input = makeInput(input_options);
+  input.pollOnce();
+  append(log_, line.substr(40) + "\n" + recordLine("new") + "\n");
+  input.pollOnce();
+  EXPECT_EQ(ids_, (Ids{"mid", "new"}));
+  EXPECT_TRUE(rejected_.empty());
+}
+
 TEST_F(FileInputTest, OverlongLineRejected) {
   FileInputOptions input_options = options();
   input_options.max_record_bytes = 1024;
