@@ -117,12 +117,18 @@ std::unique_ptr<Store> openStore(const CollectorConfig& config) {
 // store, and enrol and revoke, run beside the service and take no lock.
 std::unique_ptr<FileHandle> lockStore(const CollectorConfig& config, bool for_rewind) {
   const std::filesystem::path& store = config.store.path;
-  std::filesystem::path lock_path = store;
-  lock_path += ".lock";
   if (!store.parent_path().empty()) {
     std::error_code ec;
     std::filesystem::create_directories(store.parent_path(), ec);
   }
+  // The lock goes next to the file the path resolves to, so two paths to
+  // one store (a symbolic link, "..") share it.
+  std::error_code ec;
+  std::filesystem::path lock_path = std::filesystem::weakly_canonical(store, ec);
+  if (ec) {
+    lock_path = store;
+  }
+  lock_path += ".lock";
   auto handle = std::make_unique<FileHandle>(
       ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (handle->fd < 0) {

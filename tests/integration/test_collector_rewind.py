@@ -4,7 +4,8 @@
 A collector tails a file of 60 libmodsecurity v3 records and writes them to
 its NDJSON output. Then:
 
-- a second collector on the same store stops at its start, naming the lock;
+- a second collector on the same store stops at its start, naming the lock,
+  also when its store.path is a symbolic link to the first one's store;
 - rewind fails while the collector runs, naming the running collector;
 - after the stop, rewind --from-seq 41 moves the output's cursor to 40, and
   the next start sends events 41 to 60 again, so the file has 80 lines;
@@ -90,6 +91,16 @@ outputs:
         check(second.returncode == 2 and "is in use by another collector" in second.stderr
               and "store.sqlite.lock" in second.stderr,
               f"a second collector on the store: {second.returncode} {second.stderr}")
+
+        # The same store through a symbolic link to its file shares the lock.
+        (folder / "link.sqlite").symlink_to(folder / "state" / "store.sqlite")
+        linked = folder / "linked.yaml"
+        linked.write_text(config.read_text().replace(
+            f"state_dir: {folder}/state", f"state_dir: {folder}/state\nstore: {{path: {folder}/link.sqlite}}"))
+        second = subprocess.run([BIN, "collector", "--config", str(linked)],
+                                capture_output=True, text=True, timeout=60)
+        check(second.returncode == 2 and "is in use by another collector" in second.stderr,
+              f"a second collector through a link: {second.returncode} {second.stderr}")
 
         status, _, errors = command(config, "rewind", "--output", "ndjson", "--from-seq", "41")
         check(status == 2 and "stop the collector, then run rewind again" in errors,
