@@ -167,13 +167,15 @@ FileInputSet::FileInputSet(const CollectorConfig& config, Store& store, Ingest& 
   // StoreUnavailable it throws makes the input read the batch again later.
   FileBatchHandler handler = [&ingest](std::vector<AuditRecord>&& records,
                                        std::vector<RejectedLine>&& rejected,
-                                       const FileInputOptions& input) {
+                                       const FileInputOptions& input,
+                                       const FileOffsetNote& offset) {
     IngestSource source;
     source.input = InputKind::kFile;
     source.format = input.format;
     source.sensor_id = input.sensor_id;
     source.group = input.group;
     source.origin = input.path.string();
+    source.file_offset = &offset;
     std::vector<DeadLetter> letters;
     letters.reserve(rejected.size());
     for (RejectedLine& line : rejected) {

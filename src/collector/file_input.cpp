@@ -639,14 +639,17 @@ void FileInput::flushBatch() {
   if (file.batch_end == file.committed) {
     return;
   }
+  FileOffsetNote offset{key_, file.inode, file.batch_end};
   if (!records_.empty() || !rejected_.empty()) {
-    handler_(std::move(records_), std::move(rejected_), options_);
+    handler_(std::move(records_), std::move(rejected_), options_, offset);
     records_.clear();
     rejected_.clear();
+  } else {
+    // Only blank lines: nothing to commit but the offset.
+    store_.setFileOffset(key_, {offset.inode, offset.offset});
   }
   batch_bytes_ = 0;
   file.committed = file.batch_end;
-  store_.setFileOffset(key_, {file.inode, file.committed});
   counters_->offset->set(static_cast<std::int64_t>(file.committed));
 }
 

@@ -74,13 +74,16 @@ struct RejectedLine {
   std::string line;          // the line as read, without its newline
 };
 
-// Receives the records of one batch, with the lines that were rejected.
-// It must return only after both are committed. It throws when nothing was
-// committed, and the file input then reads the batch again after the poll
-// interval.
+// Receives the records of one batch, with the lines that were rejected and
+// the input's offset past them. It must return only after all three are
+// committed in one transaction (Store::insert's file_offset), so that a
+// crash cannot keep the batch and lose the offset, which would store its
+// dead letters twice when the lines are read again. It throws when nothing
+// was committed, and the file input then reads the batch again after the
+// poll interval.
 using FileBatchHandler = std::function<void(
     std::vector<AuditRecord>&& records, std::vector<RejectedLine>&& rejected,
-    const FileInputOptions& input)>;
+    const FileInputOptions& input, const FileOffsetNote& offset)>;
 
 class FileInput {
  public:

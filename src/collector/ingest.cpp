@@ -234,7 +234,8 @@ IngestResult Ingest::commit(Prepared& prepared, const IngestSource& source,
     // as "rejected" has its lines kept, and a failed commit keeps none of
     // them, so the sender's retry after the 503 does not store them twice.
     InsertSummary summary =
-        store_.insert(prepared.events, prepared.rejected, note ? &*note : nullptr, batch);
+        store_.insert(prepared.events, prepared.rejected, note ? &*note : nullptr, batch,
+                      source.file_offset);
     result.stored = summary.stored;
     result.duplicates = summary.duplicates;
   } catch (const std::exception& error) {

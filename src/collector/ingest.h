@@ -38,6 +38,8 @@ struct IngestSource {
   // Origin of the records, part of derived event ids (see decodeAuditRecord).
   // File inputs set the file path. Empty means sensor_id.
   std::string origin;
+  // A file input's offset past the batch's lines, committed with the batch.
+  const FileOffsetNote* file_offset = nullptr;
 };
 
 struct IngestResult {

@@ -347,6 +347,7 @@ struct Store::Impl {
     std::span<const DeadLetter> dead_letters;
     const SensorNote* note = nullptr;
     const OriginalBatch* batch = nullptr;
+    const FileOffsetNote* file_offset = nullptr;
     InsertSummary summary;
     std::exception_ptr error;
     bool done = false;
@@ -504,6 +505,9 @@ struct Store::Impl {
   bool commitGroup(std::vector<InsertRequest*>& group);
   void syncWal(std::vector<InsertRequest*>& group);
   void writeCounter(std::string_view name, std::int64_t value);
+  // Writes a file input's offset on the writer connection. The caller holds
+  // the write lock.
+  void writeFileOffset(const FileOffsetNote& note);
   void addToCounter(std::string_view name, std::int64_t delta);
   std::int64_t readCounter(Connection& connection, std::string_view name) const;
   void writePendingSeen(std::map<std::string, SensorSeen, std::less<>>& seen);
@@ -1043,6 +1047,11 @@ bool Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
     }
     writePendingSeen(written);
     writeCursors(cursors);
+    for (InsertRequest* request : group) {
+      if (request->file_offset != nullptr) {
+        writeFileOffset(*request->file_offset);
+      }
+    }
     writer->exec("COMMIT", "committing an insert");
     forgetWrittenCursors(cursors);
     if (sync_after) {
@@ -1268,8 +1277,8 @@ InsertSummary Store::insert(std::span<const NewEvent> events) {
 
 InsertSummary Store::insert(std::span<const NewEvent> events,
                             std::span<const DeadLetter> dead_letters, const SensorNote* note,
-                            const OriginalBatch* batch) {
-  if (events.empty() && dead_letters.empty() && note == nullptr) {
+                            const OriginalBatch* batch, const FileOffsetNote* file_offset) {
+  if (events.empty() && dead_letters.empty() && note == nullptr && file_offset == nullptr) {
     return {};
   }
   // Checked before the request joins a group, so that it fails alone.
@@ -1287,6 +1296,7 @@ InsertSummary Store::insert(std::span<const NewEvent> events,
   request.dead_letters = dead_letters;
   request.note = note;
   request.batch = batch;
+  request.file_offset = file_offset;
   std::unique_lock lock(impl.group_mutex);
   impl.group_pending.push_back(&request);
   while (!request.done) {
@@ -1915,17 +1925,21 @@ std::optional<Store::FileOffset> Store::fileOffset(std::string_view path) const 
   return offset;
 }
 
-void Store::setFileOffset(std::string_view path, FileOffset offset) {
-  std::lock_guard lock(impl_->write_mutex);
-  Connection& writer = *impl_->writer;
-  sqlite3_stmt* stmt = writer.prepare(
+void Store::Impl::writeFileOffset(const FileOffsetNote& note) {
+  sqlite3_stmt* stmt = writer->prepare(
       "INSERT INTO file_offsets(path, inode, offset) VALUES(?1, ?2, ?3) "
       "ON CONFLICT(path) DO UPDATE SET inode = excluded.inode, offset = excluded.offset");
   ResetGuard reset(stmt);
-  bindText(stmt, 1, path);
-  sqlite3_bind_int64(stmt, 2, static_cast<std::int64_t>(offset.inode));
-  sqlite3_bind_int64(stmt, 3, static_cast<std::int64_t>(offset.offset));
-  impl_->writeWithoutFsync([&] { writer.step(stmt, "writing a file offset"); });
+  bindText(stmt, 1, note.path);
+  sqlite3_bind_int64(stmt, 2, static_cast<std::int64_t>(note.inode));
+  sqlite3_bind_int64(stmt, 3, static_cast<std::int64_t>(note.offset));
+  writer->step(stmt, "writing a file offset");
+}
+
+void Store::setFileOffset(std::string_view path, FileOffset offset) {
+  std::lock_guard lock(impl_->write_mutex);
+  FileOffsetNote note{std::string(path), offset.inode, offset.offset};
+  impl_->writeWithoutFsync([&] { impl_->writeFileOffset(note); });
 }
 
 std::uint64_t Store::eventCount() const { return impl_->event_count.load(); }

@@ -102,6 +102,13 @@ struct SensorNote {
   std::uint64_t records = 0;
 };
 
+// A file input's read position, written with the batch read up to it.
+struct FileOffsetNote {
+  std::string path;  // the input's key, as fileOffset() takes it
+  std::uint64_t inode = 0;
+  std::uint64_t offset = 0;
+};
+
 struct RetentionSummary {
   std::uint64_t removed = 0;
   // Per output, events removed before that output delivered them.
@@ -134,9 +141,12 @@ class Store {
   // commit does not count the batch that its sender will send again.
   // `batch` must be given when an event has original_at set: its body is
   // stored with the events, in the same transaction, and readAfter() and
-  // findEvent() put each original back into its document.
+  // findEvent() put each original back into its document. `file_offset`,
+  // when given, is written in that transaction too, so a crash cannot keep
+  // the events of a file's lines without the offset past them.
   InsertSummary insert(std::span<const NewEvent> events, std::span<const DeadLetter> dead_letters,
-                       const SensorNote* note = nullptr, const OriginalBatch* batch = nullptr);
+                       const SensorNote* note = nullptr, const OriginalBatch* batch = nullptr,
+                       const FileOffsetNote* file_offset = nullptr);
 
   // Events after `after_seq`, in order, at most `max_count` events and
   // about `max_bytes` of documents (always at least one event if any).

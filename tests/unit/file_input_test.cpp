@@ -13,6 +13,8 @@
 #include <sqlite3.h>
 
 #include "collector/audit_time.h"
+#include "collector/enrich.h"
+#include "collector/ingest.h"
 #include "common/error.h"
 
 namespace webtrap::collector {
@@ -88,7 +90,7 @@ class FileInputTest : public ::testing::Test {
     input_ = std::make_unique<FileInput>(
         std::move(input_options), *store_,
         [this](std::vector<AuditRecord>&& records, std::vector<RejectedLine>&& rejected,
-               const FileInputOptions&) {
+               const FileInputOptions&, const FileOffsetNote& offset) {
           ++batches_;
           if (fail_next_) {
             fail_next_ = false;
@@ -101,6 +103,8 @@ class FileInputTest : public ::testing::Test {
           for (RejectedLine& line : rejected) {
             rejected_.push_back(std::move(line));
           }
+          // The collector's handler commits the offset with the batch.
+          store_->setFileOffset(offset.path, {offset.inode, offset.offset});
         },
         metrics_);
     return *input_;
@@ -166,6 +170,45 @@ TEST_F(FileInputTest, RejectedLinesReported) {
   EXPECT_EQ(rejected_[0].path, log_.string());
   EXPECT_EQ(rejected_[0].line, "{\"transaction\":{\"client_ip\":5}}");
   EXPECT_TRUE(rejected_[0].error.starts_with("transaction.client_ip")) << rejected_[0].error;
+}
+
+// A kill right after a batch's commit loses nothing and repeats nothing:
+// the offset is in the commit, so the next start does not read the lines
+// again, and the rejected line stays one dead letter.
+TEST_F(FileInputTest, OffsetCommittedWithBatch) {
+  append(log_, recordLine("a") + "\n{\"transaction\":{\"client_ip\":5}}\n");
+  Enricher enricher(EnrichOptions{});
+  Ingest ingest(*store_, enricher, metrics_, [] {});
+  bool killed = false;
+  FileBatchHandler committing = [&](std::vector<AuditRecord>&& records,
+                                    std::vector<RejectedLine>&& rejected,
+                                    const FileInputOptions& input, const FileOffsetNote& offset) {
+    IngestSource source;
+    source.input = InputKind::kFile;
+    source.sensor_id = input.sensor_id;
+    source.origin = input.path.string();
+    source.file_offset = &offset;
+    std::vector<DeadLetter> letters;
+    for (RejectedLine& line : rejected) {
+      DeadLetter letter;
+      letter.reason = line.error;
+      letter.payload = line.line;
+      letters.push_back(std::move(letter));
+    }
+    ingest.ingestDecoded(records, std::move(letters), source);
+    if (!killed) {
+      killed = true;
+      throw std::runtime_error("killed after the commit");
+    }
+  };
+  {
+    FileInput first(options(), *store_, committing, metrics_);
+    EXPECT_THROW(first.pollOnce(), std::runtime_error);
+  }
+  FileInput restarted(options(), *store_, committing, metrics_);
+  restarted.pollOnce();
+  EXPECT_EQ(store_->eventCount(), 1u);
+  EXPECT_EQ(store_->deadLetterCount(), 1u);
 }
 
 TEST_F(FileInputTest, FailedBatchReadAgain) {
