@@ -16,6 +16,7 @@
 #include "collector/enrich.h"
 #include "collector/ingest.h"
 #include "common/error.h"
+#include "sqlite_rows.h"
 
 namespace webtrap::collector {
 namespace {
@@ -32,19 +33,6 @@ std::string recordLine(const std::string& id) {
 void append(const fs::path& path, const std::string& text) {
   std::ofstream stream(path, std::ios::binary | std::ios::app);
   stream << text;
-}
-
-// Runs one SQL statement on the store file through a connection of its own.
-void execSql(const fs::path& database, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(database.c_str(), &db), SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
-  char* error = nullptr;
-  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
-  std::string message = error != nullptr ? error : "";
-  sqlite3_free(error);
-  sqlite3_close(db);
-  ASSERT_EQ(rc, SQLITE_OK) << sql << ": " << message;
 }
 
 // The number of file descriptors this process has open.

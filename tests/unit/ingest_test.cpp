@@ -26,19 +26,6 @@ std::string recordLine(const std::string& id) {
          id + R"(","request":{"method":"GET","uri":"/)" + id + R"(","headers":{}}}})";
 }
 
-// Runs one SQL statement on the store file through a connection of its own.
-void execSql(const fs::path& database, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(database.c_str(), &db), SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
-  char* error = nullptr;
-  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
-  std::string message = error != nullptr ? error : "";
-  sqlite3_free(error);
-  sqlite3_close(db);
-  ASSERT_EQ(rc, SQLITE_OK) << sql << ": " << message;
-}
-
 class IngestTest : public IngestFixture {
  protected:
   IngestTest() : IngestFixture("webtrap-ingest-test", source()) {}

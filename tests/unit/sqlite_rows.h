@@ -1,5 +1,6 @@
-// Reads a row count from a SQLite file through a connection of its own, for
-// the tests that check what the store wrote.
+// Reads a row count from a SQLite file, or runs a statement on it, through a
+// connection of its own, for the tests that check or change what the store
+// wrote.
 #pragma once
 
 #include <sqlite3.h>
@@ -28,6 +29,19 @@ inline std::int64_t countRows(const std::filesystem::path& database, const std::
   sqlite3_close(db);
   EXPECT_GE(rows, 0) << "cannot count the rows of " << table << " in " << database;
   return rows;
+}
+
+// Runs one SQL statement on `database` and fails the test when it fails.
+inline void execSql(const std::filesystem::path& database, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(database.c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  char* error = nullptr;
+  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
+  std::string message = error != nullptr ? error : "";
+  sqlite3_free(error);
+  sqlite3_close(db);
+  ASSERT_EQ(rc, SQLITE_OK) << sql << ": " << message;
 }
 
 }  // namespace webtrap::collector
