@@ -72,6 +72,7 @@ struct CollectorOptions {
   std::string output_name;  // rewind: the output whose cursor moves
   std::string since;        // rewind: a duration, such as 2h
   std::int64_t from_seq = 0;  // rewind: the first seq to send again
+  bool from_seq_given = false;
 };
 
 std::int64_t nowMilliseconds() {
@@ -111,6 +112,24 @@ std::unique_ptr<Store> openStore(const CollectorConfig& config) {
   return std::make_unique<Store>(config.store);
 }
 
+// Returns the file that `path` names after following its symbolic links.
+// A link whose target does not exist yet is followed too, because SQLite
+// creates the store at the target, and weakly_canonical() stops at it.
+std::filesystem::path resolveStorePath(const std::filesystem::path& path) {
+  constexpr int kMaxLinks = 40;  // the kernel's limit (MAXSYMLINKS)
+  std::filesystem::path resolved = path;
+  std::error_code ec;
+  for (int links = 0; links < kMaxLinks && std::filesystem::is_symlink(resolved, ec); ++links) {
+    std::filesystem::path target = std::filesystem::read_symlink(resolved, ec);
+    if (ec) {
+      break;
+    }
+    resolved = target.is_absolute() ? target : resolved.parent_path() / target;
+  }
+  std::filesystem::path canonical = std::filesystem::weakly_canonical(resolved, ec);
+  return ec ? resolved : canonical;
+}
+
 // Locks the store for the service, or for a rewind, which must not run
 // beside it. The lock is a file next to the store, because SQLite takes its
 // own POSIX locks on the store itself. The commands that only read the
@@ -120,22 +139,34 @@ std::unique_ptr<FileHandle> lockStore(const CollectorConfig& config, bool for_re
   if (!store.parent_path().empty()) {
     std::error_code ec;
     std::filesystem::create_directories(store.parent_path(), ec);
+    if (ec) {
+      throw ConfigError(fmt::format("store.path: cannot create the folder \"{}\": {}; create it "
+                                    "or set state_dir",
+                                    store.parent_path().string(), ec.message()));
+    }
   }
+
   // The lock goes next to the file the path resolves to, so two paths to
   // one store (a symbolic link, "..") share it.
-  std::error_code ec;
-  std::filesystem::path lock_path = std::filesystem::weakly_canonical(store, ec);
-  if (ec) {
-    lock_path = store;
-  }
+  std::filesystem::path lock_path = resolveStorePath(store);
   lock_path += ".lock";
+  std::error_code ec;
+  // Read-only is enough for flock(2), so a lock file that another user
+  // created with mode 0644 still works.
   auto handle = std::make_unique<FileHandle>(
-      ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+      ::open(lock_path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600));
   if (handle->fd < 0) {
-    throw ConfigError(fmt::format("store.path: cannot open the lock file \"{}\": {}; make the "
-                                  "store's folder writable",
-                                  lock_path.string(), std::strerror(errno)));
+    const int error = errno;
+    std::string fix = "make the store's folder writable";
+    if (error == EISDIR) {
+      fix = "it is a folder: remove it";
+    } else if (std::filesystem::exists(lock_path, ec)) {
+      fix = "make it readable by this user, or remove it while no collector runs";
+    }
+    throw ConfigError(fmt::format("store.path: cannot open the lock file \"{}\": {}; {}",
+                                  lock_path.string(), std::strerror(error), fix));
   }
+
   if (::flock(handle->fd, LOCK_EX | LOCK_NB) == 0) {
     return handle;
   }
@@ -740,7 +771,7 @@ int runDeadLetters(const CollectorOptions& options) {
 int runRewind(const CollectorOptions& options) {
   setupLoggingOr(options, "warn");
   CollectorConfig config = loadConfig(options);
-  if (options.since.empty() == (options.from_seq == 0)) {
+  if (options.since.empty() != options.from_seq_given) {
     throw ConfigError("rewind: give either --since DURATION (such as 2h) or --from-seq SEQ");
   }
   // Checked first, so that a wrong folder gets no lock file.
@@ -766,11 +797,16 @@ int runRewind(const CollectorOptions& options) {
     std::uint64_t back_ms = std::min<std::uint64_t>(
         config_values::parseMilliseconds(options.since, "--since"), now_ms);
     from_seq = store->firstSeqStoredFrom(now_ms - static_cast<std::int64_t>(back_ms));
-    if (from_seq == 0 || from_seq - 1 > before) {
-      fmt::print(stderr, "rewind: {} has sent no event stored in the last {}; its cursor stays "
-                         "at {}\n",
+    if (from_seq == 0) {
+      fmt::print(stderr, "rewind: the store contains no event stored in the last {} (retention may "
+                         "have removed them); the cursor of {} stays at {}\n",
+                 options.since, options.output_name, before);
+      from_seq = before + 1;
+    } else if (from_seq - 1 > before) {
+      fmt::print(stderr, "rewind: {} has not sent the events stored in the last {} yet; its "
+                         "cursor stays at {}\n",
                  options.output_name, options.since, before);
-      return 0;
+      from_seq = before + 1;
     }
   } else if (from_seq < 1) {
     throw ConfigError(fmt::format("--from-seq: {} is not a seq; seqs start at 1", from_seq));
@@ -1048,8 +1084,12 @@ void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
       ->required();
   rewind->add_option("--since", options->since,
                      "Send again the events stored in this last span of time, such as 2h or 1d");
-  rewind->add_option("--from-seq", options->from_seq, "Send again the events from this seq on");
-  rewind->callback([options, &runner] { runner = [options] { return runRewind(*options); }; });
+  CLI::Option* from_seq =
+      rewind->add_option("--from-seq", options->from_seq, "Send again the events from this seq on");
+  rewind->callback([options, from_seq, &runner] {
+    options->from_seq_given = from_seq->count() > 0;
+    runner = [options] { return runRewind(*options); };
+  });
 
   CLI::App* count = command->add_subcommand(
       "count", "Print the number of stored events, duplicates and dead letters as JSON");

@@ -4,18 +4,24 @@
 A collector tails a file of 60 libmodsecurity v3 records and writes them to
 its NDJSON output. Then:
 
-- a second collector on the same store stops at its start, naming the lock,
-  also when its store.path is a symbolic link to the first one's store;
+- a second collector on the same store stops at its start, naming the lock.
+  So does one whose store.path is a symbolic link to the first one's store,
+  and one beside a collector that created its store through a link to a
+  file that did not exist yet;
 - rewind fails while the collector runs, naming the running collector;
 - after the stop, rewind --from-seq 41 moves the output's cursor to 40, and
   the next start sends events 41 to 60 again, so the file has 80 lines;
 - rewind --since 1h sends all 60 again (140 lines, each of the 60 ids);
 - bad arguments (an unknown output, a seq past the cursor, both or neither
-  of --since and --from-seq) exit 2 with a message naming the fix, and the
-  cursor stays where it was;
+  of --since and --from-seq, --from-seq 0) exit 2 with a message naming the
+  fix, and the cursor stays where it was;
+- --since 0s keeps the cursor and still prints the JSON result;
+- a folder in place of the lock file gets an error that says to remove it,
+  and another user's read-only lock file does not stop a rewind (as root);
 - a rewind on a store that does not exist exits 2 and makes no folder.
 """
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -26,6 +32,7 @@ from probe_harness import (BIN, SOURCE_DIR, CollectorRun, collector_ports, start
 
 MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
 RECORDS = 60
+NOBODY = 65534
 
 
 def check(condition, message):
@@ -78,6 +85,32 @@ outputs:
         check(status == 2 and "does not exist" in errors and not (folder / "missing").exists(),
               f"rewind on a missing store: {status} {errors}")
 
+        # A store created through a symbolic link whose target does not exist
+        # yet shares its lock with the target's own path.
+        (folder / "fresh").mkdir()
+        (folder / "fresh" / "link.sqlite").symlink_to(folder / "fresh" / "store.sqlite")
+        through_link = folder / "through-link.yaml"
+        through_link.write_text(f"listen: 127.0.0.1:0\nadmin: {{listen: \"127.0.0.1:0\"}}\n"
+                                f"state_dir: {folder}/fresh\n"
+                                f"store: {{path: {folder}/fresh/link.sqlite}}\n")
+        direct = folder / "direct.yaml"
+        direct.write_text(f"listen: 127.0.0.1:0\nadmin: {{listen: \"127.0.0.1:0\"}}\n"
+                          f"state_dir: {folder}/fresh\n")
+        collector = run.start(through_link)
+        wait_for(lambda: (folder / "fresh" / "store.sqlite").exists(), 30,
+                 "the store made through the link")
+        try:
+            second = subprocess.run([BIN, "collector", "--config", str(direct)],
+                                    capture_output=True, text=True, timeout=20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("a second collector ran for 20 s beside one started through a "
+                                 "link to a new store")
+        check(second.returncode == 2 and "is in use by another collector" in second.stderr,
+              f"a second collector beside one started through a link to a new store: "
+              f"{second.returncode} {second.stderr}")
+        stop(collector)
+        (folder / "ports.json").unlink(missing_ok=True)
+
         collector = run.start(config)
         collector_ports(collector, folder)
         wait_for(lambda: len(output_ids(output)) >= RECORDS, 60, "the NDJSON output")
@@ -114,10 +147,46 @@ outputs:
             (["--output", "ndjson"], "give either --since"),
             (["--output", "ndjson", "--since", "1h", "--from-seq", "3"], "give either --since"),
             (["--output", "ndjson", "--since", "two hours"], "invalid duration"),
+            (["--output", "ndjson", "--from-seq", "0"], "0 is not a seq"),
         ]
         for args, expected in bad:
             status, _, errors = command(config, "rewind", *args)
             check(status == 2 and expected in errors, f"rewind {args}: {status} {errors}")
+
+        # A span with no stored event leaves the cursor and still prints it.
+        status, printed, errors = command(config, "rewind", "--output", "ndjson", "--since", "0s")
+        check(status == 0 and "contains no event stored in the last 0s" in errors,
+              f"rewind --since 0s: {status} {errors}")
+        check(printed and json.loads(printed)["cursor_after"] == RECORDS,
+              f"rewind --since 0s printed {printed!r}")
+
+        # A folder in place of the lock file gets an error that says to remove it.
+        lock = folder / "state" / "store.sqlite.lock"
+        lock.unlink()
+        lock.mkdir()
+        status, _, errors = command(config, "rewind", "--output", "ndjson", "--from-seq", "41")
+        check(status == 2 and "it is a folder: remove it" in errors,
+              f"rewind with a folder as the lock file: {status} {errors}")
+        lock.rmdir()
+
+        # Another user's lock file with mode 0644 is enough to lock: flock
+        # needs no write access.
+        if os.geteuid() == 0:
+            lock.touch(mode=0o644)
+            os.chmod(lock, 0o644)
+            folder.chmod(0o755)
+            for path in [folder / "state", *(folder / "state").glob("store.sqlite*")]:
+                if path != lock:
+                    os.chown(path, NOBODY, -1)
+            result = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                                     "--clear-groups", BIN, "collector", "--config", str(config),
+                                     "rewind", "--output", "ndjson", "--from-seq",
+                                     str(RECORDS + 1)],
+                                    capture_output=True, text=True, timeout=60)
+            check(result.returncode == 0, "rewind as another user with a read-only lock file: "
+                  f"{result.returncode} {result.stderr}")
+            for path in (folder / "state").glob("store.sqlite*"):
+                os.chown(path, 0, -1)
 
         status, printed, errors = command(config, "rewind", "--output", "ndjson",
                                           "--from-seq", "41")
