@@ -764,6 +764,25 @@ int runDeadLetters(const CollectorOptions& options) {
   return 0;
 }
 
+// Returns false when `name` is an output whose section `config` leaves out,
+// so that a rewind of its cursor sends nothing until the section is back.
+bool outputConfigured(const CollectorConfig& config, const std::string& name) {
+  const std::pair<const char*, const YAML::Node*> sections[] = {
+      {"elasticsearch", &config.elasticsearch},
+      {"ndjson", &config.ndjson},
+      {"misp_feed", &config.misp_feed},
+      {"misp", &config.misp},
+      {"stix", &config.stix},
+  };
+  for (const auto& [section, node] : sections) {
+    if (name == section) {
+      return node->IsDefined() && !node->IsNull();
+    }
+  }
+  // The dashboard's index, which --dashboard turns on without a section.
+  return true;
+}
+
 // Moves an output's cursor back, so that the output sends the stored events
 // after it again when the collector next starts. A running output keeps its
 // cursor in memory and would write over the rewind, so the command takes
@@ -820,6 +839,11 @@ int runRewind(const CollectorOptions& options) {
                                   options.output_name, before, from_seq));
   }
   store->setCursor(options.output_name, after);
+  if (!outputConfigured(config, options.output_name)) {
+    fmt::print(stderr, "rewind: {} has no outputs.{} section, so the output sends nothing "
+                       "again until that section is added back\n",
+               options.config_path, options.output_name);
+  }
   spdlog::info("collector: rewound output={} cursor_before={} cursor_after={}",
                options.output_name, before, after);
 

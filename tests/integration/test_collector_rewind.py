@@ -16,6 +16,8 @@ its NDJSON output. Then:
   of --since and --from-seq, --from-seq 0) exit 2 with a message naming the
   fix, and the cursor stays where it was;
 - --since 0s keeps the cursor and still prints the JSON result;
+- a rewind of an output that the configuration no longer has says so on
+  standard error;
 - a folder in place of the lock file gets an error that says to remove it,
   and another user's read-only lock file does not stop a rewind (as root);
 - a rewind on a store that does not exist exits 2 and makes no folder.
@@ -159,6 +161,14 @@ outputs:
               f"rewind --since 0s: {status} {errors}")
         check(printed and json.loads(printed)["cursor_after"] == RECORDS,
               f"rewind --since 0s printed {printed!r}")
+
+        # A rewind of an output that the configuration no longer has says so.
+        without_output = folder / "without-output.yaml"
+        without_output.write_text(f"listen: 127.0.0.1:0\nstate_dir: {folder}/state\n")
+        status, printed, errors = command(without_output, "rewind", "--output", "ndjson",
+                                          "--from-seq", str(RECORDS + 1))
+        check(status == 0 and "has no outputs.ndjson section" in errors,
+              f"rewind of an output missing from the configuration: {status} {errors}")
 
         # A folder in place of the lock file gets an error that says to remove it.
         lock = folder / "state" / "store.sqlite.lock"
