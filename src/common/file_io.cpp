@@ -37,7 +37,10 @@ void syncFolder(const std::filesystem::path& folder) {
 }
 
 void createPrivateFile(const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  // No O_EXCL: with it, a symbolic link whose target does not exist yet
+  // fails, and SQLite then creates the target with the umask's mode. An
+  // existing file keeps its mode. O_NONBLOCK keeps a FIFO from blocking.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0600);
   if (fd >= 0) {
     ::close(fd);
   }

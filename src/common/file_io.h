@@ -24,7 +24,8 @@ int writeAll(int fd, std::string_view bytes);
 void syncFolder(const std::filesystem::path& folder);
 
 // Creates `path` as an empty file that only its owner may read and write
-// (mode 0600), unless it exists. A SQLite database created this way gives
+// (mode 0600), unless it exists. A symbolic link at `path` whose target
+// does not exist yet gets that target created so. A SQLite database created this way gives
 // its WAL and shared-memory files the same mode. Errors are left to the
 // open that follows, which reports them with its own context.
 void createPrivateFile(const std::filesystem::path& path);

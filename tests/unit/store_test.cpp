@@ -104,6 +104,25 @@ TEST_F(StoreTest, NewFilesArePrivate) {
   ::umask(old_mask);
 }
 
+// A store path that is a symbolic link to a file not there yet gets a
+// private file too: opening with O_EXCL failed on the link, and SQLite
+// created the target with the umask's mode 0644.
+TEST_F(StoreTest, NewStoreThroughLinkIsPrivate) {
+  const mode_t old_mask = ::umask(022);
+  std::filesystem::create_directories(dir_ / "real");
+  std::filesystem::create_symlink(dir_ / "real" / "store.sqlite", dir_ / "link.sqlite");
+  StoreOptions options = options_;
+  options.path = dir_ / "link.sqlite";
+  {
+    Store store(options);
+    store.insert(makeEvents("l", 1));
+  }
+  struct stat info {};
+  ASSERT_EQ(::stat((dir_ / "real" / "store.sqlite").c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0600u);
+  ::umask(old_mask);
+}
+
 TEST_F(StoreTest, DuplicateInsideOneBatch) {
   Store store(options_);
   std::vector<NewEvent> events = {makeEvent("a"), makeEvent("a"), makeEvent("b")};
