@@ -97,8 +97,8 @@ CollectorConfig loadConfig(const CollectorOptions& options) {
   return config;
 }
 
-// Opens the store, making its folder first.
-std::unique_ptr<Store> openStore(const CollectorConfig& config) {
+// Creates the store's folder unless it exists.
+void makeStoreFolder(const CollectorConfig& config) {
   auto parent = config.store.path.parent_path();
   if (!parent.empty()) {
     std::error_code ec;
@@ -109,6 +109,11 @@ std::unique_ptr<Store> openStore(const CollectorConfig& config) {
                                     parent.string(), ec.message()));
     }
   }
+}
+
+// Opens the store, making its folder first.
+std::unique_ptr<Store> openStore(const CollectorConfig& config) {
+  makeStoreFolder(config);
   return std::make_unique<Store>(config.store);
 }
 
@@ -136,15 +141,7 @@ std::filesystem::path resolveStorePath(const std::filesystem::path& path) {
 // store, and enrol and revoke, run beside the service and take no lock.
 std::unique_ptr<FileHandle> lockStore(const CollectorConfig& config, bool for_rewind) {
   const std::filesystem::path& store = config.store.path;
-  if (!store.parent_path().empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(store.parent_path(), ec);
-    if (ec) {
-      throw ConfigError(fmt::format("store.path: cannot create the folder \"{}\": {}; create it "
-                                    "or set state_dir",
-                                    store.parent_path().string(), ec.message()));
-    }
-  }
+  makeStoreFolder(config);
 
   // The lock goes next to the file the path resolves to, so two paths to
   // one store (a symbolic link, "..") share it.
