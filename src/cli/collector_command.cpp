@@ -793,7 +793,7 @@ int runRewind(const CollectorOptions& options) {
   // Checked first, so that a wrong folder gets no lock file.
   requireExistingStore(config);
   std::unique_ptr<FileHandle> store_lock = lockStore(config, true);
-  auto store = openExistingStore(config);
+  auto store = openStore(config);
 
   std::vector<std::string> outputs = store->outputs();
   if (std::find(outputs.begin(), outputs.end(), options.output_name) == outputs.end()) {
