@@ -37,6 +37,10 @@ constexpr std::uint64_t kNoFileInode = 0;
 // nanoseconds, so an interval of about 106,752 days or more overflows and
 // the thread polls without waiting.
 constexpr std::uint64_t kMaxPollIntervalMs = 3'600'000;
+// The first bytes of a file saved with its offset. A file deleted and
+// created again can get the same inode number, but rarely the same first
+// bytes: audit records start with their time stamp and transaction id.
+constexpr std::size_t kHeadBytes = 256;
 
 // A failed system call on the file being read, as opposed to an error of
 // the batch handler.
@@ -94,6 +98,15 @@ std::uint64_t startOfLastLine(int fd, std::uint64_t end, std::uint64_t limit) {
     position -= count;
   }
   return position == 0 ? 0 : end;
+}
+
+// Returns the first `length` bytes of the file, or fewer when it is shorter
+// or a read fails.
+std::string readHead(int fd, std::size_t length) {
+  std::string head(length, '\0');
+  ssize_t got = ::pread(fd, head.data(), length, 0);
+  head.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
+  return head;
 }
 
 RecordFormat parseFormatKey(const YAML::Node& node, const std::string& key) {
@@ -236,6 +249,7 @@ struct FileInput::OpenFile {
   std::size_t scanned = 0;        // leading bytes of `pending` known to hold no newline
   bool skipping = false;          // dropping the rest of an over-long line
   bool rotated = false;           // the path names another file now
+  std::string head;               // the file's first bytes, up to kHeadBytes
   int quiet_polls = 0;            // polls at the end of a rotated file
   std::vector<char> buffer;
 
@@ -417,12 +431,17 @@ bool FileInput::openPath() {
     // it and is read whole, also with start_at: end.
     offset = 0;
   } else if (saved && saved->inode == inode) {
-    // NOTE: a file deleted and created again while the collector was
-    // stopped can get the same inode number (ext4 reuses it at once). Only
-    // a size below the offset shows that, so a new file that grew past it
-    // loses its records before the offset.
+    // A file deleted and created again while the collector was stopped can
+    // get the same inode number (ext4 reuses it at once), so its first
+    // bytes are compared too. NOTE: offsets saved before the store kept
+    // them have no head, and then only a size below the offset shows it.
     offset = saved->offset;
-    if (offset > size) {
+    if (!saved->head.empty() && readHead(fd, saved->head.size()) != saved->head) {
+      spdlog::warn("file input {}: the file has the saved inode number {} but other first "
+                   "bytes, so it is a new file; reading it from its beginning",
+                   key_, inode);
+      offset = 0;
+    } else if (offset > size) {
       spdlog::warn("file input {}: the file is shorter ({} bytes) than the saved offset {}, so "
                    "it was truncated; reading from its beginning",
                    key_, size, offset);
@@ -502,9 +521,10 @@ bool FileInput::adoptFile(int fd, std::uint64_t inode, const std::string& path,
   // A file found rotated at start is complete: no writer has it open.
   file.quiet_polls = rotated ? kRotationQuietPolls - 1 : 0;
   file.buffer.resize(kReadChunkBytes);
+  file.head = readHead(fd, kHeadBytes);
   // Saved at once, so a restart resumes in this file (and, for start_at
   // end, does not skip what was written meanwhile).
-  store_.setFileOffset(key_, {inode, offset});
+  store_.setFileOffset(key_, {inode, offset, file.head});
   counters_->offset->set(static_cast<std::int64_t>(offset));
   spdlog::info("file input {}: reading {} (inode {}) from offset {}", key_, path, inode, offset);
   return true;
@@ -639,14 +659,17 @@ void FileInput::flushBatch() {
   if (file.batch_end == file.committed) {
     return;
   }
-  FileOffsetNote offset{key_, file.inode, file.batch_end};
+  if (file.head.size() < kHeadBytes) {
+    file.head = readHead(file.fd, kHeadBytes);  // the file was shorter when it was opened
+  }
+  FileOffsetNote offset{key_, file.inode, file.batch_end, file.head};
   if (!records_.empty() || !rejected_.empty()) {
     handler_(std::move(records_), std::move(rejected_), options_, offset);
     records_.clear();
     rejected_.clear();
   } else {
     // Only blank lines: nothing to commit but the offset.
-    store_.setFileOffset(key_, {offset.inode, offset.offset});
+    store_.setFileOffset(key_, {offset.inode, offset.offset, offset.head});
   }
   batch_bytes_ = 0;
   file.committed = file.batch_end;
@@ -673,7 +696,8 @@ bool FileInput::checkRotation() {
     file.scanned = 0;
     file.skipping = false;
     file.committed = file.batch_end = file.read_offset = file.pending_offset = 0;
-    store_.setFileOffset(key_, {file.inode, 0});
+    file.head = readHead(file.fd, kHeadBytes);
+    store_.setFileOffset(key_, {file.inode, 0, file.head});
     counters_->offset->set(0);
     return true;
   }

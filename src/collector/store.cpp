@@ -31,7 +31,7 @@ namespace webtrap::collector {
 namespace {
 
 // Bump when the schema changes, and teach openSchema() to migrate.
-constexpr int kSchemaVersion = 4;
+constexpr int kSchemaVersion = 5;
 
 // Retention deletes at most this many events per transaction, so inserts
 // wait for the write lock at most one chunk's time.
@@ -338,6 +338,21 @@ SensorInfo readSensor(sqlite3_stmt* stmt) {
 constexpr const char* kSensorColumns =
     "SELECT sensor_id, group_name, token_sha256, enrolled_ms, last_seen_ms, records, revoked_ms, "
     "certificate_sha256, certificate_cn FROM sensors";
+
+// Adds `column` to `table` unless the table has it, so that a store whose
+// version number was set back still opens.
+void addMissingColumn(Connection& connection, const char* table, const char* column,
+                      const char* type) {
+  sqlite3_stmt* info = connection.prepare(fmt::format("PRAGMA table_info({})", table).c_str());
+  ResetGuard reset(info);
+  while (connection.step(info, "reading a table's columns")) {
+    if (columnText(info, 1) == column) {
+      return;
+    }
+  }
+  connection.exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", table, column, type).c_str(),
+                  "adding a column");
+}
 
 }  // namespace
 
@@ -651,6 +666,11 @@ void Store::Impl::open() {
           }
         }
         writer->exec(kSchemaVersion4, "adding the original batch table");
+      }
+      if (schema_version < 5) {
+        // Version 5: the first bytes of each file input's file, which
+        // differ between a new file with a reused inode number and the old.
+        addMissingColumn(*writer, "file_offsets", "head", "BLOB NOT NULL DEFAULT x''");
       }
       writer->exec(fmt::format("PRAGMA user_version={}", kSchemaVersion).c_str(),
                    "creating the schema");
@@ -1913,7 +1933,8 @@ void Store::noteSensorSeen(std::string_view sensor_id, std::int64_t at_ms, std::
 
 std::optional<Store::FileOffset> Store::fileOffset(std::string_view path) const {
   Impl::Reader reader(*impl_);
-  sqlite3_stmt* stmt = reader->prepare("SELECT inode, offset FROM file_offsets WHERE path = ?1");
+  sqlite3_stmt* stmt =
+      reader->prepare("SELECT inode, offset, head FROM file_offsets WHERE path = ?1");
   ResetGuard reset(stmt);
   bindText(stmt, 1, path);
   if (!reader->step(stmt, "reading a file offset")) {
@@ -1922,23 +1943,29 @@ std::optional<Store::FileOffset> Store::fileOffset(std::string_view path) const 
   FileOffset offset;
   offset.inode = static_cast<std::uint64_t>(sqlite3_column_int64(stmt, 0));
   offset.offset = static_cast<std::uint64_t>(sqlite3_column_int64(stmt, 1));
+  const auto* head = static_cast<const char*>(sqlite3_column_blob(stmt, 2));
+  offset.head.assign(head != nullptr ? head : "",
+                     static_cast<std::size_t>(sqlite3_column_bytes(stmt, 2)));
   return offset;
 }
 
 void Store::Impl::writeFileOffset(const FileOffsetNote& note) {
   sqlite3_stmt* stmt = writer->prepare(
-      "INSERT INTO file_offsets(path, inode, offset) VALUES(?1, ?2, ?3) "
-      "ON CONFLICT(path) DO UPDATE SET inode = excluded.inode, offset = excluded.offset");
+      "INSERT INTO file_offsets(path, inode, offset, head) VALUES(?1, ?2, ?3, ?4) "
+      "ON CONFLICT(path) DO UPDATE SET inode = excluded.inode, offset = excluded.offset, "
+      "head = excluded.head");
   ResetGuard reset(stmt);
   bindText(stmt, 1, note.path);
   sqlite3_bind_int64(stmt, 2, static_cast<std::int64_t>(note.inode));
   sqlite3_bind_int64(stmt, 3, static_cast<std::int64_t>(note.offset));
+  sqlite3_bind_blob(stmt, 4, note.head.data(), static_cast<int>(note.head.size()),
+                    SQLITE_TRANSIENT);
   writer->step(stmt, "writing a file offset");
 }
 
 void Store::setFileOffset(std::string_view path, FileOffset offset) {
   std::lock_guard lock(impl_->write_mutex);
-  FileOffsetNote note{std::string(path), offset.inode, offset.offset};
+  FileOffsetNote note{std::string(path), offset.inode, offset.offset, offset.head};
   impl_->writeWithoutFsync([&] { impl_->writeFileOffset(note); });
 }
 

@@ -107,6 +107,7 @@ struct FileOffsetNote {
   std::string path;  // the input's key, as fileOffset() takes it
   std::uint64_t inode = 0;
   std::uint64_t offset = 0;
+  std::string head;  // as Store::FileOffset::head
 };
 
 struct RetentionSummary {
@@ -240,6 +241,10 @@ class Store {
   struct FileOffset {
     std::uint64_t inode = 0;
     std::uint64_t offset = 0;
+    // The file's first bytes (at most 256) when the offset was saved, so
+    // that a new file with a reused inode number is recognised; empty when
+    // not known.
+    std::string head;
   };
   std::optional<FileOffset> fileOffset(std::string_view path) const;
   void setFileOffset(std::string_view path, FileOffset offset);

@@ -92,7 +92,7 @@ class FileInputTest : public ::testing::Test {
             rejected_.push_back(std::move(line));
           }
           // The collector's handler commits the offset with the batch.
-          store_->setFileOffset(offset.path, {offset.inode, offset.offset});
+          store_->setFileOffset(offset.path, {offset.inode, offset.offset, offset.head});
         },
         metrics_);
     return *input_;
@@ -133,6 +133,22 @@ TEST_F(FileInputTest, ResumesFromSavedOffset) {
   // A new input, as after a restart, starts where the first one stopped.
   makeInput().pollOnce();
   EXPECT_EQ(ids_, (Ids{"a", "b"}));
+}
+
+// A file deleted and created again while the collector is stopped can get
+// the same inode number. Rewriting the file in place keeps its inode, and
+// with other records past the saved offset its first bytes differ, so it is
+// read from its beginning instead of from the old offset.
+TEST_F(FileInputTest, NewFileWithSavedInodeReadWhole) {
+  append(log_, recordLine("a") + "\n" + recordLine("b") + "\n");
+  makeInput().pollOnce();
+  input_.reset();
+  {
+    std::ofstream rewrite(log_, std::ios::binary | std::ios::trunc);
+    rewrite << recordLine("c") + "\n" + recordLine("d") + "\n" + recordLine("e") + "\n";
+  }
+  makeInput().pollOnce();
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c", "d", "e"}));
 }
 
 TEST_F(FileInputTest, KeepsPartialLine) {
