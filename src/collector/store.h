@@ -241,9 +241,8 @@ class Store {
   struct FileOffset {
     std::uint64_t inode = 0;
     std::uint64_t offset = 0;
-    // The file's first bytes (at most 256) when the offset was saved, so
-    // that a new file with a reused inode number is recognised; empty when
-    // not known.
+    // The file's first bytes (at most 256) when the offset was saved. A new
+    // file with a reused inode number differs in them. Empty when not known.
     std::string head;
   };
   std::optional<FileOffset> fileOffset(std::string_view path) const;
