@@ -101,8 +101,10 @@ PRAGMA user_version=1;
           "revoke in an upgraded store did not mark the sensor")
     with sqlite3.connect(state / "store.sqlite") as database:
         version = database.execute("PRAGMA user_version").fetchone()[0]
+        offset_columns = [row[1] for row in database.execute("PRAGMA table_info(file_offsets)")]
     database.close()
-    check(version == 4, f"schema version after the upgrade: {version}, expected 4")
+    check(version == 5, f"schema version after the upgrade: {version}, expected 5")
+    check("head" in offset_columns, f"file_offsets columns after the upgrade: {offset_columns}")
 
 
 def main():
