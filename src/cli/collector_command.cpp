@@ -173,13 +173,13 @@ std::unique_ptr<FileHandle> lockStore(const CollectorConfig& config, bool for_re
                                   lock_path.string(), std::strerror(errno)));
   }
   if (for_rewind) {
-    throw ConfigError(fmt::format("the store \"{}\" is in use by a running collector (it holds "
-                                  "\"{}\"); stop the collector, then run rewind again",
+    throw ConfigError(fmt::format("the store \"{}\" is in use by a running collector (it has "
+                                  "locked \"{}\"); stop the collector, then run rewind again",
                                   store.string(), lock_path.string()));
   }
   throw ConfigError(fmt::format("the store \"{}\" is in use by another collector or a rewind (it "
-                                "holds \"{}\"); stop that process, or give this collector its "
-                                "own state_dir",
+                                "has locked \"{}\"); stop that process, or give this collector "
+                                "its own state_dir",
                                 store.string(), lock_path.string()));
 }
 

@@ -1412,7 +1412,8 @@ std::int64_t Store::firstSeqStoredFrom(std::int64_t stored_ms) const {
   sqlite3_stmt* stmt = reader->prepare(
       "SELECT seq, received_ms FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1");
   ResetGuard reset(stmt);
-  // The stored event with the smallest seq at or after `from`.
+
+  // Returns the seq and store time of the first stored event at or after `from`.
   auto firstFrom = [&](std::int64_t from) -> std::optional<std::pair<std::int64_t, std::int64_t>> {
     sqlite3_reset(stmt);
     sqlite3_bind_int64(stmt, 1, from);
@@ -1421,6 +1422,7 @@ std::int64_t Store::firstSeqStoredFrom(std::int64_t stored_ms) const {
     }
     return std::pair{sqlite3_column_int64(stmt, 0), sqlite3_column_int64(stmt, 1)};
   };
+
   // Invariant: every event before `low` was stored before stored_ms, and
   // the first event stored at or after it, if any, has a seq up to `high`.
   std::int64_t low = 0;
@@ -1438,6 +1440,7 @@ std::int64_t Store::firstSeqStoredFrom(std::int64_t stored_ms) const {
       low = event->first + 1;
     }
   }
+
   return found;
 }
 
