@@ -57,6 +57,18 @@ class FileError : public std::system_error {
 // Returns -1 otherwise, with the reason in `problem`. A folder opens without
 // error but cannot be read, and O_NONBLOCK keeps a FIFO from blocking the
 // open (it has no effect on reads from a regular file).
+// True when the byte at `offset` can be read although the file's size says
+// it ends there: a pseudo file whose size tells nothing about its content.
+bool sizeBelowContent(int fd, std::uint64_t offset) {
+  char byte = 0;
+  if (::pread(fd, &byte, 1, static_cast<off_t>(offset)) != 1) {
+    return false;
+  }
+  struct stat again {};
+  // A regular file that grew meanwhile has a size past `offset` now.
+  return ::fstat(fd, &again) == 0 && static_cast<std::uint64_t>(again.st_size) <= offset;
+}
+
 int openRegularFile(const std::filesystem::path& path, struct stat& info, std::string& problem) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
@@ -70,6 +82,15 @@ int openRegularFile(const std::filesystem::path& path, struct stat& info, std::s
   }
   if (!S_ISREG(info.st_mode)) {
     problem = S_ISDIR(info.st_mode) ? "it is a folder, not a file" : "it is not a regular file";
+    ::close(fd);
+    return -1;
+  }
+  if (info.st_size == 0 && sizeBelowContent(fd, 0)) {
+    // Each poll would find the file shorter than what was read and read it
+    // again from its beginning, storing its lines over and over.
+    problem =
+        "its size reads as 0 although it has content, as files in /proc and /sys do; the file "
+        "input follows log files that grow on disk, so point it at such a file";
     ::close(fd);
     return -1;
   }
@@ -286,7 +307,8 @@ FileInput::FileInput(FileInputOptions options, Store& store, FileBatchHandler ha
                                           "Times the path was found to name a new file", labels);
   counters_->truncations = &metrics.counter(
       "webtrap_collector_file_truncations_total",
-      "Times the file was found shorter than the offset read so far", labels);
+      "Times the file was found truncated: shorter than the offset read, or with other first "
+      "bytes", labels);
   counters_->errors = &metrics.counter("webtrap_collector_file_errors_total",
                                        "Read errors and batches the collector failed to commit",
                                        labels);
@@ -345,6 +367,7 @@ std::size_t FileInput::pollOnce() {
     if (!file_ && !openPath()) {
       return 0;
     }
+    checkFirstBytes();
     std::size_t handled = 0;
     while (true) {
       handled += readAvailable();
@@ -676,6 +699,36 @@ void FileInput::flushBatch() {
   counters_->offset->set(static_cast<std::int64_t>(file.committed));
 }
 
+void FileInput::checkFirstBytes() {
+  OpenFile& file = *file_;
+  if (file.rotated || file.head.empty() || readHead(file.fd, file.head.size()) == file.head) {
+    return;
+  }
+  // Truncated and written past the old offset again since the last poll:
+  // the size does not show it, the first bytes do. Checked before reading,
+  // which would otherwise go on from the old offset in the new text.
+  // NOTE: a new file that starts with the same kHeadBytes looks unchanged.
+  spdlog::warn("file input {}: its first bytes changed, so it was truncated and written again; "
+               "reading from the beginning",
+               key_);
+  restartFile();
+}
+
+void FileInput::restartFile() {
+  OpenFile& file = *file_;
+  counters_->truncations->inc();
+  if (::lseek(file.fd, 0, SEEK_SET) < 0) {
+    throwErrno("lseek " + file.path);
+  }
+  file.pending.clear();
+  file.scanned = 0;
+  file.skipping = false;
+  file.committed = file.batch_end = file.read_offset = file.pending_offset = 0;
+  file.head = readHead(file.fd, kHeadBytes);
+  store_.setFileOffset(key_, {file.inode, 0, file.head});
+  counters_->offset->set(0);
+}
+
 bool FileInput::checkRotation() {
   OpenFile& file = *file_;
   struct stat opened {};
@@ -684,21 +737,9 @@ bool FileInput::checkRotation() {
   }
   if (!file.rotated && static_cast<std::uint64_t>(opened.st_size) < file.read_offset) {
     // copytruncate: the writer starts over at offset 0 of the same file.
-    // NOTE: a file truncated and refilled past the old offset between two
-    // polls looks unchanged, so its first records are missed.
     spdlog::warn("file input {}: truncated from {} to {} bytes; reading from the beginning", key_,
                  file.read_offset, opened.st_size);
-    counters_->truncations->inc();
-    if (::lseek(file.fd, 0, SEEK_SET) < 0) {
-      throwErrno("lseek " + file.path);
-    }
-    file.pending.clear();
-    file.scanned = 0;
-    file.skipping = false;
-    file.committed = file.batch_end = file.read_offset = file.pending_offset = 0;
-    file.head = readHead(file.fd, kHeadBytes);
-    store_.setFileOffset(key_, {file.inode, 0, file.head});
-    counters_->offset->set(0);
+    restartFile();
     return true;
   }
 
@@ -732,7 +773,7 @@ bool FileInput::checkRotation() {
   if (openFresh()) {
     return true;
   }
-  store_.setFileOffset(key_, {kNoFileInode, 0});
+  store_.setFileOffset(key_, {kNoFileInode, 0, {}});
   counters_->offset->set(0);
   return false;
 }

@@ -126,6 +126,10 @@ class FileInput {
   void decodeLine(std::string_view line, std::uint64_t offset);
   void flushBatch();
   bool checkRotation();
+  // Starts the open file again when its first bytes changed since read.
+  void checkFirstBytes();
+  // Reads the open file again from its beginning after it was truncated.
+  void restartFile();
   void run();
 
   FileInputOptions options_;

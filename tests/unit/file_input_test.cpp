@@ -269,6 +269,43 @@ TEST_F(FileInputTest, FollowsTruncation) {
   EXPECT_EQ(ids_, (Ids{"a", "b", "c"}));
 }
 
+TEST_F(FileInputTest, TruncatedAndRefilledBetweenPolls) {
+  append(log_, recordLine("a") + "\n");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  // Longer than before, so the size alone does not show the truncation.
+  fs::resize_file(log_, 0);
+  append(log_, recordLine("bb") + "\n" + recordLine("c") + "\n");
+  input.pollOnce();
+  EXPECT_EQ(ids_, (Ids{"a", "bb", "c"}));
+  EXPECT_EQ(metrics_.counter("webtrap_collector_file_truncations_total", "",
+                             "path=\"" + log_.string() + "\"").value(),
+            1u);
+}
+
+TEST_F(FileInputTest, AppendsAfterShortHeadNotTruncation) {
+  // A file shorter than the compared first bytes, then appended to.
+  append(log_, "\n");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  append(log_, recordLine("a") + "\n");
+  input.pollOnce();
+  append(log_, recordLine("b") + "\n");
+  input.pollOnce();
+  EXPECT_EQ(ids_, (Ids{"a", "b"}));
+}
+
+TEST_F(FileInputTest, PseudoFileRefused) {
+  // /proc files report size 0 and have content.
+  FileInputOptions input_options = options();
+  input_options.path = "/proc/self/status";
+  FileInput& input = makeInput(input_options);
+  EXPECT_EQ(input.pollOnce(), 0u);
+  EXPECT_EQ(input.pollOnce(), 0u);
+  EXPECT_TRUE(rejected_.empty());
+  EXPECT_FALSE(store_->fileOffset("/proc/self/status").has_value());
+}
+
 TEST_F(FileInputTest, TruncatedWhileStopped) {
   append(log_, recordLine("a") + "\n" + recordLine("b") + "\n");
   makeInput().pollOnce();
