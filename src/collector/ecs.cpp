@@ -11,6 +11,7 @@
 #include <cstring>
 #include <optional>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include <fmt/format.h>
@@ -29,26 +30,40 @@ constexpr std::string_view kOriginalKey = ",\"original\":\"";
 
 using std::string_view;
 
-// A short list of distinct values in first-seen order. Records carry at most
-// a few dozen rule messages, so a linear search beats hashing.
+// Distinct values in first-seen order. Most records carry a few dozen rule
+// messages, where a linear search beats hashing. Past kLinearSearchMax
+// values a hash set takes over, because a sender controls how many messages
+// a libmodsecurity record has, and the linear search would then cost time
+// quadratic in their count.
 class DistinctValues {
  public:
   void add(string_view value) {
     if (value.empty()) {
       return;
     }
-    for (string_view seen : values_) {
-      if (seen == value) {
-        return;
+    if (values_.size() < kLinearSearchMax) {
+      for (string_view seen : values_) {
+        if (seen == value) {
+          return;
+        }
       }
+      values_.push_back(value);
+      return;
     }
-    values_.push_back(value);
+    if (seen_.empty()) {
+      seen_.insert(values_.begin(), values_.end());
+    }
+    if (seen_.insert(value).second) {
+      values_.push_back(value);
+    }
   }
   bool empty() const { return values_.empty(); }
   const std::vector<string_view>& values() const { return values_; }
 
  private:
+  static constexpr std::size_t kLinearSearchMax = 64;
   std::vector<string_view> values_;
+  std::unordered_set<string_view> seen_;
 };
 
 // Writes `key` as one string when there is one value and as an array when
