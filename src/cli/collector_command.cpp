@@ -173,14 +173,43 @@ std::unique_ptr<FileHandle> lockStore(const CollectorConfig& config, bool for_re
                                   lock_path.string(), std::strerror(errno)));
   }
   if (for_rewind) {
-    throw ConfigError(fmt::format("the store \"{}\" is in use by a running collector (it has "
+    throw CommandError(fmt::format("the store \"{}\" is in use by a running collector (it has "
                                   "locked \"{}\"); stop the collector, then run rewind again",
                                   store.string(), lock_path.string()));
   }
-  throw ConfigError(fmt::format("the store \"{}\" is in use by another collector or a rewind (it "
+  throw CommandError(fmt::format("the store \"{}\" is in use by another collector or a rewind (it "
                                 "has locked \"{}\"); stop that process, or give this collector "
                                 "its own state_dir",
                                 store.string(), lock_path.string()));
+}
+
+// Locks the store file itself, which a hard link or a deleted lock file
+// cannot bypass. On a local file system flock(2) does not touch SQLite's
+// POSIX locks. Keep the handle until the store is closed, because closing
+// any descriptor of the file drops the process's POSIX locks on it.
+std::unique_ptr<FileHandle> lockStoreFile(const CollectorConfig& config, bool for_rewind) {
+  std::filesystem::path path = resolveStorePath(config.store.path);
+  // Creates a new store's file, private as Store would make it.
+  auto handle =
+      std::make_unique<FileHandle>(::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600));
+  if (handle->fd < 0) {
+    throw ConfigError(fmt::format("store.path: cannot open \"{}\": {}; make it readable by "
+                                  "this user",
+                                  path.string(), std::strerror(errno)));
+  }
+  if (::flock(handle->fd, LOCK_EX | LOCK_NB) == 0) {
+    return handle;
+  }
+  if (errno != EWOULDBLOCK) {
+    throw ConfigError(fmt::format("store.path: cannot lock \"{}\": {}; put the store on a local "
+                                  "file system that supports flock(2)",
+                                  path.string(), std::strerror(errno)));
+  }
+  throw CommandError(fmt::format(
+      "the store \"{}\" is in use by another collector or a rewind that reached it by another "
+      "path (a hard link, or after its lock file was deleted); stop that process{}",
+      path.string(),
+      for_rewind ? ", then run rewind again" : ", or give this collector its own state_dir"));
 }
 
 // Throws unless the store exists. For a command that works on an existing
@@ -330,9 +359,21 @@ int runCollector(const CollectorOptions& options) {
   }
   CollectorConfig config = loadConfig(options);
   ListenAddress ingest_address = parseListenAddress(config.listen, "listen");
+  std::optional<ListenAddress> admin_address;
+  if (!config.admin_listen.empty()) {
+    admin_address = parseListenAddress(config.admin_listen, "admin.listen");
+  }
 
   MetricsRegistry metrics;
   std::unique_ptr<FileHandle> store_lock = lockStore(config, false);
+  // Checked after the lock, which names a running collector on this store,
+  // and before the store is created, so that a port in use leaves no empty
+  // store behind. The server binds them again below.
+  checkCanListen(ingest_address, "listen");
+  if (admin_address) {
+    checkCanListen(*admin_address, "admin.listen");
+  }
+  std::unique_ptr<FileHandle> store_file_lock = lockStoreFile(config, false);
   auto store = openStore(config);
   Enricher enricher(enrichOptions(config));
   OutputSet outputs(config, *store, metrics);
@@ -360,9 +401,7 @@ int runCollector(const CollectorOptions& options) {
 
   ServerOptions server_options;
   server_options.ingest = ingest_address;
-  if (!config.admin_listen.empty()) {
-    server_options.admin = parseListenAddress(config.admin_listen, "admin.listen");
-  }
+  server_options.admin = admin_address;
   // The dashboard.login_* limits cover every admin route, so they apply
   // with the dashboard off too.
   const DashboardOptions dashboard_options = parseDashboardOptions(config.dashboard);
@@ -476,7 +515,7 @@ void writeTokenFile(const std::string& path, const std::string& token) {
   std::string temporary = path + ".tmp";
   int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) {
-    throw ConfigError(fmt::format("--token-file {}: cannot create {}: {}; choose a writable folder",
+    throw CommandError(fmt::format("--token-file {}: cannot create {}: {}; choose a writable folder",
                                   path, temporary, std::strerror(errno)));
   }
   std::string text = token + "\n";
@@ -496,7 +535,7 @@ void writeTokenFile(const std::string& path, const std::string& token) {
 // -sha256` prints). Empty when neither is given.
 std::string enrolFingerprint(const CollectorOptions& options) {
   if (!options.client_certificate_file.empty() && !options.client_certificate_sha256.empty()) {
-    throw ConfigError("--client-certificate and --client-certificate-sha256 both given; give "
+    throw CommandError("--client-certificate and --client-certificate-sha256 both given; give "
                       "one of them");
   }
   if (!options.client_certificate_file.empty()) {
@@ -514,7 +553,7 @@ std::string enrolFingerprint(const CollectorOptions& options) {
     hex += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   }
   if (!options.client_certificate_sha256.empty() && hex.size() != 64) {
-    throw ConfigError(fmt::format("--client-certificate-sha256 \"{}\": invalid; give the 64 "
+    throw CommandError(fmt::format("--client-certificate-sha256 \"{}\": invalid; give the 64 "
                                   "hex digits of the SHA-256 of the certificate's DER encoding, "
                                   "such as `openssl x509 -in cert.pem -noout -fingerprint "
                                   "-sha256` prints",
@@ -526,7 +565,7 @@ std::string enrolFingerprint(const CollectorOptions& options) {
 int runEnrol(const CollectorOptions& options) {
   setupLoggingOr(options, "warn");
   if (options.sensor_id.empty()) {
-    throw ConfigError("--sensor-id: missing; name the sensor, such as --sensor-id web1");
+    throw CommandError("--sensor-id: missing; name the sensor, such as --sensor-id web1");
   }
   CollectorConfig config = loadConfig(options);
   std::string fingerprint = enrolFingerprint(options);
@@ -541,7 +580,7 @@ int runEnrol(const CollectorOptions& options) {
   }
   bool reuse_token = !options.existing_token_file.empty();
   if (reuse_token && !options.token_file.empty()) {
-    throw ConfigError("--token-file and --existing-token-file both given; the token already "
+    throw CommandError("--token-file and --existing-token-file both given; the token already "
                       "exists, so leave out --token-file");
   }
   std::string token = reuse_token ? readSensorToken(options.existing_token_file, std::cin)
@@ -565,7 +604,7 @@ int runEnrol(const CollectorOptions& options) {
       was_revoked = existing.revoked_ms != 0;
       same_token = existing.token_sha256 == sensor.token_sha256;
     } else if (existing.token_sha256 == sensor.token_sha256) {
-      throw ConfigError(fmt::format("--existing-token-file {}: this token is already enrolled "
+      throw CommandError(fmt::format("--existing-token-file {}: this token is already enrolled "
                                     "for sensor \"{}\" in {}; every sensor needs its own "
                                     "token, so give the token of sensor \"{}\"",
                                     options.existing_token_file, existing.sensor_id,
@@ -574,7 +613,7 @@ int runEnrol(const CollectorOptions& options) {
   }
   if (was_revoked && same_token) {
     // Revocation must hold: the token of a revoked sensor is never accepted again.
-    throw ConfigError(fmt::format("--existing-token-file {}: sensor \"{}\" was revoked with this "
+    throw CommandError(fmt::format("--existing-token-file {}: sensor \"{}\" was revoked with this "
                                   "token, which stays rejected; enrol it without "
                                   "--existing-token-file to make a new token, then enrol that "
                                   "token on the other collectors",
@@ -584,7 +623,7 @@ int runEnrol(const CollectorOptions& options) {
     std::optional<std::string> revoked_sensor = store->retiredTokenSensor(sensor.token_sha256);
     if (revoked_sensor.has_value()) {
       // Revocation must hold even after the sensor got a new token.
-      throw ConfigError(fmt::format("--existing-token-file {}: this token was revoked for "
+      throw CommandError(fmt::format("--existing-token-file {}: this token was revoked for "
                                     "sensor \"{}\" in {} and stays rejected; enrol sensor "
                                     "\"{}\" without --existing-token-file to make a new token",
                                     options.existing_token_file, *revoked_sensor,
@@ -682,7 +721,7 @@ int runRevoke(const CollectorOptions& options) {
     }
   }
   if (!before || !store->revokeSensor(options.sensor_id, nowMilliseconds())) {
-    throw ConfigError(fmt::format("--sensor-id {}: no such sensor in {}; list the enrolled "
+    throw CommandError(fmt::format("--sensor-id {}: no such sensor in {}; list the enrolled "
                                   "sensors with `webtrap collector sensors`",
                                   options.sensor_id, config.store.path.string()));
   }
@@ -788,11 +827,20 @@ int runRewind(const CollectorOptions& options) {
   setupLoggingOr(options, "warn");
   CollectorConfig config = loadConfig(options);
   if (options.since.empty() != options.from_seq_given) {
-    throw ConfigError("rewind: give either --since DURATION (such as 2h) or --from-seq SEQ");
+    throw CommandError("rewind: give either --since DURATION (such as 2h) or --from-seq SEQ");
+  }
+  std::uint64_t since_ms = 0;
+  if (!options.since.empty()) {
+    try {
+      since_ms = config_values::parseMilliseconds(options.since, "--since");
+    } catch (const ConfigError& error) {
+      throw CommandError(error.what());  // an option, not the configuration
+    }
   }
   // Checked first, so that a wrong folder gets no lock file.
   requireExistingStore(config);
   std::unique_ptr<FileHandle> store_lock = lockStore(config, true);
+  std::unique_ptr<FileHandle> store_file_lock = lockStoreFile(config, true);
   auto store = openStore(config);
 
   std::vector<std::string> outputs = store->outputs();
@@ -801,7 +849,7 @@ int runRewind(const CollectorOptions& options) {
     for (const std::string& name : outputs) {
       names += names.empty() ? name : ", " + name;
     }
-    throw ConfigError(fmt::format("--output: the store has no cursor for an output named \"{}\"; "
+    throw CommandError(fmt::format("--output: the store has no cursor for an output named \"{}\"; "
                                   "its outputs are: {}",
                                   options.output_name, names.empty() ? "none yet" : names));
   }
@@ -810,27 +858,26 @@ int runRewind(const CollectorOptions& options) {
   std::int64_t from_seq = options.from_seq;
   if (!options.since.empty()) {
     const std::int64_t now_ms = nowMilliseconds();
-    std::uint64_t back_ms = std::min<std::uint64_t>(
-        config_values::parseMilliseconds(options.since, "--since"), now_ms);
+    std::uint64_t back_ms = std::min<std::uint64_t>(since_ms, now_ms);
     from_seq = store->firstSeqStoredFrom(now_ms - static_cast<std::int64_t>(back_ms));
     if (from_seq == 0) {
       fmt::print(stderr, "rewind: the store contains no event stored in the last {} (retention may "
                          "have removed them); the cursor of {} stays at {}\n",
                  options.since, options.output_name, before);
       from_seq = before + 1;
-    } else if (from_seq - 1 > before) {
+    } else if (from_seq - 1 >= before) {
       fmt::print(stderr, "rewind: {} has not sent the events stored in the last {} yet; its "
                          "cursor stays at {}\n",
                  options.output_name, options.since, before);
       from_seq = before + 1;
     }
   } else if (from_seq < 1) {
-    throw ConfigError(fmt::format("--from-seq: {} is not a seq; seqs start at 1", from_seq));
+    throw CommandError(fmt::format("--from-seq: {} is not a seq; seqs start at 1", from_seq));
   }
 
   const std::int64_t after = from_seq - 1;
   if (after > before) {
-    throw ConfigError(fmt::format("--from-seq: the output {} has sent the events up to seq {} "
+    throw CommandError(fmt::format("--from-seq: the output {} has sent the events up to seq {} "
                                   "only, so seq {} is not sent yet; rewind moves a cursor back, "
                                   "never forward",
                                   options.output_name, before, from_seq));

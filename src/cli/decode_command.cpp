@@ -67,14 +67,14 @@ int runDecode(const DecodeArguments& args) {
   collector::DecodeOptions options;
   auto format = collector::parseRecordFormat(args.format);
   if (!format) {
-    throw ConfigError(fmt::format(
+    throw CommandError(fmt::format(
         "invalid --format '{}'; give auto, webtrap, modsec3 or modsec2", args.format));
   }
   options.format = *format;
   if (!args.timezone.empty()) {
     options.time_zone = collector::findTimeZone(args.timezone);
     if (options.time_zone == nullptr) {
-      throw ConfigError(fmt::format(
+      throw CommandError(fmt::format(
           "invalid --timezone '{}'; give a zone name from /usr/share/zoneinfo, such as "
           "Europe/Berlin or UTC",
           args.timezone));

@@ -26,6 +26,9 @@ int main(int argc, char** argv) {
   }
   try {
     return runner();
+  } catch (const webtrap::CommandError& error) {
+    fmt::print(stderr, "webtrap: {}\n", error.what());
+    return 2;
   } catch (const webtrap::ConfigError& error) {
     fmt::print(stderr, "webtrap: configuration error: {}\n", error.what());
     return 2;

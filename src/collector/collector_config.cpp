@@ -213,7 +213,8 @@ const std::vector<Option>& options() {
 const std::vector<Section>& sections() {
   static const std::vector<Section> kSections = {
       {"inputs.files", "list",
-       "Audit log files to tail, each `{path, format, sensor_id, group}`; see docs/collector.md.",
+       "Audit log files to tail, each `{path, format, sensor_id, group, timezone, "
+       "poll_interval, start_at, max_record_size}`; see docs/audit-decoders.md.",
        &CollectorConfig::file_inputs},
       {"enrich", "map",
        "GeoIP databases: `geoip_city`, `geoip_asn` (MaxMind DB files); see docs/collector.md.",

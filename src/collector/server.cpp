@@ -1518,6 +1518,16 @@ void openAcceptor(tcp::acceptor& acceptor, const ListenAddress& address, const c
   }
 }
 
+}  // namespace
+
+void checkCanListen(const ListenAddress& address, const char* key) {
+  asio::io_context io;
+  tcp::acceptor acceptor(io);
+  openAcceptor(acceptor, address, key);
+}
+
+namespace {
+
 // Logs a failed accept (at most once per kAcceptErrorLogInterval) and calls
 // `rearm` after a growing delay instead of at once.
 void retryAcceptLater(const ImplPtr& impl, beast::error_code ec, const char* listener,

@@ -64,6 +64,10 @@ boost::asio::ssl::context makeIngestTlsContext(const IngestTlsOptions& options);
 // binding is stored in. Throws ConfigError naming the file.
 std::string certificateFileSha256(const std::filesystem::path& path);
 
+// Binds `address` and lets it go again, so that a collector that cannot
+// listen fails before it creates a store. Throws ConfigError naming `key`.
+void checkCanListen(const ListenAddress& address, const char* key);
+
 class CollectorServer {
  public:
   CollectorServer(boost::asio::io_context& io, ServerOptions options, Store& store,

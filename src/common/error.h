@@ -35,4 +35,14 @@ class ConfigError : public std::runtime_error {
   explicit ConfigError(const char* what) : ConfigError(std::string(what)) {}
 };
 
+// A command that cannot run as requested although the configuration is
+// valid: an invalid option, a store in use, an unknown sensor or output.
+// Like ConfigError, the message names the value and the fix.
+class CommandError : public std::runtime_error {
+ public:
+  explicit CommandError(const std::string& what)
+      : std::runtime_error(withVisibleControlBytes(what)) {}
+  explicit CommandError(const char* what) : CommandError(std::string(what)) {}
+};
+
 }  // namespace webtrap

@@ -7,7 +7,10 @@ its NDJSON output. Then:
 - a second collector on the same store stops at its start, naming the lock.
   So does one whose store.path is a symbolic link to the first one's store,
   and one beside a collector that created its store through a link to a
-  file that did not exist yet;
+  file that did not exist yet. A hard link to the store, and the same path
+  once its lock file is deleted, meet at the lock on the store file itself;
+- a collector with its own store but a port in use stops before it creates
+  that store;
 - rewind fails while the collector runs, naming the running collector;
 - after the stop, rewind --from-seq 41 moves the output's cursor to 40, and
   the next start sends events 41 to 60 again, so the file has 80 lines;
@@ -115,7 +118,7 @@ outputs:
         (folder / "ports.json").unlink(missing_ok=True)
 
         collector = run.start(config)
-        collector_ports(collector, folder)
+        ports = collector_ports(collector, folder)
         wait_for(lambda: len(output_ids(output)) >= RECORDS, 60, "the NDJSON output")
         first_ids = output_ids(output)
         check(len(set(first_ids)) == RECORDS, f"{len(first_ids)} lines, "
@@ -127,6 +130,18 @@ outputs:
         check(second.returncode == 2 and "is in use by another collector" in second.stderr
               and "store.sqlite.lock" in second.stderr,
               f"a second collector on the store: {second.returncode} {second.stderr}")
+
+        # A collector with a store of its own but the first one's port stops
+        # before it creates that store.
+        busy_port = folder / "busy-port.yaml"
+        busy_port.write_text(f"listen: 127.0.0.1:{ports['ingest']}\n"
+                             f"state_dir: {folder}/busy\n")
+        second = subprocess.run([BIN, "collector", "--config", str(busy_port)],
+                                capture_output=True, text=True, timeout=60)
+        check(second.returncode == 2 and "cannot listen" in second.stderr
+              and not (folder / "busy" / "store.sqlite").exists(),
+              f"a second collector on a port in use: {second.returncode} {second.stderr}, "
+              f"store left behind: {(folder / 'busy' / 'store.sqlite').exists()}")
 
         # The same store through a symbolic link to its file shares the lock.
         (folder / "link.sqlite").symlink_to(folder / "state" / "store.sqlite")
@@ -141,6 +156,22 @@ outputs:
         status, _, errors = command(config, "rewind", "--output", "ndjson", "--from-seq", "41")
         check(status == 2 and "stop the collector, then run rewind again" in errors,
               f"rewind beside a running collector: {status} {errors}")
+
+        # Paths that share no lock file meet at the lock on the store file:
+        # a hard link to it, and the same path once its lock file is deleted.
+        os.link(folder / "state" / "store.sqlite", folder / "hard.sqlite")
+        hard = folder / "hard.yaml"
+        hard.write_text(config.read_text().replace(
+            f"state_dir: {folder}/state", f"state_dir: {folder}/state\nstore: {{path: {folder}/hard.sqlite}}"))
+        (folder / "lock-deleted.yaml").write_text(config.read_text())
+        for name in ["hard.yaml", "lock-deleted.yaml"]:
+            if name == "lock-deleted.yaml":
+                (folder / "state" / "store.sqlite.lock").unlink()
+            second = subprocess.run([BIN, "collector", "--config", str(folder / name)],
+                                    capture_output=True, text=True, timeout=60)
+            check(second.returncode == 2 and "reached it by another path" in second.stderr,
+                  f"a second collector with {name}: {second.returncode} {second.stderr}")
+        (folder / "hard.sqlite").unlink()
         stop(collector)
 
         # Arguments that cannot work leave the cursor alone.
@@ -218,6 +249,11 @@ outputs:
         status, printed, errors = command(config, "rewind", "--output", "ndjson", "--since", "1h")
         check(status == 0 and json.loads(printed)["cursor_after"] == 0,
               f"rewind --since 1h: {status} {printed} {errors}")
+        # Again: the output has sent none of the span now, and says so.
+        status, printed, errors = command(config, "rewind", "--output", "ndjson", "--since", "1h")
+        check(status == 0 and "has not sent the events stored in the last 1h" in errors
+              and json.loads(printed)["cursor_after"] == 0,
+              f"a second rewind --since 1h: {status} {printed} {errors}")
         collector = run.start(config)
         wait_for(lambda: len(output_ids(output)) >= 2 * RECORDS + 20, 60, "the second resend")
         stop(collector)
