@@ -564,7 +564,10 @@ Observation BehaviourTagger::Impl::read(const AuditRecord& record, std::int64_t 
 
   std::string_view path = pathOf(record.uri);
   o.path_hash = hashText(path);
-  std::string_view url = record.uri.substr(0, record.uri.find('#'));
+  // Cut a view, because std::string::substr() returns a temporary copy
+  // that would be freed before the hash below reads it.
+  std::string_view uri = record.uri;
+  std::string_view url = uri.substr(0, uri.find('#'));
   o.url_hash = url.size() == path.size() ? o.path_hash : hashText(url);
   o.is_static = isStaticPath(path);
   o.status_404 = record.response_status == 404;

@@ -435,6 +435,19 @@ TEST_F(BehaviourTest, ScrapingCountsPagesByQuery) {
   EXPECT_TRUE(has(tags, "OAT-011")) << testing::PrintToString(ids(tags));
 }
 
+// Pages are distinguished by a hash of path and query. These URLs differ only
+// in their first 16 bytes, where glibc writes its free-list pointers into a
+// freed block, so a hash over a freed copy of the URL counted one page.
+TEST_F(BehaviourTest, ScrapingCountsPagesDifferingAtStart) {
+  std::vector<OatTag> tags;
+  for (char letter = 'a'; letter < 'a' + 8; ++letter) {
+    std::string url = "/" + std::string(1, letter) + "-catalogue-page.php?sort=name&page=1";
+    tags = observe(request("192.0.2.33", "GET", url, 200, kStartMs + (letter - 'a') * 30,
+                           "PriceBot/2.0"));
+  }
+  EXPECT_TRUE(has(tags, "OAT-011")) << testing::PrintToString(ids(tags));
+}
+
 TEST_F(BehaviourTest, StaticAssetsAreNotPages) {
   for (int i = 0; i < 20; ++i) {
     EXPECT_TRUE(observe(request("192.0.2.31", "GET", "/assets/" + std::to_string(i) + ".css", 200,
