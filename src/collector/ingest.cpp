@@ -8,6 +8,7 @@
 
 #include "collector/card_masking.h"
 #include "collector/ecs.h"
+#include "common/encoding.h"
 #include "common/ndjson_lines.h"
 
 namespace webtrap::collector {
@@ -168,6 +169,9 @@ void Ingest::prepareOne(std::string_view json, std::size_t readable_after,
                                 source.sensor_id, decoded.error);
     letter.payload = maskDeadLetterPayload(json);
     letter.at_ms = now_ms;
+    // A sender whose acknowledgement was lost sends the same record again.
+    letter.record_key = sha256Hex(fmt::format("{}\n{}\n{}", inputLabel(source.input),
+                                              source.sensor_id, json));
     prepared.rejected.push_back(std::move(letter));
     // The stored body would keep this line, unmasked, outside the
     // dead-letter store.
@@ -238,6 +242,7 @@ IngestResult Ingest::commit(Prepared& prepared, const IngestSource& source,
                       source.file_offset);
     result.stored = summary.stored;
     result.duplicates = summary.duplicates;
+    result.dead_letters = summary.dead_letters;
   } catch (const std::exception& error) {
     commit_failures_.inc();
     store_failing_.store(true);
@@ -260,7 +265,7 @@ IngestResult Ingest::commit(Prepared& prepared, const IngestSource& source,
   c.stored->inc(result.stored);
   c.duplicates->inc(result.duplicates);
   c.rejected->inc(result.rejected);
-  dead_letters_.inc(result.rejected);
+  dead_letters_.inc(result.dead_letters);
   if (!source.sensor_id.empty() && prepared.received > 0) {
     SensorMetrics& m = sensorMetrics(source.sensor_id);
     m.last_seen_seconds->set(now_ms / 1000);

@@ -46,7 +46,8 @@ struct IngestResult {
   std::size_t received = 0;
   std::size_t stored = 0;
   std::size_t duplicates = 0;
-  std::size_t rejected = 0;  // undecodable; in the dead-letter store
+  std::size_t rejected = 0;      // undecodable
+  std::size_t dead_letters = 0;  // of the rejected, those new to the dead-letter store
 };
 
 // Thrown when the store cannot take the batch (disk full, I/O error, locked

@@ -296,7 +296,7 @@ bool OutputRunner::deadLetterDamaged(const std::vector<StoredEvent>& batch) {
     }
     letters.push_back(DeadLetter{0, name_, event.event_id,
                                  "the event's original record is lost: " + event.damage,
-                                 wholeDocument(event), nowMs()});
+                                 wholeDocument(event), nowMs(), {}});
   }
   const std::int64_t first = batch.front().seq;
   const std::int64_t last = batch[letters.size() - 1].seq;
@@ -390,7 +390,7 @@ std::vector<std::int64_t> OutputRunner::sendBatch(std::vector<StoredEvent>& batc
           break;
         case Delivery::kRejected:
           letters.push_back(
-              DeadLetter{0, name_, event.event_id, result.reason, wholeDocument(event), nowMs()});
+              DeadLetter{0, name_, event.event_id, result.reason, wholeDocument(event), nowMs(), {}});
           rejected.push_back(i);
           break;
         case Delivery::kRetry:

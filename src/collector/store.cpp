@@ -31,7 +31,7 @@ namespace webtrap::collector {
 namespace {
 
 // Bump when the schema changes, and teach openSchema() to migrate.
-constexpr int kSchemaVersion = 5;
+constexpr int kSchemaVersion = 6;
 
 // Retention deletes at most this many events per transaction, so inserts
 // wait for the write lock at most one chunk's time.
@@ -343,8 +343,15 @@ constexpr const char* kSensorColumns =
 // version number was set back still opens.
 void addMissingColumn(Connection& connection, const char* table, const char* column,
                       const char* type) {
-  sqlite3_stmt* info = connection.prepare(fmt::format("PRAGMA table_info({})", table).c_str());
-  ResetGuard reset(info);
+  // Prepared here, not through Connection::prepare(), whose cache is keyed
+  // by the address of the SQL text and would return another table's query.
+  const std::string sql = fmt::format("PRAGMA table_info({})", table);
+  sqlite3_stmt* info = nullptr;
+  int rc = sqlite3_prepare_v2(connection.db(), sql.c_str(), -1, &info, nullptr);
+  std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> finalize(info, sqlite3_finalize);
+  if (rc != SQLITE_OK) {
+    throwSqlite(connection.path(), connection.db(), rc, "reading a table's columns");
+  }
   while (connection.step(info, "reading a table's columns")) {
     if (columnText(info, 1) == column) {
       return;
@@ -491,7 +498,8 @@ struct Store::Impl {
   int framesToCheckpoint() const;
   // Returns false when the checkpoint failed or gave up (SQLITE_BUSY).
   bool checkpoint(int mode);
-  void writeDeadLetter(const DeadLetter& letter);
+  // Returns false when a letter with the same record_key is already stored.
+  bool writeDeadLetter(const DeadLetter& letter);
   // Sets `event.document` to the whole document of an event read with the columns
   // original_batch, original_offset, original_length and original_at at
   // `column` to column + 3 and the stored document at `document_column`.
@@ -671,6 +679,15 @@ void Store::Impl::open() {
         // Version 5: the first bytes of each file input's file, which
         // differ between a new file with a reused inode number and the old.
         addMissingColumn(*writer, "file_offsets", "head", "BLOB NOT NULL DEFAULT x''");
+      }
+      if (schema_version < 6) {
+        // Version 6: a key for dead letters of records that a sender may
+        // send again. Older letters get NULL, which the unique index allows
+        // any number of times.
+        addMissingColumn(*writer, "dead_letters", "record_key", "TEXT");
+        writer->exec("CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_record_key ON "
+                     "dead_letters(record_key)",
+                     "adding the dead-letter key index");
       }
       writer->exec(fmt::format("PRAGMA user_version={}", kSchemaVersion).c_str(),
                    "creating the schema");
@@ -924,10 +941,10 @@ void Store::Impl::applyPendingSeen(SensorInfo& info) const {
   }
 }
 
-void Store::Impl::writeDeadLetter(const DeadLetter& letter) {
+bool Store::Impl::writeDeadLetter(const DeadLetter& letter) {
   sqlite3_stmt* stmt = writer->prepare(
-      "INSERT INTO dead_letters(output, event_id, reason, payload, at_ms) "
-      "VALUES(?1, ?2, ?3, ?4, ?5)");
+      "INSERT OR IGNORE INTO dead_letters(output, event_id, reason, payload, at_ms, record_key) "
+      "VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
   ResetGuard reset(stmt);
   bindText(stmt, 1, letter.output);
   bindText(stmt, 2, letter.event_id);
@@ -935,7 +952,13 @@ void Store::Impl::writeDeadLetter(const DeadLetter& letter) {
   // A blob, because raw input that failed to decode may not be UTF-8.
   bindBlob(stmt, 4, letter.payload);
   sqlite3_bind_int64(stmt, 5, letter.at_ms != 0 ? letter.at_ms : nowMs());
+  if (letter.record_key.empty()) {
+    sqlite3_bind_null(stmt, 6);
+  } else {
+    bindText(stmt, 6, letter.record_key);
+  }
   writer->step(stmt, "adding a dead letter");
+  return sqlite3_changes(writer->db()) > 0;
 }
 
 template <typename Write>
@@ -992,7 +1015,11 @@ bool Store::Impl::commitGroup(std::vector<InsertRequest*>& group) {
     for (InsertRequest* request : group) {
       request->summary = {};
       for (const DeadLetter& letter : request->dead_letters) {
-        writeDeadLetter(letter);
+        if (writeDeadLetter(letter)) {
+          ++request->summary.dead_letters;
+        } else {
+          ++request->summary.repeated_dead_letters;
+        }
       }
       // The batch's key is the seq of its first stored event. The events of
       // one request get consecutive seqs, which retention relies on.

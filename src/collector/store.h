@@ -67,8 +67,10 @@ struct StoreOptions {
 };
 
 struct InsertSummary {
-  std::size_t stored = 0;      // new events
-  std::size_t duplicates = 0;  // event ids already in the store
+  std::size_t stored = 0;                 // new events
+  std::size_t duplicates = 0;             // event ids already in the store
+  std::size_t dead_letters = 0;           // new dead letters
+  std::size_t repeated_dead_letters = 0;  // record keys already in the store
 };
 
 struct DeadLetter {
@@ -78,6 +80,9 @@ struct DeadLetter {
   std::string reason;
   std::string payload;   // the document or the raw input
   std::int64_t at_ms = 0;
+  // Set for an undecodable record that its sender may send again (after a
+  // lost acknowledgement): a second letter with the same key is not stored.
+  std::string record_key;
 };
 
 struct SensorInfo {

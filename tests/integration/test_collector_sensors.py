@@ -102,9 +102,12 @@ PRAGMA user_version=1;
     with sqlite3.connect(state / "store.sqlite") as database:
         version = database.execute("PRAGMA user_version").fetchone()[0]
         offset_columns = [row[1] for row in database.execute("PRAGMA table_info(file_offsets)")]
+        letter_columns = [row[1] for row in database.execute("PRAGMA table_info(dead_letters)")]
     database.close()
-    check(version == 5, f"schema version after the upgrade: {version}, expected 5")
+    check(version == 6, f"schema version after the upgrade: {version}, expected 6")
     check("head" in offset_columns, f"file_offsets columns after the upgrade: {offset_columns}")
+    check("record_key" in letter_columns,
+          f"dead_letters columns after the upgrade: {letter_columns}")
 
 
 def main():

@@ -54,6 +54,26 @@ TEST_F(IngestTest, DeadLettersStoredAndCounted) {
   EXPECT_EQ(deadLetterCounter(), 1u);
 }
 
+TEST_F(IngestTest, ResentBatchKeepsOneDeadLetter) {
+  // A sender whose acknowledgement was lost sends the same batch again.
+  std::string batch = recordLine("a") + "\n{\"broken\": 1}\n";
+  ingest_->ingestLines(batch, source_);
+  IngestResult result = ingest_->ingestLines(batch, source_);
+  EXPECT_EQ(result.duplicates, 1u);
+  EXPECT_EQ(result.rejected, 1u);
+  EXPECT_EQ(result.dead_letters, 0u);
+  EXPECT_EQ(store_->deadLetterCount(), 1u);
+  EXPECT_EQ(deadLetterCounter(), 1u);
+
+  // The same line from another sensor is another record.
+  IngestSource other = source_;
+  other.sensor_id = "s2";
+  result = ingest_->ingestLines("{\"broken\": 1}\n", other);
+  EXPECT_EQ(result.dead_letters, 1u);
+  EXPECT_EQ(store_->deadLetterCount(), 2u);
+  EXPECT_EQ(deadLetterCounter(), 2u);
+}
+
 TEST_F(IngestTest, FailedCommitKeepsNoDeadLetters) {
   // Every event insert fails, as on a full disk, while the dead-letter
   // table still takes rows.

@@ -216,7 +216,7 @@ TEST_F(StoreTest, FullSynchronousKeepsCursorsAndOffsets) {
     store.insert(makeEvents("f", 3));
     store.registerOutput("es");
     store.setCursor("es", 2);
-    store.setFileOffset("/var/log/a.json", {9, 99});
+    store.setFileOffset("/var/log/a.json", {9, 99, {}});
     // An insert after the relaxed writes still commits under full.
     EXPECT_EQ(store.insert(makeEvents("g", 1)).stored, 1u);
   }
@@ -229,8 +229,8 @@ TEST_F(StoreTest, FullSynchronousKeepsCursorsAndOffsets) {
 
 TEST_F(StoreTest, InsertWithDeadLettersInOneCall) {
   Store store(options_);
-  std::vector<DeadLetter> letters = {{0, "ingest", "", "line 2: invalid JSON", "{oops", 0},
-                                     {0, "ingest", "", "line 5: invalid JSON", "]", 0}};
+  std::vector<DeadLetter> letters = {{0, "ingest", "", "line 2: invalid JSON", "{oops", 0, {}},
+                                     {0, "ingest", "", "line 5: invalid JSON", "]", 0, {}}};
   auto events = makeEvents("d", 2);
   InsertSummary summary = store.insert(events, letters);
   EXPECT_EQ(summary.stored, 2u);
@@ -487,8 +487,8 @@ TEST_F(StoreTest, DeadLettersKeepPayloadBytes) {
   Store store(options_);
   EXPECT_EQ(store.deadLetterCount(), 0u);
   const std::string raw("not json \xff\xfe\x00 end", 17);
-  store.addDeadLetter({0, "ingest", "", "line 3 is not JSON", raw, 1234});
-  store.addDeadLetter({0, "elasticsearch", "id-9", "mapper_parsing_exception", "{}", 0});
+  store.addDeadLetter({0, "ingest", "", "line 3 is not JSON", raw, 1234, {}});
+  store.addDeadLetter({0, "elasticsearch", "id-9", "mapper_parsing_exception", "{}", 0, {}});
   EXPECT_EQ(store.deadLetterCount(), 2u);
 
   auto letters = store.deadLetters(10);
@@ -616,9 +616,9 @@ TEST_F(StoreTest, FileOffsetsPersist) {
   {
     Store store(options_);
     EXPECT_FALSE(store.fileOffset("/var/log/audit.json").has_value());
-    store.setFileOffset("/var/log/audit.json", {42, 1000});
-    store.setFileOffset("/var/log/audit.json", {42, 2500});
-    store.setFileOffset("/var/log/other.json", {7, 10});
+    store.setFileOffset("/var/log/audit.json", {42, 1000, {}});
+    store.setFileOffset("/var/log/audit.json", {42, 2500, {}});
+    store.setFileOffset("/var/log/other.json", {7, 10, {}});
   }
   Store store(options_);
   auto offset = store.fileOffset("/var/log/audit.json");
@@ -760,8 +760,8 @@ TEST_F(StoreTest, RetentionRemovesOldDeadLetters) {
   options_.retention_max_age_ms = 1000;
   Store store(options_);
   const std::int64_t now = nowMs();
-  store.addDeadLetter({0, "ingest", "", "old", "x", now - 5000});
-  store.addDeadLetter({0, "ingest", "", "recent", "y", now});
+  store.addDeadLetter({0, "ingest", "", "old", "x", now - 5000, {}});
+  store.addDeadLetter({0, "ingest", "", "recent", "y", now, {}});
   store.enforceRetention(now);
   auto letters = store.deadLetters(10);
   ASSERT_EQ(letters.size(), 1u);
@@ -1051,7 +1051,7 @@ TEST_F(StoreTest, BatchOriginalsPutBackOnRead) {
   Store store(options_);
   const std::string text = "{\"a\":1}\n{\"b\":\"\\\"q\\\"\"}\n{\"c\":\"\xc3\xa9\"}\n";
   const std::string gzip = gzipCompress(text, 6);
-  const OriginalBatch batch{gzip, text.size()};
+  const OriginalBatch batch{gzip, text.size(), {}};
   std::vector<NewEvent> events = {referencedEvent("r0", text, 0), referencedEvent("r1", text, 1),
                                   makeEvent("inline"), referencedEvent("r2", text, 2)};
   InsertSummary summary = store.insert(events, {}, nullptr, &batch);
@@ -1083,7 +1083,7 @@ TEST_F(StoreTest, BatchOriginalsApartOnRequest) {
   Store store(options_);
   const std::string text = "{\"a\":1}\n{\"b\":\"\\\"q\\\"\"}\n";
   const std::string gzip = gzipCompress(text, 6);
-  const OriginalBatch batch{gzip, text.size()};
+  const OriginalBatch batch{gzip, text.size(), {}};
   std::vector<NewEvent> events = {referencedEvent("r0", text, 0), makeEvent("inline"),
                                   referencedEvent("r1", text, 1)};
   store.insert(events, {}, nullptr, &batch);
@@ -1130,7 +1130,7 @@ TEST_F(StoreTest, ManyBatchesReadFromSeveralThreads) {
     }
     texts.push_back(text);
     const std::string gzip = gzipCompress(text, 1);
-    const OriginalBatch batch{gzip, text.size()};
+    const OriginalBatch batch{gzip, text.size(), {}};
     std::vector<NewEvent> events;
     for (int line = 0; line < 3; ++line) {
       events.push_back(referencedEvent("b" + std::to_string(b) + "l" + std::to_string(line),
@@ -1206,8 +1206,8 @@ TEST_F(StoreTest, RetentionRemovesBatchesNoEventUses) {
   const std::string second = "{\"three\":3}\n{\"four\":4}\n";
   const std::string first_gzip = gzipCompress(first, 1);
   const std::string second_gzip = gzipCompress(second, 1);
-  const OriginalBatch first_batch{first_gzip, first.size()};
-  const OriginalBatch second_batch{second_gzip, second.size()};
+  const OriginalBatch first_batch{first_gzip, first.size(), {}};
+  const OriginalBatch second_batch{second_gzip, second.size(), {}};
   store.insert(std::vector<NewEvent>{referencedEvent("a", first, 0), referencedEvent("b", first, 1)},
                {}, nullptr, &first_batch);
   store.insert(
@@ -1282,7 +1282,7 @@ TEST_F(StoreTest, DamagedBatchNamesEventAndBatch) {
   {
     Store store(options_);
     const std::string gzip = gzipCompress(text, 6);
-    const OriginalBatch batch{gzip, text.size()};
+    const OriginalBatch batch{gzip, text.size(), {}};
     store.insert(std::vector<NewEvent>{makeEvent("whole")});
     store.insert(std::vector<NewEvent>{referencedEvent("a", text, 0), referencedEvent("b", text, 1)},
                  {}, nullptr, &batch);
@@ -1327,7 +1327,7 @@ TEST_F(StoreTest, ReadStopsAtByteBudgetOfWholeDocuments) {
   }
   Store store(options_);
   const std::string gzip = gzipCompress(text, 6);
-  const OriginalBatch batch{gzip, text.size()};
+  const OriginalBatch batch{gzip, text.size(), {}};
   store.insert(events, {}, nullptr, &batch);
   // Each document is 235 bytes and counts 135: the second fits the budget
   // by its size but not by its document.
