@@ -203,7 +203,7 @@ TEST_F(SecretFileTest, ReadsRegularFile) {
 TEST_F(SecretFileTest, RejectsWhatIsNotARegularFile) {
   const auto fifo = dir_ / "fifo";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  for (const std::string path : {fifo.string(), std::string("/dev/zero"), dir_.string()}) {
+  for (const std::string& path : {fifo.string(), std::string("/dev/zero"), dir_.string()}) {
     std::string message = errorFor(path);
     EXPECT_THAT(message, HasSubstr("x.token_file"));
     EXPECT_THAT(message, HasSubstr("not a regular file")) << path;

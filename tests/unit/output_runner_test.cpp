@@ -210,7 +210,7 @@ void insertBatch(Store& store, const std::string& prefix, int count) {
     text += line + "\n";
   }
   const std::string gzip = gzipCompress(text, 1);
-  const OriginalBatch batch{gzip, text.size()};
+  const OriginalBatch batch{gzip, text.size(), {}};
   store.insert(events, {}, nullptr, &batch);
 }
 
