@@ -69,6 +69,9 @@ struct Ingest::Prepared {
   bool by_reference = false;
   bool whole_batch = true;
   std::size_t line_bytes = 0;  // bytes of the record lines of the batch
+  // Events whose ids this batch added to recent_ids_, forgotten again when
+  // the batch fails to commit.
+  std::vector<std::size_t> counted;
 };
 
 namespace {
@@ -200,7 +203,10 @@ void Ingest::prepareRecord(const AuditRecord& record, const IngestSource& source
   // the record itself and every earlier-arrived record of its keys.
   std::vector<OatTag> behaviour_tags;
   std::vector<OatVerdict> verdicts;
-  if (behaviour_ != nullptr) {
+  // A record sent again (after a lost acknowledgement) is a duplicate that
+  // the store drops, and must not count twice in the tagger's windows.
+  if (behaviour_ != nullptr && recent_ids_.addIfNew(record.event_id)) {
+    prepared.counted.push_back(prepared.events.size());
     behaviour_tags = behaviour_->observe(record, now_ms, &verdicts);
   }
   // The decoder may have changed the text (invalid UTF-8 replaced, card
@@ -244,6 +250,10 @@ IngestResult Ingest::commit(Prepared& prepared, const IngestSource& source,
     result.duplicates = summary.duplicates;
     result.dead_letters = summary.dead_letters;
   } catch (const std::exception& error) {
+    // The sender sends the batch again, and the tagger counts it again.
+    for (std::size_t index : prepared.counted) {
+      recent_ids_.forget(prepared.events[index].event_id);
+    }
     commit_failures_.inc();
     store_failing_.store(true);
     {

@@ -18,6 +18,7 @@
 #include "collector/collector_sections.h"
 #include "collector/ingest.h"
 #include "collector/key_index.h"
+#include "collector/recent_ids.h"
 #include "collector/store.h"
 #include "common/error.h"
 #include "common/metrics.h"
@@ -74,6 +75,20 @@ TEST(KeyIndexTest, GrowsAndStaysHalfEmpty) {
   EXPECT_EQ(index.find(16 * 1000), nullptr);
 }
 
+TEST(RecentIdsTest, KeepsTheLastIdsOnly) {
+  RecentIds recent(3);
+  EXPECT_TRUE(recent.addIfNew("a"));
+  EXPECT_FALSE(recent.addIfNew("a"));
+  EXPECT_TRUE(recent.addIfNew("b"));
+  EXPECT_TRUE(recent.addIfNew("c"));
+  // "d" pushes out "a", the oldest.
+  EXPECT_TRUE(recent.addIfNew("d"));
+  EXPECT_EQ(recent.size(), 3u);
+  EXPECT_FALSE(recent.addIfNew("b"));
+  EXPECT_TRUE(recent.addIfNew("a"));
+  recent.forget("d");
+  EXPECT_TRUE(recent.addIfNew("d"));
+}
 
 constexpr std::int64_t kStartMs = 1'764'849'600'000;  // 2025-12-04T12:00:00Z
 constexpr const char* kFirefox =
@@ -1003,36 +1018,56 @@ TEST_F(BehaviourTest, ConcurrentObserversKeepEveryCount) {
   EXPECT_TRUE(has(tags, "OAT-014")) << testing::PrintToString(ids(tags));
 }
 
-// The tagger's tags reach the stored document through ingest.
-TEST(BehaviourIngestTest, StoredDocumentCarriesBehaviourTags) {
-  namespace fs = std::filesystem;
-  test_support::TempDir temp_dir("webtrap-behaviour-ingest");
-  const fs::path& dir = temp_dir.path();
-  {
+// A store, a tagger and an ingest path in a folder of their own, and nine
+// logins from one client with nine user names.
+class BehaviourIngestTest : public ::testing::Test {
+ protected:
+  BehaviourIngestTest() : temp_dir_("webtrap-behaviour-ingest") {
     StoreOptions store_options;
-    store_options.path = dir / "store.sqlite";
+    store_options.path = temp_dir_.path() / "store.sqlite";
     store_options.synchronous = "normal";
-    Store store(store_options);
-    Enricher enricher{EnrichOptions{}};
-    MetricsRegistry metrics;
-    BehaviourTagger tagger(BehaviourOptions{}, metrics);
-    Ingest ingest(store, enricher, metrics, [] {}, &tagger);
-
-    std::vector<AuditRecord> records;
+    store_ = std::make_unique<Store>(store_options);
+    ingest_ = std::make_unique<Ingest>(*store_, enricher_, metrics_, [] {}, &tagger_);
     for (int i = 0; i < 9; ++i) {
       AuditRecord record = login("192.0.2.99", "user" + std::to_string(i),
                                  "pw" + std::to_string(i), kStartMs + i * 100);
       record.format = RecordFormat::kWebtrap;
       record.event_id = "behaviour-ingest-" + std::to_string(i);
-      records.push_back(record);
+      records_.push_back(record);
     }
-    IngestSource source;
-    source.input = InputKind::kFile;
-    source.sensor_id = "s1";
-    IngestResult result = ingest.ingestDecoded(records, {}, source);
+    source_.input = InputKind::kFile;
+    source_.sensor_id = "s1";
+  }
+
+  // The number of records for which OAT-008 held on the client's ip_ua key.
+  std::uint64_t stuffingRecords() {
+    for (const KeyVerdicts& key : tagger_.verdicts(kStartMs + 1000, 10)) {
+      for (const OatVerdict& verdict : key.verdicts) {
+        if (key.kind == "ip_ua" && verdict.id == "OAT-008") {
+          return verdict.records;
+        }
+      }
+    }
+    return 0;
+  }
+
+  test_support::TempDir temp_dir_;
+  Enricher enricher_{EnrichOptions{}};
+  MetricsRegistry metrics_;
+  BehaviourTagger tagger_{BehaviourOptions{}, metrics_};
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Ingest> ingest_;
+  std::vector<AuditRecord> records_;
+  IngestSource source_;
+};
+
+// The tagger's tags reach the stored document through ingest.
+TEST_F(BehaviourIngestTest, StoredDocumentCarriesBehaviourTags) {
+  {
+    IngestResult result = ingest_->ingestDecoded(records_, {}, source_);
     ASSERT_EQ(result.stored, 9u);
 
-    std::vector<StoredEvent> events = store.readAfter(0, 100, 1 << 24);
+    std::vector<StoredEvent> events = store_->readAfter(0, 100, 1 << 24);
     ASSERT_EQ(events.size(), 9u);
     EXPECT_EQ(events.front().document.find("\"basis\":\"behaviour\""), std::string::npos)
         << events.front().document;
@@ -1043,6 +1078,17 @@ TEST(BehaviourIngestTest, StoredDocumentCarriesBehaviourTags) {
     EXPECT_NE(last.find("\"provisional\":true"), std::string::npos) << last;
     EXPECT_NE(last.find("\"oat_verdicts\":[{\"id\":\"OAT-008\""), std::string::npos) << last;
   }
+}
+
+// A batch sent again after a lost acknowledgement is stored as duplicates
+// and must not count in the windows a second time.
+TEST_F(BehaviourIngestTest, ResentRecordsCountedOnce) {
+  ingest_->ingestDecoded(records_, {}, source_);
+  const std::uint64_t first = stuffingRecords();
+  ASSERT_GT(first, 0u);
+  IngestResult again = ingest_->ingestDecoded(records_, {}, source_);
+  EXPECT_EQ(again.duplicates, 9u);
+  EXPECT_EQ(stuffingRecords(), first);
 }
 
 TEST(BehaviourOptionsTest, DefaultsWhenSectionAbsent) {
