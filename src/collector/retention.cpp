@@ -21,6 +21,9 @@ RetentionTask::RetentionTask(Store& store, MetricsRegistry& metrics,
       interval_(interval),
       removed_(metrics.counter("webtrap_collector_retention_removed_total",
                                "Events removed from the store by the age or size limit")),
+      dead_letters_removed_(metrics.counter(
+          "webtrap_collector_retention_dead_letters_removed_total",
+          "Dead letters removed because they passed a tenth of store.retention.max_size")),
       errors_(metrics.counter("webtrap_collector_retention_errors_total",
                               "Retention runs that failed")) {
   // Start the counters from the totals in the store, so they keep counting
@@ -91,6 +94,13 @@ RetentionSummary RetentionTask::runOnce(std::int64_t now_ms) {
     return summary;
   }
   removed_.inc(summary.removed);
+  dead_letters_removed_.inc(summary.dead_letters_removed);
+  if (summary.dead_letters_removed > 0) {
+    spdlog::warn(
+        "retention: removed the {} oldest dead letters, because dead letters may take "
+        "a tenth of store.retention.max_size",
+        summary.dead_letters_removed);
+  }
   for (const auto& [output, count] : summary.removed_undelivered) {
     undeliveredCounter(output).inc(count);
   }

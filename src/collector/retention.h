@@ -42,6 +42,7 @@ class RetentionTask {
   MetricsRegistry& metrics_;
   std::chrono::milliseconds interval_;
   Counter& removed_;
+  Counter& dead_letters_removed_;
   Counter& errors_;
   std::mutex run_mutex_;  // serializes runOnce() and guards undelivered_
   std::map<std::string, Counter*> undelivered_;

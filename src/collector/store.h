@@ -117,6 +117,9 @@ struct FileOffsetNote {
 
 struct RetentionSummary {
   std::uint64_t removed = 0;
+  // Dead letters removed because their payloads passed their share of
+  // store.retention.max_size (a tenth), oldest first.
+  std::uint64_t dead_letters_removed = 0;
   // Per output, events removed before that output delivered them.
   std::vector<std::pair<std::string, std::uint64_t>> removed_undelivered;
   // Per output, events removed during an earlier pass while the output had

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -766,6 +767,25 @@ TEST_F(StoreTest, RetentionRemovesOldDeadLetters) {
   auto letters = store.deadLetters(10);
   ASSERT_EQ(letters.size(), 1u);
   EXPECT_EQ(letters[0].reason, "recent");
+}
+
+TEST_F(StoreTest, RetentionCapsDeadLetterBytes) {
+  // Dead letters may take a tenth of max_size: 100 bytes here.
+  options_.retention_max_bytes = 1000;
+  Store store(options_);
+  const std::int64_t now = nowMs();
+  for (int i = 0; i < 5; ++i) {
+    store.addDeadLetter({0, "ingest", "", "letter " + std::to_string(i), std::string(40, 'x'),
+                         now, {}});
+  }
+  RetentionSummary summary = store.enforceRetention(now);
+  EXPECT_EQ(summary.dead_letters_removed, 3u);
+  auto letters = store.deadLetters(10);
+  ASSERT_EQ(letters.size(), 2u);
+  std::vector<std::string> reasons{letters[0].reason, letters[1].reason};
+  std::sort(reasons.begin(), reasons.end());
+  EXPECT_EQ(reasons, (std::vector<std::string>{"letter 3", "letter 4"}));
+  EXPECT_EQ(store.enforceRetention(now).dead_letters_removed, 0u);
 }
 
 TEST_F(StoreTest, ReaderFollowsConcurrentWriter) {
