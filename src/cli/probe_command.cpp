@@ -398,9 +398,11 @@ void addProbeCommand(CLI::App& app, CommandRunner& runner) {
   command->add_option("--listen", options->listen,
                       "Plain HTTP listener ADDR:PORT or [V6]:PORT; repeatable; replaces the "
                       "configured listeners");
-  command->add_option("--listen-tls", options->listen_tls, "TLS listener ADDR:PORT; repeatable");
+  command->add_option("--listen-tls", options->listen_tls,
+                      "TLS listener ADDR:PORT; repeatable; replaces the configured listeners");
   command->add_option("--listen-bait", options->listen_bait,
-                      "Bait listener ADDR:PORT (a port no real user visits); repeatable");
+                      "Bait listener ADDR:PORT (a port no real user visits); repeatable; "
+                      "replaces the configured listeners");
   command->add_option("--spool", options->spool_dir, "Folder for the NDJSON record segments");
   command->add_option("--state-dir", options->state_dir,
                       "Folder for the bait secret and the self-signed certificate");
