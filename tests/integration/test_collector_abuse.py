@@ -26,107 +26,20 @@ import http.server
 import json
 import os
 import pathlib
-import resource
-import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import zlib
 
-BIN = pathlib.Path(os.environ.get("WEBTRAP_BIN", ""))
+from collector_checks import BIN, Collector, check, run_checks, wait_for
+
 SOURCE_DIR = pathlib.Path(os.environ.get("WEBTRAP_SOURCE_DIR",
                                          pathlib.Path(__file__).resolve().parents[2]))
 MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
-
-
-def check(condition, message):
-    if not condition:
-        raise AssertionError(message)
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-class Collector:
-    """A collector on loopback ports chosen by the kernel."""
-
-    def __init__(self, workdir, extra="", limits="{}", nofile=None):
-        self.dir = pathlib.Path(workdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.state = self.dir / "state"
-        self.config = self.dir / "collector.yaml"
-        self.config.write_text(f"listen: 127.0.0.1:0\n"
-                               f"admin: {{listen: 127.0.0.1:0}}\n"
-                               f"state_dir: {self.state}\n"
-                               f"limits: {limits}\n{extra}")
-        self.ports_file = self.dir / "ports.json"
-        self.log_path = self.dir / "collector.log"
-        self.nofile = nofile
-        self.process = None
-
-    def command(self, *args):
-        return subprocess.run([str(BIN), "collector", "--config", str(self.config), *args],
-                              capture_output=True, text=True, timeout=60)
-
-    def enrol(self, sensor_id):
-        result = self.command("enrol", "--sensor-id", sensor_id)
-        check(result.returncode == 0, f"enrol failed:\n{result.stdout}{result.stderr}")
-        return next(line.split('"')[1] for line in result.stdout.splitlines()
-                    if line.strip().startswith("token:"))
-
-    def start(self):
-        if self.ports_file.exists():
-            self.ports_file.unlink()
-        limit = self.nofile
-
-        def limit_files():
-            if limit is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(BIN), "collector", "--config", str(self.config), "--ports-file",
-                 str(self.ports_file)],
-                stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_files)
-        wait_for(lambda: self.ports_file.exists() or self.process.poll() is not None, 30,
-                 "the collector's ports file")
-        check(self.process.poll() is None, "the collector exited at start:\n" + self.log())
-        ports = json.loads(self.ports_file.read_text())
-        self.ingest_port = ports["ingest"]
-        self.admin_port = ports["admin"]
-
-    def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=70)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log(self):
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def status_kib(self, field):
-        for line in open(f"/proc/{self.process.pid}/status"):
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        raise AssertionError(f"{field} missing from /proc/{self.process.pid}/status")
-
-    def cpu_seconds(self):
-        fields = open(f"/proc/{self.process.pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def exchange(port, data, timeout=30):
@@ -511,34 +424,8 @@ CHECKS = [
 
 
 def main():
-    if not BIN.is_file():
-        print("WEBTRAP_BIN is not set or not a file; skipping")
-        return 77
-    # State folders go next to the binary rather than in /tmp, which may be
-    # a small tmpfs.
-    root = pathlib.Path(tempfile.mkdtemp(prefix="collector-abuse-", dir=BIN.parent))
-    failed = []
-    try:
-        records = make_records(root, 5000)
-        for check_function in CHECKS:
-            workdir = root / check_function.__name__
-            workdir.mkdir()
-            started = time.monotonic()
-            try:
-                check_function(workdir, records)
-                print(f"ok   {check_function.__name__} ({time.monotonic() - started:.1f} s)")
-            except AssertionError as error:
-                failed.append(check_function.__name__)
-                print(f"FAIL {check_function.__name__} ({time.monotonic() - started:.1f} s): "
-                      f"{error}")
-            sys.stdout.flush()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    if failed:
-        print(f"{len(failed)} of {len(CHECKS)} checks failed: {', '.join(failed)}")
-        return 1
-    print(f"all {len(CHECKS)} checks passed")
-    return 0
+    return run_checks(CHECKS, "collector-abuse-", lambda root: make_records(root, 5000))
+
 
 
 if __name__ == "__main__":

@@ -17,18 +17,14 @@ failed.
 """
 
 import gzip
-import http.client
 import json
 import os
 import pathlib
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 
-BIN = pathlib.Path(os.environ.get("WEBTRAP_BIN", ""))
+from collector_checks import Collector, check, run_checks
+
 SOURCE_DIR = pathlib.Path(os.environ.get("WEBTRAP_SOURCE_DIR",
                                          pathlib.Path(__file__).resolve().parents[2]))
 MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
@@ -36,87 +32,6 @@ MAKE_RECORDS = SOURCE_DIR / "bench" / "collector" / "make_records.py"
 # Maximum record lines in one probe batch (kMaxBatchRecords in
 # src/collector/server.cpp).
 MAX_BATCH_RECORDS = 100_000
-
-
-def check(condition, message):
-    if not condition:
-        raise AssertionError(message)
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-class Collector:
-    """A collector on loopback ports chosen by the kernel."""
-
-    def __init__(self, workdir):
-        self.dir = pathlib.Path(workdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.config = self.dir / "collector.yaml"
-        self.config.write_text("listen: 127.0.0.1:0\n"
-                               "admin: {listen: 127.0.0.1:0}\n"
-                               f"state_dir: {self.dir / 'state'}\n")
-        self.ports_file = self.dir / "ports.json"
-        self.log_path = self.dir / "collector.log"
-        self.process = None
-
-    def command(self, *args):
-        return subprocess.run([str(BIN), "collector", "--config", str(self.config), *args],
-                              capture_output=True, text=True, timeout=60)
-
-    def enrol(self, sensor_id):
-        result = self.command("enrol", "--sensor-id", sensor_id)
-        check(result.returncode == 0, f"enrol failed:\n{result.stdout}{result.stderr}")
-        return next(line.split('"')[1] for line in result.stdout.splitlines()
-                    if line.strip().startswith("token:"))
-
-    def count(self):
-        result = self.command("count")
-        check(result.returncode == 0, f"count failed:\n{result.stdout}{result.stderr}")
-        return json.loads(result.stdout)
-
-    def start(self):
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(BIN), "collector", "--config", str(self.config), "--ports-file",
-                 str(self.ports_file)],
-                stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.ports_file.exists() or self.process.poll() is not None, 30,
-                 "the collector's ports file")
-        check(self.process.poll() is None, "the collector exited at start:\n" + self.log())
-        self.ingest_port = json.loads(self.ports_file.read_text())["ingest"]
-
-    def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=70)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log(self):
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def cpu_seconds(self):
-        fields = open(f"/proc/{self.process.pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def post(self, path, token, body, headers=None, timeout=300):
-        connection = http.client.HTTPConnection("127.0.0.1", self.ingest_port, timeout=timeout)
-        try:
-            connection.request("POST", path, body=body,
-                               headers={"Authorization": f"Bearer {token}", **(headers or {})})
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
 
 
 def tiny_line_flood_rejected(workdir):
@@ -184,31 +99,8 @@ CHECKS = [tiny_line_flood_rejected, many_rule_ids_linear]
 
 
 def main():
-    if not BIN.is_file():
-        print("WEBTRAP_BIN is not set or not a file; skipping")
-        return 77
-    root = pathlib.Path(tempfile.mkdtemp(prefix="collector-bounds-", dir=BIN.parent))
-    failed = []
-    try:
-        for check_function in CHECKS:
-            workdir = root / check_function.__name__
-            workdir.mkdir()
-            started = time.monotonic()
-            try:
-                check_function(workdir)
-                print(f"ok   {check_function.__name__} ({time.monotonic() - started:.1f} s)")
-            except AssertionError as error:
-                failed.append(check_function.__name__)
-                print(f"FAIL {check_function.__name__} ({time.monotonic() - started:.1f} s): "
-                      f"{error}")
-            sys.stdout.flush()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    if failed:
-        print(f"{len(failed)} of {len(CHECKS)} checks failed: {', '.join(failed)}")
-        return 1
-    print(f"all {len(CHECKS)} checks passed")
-    return 0
+    return run_checks(CHECKS, "collector-bounds-")
+
 
 
 if __name__ == "__main__":
