@@ -189,13 +189,23 @@ std::unique_ptr<FileHandle> lockStore(const CollectorConfig& config, bool for_re
 // any descriptor of the file drops the process's POSIX locks on it.
 std::unique_ptr<FileHandle> lockStoreFile(const CollectorConfig& config, bool for_rewind) {
   std::filesystem::path path = resolveStorePath(config.store.path);
-  // Creates a new store's file, private as Store would make it.
-  auto handle =
-      std::make_unique<FileHandle>(::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600));
+  // Creates a new store's file, private as Store would make it. O_NONBLOCK
+  // keeps the open of a named pipe from waiting for a writer, and flock(2)
+  // ignores it.
+  auto handle = std::make_unique<FileHandle>(
+      ::open(path.c_str(), O_RDONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0600));
   if (handle->fd < 0) {
-    throw ConfigError(fmt::format("store.path: cannot open \"{}\": {}; make it readable by "
-                                  "this user",
-                                  path.string(), std::strerror(errno)));
+    const int error = errno;
+    throw ConfigError(fmt::format("store.path: cannot open \"{}\": {}; {}", path.string(),
+                                  std::strerror(error),
+                                  error == EISDIR ? "it is a folder: give the path of a file"
+                                                  : "make it readable by this user"));
+  }
+  struct stat status {};
+  if (::fstat(handle->fd, &status) != 0 || !S_ISREG(status.st_mode)) {
+    throw ConfigError(fmt::format("store.path: \"{}\" is not a regular file; give the path of "
+                                  "an SQLite file, or of one that does not exist yet",
+                                  path.string()));
   }
   if (::flock(handle->fd, LOCK_EX | LOCK_NB) == 0) {
     return handle;

@@ -91,6 +91,26 @@ outputs:
         check(status == 2 and "does not exist" in errors and not (folder / "missing").exists(),
               f"rewind on a missing store: {status} {errors}")
 
+        # A named pipe or a folder at store.path is rejected at start. Opening
+        # a pipe to lock it must not wait for a writer.
+        (folder / "odd").mkdir()
+        os.mkfifo(folder / "odd" / "pipe.sqlite")
+        (folder / "odd" / "folder.sqlite").mkdir()
+        for name, fix in [("pipe.sqlite", "not a regular file"), ("folder.sqlite", "a folder")]:
+            odd = folder / f"odd-{name}.yaml"
+            odd.write_text(f"listen: 127.0.0.1:0\nadmin: {{listen: \"\"}}\n"
+                           f"state_dir: {folder}/odd\nstore: {{path: {folder}/odd/{name}}}\n")
+            for args in [(), ("rewind", "--output", "ndjson", "--since", "1h")]:
+                try:
+                    result = subprocess.run([BIN, "collector", "--config", str(odd), *args],
+                                            capture_output=True, text=True, timeout=20)
+                except subprocess.TimeoutExpired:
+                    raise AssertionError(f"collector {' '.join(args)} with {name} as its store "
+                                         "ran for 20 s")
+                check(result.returncode == 2 and fix in result.stderr,
+                      f"collector {' '.join(args)} with {name} as its store: "
+                      f"{result.returncode} {result.stderr}")
+
         # A store created through a symbolic link whose target does not exist
         # yet shares its lock with the target's own path.
         (folder / "fresh").mkdir()
