@@ -379,10 +379,11 @@ int runCollector(const CollectorOptions& options) {
   // Checked after the lock, which names a running collector on this store,
   // and before the store is created, so that a port in use leaves no empty
   // store behind. The server binds them again below.
-  checkCanListen(ingest_address, "listen");
+  std::vector<ListenCheck> listen_checks{{ingest_address, "listen"}};
   if (admin_address) {
-    checkCanListen(*admin_address, "admin.listen");
+    listen_checks.push_back({*admin_address, "admin.listen"});
   }
+  checkCanListen(listen_checks);
   std::unique_ptr<FileHandle> store_file_lock = lockStoreFile(config, false);
   auto store = openStore(config);
   Enricher enricher(enrichOptions(config));

@@ -1520,10 +1520,14 @@ void openAcceptor(tcp::acceptor& acceptor, const ListenAddress& address, const c
 
 }  // namespace
 
-void checkCanListen(const ListenAddress& address, const char* key) {
+void checkCanListen(const std::vector<ListenCheck>& checks) {
   asio::io_context io;
-  tcp::acceptor acceptor(io);
-  openAcceptor(acceptor, address, key);
+  // Each acceptor stays open until the last is bound, as the server's do.
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  for (const ListenCheck& check : checks) {
+    acceptors.push_back(std::make_unique<tcp::acceptor>(io));
+    openAcceptor(*acceptors.back(), check.address, check.key);
+  }
 }
 
 namespace {

@@ -64,9 +64,16 @@ boost::asio::ssl::context makeIngestTlsContext(const IngestTlsOptions& options);
 // binding is stored in. Throws ConfigError naming the file.
 std::string certificateFileSha256(const std::filesystem::path& path);
 
-// Binds `address` and lets it go again, so that a collector that cannot
-// listen fails before it creates a store. Throws ConfigError naming `key`.
-void checkCanListen(const ListenAddress& address, const char* key);
+// An address to listen on, with the configuration key that set it.
+struct ListenCheck {
+  ListenAddress address;
+  const char* key;
+};
+
+// Binds all of `checks` at once and lets them go again, so that a collector
+// that cannot listen, or whose two addresses clash, fails before it creates
+// a store. Throws ConfigError naming the key of the first that failed.
+void checkCanListen(const std::vector<ListenCheck>& checks);
 
 class CollectorServer {
  public:

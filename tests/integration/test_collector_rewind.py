@@ -30,6 +30,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 
@@ -162,6 +163,21 @@ outputs:
               and not (folder / "busy" / "store.sqlite").exists(),
               f"a second collector on a port in use: {second.returncode} {second.stderr}, "
               f"store left behind: {(folder / 'busy' / 'store.sqlite').exists()}")
+
+        # So does one whose listen and admin.listen name one free port.
+        with socket.socket() as probe_port:
+            probe_port.bind(("127.0.0.1", 0))
+            free_port = probe_port.getsockname()[1]
+        same_port = folder / "same-port.yaml"
+        same_port.write_text(f"listen: 127.0.0.1:{free_port}\n"
+                             f"admin: {{listen: \"127.0.0.1:{free_port}\"}}\n"
+                             f"state_dir: {folder}/same\n")
+        second = subprocess.run([BIN, "collector", "--config", str(same_port)],
+                                capture_output=True, text=True, timeout=60)
+        check(second.returncode == 2 and "admin.listen: cannot listen" in second.stderr
+              and not (folder / "same" / "store.sqlite").exists(),
+              f"a collector with listen and admin.listen on one port: {second.returncode} "
+              f"{second.stderr}, store left behind: {(folder / 'same' / 'store.sqlite').exists()}")
 
         # The same store through a symbolic link to its file shares the lock.
         (folder / "link.sqlite").symlink_to(folder / "state" / "store.sqlite")
