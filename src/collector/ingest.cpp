@@ -23,6 +23,8 @@ std::int64_t nowMilliseconds() {
 // Dead letters keep at most this much of an undecodable record, so one huge
 // broken line cannot fill the store twice.
 constexpr std::size_t kDeadLetterPayloadBytes = 1 << 20;
+// Maximum records of failed batches whose tagger output is kept for a retry.
+constexpr std::size_t kMaxUncommittedOutputs = 65'536;
 
 // Returns the first kDeadLetterPayloadBytes of an undecodable record, card
 // numbers masked before the cut so that no cut-off number escapes the mask.
@@ -69,9 +71,10 @@ struct Ingest::Prepared {
   bool by_reference = false;
   bool whole_batch = true;
   std::size_t line_bytes = 0;  // bytes of the record lines of the batch
-  // Events whose ids this batch added to recent_ids_, forgotten again when
-  // the batch fails to commit.
-  std::vector<std::size_t> counted;
+  // The events of this batch that the tagger counted, by index in
+  // `events`, with the tagger's output, kept for a retry when the batch
+  // fails to commit.
+  std::vector<std::pair<std::size_t, TaggerOutput>> counted;
 };
 
 namespace {
@@ -204,10 +207,21 @@ void Ingest::prepareRecord(const AuditRecord& record, const IngestSource& source
   std::vector<OatTag> behaviour_tags;
   std::vector<OatVerdict> verdicts;
   // A record sent again (after a lost acknowledgement) is a duplicate that
-  // the store drops, and must not count twice in the tagger's windows.
-  if (behaviour_ != nullptr && recent_ids_.addIfNew(record.event_id)) {
-    prepared.counted.push_back(prepared.events.size());
-    behaviour_tags = behaviour_->observe(record, now_ms, &verdicts);
+  // the store drops, and must not count twice in the tagger's windows. The
+  // retry of a batch that failed to commit gets the tags of its first count.
+  bool counted = false;
+  if (behaviour_ != nullptr) {
+    if (recent_ids_.addIfNew(record.event_id)) {
+      behaviour_tags = behaviour_->observe(record, now_ms, &verdicts);
+      counted = true;
+    } else {
+      TaggerOutput earlier;
+      counted = takeUncommittedOutput(record.event_id, earlier);
+      if (counted) {
+        behaviour_tags = std::move(earlier.tags);
+        verdicts = std::move(earlier.verdicts);
+      }
+    }
   }
   // The decoder may have changed the text (invalid UTF-8 replaced, card
   // numbers masked); then the document keeps its own original.
@@ -222,7 +236,32 @@ void Ingest::prepareRecord(const AuditRecord& record, const IngestSource& source
     prepared.whole_batch = false;
     event.document = buildEcsDocument(record, geo, facts, now_ms, behaviour_tags, verdicts);
   }
+  if (counted) {
+    prepared.counted.emplace_back(prepared.events.size(),
+                                  TaggerOutput{std::move(behaviour_tags), std::move(verdicts)});
+  }
   prepared.events.push_back(std::move(event));
+}
+
+void Ingest::keepUncommittedOutput(const std::string& event_id, TaggerOutput output) {
+  std::lock_guard lock(uncommitted_mutex_);
+  if (uncommitted_output_.size() >= kMaxUncommittedOutputs) {
+    // NOTE: the retry of the record whose entry goes is neither counted
+    // nor tagged by the tagger.
+    uncommitted_output_.erase(uncommitted_output_.begin());
+  }
+  uncommitted_output_.insert_or_assign(event_id, std::move(output));
+}
+
+bool Ingest::takeUncommittedOutput(const std::string& event_id, TaggerOutput& output) {
+  std::lock_guard lock(uncommitted_mutex_);
+  auto found = uncommitted_output_.find(event_id);
+  if (found == uncommitted_output_.end()) {
+    return false;
+  }
+  output = std::move(found->second);
+  uncommitted_output_.erase(found);
+  return true;
 }
 
 IngestResult Ingest::commit(Prepared& prepared, const IngestSource& source,
@@ -250,9 +289,9 @@ IngestResult Ingest::commit(Prepared& prepared, const IngestSource& source,
     result.duplicates = summary.duplicates;
     result.dead_letters = summary.dead_letters;
   } catch (const std::exception& error) {
-    // The sender sends the batch again, and the tagger counts it again.
-    for (std::size_t index : prepared.counted) {
-      recent_ids_.forget(prepared.events[index].event_id);
+    // The sender sends the batch again, and its retry takes these.
+    for (auto& [index, output] : prepared.counted) {
+      keepUncommittedOutput(prepared.events[index].event_id, std::move(output));
     }
     commit_failures_.inc();
     store_failing_.store(true);

@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "collector/audit_record.h"
@@ -135,6 +137,16 @@ class Ingest {
   // Ids of the events the tagger counted lately: about 10 MiB, and four
   // minutes of records at 1,000 records/s.
   RecentIds recent_ids_{262'144};
+  // The tagger's output for a record of a batch that failed to commit, kept
+  // for the sender's retry: the tagger counted the record already.
+  struct TaggerOutput {
+    std::vector<OatTag> tags;
+    std::vector<OatVerdict> verdicts;
+  };
+  void keepUncommittedOutput(const std::string& event_id, TaggerOutput output);
+  bool takeUncommittedOutput(const std::string& event_id, TaggerOutput& output);
+  std::mutex uncommitted_mutex_;
+  std::unordered_map<std::string, TaggerOutput> uncommitted_output_;
   InputCounters inputs_[3];
   Counter& dead_letters_;
   Counter& commit_failures_;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <sqlite3.h>
 
 #include "collector/collector_sections.h"
 #include "collector/ingest.h"
@@ -1089,6 +1090,47 @@ TEST_F(BehaviourIngestTest, ResentRecordsCountedOnce) {
   IngestResult again = ingest_->ingestDecoded(records_, {}, source_);
   EXPECT_EQ(again.duplicates, 9u);
   EXPECT_EQ(stuffingRecords(), first);
+}
+
+// A batch whose commit failed was counted when it was prepared. The
+// sender's retry must not count it again, and its documents still get the
+// tags of that first count.
+TEST_F(BehaviourIngestTest, RetryAfterFailedCommitCountedOnce) {
+  MetricsRegistry reference_metrics;
+  BehaviourTagger reference{BehaviourOptions{}, reference_metrics};
+  for (const AuditRecord& record : records_) {
+    reference.observe(record, kStartMs);
+  }
+  std::uint64_t expected = 0;
+  for (const KeyVerdicts& key : reference.verdicts(kStartMs + 1000, 10)) {
+    for (const OatVerdict& verdict : key.verdicts) {
+      if (key.kind == "ip_ua" && verdict.id == "OAT-008") {
+        expected = verdict.records;
+      }
+    }
+  }
+  ASSERT_GT(expected, 0u);
+
+  // Every event insert fails, as on a full disk or a busy store.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(store_->path().c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "CREATE TRIGGER fail_events BEFORE INSERT ON events "
+                         "BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  EXPECT_THROW(ingest_->ingestDecoded(records_, {}, source_), StoreUnavailable);
+  EXPECT_THROW(ingest_->ingestDecoded(records_, {}, source_), StoreUnavailable);
+  ASSERT_EQ(sqlite3_exec(db, "DROP TRIGGER fail_events;", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+
+  IngestResult result = ingest_->ingestDecoded(records_, {}, source_);
+  ASSERT_EQ(result.stored, 9u);
+  EXPECT_EQ(stuffingRecords(), expected);
+  std::vector<StoredEvent> events = store_->readAfter(0, 100, 1 << 24);
+  ASSERT_EQ(events.size(), 9u);
+  EXPECT_NE(events.back().document.find("\"basis\":\"behaviour\""), std::string::npos)
+      << events.back().document;
 }
 
 TEST(BehaviourOptionsTest, DefaultsWhenSectionAbsent) {
