@@ -305,11 +305,17 @@ IngestResult Ingest::commit(Prepared& prepared, const IngestSource& source,
   }
 
   store_failing_.store(false);
-  if (!prepared.rejected.empty()) {
+  // A record sent again, or twice in its batch, has its letter already.
+  if (result.dead_letters > 0) {
     spdlog::warn("collector: dead-lettered undecodable records input={} sensor={} count={} "
-                 "first_reason=\"{}\"",
-                 inputLabel(source.input), source.sensor_id, prepared.rejected.size(),
+                 "already_stored={} first_reason=\"{}\"",
+                 inputLabel(source.input), source.sensor_id, result.dead_letters,
+                 prepared.rejected.size() - result.dead_letters,
                  prepared.rejected.front().reason);
+  } else if (!prepared.rejected.empty()) {
+    spdlog::info("collector: undecodable records already in the dead-letter store input={} "
+                 "sensor={} count={}",
+                 inputLabel(source.input), source.sensor_id, prepared.rejected.size());
   }
   c.stored->inc(result.stored);
   c.duplicates->inc(result.duplicates);

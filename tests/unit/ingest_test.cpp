@@ -5,10 +5,13 @@
 
 #include <filesystem>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "common/gzip.h"
 #include "ingest_fixture.h"
@@ -72,6 +75,32 @@ TEST_F(IngestTest, ResentBatchKeepsOneDeadLetter) {
   EXPECT_EQ(result.dead_letters, 1u);
   EXPECT_EQ(store_->deadLetterCount(), 2u);
   EXPECT_EQ(deadLetterCounter(), 2u);
+}
+
+// Returns what the default logger wrote while `call` ran.
+template <typename Call>
+std::string capturedLog(Call&& call) {
+  std::ostringstream captured;
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured)));
+  call();
+  spdlog::set_default_logger(previous);
+  return captured.str();
+}
+
+TEST_F(IngestTest, DeadLetterLogCountsStoredLetters) {
+  // One line twice in a batch is one record, so one letter.
+  std::string batch = "{\"broken\": 1}\n{\"broken\": 1}\n{\"broken\": 2}\n";
+  std::string first = capturedLog([&] { ingest_->ingestLines(batch, source_); });
+  EXPECT_NE(first.find("dead-lettered undecodable records input=probe sensor=s1 count=2 "),
+            std::string::npos)
+      << first;
+  // The batch sent again stores no letter, and the log must not claim one.
+  std::string again = capturedLog([&] { ingest_->ingestLines(batch, source_); });
+  EXPECT_EQ(again.find("dead-lettered"), std::string::npos) << again;
+  EXPECT_NE(again.find("already in the dead-letter store"), std::string::npos) << again;
+  EXPECT_EQ(store_->deadLetterCount(), 2u);
 }
 
 TEST_F(IngestTest, FailedCommitKeepsNoDeadLetters) {
