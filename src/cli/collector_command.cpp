@@ -135,6 +135,20 @@ std::filesystem::path resolveStorePath(const std::filesystem::path& path) {
   return ec ? resolved : canonical;
 }
 
+// Takes an exclusive flock(2) on `fd` without waiting. Returns false when
+// another process holds it, and throws when the file system cannot lock.
+bool tryLock(int fd, const std::filesystem::path& path) {
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+    return true;
+  }
+  if (errno != EWOULDBLOCK) {
+    throw ConfigError(fmt::format("store.path: cannot lock \"{}\": {}; put the store on a local "
+                                  "file system that supports flock(2)",
+                                  path.string(), std::strerror(errno)));
+  }
+  return false;
+}
+
 // Locks the store for the service, or for a rewind, which must not run
 // beside it. The lock is a file next to the store, because SQLite takes its
 // own POSIX locks on the store itself. The commands that only read the
@@ -164,13 +178,8 @@ std::unique_ptr<FileHandle> lockStore(const CollectorConfig& config, bool for_re
                                   lock_path.string(), std::strerror(error), fix));
   }
 
-  if (::flock(handle->fd, LOCK_EX | LOCK_NB) == 0) {
+  if (tryLock(handle->fd, lock_path)) {
     return handle;
-  }
-  if (errno != EWOULDBLOCK) {
-    throw ConfigError(fmt::format("store.path: cannot lock \"{}\": {}; put the store on a local "
-                                  "file system that supports flock(2)",
-                                  lock_path.string(), std::strerror(errno)));
   }
   if (for_rewind) {
     throw CommandError(fmt::format("the store \"{}\" is in use by a running collector (it has "
@@ -207,13 +216,8 @@ std::unique_ptr<FileHandle> lockStoreFile(const CollectorConfig& config, bool fo
                                   "an SQLite file, or of one that does not exist yet",
                                   path.string()));
   }
-  if (::flock(handle->fd, LOCK_EX | LOCK_NB) == 0) {
+  if (tryLock(handle->fd, path)) {
     return handle;
-  }
-  if (errno != EWOULDBLOCK) {
-    throw ConfigError(fmt::format("store.path: cannot lock \"{}\": {}; put the store on a local "
-                                  "file system that supports flock(2)",
-                                  path.string(), std::strerror(errno)));
   }
   throw CommandError(fmt::format(
       "the store \"{}\" is in use by another collector or a rewind that reached it by another "

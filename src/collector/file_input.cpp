@@ -57,8 +57,8 @@ class FileError : public std::system_error {
 // Returns -1 otherwise, with the reason in `problem`. A folder opens without
 // error but cannot be read, and O_NONBLOCK keeps a FIFO from blocking the
 // open (it has no effect on reads from a regular file).
-// True when the byte at `offset` can be read although the file's size says
-// it ends there: a pseudo file whose size tells nothing about its content.
+// Returns true when the byte at `offset` can be read although the file's
+// size ends there: a pseudo file whose size does not match its content.
 bool sizeBelowContent(int fd, std::uint64_t offset) {
   char byte = 0;
   if (::pread(fd, &byte, 1, static_cast<off_t>(offset)) != 1) {

@@ -285,7 +285,7 @@ outputs:
         status, printed, errors = command(config, "rewind", "--output", "ndjson", "--since", "1h")
         check(status == 0 and json.loads(printed)["cursor_after"] == 0,
               f"rewind --since 1h: {status} {printed} {errors}")
-        # Again: the output has sent none of the span now, and says so.
+        # Again: the output has sent none of the span now, and the rewind prints why.
         status, printed, errors = command(config, "rewind", "--output", "ndjson", "--since", "1h")
         check(status == 0 and "has not sent the events stored in the last 1h" in errors
               and json.loads(printed)["cursor_after"] == 0,
