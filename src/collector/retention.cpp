@@ -32,6 +32,9 @@ RetentionTask::RetentionTask(Store& store, MetricsRegistry& metrics,
   if (removed_.value() < totals.removed) {
     removed_.inc(totals.removed - removed_.value());
   }
+  if (dead_letters_removed_.value() < totals.dead_letters_removed) {
+    dead_letters_removed_.inc(totals.dead_letters_removed - dead_letters_removed_.value());
+  }
   for (const auto& [output, count] : totals.removed_undelivered) {
     Counter& counter = undeliveredCounter(output);
     if (counter.value() < count) {

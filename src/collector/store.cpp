@@ -149,6 +149,7 @@ constexpr std::string_view kEventBytes = "event_bytes";
 constexpr std::string_view kDuplicates = "duplicates";
 constexpr std::string_view kRetentionRemoved = "retention_removed";
 constexpr std::string_view kUndeliveredPrefix = "retention_removed_undelivered:";
+constexpr std::string_view kDeadLettersRemoved = "retention_dead_letters_removed";
 
 std::int64_t nowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -1845,10 +1846,22 @@ std::uint64_t Store::Impl::removeDeadLettersOver(std::uint64_t limit) {
     }
   }
 
-  sqlite3_stmt* remove = writer->prepare("DELETE FROM dead_letters WHERE id <= ?1");
-  ResetGuard reset(remove);
-  sqlite3_bind_int64(remove, 1, last_id);
-  writer->step(remove, "removing dead letters past their share of the size limit");
+  // The count shares the removal's transaction, so its total survives a
+  // restart as the removed events' does.
+  writer->exec("BEGIN IMMEDIATE", "removing dead letters");
+  try {
+    sqlite3_stmt* remove = writer->prepare("DELETE FROM dead_letters WHERE id <= ?1");
+    {
+      ResetGuard reset(remove);
+      sqlite3_bind_int64(remove, 1, last_id);
+      writer->step(remove, "removing dead letters past their share of the size limit");
+    }
+    addToCounter(kDeadLettersRemoved, static_cast<std::int64_t>(count));
+    writer->exec("COMMIT", "removing dead letters");
+  } catch (...) {
+    sqlite3_exec(writer->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
   return count;
 }
 
@@ -1897,6 +1910,8 @@ RetentionSummary Store::retentionTotals() const {
   RetentionSummary totals;
   totals.removed = static_cast<std::uint64_t>(impl_->readCounter(*reader,
                                                                  kRetentionRemoved));
+  totals.dead_letters_removed =
+      static_cast<std::uint64_t>(impl_->readCounter(*reader, kDeadLettersRemoved));
   sqlite3_stmt* stmt = reader->prepare(
       "SELECT name, value FROM counters WHERE substr(name, 1, ?2) = ?1 ORDER BY name");
   ResetGuard reset(stmt);

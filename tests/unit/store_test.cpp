@@ -786,6 +786,7 @@ TEST_F(StoreTest, RetentionCapsDeadLetterBytes) {
   std::sort(reasons.begin(), reasons.end());
   EXPECT_EQ(reasons, (std::vector<std::string>{"letter 3", "letter 4"}));
   EXPECT_EQ(store.enforceRetention(now).dead_letters_removed, 0u);
+  EXPECT_EQ(store.retentionTotals().dead_letters_removed, 3u);
 }
 
 TEST_F(StoreTest, ReaderFollowsConcurrentWriter) {
