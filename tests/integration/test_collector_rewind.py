@@ -152,32 +152,27 @@ outputs:
               and "store.sqlite.lock" in second.stderr,
               f"a second collector on the store: {second.returncode} {second.stderr}")
 
-        # A collector with a store of its own but the first one's port stops
-        # before it creates that store.
-        busy_port = folder / "busy-port.yaml"
-        busy_port.write_text(f"listen: 127.0.0.1:{ports['ingest']}\n"
-                             f"state_dir: {folder}/busy\n")
-        second = subprocess.run([BIN, "collector", "--config", str(busy_port)],
-                                capture_output=True, text=True, timeout=60)
-        check(second.returncode == 2 and "cannot listen" in second.stderr
-              and not (folder / "busy" / "store.sqlite").exists(),
-              f"a second collector on a port in use: {second.returncode} {second.stderr}, "
-              f"store left behind: {(folder / 'busy' / 'store.sqlite').exists()}")
-
-        # So does one whose listen and admin.listen name one free port.
+        # A collector with a store of its own stops before it creates that
+        # store when its port is the first one's, or when its listen and
+        # admin.listen name one free port.
         with socket.socket() as probe_port:
             probe_port.bind(("127.0.0.1", 0))
             free_port = probe_port.getsockname()[1]
-        same_port = folder / "same-port.yaml"
-        same_port.write_text(f"listen: 127.0.0.1:{free_port}\n"
-                             f"admin: {{listen: \"127.0.0.1:{free_port}\"}}\n"
-                             f"state_dir: {folder}/same\n")
-        second = subprocess.run([BIN, "collector", "--config", str(same_port)],
-                                capture_output=True, text=True, timeout=60)
-        check(second.returncode == 2 and "admin.listen: cannot listen" in second.stderr
-              and not (folder / "same" / "store.sqlite").exists(),
-              f"a collector with listen and admin.listen on one port: {second.returncode} "
-              f"{second.stderr}, store left behind: {(folder / 'same' / 'store.sqlite').exists()}")
+        port_cases = [
+            ("busy", f"listen: 127.0.0.1:{ports['ingest']}\n", "cannot listen"),
+            ("same", f"listen: 127.0.0.1:{free_port}\n"
+                     f"admin: {{listen: \"127.0.0.1:{free_port}\"}}\n",
+             "admin.listen: cannot listen"),
+        ]
+        for name, listeners, expected in port_cases:
+            port_config = folder / f"{name}-port.yaml"
+            port_config.write_text(f"{listeners}state_dir: {folder}/{name}\n")
+            second = subprocess.run([BIN, "collector", "--config", str(port_config)],
+                                    capture_output=True, text=True, timeout=60)
+            left_behind = (folder / name / "store.sqlite").exists()
+            check(second.returncode == 2 and expected in second.stderr and not left_behind,
+                  f"a collector with {name} ports: {second.returncode} {second.stderr}, "
+                  f"store left behind: {left_behind}")
 
         # The same store through a symbolic link to its file shares the lock.
         (folder / "link.sqlite").symlink_to(folder / "state" / "store.sqlite")
