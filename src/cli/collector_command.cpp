@@ -192,17 +192,30 @@ std::unique_ptr<FileHandle> lockStore(const CollectorConfig& config, bool for_re
                                 store.string(), lock_path.string()));
 }
 
+// The lock on the store file, and whether taking it created the file.
+struct StoreFileLock {
+  std::unique_ptr<FileHandle> handle;
+  std::filesystem::path path;  // the file the store path resolves to
+  bool created = false;
+};
+
 // Locks the store file itself, which a hard link or a deleted lock file
 // cannot bypass. On a local file system flock(2) does not touch SQLite's
 // POSIX locks. Keep the handle until the store is closed, because closing
 // any descriptor of the file drops the process's POSIX locks on it.
-std::unique_ptr<FileHandle> lockStoreFile(const CollectorConfig& config, bool for_rewind) {
-  std::filesystem::path path = resolveStorePath(config.store.path);
+StoreFileLock lockStoreFile(const CollectorConfig& config, bool for_rewind) {
+  StoreFileLock lock;
+  lock.path = resolveStorePath(config.store.path);
+  const std::filesystem::path& path = lock.path;
   // Creates a new store's file, private as Store would make it. O_NONBLOCK
   // keeps the open of a named pipe from waiting for a writer, and flock(2)
-  // ignores it.
-  auto handle = std::make_unique<FileHandle>(
-      ::open(path.c_str(), O_RDONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0600));
+  // ignores it. With O_EXCL the first open fails on an existing file.
+  constexpr int kFlags = O_RDONLY | O_NONBLOCK | O_CLOEXEC;
+  auto handle = std::make_unique<FileHandle>(::open(path.c_str(), kFlags | O_CREAT | O_EXCL, 0600));
+  lock.created = handle->fd >= 0;
+  if (!lock.created && errno == EEXIST) {
+    handle = std::make_unique<FileHandle>(::open(path.c_str(), kFlags | O_CREAT, 0600));
+  }
   if (handle->fd < 0) {
     const int error = errno;
     throw ConfigError(fmt::format("store.path: cannot open \"{}\": {}; {}", path.string(),
@@ -217,7 +230,8 @@ std::unique_ptr<FileHandle> lockStoreFile(const CollectorConfig& config, bool fo
                                   path.string()));
   }
   if (tryLock(handle->fd, path)) {
-    return handle;
+    lock.handle = std::move(handle);
+    return lock;
   }
   throw CommandError(fmt::format(
       "the store \"{}\" is in use by another collector or a rewind that reached it by another "
@@ -225,6 +239,34 @@ std::unique_ptr<FileHandle> lockStoreFile(const CollectorConfig& config, bool fo
       path.string(),
       for_rewind ? ", then run rewind again" : ", or give this collector its own state_dir"));
 }
+
+// Removes the store that this start created unless keep() was called, so
+// that a start that fails after making the store leaves no empty store.
+// The destructor runs while the store file is still locked.
+class NewStoreRemoval {
+ public:
+  explicit NewStoreRemoval(const StoreFileLock& lock) : lock_(lock) {}
+  NewStoreRemoval(const NewStoreRemoval&) = delete;
+  NewStoreRemoval& operator=(const NewStoreRemoval&) = delete;
+  ~NewStoreRemoval() {
+    if (kept_ || !lock_.created) {
+      return;
+    }
+    std::error_code ec;
+    for (const char* suffix : {"-wal", "-shm", ""}) {
+      std::filesystem::path file = lock_.path;
+      file += suffix;
+      std::filesystem::remove(file, ec);
+    }
+    spdlog::info("store {}: removed, because the collector created it and did not start",
+                 lock_.path.string());
+  }
+  void keep() { kept_ = true; }
+
+ private:
+  const StoreFileLock& lock_;
+  bool kept_ = false;
+};
 
 // Throws unless the store exists. For a command that works on an existing
 // store, a missing one is an error, not a new empty one: a relative
@@ -379,6 +421,9 @@ int runCollector(const CollectorOptions& options) {
   }
 
   MetricsRegistry metrics;
+  // Opened before the store, so that a missing GeoIP database leaves no
+  // new empty store behind.
+  Enricher enricher(enrichOptions(config));
   std::unique_ptr<FileHandle> store_lock = lockStore(config, false);
   // Checked after the lock, which names a running collector on this store,
   // and before the store is created, so that a port in use leaves no empty
@@ -388,9 +433,10 @@ int runCollector(const CollectorOptions& options) {
     listen_checks.push_back({*admin_address, "admin.listen"});
   }
   checkCanListen(listen_checks);
-  std::unique_ptr<FileHandle> store_file_lock = lockStoreFile(config, false);
+  StoreFileLock store_file_lock = lockStoreFile(config, false);
+  // Declared before the store, so it runs after the store is closed.
+  NewStoreRemoval new_store_removal(store_file_lock);
   auto store = openStore(config);
-  Enricher enricher(enrichOptions(config));
   OutputSet outputs(config, *store, metrics);
   BehaviourTagger behaviour(behaviourOptions(config), metrics);
   // Set below, before the server starts and ingest can commit. Each commit
@@ -440,6 +486,7 @@ int runCollector(const CollectorOptions& options) {
   CollectorServer server(io, server_options, *store, ingest, metrics,
                          [&] { return healthReport(config, *store, ingest); });
   server.start();
+  new_store_removal.keep();
   if (!options.ports_file.empty()) {
     writePortsFile(options.ports_file, server.ingestPort(), server.adminPort());
   }
@@ -855,7 +902,7 @@ int runRewind(const CollectorOptions& options) {
   // Checked first, so that a wrong folder gets no lock file.
   requireExistingStore(config);
   std::unique_ptr<FileHandle> store_lock = lockStore(config, true);
-  std::unique_ptr<FileHandle> store_file_lock = lockStoreFile(config, true);
+  StoreFileLock store_file_lock = lockStoreFile(config, true);
   auto store = openStore(config);
 
   std::vector<std::string> outputs = store->outputs();

@@ -9,8 +9,9 @@ its NDJSON output. Then:
   and one beside a collector that created its store through a link to a
   file that did not exist yet. A hard link to the store, and the same path
   once its lock file is deleted, meet at the lock on the store file itself;
-- a collector with its own store but a port in use stops before it creates
-  that store;
+- a collector with its own store that cannot start (a port in use, a
+  missing GeoIP database, a bad certificate, an output that cannot write)
+  leaves no store behind;
 - rewind fails while the collector runs, naming the running collector;
 - after the stop, rewind --from-seq 41 moves the output's cursor to 40, and
   the next start sends events 41 to 60 again, so the file has 80 lines;
@@ -152,9 +153,9 @@ outputs:
               and "store.sqlite.lock" in second.stderr,
               f"a second collector on the store: {second.returncode} {second.stderr}")
 
-        # A collector with a store of its own stops before it creates that
-        # store when its port is the first one's, or when its listen and
-        # admin.listen name one free port.
+        # A collector with a store of its own that cannot start leaves no
+        # store behind. The TLS and NDJSON cases fail after the store was
+        # made, the others before.
         with socket.socket() as probe_port:
             probe_port.bind(("127.0.0.1", 0))
             free_port = probe_port.getsockname()[1]
@@ -163,15 +164,24 @@ outputs:
             ("same", f"listen: 127.0.0.1:{free_port}\n"
                      f"admin: {{listen: \"127.0.0.1:{free_port}\"}}\n",
              "admin.listen: cannot listen"),
+            ("geoip", f"listen: 127.0.0.1:{free_port}\n"
+                      f"enrich: {{geoip_city: {folder}/missing.mmdb}}\n",
+             "enrich.geoip_city"),
+            ("tls", f"listen: 127.0.0.1:{free_port}\n"
+                    f"tls: {{certificate: {config}, private_key: {config}}}\n",
+             "tls.certificate"),
+            ("ndjson", f"listen: 127.0.0.1:{free_port}\n"
+                       f"outputs: {{ndjson: {{path: {config}/out.ndjson}}}}\n",
+             "outputs.ndjson.path"),
         ]
-        for name, listeners, expected in port_cases:
+        for name, settings, expected in port_cases:
             port_config = folder / f"{name}-port.yaml"
-            port_config.write_text(f"{listeners}state_dir: {folder}/{name}\n")
+            port_config.write_text(f"{settings}state_dir: {folder}/{name}\n")
             second = subprocess.run([BIN, "collector", "--config", str(port_config)],
                                     capture_output=True, text=True, timeout=60)
             left_behind = (folder / name / "store.sqlite").exists()
             check(second.returncode == 2 and expected in second.stderr and not left_behind,
-                  f"a collector with {name} ports: {second.returncode} {second.stderr}, "
+                  f"a collector with the {name} case: {second.returncode} {second.stderr}, "
                   f"store left behind: {left_behind}")
 
         # The same store through a symbolic link to its file shares the lock.
