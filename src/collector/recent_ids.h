@@ -14,8 +14,9 @@
 namespace webtrap::collector {
 
 // Remembers the 64-bit hashes of the last `capacity` event ids. Thread safe.
-// NOTE: a record sent again after `capacity` newer ones, or after a
-// collector restart, is taken for a new one.
+// The list starts empty at each start of the collector, as the tagger's
+// windows do, so a record sent again after a restart counts once in them.
+// NOTE: a record sent again after `capacity` newer ones counts twice.
 class RecentIds {
  public:
   explicit RecentIds(std::size_t capacity);
