@@ -130,6 +130,62 @@ std::string readHead(int fd, std::size_t length) {
   return head;
 }
 
+// A copy of the file that logrotate's copytruncate made before it truncated
+// the file: its descriptor, inode and path.
+struct TruncatedCopy {
+  int fd = -1;
+  std::uint64_t inode = 0;
+  std::string path;
+};
+
+// Finds the copy that copytruncate left of `path` in the same folder: a
+// regular file named like "audit.log.1" or "audit.log-20261206", other than
+// `exclude_inode`, at least `size` bytes long and starting with `head`.
+// Compressed copies start with other bytes and are not found. When several
+// match, the most recently modified wins. Returns fd -1 when none does.
+TruncatedCopy findTruncatedCopy(const std::filesystem::path& path, const std::string& head,
+                                std::uint64_t size, std::uint64_t exclude_inode) {
+  TruncatedCopy best;
+  if (head.empty()) {
+    return best;
+  }
+  std::filesystem::path folder = path.parent_path();
+  if (folder.empty()) {
+    folder = ".";
+  }
+  const std::string base = path.filename().string();
+  std::int64_t best_mtime_ns = 0;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(folder, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() <= base.size() || !name.starts_with(base) ||
+        (name[base.size()] != '.' && name[base.size()] != '-')) {
+      continue;
+    }
+    struct stat info {};
+    std::string problem;
+    int fd = openRegularFile(entry.path(), info, problem);
+    if (fd < 0) {
+      continue;
+    }
+    const std::int64_t mtime_ns =
+        static_cast<std::int64_t>(info.st_mtim.tv_sec) * 1'000'000'000 + info.st_mtim.tv_nsec;
+    const bool matches = static_cast<std::uint64_t>(info.st_ino) != exclude_inode &&
+                         static_cast<std::uint64_t>(info.st_size) >= size &&
+                         readHead(fd, head.size()) == head;
+    if (!matches || (best.fd >= 0 && mtime_ns <= best_mtime_ns)) {
+      ::close(fd);
+      continue;
+    }
+    if (best.fd >= 0) {
+      ::close(best.fd);
+    }
+    best = {fd, static_cast<std::uint64_t>(info.st_ino), entry.path().string()};
+    best_mtime_ns = mtime_ns;
+  }
+  return best;
+}
+
 RecordFormat parseFormatKey(const YAML::Node& node, const std::string& key) {
   std::string text = config_values::scalarText(node, key);
   auto format = parseRecordFormat(text);
@@ -253,6 +309,7 @@ struct FileInput::Counters {
   Counter* bytes = nullptr;
   Counter* rotations = nullptr;
   Counter* truncations = nullptr;
+  Counter* copies = nullptr;
   Counter* errors = nullptr;
   Gauge* offset = nullptr;
 };
@@ -309,6 +366,11 @@ FileInput::FileInput(FileInputOptions options, Store& store, FileBatchHandler ha
       "webtrap_collector_file_truncations_total",
       "Times the file was found truncated: shorter than the offset read, or with other first "
       "bytes", labels);
+  counters_->copies = &metrics.counter(
+      "webtrap_collector_file_truncated_copies_total",
+      "Times the rest of a truncated file was read from the copy that logrotate's copytruncate "
+      "made of it",
+      labels);
   counters_->errors = &metrics.counter("webtrap_collector_file_errors_total",
                                        "Read errors and batches the collector failed to commit",
                                        labels);
@@ -459,16 +521,25 @@ bool FileInput::openPath() {
     // bytes are compared too. NOTE: offsets saved before the store kept
     // them have no head, and then only a size below the offset shows it.
     offset = saved->offset;
+    bool truncated = false;
     if (!saved->head.empty() && readHead(fd, saved->head.size()) != saved->head) {
       spdlog::warn("file input {}: the file has the saved inode number {} but other first "
                    "bytes, so it is a new file; reading it from its beginning",
                    key_, inode);
-      offset = 0;
+      truncated = true;
     } else if (offset > size) {
       spdlog::warn("file input {}: the file is shorter ({} bytes) than the saved offset {}, so "
                    "it was truncated; reading from its beginning",
                    key_, size, offset);
       counters_->truncations->inc();
+      truncated = true;
+    }
+    if (truncated) {
+      // With copytruncate, the lines after the saved offset are in the copy.
+      if (openTruncatedCopy(saved->head, saved->offset, inode, false)) {
+        ::close(fd);
+        return true;
+      }
       offset = 0;
     }
   } else if (saved) {
@@ -714,9 +785,30 @@ void FileInput::checkFirstBytes() {
   restartFile();
 }
 
+bool FileInput::openTruncatedCopy(const std::string& head, std::uint64_t offset,
+                                  std::uint64_t truncated_inode, bool skipping) {
+  TruncatedCopy copy = findTruncatedCopy(options_.path, head, offset, truncated_inode);
+  if (copy.fd < 0) {
+    return false;
+  }
+  spdlog::info("file input {}: truncated; reading the rest of its copy {} from offset {} first",
+               key_, copy.path, offset);
+  counters_->copies->inc();
+  adoptFile(copy.fd, copy.inode, copy.path, offset, true);
+  file_->skipping = skipping;
+  return true;
+}
+
 void FileInput::restartFile() {
   OpenFile& file = *file_;
   counters_->truncations->inc();
+  // The lines written after the last read are only in logrotate's copy.
+  // Once the copy is read to its end, checkRotation() opens the path again.
+  const std::string head = file.head;
+  const std::uint64_t inode = file.inode;
+  if (openTruncatedCopy(head, file.pending_offset, inode, file.skipping)) {
+    return;
+  }
   if (::lseek(file.fd, 0, SEEK_SET) < 0) {
     throwErrno("lseek " + file.path);
   }

@@ -8,7 +8,8 @@
 //
 // It notices rotation (the path names a new inode: the old file is read to
 // its end first, also across a restart, as long as it stays in the same
-// folder) and truncation (the file became shorter than the offset), and
+// folder) and truncation (the file became shorter than the offset, read
+// on from logrotate's copy when the copy is found), and
 // keeps an incomplete last line until its newline arrives. While the path
 // names no regular file (missing, or a folder), it waits and logs the reason
 // once.
@@ -128,8 +129,14 @@ class FileInput {
   bool checkRotation();
   // Starts the open file again when its first bytes changed since read.
   void checkFirstBytes();
-  // Reads the open file again from its beginning after it was truncated.
+  // Reads the open file again from its beginning after it was truncated,
+  // after the rest of logrotate's copy of it when there is one.
   void restartFile();
+  // Opens the copy that copytruncate made of a file starting with `head`
+  // (see findTruncatedCopy) at `offset`, as a rotated file. Returns false
+  // when there is none.
+  bool openTruncatedCopy(const std::string& head, std::uint64_t offset,
+                         std::uint64_t truncated_inode, bool skipping);
   void run();
 
   FileInputOptions options_;

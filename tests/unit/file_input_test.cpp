@@ -283,6 +283,77 @@ TEST_F(FileInputTest, TruncatedAndRefilledBetweenPolls) {
             1u);
 }
 
+TEST_F(FileInputTest, CopytruncateReadsRestOfCopy) {
+  append(log_, recordLine("a") + "\n");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  // Written after the last poll, then copied and truncated by logrotate.
+  append(log_, recordLine("b") + "\n" + recordLine("c") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  append(log_, recordLine("d") + "\n");
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c", "d"}));
+  EXPECT_EQ(metrics_
+                .counter("webtrap_collector_file_truncated_copies_total", "",
+                         "path=\"" + log_.string() + "\"")
+                .value(),
+            1u);
+  // The saved offset belongs to the file at the path again.
+  struct stat info {};
+  ASSERT_EQ(::stat(log_.c_str(), &info), 0);
+  EXPECT_EQ(store_->fileOffset(log_.string())->inode, static_cast<std::uint64_t>(info.st_ino));
+}
+
+TEST_F(FileInputTest, CopytruncateRefilledReadsDatedCopy) {
+  append(log_, recordLine("a") + "\n");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  append(log_, recordLine("b") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log-20261206");
+  // Refilled past the old size before the next poll.
+  fs::resize_file(log_, 0);
+  append(log_, recordLine("cc") + "\n" + recordLine("dd") + "\n" + recordLine("ee") + "\n");
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b", "cc", "dd", "ee"}));
+}
+
+TEST_F(FileInputTest, CopyWithOtherFirstBytesIgnored) {
+  append(log_, recordLine("a") + "\n");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  append(log_, recordLine("b") + "\n");
+  // An older rotated file, long enough, but of other content.
+  append(dir_ / "audit.log.1",
+         recordLine("x") + "\n" + recordLine("y") + "\n" + recordLine("z") + "\n");
+  fs::resize_file(log_, 0);
+  append(log_, recordLine("c") + "\n");
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  // "b" was only in the truncated part, and no copy has it.
+  EXPECT_EQ(ids_, (Ids{"a", "c"}));
+}
+
+TEST_F(FileInputTest, CopytruncateWhileStopped) {
+  append(log_, recordLine("a") + "\n");
+  makeInput().pollOnce();
+  input_.reset();
+  append(log_, recordLine("b") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  append(log_, recordLine("c") + "\n");
+  FileInput& input = makeInput();
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c"}));
+}
+
 TEST_F(FileInputTest, AppendsAfterShortHeadNotTruncation) {
   // A file shorter than the compared first bytes, then appended to.
   append(log_, "\n");
