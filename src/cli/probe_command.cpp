@@ -246,8 +246,9 @@ int runProbe(const ProbeOptions& options) {
   // Recovery inspects them with this inspector, as the workers would have.
   // At a kill, at most queue_limit + workers + max_connections requests wait
   // for inspection (queued, being inspected, or between the journal write
-  // and the queue). Recovery inspects that many entries at most, which
-  // bounds the start time, and records the rest uninspected.
+  // and the queue). Recovery inspects at most that many entries, and only
+  // during pipeline.recovery_timeout, so the start time is bounded. It
+  // records the rest uninspected.
   // NOTE: entries of records already spooled whose done id was not yet
   // written (up to one fsync_interval of shed requests) count against it.
   // A journal folder that cannot be used does not stop the probe: it runs
@@ -270,6 +271,8 @@ int runProbe(const ProbeOptions& options) {
     // As many threads as the pipeline's inspection workers, which the
     // probe does not start before recovery ends.
     recovery.inspect_threads = config.pipeline.workers;
+    recovery.max_inspection_time =
+        std::chrono::milliseconds(config.pipeline.recovery_timeout_ms);
     journal_records_recovered =
         probe::recoverJournal(journal_dir, spool, metrics, recovery).recovered;
     if (config.pipeline.journal) {

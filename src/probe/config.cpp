@@ -202,6 +202,14 @@ const std::vector<Option>& options() {
          c.pipeline.drain_timeout_ms = narrow<std::uint32_t>(
              parseMilliseconds(v, "pipeline.drain_timeout"), "pipeline.drain_timeout");
        }},
+      {"pipeline.recovery_timeout", "duration", "10s",
+       "At start, time to inspect the requests recovered from the inspection journal. The rest "
+       "are recorded uninspected (status interrupted). The probe takes no traffic before the "
+       "recovery ends.",
+       [](ProbeConfig& c, const std::string& v) {
+         c.pipeline.recovery_timeout_ms = narrow<std::uint32_t>(
+             parseMilliseconds(v, "pipeline.recovery_timeout"), "pipeline.recovery_timeout");
+       }},
       {"pipeline.journal", "bool", "true",
        "Write each request that waits for inspection to a journal in spool.dir, so that the "
        "next start inspects and records the requests a SIGKILL or crash left uninspected "

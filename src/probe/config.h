@@ -51,6 +51,9 @@ struct PipelineConfig {
   std::uint64_t queue_max_bytes = 256ull << 20;  // their captured bytes
   int worker_nice = 10;  // inspection threads yield the CPU to the threads that respond
   std::uint32_t drain_timeout_ms = 5000;  // inspection time on stop; the rest is shed
+  // Inspection time for the requests recovered from the journal at the start.
+  // The rest are recorded uninspected (status interrupted).
+  std::uint32_t recovery_timeout_ms = 10000;
   bool journal = true;  // journal queued requests so that a SIGKILL loses none
 };
 

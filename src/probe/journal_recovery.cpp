@@ -468,8 +468,8 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
   // NOTE: entries are inspected before the probe takes traffic, on
   // inspect_threads threads. 78 POSTs of 900 form fields took 3.5 s on one
   // thread in the integration test on a shared 2-CPU VM, so
-  // max_inspection_time (10 s) bounds the wait, and a queue of such
-  // requests past it comes back uninspected.
+  // max_inspection_time (pipeline.recovery_timeout, 10 s by default) bounds
+  // the wait, and a queue of such requests past it comes back uninspected.
   RecordBuilder builder(options);
   std::uint64_t past_limit = 0;  // entries left uninspected by max_inspections
   std::uint64_t inspectable = 0;  // entry lines (R) met so far, in the journal's order
@@ -633,7 +633,7 @@ JournalRecovery recoverJournal(const std::filesystem::path& dir, Spool& spool,
     spdlog::warn("journal: {} recovered entries were not inspected, so their records have "
                  "status interrupted and no rule matches: a recovery inspects at most {} entries "
                  "(pipeline.queue_limit + pipeline.workers + limits.max_connections) for at "
-                 "most {} ms",
+                 "most {} ms (pipeline.recovery_timeout)",
                  past_limit, options.max_inspections, options.max_inspection_time.count());
   }
   bool lost = result.dropped > 0 || result.rejected > 0 || result.skipped_files > 0 ||

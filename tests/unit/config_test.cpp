@@ -68,6 +68,14 @@ listeners:
   EXPECT_EQ(config.listeners[1].name, "http-2375");
 }
 
+TEST(ProbeConfig, RecoveryTimeoutParsed) {
+  EXPECT_EQ(loadProbeConfig({}).pipeline.recovery_timeout_ms, 10000u);
+  ProbeConfig config = loadProbeConfig(writeConfig("pipeline: {recovery_timeout: 2m}\n"));
+  EXPECT_EQ(config.pipeline.recovery_timeout_ms, 120000u);
+  EXPECT_THAT(loadError("pipeline: {recovery_timeout: 10}\n"),
+              HasSubstr("pipeline.recovery_timeout"));
+}
+
 TEST(ProbeConfig, UnknownKeyIsNamed) {
   EXPECT_THAT(loadError("limits:\n  read_timout: 3s\n"), HasSubstr("limits.read_timout"));
   EXPECT_THAT(loadError("colour: blue\n"), HasSubstr("colour: unknown configuration key"));
