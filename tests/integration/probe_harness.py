@@ -44,9 +44,12 @@ class Probe:
 
     `spool` is the spool folder, by default a new one in the probe's own
     temporary folder. Pass an earlier probe's `spool` to restart on it.
+    `start_timeout` is the maximum number of seconds to wait for the ports
+    file, which a probe writes once its start (and any journal recovery)
+    is done.
     """
 
-    def __init__(self, config_text="", extra_args=(), spool=None):
+    def __init__(self, config_text="", extra_args=(), spool=None, start_timeout=60):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="webtrap-test-"))
         os.chmod(self.dir, 0o755)
         if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
@@ -66,8 +69,8 @@ class Probe:
         self.log = open(self.dir / "probe.log", "wb")
         self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         try:
-            wait_for(lambda: self.ports_file.exists() or self.process.poll() is not None, 60,
-                     "the probe's ports file")
+            wait_for(lambda: self.ports_file.exists() or self.process.poll() is not None,
+                     start_timeout, "the probe's ports file")
         except TimeoutError:
             self.stop()
             raise
