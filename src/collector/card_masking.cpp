@@ -100,7 +100,7 @@ int countBits16(std::uint32_t mask) {
 
 // Returns the offset of a byte inside the first run, at or after `from`, of
 // at least 13 digits joined only by bytes that continue a run, or npos when
-// there is none. Every card number findCardCandidates finds lies in such a
+// there is none. Every card number findCardNumbersToMask finds lies in such a
 // run, also when its digits are percent escapes ("%34" counts twice). The count is loose (the '2' and '0' of "%20" count as digits), so no
 // card is missed. With SSE2 it reads 16 bytes a step, because this scan is
 // the whole cost of masking for most records. A plain loop over each byte
@@ -250,10 +250,7 @@ std::optional<std::string> maskCardNumbersInJson(std::string_view json) {
     }
     // Bare numbers among the candidates get their digits back.
     bool changed = false;
-    for (const CardCandidate& candidate : findCardCandidates(run, true, kMinCardDigits)) {
-      if (!candidate.luhn_valid || candidate.digits.size() < kMinCardDigits) {
-        continue;
-      }
+    for (const CardCandidate& candidate : findCardNumbersToMask(run)) {
       std::size_t length = candidate.end - candidate.begin;
       if (!tracker.insideStringAt(begin + candidate.begin) &&
           looksLikeBareNumber(json, begin + candidate.begin, begin + candidate.end)) {

@@ -9,8 +9,8 @@
 
 namespace webtrap::collector {
 
-// Returns `json` with every Luhn-valid card number inside a JSON string
-// masked as maskCardNumbers() does ("411111******1111"), or nullopt when
+// Returns `json` with every card number inside a JSON string masked as
+// maskCardNumbers() does ("411111******1111"), or nullopt when
 // nothing was masked. The result has the same length as `json`, and a valid
 // JSON text stays valid: a bare JSON number is never changed, because
 // masking its digits would break the syntax. Text that is not valid JSON is

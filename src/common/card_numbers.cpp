@@ -131,6 +131,94 @@ void addRunCandidates(std::string_view text, const std::vector<DigitGroup>& grou
   }
 }
 
+// Calls `visit` with the groups of each run of digits in `text` that are
+// joined by single separators (see findCardCandidates).
+template <typename Visit>
+void forEachDigitRun(std::string_view text, bool encoded_separators, Visit visit) {
+  std::vector<DigitGroup> groups;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    if (!isDigit(text[pos])) {
+      ++pos;
+      continue;
+    }
+    groups.clear();
+    while (true) {
+      std::size_t begin = pos;
+      while (pos < text.size() && isDigit(text[pos])) {
+        ++pos;
+      }
+      groups.push_back({begin, pos});
+      std::size_t separator = separatorLength(text, pos, encoded_separators);
+      if (separator == 0 || pos + separator >= text.size() || !isDigit(text[pos + separator])) {
+        break;
+      }
+      pos += separator;
+    }
+    visit(groups);
+  }
+}
+
+// Returns whether a number starts with the major industry identifier of a
+// card network: 2 (Mastercard), 3 (Amex, Diners, JCB), 4 (Visa),
+// 5 (Mastercard) or 6 (Discover, UnionPay, Maestro).
+bool hasCardNetworkDigit(char first_digit) { return first_digit >= '2' && first_digit <= '6'; }
+
+// Returns whether the groups [first, last] are in a grouping that card
+// numbers are written in (see findCardNumbersToMask).
+bool isCardGrouping(const std::vector<DigitGroup>& groups, std::size_t first, std::size_t last) {
+  auto size = [&groups](std::size_t i) { return groups[i].end - groups[i].begin; };
+  if (first == last) {
+    return true;
+  }
+  if (last - first == 2 && size(first) == 4 && size(first + 1) == 6 &&
+      (size(last) == 5 || size(last) == 4)) {
+    return true;
+  }
+  for (std::size_t i = first; i < last; ++i) {
+    if (size(i) != 4) {
+      return false;
+    }
+  }
+  return size(last) <= 4;
+}
+
+// Adds the card numbers of one run of digit groups (see
+// findCardNumbersToMask).
+void addRunCardNumbers(std::string_view text, const std::vector<DigitGroup>& groups,
+                       std::vector<CardCandidate>& out) {
+  std::size_t start = 0;
+  while (start < groups.size()) {
+    if (!hasCardNetworkDigit(text[groups[start].begin])) {
+      ++start;
+      continue;
+    }
+    std::size_t count = 0;
+    std::optional<std::size_t> best;
+    std::string best_digits;
+    for (std::size_t last = start; last < groups.size(); ++last) {
+      count += groups[last].end - groups[last].begin;
+      if (count > kMaxCardDigits) {
+        break;
+      }
+      if (count < kMinMaskedDigits || !isCardGrouping(groups, start, last)) {
+        continue;
+      }
+      std::string digits = joinDigits(text, groups, start, last);
+      if (luhnValid(digits)) {
+        best = last;
+        best_digits = std::move(digits);
+      }
+    }
+    if (!best) {
+      ++start;
+      continue;
+    }
+    out.push_back({groups[start].begin, groups[*best].end, std::move(best_digits), true});
+    start = *best + 1;
+  }
+}
+
 // The spellings of a digit that maskEveryCardNumber reads, each with the
 // spelling of '*' that replaces it (the same length).
 enum class DigitSpelling { kAscii, kPercent, kDoublePercent, kFullWidth, kPercentFullWidth,
@@ -328,28 +416,17 @@ bool luhnValid(std::string_view digits) {
 std::vector<CardCandidate> findCardCandidates(std::string_view text, bool encoded_separators,
                                               std::size_t min_digits) {
   std::vector<CardCandidate> out;
-  std::vector<DigitGroup> groups;
-  std::size_t pos = 0;
-  while (pos < text.size()) {
-    if (!isDigit(text[pos])) {
-      ++pos;
-      continue;
-    }
-    groups.clear();
-    while (true) {
-      std::size_t begin = pos;
-      while (pos < text.size() && isDigit(text[pos])) {
-        ++pos;
-      }
-      groups.push_back({begin, pos});
-      std::size_t separator = separatorLength(text, pos, encoded_separators);
-      if (separator == 0 || pos + separator >= text.size() || !isDigit(text[pos + separator])) {
-        break;
-      }
-      pos += separator;
-    }
+  forEachDigitRun(text, encoded_separators, [&](const std::vector<DigitGroup>& groups) {
     addRunCandidates(text, groups, min_digits, out);
-  }
+  });
+  return out;
+}
+
+std::vector<CardCandidate> findCardNumbersToMask(std::string_view text) {
+  std::vector<CardCandidate> out;
+  forEachDigitRun(text, true, [&](const std::vector<DigitGroup>& groups) {
+    addRunCardNumbers(text, groups, out);
+  });
   return out;
 }
 
@@ -374,10 +451,7 @@ std::optional<std::string> maskCardNumbers(std::string_view text) {
   }
 
   std::optional<std::string> masked;
-  for (const CardCandidate& candidate : findCardCandidates(text, true, kMinMaskedDigits)) {
-    if (!candidate.luhn_valid || candidate.digits.size() < kMinMaskedDigits) {
-      continue;
-    }
+  for (const CardCandidate& candidate : findCardNumbersToMask(text)) {
     if (!masked) {
       masked.emplace(text);
     }

@@ -33,12 +33,32 @@ std::vector<CardCandidate> findCardCandidates(std::string_view text, bool encode
 // Returns true when `digits` (ASCII digits only) passes the Luhn check.
 bool luhnValid(std::string_view digits);
 
-// Returns `text` with every Luhn-valid card number of 13 to 19 digits
+// Finds the card numbers in `text` that maskCardNumbers masks. A run of
+// digit groups is read as findCardCandidates reads it with encoded
+// separators. A card number is a stretch of whole groups of that run that
+//  - has 13 to 19 digits and passes the Luhn check,
+//  - starts with a card network's major industry identifier, 2 to 6
+//    (Visa 4, Mastercard 2 and 5, Amex 34 and 37, Diners 30, 36 and 38,
+//    Discover, UnionPay and JCB 6 and 35), and
+//  - is written in one group, as 4-6-5 (Amex) or 4-6-4 (Diners), or in
+//    groups of 4 with a last group of 1 to 4 digits (4-4-4-1 to 4-4-4-4-3).
+// From each group on, left to right, the longest such stretch is taken, and
+// the search goes on after it. So "18 4111 1111 1111 1111" yields the card
+// after the 18, while UUID tails ("b809-847100000279"), ISBNs
+// ("978-3-16-148409-4") and numbers that start with 0, 1, 7, 8 or 9 yield
+// nothing, even where they pass the Luhn check.
+// NOTE: so cards with first digit 1 (UATP airline cards) or 7 (petroleum
+// industry cards), and cards written in other groupings
+// ("4111-111111-111111") or glued to a digit ("04111111111111111") are not
+// found. maskEveryCardNumber, which the probe uses, masks them.
+std::vector<CardCandidate> findCardNumbersToMask(std::string_view text);
+
+// Returns `text` with every card number that findCardNumbersToMask finds
 // masked: the first 6 and the last 4 digits kept, the others replaced by
 // '*', separators left in place ("411111******1111"). Returns nullopt when
 // there is nothing to mask, so callers copy only the strings that change.
 // Only group-aligned numbers are masked, so that a caller can restore bare
-// JSON numbers that findCardCandidates reports. maskEveryCardNumber below
+// JSON numbers that findCardNumbersToMask reports. maskEveryCardNumber below
 // also finds numbers spelled to dodge this function.
 std::optional<std::string> maskCardNumbers(std::string_view text);
 
