@@ -60,6 +60,9 @@ PERSONA = SOURCE_DIR / "personas" / "apache-debian-php" / "persona.yaml"
 # runs overlap in time as sources that attack at once would.
 RUN_STAGGER = datetime.timedelta(seconds=2)
 BATCH_MAX = 500
+# Seconds to wait for a probe's inspection threads to catch up with the
+# requests of a scenario before the probe is stopped.
+INSPECTION_TIMEOUT = 300
 
 TOOL_VERSIONS = [
     ("hydra", ["hydra", "-h"], r"Hydra v[\d.]+"),
@@ -118,6 +121,25 @@ class Run:
                 "quiet": self.scenario.quiet}
 
 
+def wait_for_inspection(probe):
+    """Wait until the probe has a record for every request it handed to inspection.
+
+    A stopping probe inspects its queue for pipeline.drain_timeout (5 s) and
+    records the rest uninspected, without the rule matches that per-request
+    OAT tags come from. The inspection threads run at a higher nice value
+    than the threads that respond, so under load they can fall far behind a
+    flood or a scan.
+    """
+    def caught_up():
+        metrics = probe.metrics()
+        handed = metrics.get("webtrap_pipeline_jobs_total", 0)
+        recorded = (metrics.get("webtrap_records_written_total", 0)
+                    + metrics.get("webtrap_records_dropped_total", 0))
+        return recorded >= handed and metrics.get("webtrap_inspection_queue_depth", 0) == 0
+
+    wait_for(caught_up, INSPECTION_TIMEOUT, "the probe to inspect every request")
+
+
 def run_scenario(scenario, index, routes, workdir):
     run = Run(scenario, index)
     run.not_run = scenario.missing(routes)
@@ -132,6 +154,7 @@ def run_scenario(scenario, index, routes, workdir):
         context = Context(probe.http_port, folder, routes)
         try:
             scenario.driver(context)
+            wait_for_inspection(probe)
         except Exception as error:  # a failed run is reported, and the others still run
             run.error = f"{type(error).__name__}: {error}"
         run.secrets = context.secrets
