@@ -327,6 +327,9 @@ struct FileInput::OpenFile {
   std::size_t scanned = 0;        // leading bytes of `pending` known to hold no newline
   bool skipping = false;          // dropping the rest of an over-long line
   bool rotated = false;           // the path names another file now
+  // A copy that copytruncate made: logrotate wrote it whole before it
+  // truncated the file, and nothing appends to it.
+  bool complete = false;
   std::string head;               // the file's first bytes, up to kHeadBytes
   int quiet_polls = 0;            // polls at the end of a rotated file
   std::vector<char> buffer;
@@ -546,7 +549,7 @@ bool FileInput::openPath() {
     // The path names another file than the saved offset: it was rotated
     // while the collector was stopped. Finish the old file first.
     ::close(fd);
-    if (openRotatedRemainder(saved->inode, saved->offset)) {
+    if (openRotatedRemainder(saved->inode, saved->offset, saved->head)) {
       return true;
     }
     spdlog::warn("file input {}: the file of the saved offset (inode {}) is gone; reading the "
@@ -571,7 +574,8 @@ bool FileInput::openFresh() {
   return adoptFile(fd, static_cast<std::uint64_t>(info.st_ino), key_, 0, false);
 }
 
-bool FileInput::openRotatedRemainder(std::uint64_t inode, std::uint64_t offset) {
+bool FileInput::openRotatedRemainder(std::uint64_t inode, std::uint64_t offset,
+                                     const std::string& head) {
   std::filesystem::path folder = options_.path.parent_path();
   if (folder.empty()) {
     folder = ".";
@@ -588,6 +592,16 @@ bool FileInput::openRotatedRemainder(std::uint64_t inode, std::uint64_t offset) 
     }
     int fd = ::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
+      return false;
+    }
+    if (!head.empty() && readHead(fd, head.size()) != head) {
+      // The inode number was freed and reused, or the file was rewritten in
+      // place (`cp audit.log audit.log.1` onto an earlier copy), so the
+      // saved offset does not belong to its content.
+      spdlog::warn("file input {}: {} has the saved inode number {} but other first bytes, so "
+                   "it is another file; not reading it from the saved offset {}",
+                   key_, entry.path().string(), inode, offset);
+      ::close(fd);
       return false;
     }
     spdlog::info("file input {}: rotated while stopped; reading the rest of {} first", key_,
@@ -796,6 +810,7 @@ bool FileInput::openTruncatedCopy(const std::string& head, std::uint64_t offset,
   counters_->copies->inc();
   adoptFile(copy.fd, copy.inode, copy.path, offset, true);
   file_->skipping = skipping;
+  file_->complete = true;
   return true;
 }
 
@@ -849,7 +864,11 @@ bool FileInput::checkRotation() {
     spdlog::info("file input {}: the path names a new file; finishing {} first", key_,
                  file.path);
   }
-  if (++file.quiet_polls < kRotationQuietPolls) {
+  // A complete copy gets no more lines, so waiting at its end would only
+  // leave the file's new lines unread for a poll interval. A second
+  // truncation meanwhile would move them into a copy that the input cannot
+  // find, because it starts with other first bytes.
+  if (!file.complete && ++file.quiet_polls < kRotationQuietPolls) {
     return false;
   }
   // The old file is complete. A last line without a newline will never get

@@ -116,7 +116,10 @@ class FileInput {
   void discardUncommitted();
   void closeIfReplaced();
   bool openFresh();
-  bool openRotatedRemainder(std::uint64_t inode, std::uint64_t offset);
+  // Opens the file of a saved offset that the path no longer names, found
+  // by its inode in the same folder, unless its first bytes differ from
+  // `head`. Returns false when there is no such file.
+  bool openRotatedRemainder(std::uint64_t inode, std::uint64_t offset, const std::string& head);
   bool adoptFile(int fd, std::uint64_t inode, const std::string& path, std::uint64_t offset,
                  bool rotated);
   void closeFile();

@@ -354,6 +354,70 @@ TEST_F(FileInputTest, CopytruncateWhileStopped) {
   EXPECT_EQ(ids_, (Ids{"a", "b", "c"}));
 }
 
+TEST_F(FileInputTest, CopytruncateReadsFileInSamePoll) {
+  append(log_, recordLine("a") + "\n");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  append(log_, recordLine("b") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  append(log_, recordLine("c") + "\n");
+  // The copy is complete, so the poll that finds it reads the file too.
+  input.pollOnce();
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c"}));
+  struct stat info {};
+  ASSERT_EQ(::stat(log_.c_str(), &info), 0);
+  EXPECT_EQ(store_->fileOffset(log_.string())->inode, static_cast<std::uint64_t>(info.st_ino));
+}
+
+TEST_F(FileInputTest, TwoCopytruncatesOnePollApart) {
+  append(log_, recordLine("a") + "\n");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  append(log_, recordLine("b") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  append(log_, recordLine("c") + "\n");
+  input.pollOnce();
+  // The next rotation: "c" and "d" are only in the new audit.log.1.
+  fs::rename(dir_ / "audit.log.1", dir_ / "audit.log.2");
+  append(log_, recordLine("d") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  append(log_, recordLine("e") + "\n");
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c", "d", "e"}));
+  EXPECT_TRUE(rejected_.empty());
+}
+
+// The saved offset names a rotated file's inode, and the file with that
+// inode now has other content: the number was reused, or a hand-made
+// rotation copied the log onto the old copy. Its bytes past the saved offset
+// belong to another file and must not be read as the rest of the old one.
+TEST_F(FileInputTest, RotatedInodeWithOtherFirstBytesSkipped) {
+  append(log_, recordLine("a") + "\n" + recordLine("b") + "\n");
+  makeInput().pollOnce();
+  input_.reset();
+  const fs::path rotated = dir_ / "audit.log.1";
+  fs::rename(log_, rotated);
+  {
+    // Rewritten in place, so it keeps its inode, and longer than before.
+    std::ofstream stream(rotated, std::ios::binary | std::ios::trunc);
+    for (const char* id : {"x", "y", "z", "w"}) {
+      stream << recordLine(id) << "\n";
+    }
+  }
+  append(log_, recordLine("c") + "\n");
+  FileInput& input = makeInput();
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c"}));
+  EXPECT_TRUE(rejected_.empty());
+}
+
 TEST_F(FileInputTest, AppendsAfterShortHeadNotTruncation) {
   // A file shorter than the compared first bytes, then appended to.
   append(log_, "\n");
