@@ -39,6 +39,9 @@ struct IngestLimits {
   std::uint32_t read_timeout_ms = 30000;  // one whole request
   std::uint32_t idle_timeout_ms = 60000;  // keep-alive connection between requests
   std::uint32_t max_connections = 1024;
+  // Ingest slots (requests admitted and not yet answered) that one sensor
+  // may hold at once, so a sensor with slow bodies cannot take all of them.
+  std::uint32_t max_slots_per_sensor = 8;
 };
 
 // The shortest admin.token accepted with an admin listener on an address

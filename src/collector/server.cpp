@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <unordered_map>
 
 #include <sys/resource.h>
 
@@ -93,6 +94,9 @@ constexpr auto kAcceptErrorLogInterval = std::chrono::seconds(10);
 // At most one log line in this interval for requests rejected with 403
 // because their sensor is revoked or presented the wrong client certificate.
 constexpr auto kSensorRejectionLogInterval = std::chrono::seconds(10);
+// At most one log line in this interval for requests rejected with 503
+// because their sensor held limits.max_slots_per_sensor slots.
+constexpr auto kSensorBusyLogInterval = std::chrono::seconds(10);
 // File descriptors kept free for the store, log files, outputs and file
 // inputs when comparing limits.max_connections with RLIMIT_NOFILE (an
 // estimate, with headroom).
@@ -348,6 +352,16 @@ struct ServerCounters {
                             fmt::format("listener=\"{}\"", listener));
   }
 
+  // Ingest requests rejected with 503 because their sensor already held
+  // limits.max_slots_per_sensor slots. The label values are enrolled sensor
+  // ids, because only a valid token reaches the slot check.
+  Counter& sensorBusy(std::string_view sensor_id) {
+    return registry.counter("webtrap_collector_sensor_requests_busy_total",
+                            "Ingest requests rejected with 503 because their sensor already held "
+                            "limits.max_slots_per_sensor ingest slots, by sensor",
+                            fmt::format("sensor=\"{}\"", escapeLabelValue(sensor_id)));
+  }
+
   // Ingest requests rejected although their token belongs to an enrolled
   // sensor: reason "revoked" or "certificate".
   Counter& sensorRejected(std::string_view reason) {
@@ -509,33 +523,48 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   AcceptBackoff admin_backoff;
   std::mutex rejection_log_mutex;
   LogThrottle rejection_log{kSensorRejectionLogInterval};
+  LogThrottle sensor_busy_log{kSensorBusyLogInterval};
 
   PublishedReadSlots published_slots;
 
   std::mutex in_flight_mutex;
   std::condition_variable in_flight_done;
   std::uint32_t in_flight = 0;
+  // Slots held per sensor id, counted in `in_flight` too. A sensor leaves
+  // the map when it holds none, so the map stays as small as the number of
+  // sensors with a request in flight. Guarded by in_flight_mutex.
+  std::unordered_map<std::string, std::uint32_t> slots_by_sensor;
   // Set under in_flight_mutex, read without it where a stale value is harmless.
   std::atomic<bool> stopping{false};
 
-  enum class Admission { kAdmitted, kBusy, kStopping };
+  enum class Admission { kAdmitted, kBusy, kSensorBusy, kStopping };
 
-  // Reserves a slot for one request from the end of its header until its
-  // response is written. Returns kBusy when every slot is taken, so the
-  // request gets 503 before its body is read. This bounds bodies in memory
-  // to the slot count times limits.max_body_bytes plus
-  // limits.max_decompressed_bytes. Returns kStopping once stopAccepting()
-  // or drain() has run, so no work reaches the workers after drain() saw
-  // no slot in use.
-  Admission beginWork() {
+  // Reserves a slot for one request of `sensor_id` from the end of its
+  // header until its response is written. Returns kSensorBusy when the
+  // sensor already holds limits.max_slots_per_sensor slots, and kBusy when
+  // every slot is taken, so the request gets 503 before its body is read.
+  // The slot count bounds bodies in memory to the slot count times
+  // limits.max_body_bytes plus limits.max_decompressed_bytes. The
+  // per-sensor cap keeps one sensor (a stolen token sending bodies a byte
+  // at a time) from holding every slot for limits.read_timeout. Returns
+  // kStopping once stopAccepting() or drain() has run, so no work reaches
+  // the workers after drain() saw no slot in use. Each kAdmitted needs one
+  // endWork() with the same sensor id.
+  Admission beginWork(const std::string& sensor_id) {
     std::lock_guard lock(in_flight_mutex);
     if (stopping.load()) {
       return Admission::kStopping;
+    }
+    auto sensor_slots = slots_by_sensor.find(sensor_id);
+    if (sensor_slots != slots_by_sensor.end() &&
+        sensor_slots->second >= options.limits.max_slots_per_sensor) {
+      return Admission::kSensorBusy;
     }
     if (in_flight >= options.ingest_workers * kQueuedRequestsPerWorker) {
       return Admission::kBusy;
     }
     ++in_flight;
+    ++slots_by_sensor[sensor_id];
     counters.in_flight.set(in_flight);
     return Admission::kAdmitted;
   }
@@ -545,11 +574,40 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     stopping.store(true);
   }
 
-  void endWork() {
+  void endWork(const std::string& sensor_id) {
     std::lock_guard lock(in_flight_mutex);
     --in_flight;
+    auto sensor_slots = slots_by_sensor.find(sensor_id);
+    if (sensor_slots != slots_by_sensor.end() && --sensor_slots->second == 0) {
+      slots_by_sensor.erase(sensor_slots);
+    }
     counters.in_flight.set(in_flight);
     in_flight_done.notify_all();
+  }
+
+  // Counts and logs a request rejected because `sensor_id` held its share of
+  // the ingest slots, and returns its 503. The log has at most one line per
+  // kSensorBusyLogInterval for all sensors together.
+  Response sensorBusy(const Request& request, const std::string& sensor_id) {
+    counters.sensorBusy(sensor_id).inc();
+    std::uint32_t max_slots = options.limits.max_slots_per_sensor;
+    {
+      std::lock_guard lock(rejection_log_mutex);
+      if (sensor_busy_log.admit()) {
+        spdlog::warn("collector: sensor \"{}\" holds limits.max_slots_per_sensor ({}) ingest "
+                     "slots; rejected a further request with 503 ({} such rejections since the "
+                     "last message). Many slow requests with one token can mean the token was "
+                     "stolen",
+                     sensor_id, max_slots, sensor_busy_log.takeSuppressed() + 1);
+      }
+    }
+    auto response = jsonError(
+        request, http::status::service_unavailable,
+        fmt::format("sensor \"{}\" already has {} requests in progress, the limit "
+                    "limits.max_slots_per_sensor; retry after one of them is answered",
+                    sensor_id, max_slots));
+    response.set(http::field::retry_after, "1");
+    return response;
   }
 
   // Looks up a sensor by token in the store on every request (one indexed
@@ -1309,7 +1367,13 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
       reject(std::move(*rejection));
       return;
     }
-    auto admission = impl_->beginWork();
+    auto admission = impl_->beginWork(source_.sensor_id);
+    if (admission == CollectorServer::Impl::Admission::kSensorBusy) {
+      auto response = impl_->sensorBusy(head, source_.sensor_id);
+      impl_->counters.response(endpoint_, 503).inc();
+      reject(std::move(response));
+      return;
+    }
     if (admission == CollectorServer::Impl::Admission::kBusy) {
       auto response = jsonError(head, http::status::service_unavailable,
                                 "the collector is busy; retry later");
@@ -1328,6 +1392,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
       return;
     }
     holds_slot_ = true;
+    slot_sensor_ = source_.sensor_id;
     // checkIngestHeader() rejected a longer Content-Length. This limit
     // covers chunked bodies, which Beast checks chunk by chunk.
     parser_->body_limit(limits().max_body_bytes);
@@ -1411,11 +1476,14 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
     send(std::move(response), true);
   }
 
-  // Frees this connection's ingest slot, if it has one.
+  // Frees this connection's ingest slot, if it has one, and its sensor's
+  // share. Every path that ends an admitted request comes here: the written
+  // response, a failed body read (timeout, reset, limit), a failed
+  // 100-continue write, and the destructor.
   void releaseSlot() {
     if (holds_slot_) {
       holds_slot_ = false;
-      impl_->endWork();
+      impl_->endWork(slot_sensor_);
     }
   }
 
@@ -1499,6 +1567,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
   std::uint64_t discarded_ = 0;
   std::uint32_t requests_ = 0;
   bool holds_slot_ = false;
+  // The sensor whose share the slot counts against, kept apart from source_,
+  // which the next request on this connection overwrites.
+  std::string slot_sensor_;
   std::shared_ptr<void> published_slot_;  // held while a published file is sent
   IngestSource source_;
   std::string_view endpoint_ = "other";

@@ -84,6 +84,19 @@ TEST(CollectorConfig, ParsesMaxRecordBytes) {
               HasSubstr("limits.max_record_bytes"));
 }
 
+TEST(CollectorConfig, ParsesMaxSlotsPerSensor) {
+  EXPECT_EQ(loadCollectorConfig({}).limits.max_slots_per_sensor, 8u);
+  CollectorConfig config =
+      parseCollectorConfig("limits: {max_slots_per_sensor: 2}\n", "test.yaml");
+  EXPECT_EQ(config.limits.max_slots_per_sensor, 2u);
+  EXPECT_THAT(parseError("limits: {max_slots_per_sensor: 0}\n"),
+              HasSubstr("limits.max_slots_per_sensor: invalid value 0; use a count from 1"));
+  EXPECT_THAT(parseError("limits: {max_slots_per_sensor: 2000000}\n"),
+              HasSubstr("limits.max_slots_per_sensor: invalid value 2000000"));
+  EXPECT_THAT(parseError("limits: {max_slots_per_sensor: many}\n"),
+              HasSubstr("limits.max_slots_per_sensor"));
+}
+
 TEST(CollectorConfig, NetworkAdminListenerNeedsLongToken) {
   EXPECT_THAT(parseError("admin: {listen: 0.0.0.0:9102, token: short-token}\n"),
               HasSubstr("admin.token: 11 characters is too short for an admin listener on "
