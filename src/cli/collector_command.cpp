@@ -252,6 +252,22 @@ class NewStoreRemoval {
     if (kept_ || !lock_.created) {
       return;
     }
+    // The path is removed, not the locked file, so it must still name the
+    // file that this start created: a store moved there meanwhile stays.
+    struct stat created {};
+    struct stat current {};
+    if (::fstat(lock_.handle->fd, &created) != 0 || ::stat(lock_.path.c_str(), &current) != 0 ||
+        created.st_dev != current.st_dev || created.st_ino != current.st_ino) {
+      // SQLite skips the checkpoint and keeps the WAL when the database
+      // file was moved (seen with SQLite 3.40), and the next open would read
+      // this start's empty pages from that WAL over the store now there.
+      removeOwnFile("-wal", wal_);
+      removeOwnFile("-shm", shm_);
+      spdlog::warn("store {}: kept, although the collector did not start, because the path no "
+                   "longer names the store file that this start created",
+                   lock_.path.string());
+      return;
+    }
     std::error_code ec;
     for (const char* suffix : {"-wal", "-shm", ""}) {
       std::filesystem::path file = lock_.path;
@@ -263,9 +279,82 @@ class NewStoreRemoval {
   }
   void keep() { kept_ = true; }
 
+  // Notes the WAL and shared-memory files of the new store, once SQLite
+  // has made them.
+  void noteStoreFiles() {
+    wal_ = fileIdentity("-wal");
+    shm_ = fileIdentity("-shm");
+  }
+
+  // Keeps the new store when a sensor was enrolled in it during this start:
+  // `enrol` runs beside the service and takes no lock. Only the service
+  // itself stores events and dead letters. NOTE: an enrolment that commits
+  // between this check and the removal is still lost.
+  void keepIfWritten(const Store& store) noexcept {
+    if (kept_ || !lock_.created) {
+      return;
+    }
+    try {
+      if (store.sensors().empty()) {
+        return;
+      }
+      spdlog::warn("store {}: kept, although the collector did not start, because a sensor "
+                   "was enrolled in it meanwhile",
+                   lock_.path.string());
+    } catch (const std::exception& error) {
+      spdlog::warn("store {}: kept, although the collector did not start, because reading it "
+                   "failed: {}",
+                   lock_.path.string(), error.what());
+    }
+    kept_ = true;
+  }
+
  private:
+  // A file's device and inode numbers, or nothing when it does not exist.
+  using FileIdentity = std::optional<std::pair<dev_t, ino_t>>;
+
+  FileIdentity fileIdentity(const char* suffix) const {
+    std::filesystem::path file = lock_.path;
+    file += suffix;
+    struct stat info {};
+    if (::stat(file.c_str(), &info) != 0) {
+      return std::nullopt;
+    }
+    return std::make_pair(info.st_dev, info.st_ino);
+  }
+
+  // Removes the store's file with `suffix` if it is still the one noted.
+  void removeOwnFile(const char* suffix, const FileIdentity& noted) const {
+    if (noted && fileIdentity(suffix) == noted) {
+      std::filesystem::path file = lock_.path;
+      file += suffix;
+      std::error_code ec;
+      std::filesystem::remove(file, ec);
+    }
+  }
+
   const StoreFileLock& lock_;
   bool kept_ = false;
+  FileIdentity wal_;
+  FileIdentity shm_;
+};
+
+// Notes the new store's WAL files once the store is open, and calls
+// NewStoreRemoval::keepIfWritten() when the start fails, while the store is
+// still open: declared after the store, it is destroyed first.
+class NewStoreWriteCheck {
+ public:
+  NewStoreWriteCheck(NewStoreRemoval& removal, const Store& store)
+      : removal_(removal), store_(store) {
+    removal_.noteStoreFiles();
+  }
+  NewStoreWriteCheck(const NewStoreWriteCheck&) = delete;
+  NewStoreWriteCheck& operator=(const NewStoreWriteCheck&) = delete;
+  ~NewStoreWriteCheck() { removal_.keepIfWritten(store_); }
+
+ private:
+  NewStoreRemoval& removal_;
+  const Store& store_;
 };
 
 // Throws unless the store exists. For a command that works on an existing
@@ -437,6 +526,7 @@ int runCollector(const CollectorOptions& options) {
   // Declared before the store, so it runs after the store is closed.
   NewStoreRemoval new_store_removal(store_file_lock);
   auto store = openStore(config);
+  NewStoreWriteCheck new_store_write_check(new_store_removal, *store);
   OutputSet outputs(config, *store, metrics);
   BehaviourTagger behaviour(behaviourOptions(config), metrics);
   // Set below, before the server starts and ingest can commit. Each commit

@@ -11,7 +11,8 @@ its NDJSON output. Then:
   once its lock file is deleted, meet at the lock on the store file itself;
 - a collector with its own store that cannot start (a port in use, a
   missing GeoIP database, a bad certificate, an output that cannot write)
-  leaves no store behind;
+  leaves no store behind, but keeps one in which a sensor was enrolled
+  during its start, and one moved onto its store path during its start;
 - rewind fails while the collector runs, naming the running collector;
 - after the stop, rewind --from-seq 41 moves the output's cursor to 40, and
   the next start sends events 41 to 60 again, so the file has 80 lines;
@@ -65,6 +66,49 @@ def output_ids(path):
 def stop(collector):
     collector.send_signal(signal.SIGTERM)
     check(collector.wait(timeout=30) == 0, f"collector exit status {collector.returncode}")
+
+
+def hold_start_at_certificate(folder, name):
+    """Start a collector whose tls.certificate is a named pipe, and return
+    (process, pipe descriptor, config, store path) once the collector has
+    made its store and waits to read the certificate. Writing garbage to the
+    pipe and closing it makes the start fail."""
+    case = folder / name
+    case.mkdir()
+    pipe = case / "certificate.pem"
+    os.mkfifo(pipe)
+    case_config = case / "collector.yaml"
+    case_config.write_text(f"listen: 127.0.0.1:0\nadmin: {{listen: \"\"}}\n"
+                           f"state_dir: {case}/state\n"
+                           f"tls: {{certificate: {pipe}, private_key: {pipe}}}\n")
+    process = subprocess.Popen([BIN, "collector", "--config", str(case_config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    writer = None
+
+    def reading_certificate():
+        # Opening the writing end without blocking works once a reader has
+        # the pipe open, and the certificate is read after the store is made.
+        nonlocal writer
+        try:
+            writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return process.poll() is not None
+        return True
+
+    wait_for(reading_certificate, timeout=30, what=f"the {name} collector to read its certificate")
+    if writer is None:
+        raise AssertionError(f"the {name} collector exited at its start: {process.stderr.read()}")
+    return process, writer, case_config, case / "state" / "store.sqlite"
+
+
+def fail_held_start(process, writer):
+    """Make a held start fail on its certificate; return its standard error."""
+    os.write(writer, b"not a certificate\n")
+    os.close(writer)
+    _, errors = process.communicate(timeout=30)
+    check(process.returncode == 2 and "tls.certificate" in errors,
+          f"a collector with a bad certificate: {process.returncode} {errors}")
+    return errors
 
 
 def main():
@@ -136,6 +180,8 @@ outputs:
         check(second.returncode == 2 and "is in use by another collector" in second.stderr,
               f"a second collector beside one started through a link to a new store: "
               f"{second.returncode} {second.stderr}")
+        # A SIGTERM before the collector has started ends it with status -15.
+        collector_ports(collector, folder)
         stop(collector)
         (folder / "ports.json").unlink(missing_ok=True)
 
@@ -183,6 +229,30 @@ outputs:
             check(second.returncode == 2 and expected in second.stderr and not left_behind,
                   f"a collector with the {name} case: {second.returncode} {second.stderr}, "
                   f"store left behind: {left_behind}")
+
+        # A failed start removes only the store file that it created, and
+        # none that got data from elsewhere during the start: a sensor
+        # enrolled beside it, or a store moved onto its path.
+        process, writer, held_config, held_store = hold_start_at_certificate(folder, "enrolled")
+        status, _, errors = command(held_config, "enrol", "--sensor-id", "held1")
+        check(status == 0, f"enrol beside a starting collector: {status} {errors}")
+        fail_held_start(process, writer)
+        status, listed, errors = command(held_config, "sensors")
+        check(held_store.exists() and status == 0 and "held1" in listed,
+              f"a sensor enrolled during a failed start: store kept {held_store.exists()}, "
+              f"sensors {status} {listed} {errors}")
+
+        process, writer, held_config, held_store = hold_start_at_certificate(folder, "moved")
+        moved_config = folder / "moved-source.yaml"
+        moved_config.write_text(f"state_dir: {folder}/moved-source\n")
+        status, _, errors = command(moved_config, "enrol", "--sensor-id", "moved1")
+        check(status == 0, f"enrol into the store to move: {status} {errors}")
+        os.rename(folder / "moved-source" / "store.sqlite", held_store)
+        fail_held_start(process, writer)
+        status, listed, errors = command(held_config, "sensors")
+        check(held_store.exists() and status == 0 and "moved1" in listed,
+              f"a store moved onto the path during a failed start: store kept "
+              f"{held_store.exists()}, sensors {status} {listed} {errors}")
 
         # The same store through a symbolic link to its file shares the lock.
         (folder / "link.sqlite").symlink_to(folder / "state" / "store.sqlite")
