@@ -201,8 +201,8 @@ const std::vector<Option>& options() {
          c.limits.max_connections = static_cast<std::uint32_t>(connections);
        }},
       {"limits.max_slots_per_sensor", "count", "8",
-       "Ingest requests one sensor token may have admitted and not yet answered at once, out "
-       "of the collector's 32 ingest slots; a further request with that token gets 503 with "
+       "Ingest requests of one sensor token whose bodies are being received at once, out of "
+       "the collector's 32 ingest slots; a further request with that token gets 503 with "
        "Retry-After, so one sensor sending bodies slowly cannot take every slot. From 1 to "
        "1048576; 32 or more turns this limit off.",
        [](CollectorConfig& c, const std::string& v) {
@@ -211,8 +211,7 @@ const std::vector<Option>& options() {
                       "a count from 1 to 1048576");
          c.limits.max_slots_per_sensor = static_cast<std::uint32_t>(slots);
        }},
-      {"inputs.probe.enabled", "bool", "true",
-       "Accept probe batches on POST /v1/records.",
+      {"inputs.probe.enabled", "bool", "true", "Accept probe batches on POST /v1/records.",
        setBool(&CollectorConfig::probe_input, "inputs.probe.enabled")},
       {"inputs.modsecurity_http.enabled", "bool", "true",
        "Accept libmodsecurity `SecAuditLogType HTTPS` records on POST /v1/modsecurity.",

@@ -95,7 +95,7 @@ constexpr auto kAcceptErrorLogInterval = std::chrono::seconds(10);
 // because their sensor is revoked or presented the wrong client certificate.
 constexpr auto kSensorRejectionLogInterval = std::chrono::seconds(10);
 // At most one log line in this interval for requests rejected with 503
-// because their sensor held limits.max_slots_per_sensor slots.
+// because their sensor was sending limits.max_slots_per_sensor bodies.
 constexpr auto kSensorBusyLogInterval = std::chrono::seconds(10);
 // File descriptors kept free for the store, log files, outputs and file
 // inputs when comparing limits.max_connections with RLIMIT_NOFILE (an
@@ -352,14 +352,15 @@ struct ServerCounters {
                             fmt::format("listener=\"{}\"", listener));
   }
 
-  // Ingest requests rejected with 503 because their sensor already held
-  // limits.max_slots_per_sensor slots. The label values are enrolled sensor
+  // Ingest requests rejected with 503 because their sensor already sent
+  // limits.max_slots_per_sensor request bodies. The label values are enrolled sensor
   // ids, because only a valid token reaches the slot check.
   Counter& sensorBusy(std::string_view sensor_id) {
-    return registry.counter("webtrap_collector_sensor_requests_busy_total",
-                            "Ingest requests rejected with 503 because their sensor already held "
-                            "limits.max_slots_per_sensor ingest slots, by sensor",
-                            fmt::format("sensor=\"{}\"", escapeLabelValue(sensor_id)));
+    return registry.counter(
+        "webtrap_collector_sensor_requests_busy_total",
+        "Ingest requests rejected with 503 because their sensor was already sending "
+        "limits.max_slots_per_sensor request bodies, by sensor",
+        fmt::format("sensor=\"{}\"", escapeLabelValue(sensor_id)));
   }
 
   // Ingest requests rejected although their token belongs to an enrolled
@@ -530,9 +531,10 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   std::mutex in_flight_mutex;
   std::condition_variable in_flight_done;
   std::uint32_t in_flight = 0;
-  // Slots held per sensor id, counted in `in_flight` too. A sensor leaves
-  // the map when it holds none, so the map stays as small as the number of
-  // sensors with a request in flight. Guarded by in_flight_mutex.
+  // Requests per sensor id whose bodies are being received, counted in
+  // `in_flight` too. A sensor leaves the map when it has none, so the map
+  // stays as small as the number of sensors sending a body. Guarded by
+  // in_flight_mutex.
   std::unordered_map<std::string, std::uint32_t> slots_by_sensor;
   // Set under in_flight_mutex, read without it where a stale value is harmless.
   std::atomic<bool> stopping{false};
@@ -541,15 +543,17 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
 
   // Reserves a slot for one request of `sensor_id` from the end of its
   // header until its response is written. Returns kSensorBusy when the
-  // sensor already holds limits.max_slots_per_sensor slots, and kBusy when
-  // every slot is taken, so the request gets 503 before its body is read.
-  // The slot count bounds bodies in memory to the slot count times
-  // limits.max_body_bytes plus limits.max_decompressed_bytes. The
+  // sensor already has limits.max_slots_per_sensor bodies being received,
+  // and kBusy when every slot is taken, so the request gets 503 before its
+  // body is read. The slot count bounds bodies in memory to the slot count
+  // times limits.max_body_bytes plus limits.max_decompressed_bytes. The
   // per-sensor cap keeps one sensor (a stolen token sending bodies a byte
-  // at a time) from holding every slot for limits.read_timeout. Returns
+  // at a time) from holding every slot for limits.read_timeout. It counts
+  // only the body's transfer, so a web server whose many workers post
+  // records at once is not held to it while the workers decode. Returns
   // kStopping once stopAccepting() or drain() has run, so no work reaches
   // the workers after drain() saw no slot in use. Each kAdmitted needs one
-  // endWork() with the same sensor id.
+  // endBodyRead() with the same sensor id and one endWork().
   Admission beginWork(const std::string& sensor_id) {
     std::lock_guard lock(in_flight_mutex);
     if (stopping.load()) {
@@ -574,13 +578,19 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     stopping.store(true);
   }
 
-  void endWork(const std::string& sensor_id) {
+  // Ends the body transfer of a request of `sensor_id` (received whole or
+  // failed), which frees its share of the sensor's cap.
+  void endBodyRead(const std::string& sensor_id) {
     std::lock_guard lock(in_flight_mutex);
-    --in_flight;
     auto sensor_slots = slots_by_sensor.find(sensor_id);
     if (sensor_slots != slots_by_sensor.end() && --sensor_slots->second == 0) {
       slots_by_sensor.erase(sensor_slots);
     }
+  }
+
+  void endWork() {
+    std::lock_guard lock(in_flight_mutex);
+    --in_flight;
     counters.in_flight.set(in_flight);
     in_flight_done.notify_all();
   }
@@ -594,18 +604,19 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     {
       std::lock_guard lock(rejection_log_mutex);
       if (sensor_busy_log.admit()) {
-        spdlog::warn("collector: sensor \"{}\" holds limits.max_slots_per_sensor ({}) ingest "
-                     "slots; rejected a further request with 503 ({} such rejections since the "
-                     "last message). Many slow requests with one token can mean the token was "
-                     "stolen",
-                     sensor_id, max_slots, sensor_busy_log.takeSuppressed() + 1);
+        spdlog::warn(
+            "collector: sensor \"{}\" is sending limits.max_slots_per_sensor ({}) "
+            "request bodies; rejected a further request with 503 ({} such rejections since the "
+            "last message). Many slow requests with one token can mean the token was "
+            "stolen",
+            sensor_id, max_slots, sensor_busy_log.takeSuppressed() + 1);
       }
     }
-    auto response = jsonError(
-        request, http::status::service_unavailable,
-        fmt::format("sensor \"{}\" already has {} requests in progress, the limit "
-                    "limits.max_slots_per_sensor; retry after one of them is answered",
-                    sensor_id, max_slots));
+    auto response =
+        jsonError(request, http::status::service_unavailable,
+                  fmt::format("sensor \"{}\" is already sending {} request bodies, the limit "
+                              "limits.max_slots_per_sensor; retry after one of them is received",
+                              sensor_id, max_slots));
     response.set(http::field::retry_after, "1");
     return response;
   }
@@ -1392,6 +1403,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
       return;
     }
     holds_slot_ = true;
+    reads_body_ = true;
     slot_sensor_ = source_.sensor_id;
     // checkIngestHeader() rejected a longer Content-Length. This limit
     // covers chunked bodies, which Beast checks chunk by chunk.
@@ -1428,6 +1440,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
   }
 
   void onIngestBody(beast::error_code ec) {
+    endBodyRead();
     if (ec) {
       releaseSlot();
       handleReadError(ec);
@@ -1481,9 +1494,18 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
   // response, a failed body read (timeout, reset, limit), a failed
   // 100-continue write, and the destructor.
   void releaseSlot() {
+    endBodyRead();
     if (holds_slot_) {
       holds_slot_ = false;
-      impl_->endWork(slot_sensor_);
+      impl_->endWork();
+    }
+  }
+
+  // Frees the sensor's share of the slot once the body is in, or failed.
+  void endBodyRead() {
+    if (reads_body_) {
+      reads_body_ = false;
+      impl_->endBodyRead(slot_sensor_);
     }
   }
 
@@ -1567,6 +1589,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
   std::uint64_t discarded_ = 0;
   std::uint32_t requests_ = 0;
   bool holds_slot_ = false;
+  bool reads_body_ = false;  // counted in the sensor's share of the slots
   // The sensor whose share the slot counts against, kept apart from source_,
   // which the next request on this connection overwrites.
   std::string slot_sensor_;
