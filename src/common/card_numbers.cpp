@@ -80,6 +80,41 @@ std::string joinDigits(std::string_view text, const std::vector<DigitGroup>& gro
   return digits;
 }
 
+// Adds, left to right, the longest Luhn-valid stretch of whole groups with
+// kMinMaskedDigits to kMaxCardDigits digits that starts at a group and for
+// which `accept(first, last)` is true. The search goes on after each
+// stretch it adds.
+template <typename Accept>
+void addLuhnStretches(std::string_view text, const std::vector<DigitGroup>& groups, Accept accept,
+                      std::vector<CardCandidate>& out) {
+  std::size_t start = 0;
+  while (start < groups.size()) {
+    std::size_t count = 0;
+    std::optional<std::size_t> best;
+    std::string best_digits;
+    for (std::size_t last = start; last < groups.size(); ++last) {
+      count += groups[last].end - groups[last].begin;
+      if (count > kMaxCardDigits) {
+        break;
+      }
+      if (count < kMinMaskedDigits || !accept(start, last)) {
+        continue;
+      }
+      std::string digits = joinDigits(text, groups, start, last);
+      if (luhnValid(digits)) {
+        best = last;
+        best_digits = std::move(digits);
+      }
+    }
+    if (!best) {
+      ++start;
+      continue;
+    }
+    out.push_back({groups[start].begin, groups[*best].end, std::move(best_digits), true});
+    start = *best + 1;
+  }
+}
+
 // Adds the candidates of one run of digit groups (see findCardCandidates).
 void addRunCandidates(std::string_view text, const std::vector<DigitGroup>& groups,
                       std::size_t min_digits, std::vector<CardCandidate>& out) {
@@ -99,34 +134,10 @@ void addRunCandidates(std::string_view text, const std::vector<DigitGroup>& grou
   }
 
   // Longest Luhn-valid stretches of whole groups, left to right.
-  bool found = false;
-  std::size_t start = 0;
-  while (start < groups.size()) {
-    std::size_t count = 0;
-    std::optional<std::size_t> best;
-    std::string best_digits;
-    for (std::size_t last = start; last < groups.size(); ++last) {
-      count += groups[last].end - groups[last].begin;
-      if (count > kMaxCardDigits) {
-        break;
-      }
-      if (count >= kMinMaskedDigits) {
-        std::string digits = joinDigits(text, groups, start, last);
-        if (luhnValid(digits)) {
-          best = last;
-          best_digits = std::move(digits);
-        }
-      }
-    }
-    if (!best) {
-      ++start;
-      continue;
-    }
-    out.push_back({groups[start].begin, groups[*best].end, std::move(best_digits), true});
-    found = true;
-    start = *best + 1;
-  }
-  if (!found && whole) {
+  const std::size_t before = out.size();
+  addLuhnStretches(
+      text, groups, [](std::size_t, std::size_t) { return true; }, out);
+  if (out.size() == before && whole) {
     out.push_back(std::move(*whole));
   }
 }
@@ -187,36 +198,13 @@ bool isCardGrouping(const std::vector<DigitGroup>& groups, std::size_t first, st
 // findCardNumbersToMask).
 void addRunCardNumbers(std::string_view text, const std::vector<DigitGroup>& groups,
                        std::vector<CardCandidate>& out) {
-  std::size_t start = 0;
-  while (start < groups.size()) {
-    if (!hasCardNetworkDigit(text[groups[start].begin])) {
-      ++start;
-      continue;
-    }
-    std::size_t count = 0;
-    std::optional<std::size_t> best;
-    std::string best_digits;
-    for (std::size_t last = start; last < groups.size(); ++last) {
-      count += groups[last].end - groups[last].begin;
-      if (count > kMaxCardDigits) {
-        break;
-      }
-      if (count < kMinMaskedDigits || !isCardGrouping(groups, start, last)) {
-        continue;
-      }
-      std::string digits = joinDigits(text, groups, start, last);
-      if (luhnValid(digits)) {
-        best = last;
-        best_digits = std::move(digits);
-      }
-    }
-    if (!best) {
-      ++start;
-      continue;
-    }
-    out.push_back({groups[start].begin, groups[*best].end, std::move(best_digits), true});
-    start = *best + 1;
-  }
+  addLuhnStretches(
+      text, groups,
+      [&](std::size_t first, std::size_t last) {
+        return hasCardNetworkDigit(text[groups[first].begin]) &&
+               isCardGrouping(groups, first, last);
+      },
+      out);
 }
 
 // The spellings of a digit that maskEveryCardNumber reads, each with the
