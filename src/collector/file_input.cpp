@@ -312,6 +312,7 @@ struct FileInput::Counters {
   Counter* copies = nullptr;
   Counter* errors = nullptr;
   Gauge* offset = nullptr;
+  Gauge* cannot_open = nullptr;
 };
 
 // The file being read. Offsets are byte positions in that file.
@@ -377,6 +378,11 @@ FileInput::FileInput(FileInputOptions options, Store& store, FileBatchHandler ha
   counters_->errors = &metrics.counter("webtrap_collector_file_errors_total",
                                        "Read errors and batches the collector failed to commit",
                                        labels);
+  counters_->cannot_open = &metrics.gauge(
+      "webtrap_collector_file_open_failing",
+      "1 while the path names no readable regular file (missing, a folder, no permission), "
+      "else 0",
+      labels);
   counters_->offset = &metrics.gauge("webtrap_collector_file_offset_bytes",
                                      "Byte offset committed in the file being read", labels);
 }
@@ -486,6 +492,7 @@ void FileInput::closeIfReplaced() {
 }
 
 void FileInput::reportOpenProblem(const std::string& problem) {
+  counters_->cannot_open->set(1);
   // Logged when the reason changes, not on every poll.
   if (problem != open_problem_) {
     spdlog::warn("file input {}: cannot open: {}; trying again every {} ms", key_, problem,
@@ -503,6 +510,7 @@ bool FileInput::openPath() {
     return false;
   }
   open_problem_.clear();
+  counters_->cannot_open->set(0);
   auto inode = static_cast<std::uint64_t>(info.st_ino);
   auto size = static_cast<std::uint64_t>(info.st_size);
 
@@ -571,6 +579,7 @@ bool FileInput::openFresh() {
     return false;
   }
   open_problem_.clear();
+  counters_->cannot_open->set(0);
   return adoptFile(fd, static_cast<std::uint64_t>(info.st_ino), key_, 0, false);
 }
 
@@ -792,10 +801,14 @@ void FileInput::checkFirstBytes() {
   // Truncated and written past the old offset again since the last poll:
   // the size does not show it, the first bytes do. Checked before reading,
   // which would otherwise go on from the old offset in the new text.
-  // NOTE: a new file that starts with the same kHeadBytes looks unchanged.
-  spdlog::warn("file input {}: its first bytes changed, so it was truncated and written again; "
-               "reading from the beginning",
-               key_);
+  // NOTE: a new file that starts with the same kHeadBytes looks unchanged,
+  // and a file that was empty at the last poll has no first bytes to
+  // compare, so a copytruncate before the next poll loses its copy's lines.
+  // A routine copytruncate ends here too, so this is no warning.
+  spdlog::info(
+      "file input {}: its first bytes changed or are gone, so it was truncated; "
+      "reading from the beginning",
+      key_);
   restartFile();
 }
 
@@ -878,7 +891,10 @@ bool FileInput::checkRotation() {
     file.batch_end = file.read_offset;
     flushBatch();
   }
-  counters_->rotations->inc();
+  // A copytruncate copy was counted as a truncation.
+  if (!file.complete) {
+    counters_->rotations->inc();
+  }
   spdlog::info("file input {}: finished {} at offset {}", key_, file.path, file.read_offset);
   closeFile();
   if (openFresh()) {

@@ -296,6 +296,12 @@ TEST_F(FileInputTest, CopytruncateReadsRestOfCopy) {
     input.pollOnce();
   }
   EXPECT_EQ(ids_, (Ids{"a", "b", "c", "d"}));
+  // A copytruncate is a truncation, not a rotation.
+  EXPECT_EQ(
+      metrics_
+          .counter("webtrap_collector_file_rotations_total", "", "path=\"" + log_.string() + "\"")
+          .value(),
+      0u);
   EXPECT_EQ(metrics_
                 .counter("webtrap_collector_file_truncated_copies_total", "",
                          "path=\"" + log_.string() + "\"")
@@ -552,9 +558,12 @@ TEST_F(FileInputTest, BatchesBoundedByBytes) {
 
 TEST_F(FileInputTest, MissingFileWaits) {
   FileInput& input = makeInput();
+  const std::string labels = "path=\"" + log_.string() + "\"";
   EXPECT_EQ(input.pollOnce(), 0u);
+  EXPECT_EQ(metrics_.gauge("webtrap_collector_file_open_failing", "", labels).value(), 1);
   append(log_, recordLine("a") + "\n");
   EXPECT_EQ(input.pollOnce(), 1u);
+  EXPECT_EQ(metrics_.gauge("webtrap_collector_file_open_failing", "", labels).value(), 0);
 }
 
 TEST_F(FileInputTest, FolderAtPathWaits) {
