@@ -1236,7 +1236,7 @@ void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
       command->add_subcommand("enrol", "Enrol a sensor: make its token and print the probe "
                                        "configuration lines");
   enrol->add_option("--sensor-id", options->sensor_id, "Sensor id, such as web1")->required();
-  enrol->add_option("--group", options->group, "Sensor group");
+  enrol->add_option("--group", options->group, "Sensor group (default: \"default\")");
   enrol->add_option("--url", options->collector_url,
                     "Collector URL the sensor reaches, such as https://collector.example:7380 "
                     "(default: from `listen`)");

@@ -614,9 +614,9 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     }
     auto response =
         jsonError(request, http::status::service_unavailable,
-                  fmt::format("sensor \"{}\" is already sending {} request bodies, the limit "
-                              "limits.max_slots_per_sensor; retry after one of them is received",
-                              sensor_id, max_slots));
+                  fmt::format("sensor \"{}\" already has {} request {} in transfer "
+                              "(limits.max_slots_per_sensor is {}); retry when one is received",
+                              sensor_id, max_slots, max_slots == 1 ? "body" : "bodies", max_slots));
     response.set(http::field::retry_after, "1");
     return response;
   }

@@ -194,7 +194,7 @@ def expect_sensor_busy(sock, description, max_slots):
           "(None: the collector admitted the request)")
     check("retry-after" in headers, f"{description}: the 503 has no Retry-After header: {headers}")
     check(LIMIT_NAME in body, f"{description}: the 503 does not name {LIMIT_NAME.decode()}: {body!r}")
-    check(f"is already sending {max_slots} request bodies".encode() in body,
+    check(f"already has {max_slots} request bod".encode() in body,
           f"{description}: the 503 does not give the limit of {max_slots}: {body!r}")
 
 
