@@ -207,6 +207,19 @@ StoreFileLock lockStoreFile(const CollectorConfig& config, bool for_rewind) {
   StoreFileLock lock;
   lock.path = resolveStorePath(config.store.path);
   const std::filesystem::path& path = lock.path;
+  // A WAL without its store file belongs to a store that was moved or
+  // deleted. A new store at the path would discard the WAL's commits.
+  std::filesystem::path wal = path;
+  wal += "-wal";
+  std::error_code ec;
+  if (!std::filesystem::exists(std::filesystem::symlink_status(path, ec)) &&
+      std::filesystem::exists(wal, ec)) {
+    throw ConfigError(fmt::format(
+        "store.path: \"{}\" does not exist, but its write-ahead log \"{}\" does, so the store "
+        "file was moved or deleted; put it back, or move the write-ahead log away to start a "
+        "new store",
+        path.string(), wal.string()));
+  }
   // Creates a new store's file, private as Store would make it. O_NONBLOCK
   // keeps the open of a named pipe from waiting for a writer, and flock(2)
   // ignores it. With O_EXCL the first open fails on an existing file.

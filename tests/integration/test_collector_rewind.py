@@ -254,6 +254,22 @@ outputs:
               f"a store moved onto the path during a failed start: store kept "
               f"{held_store.exists()}, sensors {status} {listed} {errors}")
 
+        # A write-ahead log whose store file is missing is kept, and the
+        # collector does not start a new store over it.
+        orphan = folder / "orphan"
+        orphan.mkdir()
+        (orphan / "store.sqlite-wal").write_bytes(b"wal of a moved store")
+        orphan_config = folder / "orphan.yaml"
+        orphan_config.write_text(f"listen: 127.0.0.1:{free_port}\nstate_dir: {orphan}\n")
+        second = subprocess.run([BIN, "collector", "--config", str(orphan_config)],
+                                capture_output=True, text=True, timeout=60)
+        check(second.returncode == 2 and "store.sqlite-wal" in second.stderr,
+              f"a collector beside an orphan write-ahead log: {second.returncode} {second.stderr}")
+        check((orphan / "store.sqlite-wal").read_bytes() == b"wal of a moved store"
+              and not (orphan / "store.sqlite").exists(),
+              f"the orphan write-ahead log was changed, or a store was made: "
+              f"{sorted(p.name for p in orphan.iterdir())}")
+
         # The same store through a symbolic link to its file shares the lock.
         (folder / "link.sqlite").symlink_to(folder / "state" / "store.sqlite")
         linked = folder / "linked.yaml"
