@@ -39,8 +39,8 @@ struct IngestLimits {
   std::uint32_t read_timeout_ms = 30000;  // one whole request
   std::uint32_t idle_timeout_ms = 60000;  // keep-alive connection between requests
   std::uint32_t max_connections = 1024;
-  // Ingest slots (requests admitted and not yet answered) that one sensor
-  // may hold at once, so a sensor with slow bodies cannot take all of them.
+  // Ingest requests of one sensor whose bodies are being received at once,
+  // so a sensor with slow bodies cannot take every ingest slot.
   std::uint32_t max_slots_per_sensor = 8;
 };
 

@@ -22,7 +22,7 @@ limits.read_timeout:
   Requests that end in 200, 400 (bad gzip), 413 (a chunked body over
   limits.max_body_bytes), a client that closes mid-body and a body read
   timeout each give their slot back too, and a collector stopped while A
-  holds its slots exits within limits.read_timeout plus a margin;
+  has its slots exits within limits.read_timeout plus a margin;
 - configured cap: with limits.max_slots_per_sensor 1, A's second slow
   connection gets 503 that names the limit of 1, and B still gets 200;
 - received bodies leave the cap: with the limit at 1 and the store's write
@@ -252,7 +252,7 @@ def cap_leaves_slots_to_others(workdir, records):
                   f"A's token as {credential} on /v1/modsecurity: expected 503 naming the "
                   f"limit, got {status} {body!r}")
 
-        post_batch(collector, token_b, records[:10], "B's batch while A holds its slots")
+        post_batch(collector, token_b, records[:10], "B's batch while A has its slots")
         elapsed = time.monotonic() - started
         check(elapsed < READ_TIMEOUT_SECONDS - 1,
               f"the steps took {elapsed:.1f} s, too close to limits.read_timeout "
@@ -323,7 +323,7 @@ def slots_come_back(workdir, records):
         expect_sensor_busy(sender.open(), "A's slow connection over the cap, after the others "
                                           "ended", DEFAULT_SENSOR_SLOTS)
 
-        # Stopped while A holds its slots: drain() waits for them to time out.
+        # Stopped while A has its slots: drain() waits for them to time out.
         stopping = time.monotonic()
         collector.process.send_signal(signal.SIGTERM)
         try:
@@ -350,7 +350,7 @@ def configured_cap(workdir, records):
     try:
         open_admitted(collector, sender, 1)
         expect_sensor_busy(sender.open(), "A's second slow connection", 1)
-        post_batch(collector, token_b, records[:5], "B's batch while A holds its one slot")
+        post_batch(collector, token_b, records[:5], "B's batch while A has its one slot")
     finally:
         sender.close_all()
         collector.stop()
