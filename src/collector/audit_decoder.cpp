@@ -166,6 +166,18 @@ RecordFormat detectFormat(document& doc) {
 
 const TimeZone& utcZone() { return TimeZone::utc(); }
 
+// Returns the reason for text after the record's JSON object, with the
+// framing that `input` expects.
+std::string trailingTextMessage(RecordInput input) {
+  if (input == RecordInput::kModsecurityPost) {
+    return "unexpected text after the JSON object; POST /v1/modsecurity takes one record per "
+           "request. Send each record in a request of its own, or write them to a file that a "
+           "file input (inputs.files) reads. POST /v1/records takes batches of probe records "
+           "only";
+  }
+  return "unexpected text after the JSON object; give one record per line";
+}
+
 // Decodes the libmodsecurity v3 layout. `mode` kWebtrap requires the webtrap
 // object, kModsec3 ignores it, and kAuto reads it when it is there.
 void decodeV3Layout(document& doc, RecordFormat mode, const TimeZone& zone,
@@ -279,7 +291,7 @@ void decodeText(std::string_view text, std::size_t readable_after, const DecodeO
   // current_location() fails with OUT_OF_BOUNDS once the whole text is read.
   const char* rest = nullptr;
   if (doc.current_location().get(rest) == simdjson::SUCCESS) {
-    fail("record", "unexpected text after the JSON object; give one record per line");
+    fail("record", trailingTextMessage(options.input));
   }
 }
 

@@ -163,8 +163,17 @@ const TimeZone* findTimeZone(std::string_view name);
 // zone, else /etc/localtime, else UTC.
 const TimeZone* localTimeZone();
 
+// The input that delivered the decoded text. It chooses the advice in error
+// messages, because each input offers the sender different fixes.
+enum class RecordInput {
+  kLine,             // a line of a file input or of `webtrap decode`, both with a format setting
+  kProbeBatch,       // a line of a POST /v1/records batch, which takes probe records only
+  kModsecurityPost,  // the body of one POST /v1/modsecurity request
+};
+
 struct DecodeOptions {
   RecordFormat format = RecordFormat::kAuto;
+  RecordInput input = RecordInput::kLine;
   std::string_view origin;
   // Zone of libmodsecurity v3 time stamps; nullptr means localTimeZone().
   const TimeZone* time_zone = nullptr;

@@ -61,6 +61,24 @@ std::string_view inputLabel(InputKind input) {
   return "probe";
 }
 
+DecodeOptions decodeOptionsFor(const IngestSource& source) {
+  DecodeOptions options;
+  options.format = source.format;
+  options.origin = source.origin.empty() ? source.sensor_id : source.origin;
+  switch (source.input) {
+    case InputKind::kProbe:
+      options.input = RecordInput::kProbeBatch;
+      break;
+    case InputKind::kModsecurityHttp:
+      options.input = RecordInput::kModsecurityPost;
+      break;
+    case InputKind::kFile:
+      options.input = RecordInput::kLine;
+      break;
+  }
+  return options;
+}
+
 struct Ingest::Prepared {
   std::vector<NewEvent> events;
   std::vector<DeadLetter> rejected;
@@ -163,9 +181,7 @@ void Ingest::prepareOne(std::string_view json, std::size_t readable_after,
                         Prepared& prepared) {
   ++prepared.received;
   prepared.line_bytes += json.size();
-  DecodeOptions options;
-  options.format = source.format;
-  options.origin = source.origin.empty() ? source.sensor_id : source.origin;
+  DecodeOptions options = decodeOptionsFor(source);
   options.readable_after = readable_after;
   DecodeResult decoded = decodeAuditRecord(json, options);
   if (!decoded.ok) {

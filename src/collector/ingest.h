@@ -45,6 +45,10 @@ struct IngestSource {
   const FileOffsetNote* file_offset = nullptr;
 };
 
+// Returns the options that decode the records of `source`: its format, its
+// origin and how its input frames records. The options point into `source`.
+DecodeOptions decodeOptionsFor(const IngestSource& source);
+
 struct IngestResult {
   std::size_t received = 0;
   std::size_t stored = 0;

@@ -1011,10 +1011,7 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     if (body.size() <= max_record || !hasLineLongerThan(body, max_record)) {
       return ingest.ingestLines(body, source, gzip, shared_body);
     }
-    DecodeOptions decode;
-    decode.format = source.format;
-    decode.origin = source.origin.empty() ? std::string_view(source.sensor_id)
-                                          : std::string_view(source.origin);
+    DecodeOptions decode = decodeOptionsFor(source);
     std::vector<AuditRecord> records;
     std::vector<DeadLetter> rejected;
     std::uint64_t oversized = 0;

@@ -362,6 +362,32 @@ TEST(AuditDecoder, WebtrapFormatNeedsWebtrapObject) {
   EXPECT_TRUE(result.error.starts_with("webtrap: missing")) << result.error;
 }
 
+// The advice in an error names what the sender on that input can change.
+DecodeResult decodeFrom(std::string_view json, RecordFormat format, RecordInput input) {
+  DecodeOptions options;
+  options.format = format;
+  options.input = input;
+  options.origin = "test";
+  options.time_zone = zone("UTC");
+  return decodeAuditRecord(json, options);
+}
+
+TEST(AuditDecoder, TwoRecordsInOnePost) {
+  std::string two = modsec3Record() + "\n" + modsec3Record();
+  DecodeResult post = decodeFrom(two, RecordFormat::kAuto, RecordInput::kModsecurityPost);
+  ASSERT_FALSE(post.ok);
+  EXPECT_TRUE(post.error.starts_with("record: unexpected text after the JSON object"))
+      << post.error;
+  EXPECT_NE(post.error.find("one record per request"), std::string::npos) << post.error;
+  EXPECT_NE(post.error.find("inputs.files"), std::string::npos) << post.error;
+  EXPECT_EQ(post.error.find("per line"), std::string::npos) << post.error;
+
+  DecodeResult line =
+      decodeFrom(modsec3Record() + " " + modsec3Record(), RecordFormat::kAuto, RecordInput::kLine);
+  ASSERT_FALSE(line.ok);
+  EXPECT_NE(line.error.find("give one record per line"), std::string::npos) << line.error;
+}
+
 TEST(AuditDecoder, WebtrapEventIdChecked) {
   std::string text = probeRecord();
   std::string missing = text;

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Checks that the dead-letter reason of a rejected record gives advice the
+sender on that input can follow.
+
+Each check starts its own collector on 127.0.0.1 with a temporary state
+folder:
+
+- two libmodsecurity records in one POST /v1/modsecurity body: the reason
+  says that the endpoint takes one record per request and names the file
+  input, where several records go, instead of asking for one record per
+  line.
+
+Every check runs even when an earlier one fails, and the test exits 1 if any
+failed.
+"""
+
+import json
+import os
+import pathlib
+import sys
+
+from collector_checks import Collector, check, run_checks
+
+SOURCE_DIR = pathlib.Path(os.environ.get("WEBTRAP_SOURCE_DIR",
+                                         pathlib.Path(__file__).resolve().parents[2]))
+MODSEC3_RECORD = (SOURCE_DIR / "tests" / "fixtures" / "modsecurity" /
+                  "modsec3-nginx-sqli.json").read_bytes().strip()
+
+
+def dead_letter_reasons(collector):
+    result = collector.command("dead-letters", "--limit", "10")
+    check(result.returncode == 0, f"dead-letters failed:\n{result.stdout}{result.stderr}")
+    return [json.loads(line)["reason"] for line in result.stdout.splitlines()]
+
+
+def two_records_in_one_post(workdir):
+    collector = Collector(workdir)
+    token = collector.enrol("nginx1")
+    collector.start()
+    try:
+        body = MODSEC3_RECORD + b"\n" + MODSEC3_RECORD + b"\n"
+        status, response = collector.post("/v1/modsecurity", token, body,
+                                          {"Content-Type": "application/json"})
+    finally:
+        collector.stop()
+    check(status == 200, f"expected 200, got {status} {response!r}")
+    check(json.loads(response)["rejected"] == 1, f"expected one rejected body, got {response!r}")
+    reasons = dead_letter_reasons(collector)
+    check(len(reasons) == 1, f"expected one dead letter, got {reasons}")
+    reason = reasons[0]
+    check("one record per request" in reason, f"the reason does not say one record per "
+                                              f"request: {reason}")
+    check("inputs.files" in reason, f"the reason does not name the file input: {reason}")
+    check("per line" not in reason, f"the reason asks for one record per line: {reason}")
+
+
+CHECKS = [two_records_in_one_post]
+
+
+def main():
+    return run_checks(CHECKS, "collector-advice-")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
