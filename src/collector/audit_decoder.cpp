@@ -166,6 +166,17 @@ RecordFormat detectFormat(document& doc) {
 
 const TimeZone& utcZone() { return TimeZone::utc(); }
 
+// Returns the reason for a record without the webtrap object that had to
+// have one, with the fix open to the sender on `input`.
+std::string missingWebtrapMessage(RecordInput input) {
+  if (input == RecordInput::kProbeBatch) {
+    return "missing; the record is not a webtrap probe record, and POST /v1/records takes probe "
+           "records only. Send ModSecurity records to POST /v1/modsecurity, one per request, "
+           "or to a file input (inputs.files)";
+  }
+  return "missing; the record is not a webtrap probe record (read it as modsec3 or auto)";
+}
+
 // Returns the reason for text after the record's JSON object, with the
 // framing that `input` expects.
 std::string trailingTextMessage(RecordInput input) {
@@ -180,7 +191,7 @@ std::string trailingTextMessage(RecordInput input) {
 
 // Decodes the libmodsecurity v3 layout. `mode` kWebtrap requires the webtrap
 // object, kModsec3 ignores it, and kAuto reads it when it is there.
-void decodeV3Layout(document& doc, RecordFormat mode, const TimeZone& zone,
+void decodeV3Layout(document& doc, RecordFormat mode, RecordInput input, const TimeZone& zone,
                     AuditRecord& record) {
   object root;
   check(doc.get_object().get(root), "record");
@@ -205,8 +216,7 @@ void decodeV3Layout(document& doc, RecordFormat mode, const TimeZone& zone,
     fail("transaction", "missing; every audit record has a transaction object");
   }
   if (mode == RecordFormat::kWebtrap && !extras.present) {
-    fail("webtrap",
-         "missing; the record is not a webtrap probe record (read it as modsec3 or auto)");
+    fail("webtrap", missingWebtrapMessage(input));
   }
   record.format = extras.present ? RecordFormat::kWebtrap : RecordFormat::kModsec3;
   if (extras.present) {
@@ -286,7 +296,7 @@ void decodeText(std::string_view text, std::size_t readable_after, const DecodeO
     RecordFormat mode = options.format == RecordFormat::kAuto && layout == RecordFormat::kModsec3
                             ? RecordFormat::kAuto
                             : layout;
-    decodeV3Layout(doc, mode, *zone, record);
+    decodeV3Layout(doc, mode, options.input, *zone, record);
   }
   // current_location() fails with OUT_OF_BOUNDS once the whole text is read.
   const char* rest = nullptr;

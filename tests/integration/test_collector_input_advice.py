@@ -8,7 +8,10 @@ folder:
 - two libmodsecurity records in one POST /v1/modsecurity body: the reason
   says that the endpoint takes one record per request and names the file
   input, where several records go, instead of asking for one record per
-  line.
+  line;
+- a libmodsecurity record in a POST /v1/records batch: the reason names
+  POST /v1/modsecurity and the file input, instead of a format setting that
+  the probe input does not have.
 
 Every check runs even when an earlier one fails, and the test exits 1 if any
 failed.
@@ -54,7 +57,27 @@ def two_records_in_one_post(workdir):
     check("per line" not in reason, f"the reason asks for one record per line: {reason}")
 
 
-CHECKS = [two_records_in_one_post]
+def modsecurity_record_in_probe_batch(workdir):
+    collector = Collector(workdir)
+    token = collector.enrol("sensor-a")
+    collector.start()
+    try:
+        status, response = collector.post("/v1/records", token, MODSEC3_RECORD + b"\n",
+                                          {"Content-Type": "application/x-ndjson"})
+    finally:
+        collector.stop()
+    check(status == 200, f"expected 200, got {status} {response!r}")
+    check(json.loads(response)["rejected"] == 1, f"expected one rejected line, got {response!r}")
+    reasons = dead_letter_reasons(collector)
+    check(len(reasons) == 1, f"expected one dead letter, got {reasons}")
+    reason = reasons[0]
+    check("not a webtrap probe record" in reason, f"the reason does not say why: {reason}")
+    check("POST /v1/modsecurity" in reason, f"the reason does not name /v1/modsecurity: {reason}")
+    check("inputs.files" in reason, f"the reason does not name the file input: {reason}")
+    check("read it as" not in reason, f"the reason offers a format setting: {reason}")
+
+
+CHECKS = [two_records_in_one_post, modsecurity_record_in_probe_batch]
 
 
 def main():

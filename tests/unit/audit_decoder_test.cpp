@@ -372,6 +372,23 @@ DecodeResult decodeFrom(std::string_view json, RecordFormat format, RecordInput 
   return decodeAuditRecord(json, options);
 }
 
+TEST(AuditDecoder, ProbeBatchNamesOtherInputs) {
+  DecodeResult result =
+      decodeFrom(modsec3Record(), RecordFormat::kWebtrap, RecordInput::kProbeBatch);
+  ASSERT_FALSE(result.ok);
+  EXPECT_TRUE(result.error.starts_with("webtrap: missing")) << result.error;
+  EXPECT_NE(result.error.find("POST /v1/modsecurity"), std::string::npos) << result.error;
+  EXPECT_NE(result.error.find("inputs.files"), std::string::npos) << result.error;
+  // The batch's format is fixed, so no format setting is offered.
+  EXPECT_EQ(result.error.find("read it as"), std::string::npos) << result.error;
+}
+
+TEST(AuditDecoder, FileLineNamesFormatSetting) {
+  DecodeResult result = decodeFrom(modsec3Record(), RecordFormat::kWebtrap, RecordInput::kLine);
+  ASSERT_FALSE(result.ok);
+  EXPECT_NE(result.error.find("read it as modsec3 or auto"), std::string::npos) << result.error;
+}
+
 TEST(AuditDecoder, TwoRecordsInOnePost) {
   std::string two = modsec3Record() + "\n" + modsec3Record();
   DecodeResult post = decodeFrom(two, RecordFormat::kAuto, RecordInput::kModsecurityPost);
