@@ -692,6 +692,8 @@ TEST(FileInputConfig, ParsesEveryKey) {
   EXPECT_EQ(inputs[1].format, RecordFormat::kAuto);
   EXPECT_EQ(inputs[1].time_zone, nullptr);
   EXPECT_FALSE(inputs[1].start_at_end);
+  // The default that docs/collector.md and docs/audit-decoders.md give.
+  EXPECT_EQ(inputs[1].poll_interval_ms, 1000u);
   EXPECT_TRUE(parseFileInputs(YAML::Node()).empty());
 }
 

@@ -202,6 +202,35 @@ TEST_F(NdjsonOutputTest, ReopensAfterExternalRotation) {
   EXPECT_EQ(readLines(options_.path).size(), 1u);
 }
 
+// docs/collector.md and docs/collector-store.md promise that the output
+// creates a missing folder of its path at start and whenever it reopens it.
+TEST_F(NdjsonOutputTest, CreatesMissingFolders) {
+  options_.path = dir_ / "a" / "b" / "events.ndjson";
+  NdjsonOutput output(options_);
+  EXPECT_TRUE(fs::is_directory(dir_ / "a" / "b"));
+  output.send(makeBatch(1, 1));
+
+  // The folder removed while the output runs is made again for the next batch.
+  fs::remove_all(dir_ / "a");
+  output.send(makeBatch(2, 1));
+  auto lines = readLines(options_.path);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], makeBatch(2, 1)[0].document);
+}
+
+TEST_F(NdjsonOutputTest, UncreatableFolderIsConfigError) {
+  fs::create_directories(dir_);
+  { std::ofstream blocker(dir_ / "file"); }
+  options_.path = dir_ / "file" / "events.ndjson";  // a folder cannot be made below a file
+  try {
+    NdjsonOutput output(options_);
+    FAIL() << "expected a ConfigError";
+  } catch (const ConfigError& error) {
+    EXPECT_NE(std::string(error.what()).find("outputs.ndjson.path"), std::string::npos)
+        << error.what();
+  }
+}
+
 TEST_F(NdjsonOutputTest, WriteFailureIsTransient) {
   if (!fs::exists("/dev/full")) {
     GTEST_SKIP() << "/dev/full is missing";
