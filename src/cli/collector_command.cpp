@@ -389,9 +389,30 @@ std::unique_ptr<Store> openExistingStore(const CollectorConfig& config) {
   return openStore(config);
 }
 
+// Writes the "file_inputs" member of the /healthz response.
+void writeFileInputs(JsonWriter& writer, const std::vector<FileInput::Status>& inputs) {
+  writer.key("file_inputs");
+  writer.beginArray();
+  for (const FileInput::Status& input : inputs) {
+    writer.beginObject();
+    writer.member("path", input.path);
+    writer.member("open_failing", input.open_failing);
+    if (input.open_failing) {
+      writer.member("error", input.open_error);
+    }
+    writer.member("offset", static_cast<std::int64_t>(input.offset));
+    writer.endObject();
+  }
+  writer.endArray();
+}
+
 // Builds the /healthz response: the store, each output's depth and lag, each
-// sensor's last record.
-HealthReport healthReport(const CollectorConfig& config, Store& store, const Ingest& ingest) {
+// sensor's last record, each file input's state. A store that cannot take
+// records fails the check (503). A file input that cannot open its file
+// only marks it degraded (200), because every other input still works and
+// a restart would not bring the file back.
+HealthReport healthReport(const CollectorConfig& config, Store& store, const Ingest& ingest,
+                          const FileInputSet& files) {
   HealthReport report;
   std::int64_t now_ms = nowMilliseconds();
   std::string json;
@@ -425,7 +446,15 @@ HealthReport healthReport(const CollectorConfig& config, Store& store, const Ing
   }
   report.healthy = store_ok;
 
-  writer.member("status", store_ok ? "ok" : "failing");
+  std::vector<FileInput::Status> file_inputs = files.status();
+  bool files_open = std::ranges::none_of(file_inputs, &FileInput::Status::open_failing);
+  std::string_view status = "ok";
+  if (!store_ok) {
+    status = "failing";
+  } else if (!files_open) {
+    status = "degraded";
+  }
+  writer.member("status", status);
   writer.key("store");
   writer.beginObject();
   writer.member("ok", store_ok);
@@ -481,6 +510,7 @@ HealthReport healthReport(const CollectorConfig& config, Store& store, const Ing
     writer.endObject();
   }
   writer.endArray();
+  writeFileInputs(writer, file_inputs);
   writer.endObject();
   report.json = std::move(json);
   return report;
@@ -587,7 +617,7 @@ int runCollector(const CollectorOptions& options) {
 
   boost::asio::io_context io;
   CollectorServer server(io, server_options, *store, ingest, metrics,
-                         [&] { return healthReport(config, *store, ingest); });
+                         [&] { return healthReport(config, *store, ingest, files); });
   server.start();
   new_store_removal.keep();
   if (!options.ports_file.empty()) {

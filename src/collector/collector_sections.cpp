@@ -209,4 +209,13 @@ void FileInputSet::stop() {
 
 std::size_t FileInputSet::size() const { return impl_->inputs.size(); }
 
+std::vector<FileInput::Status> FileInputSet::status() const {
+  std::vector<FileInput::Status> states;
+  states.reserve(impl_->inputs.size());
+  for (const auto& input : impl_->inputs) {
+    states.push_back(input->status());
+  }
+  return states;
+}
+
 }  // namespace webtrap::collector

@@ -13,6 +13,7 @@
 #include "collector/behaviour.h"
 #include "collector/collector_config.h"
 #include "collector/enrich.h"
+#include "collector/file_input.h"
 #include "collector/ingest.h"
 #include "collector/published_folder.h"
 #include "collector/store.h"
@@ -70,6 +71,8 @@ class FileInputSet {
   void start();
   void stop();
   std::size_t size() const;
+  // Returns each input's state, in configuration order.
+  std::vector<FileInput::Status> status() const;
 
  private:
   struct Impl;

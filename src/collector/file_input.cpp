@@ -492,6 +492,7 @@ void FileInput::closeIfReplaced() {
 }
 
 void FileInput::reportOpenProblem(const std::string& problem) {
+  std::lock_guard lock(open_problem_mutex_);
   counters_->cannot_open->set(1);
   // Logged when the reason changes, not on every poll.
   if (problem != open_problem_) {
@@ -499,6 +500,24 @@ void FileInput::reportOpenProblem(const std::string& problem) {
                  options_.poll_interval_ms);
     open_problem_ = problem;
   }
+}
+
+void FileInput::clearOpenProblem() {
+  std::lock_guard lock(open_problem_mutex_);
+  open_problem_.clear();
+  counters_->cannot_open->set(0);
+}
+
+FileInput::Status FileInput::status() const {
+  Status status;
+  status.path = key_;
+  {
+    std::lock_guard lock(open_problem_mutex_);
+    status.open_failing = counters_->cannot_open->value() != 0;
+    status.open_error = open_problem_;
+  }
+  status.offset = static_cast<std::uint64_t>(counters_->offset->value());
+  return status;
 }
 
 bool FileInput::openPath() {
@@ -509,8 +528,7 @@ bool FileInput::openPath() {
     reportOpenProblem(problem);
     return false;
   }
-  open_problem_.clear();
-  counters_->cannot_open->set(0);
+  clearOpenProblem();
   auto inode = static_cast<std::uint64_t>(info.st_ino);
   auto size = static_cast<std::uint64_t>(info.st_size);
 
@@ -578,8 +596,7 @@ bool FileInput::openFresh() {
     reportOpenProblem(problem);  // openPath tries again on the next poll
     return false;
   }
-  open_problem_.clear();
-  counters_->cannot_open->set(0);
+  clearOpenProblem();
   return adoptFile(fd, static_cast<std::uint64_t>(info.st_ino), key_, 0, false);
 }
 

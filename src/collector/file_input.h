@@ -107,12 +107,23 @@ class FileInput {
 
   const FileInputOptions& options() const { return options_; }
 
+  // The input's state as GET /healthz shows it.
+  struct Status {
+    std::string path;           // the configured path
+    bool open_failing = false;  // the value of webtrap_collector_file_open_failing
+    std::string open_error;     // why the path cannot be opened; empty while it can
+    std::uint64_t offset = 0;   // committed byte offset in the file being read
+  };
+  // Returns the state. Safe to call from any thread while the input runs.
+  Status status() const;
+
  private:
   struct Counters;
   struct OpenFile;
 
   bool openPath();
   void reportOpenProblem(const std::string& problem);
+  void clearOpenProblem();
   void discardUncommitted();
   void closeIfReplaced();
   bool openFresh();
@@ -157,6 +168,7 @@ class FileInput {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::atomic<bool> stopping_{false};
+  mutable std::mutex open_problem_mutex_;  // guards open_problem_ for status()
   std::string open_problem_;  // why the path could not be opened, as last logged
 };
 
