@@ -111,12 +111,6 @@ void makeStoreFolder(const CollectorConfig& config) {
   }
 }
 
-// Opens the store, making its folder first.
-std::unique_ptr<Store> openStore(const CollectorConfig& config) {
-  makeStoreFolder(config);
-  return std::make_unique<Store>(config.store);
-}
-
 // Returns the file that `path` names after following its symbolic links.
 // A link whose target does not exist yet is followed too, because SQLite
 // creates the store at the target, and weakly_canonical() stops at it.
@@ -133,6 +127,32 @@ std::filesystem::path resolveStorePath(const std::filesystem::path& path) {
   }
   std::filesystem::path canonical = std::filesystem::weakly_canonical(resolved, ec);
   return ec ? resolved : canonical;
+}
+
+// Throws ConfigError when the store file `path` (resolved) is missing but
+// its write-ahead log exists. Such a log belongs to a store that was moved
+// or deleted, and a new store at the path would discard the log's commits.
+// Every command checks this before it can create the store file.
+void rejectOrphanWriteAheadLog(const std::filesystem::path& path) {
+  std::filesystem::path wal = path;
+  wal += "-wal";
+  std::error_code ec;
+  if (!std::filesystem::exists(std::filesystem::symlink_status(path, ec)) &&
+      std::filesystem::exists(wal, ec)) {
+    throw ConfigError(fmt::format(
+        "store.path: \"{}\" does not exist, but its write-ahead log \"{}\" does, so the store "
+        "file was moved or deleted; put it back, or move the write-ahead log away to start a "
+        "new store",
+        path.string(), wal.string()));
+  }
+}
+
+// Opens the store, making its folder first. Throws ConfigError beside an
+// orphan write-ahead log instead of creating a new store there.
+std::unique_ptr<Store> openStore(const CollectorConfig& config) {
+  rejectOrphanWriteAheadLog(resolveStorePath(config.store.path));
+  makeStoreFolder(config);
+  return std::make_unique<Store>(config.store);
 }
 
 // Takes an exclusive flock(2) on `fd` without waiting. Returns false when
@@ -207,19 +227,7 @@ StoreFileLock lockStoreFile(const CollectorConfig& config, bool for_rewind) {
   StoreFileLock lock;
   lock.path = resolveStorePath(config.store.path);
   const std::filesystem::path& path = lock.path;
-  // A WAL without its store file belongs to a store that was moved or
-  // deleted. A new store at the path would discard the WAL's commits.
-  std::filesystem::path wal = path;
-  wal += "-wal";
-  std::error_code ec;
-  if (!std::filesystem::exists(std::filesystem::symlink_status(path, ec)) &&
-      std::filesystem::exists(wal, ec)) {
-    throw ConfigError(fmt::format(
-        "store.path: \"{}\" does not exist, but its write-ahead log \"{}\" does, so the store "
-        "file was moved or deleted; put it back, or move the write-ahead log away to start a "
-        "new store",
-        path.string(), wal.string()));
-  }
+  rejectOrphanWriteAheadLog(path);
   // Creates a new store's file, private as Store would make it. O_NONBLOCK
   // keeps the open of a named pipe from waiting for a writer, and flock(2)
   // ignores it. With O_EXCL the first open fails on an existing file.
@@ -374,6 +382,7 @@ class NewStoreWriteCheck {
 // store, a missing one is an error, not a new empty one: a relative
 // state_dir read from another folder would otherwise report no events.
 void requireExistingStore(const CollectorConfig& config) {
+  rejectOrphanWriteAheadLog(resolveStorePath(config.store.path));
   std::error_code ec;
   if (!std::filesystem::exists(config.store.path, ec)) {
     throw ConfigError(fmt::format(
