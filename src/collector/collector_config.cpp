@@ -53,6 +53,23 @@ std::uint32_t parseTimeout(const std::string& text, const char* key) {
   return static_cast<std::uint32_t>(milliseconds);
 }
 
+// A transfer rate in bytes per second, written as a size with an optional
+// "/s": 1024, 1KiB or 1KiB/s. Throws ConfigError naming `key`.
+std::uint64_t parseRate(const std::string& text, const char* key) {
+  std::string size = text;
+  if (size.size() > 2 && size.ends_with("/s")) {
+    size.resize(size.size() - 2);
+  }
+  try {
+    return parseBytes(size, key);
+  } catch (const ConfigError&) {
+    throw ConfigError(
+        fmt::format("{}: invalid rate \"{}\"; use bytes per second with an "
+                    "optional unit, such as 512/s or 1KiB/s (units: KiB, MiB, GiB)",
+                    key, text));
+  }
+}
+
 constexpr const char* kTrustedProxiesKey = "admin.trusted_proxies";
 
 Apply setBool(bool CollectorConfig::*member, const char* key) {
@@ -210,6 +227,26 @@ const std::vector<Option>& options() {
          requireRange(slots, 1, 1ULL << 20, "limits.max_slots_per_sensor", v,
                       "a count from 1 to 1048576");
          c.limits.max_slots_per_sensor = static_cast<std::uint32_t>(slots);
+       }},
+      {"limits.min_body_rate", "size/s", "1KiB/s",
+       "Minimum rate of an ingest request body: once limits.min_body_rate_grace has passed "
+       "since the body started, a body with fewer bytes received than this rate times the time "
+       "past the grace period is cut (its connection closed, its slot freed). Stops senders "
+       "that hold ingest slots by sending bodies a byte at a time. From 0 (off) to 1GiB/s.",
+       [](CollectorConfig& c, const std::string& v) {
+         auto rate = parseRate(v, "limits.min_body_rate");
+         requireRange(rate, 0, 1ULL << 30, "limits.min_body_rate", v,
+                      "a rate from 0 (no minimum) to 1GiB/s, such as 1KiB/s");
+         c.limits.min_body_rate = rate;
+       }},
+      {"limits.min_body_rate_grace", "duration", "10s",
+       "Time from the start of an ingest request body before limits.min_body_rate applies. "
+       "From 1s to 1h; at or above limits.read_timeout the rate is never checked.",
+       [](CollectorConfig& c, const std::string& v) {
+         auto grace = parseMilliseconds(v, "limits.min_body_rate_grace");
+         requireRange(grace, 1000, 3'600'000, "limits.min_body_rate_grace", v,
+                      "a duration from 1s to 1h");
+         c.limits.min_body_rate_grace_ms = static_cast<std::uint32_t>(grace);
        }},
       {"inputs.probe.enabled", "bool", "true", "Accept probe batches on POST /v1/records.",
        setBool(&CollectorConfig::probe_input, "inputs.probe.enabled")},

@@ -42,6 +42,12 @@ struct IngestLimits {
   // Ingest requests of one sensor whose bodies are being received at once,
   // so a sensor with slow bodies cannot take every ingest slot.
   std::uint32_t max_slots_per_sensor = 8;
+  // Minimum rate of an ingest body in bytes per second: once
+  // min_body_rate_grace_ms has passed since the body started, it must have
+  // received at least this rate times the time past the grace period, or it
+  // is cut. 0 turns the check off.
+  std::uint64_t min_body_rate = 1024;
+  std::uint32_t min_body_rate_grace_ms = 10000;
 };
 
 // The shortest admin.token accepted with an admin listener on an address

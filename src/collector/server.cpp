@@ -97,6 +97,9 @@ constexpr auto kSensorRejectionLogInterval = std::chrono::seconds(10);
 // At most one log line in this interval for requests rejected with 503
 // because their sensor was sending limits.max_slots_per_sensor bodies.
 constexpr auto kSensorBusyLogInterval = std::chrono::seconds(10);
+// At most one log line in this interval for request bodies cut because they
+// arrived slower than limits.min_body_rate.
+constexpr auto kSlowBodyLogInterval = std::chrono::seconds(10);
 // File descriptors kept free for the store, log files, outputs and file
 // inputs when comparing limits.max_connections with RLIMIT_NOFILE (an
 // estimate, with headroom).
@@ -363,6 +366,17 @@ struct ServerCounters {
         fmt::format("sensor=\"{}\"", escapeLabelValue(sensor_id)));
   }
 
+  // Ingest request bodies cut because they arrived slower than
+  // limits.min_body_rate. Only an admitted request (a valid token) has its
+  // body read, so the label values are enrolled sensor ids.
+  Counter& slowBodies(std::string_view sensor_id) {
+    return registry.counter(
+        "webtrap_collector_slow_bodies_total",
+        "Ingest request bodies cut, and their connections closed, because they arrived slower "
+        "than limits.min_body_rate after limits.min_body_rate_grace, by sensor",
+        fmt::format("sensor=\"{}\"", escapeLabelValue(sensor_id)));
+  }
+
   // Ingest requests rejected although their token belongs to an enrolled
   // sensor: reason "revoked" or "certificate".
   Counter& sensorRejected(std::string_view reason) {
@@ -525,6 +539,7 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   std::mutex rejection_log_mutex;
   LogThrottle rejection_log{kSensorRejectionLogInterval};
   LogThrottle sensor_busy_log{kSensorBusyLogInterval};
+  LogThrottle slow_body_log{kSlowBodyLogInterval};
 
   PublishedReadSlots published_slots;
 
@@ -619,6 +634,27 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
                               sensor_id, max_slots, max_slots == 1 ? "body" : "bodies", max_slots));
     response.set(http::field::retry_after, "1");
     return response;
+  }
+
+  // Counts and logs an ingest body of `sensor_id` from `peer` cut after
+  // `bytes` in `elapsed` because it arrived slower than
+  // limits.min_body_rate. The log has at most one line per
+  // kSlowBodyLogInterval for all sensors together.
+  void slowBodyCut(const std::string& sensor_id, const asio::ip::address& peer, std::uint64_t bytes,
+                   std::chrono::milliseconds elapsed) {
+    counters.slowBodies(sensor_id).inc();
+    std::lock_guard lock(rejection_log_mutex);
+    if (!slow_body_log.admit()) {
+      return;
+    }
+    spdlog::warn(
+        "collector: closed the connection of sensor \"{}\" from {}: its request body "
+        "sent {} bytes in {} ms, slower than limits.min_body_rate ({} bytes/s) after "
+        "limits.min_body_rate_grace ({} ms) ({} such bodies since the last message). "
+        "Many slow bodies with one token can mean the token was stolen; a sensor on a "
+        "slow link needs a lower limits.min_body_rate",
+        sensor_id, peer.to_string(), bytes, elapsed.count(), options.limits.min_body_rate,
+        options.limits.min_body_rate_grace_ms, slow_body_log.takeSuppressed() + 1);
   }
 
   // Looks up a sensor by token in the store on every request (one indexed
@@ -1091,6 +1127,8 @@ using ImplPtr = std::shared_ptr<CollectorServer::Impl>;
 template <class Stream>
 class Session : public std::enable_shared_from_this<Session<Stream>>, public AdminConnection {
  public:
+  using Clock = std::chrono::steady_clock;
+
   Session(ImplPtr impl, Stream stream, bool admin)
       : impl_(std::move(impl)), stream_(std::move(stream)), admin_(admin) {}
 
@@ -1179,10 +1217,13 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
       }
       return;
     }
-    // One deadline covers the header and the body of a request.
+    // One deadline covers the header and the body of a request, so a slow
+    // header is cut by it too. The body may get an earlier one from
+    // limits.min_body_rate (see setBodyDeadline).
     auto timeout = requests_ == 0 ? limits().read_timeout_ms
                                   : limits().idle_timeout_ms + limits().read_timeout_ms;
-    beast::get_lowest_layer(stream_).expires_after(std::chrono::milliseconds(timeout));
+    request_deadline_ = Clock::now() + std::chrono::milliseconds(timeout);
+    beast::get_lowest_layer(stream_).expires_at(request_deadline_);
     readHeader();
   }
 
@@ -1406,26 +1447,91 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
     // covers chunked bodies, which Beast checks chunk by chunk.
     parser_->body_limit(limits().max_body_bytes);
 
-    auto on_body = [self = this->shared_from_this()](beast::error_code body_ec) {
-      self->onIngestBody(body_ec);
-    };
     if (head.version() >= 11 && equalsIgnoreCase(head[http::field::expect], "100-continue")) {
       // The client waits for this interim response before it sends the body.
       auto interim = std::make_shared<http::response<http::empty_body>>(http::status::continue_,
                                                                        head.version());
-      http::async_write(stream_, *interim,
-                        [self = this->shared_from_this(), interim, on_body](
-                            beast::error_code write_ec, std::size_t) {
-                          if (write_ec) {
-                            self->releaseSlot();
-                            self->close();
-                            return;
-                          }
-                          self->readBody(on_body);
-                        });
+      http::async_write(
+          stream_, *interim,
+          [self = this->shared_from_this(), interim](beast::error_code write_ec, std::size_t) {
+            if (write_ec) {
+              self->releaseSlot();
+              self->close();
+              return;
+            }
+            self->startIngestBody();
+          });
       return;
     }
-    readBody(on_body);
+    startIngestBody();
+  }
+
+  // Reads an admitted ingest body part by part, so that its deadline can
+  // follow the bytes received (see setBodyDeadline).
+  void startIngestBody() {
+    body_started_ = Clock::now();
+    body_bytes_ = 0;
+    beast::error_code peer_ec;
+    body_peer_ = beast::get_lowest_layer(stream_).socket().remote_endpoint(peer_ec).address();
+    readIngestBodyPart();
+  }
+
+  void readIngestBodyPart() {
+    if (parser_->is_done()) {
+      onIngestBody({});
+      return;
+    }
+    setBodyDeadline();
+    http::async_read_some(
+        stream_, buffer_, *parser_,
+        [self = this->shared_from_this()](beast::error_code ec, std::size_t bytes) {
+          self->body_bytes_ += bytes;
+          if (ec == beast::error::timeout && self->rate_deadline_in_force_) {
+            self->cutSlowBody();
+            return;
+          }
+          if (ec) {
+            self->onIngestBody(ec);
+            return;
+          }
+          self->readIngestBodyPart();
+        });
+  }
+
+  // Sets the deadline for the next part of an ingest body: the request's
+  // limits.read_timeout deadline, or the rate deadline when that comes
+  // first. The rate deadline is limits.min_body_rate_grace after the body
+  // started, plus 1/min_body_rate seconds for each byte received. A body
+  // that averaged at least the rate since the grace period ended never
+  // reaches it, and one that sent faster before a stall keeps the time it
+  // gained.
+  void setBodyDeadline() {
+    Clock::time_point deadline = request_deadline_;
+    rate_deadline_in_force_ = false;
+    const std::uint64_t rate = limits().min_body_rate;
+    if (rate != 0) {
+      // No overflow: body_bytes_ stays near limits.max_body_bytes (at most
+      // 4 GiB), and times 1000 that is far below 2^63.
+      const auto earned = std::chrono::milliseconds(body_bytes_ * 1000 / rate);
+      const Clock::time_point rate_deadline =
+          body_started_ + std::chrono::milliseconds(limits().min_body_rate_grace_ms) + earned;
+      if (rate_deadline < deadline) {
+        deadline = rate_deadline;
+        rate_deadline_in_force_ = true;
+      }
+    }
+    beast::get_lowest_layer(stream_).expires_at(deadline);
+  }
+
+  // Ends an ingest body that missed its rate deadline. The stream closed
+  // the socket when the deadline passed, so no 408 can be sent: the client
+  // sees the connection close, as with limits.read_timeout.
+  void cutSlowBody() {
+    const auto elapsed =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - body_started_);
+    releaseSlot();
+    impl_->slowBodyCut(slot_sensor_, body_peer_, body_bytes_, elapsed);
+    close();
   }
 
   template <class Handler>
@@ -1587,6 +1693,17 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
   std::uint32_t requests_ = 0;
   bool holds_slot_ = false;
   bool reads_body_ = false;  // counted in the sensor's share of the slots
+  // The deadline of the current request from limits.read_timeout (and
+  // limits.idle_timeout on a kept-alive connection).
+  Clock::time_point request_deadline_;
+  // The admitted ingest body being read: its start, the bytes the parser
+  // took since then (chunk framing included) and the client's address.
+  Clock::time_point body_started_;
+  std::uint64_t body_bytes_ = 0;
+  asio::ip::address body_peer_;
+  // Whether the stream's deadline is the rate deadline of setBodyDeadline,
+  // so that a timeout is a slow body and not limits.read_timeout.
+  bool rate_deadline_in_force_ = false;
   // The sensor whose share the slot counts against, kept apart from source_,
   // which the next request on this connection overwrites.
   std::string slot_sensor_;

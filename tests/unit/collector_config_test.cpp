@@ -97,6 +97,44 @@ TEST(CollectorConfig, ParsesMaxSlotsPerSensor) {
               HasSubstr("limits.max_slots_per_sensor"));
 }
 
+TEST(CollectorConfig, ParsesMinBodyRate) {
+  CollectorConfig defaults = loadCollectorConfig({});
+  EXPECT_EQ(defaults.limits.min_body_rate, 1024u);
+  EXPECT_EQ(defaults.limits.min_body_rate_grace_ms, 10000u);
+
+  CollectorConfig config = parseCollectorConfig(
+      "limits: {min_body_rate: 4KiB/s, min_body_rate_grace: 30s}\n", "test.yaml");
+  EXPECT_EQ(config.limits.min_body_rate, 4096u);
+  EXPECT_EQ(config.limits.min_body_rate_grace_ms, 30000u);
+  EXPECT_EQ(
+      parseCollectorConfig("limits: {min_body_rate: 512}\n", "test.yaml").limits.min_body_rate,
+      512u);
+  EXPECT_EQ(
+      parseCollectorConfig("limits: {min_body_rate: 2KiB}\n", "test.yaml").limits.min_body_rate,
+      2048u);
+  EXPECT_EQ(parseCollectorConfig("limits: {min_body_rate: 0}\n", "test.yaml").limits.min_body_rate,
+            0u);
+}
+
+TEST(CollectorConfig, RejectsInvalidMinBodyRate) {
+  EXPECT_THAT(parseError("limits: {min_body_rate: fast}\n"),
+              HasSubstr("limits.min_body_rate: invalid rate \"fast\"; use bytes per second"));
+  EXPECT_THAT(parseError("limits: {min_body_rate: 1KiB/m}\n"),
+              HasSubstr("limits.min_body_rate: invalid rate \"1KiB/m\""));
+  EXPECT_THAT(parseError("limits: {min_body_rate: /s}\n"),
+              HasSubstr("limits.min_body_rate: invalid rate \"/s\""));
+  EXPECT_THAT(parseError("limits: {min_body_rate: 2GiB/s}\n"),
+              HasSubstr("limits.min_body_rate: invalid value 2GiB/s; use a rate from 0 (no "
+                        "minimum) to 1GiB/s"));
+  EXPECT_THAT(parseError("limits: {min_body_rate_grace: 500ms}\n"),
+              HasSubstr("limits.min_body_rate_grace: invalid value 500ms; use a duration from "
+                        "1s to 1h"));
+  EXPECT_THAT(parseError("limits: {min_body_rate_grace: 2h}\n"),
+              HasSubstr("limits.min_body_rate_grace: invalid value 2h"));
+  EXPECT_THAT(parseError("limits: {min_body_rate_grace: 10}\n"),
+              HasSubstr("limits.min_body_rate_grace"));
+}
+
 TEST(CollectorConfig, NetworkAdminListenerNeedsLongToken) {
   EXPECT_THAT(parseError("admin: {listen: 0.0.0.0:9102, token: short-token}\n"),
               HasSubstr("admin.token: 11 characters is too short for an admin listener on "
