@@ -19,16 +19,21 @@ time:
 - rate separates slow from honest: a body sent at half the minimum rate is
   cut at about twice the grace period. One sent at four times the rate and
   one that stalls after sending fast get 200 and are not counted;
+- TLS body cut: the same byte-at-a-time body over HTTPS is cut after the
+  grace period too (skipped without the openssl command);
 - zero turns the check off: with limits.min_body_rate 0, a byte-at-a-time
   body keeps its slot past the grace period until limits.read_timeout;
-- slow header: a request head sent a byte at a time, which holds no slot,
+- slow header: a request head sent a byte at a time, which takes no slot,
   is closed by limits.read_timeout.
 
 Every check runs even when an earlier one fails, and the test exits 1 if any
 failed.
 """
 
+import shutil
 import socket
+import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -61,7 +66,7 @@ def closed_by_peer(sock, timeout):
         while sock.recv(65536):
             pass
         return True
-    except ConnectionResetError:
+    except (ConnectionResetError, ssl.SSLError):
         return True
     except (socket.timeout, TimeoutError):
         return False
@@ -197,6 +202,58 @@ def rate_separates_slow_from_honest(workdir, records):
         collector.stop()
 
 
+def tls_body_cut(workdir, records):
+    if shutil.which("openssl") is None:
+        print("     skipped: the openssl command is missing")
+        return
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.pem"],
+                   cwd=workdir, check=True, capture_output=True, timeout=60)
+    collector = Collector(workdir, limits=LIMITS,
+                          extra=f"tls: {{certificate: {workdir / 'server.pem'}, "
+                                f"private_key: {workdir / 'server.key'}}}\n")
+    token = collector.enrol("sensor-a")
+    collector.start()
+
+    # The test checks the collector's cut, not its certificate.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection(("127.0.0.1", collector.ingest_port), timeout=10)
+    sock = context.wrap_socket(raw)
+    try:
+        started = time.monotonic()
+        sock.sendall(f"POST /v1/records HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Authorization: Bearer {token}\r\n"
+                     "Content-Type: application/x-ndjson\r\n"
+                     "Content-Length: 10000\r\n\r\n{".encode())
+        wait_for(lambda: in_flight(collector) == 1, 10, "the TLS body to be admitted")
+
+        closed_after = None
+        while time.monotonic() - started < GRACE_SECONDS + MARGIN_SECONDS:
+            try:
+                sock.sendall(b" ")
+            except OSError:
+                closed_after = time.monotonic() - started
+                break
+            if closed_by_peer(sock, 0.5):
+                closed_after = time.monotonic() - started
+                break
+
+        check(closed_after is not None,
+              f"a byte-at-a-time body over TLS was still open after {GRACE_SECONDS} s of grace "
+              f"plus {MARGIN_SECONDS} s")
+        check(closed_after >= GRACE_SECONDS - 0.5,
+              f"the TLS body was cut after {closed_after:.1f} s, before "
+              f"limits.min_body_rate_grace ({GRACE_SECONDS} s)")
+        wait_for(lambda: in_flight(collector) == 0, 5, "the TLS body's slot to come back")
+        check(slow_bodies(collector, "sensor-a") == 1,
+              f"expected 1 slow TLS body, got {slow_bodies(collector, 'sensor-a')}")
+    finally:
+        sock.close()
+        collector.stop()
+
+
 def zero_turns_check_off(workdir, records):
     read_timeout = 6
     collector = Collector(workdir, limits=f"{{read_timeout: {read_timeout}s, min_body_rate: 0, "
@@ -255,8 +312,8 @@ def slow_header_cut_by_read_timeout(workdir, records):
         collector.stop()
 
 
-CHECKS = [four_tokens_lose_their_slots, rate_separates_slow_from_honest, zero_turns_check_off,
-          slow_header_cut_by_read_timeout]
+CHECKS = [four_tokens_lose_their_slots, rate_separates_slow_from_honest, tls_body_cut,
+          zero_turns_check_off, slow_header_cut_by_read_timeout]
 
 
 def main():
