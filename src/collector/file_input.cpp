@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <system_error>
 
@@ -138,15 +139,42 @@ struct TruncatedCopy {
   std::string path;
 };
 
+// The conditions that a copy left by copytruncate must meet.
+struct CopySearch {
+  // The copy starts with these bytes. Empty for a file that had no line
+  // when last seen, whose copy is then found by `since_ns` alone.
+  std::string head;
+  std::uint64_t min_size = 0;
+  // When not 0: the copy was created (change time) and last written
+  // (modification time) at or after this real time in nanoseconds. A
+  // rotated file renamed meanwhile has a new change time but keeps its old
+  // modification time, so it does not match.
+  std::int64_t since_ns = 0;
+  std::uint64_t exclude_inode = 0;       // the truncated file itself
+  std::uint64_t exclude_copy_inode = 0;  // a copy read already; 0 for none
+};
+
+std::int64_t nanoseconds(const struct timespec& time) {
+  return static_cast<std::int64_t>(time.tv_sec) * 1'000'000'000 + time.tv_nsec;
+}
+
+// The real time as file systems stamp files (the coarse clock), in
+// nanoseconds, so a file created after this call has a change time at or
+// after it.
+std::int64_t fileClockNanoseconds() {
+  struct timespec now {};
+  ::clock_gettime(CLOCK_REALTIME_COARSE, &now);
+  return nanoseconds(now);
+}
+
 // Finds the copy that copytruncate left of `path` in the same folder: a
-// regular file named like "audit.log.1" or "audit.log-20261206", other than
-// `exclude_inode`, at least `size` bytes long and starting with `head`.
-// Compressed copies start with other bytes and are not found. When several
-// match, the most recently modified wins. Returns fd -1 when none does.
-TruncatedCopy findTruncatedCopy(const std::filesystem::path& path, const std::string& head,
-                                std::uint64_t size, std::uint64_t exclude_inode) {
+// regular file named like "audit.log.1" or "audit.log-20261206" that matches
+// `search`. Compressed copies start with other bytes and are not found. When
+// several match, the most recently modified wins. Returns fd -1 when none
+// does.
+TruncatedCopy findTruncatedCopy(const std::filesystem::path& path, const CopySearch& search) {
   TruncatedCopy best;
-  if (head.empty()) {
+  if (search.head.empty() && search.since_ns == 0) {
     return best;
   }
   std::filesystem::path folder = path.parent_path();
@@ -168,11 +196,14 @@ TruncatedCopy findTruncatedCopy(const std::filesystem::path& path, const std::st
     if (fd < 0) {
       continue;
     }
-    const std::int64_t mtime_ns =
-        static_cast<std::int64_t>(info.st_mtim.tv_sec) * 1'000'000'000 + info.st_mtim.tv_nsec;
-    const bool matches = static_cast<std::uint64_t>(info.st_ino) != exclude_inode &&
-                         static_cast<std::uint64_t>(info.st_size) >= size &&
-                         readHead(fd, head.size()) == head;
+    const std::int64_t mtime_ns = nanoseconds(info.st_mtim);
+    const auto inode = static_cast<std::uint64_t>(info.st_ino);
+    const auto size = static_cast<std::uint64_t>(info.st_size);
+    const bool recent = search.since_ns == 0 || (nanoseconds(info.st_ctim) >= search.since_ns &&
+                                                 mtime_ns >= search.since_ns);
+    const bool matches = inode != search.exclude_inode && inode != search.exclude_copy_inode &&
+                         size >= search.min_size && size > 0 && recent &&
+                         (search.head.empty() || readHead(fd, search.head.size()) == search.head);
     if (!matches || (best.fd >= 0 && mtime_ns <= best_mtime_ns)) {
       ::close(fd);
       continue;
@@ -180,7 +211,7 @@ TruncatedCopy findTruncatedCopy(const std::filesystem::path& path, const std::st
     if (best.fd >= 0) {
       ::close(best.fd);
     }
-    best = {fd, static_cast<std::uint64_t>(info.st_ino), entry.path().string()};
+    best = {fd, inode, entry.path().string()};
     best_mtime_ns = mtime_ns;
   }
   return best;
@@ -332,6 +363,10 @@ struct FileInput::OpenFile {
   // truncated the file, and nothing appends to it.
   bool complete = false;
   std::string head;               // the file's first bytes, up to kHeadBytes
+  // While `head` is empty: the file clock (fileClockNanoseconds) just before
+  // the file was last seen without a line. Lines in a copy made after it
+  // were written after it, so such a copy contains only unread lines.
+  std::int64_t empty_at_ns = 0;
   int quiet_polls = 0;            // polls at the end of a rotated file
   std::vector<char> buffer;
 
@@ -655,7 +690,11 @@ bool FileInput::adoptFile(int fd, std::uint64_t inode, const std::string& path,
   // A file found rotated at start is complete: no writer has it open.
   file.quiet_polls = rotated ? kRotationQuietPolls - 1 : 0;
   file.buffer.resize(kReadChunkBytes);
+  const std::int64_t seen_at = fileClockNanoseconds();
   file.head = readHead(fd, kHeadBytes);
+  if (file.head.empty()) {
+    file.empty_at_ns = seen_at;
+  }
   // Saved at once, so a restart resumes in this file (and, for start_at
   // end, does not skip what was written meanwhile).
   store_.setFileOffset(key_, {inode, offset, file.head});
@@ -812,15 +851,20 @@ void FileInput::flushBatch() {
 
 void FileInput::checkFirstBytes() {
   OpenFile& file = *file_;
-  if (file.rotated || file.head.empty() || readHead(file.fd, file.head.size()) == file.head) {
+  if (file.rotated) {
+    return;
+  }
+  if (file.head.empty()) {
+    checkCopyOfEmptyFile();
+    return;
+  }
+  if (readHead(file.fd, file.head.size()) == file.head) {
     return;
   }
   // Truncated and written past the old offset again since the last poll:
   // the size does not show it, the first bytes do. Checked before reading,
   // which would otherwise go on from the old offset in the new text.
-  // NOTE: a new file that starts with the same kHeadBytes looks unchanged,
-  // and a file that was empty at the last poll has no first bytes to
-  // compare, so a copytruncate before the next poll loses its copy's lines.
+  // NOTE: a new file that starts with the same kHeadBytes looks unchanged.
   // A routine copytruncate ends here too, so this is no warning.
   spdlog::info(
       "file input {}: its first bytes changed or are gone, so it was truncated; "
@@ -829,15 +873,45 @@ void FileInput::checkFirstBytes() {
   restartFile();
 }
 
+void FileInput::checkCopyOfEmptyFile() {
+  OpenFile& file = *file_;
+  const std::int64_t now = fileClockNanoseconds();
+  const std::int64_t since = file.empty_at_ns;
+  // The file had no line when last seen, so it has no first bytes to find
+  // its copy by. Creating a copy changes the folder, so the folder is read
+  // only when it changed since then.
+  std::filesystem::path folder = options_.path.parent_path();
+  struct stat info {};
+  if (since != 0 && ::stat(folder.empty() ? "." : folder.c_str(), &info) == 0 &&
+      nanoseconds(info.st_mtim) >= since &&
+      openTruncatedCopy({}, file.pending_offset, file.inode, file.skipping, since)) {
+    counters_->truncations->inc();
+    return;
+  }
+  if (file.read_offset == 0) {
+    file.empty_at_ns = now;
+  }
+}
+
 bool FileInput::openTruncatedCopy(const std::string& head, std::uint64_t offset,
-                                  std::uint64_t truncated_inode, bool skipping) {
-  TruncatedCopy copy = findTruncatedCopy(options_.path, head, offset, truncated_inode);
+                                  std::uint64_t truncated_inode, bool skipping,
+                                  std::int64_t since_ns) {
+  CopySearch search;
+  search.head = head;
+  search.min_size = offset;
+  search.since_ns = since_ns;
+  search.exclude_inode = truncated_inode;
+  // Found by time alone, the copy read last could match again within one
+  // tick of the file clock.
+  search.exclude_copy_inode = head.empty() ? last_copy_inode_ : 0;
+  TruncatedCopy copy = findTruncatedCopy(options_.path, search);
   if (copy.fd < 0) {
     return false;
   }
   spdlog::info("file input {}: truncated; reading the rest of its copy {} from offset {} first",
                key_, copy.path, offset);
   counters_->copies->inc();
+  last_copy_inode_ = copy.inode;
   adoptFile(copy.fd, copy.inode, copy.path, offset, true);
   file_->skipping = skipping;
   file_->complete = true;
@@ -851,7 +925,10 @@ void FileInput::restartFile() {
   // Once the copy is read to its end, checkRotation() opens the path again.
   const std::string head = file.head;
   const std::uint64_t inode = file.inode;
-  if (openTruncatedCopy(head, file.pending_offset, inode, file.skipping)) {
+  // A file without a line when last seen has no first bytes, so its copy is
+  // known by when it was made.
+  const std::int64_t since = head.empty() ? file.empty_at_ns : 0;
+  if (openTruncatedCopy(head, file.pending_offset, inode, file.skipping, since)) {
     return;
   }
   if (::lseek(file.fd, 0, SEEK_SET) < 0) {
@@ -861,7 +938,9 @@ void FileInput::restartFile() {
   file.scanned = 0;
   file.skipping = false;
   file.committed = file.batch_end = file.read_offset = file.pending_offset = 0;
+  const std::int64_t seen_at = fileClockNanoseconds();
   file.head = readHead(file.fd, kHeadBytes);
+  file.empty_at_ns = file.head.empty() ? seen_at : 0;
   store_.setFileOffset(key_, {file.inode, 0, file.head});
   counters_->offset->set(0);
 }

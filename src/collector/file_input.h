@@ -143,14 +143,19 @@ class FileInput {
   bool checkRotation();
   // Starts the open file again when its first bytes changed since read.
   void checkFirstBytes();
+  // For a file that had no line when last seen: reads the copy that a
+  // copytruncate made since then, if there is one.
+  void checkCopyOfEmptyFile();
   // Reads the open file again from its beginning after it was truncated,
   // after the rest of logrotate's copy of it when there is one.
   void restartFile();
   // Opens the copy that copytruncate made of a file starting with `head`
   // (see findTruncatedCopy) at `offset`, as a rotated file. Returns false
   // when there is none.
+  // With an empty `head`, the copy is one created and written at or after
+  // `since_ns` (see CopySearch), and not the copy read last.
   bool openTruncatedCopy(const std::string& head, std::uint64_t offset,
-                         std::uint64_t truncated_inode, bool skipping);
+                         std::uint64_t truncated_inode, bool skipping, std::int64_t since_ns = 0);
   void run();
 
   FileInputOptions options_;
@@ -159,6 +164,7 @@ class FileInput {
   FileBatchHandler handler_;
   std::unique_ptr<Counters> counters_;
   std::unique_ptr<OpenFile> file_;
+  std::uint64_t last_copy_inode_ = 0;  // the copytruncate copy read last; 0 for none
 
   std::vector<AuditRecord> records_;
   std::vector<RejectedLine> rejected_;

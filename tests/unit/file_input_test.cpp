@@ -376,6 +376,73 @@ TEST_F(FileInputTest, CopytruncateReadsFileInSamePoll) {
   EXPECT_EQ(store_->fileOffset(log_.string())->inode, static_cast<std::uint64_t>(info.st_ino));
 }
 
+// The file had no line at the last poll, so it has no first bytes to find
+// its copy by: the copy is the one made since that poll.
+TEST_F(FileInputTest, CopytruncateOfEmptyFileReadsCopy) {
+  append(log_, "");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  append(log_, recordLine("a") + "\n" + recordLine("b") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  append(log_, recordLine("c") + "\n");
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c"}));
+  const std::string label = "path=\"" + log_.string() + "\"";
+  EXPECT_EQ(metrics_.counter("webtrap_collector_file_truncated_copies_total", "", label).value(),
+            1u);
+  EXPECT_EQ(metrics_.counter("webtrap_collector_file_truncations_total", "", label).value(), 1u);
+  struct stat info {};
+  ASSERT_EQ(::stat(log_.c_str(), &info), 0);
+  EXPECT_EQ(store_->fileOffset(log_.string())->inode, static_cast<std::uint64_t>(info.st_ino));
+}
+
+// Truncated to empty again after the copy: the copy is read once, not at
+// every poll that finds the file empty.
+TEST_F(FileInputTest, CopytruncateToEmptyReadsCopyOnce) {
+  append(log_, "");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  append(log_, recordLine("a") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  for (int i = 0; i < 4; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a"}));
+  // The next copytruncate of the empty file, a day later, with logrotate's
+  // renaming.
+  fs::last_write_time(dir_ / "audit.log.1",
+                      fs::file_time_type::clock::now() - std::chrono::hours(24));
+  fs::rename(dir_ / "audit.log.1", dir_ / "audit.log.2");
+  append(log_, recordLine("b") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  for (int i = 0; i < 4; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b"}));
+}
+
+// Renaming an old rotated file gives it a new change time, but not a new
+// modification time, so it is not taken for a copy made since the last poll.
+TEST_F(FileInputTest, RenamedOldCopyOfEmptyFileIgnored) {
+  append(dir_ / "audit.log.1", recordLine("x") + "\n");
+  fs::last_write_time(dir_ / "audit.log.1",
+                      fs::file_time_type::clock::now() - std::chrono::hours(1));
+  append(log_, "");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  fs::rename(dir_ / "audit.log.1", dir_ / "audit.log.2");
+  append(log_, recordLine("a") + "\n");
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a"}));
+}
+
 TEST_F(FileInputTest, TwoCopytruncatesOnePollApart) {
   append(log_, recordLine("a") + "\n");
   FileInput& input = makeInput();
