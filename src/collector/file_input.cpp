@@ -137,6 +137,7 @@ struct TruncatedCopy {
   int fd = -1;
   std::uint64_t inode = 0;
   std::string path;
+  std::int64_t created_ns = 0;  // see creationNanoseconds
 };
 
 // The conditions that a copy left by copytruncate must meet.
@@ -145,14 +146,35 @@ struct CopySearch {
   // when last seen, whose copy is then found by `since_ns` alone.
   std::string head;
   std::uint64_t min_size = 0;
-  // When not 0: the copy was created (change time) and last written
-  // (modification time) at or after this real time in nanoseconds. A
-  // rotated file renamed meanwhile has a new change time but keeps its old
-  // modification time, so it does not match.
+  // When not 0: the copy was created and last written at or after this
+  // real time in nanoseconds (see madeSince). A rotated file renamed
+  // meanwhile has a new change time but keeps its old modification time, so
+  // it does not match.
   std::int64_t since_ns = 0;
   std::uint64_t exclude_inode = 0;       // the truncated file itself
-  std::uint64_t exclude_copy_inode = 0;  // a copy read already; 0 for none
+  // A copy read already, by inode number and creationNanoseconds. logrotate
+  // with delaycompress deletes the old copy just before it makes the new
+  // one, and ext4 gives the new copy the freed inode number, so the number
+  // alone does not tell them apart. Inode 0 for none.
+  std::uint64_t exclude_copy_inode = 0;
+  std::int64_t exclude_copy_created_ns = 0;
 };
+
+// Returns true when `head` starts like a file that gzip, bzip2, xz, lzma,
+// zstd or lz4 wrote, which logrotate's compress and delaycompress leave
+// beside the copies. Audit log lines never start with these bytes.
+bool looksCompressed(std::string_view head) {
+  constexpr std::string_view kMagics[] = {
+      std::string_view("\x1f\x8b", 2),                  // gzip
+      std::string_view("BZh", 3),                       // bzip2
+      std::string_view("\xfd\x37\x7a\x58\x5a\x00", 6),  // xz
+      std::string_view("\x5d\x00\x00", 3),              // lzma
+      std::string_view("\x28\xb5\x2f\xfd", 4),          // zstd
+      std::string_view("\x04\x22\x4d\x18", 4),          // lz4
+  };
+  return std::ranges::any_of(kMagics,
+                             [&](std::string_view magic) { return head.starts_with(magic); });
+}
 
 std::int64_t nanoseconds(const struct timespec& time) {
   return static_cast<std::int64_t>(time.tv_sec) * 1'000'000'000 + time.tv_nsec;
@@ -165,6 +187,47 @@ std::int64_t fileClockNanoseconds() {
   struct timespec now {};
   ::clock_gettime(CLOCK_REALTIME_COARSE, &now);
   return nanoseconds(now);
+}
+
+// Returns the birth time of the open file `fd` in nanoseconds, or 0 when
+// its file system does not record one.
+std::int64_t birthNanoseconds(int fd) {
+  struct statx info {};
+  if (::statx(fd, "", AT_EMPTY_PATH, STATX_BTIME, &info) != 0 ||
+      (info.stx_mask & STATX_BTIME) == 0) {
+    return 0;
+  }
+  return static_cast<std::int64_t>(info.stx_btime.tv_sec) * 1'000'000'000 + info.stx_btime.tv_nsec;
+}
+
+// Returns the birth time of the open file `fd` (`info` from fstat) in
+// nanoseconds, or its change time when the file system records no birth
+// time. Tells apart two files that had the same inode number one after the
+// other.
+std::int64_t creationNanoseconds(int fd, const struct stat& info) {
+  const std::int64_t birth_ns = birthNanoseconds(fd);
+  return birth_ns != 0 ? birth_ns : nanoseconds(info.st_ctim);
+}
+
+// Returns true when the open file `fd` (`info` from fstat) can be a copy
+// that copytruncate made at or after `since_ns`. Such a copy was created
+// and last written since then, by birth time where the file system records
+// it and else by change time. It was last written no later than the
+// truncated file (`truncated_mtime_ns`, 0 when unknown), and it is not
+// compressed. NOTE: without birth times, another live log named like a
+// copy passes when it was renamed or created since `since_ns`.
+bool madeSince(int fd, const struct stat& info, std::int64_t since_ns,
+               std::int64_t truncated_mtime_ns) {
+  const std::int64_t mtime_ns = nanoseconds(info.st_mtim);
+  const std::int64_t birth_ns = birthNanoseconds(fd);
+  if (nanoseconds(info.st_ctim) < since_ns || mtime_ns < since_ns ||
+      (birth_ns != 0 && birth_ns < since_ns)) {
+    return false;
+  }
+  if (truncated_mtime_ns != 0 && mtime_ns > truncated_mtime_ns) {
+    return false;
+  }
+  return !looksCompressed(readHead(fd, 8));
 }
 
 // Finds the copy that copytruncate left of `path` in the same folder: a
@@ -180,6 +243,17 @@ TruncatedCopy findTruncatedCopy(const std::filesystem::path& path, const CopySea
   std::filesystem::path folder = path.parent_path();
   if (folder.empty()) {
     folder = ".";
+  }
+  // Found by time, a copy was last written before the file was truncated,
+  // and so the file was written since `since_ns`. 0 while not known.
+  std::int64_t truncated_mtime_ns = 0;
+  struct stat truncated {};
+  if (search.since_ns != 0 && ::stat(path.c_str(), &truncated) == 0 &&
+      static_cast<std::uint64_t>(truncated.st_ino) == search.exclude_inode) {
+    truncated_mtime_ns = nanoseconds(truncated.st_mtim);
+    if (truncated_mtime_ns < search.since_ns) {
+      return best;  // no line was written to the file, so none was copied
+    }
   }
   const std::string base = path.filename().string();
   std::int64_t best_mtime_ns = 0;
@@ -199,9 +273,12 @@ TruncatedCopy findTruncatedCopy(const std::filesystem::path& path, const CopySea
     const std::int64_t mtime_ns = nanoseconds(info.st_mtim);
     const auto inode = static_cast<std::uint64_t>(info.st_ino);
     const auto size = static_cast<std::uint64_t>(info.st_size);
-    const bool recent = search.since_ns == 0 || (nanoseconds(info.st_ctim) >= search.since_ns &&
-                                                 mtime_ns >= search.since_ns);
-    const bool matches = inode != search.exclude_inode && inode != search.exclude_copy_inode &&
+    const bool recent =
+        search.since_ns == 0 || madeSince(fd, info, search.since_ns, truncated_mtime_ns);
+    const std::int64_t created_ns = creationNanoseconds(fd, info);
+    const bool read_already =
+        inode == search.exclude_copy_inode && created_ns == search.exclude_copy_created_ns;
+    const bool matches = inode != search.exclude_inode && !read_already &&
                          size >= search.min_size && size > 0 && recent &&
                          (search.head.empty() || readHead(fd, search.head.size()) == search.head);
     if (!matches || (best.fd >= 0 && mtime_ns <= best_mtime_ns)) {
@@ -211,7 +288,7 @@ TruncatedCopy findTruncatedCopy(const std::filesystem::path& path, const CopySea
     if (best.fd >= 0) {
       ::close(best.fd);
     }
-    best = {fd, inode, entry.path().string()};
+    best = {fd, inode, entry.path().string(), created_ns};
     best_mtime_ns = mtime_ns;
   }
   return best;
@@ -903,7 +980,10 @@ bool FileInput::openTruncatedCopy(const std::string& head, std::uint64_t offset,
   search.exclude_inode = truncated_inode;
   // Found by time alone, the copy read last could match again within one
   // tick of the file clock.
-  search.exclude_copy_inode = head.empty() ? last_copy_inode_ : 0;
+  if (head.empty()) {
+    search.exclude_copy_inode = last_copy_.inode;
+    search.exclude_copy_created_ns = last_copy_.created_ns;
+  }
   TruncatedCopy copy = findTruncatedCopy(options_.path, search);
   if (copy.fd < 0) {
     return false;
@@ -911,7 +991,7 @@ bool FileInput::openTruncatedCopy(const std::string& head, std::uint64_t offset,
   spdlog::info("file input {}: truncated; reading the rest of its copy {} from offset {} first",
                key_, copy.path, offset);
   counters_->copies->inc();
-  last_copy_inode_ = copy.inode;
+  last_copy_ = {copy.inode, copy.created_ns};
   adoptFile(copy.fd, copy.inode, copy.path, offset, true);
   file_->skipping = skipping;
   file_->complete = true;

@@ -164,7 +164,13 @@ class FileInput {
   FileBatchHandler handler_;
   std::unique_ptr<Counters> counters_;
   std::unique_ptr<OpenFile> file_;
-  std::uint64_t last_copy_inode_ = 0;  // the copytruncate copy read last; 0 for none
+  // The copytruncate copy read last, by inode number (0 for none) and birth
+  // or change time, which a later copy with the same inode number differs in.
+  struct CopyIdentity {
+    std::uint64_t inode = 0;
+    std::int64_t created_ns = 0;
+  };
+  CopyIdentity last_copy_;
 
   std::vector<AuditRecord> records_;
   std::vector<RejectedLine> rejected_;

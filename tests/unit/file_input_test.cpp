@@ -443,6 +443,97 @@ TEST_F(FileInputTest, RenamedOldCopyOfEmptyFileIgnored) {
   EXPECT_EQ(ids_, (Ids{"a"}));
 }
 
+// logrotate with delaycompress compresses the previous copy after it made
+// the new one, so the compressed file is newer. It starts with other bytes
+// than any line and must not be read in place of the new copy.
+TEST_F(FileInputTest, CompressedFileNotTakenForCopy) {
+  append(log_, "");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  append(log_, recordLine("a") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  const std::string gzip_member("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage\n", 18);
+  append(dir_ / "audit.log.2.gz", gzip_member);
+  fs::last_write_time(dir_ / "audit.log.2.gz",
+                      fs::last_write_time(dir_ / "audit.log.1") + std::chrono::milliseconds(10));
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a"}));
+  EXPECT_TRUE(rejected_.empty());
+}
+
+// logrotate with delaycompress compresses the copy read last and deletes it
+// just before it makes the next copy, which then gets the freed inode
+// number on ext4. The next copy is still read.
+TEST_F(FileInputTest, CopyWithReadCopysInodeRead) {
+  append(log_, "");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  append(log_, recordLine("a") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  ASSERT_EQ(ids_, (Ids{"a"}));
+  struct stat first_copy {};
+  ASSERT_EQ(::stat((dir_ / "audit.log.1").c_str(), &first_copy), 0);
+
+  fs::rename(dir_ / "audit.log.1", dir_ / "audit.log.2");
+  append(dir_ / "audit.log.2.gz", std::string("\x1f\x8b\x08\x00", 4));
+  fs::remove(dir_ / "audit.log.2");
+  append(log_, recordLine("b") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  struct stat second_copy {};
+  ASSERT_EQ(::stat((dir_ / "audit.log.1").c_str(), &second_copy), 0);
+  if (second_copy.st_ino != first_copy.st_ino) {
+    GTEST_SKIP() << "the file system gave the second copy a new inode number";
+  }
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b"}));
+}
+
+// Another live log in the folder whose name starts with the file's name is
+// no copy: the file itself was not written since the last poll.
+TEST_F(FileInputTest, NeighbourLogOfQuietEmptyFileIgnored) {
+  append(log_, "");
+  // The file's modification time is then before the first poll, also on
+  // the coarse clock that stamps files.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  FileInput& input = makeInput();
+  input.pollOnce();
+  append(dir_ / "audit.log.json", recordLine("x") + "\n");
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_TRUE(ids_.empty());
+  EXPECT_TRUE(rejected_.empty());
+}
+
+// The file got a line without a copytruncate, and an older live log beside
+// it was written too. The other log existed before the last poll, so it is
+// not a copy made since then.
+TEST_F(FileInputTest, OlderNeighbourLogNotTakenForCopy) {
+  append(dir_ / "audit.log.json", recordLine("x") + "\n");
+  append(log_, "");
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  FileInput& input = makeInput();
+  input.pollOnce();
+  append(dir_ / "audit.log.json", recordLine("y") + "\n");
+  append(log_, recordLine("a") + "\n");
+  // Any change of the folder, here an unrelated new file.
+  append(dir_ / "unrelated.txt", "x");
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a"}));
+}
+
 TEST_F(FileInputTest, TwoCopytruncatesOnePollApart) {
   append(log_, recordLine("a") + "\n");
   FileInput& input = makeInput();
