@@ -213,9 +213,8 @@ std::int64_t creationNanoseconds(int fd, const struct stat& info) {
 // that copytruncate made at or after `since_ns`. Such a copy was created
 // and last written since then, by birth time where the file system records
 // it and else by change time. It was last written no later than the
-// truncated file (`truncated_mtime_ns`, 0 when unknown), and it is not
-// compressed. NOTE: without birth times, another live log named like a
-// copy passes when it was renamed or created since `since_ns`.
+// truncated file (`truncated_mtime_ns`), and it is not compressed. NOTE: without birth times,
+// another live log named like a copy passes when it was renamed or created since `since_ns`.
 bool madeSince(int fd, const struct stat& info, std::int64_t since_ns,
                std::int64_t truncated_mtime_ns) {
   const std::int64_t mtime_ns = nanoseconds(info.st_mtim);
@@ -224,7 +223,7 @@ bool madeSince(int fd, const struct stat& info, std::int64_t since_ns,
       (birth_ns != 0 && birth_ns < since_ns)) {
     return false;
   }
-  if (truncated_mtime_ns != 0 && mtime_ns > truncated_mtime_ns) {
+  if (mtime_ns > truncated_mtime_ns) {
     return false;
   }
   return !looksCompressed(readHead(fd, 8));
@@ -245,11 +244,15 @@ TruncatedCopy findTruncatedCopy(const std::filesystem::path& path, const CopySea
     folder = ".";
   }
   // Found by time, a copy was last written before the file was truncated,
-  // and so the file was written since `since_ns`. 0 while not known.
+  // and so the file was written since `since_ns`. copytruncate leaves the
+  // file at the path: a file renamed or deleted meanwhile left no copy.
   std::int64_t truncated_mtime_ns = 0;
-  struct stat truncated {};
-  if (search.since_ns != 0 && ::stat(path.c_str(), &truncated) == 0 &&
-      static_cast<std::uint64_t>(truncated.st_ino) == search.exclude_inode) {
+  if (search.since_ns != 0) {
+    struct stat truncated {};
+    if (::stat(path.c_str(), &truncated) != 0 ||
+        static_cast<std::uint64_t>(truncated.st_ino) != search.exclude_inode) {
+      return best;
+    }
     truncated_mtime_ns = nanoseconds(truncated.st_mtim);
     if (truncated_mtime_ns < search.since_ns) {
       return best;  // no line was written to the file, so none was copied

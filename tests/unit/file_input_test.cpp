@@ -534,6 +534,23 @@ TEST_F(FileInputTest, OlderNeighbourLogNotTakenForCopy) {
   EXPECT_EQ(ids_, (Ids{"a"}));
 }
 
+// Rotated by renaming while it had no line at the last poll: the path names
+// a new file, so nothing was copied, and a log created beside it meanwhile
+// is no copy. The renamed file is finished first.
+TEST_F(FileInputTest, RenamedEmptyFileNotSearchedForCopy) {
+  append(log_, "");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  append(dir_ / "audit.log.json", recordLine("x") + "\n");
+  append(log_, recordLine("a") + "\n");
+  fs::rename(log_, dir_ / "audit.log.1");
+  append(log_, recordLine("b") + "\n");
+  for (int i = 0; i < 4; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b"}));
+}
+
 TEST_F(FileInputTest, TwoCopytruncatesOnePollApart) {
   append(log_, recordLine("a") + "\n");
   FileInput& input = makeInput();
