@@ -69,6 +69,7 @@ test_packages=(
   libapache2-mod-security2  # mod_security2 audit records for the decoder tests
   libmaxmind-db-writer-perl  # builds the small GeoIP databases the tests use
   graphviz  # dot renders docs/diagrams (the docs target and its test)
+  logrotate  # rotates a file input's audit log as on a real web server
 )
 
 # Peers of the collector benchmark (bench/collector/run.sh). syslog-ng-core
