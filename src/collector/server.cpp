@@ -97,6 +97,8 @@ constexpr auto kSensorRejectionLogInterval = std::chrono::seconds(10);
 // At most one log line in this interval for requests rejected with 503
 // because their sensor was sending limits.max_slots_per_sensor bodies.
 constexpr auto kSensorBusyLogInterval = std::chrono::seconds(10);
+// The largest TLS record's plaintext (RFC 8446, section 5.1).
+constexpr std::uint64_t kMaxTlsRecordBytes = 16384;
 // At most one log line in this interval for request bodies cut because they
 // arrived slower than limits.min_body_rate.
 constexpr auto kSlowBodyLogInterval = std::chrono::seconds(10);
@@ -1512,7 +1514,13 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
     if (rate != 0) {
       // No overflow: body_bytes_ stays near limits.max_body_bytes (at most
       // 4 GiB), and times 1000 that is far below 2^63.
-      const auto earned = std::chrono::milliseconds(body_bytes_ * 1000 / rate);
+      // Over TLS the parser gets no byte of a record until all of it
+      // arrived, so a TLS body is credited one whole record ahead.
+      std::uint64_t credited = body_bytes_;
+      if constexpr (std::is_same_v<Stream, beast::ssl_stream<beast::tcp_stream>>) {
+        credited += kMaxTlsRecordBytes;
+      }
+      const auto earned = std::chrono::milliseconds(credited * 1000 / rate);
       const Clock::time_point rate_deadline =
           body_started_ + std::chrono::milliseconds(limits().min_body_rate_grace_ms) + earned;
       if (rate_deadline < deadline) {

@@ -20,7 +20,12 @@ time:
   cut at about twice the grace period. One sent at four times the rate and
   one that stalls after sending fast get 200 and are not counted;
 - TLS body cut: the same byte-at-a-time body over HTTPS is cut after the
-  grace period too (skipped without the openssl command);
+  grace period and the 16 KiB credited for one TLS record (a rate of
+  16 KiB/s here, so 1 s); skipped without the openssl command;
+- honest TLS sender: a body of one full TLS record whose encrypted bytes
+  arrive at 1.5 times the minimum rate gets its response. The collector
+  reads none of the record until all of it arrived (about 11 s), which
+  without the 16 KiB credit is past the 5 s grace period;
 - zero turns the check off: with limits.min_body_rate 0, a byte-at-a-time
   body keeps its slot past the grace period until limits.read_timeout;
 - slow header: a request head sent a byte at a time, which takes no slot,
@@ -53,6 +58,8 @@ LIMITS = (f"{{read_timeout: {READ_TIMEOUT_SECONDS}s, min_body_rate: {RATE}/s, "
           f"min_body_rate_grace: {GRACE_SECONDS}s}}")
 # Time allowed past the expected cut for scheduling and the metric polls.
 MARGIN_SECONDS = 3
+# The largest TLS record's plaintext, which the collector credits a TLS body.
+TLS_RECORD_BYTES = 16384
 
 
 def slow_bodies(collector, sensor_id):
@@ -202,16 +209,28 @@ def rate_separates_slow_from_honest(workdir, records):
         collector.stop()
 
 
-def tls_body_cut(workdir, records):
+def tls_collector(workdir, limits):
+    """Return a collector with TLS on its ingest listener, or None without openssl."""
     if shutil.which("openssl") is None:
         print("     skipped: the openssl command is missing")
-        return
+        return None
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.pem"],
                    cwd=workdir, check=True, capture_output=True, timeout=60)
-    collector = Collector(workdir, limits=LIMITS,
-                          extra=f"tls: {{certificate: {workdir / 'server.pem'}, "
-                                f"private_key: {workdir / 'server.key'}}}\n")
+    return Collector(workdir, limits=limits,
+                     extra=f"tls: {{certificate: {workdir / 'server.pem'}, "
+                           f"private_key: {workdir / 'server.key'}}}\n")
+
+
+def tls_body_cut(workdir, records):
+    # At 16 KiB/s, the one TLS record credited to the body is worth 1 s.
+    tls_rate = 16 * 1024
+    credit_seconds = TLS_RECORD_BYTES / tls_rate
+    collector = tls_collector(workdir, f"{{read_timeout: {READ_TIMEOUT_SECONDS}s, "
+                                       f"min_body_rate: {tls_rate}/s, "
+                                       f"min_body_rate_grace: {GRACE_SECONDS}s}}")
+    if collector is None:
+        return
     token = collector.enrol("sensor-a")
     collector.start()
 
@@ -230,7 +249,7 @@ def tls_body_cut(workdir, records):
         wait_for(lambda: in_flight(collector) == 1, 10, "the TLS body to be admitted")
 
         closed_after = None
-        while time.monotonic() - started < GRACE_SECONDS + MARGIN_SECONDS:
+        while time.monotonic() - started < GRACE_SECONDS + credit_seconds + MARGIN_SECONDS:
             try:
                 sock.sendall(b" ")
             except OSError:
@@ -241,8 +260,8 @@ def tls_body_cut(workdir, records):
                 break
 
         check(closed_after is not None,
-              f"a byte-at-a-time body over TLS was still open after {GRACE_SECONDS} s of grace "
-              f"plus {MARGIN_SECONDS} s")
+              f"a byte-at-a-time body over TLS was still open after {GRACE_SECONDS} s of grace, "
+              f"{credit_seconds:.0f} s of TLS record credit and {MARGIN_SECONDS} s more")
         check(closed_after >= GRACE_SECONDS - 0.5,
               f"the TLS body was cut after {closed_after:.1f} s, before "
               f"limits.min_body_rate_grace ({GRACE_SECONDS} s)")
@@ -251,6 +270,84 @@ def tls_body_cut(workdir, records):
               f"expected 1 slow TLS body, got {slow_bodies(collector, 'sensor-a')}")
     finally:
         sock.close()
+        collector.stop()
+
+
+def honest_tls_sender(workdir, records):
+    collector = tls_collector(workdir, LIMITS)
+    if collector is None:
+        return
+    token = collector.enrol("sensor-a")
+    collector.start()
+    # The TLS connection runs over memory buffers, so the test decides when
+    # each encrypted byte reaches the socket.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    incoming = ssl.MemoryBIO()
+    outgoing = ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing)
+    raw = socket.create_connection(("127.0.0.1", collector.ingest_port), timeout=30)
+
+    def flush():
+        data = outgoing.read()
+        if data:
+            raw.sendall(data)
+
+    def receive():
+        data = raw.recv(65536)
+        if not data:
+            raise ConnectionResetError("the collector closed the connection")
+        incoming.write(data)
+
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                flush()
+                receive()
+        flush()
+        body = b"".join(records)[:TLS_RECORD_BYTES].ljust(TLS_RECORD_BYTES, b"\n")
+        tls.write(f"POST /v1/records HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  f"Authorization: Bearer {token}\r\n"
+                  "Content-Type: application/x-ndjson\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode())
+        flush()
+        wait_for(lambda: in_flight(collector) == 1, 10, "the TLS body to be admitted")
+        # One TLS record of the whole body, its encrypted bytes sent at 1.5
+        # times the minimum rate, in pieces of a tenth of a second.
+        tls.write(body)
+        record = outgoing.read()
+        piece = int(RATE * 1.5 / 10)
+        started = time.monotonic()
+        cut = False
+        for offset in range(0, len(record), piece):
+            try:
+                raw.sendall(record[offset:offset + piece])
+            except OSError:
+                cut = True
+                break
+            time.sleep(0.1)
+        sent_after = time.monotonic() - started
+        answer = b""
+        raw.settimeout(10)
+        while not cut and b"\r\n\r\n" not in answer:
+            try:
+                receive()
+                answer += tls.read(65536)
+            except ssl.SSLWantReadError:
+                continue
+            except OSError:
+                cut = True
+        check(not cut and answer.startswith(b"HTTP/1.1 "),
+              f"a TLS body sent at {RATE * 1.5:.0f} bytes/s in one {TLS_RECORD_BYTES}-byte record "
+              f"(all of it after {sent_after:.1f} s) got no response: the collector cut it")
+        check(slow_bodies(collector, "sensor-a") == 0,
+              f"expected no slow body, got {slow_bodies(collector, 'sensor-a')}")
+    finally:
+        raw.close()
         collector.stop()
 
 
@@ -313,7 +410,7 @@ def slow_header_cut_by_read_timeout(workdir, records):
 
 
 CHECKS = [four_tokens_lose_their_slots, rate_separates_slow_from_honest, tls_body_cut,
-          zero_turns_check_off, slow_header_cut_by_read_timeout]
+          honest_tls_sender, zero_turns_check_off, slow_header_cut_by_read_timeout]
 
 
 def main():
