@@ -76,10 +76,11 @@ AdminTokenGuard::Clock::duration AdminTokenGuard::blockedFor(
   rate_limited_[static_cast<std::size_t>(route)]->inc();
   std::lock_guard lock(log_mutex_);
   if (blocked_log_.admit()) {
-    spdlog::warn("admin listener: rejected a request from {} on {} with 429, because it sent {} "
-                 "wrong admin tokens within {} s ({} such rejections since the last message)",
-                 client_key, adminRouteLabel(route), limiter_.options().max_failures,
-                 limiter_.options().window.count(), blocked_log_.takeSuppressed() + 1);
+    spdlog::warn(
+        "admin listener: rejected a request from {} on {} with 429, because it sent {} "
+        "wrong admin tokens within {} s (rejections since the last message: {})",
+        client_key, adminRouteLabel(route), limiter_.options().max_failures,
+        limiter_.options().window.count(), blocked_log_.takeSuppressed() + 1);
   }
   return retry_after;
 }
@@ -97,16 +98,18 @@ bool AdminTokenGuard::check(std::string_view given, const boost::asio::ip::addre
   if (evicted_counting) {
     clients_evicted_->inc();
     if (evicted_log_.admit()) {
-      spdlog::warn("admin listener: forgot a client whose wrong admin tokens still counted, "
-                   "because {} clients sent wrong tokens; raise dashboard.login_max_clients if "
-                   "this repeats ({} such clients since the last message)",
-                   limiter_.options().max_clients, evicted_log_.takeSuppressed() + 1);
+      spdlog::warn(
+          "admin listener: forgot a client whose wrong admin tokens still counted, "
+          "because {} clients sent wrong tokens; raise dashboard.login_max_clients if "
+          "this repeats (clients forgotten since the last message: {})",
+          limiter_.options().max_clients, evicted_log_.takeSuppressed() + 1);
     }
   }
   if (failure_log_.admit()) {
-    spdlog::warn("admin listener: wrong admin token from {} on {} ({} such failures since the "
-                 "last message)",
-                 client_key, adminRouteLabel(route), failure_log_.takeSuppressed() + 1);
+    spdlog::warn(
+        "admin listener: wrong admin token from {} on {} (failures since the last "
+        "message: {})",
+        client_key, adminRouteLabel(route), failure_log_.takeSuppressed() + 1);
   }
   return false;
 }

@@ -623,8 +623,8 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
       if (sensor_busy_log.admit()) {
         spdlog::warn(
             "collector: sensor \"{}\" is sending limits.max_slots_per_sensor ({}) "
-            "request bodies; rejected a further request with 503 ({} such rejections since the "
-            "last message). Many slow requests with one token can mean the token was "
+            "request bodies; rejected a further request with 503 (rejections since the last "
+            "message: {}). Many slow requests with one token can mean the token was "
             "stolen",
             sensor_id, max_slots, sensor_busy_log.takeSuppressed() + 1);
       }
@@ -652,7 +652,7 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
     spdlog::warn(
         "collector: closed the connection of sensor \"{}\" from {}: its request body "
         "sent {} bytes in {} ms, slower than limits.min_body_rate ({} bytes/s) after "
-        "limits.min_body_rate_grace ({} ms) ({} such bodies since the last message). "
+        "limits.min_body_rate_grace ({} ms) (bodies cut since the last message: {}). "
         "Many slow bodies with one token can mean the token was stolen; a sensor on a "
         "slow link needs a lower limits.min_body_rate",
         sensor_id, peer.to_string(), bytes, elapsed.count(), options.limits.min_body_rate,
