@@ -116,12 +116,25 @@ bool removeStrayComponentQuotes(std::string& text) {
   }
 }
 
+// Returns the record's top-level object. A record that is valid JSON of
+// another type, or no JSON at all, gets an error that says what a record is.
+object rootObject(document& doc) {
+  object root;
+  const simdjson::error_code code = doc.get_object().get(root);
+  if (code == simdjson::INCORRECT_TYPE) {
+    fail("record",
+         "invalid JSON or not a JSON object; an audit record is one JSON object, "
+         "such as {\"transaction\": {...}}");
+  }
+  check(code, "record");
+  return root;
+}
+
 // Looks at the record's keys to tell the layouts apart: webtrap records have
 // a `webtrap` object, mod_security2 records `audit_data` and a transaction
 // with `time`, libmodsecurity v3 records a transaction with `time_stamp`.
 RecordFormat detectFormat(document& doc) {
-  object root;
-  check(doc.get_object().get(root), "record");
+  object root = rootObject(doc);
   RecordFormat transaction_shape = RecordFormat::kAuto;
   for (auto entry : root) {
     field member;
@@ -193,8 +206,7 @@ std::string trailingTextMessage(RecordInput input) {
 // object, kModsec3 ignores it, and kAuto reads it when it is there.
 void decodeV3Layout(document& doc, RecordFormat mode, RecordInput input, const TimeZone& zone,
                     AuditRecord& record) {
-  object root;
-  check(doc.get_object().get(root), "record");
+  object root = rootObject(doc);
   decoder::WebtrapExtras extras;
   bool has_transaction = false;
   for (auto entry : root) {
@@ -287,8 +299,7 @@ void decodeText(std::string_view text, std::size_t readable_after, const DecodeO
     }
   }
   if (layout == RecordFormat::kModsec2) {
-    object root;
-    check(doc.get_object().get(root), "record");
+    object root = rootObject(doc);
     decoder::decodeModsec2Record(root, record);
     record.format = RecordFormat::kModsec2;
   } else {

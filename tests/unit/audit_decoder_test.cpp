@@ -389,6 +389,19 @@ TEST(AuditDecoder, FileLineNamesFormatSetting) {
   EXPECT_NE(result.error.find("read it as modsec3 or auto"), std::string::npos) << result.error;
 }
 
+// Valid JSON that is no object, or no JSON, is named as what it is not.
+TEST(AuditDecoder, NonObjectNamed) {
+  for (const std::string text : {"[1,2]", "\"text\"", "42", "not json"}) {
+    for (RecordFormat format : {RecordFormat::kAuto, RecordFormat::kModsec3, RecordFormat::kModsec2,
+                                RecordFormat::kWebtrap}) {
+      DecodeResult result = decodeAuditRecord(text, format, "test");
+      ASSERT_FALSE(result.ok) << text;
+      EXPECT_TRUE(result.error.starts_with("record: invalid JSON or not a JSON object"))
+          << text << ": " << result.error;
+    }
+  }
+}
+
 TEST(AuditDecoder, TwoRecordsInOnePost) {
   std::string two = modsec3Record() + "\n" + modsec3Record();
   DecodeResult post = decodeFrom(two, RecordFormat::kAuto, RecordInput::kModsecurityPost);
