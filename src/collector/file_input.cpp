@@ -665,25 +665,31 @@ bool FileInput::openPath() {
     // bytes are compared too. NOTE: offsets saved before the store kept
     // them have no head, and then only a size below the offset shows it.
     offset = saved->offset;
-    bool truncated = false;
+    std::string change;
     if (!saved->head.empty() && readHead(fd, saved->head.size()) != saved->head) {
-      spdlog::warn("file input {}: the file has the saved inode number {} but other first "
-                   "bytes, so it is a new file; reading it from its beginning",
-                   key_, inode);
-      truncated = true;
+      change = fmt::format(
+          "the file has the saved inode number {} but other first bytes, so it "
+          "was truncated or is a new file",
+          inode);
     } else if (offset > size) {
-      spdlog::warn("file input {}: the file is shorter ({} bytes) than the saved offset {}, so "
-                   "it was truncated; reading from its beginning",
-                   key_, size, offset);
+      change = fmt::format(
+          "the file is shorter ({} bytes) than the saved offset {}, so it was "
+          "truncated",
+          size, offset);
       counters_->truncations->inc();
-      truncated = true;
     }
-    if (truncated) {
-      // With copytruncate, the lines after the saved offset are in the copy.
+    if (!change.empty()) {
+      // With copytruncate, the lines after the saved offset are in the copy,
+      // which is routine. Without a copy they are lost.
       if (openTruncatedCopy(saved->head, saved->offset, inode, false)) {
+        spdlog::info("file input {}: {} while the collector was stopped", key_, change);
         ::close(fd);
         return true;
       }
+      spdlog::warn(
+          "file input {}: {}, and no copy of it was found; reading it from its "
+          "beginning, so lines written after offset {} and before the change are lost",
+          key_, change, saved->offset);
       offset = 0;
     }
   } else if (saved) {
