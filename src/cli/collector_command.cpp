@@ -653,6 +653,16 @@ int runCollector(const CollectorOptions& options) {
                config.store.path.string(), fmt::join(output_names, ","),
                dashboard ? "on" : "off", files.size());
 
+  const IngestLimits& limits = config.limits;
+  if (limits.min_body_rate != 0 && limits.min_body_rate_grace_ms >= limits.read_timeout_ms) {
+    spdlog::warn(
+        "collector: limits.min_body_rate_grace ({} ms) is not below limits.read_timeout "
+        "({} ms), so the read timeout ends every slow body first and "
+        "limits.min_body_rate never applies; lower the grace period to turn the rate "
+        "check on",
+        limits.min_body_rate_grace_ms, limits.read_timeout_ms);
+  }
+
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   std::thread stopper;
   signals.async_wait([&](const boost::system::error_code& ec, int signal) {

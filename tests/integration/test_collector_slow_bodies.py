@@ -29,7 +29,10 @@ time:
 - zero turns the check off: with limits.min_body_rate 0, a byte-at-a-time
   body keeps its slot past the grace period until limits.read_timeout;
 - slow header: a request head sent a byte at a time, which takes no slot,
-  is closed by limits.read_timeout.
+  is closed by limits.read_timeout;
+- grace past read timeout: a grace period at or above limits.read_timeout
+  leaves the rate check nothing to do, and the start log warns about it;
+  with the defaults it does not.
 
 Every check runs even when an earlier one fails, and the test exits 1 if any
 failed.
@@ -409,8 +412,29 @@ def slow_header_cut_by_read_timeout(workdir, records):
         collector.stop()
 
 
+def grace_past_read_timeout(workdir, records):
+    warning = "limits.min_body_rate never applies"
+    collector = Collector(workdir, limits="{read_timeout: 5s, min_body_rate_grace: 5s}")
+    collector.start()
+    try:
+        wait_for(lambda: "collector: started" in collector.log(), 10, "the start log line")
+        check(warning in collector.log(),
+              "no warning at start that a grace period equal to limits.read_timeout turns the "
+              "rate check off")
+    finally:
+        collector.stop()
+    defaults = Collector(workdir / "defaults")
+    defaults.start()
+    try:
+        wait_for(lambda: "collector: started" in defaults.log(), 10, "the start log line")
+        check(warning not in defaults.log(), "the rate check warning appeared with the defaults")
+    finally:
+        defaults.stop()
+
+
 CHECKS = [four_tokens_lose_their_slots, rate_separates_slow_from_honest, tls_body_cut,
-          honest_tls_sender, zero_turns_check_off, slow_header_cut_by_read_timeout]
+          honest_tls_sender, zero_turns_check_off, slow_header_cut_by_read_timeout,
+          grace_past_read_timeout]
 
 
 def main():
