@@ -200,25 +200,23 @@ std::int64_t birthNanoseconds(int fd) {
   return static_cast<std::int64_t>(info.stx_btime.tv_sec) * 1'000'000'000 + info.stx_btime.tv_nsec;
 }
 
-// Returns the birth time of the open file `fd` (`info` from fstat) in
-// nanoseconds, or its change time when the file system records no birth
-// time. Tells apart two files that had the same inode number one after the
-// other.
-std::int64_t creationNanoseconds(int fd, const struct stat& info) {
-  const std::int64_t birth_ns = birthNanoseconds(fd);
+// Returns `birth_ns` (from birthNanoseconds), or the change time in `info`
+// when the file system records no birth time. Tells apart two files that
+// had the same inode number one after the other.
+std::int64_t creationNanoseconds(std::int64_t birth_ns, const struct stat& info) {
   return birth_ns != 0 ? birth_ns : nanoseconds(info.st_ctim);
 }
 
-// Returns true when the open file `fd` (`info` from fstat) can be a copy
+// Returns true when the open file `fd` (`info` from fstat, `birth_ns` from
+// birthNanoseconds) can be a copy
 // that copytruncate made at or after `since_ns`. Such a copy was created
 // and last written since then, by birth time where the file system records
 // it and else by change time. It was last written no later than the
 // truncated file (`truncated_mtime_ns`), and it is not compressed. NOTE: without birth times,
 // another live log named like a copy passes when it was renamed or created since `since_ns`.
-bool madeSince(int fd, const struct stat& info, std::int64_t since_ns,
+bool madeSince(int fd, const struct stat& info, std::int64_t birth_ns, std::int64_t since_ns,
                std::int64_t truncated_mtime_ns) {
   const std::int64_t mtime_ns = nanoseconds(info.st_mtim);
-  const std::int64_t birth_ns = birthNanoseconds(fd);
   if (nanoseconds(info.st_ctim) < since_ns || mtime_ns < since_ns ||
       (birth_ns != 0 && birth_ns < since_ns)) {
     return false;
@@ -276,9 +274,10 @@ TruncatedCopy findTruncatedCopy(const std::filesystem::path& path, const CopySea
     const std::int64_t mtime_ns = nanoseconds(info.st_mtim);
     const auto inode = static_cast<std::uint64_t>(info.st_ino);
     const auto size = static_cast<std::uint64_t>(info.st_size);
+    const std::int64_t birth_ns = birthNanoseconds(fd);
     const bool recent =
-        search.since_ns == 0 || madeSince(fd, info, search.since_ns, truncated_mtime_ns);
-    const std::int64_t created_ns = creationNanoseconds(fd, info);
+        search.since_ns == 0 || madeSince(fd, info, birth_ns, search.since_ns, truncated_mtime_ns);
+    const std::int64_t created_ns = creationNanoseconds(birth_ns, info);
     const bool read_already =
         inode == search.exclude_copy_inode && created_ns == search.exclude_copy_created_ns;
     const bool matches = inode != search.exclude_inode && !read_already &&
