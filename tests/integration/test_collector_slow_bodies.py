@@ -225,6 +225,17 @@ def tls_collector(workdir, limits):
                            f"private_key: {workdir / 'server.key'}}}\n")
 
 
+def tls_client_context():
+    """Return a TLS client context that accepts the collector's self-signed certificate.
+
+    The checks test the collector's cut, not its certificate.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def tls_body_cut(workdir, records):
     # At 16 KiB/s, the one TLS record credited to the body is worth 1 s.
     tls_rate = 16 * 1024
@@ -237,10 +248,7 @@ def tls_body_cut(workdir, records):
     token = collector.enrol("sensor-a")
     collector.start()
 
-    # The test checks the collector's cut, not its certificate.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context = tls_client_context()
     raw = socket.create_connection(("127.0.0.1", collector.ingest_port), timeout=10)
     sock = context.wrap_socket(raw)
     try:
@@ -284,9 +292,7 @@ def honest_tls_sender(workdir, records):
     collector.start()
     # The TLS connection runs over memory buffers, so the test decides when
     # each encrypted byte reaches the socket.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context = tls_client_context()
     incoming = ssl.MemoryBIO()
     outgoing = ssl.MemoryBIO()
     tls = context.wrap_bio(incoming, outgoing)
