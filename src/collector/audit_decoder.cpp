@@ -117,7 +117,8 @@ bool removeStrayComponentQuotes(std::string& text) {
 }
 
 // Returns the record's top-level object. A record that is valid JSON of
-// another type, or no JSON at all, gets an error that says what a record is.
+// another type, or no JSON at all, is rejected with an error that describes
+// what a record must be.
 object rootObject(document& doc) {
   object root;
   const simdjson::error_code code = doc.get_object().get(root);
