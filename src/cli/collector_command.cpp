@@ -921,6 +921,10 @@ int runEnrol(const CollectorOptions& options) {
   fmt::print("SecAuditEngine RelevantOnly\nSecAuditLogFormat JSON\nSecAuditLogType HTTPS\n"
              "SecAuditLog {}/v1/modsecurity/{}\n",
              url, token_text);
+  if (!token_path.empty()) {
+    fmt::print("\nReplace {} with the content of {}: libmodsecurity reads no token file.\n",
+               token_text, token_path);
+  }
   return 0;
 }
 

@@ -6,6 +6,8 @@ a new token. Enrolling the old token afterwards, for web1 or for another
 sensor, must fail, because revocation promises that the token is never
 accepted again. A store written before the retired-token list (schema
 version 2) must also remember the token of a sensor revoked back then.
+An enrolment with --token-file keeps the token out of its output and says
+what replaces the placeholder in the printed ModSecurity line.
 
 Exit status: 0 pass, 1 a check failed.
 """
@@ -60,6 +62,13 @@ def check_revoked_token_rejected(folder):
     result = collector_command(config, "enrol", "--sensor-id", "web3", "--token-file",
                                str(fresh_token))
     check(result.returncode == 0, f"enrol of web3 failed: {result.stderr}")
+    # The ModSecurity line cannot read a token file, so the output says what
+    # replaces its placeholder.
+    placeholder = f"TOKEN-FROM-{fresh_token}"
+    check(f"/v1/modsecurity/{placeholder}" in result.stdout, result.stdout)
+    check(f"Replace {placeholder} with the content of {fresh_token}" in result.stdout,
+          f"enrol --token-file printed no hint for its placeholder:\n{result.stdout}")
+    check(fresh_token.read_text().strip() not in result.stdout, "enrol printed the token")
     result = enrol_existing(config, "web3", fresh_token)
     check(result.returncode == 0, f"a live token was rejected: {result.stderr}")
     print("revoked token: rejected for the same and for another sensor")
