@@ -59,8 +59,9 @@ void walkKeys(const YAML::Node& node, const std::string& prefix, const KeyWalk& 
     std::string key = prefix + keyText(entry.first, where);
     const YAML::Node& value = entry.second;
     if (!seen.insert(key).second) {
-      throw ConfigError(fmt::format("{}: the key appears twice at line {}; keep one of them", key,
-                                    entry.first.Mark().line + 1));
+      const std::string where = walk.source.empty() ? "" : " of " + walk.source;
+      throw ConfigError(fmt::format("{}: the key appears twice at line {}{}; keep one of them", key,
+                                    entry.first.Mark().line + 1, where));
     }
     if (walk.apply(key, value)) {
       continue;
@@ -87,7 +88,9 @@ void walkKeys(const YAML::Node& node, const std::string& prefix, const KeyWalk& 
 
 void walkTopLevel(const YAML::Node& root, const std::string& name, const KeyWalk& walk) {
   if (root.IsMap()) {
-    walkKeys(root, "", walk);
+    KeyWalk named = walk;
+    named.source = name;
+    walkKeys(root, "", named);
   } else if (!root.IsNull()) {
     throw ConfigError(fmt::format("{}: expected a map of keys at the top level", name));
   }

@@ -96,6 +96,8 @@ struct KeyWalk {
   // When true, a group written with no value (`outputs:` alone) is skipped.
   // When false, it is an error like any group that is not a map.
   bool allow_empty_group = true;
+  // The file named with the line of a repeated key. walkTopLevel sets it.
+  std::string source;
 };
 
 // Walks the map `node`, whose keys are prefixed with `prefix` ("" at the top

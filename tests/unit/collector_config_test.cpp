@@ -270,6 +270,13 @@ TEST(CollectorConfig, RejectsBadTrustedProxies) {
   }
 }
 
+// A configuration can be written by a script (scripts/run.sh writes the
+// probe's), so the line number alone does not say which file to open.
+TEST(CollectorConfig, RepeatedKeyNamesFile) {
+  EXPECT_EQ(parseError("listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n"),
+            "listen: the key appears twice at line 2 of test.yaml; keep one of them");
+}
+
 TEST(CollectorConfig, SectionErrorsNameTheirLine) {
   EXPECT_THAT(parseError("behaviour:\n  window: 1m\n  window: 2m\n"),
               HasSubstr("appears twice at line 3"));
