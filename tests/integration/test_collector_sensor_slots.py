@@ -314,6 +314,9 @@ def slots_come_back(workdir, records):
                              f"{body!r}")
         sender = SlowSender(collector.ingest_port, token_a)
         sender.close(open_admitted(collector, sender, 1)[0])
+        # open_admitted counts from the slots in use, so the closed
+        # connection's slot must be back first.
+        wait_for(lambda: in_flight(collector) == 0, 10, "the closed connection's slot to come back")
         timed_out = open_admitted(collector, sender, 1)
         wait_for(lambda: in_flight(collector) == 0, READ_TIMEOUT_SECONDS + 10,
                  "the slots of the closed and the timed-out connection to come back")
