@@ -6,7 +6,7 @@ a new token. Enrolling the old token afterwards, for web1 or for another
 sensor, must fail, because revocation promises that the token is never
 accepted again. A store written before the retired-token list (schema
 version 2) must also remember the token of a sensor revoked back then.
-An enrolment with --token-file keeps the token out of its output and says
+An enrolment with --token-file keeps the token out of its output and prints
 what replaces the placeholder in the printed ModSecurity line.
 
 Exit status: 0 pass, 1 a check failed.
@@ -62,8 +62,8 @@ def check_revoked_token_rejected(folder):
     result = collector_command(config, "enrol", "--sensor-id", "web3", "--token-file",
                                str(fresh_token))
     check(result.returncode == 0, f"enrol of web3 failed: {result.stderr}")
-    # The ModSecurity line cannot read a token file, so the output says what
-    # replaces its placeholder.
+    # The ModSecurity line cannot read a token file, so the output explains
+    # what replaces its placeholder.
     placeholder = f"TOKEN-FROM-{fresh_token}"
     check(f"/v1/modsecurity/{placeholder}" in result.stdout, result.stdout)
     check(f"Replace {placeholder} with the content of {fresh_token}" in result.stdout,

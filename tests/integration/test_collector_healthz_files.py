@@ -4,7 +4,7 @@ input, and that a file input that cannot open its file marks the collector
 degraded without failing the check.
 
 The collector runs on 127.0.0.1 with two file inputs: one whose file exists
-and one whose file is missing. /healthz must answer 200 with status
+and one whose file is missing. /healthz must return 200 with status
 "degraded" and name the missing file with open_failing true, as the gauge
 webtrap_collector_file_open_failing does. Once the file is created and
 read, the status is "ok" again.

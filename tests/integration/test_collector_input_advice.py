@@ -6,7 +6,7 @@ Each check starts its own collector on 127.0.0.1 with a temporary state
 folder:
 
 - two libmodsecurity records in one POST /v1/modsecurity body: the reason
-  says that the endpoint takes one record per request and names the file
+  states that the endpoint takes one record per request and names the file
   input, where several records go, instead of asking for one record per
   line;
 - a libmodsecurity record in a POST /v1/records batch: the reason names

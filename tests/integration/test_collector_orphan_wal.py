@@ -44,12 +44,12 @@ def subcommands_keep_orphan_log(workdir):
                 result.stderr:
             failures.append(f"{name}: the error does not name the log and the fix: "
                             f"{result.stderr}")
-        made = sorted(path.name for path in collector.state.iterdir()
-                      if path.name.startswith("store.sqlite") and path.name != wal.name
-                      and not path.name.endswith(".lock"))
-        if made:
-            failures.append(f"{name}: made {made} beside the orphan log")
-            for path in made:
+        created = sorted(path.name for path in collector.state.iterdir()
+                         if path.name.startswith("store.sqlite") and path.name != wal.name
+                         and not path.name.endswith(".lock"))
+        if created:
+            failures.append(f"{name}: created {created} beside the orphan log")
+            for path in created:
                 (collector.state / path).unlink()
         # SQLite removes or resets the log of a store it opened new.
         if not wal.exists() or wal.read_bytes() != WAL_BYTES:

@@ -20,8 +20,8 @@ time:
   cut at about twice the grace period. One sent at four times the rate and
   one that stalls after sending fast get 200 and are not counted;
 - TLS body cut: the same byte-at-a-time body over HTTPS is cut after the
-  grace period and the 16 KiB credited for one TLS record (a rate of
-  16 KiB/s here, so 1 s); skipped without the openssl command;
+  grace period and the 16 KiB credited for one TLS record. The rate is
+  16 KiB/s here, so the credit is 1 s. Skipped without the openssl command;
 - honest TLS sender: a body of one full TLS record whose encrypted bytes
   arrive at 1.5 times the minimum rate gets its response. The collector
   reads none of the record until all of it arrived (about 11 s), which
