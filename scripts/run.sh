@@ -215,9 +215,25 @@ if [[ -z $ingest_port || -z $admin_port ]]; then
 fi
 
 # The probe's own configuration plus the shipper section that points at the
-# collector on loopback.
+# collector on loopback. A shipper: section of the user's own in
+# etc/probe.yaml is replaced, not used, because it points at another
+# collector and this terminal would print none of the probe's records.
+# Both sections together would also stop the probe at start with a
+# repeated key. awk drops the top-level shipper: key and the indented,
+# blank and comment lines after it, up to the next top-level key.
+# etc/probe.yaml stays unchanged.
+if grep -Eq "^[\"']?shipper[\"']?[[:space:]]*:" etc/probe.yaml; then
+  echo "run.sh: etc/probe.yaml has a shipper: section of its own; this run replaces it in" \
+    "var/state/probe-with-shipper.yaml with one for this run's collector" \
+    "(http://127.0.0.1:$ingest_port), so that the probe's records appear below." \
+    "etc/probe.yaml stays unchanged"
+fi
 {
-  cat etc/probe.yaml
+  awk '
+    /^["\047]?shipper["\047]?[[:space:]]*:/ { in_shipper = 1; next }
+    in_shipper && /^([[:space:]#]|$)/ { next }
+    { in_shipper = 0; print }
+  ' etc/probe.yaml
   printf '\nshipper:\n  url: http://127.0.0.1:%s\n  token_file: var/state/shipper.token\n' \
     "$ingest_port"
 } >var/state/probe-with-shipper.yaml
