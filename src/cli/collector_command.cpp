@@ -68,6 +68,8 @@ struct CollectorOptions {
   std::size_t limit = 20;
   bool follow = false;
   bool documents = false;  // tail: whole ECS documents instead of summary lines
+  std::int64_t after_seq = 0;  // tail: print first the events after this seq
+  bool after_seq_given = false;
 
   std::string output_name;  // rewind: the output whose cursor moves
   std::string since;        // rewind: a duration, such as 2h
@@ -1246,6 +1248,9 @@ int runTail(const CollectorOptions& options) {
     for (const auto& event : events) {
       if (!event.damage.empty()) {
         fmt::print(stderr, "webtrap: event {} (seq {}) is printed without event.original: {}\n",
+  if (options.after_seq_given) {
+    after = options.after_seq;
+  }
                    event.event_id, event.seq, event.damage);
       }
       if (options.documents) {
@@ -1383,7 +1388,18 @@ void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
 
   CLI::App* tail = command->add_subcommand(
       "tail", "Print the newest stored events, one line each; --follow keeps printing new ones");
-  tail->add_option("--last", options->limit, "Number of stored events to print first");
+  CLI::Option* last_option =
+      tail->add_option("--last", options->limit, "Number of stored events to print first");
+  tail->add_option_function<std::int64_t>(
+          "--after-seq",
+          [options](std::int64_t seq) {
+            options->after_seq = seq;
+            options->after_seq_given = true;
+          },
+          "Print first every event stored after this sequence number, such as the last_seq "
+          "that count printed before a start (in place of --last)")
+      ->check(CLI::NonNegativeNumber)
+      ->excludes(last_option);
   tail->add_flag("--follow,-f", options->follow, "Keep printing events as they are stored");
   tail->add_flag("--documents", options->documents,
                  "Print each event's whole ECS document as one JSON line (NDJSON)");
