@@ -185,6 +185,24 @@ wait_for_ports() {
   exit 1
 }
 
+# The sequence number of the newest event stored before the collector
+# starts. The tail prints every event stored after it, also those that a
+# file input (inputs.files) reads at the collector's start, before the
+# collector has written its ports file and the tail can start.
+collector_log_start=$(stat -c %s var/log/collector.log 2>/dev/null || echo 0)
+if ! store_count=$("$webtrap" collector --config etc/collector.yaml count \
+  2>>var/log/collector.log); then
+  echo "webtrap: the collector did not start: counting the stored events failed; see" \
+    "var/log/collector.log" >&2
+  print_log_since var/log/collector.log "$collector_log_start" 20
+  exit 1
+fi
+last_seq_before_start=$(sed -n 's/.*"last_seq": *\([0-9]*\).*/\1/p' <<<"$store_count")
+if [[ -z $last_seq_before_start ]]; then
+  echo "webtrap: no last_seq in the output of collector count: $store_count" >&2
+  exit 1
+fi
+
 rm -f var/collector/ports.json
 # setsid gives the collector and the probe sessions of their own, because a
 # Ctrl-C in the terminal sends SIGINT to the whole foreground process group.
@@ -198,10 +216,13 @@ collector_pid=$!
 wait_for_ports collector "$collector_pid" var/collector/ports.json var/log/collector.log \
   "$collector_log_start" 10 20
 
-# The tail starts before the probe, so the records its shipper sends from
-# an earlier run's spool are printed too. setsid keeps a terminal's Ctrl-C
-# from it as well: it stops last, after the probe's final records are stored.
-setsid "$webtrap" collector --config etc/collector.yaml tail --follow --last 0 &
+# The tail prints from the events stored before the collector started, so
+# the records that file inputs read at its start are printed too, and so
+# are those that the probe's shipper sends from an earlier run's spool.
+# setsid keeps a terminal's Ctrl-C from it as well: it stops last, after
+# the probe's final records are stored.
+setsid "$webtrap" collector --config etc/collector.yaml tail --follow \
+  --after-seq "$last_seq_before_start" &
 tail_pid=$!
 
 # The ports the collector bound ({"ingest": 7380, "admin": 9102} with
@@ -292,7 +313,8 @@ ${listener_lines}  probe:     ${probe_metrics}log var/log/probe.log
              log var/log/collector.log, store var/collector/store.sqlite
 $dashboard_lines
 Each request the probe receives appears below once the collector has stored it
-(records left in var/spool/ by an earlier run may appear above this banner):
+(records that file inputs read at the collector's start, or that an earlier run
+left in var/spool/, may appear above this banner):
 TEXT
 # Either one stopping ends the demo; the trap stops the other.
 stopped_pid=""

@@ -8,6 +8,10 @@ test_run_script_dashboard.py, with free loopback ports.
   another collector. run.sh prints one line saying that it replaces it, the
   probe starts, a request sent to it gets its terminal line, and
   etc/probe.yaml is unchanged.
+- File input read at start: etc/collector.yaml has a file input whose file
+  already contains two ModSecurity records. The collector stores them at its
+  start, before run.sh starts its tail, and the terminal prints both. A
+  second run, with the records already stored, does not print them again.
 """
 
 import os
@@ -16,7 +20,7 @@ import shutil
 import sys
 import tempfile
 
-from probe_harness import BIN, send_raw, wait_for
+from probe_harness import BIN, SOURCE_DIR, send_raw, wait_for
 from test_run_script_dashboard import (RunScript, check, free_port_on_both_loopbacks,
                                        log_tails, make_tree)
 
@@ -29,6 +33,9 @@ shipper:
 
   batch_max_records: 50
 """
+
+FILE_INPUT_SENSOR = "file-input-check"
+
 
 def check_own_shipper_replaced(script, folder, http_port):
     probe_file = folder / "etc/probe.yaml"
@@ -56,6 +63,52 @@ def check_own_shipper_replaced(script, folder, http_port):
     check("listeners:" in generated, f"the probe's other sections are gone:\n{generated}")
 
 
+def add_file_input(folder):
+    """Give the copied etc/collector.yaml a file input whose file contains two records."""
+    audit_log = folder / "audit.json"
+    fixtures = SOURCE_DIR / "tests/fixtures/modsecurity"
+    audit_log.write_text((fixtures / "modsec3-nginx-sqli.json").read_text().rstrip("\n") + "\n" +
+                         (fixtures / "modsec2-apache-post.json").read_text().rstrip("\n") + "\n")
+    collector_file = folder / "etc/collector.yaml"
+    collector = collector_file.read_text()
+    commented = "  # files:\n"
+    check(commented in collector, "etc/collector.yaml no longer has the commented inputs.files "
+          "example; update this test's file input")
+    collector = collector.replace(
+        commented, f"  files:\n    - {{path: {audit_log}, format: auto, "
+                   f"sensor_id: {FILE_INPUT_SENSOR}, start_at: beginning}}\n", 1)
+    collector_file.write_text(collector)
+
+
+def file_input_lines(text):
+    return [line for line in text.splitlines() if f" {FILE_INPUT_SENSOR} " in line]
+
+
+def check_file_input_records_printed(script, folder):
+    add_file_input(folder)
+    run = RunScript(script, folder)
+    try:
+        run.wait_banner()
+        wait_for(lambda: len(file_input_lines(run.text())) >= 2, 30,
+                 "the terminal lines of the two records the file input read at start")
+    finally:
+        leftovers = run.stop()
+    check(not leftovers, f"processes left after SIGINT: {leftovers}")
+    check(len(file_input_lines(run.text())) == 2,
+          f"expected 2 lines of the file input's records:\n{run.text()}")
+
+    # The file input keeps its offset in the store, so a second run reads
+    # nothing new and the tail starts after the stored records.
+    run = RunScript(script, folder)
+    try:
+        run.wait_banner()
+    finally:
+        leftovers = run.stop()
+    check(not leftovers, f"processes left after SIGINT: {leftovers}")
+    check(not file_input_lines(run.text()),
+          f"the second run printed the records stored by the first again:\n{run.text()}")
+
+
 def main():
     if not pathlib.Path(BIN).exists():
         print(f"webtrap binary not found at {BIN}; build it or set WEBTRAP_BIN", file=sys.stderr)
@@ -69,13 +122,15 @@ def main():
         script = make_tree(folder, http_port)
         try:
             check_own_shipper_replaced(script, folder, http_port)
+            check_file_input_records_printed(script, folder)
         except AssertionError:
             print(log_tails(folder), file=sys.stderr)
             raise
     finally:
         if not os.environ.get("WEBTRAP_KEEP_TEST_DIRS"):
             shutil.rmtree(folder, ignore_errors=True)
-    print("run.sh: a user's shipper section replaced with a notice passed")
+    print("run.sh: a user's shipper section replaced with a notice, and the records a file "
+          "input reads at start printed once, all passed")
     return 0
 
 
