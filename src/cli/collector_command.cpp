@@ -1241,6 +1241,9 @@ int runTail(const CollectorOptions& options) {
   auto store = openExistingStore(config);
   const std::int64_t last = store->lastSeq();
   std::int64_t after = std::max<std::int64_t>(0, last - static_cast<std::int64_t>(options.limit));
+  if (options.after_seq_given) {
+    after = options.after_seq;
+  }
   simdjson::ondemand::parser parser;
   std::optional<std::int64_t> stop_at;
   while (true) {
@@ -1248,9 +1251,6 @@ int runTail(const CollectorOptions& options) {
     for (const auto& event : events) {
       if (!event.damage.empty()) {
         fmt::print(stderr, "webtrap: event {} (seq {}) is printed without event.original: {}\n",
-  if (options.after_seq_given) {
-    after = options.after_seq;
-  }
                    event.event_id, event.seq, event.damage);
       }
       if (options.documents) {
