@@ -664,6 +664,13 @@ int runCollector(const CollectorOptions& options) {
         "check on",
         limits.min_body_rate_grace_ms, limits.read_timeout_ms);
   }
+  if (limits.header_timeout_ms >= limits.read_timeout_ms) {
+    spdlog::warn(
+        "collector: limits.header_timeout ({} ms) is not below limits.read_timeout ({} ms), "
+        "so on a new connection the read timeout ends a slow request head first; lower "
+        "limits.header_timeout to close such connections sooner",
+        limits.header_timeout_ms, limits.read_timeout_ms);
+  }
 
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   std::thread stopper;

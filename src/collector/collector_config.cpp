@@ -208,6 +208,15 @@ const std::vector<Option>& options() {
        [](CollectorConfig& c, const std::string& v) {
          c.limits.idle_timeout_ms = parseTimeout(v, "limits.idle_timeout");
        }},
+      {"limits.header_timeout", "duration", "10s",
+       "Time allowed to receive an ingest request head (request line and header fields), "
+       "from the accept (after the TLS handshake) or, on a kept-alive connection, from the "
+       "request's first byte, so idle time counts only towards limits.idle_timeout. A "
+       "connection whose head is late is closed. From 100ms to 1h; at or above "
+       "limits.read_timeout the read timeout applies first.",
+       [](CollectorConfig& c, const std::string& v) {
+         c.limits.header_timeout_ms = parseTimeout(v, "limits.header_timeout");
+       }},
       {"limits.max_connections", "count", "1024",
        "Open connections on the ingest listener; further connections are closed at once. From "
        "1 to 1048576, and it must fit under the open-file limit (RLIMIT_NOFILE).",

@@ -38,6 +38,9 @@ struct IngestLimits {
   std::uint64_t max_record_bytes = 16ULL << 20;         // one record, after gzip
   std::uint32_t read_timeout_ms = 30000;  // one whole request
   std::uint32_t idle_timeout_ms = 60000;  // keep-alive connection between requests
+  // One ingest request head, from the accept (after the TLS handshake) or,
+  // on a kept-alive connection, from the request's first byte.
+  std::uint32_t header_timeout_ms = 10000;
   std::uint32_t max_connections = 1024;
   // Ingest requests of one sensor whose bodies are being received at once,
   // so a sensor with slow bodies cannot take every ingest slot.

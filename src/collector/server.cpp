@@ -102,6 +102,9 @@ constexpr std::uint64_t kMaxTlsRecordBytes = 16384;
 // At most one log line in this interval for request bodies cut because they
 // arrived slower than limits.min_body_rate.
 constexpr auto kSlowBodyLogInterval = std::chrono::seconds(10);
+// At most one log line in this interval for connections closed because a
+// request head was not complete within limits.header_timeout.
+constexpr auto kHeaderTimeoutLogInterval = std::chrono::seconds(10);
 // File descriptors kept free for the store, log files, outputs and file
 // inputs when comparing limits.max_connections with RLIMIT_NOFILE (an
 // estimate, with headroom).
@@ -328,6 +331,10 @@ struct ServerCounters {
         timeouts(registry.counter("webtrap_collector_request_timeouts_total",
                                   "Connections closed by limits.read_timeout or "
                                   "limits.idle_timeout")),
+        header_timeouts(registry.counter(
+            "webtrap_collector_header_timeouts_total",
+            "Ingest connections closed because a request head was not complete within "
+            "limits.header_timeout (no sensor label: the token is in the head)")),
         in_flight(registry.gauge("webtrap_collector_requests_in_flight",
                                  "Ingest requests admitted and not yet answered (body being "
                                  "read, decoded or committed, or response being sent)")),
@@ -433,6 +440,7 @@ struct ServerCounters {
   Gauge& connections_open;
   Counter& tls_handshake_failures;
   Counter& timeouts;
+  Counter& header_timeouts;
   Gauge& in_flight;
   Counter& busy;
   Counter& admin_connections_rejected;
@@ -542,6 +550,7 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
   LogThrottle rejection_log{kSensorRejectionLogInterval};
   LogThrottle sensor_busy_log{kSensorBusyLogInterval};
   LogThrottle slow_body_log{kSlowBodyLogInterval};
+  LogThrottle header_timeout_log{kHeaderTimeoutLogInterval};
 
   PublishedReadSlots published_slots;
 
@@ -657,6 +666,24 @@ struct CollectorServer::Impl : std::enable_shared_from_this<CollectorServer::Imp
         "slow link needs a lower limits.min_body_rate",
         sensor_id, peer.to_string(), bytes, elapsed.count(), options.limits.min_body_rate,
         options.limits.min_body_rate_grace_ms, slow_body_log.takeSuppressed() + 1);
+  }
+
+  // Counts and logs an ingest connection from `peer` closed because its
+  // request head was not complete within limits.header_timeout. The log has
+  // at most one line per kHeaderTimeoutLogInterval.
+  void headerTimedOut(const asio::ip::address& peer) {
+    counters.header_timeouts.inc();
+    std::lock_guard lock(rejection_log_mutex);
+    if (!header_timeout_log.admit()) {
+      return;
+    }
+    spdlog::warn(
+        "collector: closed a connection from {}: its request head was not complete within "
+        "limits.header_timeout ({} ms) (connections closed since the last message: {}). Many "
+        "of them can mean a client holding connections open by sending heads slowly; a sensor "
+        "on a slow link needs a longer limits.header_timeout",
+        peer.to_string(), options.limits.header_timeout_ms,
+        header_timeout_log.takeSuppressed() + 1);
   }
 
   // Looks up a sensor by token in the store on every request (one indexed
@@ -1158,6 +1185,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
   }
 
   void start() {
+    beast::error_code peer_ec;
+    peer_ = beast::get_lowest_layer(stream_).socket().remote_endpoint(peer_ec).address();
     if constexpr (std::is_same_v<Stream, beast::ssl_stream<beast::tcp_stream>>) {
       beast::get_lowest_layer(stream_).expires_after(kTlsHandshakeTimeout);
       stream_.async_handshake(ssl::stream_base::server,
@@ -1219,14 +1248,46 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
       }
       return;
     }
-    // One deadline covers the header and the body of a request, so a slow
-    // header is cut by it too. The body may get an earlier one from
-    // limits.min_body_rate (see setBodyDeadline).
+    // One deadline covers the header and the body of a request. The head
+    // may get an earlier one from limits.header_timeout (see
+    // startHeadDeadline), and the body from limits.min_body_rate (see
+    // setBodyDeadline).
     auto timeout = requests_ == 0 ? limits().read_timeout_ms
                                   : limits().idle_timeout_ms + limits().read_timeout_ms;
     request_deadline_ = Clock::now() + std::chrono::milliseconds(timeout);
-    beast::get_lowest_layer(stream_).expires_at(request_deadline_);
+    if (requests_ > 0 && buffer_.size() == 0) {
+      waitForIngestRequest();
+      return;
+    }
+    startHeadDeadline();
     readHeader();
+  }
+
+  // Waits on a kept-alive ingest connection for the first byte of the next
+  // request, within limits.idle_timeout. The idle time does not count
+  // towards limits.header_timeout, which starts with that byte.
+  void waitForIngestRequest() {
+    beast::get_lowest_layer(stream_).expires_after(
+        std::chrono::milliseconds(limits().idle_timeout_ms));
+    stream_.async_read_some(buffer_.prepare(4096), [self = this->shared_from_this()](
+                                                       beast::error_code ec, std::size_t bytes) {
+      self->buffer_.commit(bytes);
+      if (self->handleReadError(ec)) {
+        return;
+      }
+      self->startHeadDeadline();
+      self->readHeader();
+    });
+  }
+
+  // Sets the deadline for an ingest request head: limits.header_timeout
+  // from now, or the request's deadline when that comes first.
+  void startHeadDeadline() {
+    Clock::time_point deadline =
+        Clock::now() + std::chrono::milliseconds(limits().header_timeout_ms);
+    head_deadline_in_force_ = deadline < request_deadline_;
+    beast::get_lowest_layer(stream_).expires_at(head_deadline_in_force_ ? deadline
+                                                                        : request_deadline_);
   }
 
   std::chrono::milliseconds adminHeadTimeout() const {
@@ -1341,6 +1402,18 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
   }
 
   void onHeader(beast::error_code ec) {
+    if (!admin_ && head_deadline_in_force_) {
+      head_deadline_in_force_ = false;
+      if (ec == beast::error::timeout) {
+        impl_->headerTimedOut(peer_);
+        close();
+        return;
+      }
+      if (!ec) {
+        // The rest of the request has the request's deadline.
+        beast::get_lowest_layer(stream_).expires_at(request_deadline_);
+      }
+    }
     if (handleReadError(ec)) {
       return;
     }
@@ -1712,6 +1785,12 @@ class Session : public std::enable_shared_from_this<Session<Stream>>, public Adm
   // Whether the stream's deadline is the rate deadline of setBodyDeadline,
   // so that a timeout is a slow body and not limits.read_timeout.
   bool rate_deadline_in_force_ = false;
+  // Whether the stream's deadline is the head deadline of
+  // startHeadDeadline, so that a timeout is a slow head.
+  bool head_deadline_in_force_ = false;
+  // The client's address, taken at the accept, because a socket closed by
+  // a timeout no longer has one.
+  asio::ip::address peer_;
   // The sensor whose share the slot counts against, kept apart from source_,
   // which the next request on this connection overwrites.
   std::string slot_sensor_;

@@ -135,6 +135,27 @@ TEST(CollectorConfig, RejectsInvalidMinBodyRate) {
               HasSubstr("limits.min_body_rate_grace"));
 }
 
+TEST(CollectorConfig, ParsesHeaderTimeout) {
+  CollectorConfig defaults = loadCollectorConfig({});
+  EXPECT_EQ(defaults.limits.header_timeout_ms, 10000u);
+  EXPECT_LT(defaults.limits.header_timeout_ms, defaults.limits.read_timeout_ms);
+  EXPECT_EQ(parseCollectorConfig("limits: {header_timeout: 2500ms}\n", "test.yaml")
+                .limits.header_timeout_ms,
+            2500u);
+  EXPECT_EQ(
+      parseCollectorConfig("limits: {header_timeout: 1h}\n", "test.yaml").limits.header_timeout_ms,
+      3600000u);
+}
+
+TEST(CollectorConfig, RejectsInvalidHeaderTimeout) {
+  EXPECT_THAT(parseError("limits: {header_timeout: 50ms}\n"),
+              HasSubstr("limits.header_timeout: invalid value 50ms; use a duration from 100ms "
+                        "to 1h"));
+  EXPECT_THAT(parseError("limits: {header_timeout: 2h}\n"),
+              HasSubstr("limits.header_timeout: invalid value 2h"));
+  EXPECT_THAT(parseError("limits: {header_timeout: soon}\n"), HasSubstr("limits.header_timeout"));
+}
+
 TEST(CollectorConfig, NetworkAdminListenerNeedsLongToken) {
   EXPECT_THAT(parseError("admin: {listen: 0.0.0.0:9102, token: short-token}\n"),
               HasSubstr("admin.token: 11 characters is too short for an admin listener on "
