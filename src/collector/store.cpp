@@ -31,7 +31,7 @@ namespace webtrap::collector {
 namespace {
 
 // Bump when the schema changes, and teach openSchema() to migrate.
-constexpr int kSchemaVersion = 6;
+constexpr int kSchemaVersion = 7;
 // Dead letters may take this fraction (1/kDeadLetterShare) of
 // store.retention.max_size, so that a sender of undecodable records cannot
 // fill the disk while they are younger than max_age.
@@ -696,6 +696,11 @@ void Store::Impl::open() {
         writer->exec("CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_record_key ON "
                      "dead_letters(record_key)",
                      "adding the dead-letter key index");
+      }
+      if (schema_version < 7) {
+        // Version 7: when each file input last saw its file without a
+        // line. Older offsets get 0, which means not known.
+        addMissingColumn(*writer, "file_offsets", "empty_at_ns", "INTEGER NOT NULL DEFAULT 0");
       }
       writer->exec(fmt::format("PRAGMA user_version={}", kSchemaVersion).c_str(),
                    "creating the schema");
@@ -2027,7 +2032,7 @@ void Store::noteSensorSeen(std::string_view sensor_id, std::int64_t at_ms, std::
 std::optional<Store::FileOffset> Store::fileOffset(std::string_view path) const {
   Impl::Reader reader(*impl_);
   sqlite3_stmt* stmt =
-      reader->prepare("SELECT inode, offset, head FROM file_offsets WHERE path = ?1");
+      reader->prepare("SELECT inode, offset, head, empty_at_ns FROM file_offsets WHERE path = ?1");
   ResetGuard reset(stmt);
   bindText(stmt, 1, path);
   if (!reader->step(stmt, "reading a file offset")) {
@@ -2039,26 +2044,30 @@ std::optional<Store::FileOffset> Store::fileOffset(std::string_view path) const 
   const auto* head = static_cast<const char*>(sqlite3_column_blob(stmt, 2));
   offset.head.assign(head != nullptr ? head : "",
                      static_cast<std::size_t>(sqlite3_column_bytes(stmt, 2)));
+  offset.empty_at_ns = sqlite3_column_int64(stmt, 3);
   return offset;
 }
 
 void Store::Impl::writeFileOffset(const FileOffsetNote& note) {
   sqlite3_stmt* stmt = writer->prepare(
-      "INSERT INTO file_offsets(path, inode, offset, head) VALUES(?1, ?2, ?3, ?4) "
+      "INSERT INTO file_offsets(path, inode, offset, head, empty_at_ns) "
+      "VALUES(?1, ?2, ?3, ?4, ?5) "
       "ON CONFLICT(path) DO UPDATE SET inode = excluded.inode, offset = excluded.offset, "
-      "head = excluded.head");
+      "head = excluded.head, empty_at_ns = excluded.empty_at_ns");
   ResetGuard reset(stmt);
   bindText(stmt, 1, note.path);
   sqlite3_bind_int64(stmt, 2, static_cast<std::int64_t>(note.inode));
   sqlite3_bind_int64(stmt, 3, static_cast<std::int64_t>(note.offset));
   sqlite3_bind_blob(stmt, 4, note.head.data(), static_cast<int>(note.head.size()),
                     SQLITE_TRANSIENT);
+  sqlite3_bind_int64(stmt, 5, note.empty_at_ns);
   writer->step(stmt, "writing a file offset");
 }
 
 void Store::setFileOffset(std::string_view path, FileOffset offset) {
   std::lock_guard lock(impl_->write_mutex);
-  FileOffsetNote note{std::string(path), offset.inode, offset.offset, offset.head};
+  FileOffsetNote note{std::string(path), offset.inode, offset.offset, offset.head,
+                      offset.empty_at_ns};
   impl_->writeWithoutFsync([&] { impl_->writeFileOffset(note); });
 }
 

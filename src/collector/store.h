@@ -113,6 +113,7 @@ struct FileOffsetNote {
   std::uint64_t inode = 0;
   std::uint64_t offset = 0;
   std::string head;  // as Store::FileOffset::head
+  std::int64_t empty_at_ns = 0;  // as Store::FileOffset::empty_at_ns
 };
 
 struct RetentionSummary {
@@ -252,6 +253,11 @@ class Store {
     // The file's first bytes (at most 256) when the offset was saved. A new
     // file with a reused inode number differs in them. Empty when not known.
     std::string head;
+    // While `head` is empty: the real time in nanoseconds when the file was
+    // seen without a line, so that a copy that copytruncate made after it
+    // can be found at the next start. 0 when not known, as in offsets saved
+    // before store schema version 7.
+    std::int64_t empty_at_ns = 0;
   };
   std::optional<FileOffset> fileOffset(std::string_view path) const;
   void setFileOffset(std::string_view path, FileOffset offset);

@@ -104,8 +104,10 @@ PRAGMA user_version=1;
         offset_columns = [row[1] for row in database.execute("PRAGMA table_info(file_offsets)")]
         letter_columns = [row[1] for row in database.execute("PRAGMA table_info(dead_letters)")]
     database.close()
-    check(version == 6, f"schema version after the upgrade: {version}, expected 6")
+    check(version == 7, f"schema version after the upgrade: {version}, expected 7")
     check("head" in offset_columns, f"file_offsets columns after the upgrade: {offset_columns}")
+    check("empty_at_ns" in offset_columns,
+          f"file_offsets columns after the upgrade: {offset_columns}")
     check("record_key" in letter_columns,
           f"dead_letters columns after the upgrade: {letter_columns}")
 

@@ -631,6 +631,42 @@ TEST_F(StoreTest, FileOffsetsPersist) {
   EXPECT_EQ(offset->offset, 10u);
 }
 
+TEST_F(StoreTest, FileOffsetEmptyTimePersists) {
+  {
+    Store store(options_);
+    store.setFileOffset("/var/log/audit.json", {42, 0, {}, 1'765'000'000'123'456'789});
+  }
+  Store store(options_);
+  auto offset = store.fileOffset("/var/log/audit.json");
+  ASSERT_TRUE(offset.has_value());
+  EXPECT_EQ(offset->empty_at_ns, 1'765'000'000'123'456'789);
+}
+
+// A store of schema version 6 has no empty_at_ns column. Its offsets load
+// with the time unknown (0), and the upgraded store keeps new times.
+TEST_F(StoreTest, FileOffsetOfVersionSixLoads) {
+  {
+    Store store(options_);
+    store.setFileOffset("/var/log/audit.json", {42, 2500, "{\"transaction\"", 0});
+  }
+  execSql(options_.path, "ALTER TABLE file_offsets DROP COLUMN empty_at_ns");
+  execSql(options_.path, "PRAGMA user_version=6");
+  {
+    Store store(options_);
+    auto offset = store.fileOffset("/var/log/audit.json");
+    ASSERT_TRUE(offset.has_value());
+    EXPECT_EQ(offset->inode, 42u);
+    EXPECT_EQ(offset->offset, 2500u);
+    EXPECT_EQ(offset->head, "{\"transaction\"");
+    EXPECT_EQ(offset->empty_at_ns, 0);
+    store.setFileOffset("/var/log/other.json", {7, 0, {}, 99});
+  }
+  Store store(options_);
+  auto offset = store.fileOffset("/var/log/other.json");
+  ASSERT_TRUE(offset.has_value());
+  EXPECT_EQ(offset->empty_at_ns, 99);
+}
+
 TEST_F(StoreTest, RetentionByAgeCountsUndelivered) {
   options_.retention_max_age_ms = 1000;
   {
