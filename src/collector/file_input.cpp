@@ -152,12 +152,11 @@ struct CopySearch {
   // it does not match.
   std::int64_t since_ns = 0;
   std::uint64_t exclude_inode = 0;       // the truncated file itself
-  // A copy read already, by inode number and creationNanoseconds. logrotate
+  // Copies read already, by inode number and creationNanoseconds. logrotate
   // with delaycompress deletes the old copy just before it makes the new
   // one, and ext4 gives the new copy the freed inode number, so the number
-  // alone does not tell them apart. Inode 0 for none.
-  std::uint64_t exclude_copy_inode = 0;
-  std::int64_t exclude_copy_created_ns = 0;
+  // alone does not tell them apart.
+  std::vector<CopyIdentity> exclude_copies;
 };
 
 // Returns true when `head` starts like a file that gzip, bzip2, xz, lzma,
@@ -230,8 +229,10 @@ bool madeSince(int fd, const struct stat& info, std::int64_t birth_ns, std::int6
 // Finds the copy that copytruncate left of `path` in the same folder: a
 // regular file named like "audit.log.1" or "audit.log-20261206" that matches
 // `search`. Compressed copies start with other bytes and are not found. When
-// several match, the most recently modified wins. Returns fd -1 when none
-// does.
+// several match, the most recently modified wins a search by first bytes,
+// and the least recently modified (then the earliest created) wins a search
+// by time, because each copy was written once, before the next truncation.
+// Returns fd -1 when none does.
 TruncatedCopy findTruncatedCopy(const std::filesystem::path& path, const CopySearch& search) {
   TruncatedCopy best;
   if (search.head.empty() && search.since_ns == 0) {
@@ -279,11 +280,20 @@ TruncatedCopy findTruncatedCopy(const std::filesystem::path& path, const CopySea
         search.since_ns == 0 || madeSince(fd, info, birth_ns, search.since_ns, truncated_mtime_ns);
     const std::int64_t created_ns = creationNanoseconds(birth_ns, info);
     const bool read_already =
-        inode == search.exclude_copy_inode && created_ns == search.exclude_copy_created_ns;
+        std::ranges::any_of(search.exclude_copies, [&](const CopyIdentity& copy) {
+          return copy.inode == inode && copy.created_ns == created_ns;
+        });
     const bool matches = inode != search.exclude_inode && !read_already &&
                          size >= search.min_size && size > 0 && recent &&
                          (search.head.empty() || readHead(fd, search.head.size()) == search.head);
-    if (!matches || (best.fd >= 0 && mtime_ns <= best_mtime_ns)) {
+    bool better = best.fd < 0;
+    if (!better && search.head.empty()) {
+      better =
+          mtime_ns < best_mtime_ns || (mtime_ns == best_mtime_ns && created_ns < best.created_ns);
+    } else if (!better) {
+      better = mtime_ns > best_mtime_ns;
+    }
+    if (!matches || !better) {
       ::close(fd);
       continue;
     }
@@ -446,6 +456,11 @@ struct FileInput::OpenFile {
   // the file was last seen without a line. Lines in a copy made after it
   // were written after it, so such a copy contains only unread lines.
   std::int64_t empty_at_ns = 0;
+  // The empty_at_ns last saved in the store. It is saved again only when
+  // the folder changed since, because a copy made later changes the folder.
+  std::int64_t empty_saved_ns = 0;
+  // For a complete copy: the inode number of the file it was copied from.
+  std::uint64_t truncated_inode = 0;
   int quiet_polls = 0;            // polls at the end of a rotated file
   std::vector<char> buffer;
 
@@ -677,10 +692,19 @@ bool FileInput::openPath() {
           size, offset);
       counters_->truncations->inc();
     }
+    // A file without a line when it was saved has no first bytes to find its
+    // copy by, so the copy is found by when it was made.
+    const std::int64_t since = saved->head.empty() ? saved->empty_at_ns : 0;
+    if (change.empty() && since != 0 && openTruncatedCopy({}, offset, inode, false, since)) {
+      spdlog::info("file input {}: copied and truncated while the collector was stopped", key_);
+      counters_->truncations->inc();
+      ::close(fd);
+      return true;
+    }
     if (!change.empty()) {
       // With copytruncate, the lines after the saved offset are in the copy,
       // which is routine. Without a copy they are lost.
-      if (openTruncatedCopy(saved->head, saved->offset, inode, false)) {
+      if (openTruncatedCopy(saved->head, saved->offset, inode, false, since)) {
         spdlog::info("file input {}: {} while the collector was stopped", key_, change);
         ::close(fd);
         return true;
@@ -777,12 +801,13 @@ bool FileInput::adoptFile(int fd, std::uint64_t inode, const std::string& path,
   file.buffer.resize(kReadChunkBytes);
   const std::int64_t seen_at = fileClockNanoseconds();
   file.head = readHead(fd, kHeadBytes);
-  if (file.head.empty()) {
+  if (file.head.empty() && !rotated) {
     file.empty_at_ns = seen_at;
+    file.empty_saved_ns = savedEmptyTime(seen_at);
   }
   // Saved at once, so a restart resumes in this file (and, for start_at
   // end, does not skip what was written meanwhile).
-  store_.setFileOffset(key_, {inode, offset, file.head});
+  store_.setFileOffset(key_, {inode, offset, file.head, file.empty_saved_ns});
   counters_->offset->set(static_cast<std::int64_t>(offset));
   spdlog::info("file input {}: reading {} (inode {}) from offset {}", key_, path, inode, offset);
   return true;
@@ -967,42 +992,85 @@ void FileInput::checkCopyOfEmptyFile() {
   // only when it changed since then.
   std::filesystem::path folder = options_.path.parent_path();
   struct stat info {};
-  if (since != 0 && ::stat(folder.empty() ? "." : folder.c_str(), &info) == 0 &&
-      nanoseconds(info.st_mtim) >= since &&
+  const bool folder_known = since != 0 && ::stat(folder.empty() ? "." : folder.c_str(), &info) == 0;
+  const std::int64_t folder_mtime_ns = folder_known ? nanoseconds(info.st_mtim) : 0;
+  if (folder_known && folder_mtime_ns >= since &&
       openTruncatedCopy({}, file.pending_offset, file.inode, file.skipping, since)) {
     counters_->truncations->inc();
     return;
   }
-  if (file.read_offset == 0) {
-    file.empty_at_ns = now;
+  if (file.read_offset != 0) {
+    return;
   }
+  file.empty_at_ns = now;
+  // While the folder stays unchanged, no copy was made since the saved
+  // time, so it excludes the same files at the next start as `now` would,
+  // and the store is not written at every poll.
+  if (!folder_known || folder_mtime_ns >= file.empty_saved_ns) {
+    file.empty_saved_ns = savedEmptyTime(now);
+    saveEmptyFileOffset();
+  }
+}
+
+std::int64_t FileInput::savedEmptyTime(std::int64_t seen_at_ns) const {
+  // After a restart no copy is known as read, so the time must be past the
+  // creation of the copy read last, which can fall in the same tick of the
+  // file clock as `seen_at_ns`.
+  if (read_copies_.empty()) {
+    return seen_at_ns;
+  }
+  return std::max(seen_at_ns, read_copies_.back().created_ns + 1);
+}
+
+void FileInput::saveEmptyFileOffset() {
+  const OpenFile& file = *file_;
+  store_.setFileOffset(key_, {file.inode, file.committed, file.head, file.empty_saved_ns});
 }
 
 bool FileInput::openTruncatedCopy(const std::string& head, std::uint64_t offset,
                                   std::uint64_t truncated_inode, bool skipping,
                                   std::int64_t since_ns) {
+  // A new truncation: of the copies read before, only the last one can
+  // still match a search by time.
+  if (read_copies_.size() > 1) {
+    read_copies_.erase(read_copies_.begin(), read_copies_.end() - 1);
+  }
+  return openCopy(head, offset, truncated_inode, skipping, since_ns);
+}
+
+bool FileInput::openLaterCopy(std::uint64_t truncated_inode, std::int64_t since_ns) {
+  if (!openCopy({}, 0, truncated_inode, false, since_ns)) {
+    return false;
+  }
+  // Each later copy was made by one more truncation.
+  counters_->truncations->inc();
+  return true;
+}
+
+bool FileInput::openCopy(const std::string& head, std::uint64_t offset,
+                         std::uint64_t truncated_inode, bool skipping, std::int64_t since_ns) {
   CopySearch search;
   search.head = head;
   search.min_size = offset;
   search.since_ns = since_ns;
   search.exclude_inode = truncated_inode;
-  // Found by time alone, the copy read last could match again within one
+  // Found by time alone, a copy read already could match again within one
   // tick of the file clock.
   if (head.empty()) {
-    search.exclude_copy_inode = last_copy_.inode;
-    search.exclude_copy_created_ns = last_copy_.created_ns;
+    search.exclude_copies = read_copies_;
   }
   TruncatedCopy copy = findTruncatedCopy(options_.path, search);
   if (copy.fd < 0) {
     return false;
   }
-  spdlog::info("file input {}: truncated; reading the rest of its copy {} from offset {} first",
-               key_, copy.path, offset);
+  spdlog::info("file input {}: truncated; reading its copy {} from offset {} first", key_,
+               copy.path, offset);
   counters_->copies->inc();
-  last_copy_ = {copy.inode, copy.created_ns};
+  read_copies_.push_back({copy.inode, copy.created_ns});
   adoptFile(copy.fd, copy.inode, copy.path, offset, true);
   file_->skipping = skipping;
   file_->complete = true;
+  file_->truncated_inode = truncated_inode;
   return true;
 }
 
@@ -1029,7 +1097,8 @@ void FileInput::restartFile() {
   const std::int64_t seen_at = fileClockNanoseconds();
   file.head = readHead(file.fd, kHeadBytes);
   file.empty_at_ns = file.head.empty() ? seen_at : 0;
-  store_.setFileOffset(key_, {file.inode, 0, file.head});
+  file.empty_saved_ns = file.head.empty() ? savedEmptyTime(seen_at) : 0;
+  store_.setFileOffset(key_, {file.inode, 0, file.head, file.empty_saved_ns});
   counters_->offset->set(0);
 }
 
@@ -1080,7 +1149,17 @@ bool FileInput::checkRotation() {
     counters_->rotations->inc();
   }
   spdlog::info("file input {}: finished {} at offset {}", key_, file.path, file.read_offset);
+  const bool was_copy = file.complete;
+  const std::uint64_t truncated_inode = file.truncated_inode;
+  const std::int64_t copy_mtime_ns = nanoseconds(opened.st_mtim);
   closeFile();
+  // The file may have been truncated again after this copy was made, so
+  // its lines since then are in a later copy. NOTE: a copy reopened after a
+  // restart (openRotatedRemainder) is not marked complete, so the later
+  // copies of that chain are not searched for.
+  if (was_copy && openLaterCopy(truncated_inode, copy_mtime_ns)) {
+    return true;
+  }
   if (openFresh()) {
     return true;
   }

@@ -86,6 +86,13 @@ using FileBatchHandler = std::function<void(
     std::vector<AuditRecord>&& records, std::vector<RejectedLine>&& rejected,
     const FileInputOptions& input, const FileOffsetNote& offset)>;
 
+// A copytruncate copy by inode number and birth or change time, which a
+// later copy with the same inode number differs in.
+struct CopyIdentity {
+  std::uint64_t inode = 0;
+  std::int64_t created_ns = 0;
+};
+
 class FileInput {
  public:
   FileInput(FileInputOptions options, Store& store, FileBatchHandler handler,
@@ -152,10 +159,25 @@ class FileInput {
   // Opens the copy that copytruncate made of a file starting with `head`
   // (see findTruncatedCopy) at `offset`, as a rotated file. Returns false
   // when there is none.
-  // With an empty `head`, the copy is one created and written at or after
-  // `since_ns` (see CopySearch), and not the copy read last.
+  // With an empty `head`, the copy is the oldest one created and written at
+  // or after `since_ns` (see CopySearch), and not a copy read already.
   bool openTruncatedCopy(const std::string& head, std::uint64_t offset,
                          std::uint64_t truncated_inode, bool skipping, std::int64_t since_ns = 0);
+  // After a copy was read to its end: opens, from its beginning, the oldest
+  // copy made of the same file since that copy was last written
+  // (`since_ns`), which exists when the file was truncated again meanwhile.
+  // Returns false when there is none.
+  bool openLaterCopy(std::uint64_t truncated_inode, std::int64_t since_ns);
+  // Finds and opens a copy for the two functions above.
+  bool openCopy(const std::string& head, std::uint64_t offset, std::uint64_t truncated_inode,
+                bool skipping, std::int64_t since_ns);
+  // Saves the offset of the empty file at the path with its
+  // OpenFile::empty_saved_ns.
+  void saveEmptyFileOffset();
+  // Returns the time to save as empty_at_ns for a file seen empty at
+  // `seen_at_ns`: that time, or just after the creation of the copy read
+  // last when that is later.
+  std::int64_t savedEmptyTime(std::int64_t seen_at_ns) const;
   void run();
 
   FileInputOptions options_;
@@ -164,13 +186,10 @@ class FileInput {
   FileBatchHandler handler_;
   std::unique_ptr<Counters> counters_;
   std::unique_ptr<OpenFile> file_;
-  // The copytruncate copy read last, by inode number (0 for none) and birth
-  // or change time, which a later copy with the same inode number differs in.
-  struct CopyIdentity {
-    std::uint64_t inode = 0;
-    std::int64_t created_ns = 0;
-  };
-  CopyIdentity last_copy_;
+  // The copytruncate copies read since the input last found a truncation,
+  // and the one read last before it, which a search by time could find
+  // again within one tick of the file clock.
+  std::vector<CopyIdentity> read_copies_;
 
   std::vector<AuditRecord> records_;
   std::vector<RejectedLine> rejected_;

@@ -14,7 +14,10 @@ time. Then the check waits past the next poll. logrotate runs with:
   freed inode number, and the new copy must still be read;
 - compress alone: the copy is compressed at once, so its lines are lost (as
   docs/audit-decoders.md states), but the gzip file must not be read as
-  lines and stored as dead letters.
+  lines and stored as dead letters;
+- copytruncate alone, with each round run twice in a row (three records,
+  logrotate, three more, logrotate), so that two copies wait for one poll
+  and the input must read both.
 
 Each check compares `collector count` with the records written: every
 record stored once, no duplicates, no dead letters.
@@ -47,8 +50,12 @@ def record(unique_id):
     return MODSEC3_RECORD.replace(FIXTURE_ID, f'"unique_id":"{unique_id}"') + "\n"
 
 
-def rotate_rounds(workdir, options):
-    """Write and rotate ROUNDS times; return (records written, count, log folder)."""
+def rotate_rounds(workdir, options, runs_per_round=1):
+    """Write and rotate ROUNDS times; return (records written, count, log folder).
+
+    Each round writes RECORDS_PER_ROUND records and runs logrotate
+    `runs_per_round` times in a row.
+    """
     logs = workdir / "logs"
     logs.mkdir()
     audit = logs / "audit.log"
@@ -69,13 +76,15 @@ def rotate_rounds(workdir, options):
         # The input has opened the empty file and polled it at least once.
         time.sleep(POLL_SECONDS * 1.5)
         for round_number in range(ROUNDS):
-            with open(audit, "a") as log:
-                for index in range(RECORDS_PER_ROUND):
-                    log.write(record(f"{workdir.name}-{round_number}-{index}"))
-                    written += 1
-            result = subprocess.run(["logrotate", "-f", "-s", str(state), str(configuration)],
-                                    capture_output=True, text=True, timeout=60)
-            check(result.returncode == 0, f"logrotate failed: {result.stderr}")
+            for run in range(runs_per_round):
+                with open(audit, "a") as log:
+                    for index in range(RECORDS_PER_ROUND):
+                        log.write(record(f"{workdir.name}-{round_number}-{run}-{index}"))
+                        written += 1
+                result = subprocess.run(["logrotate", "-f", "-s", str(state),
+                                         str(configuration)],
+                                        capture_output=True, text=True, timeout=60)
+                check(result.returncode == 0, f"logrotate failed: {result.stderr}")
             # Past the next poll, and a new second for dateext's file name.
             time.sleep(POLL_SECONDS * 1.2)
         time.sleep(POLL_SECONDS * 2)
@@ -84,8 +93,8 @@ def rotate_rounds(workdir, options):
     return written, collector.count(), sorted(path.name for path in logs.iterdir())
 
 
-def expect_all_stored(workdir, options):
-    written, count, files = rotate_rounds(workdir, options)
+def expect_all_stored(workdir, options, runs_per_round=1):
+    written, count, files = rotate_rounds(workdir, options, runs_per_round)
     check(count["events"] == written,
           f"expected {written} stored events, got {count} (files: {files})")
     check(count["duplicates"] == 0, f"expected no duplicates, got {count}")
@@ -113,8 +122,12 @@ def copytruncate_compress_not_read(workdir):
     check(count["duplicates"] == 0, f"expected no duplicates, got {count}")
 
 
+def copytruncate_twice_per_poll(workdir):
+    expect_all_stored(workdir, "", runs_per_round=2)
+
+
 CHECKS = [copytruncate_numbered, copytruncate_dateext, copytruncate_delaycompress,
-          copytruncate_compress_not_read]
+          copytruncate_compress_not_read, copytruncate_twice_per_poll]
 
 
 def main():

@@ -573,6 +573,174 @@ TEST_F(FileInputTest, TwoCopytruncatesOnePollApart) {
   EXPECT_TRUE(rejected_.empty());
 }
 
+// Longer than a tick of the clock that stamps files (CLOCK_REALTIME_COARSE,
+// 1 to 10 ms), so that files written before and after it get different
+// times, as logrotate runs a poll interval apart do.
+void waitFileClockTick() {
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+}
+
+// Empty when the collector stopped: the copy is found by the time saved
+// with the offset.
+TEST_F(FileInputTest, CopytruncateOfEmptyFileWhileStopped) {
+  append(log_, "");
+  makeInput().pollOnce();
+  input_.reset();
+  append(log_, recordLine("a") + "\n" + recordLine("b") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  append(log_, recordLine("c") + "\n");
+  FileInput& input = makeInput();
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c"}));
+  const std::string label = "path=\"" + log_.string() + "\"";
+  EXPECT_EQ(metrics_.counter("webtrap_collector_file_truncated_copies_total", "", label).value(),
+            1u);
+  struct stat info {};
+  ASSERT_EQ(::stat(log_.c_str(), &info), 0);
+  EXPECT_EQ(store_->fileOffset(log_.string())->inode, static_cast<std::uint64_t>(info.st_ino));
+}
+
+// Read to its end when the collector stopped, then appended to, copied and
+// truncated to empty: the copy is found by the first bytes saved.
+TEST_F(FileInputTest, CopytruncateOfReadFileWhileStopped) {
+  append(log_, recordLine("a") + "\n");
+  makeInput().pollOnce();
+  input_.reset();
+  append(log_, recordLine("b") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  FileInput& input = makeInput();
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b"}));
+  append(log_, recordLine("c") + "\n");
+  input.pollOnce();
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c"}));
+}
+
+// A copy read before the stop was made before the time saved then, so the
+// next start does not read it again.
+TEST_F(FileInputTest, CopyReadBeforeStopNotReadAgain) {
+  append(log_, "");
+  FileInput& first = makeInput();
+  first.pollOnce();
+  append(log_, recordLine("a") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  for (int i = 0; i < 3; ++i) {
+    first.pollOnce();
+  }
+  ASSERT_EQ(ids_, (Ids{"a"}));
+  input_.reset();
+  waitFileClockTick();
+  append(log_, recordLine("b") + "\n");
+  FileInput& input = makeInput();
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b"}));
+}
+
+// Files beside an empty file that existed when the collector stopped are no
+// copies, also when they were written while it was stopped.
+TEST_F(FileInputTest, OlderFilesNotCopiesAtStart) {
+  append(dir_ / "audit.log.1", recordLine("x") + "\n");
+  fs::last_write_time(dir_ / "audit.log.1",
+                      fs::file_time_type::clock::now() - std::chrono::hours(1));
+  append(dir_ / "audit.log.json", recordLine("y") + "\n");
+  append(log_, "");
+  // The files are then older than the first poll, also on the file clock.
+  waitFileClockTick();
+  makeInput().pollOnce();
+  input_.reset();
+  waitFileClockTick();
+  append(dir_ / "audit.log.json", recordLine("z") + "\n");
+  append(log_, recordLine("a") + "\n");
+  FileInput& input = makeInput();
+  for (int i = 0; i < 3; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a"}));
+}
+
+// logrotate run twice between two polls of an empty file: the first copy
+// was renamed to audit.log.2. Both copies are read, the older first.
+TEST_F(FileInputTest, TwoCopytruncatesOfEmptyFileInOnePoll) {
+  append(log_, "");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  append(log_, recordLine("a") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  waitFileClockTick();
+  fs::rename(dir_ / "audit.log.1", dir_ / "audit.log.2");
+  append(log_, recordLine("b") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  append(log_, recordLine("c") + "\n");
+  for (int i = 0; i < 4; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c"}));
+  const std::string label = "path=\"" + log_.string() + "\"";
+  EXPECT_EQ(metrics_.counter("webtrap_collector_file_truncated_copies_total", "", label).value(),
+            2u);
+  EXPECT_EQ(metrics_.counter("webtrap_collector_file_truncations_total", "", label).value(), 2u);
+}
+
+// The same with lines read before: the first copy is read from the offset
+// read, the second from its beginning, then the file.
+TEST_F(FileInputTest, TwoCopytruncatesInOnePoll) {
+  append(log_, recordLine("a") + "\n");
+  FileInput& input = makeInput();
+  input.pollOnce();
+  append(log_, recordLine("b") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  waitFileClockTick();
+  fs::rename(dir_ / "audit.log.1", dir_ / "audit.log.2");
+  append(log_, recordLine("c") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log.1");
+  fs::resize_file(log_, 0);
+  append(log_, recordLine("d") + "\n");
+  for (int i = 0; i < 4; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b", "c", "d"}));
+  EXPECT_TRUE(rejected_.empty());
+  const std::string label = "path=\"" + log_.string() + "\"";
+  EXPECT_EQ(metrics_.counter("webtrap_collector_file_truncated_copies_total", "", label).value(),
+            2u);
+  EXPECT_EQ(metrics_.counter("webtrap_collector_file_truncations_total", "", label).value(), 2u);
+  struct stat info {};
+  ASSERT_EQ(::stat(log_.c_str(), &info), 0);
+  EXPECT_EQ(store_->fileOffset(log_.string())->inode, static_cast<std::uint64_t>(info.st_ino));
+}
+
+// Empty when the collector stopped, then rotated twice: both copies are
+// read in the order they were made.
+TEST_F(FileInputTest, TwoCopytruncatesOfEmptyFileWhileStopped) {
+  append(log_, "");
+  makeInput().pollOnce();
+  input_.reset();
+  append(log_, recordLine("a") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log-20261206");
+  fs::resize_file(log_, 0);
+  waitFileClockTick();
+  append(log_, recordLine("b") + "\n");
+  fs::copy_file(log_, dir_ / "audit.log-20261207");
+  fs::resize_file(log_, 0);
+  FileInput& input = makeInput();
+  for (int i = 0; i < 4; ++i) {
+    input.pollOnce();
+  }
+  EXPECT_EQ(ids_, (Ids{"a", "b"}));
+}
+
 // The saved offset names a rotated file's inode, and the file with that
 // inode now has other content: the number was reused, or a hand-made
 // rotation copied the log onto the old copy. Its bytes past the saved offset
