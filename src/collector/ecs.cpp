@@ -69,7 +69,7 @@ class DistinctValues {
 // Writes `key` as one string when there is one value and as an array when
 // there are several; ECS lets any field hold an array, and a single value
 // keeps the common case readable.
-void writeKeywords(JsonWriter& writer, string_view key, const DistinctValues& values) {
+void writeKeywords(JsonWriter& writer, const LiteralKey& key, const DistinctValues& values) {
   if (values.empty()) {
     return;
   }
@@ -121,7 +121,7 @@ void appendIsoTimestamp(std::string& out, std::int64_t micros, int fraction_digi
   out.append(text, length + 1);
 }
 
-void writeTimestamp(JsonWriter& writer, string_view key, std::int64_t micros, int digits) {
+void writeTimestamp(JsonWriter& writer, const LiteralKey& key, std::int64_t micros, int digits) {
   writer.key(key);
   std::string& out = writer.output();
   // raw() writes the separator and the opening quote; the text follows it.
@@ -410,7 +410,7 @@ void writeGeo(JsonWriter& writer, const GeoFacts& geo) {
 // Writes source.* or destination.*: address always, ip only when the text is
 // an IP address (an ip field rejects anything else, which would make
 // Elasticsearch reject the whole document).
-void writeEndpoint(JsonWriter& writer, string_view key, const std::string& address,
+void writeEndpoint(JsonWriter& writer, const LiteralKey& key, const std::string& address,
                    std::uint16_t port, const GeoFacts* geo) {
   bool has_geo = geo != nullptr &&
                  (!geo->country_iso.empty() || !geo->country_name.empty() ||
@@ -596,7 +596,8 @@ void writeRelated(JsonWriter& writer, const AuditRecord& record) {
   writer.endObject();
 }
 
-void writeStringArray(JsonWriter& writer, string_view key, const std::vector<std::string>& items) {
+void writeStringArray(JsonWriter& writer, const LiteralKey& key,
+                      const std::vector<std::string>& items) {
   if (items.empty()) {
     return;
   }

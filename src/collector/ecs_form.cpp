@@ -4,7 +4,7 @@
 #include <string_view>
 
 namespace webtrap::collector {
-void writeStringIfPresent(JsonWriter& writer, std::string_view key, std::string_view value) {
+void writeStringIfPresent(JsonWriter& writer, const LiteralKey& key, std::string_view value) {
   if (!value.empty()) {
     writer.member(key, value);
   }

@@ -10,7 +10,7 @@ namespace webtrap::collector {
 
 // Writes `key: value` unless `value` is empty. The ECS writers leave empty
 // strings out.
-void writeStringIfPresent(JsonWriter& writer, std::string_view key, std::string_view value);
+void writeStringIfPresent(JsonWriter& writer, const LiteralKey& key, std::string_view value);
 
 // Returns true when `form` contains any fact worth writing.
 bool hasFormFacts(const FormFacts& form);

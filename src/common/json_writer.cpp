@@ -132,12 +132,21 @@ inline bool appendShortQuoted(std::string& out, std::string_view bytes, bool col
   }
   char buffer[kShortQuoted + 3];
   buffer[0] = '"';
-  for (std::size_t i = 0; i < size; ++i) {
-    auto byte = static_cast<unsigned char>(bytes[i]);
-    if (kPlain[byte] == 0) {
+  if (size < 16) {
+    // Checked and copied in one pass: a block check and a memcpy call cost
+    // more than these few bytes.
+    for (std::size_t i = 0; i < size; ++i) {
+      auto byte = static_cast<unsigned char>(bytes[i]);
+      if (kPlain[byte] == 0) {
+        return false;
+      }
+      buffer[i + 1] = static_cast<char>(byte);
+    }
+  } else {
+    if (plainPrefixLength(bytes) != size) {
       return false;
     }
-    buffer[i + 1] = static_cast<char>(byte);
+    std::memcpy(buffer + 1, bytes.data(), size);
   }
   buffer[size + 1] = '"';
   buffer[size + 2] = ':';
@@ -382,7 +391,7 @@ void JsonWriter::endArray() {
   close(']');
 }
 
-bool JsonWriter::key(std::string_view name) {
+bool JsonWriter::textKey(std::string_view name) {
   assert(!after_key_);
   separate();
   after_key_ = true;

@@ -139,13 +139,15 @@ TEST(JsonWriter, ReplacesCodePointsAboveMax) {
   EXPECT_EQ(roundTrip("\xFF\xFE"), repeat(kReplacement, 2));
 }
 
+// Keys that are not string literals go through the escaping overload. (A
+// literal with such bytes does not compile: see LiteralKey.)
 TEST(JsonWriter, KeysAreEscapedAndReportInvalid) {
   std::string out;
   JsonWriter writer(out);
   writer.beginObject();
-  EXPECT_FALSE(writer.key("bad\xFF"));
+  EXPECT_FALSE(writer.key(std::string_view("bad\xFF")));
   writer.null();
-  EXPECT_TRUE(writer.key("q\"k"));
+  EXPECT_TRUE(writer.key(std::string_view("q\"k")));
   writer.integer(1);
   writer.endObject();
   EXPECT_EQ(out, "{\"bad\xEF\xBF\xBD\":null,\"q\\\"k\":1}");
@@ -341,6 +343,79 @@ TEST(JsonWriter, RandomInputMatchesReference) {
       }
     }
   });
+}
+
+// A literal key is written as compiled, with its quotes and colon, and the
+// commas between members are the same as for other keys.
+TEST(JsonWriter, LiteralKeysMatchEscapedKeys) {
+  std::string literal_out;
+  JsonWriter literal(literal_out);
+  literal.beginObject();
+  EXPECT_TRUE(literal.key("a"));
+  literal.integer(1);
+  literal.member("longest_key_of_29_bytes_xxxxx", "v");
+  literal.member("n", std::int64_t{2});
+  literal.member("b", true);
+  literal.member("c", "text");
+  literal.key("o");
+  literal.beginObject();
+  literal.member("in", "x");
+  literal.endObject();
+  literal.endObject();
+
+  std::string text_out;
+  JsonWriter text(text_out);
+  text.beginObject();
+  EXPECT_TRUE(text.key(std::string("a")));
+  text.integer(1);
+  text.member(std::string_view("longest_key_of_29_bytes_xxxxx"), "v");
+  text.member(std::string("n"), std::int64_t{2});
+  text.member(std::string("b"), true);
+  text.member(std::string("c"), "text");
+  text.key(std::string_view("o"));
+  text.beginObject();
+  text.member(std::string("in"), "x");
+  text.endObject();
+  text.endObject();
+
+  EXPECT_EQ(literal_out, text_out);
+  EXPECT_EQ(literal_out,
+            "{\"a\":1,\"longest_key_of_29_bytes_xxxxx\":\"v\",\"n\":2,\"b\":true,"
+            "\"c\":\"text\",\"o\":{\"in\":\"x\"}}");
+  EXPECT_EQ(LiteralKey("source").text(), "source");
+  EXPECT_EQ(LiteralKey("source").quoted(), "\"source\":");
+}
+
+// Short keys and values take their own path (checked in one pass below 16
+// bytes, by 16-byte blocks up to 48), so every length around those limits,
+// with and without bytes to escape, must match the reference too.
+TEST(JsonWriter, ShortStringsAndKeysMatchReference) {
+  const std::string_view specials[] = {"\"", "\\", "\n", "\x7f", "\xC3\xA9", "\xFF"};
+  std::mt19937 random(777);
+  for (std::size_t length = 0; length <= 64; ++length) {
+    for (int round = 0; round < 24; ++round) {
+      std::string input;
+      while (input.size() < length) {
+        input.push_back(static_cast<char>('a' + random() % 26));
+      }
+      // Half the rounds put one byte to escape at a random place.
+      if (round % 2 == 1 && length > 0) {
+        std::string_view special = specials[random() % std::size(specials)];
+        input.replace(random() % length, 1, special);
+      }
+      bool expected_valid = true;
+      std::string expected = referenceEscape(input, expected_valid);
+      std::string out;
+      JsonWriter writer(out);
+      writer.beginObject();
+      bool key_valid = writer.key(input);
+      bool value_valid = writer.string(input);
+      writer.endObject();
+      ASSERT_EQ(out, "{\"" + expected + "\":\"" + expected + "\"}") << "length " << length;
+      ASSERT_EQ(key_valid, expected_valid) << "length " << length;
+      ASSERT_EQ(value_valid, expected_valid) << "length " << length;
+    }
+  }
 }
 
 }  // namespace
