@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <stdexcept>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <unordered_map>
 #include <utility>
 
@@ -375,11 +379,64 @@ OatTag Ontology::tag(std::string_view id, std::string_view basis, double confide
   return tag;
 }
 
+namespace {
+
+char asciiLower(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c;
+}
+
+// True when `needle` starts at `at` in `text`, ASCII letters compared
+// without case. The caller checks that it fits.
+bool matchesAt(std::string_view text, std::size_t at, std::string_view needle) {
+  for (std::size_t i = 0; i < needle.size(); ++i) {
+    if (asciiLower(text[at + i]) != asciiLower(needle[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+// The collector calls this for every record, with each user agent token of
+// every tool and the matched data of rule messages. The scan looks for the
+// needle's first byte in both cases, 16 bytes at a time where SSE2 is
+// there, and compares the rest only where it is found.
 bool containsIgnoreCase(std::string_view text, std::string_view needle) {
-  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
-  auto found = std::search(text.begin(), text.end(), needle.begin(), needle.end(),
-                           [&](char a, char b) { return lower(a) == lower(b); });
-  return found != text.end();
+  if (needle.empty()) {
+    return true;
+  }
+  if (needle.size() > text.size()) {
+    return false;
+  }
+  const char lower_first = asciiLower(needle[0]);
+  const char upper_first =
+      lower_first >= 'a' && lower_first <= 'z' ? static_cast<char>(lower_first - 32) : lower_first;
+  const std::size_t last = text.size() - needle.size();  // the last possible start
+  std::size_t pos = 0;
+#if defined(__SSE2__)
+  const __m128i lower_block = _mm_set1_epi8(lower_first);
+  const __m128i upper_block = _mm_set1_epi8(upper_first);
+  for (; pos + 16 <= last + 1; pos += 16) {
+    __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(text.data() + pos));
+    auto starts = static_cast<unsigned>(_mm_movemask_epi8(
+        _mm_or_si128(_mm_cmpeq_epi8(block, lower_block), _mm_cmpeq_epi8(block, upper_block))));
+    while (starts != 0) {
+      std::size_t at = pos + static_cast<std::size_t>(__builtin_ctz(starts));
+      starts &= starts - 1;
+      if (matchesAt(text, at, needle)) {
+        return true;
+      }
+    }
+  }
+#endif
+  for (; pos <= last; ++pos) {
+    char c = text[pos];
+    if ((c == lower_first || c == upper_first) && matchesAt(text, pos, needle)) {
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace webtrap::oat

@@ -256,3 +256,25 @@ TEST(OatOntologyYaml, InvalidYamlIsRejected) {
 
 }  // namespace
 }  // namespace webtrap::oat
+
+// containsIgnoreCase scans 16 bytes at a time; these place the needle in the
+// first block, across a block boundary, at the very end, and in the bytes
+// after the last whole block, and check that case only matters for letters.
+TEST(OatOntology, ContainsIgnoreCaseFindsNeedleAnywhere) {
+  using webtrap::oat::containsIgnoreCase;
+  const std::string filler(40, 'x');
+  EXPECT_TRUE(containsIgnoreCase("sqlmap/1.7", "SQLMAP"));
+  EXPECT_TRUE(containsIgnoreCase(filler.substr(0, 13) + "SqlMap" + filler, "sqlmap"));
+  EXPECT_TRUE(containsIgnoreCase(filler + "Nikto", "nikto"));
+  EXPECT_TRUE(containsIgnoreCase(filler.substr(0, 33) + "ab", "AB"));
+  EXPECT_TRUE(containsIgnoreCase(filler, ""));
+  EXPECT_FALSE(containsIgnoreCase(filler + "Nikt", "nikto"));
+  EXPECT_FALSE(containsIgnoreCase("abc", "abcd"));
+  // Many first-byte candidates before the match.
+  EXPECT_TRUE(containsIgnoreCase("nnnnnnnnnnnnnnnnnnnnnnnnnnnnNIKTO", "nikto"));
+  // '@' and '`' sit next to the letters in ASCII and must not match them.
+  EXPECT_FALSE(containsIgnoreCase(filler + "@bc", "abc"));
+  EXPECT_FALSE(containsIgnoreCase(filler + "`bc", "abc"));
+  EXPECT_TRUE(containsIgnoreCase(filler + "/WP-login.php", "/wp-LOGIN"));
+  EXPECT_FALSE(containsIgnoreCase(filler + "/wp_login", "/wp-login"));
+}
