@@ -434,7 +434,12 @@ DecodeResult decodeAuditRecord(std::string_view json, const DecodeOptions& optio
   } else if (record.invalid_utf8) {
     record.original_base64 = base64Encode(raw);
   }
-  record.original.assign(text);
+  if (!options.copy_unchanged_original && text.data() == json.data() &&
+      text.size() == json.size()) {
+    result.original_is_input = true;
+  } else {
+    record.original.assign(text);
+  }
   result.ok = true;
   return result;
 }

@@ -137,6 +137,9 @@ struct DecodeResult {
   bool ok = false;
   AuditRecord record;
   std::string error;  // why the record was rejected, naming the field
+  // True when record.original was left empty because it is the input
+  // exactly (see DecodeOptions::copy_unchanged_original).
+  bool original_is_input = false;
 };
 
 // Decodes one JSON audit record. `origin` names where it came from (a file
@@ -182,6 +185,11 @@ struct DecodeOptions {
   // simdjson::SIMDJSON_PADDING (64) of them, the record is parsed in place
   // instead of being copied into a padded buffer first.
   std::size_t readable_after = 0;
+  // When false, the decoder leaves AuditRecord::original empty if it would
+  // be `json` byte for byte, and sets DecodeResult::original_is_input. The
+  // ingest path sets it to false because it keeps the batch's lines itself,
+  // and copying and comparing every line cost time.
+  bool copy_unchanged_original = true;
 };
 
 DecodeResult decodeAuditRecord(std::string_view json, const DecodeOptions& options);

@@ -727,8 +727,13 @@ std::string buildEcsDocument(const AuditRecord& record, const GeoFacts& geo,
   // size) and most of its values again as fields, so it is about twice the
   // record's size: 8,960 bytes for a 4,345-byte record on average with
   // bench/collector/make_records.py. Reserving that once avoids regrowing
-  // the buffer, which copies everything written so far.
-  out.reserve(2 * record.original.size() + record.request_body.size() + 1024);
+  // the buffer, which copies everything written so far. Without
+  // event.original (`original_at` given, and record.original then often
+  // empty) those records gave 4,227 bytes on average and at most 6,043.
+  constexpr std::size_t kStrippedReserve = 8192;
+  out.reserve(original_at != nullptr
+                  ? kStrippedReserve + record.request_body.size()
+                  : 2 * record.original.size() + record.request_body.size() + 1024);
   JsonWriter writer(out);
   const RuleSummary rules = summarizeRules(record);
   const string_view sensor_id =

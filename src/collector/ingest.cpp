@@ -183,6 +183,7 @@ void Ingest::prepareOne(std::string_view json, std::size_t readable_after,
   prepared.line_bytes += json.size();
   DecodeOptions options = decodeOptionsFor(source);
   options.readable_after = readable_after;
+  options.copy_unchanged_original = false;
   DecodeResult decoded = decodeAuditRecord(json, options);
   if (!decoded.ok) {
     DeadLetter letter;
@@ -201,6 +202,15 @@ void Ingest::prepareOne(std::string_view json, std::size_t readable_after,
     return;
   }
 
+  // The decoder may have changed the text (invalid UTF-8 replaced, card
+  // numbers masked); then the record keeps its own original.
+  if (!decoded.original_is_input) {
+    prepareRecord(decoded.record, source, now_ms, prepared);
+    return;
+  }
+  if (!(prepared.by_reference && prepared.whole_batch)) {
+    decoded.record.original.assign(json);
+  }
   prepareRecord(decoded.record, source, now_ms, prepared, json, line_offset);
 }
 
@@ -239,9 +249,9 @@ void Ingest::prepareRecord(const AuditRecord& record, const IngestSource& source
       }
     }
   }
-  // The decoder may have changed the text (invalid UTF-8 replaced, card
-  // numbers masked); then the document keeps its own original.
-  if (prepared.by_reference && prepared.whole_batch && record.original == line) {
+  // A record whose original is its line as received is built without it,
+  // and the stored batch keeps the line.
+  if (prepared.by_reference && prepared.whole_batch && line.data() != nullptr) {
     std::size_t original_at = 0;
     event.document =
         buildEcsDocument(record, geo, facts, now_ms, behaviour_tags, verdicts, &original_at);

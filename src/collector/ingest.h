@@ -126,6 +126,8 @@ class Ingest {
   // may be stored by reference (Prepared::by_reference is set).
   void prepareOne(std::string_view json, std::size_t readable_after, std::size_t line_offset,
                   const IngestSource& source, std::int64_t now_ms, Prepared& prepared);
+  // `line`, when given, is the record's original exactly as received, at
+  // `line_offset` in the batch text; `record.original` may then be empty.
   void prepareRecord(const AuditRecord& record, const IngestSource& source, std::int64_t now_ms,
                      Prepared& prepared, std::string_view line = {}, std::size_t line_offset = 0);
   IngestResult commit(Prepared& prepared, const IngestSource& source, std::int64_t now_ms,
