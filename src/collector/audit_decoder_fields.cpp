@@ -130,8 +130,19 @@ std::string childField(std::string_view parent, std::string_view name) {
   return field;
 }
 
+void setIndexField(std::string& out, std::string_view parent, std::size_t index) {
+  char digits[24];
+  auto end = std::to_chars(digits, digits + sizeof digits, index).ptr;
+  out.assign(parent);
+  out.push_back('[');
+  out.append(digits, end);
+  out.push_back(']');
+}
+
 std::string indexField(std::string_view parent, std::size_t index) {
-  return fmt::format("{}[{}]", parent, index);
+  std::string field;
+  setIndexField(field, parent, index);
+  return field;
 }
 
 ondemand::object readObject(ondemand::value value, std::string_view field) {
@@ -237,6 +248,9 @@ std::string readHttpVersion(ondemand::value value, std::string_view field) {
 void readHeaderObject(ondemand::value value, std::string_view field,
                       std::vector<HeaderField>& out) {
   ondemand::object object = readObject(value, field);
+  // Room for 16 headers at once: growing from empty to 16 would move
+  // every HeaderField four times.
+  out.reserve(out.size() + 16);
   // Iterating (rather than looking keys up) visits every field in document
   // order, so a name that the producer repeated yields every value.
   for (auto entry : object) {

@@ -30,7 +30,11 @@ void check(simdjson::error_code code, std::string_view field);
 
 // Joins a parent field and a child name: "transaction" + "client_ip".
 std::string childField(std::string_view parent, std::string_view name);
+// Names an array element: "transaction.messages" + 2 gives
+// "transaction.messages[2]". setIndexField() writes it into `out`, which
+// keeps its capacity when reused.
 std::string indexField(std::string_view parent, std::size_t index);
+void setIndexField(std::string& out, std::string_view parent, std::size_t index);
 
 ondemand::object readObject(ondemand::value value, std::string_view field);
 ondemand::array readArray(ondemand::value value, std::string_view field);

@@ -83,8 +83,10 @@ void decodeProducer(ondemand::value value, AuditRecord& record) {
   }
 }
 
-void decodeDetails(ondemand::value value, const std::string& parent, RuleMessage& message) {
-  std::string details_field = childField(parent, "details");
+// `details_field` and `tags_field` name the details object and its tags in
+// error messages ("transaction.messages[2].details").
+void decodeDetails(ondemand::value value, std::string_view details_field,
+                   std::string_view tags_field, RuleMessage& message) {
   ondemand::object details = readObject(value, details_field);
   for (auto entry : details) {
     ondemand::field field;
@@ -107,7 +109,7 @@ void decodeDetails(ondemand::value value, const std::string& parent, RuleMessage
     } else if (key == "ver") {
       target = &message.version;
     } else if (key == "tags") {
-      readStringArray(field.value(), childField(details_field, key), message.tags);
+      readStringArray(field.value(), tags_field, message.tags);
       continue;
     }
     // libmodsecurity writes every detail as a string, but other writers use
@@ -122,10 +124,16 @@ void decodeMessages(ondemand::value value, AuditRecord& record) {
   constexpr std::string_view kField = "transaction.messages";
   ondemand::array messages = readArray(value, kField);
   std::size_t index = 0;
+  // The field names of each message, for error messages. They are built in
+  // the same three strings for every message, so only the first allocates.
+  std::string item_field;
+  std::string details_field;
+  std::string tags_field;
+  record.messages.reserve(8);
   for (auto element : messages) {
     ondemand::value item;
     check(std::move(element).get(item), kField);
-    std::string item_field = indexField(kField, index);
+    setIndexField(item_field, kField, index);
     ondemand::object object = readObject(item, item_field);
     RuleMessage& message = record.messages.emplace_back();
     for (auto entry : object) {
@@ -138,7 +146,9 @@ void decodeMessages(ondemand::value value, AuditRecord& record) {
           message.message = readScalarText(field.value(), childField(item_field, "message"));
         }
       } else if (key == "details") {
-        decodeDetails(field.value(), item_field, message);
+        details_field.assign(item_field).append(".details");
+        tags_field.assign(details_field).append(".tags");
+        decodeDetails(field.value(), details_field, tags_field, message);
       }
     }
     ++index;

@@ -31,10 +31,7 @@ void forEachElement(ondemand::value value, std::string_view field, Handler&& han
   for (auto element : items) {
     ondemand::value item;
     check(std::move(element).get(item), field);
-    item_field.assign(field);
-    item_field += '[';
-    item_field += std::to_string(index);
-    item_field += ']';
+    setIndexField(item_field, field, index);
     handle(item, item_field);
     ++index;
   }
@@ -55,16 +52,33 @@ void decodeRequest(ondemand::value value, AuditRecord& record, WebtrapExtras& ex
     if (key == "line") {
       readStringInto(member, "webtrap.request.line", record.request_line);
     } else if (key == "headers") {
-      // [[name, value], ...]: every field in arrival order.
+      // [[name, value], ...]: every field in arrival order. Each pair is
+      // read straight into its HeaderField, with no vector of its own.
+      extras.headers.reserve(16);
       forEachElement(member, "webtrap.request.headers",
                      [&](ondemand::value pair_value, const std::string& pair_field) {
-                       std::vector<std::string> pair;
-                       readStringArray(pair_value, pair_field, pair);
-                       if (pair.size() != 2) {
-                         fail(pair_field,
-                              fmt::format("expected [name, value], got {} items", pair.size()));
+                       HeaderField& header = extras.headers.emplace_back();
+                       std::string extra;  // an item past the second, read to be counted
+                       std::size_t count = 0;
+                       ondemand::array items = readArray(pair_value, pair_field);
+                       for (auto element : items) {
+                         ondemand::value item;
+                         check(std::move(element).get(item), pair_field);
+                         std::string* target = &extra;
+                         if (count == 0) {
+                           target = &header.name;
+                         } else if (count == 1) {
+                           target = &header.value;
+                         }
+                         if (!readPlainString(item, *target)) {
+                           *target = readScalarText(item, indexField(pair_field, count));
+                         }
+                         ++count;
                        }
-                       extras.headers.push_back({std::move(pair[0]), std::move(pair[1])});
+                       if (count != 2) {
+                         fail(pair_field,
+                              fmt::format("expected [name, value], got {} items", count));
+                       }
                      });
       extras.has_headers = true;
     } else if (key == "body_size") {
