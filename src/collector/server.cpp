@@ -243,7 +243,11 @@ bool anyLineStartsWithObject(std::string_view body) {
   std::size_t start = 0;
   while (start < body.size()) {
     std::size_t first = body.find_first_not_of(" \t\r", start);
-    if (first != std::string_view::npos && body[first] == '{') {
+    // The decoder skips a UTF-8 byte order mark there too (trimRecord).
+    if (first != std::string_view::npos && body.substr(first, 3) == "\xEF\xBB\xBF") {
+      first += 3;
+    }
+    if (first < body.size() && body[first] == '{') {
       return true;
     }
     std::size_t end = body.find('\n', start);

@@ -11,7 +11,9 @@ folder:
   line;
 - a libmodsecurity record in a POST /v1/records batch: the reason names
   POST /v1/modsecurity and the file input, instead of a format setting that
-  the probe input does not have.
+  the probe input does not have;
+- a record that starts with a UTF-8 byte order mark, alone in a POST
+  /v1/modsecurity body, is stored as it is when it comes in a batch.
 
 Every check runs even when an earlier one fails, and the test exits 1 if any
 failed.
@@ -77,7 +79,25 @@ def modsecurity_record_in_probe_batch(workdir):
     check("read it as" not in reason, f"the reason offers a format setting: {reason}")
 
 
-CHECKS = [two_records_in_one_post, modsecurity_record_in_probe_batch]
+def record_with_byte_order_mark(workdir):
+    collector = Collector(workdir)
+    token = collector.enrol("nginx1")
+    collector.start()
+    try:
+        status, response = collector.post("/v1/modsecurity", token,
+                                          b"\xef\xbb\xbf" + MODSEC3_RECORD,
+                                          {"Content-Type": "application/json"})
+    finally:
+        collector.stop()
+    # The decoder skips a UTF-8 byte order mark, as it does in a batch or a
+    # file, so the body check before it must not reject the record.
+    check(status == 200, f"expected 200, got {status} {response!r}")
+    if status == 200:
+        check(json.loads(response)["stored"] == 1, f"expected one stored record, got {response!r}")
+
+
+CHECKS = [two_records_in_one_post, modsecurity_record_in_probe_batch,
+          record_with_byte_order_mark]
 
 
 def main():
