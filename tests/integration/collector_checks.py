@@ -119,6 +119,18 @@ class Collector:
             connection.close()
 
 
+def start_log(workdir, limits="{}"):
+    """Starts a collector with `limits`, waits for its start line, stops it
+    and returns its log: for checks of what it warns about at start."""
+    collector = Collector(workdir, limits=limits)
+    collector.start()
+    try:
+        wait_for(lambda: "collector: started" in collector.log(), 10, "the start log line")
+        return collector.log()
+    finally:
+        collector.stop()
+
+
 def run_checks(checks, prefix, prepare=None):
     """Runs each check in a folder of its own and returns the exit status.
 

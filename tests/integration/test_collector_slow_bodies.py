@@ -46,7 +46,7 @@ import sys
 import threading
 import time
 
-from collector_checks import Collector, check, run_checks, wait_for
+from collector_checks import Collector, check, run_checks, start_log, wait_for
 from test_collector_sensor_slots import (DEFAULT_SENSOR_SLOTS, TOTAL_SLOTS, SlowSender,
                                          in_flight, make_records, metric, open_admitted,
                                          read_response)
@@ -420,22 +420,12 @@ def slow_header_cut_by_read_timeout(workdir, records):
 
 def grace_past_read_timeout(workdir, records):
     warning = "limits.min_body_rate never applies"
-    collector = Collector(workdir, limits="{read_timeout: 5s, min_body_rate_grace: 5s}")
-    collector.start()
-    try:
-        wait_for(lambda: "collector: started" in collector.log(), 10, "the start log line")
-        check(warning in collector.log(),
-              "no warning at start that a grace period equal to limits.read_timeout turns the "
-              "rate check off")
-    finally:
-        collector.stop()
-    defaults = Collector(workdir / "defaults")
-    defaults.start()
-    try:
-        wait_for(lambda: "collector: started" in defaults.log(), 10, "the start log line")
-        check(warning not in defaults.log(), "the rate check warning appeared with the defaults")
-    finally:
-        defaults.stop()
+    log = start_log(workdir, "{read_timeout: 5s, min_body_rate_grace: 5s}")
+    check(warning in log,
+          "no warning at start that a grace period equal to limits.read_timeout turns the "
+          "rate check off")
+    check(warning not in start_log(workdir / "defaults"),
+          "the rate check warning appeared with the defaults")
 
 
 CHECKS = [four_tokens_lose_their_slots, rate_separates_slow_from_honest, tls_body_cut,

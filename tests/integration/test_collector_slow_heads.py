@@ -40,7 +40,7 @@ import socket
 import sys
 import time
 
-from collector_checks import Collector, check, run_checks, wait_for
+from collector_checks import Collector, check, run_checks, start_log, wait_for
 from test_collector_sensor_slots import make_records, metric, read_response
 
 READ_TIMEOUT_SECONDS = 60
@@ -271,23 +271,12 @@ def idle_timeout_still_applies(workdir, records):
 
 def header_timeout_past_read_timeout(workdir, records):
     warning = "limits.header_timeout (30000 ms) is not below limits.read_timeout"
-    collector = Collector(workdir, limits="{read_timeout: 30s, header_timeout: 30s}")
-    collector.start()
-    try:
-        wait_for(lambda: "collector: started" in collector.log(), 10, "the start log line")
-        check(warning in collector.log(),
-              "no warning at start that limits.header_timeout equal to limits.read_timeout "
-              "never applies first")
-    finally:
-        collector.stop()
-    defaults = Collector(workdir / "defaults")
-    defaults.start()
-    try:
-        wait_for(lambda: "collector: started" in defaults.log(), 10, "the start log line")
-        check("limits.header_timeout" not in defaults.log(),
-              "the header timeout warning appeared with the defaults")
-    finally:
-        defaults.stop()
+    log = start_log(workdir, "{read_timeout: 30s, header_timeout: 30s}")
+    check(warning in log,
+          "no warning at start that limits.header_timeout equal to limits.read_timeout "
+          "never applies first")
+    check("limits.header_timeout" not in start_log(workdir / "defaults"),
+          "the header timeout warning appeared with the defaults")
 
 
 CHECKS = [slow_heads_lose_connections, honest_head_in_pieces, keep_alive_idle_not_counted,
