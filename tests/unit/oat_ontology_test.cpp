@@ -257,9 +257,9 @@ TEST(OatOntologyYaml, InvalidYamlIsRejected) {
 }  // namespace
 }  // namespace webtrap::oat
 
-// containsIgnoreCase scans 16 bytes at a time; these place the needle in the
-// first block, across a block boundary, at the very end, and in the bytes
-// after the last whole block, and check that case only matters for letters.
+// containsIgnoreCase scans 16 bytes at a time. These cases place the needle
+// in the first block, across a block boundary, at the very end and after the
+// last whole block. They also check that case only matters for letters.
 TEST(OatOntology, ContainsIgnoreCaseFindsNeedleAnywhere) {
   using webtrap::oat::containsIgnoreCase;
   const std::string filler(40, 'x');
