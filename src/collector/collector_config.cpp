@@ -212,8 +212,9 @@ const std::vector<Option>& options() {
        "Time allowed to receive an ingest request head (request line and header fields), "
        "from the accept (after the TLS handshake) or, on a kept-alive connection, from the "
        "request's first byte, so idle time counts only towards limits.idle_timeout. A "
-       "connection whose head is late is closed. From 100ms to 1h; at or above "
-       "limits.read_timeout the read timeout applies first.",
+       "connection whose head is late is closed. From 100ms to 1h. At or above "
+       "limits.read_timeout, the read timeout ends a slow head on a new connection first; on a "
+       "kept-alive connection this timeout still applies.",
        [](CollectorConfig& c, const std::string& v) {
          c.limits.header_timeout_ms = parseTimeout(v, "limits.header_timeout");
        }},
