@@ -1395,8 +1395,22 @@ void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
 
   CLI::App* tail = command->add_subcommand(
       "tail", "Print the newest stored events, one line each; --follow keeps printing new ones");
+  // CLI11's own checks would convert "-1" for an unsigned count, or print
+  // its double range, so both counts are checked as text first.
+  auto whole_number = [](const char* what) {
+    return CLI::Validator(
+        [what](std::string& value) {
+          bool digits = !value.empty() && value.size() <= 18 &&
+                        value.find_first_not_of("0123456789") == std::string::npos;
+          return digits ? std::string()
+                        : fmt::format("invalid value {}; give {} as a whole number of 0 or more",
+                                      value, what);
+        },
+        "", "WHOLE_NUMBER");
+  };
   CLI::Option* last_option =
-      tail->add_option("--last", options->limit, "Number of stored events to print first");
+      tail->add_option("--last", options->limit, "Number of stored events to print first")
+          ->check(whole_number("the number of events"));
   tail->add_option_function<std::int64_t>(
           "--after-seq",
           [options](std::int64_t seq) {
@@ -1405,7 +1419,7 @@ void addCollectorCommand(CLI::App& app, CommandRunner& runner) {
           },
           "Print first every event stored after this sequence number, such as the last_seq "
           "that count printed before a start (in place of --last)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(whole_number("a sequence number"))
       ->excludes(last_option);
   tail->add_flag("--follow,-f", options->follow, "Keep printing events as they are stored");
   tail->add_flag("--documents", options->documents,

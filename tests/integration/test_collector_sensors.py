@@ -129,6 +129,15 @@ state_dir: {folder / "state"}
 """)
         # Commands that only read the store fail on a missing store and
         # create none, so a wrong folder cannot report an empty store.
+        # A count that is not a whole number is rejected before the store
+        # is opened, naming the value and what to give.
+        for option, value in (("--last", "-1"), ("--last", "abc"), ("--after-seq", "-1"),
+                              ("--after-seq", "1.5")):
+            result = collector_command(config, "tail", option, value)
+            check(result.returncode != 0, f"`tail {option} {value}` was accepted")
+            check(f"invalid value {value}; give" in result.stderr
+                  and "whole number of 0 or more" in result.stderr,
+                  f"`tail {option} {value}`: {result.stderr}")
         for command in ("count", "sensors", "tail", "dead-letters"):
             result = collector_command(config, command)
             check(result.returncode == 2 and "does not exist" in result.stderr
