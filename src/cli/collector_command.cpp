@@ -1250,6 +1250,15 @@ int runTail(const CollectorOptions& options) {
   std::int64_t after = std::max<std::int64_t>(0, last - static_cast<std::int64_t>(options.limit));
   if (options.after_seq_given) {
     after = options.after_seq;
+    // Sequence numbers only grow, so a number past the last one most
+    // likely came from another store (or state_dir) than this one.
+    if (after > last) {
+      fmt::print(stderr,
+                 "webtrap: --after-seq {} is past the last seq of the store \"{}\" ({}), so "
+                 "only events stored after seq {} are printed; check that the number came from "
+                 "count on the same store\n",
+                 after, config.store.path.string(), last, after);
+    }
   }
   simdjson::ondemand::parser parser;
   std::optional<std::int64_t> stop_at;

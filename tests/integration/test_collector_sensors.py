@@ -177,6 +177,16 @@ state_dir: {folder / "state"}
         # The revoked sensor's records and row stay, marked revoked.
         count = json.loads(collector_command(config, "count").stdout)
         check(count["events"] == 3, f"events after revoke: {count}")
+        # tail from a seq in range prints the rest; a seq past the last one
+        # (taken from another store) prints nothing but says why.
+        after = collector_command(config, "tail", "--after-seq", "1")
+        check(after.returncode == 0 and len(after.stdout.splitlines()) == 2,
+              f"tail --after-seq 1: {after.returncode} {after.stdout!r} {after.stderr}")
+        past = collector_command(config, "tail", "--after-seq", "99")
+        check(past.returncode == 0 and past.stdout == "",
+              f"tail --after-seq 99: {past.returncode} {past.stdout!r}")
+        check("--after-seq 99 is past the last seq" in past.stderr and "(3)" in past.stderr,
+              f"tail --after-seq 99 does not warn: {past.stderr!r}")
         listed = sensors_by_id(config)
         check(listed["sensor-a"]["revoked"] is not None, f"sensors: {listed['sensor-a']}")
         check(listed["sensor-a"]["records"] == 2, f"sensors: {listed['sensor-a']}")
