@@ -382,6 +382,10 @@ def received_bodies_leave_cap(workdir, records):
                    threading.Thread(target=post, args=(records[5:10],))]
         senders[0].start()
         wait_for(lambda: in_flight(collector) >= 1, 10, "A's first batch to be admitted")
+        # Admitted is not yet received: the collector counts a body's bytes
+        # right after it frees the sensor's share, so wait for that count.
+        wait_for(lambda: metric(collector, 'webtrap_collector_input_bytes_total{input="probe"}')
+                 > 0, 10, "A's first body to be received")
         senders[1].start()
         # A rejection by the cap comes at once, after the second header.
         time.sleep(0.5)
